@@ -1,0 +1,303 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// Decode reads every document of a Kubernetes-style multi-document YAML
+// file. file names the source in errors and in each Resource's Source.
+//
+// It returns the resources it could read and an error per document it could
+// not: malformed YAML, an unknown apiVersion or kind, a missing name, or an
+// unknown field (named by its path, as "spec.http[0].rout"). After a YAML
+// syntax error the rest of the file is not read. Empty documents are
+// skipped. A document with no namespace gets DefaultNamespace.
+//
+// Decode does not validate field values; see package validation.
+func Decode(file string, data []byte) ([]*Resource, Errors) {
+	var out []*Resource
+	var errs Errors
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			errs = append(errs, &Error{Source: Source{File: file}, Msg: "malformed YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")})
+			break
+		}
+		if len(doc.Content) == 0 || doc.Content[0].Tag == "!!null" {
+			continue
+		}
+		src := Source{File: file, Line: doc.Content[0].Line}
+		r, err := decodeDoc(src, doc.Content[0])
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				e = &Error{Source: src, Msg: err.Error()}
+			}
+			errs = append(errs, e)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, errs
+}
+
+// DecodeObject decodes one document already read into a generic map (the
+// shape json.Unmarshal or yaml.Unmarshal give), as Decode does for each
+// document of a file.
+func DecodeObject(src Source, obj map[string]any) (*Resource, error) {
+	return decodeMap(src, obj)
+}
+
+func decodeDoc(src Source, n *yaml.Node) (*Resource, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, &Error{Source: src, Msg: "document is not a mapping with apiVersion, kind, metadata and spec"}
+	}
+	var raw any
+	if err := n.Decode(&raw); err != nil {
+		return nil, &Error{Source: src, Msg: "malformed YAML: " + err.Error()}
+	}
+	obj, _ := normalize(raw).(map[string]any)
+	return decodeMap(src, obj)
+}
+
+func decodeMap(src Source, obj map[string]any) (*Resource, error) {
+	apiVersion, _ := obj["apiVersion"].(string)
+	kindStr, _ := obj["kind"].(string)
+	if kindStr == "" {
+		return nil, &Error{Source: src, Field: "kind", Msg: "required"}
+	}
+	kind := Kind(kindStr)
+	md, _ := obj["metadata"].(map[string]any)
+	name, _ := md["name"].(string)
+	ns, _ := md["namespace"].(string)
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	key := Key{Kind: kind, Namespace: ns, Name: name}
+	fail := func(field, format string, args ...any) error {
+		return &Error{Source: src, Key: key, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+
+	info, ok := kinds[kind]
+	if !ok {
+		return nil, fail("kind", "unknown kind %q: Loom reads %s", kindStr, kindList())
+	}
+	group, version, _ := strings.Cut(apiVersion, "/")
+	if group != info.group || !contains(info.versions, version) {
+		return nil, fail("apiVersion", "%q: %s is served as %s/{%s}", apiVersion, kind, info.group, strings.Join(info.versions, ","))
+	}
+	for k := range obj {
+		switch k {
+		case "apiVersion", "kind", "metadata", "spec", "status":
+		default:
+			return nil, fail(k, "unknown field")
+		}
+	}
+	if name == "" {
+		return nil, fail("metadata.name", "required")
+	}
+	r := &Resource{Kind: kind, APIVersion: apiVersion, Name: name, Namespace: ns, Source: src}
+	var err error
+	if r.Labels, err = stringMap(md["labels"]); err != nil {
+		return nil, fail("metadata.labels", "%v", err)
+	}
+	if r.Annotations, err = stringMap(md["annotations"]); err != nil {
+		return nil, fail("metadata.annotations", "%v", err)
+	}
+
+	spec := info.newSpec()
+	rawSpec := obj["spec"]
+	if rawSpec == nil {
+		rawSpec = map[string]any{}
+	}
+	if path, msg := checkFields("spec", rawSpec, spec.ProtoReflect().Descriptor()); path != "" {
+		return nil, fail(path, "%s", msg)
+	}
+	js, err := json.Marshal(rawSpec)
+	if err != nil {
+		return nil, fail("spec", "%v", err)
+	}
+	if err := protojson.Unmarshal(js, spec); err != nil {
+		return nil, fail("spec", "%s", cleanProtoErr(err))
+	}
+	r.Spec = spec
+	return r, nil
+}
+
+// checkFields walks v against the message descriptor md and returns the
+// path of the first field md does not have, or of a value of the wrong
+// shape, so that the error points at the line a user must fix (protojson
+// alone says only 'unknown field "x"'). Well-known types are left to
+// protojson.
+func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string, string) {
+	if strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return "", ""
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		if v == nil {
+			return "", ""
+		}
+		return path, fmt.Sprintf("must be an object, not %s", describe(v))
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil {
+			fd = md.Fields().ByName(protoreflect.Name(k))
+		}
+		fp := path + "." + k
+		if fd == nil {
+			return fp, "unknown field"
+		}
+		val := m[k]
+		switch {
+		case fd.IsMap():
+			mm, ok := val.(map[string]any)
+			if !ok {
+				if val == nil {
+					continue
+				}
+				return fp, fmt.Sprintf("must be a map, not %s", describe(val))
+			}
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				mk := make([]string, 0, len(mm))
+				for k := range mm {
+					mk = append(mk, k)
+				}
+				sort.Strings(mk)
+				for _, k := range mk {
+					if p, msg := checkFields(fmt.Sprintf("%s[%s]", fp, k), mm[k], fd.MapValue().Message()); p != "" {
+						return p, msg
+					}
+				}
+			}
+		case fd.IsList():
+			l, ok := val.([]any)
+			if !ok {
+				if val == nil {
+					continue
+				}
+				return fp, fmt.Sprintf("must be a list, not %s", describe(val))
+			}
+			if fd.Kind() == protoreflect.MessageKind {
+				for i, e := range l {
+					if p, msg := checkFields(fmt.Sprintf("%s[%d]", fp, i), e, fd.Message()); p != "" {
+						return p, msg
+					}
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			if p, msg := checkFields(fp, val, fd.Message()); p != "" {
+				return p, msg
+			}
+		}
+	}
+	return "", ""
+}
+
+func describe(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return "a number"
+}
+
+// normalize turns the map[any]any that YAML gives for non-string keys into
+// map[string]any, so the document can be marshalled to JSON.
+func normalize(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			t[k] = normalize(e)
+		}
+		return t
+	case map[any]any:
+		m := make(map[string]any, len(t))
+		for k, e := range t {
+			m[fmt.Sprint(k)] = normalize(e)
+		}
+		return m
+	case []any:
+		for i, e := range t {
+			t[i] = normalize(e)
+		}
+		return t
+	}
+	return v
+}
+
+func stringMap(v any) (map[string]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("must be a map of strings, not %s", describe(v))
+	}
+	out := make(map[string]string, len(m))
+	for k, e := range m {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s: must be a string, not %s", k, describe(e))
+		}
+		out[k] = s
+	}
+	return out, nil
+}
+
+func cleanProtoErr(err error) string {
+	s := err.Error()
+	// protojson prefixes "proto: (line 1:23): "; the offset is into our JSON,
+	// not the user's file, so it only confuses.
+	if i := strings.Index(s, "): "); strings.HasPrefix(s, "proto:") && i > 0 {
+		s = s[i+3:]
+	}
+	return strings.TrimPrefix(s, "proto: ")
+}
+
+func kindList() string {
+	ks := Kinds()
+	s := make([]string, len(ks))
+	for i, k := range ks {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+func contains(l []string, s string) bool {
+	for _, e := range l {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,195 @@
+package config
+
+import (
+	"regexp"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// Generation is one complete runtime config. It is immutable and safe for
+// concurrent use; a new config is a new Generation.
+type Generation struct {
+	// Number counts generations built by this process, from 1.
+	Number uint64
+	// Versions is the xDS version_info applied, per type URL.
+	Versions map[string]string
+	// Listeners by name.
+	Listeners map[string]*Listener
+	// Routes are route tables by RouteConfiguration name.
+	Routes map[string]*RouteTable
+	// Clusters by name, each with its endpoints.
+	Clusters map[string]*Cluster
+	// Source is the protos this generation was built from, for /config_dump
+	// only; the request path never reads it.
+	Source Resources
+}
+
+// Resources is a full set of xDS resources of the four types, as received.
+type Resources struct {
+	Listeners []proto.Message // *listenerv3.Listener
+	Routes    []proto.Message // *routev3.RouteConfiguration
+	Clusters  []proto.Message // *clusterv3.Cluster
+	Endpoints []proto.Message // *endpointv3.ClusterLoadAssignment
+}
+
+// Direction is a listener's traffic direction (Envoy's TrafficDirection).
+type Direction int
+
+// Directions.
+const (
+	DirectionUnspecified Direction = iota
+	DirectionInbound
+	DirectionOutbound
+)
+
+// Listener is one bound socket and its HTTP connection manager.
+// Implements envoy.config.listener.v3.Listener with one filter chain whose
+// only network filter is envoy.filters.network.http_connection_manager.
+type Listener struct {
+	Name      string
+	Address   string // "host:port"
+	Direction Direction
+	// StatPrefix is the HCM's stat_prefix.
+	StatPrefix string
+	// RouteConfigName names the route table in Generation.Routes (HCM rds).
+	// When the HCM has an inline route_config it is stored in Routes under
+	// a name derived from the listener's, and RouteConfigName names it.
+	RouteConfigName string
+}
+
+// RouteTable is a compiled RouteConfiguration
+// (envoy.config.route.v3.RouteConfiguration).
+type RouteTable struct {
+	Name         string
+	VirtualHosts []*VirtualHost
+	// exact, suffix ("*.foo") and prefix ("foo.*") domain indexes and the
+	// catch-all "*", filled by Build; see RouteTable.VirtualHostFor.
+	exact    map[string]*VirtualHost
+	suffixes []domainEntry
+	prefixes []domainEntry
+	catchAll *VirtualHost
+}
+
+type domainEntry struct {
+	pattern string
+	vh      *VirtualHost
+}
+
+// VirtualHost is envoy.config.route.v3.VirtualHost: domains and ordered routes.
+type VirtualHost struct {
+	Name    string
+	Domains []string
+	Routes  []*Route
+}
+
+// Route is envoy.config.route.v3.Route with a RouteAction: a match and
+// where matching requests go. The first matching route in a virtual host
+// wins.
+type Route struct {
+	Name  string
+	Match RouteMatch
+	// Clusters is where the request goes: one entry for RouteAction.cluster,
+	// several for weighted_clusters. Weights are relative; TotalWeight is
+	// their sum (> 0).
+	Clusters    []WeightedCluster
+	TotalWeight uint32
+	// Timeout is the whole request's timeout, retries included. 0 means
+	// none (Envoy: timeout 0s disables it; Istio sets 0 unless the
+	// VirtualService has timeout).
+	Timeout time.Duration
+	// Retry is nil when the route does not retry.
+	Retry *RetryPolicy
+}
+
+// WeightedCluster is one destination of a route.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// PathMatchKind says which of RouteMatch's path fields applies.
+type PathMatchKind int
+
+// Path match kinds (RouteMatch.path_specifier).
+const (
+	PathPrefix PathMatchKind = iota // Prefix; "" matches every path
+	PathExact                       // Path
+	PathRegex                       // Regex (RE2, whole path)
+)
+
+// RouteMatch is envoy.config.route.v3.RouteMatch: a path match plus header
+// matchers, all of which must match.
+type RouteMatch struct {
+	PathKind PathMatchKind
+	Prefix   string
+	Path     string
+	Regex    *regexp.Regexp // anchored: matches the whole path
+	// CaseInsensitive applies to Prefix and Path (RouteMatch.case_sensitive = false).
+	CaseInsensitive bool
+	Headers         []HeaderMatcher
+}
+
+// StringMatchKind says how a HeaderMatcher compares.
+type StringMatchKind int
+
+// String match kinds (envoy.type.matcher.v3.StringMatcher and HeaderMatcher).
+const (
+	MatchExact StringMatchKind = iota
+	MatchPrefix
+	MatchSuffix
+	MatchRegex
+	MatchPresent
+)
+
+// HeaderMatcher is envoy.config.route.v3.HeaderMatcher.
+type HeaderMatcher struct {
+	Name  string // canonical header name; ":authority", ":method", ":path" and ":scheme" read the request line
+	Kind  StringMatchKind
+	Value string         // for Exact, Prefix, Suffix
+	Regex *regexp.Regexp // for Regex; anchored
+	// Present, for MatchPresent: true matches when the header is there.
+	Present bool
+	// Invert negates the result (HeaderMatcher.invert_match).
+	Invert bool
+}
+
+// RetryPolicy is envoy.config.route.v3.RetryPolicy.
+type RetryPolicy struct {
+	// RetryOn holds Envoy's conditions: "5xx", "gateway-error", "reset",
+	// "connect-failure", "retriable-4xx", "refused-stream",
+	// "retriable-status-codes".
+	RetryOn       []string
+	NumRetries    uint32
+	PerTryTimeout time.Duration // 0: the route's timeout
+}
+
+// Cluster is envoy.config.cluster.v3.Cluster with its endpoints (from the
+// ClusterLoadAssignment of the same name for EDS clusters, from
+// load_assignment for STATIC ones).
+type Cluster struct {
+	Name           string
+	ConnectTimeout time.Duration
+	// LBPolicy is "ROUND_ROBIN" (the only one in this version).
+	LBPolicy string
+	// HTTP2 is true when the upstream speaks HTTP/2 cleartext (h2c): the
+	// cluster's HttpProtocolOptions has explicit_http_config.http2_protocol_options.
+	HTTP2     bool
+	Endpoints []Endpoint
+}
+
+// HealthStatus of an endpoint (envoy.config.core.v3.HealthStatus, reduced).
+type HealthStatus int
+
+// Health statuses. Only Healthy endpoints are picked.
+const (
+	Healthy HealthStatus = iota
+	Unhealthy
+)
+
+// Endpoint is one upstream host of a cluster.
+type Endpoint struct {
+	Address string // "ip:port"
+	Health  HealthStatus
+	Weight  uint32 // load_balancing_weight; 1 when unset
+}

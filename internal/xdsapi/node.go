@@ -1,0 +1,122 @@
+package xdsapi
+
+import (
+	"fmt"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// NodeType is the first field of an Istio node ID.
+type NodeType string
+
+// Node types. A sidecar sits beside one workload; a router is a gateway.
+const (
+	Sidecar NodeType = "sidecar"
+	Router  NodeType = "router"
+)
+
+// Node metadata keys, Istio's names (pilot/pkg/model/context.go NodeMetadata).
+const (
+	MetaLabels           = "LABELS"
+	MetaNamespace        = "NAMESPACE"
+	MetaServiceAccount   = "SERVICE_ACCOUNT"
+	MetaClusterID        = "CLUSTER_ID"
+	MetaWorkloadName     = "WORKLOAD_NAME"
+	MetaInterceptionMode = "INTERCEPTION_MODE"
+	MetaInstanceIPs      = "INSTANCE_IPS"
+)
+
+// InterceptionNone is the INTERCEPTION_MODE of a proxy that no iptables
+// rule feeds: the app talks to it explicitly (HTTP_PROXY), and its
+// listeners bind the proxy's own IP instead of 0.0.0.0.
+const InterceptionNone = "NONE"
+
+// NodeID is a parsed Istio node ID "TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local".
+type NodeID struct {
+	Type      NodeType
+	IP        string
+	Name      string // pod or workload name
+	Namespace string
+	Domain    string // "NAMESPACE.svc.cluster.local"
+}
+
+// String renders the ID in Istio's format.
+func (n NodeID) String() string {
+	return fmt.Sprintf("%s~%s~%s.%s~%s", n.Type, n.IP, n.Name, n.Namespace, n.Domain)
+}
+
+// ParseNodeID parses an Istio node ID. It fails when the ID does not have
+// four '~'-separated parts, an unknown type, or no namespace.
+func ParseNodeID(id string) (NodeID, error) {
+	parts := strings.Split(id, "~")
+	if len(parts) != 4 {
+		return NodeID{}, fmt.Errorf("node id %q: want TYPE~IP~NAME.NAMESPACE~DOMAIN", id)
+	}
+	t := NodeType(parts[0])
+	if t != Sidecar && t != Router {
+		return NodeID{}, fmt.Errorf("node id %q: type %q: must be sidecar or router", id, parts[0])
+	}
+	name, ns, ok := strings.Cut(parts[2], ".")
+	if !ok || name == "" || ns == "" {
+		return NodeID{}, fmt.Errorf("node id %q: %q: want NAME.NAMESPACE", id, parts[2])
+	}
+	if parts[1] == "" {
+		return NodeID{}, fmt.Errorf("node id %q: empty IP", id)
+	}
+	return NodeID{Type: t, IP: parts[1], Name: name, Namespace: ns, Domain: parts[3]}, nil
+}
+
+// NodeMeta is what a proxy says of itself in node metadata.
+type NodeMeta struct {
+	Labels           map[string]string
+	Namespace        string
+	ServiceAccount   string
+	ClusterID        string
+	WorkloadName     string
+	InterceptionMode string
+}
+
+// BuildNode makes the envoy Node a proxy sends on its ADS stream.
+func BuildNode(id NodeID, m NodeMeta) *corev3.Node {
+	labels := map[string]any{}
+	for k, v := range m.Labels {
+		labels[k] = v
+	}
+	fields := map[string]any{
+		MetaLabels:           labels,
+		MetaNamespace:        m.Namespace,
+		MetaServiceAccount:   m.ServiceAccount,
+		MetaClusterID:        m.ClusterID,
+		MetaWorkloadName:     m.WorkloadName,
+		MetaInterceptionMode: m.InterceptionMode,
+		MetaInstanceIPs:      id.IP,
+	}
+	st, err := structpb.NewStruct(fields)
+	if err != nil {
+		// Only strings and a map of strings go in: NewStruct cannot fail.
+		panic(err)
+	}
+	return &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st}
+}
+
+// ParseNodeMeta reads NodeMeta from an envoy Node's metadata. Missing keys
+// are left empty.
+func ParseNodeMeta(n *corev3.Node) NodeMeta {
+	var m NodeMeta
+	f := n.GetMetadata().GetFields()
+	str := func(k string) string { return f[k].GetStringValue() }
+	m.Namespace = str(MetaNamespace)
+	m.ServiceAccount = str(MetaServiceAccount)
+	m.ClusterID = str(MetaClusterID)
+	m.WorkloadName = str(MetaWorkloadName)
+	m.InterceptionMode = str(MetaInterceptionMode)
+	if l := f[MetaLabels].GetStructValue(); l != nil {
+		m.Labels = map[string]string{}
+		for k, v := range l.GetFields() {
+			m.Labels[k] = v.GetStringValue()
+		}
+	}
+	return m
+}
