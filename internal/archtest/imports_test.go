@@ -1,0 +1,68 @@
+package archtest
+
+import (
+	"bufio"
+	"bytes"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/loom-mesh/loom"
+
+// rule forbids packages under from depending (directly or not) on any
+// package under one of the forbidden prefixes.
+type rule struct {
+	from      string
+	forbidden []string
+	why       string
+}
+
+var rules = []rule{
+	{from: module + "/internal/controlplane", forbidden: []string{module + "/internal/dataplane"},
+		why: "the planes share only xDS: controlplane must not import dataplane"},
+	{from: module + "/internal/dataplane", forbidden: []string{module + "/internal/controlplane", "k8s.io/client-go"},
+		why: "the planes share only xDS: dataplane must not import controlplane or client-go"},
+	{from: module + "/internal/xdsapi", forbidden: []string{module + "/internal/", "k8s.io/", "istio.io/"},
+		why: "xdsapi is the shared leaf: it imports only envoy protos and the standard library"},
+	{from: module + "/internal/controlplane/translate", forbidden: []string{module + "/internal/controlplane/xds", module + "/internal/controlplane/api", "k8s.io/client-go"},
+		why: "translate reads only model"},
+	{from: module + "/internal/controlplane/model", forbidden: []string{"k8s.io/client-go", "github.com/envoyproxy/"},
+		why: "model holds no client-go and no xDS"},
+}
+
+func TestImportRules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps=false", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, module+"/...").Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("go list: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		pkg, deps := fields[0], fields[1:]
+		for _, r := range rules {
+			if pkg != r.from && !strings.HasPrefix(pkg, r.from+"/") {
+				continue
+			}
+			checked++
+			for _, d := range deps {
+				for _, f := range r.forbidden {
+					if d == f || strings.HasPrefix(d, f) {
+						t.Errorf("%s depends on %s: %s", pkg, d, r.why)
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no package was checked: the module layout changed under this test")
+	}
+}
