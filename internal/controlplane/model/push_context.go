@@ -1,14 +1,342 @@
 package model
 
-import "github.com/loom-mesh/loom/internal/controlplane/config"
+import (
+	"slices"
+	"strings"
 
-// PushContext is the immutable input of translation: one config snapshot
-// and the registry derived from it, indexed. Safe for concurrent use.
-type PushContext struct {
-	Config *config.Snapshot
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+)
+
+// DomainSuffix is the cluster's DNS domain: short service names resolve to
+// NAME.NAMESPACE.svc.DomainSuffix.
+const DomainSuffix = "cluster.local"
+
+// MeshGateway is the reserved gateway name of all sidecars, as in
+// VirtualService.gateways.
+const MeshGateway = "mesh"
+
+// VirtualService is a VirtualService with its hosts and gateways resolved:
+// short hosts made FQDN against its namespace, gateway references made
+// "namespace/name" (or MeshGateway).
+type VirtualService struct {
+	Name      string
+	Namespace string
+	// Hosts are FQDNs, wildcards ("*.example.com") or "*", in spec order.
+	Hosts []string
+	// Gateways are "namespace/name" or MeshGateway; [MeshGateway] when the
+	// spec names none.
+	Gateways []string
+	Spec     *networking.VirtualService
 }
 
-// NewPushContext indexes snap. snap must already be validated.
+// Key returns the VirtualService's key.
+func (v *VirtualService) Key() config.Key {
+	return config.Key{Kind: config.KindVirtualService, Namespace: v.Namespace, Name: v.Name}
+}
+
+// BoundTo reports whether the VirtualService applies to gateway
+// ("namespace/name" or MeshGateway).
+func (v *VirtualService) BoundTo(gateway string) bool { return slices.Contains(v.Gateways, gateway) }
+
+// DestinationRule is a DestinationRule with its host resolved to an FQDN
+// (or a wildcard) against its namespace.
+type DestinationRule struct {
+	Name      string
+	Namespace string
+	Host      string
+	Spec      *networking.DestinationRule
+}
+
+// Subset returns the subset called name, or nil.
+func (d *DestinationRule) Subset(name string) *networking.Subset {
+	if d == nil {
+		return nil
+	}
+	for _, s := range d.Spec.GetSubsets() {
+		if s.GetName() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Gateway is one Gateway resource.
+type Gateway struct {
+	Name      string
+	Namespace string
+	Spec      *networking.Gateway
+}
+
+// Ref is the gateway's "namespace/name", as VirtualService.gateways refer to it.
+func (g *Gateway) Ref() string { return g.Namespace + "/" + g.Name }
+
+// PushContext is the immutable input of translation: one config snapshot
+// and the registry derived from it, indexed. It is built once per config
+// change and then only read: safe for concurrent use, no method blocks.
+// Every slice it returns is shared and must not be modified.
+type PushContext struct {
+	Config *config.Snapshot
+
+	services       []*registry.Service
+	servicesByHost map[string]*registry.Service
+	workloads      []*registry.Workload
+
+	destinationRules []*DestinationRule
+	drByHost         map[string]*DestinationRule
+
+	virtualServices []*VirtualService
+	vsByGateway     map[string][]*VirtualService
+
+	gateways []*Gateway
+}
+
+// NewPushContext indexes snap. snap must already be validated; resources
+// whose spec is not of their kind's type are ignored. A nil snap gives an
+// empty push context.
 func NewPushContext(snap *config.Snapshot) *PushContext {
-	return &PushContext{Config: snap}
+	pc := &PushContext{
+		Config:         snap,
+		servicesByHost: map[string]*registry.Service{},
+		drByHost:       map[string]*DestinationRule{},
+		vsByGateway:    map[string][]*VirtualService{},
+	}
+	pc.workloads = registry.Workloads(snap)
+	// Services come sorted by host then namespace: the first of a host wins
+	// (Istio would pick the oldest; we have no creation time).
+	for _, s := range registry.Services(snap) {
+		if _, dup := pc.servicesByHost[s.Hostname]; dup {
+			continue
+		}
+		pc.servicesByHost[s.Hostname] = s
+		pc.services = append(pc.services, s)
+	}
+
+	for _, r := range snap.List(config.KindDestinationRule) {
+		spec, ok := r.Spec.(*networking.DestinationRule)
+		if !ok || spec.GetHost() == "" {
+			continue
+		}
+		dr := &DestinationRule{Name: r.Name, Namespace: r.Namespace, Host: ResolveShortName(spec.GetHost(), r.Namespace), Spec: spec}
+		pc.destinationRules = append(pc.destinationRules, dr)
+		if _, dup := pc.drByHost[dr.Host]; !dup {
+			pc.drByHost[dr.Host] = dr
+		}
+	}
+
+	for _, r := range snap.List(config.KindVirtualService) {
+		spec, ok := r.Spec.(*networking.VirtualService)
+		if !ok {
+			continue
+		}
+		vs := &VirtualService{Name: r.Name, Namespace: r.Namespace, Spec: spec}
+		for _, h := range spec.GetHosts() {
+			vs.Hosts = append(vs.Hosts, ResolveShortName(h, r.Namespace))
+		}
+		for _, g := range spec.GetGateways() {
+			ref := ResolveGatewayName(g, r.Namespace)
+			if !slices.Contains(vs.Gateways, ref) {
+				vs.Gateways = append(vs.Gateways, ref)
+			}
+		}
+		if len(vs.Gateways) == 0 {
+			vs.Gateways = []string{MeshGateway}
+		}
+		pc.virtualServices = append(pc.virtualServices, vs)
+		for _, g := range vs.Gateways {
+			pc.vsByGateway[g] = append(pc.vsByGateway[g], vs)
+		}
+	}
+
+	for _, r := range snap.List(config.KindGateway) {
+		spec, ok := r.Spec.(*networking.Gateway)
+		if !ok {
+			continue
+		}
+		pc.gateways = append(pc.gateways, &Gateway{Name: r.Name, Namespace: r.Namespace, Spec: spec})
+	}
+	return pc
+}
+
+// Services returns every service, one per hostname, sorted by hostname.
+func (pc *PushContext) Services() []*registry.Service { return pc.services }
+
+// ServiceForHost returns the service of FQDN host, or nil.
+func (pc *PushContext) ServiceForHost(host string) *registry.Service {
+	return pc.servicesByHost[host]
+}
+
+// Workloads returns every WorkloadEntry, sorted by namespace and name.
+func (pc *PushContext) Workloads() []*registry.Workload { return pc.workloads }
+
+// DestinationRules returns every DestinationRule, sorted by namespace and name.
+func (pc *PushContext) DestinationRules() []*DestinationRule { return pc.destinationRules }
+
+// DestinationRule returns the DestinationRule that applies to FQDN host:
+// the one for exactly host, else the one with the most specific wildcard
+// host matching it ("*.default.svc.cluster.local" before "*"); among
+// several for the same host, the first in namespace/name order. Nil when
+// none applies.
+func (pc *PushContext) DestinationRule(host string) *DestinationRule {
+	if dr, ok := pc.drByHost[host]; ok {
+		return dr
+	}
+	var best *DestinationRule
+	for _, dr := range pc.destinationRules {
+		if !strings.HasPrefix(dr.Host, "*") || !HostMatches(dr.Host, host) {
+			continue
+		}
+		if best == nil || len(dr.Host) > len(best.Host) {
+			best = dr
+		}
+	}
+	return best
+}
+
+// VirtualServices returns every VirtualService, sorted by namespace and name.
+func (pc *PushContext) VirtualServices() []*VirtualService { return pc.virtualServices }
+
+// VirtualServicesForGateway returns the VirtualServices bound to gateway
+// ("namespace/name" or MeshGateway), sorted by namespace and name; this
+// order is the order their routes are tried in.
+func (pc *PushContext) VirtualServicesForGateway(gateway string) []*VirtualService {
+	return pc.vsByGateway[gateway]
+}
+
+// VirtualServiceForHost returns the VirtualService bound to gateway that
+// routes FQDN host: one naming host exactly, else the one with the most
+// specific wildcard host matching it; ties go to the first in
+// namespace/name order. Istio uses one VirtualService per host for
+// sidecars. Nil when none does.
+func (pc *PushContext) VirtualServiceForHost(gateway, host string) *VirtualService {
+	var best *VirtualService
+	bestLen := -1
+	for _, vs := range pc.vsByGateway[gateway] {
+		for _, h := range vs.Hosts {
+			if !HostMatches(h, host) {
+				continue
+			}
+			l := len(h)
+			if h == host {
+				l = 1 << 30 // exact beats any wildcard
+			}
+			if l > bestLen {
+				best, bestLen = vs, l
+			}
+		}
+	}
+	return best
+}
+
+// Gateways returns every Gateway, sorted by namespace and name.
+func (pc *PushContext) Gateways() []*Gateway { return pc.gateways }
+
+// GatewaysForProxy returns the Gateways whose selector the proxy's labels
+// contain, in any namespace (Istio's default, PILOT_SCOPE_GATEWAY_TO_NAMESPACE
+// off), sorted by namespace and name. An empty selector selects every proxy.
+func (pc *PushContext) GatewaysForProxy(p *Proxy) []*Gateway {
+	var out []*Gateway
+	for _, g := range pc.gateways {
+		if registry.LabelsContain(p.Labels, g.Spec.GetSelector()) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// ServicesForProxy returns the services with an instance at the proxy's IP
+// (the services that select its workload), sorted by hostname.
+func (pc *PushContext) ServicesForProxy(p *Proxy) []*registry.Service {
+	var out []*registry.Service
+	for _, s := range pc.services {
+		if slices.ContainsFunc(s.Instances, func(i *registry.Instance) bool { return i.Address == p.IP }) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// InstancesForProxy returns the instances at the proxy's IP, sorted by
+// service hostname and service port.
+func (pc *PushContext) InstancesForProxy(p *Proxy) []*ServiceInstance {
+	var out []*ServiceInstance
+	for _, s := range pc.services {
+		for _, i := range s.Instances {
+			if i.Address == p.IP {
+				out = append(out, &ServiceInstance{Service: s, Instance: i})
+			}
+		}
+	}
+	return out
+}
+
+// ServiceInstance is an instance with the service it belongs to.
+type ServiceInstance struct {
+	Service  *registry.Service
+	Instance *registry.Instance
+}
+
+// WorkloadForProxy returns the WorkloadEntry at the proxy's IP, or nil.
+// When several share the IP it prefers the one with the proxy's namespace
+// and name, then the proxy's namespace, then namespace/name order.
+func (pc *PushContext) WorkloadForProxy(p *Proxy) *registry.Workload {
+	var best *registry.Workload
+	bestScore := -1
+	for _, w := range pc.workloads {
+		if w.Address != p.IP {
+			continue
+		}
+		score := 0
+		if w.Namespace == p.Namespace {
+			score++
+			if w.Name == p.Name {
+				score++
+			}
+		}
+		if score > bestScore {
+			best, bestScore = w, score
+		}
+	}
+	return best
+}
+
+// ResolveShortName makes host an FQDN as Istio's ResolveShortnameToFQDN
+// does: a name without dots is a service of namespace ns
+// ("reviews" -> "reviews.default.svc.cluster.local"); "*", wildcards and
+// names with dots are kept.
+func ResolveShortName(host, ns string) string {
+	if host == "" || host == "*" || strings.Contains(host, ".") || strings.HasPrefix(host, "*") {
+		return host
+	}
+	return host + "." + ns + ".svc." + DomainSuffix
+}
+
+// ResolveGatewayName turns a VirtualService.gateways entry into
+// "namespace/name": "mesh" stays, "name" gets ns, "ns2/name" stays, and
+// the legacy "name.ns2.svc.cluster.local" becomes "ns2/name".
+func ResolveGatewayName(gw, ns string) string {
+	switch {
+	case gw == MeshGateway || strings.Contains(gw, "/"):
+		return gw
+	case strings.Contains(gw, "."):
+		name, rest, _ := strings.Cut(gw, ".")
+		gns, _, _ := strings.Cut(rest, ".")
+		return gns + "/" + name
+	}
+	return ns + "/" + gw
+}
+
+// HostMatches reports whether pattern (a host, "*.suffix" or "*") covers
+// the concrete or wildcard host. "*.example.com" covers "a.example.com"
+// and "*.b.example.com" but not "example.com".
+func HostMatches(pattern, host string) bool {
+	switch {
+	case pattern == "*" || pattern == host:
+		return true
+	case strings.HasPrefix(pattern, "*"):
+		return strings.HasSuffix(host, pattern[1:]) && len(host) > len(pattern)-1
+	}
+	return false
 }

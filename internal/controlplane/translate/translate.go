@@ -1,10 +1,18 @@
 package translate
 
 import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 )
@@ -17,7 +25,78 @@ type Resources struct {
 	Endpoints []*endpointv3.ClusterLoadAssignment
 }
 
-// Generate builds the xDS resources of proxy p from pc.
+// Generate builds the xDS resources of proxy p from pc. It is pure and safe
+// for concurrent use: the same pc and p always give equal resources, each
+// list sorted by name.
+//
+// A sidecar gets the listeners virtualOutbound (p.IP:15001, an explicit
+// HTTP proxy routed by the http_proxy table) and virtualInbound
+// (p.IP:15006, routed by inbound|http), an outbound EDS cluster per service
+// port and DestinationRule subset, a static inbound cluster per port of the
+// services selecting its workload, and BlackHoleCluster. A router gets a
+// listener and a route table per HTTP server port of the Gateways selecting
+// it, and the same outbound clusters.
+//
+// It fails when p is nil, has no IP, or is of an unknown type.
 func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
-	return &Resources{}, nil
+	if pc == nil || p == nil {
+		return nil, errors.New("translate: nil push context or proxy")
+	}
+	if p.IP == "" {
+		return nil, fmt.Errorf("translate proxy %q: no IP", p.ID)
+	}
+	var r *Resources
+	switch p.Type {
+	case model.SidecarProxy:
+		r = &Resources{
+			Listeners: sidecarListeners(p),
+			Routes:    []*routev3.RouteConfiguration{httpProxyRoute(pc, p), inboundRoute(pc, p)},
+			Clusters:  append(append(outboundClusters(pc), inboundClusters(pc, p)...), blackHoleCluster()),
+			Endpoints: outboundEndpoints(pc),
+		}
+	case model.RouterProxy:
+		servers := gatewayServers(pc, p)
+		r = &Resources{
+			Listeners: gatewayListeners(p, servers),
+			Routes:    gatewayRoutes(pc, p, servers),
+			Clusters:  append(outboundClusters(pc), blackHoleCluster()),
+			Endpoints: outboundEndpoints(pc),
+		}
+	default:
+		return nil, fmt.Errorf("translate proxy %q: type %q: must be %q or %q", p.ID, p.Type, model.SidecarProxy, model.RouterProxy)
+	}
+	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	slices.SortFunc(r.Endpoints, func(a, b *endpointv3.ClusterLoadAssignment) int {
+		return cmp.Compare(a.GetClusterName(), b.GetClusterName())
+	})
+	return r, nil
+}
+
+// adsConfigSource points at the ADS stream the resource came on.
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+// socketAddress is a TCP address.
+func socketAddress(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Protocol:      corev3.SocketAddress_TCP,
+		Address:       ip,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// mustAny packs m deterministically. Only messages of this package go in,
+// all valid: marshalling cannot fail.
+func mustAny(m proto.Message) *anypb.Any {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		panic(fmt.Sprintf("translate: pack %T: %v", m, err))
+	}
+	return a
 }

@@ -1,0 +1,209 @@
+package model
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+)
+
+const testConfig = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 127.0.0.13, labels: {app: reviews, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: default}
+spec: {host: "*.default.svc.cluster.local"}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wildcard, namespace: default}
+spec:
+  hosts: ["*.default.svc.cluster.local"]
+  http: [{route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: web}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway, istio-system/shared, mesh]
+  http: [{route: [{destination: {host: productpage.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: web}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+`
+
+func pushContext(t *testing.T) *PushContext {
+	t.Helper()
+	rs, errs := config.Decode("test.yaml", []byte(testConfig))
+	if err := errs.Err(); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return NewPushContext(config.NewSnapshot(1, rs))
+}
+
+func TestDestinationRule(t *testing.T) {
+	pc := pushContext(t)
+	tests := []struct{ host, want string }{
+		{"reviews.default.svc.cluster.local", "default/reviews"}, // short name resolved, exact beats wildcard
+		{"ratings.default.svc.cluster.local", "default/all"},
+		{"ratings.other.svc.cluster.local", ""},
+	}
+	for _, tt := range tests {
+		got := ""
+		if dr := pc.DestinationRule(tt.host); dr != nil {
+			got = dr.Namespace + "/" + dr.Name
+		}
+		if got != tt.want {
+			t.Errorf("DestinationRule(%q) = %q, want %q", tt.host, got, tt.want)
+		}
+	}
+	if pc.DestinationRule("reviews.default.svc.cluster.local").Subset("v1") == nil {
+		t.Error("subset v1 of reviews not found")
+	}
+}
+
+func TestVirtualServices(t *testing.T) {
+	pc := pushContext(t)
+	name := func(vs *VirtualService) string {
+		if vs == nil {
+			return ""
+		}
+		return vs.Namespace + "/" + vs.Name
+	}
+	tests := []struct{ gateway, host, want string }{
+		{MeshGateway, "reviews.default.svc.cluster.local", "default/reviews"},
+		{MeshGateway, "ratings.default.svc.cluster.local", "default/wildcard"},
+		{MeshGateway, "example.com", "web/front"},
+		{"web/bookinfo-gateway", "example.com", "web/front"},
+		{"istio-system/shared", "anything", "web/front"},
+		{"default/bookinfo-gateway", "example.com", ""},
+	}
+	for _, tt := range tests {
+		if got := name(pc.VirtualServiceForHost(tt.gateway, tt.host)); got != tt.want {
+			t.Errorf("VirtualServiceForHost(%q, %q) = %q, want %q", tt.gateway, tt.host, got, tt.want)
+		}
+	}
+	var mesh []string
+	for _, vs := range pc.VirtualServicesForGateway(MeshGateway) {
+		mesh = append(mesh, name(vs))
+	}
+	if diff := cmp.Diff([]string{"default/reviews", "default/wildcard", "web/front"}, mesh); diff != "" {
+		t.Errorf("mesh virtual services (-want +got):\n%s", diff)
+	}
+}
+
+func TestProxyLookups(t *testing.T) {
+	pc := pushContext(t)
+	gw := &Proxy{Type: RouterProxy, IP: "127.0.0.10", Namespace: "istio-system", Labels: map[string]string{"istio": "ingressgateway", "app": "x"}}
+	var gws []string
+	for _, g := range pc.GatewaysForProxy(gw) {
+		gws = append(gws, g.Ref())
+	}
+	if diff := cmp.Diff([]string{"web/bookinfo-gateway"}, gws); diff != "" {
+		t.Errorf("GatewaysForProxy (-want +got):\n%s", diff)
+	}
+
+	sc := &Proxy{Type: SidecarProxy, IP: "127.0.0.13", Name: "reviews-v1", Namespace: "default"}
+	var hosts []string
+	for _, s := range pc.ServicesForProxy(sc) {
+		hosts = append(hosts, s.Hostname)
+	}
+	if diff := cmp.Diff([]string{"reviews.default.svc.cluster.local"}, hosts); diff != "" {
+		t.Errorf("ServicesForProxy (-want +got):\n%s", diff)
+	}
+	if w := pc.WorkloadForProxy(sc); w == nil || w.Name != "reviews-v1" {
+		t.Errorf("WorkloadForProxy = %+v, want reviews-v1", w)
+	}
+	if w := pc.WorkloadForProxy(gw); w != nil {
+		t.Errorf("WorkloadForProxy(gateway) = %+v, want nil", w)
+	}
+	if got := len(pc.InstancesForProxy(sc)); got != 1 {
+		t.Errorf("InstancesForProxy: %d instances, want 1", got)
+	}
+}
+
+func TestNames(t *testing.T) {
+	short := []struct{ in, ns, want string }{
+		{"reviews", "default", "reviews.default.svc.cluster.local"},
+		{"reviews.default", "x", "reviews.default"},
+		{"*", "default", "*"},
+		{"*.example.com", "default", "*.example.com"},
+	}
+	for _, tt := range short {
+		if got := ResolveShortName(tt.in, tt.ns); got != tt.want {
+			t.Errorf("ResolveShortName(%q, %q) = %q, want %q", tt.in, tt.ns, got, tt.want)
+		}
+	}
+	gws := []struct{ in, ns, want string }{
+		{"mesh", "default", "mesh"},
+		{"bookinfo-gateway", "default", "default/bookinfo-gateway"},
+		{"istio-system/gw", "default", "istio-system/gw"},
+		{"gw.istio-system.svc.cluster.local", "default", "istio-system/gw"},
+	}
+	for _, tt := range gws {
+		if got := ResolveGatewayName(tt.in, tt.ns); got != tt.want {
+			t.Errorf("ResolveGatewayName(%q, %q) = %q, want %q", tt.in, tt.ns, got, tt.want)
+		}
+	}
+	matches := []struct {
+		pattern, host string
+		want          bool
+	}{
+		{"*", "a.b", true},
+		{"a.b", "a.b", true},
+		{"*.b", "a.b", true},
+		{"*.b", "b", false},
+		{"*.b", "*.a.b", true},
+		{"a.b", "*.b", false},
+	}
+	for _, tt := range matches {
+		if got := HostMatches(tt.pattern, tt.host); got != tt.want {
+			t.Errorf("HostMatches(%q, %q) = %v, want %v", tt.pattern, tt.host, got, tt.want)
+		}
+	}
+}

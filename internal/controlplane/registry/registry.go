@@ -1,0 +1,289 @@
+package registry
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+)
+
+// Protocol is a port's application protocol, Istio's names: "HTTP",
+// "HTTP2", "GRPC", "TCP", ... Empty means unknown.
+type Protocol string
+
+// Protocols Loom distinguishes (Istio's pkg/config/protocol).
+const (
+	HTTP    Protocol = "HTTP"
+	HTTP2   Protocol = "HTTP2"
+	GRPC    Protocol = "GRPC"
+	GRPCWeb Protocol = "GRPC-Web"
+	HTTPS   Protocol = "HTTPS"
+	TLS     Protocol = "TLS"
+	TCP     Protocol = "TCP"
+	Unknown Protocol = ""
+)
+
+// ParseProtocol returns the protocol of a port from its protocol field, or,
+// when that is empty, from its name's prefix ("http-web" is HTTP), as
+// Istio's protocol selection does. Case is ignored.
+func ParseProtocol(protocol, portName string) Protocol {
+	p := protocol
+	if p == "" {
+		p, _, _ = strings.Cut(portName, "-")
+	}
+	switch strings.ToUpper(p) {
+	case "HTTP", "HTTP1":
+		return HTTP
+	case "HTTP2":
+		return HTTP2
+	case "GRPC":
+		return GRPC
+	case "GRPC-WEB":
+		return GRPCWeb
+	case "HTTPS":
+		return HTTPS
+	case "TLS":
+		return TLS
+	case "TCP":
+		return TCP
+	case "":
+		return Unknown
+	}
+	if protocol == "" {
+		// A name prefix that is no protocol says nothing.
+		return Unknown
+	}
+	return Protocol(strings.ToUpper(protocol))
+}
+
+// IsHTTP reports whether traffic on the port is HTTP of any version, which
+// is what an HTTP connection manager can route. Unknown counts as HTTP: in
+// explicit HTTP-proxy mode only HTTP reaches the proxy.
+func (p Protocol) IsHTTP() bool {
+	switch p {
+	case HTTP, HTTP2, GRPC, GRPCWeb, Unknown:
+		return true
+	}
+	return false
+}
+
+// IsHTTP2 reports whether the upstream speaks HTTP/2 (cleartext h2c here):
+// HTTP2, GRPC and GRPC-Web.
+func (p Protocol) IsHTTP2() bool {
+	return p == HTTP2 || p == GRPC || p == GRPCWeb
+}
+
+// Port is a service port (ServiceEntry.ports[]).
+type Port struct {
+	Number   uint32
+	Name     string
+	Protocol Protocol
+	// TargetPort is the port instances listen on when their entry does not
+	// say otherwise; Number when the ServiceEntry leaves it unset.
+	TargetPort uint32
+}
+
+// Service is one host of a ServiceEntry: Istio's model.Service.
+type Service struct {
+	// Hostname is the FQDN, as written in ServiceEntry.hosts.
+	Hostname  string
+	Namespace string
+	// Source names the ServiceEntry the service comes from.
+	Source config.Key
+	// Ports are sorted by number.
+	Ports []Port
+	// Resolution is kept as written. Only STATIC (and NONE) are served in
+	// this version: a DNS service gets no instances from its hosts.
+	Resolution networking.ServiceEntry_Resolution
+	Location   networking.ServiceEntry_Location
+	// Instances are the inline endpoints and the selected WorkloadEntries,
+	// one per service port, sorted by address, service port and target port.
+	Instances []*Instance
+}
+
+// Port returns the service port numbered n.
+func (s *Service) Port(n uint32) (Port, bool) {
+	for _, p := range s.Ports {
+		if p.Number == n {
+			return p, true
+		}
+	}
+	return Port{}, false
+}
+
+// Instance is one endpoint of a service on one service port: Istio's
+// ServiceInstance.
+type Instance struct {
+	Address     string
+	ServicePort Port
+	// TargetPort is the port the workload listens on for ServicePort:
+	// the entry's ports[ServicePort.Name], else ServicePort.TargetPort.
+	TargetPort     uint32
+	Labels         map[string]string
+	ServiceAccount string
+	// Weight is the load-balancing weight; 0 means the default (1).
+	Weight uint32
+	// Workload names the WorkloadEntry; its Kind is empty for an endpoint
+	// written inline in the ServiceEntry.
+	Workload config.Key
+}
+
+// Workload is one WorkloadEntry.
+type Workload struct {
+	Name           string
+	Namespace      string
+	Address        string
+	Ports          map[string]uint32
+	Labels         map[string]string
+	ServiceAccount string
+	Weight         uint32
+}
+
+// Key returns the WorkloadEntry's key.
+func (w *Workload) Key() config.Key {
+	return config.Key{Kind: config.KindWorkloadEntry, Namespace: w.Namespace, Name: w.Name}
+}
+
+// Workloads returns the WorkloadEntries of snap, sorted by namespace and
+// name. Entries with no address are left out.
+func Workloads(snap *config.Snapshot) []*Workload {
+	var out []*Workload
+	for _, r := range snap.List(config.KindWorkloadEntry) {
+		we, ok := r.Spec.(*networking.WorkloadEntry)
+		if !ok || we.GetAddress() == "" {
+			continue
+		}
+		out = append(out, &Workload{
+			Name:           r.Name,
+			Namespace:      r.Namespace,
+			Address:        we.GetAddress(),
+			Ports:          we.GetPorts(),
+			Labels:         we.GetLabels(),
+			ServiceAccount: we.GetServiceAccount(),
+			Weight:         we.GetWeight(),
+		})
+	}
+	return out
+}
+
+// Services returns a service per host of every ServiceEntry of snap, sorted
+// by hostname and namespace. Two ServiceEntries of one namespace that
+// declare the same host give one service: the first in namespace/name order
+// wins, the other's host is ignored.
+//
+// Instances are the ServiceEntry's inline endpoints plus the WorkloadEntries
+// of its namespace whose labels contain workloadSelector.labels.
+func Services(snap *config.Snapshot) []*Service {
+	workloads := Workloads(snap)
+	type hostNS struct{ host, ns string }
+	seen := map[hostNS]bool{}
+	var out []*Service
+	for _, r := range snap.List(config.KindServiceEntry) {
+		se, ok := r.Spec.(*networking.ServiceEntry)
+		if !ok {
+			continue
+		}
+		ports := servicePorts(se)
+		instances := seInstances(r, se, ports, workloads)
+		for _, h := range se.GetHosts() {
+			k := hostNS{h, r.Namespace}
+			if h == "" || seen[k] {
+				continue
+			}
+			seen[k] = true
+			out = append(out, &Service{
+				Hostname:   h,
+				Namespace:  r.Namespace,
+				Source:     r.Key(),
+				Ports:      ports,
+				Resolution: se.GetResolution(),
+				Location:   se.GetLocation(),
+				Instances:  instances,
+			})
+		}
+	}
+	slices.SortFunc(out, func(a, b *Service) int {
+		return cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Namespace, b.Namespace))
+	})
+	return out
+}
+
+func servicePorts(se *networking.ServiceEntry) []Port {
+	var ports []Port
+	for _, p := range se.GetPorts() {
+		if p.GetNumber() == 0 || slices.ContainsFunc(ports, func(q Port) bool { return q.Number == p.GetNumber() }) {
+			continue
+		}
+		target := p.GetTargetPort()
+		if target == 0 {
+			target = p.GetNumber()
+		}
+		ports = append(ports, Port{
+			Number:     p.GetNumber(),
+			Name:       p.GetName(),
+			Protocol:   ParseProtocol(p.GetProtocol(), p.GetName()),
+			TargetPort: target,
+		})
+	}
+	slices.SortFunc(ports, func(a, b Port) int { return cmp.Compare(a.Number, b.Number) })
+	return ports
+}
+
+// seInstances builds the instances of a ServiceEntry, shared by all its
+// hosts (Istio gives every host the same endpoints).
+func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, workloads []*Workload) []*Instance {
+	var out []*Instance
+	add := func(addr string, labels map[string]string, sa string, weight uint32, wl config.Key, portMap map[string]uint32) {
+		for _, p := range ports {
+			target := p.TargetPort
+			if n, ok := portMap[p.Name]; ok && n != 0 {
+				target = n
+			}
+			out = append(out, &Instance{
+				Address:        addr,
+				ServicePort:    p,
+				TargetPort:     target,
+				Labels:         labels,
+				ServiceAccount: sa,
+				Weight:         weight,
+				Workload:       wl,
+			})
+		}
+	}
+	for _, ep := range se.GetEndpoints() {
+		if ep.GetAddress() == "" {
+			continue
+		}
+		add(ep.GetAddress(), ep.GetLabels(), ep.GetServiceAccount(), ep.GetWeight(), config.Key{}, ep.GetPorts())
+	}
+	if sel := se.GetWorkloadSelector(); sel != nil {
+		for _, w := range workloads {
+			if w.Namespace != r.Namespace || !LabelsContain(w.Labels, sel.GetLabels()) {
+				continue
+			}
+			add(w.Address, w.Labels, w.ServiceAccount, w.Weight, w.Key(), w.Ports)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *Instance) int {
+		return cmp.Or(
+			cmp.Compare(a.Address, b.Address),
+			cmp.Compare(a.ServicePort.Number, b.ServicePort.Number),
+			cmp.Compare(a.TargetPort, b.TargetPort),
+		)
+	})
+	return out
+}
+
+// LabelsContain reports whether labels has every key of sel with the same
+// value. An empty sel is contained in any labels.
+func LabelsContain(labels, sel map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,158 @@
+package registry
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+)
+
+func snapshot(t *testing.T, yaml string) *config.Snapshot {
+	t.Helper()
+	rs, errs := config.Decode("test.yaml", []byte(yaml))
+	if err := errs.Err(); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return config.NewSnapshot(1, rs)
+}
+
+const mesh = `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local, reviews.example.com]
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  - {number: 9090, name: grpc-api, targetPort: 19090}
+  resolution: STATIC
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: data}
+spec:
+  hosts: [db.data.svc.cluster.local]
+  ports:
+  - {number: 5432, name: tcp, protocol: TCP}
+  resolution: DNS
+  endpoints:
+  - {address: 10.0.0.2, labels: {role: primary}, ports: {tcp: 15432}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec:
+  address: 127.0.0.14
+  labels: {app: reviews, version: v2}
+  serviceAccount: bookinfo-reviews
+  ports: {http: 19080}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec:
+  address: 127.0.0.13
+  labels: {app: reviews, version: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-other, namespace: other}
+spec:
+  address: 127.0.0.99
+  labels: {app: reviews}
+`
+
+// instanceView is an Instance without its labels, for compact wants.
+type instanceView struct {
+	Address     string
+	ServicePort uint32
+	TargetPort  uint32
+	SA          string
+	Workload    string
+}
+
+func TestServices(t *testing.T) {
+	svcs := Services(snapshot(t, mesh))
+	var hosts []string
+	for _, s := range svcs {
+		hosts = append(hosts, s.Namespace+"/"+s.Hostname)
+	}
+	if diff := cmp.Diff([]string{"data/db.data.svc.cluster.local", "default/reviews.default.svc.cluster.local", "default/reviews.example.com"}, hosts); diff != "" {
+		t.Fatalf("services (-want +got):\n%s", diff)
+	}
+
+	reviews := svcs[1]
+	wantPorts := []Port{
+		{Number: 9080, Name: "http", Protocol: HTTP, TargetPort: 9080},
+		{Number: 9090, Name: "grpc-api", Protocol: GRPC, TargetPort: 19090},
+	}
+	if diff := cmp.Diff(wantPorts, reviews.Ports); diff != "" {
+		t.Errorf("reviews ports (-want +got):\n%s", diff)
+	}
+	view := func(s *Service) []instanceView {
+		var out []instanceView
+		for _, i := range s.Instances {
+			out = append(out, instanceView{i.Address, i.ServicePort.Number, i.TargetPort, i.ServiceAccount, i.Workload.Name})
+		}
+		return out
+	}
+	// The WorkloadEntry of namespace other is not selected; reviews-v2's
+	// ports map overrides the target port of "http" only.
+	wantReviews := []instanceView{
+		{"127.0.0.13", 9080, 9080, "", "reviews-v1"},
+		{"127.0.0.13", 9090, 19090, "", "reviews-v1"},
+		{"127.0.0.14", 9080, 19080, "bookinfo-reviews", "reviews-v2"},
+		{"127.0.0.14", 9090, 19090, "bookinfo-reviews", "reviews-v2"},
+	}
+	if diff := cmp.Diff(wantReviews, view(reviews)); diff != "" {
+		t.Errorf("reviews instances (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantReviews, view(svcs[2])); diff != "" {
+		t.Errorf("second host of the same entry: instances (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]instanceView{{"10.0.0.2", 5432, 15432, "", ""}}, view(svcs[0])); diff != "" {
+		t.Errorf("inline endpoint instances (-want +got):\n%s", diff)
+	}
+	if got := svcs[0].Resolution.String(); got != "DNS" {
+		t.Errorf("db resolution = %s, want DNS kept", got)
+	}
+}
+
+func TestWorkloads(t *testing.T) {
+	var got []string
+	for _, w := range Workloads(snapshot(t, mesh)) {
+		got = append(got, w.Namespace+"/"+w.Name+"@"+w.Address)
+	}
+	want := []string{"default/reviews-v1@127.0.0.13", "default/reviews-v2@127.0.0.14", "other/reviews-other@127.0.0.99"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("workloads (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseProtocol(t *testing.T) {
+	tests := []struct {
+		protocol, name string
+		want           Protocol
+	}{
+		{"HTTP", "web", HTTP},
+		{"http2", "", HTTP2},
+		{"", "grpc-web", GRPC}, // the prefix before the first '-' counts
+		{"", "http", HTTP},
+		{"", "tcp-db", TCP},
+		{"", "web", Unknown},
+		{"Mongo", "", Protocol("MONGO")},
+	}
+	for _, tt := range tests {
+		if got := ParseProtocol(tt.protocol, tt.name); got != tt.want {
+			t.Errorf("ParseProtocol(%q, %q) = %q, want %q", tt.protocol, tt.name, got, tt.want)
+		}
+	}
+	if !HTTP2.IsHTTP2() || !GRPC.IsHTTP2() || HTTP.IsHTTP2() {
+		t.Error("IsHTTP2: want true for HTTP2 and GRPC only")
+	}
+	if TCP.IsHTTP() || !Unknown.IsHTTP() {
+		t.Error("IsHTTP: want false for TCP, true for unknown")
+	}
+}

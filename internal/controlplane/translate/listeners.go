@@ -1,0 +1,119 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// Envoy's well-known filter names.
+const (
+	httpConnectionManagerFilter = "envoy.filters.network.http_connection_manager"
+	routerFilter                = "envoy.filters.http.router"
+)
+
+// gatewayBind is the address in a gateway listener's name: Istio's
+// gateways listen on 0.0.0.0; in explicit mode the socket binds the
+// proxy's IP but the name stays Istio's.
+const gatewayBind = "0.0.0.0"
+
+// sidecarListeners returns the explicit-mode sidecar's two listeners.
+func sidecarListeners(p *model.Proxy) []*listenerv3.Listener {
+	return []*listenerv3.Listener{
+		httpListener(xdsapi.VirtualOutboundListener, p.IP, xdsapi.PortOutbound, corev3.TrafficDirection_OUTBOUND,
+			"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute),
+		httpListener(xdsapi.VirtualInboundListener, p.IP, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND,
+			"inbound_"+p.IP+"_15006", xdsapi.InboundRoute),
+	}
+}
+
+// gatewayServer is one server of a Gateway selecting the router.
+type gatewayServer struct {
+	gateway *model.Gateway
+	server  *networking.Server
+}
+
+// gatewayPort is a port the router listens on, with the servers on it.
+type gatewayPort struct {
+	port    uint32
+	servers []gatewayServer
+}
+
+// gatewayServers groups the HTTP servers of the Gateways selecting p by
+// port, sorted by port. Servers of other protocols (HTTPS, TLS, TCP) are
+// not served in this version.
+func gatewayServers(pc *model.PushContext, p *model.Proxy) []gatewayPort {
+	byPort := map[uint32]*gatewayPort{}
+	var out []*gatewayPort
+	for _, g := range pc.GatewaysForProxy(p) {
+		for _, s := range g.Spec.GetServers() {
+			port := s.GetPort()
+			proto := registry.ParseProtocol(port.GetProtocol(), port.GetName())
+			if port.GetNumber() == 0 || proto == registry.Unknown || !proto.IsHTTP() {
+				continue
+			}
+			gp := byPort[port.GetNumber()]
+			if gp == nil {
+				gp = &gatewayPort{port: port.GetNumber()}
+				byPort[gp.port] = gp
+				out = append(out, gp)
+			}
+			gp.servers = append(gp.servers, gatewayServer{gateway: g, server: s})
+		}
+	}
+	slices.SortFunc(out, func(a, b *gatewayPort) int { return cmp.Compare(a.port, b.port) })
+	ports := make([]gatewayPort, len(out))
+	for i, gp := range out {
+		ports[i] = *gp
+	}
+	return ports
+}
+
+// gatewayListeners returns a listener per gateway port, named as Istio's
+// ("0.0.0.0_8080") but bound to the proxy's IP.
+func gatewayListeners(p *model.Proxy, ports []gatewayPort) []*listenerv3.Listener {
+	var out []*listenerv3.Listener
+	for _, gp := range ports {
+		name := xdsapi.GatewayListenerName(gatewayBind, gp.port)
+		out = append(out, httpListener(name, p.IP, gp.port, corev3.TrafficDirection_OUTBOUND,
+			"outbound_"+name, xdsapi.GatewayRouteName(gp.port)))
+	}
+	return out
+}
+
+// httpListener is a listener whose only filter is an HTTP connection
+// manager taking its routes from RDS over ADS.
+func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		CodecType:  hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: routeName,
+			ConfigSource:    adsConfigSource(),
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       routerFilter,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+		}},
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(ip, port),
+		TrafficDirection: dir,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       httpConnectionManagerFilter,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+			}},
+		}},
+	}
+}

@@ -1,0 +1,475 @@
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// Istio's default retry policy (pilot/pkg/networking/core/route/retry):
+// two retries on connection-level failures and 503.
+const (
+	defaultRetryOn       = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+	defaultNumRetries    = 2
+	retriableStatusCodes = "retriable-status-codes"
+)
+
+// defaultRouteName is the name Istio gives a route it makes itself.
+const defaultRouteName = "default"
+
+// httpProxyRoute is the sidecar's outbound table: a virtual host per
+// (service, HTTP port), named "host:port", routed by the VirtualService
+// bound to the mesh for the host, or to the service port's cluster.
+func httpProxyRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute}
+	used := map[string]bool{}
+	for _, svc := range pc.Services() {
+		for _, port := range svc.Ports {
+			if !port.Protocol.IsHTTP() {
+				continue
+			}
+			domains := uniqueDomains(used, serviceDomains(svc.Hostname, port.Number, p.Namespace))
+			if len(domains) == 0 {
+				continue
+			}
+			var routes []*routev3.Route
+			if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
+				routes = virtualServiceRoutes(pc, p, vs, model.MeshGateway, port.Number)
+			}
+			if len(routes) == 0 {
+				routes = []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname), defaultRetryPolicy())}
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+				Name:    hostPort(svc.Hostname, port.Number),
+				Domains: domains,
+				Routes:  routes,
+			})
+		}
+	}
+	sortVirtualHosts(rc)
+	return rc
+}
+
+// inboundRoute is the sidecar's inbound table: a virtual host per HTTP
+// service port of the services selecting the workload, whose domains are
+// those services' names, routed to "inbound|PORT||"; and a "*" virtual host
+// to the lowest such port for any other authority.
+func inboundRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: xdsapi.InboundRoute}
+	byPort := map[uint32]*routev3.VirtualHost{}
+	var ports []uint32
+	used := map[string]bool{}
+	for _, si := range pc.InstancesForProxy(p) {
+		port := si.Instance.ServicePort
+		if !port.Protocol.IsHTTP() {
+			continue
+		}
+		vh := byPort[port.Number]
+		if vh == nil {
+			vh = &routev3.VirtualHost{
+				Name:   inboundVirtualHostName(strconv.FormatUint(uint64(port.Number), 10)),
+				Routes: []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Inbound, port.Number, "", ""), nil)},
+			}
+			byPort[port.Number] = vh
+			ports = append(ports, port.Number)
+		}
+		vh.Domains = append(vh.Domains, uniqueDomains(used, serviceDomains(si.Service.Hostname, port.Number, p.Namespace))...)
+	}
+	slices.Sort(ports)
+	for _, n := range ports {
+		rc.VirtualHosts = append(rc.VirtualHosts, byPort[n])
+	}
+	if len(ports) > 0 {
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    inboundVirtualHostName("*"),
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Inbound, ports[0], "", ""), nil)},
+		})
+	}
+	sortVirtualHosts(rc)
+	return rc
+}
+
+func inboundVirtualHostName(port string) string { return "inbound|http|" + port }
+
+// gatewayRoutes returns the table "http.PORT" of every gateway port: a
+// virtual host per host of the VirtualServices bound to the port's
+// Gateways, intersected with the servers' hosts, with the routes of every
+// such VirtualService in namespace/name order.
+func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) []*routev3.RouteConfiguration {
+	var out []*routev3.RouteConfiguration
+	for _, gp := range ports {
+		type binding struct {
+			vs      *model.VirtualService
+			gateway string
+		}
+		byHost := map[string][]binding{}
+		for _, gs := range gp.servers {
+			ref := gs.gateway.Ref()
+			for _, vs := range pc.VirtualServicesForGateway(ref) {
+				for _, sh := range gs.server.GetHosts() {
+					ns, host := splitServerHost(sh)
+					if !serverNamespaceAllows(ns, vs.Namespace, gs.gateway.Namespace) {
+						continue
+					}
+					for _, vh := range vs.Hosts {
+						h, ok := intersectHosts(vh, host)
+						if !ok || slices.ContainsFunc(byHost[h], func(b binding) bool { return b.vs == vs }) {
+							continue
+						}
+						byHost[h] = append(byHost[h], binding{vs, ref})
+					}
+				}
+			}
+		}
+		rc := &routev3.RouteConfiguration{Name: xdsapi.GatewayRouteName(gp.port)}
+		for h, bs := range byHost {
+			slices.SortFunc(bs, func(a, b binding) int {
+				return cmp.Or(cmp.Compare(a.vs.Namespace, b.vs.Namespace), cmp.Compare(a.vs.Name, b.vs.Name))
+			})
+			var routes []*routev3.Route
+			for _, b := range bs {
+				routes = append(routes, virtualServiceRoutes(pc, p, b.vs, b.gateway, gp.port)...)
+			}
+			if len(routes) == 0 {
+				continue
+			}
+			domains := []string{"*"}
+			if h != "*" {
+				domains = []string{h, hostPort(h, gp.port)}
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: hostPort(h, gp.port), Domains: domains, Routes: routes})
+		}
+		sortVirtualHosts(rc)
+		out = append(out, rc)
+	}
+	return out
+}
+
+// splitServerHost splits a Gateway server host "ns/host" into its
+// namespace filter and host; a host without one has filter "*".
+func splitServerHost(s string) (ns, host string) {
+	if ns, host, ok := strings.Cut(s, "/"); ok {
+		return ns, host
+	}
+	return "*", s
+}
+
+// serverNamespaceAllows applies a server host's namespace filter: "*" any
+// namespace, "." the Gateway's own, else exactly that namespace.
+func serverNamespaceAllows(filter, vsNamespace, gatewayNamespace string) bool {
+	switch filter {
+	case "*":
+		return true
+	case ".":
+		return vsNamespace == gatewayNamespace
+	}
+	return filter == vsNamespace
+}
+
+// intersectHosts returns the more specific of a VirtualService host and a
+// server host when one covers the other.
+func intersectHosts(vsHost, serverHost string) (string, bool) {
+	switch {
+	case model.HostMatches(serverHost, vsHost):
+		return vsHost, true
+	case model.HostMatches(vsHost, serverHost):
+		return serverHost, true
+	}
+	return "", false
+}
+
+// virtualServiceRoutes translates the HTTP routes of vs as seen by proxy p
+// through gateway on listener port: one envoy Route per match that applies
+// (its port, sourceLabels and gateways fit), in order. HTTP routes with no
+// destinations (redirect, directResponse, delegate) are not served in this
+// version and are left out. Nothing after a catch-all route is emitted.
+func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateway string, port uint32) []*routev3.Route {
+	var out []*routev3.Route
+	for _, hr := range vs.Spec.GetHttp() {
+		if len(hr.GetRoute()) == 0 {
+			continue
+		}
+		action := routeAction(pc, vs.Namespace, hr, port)
+		if len(hr.GetMatch()) == 0 {
+			out = append(out, &routev3.Route{
+				Name:   hr.GetName(),
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: action},
+			})
+			return out
+		}
+		for _, m := range hr.GetMatch() {
+			if !matchApplies(m, p, vs.Namespace, gateway, port) {
+				continue
+			}
+			out = append(out, &routev3.Route{
+				Name:   routeName(hr, m),
+				Match:  routeMatch(m),
+				Action: &routev3.Route_Route{Route: action},
+			})
+		}
+	}
+	return out
+}
+
+func routeName(hr *networking.HTTPRoute, m *networking.HTTPMatchRequest) string {
+	switch {
+	case hr.GetName() != "" && m.GetName() != "":
+		return hr.GetName() + "." + m.GetName()
+	case m.GetName() != "":
+		return m.GetName()
+	}
+	return hr.GetName()
+}
+
+// matchApplies reports whether match m can be used on this proxy, gateway
+// and port: HTTPMatchRequest.port, sourceLabels and gateways restrict it.
+func matchApplies(m *networking.HTTPMatchRequest, p *model.Proxy, vsNamespace, gateway string, port uint32) bool {
+	if m.GetPort() != 0 && m.GetPort() != port {
+		return false
+	}
+	if len(m.GetSourceLabels()) > 0 && (gateway != model.MeshGateway || !registry.LabelsContain(p.Labels, m.GetSourceLabels())) {
+		return false
+	}
+	if len(m.GetGateways()) > 0 && !slices.ContainsFunc(m.GetGateways(), func(g string) bool {
+		return model.ResolveGatewayName(g, vsNamespace) == gateway
+	}) {
+		return false
+	}
+	return true
+}
+
+// routeMatch translates an HTTPMatchRequest: uri to the path specifier
+// (none means prefix "/"), ignoreUriCase to case_sensitive false, headers,
+// withoutHeaders (inverted), method, authority and scheme to header
+// matchers, sorted by name.
+func routeMatch(m *networking.HTTPMatchRequest) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	switch u := m.GetUri().GetMatchType().(type) {
+	case *networking.StringMatch_Exact:
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
+	case *networking.StringMatch_Prefix:
+		if u.Prefix != "" {
+			rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: u.Prefix}
+		}
+	case *networking.StringMatch_Regex:
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: u.Regex}}
+	}
+	if m.GetIgnoreUriCase() {
+		rm.CaseSensitive = wrapperspb.Bool(false)
+	}
+	for _, name := range sortedKeys(m.GetHeaders()) {
+		rm.Headers = append(rm.Headers, headerMatcher(strings.ToLower(name), m.GetHeaders()[name], false))
+	}
+	for _, name := range sortedKeys(m.GetWithoutHeaders()) {
+		rm.Headers = append(rm.Headers, headerMatcher(strings.ToLower(name), m.GetWithoutHeaders()[name], true))
+	}
+	for _, pseudo := range []struct {
+		name string
+		sm   *networking.StringMatch
+	}{{":authority", m.GetAuthority()}, {":method", m.GetMethod()}, {":scheme", m.GetScheme()}} {
+		if pseudo.sm != nil {
+			rm.Headers = append(rm.Headers, headerMatcher(pseudo.name, pseudo.sm, false))
+		}
+	}
+	slices.SortStableFunc(rm.Headers, func(a, b *routev3.HeaderMatcher) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	return rm
+}
+
+// headerMatcher matches header name against sm; an empty StringMatch (or
+// an empty prefix) only asks for the header to be present, as in Istio.
+func headerMatcher(name string, sm *networking.StringMatch, invert bool) *routev3.HeaderMatcher {
+	hm := &routev3.HeaderMatcher{Name: name, InvertMatch: invert}
+	var s *matcherv3.StringMatcher
+	switch t := sm.GetMatchType().(type) {
+	case *networking.StringMatch_Exact:
+		s = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.Exact}}
+	case *networking.StringMatch_Prefix:
+		if t.Prefix != "" {
+			s = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: t.Prefix}}
+		}
+	case *networking.StringMatch_Regex:
+		s = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: t.Regex}}}
+	}
+	if s == nil {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+	} else {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: s}
+	}
+	return hm
+}
+
+// routeAction translates HTTPRoute.route, timeout and retries.
+func routeAction(pc *model.PushContext, vsNamespace string, hr *networking.HTTPRoute, port uint32) *routev3.RouteAction {
+	ra := &routev3.RouteAction{
+		// Istio disables Envoy's 15s default: no timeout unless asked.
+		Timeout:     durationpb.New(0),
+		RetryPolicy: retryPolicy(hr.GetRetries()),
+	}
+	if t := hr.GetTimeout(); t != nil {
+		ra.Timeout = durationpb.New(t.AsDuration())
+	}
+	dests := hr.GetRoute()
+	if len(dests) > 1 {
+		// Destinations of weight 0 get no traffic; when none has a weight,
+		// all share it equally.
+		weighted := slices.DeleteFunc(slices.Clone(dests), func(d *networking.HTTPRouteDestination) bool { return d.GetWeight() <= 0 })
+		if len(weighted) > 0 {
+			dests = weighted
+		}
+	}
+	if len(dests) == 1 {
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(pc, vsNamespace, dests[0].GetDestination(), port)}
+		return ra
+	}
+	wc := &routev3.WeightedCluster{}
+	for _, d := range dests {
+		w := uint32(max(d.GetWeight(), 1))
+		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+			Name:   destinationCluster(pc, vsNamespace, d.GetDestination(), port),
+			Weight: wrapperspb.UInt32(w),
+		})
+	}
+	ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	return ra
+}
+
+// destinationCluster names the cluster of a route destination, as Istio's
+// GetDestinationCluster: the port is destination.port, else the service's
+// only port, else the listener port. A destination with no service still
+// gets its name (the proxy answers 503 NC).
+func destinationCluster(pc *model.PushContext, vsNamespace string, d *networking.Destination, listenerPort uint32) string {
+	host := model.ResolveShortName(d.GetHost(), vsNamespace)
+	port := listenerPort
+	if n := d.GetPort().GetNumber(); n != 0 {
+		port = n
+	} else if svc := pc.ServiceForHost(host); svc != nil && len(svc.Ports) == 1 {
+		port = svc.Ports[0].Number
+	}
+	return xdsapi.ClusterName(xdsapi.Outbound, port, d.GetSubset(), host)
+}
+
+// retryPolicy translates HTTPRoute.retries: unset gives Istio's default,
+// attempts 0 none. retryOn's numeric entries become retriable status codes.
+func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
+	if r == nil {
+		return defaultRetryPolicy()
+	}
+	if r.GetAttempts() <= 0 {
+		return nil
+	}
+	rp := defaultRetryPolicy()
+	rp.NumRetries = wrapperspb.UInt32(uint32(r.GetAttempts()))
+	if r.GetRetryOn() != "" {
+		var on []string
+		var codes []uint32
+		for _, s := range strings.Split(r.GetRetryOn(), ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				continue
+			}
+			if c, err := strconv.ParseUint(s, 10, 32); err == nil {
+				codes = append(codes, uint32(c))
+				continue
+			}
+			if !slices.Contains(on, s) {
+				on = append(on, s)
+			}
+		}
+		if len(codes) > 0 && !slices.Contains(on, retriableStatusCodes) {
+			on = append(on, retriableStatusCodes)
+		}
+		rp.RetryOn = strings.Join(on, ",")
+		rp.RetriableStatusCodes = codes
+	}
+	if t := r.GetPerTryTimeout(); t != nil {
+		rp.PerTryTimeout = durationpb.New(t.AsDuration())
+	}
+	return rp
+}
+
+func defaultRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:              defaultRetryOn,
+		NumRetries:           wrapperspb.UInt32(defaultNumRetries),
+		RetriableStatusCodes: []uint32{503},
+	}
+}
+
+// defaultRoute sends everything to cluster, with no timeout.
+func defaultRoute(cluster string, retry *routev3.RetryPolicy) *routev3.Route {
+	return &routev3.Route{
+		Name:  defaultRouteName,
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+			Timeout:          durationpb.New(0),
+			RetryPolicy:      retry,
+		}},
+	}
+}
+
+// serviceDomains are the names a client may use for host on port, as
+// Istio's generateVirtualHostDomains: "host", "host:port" and, for a
+// Kubernetes-style host "svc.ns.svc.cluster.local", "svc.ns" and
+// "svc.ns.svc" (and "svc" when ns is the proxy's namespace), each with and
+// without the port.
+func serviceDomains(host string, port uint32, proxyNamespace string) []string {
+	names := []string{host}
+	suffix := ".svc." + model.DomainSuffix
+	if short, ok := strings.CutSuffix(host, suffix); ok && !strings.HasPrefix(host, "*") {
+		if name, ns, ok := strings.Cut(short, "."); ok && !strings.Contains(ns, ".") {
+			if ns == proxyNamespace {
+				names = append(names, name)
+			}
+			names = append(names, short, short+".svc")
+		}
+	}
+	out := make([]string, 0, 2*len(names))
+	for _, n := range names {
+		out = append(out, n, hostPort(n, port))
+	}
+	return out
+}
+
+// uniqueDomains drops the domains already used in a route table (Envoy
+// rejects a domain in two virtual hosts) and marks the rest used.
+func uniqueDomains(used map[string]bool, domains []string) []string {
+	var out []string
+	for _, d := range domains {
+		if !used[d] {
+			used[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func hostPort(host string, port uint32) string {
+	return host + ":" + strconv.FormatUint(uint64(port), 10)
+}
+
+func sortVirtualHosts(rc *routev3.RouteConfiguration) {
+	slices.SortFunc(rc.VirtualHosts, func(a, b *routev3.VirtualHost) int { return cmp.Compare(a.GetName(), b.GetName()) })
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
