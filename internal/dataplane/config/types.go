@@ -31,6 +31,10 @@ type Resources struct {
 	Routes    []proto.Message // *routev3.RouteConfiguration
 	Clusters  []proto.Message // *clusterv3.Cluster
 	Endpoints []proto.Message // *endpointv3.ClusterLoadAssignment
+	// Versions is the xDS version_info of each type URL these resources
+	// come from; Build copies it to Generation.Versions. Nil for a
+	// bootstrap file (static resources).
+	Versions map[string]string
 }
 
 // Direction is a listener's traffic direction (Envoy's TrafficDirection).
@@ -162,6 +166,9 @@ type RetryPolicy struct {
 	RetryOn       []string
 	NumRetries    uint32
 	PerTryTimeout time.Duration // 0: the route's timeout
+	// RetriableStatusCodes are the codes "retriable-status-codes" retries
+	// (RetryPolicy.retriable_status_codes).
+	RetriableStatusCodes []uint32
 }
 
 // Cluster is envoy.config.cluster.v3.Cluster with its endpoints (from the

@@ -1,0 +1,864 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Names of the only extensions this version supports.
+const (
+	HCMFilterName    = "envoy.filters.network.http_connection_manager"
+	RouterFilterName = "envoy.filters.http.router"
+	// HTTPProtocolOptionsKey is the key of Cluster.typed_extension_protocol_options
+	// that selects the upstream HTTP version.
+	HTTPProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+// Defaults Envoy applies when a field is unset.
+const (
+	// DefaultRouteTimeout is RouteAction.timeout when unset (Envoy: 15s).
+	DefaultRouteTimeout = 15 * time.Second
+	// DefaultConnectTimeout is Cluster.connect_timeout when unset (Envoy: 5s).
+	DefaultConnectTimeout = 5 * time.Second
+)
+
+// InlineRouteName is the key in Generation.Routes of the inline
+// route_config of listener name: "inline:" + listener name. RDS names never
+// take this form in Loom.
+func InlineRouteName(listener string) string { return "inline:" + listener }
+
+// Build validates a complete set of xDS resources and compiles them into a
+// new Generation. It is pure and safe for concurrent use; res is not
+// modified and the Generation keeps references to its protos only in
+// Source.
+//
+// prev is the generation currently applied (nil for the first one); the new
+// Generation's Number is prev.Number+1.
+//
+// Any invalid resource, or one that uses a feature this version does not
+// implement and that would change behaviour, makes Build return a single
+// error naming the resource and the field, such as
+//
+//	listener "virtualOutbound": filter_chains[0].filters[0].name = "x": must be envoy.filters.network.http_connection_manager
+//
+// and no Generation. Missing references are not errors: a route to an
+// unknown cluster is served 503 NC, an RDS name that has not arrived 404 NR,
+// an EDS cluster without ClusterLoadAssignment has no endpoints (503 UH).
+func Build(res Resources, prev *Generation) (*Generation, error) {
+	g := &Generation{
+		Number:    1,
+		Versions:  maps.Clone(res.Versions),
+		Listeners: make(map[string]*Listener, len(res.Listeners)),
+		Routes:    make(map[string]*RouteTable, len(res.Routes)),
+		Clusters:  make(map[string]*Cluster, len(res.Clusters)),
+		Source:    res,
+	}
+	if g.Versions == nil {
+		g.Versions = map[string]string{}
+	}
+	if prev != nil {
+		g.Number = prev.Number + 1
+	}
+
+	// Endpoints first: clusters pick them up by name.
+	clas := make(map[string][]Endpoint, len(res.Endpoints))
+	for i, m := range res.Endpoints {
+		cla, ok := m.(*endpointv3.ClusterLoadAssignment)
+		if !ok {
+			return nil, fmt.Errorf("endpoints[%d]: got %T, want ClusterLoadAssignment", i, m)
+		}
+		name := cla.GetClusterName()
+		if name == "" {
+			return nil, fmt.Errorf("cluster_load_assignment[%d]: cluster_name: must not be empty", i)
+		}
+		if _, dup := clas[name]; dup {
+			return nil, resErr("cluster_load_assignment", name, ferr("cluster_name", "duplicate"))
+		}
+		eps, err := buildEndpoints(cla)
+		if err == nil {
+			err = envoyValidate(cla)
+		}
+		if err != nil {
+			return nil, resErr("cluster_load_assignment", name, err)
+		}
+		clas[name] = eps
+	}
+
+	for i, m := range res.Clusters {
+		c, ok := m.(*clusterv3.Cluster)
+		if !ok {
+			return nil, fmt.Errorf("clusters[%d]: got %T, want Cluster", i, m)
+		}
+		if c.GetName() == "" {
+			return nil, fmt.Errorf("cluster[%d]: name: must not be empty", i)
+		}
+		if _, dup := g.Clusters[c.GetName()]; dup {
+			return nil, resErr("cluster", c.GetName(), ferr("name", "duplicate"))
+		}
+		rc, err := buildCluster(c, clas)
+		if err == nil {
+			err = envoyValidate(c)
+		}
+		if err != nil {
+			return nil, resErr("cluster", c.GetName(), err)
+		}
+		g.Clusters[rc.Name] = rc
+	}
+
+	for i, m := range res.Routes {
+		rc, ok := m.(*routev3.RouteConfiguration)
+		if !ok {
+			return nil, fmt.Errorf("routes[%d]: got %T, want RouteConfiguration", i, m)
+		}
+		if rc.GetName() == "" {
+			return nil, fmt.Errorf("route_config[%d]: name: must not be empty", i)
+		}
+		if _, dup := g.Routes[rc.GetName()]; dup {
+			return nil, resErr("route_config", rc.GetName(), ferr("name", "duplicate"))
+		}
+		rt, err := buildRouteTable(rc.GetName(), rc)
+		if err == nil {
+			err = envoyValidate(rc)
+		}
+		if err != nil {
+			return nil, resErr("route_config", rc.GetName(), err)
+		}
+		g.Routes[rt.Name] = rt
+	}
+
+	for i, m := range res.Listeners {
+		l, ok := m.(*listenerv3.Listener)
+		if !ok {
+			return nil, fmt.Errorf("listeners[%d]: got %T, want Listener", i, m)
+		}
+		if l.GetName() == "" {
+			return nil, fmt.Errorf("listener[%d]: name: must not be empty", i)
+		}
+		if _, dup := g.Listeners[l.GetName()]; dup {
+			return nil, resErr("listener", l.GetName(), ferr("name", "duplicate"))
+		}
+		rl, inline, err := buildListener(l)
+		if err == nil {
+			err = envoyValidate(l)
+		}
+		if err != nil {
+			return nil, resErr("listener", l.GetName(), err)
+		}
+		if inline != nil {
+			g.Routes[inline.Name] = inline
+		}
+		g.Listeners[rl.Name] = rl
+	}
+	return g, nil
+}
+
+// envoyValidate runs the protoc-gen-validate rules of Envoy's protos (the
+// constraints Envoy itself enforces) as a backstop behind Build's own
+// checks, which give better messages for the fields this version reads.
+func envoyValidate(m interface{ Validate() error }) error {
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("violates Envoy's constraints: %w", err)
+	}
+	return nil
+}
+
+// fieldError is a validation failure at a field path inside one resource.
+type fieldError struct {
+	path  string
+	value *string
+	msg   string
+}
+
+func (e *fieldError) Error() string {
+	if e.value != nil {
+		return fmt.Sprintf("%s = %q: %s", e.path, *e.value, e.msg)
+	}
+	return e.path + ": " + e.msg
+}
+
+func ferr(path, format string, args ...any) error {
+	return &fieldError{path: path, msg: fmt.Sprintf(format, args...)}
+}
+
+func verr(path, value, format string, args ...any) error {
+	return &fieldError{path: path, value: &value, msg: fmt.Sprintf(format, args...)}
+}
+
+// under prefixes the path of a fieldError with parent.
+func under(parent string, err error) error {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		c := *fe
+		if c.path == "" {
+			c.path = parent
+		} else if strings.HasPrefix(c.path, "[") {
+			c.path = parent + c.path
+		} else {
+			c.path = parent + "." + c.path
+		}
+		return &c
+	}
+	return fmt.Errorf("%s: %w", parent, err)
+}
+
+func resErr(kind, name string, err error) error {
+	return fmt.Errorf("%s %q: %w", kind, name, err)
+}
+
+func idx(name string, i int) string { return name + "[" + strconv.Itoa(i) + "]" }
+
+// compileRegex compiles an Envoy safe_regex (RE2) anchored to match the
+// whole input, as Envoy's RegexMatcher does.
+func compileRegex(path string, m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
+	if m == nil {
+		return nil, ferr(path, "must be set")
+	}
+	re := m.GetRegex()
+	if _, err := regexp.Compile(re); err != nil {
+		return nil, verr(path+".regex", re, "must be RE2: %v", err)
+	}
+	return regexp.MustCompile(`^(?:` + re + `)$`), nil
+}
+
+func duration(d *durationpb.Duration, path string, def time.Duration) (time.Duration, error) {
+	if d == nil {
+		return def, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, ferr(path, "%v", err)
+	}
+	v := d.AsDuration()
+	if v < 0 {
+		return 0, verr(path, v.String(), "must not be negative")
+	}
+	return v, nil
+}
+
+// socketAddress validates an Address with a socket_address holding an IP
+// literal and a port, and returns "ip:port".
+func socketAddress(path string, a *corev3.Address) (string, error) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return "", ferr(path+".socket_address", "must be set")
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", verr(path+".socket_address.protocol", sa.GetProtocol().String(), "must be TCP")
+	}
+	if sa.GetResolverName() != "" || sa.GetNamedPort() != "" {
+		return "", ferr(path+".socket_address", "resolver_name and named_port are not supported")
+	}
+	if _, err := netip.ParseAddr(sa.GetAddress()); err != nil {
+		return "", verr(path+".socket_address.address", sa.GetAddress(), "must be an IP address")
+	}
+	port := sa.GetPortValue()
+	if port == 0 || port > 65535 {
+		return "", verr(path+".socket_address.port_value", strconv.FormatUint(uint64(port), 10), "must be 1-65535")
+	}
+	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(port), 10)), nil
+}
+
+// ---- endpoints ----
+
+func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
+	if len(cla.GetNamedEndpoints()) > 0 {
+		return nil, ferr("named_endpoints", "not supported")
+	}
+	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
+		return nil, ferr("policy.drop_overloads", "not supported")
+	}
+	var eps []Endpoint
+	for i, le := range cla.GetEndpoints() {
+		lp := idx("endpoints", i)
+		if le.GetPriority() != 0 {
+			return nil, verr(lp+".priority", strconv.FormatUint(uint64(le.GetPriority()), 10), "must be 0 (priorities are not supported)")
+		}
+		for j, lb := range le.GetLbEndpoints() {
+			p := idx(lp+".lb_endpoints", j)
+			if lb.GetEndpointName() != "" {
+				return nil, ferr(p+".endpoint_name", "not supported")
+			}
+			addr, err := socketAddress(p+".endpoint.address", lb.GetEndpoint().GetAddress())
+			if err != nil {
+				return nil, err
+			}
+			if len(lb.GetEndpoint().GetAdditionalAddresses()) > 0 {
+				return nil, ferr(p+".endpoint.additional_addresses", "not supported")
+			}
+			ep := Endpoint{Address: addr, Weight: 1}
+			switch lb.GetHealthStatus() {
+			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
+				ep.Health = Healthy
+			default:
+				ep.Health = Unhealthy
+			}
+			if w := lb.GetLoadBalancingWeight(); w != nil {
+				if w.GetValue() == 0 {
+					return nil, verr(p+".load_balancing_weight", "0", "must be at least 1")
+				}
+				ep.Weight = w.GetValue()
+			}
+			eps = append(eps, ep)
+		}
+	}
+	return eps, nil
+}
+
+// ---- clusters ----
+
+func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, error) {
+	rc := &Cluster{Name: c.GetName(), LBPolicy: "ROUND_ROBIN"}
+	var err error
+	if rc.ConnectTimeout, err = duration(c.GetConnectTimeout(), "connect_timeout", DefaultConnectTimeout); err != nil {
+		return nil, err
+	}
+	if c.GetConnectTimeout() != nil && rc.ConnectTimeout == 0 {
+		return nil, verr("connect_timeout", "0s", "must be greater than 0")
+	}
+	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
+		return nil, verr("lb_policy", c.GetLbPolicy().String(), "must be ROUND_ROBIN")
+	}
+	if c.GetLoadBalancingPolicy() != nil {
+		return nil, ferr("load_balancing_policy", "not supported")
+	}
+	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
+		return nil, ferr("transport_socket", "not supported (no upstream TLS in this version)")
+	}
+	if c.GetOutlierDetection() != nil {
+		return nil, ferr("outlier_detection", "not supported")
+	}
+	if len(c.GetHealthChecks()) > 0 {
+		return nil, ferr("health_checks", "not supported")
+	}
+	if c.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // deprecated field still honoured.
+		rc.HTTP2 = true
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.GetTypedExtensionProtocolOptions())) {
+		p := "typed_extension_protocol_options[" + strconv.Quote(k) + "]"
+		if k != HTTPProtocolOptionsKey {
+			return nil, ferr(p, "must be %s", HTTPProtocolOptionsKey)
+		}
+		var opts httpv3.HttpProtocolOptions
+		if err := anyTo(c.GetTypedExtensionProtocolOptions()[k], &opts); err != nil {
+			return nil, ferr(p, "%v", err)
+		}
+		exp := opts.GetExplicitHttpConfig()
+		if exp == nil {
+			return nil, ferr(p+".upstream_protocol_options", "must be explicit_http_config")
+		}
+		switch {
+		case exp.GetHttp2ProtocolOptions() != nil:
+			rc.HTTP2 = true
+		case exp.GetHttpProtocolOptions() != nil:
+			rc.HTTP2 = false
+		default:
+			return nil, ferr(p+".explicit_http_config", "must be http_protocol_options or http2_protocol_options")
+		}
+	}
+
+	switch c.GetClusterDiscoveryType().(type) {
+	case *clusterv3.Cluster_Type:
+	default:
+		return nil, ferr("cluster_type", "not supported; type must be EDS or STATIC")
+	}
+	switch c.GetType() {
+	case clusterv3.Cluster_EDS:
+		cfg := c.GetEdsClusterConfig().GetEdsConfig()
+		if cfg == nil || cfg.GetAds() == nil {
+			return nil, ferr("eds_cluster_config.eds_config", "must be ads")
+		}
+		key := c.GetName()
+		if sn := c.GetEdsClusterConfig().GetServiceName(); sn != "" {
+			key = sn
+		}
+		rc.Endpoints = clas[key]
+	case clusterv3.Cluster_STATIC:
+		if la := c.GetLoadAssignment(); la != nil {
+			eps, err := buildEndpoints(la)
+			if err != nil {
+				return nil, under("load_assignment", err)
+			}
+			rc.Endpoints = eps
+		}
+	default:
+		return nil, verr("type", c.GetType().String(), "must be EDS or STATIC")
+	}
+	return rc, nil
+}
+
+func anyTo(a *anypb.Any, m proto.Message) error {
+	if a == nil {
+		return errors.New("must be set")
+	}
+	want := "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
+	if a.GetTypeUrl() != want {
+		return fmt.Errorf("type_url %q: must be %s", a.GetTypeUrl(), want)
+	}
+	if err := a.UnmarshalTo(m); err != nil {
+		return fmt.Errorf("decode %s: %w", want, err)
+	}
+	return nil
+}
+
+// ---- listeners ----
+
+func buildListener(l *listenerv3.Listener) (*Listener, *RouteTable, error) {
+	rl := &Listener{Name: l.GetName()}
+	addr, err := socketAddress("address", l.GetAddress())
+	if err != nil {
+		return nil, nil, err
+	}
+	rl.Address = addr
+	if len(l.GetAdditionalAddresses()) > 0 {
+		return nil, nil, ferr("additional_addresses", "not supported")
+	}
+	switch l.GetTrafficDirection() {
+	case corev3.TrafficDirection_UNSPECIFIED:
+		rl.Direction = DirectionUnspecified
+	case corev3.TrafficDirection_INBOUND:
+		rl.Direction = DirectionInbound
+	case corev3.TrafficDirection_OUTBOUND:
+		rl.Direction = DirectionOutbound
+	default:
+		return nil, nil, verr("traffic_direction", l.GetTrafficDirection().String(), "must be UNSPECIFIED, INBOUND or OUTBOUND")
+	}
+	for i, lf := range l.GetListenerFilters() {
+		switch lf.GetName() {
+		case "envoy.filters.listener.http_inspector", "envoy.filters.listener.tls_inspector":
+			// Harmless: this version matches filter chains on nothing they detect.
+		default:
+			return nil, nil, verr(idx("listener_filters", i)+".name", lf.GetName(), "not supported")
+		}
+	}
+	if l.GetDefaultFilterChain() != nil {
+		return nil, nil, ferr("default_filter_chain", "not supported")
+	}
+	if l.GetUseOriginalDst().GetValue() {
+		return nil, nil, ferr("use_original_dst", "not supported")
+	}
+	if n := len(l.GetFilterChains()); n != 1 {
+		return nil, nil, verr("filter_chains", strconv.Itoa(n)+" chains", "must have exactly one filter chain")
+	}
+	fc := l.GetFilterChains()[0]
+	if fcm := fc.GetFilterChainMatch(); fcm != nil && !proto.Equal(fcm, &listenerv3.FilterChainMatch{}) {
+		return nil, nil, ferr("filter_chains[0].filter_chain_match", "not supported")
+	}
+	if fc.GetTransportSocket() != nil {
+		return nil, nil, ferr("filter_chains[0].transport_socket", "not supported (no TLS in this version)")
+	}
+	if n := len(fc.GetFilters()); n != 1 {
+		return nil, nil, verr("filter_chains[0].filters", strconv.Itoa(n)+" filters", "must have exactly one filter, "+HCMFilterName)
+	}
+	f := fc.GetFilters()[0]
+	if f.GetName() != HCMFilterName {
+		return nil, nil, verr("filter_chains[0].filters[0].name", f.GetName(), "must be "+HCMFilterName)
+	}
+	var hcm hcmv3.HttpConnectionManager
+	if err := anyTo(f.GetTypedConfig(), &hcm); err != nil {
+		return nil, nil, ferr("filter_chains[0].filters[0].typed_config", "%v", err)
+	}
+	inline, err := buildHCM(rl, &hcm)
+	if err != nil {
+		return nil, nil, under("filter_chains[0].filters[0].typed_config", err)
+	}
+	return rl, inline, nil
+}
+
+func buildHCM(rl *Listener, hcm *hcmv3.HttpConnectionManager) (*RouteTable, error) {
+	rl.StatPrefix = hcm.GetStatPrefix()
+	if rl.StatPrefix == "" {
+		return nil, ferr("stat_prefix", "must not be empty")
+	}
+	if hcm.GetCodecType() != hcmv3.HttpConnectionManager_AUTO {
+		return nil, verr("codec_type", hcm.GetCodecType().String(), "must be AUTO")
+	}
+	var inline *RouteTable
+	switch rs := hcm.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		if rs.Rds.GetConfigSource().GetAds() == nil {
+			return nil, ferr("rds.config_source", "must be ads")
+		}
+		if rs.Rds.GetRouteConfigName() == "" {
+			return nil, ferr("rds.route_config_name", "must not be empty")
+		}
+		rl.RouteConfigName = rs.Rds.GetRouteConfigName()
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		name := InlineRouteName(rl.Name)
+		rt, err := buildRouteTable(name, rs.RouteConfig)
+		if err != nil {
+			return nil, under("route_config", err)
+		}
+		inline = rt
+		rl.RouteConfigName = name
+	default:
+		return nil, ferr("route_specifier", "must be rds or route_config")
+	}
+	filters := hcm.GetHttpFilters()
+	if len(filters) != 1 {
+		return nil, verr("http_filters", strconv.Itoa(len(filters))+" filters", "must be exactly ["+RouterFilterName+"]")
+	}
+	if filters[0].GetName() != RouterFilterName {
+		return nil, verr("http_filters[0].name", filters[0].GetName(), "must be "+RouterFilterName)
+	}
+	if tc := filters[0].GetTypedConfig(); tc != nil {
+		var r routerv3.Router
+		if err := anyTo(tc, &r); err != nil {
+			return nil, ferr("http_filters[0].typed_config", "%v", err)
+		}
+	}
+	if len(hcm.GetUpgradeConfigs()) > 0 {
+		return nil, ferr("upgrade_configs", "not supported")
+	}
+	if err := hcm.Validate(); err != nil {
+		return nil, ferr("", "violates Envoy's constraints: %v", err)
+	}
+	return inline, nil
+}
+
+// ---- routes ----
+
+// supportedRetryOn lists Envoy's retry_on conditions this version accepts
+// (x-envoy-retry-on and x-envoy-retry-grpc-on values).
+var supportedRetryOn = map[string]bool{
+	"5xx": true, "gateway-error": true, "reset": true, "reset-before-request": true,
+	"connect-failure": true, "retriable-4xx": true, "refused-stream": true,
+	"retriable-status-codes": true, "envoy-ratelimited": true,
+	// gRPC conditions (Istio's default retry_on has some); they only apply
+	// to gRPC responses.
+	"cancelled": true, "deadline-exceeded": true, "internal": true,
+	"resource-exhausted": true, "unavailable": true,
+}
+
+func buildRouteTable(name string, rc *routev3.RouteConfiguration) (*RouteTable, error) {
+	rt := &RouteTable{Name: name, exact: map[string]*VirtualHost{}}
+	if len(rc.GetRequestHeadersToAdd()) > 0 || len(rc.GetResponseHeadersToAdd()) > 0 ||
+		len(rc.GetRequestHeadersToRemove()) > 0 || len(rc.GetResponseHeadersToRemove()) > 0 {
+		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
+	}
+	seen := map[string]bool{}
+	for i, v := range rc.GetVirtualHosts() {
+		p := idx("virtual_hosts", i)
+		vh, err := buildVirtualHost(v)
+		if err != nil {
+			return nil, under(p, err)
+		}
+		for j, d := range vh.Domains {
+			ld := strings.ToLower(d)
+			if seen[ld] {
+				return nil, verr(idx(p+".domains", j), d, "must be unique in the route configuration")
+			}
+			seen[ld] = true
+			switch {
+			case ld == "*":
+				rt.catchAll = vh
+			case strings.HasPrefix(ld, "*"):
+				rt.suffixes = append(rt.suffixes, domainEntry{pattern: ld[1:], vh: vh})
+			case strings.HasSuffix(ld, "*"):
+				rt.prefixes = append(rt.prefixes, domainEntry{pattern: ld[:len(ld)-1], vh: vh})
+			default:
+				rt.exact[ld] = vh
+			}
+		}
+		rt.VirtualHosts = append(rt.VirtualHosts, vh)
+	}
+	// Longest wildcard first (Envoy's order); ties cannot happen as domains
+	// are unique.
+	longestFirst := func(a, b domainEntry) int { return len(b.pattern) - len(a.pattern) }
+	slices.SortStableFunc(rt.suffixes, longestFirst)
+	slices.SortStableFunc(rt.prefixes, longestFirst)
+	return rt, nil
+}
+
+func buildVirtualHost(v *routev3.VirtualHost) (*VirtualHost, error) {
+	vh := &VirtualHost{Name: v.GetName()}
+	if vh.Name == "" {
+		return nil, ferr("name", "must not be empty")
+	}
+	if len(v.GetDomains()) == 0 {
+		return nil, ferr("domains", "must not be empty")
+	}
+	for j, d := range v.GetDomains() {
+		if err := checkDomain(d); err != nil {
+			return nil, verr(idx("domains", j), d, "%s", err)
+		}
+		vh.Domains = append(vh.Domains, d)
+	}
+	if v.GetRequireTls() != routev3.VirtualHost_NONE {
+		return nil, verr("require_tls", v.GetRequireTls().String(), "must be NONE")
+	}
+	if len(v.GetRequestHeadersToAdd()) > 0 || len(v.GetResponseHeadersToAdd()) > 0 ||
+		len(v.GetRequestHeadersToRemove()) > 0 || len(v.GetResponseHeadersToRemove()) > 0 {
+		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
+	}
+	if len(v.GetTypedPerFilterConfig()) > 0 {
+		return nil, ferr("typed_per_filter_config", "not supported")
+	}
+	if v.GetRetryPolicy() != nil {
+		return nil, ferr("retry_policy", "not supported on a virtual host; set it on the route")
+	}
+	for k, r := range v.GetRoutes() {
+		rr, err := buildRoute(r)
+		if err != nil {
+			return nil, under(idx("routes", k), err)
+		}
+		vh.Routes = append(vh.Routes, rr)
+	}
+	return vh, nil
+}
+
+// checkDomain accepts "*", "host", "host:port", "*suffix" and "prefix*".
+func checkDomain(d string) error {
+	if d == "" {
+		return errors.New("must not be empty")
+	}
+	if d == "*" {
+		return nil
+	}
+	n := strings.Count(d, "*")
+	switch {
+	case n == 0:
+		return nil
+	case n == 1 && (strings.HasPrefix(d, "*") || strings.HasSuffix(d, "*")):
+		return nil
+	}
+	return errors.New(`must be "*", a host, or have one wildcard at its start or end`)
+}
+
+func buildRoute(r *routev3.Route) (*Route, error) {
+	rr := &Route{Name: r.GetName()}
+	m, err := buildMatch(r.GetMatch())
+	if err != nil {
+		return nil, under("match", err)
+	}
+	rr.Match = m
+	if len(r.GetRequestHeadersToAdd()) > 0 || len(r.GetResponseHeadersToAdd()) > 0 ||
+		len(r.GetRequestHeadersToRemove()) > 0 || len(r.GetResponseHeadersToRemove()) > 0 {
+		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
+	}
+	if len(r.GetTypedPerFilterConfig()) > 0 {
+		return nil, ferr("typed_per_filter_config", "not supported")
+	}
+	ra, ok := r.GetAction().(*routev3.Route_Route)
+	if !ok {
+		return nil, ferr("action", "must be route (redirect, direct_response and others are not supported)")
+	}
+	a := ra.Route
+	switch cs := a.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		if cs.Cluster == "" {
+			return nil, ferr("route.cluster", "must not be empty")
+		}
+		rr.Clusters = []WeightedCluster{{Name: cs.Cluster, Weight: 1}}
+		rr.TotalWeight = 1
+	case *routev3.RouteAction_WeightedClusters:
+		wcs := cs.WeightedClusters.GetClusters()
+		if len(wcs) == 0 {
+			return nil, ferr("route.weighted_clusters.clusters", "must not be empty")
+		}
+		var total uint64
+		for i, wc := range wcs {
+			p := idx("route.weighted_clusters.clusters", i)
+			if wc.GetName() == "" {
+				return nil, ferr(p+".name", "must not be empty (cluster_header is not supported)")
+			}
+			if len(wc.GetRequestHeadersToAdd()) > 0 || len(wc.GetResponseHeadersToAdd()) > 0 ||
+				len(wc.GetRequestHeadersToRemove()) > 0 || len(wc.GetResponseHeadersToRemove()) > 0 ||
+				len(wc.GetTypedPerFilterConfig()) > 0 {
+				return nil, ferr(p, "only name and weight are supported")
+			}
+			w := wc.GetWeight().GetValue()
+			total += uint64(w)
+			rr.Clusters = append(rr.Clusters, WeightedCluster{Name: wc.GetName(), Weight: w})
+		}
+		if total == 0 || total > 1<<32-1 {
+			return nil, verr("route.weighted_clusters", strconv.FormatUint(total, 10), "sum of weights must be 1 to 4294967295")
+		}
+		rr.TotalWeight = uint32(total)
+	default:
+		return nil, ferr("route.cluster_specifier", "must be cluster or weighted_clusters")
+	}
+	if a.GetPrefixRewrite() != "" || a.GetRegexRewrite() != nil || a.GetHostRewriteSpecifier() != nil || a.GetPathRewritePolicy() != nil {
+		return nil, ferr("route", "path and host rewrites are not supported")
+	}
+	if len(a.GetRequestMirrorPolicies()) > 0 {
+		return nil, ferr("route.request_mirror_policies", "not supported")
+	}
+	if len(a.GetUpgradeConfigs()) > 0 {
+		return nil, ferr("route.upgrade_configs", "not supported")
+	}
+	if a.GetRetryPolicyTypedConfig() != nil || a.GetHedgePolicy() != nil {
+		return nil, ferr("route", "retry_policy_typed_config and hedge_policy are not supported")
+	}
+	if rr.Timeout, err = duration(a.GetTimeout(), "route.timeout", DefaultRouteTimeout); err != nil {
+		return nil, err
+	}
+	if rp := a.GetRetryPolicy(); rp != nil {
+		pol, err := buildRetry(rp)
+		if err != nil {
+			return nil, under("route.retry_policy", err)
+		}
+		rr.Retry = pol
+	}
+	return rr, nil
+}
+
+func buildRetry(rp *routev3.RetryPolicy) (*RetryPolicy, error) {
+	pol := &RetryPolicy{NumRetries: 1}
+	for c := range strings.SplitSeq(rp.GetRetryOn(), ",") {
+		c = strings.TrimSpace(c)
+		if c == "" {
+			continue
+		}
+		if !supportedRetryOn[c] {
+			return nil, verr("retry_on", rp.GetRetryOn(), "condition %q is not supported", c)
+		}
+		pol.RetryOn = append(pol.RetryOn, c)
+	}
+	if rp.GetNumRetries() != nil {
+		pol.NumRetries = rp.GetNumRetries().GetValue()
+	}
+	var err error
+	if pol.PerTryTimeout, err = duration(rp.GetPerTryTimeout(), "per_try_timeout", 0); err != nil {
+		return nil, err
+	}
+	for i, c := range rp.GetRetriableStatusCodes() {
+		if c < 100 || c > 599 {
+			return nil, verr(idx("retriable_status_codes", i), strconv.FormatUint(uint64(c), 10), "must be an HTTP status code")
+		}
+		pol.RetriableStatusCodes = append(pol.RetriableStatusCodes, c)
+	}
+	if rp.GetRetryPriority() != nil || len(rp.GetRetryHostPredicate()) > 0 || len(rp.GetRetriableHeaders()) > 0 ||
+		len(rp.GetRetriableRequestHeaders()) > 0 || rp.GetRateLimitedRetryBackOff() != nil {
+		return nil, ferr("", "only retry_on, num_retries, per_try_timeout and retriable_status_codes are supported")
+	}
+	// retry_back_off and host_selection_retry_max_attempts only tune timing
+	// and host choice; they are accepted and ignored.
+	return pol, nil
+}
+
+func buildMatch(m *routev3.RouteMatch) (RouteMatch, error) {
+	var rm RouteMatch
+	if m == nil {
+		return rm, ferr("", "must be set")
+	}
+	switch ps := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		rm.PathKind, rm.Prefix = PathPrefix, ps.Prefix
+	case *routev3.RouteMatch_Path:
+		rm.PathKind, rm.Path = PathExact, ps.Path
+	case *routev3.RouteMatch_SafeRegex:
+		re, err := compileRegex("safe_regex", ps.SafeRegex)
+		if err != nil {
+			return rm, err
+		}
+		rm.PathKind, rm.Regex = PathRegex, re
+	default:
+		return rm, ferr("path_specifier", "must be prefix, path or safe_regex")
+	}
+	if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
+		rm.CaseInsensitive = true
+	}
+	if len(m.GetQueryParameters()) > 0 {
+		return rm, ferr("query_parameters", "not supported")
+	}
+	if m.GetGrpc() != nil || m.GetRuntimeFraction() != nil || m.GetTlsContext() != nil ||
+		len(m.GetDynamicMetadata()) > 0 || len(m.GetCookies()) > 0 || len(m.GetFilterState()) > 0 {
+		return rm, ferr("", "only path, case_sensitive and headers are supported")
+	}
+	for i, h := range m.GetHeaders() {
+		hm, err := buildHeaderMatcher(h)
+		if err != nil {
+			return rm, under(idx("headers", i), err)
+		}
+		rm.Headers = append(rm.Headers, hm)
+	}
+	return rm, nil
+}
+
+func buildHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
+	hm := HeaderMatcher{Invert: h.GetInvertMatch()}
+	name := strings.ToLower(h.GetName())
+	switch {
+	case name == "":
+		return hm, ferr("name", "must not be empty")
+	case name == "host":
+		hm.Name = ":authority"
+	case strings.HasPrefix(name, ":"):
+		switch name {
+		case ":authority", ":method", ":path", ":scheme":
+			hm.Name = name
+		default:
+			return hm, verr("name", h.GetName(), "must be a header or :authority, :method, :path or :scheme")
+		}
+	default:
+		hm.Name = http.CanonicalHeaderKey(name)
+	}
+	if h.GetTreatMissingHeaderAsEmpty() {
+		return hm, ferr("treat_missing_header_as_empty", "not supported")
+	}
+	//nolint:staticcheck // the deprecated matchers are still sent by some control planes.
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case nil:
+		// Envoy: no specifier means "the header is present".
+		hm.Kind, hm.Present = MatchPresent, true
+	case *routev3.HeaderMatcher_PresentMatch:
+		hm.Kind, hm.Present = MatchPresent, s.PresentMatch
+	case *routev3.HeaderMatcher_ExactMatch:
+		hm.Kind, hm.Value = MatchExact, s.ExactMatch
+	case *routev3.HeaderMatcher_PrefixMatch:
+		hm.Kind, hm.Value = MatchPrefix, s.PrefixMatch
+	case *routev3.HeaderMatcher_SuffixMatch:
+		hm.Kind, hm.Value = MatchSuffix, s.SuffixMatch
+	case *routev3.HeaderMatcher_SafeRegexMatch:
+		re, err := compileRegex("safe_regex_match", s.SafeRegexMatch)
+		if err != nil {
+			return hm, err
+		}
+		hm.Kind, hm.Regex = MatchRegex, re
+	case *routev3.HeaderMatcher_StringMatch:
+		sm := s.StringMatch
+		if sm.GetIgnoreCase() {
+			return hm, ferr("string_match.ignore_case", "not supported")
+		}
+		switch p := sm.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			hm.Kind, hm.Value = MatchExact, p.Exact
+		case *matcherv3.StringMatcher_Prefix:
+			hm.Kind, hm.Value = MatchPrefix, p.Prefix
+		case *matcherv3.StringMatcher_Suffix:
+			hm.Kind, hm.Value = MatchSuffix, p.Suffix
+		case *matcherv3.StringMatcher_SafeRegex:
+			re, err := compileRegex("string_match.safe_regex", p.SafeRegex)
+			if err != nil {
+				return hm, err
+			}
+			hm.Kind, hm.Regex = MatchRegex, re
+		default:
+			return hm, ferr("string_match", "must be exact, prefix, suffix or safe_regex")
+		}
+	default:
+		return hm, ferr("header_match_specifier", "must be string_match, present_match, exact_match, prefix_match, suffix_match or safe_regex_match")
+	}
+	return hm, nil
+}

@@ -1,0 +1,624 @@
+package config
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+func mustAny(t testing.TB, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func sockAddr(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+}
+
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
+}
+
+func testHCM(t testing.TB) *hcmv3.HttpConnectionManager {
+	return &hcmv3.HttpConnectionManager{
+		StatPrefix: "outbound_0.0.0.0_15001",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: "http_proxy", ConfigSource: ads()}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: RouterFilterName,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}}},
+	}
+}
+
+func testListener(t testing.TB, hcm *hcmv3.HttpConnectionManager) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:             "virtualOutbound",
+		Address:          sockAddr("127.0.0.13", 15001),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       HCMFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)},
+		}}}},
+	}
+}
+
+func prefixRoute(prefix, cluster string) *routev3.Route {
+	return &routev3.Route{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: prefix}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+	}
+}
+
+const reviewsV1 = "outbound|9080|v1|reviews.default.svc.cluster.local"
+
+func testRouteConfig() *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: "http_proxy",
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "reviews.default.svc.cluster.local:9080",
+			Domains: []string{"reviews.default.svc.cluster.local", "reviews:9080", "reviews"},
+			Routes: []*routev3.Route{
+				prefixRoute("/a", reviewsV1),
+				prefixRoute("/b", reviewsV1),
+				prefixRoute("/", reviewsV1),
+			},
+		}},
+	}
+}
+
+func testCluster() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 reviewsV1,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()},
+		ConnectTimeout:       durationpb.New(2 * time.Second),
+	}
+}
+
+func testCLA(name string, addrs ...string) *endpointv3.ClusterLoadAssignment {
+	var lbs []*endpointv3.LbEndpoint
+	for _, a := range addrs {
+		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+			Endpoint: &endpointv3.Endpoint{Address: sockAddr(a, 15006)}}})
+	}
+	return &endpointv3.ClusterLoadAssignment{ClusterName: name,
+		Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}}
+}
+
+func testResources(t testing.TB) Resources {
+	return Resources{
+		Listeners: []proto.Message{testListener(t, testHCM(t))},
+		Routes:    []proto.Message{testRouteConfig()},
+		Clusters:  []proto.Message{testCluster()},
+		Endpoints: []proto.Message{testCLA(reviewsV1, "127.0.0.13")},
+	}
+}
+
+func TestBuildGood(t *testing.T) {
+	res := testResources(t)
+	res.Versions = map[string]string{xdsapi.ClusterType: "3"}
+	g, err := Build(res, &Generation{Number: 6})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if g.Number != 7 {
+		t.Errorf("Number = %d, want 7", g.Number)
+	}
+	wantL := &Listener{Name: "virtualOutbound", Address: "127.0.0.13:15001", Direction: DirectionOutbound,
+		StatPrefix: "outbound_0.0.0.0_15001", RouteConfigName: "http_proxy"}
+	if diff := cmp.Diff(wantL, g.Listeners["virtualOutbound"]); diff != "" {
+		t.Errorf("listener (-want +got):\n%s", diff)
+	}
+	wantC := &Cluster{Name: reviewsV1, ConnectTimeout: 2 * time.Second, LBPolicy: "ROUND_ROBIN",
+		Endpoints: []Endpoint{{Address: "127.0.0.13:15006", Health: Healthy, Weight: 1}}}
+	if diff := cmp.Diff(wantC, g.Clusters[reviewsV1]); diff != "" {
+		t.Errorf("cluster (-want +got):\n%s", diff)
+	}
+	rt := g.Routes["http_proxy"]
+	if rt == nil || len(rt.VirtualHosts) != 1 || len(rt.VirtualHosts[0].Routes) != 3 {
+		t.Fatalf("route table = %+v", rt)
+	}
+	r := rt.VirtualHosts[0].Routes[0]
+	if r.Timeout != DefaultRouteTimeout || r.TotalWeight != 1 || r.Retry != nil {
+		t.Errorf("route = %+v", r)
+	}
+	if g.Versions[xdsapi.ClusterType] != "3" {
+		t.Errorf("Versions = %v", g.Versions)
+	}
+	first, err := Build(testResources(t), nil)
+	if err != nil || first.Number != 1 {
+		t.Errorf("Build(nil prev) = %v, %v; want Number 1", first, err)
+	}
+}
+
+func TestBuildMissingReferences(t *testing.T) {
+	// A listener whose RDS has not arrived, an EDS cluster without CLA, a
+	// CLA for an unknown cluster: all fine.
+	res := Resources{
+		Listeners: []proto.Message{testListener(t, testHCM(t))},
+		Clusters:  []proto.Message{testCluster()},
+		Endpoints: []proto.Message{testCLA("outbound|9080||nowhere", "127.0.0.1")},
+	}
+	g, err := Build(res, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if g.Routes["http_proxy"] != nil || len(g.Clusters[reviewsV1].Endpoints) != 0 {
+		t.Errorf("got routes %v, endpoints %v", g.Routes, g.Clusters[reviewsV1].Endpoints)
+	}
+}
+
+func TestBuildStaticInlineH2(t *testing.T) {
+	hcm := testHCM(t)
+	rc := testRouteConfig()
+	rc.Name = "local"
+	hcm.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+	c := testCluster()
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	c.EdsClusterConfig = nil
+	c.LoadAssignment = testCLA(reviewsV1, "127.0.0.20", "127.0.0.21")
+	c.LoadAssignment.Endpoints[0].LbEndpoints[1].HealthStatus = corev3.HealthStatus_UNHEALTHY
+	c.LoadAssignment.Endpoints[0].LbEndpoints[1].LoadBalancingWeight = wrapperspb.UInt32(5)
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: mustAny(t, &httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}})}
+	g, err := Build(Resources{Listeners: []proto.Message{testListener(t, hcm)}, Clusters: []proto.Message{c}}, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	l := g.Listeners["virtualOutbound"]
+	if l.RouteConfigName != InlineRouteName("virtualOutbound") || g.Routes[l.RouteConfigName] == nil {
+		t.Errorf("inline route: listener %+v, routes %v", l, g.Routes)
+	}
+	want := &Cluster{Name: reviewsV1, ConnectTimeout: 2 * time.Second, LBPolicy: "ROUND_ROBIN", HTTP2: true,
+		Endpoints: []Endpoint{{Address: "127.0.0.20:15006", Health: Healthy, Weight: 1}, {Address: "127.0.0.21:15006", Health: Unhealthy, Weight: 5}}}
+	if diff := cmp.Diff(want, g.Clusters[reviewsV1]); diff != "" {
+		t.Errorf("cluster (-want +got):\n%s", diff)
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	type mut func(t testing.TB, r *Resources)
+	listenerWith := func(f func(l *listenerv3.Listener)) mut {
+		return func(t testing.TB, r *Resources) { f(r.Listeners[0].(*listenerv3.Listener)) }
+	}
+	hcmWith := func(f func(h *hcmv3.HttpConnectionManager)) mut {
+		return func(t testing.TB, r *Resources) {
+			h := testHCM(t)
+			f(h)
+			r.Listeners[0] = testListener(t, h)
+		}
+	}
+	routeWith := func(f func(rc *routev3.RouteConfiguration)) mut {
+		return func(t testing.TB, r *Resources) { f(r.Routes[0].(*routev3.RouteConfiguration)) }
+	}
+	clusterWith := func(f func(c *clusterv3.Cluster)) mut {
+		return func(t testing.TB, r *Resources) { f(r.Clusters[0].(*clusterv3.Cluster)) }
+	}
+	claWith := func(f func(c *endpointv3.ClusterLoadAssignment)) mut {
+		return func(t testing.TB, r *Resources) { f(r.Endpoints[0].(*endpointv3.ClusterLoadAssignment)) }
+	}
+	route2 := func(rc *routev3.RouteConfiguration) *routev3.Route { return rc.VirtualHosts[0].Routes[2] }
+	tests := []struct {
+		name    string
+		mutate  mut
+		wantErr string
+	}{
+		{"filter not HCM", listenerWith(func(l *listenerv3.Listener) { l.FilterChains[0].Filters[0].Name = "envoy.filters.network.tcp_proxy" }),
+			`listener "virtualOutbound": filter_chains[0].filters[0].name = "envoy.filters.network.tcp_proxy": must be envoy.filters.network.http_connection_manager`},
+		{"two filter chains", listenerWith(func(l *listenerv3.Listener) { l.FilterChains = append(l.FilterChains, l.FilterChains[0]) }),
+			`listener "virtualOutbound": filter_chains = "2 chains": must have exactly one filter chain`},
+		{"HCM typed_config wrong type", listenerWith(func(l *listenerv3.Listener) {
+			l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config: type_url "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router": must be type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`},
+		{"listener port 0", listenerWith(func(l *listenerv3.Listener) { l.Address = sockAddr("127.0.0.1", 0) }),
+			`listener "virtualOutbound": address.socket_address.port_value = "0": must be 1-65535`},
+		{"listener hostname", listenerWith(func(l *listenerv3.Listener) { l.Address = sockAddr("localhost", 80) }),
+			`listener "virtualOutbound": address.socket_address.address = "localhost": must be an IP address`},
+		{"listener filter", listenerWith(func(l *listenerv3.Listener) {
+			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
+		}), `listener "virtualOutbound": listener_filters[0].name = "envoy.filters.listener.original_dst": not supported`},
+		{"unknown http filter", hcmWith(func(h *hcmv3.HttpConnectionManager) {
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.fault"}}, h.HttpFilters...)
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters = "2 filters": must be exactly [envoy.filters.http.router]`},
+		{"http filter not router", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.HttpFilters[0].Name = "envoy.filters.http.cors" }),
+			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.cors": must be envoy.filters.http.router`},
+		{"codec HTTP2", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.CodecType = hcmv3.HttpConnectionManager_HTTP2 }),
+			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.codec_type = "HTTP2": must be AUTO`},
+		{"rds not ads", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.GetRds().ConfigSource = &corev3.ConfigSource{} }),
+			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.rds.config_source: must be ads`},
+		{"inline route bad regex", hcmWith(func(h *hcmv3.HttpConnectionManager) {
+			rc := testRouteConfig()
+			rc.VirtualHosts[0].Routes[1].Match.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "["}}
+			h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1].match.safe_regex.regex = "[": must be RE2: error parsing regexp: missing closing ]: ` + "`[`"},
+		{"empty stat_prefix", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.StatPrefix = "" }),
+			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.stat_prefix: must not be empty`},
+		{"route regex", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "("}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.safe_regex.regex = "(": must be RE2: error parsing regexp: missing closing ): ` + "`(`"},
+		{"header regex", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.Headers = []*routev3.HeaderMatcher{{Name: "end-user", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "a**"}}}}}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.headers[0].string_match.safe_regex.regex = "a**": must be RE2: error parsing regexp: invalid nested repetition operator: ` + "`**`"},
+		{"header contains", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.Headers = []*routev3.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: "a"}}}}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.headers[0].string_match: must be exact, prefix, suffix or safe_regex`},
+		{"bad pseudo header", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.Headers = []*routev3.HeaderMatcher{{Name: ":protocol"}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.headers[0].name = ":protocol": must be a header or :authority, :method, :path or :scheme`},
+		{"no path specifier", routeWith(func(rc *routev3.RouteConfiguration) { route2(rc).Match.PathSpecifier = nil }),
+			`route_config "http_proxy": virtual_hosts[0].routes[2].match.path_specifier: must be prefix, path or safe_regex`},
+		{"query params", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q"}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.query_parameters: not supported`},
+		{"redirect", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].action: must be route (redirect, direct_response and others are not supported)`},
+		{"zero weights", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).GetRoute().ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+				Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(0)}}}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.weighted_clusters = "0": sum of weights must be 1 to 4294967295`},
+		{"retry_on unknown", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,sometimes"}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.retry_policy.retry_on = "5xx,sometimes": condition "sometimes" is not supported`},
+		{"prefix rewrite", routeWith(func(rc *routev3.RouteConfiguration) { route2(rc).GetRoute().PrefixRewrite = "/x" }),
+			`route_config "http_proxy": virtual_hosts[0].routes[2].route: path and host rewrites are not supported`},
+		{"duplicate domain", routeWith(func(rc *routev3.RouteConfiguration) {
+			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "other", Domains: []string{"x", "REVIEWS"}})
+		}), `route_config "http_proxy": virtual_hosts[1].domains[1] = "REVIEWS": must be unique in the route configuration`},
+		{"bad wildcard", routeWith(func(rc *routev3.RouteConfiguration) { rc.VirtualHosts[0].Domains[1] = "a.*.com" }),
+			`route_config "http_proxy": virtual_hosts[0].domains[1] = "a.*.com": must be "*", a host, or have one wildcard at its start or end`},
+		{"vhost no domains", routeWith(func(rc *routev3.RouteConfiguration) { rc.VirtualHosts[0].Domains = nil }),
+			`route_config "http_proxy": virtual_hosts[0].domains: must not be empty`},
+		{"lb_policy", clusterWith(func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST }),
+			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": lb_policy = "LEAST_REQUEST": must be ROUND_ROBIN`},
+		{"cluster type", clusterWith(func(c *clusterv3.Cluster) {
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": type = "STRICT_DNS": must be EDS or STATIC`},
+		{"eds not ads", clusterWith(func(c *clusterv3.Cluster) { c.EdsClusterConfig = nil }),
+			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": eds_cluster_config.eds_config: must be ads`},
+		{"protocol options key", clusterWith(func(c *clusterv3.Cluster) {
+			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": mustAny(t, &httpv3.HttpProtocolOptions{})}
+		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: must be envoy.extensions.upstreams.http.v3.HttpProtocolOptions`},
+		{"upstream TLS", clusterWith(func(c *clusterv3.Cluster) { c.TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
+			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": transport_socket: not supported (no upstream TLS in this version)`},
+		{"static bad endpoint", clusterWith(func(c *clusterv3.Cluster) {
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+			c.LoadAssignment = testCLA(c.Name, "not-an-ip")
+		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address = "not-an-ip": must be an IP address`},
+		{"cla weight 0", claWith(func(c *endpointv3.ClusterLoadAssignment) {
+			c.Endpoints[0].LbEndpoints[0].LoadBalancingWeight = wrapperspb.UInt32(0)
+		}), `cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": endpoints[0].lb_endpoints[0].load_balancing_weight = "0": must be at least 1`},
+		{"cla priority", claWith(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[0].Priority = 1 }),
+			`cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": endpoints[0].priority = "1": must be 0 (priorities are not supported)`},
+		{"duplicate cluster", func(t testing.TB, r *Resources) { r.Clusters = append(r.Clusters, testCluster()) },
+			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": name: duplicate`},
+		{"wrong message type", func(t testing.TB, r *Resources) { r.Routes[0] = testCluster() },
+			`routes[0]: got *clusterv3.Cluster, want RouteConfiguration`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := testResources(t)
+			tc.mutate(t, &res)
+			g, err := Build(res, nil)
+			if err == nil {
+				t.Fatalf("Build = generation %d, want error %q", g.Number, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.wantErr, err.Error()); diff != "" {
+				t.Errorf("error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRouteFields(t *testing.T) {
+	rc := testRouteConfig()
+	r := route2(rc)
+	r.Match.CaseSensitive = wrapperspb.Bool(false)
+	r.Match.Headers = []*routev3.HeaderMatcher{
+		{Name: "End-User", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "jason"}}}},
+		{Name: "host", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: false}},
+	}
+	a := r.GetRoute()
+	a.Timeout = durationpb.New(0)
+	a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
+		Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(80)}, {Name: "b", Weight: wrapperspb.UInt32(20)}}}}
+	a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "gateway-error,connect-failure,retriable-status-codes", NumRetries: wrapperspb.UInt32(3),
+		PerTryTimeout: durationpb.New(2 * time.Second), RetriableStatusCodes: []uint32{503}}
+	rt, err := buildRouteTable("http_proxy", rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Route{
+		Match: RouteMatch{PathKind: PathPrefix, Prefix: "/", CaseInsensitive: true, Headers: []HeaderMatcher{
+			{Name: "End-User", Kind: MatchExact, Value: "jason"},
+			{Name: ":authority", Kind: MatchPresent, Present: false, Invert: true},
+		}},
+		Clusters:    []WeightedCluster{{Name: "a", Weight: 80}, {Name: "b", Weight: 20}},
+		TotalWeight: 100,
+		Retry: &RetryPolicy{RetryOn: []string{"gateway-error", "connect-failure", "retriable-status-codes"}, NumRetries: 3,
+			PerTryTimeout: 2 * time.Second, RetriableStatusCodes: []uint32{503}},
+	}
+	if diff := cmp.Diff(want, rt.VirtualHosts[0].Routes[2]); diff != "" {
+		t.Errorf("route (-want +got):\n%s", diff)
+	}
+}
+
+func route2(rc *routev3.RouteConfiguration) *routev3.Route { return rc.VirtualHosts[0].Routes[2] }
+
+func TestVirtualHostFor(t *testing.T) {
+	vh := func(name string, domains ...string) *routev3.VirtualHost {
+		return &routev3.VirtualHost{Name: name, Domains: domains, Routes: []*routev3.Route{prefixRoute("/", "c")}}
+	}
+	build := func(vhs ...*routev3.VirtualHost) *RouteTable {
+		rt, err := buildRouteTable("t", &routev3.RouteConfiguration{Name: "t", VirtualHosts: vhs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rt
+	}
+	full := build(
+		vh("exact", "reviews", "reviews:9080", "www.foo.com"),
+		vh("suffix", "*.foo.com"),
+		vh("longsuffix", "*-bar.foo.com"),
+		vh("prefix", "foo.*"),
+		vh("longprefix", "foo.bar.*"),
+		vh("all", "*"),
+		vh("v6", "[::1]"),
+	)
+	noCatchAll := build(vh("exact", "details"), vh("suffix", "*.svc.cluster.local"))
+	tests := []struct {
+		name  string
+		table *RouteTable
+		host  string
+		want  string
+	}{
+		{"exact", full, "reviews", "exact"},
+		{"exact with port", full, "reviews:9080", "exact"},
+		{"exact case-insensitive", full, "ReViews", "exact"},
+		{"exact beats suffix", full, "www.foo.com", "exact"},
+		{"suffix", full, "api.foo.com", "suffix"},
+		{"longest suffix", full, "baz-bar.foo.com", "longsuffix"},
+		{"suffix needs one char", full, "-bar.foo.com", "suffix"},
+		{"suffix excludes bare", noCatchAll, "svc.cluster.local", ""},
+		{"prefix wildcard", full, "foo.com", "prefix"},
+		{"suffix beats prefix", full, "foo.x.foo.com", "suffix"},
+		{"prefix", full, "foo.example", "prefix"},
+		{"longest prefix", full, "foo.bar.baz", "longprefix"},
+		{"catch-all", full, "ratings", "all"},
+		{"port stripped before catch-all", full, "www.foo.com:80", "exact"},
+		{"ipv6 port stripped", full, "[::1]:8080", "v6"},
+		{"no match", noCatchAll, "ratings", ""},
+		{"no match port", noCatchAll, "ratings:9080", ""},
+		{"stripped port", noCatchAll, "details:9080", "exact"},
+		{"suffix with port", noCatchAll, "details.default.svc.cluster.local:9080", "suffix"},
+		{"non-numeric port kept", noCatchAll, "details:http", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ""
+			if v := tc.table.VirtualHostFor(tc.host); v != nil {
+				got = v.Name
+			}
+			if got != tc.want {
+				t.Errorf("VirtualHostFor(%q) = %q, want %q", tc.host, got, tc.want)
+			}
+		})
+	}
+	var nilTable *RouteTable
+	if nilTable.VirtualHostFor("x") != nil {
+		t.Error("nil table matched")
+	}
+}
+
+func TestRouteMatches(t *testing.T) {
+	compile := func(t *testing.T, m *routev3.RouteMatch) *Route {
+		t.Helper()
+		rm, err := buildMatch(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Route{Match: rm}
+	}
+	str := func(kind string, v string) *routev3.HeaderMatcher_StringMatch {
+		sm := &matcherv3.StringMatcher{}
+		switch kind {
+		case "exact":
+			sm.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: v}
+		case "prefix":
+			sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: v}
+		case "suffix":
+			sm.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: v}
+		case "regex":
+			sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: v}}
+		}
+		return &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
+	}
+	prefix := func(p string) *routev3.RouteMatch_Prefix { return &routev3.RouteMatch_Prefix{Prefix: p} }
+	hdr := func(name string, spec any, invert bool) *routev3.RouteMatch {
+		h := &routev3.HeaderMatcher{Name: name, InvertMatch: invert}
+		switch s := spec.(type) {
+		case *routev3.HeaderMatcher_StringMatch:
+			h.HeaderMatchSpecifier = s
+		case bool:
+			h.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: s}
+		}
+		return &routev3.RouteMatch{PathSpecifier: prefix("/"), Headers: []*routev3.HeaderMatcher{h}}
+	}
+	type req struct {
+		method, target string
+		headers        map[string][]string
+	}
+	tests := []struct {
+		name  string
+		match *routev3.RouteMatch
+		req   req
+		want  bool
+	}{
+		{"prefix", &routev3.RouteMatch{PathSpecifier: prefix("/reviews")}, req{"GET", "/reviews/1?x=1", nil}, true},
+		{"prefix miss", &routev3.RouteMatch{PathSpecifier: prefix("/reviews")}, req{"GET", "/ratings", nil}, false},
+		{"empty prefix", &routev3.RouteMatch{PathSpecifier: prefix("")}, req{"GET", "/x", nil}, true},
+		{"prefix case-sensitive", &routev3.RouteMatch{PathSpecifier: prefix("/Reviews")}, req{"GET", "/reviews", nil}, false},
+		{"prefix case-insensitive", &routev3.RouteMatch{PathSpecifier: prefix("/Reviews"), CaseSensitive: wrapperspb.Bool(false)}, req{"GET", "/reviews/2", nil}, true},
+		{"path exact ignores query", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/productpage"}}, req{"GET", "/productpage?u=normal", nil}, true},
+		{"path exact no prefix", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/productpage"}}, req{"GET", "/productpage/x", nil}, false},
+		{"absolute-form target", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/details/0"}}, req{"GET", "http://details:9080/details/0", nil}, true},
+		{"regex anchored", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/api/v[0-9]+"}}}, req{"GET", "/api/v1/x", nil}, false},
+		{"regex whole path", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/api/v[0-9]+/.*"}}}, req{"GET", "/api/v1/x?q", nil}, true},
+		{"regex alternation anchored", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/a|/b"}}}, req{"GET", "/bc", nil}, false},
+		{"header exact", hdr("end-user", str("exact", "jason"), false), req{"GET", "/", map[string][]string{"End-User": {"jason"}}}, true},
+		{"header exact miss", hdr("end-user", str("exact", "jason"), false), req{"GET", "/", map[string][]string{"End-User": {"json"}}}, false},
+		{"header absent", hdr("end-user", str("exact", "jason"), false), req{"GET", "/", nil}, false},
+		{"header absent inverted", hdr("end-user", str("exact", "jason"), true), req{"GET", "/", nil}, false},
+		{"header inverted", hdr("end-user", str("exact", "jason"), true), req{"GET", "/", map[string][]string{"End-User": {"bob"}}}, true},
+		{"header prefix", hdr("x-v", str("prefix", "ab"), false), req{"GET", "/", map[string][]string{"X-V": {"abc"}}}, true},
+		{"header suffix", hdr("x-v", str("suffix", "bc"), false), req{"GET", "/", map[string][]string{"X-V": {"abc"}}}, true},
+		{"header regex anchored", hdr("x-v", str("regex", "b"), false), req{"GET", "/", map[string][]string{"X-V": {"abc"}}}, false},
+		{"header regex", hdr("x-v", str("regex", "a.c"), false), req{"GET", "/", map[string][]string{"X-V": {"abc"}}}, true},
+		{"header multi-value joined", hdr("x-v", str("exact", "a,b"), false), req{"GET", "/", map[string][]string{"X-V": {"a", "b"}}}, true},
+		{"present", hdr("x-v", true, false), req{"GET", "/", map[string][]string{"X-V": {""}}}, true},
+		{"present absent", hdr("x-v", true, false), req{"GET", "/", nil}, false},
+		{"not present", hdr("x-v", false, false), req{"GET", "/", nil}, true},
+		{"present inverted absent", hdr("x-v", true, true), req{"GET", "/", nil}, true},
+		{"authority", hdr(":authority", str("exact", "reviews:9080"), false), req{"GET", "http://reviews:9080/", nil}, true},
+		{"host is authority", hdr("Host", str("prefix", "reviews"), false), req{"GET", "http://reviews:9080/", nil}, true},
+		{"method", hdr(":method", str("exact", "POST"), false), req{"POST", "/", nil}, true},
+		{"method miss", hdr(":method", str("exact", "POST"), false), req{"GET", "/", nil}, false},
+		{"path header has query", hdr(":path", str("exact", "/p?x=1"), false), req{"GET", "/p?x=1", nil}, true},
+		{"scheme", hdr(":scheme", str("exact", "http"), false), req{"GET", "/", nil}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := compile(t, tc.match)
+			hr := httptest.NewRequest(tc.req.method, tc.req.target, nil)
+			if !strings.HasPrefix(tc.req.target, "http") {
+				hr.Host = "reviews"
+			}
+			for k, vs := range tc.req.headers {
+				hr.Header[k] = vs
+			}
+			if got := r.Matches(hr); got != tc.want {
+				t.Errorf("Matches(%s %s %v) = %v, want %v", tc.req.method, tc.req.target, tc.req.headers, got, tc.want)
+			}
+		})
+	}
+	if (*Route)(nil).Matches(&http.Request{}) {
+		t.Error("nil route matched")
+	}
+}
+
+func TestPickCluster(t *testing.T) {
+	weighted := &Route{Clusters: []WeightedCluster{{"v1", 50}, {"v2", 30}, {"v3", 20}}, TotalWeight: 100}
+	tests := []struct {
+		name string
+		r    *Route
+		n    uint64
+		want string
+	}{
+		{"nil", nil, 3, ""},
+		{"none", &Route{}, 3, ""},
+		{"single", &Route{Clusters: []WeightedCluster{{"only", 1}}, TotalWeight: 1}, 12345, "only"},
+		{"first share start", weighted, 0, "v1"},
+		{"first share end", weighted, 49, "v1"},
+		{"second share", weighted, 50, "v2"},
+		{"second share end", weighted, 79, "v2"},
+		{"third share", weighted, 80, "v3"},
+		{"wraps", weighted, 199, "v3"},
+		{"wraps to first", weighted, 1_000_000_000_000, "v1"},
+		{"zero weight skipped", &Route{Clusters: []WeightedCluster{{"a", 0}, {"b", 1}}, TotalWeight: 1}, 0, "b"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := PickCluster(tc.r, tc.n); got != tc.want {
+				t.Errorf("PickCluster(n=%d) = %q, want %q", tc.n, got, tc.want)
+			}
+		})
+	}
+	// Over one full cycle the shares equal the weights.
+	counts := map[string]int{}
+	for n := range uint64(100) {
+		counts[PickCluster(weighted, n)]++
+	}
+	if diff := cmp.Diff(map[string]int{"v1": 50, "v2": 30, "v3": 20}, counts); diff != "" {
+		t.Errorf("shares (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigDump(t *testing.T) {
+	res := testResources(t)
+	res.Versions = map[string]string{xdsapi.ClusterType: "c1", xdsapi.ListenerType: "l1", xdsapi.RouteType: "r1", xdsapi.EndpointType: "e1"}
+	g, err := Build(res, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dump struct {
+		Configs []map[string]any `json:"configs"`
+	}
+	if err := json.Unmarshal(b, &dump); err != nil {
+		t.Fatalf("unmarshal: %v\n%s", err, b)
+	}
+	var types []string
+	for _, c := range dump.Configs {
+		types = append(types, c["@type"].(string))
+	}
+	want := []string{
+		"type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+		"type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+		"type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+		"type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+	}
+	if diff := cmp.Diff(want, types); diff != "" {
+		t.Errorf("config types (-want +got):\n%s", diff)
+	}
+	s := strings.Join(strings.Fields(string(b)), "")
+	for _, sub := range []string{`"versionInfo":"l1"`, `"name":"virtualOutbound"`, `"routeConfigName":"http_proxy"`,
+		`"@type":"type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"`,
+		`"versionInfo":"r1"`, `"clusterName":"outbound|9080|v1|reviews.default.svc.cluster.local"`} {
+		if !strings.Contains(s, sub) {
+			t.Errorf("config dump lacks %s:\n%s", sub, s)
+		}
+	}
+	// Static (no versions): listed as static.
+	g2, err := Build(testResources(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := g2.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b2), `"staticListeners"`) || strings.Contains(string(b2), `"dynamicListeners"`) {
+		t.Errorf("static dump:\n%s", b2)
+	}
+}
