@@ -1,0 +1,174 @@
+// Command loomd is Loom's control plane (Istio's istiod): it watches a
+// directory of Istio YAML, validates it, and serves it to proxies over ADS,
+// with a monitoring and config API beside.
+//
+//	loomd --config-dir DIR [--xds-addr 127.0.0.1:15010] [--monitoring-addr 127.0.0.1:15014]
+//	      [--debounce-after 100ms] [--debounce-max 1s] [--log-level info]
+//
+// Bad config never stops loomd: it logs the errors, serves the last good
+// (at first, empty) config and reports the errors on /debug/configz. It
+// exits non-zero only for bad flags or an address it cannot bind.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loom-mesh/loom/internal/controlplane/api"
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
+	"github.com/loom-mesh/loom/internal/controlplane/xds"
+)
+
+// options are loomd's flags.
+type options struct {
+	configDir      string
+	xdsAddr        string
+	monitoringAddr string
+	debounceAfter  time.Duration
+	debounceMax    time.Duration
+	logLevel       string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newCommand(os.Stderr).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loomd:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand(stderr io.Writer) *cobra.Command {
+	var o options
+	cmd := &cobra.Command{
+		Use:           "loomd --config-dir DIR",
+		Short:         "Loom's control plane: Istio config in, xDS out",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level, err := parseLevel(o.logLevel)
+			if err != nil {
+				return err
+			}
+			if o.debounceAfter <= 0 || o.debounceMax < o.debounceAfter {
+				return fmt.Errorf("--debounce-after (%v) must be > 0 and <= --debounce-max (%v)", o.debounceAfter, o.debounceMax)
+			}
+			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			return run(cmd.Context(), o, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configDir, "config-dir", "", "directory of Istio YAML to serve, watched recursively (required)")
+	f.StringVar(&o.xdsAddr, "xds-addr", "127.0.0.1:15010", "gRPC ADS listen address")
+	f.StringVar(&o.monitoringAddr, "monitoring-addr", "127.0.0.1:15014", "monitoring and config API listen address")
+	f.DurationVar(&o.debounceAfter, "debounce-after", xds.DefaultDebounceAfter, "quiet period after a config change before a push")
+	f.DurationVar(&o.debounceMax, "debounce-max", xds.DefaultDebounceMax, "longest a push waits after the first change")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
+		panic(err)
+	}
+	return cmd
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level %q: must be debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// run serves until ctx is done. It returns an error only when an address
+// cannot be bound or a server fails.
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	store, err := config.NewStore(config.StoreOptions{Dir: o.configDir, Validate: validation.ValidateAll, Logger: log})
+	if err != nil {
+		return err
+	}
+	// Subscribed before the first load, so no change is missed.
+	changes := store.Subscribe()
+	if err := store.Load(); err != nil {
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				log.Error("config error", "err", e.Error())
+			}
+		} else {
+			log.Error("config load failed", "err", err)
+		}
+		log.Warn("serving an empty config until the config dir is valid", "config-dir", o.configDir)
+	}
+
+	xdsSrv, err := xds.New(xds.Options{Addr: o.xdsAddr, Config: store, DebounceAfter: o.debounceAfter,
+		DebounceMax: o.debounceMax, Logger: log})
+	if err != nil {
+		return err
+	}
+	apiSrv, err := api.New(api.Options{Addr: o.monitoringAddr, Store: store, Sync: xdsSrv,
+		Ready: xdsSrv.Serving, Logger: log})
+	if err != nil {
+		xdsSrv.Close()
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	// runs a server; its failure stops loomd.
+	serve := func(name string, f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		})
+	}
+	serve("xds", xdsSrv.Run)
+	serve("api", apiSrv.Run)
+	wg.Go(func() {
+		// A watch that cannot be set up leaves loomd serving what it has.
+		if err := store.Run(ctx); err != nil {
+			log.Error("config watch failed; changes to the config dir will not be seen until restart", "err", err)
+		}
+	})
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changes:
+				xdsSrv.Trigger()
+			}
+		}
+	})
+
+	log.Info("loomd serving", "xds", xdsSrv.Addr(), "monitoring", apiSrv.Addr(), "config-dir", o.configDir,
+		"resources", store.Snapshot().Len())
+	<-ctx.Done()
+	wg.Wait()
+	close(errc)
+	var errsOut []string
+	for err := range errc {
+		errsOut = append(errsOut, err.Error())
+	}
+	if len(errsOut) > 0 {
+		return errors.New(strings.Join(errsOut, "; "))
+	}
+	log.Info("loomd stopped")
+	return nil
+}

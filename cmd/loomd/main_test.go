@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is a log sink the test reads while loomd writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var servingRE = regexp.MustCompile(`msg="loomd serving" xds=(\S+) monitoring=(\S+) config-dir=\S+ resources=(\d+)`)
+
+// start runs loomd in-process on free ports and returns its monitoring
+// address and the log line it printed when serving.
+func start(t *testing.T, dir string) (monitoring string, logs *syncBuffer) {
+	t.Helper()
+	logs = &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	o := options{configDir: dir, xdsAddr: "127.0.0.1:0", monitoringAddr: "127.0.0.1:0",
+		debounceAfter: 10 * time.Millisecond, debounceMax: 100 * time.Millisecond}
+	go func() { done <- run(ctx, o, log) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := servingRE.FindStringSubmatch(logs.String()); m != nil {
+			return m[2], logs
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no serving line:\n%s", logs)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+const serviceEntry = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: reviews
+  namespace: default
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector:
+    labels: {app: reviews}
+`
+
+func TestServesValidConfig(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "se.yaml"), []byte(serviceEntry), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mon, logs := start(t, dir)
+	if m := servingRE.FindStringSubmatch(logs.String()); m[3] != "1" {
+		t.Fatalf("serving line says %s resources, want 1:\n%s", m[3], logs)
+	}
+	waitReady(t, mon)
+	code, body := get(t, "http://"+mon+"/api/v1/config")
+	if code != 200 || !strings.Contains(body, `"name": "reviews"`) {
+		t.Fatalf("/api/v1/config: %d %s", code, body)
+	}
+}
+
+func waitReady(t *testing.T, mon string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := get(t, "http://"+mon+"/ready")
+		if code == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/ready stayed %d", code)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+func TestInvalidConfigServesEmpty(t *testing.T) {
+	dir := t.TempDir()
+	bad := strings.Replace(serviceEntry, "number: 9080", "number: 0", 1)
+	if err := os.WriteFile(filepath.Join(dir, "se.yaml"), []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mon, logs := start(t, dir)
+	waitReady(t, mon)
+	code, body := get(t, "http://"+mon+"/debug/configz")
+	var cz struct {
+		Version   uint64   `json:"version"`
+		Resources int      `json:"resources"`
+		Errors    []string `json:"errors"`
+	}
+	if err := json.Unmarshal([]byte(body), &cz); err != nil || code != 200 {
+		t.Fatalf("/debug/configz: %d %v %s", code, err, body)
+	}
+	if cz.Resources != 0 || len(cz.Errors) == 0 || !strings.Contains(cz.Errors[0], "se.yaml:1: ServiceEntry default/reviews: spec.ports") {
+		t.Fatalf("/debug/configz = %+v, want no resources and the se.yaml error", cz)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"config error\"") {
+		t.Fatalf("config errors not logged:\n%s", logs)
+	}
+}
+
+func TestPortInUseFails(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	o := options{configDir: t.TempDir(), xdsAddr: "127.0.0.1:0", monitoringAddr: l.Addr().String(),
+		debounceAfter: time.Millisecond, debounceMax: time.Second}
+	err = run(context.Background(), o, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("run with monitoring port in use: %v, want address already in use", err)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no config dir", nil, `required flag(s) "config-dir" not set`},
+		{"bad log level", []string{"--config-dir", t.TempDir(), "--log-level", "loud"}, `--log-level "loud"`},
+		{"bad debounce", []string{"--config-dir", t.TempDir(), "--debounce-after", "2s", "--debounce-max", "1s"}, "--debounce-after"},
+		{"extra arg", []string{"--config-dir", t.TempDir(), "extra"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := newCommand(&stderr)
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(io.Discard)
+			cmd.SetErr(io.Discard)
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+const ratingsServiceEntry = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ratings
+  namespace: default
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector:
+    labels: {app: ratings}
+`
+
+// TestPipeline drives the whole control plane: a proxy's ADS stream gets
+// clusters from the config dir, its ACK shows in /debug/syncz, and a
+// resource applied through the API is pushed to it.
+func TestPipeline(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "se.yaml"), []byte(serviceEntry), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mon, logs := start(t, dir)
+	xdsAddr := servingRE.FindStringSubmatch(logs.String())[1]
+
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := xdsapi.BuildNode(
+		xdsapi.NodeID{Type: xdsapi.Sidecar, IP: "127.0.0.16", Name: "ratings-v1", Namespace: "default", Domain: "default.svc.cluster.local"},
+		xdsapi.NodeMeta{Labels: map[string]string{"app": "ratings", "version": "v1"}, Namespace: "default", InterceptionMode: xdsapi.InterceptionNone})
+	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: xdsapi.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	recvCDS := func() (*discoverygrpc.DiscoveryResponse, []string) {
+		t.Helper()
+		for {
+			r, err := stream.Recv() // bounded by ctx's timeout
+			if err != nil {
+				t.Fatalf("recv: %v", err)
+			}
+			if r.GetTypeUrl() != xdsapi.ClusterType {
+				continue
+			}
+			var names []string
+			for _, a := range r.GetResources() {
+				var c clusterv3.Cluster
+				if err := a.UnmarshalTo(&c); err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, c.GetName())
+			}
+			return r, names
+		}
+	}
+	r1, names := recvCDS()
+	if !slices.Contains(names, "outbound|9080||reviews.default.svc.cluster.local") ||
+		slices.Contains(names, "outbound|9080||ratings.default.svc.cluster.local") {
+		t.Fatalf("first clusters %v", names)
+	}
+	ack := func(r *discoverygrpc.DiscoveryResponse) {
+		t.Helper()
+		if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: r.GetTypeUrl(),
+			VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack(r1)
+	wantSyncz := `"acked": "` + r1.GetVersionInfo() + `"`
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, "http://"+mon+"/debug/syncz")
+		if strings.Contains(body, node.GetId()) && strings.Contains(body, wantSyncz) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/debug/syncz never showed the ACK of %s:\n%s", r1.GetVersionInfo(), body)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+
+	resp, err := http.Post("http://"+mon+"/api/v1/apply?source=ratings.yaml", "application/yaml", strings.NewReader(ratingsServiceEntry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"action": "created"`) {
+		t.Fatalf("apply: %d %s", resp.StatusCode, body)
+	}
+	r2, names := recvCDS()
+	if r2.GetVersionInfo() == r1.GetVersionInfo() || !slices.Contains(names, "outbound|9080||ratings.default.svc.cluster.local") {
+		t.Fatalf("after apply: version %s (was %s), clusters %v", r2.GetVersionInfo(), r1.GetVersionInfo(), names)
+	}
+	cancel()
+}

@@ -1,0 +1,10 @@
+// Package api is loomd's HTTP monitoring and config API on the monitoring
+// port (15014): proxy sync status (/debug/syncz, as istioctl
+// proxy-status reads it), readiness (/ready), the serving config
+// (/debug/configz, /api/v1/config) and the endpoints loomctl uses to
+// validate, apply and delete Istio resources (/api/v1/validate, /apply,
+// /delete).
+//
+// It is the one place where config store errors become HTTP status codes.
+// It must not import internal/dataplane.
+package api

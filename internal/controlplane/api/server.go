@@ -1,0 +1,273 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/xds"
+)
+
+// MaxBodyBytes bounds the YAML body of validate, apply and delete requests.
+const MaxBodyBytes = 8 << 20
+
+// DefaultSource names the body in errors when a request has no ?source=.
+const DefaultSource = "-"
+
+const shutdownTimeout = 5 * time.Second
+
+// ConfigStore is what the API needs of the config store
+// (*config.Store implements it).
+type ConfigStore interface {
+	// Snapshot is the serving config; it may be nil.
+	Snapshot() *config.Snapshot
+	// Errors are the errors of the last read of the config directory.
+	Errors() config.Errors
+	// Validate, Apply and Delete act on a multi-document YAML body; source
+	// names it in errors. Their errors are config.Errors or *config.Error
+	// for invalid input, or wrap config.ErrDefinedInFile or
+	// config.ErrNotFound.
+	Validate(source string, data []byte) ([]config.Result, error)
+	Apply(source string, data []byte) ([]config.Result, error)
+	Delete(source string, data []byte) ([]config.Result, error)
+}
+
+// SyncReporter reports the xDS sync status of the connected proxies
+// (*xds.Server implements it).
+type SyncReporter interface {
+	Syncz() []xds.ProxyStatus
+}
+
+var (
+	_ ConfigStore  = (*config.Store)(nil)
+	_ SyncReporter = (*xds.Server)(nil)
+)
+
+// Options configures a Server.
+type Options struct {
+	// Addr is the listen address, "127.0.0.1:15014"; port 0 picks one.
+	Addr string
+	// Store is the config store. Required.
+	Store ConfigStore
+	// Sync reports proxy sync status. Required.
+	Sync SyncReporter
+	// Ready reports whether loomd is ready: config loaded and xDS serving.
+	// Nil means always ready.
+	Ready func() bool
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is the monitoring and config API HTTP server.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	lis  net.Listener
+	mux  *http.ServeMux
+}
+
+// New checks opts and binds opts.Addr, so that a port in use is reported
+// before anything is served. Run closes the listener; a Server whose Run is
+// never called must be closed with Close.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.Sync == nil {
+		return nil, errors.New("api: options: Store and Sync are required")
+	}
+	if opts.Ready == nil {
+		opts.Ready = func() bool { return true }
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lis, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("api: listen %s: %w", opts.Addr, err)
+	}
+	s := &Server{opts: opts, log: log.With("component", "api"), lis: lis, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /debug/syncz", s.syncz)
+	s.mux.HandleFunc("GET /ready", s.ready)
+	s.mux.HandleFunc("GET /debug/configz", s.configz)
+	s.mux.HandleFunc("GET /api/v1/config", s.listConfig)
+	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate))
+	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply))
+	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete))
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Handler is the server's HTTP handler, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Close releases the listener of a Server whose Run was never called.
+func (s *Server) Close() error { return s.lis.Close() }
+
+// Run serves until ctx is done, then shuts down gracefully (waiting up to
+// 5s for requests in flight) and returns nil; it returns an error when
+// serving fails. Run must be called once.
+func (s *Server) Run(ctx context.Context) error {
+	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	errc := make(chan error, 1)
+	wg.Go(func() { errc <- hs.Serve(s.lis) })
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	<-errc
+	return nil
+}
+
+func (s *Server) syncz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.opts.Sync.Syncz())
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if !s.opts.Ready() {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ready\n")
+}
+
+// Configz is the JSON body of /debug/configz.
+type Configz struct {
+	// Version is the serving snapshot's version; 0 before a valid load.
+	Version   uint64 `json:"version"`
+	Resources int    `json:"resources"`
+	// Errors are the current errors of the config directory, one
+	// "FILE:LINE: KIND NS/NAME: FIELD: MSG" each; the last good config keeps
+	// serving while there are any.
+	Errors []string `json:"errors"`
+}
+
+func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
+	snap := s.opts.Store.Snapshot()
+	c := Configz{Errors: []string{}}
+	if snap != nil {
+		c.Version, c.Resources = snap.Version, snap.Len()
+	}
+	for _, e := range s.opts.Store.Errors() {
+		c.Errors = append(c.Errors, e.Error())
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// ConfigItem is one resource of /api/v1/config.
+type ConfigItem struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Source    string `json:"source"` // "FILE:LINE"
+}
+
+func (s *Server) listConfig(w http.ResponseWriter, _ *http.Request) {
+	items := []ConfigItem{}
+	for _, r := range s.opts.Store.Snapshot().All() {
+		items = append(items, ConfigItem{Kind: string(r.Kind), Namespace: r.Namespace, Name: r.Name, Source: r.Source.String()})
+	}
+	writeJSON(w, http.StatusOK, items)
+}
+
+// ResultItem is one resource of a validate, apply or delete answer.
+type ResultItem struct {
+	Key    string `json:"key"`    // "VirtualService default/reviews"
+	Action string `json:"action"` // created, configured, unchanged or deleted
+}
+
+// ChangeResponse is the JSON body of a successful validate, apply or
+// delete.
+type ChangeResponse struct {
+	Results []ResultItem `json:"results"`
+}
+
+// change serves validate, apply and delete with op.
+func (s *Server) change(op func(source string, data []byte) ([]config.Result, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		source := r.URL.Query().Get("source")
+		if source == "" {
+			source = DefaultSource
+		}
+		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeText(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s: body larger than %d bytes", source, MaxBodyBytes))
+				return
+			}
+			writeText(w, http.StatusBadRequest, fmt.Sprintf("%s: read body: %v", source, err))
+			return
+		}
+		results, err := op(source, data)
+		if err != nil {
+			code := statusOf(err)
+			if code == http.StatusInternalServerError {
+				s.log.Error("config request failed", "path", r.URL.Path, "source", source, "err", err)
+			}
+			writeText(w, code, err.Error())
+			return
+		}
+		resp := ChangeResponse{Results: make([]ResultItem, len(results))}
+		for i, res := range results {
+			resp.Results[i] = ResultItem{Key: res.Key.String(), Action: res.Action}
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// statusOf maps a config store error to its HTTP status: 409 for a
+// resource defined in a user file, 404 for an unknown resource, 400 for
+// invalid input, 500 for anything else (I/O).
+func statusOf(err error) int {
+	var errs config.Errors
+	var one *config.Error
+	switch {
+	case errors.Is(err, config.ErrDefinedInFile):
+		return http.StatusConflict
+	case errors.Is(err, config.ErrNotFound):
+		return http.StatusNotFound
+	case errors.As(err, &errs), errors.As(err, &one):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func writeText(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	if len(msg) > 0 && msg[len(msg)-1] != '\n' {
+		msg += "\n"
+	}
+	io.WriteString(w, msg)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		writeText(w, http.StatusInternalServerError, "encode json: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,257 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/translate"
+)
+
+// Defaults of Options.
+const (
+	DefaultDebounceAfter = 100 * time.Millisecond
+	DefaultDebounceMax   = time.Second
+	// gracefulStopTimeout bounds how long Run waits for streams to end
+	// before it closes them hard.
+	gracefulStopTimeout = 5 * time.Second
+)
+
+// ConfigSource gives the current validated config. The config Store
+// implements it. Snapshot must be safe for concurrent use and never block
+// for long; a nil snapshot is served as an empty config.
+type ConfigSource interface {
+	Snapshot() *config.Snapshot
+}
+
+// Generator builds the xDS resources of one proxy from a push context;
+// translate.Generate is the default.
+type Generator func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error)
+
+// Options configures a Server.
+type Options struct {
+	// Addr is the gRPC listen address, "127.0.0.1:15010". Port 0 picks a
+	// free port; Server.Addr tells which.
+	Addr string
+	// Config is where the push context's config comes from. Required.
+	Config ConfigSource
+	// Generate builds one proxy's resources. Nil means translate.Generate.
+	Generate Generator
+	// DebounceAfter is the quiet period after a trigger before a push
+	// (Istio's PILOT_DEBOUNCE_AFTER). Zero means DefaultDebounceAfter.
+	DebounceAfter time.Duration
+	// DebounceMax is the longest a push waits after the first trigger of a
+	// burst (Istio's PILOT_DEBOUNCE_MAX). Zero means DefaultDebounceMax.
+	DebounceMax time.Duration
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is the ADS server. Create it with New, serve with Run. Its methods
+// are safe for concurrent use.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	lis   net.Listener
+	cache cachev3.SnapshotCache
+
+	// trigger holds at most one pending config-change signal (latest wins).
+	trigger chan struct{}
+	serving atomic.Bool
+	pushes  atomic.Uint64 // number of completed pushes, for tests and logs
+
+	// mu guards the fields below. Generation and SetSnapshot run under it
+	// so that a proxy connecting during a push cannot be given an older
+	// push context than the push's; neither blocks (the cache's response
+	// channels are buffered one per type).
+	mu      sync.Mutex
+	pc      *model.PushContext
+	version uint64                 // push counter; resource versions are its values
+	proxies map[string]*proxyState // by node ID
+	streams map[int64]string       // stream ID -> node ID, set on its first request
+}
+
+// New checks opts and binds opts.Addr, so that a port in use is reported
+// before anything is served. The listener is closed by Run; a Server whose
+// Run is never called must be closed with Close.
+func New(opts Options) (*Server, error) {
+	if opts.Config == nil {
+		return nil, errors.New("xds: options: Config is required")
+	}
+	if opts.Generate == nil {
+		opts.Generate = translate.Generate
+	}
+	if opts.DebounceAfter <= 0 {
+		opts.DebounceAfter = DefaultDebounceAfter
+	}
+	if opts.DebounceMax <= 0 {
+		opts.DebounceMax = DefaultDebounceMax
+	}
+	if opts.DebounceMax < opts.DebounceAfter {
+		opts.DebounceMax = opts.DebounceAfter
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "xds")
+	lis, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("xds: listen %s: %w", opts.Addr, err)
+	}
+	return &Server{
+		opts:    opts,
+		log:     log,
+		lis:     lis,
+		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, gcpLogger{log}),
+		trigger: make(chan struct{}, 1),
+		version: 1,
+		proxies: map[string]*proxyState{},
+		streams: map[int64]string{},
+	}, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Serving reports whether Run is serving.
+func (s *Server) Serving() bool { return s.serving.Load() }
+
+// Close releases the listener of a Server whose Run was never called.
+func (s *Server) Close() error { return s.lis.Close() }
+
+// Trigger signals a config change. It never blocks: triggers coalesce into
+// one pending push, which happens after DebounceAfter of quiet and at most
+// DebounceMax after the first trigger.
+func (s *Server) Trigger() {
+	select {
+	case s.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves ADS until ctx is done, then stops gracefully and returns nil.
+// It returns an error when serving fails. Run must be called once.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The sotw server ends every stream when ctx is done, which lets
+	// GracefulStop finish.
+	xs := serverv3.NewServer(ctx, s.cache, s.callbacks(), sotw.WithOrderedADS(), sotw.WithLogger(gcpLogger{s.log}))
+	gs := grpc.NewServer()
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { s.debounce(ctx) })
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- gs.Serve(s.lis) })
+	s.serving.Store(true)
+	s.log.Debug("xds serving", "addr", s.Addr())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("xds: serve: %w", err)
+	}
+	s.serving.Store(false)
+	cancel()
+	stopped := make(chan struct{})
+	wg.Go(func() {
+		defer close(stopped)
+		gs.GracefulStop()
+	})
+	t := time.NewTimer(gracefulStopTimeout)
+	select {
+	case <-stopped:
+	case <-t.C:
+		gs.Stop()
+	}
+	t.Stop()
+	wg.Wait()
+	return err
+}
+
+// debounce runs pushes: after a trigger it waits for DebounceAfter of
+// quiet, at most DebounceMax in all, then pushes. Pushes run on this
+// goroutine, so at most one is in flight; triggers during a push make one
+// more.
+func (s *Server) debounce(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.trigger:
+		}
+		start := time.Now()
+		quiet := time.NewTimer(s.opts.DebounceAfter)
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				quiet.Stop()
+				return
+			case <-s.trigger:
+				left := s.opts.DebounceMax - time.Since(start)
+				if left <= 0 {
+					break wait
+				}
+				quiet.Reset(min(s.opts.DebounceAfter, left))
+			case <-quiet.C:
+				break wait
+			}
+		}
+		quiet.Stop()
+		s.push(time.Since(start))
+	}
+}
+
+// push rebuilds the push context and regenerates every connected proxy.
+func (s *Server) push(debounced time.Duration) {
+	start := time.Now()
+	snap := s.snapshot()
+	pc := model.NewPushContext(snap)
+	s.mu.Lock()
+	s.pc = pc
+	s.version++
+	n := len(s.proxies)
+	for _, p := range s.proxies {
+		s.updateLocked(p)
+	}
+	version := s.version
+	s.mu.Unlock()
+	s.pushes.Add(1)
+	s.log.Debug("xds push", "version", version, "config_version", snap.Version, "proxies", n,
+		"debounced", debounced, "took", time.Since(start))
+}
+
+// pushContextLocked returns the current push context, building the first
+// one on demand. s.mu must be held.
+func (s *Server) pushContextLocked() *model.PushContext {
+	if s.pc == nil {
+		s.pc = model.NewPushContext(s.snapshot())
+	}
+	return s.pc
+}
+
+// snapshot is the current config; an empty one when the source has none.
+func (s *Server) snapshot() *config.Snapshot {
+	if snap := s.opts.Config.Snapshot(); snap != nil {
+		return snap
+	}
+	return config.NewSnapshot(0, nil)
+}
