@@ -1,0 +1,144 @@
+// Command loom-proxy is Loom's data plane: one process per workload
+// (sidecar) or per gateway (router). It gets its config from loomd over
+// ADS (or from a static bootstrap file), publishes it as an immutable
+// generation, and proxies HTTP/1.1 and h2c on the listeners it describes.
+//
+//	loom-proxy sidecar --ip 127.0.0.13 --name reviews-v1 --namespace default --labels app=reviews,version=v1
+//	loom-proxy router --ip 127.0.0.10 --name istio-ingressgateway --namespace istio-system
+//	loom-proxy --bootstrap envoy.yaml
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := newRootCommand().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "loom-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+// flags are the command line, shared by the root and the subcommands.
+type flags struct {
+	bootstrap      string
+	ip             string
+	name           string
+	namespace      string
+	labels         string
+	serviceAccount string
+	xdsAddr        string
+	adminAddr      string
+	logLevel       string
+	accessLog      bool
+}
+
+func newRootCommand() *cobra.Command {
+	f := &flags{}
+	root := &cobra.Command{
+		Use:           "loom-proxy",
+		Short:         "Loom's data plane proxy",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.bootstrap == "" {
+				return fmt.Errorf("use a subcommand (sidecar or router) or --bootstrap FILE")
+			}
+			return run(cmd.Context(), f, "")
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&f.bootstrap, "bootstrap", "", "static Envoy-bootstrap-shaped YAML file to run from, with no control plane")
+	pf.StringVar(&f.adminAddr, "admin-addr", "", "admin listen address (default IP:15000, or the bootstrap's admin address)")
+	pf.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	pf.BoolVar(&f.accessLog, "access-log", true, "write the access log to stdout")
+
+	for _, t := range []xdsapi.NodeType{xdsapi.Sidecar, xdsapi.Router} {
+		sub := &cobra.Command{
+			Use:   string(t),
+			Short: fmt.Sprintf("run as a %s proxy fed by loomd over ADS", t),
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return run(cmd.Context(), f, t)
+			},
+		}
+		fl := sub.Flags()
+		fl.StringVar(&f.ip, "ip", "", "the proxy's IP: node ID, and the address its listeners bind (required without --bootstrap)")
+		fl.StringVar(&f.name, "name", "", "workload name, e.g. reviews-v1 (required without --bootstrap)")
+		fl.StringVar(&f.namespace, "namespace", "default", "workload namespace")
+		fl.StringVar(&f.labels, "labels", "", "workload labels, k=v,k2=v2")
+		fl.StringVar(&f.serviceAccount, "service-account", "", "workload service account")
+		fl.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:15010", "loomd's plaintext xDS address")
+		root.AddCommand(sub)
+	}
+	return root
+}
+
+// run turns flags into options and runs the proxy until ctx ends.
+func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", f.logLevel, err)
+	}
+	// stdout is the access log's; logs go to stderr.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	opts := Options{Logger: logger, AdminAddr: f.adminAddr, XDSAddr: f.xdsAddr, Bootstrap: f.bootstrap}
+	if f.accessLog {
+		opts.AccessLog = os.Stdout
+	}
+	if f.bootstrap == "" {
+		if f.ip == "" || f.name == "" {
+			return fmt.Errorf("--ip and --name are required")
+		}
+		labels, err := parseLabels(f.labels)
+		if err != nil {
+			return err
+		}
+		id := xdsapi.NodeID{Type: t, IP: f.ip, Name: f.name, Namespace: f.namespace, Domain: f.namespace + ".svc.cluster.local"}
+		opts.Node = xdsapi.BuildNode(id, xdsapi.NodeMeta{
+			Labels:           labels,
+			Namespace:        f.namespace,
+			ServiceAccount:   f.serviceAccount,
+			ClusterID:        "Kubernetes",
+			WorkloadName:     f.name,
+			InterceptionMode: xdsapi.InterceptionNone,
+		})
+		if opts.AdminAddr == "" {
+			opts.AdminAddr = fmt.Sprintf("%s:%d", f.ip, xdsapi.PortProxyAdmin)
+		}
+	}
+	p, err := New(opts)
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// parseLabels parses "k=v,k2=v2".
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels %q: %q: want key=value", s, kv)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+const nodeID = "sidecar~127.0.0.1~nack-test.default~default.svc.cluster.local"
+
+// TestNACKKeepsLastGoodGeneration runs the loom-proxy binary against a
+// go-control-plane ADS server: a good config routes a request; a bad one
+// (invalid regex) is NACKed and the proxy keeps routing with the old
+// generation; SIGTERM stops it with exit code 0.
+func TestNACKKeepsLastGoodGeneration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the loom-proxy binary")
+	}
+	bin := filepath.Join(t.TempDir(), "loom-proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from upstream")
+	}))
+	defer up.Close()
+
+	// The ADS server, recording NACKs.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var nacks []*discoveryv3.DiscoveryRequest
+	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+		if req.GetErrorDetail() != nil {
+			mu.Lock()
+			nacks = append(nacks, req)
+			mu.Unlock()
+		}
+		return nil
+	}}
+	snaps := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
+	gs := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, snaps, cb))
+	xdsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(xdsLn) }()
+	defer func() { gs.Stop(); <-served }()
+
+	proxyAddr, adminAddr := freeAddr(t), freeAddr(t)
+	setSnapshot(t, snaps, "1", proxyAddr, up.Listener.Addr().String(), "/.*")
+
+	cmd := exec.Command(bin, "sidecar", "--ip", "127.0.0.1", "--name", "nack-test", "--namespace", "default",
+		"--labels", "app=nack-test,version=v1", "--xds-addr", xdsLn.Addr().String(), "--admin-addr", adminAddr, "--log-level", "debug")
+	var stdout, stderr lockedBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = cmd.Process.Kill() // by PID, only when the test failed before SIGTERM
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("proxy stderr:\n%s\nproxy stdout:\n%s", stderr.String(), stdout.String())
+		}
+	}()
+
+	pu, _ := url.Parse("http://" + proxyAddr)
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 2 * time.Second}
+	defer client.CloseIdleConnections()
+	get := func() (int, string, error) {
+		resp, err := client.Get("http://up.default.svc.cluster.local:9080/hello")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	waitFor(t, "a request routed through the proxy", func() bool {
+		code, body, err := get()
+		return err == nil && code == 200 && body == "hello from upstream"
+	})
+	if code := httpStatus(t, "http://"+adminAddr+"/ready"); code != 200 {
+		t.Fatalf("/ready = %d after a generation was applied", code)
+	}
+
+	// A bad route: the regex does not compile.
+	setSnapshot(t, snaps, "2", proxyAddr, up.Listener.Addr().String(), "(")
+	var nack *discoveryv3.DiscoveryRequest
+	waitFor(t, "a NACK of version 2", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range nacks {
+			if n.GetTypeUrl() == xdsapi.RouteType && n.GetResponseNonce() != "" {
+				nack = n
+				return true
+			}
+		}
+		return false
+	})
+	if nack.GetVersionInfo() == "2" {
+		t.Errorf("NACK carries version_info 2; want the last accepted version")
+	}
+	if msg := nack.GetErrorDetail().GetMessage(); !strings.Contains(msg, "regex") {
+		t.Errorf("NACK error %q does not mention the regex", msg)
+	}
+	for range 5 {
+		code, body, err := get()
+		if err != nil || code != 200 || body != "hello from upstream" {
+			t.Fatalf("after the NACK: %d %q %v, want 200 from the old generation", code, body, err)
+		}
+	}
+	// The access log is flushed at least every 100ms.
+	waitFor(t, "an access log line on stdout", func() bool {
+		return strings.Contains(stdout.String(), `"GET /hello HTTP/1.1" 200 - via_upstream`)
+	})
+
+	// SIGTERM: drain and exit 0.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stopped = true
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("proxy exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatal("proxy did not exit within 10s of SIGTERM")
+	}
+}
+
+// setSnapshot serves version: the virtualOutbound listener on proxyAddr,
+// the http_proxy route table (every host, path regex pathRegex) to an EDS
+// cluster whose endpoint is upstream.
+func setSnapshot(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upstream, pathRegex string) {
+	t.Helper()
+	const cluster = "outbound|9080||up.default.svc.cluster.local"
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: "outbound_0.0.0.0_15001",
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			RouteConfigName: xdsapi.HTTPProxyRoute,
+			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router",
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}}},
+	}
+	l := &listenerv3.Listener{
+		Name:             xdsapi.VirtualOutboundListener,
+		Address:          sockAddr(t, proxyAddr),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)}}}}},
+	}
+	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute, VirtualHosts: []*routev3.VirtualHost{{
+		Name: "up", Domains: []string{"*"},
+		Routes: []*routev3.Route{{
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: pathRegex}}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+		}},
+	}}}
+	cl := &clusterv3.Cluster{
+		Name:                 cluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
+			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}},
+		ConnectTimeout: durationpb.New(time.Second),
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+			Endpoint: &endpointv3.Endpoint{Address: sockAddr(t, upstream)}}}}}}}
+	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType: {l},
+		resourcev3.RouteType:    {rc},
+		resourcev3.ClusterType:  {cl},
+		resourcev3.EndpointType: {cla},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetSnapshot(context.Background(), nodeID, snap); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func sockAddr(t *testing.T, hostport string) *corev3.Address {
+	t.Helper()
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: h, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func httpStatus(t *testing.T, u string) int {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitFor polls cond until it holds or 20s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a process's output copier and
+// the test's reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/loom-mesh/loom/internal/dataplane/admin"
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
+	"github.com/loom-mesh/loom/internal/dataplane/listener"
+	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+	"github.com/loom-mesh/loom/internal/dataplane/xdsclient"
+)
+
+// drainTimeout bounds the wait for in-flight requests on SIGTERM.
+const drainTimeout = 5 * time.Second
+
+// Options configure the proxy process.
+type Options struct {
+	// Node is the ADS node; nil with Bootstrap.
+	Node    *corev3.Node
+	XDSAddr string
+	// Bootstrap, when set, is a static config file read once instead of ADS.
+	Bootstrap string
+	// AdminAddr is the admin listen address; "" takes the bootstrap's.
+	AdminAddr string
+	// AccessLog receives the access log; nil disables it.
+	AccessLog io.Writer
+	Logger    *slog.Logger
+}
+
+// Proxy is the wired data plane: config source -> generation -> clusters,
+// listeners and admin.
+type Proxy struct {
+	opts      Options
+	log       *slog.Logger
+	current   atomic.Pointer[config.Generation]
+	metrics   *telemetry.Metrics
+	accessLog *telemetry.AccessLog
+	clusters  *upstream.ClusterManager
+	listeners *listener.Manager
+	static    *config.Generation // from Bootstrap
+}
+
+// New wires a Proxy. With Bootstrap it reads and builds the file, failing
+// on an invalid one.
+func New(opts Options) (*Proxy, error) {
+	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), metrics: telemetry.NewMetrics()}
+	if opts.Bootstrap != "" {
+		adminAddr, res, err := loadBootstrap(opts.Bootstrap)
+		if err != nil {
+			return nil, err
+		}
+		if p.opts.AdminAddr == "" {
+			p.opts.AdminAddr = adminAddr
+		}
+		if p.static, err = config.Build(res, nil); err != nil {
+			return nil, fmt.Errorf("bootstrap %s: %w", opts.Bootstrap, err)
+		}
+	} else if opts.Node == nil {
+		return nil, errors.New("proxy: a node or a bootstrap file is required")
+	}
+	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
+	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster})
+	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
+		Metrics: p.metrics, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger,
+		Handler: func(l *config.Listener) http.Handler { return cm.Handler(l.Name) }})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// apply publishes g: cluster state first (so that requests on g find their
+// pools), then the pointer, then the listeners.
+func (p *Proxy) apply(g *config.Generation) {
+	p.clusters.Update(g)
+	p.current.Store(g)
+	if err := p.listeners.Update(g); err != nil {
+		p.log.Error("listeners not bound", "generation", g.Number, "error", err)
+	}
+	p.log.Info("applied generation", "generation", g.Number, "listeners", len(g.Listeners),
+		"routes", len(g.Routes), "clusters", len(g.Clusters))
+}
+
+// Run serves until ctx ends, then stops accepting, drains in-flight
+// requests for up to 5s, and returns nil. It fails when the admin address
+// cannot be bound or the xDS client cannot start.
+func (p *Proxy) Run(ctx context.Context) error {
+	adm, err := admin.New(admin.Options{Addr: p.opts.AdminAddr, Generation: &p.current, Gatherer: p.metrics.Registry, Logger: p.opts.Logger})
+	if err != nil {
+		return err
+	}
+	// Admin and the access log outlive ctx until the drain is over.
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	defer stopBg()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := adm.Run(bgCtx); err != nil {
+			errc <- err
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = p.accessLog.Run(bgCtx)
+	}()
+
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	defer stopSrc()
+	if p.static != nil {
+		p.apply(p.static)
+	} else {
+		c, err := xdsclient.New(xdsclient.Options{Addr: p.opts.XDSAddr, Node: p.opts.Node, Logger: p.opts.Logger, Apply: p.apply})
+		if err != nil {
+			stopBg()
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Run(srcCtx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	stopSrc()
+	p.log.Info("draining", "timeout", drainTimeout)
+	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if err := p.listeners.Shutdown(dctx); err != nil {
+		p.log.Warn("drain cut short", "error", err)
+	}
+	p.clusters.Close()
+	stopBg()
+	wg.Wait()
+	return runErr
+}

@@ -1,0 +1,578 @@
+package http
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+)
+
+// Envoy's response flags (%RESPONSE_FLAGS%) set by the router.
+const (
+	FlagNoRoute            = "NR"
+	FlagNoClusterFound     = "NC"
+	FlagNoHealthyUpstream  = "UH"
+	FlagUpstreamConnFail   = "UF"
+	FlagUpstreamConnTerm   = "UC"
+	FlagUpstreamTimeout    = "UT"
+	FlagRetryLimitExceeded = "URX"
+	FlagDownstreamConnTerm = "DC"
+)
+
+// Retry back-off, as Envoy's default: 25ms base interval, at most 10 times
+// the base, fully jittered.
+const (
+	retryBaseInterval = 25 * time.Millisecond
+	retryMaxInterval  = 10 * retryBaseInterval
+)
+
+// MaxRetryBodyBytes is the largest request body buffered so that the
+// request can be retried; a larger one is streamed and not retried.
+const MaxRetryBodyBytes = 64 << 10
+
+// Options configures a ConnectionManager.
+type Options struct {
+	// Generation is the published config; each request loads it once. Required.
+	Generation *atomic.Pointer[config.Generation]
+	// Clusters picks endpoints and holds the connection pools. Required.
+	Clusters *upstream.ClusterManager
+	// AccessLog, if non-nil, gets one line per request.
+	AccessLog *telemetry.AccessLog
+	// Metrics, if non-nil, counts requests.
+	Metrics *telemetry.Metrics
+	Logger  *slog.Logger
+}
+
+// ConnectionManager is Envoy's HTTP connection manager with the router
+// filter (envoy.filters.network.http_connection_manager +
+// envoy.filters.http.router). It is safe for concurrent use; it starts no
+// goroutine of its own.
+type ConnectionManager struct {
+	gen      *atomic.Pointer[config.Generation]
+	clusters *upstream.ClusterManager
+	log      *telemetry.AccessLog
+	metrics  *telemetry.Metrics
+	logger   *slog.Logger
+}
+
+// New makes a ConnectionManager. It fails when Generation or Clusters is nil.
+func New(opts Options) (*ConnectionManager, error) {
+	if opts.Generation == nil || opts.Clusters == nil {
+		return nil, errors.New("connection manager: Generation and Clusters are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &ConnectionManager{
+		gen:      opts.Generation,
+		clusters: opts.Clusters,
+		log:      opts.AccessLog,
+		metrics:  opts.Metrics,
+		logger:   opts.Logger.With("component", "http"),
+	}, nil
+}
+
+// Handler returns the http.Handler of the listener named listener. The
+// handler resolves the listener in the generation current at each request,
+// so one handler serves every generation; when the listener is gone from
+// the generation, requests get 404 NR.
+func (cm *ConnectionManager) Handler(listener string) http.Handler {
+	return &listenerHandler{cm: cm, name: listener}
+}
+
+type listenerHandler struct {
+	cm   *ConnectionManager
+	name string
+}
+
+// reqState is the per-request scratch space, pooled.
+type reqState struct {
+	entry telemetry.Entry
+	body  countingBody
+}
+
+var statePool = sync.Pool{New: func() any { return new(reqState) }}
+
+// copyBufPool holds 32 KiB buffers for streaming bodies.
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// retryBufPool holds the buffers of request bodies kept for retries.
+var retryBufPool = sync.Pool{New: func() any { b := make([]byte, MaxRetryBodyBytes+1); return &b }}
+
+func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cm := h.cm
+	start := time.Now()
+	st := statePool.Get().(*reqState)
+	e := &st.entry
+	*e = telemetry.Entry{
+		StartTime:               start,
+		Method:                  r.Method,
+		UpstreamServiceTime:     -1,
+		ForwardedFor:            r.Header.Get("X-Forwarded-For"),
+		UserAgent:               r.Header.Get("User-Agent"),
+		DownstreamRemoteAddress: r.RemoteAddr,
+	}
+	if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
+		e.Path = p
+	} else {
+		e.Path = r.URL.RequestURI()
+	}
+	switch r.ProtoMajor {
+	case 2:
+		e.Protocol = "HTTP/2"
+	default:
+		e.Protocol = r.Proto
+	}
+	host := r.Host
+	if r.URL.Host != "" {
+		host = r.URL.Host // absolute-form request to the explicit proxy
+	}
+	e.Authority = host
+	rid := r.Header.Get("X-Request-Id")
+	if rid == "" {
+		rid = newRequestID()
+		r.Header["X-Request-Id"] = []string{rid}
+	}
+	e.RequestID = rid
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = countingBody{rc: r.Body}
+		r.Body = &st.body
+	} else {
+		st.body = countingBody{}
+	}
+
+	cm.serve(w, r, h.name, host, e)
+
+	e.BytesReceived = st.body.n
+	e.Duration = time.Since(start)
+	cm.metrics.Request(h.name, e.ResponseCode, e.ResponseFlags)
+	cm.log.Log(e)
+	st.body = countingBody{}
+	*e = telemetry.Entry{}
+	statePool.Put(st)
+}
+
+// serve routes and forwards r, filling e.
+func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, listener, host string, e *telemetry.Entry) {
+	gen := cm.gen.Load()
+	var route *config.Route
+	if gen != nil {
+		if l := gen.Listeners[listener]; l != nil {
+			e.DownstreamLocalAddress = l.Address
+			if rt := gen.Routes[l.RouteConfigName]; rt != nil {
+				if vh := rt.VirtualHostFor(host); vh != nil {
+					for _, ro := range vh.Routes {
+						if ro.Matches(r) {
+							route = ro
+							break
+						}
+					}
+				}
+			}
+		}
+	}
+	if route == nil {
+		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
+		return
+	}
+	e.RouteName = route.Name
+	name := config.PickCluster(route, rand.Uint64())
+	e.UpstreamCluster = name
+	c := gen.Clusters[name]
+	if c == nil {
+		localReply(w, e, http.StatusServiceUnavailable, FlagNoClusterFound, "cluster_not_found", "")
+		return
+	}
+	cm.forward(w, r, route, c, host, e)
+}
+
+// failure is why an attempt got no response.
+type failure int
+
+const (
+	failNone failure = iota
+	failConnect
+	failReset
+	failPerTryTimeout
+	failTimeout
+	failDownstream
+)
+
+// forward sends r to c, retrying per route.Retry, and streams the
+// response to w.
+func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, route *config.Route, c *config.Cluster, host string, e *telemetry.Entry) {
+	ctx := r.Context()
+	if route.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+		defer cancel()
+	}
+	prepareRequestHeaders(r.Header, r.TLS != nil)
+
+	retry := route.Retry
+	attempts := 1
+	if retry != nil {
+		attempts += int(retry.NumRetries)
+	}
+
+	// The request body: none, buffered (retriable) or streamed (one attempt).
+	var (
+		buffered []byte
+		bufp     *[]byte
+		stream   io.ReadCloser
+		length   int64
+	)
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	switch {
+	case !hasBody:
+	case attempts > 1 && r.ContentLength <= MaxRetryBodyBytes:
+		bufp = retryBufPool.Get().(*[]byte)
+		defer retryBufPool.Put(bufp)
+		n, err := io.ReadFull(r.Body, *bufp)
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			buffered = (*bufp)[:n]
+			length = int64(n)
+		case err != nil:
+			// The downstream went away while sending its body.
+			e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
+			return
+		default:
+			// Longer than MaxRetryBodyBytes: stream, no retry.
+			stream = readCloser{io.MultiReader(bytesReader((*bufp)[:n]), r.Body), r.Body}
+			length = r.ContentLength
+			attempts = 1
+		}
+	default:
+		stream = r.Body
+		length = r.ContentLength
+		attempts = 1
+	}
+
+	var (
+		resp      *http.Response
+		fail      failure
+		lastErr   error
+		tryStart  time.Time
+		cancelTry context.CancelFunc = func() {}
+	)
+	defer func() { cancelTry() }()
+	for attempt := 0; ; attempt++ {
+		addr, rt, err := cm.clusters.Pick(c)
+		if err != nil {
+			localReply(w, e, http.StatusServiceUnavailable, FlagNoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
+			return
+		}
+		e.UpstreamHost = addr
+		tryCtx := ctx
+		cancelTry()
+		cancelTry = func() {}
+		if retry != nil && retry.PerTryTimeout > 0 {
+			tryCtx, cancelTry = withTimeout(ctx, retry.PerTryTimeout)
+		}
+		out := &http.Request{
+			Method:     r.Method,
+			URL:        &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+			Proto:      "HTTP/1.1",
+			ProtoMajor: 1,
+			ProtoMinor: 1,
+			Header:     r.Header,
+			Host:       host,
+		}
+		switch {
+		case buffered != nil:
+			out.Body = bytesReader(buffered)
+			out.ContentLength = length
+			out.GetBody = func() (io.ReadCloser, error) { return bytesReader(buffered), nil }
+		case stream != nil:
+			out.Body = stream
+			out.ContentLength = length
+		}
+		out = out.WithContext(tryCtx)
+		tryStart = time.Now()
+		resp, err = rt.RoundTrip(out)
+		if err == nil {
+			cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
+			if attempt+1 < attempts && retryOnStatus(retry, resp.StatusCode) {
+				resp.Body.Close()
+				if !cm.backoff(ctx, c.Name, attempt) {
+					localReply(w, e, http.StatusGatewayTimeout, FlagUpstreamTimeout, "upstream_response_timeout", "upstream request timeout")
+					return
+				}
+				continue
+			}
+			break
+		}
+		lastErr = err
+		fail = classify(err, r.Context(), ctx, tryCtx)
+		cm.metrics.UpstreamRequest(c.Name, 0)
+		if fail == failConnect {
+			cm.metrics.UpstreamConnectFail(c.Name)
+		}
+		if fail == failDownstream || fail == failTimeout {
+			break
+		}
+		if attempt+1 < attempts && retryOnFailure(retry, fail) {
+			if !cm.backoff(ctx, c.Name, attempt) {
+				fail = failTimeout
+				break
+			}
+			continue
+		}
+		break
+	}
+
+	if resp == nil {
+		urx := attempts > 1 && retryOnFailure(retry, fail)
+		switch fail {
+		case failDownstream:
+			e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
+		case failTimeout:
+			localReply(w, e, http.StatusGatewayTimeout, FlagUpstreamTimeout, "upstream_response_timeout", "upstream request timeout")
+		case failPerTryTimeout:
+			localReply(w, e, http.StatusGatewayTimeout, withURX(FlagUpstreamTimeout, urx), "upstream_per_try_timeout", "upstream request timeout")
+		case failConnect:
+			e.UpstreamFailureReason = "connection_failure"
+			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnFail, urx),
+				"upstream_reset_before_response_started{connection_failure}",
+				"upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+		default:
+			cm.logger.Debug("upstream reset", "cluster", c.Name, "endpoint", e.UpstreamHost, "error", lastErr)
+			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnTerm, urx),
+				"upstream_reset_before_response_started{connection_termination}",
+				"upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+		}
+		return
+	}
+
+	// A response: stream it back.
+	defer resp.Body.Close()
+	e.UpstreamServiceTime = time.Since(tryStart)
+	e.ResponseCode = resp.StatusCode
+	e.ResponseCodeDetails = "via_upstream"
+	if attempts > 1 && retryOnStatus(retry, resp.StatusCode) {
+		e.ResponseFlags = FlagRetryLimitExceeded
+	}
+	hdr := w.Header()
+	copyResponseHeaders(hdr, resp.Header)
+	hdr["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(e.UpstreamServiceTime.Milliseconds(), 10)}
+	for k := range resp.Trailer {
+		hdr.Add("Trailer", k)
+	}
+	w.WriteHeader(resp.StatusCode)
+	n, err := copyBody(w, resp.Body, resp.ContentLength < 0)
+	e.BytesSent = n
+	if len(resp.Trailer) > 0 {
+		for k, vv := range resp.Trailer {
+			hdr[http.TrailerPrefix+k] = vv
+		}
+	}
+	if err != nil {
+		// Headers are sent: the only way to tell the client is to abort
+		// the stream.
+		e.ResponseFlags = FlagUpstreamConnTerm
+		e.ResponseCodeDetails = "upstream_reset_after_response_started"
+		if r.Context().Err() != nil {
+			e.ResponseFlags = FlagDownstreamConnTerm
+			e.ResponseCodeDetails = "downstream_remote_disconnect"
+		}
+	}
+}
+
+// withTimeout is context.WithTimeout; the per-try cancel is called by
+// forward's loop and its deferred func, which vet's lostcancel cannot see.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, d)
+}
+
+// backoff waits for Envoy's jittered exponential back-off before retry
+// attempt+1. It returns false when ctx ends first.
+func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attempt int) bool {
+	cm.metrics.UpstreamRetry(cluster)
+	// Envoy's JitteredExponentialBackOffStrategy: random in
+	// [0, min((2^(n+1)-1) * base, max)).
+	limit := retryMaxInterval
+	if attempt < 4 {
+		limit = min(time.Duration((1<<(attempt+1))-1)*retryBaseInterval, retryMaxInterval)
+	}
+	d := time.Duration(rand.Int64N(int64(limit)))
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func classify(err error, downstream, route, try context.Context) failure {
+	switch {
+	case downstream.Err() != nil:
+		return failDownstream
+	case route.Err() != nil:
+		return failTimeout
+	case try.Err() != nil:
+		return failPerTryTimeout
+	}
+	var ce *upstream.ConnectError
+	if errors.As(err, &ce) {
+		return failConnect
+	}
+	return failReset
+}
+
+// retryOnStatus says whether p retries a response with code (Envoy's
+// x-envoy-retry-on conditions).
+func retryOnStatus(p *config.RetryPolicy, code int) bool {
+	if p == nil {
+		return false
+	}
+	for _, on := range p.RetryOn {
+		switch on {
+		case "5xx":
+			if code >= 500 {
+				return true
+			}
+		case "gateway-error":
+			if code == 502 || code == 503 || code == 504 {
+				return true
+			}
+		case "retriable-4xx":
+			if code == 409 {
+				return true
+			}
+		case "retriable-status-codes":
+			if len(p.RetriableStatusCodes) == 0 && code == 503 {
+				return true
+			}
+			for _, c := range p.RetriableStatusCodes {
+				if int(c) == code {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// retryOnFailure says whether p retries an attempt that got no response.
+func retryOnFailure(p *config.RetryPolicy, f failure) bool {
+	if p == nil {
+		return false
+	}
+	for _, on := range p.RetryOn {
+		switch on {
+		case "5xx", "gateway-error":
+			if f == failConnect || f == failReset || f == failPerTryTimeout {
+				return true
+			}
+		case "reset":
+			if f == failConnect || f == failReset || f == failPerTryTimeout {
+				return true
+			}
+		case "connect-failure", "reset-before-request":
+			if f == failConnect {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func withURX(flag string, urx bool) string {
+	if !urx {
+		return flag
+	}
+	switch flag {
+	case FlagUpstreamConnFail:
+		return "UF,URX"
+	case FlagUpstreamConnTerm:
+		return "UC,URX"
+	case FlagUpstreamTimeout:
+		return "UT,URX"
+	}
+	return flag + "," + FlagRetryLimitExceeded
+}
+
+// localReply answers the downstream itself, as Envoy's local replies do.
+func localReply(w http.ResponseWriter, e *telemetry.Entry, code int, flags, details, body string) {
+	e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = code, flags, details
+	h := w.Header()
+	if body != "" {
+		h["Content-Type"] = []string{"text/plain"}
+	}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(code)
+	if body != "" {
+		n, _ := io.WriteString(w, body)
+		e.BytesSent = int64(n)
+	}
+}
+
+// copyBody streams src to w with a pooled 32 KiB buffer, flushing after
+// each write when flush is set (responses of unknown length may be
+// streams). It returns the bytes written and the first read or write error
+// other than EOF.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	var f http.Flusher
+	if flush {
+		f, _ = w.(http.Flusher)
+	}
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if f != nil {
+				f.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// countingBody counts the bytes read from a downstream request body.
+type countingBody struct {
+	rc io.ReadCloser
+	n  int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingBody) Close() error { return c.rc.Close() }
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}

@@ -1,0 +1,13 @@
+// Package listener binds the proxy's listening sockets and serves HTTP/1.1
+// and h2c (HTTP/2 with prior knowledge) on them through net/http.
+//
+// Sockets are keyed by listener name and address, so a listener whose
+// address does not change keeps its socket across generations; a listener
+// that leaves the config stops accepting and drains its in-flight requests.
+//
+// Data flow: the proxy calls Manager.Update with each published Generation;
+// accepted requests go to the handler made by Options.Handler (the HTTP
+// connection manager), which reads the Generation itself.
+//
+// It must not import internal/controlplane.
+package listener

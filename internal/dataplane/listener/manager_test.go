@@ -1,0 +1,159 @@
+package listener
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func gen(ls ...*config.Listener) *config.Generation {
+	g := &config.Generation{Listeners: map[string]*config.Listener{}}
+	for _, l := range ls {
+		g.Listeners[l.Name] = l
+	}
+	return g
+}
+
+// rawGet sends GET / on an open connection and returns the body.
+func rawGet(t *testing.T, c net.Conn, br *bufio.Reader) string {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestSocketsSurviveAndDrain(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	m, err := New(Options{Handler: func(l *config.Listener) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				entered <- struct{}{}
+				<-release
+			}
+			io.WriteString(w, l.Name)
+		})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	a := &config.Listener{Name: "a", Address: addrA}
+	if err := m.Update(gen(a)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", addrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	if got := rawGet(t, conn, br); got != "a" {
+		t.Fatalf("got %q", got)
+	}
+
+	// Generation 2 adds b and keeps a: a's socket and its open connection stay.
+	if err := m.Update(gen(a, &config.Listener{Name: "b", Address: addrB})); err != nil {
+		t.Fatal(err)
+	}
+	if got := rawGet(t, conn, br); got != "a" {
+		t.Fatalf("after update, on the old connection: got %q", got)
+	}
+	if got := m.Addrs(); got["a"] != addrA || got["b"] != addrB {
+		t.Fatalf("Addrs() = %v", got)
+	}
+
+	// A request in flight on a, then generation 3 drops a: a stops
+	// accepting, the request completes.
+	done := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addrA + "/slow")
+		if err != nil {
+			done <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- string(b)
+	}()
+	<-entered
+	if err := m.Update(gen(&config.Listener{Name: "b", Address: addrB})); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addrA)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("removed listener still accepts")
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	close(release)
+	if got := <-done; got != "a" {
+		t.Fatalf("in-flight request on the drained listener: %q", got)
+	}
+	resp, err := http.Get("http://" + addrB + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "b" {
+		t.Fatalf("b answered %q", b)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestBindError(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	m, err := New(Options{Handler: func(*config.Listener) http.Handler { return http.NotFoundHandler() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	ok := &config.Listener{Name: "ok", Address: freeAddr(t)}
+	err = m.Update(gen(ok, &config.Listener{Name: "busy", Address: busy.Addr().String()}))
+	if err == nil || !strings.Contains(err.Error(), `"busy"`) {
+		t.Fatalf("Update error = %v, want a bind error naming busy", err)
+	}
+	if _, bound := m.Addrs()["ok"]; !bound {
+		t.Fatal("the listener that could bind is not bound")
+	}
+}

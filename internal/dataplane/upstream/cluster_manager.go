@@ -1,0 +1,263 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+)
+
+// Defaults of the per-cluster connection pool.
+const (
+	DefaultMaxIdleConnsPerHost = 64
+	DefaultIdleConnTimeout     = 90 * time.Second
+	DefaultConnectTimeout      = 10 * time.Second
+	// forgetAfter is how many generations a cluster may be absent before
+	// its state (pools, round-robin counter) is dropped.
+	forgetAfter = 2
+)
+
+// ErrNoHealthyUpstream is returned by Pick when a cluster has no healthy
+// endpoint (Envoy's response flag UH).
+var ErrNoHealthyUpstream = errors.New("no healthy upstream")
+
+// ConnectError is returned (wrapped) by a round trip whose connection
+// could not be established (Envoy's response flag UF).
+type ConnectError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnectError) Error() string { return fmt.Sprintf("connect %s: %v", e.Addr, e.Err) }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Options configures a ClusterManager.
+type Options struct {
+	Logger *slog.Logger
+	// MaxIdleConnsPerHost is the idle keep-alive connections kept per
+	// endpoint. Default DefaultMaxIdleConnsPerHost.
+	MaxIdleConnsPerHost int
+	// IdleConnTimeout closes keep-alive connections idle this long.
+	// Default DefaultIdleConnTimeout.
+	IdleConnTimeout time.Duration
+	// OnForget, if set, is called with the name of each cluster whose
+	// state is dropped (to drop its metrics too). It must not block.
+	OnForget func(cluster string)
+}
+
+// ClusterManager keeps per-cluster upstream state across generations.
+// Pick is safe for concurrent use and takes no lock on its fast path;
+// Update must not be called concurrently with itself.
+type ClusterManager struct {
+	opts Options
+	log  *slog.Logger
+
+	states atomic.Pointer[map[string]*clusterState]
+
+	// mu guards epoch and writes of states.
+	mu    sync.Mutex
+	epoch uint64
+}
+
+// clusterState is what survives generations for one cluster name.
+type clusterState struct {
+	name           string
+	rr             atomic.Uint64
+	connectTimeout atomic.Int64 // time.Duration
+	lastSeen       uint64       // epoch; guarded by ClusterManager.mu
+
+	h1   *http.Transport
+	h2c  atomic.Pointer[http.Transport] // built on first use
+	once sync.Once                      // builds h2c
+	opts *Options
+}
+
+// New makes an empty ClusterManager.
+func New(opts Options) *ClusterManager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxIdleConnsPerHost <= 0 {
+		opts.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if opts.IdleConnTimeout <= 0 {
+		opts.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	m := &ClusterManager{opts: opts, log: opts.Logger.With("component", "upstream")}
+	empty := map[string]*clusterState{}
+	m.states.Store(&empty)
+	return m
+}
+
+// Update makes state for every cluster of gen, keeps the state of clusters
+// it already knows (pools and round-robin position survive) and drops
+// clusters absent from the last 2 generations, closing their idle
+// connections. Call it before publishing gen.
+func (m *ClusterManager) Update(gen *config.Generation) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epoch++
+	old := *m.states.Load()
+	next := make(map[string]*clusterState, len(gen.Clusters))
+	for name, c := range gen.Clusters {
+		st := old[name]
+		if st == nil {
+			st = m.newState(name)
+		}
+		st.setConnectTimeout(c.ConnectTimeout)
+		st.lastSeen = m.epoch
+		next[name] = st
+	}
+	for name, st := range old {
+		if _, ok := next[name]; ok {
+			continue
+		}
+		if m.epoch-st.lastSeen < forgetAfter {
+			next[name] = st
+			continue
+		}
+		st.close()
+		m.log.Debug("forget cluster", "cluster", name)
+		if m.opts.OnForget != nil {
+			m.opts.OnForget(name)
+		}
+	}
+	m.states.Store(&next)
+}
+
+// Close closes every idle connection of every cluster.
+func (m *ClusterManager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, st := range *m.states.Load() {
+		st.close()
+	}
+	return nil
+}
+
+func (m *ClusterManager) newState(name string) *clusterState {
+	st := &clusterState{name: name, opts: &m.opts}
+	st.h1 = st.newTransport(false)
+	return st
+}
+
+func (m *ClusterManager) state(name string) *clusterState {
+	if st := (*m.states.Load())[name]; st != nil {
+		return st
+	}
+	// A cluster of a generation that was published without Update (tests,
+	// or a race with forgetting): make its state under the lock.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := *m.states.Load()
+	if st := old[name]; st != nil {
+		return st
+	}
+	next := make(map[string]*clusterState, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	st := m.newState(name)
+	st.lastSeen = m.epoch
+	next[name] = st
+	m.states.Store(&next)
+	return st
+}
+
+// Pick chooses the next healthy endpoint of c, round robin, and returns its
+// address and the RoundTripper that reaches it (HTTP/1.1 keep-alive pool,
+// or h2c when c.HTTP2). It fails with ErrNoHealthyUpstream when c has no
+// healthy endpoint. Round-trip errors of connection failures wrap
+// *ConnectError.
+func (m *ClusterManager) Pick(c *config.Cluster) (addr string, rt http.RoundTripper, err error) {
+	st := m.state(c.Name)
+	healthy := 0
+	for i := range c.Endpoints {
+		if c.Endpoints[i].Health == config.Healthy {
+			healthy++
+		}
+	}
+	if healthy == 0 {
+		return "", nil, ErrNoHealthyUpstream
+	}
+	k := int((st.rr.Add(1) - 1) % uint64(healthy))
+	for i := range c.Endpoints {
+		if c.Endpoints[i].Health != config.Healthy {
+			continue
+		}
+		if k == 0 {
+			addr = c.Endpoints[i].Address
+			break
+		}
+		k--
+	}
+	if c.HTTP2 {
+		return addr, st.h2cTransport(), nil
+	}
+	return addr, st.h1, nil
+}
+
+func (st *clusterState) setConnectTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultConnectTimeout
+	}
+	st.connectTimeout.Store(int64(d))
+}
+
+func (st *clusterState) h2cTransport() *http.Transport {
+	if t := st.h2c.Load(); t != nil {
+		return t
+	}
+	st.once.Do(func() { st.h2c.Store(st.newTransport(true)) })
+	return st.h2c.Load()
+}
+
+func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, &ConnectError{Addr: addr, Err: err}
+	}
+	return c, nil
+}
+
+func (st *clusterState) newTransport(h2c bool) *http.Transport {
+	t := &http.Transport{
+		DialContext:         st.dial,
+		MaxIdleConns:        0, // no global limit; per host below
+		MaxIdleConnsPerHost: st.opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:     st.opts.IdleConnTimeout,
+		DisableCompression:  true, // the proxy forwards bytes as they are
+		// Never ask for an upgrade to HTTP/2 over TLS: upstreams are plain.
+		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
+		ForceAttemptHTTP2:      false,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
+		DisableKeepAlives:      false,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	if h2c {
+		// HTTP/2 with prior knowledge over cleartext (Envoy's
+		// http2_protocol_options on a plaintext cluster).
+		t.TLSNextProto = nil
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+		t.HTTP2 = &http.HTTP2Config{}
+	}
+	return t
+}
+
+func (st *clusterState) close() {
+	st.h1.CloseIdleConnections()
+	if t := st.h2c.Load(); t != nil {
+		t.CloseIdleConnections()
+	}
+}

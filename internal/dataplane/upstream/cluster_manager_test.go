@@ -1,0 +1,95 @@
+package upstream
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+)
+
+func gen(cs ...*config.Cluster) *config.Generation {
+	g := &config.Generation{Clusters: map[string]*config.Cluster{}}
+	for _, c := range cs {
+		g.Clusters[c.Name] = c
+	}
+	return g
+}
+
+func TestPickRoundRobinHealthyOnly(t *testing.T) {
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", Endpoints: []config.Endpoint{
+		{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2", Health: config.Unhealthy}, {Address: "127.0.0.1:3"},
+	}}
+	m.Update(gen(c))
+	var got []string
+	for range 4 {
+		addr, rt, err := m.Pick(c)
+		if err != nil || rt == nil {
+			t.Fatalf("Pick: %v, %v", rt, err)
+		}
+		got = append(got, addr)
+	}
+	want := []string{"127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:3"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("(-want +got)\n%s", d)
+	}
+	none := &config.Cluster{Name: "none", Endpoints: []config.Endpoint{{Address: "127.0.0.1:2", Health: config.Unhealthy}}}
+	if _, _, err := m.Pick(none); !errors.Is(err, ErrNoHealthyUpstream) {
+		t.Fatalf("Pick(no healthy) err = %v", err)
+	}
+}
+
+func TestStateSurvivesAndIsForgotten(t *testing.T) {
+	var forgot []string
+	m := New(Options{OnForget: func(c string) { forgot = append(forgot, c) }})
+	defer m.Close()
+	a := &config.Cluster{Name: "a", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}
+	b := &config.Cluster{Name: "b", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}}}
+	m.Update(gen(a, b))
+	_, rt1, _ := m.Pick(a)
+	// A new generation with an equal cluster: same pool, round robin goes on.
+	a2 := &config.Cluster{Name: "a", Endpoints: a.Endpoints}
+	m.Update(gen(a2))
+	addr, rt2, _ := m.Pick(a2)
+	if rt1 != rt2 {
+		t.Error("the connection pool changed across generations")
+	}
+	if addr != "127.0.0.1:2" {
+		t.Errorf("round robin restarted: got %s, want 127.0.0.1:2", addr)
+	}
+	if len(forgot) != 0 {
+		t.Fatalf("forgot %v after one generation", forgot)
+	}
+	m.Update(gen(a2))
+	if d := cmp.Diff([]string{"b"}, forgot); d != "" {
+		t.Fatalf("forgotten after 2 generations (-want +got)\n%s", d)
+	}
+}
+
+func TestConnectError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", Endpoints: []config.Endpoint{{Address: addr}}}
+	m.Update(gen(c))
+	ep, rt, err := m.Pick(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+ep+"/", nil)
+	_, err = rt.RoundTrip(req)
+	var ce *ConnectError
+	if !errors.As(err, &ce) {
+		t.Fatalf("RoundTrip err = %v, want a *ConnectError", err)
+	}
+}
