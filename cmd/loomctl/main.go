@@ -1,0 +1,127 @@
+// Command loomctl is Loom's CLI: it starts a local demo mesh, applies,
+// deletes and validates Istio configuration, and shows the proxies' xDS
+// sync status. See `loomctl --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loom-mesh/loom/internal/local"
+	"github.com/loom-mesh/loom/internal/loomctl"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		if !errors.Is(err, loomctl.ErrReported) {
+			fmt.Fprintln(os.Stderr, "error:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	defAddr := os.Getenv("LOOMD_ADDR")
+	if defAddr == "" {
+		defAddr = loomctl.DefaultAddr
+	}
+	var addr string
+	root := &cobra.Command{
+		Use:           "loomctl",
+		Short:         "Loom's command line: local mesh, config and proxy status",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&addr, "loomd", defAddr, "loomd's monitoring/API address HOST:PORT (env LOOMD_ADDR)")
+	client := func() *loomctl.Client { return loomctl.NewClient(addr, nil) }
+
+	var files []string
+	fileFlag := func(c *cobra.Command) {
+		c.Flags().StringSliceVarP(&files, "filename", "f", nil, "YAML file or directory (repeatable)")
+		_ = c.MarkFlagRequired("filename")
+	}
+
+	apply := &cobra.Command{
+		Use:   "apply -f FILE...",
+		Short: "Create or update Istio resources in loomd",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return loomctl.ApplyFiles(cmd.Context(), client(), loomctl.OpApply, files, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fileFlag(apply)
+
+	del := &cobra.Command{
+		Use:   "delete -f FILE...",
+		Short: "Delete Istio resources from loomd",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return loomctl.ApplyFiles(cmd.Context(), client(), loomctl.OpDelete, files, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fileFlag(del)
+
+	validate := &cobra.Command{
+		Use:   "validate -f FILE...",
+		Short: "Validate Istio resources offline; the files are validated together",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return loomctl.ValidateCommand(files, cmd.OutOrStdout())
+		},
+	}
+	fileFlag(validate)
+
+	proxyStatus := &cobra.Command{
+		Use:     "proxy-status",
+		Aliases: []string{"ps"},
+		Short:   "Show the xDS sync status of every proxy connected to loomd",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ss, err := client().Syncz(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return loomctl.WriteProxyStatus(cmd.OutOrStdout(), ss, addr)
+		},
+	}
+
+	var demo local.Options
+	var logLevel string
+	demoCmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run loomd, bookinfo and its sidecars and ingress gateway on loopback IPs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level: %w", err)
+			}
+			demo.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+			demo.Out = cmd.OutOrStdout()
+			rt, err := local.New(demo)
+			if err != nil {
+				return err
+			}
+			return rt.Run(cmd.Context())
+		},
+	}
+	demoCmd.Flags().IntVar(&demo.IngressPort, "ingress-port", 8080, "port on 127.0.0.1 forwarded to the ingress gateway")
+	demoCmd.Flags().StringVar(&demo.Subnet, "subnet", "127.0.0.0/24", "loopback /24 whose addresses the mesh uses")
+	demoCmd.Flags().StringVar(&demo.BinDir, "bin-dir", "", "directory of loomd, loom-proxy and bookinfo (default: loomctl's directory, then PATH)")
+	demoCmd.Flags().StringVar(&demo.ConfigDir, "config-dir", "", "loomd's config directory (default: a new temporary directory)")
+	demoCmd.Flags().StringVar(&demo.LogsDir, "logs-dir", "", "directory of the processes' logs (default: beside a temporary config directory)")
+	demoCmd.Flags().StringVar(&logLevel, "log-level", "warn", "loomctl's own log level")
+
+	root.AddCommand(apply, del, validate, proxyStatus, demoCmd)
+	return root
+}

@@ -1,0 +1,577 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/loomctl"
+	"github.com/loom-mesh/loom/samples/bookinfo"
+)
+
+// Options configure the local mesh. The zero value of each field means its
+// default.
+type Options struct {
+	// BinDir holds the loomd, loom-proxy and bookinfo binaries. Default: the
+	// directory of the running executable, then PATH.
+	BinDir string
+	// ConfigDir is loomd's config directory; the mesh's files are written
+	// into it (services.yaml, workloads.yaml, bookinfo-gateway.yaml),
+	// replacing files of those names. Default: a new temporary directory.
+	ConfigDir string
+	// LogsDir gets one log file per child process. Default: "logs" beside a
+	// temporary config directory, else a new temporary directory.
+	LogsDir string
+	// Subnet is the loopback /24 the mesh's IPs are taken from. Default
+	// "127.0.0.0/24".
+	Subnet string
+	// IngressPort is the port on 127.0.0.1 forwarded to the ingress
+	// gateway's port 8080. Default 8080.
+	IngressPort int
+	// ReadyTimeout bounds the wait for the mesh to serve. Default 60 s.
+	ReadyTimeout time.Duration
+	// StopTimeout is how long children get to exit after SIGTERM before
+	// they are killed. Default 5 s.
+	StopTimeout time.Duration
+	// Out gets the human-readable progress and the ready banner. Default
+	// os.Stdout.
+	Out io.Writer
+	// Logger gets debug and warning messages. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// ReadyPrefix starts the line Run prints once the mesh serves; the product
+// page's URL follows it.
+const ReadyPrefix = "Bookinfo is ready: "
+
+// Runtime is one local mesh. It is used by one goroutine: New, then Run
+// once.
+type Runtime struct {
+	opts   Options
+	prefix string
+	bins   map[string]string // binary name -> path
+	log    *slog.Logger
+}
+
+// New checks opts and finds the binaries. It fails on a bad subnet or
+// port, or when a binary is missing (the error says to run make build).
+func New(opts Options) (*Runtime, error) {
+	if opts.Subnet == "" {
+		opts.Subnet = "127.0.0.0/24"
+	}
+	if opts.IngressPort == 0 {
+		opts.IngressPort = 8080
+	}
+	if opts.IngressPort < 0 || opts.IngressPort > 65535 {
+		return nil, fmt.Errorf("ingress port %d: must be 1-65535", opts.IngressPort)
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 60 * time.Second
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 5 * time.Second
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	prefix, err := subnetPrefix(opts.Subnet)
+	if err != nil {
+		return nil, err
+	}
+	bins := map[string]string{}
+	for _, name := range []string{"loomd", "loom-proxy", "bookinfo"} {
+		p, err := findBinary(opts.BinDir, name)
+		if err != nil {
+			return nil, err
+		}
+		bins[name] = p
+	}
+	return &Runtime{opts: opts, prefix: prefix, bins: bins, log: opts.Logger.With("component", "local")}, nil
+}
+
+// findBinary looks for name in binDir, or when binDir is empty in the
+// running executable's directory and then PATH.
+func findBinary(binDir, name string) (string, error) {
+	if binDir != "" {
+		p := filepath.Join(binDir, name)
+		if isExecutable(p) {
+			return p, nil
+		}
+		return "", fmt.Errorf("%s not found in %s: run `make build` (it builds all binaries into ./bin)", name, binDir)
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if isExecutable(p) {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found beside loomctl nor in PATH: run `make build` (it builds all binaries into ./bin) or pass --bin-dir", name)
+	}
+	return p, nil
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+func (r *Runtime) ip(octet int) string { return fmt.Sprintf("%s.%d", r.prefix, octet) }
+
+// LoomdAddr is loomd's monitoring and API address in this mesh, as
+// `loomctl --loomd` takes it.
+func (r *Runtime) LoomdAddr() string { return r.ip(loomdOctet) + ":15014" }
+
+// Run writes the config, starts every process, waits until the mesh
+// serves, prints the ready banner, and then runs until ctx is cancelled
+// (it returns nil) or a child exits (it returns an error with the tail of
+// that child's log). On any return every child has been stopped: SIGTERM,
+// then SIGKILL after Options.StopTimeout.
+func (r *Runtime) Run(ctx context.Context) error {
+	configDir, logsDir, err := r.prepareDirs()
+	if err != nil {
+		return err
+	}
+	out := r.opts.Out
+	fmt.Fprintf(out, "Loom demo mesh on %s\n  config: %s\n  logs:   %s\n", r.opts.Subnet, configDir, logsDir)
+
+	fwdAddr := fmt.Sprintf("127.0.0.1:%d", r.opts.IngressPort)
+	ln, err := net.Listen("tcp", fwdAddr)
+	if err != nil {
+		return fmt.Errorf("ingress port-forward: %w (choose another with --ingress-port)", err)
+	}
+	fwd := newForwarder(ln, r.ip(ingressOctet)+":8080", r.log)
+	fwdDone := make(chan struct{})
+	go func() { defer close(fwdDone); fwd.serve() }()
+	defer func() { fwd.close(); <-fwdDone }()
+
+	sup := &supervisor{logsDir: logsDir, exited: make(chan childExit, 32), log: r.log, stopTimeout: r.opts.StopTimeout}
+	defer sup.stopAll()
+
+	loomd, rest, proxies := plan(r.prefix, configDir, randomSuffix)
+	client := loomctl.NewClient(r.LoomdAddr(), &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}})
+
+	readyCtx, cancelReady := context.WithTimeout(ctx, r.opts.ReadyTimeout)
+	defer cancelReady()
+
+	if err := sup.start(loomd, r.bins[loomd.Binary]); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Started loomd at %s (xDS %s:15010)\n", r.LoomdAddr(), r.ip(loomdOctet))
+	if err := r.waitFor(readyCtx, sup, "loomd /ready", func(ctx context.Context) (bool, string) {
+		ok, err := client.Ready(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return ok, "loomd /ready is not 200"
+	}); err != nil {
+		return r.interrupted(ctx, err)
+	}
+	for _, p := range rest {
+		if err := sup.start(p, r.bins[p.Binary]); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "Started %d workloads with sidecars and the ingress gateway at %s\n", len(bookinfo.Workloads), r.ip(ingressOctet))
+
+	if err := r.waitFor(readyCtx, sup, "every proxy in sync", func(ctx context.Context) (bool, string) {
+		ss, err := client.Syncz(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return proxiesSynced(ss, proxies)
+	}); err != nil {
+		return r.interrupted(ctx, err)
+	}
+	pageURL := fmt.Sprintf("http://%s/productpage", fwdAddr)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	if err := r.waitFor(readyCtx, sup, "GET "+pageURL, func(ctx context.Context) (bool, string) {
+		return get200(ctx, hc, pageURL)
+	}); err != nil {
+		return r.interrupted(ctx, err)
+	}
+	cancelReady()
+	r.printBanner(pageURL, configDir, logsDir)
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "Stopping the mesh")
+		return nil
+	case ex := <-sup.exited:
+		return sup.exitError(ex)
+	}
+}
+
+// interrupted turns a wait failure into Run's result: nil when the user
+// cancelled.
+func (r *Runtime) interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		fmt.Fprintln(r.opts.Out, "Stopping the mesh")
+		return nil
+	}
+	return err
+}
+
+// waitFor polls check every 200 ms until it reports true, ctx ends, or a
+// child exits.
+func (r *Runtime) waitFor(ctx context.Context, sup *supervisor, what string, check func(context.Context) (bool, string)) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		ok, why := check(ctx)
+		if ok {
+			return nil
+		}
+		last = why
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: not ready after %s: %s", what, r.opts.ReadyTimeout, last)
+		case ex := <-sup.exited:
+			return sup.exitError(ex)
+		case <-tick.C:
+		}
+	}
+}
+
+// proxiesSynced reports whether every wanted proxy is connected with all
+// four types SYNCED, and if not, which is not.
+func proxiesSynced(ss []loomctl.SyncStatus, want []proxyIdentity) (bool, string) {
+	byID := map[string]loomctl.SyncStatus{}
+	for _, s := range ss {
+		byID[s.ID] = s
+	}
+	var missing, unsynced []string
+	for _, p := range want {
+		s, ok := byID[p.NodeID]
+		switch {
+		case !ok:
+			missing = append(missing, p.Name)
+		case !loomctl.AllSynced([]loomctl.SyncStatus{s}):
+			unsynced = append(unsynced, p.Name)
+		}
+	}
+	if len(missing) == 0 && len(unsynced) == 0 {
+		return true, ""
+	}
+	return false, fmt.Sprintf("not connected: [%s]; not synced: [%s]", strings.Join(missing, " "), strings.Join(unsynced, " "))
+}
+
+func get200(ctx context.Context, hc *http.Client, url string) (bool, string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, "status " + resp.Status
+	}
+	return true, ""
+}
+
+func (r *Runtime) printBanner(pageURL, configDir, logsDir string) {
+	loomdFlag := ""
+	if r.LoomdAddr() != loomctl.DefaultAddr {
+		loomdFlag = " --loomd " + r.LoomdAddr()
+	}
+	base := strings.TrimSuffix(pageURL, "/productpage")
+	fmt.Fprintf(r.opts.Out, `
+%s%s
+
+  config dir: %s
+  logs dir:   %s
+
+Next:
+  loomctl%s proxy-status
+  loomctl%s apply -f samples/bookinfo/networking/destination-rule-all.yaml
+  loomctl%s apply -f samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
+  curl -s -c /tmp/loom-jar -d username=jason %s/login -o /dev/null
+  curl -s -b /tmp/loom-jar %s/productpage | grep -o 'reviews-v[0-9]-[a-z0-9]*'
+
+(the samples are Istio's, in istio/istio samples/bookinfo/networking). Press Ctrl-C to stop.
+`, ReadyPrefix, pageURL, configDir, logsDir, loomdFlag, loomdFlag, loomdFlag, base, base)
+}
+
+// prepareDirs creates the config and logs directories and writes the
+// mesh's config files.
+func (r *Runtime) prepareDirs() (configDir, logsDir string, err error) {
+	configDir, logsDir = r.opts.ConfigDir, r.opts.LogsDir
+	if configDir == "" {
+		base, err := os.MkdirTemp("", "loom-demo-")
+		if err != nil {
+			return "", "", fmt.Errorf("create config directory: %w", err)
+		}
+		configDir = filepath.Join(base, "config")
+		if logsDir == "" {
+			logsDir = filepath.Join(base, "logs")
+		}
+	}
+	if logsDir == "" {
+		if logsDir, err = os.MkdirTemp("", "loom-demo-logs-"); err != nil {
+			return "", "", fmt.Errorf("create logs directory: %w", err)
+		}
+	}
+	for _, d := range []string{configDir, logsDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", "", fmt.Errorf("create directory: %w", err)
+		}
+	}
+	services, err := servicesYAML()
+	if err != nil {
+		return "", "", err
+	}
+	files := map[string][]byte{
+		"services.yaml":         services,
+		"workloads.yaml":        workloadEntriesYAML(r.prefix),
+		"bookinfo-gateway.yaml": []byte(bookinfoGatewayYAML),
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := os.WriteFile(filepath.Join(configDir, n), files[n], 0o644); err != nil {
+			return "", "", fmt.Errorf("write config: %w", err)
+		}
+	}
+	return configDir, logsDir, nil
+}
+
+// childExit says that a child process ended.
+type childExit struct {
+	p       process
+	logPath string
+	err     error
+}
+
+// supervisor owns the child processes: it starts them, collects their
+// exits and stops them. Only Run's goroutine calls its methods; the wait
+// goroutines only send on exited and close done.
+type supervisor struct {
+	logsDir     string
+	stopTimeout time.Duration
+	log         *slog.Logger
+	exited      chan childExit // buffered for every child, so waiters never block
+	children    []*child
+}
+
+type child struct {
+	p    process
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has been waited for
+}
+
+func (s *supervisor) start(p process, bin string) error {
+	logPath := filepath.Join(s.logsDir, p.Name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	cmd := exec.Command(bin, p.Args...)
+	cmd.Env = childEnv(p.HTTPProxy)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	s.log.Debug("started", "name", p.Name, "pid", cmd.Process.Pid, "args", p.Args)
+	c := &child{p: p, cmd: cmd, done: make(chan struct{})}
+	s.children = append(s.children, c)
+	go func() {
+		err := cmd.Wait()
+		f.Close()
+		close(c.done)
+		select {
+		case s.exited <- childExit{p: p, logPath: logPath, err: err}:
+		default: // nobody is waiting any more: we are stopping
+		}
+	}()
+	return nil
+}
+
+// exitError describes a child that exited on its own, with its log's tail.
+func (s *supervisor) exitError(ex childExit) error {
+	status := "exited"
+	if ex.err != nil {
+		status = ex.err.Error()
+	}
+	return fmt.Errorf("%s stopped early (%s); the mesh was stopped. Last lines of %s:\n%s",
+		ex.p.Name, status, ex.logPath, tail(ex.logPath, 20))
+}
+
+// stopAll sends SIGTERM to every child still running, waits up to
+// stopTimeout, then SIGKILLs the rest and waits for them.
+func (s *supervisor) stopAll() {
+	for _, c := range s.children {
+		if !exited(c) {
+			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	grace, cancel := context.WithTimeout(context.Background(), s.stopTimeout)
+	defer cancel()
+	for _, c := range s.children {
+		select {
+		case <-c.done:
+		case <-grace.Done():
+		}
+	}
+	for _, c := range s.children {
+		if !exited(c) {
+			s.log.Warn("killing child that ignored SIGTERM", "name", c.p.Name, "pid", c.cmd.Process.Pid)
+			_ = c.cmd.Process.Kill()
+		}
+	}
+	for _, c := range s.children {
+		<-c.done
+	}
+	s.children = nil
+}
+
+func exited(c *child) bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// tail returns the last n lines of the file at path.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
+}
+
+// forwarder copies TCP connections from a local listener to one target,
+// as kubectl port-forward does.
+type forwarder struct {
+	ln     net.Listener
+	target string
+	log    *slog.Logger
+
+	wg sync.WaitGroup
+	// mu guards the fields below.
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newForwarder(ln net.Listener, target string, log *slog.Logger) *forwarder {
+	return &forwarder{ln: ln, target: target, log: log, conns: map[net.Conn]struct{}{}}
+}
+
+// serve accepts until close; it returns once every connection's copiers
+// are done.
+func (f *forwarder) serve() {
+	defer f.wg.Wait()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				f.log.Warn("port-forward accept", "err", err)
+			}
+			return
+		}
+		if !f.track(c) {
+			c.Close()
+			return
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer f.untrack(c)
+			f.pipe(c)
+		}()
+	}
+}
+
+func (f *forwarder) pipe(down net.Conn) {
+	up, err := net.DialTimeout("tcp", f.target, 5*time.Second)
+	if err != nil {
+		f.log.Debug("port-forward dial", "target", f.target, "err", err)
+		return
+	}
+	if !f.track(up) {
+		up.Close()
+		return
+	}
+	defer f.untrack(up)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _ = io.Copy(up, down)
+		closeWrite(up)
+	}()
+	_, _ = io.Copy(down, up)
+	closeWrite(down)
+	wg.Wait()
+}
+
+func closeWrite(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+}
+
+func (f *forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *forwarder) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+	c.Close()
+}
+
+// close stops accepting and closes every open connection.
+func (f *forwarder) close() {
+	f.ln.Close()
+	f.mu.Lock()
+	f.closed = true
+	conns := make([]net.Conn, 0, len(f.conns))
+	for c := range f.conns {
+		conns = append(conns, c)
+	}
+	f.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}

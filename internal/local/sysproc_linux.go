@@ -1,0 +1,10 @@
+package local
+
+import "syscall"
+
+// sysProcAttr puts a child in its own process group (so a terminal's
+// Ctrl-C reaches only loomctl, which stops the children in order) and has
+// the kernel kill it if loomctl dies, so nothing is orphaned.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}

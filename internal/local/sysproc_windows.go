@@ -1,0 +1,6 @@
+package local
+
+import "syscall"
+
+// sysProcAttr needs nothing on Windows; the demo targets Linux and macOS.
+func sysProcAttr() *syscall.SysProcAttr { return nil }

@@ -1,0 +1,87 @@
+package loomctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// ErrReported is returned by the command functions when they have already
+// printed what went wrong; the command exits 1 without printing it again.
+var ErrReported = errors.New("errors reported")
+
+// Operation is what ApplyFiles asks loomd to do with each file.
+type Operation int
+
+// The operations of ApplyFiles.
+const (
+	OpApply Operation = iota
+	OpDelete
+)
+
+// ApplyFiles sends each file (see ExpandFiles) to loomd, one request per
+// file, and prints a kubectl-style line per resource on out. A file loomd
+// rejects has its error lines printed on errOut and the other files are
+// still sent; the result is then ErrReported. It stops at the first file
+// when loomd is unreachable and returns *UnreachableError.
+func ApplyFiles(ctx context.Context, c *Client, op Operation, paths []string, out, errOut io.Writer) error {
+	files, err := ExpandFiles(paths)
+	if err != nil {
+		return err
+	}
+	failed := false
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f, err)
+		}
+		var rs []Result
+		if op == OpDelete {
+			rs, err = c.Delete(ctx, f, data)
+		} else {
+			rs, err = c.Apply(ctx, f, data)
+		}
+		var ae *APIError
+		if errors.As(err, &ae) {
+			failed = true
+			if len(ae.Lines) == 0 {
+				fmt.Fprintf(errOut, "%s: loomd answered %d with no detail\n", f, ae.StatusCode)
+			}
+			for _, l := range ae.Lines {
+				fmt.Fprintln(errOut, l)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			fmt.Fprintln(out, FormatResult(r))
+		}
+	}
+	if failed {
+		return ErrReported
+	}
+	return nil
+}
+
+// ValidateCommand validates the files offline (see ValidateFiles), prints
+// each problem on out as "FILE:LINE: KIND NS/NAME: FIELD: MSG", or
+// "✔ N resources valid" when there is none. It returns ErrReported when
+// there are problems.
+func ValidateCommand(paths []string, out io.Writer) error {
+	n, problems, err := ValidateFiles(paths)
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintln(out, p.Error())
+	}
+	if len(problems) > 0 {
+		return ErrReported
+	}
+	fmt.Fprintf(out, "✔ %d resources valid\n", n)
+	return nil
+}
