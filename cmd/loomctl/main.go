@@ -45,16 +45,24 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&addr, "loomd", defAddr, "loomd's monitoring/API address HOST:PORT (env LOOMD_ADDR)")
 	client := func() *loomctl.Client { return loomctl.NewClient(addr, nil) }
 
+	// Files come from -f (repeatable, comma-separated) and from arguments,
+	// so both `-f a.yaml -f b.yaml` and `-f a.yaml b.yaml` work.
 	var files []string
 	fileFlag := func(c *cobra.Command) {
-		c.Flags().StringSliceVarP(&files, "filename", "f", nil, "YAML file or directory (repeatable)")
-		_ = c.MarkFlagRequired("filename")
+		c.Flags().StringSliceVarP(&files, "filename", "f", nil, "YAML file or directory (repeatable; arguments count too)")
+		c.Args = cobra.ArbitraryArgs
+		c.PreRunE = func(_ *cobra.Command, args []string) error {
+			files = append(files, args...)
+			if len(files) == 0 {
+				return errors.New("no files: give -f FILE (or a directory)")
+			}
+			return nil
+		}
 	}
 
 	apply := &cobra.Command{
 		Use:   "apply -f FILE...",
 		Short: "Create or update Istio resources in loomd",
-		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return loomctl.ApplyFiles(cmd.Context(), client(), loomctl.OpApply, files, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -64,22 +72,34 @@ func newRootCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use:   "delete -f FILE...",
 		Short: "Delete Istio resources from loomd",
-		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return loomctl.ApplyFiles(cmd.Context(), client(), loomctl.OpDelete, files, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	fileFlag(del)
 
+	var offline bool
 	validate := &cobra.Command{
 		Use:   "validate -f FILE...",
-		Short: "Validate Istio resources offline; the files are validated together",
-		Args:  cobra.NoArgs,
+		Short: "Validate Istio resources, against the running mesh when loomd answers",
+		Long: "Validate Istio resources. When loomd answers, each file is checked as if it were\n" +
+			"applied to the running mesh (nothing is applied), so references to the mesh's\n" +
+			"DestinationRules resolve. Otherwise, or with --offline, the files are checked\n" +
+			"together on their own.",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !offline {
+				err := loomctl.ValidateAgainstMesh(cmd.Context(), client(), files, cmd.OutOrStdout())
+				var ue *loomctl.UnreachableError
+				if !errors.As(err, &ue) {
+					return err
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "loomd not reachable at %s: validating the files offline, on their own\n", addr)
+			}
 			return loomctl.ValidateCommand(files, cmd.OutOrStdout())
 		},
 	}
 	fileFlag(validate)
+	validate.Flags().BoolVar(&offline, "offline", false, "validate the files together without asking loomd")
 
 	proxyStatus := &cobra.Command{
 		Use:     "proxy-status",

@@ -296,6 +296,7 @@ func (r *Runtime) printBanner(pageURL, configDir, logsDir string) {
 		loomdFlag = " --loomd " + r.LoomdAddr()
 	}
 	base := strings.TrimSuffix(pageURL, "/productpage")
+	samples := sampleDir()
 	fmt.Fprintf(r.opts.Out, `
 %s%s
 
@@ -304,13 +305,24 @@ func (r *Runtime) printBanner(pageURL, configDir, logsDir string) {
 
 Next:
   loomctl%s proxy-status
-  loomctl%s apply -f samples/bookinfo/networking/destination-rule-all.yaml
-  loomctl%s apply -f samples/bookinfo/networking/virtual-service-reviews-test-v2.yaml
+  loomctl%s apply -f %s/destination-rule-all.yaml
+  loomctl%s apply -f %s/virtual-service-reviews-test-v2.yaml
   curl -s -c /tmp/loom-jar -d username=jason %s/login -o /dev/null
   curl -s -b /tmp/loom-jar %s/productpage | grep -o 'reviews-v[0-9]-[a-z0-9]*'
 
-(the samples are Istio's, in istio/istio samples/bookinfo/networking). Press Ctrl-C to stop.
-`, ReadyPrefix, pageURL, configDir, logsDir, loomdFlag, loomdFlag, loomdFlag, base, base)
+(the sample files are Istio's own, unchanged; README.md has a five-minute tour). Press Ctrl-C to stop.
+`, ReadyPrefix, pageURL, configDir, logsDir, loomdFlag, loomdFlag, samples, loomdFlag, samples, base, base)
+}
+
+// sampleDir is where Istio's bookinfo networking samples are, as a path the
+// user can paste: ../shared/istio-samples/... when run from the project's
+// root (as `make demo` does), else Istio's own path in its repository.
+func sampleDir() string {
+	const shared = "../shared/istio-samples/bookinfo/networking"
+	if st, err := os.Stat(shared); err == nil && st.IsDir() {
+		return shared
+	}
+	return "ISTIO_CHECKOUT/samples/bookinfo/networking"
 }
 
 // prepareDirs creates the config and logs directories and writes the

@@ -85,3 +85,53 @@ func ValidateCommand(paths []string, out io.Writer) error {
 	fmt.Fprintf(out, "✔ %d resources valid\n", n)
 	return nil
 }
+
+// ValidateAgainstMesh asks loomd to validate each file as if it were applied
+// to the running mesh (POST /api/v1/validate: nothing is applied) and prints
+// problems as ValidateCommand does. It returns *UnreachableError, before
+// printing anything, when loomd does not answer, so the caller can fall
+// back to ValidateCommand.
+func ValidateAgainstMesh(ctx context.Context, c *Client, paths []string, out io.Writer) error {
+	files, err := ExpandFiles(paths)
+	if err != nil {
+		return err
+	}
+	type answer struct {
+		n     int
+		lines []string
+	}
+	answers := make([]answer, 0, len(files))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", f, err)
+		}
+		rs, err := c.Validate(ctx, f, data)
+		var ae *APIError
+		switch {
+		case errors.As(err, &ae):
+			lines := ae.Lines
+			if len(lines) == 0 {
+				lines = []string{fmt.Sprintf("%s: loomd answered %d with no detail", f, ae.StatusCode)}
+			}
+			answers = append(answers, answer{lines: lines})
+		case err != nil:
+			return err
+		default:
+			answers = append(answers, answer{n: len(rs)})
+		}
+	}
+	n, failed := 0, false
+	for _, a := range answers {
+		n += a.n
+		for _, l := range a.lines {
+			failed = true
+			fmt.Fprintln(out, l)
+		}
+	}
+	if failed {
+		return ErrReported
+	}
+	fmt.Fprintf(out, "✔ %d resources valid against the mesh at %s\n", n, c.Addr())
+	return nil
+}
