@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -48,6 +49,12 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /config_dump", s.configDump)
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /clusters", s.clusters)
+	// Go's profiler, the counterpart of Envoy's /cpuprofiler and
+	// /heapprofiler: `go tool pprof http://ADMIN/debug/pprof/profile`.
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	if opts.Gatherer != nil {
 		s.mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
 	}

@@ -74,7 +74,7 @@ type clusterState struct {
 	connectTimeout atomic.Int64 // time.Duration
 	lastSeen       uint64       // epoch; guarded by ClusterManager.mu
 
-	h1   *http.Transport
+	h1   *h1Transport
 	h2c  atomic.Pointer[http.Transport] // built on first use
 	once sync.Once                      // builds h2c
 	opts *Options
@@ -145,7 +145,7 @@ func (m *ClusterManager) Close() error {
 
 func (m *ClusterManager) newState(name string) *clusterState {
 	st := &clusterState{name: name, opts: &m.opts}
-	st.h1 = st.newTransport(false)
+	st.h1 = newH1Transport(st.dial, m.opts.MaxIdleConnsPerHost, m.opts.IdleConnTimeout)
 	return st
 }
 
@@ -229,6 +229,7 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 	return c, nil
 }
 
+// newTransport makes the net/http transport used for h2c clusters.
 func (st *clusterState) newTransport(h2c bool) *http.Transport {
 	t := &http.Transport{
 		DialContext:         st.dial,
@@ -256,7 +257,7 @@ func (st *clusterState) newTransport(h2c bool) *http.Transport {
 }
 
 func (st *clusterState) close() {
-	st.h1.CloseIdleConnections()
+	st.h1.close()
 	if t := st.h2c.Load(); t != nil {
 		t.CloseIdleConnections()
 	}
