@@ -779,12 +779,9 @@ func buildMatch(m *routev3.RouteMatch) (RouteMatch, error) {
 	if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
 		rm.CaseInsensitive = true
 	}
-	if len(m.GetQueryParameters()) > 0 {
-		return rm, ferr("query_parameters", "not supported")
-	}
 	if m.GetGrpc() != nil || m.GetRuntimeFraction() != nil || m.GetTlsContext() != nil ||
 		len(m.GetDynamicMetadata()) > 0 || len(m.GetCookies()) > 0 || len(m.GetFilterState()) > 0 {
-		return rm, ferr("", "only path, case_sensitive and headers are supported")
+		return rm, ferr("", "only path, case_sensitive, headers and query_parameters are supported")
 	}
 	for i, h := range m.GetHeaders() {
 		hm, err := buildHeaderMatcher(h)
@@ -793,7 +790,60 @@ func buildMatch(m *routev3.RouteMatch) (RouteMatch, error) {
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
+	for i, q := range m.GetQueryParameters() {
+		qm, err := buildQueryMatcher(q)
+		if err != nil {
+			return rm, under(idx("query_parameters", i), err)
+		}
+		rm.Query = append(rm.Query, qm)
+	}
 	return rm, nil
+}
+
+// buildQueryMatcher compiles a QueryParameterMatcher. present_match: false
+// matches an absent parameter: Envoy's behaviour with
+// envoy.reloadable_features.enable_new_query_param_present_match_behavior.
+func buildQueryMatcher(q *routev3.QueryParameterMatcher) (QueryMatcher, error) {
+	qm := QueryMatcher{Name: q.GetName()}
+	if qm.Name == "" {
+		return qm, ferr("name", "must not be empty")
+	}
+	switch s := q.GetQueryParameterMatchSpecifier().(type) {
+	case nil:
+		// Envoy: no specifier means "the parameter is present".
+		qm.Kind, qm.Present = MatchPresent, true
+	case *routev3.QueryParameterMatcher_PresentMatch:
+		qm.Kind, qm.Present = MatchPresent, s.PresentMatch
+	case *routev3.QueryParameterMatcher_StringMatch:
+		var err error
+		if qm.Kind, qm.Value, qm.Regex, err = buildStringMatch("string_match", s.StringMatch); err != nil {
+			return qm, err
+		}
+		qm.IgnoreCase = s.StringMatch.GetIgnoreCase() && qm.Kind != MatchRegex
+	default:
+		return qm, ferr("query_parameter_match_specifier", "must be string_match or present_match")
+	}
+	return qm, nil
+}
+
+// buildStringMatch compiles the pattern of an envoy.type.matcher.v3.StringMatcher
+// at path; the caller handles ignore_case.
+func buildStringMatch(path string, sm *matcherv3.StringMatcher) (StringMatchKind, string, *regexp.Regexp, error) {
+	switch p := sm.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		return MatchExact, p.Exact, nil, nil
+	case *matcherv3.StringMatcher_Prefix:
+		return MatchPrefix, p.Prefix, nil, nil
+	case *matcherv3.StringMatcher_Suffix:
+		return MatchSuffix, p.Suffix, nil, nil
+	case *matcherv3.StringMatcher_SafeRegex:
+		re, err := compileRegex(path+".safe_regex", p.SafeRegex)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		return MatchRegex, "", re, nil
+	}
+	return 0, "", nil, ferr(path, "must be exact, prefix, suffix or safe_regex")
 }
 
 func buildHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
@@ -814,9 +864,7 @@ func buildHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 	default:
 		hm.Name = http.CanonicalHeaderKey(name)
 	}
-	if h.GetTreatMissingHeaderAsEmpty() {
-		return hm, ferr("treat_missing_header_as_empty", "not supported")
-	}
+	hm.TreatMissingAsEmpty = h.GetTreatMissingHeaderAsEmpty()
 	//nolint:staticcheck // the deprecated matchers are still sent by some control planes.
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case nil:
@@ -841,21 +889,9 @@ func buildHeaderMatcher(h *routev3.HeaderMatcher) (HeaderMatcher, error) {
 		if sm.GetIgnoreCase() {
 			return hm, ferr("string_match.ignore_case", "not supported")
 		}
-		switch p := sm.GetMatchPattern().(type) {
-		case *matcherv3.StringMatcher_Exact:
-			hm.Kind, hm.Value = MatchExact, p.Exact
-		case *matcherv3.StringMatcher_Prefix:
-			hm.Kind, hm.Value = MatchPrefix, p.Prefix
-		case *matcherv3.StringMatcher_Suffix:
-			hm.Kind, hm.Value = MatchSuffix, p.Suffix
-		case *matcherv3.StringMatcher_SafeRegex:
-			re, err := compileRegex("string_match.safe_regex", p.SafeRegex)
-			if err != nil {
-				return hm, err
-			}
-			hm.Kind, hm.Regex = MatchRegex, re
-		default:
-			return hm, ferr("string_match", "must be exact, prefix, suffix or safe_regex")
+		var err error
+		if hm.Kind, hm.Value, hm.Regex, err = buildStringMatch("string_match", sm); err != nil {
+			return hm, err
 		}
 	default:
 		return hm, ferr("header_match_specifier", "must be string_match, present_match, exact_match, prefix_match, suffix_match or safe_regex_match")

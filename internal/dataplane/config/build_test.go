@@ -274,9 +274,26 @@ func TestBuildErrors(t *testing.T) {
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.headers[0].name = ":protocol": must be a header or :authority, :method, :path or :scheme`},
 		{"no path specifier", routeWith(func(rc *routev3.RouteConfiguration) { route2(rc).Match.PathSpecifier = nil }),
 			`route_config "http_proxy": virtual_hosts[0].routes[2].match.path_specifier: must be prefix, path or safe_regex`},
-		{"query params", routeWith(func(rc *routev3.RouteConfiguration) {
-			route2(rc).Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q"}}
-		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.query_parameters: not supported`},
+		{"query param regex", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "ok"}, {Name: "q",
+				QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "("}}}}}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.query_parameters[1].string_match.safe_regex.regex = "(": must be RE2: error parsing regexp: missing closing ): ` + "`(`"},
+		{"inline route query param regex", hcmWith(func(h *hcmv3.HttpConnectionManager) {
+			rc := testRouteConfig()
+			rc.VirtualHosts[0].Routes[0].Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q",
+				QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "a**"}}}}}}
+			h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[0].match.query_parameters[0].string_match.safe_regex.regex = "a**": must be RE2: error parsing regexp: invalid nested repetition operator: ` + "`**`"},
+		{"query param no name", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.QueryParameters = []*routev3.QueryParameterMatcher{{}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.query_parameters[0].name: must not be empty`},
+		{"query param contains", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.QueryParameters = []*routev3.QueryParameterMatcher{{Name: "q",
+				QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Contains{Contains: "a"}}}}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.query_parameters[0].string_match: must be exact, prefix, suffix or safe_regex`},
 		{"redirect", routeWith(func(rc *routev3.RouteConfiguration) {
 			route2(rc).Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{}}
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].action: must be route (redirect, direct_response and others are not supported)`},
@@ -345,6 +362,14 @@ func TestRouteFields(t *testing.T) {
 		{Name: "End-User", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "jason"}}}},
 		{Name: "host", InvertMatch: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: false}},
+		{Name: "x-v", InvertMatch: true, TreatMissingHeaderAsEmpty: true, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
+			StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "v1"}}}},
+	}
+	r.Match.QueryParameters = []*routev3.QueryParameterMatcher{
+		{Name: "u", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "Nor"}, IgnoreCase: true}}},
+		{Name: "debug", QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: false}},
+		{Name: "any"},
 	}
 	a := r.GetRoute()
 	a.Timeout = durationpb.New(0)
@@ -360,6 +385,11 @@ func TestRouteFields(t *testing.T) {
 		Match: RouteMatch{PathKind: PathPrefix, Prefix: "/", CaseInsensitive: true, Headers: []HeaderMatcher{
 			{Name: "End-User", Kind: MatchExact, Value: "jason"},
 			{Name: ":authority", Kind: MatchPresent, Present: false, Invert: true},
+			{Name: "X-V", Kind: MatchExact, Value: "v1", Invert: true, TreatMissingAsEmpty: true},
+		}, Query: []QueryMatcher{
+			{Name: "u", Kind: MatchPrefix, Value: "Nor", IgnoreCase: true},
+			{Name: "debug", Kind: MatchPresent, Present: false},
+			{Name: "any", Kind: MatchPresent, Present: true},
 		}},
 		Clusters:    []WeightedCluster{{Name: "a", Weight: 80}, {Name: "b", Weight: 20}},
 		TotalWeight: 100,
@@ -388,12 +418,16 @@ func TestVirtualHostFor(t *testing.T) {
 		vh("exact", "reviews", "reviews:9080", "www.foo.com"),
 		vh("suffix", "*.foo.com"),
 		vh("longsuffix", "*-bar.foo.com"),
+		vh("suffixport", "*.foo.com:80"),
 		vh("prefix", "foo.*"),
 		vh("longprefix", "foo.bar.*"),
 		vh("all", "*"),
 		vh("v6", "[::1]"),
 	)
 	noCatchAll := build(vh("exact", "details"), vh("suffix", "*.svc.cluster.local"))
+	// What the control plane emits for a Service: both "host" and
+	// "host:port" domains, and no catch-all.
+	service := build(vh("reviews", "reviews", "reviews:9080"), vh("ratings", "ratings", "ratings:9080"))
 	tests := []struct {
 		name  string
 		table *RouteTable
@@ -413,13 +447,23 @@ func TestVirtualHostFor(t *testing.T) {
 		{"prefix", full, "foo.example", "prefix"},
 		{"longest prefix", full, "foo.bar.baz", "longprefix"},
 		{"catch-all", full, "ratings", "all"},
-		{"port stripped before catch-all", full, "www.foo.com:80", "exact"},
-		{"ipv6 port stripped", full, "[::1]:8080", "v6"},
+		// Envoy never strips the port: "host:port" matches domains
+		// written with that port, else falls to "*".
+		{"other port to catch-all", full, "reviews:1234", "all"},
+		{"port not stripped", full, "www.foo.com:8080", "all"},
+		{"suffix with port", full, "api.foo.com:80", "suffixport"},
+		{"suffix other port", full, "api.foo.com:81", "all"},
+		{"ipv6 exact", full, "[::1]", "v6"},
+		{"ipv6 port not stripped", full, "[::1]:8080", "all"},
 		{"no match", noCatchAll, "ratings", ""},
 		{"no match port", noCatchAll, "ratings:9080", ""},
-		{"stripped port", noCatchAll, "details:9080", "exact"},
-		{"suffix with port", noCatchAll, "details.default.svc.cluster.local:9080", "suffix"},
-		{"non-numeric port kept", noCatchAll, "details:http", ""},
+		{"port not stripped no catch-all", noCatchAll, "details:9080", ""},
+		{"suffix excludes port", noCatchAll, "details.default.svc.cluster.local:9080", ""},
+		{"non-numeric port", noCatchAll, "details:http", ""},
+		{"service host", service, "reviews", "reviews"},
+		{"service host:port", service, "reviews:9080", "reviews"},
+		{"service other port", service, "reviews:1234", ""},
+		{"service other host's port", service, "ratings:9080", "ratings"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -472,6 +516,33 @@ func TestRouteMatches(t *testing.T) {
 		}
 		return &routev3.RouteMatch{PathSpecifier: prefix("/"), Headers: []*routev3.HeaderMatcher{h}}
 	}
+	treat := func(m *routev3.RouteMatch) *routev3.RouteMatch {
+		m.Headers[0].TreatMissingHeaderAsEmpty = true
+		return m
+	}
+	qstr := func(kind, v string, ignoreCase bool) *routev3.QueryParameterMatcher_StringMatch {
+		sm := str(kind, v).StringMatch
+		sm.IgnoreCase = ignoreCase
+		return &routev3.QueryParameterMatcher_StringMatch{StringMatch: sm}
+	}
+	// qry is a "/" prefix match with one query parameter matcher; spec is
+	// a string match, a bool for present_match, or nil.
+	qry := func(name string, spec any) *routev3.RouteMatch {
+		q := &routev3.QueryParameterMatcher{Name: name}
+		switch s := spec.(type) {
+		case *routev3.QueryParameterMatcher_StringMatch:
+			q.QueryParameterMatchSpecifier = s
+		case bool:
+			q.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: s}
+		}
+		return &routev3.RouteMatch{PathSpecifier: prefix("/"), QueryParameters: []*routev3.QueryParameterMatcher{q}}
+	}
+	and := func(m *routev3.RouteMatch, path string, h *routev3.HeaderMatcher) *routev3.RouteMatch {
+		m.PathSpecifier = prefix(path)
+		m.Headers = append(m.Headers, h)
+		return m
+	}
+	userJason := &routev3.HeaderMatcher{Name: "end-user", HeaderMatchSpecifier: str("exact", "jason")}
 	type req struct {
 		method, target string
 		headers        map[string][]string
@@ -513,6 +584,61 @@ func TestRouteMatches(t *testing.T) {
 		{"method miss", hdr(":method", str("exact", "POST"), false), req{"GET", "/", nil}, false},
 		{"path header has query", hdr(":path", str("exact", "/p?x=1"), false), req{"GET", "/p?x=1", nil}, true},
 		{"scheme", hdr(":scheme", str("exact", "http"), false), req{"GET", "/", nil}, true},
+
+		// treat_missing_header_as_empty: an absent header is "".
+		{"missing as empty inverted exact", treat(hdr("end-user", str("exact", "jason"), true)), req{"GET", "/", nil}, true},
+		{"missing as empty exact", treat(hdr("end-user", str("exact", "jason"), false)), req{"GET", "/", nil}, false},
+		{"missing as empty exact empty", treat(hdr("end-user", str("exact", ""), false)), req{"GET", "/", nil}, true},
+		{"missing not empty exact empty", hdr("end-user", str("exact", ""), false), req{"GET", "/", nil}, false},
+		{"missing as empty regex", treat(hdr("x-v", str("regex", "a*"), false)), req{"GET", "/", nil}, true},
+		{"missing as empty prefix inverted", treat(hdr("x-v", str("prefix", "a"), true)), req{"GET", "/", nil}, true},
+		{"missing as empty present sent", treat(hdr("end-user", str("exact", "jason"), true)), req{"GET", "/", map[string][]string{"End-User": {"jason"}}}, false},
+		{"missing as empty ignored by present", treat(hdr("x-v", true, false)), req{"GET", "/", nil}, false},
+		{"missing as empty ignored by not present", treat(hdr("x-v", false, false)), req{"GET", "/", nil}, true},
+
+		// query_parameters: first value, raw (not decoded), AND with the rest.
+		{"query exact", qry("u", qstr("exact", "normal", false)), req{"GET", "/p?x=1&u=normal", nil}, true},
+		{"query exact miss", qry("u", qstr("exact", "normal", false)), req{"GET", "/p?u=normals", nil}, false},
+		{"query absent", qry("u", qstr("exact", "normal", false)), req{"GET", "/p?x=normal", nil}, false},
+		{"query no query", qry("u", qstr("exact", "", false)), req{"GET", "/p", nil}, false},
+		{"query first value wins", qry("u", qstr("exact", "normal", false)), req{"GET", "/p?u=test&u=normal", nil}, false},
+		{"query first value", qry("u", qstr("exact", "test", false)), req{"GET", "/p?u=test&u=normal", nil}, true},
+		{"query key without value", qry("u", qstr("exact", "", false)), req{"GET", "/p?a=1&u", nil}, true},
+		{"query empty value", qry("u", qstr("exact", "", false)), req{"GET", "/p?u=", nil}, true},
+		{"query value keeps =", qry("u", qstr("exact", "a=b", false)), req{"GET", "/p?u=a=b", nil}, true},
+		{"query not decoded", qry("u", qstr("exact", "a b", false)), req{"GET", "/p?u=a%20b", nil}, false},
+		{"query raw", qry("u", qstr("exact", "a%20b", false)), req{"GET", "/p?u=a%20b", nil}, true},
+		{"query key not decoded", qry("ab", true), req{"GET", "/p?a%62=1", nil}, false},
+		{"query key case-sensitive", qry("u", true), req{"GET", "/p?U=1", nil}, false},
+		{"query exact case-sensitive", qry("u", qstr("exact", "Normal", false)), req{"GET", "/p?u=normal", nil}, false},
+		{"query exact ignore_case", qry("u", qstr("exact", "Normal", true)), req{"GET", "/p?u=nORMAL", nil}, true},
+		{"query prefix", qry("u", qstr("prefix", "nor", false)), req{"GET", "/p?u=normal", nil}, true},
+		{"query prefix miss", qry("u", qstr("prefix", "Nor", false)), req{"GET", "/p?u=normal", nil}, false},
+		{"query prefix ignore_case", qry("u", qstr("prefix", "NOR", true)), req{"GET", "/p?u=normal", nil}, true},
+		{"query prefix longer than value", qry("u", qstr("prefix", "normality", true)), req{"GET", "/p?u=normal", nil}, false},
+		{"query suffix", qry("u", qstr("suffix", "mal", false)), req{"GET", "/p?u=normal", nil}, true},
+		{"query suffix ignore_case", qry("u", qstr("suffix", "MAL", true)), req{"GET", "/p?u=norMal", nil}, true},
+		{"query suffix miss", qry("u", qstr("suffix", "MAL", false)), req{"GET", "/p?u=normal", nil}, false},
+		{"query regex anchored", qry("u", qstr("regex", "nor", false)), req{"GET", "/p?u=normal", nil}, false},
+		{"query regex", qry("u", qstr("regex", "nor.*", false)), req{"GET", "/p?u=normal", nil}, true},
+		{"query regex ignore_case has no effect", qry("u", qstr("regex", "NOR.*", true)), req{"GET", "/p?u=normal", nil}, false},
+		{"query present", qry("debug", true), req{"GET", "/p?debug", nil}, true},
+		{"query present absent", qry("debug", true), req{"GET", "/p?x=debug", nil}, false},
+		{"query not present", qry("debug", false), req{"GET", "/p?x=1", nil}, true},
+		{"query not present sent", qry("debug", false), req{"GET", "/p?debug=0", nil}, false},
+		{"query no specifier is present", qry("debug", nil), req{"GET", "/p?debug=", nil}, true},
+		{"query no specifier absent", qry("debug", nil), req{"GET", "/p", nil}, false},
+		{"query absolute-form", qry("u", qstr("exact", "1", false)), req{"GET", "http://details:9080/d?u=1", nil}, true},
+		{"query and header and path", and(qry("u", qstr("exact", "1", false)), "/api", userJason), req{"GET", "/api/x?u=1", map[string][]string{"End-User": {"jason"}}}, true},
+		{"query and header miss", and(qry("u", qstr("exact", "1", false)), "/api", userJason), req{"GET", "/api/x?u=1", nil}, false},
+		{"query and path miss", and(qry("u", qstr("exact", "1", false)), "/api", userJason), req{"GET", "/web?u=1", map[string][]string{"End-User": {"jason"}}}, false},
+		{"query miss and header", and(qry("u", qstr("exact", "1", false)), "/api", userJason), req{"GET", "/api?u=2", map[string][]string{"End-User": {"jason"}}}, false},
+		{"all query matchers", &routev3.RouteMatch{PathSpecifier: prefix("/"), QueryParameters: []*routev3.QueryParameterMatcher{
+			{Name: "a", QueryParameterMatchSpecifier: qstr("exact", "1", false)}, {Name: "b", QueryParameterMatchSpecifier: qstr("exact", "2", false)}}},
+			req{"GET", "/?b=2&a=1", nil}, true},
+		{"all query matchers miss", &routev3.RouteMatch{PathSpecifier: prefix("/"), QueryParameters: []*routev3.QueryParameterMatcher{
+			{Name: "a", QueryParameterMatchSpecifier: qstr("exact", "1", false)}, {Name: "b", QueryParameterMatchSpecifier: qstr("exact", "2", false)}}},
+			req{"GET", "/?a=1", nil}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -531,6 +657,68 @@ func TestRouteMatches(t *testing.T) {
 	}
 	if (*Route)(nil).Matches(&http.Request{}) {
 		t.Error("nil route matched")
+	}
+}
+
+// matchCases are the common route shapes whose Matches must not allocate.
+func matchCases(t testing.TB) []struct {
+	name  string
+	route *Route
+	req   *http.Request
+} {
+	build := func(m *routev3.RouteMatch) *Route {
+		rm, err := buildMatch(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Route{Match: rm}
+	}
+	exact := func(v string) *matcherv3.StringMatcher {
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}}
+	}
+	req := httptest.NewRequest("GET", "/reviews/0?u=normal&x=1", nil)
+	req.Header.Set("End-User", "jason")
+	req.Header.Set("User-Agent", "curl/8")
+	return []struct {
+		name  string
+		route *Route
+		req   *http.Request
+	}{
+		{"prefix", build(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/reviews"}}), req},
+		{"prefix case-insensitive", build(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/Reviews"},
+			CaseSensitive: wrapperspb.Bool(false)}), req},
+		{"exact header", build(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{Name: "end-user", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact("jason")}}}}), req},
+		{"missing header as empty", build(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{Name: "x-v", InvertMatch: true, TreatMissingHeaderAsEmpty: true,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exact("v1")}}}}), req},
+		{"query exact", build(&routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			QueryParameters: []*routev3.QueryParameterMatcher{{Name: "x",
+				QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: exact("1")}}}}), req},
+	}
+}
+
+func TestRouteMatchAllocs(t *testing.T) {
+	for _, tc := range matchCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.route.Matches(tc.req) {
+				t.Fatal("Matches = false, want true")
+			}
+			if n := testing.AllocsPerRun(100, func() { tc.route.Matches(tc.req) }); n != 0 {
+				t.Errorf("Matches allocates %v times per call, want 0", n)
+			}
+		})
+	}
+}
+
+func BenchmarkRouteMatch(b *testing.B) {
+	for _, tc := range matchCases(b) {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				tc.route.Matches(tc.req)
+			}
+		})
 	}
 }
 

@@ -1,42 +1,26 @@
 package config
 
 import (
-	"net"
 	"net/http"
 	"strings"
 )
 
 // VirtualHostFor returns the virtual host that serves requests for host
 // (the :authority), or nil when none does (404 NR). It is safe for
-// concurrent use and does not allocate for an exact lower-case match.
+// concurrent use and does not allocate for a lower-case host.
 //
 // Order is Envoy's: an exact domain, then the longest suffix wildcard
 // ("*.foo.com", "*-bar.foo.com"), then the longest prefix wildcard
 // ("foo.*"), then "*". A wildcard matches at least one character. host is
-// compared lower-case. When no exact or wildcard domain matches
-// "host:port", the same lookup is retried with the port stripped before
-// falling back to "*", so that a client of the explicit proxy that sends
-// "reviews:9080" reaches a virtual host whose domains list only "reviews".
+// compared lower-case and with its port, if any: "reviews:1234" does not
+// reach a virtual host whose domains are "reviews" and "reviews:9080"
+// (Envoy strips the port only with the HCM's strip_matching_host_port or
+// strip_any_host_port, which this version does not implement).
 func (t *RouteTable) VirtualHostFor(host string) *VirtualHost {
 	if t == nil {
 		return nil
 	}
 	h := strings.ToLower(host)
-	if vh := t.lookup(h); vh != nil {
-		return vh
-	}
-	if hp, port, err := net.SplitHostPort(h); err == nil && port != "" && isDigits(port) {
-		if strings.Contains(hp, ":") {
-			hp = "[" + hp + "]" // IPv6 domains are written bracketed.
-		}
-		if vh := t.lookup(hp); vh != nil {
-			return vh
-		}
-	}
-	return t.catchAll
-}
-
-func (t *RouteTable) lookup(h string) *VirtualHost {
 	if vh := t.exact[h]; vh != nil {
 		return vh
 	}
@@ -50,21 +34,14 @@ func (t *RouteTable) lookup(h string) *VirtualHost {
 			return e.vh
 		}
 	}
-	return nil
-}
-
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return t.catchAll
 }
 
 // Matches reports whether req matches r's RouteMatch: the path (without
-// the query) against prefix, path or the anchored regex, and every header
-// matcher. It is safe for concurrent use and does not modify req.
+// the query) against prefix, path or the anchored regex, every header
+// matcher and every query parameter matcher. It is safe for concurrent use,
+// does not modify req, and does not allocate unless a matcher reads ":path"
+// or a header sent several times.
 //
 // Header matchers read ":authority" from req.Host, ":method" from
 // req.Method, ":path" from the request URI (path and query) and ":scheme"
@@ -109,6 +86,11 @@ func (r *Route) Matches(req *http.Request) bool {
 			return false
 		}
 	}
+	for i := range m.Query {
+		if !m.Query[i].matches(req.URL.RawQuery) {
+			return false
+		}
+	}
 	return true
 }
 
@@ -132,7 +114,7 @@ func headerValue(req *http.Request, name string) (string, bool) {
 		}
 		return "http", true
 	}
-	vs := req.Header.Values(name)
+	vs := req.Header[name] // name is canonical (Build)
 	switch len(vs) {
 	case 0:
 		return "", false
@@ -144,10 +126,11 @@ func headerValue(req *http.Request, name string) (string, bool) {
 
 // matches implements Envoy's HeaderUtility::matchHeaders: an absent header
 // matches only "present_match: false" (or, inverted, only
-// "present_match: true"); otherwise the result is inverted by invert_match.
+// "present_match: true"), unless treat_missing_header_as_empty makes a
+// string matcher see ""; otherwise the result is inverted by invert_match.
 func (h *HeaderMatcher) matches(req *http.Request) bool {
 	v, ok := headerValue(req, h.Name)
-	if !ok {
+	if !ok && (!h.TreatMissingAsEmpty || h.Kind == MatchPresent) {
 		if h.Invert {
 			return h.Kind == MatchPresent && h.Present
 		}
@@ -167,6 +150,79 @@ func (h *HeaderMatcher) matches(req *http.Request) bool {
 		m = h.Regex != nil && h.Regex.MatchString(v)
 	}
 	return m != h.Invert
+}
+
+// firstQueryValue returns the value of the first parameter named name in
+// rawQuery, as Envoy's QueryParamsMulti::parseQueryString and getFirstValue
+// do: parameters split on "&", the key ends at the first "=", nothing is
+// percent-decoded, and a parameter without "=" has the value "".
+func firstQueryValue(rawQuery, name string) (string, bool) {
+	for q := rawQuery; q != ""; {
+		var p string
+		if i := strings.IndexByte(q, '&'); i >= 0 {
+			p, q = q[:i], q[i+1:]
+		} else {
+			p, q = q, ""
+		}
+		k, v, _ := strings.Cut(p, "=")
+		if k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// matches implements Envoy's ConfigUtility::QueryParameterMatcher::matches
+// on the raw query.
+func (q *QueryMatcher) matches(rawQuery string) bool {
+	v, ok := firstQueryValue(rawQuery, q.Name)
+	if q.Kind == MatchPresent {
+		return ok == q.Present
+	}
+	if !ok {
+		return false
+	}
+	switch q.Kind {
+	case MatchExact:
+		if q.IgnoreCase {
+			return asciiEqualFold(v, q.Value)
+		}
+		return v == q.Value
+	case MatchPrefix:
+		if q.IgnoreCase {
+			return len(v) >= len(q.Value) && asciiEqualFold(v[:len(q.Value)], q.Value)
+		}
+		return strings.HasPrefix(v, q.Value)
+	case MatchSuffix:
+		if q.IgnoreCase {
+			return len(v) >= len(q.Value) && asciiEqualFold(v[len(v)-len(q.Value):], q.Value)
+		}
+		return strings.HasSuffix(v, q.Value)
+	case MatchRegex:
+		return q.Regex != nil && q.Regex.MatchString(v)
+	}
+	return false
+}
+
+// asciiEqualFold is absl::EqualsIgnoreCase, which StringMatcher.ignore_case
+// uses: only ASCII letters fold.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // PickCluster returns the cluster of r for the draw n: with weighted

@@ -123,7 +123,7 @@ const (
 )
 
 // RouteMatch is envoy.config.route.v3.RouteMatch: a path match plus header
-// matchers, all of which must match.
+// and query parameter matchers, all of which must match.
 type RouteMatch struct {
 	PathKind PathMatchKind
 	Prefix   string
@@ -132,12 +132,16 @@ type RouteMatch struct {
 	// CaseInsensitive applies to Prefix and Path (RouteMatch.case_sensitive = false).
 	CaseInsensitive bool
 	Headers         []HeaderMatcher
+	// Query is RouteMatch.query_parameters; nil means the query is not
+	// looked at (and not parsed).
+	Query []QueryMatcher
 }
 
-// StringMatchKind says how a HeaderMatcher compares.
+// StringMatchKind says how a HeaderMatcher or QueryMatcher compares.
 type StringMatchKind int
 
-// String match kinds (envoy.type.matcher.v3.StringMatcher and HeaderMatcher).
+// String match kinds (envoy.type.matcher.v3.StringMatcher, HeaderMatcher and
+// QueryParameterMatcher).
 const (
 	MatchExact StringMatchKind = iota
 	MatchPrefix
@@ -156,6 +160,33 @@ type HeaderMatcher struct {
 	Present bool
 	// Invert negates the result (HeaderMatcher.invert_match).
 	Invert bool
+	// TreatMissingAsEmpty, for every Kind but MatchPresent, matches an
+	// absent header as if it were sent with the value ""
+	// (HeaderMatcher.treat_missing_header_as_empty); Invert then applies as
+	// usual. When false an absent header never matches, inverted or not.
+	TreatMissingAsEmpty bool
+}
+
+// QueryMatcher is envoy.config.route.v3.QueryParameterMatcher. It reads the
+// first parameter named Name in the request's raw query, neither name nor
+// value percent-decoded, as Envoy does; a parameter without "=" has the
+// value "".
+type QueryMatcher struct {
+	// Name is the parameter's key, compared byte for byte. Never empty.
+	Name string
+	// Kind is MatchExact, MatchPrefix, MatchSuffix, MatchRegex
+	// (string_match) or MatchPresent (present_match, or no specifier).
+	Kind  StringMatchKind
+	Value string         // for Exact, Prefix, Suffix
+	Regex *regexp.Regexp // for Regex; anchored
+	// IgnoreCase makes Exact, Prefix and Suffix compare ASCII letters
+	// case-insensitively (StringMatcher.ignore_case); it has no effect on
+	// Regex, as in Envoy.
+	IgnoreCase bool
+	// Present, for MatchPresent: true matches when the parameter is in the
+	// query, false when it is not. A parameter that is absent matches no
+	// other Kind.
+	Present bool
 }
 
 // RetryPolicy is envoy.config.route.v3.RetryPolicy.
