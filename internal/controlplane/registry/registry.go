@@ -117,6 +117,9 @@ func (s *Service) Port(n uint32) (Port, bool) {
 // Instance is one endpoint of a service on one service port: Istio's
 // ServiceInstance.
 type Instance struct {
+	// Address is as written in the entry: an IP address, a host name (to
+	// be resolved by DNS, not served in this version) or unix://PATH.
+	// Consumers that need an IP must check it.
 	Address     string
 	ServicePort Port
 	// TargetPort is the port the workload listens on for ServicePort:

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -71,7 +72,7 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 }
 
 // outboundClusters returns an EDS cluster per outbound cluster of pc.
-func outboundClusters(pc *model.PushContext) []*clusterv3.Cluster {
+func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[string]bool{}
 	for _, oc := range outboundClusterSet(pc) {
@@ -79,14 +80,18 @@ func outboundClusters(pc *model.PushContext) []*clusterv3.Cluster {
 			continue
 		}
 		seen[oc.name] = true
-		out = append(out, edsCluster(oc.name, oc.port.Protocol))
+		c, err := edsCluster(oc.name, oc.port.Protocol)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
 	}
-	return out
+	return out, nil
 }
 
 // inboundClusters returns "inbound|PORT||" per service port of the
 // services selecting p's workload: STATIC, to the app at p.IP:targetPort.
-func inboundClusters(pc *model.PushContext, p *model.Proxy) []*clusterv3.Cluster {
+func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[uint32]bool{}
 	for _, si := range pc.InstancesForProxy(p) {
@@ -96,7 +101,10 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) []*clusterv3.Cluster
 		}
 		seen[port.Number] = true
 		name := xdsapi.ClusterName(xdsapi.Inbound, port.Number, "", "")
-		c := baseCluster(name, port.Protocol)
+		c, err := baseCluster(name, port.Protocol)
+		if err != nil {
+			return nil, err
+		}
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
@@ -106,48 +114,57 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) []*clusterv3.Cluster
 		}
 		out = append(out, c)
 	}
-	return out
+	return out, nil
 }
 
 // blackHoleCluster is a STATIC cluster with no endpoints: 503 for all.
-func blackHoleCluster() *clusterv3.Cluster {
-	c := baseCluster(xdsapi.BlackHoleCluster, registry.Unknown)
+func blackHoleCluster() (*clusterv3.Cluster, error) {
+	c, err := baseCluster(xdsapi.BlackHoleCluster, registry.Unknown)
+	if err != nil {
+		return nil, err
+	}
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: xdsapi.BlackHoleCluster}
-	return c
+	return c, nil
 }
 
 // edsCluster is a cluster whose endpoints come over ADS.
-func edsCluster(name string, proto registry.Protocol) *clusterv3.Cluster {
-	c := baseCluster(name, proto)
+func edsCluster(name string, proto registry.Protocol) (*clusterv3.Cluster, error) {
+	c, err := baseCluster(name, proto)
+	if err != nil {
+		return nil, err
+	}
 	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{
 		EdsConfig:   adsConfigSource(),
 		ServiceName: name,
 	}
-	return c
+	return c, nil
 }
 
 // baseCluster has what every cluster has: name, connect timeout, round
-// robin, and h2c upstream when the port speaks HTTP/2 (HTTP2, GRPC).
-func baseCluster(name string, proto registry.Protocol) *clusterv3.Cluster {
+// robin, and h2c upstream when the port speaks HTTP/2 (HTTP2, GRPC). It
+// fails only when the protocol options cannot be packed.
+func baseCluster(name string, proto registry.Protocol) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:           name,
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 	}
 	if proto.IsHTTP2() {
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{
-			httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
-				UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-					ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-						ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-							Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-						},
+		opts, err := packAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
 					},
 				},
-			}),
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
 	}
-	return c
+	return c, nil
 }

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -26,6 +27,11 @@ const (
 // when it is labelled security.istio.io/tlsMode=istio, else
 // ADDRESS:targetPort. Every endpoint is HEALTHY. A cluster with no
 // instances gets an assignment with no endpoints.
+//
+// Only IP addresses go in: an instance whose address is a host name (a
+// DNS ServiceEntry endpoint or WorkloadEntry) or a unix:// socket is left
+// out, since the proxy NACKs an endpoint update with any non-IP socket
+// address, which would freeze endpoints for every cluster.
 func outboundEndpoints(pc *model.PushContext) []*endpointv3.ClusterLoadAssignment {
 	var out []*endpointv3.ClusterLoadAssignment
 	seen := map[string]bool{}
@@ -38,7 +44,7 @@ func outboundEndpoints(pc *model.PushContext) []*endpointv3.ClusterLoadAssignmen
 		var lbs []*endpointv3.LbEndpoint
 		addrs := map[string]bool{}
 		for _, in := range oc.service.Instances {
-			if in.ServicePort.Number != oc.port.Number || !registry.LabelsContain(in.Labels, oc.subsetLabels) {
+			if in.ServicePort.Number != oc.port.Number || !registry.LabelsContain(in.Labels, oc.subsetLabels) || !isIP(in.Address) {
 				continue
 			}
 			port := in.TargetPort
@@ -63,6 +69,13 @@ func outboundEndpoints(pc *model.PushContext) []*endpointv3.ClusterLoadAssignmen
 		out = append(out, cla)
 	}
 	return out
+}
+
+// isIP reports whether addr is an IP address without a zone, the only
+// endpoint address the proxy accepts.
+func isIP(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.Zone() == ""
 }
 
 // lbEndpoint is a HEALTHY endpoint; weight 0 means 1.

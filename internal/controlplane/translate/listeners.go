@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -27,13 +28,18 @@ const (
 const gatewayBind = "0.0.0.0"
 
 // sidecarListeners returns the explicit-mode sidecar's two listeners.
-func sidecarListeners(p *model.Proxy) []*listenerv3.Listener {
-	return []*listenerv3.Listener{
-		httpListener(xdsapi.VirtualOutboundListener, p.IP, xdsapi.PortOutbound, corev3.TrafficDirection_OUTBOUND,
-			"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute),
-		httpListener(xdsapi.VirtualInboundListener, p.IP, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND,
-			"inbound_"+p.IP+"_15006", xdsapi.InboundRoute),
+func sidecarListeners(p *model.Proxy) ([]*listenerv3.Listener, error) {
+	out, err := httpListener(xdsapi.VirtualOutboundListener, p.IP, xdsapi.PortOutbound, corev3.TrafficDirection_OUTBOUND,
+		"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute)
+	if err != nil {
+		return nil, err
 	}
+	in, err := httpListener(xdsapi.VirtualInboundListener, p.IP, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND,
+		"inbound_"+p.IP+"_15006", xdsapi.InboundRoute)
+	if err != nil {
+		return nil, err
+	}
+	return []*listenerv3.Listener{out, in}, nil
 }
 
 // gatewayServer is one server of a Gateway selecting the router.
@@ -80,19 +86,28 @@ func gatewayServers(pc *model.PushContext, p *model.Proxy) []gatewayPort {
 
 // gatewayListeners returns a listener per gateway port, named as Istio's
 // ("0.0.0.0_8080") but bound to the proxy's IP.
-func gatewayListeners(p *model.Proxy, ports []gatewayPort) []*listenerv3.Listener {
+func gatewayListeners(p *model.Proxy, ports []gatewayPort) ([]*listenerv3.Listener, error) {
 	var out []*listenerv3.Listener
 	for _, gp := range ports {
 		name := xdsapi.GatewayListenerName(gatewayBind, gp.port)
-		out = append(out, httpListener(name, p.IP, gp.port, corev3.TrafficDirection_OUTBOUND,
-			"outbound_"+name, xdsapi.GatewayRouteName(gp.port)))
+		l, err := httpListener(name, p.IP, gp.port, corev3.TrafficDirection_OUTBOUND,
+			"outbound_"+name, xdsapi.GatewayRouteName(gp.port))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
 	}
-	return out
+	return out, nil
 }
 
 // httpListener is a listener whose only filter is an HTTP connection
-// manager taking its routes from RDS over ADS.
-func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string) *listenerv3.Listener {
+// manager taking its routes from RDS over ADS. It fails only when a typed
+// config cannot be packed.
+func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string) (*listenerv3.Listener, error) {
+	router, err := packAny(&routerv3.Router{})
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", name, err)
+	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -102,8 +117,12 @@ func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, sta
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{
 			Name:       routerFilter,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},
+	}
+	hcmAny, err := packAny(hcm)
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", name, err)
 	}
 	return &listenerv3.Listener{
 		Name:             name,
@@ -112,8 +131,8 @@ func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, sta
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{{
 				Name:       httpConnectionManagerFilter,
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)},
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
 			}},
 		}},
-	}
+	}, nil
 }

@@ -45,7 +45,7 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfigu
 			}
 			var routes []*routev3.Route
 			if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
-				routes = virtualServiceRoutes(pc, p, vs, model.MeshGateway, port.Number)
+				routes = virtualServiceRoutes(pc, p, vs, []string{model.MeshGateway}, port.Number)
 			}
 			if len(routes) == 0 {
 				routes = []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname), defaultRetryPolicy())}
@@ -110,11 +110,15 @@ func inboundVirtualHostName(port string) string { return "inbound|http|" + port 
 func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) []*routev3.RouteConfiguration {
 	var out []*routev3.RouteConfiguration
 	for _, gp := range ports {
+		// binding is a VirtualService serving a host on this port, with
+		// every Gateway through which it does: a VirtualService bound to
+		// two Gateways selecting the router on one port is emitted once,
+		// and a match naming either Gateway applies.
 		type binding struct {
-			vs      *model.VirtualService
-			gateway string
+			vs       *model.VirtualService
+			gateways []string
 		}
-		byHost := map[string][]binding{}
+		byHost := map[string][]*binding{}
 		for _, gs := range gp.servers {
 			ref := gs.gateway.Ref()
 			for _, vs := range pc.VirtualServicesForGateway(ref) {
@@ -125,22 +129,29 @@ func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) [
 					}
 					for _, vh := range vs.Hosts {
 						h, ok := intersectHosts(vh, host)
-						if !ok || slices.ContainsFunc(byHost[h], func(b binding) bool { return b.vs == vs }) {
+						if !ok {
 							continue
 						}
-						byHost[h] = append(byHost[h], binding{vs, ref})
+						i := slices.IndexFunc(byHost[h], func(b *binding) bool { return b.vs == vs })
+						if i < 0 {
+							byHost[h] = append(byHost[h], &binding{vs: vs})
+							i = len(byHost[h]) - 1
+						}
+						if b := byHost[h][i]; !slices.Contains(b.gateways, ref) {
+							b.gateways = append(b.gateways, ref)
+						}
 					}
 				}
 			}
 		}
 		rc := &routev3.RouteConfiguration{Name: xdsapi.GatewayRouteName(gp.port)}
 		for h, bs := range byHost {
-			slices.SortFunc(bs, func(a, b binding) int {
+			slices.SortFunc(bs, func(a, b *binding) int {
 				return cmp.Or(cmp.Compare(a.vs.Namespace, b.vs.Namespace), cmp.Compare(a.vs.Name, b.vs.Name))
 			})
 			var routes []*routev3.Route
 			for _, b := range bs {
-				routes = append(routes, virtualServiceRoutes(pc, p, b.vs, b.gateway, gp.port)...)
+				routes = append(routes, virtualServiceRoutes(pc, p, b.vs, b.gateways, gp.port)...)
 			}
 			if len(routes) == 0 {
 				continue
@@ -191,11 +202,13 @@ func intersectHosts(vsHost, serverHost string) (string, bool) {
 }
 
 // virtualServiceRoutes translates the HTTP routes of vs as seen by proxy p
-// through gateway on listener port: one envoy Route per match that applies
-// (its port, sourceLabels and gateways fit), in order. HTTP routes with no
+// through gateways (["mesh"] for a sidecar, else the Gateways binding vs to
+// the router's port) on listener port: one envoy Route per match that
+// applies (its port, sourceLabels, sourceNamespace and gateways fit), in
+// order. HTTP routes with no
 // destinations (redirect, directResponse, delegate) are not served in this
 // version and are left out. Nothing after a catch-all route is emitted.
-func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateway string, port uint32) []*routev3.Route {
+func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateways []string, port uint32) []*routev3.Route {
 	var out []*routev3.Route
 	for _, hr := range vs.Spec.GetHttp() {
 		if len(hr.GetRoute()) == 0 {
@@ -211,7 +224,7 @@ func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.Virtu
 			return out
 		}
 		for _, m := range hr.GetMatch() {
-			if !matchApplies(m, p, vs.Namespace, gateway, port) {
+			if !matchApplies(m, p, vs.Namespace, gateways, port) {
 				continue
 			}
 			out = append(out, &routev3.Route{
@@ -234,17 +247,25 @@ func routeName(hr *networking.HTTPRoute, m *networking.HTTPMatchRequest) string 
 	return hr.GetName()
 }
 
-// matchApplies reports whether match m can be used on this proxy, gateway
-// and port: HTTPMatchRequest.port, sourceLabels and gateways restrict it.
-func matchApplies(m *networking.HTTPMatchRequest, p *model.Proxy, vsNamespace, gateway string, port uint32) bool {
+// matchApplies reports whether match m can be used on this proxy, through
+// one of gateways, on this port. HTTPMatchRequest.port must equal the
+// port; gateways, when set, must name one of gateways. sourceLabels must be
+// contained in the proxy's labels and sourceNamespace equal its namespace;
+// both describe the client workload, so they apply only to sidecars (the
+// "mesh" gateway): on a router a match setting either never applies.
+func matchApplies(m *networking.HTTPMatchRequest, p *model.Proxy, vsNamespace string, gateways []string, port uint32) bool {
 	if m.GetPort() != 0 && m.GetPort() != port {
 		return false
 	}
-	if len(m.GetSourceLabels()) > 0 && (gateway != model.MeshGateway || !registry.LabelsContain(p.Labels, m.GetSourceLabels())) {
+	mesh := slices.Contains(gateways, model.MeshGateway)
+	if len(m.GetSourceLabels()) > 0 && (!mesh || !registry.LabelsContain(p.Labels, m.GetSourceLabels())) {
+		return false
+	}
+	if ns := m.GetSourceNamespace(); ns != "" && (!mesh || ns != p.Namespace) {
 		return false
 	}
 	if len(m.GetGateways()) > 0 && !slices.ContainsFunc(m.GetGateways(), func(g string) bool {
-		return model.ResolveGatewayName(g, vsNamespace) == gateway
+		return slices.Contains(gateways, model.ResolveGatewayName(g, vsNamespace))
 	}) {
 		return false
 	}
@@ -254,7 +275,8 @@ func matchApplies(m *networking.HTTPMatchRequest, p *model.Proxy, vsNamespace, g
 // routeMatch translates an HTTPMatchRequest: uri to the path specifier
 // (none means prefix "/"), ignoreUriCase to case_sensitive false, headers,
 // withoutHeaders (inverted), method, authority and scheme to header
-// matchers, sorted by name.
+// matchers, sorted by name, and queryParams to query parameter matchers,
+// sorted by name.
 func routeMatch(m *networking.HTTPMatchRequest) *routev3.RouteMatch {
 	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 	switch u := m.GetUri().GetMatchType().(type) {
@@ -271,44 +293,68 @@ func routeMatch(m *networking.HTTPMatchRequest) *routev3.RouteMatch {
 		rm.CaseSensitive = wrapperspb.Bool(false)
 	}
 	for _, name := range sortedKeys(m.GetHeaders()) {
-		rm.Headers = append(rm.Headers, headerMatcher(strings.ToLower(name), m.GetHeaders()[name], false))
+		rm.Headers = append(rm.Headers, headerMatcher(strings.ToLower(name), m.GetHeaders()[name]))
 	}
 	for _, name := range sortedKeys(m.GetWithoutHeaders()) {
-		rm.Headers = append(rm.Headers, headerMatcher(strings.ToLower(name), m.GetWithoutHeaders()[name], true))
+		hm := headerMatcher(strings.ToLower(name), m.GetWithoutHeaders()[name])
+		hm.InvertMatch = true
+		// As Istio: a request without the header does not carry the
+		// value, so it matches withoutHeaders. Envoy's inverted matcher
+		// alone fails on a missing header; treating it as empty makes
+		// the value comparison fail and the inversion succeed.
+		if hm.GetStringMatch() != nil {
+			hm.TreatMissingHeaderAsEmpty = true
+		}
+		rm.Headers = append(rm.Headers, hm)
 	}
 	for _, pseudo := range []struct {
 		name string
 		sm   *networking.StringMatch
 	}{{":authority", m.GetAuthority()}, {":method", m.GetMethod()}, {":scheme", m.GetScheme()}} {
 		if pseudo.sm != nil {
-			rm.Headers = append(rm.Headers, headerMatcher(pseudo.name, pseudo.sm, false))
+			rm.Headers = append(rm.Headers, headerMatcher(pseudo.name, pseudo.sm))
 		}
 	}
 	slices.SortStableFunc(rm.Headers, func(a, b *routev3.HeaderMatcher) int { return cmp.Compare(a.GetName(), b.GetName()) })
+	for _, name := range sortedKeys(m.GetQueryParams()) {
+		qm := &routev3.QueryParameterMatcher{Name: name}
+		if s := stringMatcher(m.GetQueryParams()[name]); s != nil {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: s}
+		} else {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+		}
+		rm.QueryParameters = append(rm.QueryParameters, qm)
+	}
 	return rm
 }
 
 // headerMatcher matches header name against sm; an empty StringMatch (or
 // an empty prefix) only asks for the header to be present, as in Istio.
-func headerMatcher(name string, sm *networking.StringMatch, invert bool) *routev3.HeaderMatcher {
-	hm := &routev3.HeaderMatcher{Name: name, InvertMatch: invert}
-	var s *matcherv3.StringMatcher
-	switch t := sm.GetMatchType().(type) {
-	case *networking.StringMatch_Exact:
-		s = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.Exact}}
-	case *networking.StringMatch_Prefix:
-		if t.Prefix != "" {
-			s = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: t.Prefix}}
-		}
-	case *networking.StringMatch_Regex:
-		s = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: t.Regex}}}
-	}
-	if s == nil {
-		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
-	} else {
+func headerMatcher(name string, sm *networking.StringMatch) *routev3.HeaderMatcher {
+	hm := &routev3.HeaderMatcher{Name: name}
+	if s := stringMatcher(sm); s != nil {
 		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: s}
+	} else {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
 	}
 	return hm
+}
+
+// stringMatcher translates an Istio StringMatch: exact, prefix or regex
+// (RE2, as safe_regex). It returns nil for an empty StringMatch or an empty
+// prefix, which Istio reads as "present".
+func stringMatcher(sm *networking.StringMatch) *matcherv3.StringMatcher {
+	switch t := sm.GetMatchType().(type) {
+	case *networking.StringMatch_Exact:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.Exact}}
+	case *networking.StringMatch_Prefix:
+		if t.Prefix != "" {
+			return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: t.Prefix}}
+		}
+	case *networking.StringMatch_Regex:
+		return &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: t.Regex}}}
+	}
+	return nil
 }
 
 // routeAction translates HTTPRoute.route, timeout and retries.
@@ -362,7 +408,8 @@ func destinationCluster(pc *model.PushContext, vsNamespace string, d *networking
 }
 
 // retryPolicy translates HTTPRoute.retries: unset gives Istio's default,
-// attempts 0 none. retryOn's numeric entries become retriable status codes.
+// attempts 0 none. retryOn's numeric entries (HTTP statuses 100-599) become
+// retriable status codes, with "retriable-status-codes" added to retry_on.
 func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
 	if r == nil {
 		return defaultRetryPolicy()
@@ -381,7 +428,12 @@ func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
 				continue
 			}
 			if c, err := strconv.ParseUint(s, 10, 32); err == nil {
-				codes = append(codes, uint32(c))
+				// An HTTP status goes to retriable_status_codes, never
+				// into retry_on; validation refuses numbers outside
+				// 100-599, which the proxy would NACK.
+				if c >= 100 && c <= 599 && !slices.Contains(codes, uint32(c)) {
+					codes = append(codes, uint32(c))
+				}
 				continue
 			}
 			if !slices.Contains(on, s) {

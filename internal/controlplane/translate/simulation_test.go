@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -28,13 +30,15 @@ type request struct {
 
 // outcome is where a request goes: "NR" when no route matches, else the
 // cluster, or "name=weight,..." for weighted clusters.
-func simulate(rc *routev3.RouteConfiguration, req request) string {
+// It fails t on any match field it does not model.
+func simulate(t *testing.T, rc *routev3.RouteConfiguration, req request) string {
+	t.Helper()
 	vh := selectVirtualHost(rc, req.authority)
 	if vh == nil {
 		return "NR"
 	}
 	for _, r := range vh.GetRoutes() {
-		if !routeMatches(r.GetMatch(), req) {
+		if !routeMatches(t, r.GetMatch(), req) {
 			continue
 		}
 		a := r.GetRoute()
@@ -77,8 +81,94 @@ func selectVirtualHost(rc *routev3.RouteConfiguration, authority string) *routev
 	return best
 }
 
-func routeMatches(m *routev3.RouteMatch, req request) bool {
-	path, _, _ := strings.Cut(req.path, "?")
+// onlyFields fails t when m sets a field not in modelled: a match the
+// simulation cannot evaluate must not pass silently.
+func onlyFields(t *testing.T, m proto.Message, modelled ...string) {
+	t.Helper()
+	m.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		if !slices.Contains(modelled, string(fd.Name())) {
+			t.Fatalf("simulation does not model %s.%s in %v", m.ProtoReflect().Descriptor().Name(), fd.Name(), m)
+		}
+		return true
+	})
+}
+
+// stringMatches applies an envoy StringMatcher: exact, prefix, suffix or
+// safe_regex, case-sensitive.
+func stringMatches(t *testing.T, sm *matcherv3.StringMatcher, v string) bool {
+	t.Helper()
+	onlyFields(t, sm, "exact", "prefix", "suffix", "safe_regex")
+	switch p := sm.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		return v == p.Exact
+	case *matcherv3.StringMatcher_Prefix:
+		return strings.HasPrefix(v, p.Prefix)
+	case *matcherv3.StringMatcher_Suffix:
+		return strings.HasSuffix(v, p.Suffix)
+	case *matcherv3.StringMatcher_SafeRegex:
+		onlyFields(t, p.SafeRegex, "regex")
+		return regexp.MustCompile("^(?:" + p.SafeRegex.GetRegex() + ")$").MatchString(v)
+	}
+	t.Fatalf("string matcher %v has no pattern", sm)
+	return false
+}
+
+// headerMatches follows Envoy's HeaderUtility::matchHeaders: a missing
+// header (unless treat_missing_header_as_empty) matches only
+// present_match false, or inverted only present_match true; otherwise the
+// result of present_match or string_match is inverted by invert_match.
+func headerMatches(t *testing.T, h *routev3.HeaderMatcher, req request) bool {
+	t.Helper()
+	onlyFields(t, h, "name", "present_match", "string_match", "invert_match", "treat_missing_header_as_empty")
+	v, ok := req.headers[h.GetName()]
+	if h.GetName() == ":authority" {
+		v, ok = req.authority, true
+	}
+	_, isPresent := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch)
+	if !ok && !h.GetTreatMissingHeaderAsEmpty() {
+		if h.GetInvertMatch() {
+			return isPresent && h.GetPresentMatch()
+		}
+		return isPresent && !h.GetPresentMatch()
+	}
+	var match bool
+	switch {
+	case isPresent:
+		match = h.GetPresentMatch()
+	case h.GetStringMatch() != nil:
+		match = stringMatches(t, h.GetStringMatch(), v)
+	default:
+		t.Fatalf("header matcher %v: no present_match or string_match", h)
+	}
+	return match != h.GetInvertMatch()
+}
+
+// queryMatches follows Envoy's QueryParameterMatcher: the parameter's
+// first value must be present and, with string_match, match it.
+func queryMatches(t *testing.T, q *routev3.QueryParameterMatcher, query url.Values) bool {
+	t.Helper()
+	onlyFields(t, q, "name", "present_match", "string_match")
+	vs, ok := query[q.GetName()]
+	if !ok || len(vs) == 0 {
+		return false
+	}
+	if sm := q.GetStringMatch(); sm != nil {
+		return stringMatches(t, sm, vs[0])
+	}
+	if !q.GetPresentMatch() {
+		t.Fatalf("query matcher %v: present_match false is not modelled", q)
+	}
+	return true
+}
+
+func routeMatches(t *testing.T, m *routev3.RouteMatch, req request) bool {
+	t.Helper()
+	onlyFields(t, m, "prefix", "path", "safe_regex", "case_sensitive", "headers", "query_parameters")
+	path, rawQuery, _ := strings.Cut(req.path, "?")
+	query, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		t.Fatalf("request query %q: %v", rawQuery, err)
+	}
 	caseSensitive := m.GetCaseSensitive() == nil || m.GetCaseSensitive().GetValue()
 	norm := func(s string) string {
 		if caseSensitive {
@@ -96,31 +186,20 @@ func routeMatches(m *routev3.RouteMatch, req request) bool {
 			return false
 		}
 	case *routev3.RouteMatch_SafeRegex:
+		onlyFields(t, ps.SafeRegex, "regex")
 		if !regexp.MustCompile("^(?:" + ps.SafeRegex.GetRegex() + ")$").MatchString(path) {
 			return false
 		}
 	default:
-		return false
+		t.Fatalf("route match %v: no prefix, path or safe_regex", m)
 	}
 	for _, h := range m.GetHeaders() {
-		v, ok := req.headers[h.GetName()]
-		if h.GetName() == ":authority" {
-			v, ok = req.authority, true
+		if !headerMatches(t, h, req) {
+			return false
 		}
-		match := ok
-		if ok && h.GetStringMatch() != nil {
-			switch p := h.GetStringMatch().GetMatchPattern().(type) {
-			case *matcherv3.StringMatcher_Exact:
-				match = v == p.Exact
-			case *matcherv3.StringMatcher_Prefix:
-				match = strings.HasPrefix(v, p.Prefix)
-			case *matcherv3.StringMatcher_Suffix:
-				match = strings.HasSuffix(v, p.Suffix)
-			case *matcherv3.StringMatcher_SafeRegex:
-				match = regexp.MustCompile("^(?:" + p.SafeRegex.GetRegex() + ")$").MatchString(v)
-			}
-		}
-		if match == h.GetInvertMatch() {
+	}
+	for _, q := range m.GetQueryParameters() {
+		if !queryMatches(t, q, query) {
 			return false
 		}
 	}
@@ -180,6 +259,9 @@ const (
 	reviewsV1 = "outbound|9080|v1|reviews.default.svc.cluster.local"
 	reviewsV2 = "outbound|9080|v2|reviews.default.svc.cluster.local"
 	reviewsV3 = "outbound|9080|v3|reviews.default.svc.cluster.local"
+
+	ratings     = "outbound|9080|"
+	ratingsHost = "ratings.default.svc.cluster.local"
 )
 
 func TestSimulateRoutes(t *testing.T) {
@@ -222,6 +304,30 @@ func TestSimulateRoutes(t *testing.T) {
 			request{"localhost:8080", "/productpage/x", nil}, "NR"},
 		{"gateway unrouted path", "gateway", ingressRouter(), xdsapi.GatewayRouteName(8080),
 			request{"localhost:8080", "/reviews/0", nil}, "NR"},
+		{"query param matches", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"ratings:9080", "/ratings/0?debug=1", jason}, ratings + "v2|" + ratingsHost},
+		{"query param other value", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"ratings:9080", "/ratings/0?debug=2", jason}, ratings + "|" + ratingsHost},
+		{"query param absent", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"ratings:9080", "/ratings/0?other=1", jason}, ratings + "|" + ratingsHost},
+		{"withoutHeaders, header absent", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"ratings:9080", "/ratings/0", nil}, ratings + "v1|" + ratingsHost},
+		{"withoutHeaders, other value", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"ratings:9080", "/ratings/0", map[string]string{"end-user": "bob"}}, ratings + "v1|" + ratingsHost},
+		{"withoutHeaders, excluded value", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"ratings:9080", "/ratings/0", jason}, ratings + "|" + ratingsHost},
+		{"sourceNamespace of another namespace", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"details:9080", "/details/0", nil}, "outbound|9080||details.default.svc.cluster.local"},
+		{"sourceNamespace of the proxy's namespace", "match-features", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"details:9080", "/v1/details", nil}, "outbound|9080|v1|details.default.svc.cluster.local"},
+		{"second gateway's match applies", "two-gateways", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/b", nil}, "outbound|9080||productpage.default.svc.cluster.local"},
+		{"first gateway's match applies", "two-gateways", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/a", nil}, "outbound|9080||reviews.default.svc.cluster.local"},
+		{"sourceNamespace never applies on a router", "two-gateways", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/ns", nil}, "NR"},
+		{"sourceLabels never apply on a router", "two-gateways", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/labels", nil}, "NR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,7 +336,7 @@ func TestSimulateRoutes(t *testing.T) {
 				files = append(files, filepath.Join("testdata", tt.input, "input.yaml"))
 			}
 			r := mustGenerate(t, loadPushContext(t, files...), tt.proxy)
-			if got := simulate(routeConfig(t, r, tt.route), tt.req); got != tt.wantTo {
+			if got := simulate(t, routeConfig(t, r, tt.route), tt.req); got != tt.wantTo {
 				t.Errorf("%s %s%s %v: routed to %q, want %q", tt.route, tt.req.authority, tt.req.path, tt.req.headers, got, tt.wantTo)
 			}
 		})

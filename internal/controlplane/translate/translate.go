@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -37,7 +38,8 @@ type Resources struct {
 // listener and a route table per HTTP server port of the Gateways selecting
 // it, and the same outbound clusters.
 //
-// It fails when p is nil, has no IP, or is of an unknown type.
+// It fails when p is nil, its IP is missing or not an IP address, it is of
+// an unknown type, or a typed config cannot be packed into an Any.
 func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 	if pc == nil || p == nil {
 		return nil, errors.New("translate: nil push context or proxy")
@@ -45,21 +47,52 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 	if p.IP == "" {
 		return nil, fmt.Errorf("translate proxy %q: no IP", p.ID)
 	}
+	if _, err := netip.ParseAddr(p.IP); err != nil {
+		return nil, fmt.Errorf("translate proxy %q: IP %q: %w", p.ID, p.IP, err)
+	}
 	var r *Resources
 	switch p.Type {
 	case model.SidecarProxy:
+		listeners, err := sidecarListeners(p)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		outbound, err := outboundClusters(pc)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		inbound, err := inboundClusters(pc, p)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		bh, err := blackHoleCluster()
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
 		r = &Resources{
-			Listeners: sidecarListeners(p),
+			Listeners: listeners,
 			Routes:    []*routev3.RouteConfiguration{httpProxyRoute(pc, p), inboundRoute(pc, p)},
-			Clusters:  append(append(outboundClusters(pc), inboundClusters(pc, p)...), blackHoleCluster()),
+			Clusters:  append(append(outbound, inbound...), bh),
 			Endpoints: outboundEndpoints(pc),
 		}
 	case model.RouterProxy:
 		servers := gatewayServers(pc, p)
+		listeners, err := gatewayListeners(p, servers)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		outbound, err := outboundClusters(pc)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		bh, err := blackHoleCluster()
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
 		r = &Resources{
-			Listeners: gatewayListeners(p, servers),
+			Listeners: listeners,
 			Routes:    gatewayRoutes(pc, p, servers),
-			Clusters:  append(outboundClusters(pc), blackHoleCluster()),
+			Clusters:  append(outbound, bh),
 			Endpoints: outboundEndpoints(pc),
 		}
 	default:
@@ -91,12 +124,11 @@ func socketAddress(ip string, port uint32) *corev3.Address {
 	}}}
 }
 
-// mustAny packs m deterministically. Only messages of this package go in,
-// all valid: marshalling cannot fail.
-func mustAny(m proto.Message) *anypb.Any {
+// packAny packs m deterministically into an Any.
+func packAny(m proto.Message) (*anypb.Any, error) {
 	a := &anypb.Any{}
 	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
-		panic(fmt.Sprintf("translate: pack %T: %v", m, err))
+		return nil, fmt.Errorf("pack %T: %w", m, err)
 	}
-	return a
+	return a, nil
 }

@@ -4,6 +4,12 @@
 // must exist in a DestinationRule for its host, and no key may be defined
 // twice.
 //
+// It also refuses, with the message Unsupported, the fields in Istio's
+// schema that the translator does not serve yet and whose absence would
+// change what happens to a request (redirect, fault, mirror, tcp routes,
+// TLS gateway servers, ...), and retryOn conditions the Loom proxy does not
+// know, which it would NACK.
+//
 // Every problem is a *config.Error carrying the resource's source, key and
 // the field path within it ("spec.http[0].route[1].weight"), so a user can
 // find the line to fix.

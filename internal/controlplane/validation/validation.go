@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,6 +79,12 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 	for i, h := range vs.Http {
 		c.httpRoute(fmt.Sprintf("spec.http[%d]", i), h)
 	}
+	if len(vs.Tcp) > 0 {
+		c.unsupported("spec.tcp")
+	}
+	if len(vs.Tls) > 0 {
+		c.unsupported("spec.tls")
+	}
 	for i, t := range vs.Tcp {
 		p := fmt.Sprintf("spec.tcp[%d]", i)
 		for j, m := range t.Match {
@@ -113,7 +120,73 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 	}
 }
 
+// Unsupported is the message of a field Loom accepts in Istio's schema but
+// does not serve yet, where ignoring it would change what happens to a
+// request: the resource is refused rather than misrouting traffic.
+const Unsupported = "not supported by this version of Loom"
+
+func (c *checker) unsupported(field string) { c.errf(field, "%s", Unsupported) }
+
+// unsupportedHTTP refuses the HTTPRoute fields the translator does not
+// serve: every one changes the response or where the request goes.
+func (c *checker) unsupportedHTTP(p string, h *networking.HTTPRoute) {
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"redirect", h.Redirect != nil},
+		{"directResponse", h.DirectResponse != nil},
+		{"delegate", h.Delegate != nil},
+		{"rewrite", h.Rewrite != nil},
+		{"fault", h.Fault != nil},
+		{"mirror", h.Mirror != nil},
+		{"mirrors", len(h.Mirrors) > 0},
+		{"mirrorPercentage", h.MirrorPercentage != nil},
+		{"mirrorPercent", h.MirrorPercent != nil},
+		{"corsPolicy", h.CorsPolicy != nil},
+		{"headers", h.Headers != nil},
+	} {
+		if f.set {
+			c.unsupported(p + "." + f.name)
+		}
+	}
+	for i, r := range h.Route {
+		if r.Headers != nil {
+			c.unsupported(fmt.Sprintf("%s.route[%d].headers", p, i))
+		}
+	}
+}
+
+// supportedRetryOn are the retryOn conditions the Loom proxy accepts (its
+// retry_on list, internal/dataplane/config); an HTTP status 100-599 is
+// accepted too and becomes a retriable status code.
+var supportedRetryOn = map[string]bool{
+	"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true,
+	"retriable-4xx": true, "refused-stream": true, "retriable-status-codes": true,
+	"unavailable": true, "cancelled": true, "deadline-exceeded": true,
+	"internal": true, "resource-exhausted": true,
+}
+
+const supportedRetryOnList = `"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream", ` +
+	`"retriable-status-codes", "unavailable", "cancelled", "deadline-exceeded", "internal", "resource-exhausted" or an HTTP status 100-599`
+
+// retryOn checks HTTPRetry.retryOn, a comma-separated list: the proxy
+// NACKs a whole route update with a condition it does not know.
+func (c *checker) retryOn(p, on string) {
+	for _, s := range strings.Split(on, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" || supportedRetryOn[s] {
+			continue
+		}
+		if n, err := strconv.Atoi(s); err == nil && n >= 100 && n <= 599 {
+			continue
+		}
+		c.errf(p, "Unsupported value: %q: supported values: %s", s, supportedRetryOnList)
+	}
+}
+
 func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
+	c.unsupportedHTTP(p, h)
 	n := 0
 	for _, set := range []bool{len(h.Route) > 0, h.Redirect != nil, h.DirectResponse != nil, h.Delegate != nil} {
 		if set {
@@ -186,6 +259,7 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 		if r.Attempts < 0 {
 			c.errf(p+".retries.attempts", "Invalid value: %d: attempts cannot be negative", r.Attempts)
 		}
+		c.retryOn(p+".retries.retryOn", r.RetryOn)
 		c.duration(p+".retries.perTryTimeout", r.PerTryTimeout)
 		c.duration(p+".retries.backoff", r.Backoff)
 	}
@@ -627,6 +701,11 @@ var protocols = map[string]bool{
 
 const protocolList = "HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO, REDIS, MYSQL"
 
+// gatewayProtocols are the Gateway server protocols the translator serves
+// (plain-text HTTP of any version); a server of another protocol would get
+// no listener.
+var gatewayProtocols = map[string]bool{"HTTP": true, "HTTP2": true, "GRPC": true, "GRPC-WEB": true}
+
 func (c *checker) gateway(gw *networking.Gateway) {
 	if len(gw.Servers) == 0 {
 		c.errf("spec.servers", "Required value: gateway must have at least one server")
@@ -637,8 +716,10 @@ func (c *checker) gateway(gw *networking.Gateway) {
 		if s.Port == nil {
 			c.errf(p+".port", "Required value: port is required")
 		} else {
-			if !protocols[strings.ToUpper(s.Port.Protocol)] {
+			if proto := strings.ToUpper(s.Port.Protocol); !protocols[proto] {
 				c.errf(p+".port.protocol", "Unsupported value: %q: supported protocols are %s", s.Port.Protocol, protocolList)
+			} else if !gatewayProtocols[proto] {
+				c.unsupported(p + ".port.protocol")
 			}
 			if s.Port.Number > 0 || !strings.HasPrefix(s.Bind, "unix://") {
 				c.port(p+".port.number", s.Port.Number, false)
@@ -666,6 +747,9 @@ func (c *checker) gateway(gw *networking.Gateway) {
 			if (proto == "HTTPS" || proto == "TLS") && s.Tls == nil {
 				c.errf(p+".tls", "Required value: server must have TLS settings for HTTPS/TLS protocols")
 			}
+		}
+		if s.Tls != nil {
+			c.unsupported(p + ".tls")
 		}
 		if t := s.Tls; t != nil && !t.HttpsRedirect {
 			switch t.Mode {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -115,21 +116,65 @@ func decodeAll(t *testing.T, file string, data []byte) []*config.Resource {
 	return rs
 }
 
-// TestBookinfoValid checks that every bookinfo networking sample is valid,
-// with destination-rule-all.yaml providing the subsets.
-func TestBookinfoValid(t *testing.T) {
+// bookinfoUnsupported are the bookinfo networking samples that use a
+// field this version does not serve (fault injection), with the errors
+// they must give; every other sample must be valid.
+var bookinfoUnsupported = map[string][]string{
+	"fault-injection-details-v1.yaml": {
+		"fault-injection-details-v1.yaml:1: VirtualService default/details: spec.http[0].fault: " + Unsupported,
+	},
+	"virtual-service-ratings-test-abort.yaml": {
+		"virtual-service-ratings-test-abort.yaml:1: VirtualService default/ratings: spec.http[0].fault: " + Unsupported,
+	},
+	"virtual-service-ratings-test-delay.yaml": {
+		"virtual-service-ratings-test-delay.yaml:1: VirtualService default/ratings: spec.http[0].fault: " + Unsupported,
+	},
+}
+
+// bookinfoValid are the bookinfo networking samples that must be valid.
+var bookinfoValid = []string{
+	"bookinfo-gateway.yaml",
+	"certmanager-gateway.yaml",
+	"destination-rule-all-mtls.yaml",
+	"destination-rule-all.yaml",
+	"destination-rule-reviews.yaml",
+	"egress-rule-google-apis.yaml",
+	"virtual-service-all-v1.yaml",
+	"virtual-service-details-v2.yaml",
+	"virtual-service-ratings-db.yaml",
+	"virtual-service-ratings-mysql-vm.yaml",
+	"virtual-service-ratings-mysql.yaml",
+	"virtual-service-reviews-50-v3.yaml",
+	"virtual-service-reviews-80-20.yaml",
+	"virtual-service-reviews-90-10.yaml",
+	"virtual-service-reviews-jason-v2-v3.yaml",
+	"virtual-service-reviews-test-v2.yaml",
+	"virtual-service-reviews-v2-v3.yaml",
+	"virtual-service-reviews-v3.yaml",
+}
+
+// TestBookinfoSamples checks every bookinfo networking sample, with
+// destination-rule-all.yaml providing the subsets: those listed in
+// bookinfoValid must be valid, those in bookinfoUnsupported must give
+// exactly their "not supported" errors, and no sample may be in neither.
+func TestBookinfoSamples(t *testing.T) {
 	files, err := filepath.Glob(filepath.Join(samples, "bookinfo/networking/*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no bookinfo samples (%v): /work/shared must be beside the project", err)
 	}
 	drAll := decodeAll(t, "destination-rule-all.yaml", readSample(t, "bookinfo/networking/destination-rule-all.yaml"))
 	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			want, unsupported := bookinfoUnsupported[name]
+			if !unsupported && !slices.Contains(bookinfoValid, name) {
+				t.Fatalf("sample %s is in neither bookinfoValid nor bookinfoUnsupported", name)
+			}
 			data, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
 			}
-			rs := decodeAll(t, filepath.Base(f), data)
+			rs := decodeAll(t, name, data)
 			defined := map[config.Key]bool{}
 			for _, r := range rs {
 				defined[r.Key()] = true
@@ -139,8 +184,12 @@ func TestBookinfoValid(t *testing.T) {
 					rs = append(rs, r)
 				}
 			}
-			if errs := ValidateAll(rs); len(errs) > 0 {
-				t.Fatalf("want valid, got:\n%v", errs)
+			var got []string
+			for _, e := range ValidateAll(rs) {
+				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -370,6 +419,7 @@ spec:
 				"gw.yaml:1: Gateway default/gw: spec.servers[0].port.number: Invalid value: 70000: port must be between 1-65535",
 				"gw.yaml:1: Gateway default/gw: spec.servers[1].port.name: Required value: port name must be set",
 				"gw.yaml:1: Gateway default/gw: spec.servers[1].hosts: Required value: server config must contain at least one host",
+				"gw.yaml:1: Gateway default/gw: spec.servers[2].port.protocol: " + Unsupported,
 				`gw.yaml:1: Gateway default/gw: spec.servers[2].hosts[0]: Invalid value: "bad ns/foo.com": namespace must be '*', '.' or a DNS-1123 label`,
 				"gw.yaml:1: Gateway default/gw: spec.servers[2].tls: Required value: server must have TLS settings for HTTPS/TLS protocols",
 			},
@@ -397,6 +447,135 @@ spec:
 			}
 			for _, e := range ValidateAll(rs) {
 				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+const vsHead = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r}
+spec:
+  hosts: [reviews]
+`
+
+// TestUnsupported checks that fields the translator does not serve, and
+// that would change what happens to a request, are refused with their
+// path, and that those it ignores harmlessly are not.
+func TestUnsupported(t *testing.T) {
+	const route = "    route: [{destination: {host: reviews}}]\n"
+	tests := []struct {
+		name string
+		doc  string
+		want []string // fields refused as Unsupported
+	}{
+		{"redirect", vsHead + "  http:\n  - redirect: {uri: /x}\n", []string{"spec.http[0].redirect"}},
+		{"directResponse", vsHead + "  http:\n  - directResponse: {status: 503}\n", []string{"spec.http[0].directResponse"}},
+		{"delegate", vsHead + "  http:\n  - delegate: {name: other}\n", []string{"spec.http[0].delegate"}},
+		{"rewrite", vsHead + "  http:\n  - rewrite: {uri: /v2}\n" + route, []string{"spec.http[0].rewrite"}},
+		{"fault", vsHead + "  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 10}}}\n" + route, []string{"spec.http[0].fault"}},
+		{"mirror", vsHead + "  http:\n  - mirror: {host: ratings}\n    mirrorPercentage: {value: 5}\n" + route,
+			[]string{"spec.http[0].mirror", "spec.http[0].mirrorPercentage"}},
+		{"mirror_percent", vsHead + "  http:\n  - mirror: {host: ratings}\n    mirror_percent: 5\n" + route,
+			[]string{"spec.http[0].mirror", "spec.http[0].mirrorPercent"}},
+		{"mirrors", vsHead + "  http:\n  - mirrors: [{destination: {host: ratings}}]\n" + route, []string{"spec.http[0].mirrors"}},
+		{"corsPolicy", vsHead + "  http:\n  - corsPolicy: {allowMethods: [GET]}\n" + route, []string{"spec.http[0].corsPolicy"}},
+		{"headers", vsHead + "  http:\n  - headers: {request: {set: {x-a: b}}}\n" + route, []string{"spec.http[0].headers"}},
+		{"destination headers", vsHead + "  http:\n  - route: [{destination: {host: reviews}, headers: {response: {remove: [x-a]}}}]\n",
+			[]string{"spec.http[0].route[0].headers"}},
+		{"tcp", vsHead + "  tcp:\n  - route: [{destination: {host: reviews}}]\n", []string{"spec.tcp"}},
+		{"tls", vsHead + "  tls:\n  - match: [{sniHosts: [reviews]}]\n    route: [{destination: {host: reviews}}]\n", []string{"spec.tls"}},
+		{"gateway https", `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: cert}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+    tls: {httpsRedirect: true}
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+  - port: {number: 8080, name: grpc, protocol: GRPC}
+    hosts: ["*"]
+`, []string{"spec.servers[0].port.protocol", "spec.servers[0].tls", "spec.servers[1].tls", "spec.servers[2].port.protocol"}},
+		{"served match fields", vsHead + `  http:
+  - match:
+    - uri: {prefix: /a}
+      scheme: {exact: https}
+      method: {exact: GET}
+      authority: {prefix: api}
+      headers: {end-user: {exact: jason}}
+      withoutHeaders: {x-debug: {}}
+      queryParams: {v: {regex: "[0-9]+"}}
+      sourceLabels: {app: productpage}
+      sourceNamespace: default
+      ignoreUriCase: true
+    timeout: 2s
+    retries: {attempts: 2, retryOn: "5xx,503,retriable-4xx", retryRemoteLocalities: true}
+` + route, nil},
+		{"destination rule traffic policy", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  exportTo: ["."]
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}, tls: {mode: ISTIO_MUTUAL}}
+`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, errs := config.Decode("in.yaml", []byte(tt.doc))
+			if err := errs.Err(); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			var got []string
+			for _, e := range ValidateAll(rs) {
+				if e.Msg != Unsupported {
+					t.Errorf("unexpected error: %v", e)
+					continue
+				}
+				got = append(got, e.Field)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("unsupported fields (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRetryOn(t *testing.T) {
+	tests := []struct {
+		on   string
+		want []string
+	}{
+		{"5xx,gateway-error,reset,connect-failure,retriable-4xx,refused-stream,retriable-status-codes", nil},
+		{"unavailable, cancelled, deadline-exceeded, internal, resource-exhausted", nil},
+		{"100,503,599", nil},
+		{"", nil},
+		{"5xx,envoy-ratelimited", []string{`spec.http[0].retries.retryOn: Unsupported value: "envoy-ratelimited": supported values: ` + supportedRetryOnList}},
+		{"600,99,-503", []string{
+			`spec.http[0].retries.retryOn: Unsupported value: "600": supported values: ` + supportedRetryOnList,
+			`spec.http[0].retries.retryOn: Unsupported value: "99": supported values: ` + supportedRetryOnList,
+			`spec.http[0].retries.retryOn: Unsupported value: "-503": supported values: ` + supportedRetryOnList,
+		}},
+		{"retriable-headers", []string{`spec.http[0].retries.retryOn: Unsupported value: "retriable-headers": supported values: ` + supportedRetryOnList}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.on, func(t *testing.T) {
+			doc := vsHead + "  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 1, retryOn: \"" + tt.on + "\"}\n"
+			rs, errs := config.Decode("in.yaml", []byte(doc))
+			if err := errs.Err(); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			var got []string
+			for _, e := range ValidateAll(rs) {
+				got = append(got, e.Field+": "+e.Msg)
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("errors (-want +got):\n%s", diff)
