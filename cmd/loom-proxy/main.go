@@ -108,7 +108,7 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 			return err
 		}
 		id := xdsapi.NodeID{Type: t, IP: f.ip, Name: f.name, Namespace: f.namespace, Domain: f.namespace + ".svc.cluster.local"}
-		opts.Node = xdsapi.BuildNode(id, xdsapi.NodeMeta{
+		opts.Node, err = xdsapi.BuildNode(id, xdsapi.NodeMeta{
 			Labels:           labels,
 			Namespace:        f.namespace,
 			ServiceAccount:   f.serviceAccount,
@@ -116,6 +116,9 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 			WorkloadName:     f.name,
 			InterceptionMode: xdsapi.InterceptionNone,
 		})
+		if err != nil {
+			return err
+		}
 		if opts.AdminAddr == "" {
 			opts.AdminAddr = fmt.Sprintf("%s:%d", f.ip, xdsapi.PortProxyAdmin)
 		}

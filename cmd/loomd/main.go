@@ -92,6 +92,13 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
+// ready is /ready's test, as api.Options.Ready documents it: the config
+// directory was read once (valid or not: bad config is reported on
+// /debug/configz, not by unreadiness) and xDS is serving.
+func ready(store interface{ Loaded() bool }, xdsSrv interface{ Serving() bool }) func() bool {
+	return func() bool { return store.Loaded() && xdsSrv.Serving() }
+}
+
 // run serves until ctx is done. It returns an error only when an address
 // cannot be bound or a server fails.
 func run(ctx context.Context, o options, log *slog.Logger) error {
@@ -119,7 +126,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	apiSrv, err := api.New(api.Options{Addr: o.monitoringAddr, Store: store, Sync: xdsSrv,
-		Ready: xdsSrv.Serving, Logger: log})
+		Ready: ready(store, xdsSrv), Logger: log})
 	if err != nil {
 		xdsSrv.Close()
 		return err

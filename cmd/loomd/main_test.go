@@ -239,9 +239,12 @@ func TestPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := xdsapi.BuildNode(
+	node, err := xdsapi.BuildNode(
 		xdsapi.NodeID{Type: xdsapi.Sidecar, IP: "127.0.0.16", Name: "ratings-v1", Namespace: "default", Domain: "default.svc.cluster.local"},
 		xdsapi.NodeMeta{Labels: map[string]string{"app": "ratings", "version": "v1"}, Namespace: "default", InterceptionMode: xdsapi.InterceptionNone})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: xdsapi.ClusterType}); err != nil {
 		t.Fatal(err)
 	}
@@ -306,4 +309,34 @@ func TestPipeline(t *testing.T) {
 		t.Fatalf("after apply: version %s (was %s), clusters %v", r2.GetVersionInfo(), r1.GetVersionInfo(), names)
 	}
 	cancel()
+}
+
+type fakeLoaded bool
+
+func (f fakeLoaded) Loaded() bool { return bool(f) }
+
+type fakeServing bool
+
+func (f fakeServing) Serving() bool { return bool(f) }
+
+// TestReady: /ready needs the config directory read once and xDS serving,
+// as api.Options.Ready documents.
+func TestReady(t *testing.T) {
+	tests := []struct {
+		name            string
+		loaded, serving bool
+		want            bool
+	}{
+		{name: "starting", want: false},
+		{name: "loaded, xds not serving", loaded: true, want: false},
+		{name: "xds serving, not loaded", serving: true, want: false},
+		{name: "both", loaded: true, serving: true, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ready(fakeLoaded(tt.loaded), fakeServing(tt.serving))(); got != tt.want {
+				t.Fatalf("ready = %v, want %v", got, tt.want)
+			}
+		})
+	}
 }

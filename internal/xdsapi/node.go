@@ -2,6 +2,7 @@ package xdsapi
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -48,7 +49,9 @@ func (n NodeID) String() string {
 }
 
 // ParseNodeID parses an Istio node ID. It fails when the ID does not have
-// four '~'-separated parts, an unknown type, or no namespace.
+// four '~'-separated parts, an unknown type, an IP that is not an IPv4 or
+// IPv6 address (listeners bind it, so the proxy would reject them), or no
+// namespace.
 func ParseNodeID(id string) (NodeID, error) {
 	parts := strings.Split(id, "~")
 	if len(parts) != 4 {
@@ -65,6 +68,9 @@ func ParseNodeID(id string) (NodeID, error) {
 	if parts[1] == "" {
 		return NodeID{}, fmt.Errorf("node id %q: empty IP", id)
 	}
+	if _, err := netip.ParseAddr(parts[1]); err != nil {
+		return NodeID{}, fmt.Errorf("node id %q: IP: %w", id, err)
+	}
 	return NodeID{Type: t, IP: parts[1], Name: name, Namespace: ns, Domain: parts[3]}, nil
 }
 
@@ -78,8 +84,10 @@ type NodeMeta struct {
 	InterceptionMode string
 }
 
-// BuildNode makes the envoy Node a proxy sends on its ADS stream.
-func BuildNode(id NodeID, m NodeMeta) *corev3.Node {
+// BuildNode makes the envoy Node a proxy sends on its ADS stream. It fails
+// when a label key or value, or another metadata string, is not valid
+// UTF-8, which a protobuf Struct cannot hold.
+func BuildNode(id NodeID, m NodeMeta) (*corev3.Node, error) {
 	labels := map[string]any{}
 	for k, v := range m.Labels {
 		labels[k] = v
@@ -95,10 +103,9 @@ func BuildNode(id NodeID, m NodeMeta) *corev3.Node {
 	}
 	st, err := structpb.NewStruct(fields)
 	if err != nil {
-		// Only strings and a map of strings go in: NewStruct cannot fail.
-		panic(err)
+		return nil, fmt.Errorf("node %s: metadata: %w", id, err)
 	}
-	return &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st}
+	return &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st}, nil
 }
 
 // ParseNodeMeta reads NodeMeta from an envoy Node's metadata. Missing keys

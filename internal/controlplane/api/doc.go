@@ -5,6 +5,11 @@
 // validate, apply and delete Istio resources (/api/v1/validate, /apply,
 // /delete).
 //
+// The API has no authentication; it listens on loopback. So that a web
+// page cannot use the user's browser against it, a request whose Origin
+// names another host gets 403, and validate, apply and delete take only a
+// YAML Content-Type (415 otherwise), which no HTML form can send.
+//
 // It is the one place where config store errors become HTTP status codes.
 // It must not import internal/dataplane.
 package api

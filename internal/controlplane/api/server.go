@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,12 +70,19 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// yamlContentTypes are the Content-Types validate, apply and delete
+// accept (parameters such as charset aside); any other answers 415 Unsupported Media Type. None of them is one
+// a cross-site HTML form can send, and a cross-site script must ask a CORS
+// preflight for them, which loomd never grants.
+var yamlContentTypes = []string{"application/yaml", "application/x-yaml", "text/yaml"}
+
 // Server is the monitoring and config API HTTP server.
 type Server struct {
-	opts Options
-	log  *slog.Logger
-	lis  net.Listener
-	mux  *http.ServeMux
+	opts    Options
+	log     *slog.Logger
+	lis     net.Listener
+	mux     *http.ServeMux
+	handler http.Handler // mux behind sameOrigin
 }
 
 // New checks opts and binds opts.Addr, so that a port in use is reported
@@ -100,14 +111,16 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate))
 	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply))
 	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete))
+	s.handler = sameOrigin(s.mux)
 	return s, nil
 }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
-// Handler is the server's HTTP handler, for tests and embedding.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the server's HTTP handler, for tests and embedding. It
+// rejects cross-origin requests (see sameOrigin).
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close releases the listener of a Server whose Run was never called.
 func (s *Server) Close() error { return s.lis.Close() }
@@ -116,7 +129,7 @@ func (s *Server) Close() error { return s.lis.Close() }
 // 5s for requests in flight) and returns nil; it returns an error when
 // serving fails. Run must be called once.
 func (s *Server) Run(ctx context.Context) error {
-	hs := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -134,6 +147,36 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	<-errc
 	return nil
+}
+
+// sameOrigin answers 403 to a request whose Origin header names another
+// host than the one the request is addressed to (its Host), so that a web
+// page of any site cannot drive the API through the user's browser: the
+// API listens on 127.0.0.1 and has no authentication. Browsers send Origin
+// on every cross-origin request and on same-origin POSTs; tools such as
+// loomctl and curl send none, and pass. "Origin: null" (sandboxed pages,
+// file: URLs) is rejected.
+func sameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		u, err := url.Parse(origin)
+		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+			writeText(w, http.StatusForbidden, fmt.Sprintf("origin %q: cross-origin requests are not allowed; loomd answers only requests from %s or without an Origin header", origin, r.Host))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// yamlContentType reports whether the request's Content-Type is one of
+// yamlContentTypes.
+func yamlContentType(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && slices.Contains(yamlContentTypes, mt)
 }
 
 func (s *Server) syncz(w http.ResponseWriter, _ *http.Request) {
@@ -203,6 +246,12 @@ type ChangeResponse struct {
 // change serves validate, apply and delete with op.
 func (s *Server) change(op func(source string, data []byte) ([]config.Result, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if !yamlContentType(r) {
+			w.Header().Set("Accept-Post", strings.Join(yamlContentTypes, ", "))
+			writeText(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: must be %s",
+				r.Header.Get("Content-Type"), strings.Join(yamlContentTypes, ", ")))
+			return
+		}
 		source := r.URL.Query().Get("source")
 		if source == "" {
 			source = DefaultSource

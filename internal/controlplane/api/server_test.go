@@ -60,12 +60,26 @@ func newTestServer(t *testing.T, st *fakeStore, sync fakeSync, ready func() bool
 	return ts
 }
 
+// do sends a request, as loomctl does: POSTs with Content-Type
+// application/yaml.
 func do(t *testing.T, method, url, body string) (int, string, string) {
+	t.Helper()
+	h := http.Header{}
+	if method == http.MethodPost {
+		h.Set("Content-Type", "application/yaml")
+	}
+	return doHeader(t, method, url, body, h)
+}
+
+// doHeader sends a request with header h and returns the status,
+// Content-Type and body of the answer.
+func doHeader(t *testing.T, method, url, body string, h http.Header) (int, string, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header = h
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +183,68 @@ func TestChangeNeedsPOST(t *testing.T) {
 	}
 	if st.gotOp != "" {
 		t.Fatalf("store called: %s", st.gotOp)
+	}
+}
+
+// TestCrossSiteRequestsRejected: a web page of another site cannot make
+// the user's browser change loomd's config: requests with a foreign
+// Origin get 403, and bodies a form can send (no YAML Content-Type) 415.
+func TestCrossSiteRequestsRejected(t *testing.T) {
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		header   map[string]string
+		wantCode int
+		wantBody string // prefix
+		wantOp   string
+	}{
+		{name: "form post from another site", method: http.MethodPost, path: "/api/v1/apply",
+			header:   map[string]string{"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"},
+			wantCode: 403, wantBody: `origin "https://evil.example": cross-origin requests are not allowed`},
+		{name: "yaml post from another site", method: http.MethodPost, path: "/api/v1/delete",
+			header:   map[string]string{"Origin": "http://localhost:8080", "Content-Type": "application/yaml"},
+			wantCode: 403, wantBody: `origin "http://localhost:8080": cross-origin requests are not allowed`},
+		{name: "null origin", method: http.MethodPost, path: "/api/v1/apply",
+			header:   map[string]string{"Origin": "null", "Content-Type": "application/yaml"},
+			wantCode: 403, wantBody: `origin "null": cross-origin requests are not allowed`},
+		{name: "read from another site", method: http.MethodGet, path: "/api/v1/config",
+			header: map[string]string{"Origin": "https://evil.example"}, wantCode: 403},
+		{name: "same origin", method: http.MethodPost, path: "/api/v1/apply",
+			header:   map[string]string{"Origin": "SELF", "Content-Type": "application/yaml"},
+			wantCode: 200, wantOp: "apply"},
+		{name: "text/plain body", method: http.MethodPost, path: "/api/v1/apply",
+			header:   map[string]string{"Content-Type": "text/plain"},
+			wantCode: 415, wantBody: `Content-Type "text/plain": must be application/yaml, application/x-yaml, text/yaml`},
+		{name: "multipart form", method: http.MethodPost, path: "/api/v1/validate",
+			header:   map[string]string{"Content-Type": "multipart/form-data; boundary=x"},
+			wantCode: 415, wantBody: `Content-Type "multipart/form-data; boundary=x": must be`},
+		{name: "no content type", method: http.MethodPost, path: "/api/v1/delete",
+			wantCode: 415, wantBody: `Content-Type "": must be`},
+		{name: "application/x-yaml", method: http.MethodPost, path: "/api/v1/validate",
+			header: map[string]string{"Content-Type": "application/x-yaml"}, wantCode: 200, wantOp: "validate"},
+		{name: "text/yaml with charset", method: http.MethodPost, path: "/api/v1/delete",
+			header: map[string]string{"Content-Type": "text/yaml; charset=utf-8"}, wantCode: 200, wantOp: "delete"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &fakeStore{}
+			ts := newTestServer(t, st, fakeSync{}, nil)
+			h := http.Header{}
+			for k, v := range tt.header {
+				if v == "SELF" {
+					v = ts.URL
+				}
+				h.Set(k, v)
+			}
+			code, _, body := doHeader(t, tt.method, ts.URL+tt.path, "kind: VirtualService\n", h)
+			if code != tt.wantCode || !strings.HasPrefix(body, tt.wantBody) {
+				t.Errorf("got %d %q, want %d %q...", code, body, tt.wantCode, tt.wantBody)
+			}
+			if st.gotOp != tt.wantOp {
+				t.Errorf("store op %q, want %q", st.gotOp, tt.wantOp)
+			}
+		})
 	}
 }
 

@@ -54,7 +54,9 @@ type Result struct {
 // StoreOptions configures a Store.
 type StoreOptions struct {
 	// Dir is the directory of *.yaml and *.yml files to serve, read
-	// recursively (names starting with "." are skipped). Required.
+	// recursively (names starting with "." are skipped). Symlinks to
+	// files are followed, so a Kubernetes ConfigMap volume works: its
+	// updates swap the "..data" symlink, which Run watches. Required.
 	Dir string
 	// Validate checks a whole candidate set (package validation's
 	// ValidateAll); nil accepts anything that decodes.
@@ -79,9 +81,22 @@ type Store struct {
 	snap atomic.Pointer[Snapshot]
 	errs atomic.Pointer[Errors]
 
-	// mu serializes reloads, Apply and Delete, and guards version.
+	// mu serialises everything that publishes a snapshot or writes the
+	// directory: Load and the watcher's reloads, Apply and Delete. It
+	// guards version and the publishing of snap and errs (they are read
+	// without it, being atomic). It is held on purpose across the
+	// directory read (and the validation and file writes of Apply and
+	// Delete): a reload that read the directory before an Apply wrote its
+	// files must not publish after that Apply, or the applied resources
+	// would vanish until the next event. Holding it means local disk I/O
+	// only; no RPC, network call or blocking channel send happens under it
+	// (subscribers are told with non-blocking sends), so Snapshot, Errors
+	// and Loaded never wait for it.
 	mu      sync.Mutex
 	version uint64
+
+	// loaded is set once Load has returned, whatever it found.
+	loaded atomic.Bool
 
 	// subMu guards subs.
 	subMu sync.Mutex
@@ -141,8 +156,14 @@ func (s *Store) Subscribe() <-chan struct{} {
 func (s *Store) Load() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.loaded.Store(true)
 	return s.reloadLocked()
 }
+
+// Loaded reports whether Load has read the directory once, whatever it
+// found: the serving snapshot (empty while the directory is invalid) and
+// Errors then reflect the directory. It does not block.
+func (s *Store) Loaded() bool { return s.loaded.Load() }
 
 // reloadLocked rereads Dir and publishes it if valid and different. s.mu
 // must be held.

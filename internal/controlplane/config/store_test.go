@@ -341,3 +341,83 @@ func TestStoreDeleteKeepsSetValid(t *testing.T) {
 		t.Errorf("snapshot has %d resources, want 2", s.Snapshot().Len())
 	}
 }
+
+// configMapDir lays out files as a Kubernetes ConfigMap volume does: the
+// data in a "..<timestamp>" directory, a "..data" symlink to it, and each
+// file a symlink through "..data". It returns the timestamp directory.
+func configMapDir(t *testing.T, dir, stamp string, files map[string]string) string {
+	t.Helper()
+	data := filepath.Join(dir, stamp)
+	for name, content := range files {
+		write(t, filepath.Join(data, name), content)
+	}
+	return data
+}
+
+// swapConfigMap does what the kubelet does on a ConfigMap update: a new
+// timestamp directory, a "..data_tmp" symlink to it renamed over
+// "..data", then the old directory removed.
+func swapConfigMap(t *testing.T, dir, oldStamp, newStamp string, files map[string]string) {
+	t.Helper()
+	configMapDir(t, dir, newStamp, files)
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(newStamp, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, oldStamp)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStoreWatchConfigMapVolume(t *testing.T) {
+	dir := t.TempDir()
+	configMapDir(t, dir, "..2026_11_22_00_00_00.1", map[string]string{"dr.yaml": drYAML, "vs.yaml": vsYAML("v1")})
+	if err := os.Symlink("..2026_11_22_00_00_00.1", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"dr.yaml", "vs.yaml"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newStore(t, dir)
+	if err := s.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Snapshot().Len(); got != 2 || subset(s) != "v1" {
+		t.Fatalf("after Load: %d resources, subset %q; want 2 and v1 (read once, through the symlinks)", got, subset(s))
+	}
+	run(t, s)
+
+	// An event on a plain file first: once it is applied, the watcher's
+	// initial reread is behind us, so only the swap's events can make the
+	// next change seen.
+	write(t, filepath.Join(dir, "gw.yaml"), gwYAML)
+	gwKey := config.Key{Kind: config.KindGateway, Namespace: "default", Name: "bookinfo-gateway"}
+	eventually(t, "plain file read", func() bool { return s.Snapshot().Get(gwKey) != nil })
+
+	swapConfigMap(t, dir, "..2026_11_22_00_00_00.1", "..2026_11_22_00_01_00.2",
+		map[string]string{"dr.yaml": drYAML, "vs.yaml": vsYAML("v2")})
+	eventually(t, "ConfigMap update applied", func() bool { return subset(s) == "v2" })
+	if got := s.Snapshot().Len(); got != 3 || s.Errors() != nil {
+		t.Fatalf("after the swap: %d resources, errors %v; want 3 (the data dirs are not read twice)", got, s.Errors())
+	}
+}
+
+func TestStoreLoaded(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "vs.yaml"), vsYAML("v9")) // invalid: no DestinationRule
+	s := newStore(t, dir)
+	if s.Loaded() {
+		t.Fatal("Loaded before Load")
+	}
+	if err := s.Load(); err == nil {
+		t.Fatal("Load of an invalid dir succeeded")
+	}
+	if !s.Loaded() {
+		t.Fatal("not Loaded after a Load that found errors")
+	}
+}

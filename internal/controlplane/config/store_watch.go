@@ -70,12 +70,23 @@ func (s *Store) watch(ctx context.Context) error {
 }
 
 // relevant reports whether ev may change the config, and starts watching
-// new directories.
+// new directories. Dot files (editor swap files) are ignored, except
+// "..*" entries, whose changes are those of a ConfigMap volume.
 func (s *Store) relevant(w *fsnotify.Watcher, ev fsnotify.Event) bool {
 	if ev.Op == fsnotify.Chmod {
 		return false
 	}
-	if strings.HasPrefix(filepath.Base(ev.Name), ".") {
+	base := filepath.Base(ev.Name)
+	if strings.HasPrefix(base, "..") {
+		// A Kubernetes ConfigMap or Secret volume: an update writes a new
+		// "..<timestamp>" directory and renames a "..data_tmp" symlink
+		// over "..data"; the visible files are symlinks through "..data"
+		// and see no event of their own. These entries are never read as
+		// config (readDir skips dot names) nor watched; they only say
+		// that the files behind the symlinks changed.
+		return true
+	}
+	if strings.HasPrefix(base, ".") {
 		return false
 	}
 	if ev.Has(fsnotify.Create) {

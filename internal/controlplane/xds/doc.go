@@ -10,5 +10,10 @@
 // go-control-plane's SnapshotCache. Per proxy and type it tracks the version
 // sent, ACKed and NACKed, which Syncz reports (istioctl proxy-status).
 //
+// Resource versions are "PREFIX-N": PREFIX is the server's start time in
+// Unix nanoseconds, base 36, so that versions of a restarted loomd never
+// equal those a reconnecting proxy still holds; N is the number of the push
+// that last changed the type's resources for that proxy.
+//
 // It must not import internal/dataplane.
 package xds

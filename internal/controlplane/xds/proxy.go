@@ -2,8 +2,10 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -19,20 +21,36 @@ import (
 )
 
 // proxyState is one connected proxy: what it was last given and how it
-// answered. Guarded by Server.mu.
+// answered.
 type proxyState struct {
+	// streamID and proxy are set at creation and never change.
 	streamID int64
 	proxy    *model.Proxy
-	// typed holds, per served type (index into xdsapi.TypeURLs), the
+
+	// genMu serialises the generations of this proxy (a push and the
+	// proxy's first request may race; one runs at a time) and guards the
+	// fields below, up to typed. It may be held while taking Server.mu,
+	// never the other way round.
+	genMu sync.Mutex
+	// applied is the push sequence number of the last generation kept; a
+	// generation of an older or equal push is dropped.
+	applied uint64
+	// gen holds, per served type (index into xdsapi.TypeURLs), the
 	// resources of the current snapshot and their version.
+	gen [4]genState
+
+	// typed is the ADS sync status per served type. Guarded by Server.mu.
 	typed [4]typeState
 }
 
-type typeState struct {
+// genState is one type's resources in a proxy's current snapshot.
+type genState struct {
 	version   string
 	resources []types.Resource
+}
 
-	// ADS sync status.
+// typeState is the ADS sync status of one type of one proxy.
+type typeState struct {
 	nonce     string // nonce of the last response sent
 	sent      string // version of the last response sent
 	acked     string
@@ -62,8 +80,8 @@ type ProxyStatus struct {
 }
 
 // Syncz returns the sync status of every connected proxy, sorted by node
-// ID, each with the types CDS, EDS, LDS, RDS in that order. It does not
-// block on pushes longer than one push takes.
+// ID, each with the types CDS, EDS, LDS, RDS in that order. It never waits
+// for a push: generation runs outside the lock it takes.
 func (s *Server) Syncz() []ProxyStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,15 +133,22 @@ func proxyFromNode(n *corev3.Node) (*model.Proxy, error) {
 	}, nil
 }
 
-// updateLocked regenerates p's resources from the current push context and
-// sets its snapshot. A type's version changes only when its resources do.
-// On a generation error the proxy keeps its last snapshot. s.mu must be
-// held.
-func (s *Server) updateLocked(p *proxyState) {
-	res, err := s.opts.Generate(s.pushContextLocked(), p.proxy)
+// update regenerates p's resources from pc, the push context of push
+// number seq, and queues p's new snapshot for the cache. It runs without
+// s.mu held, which it takes only to check that p is still connected and to
+// queue the snapshot. A type's version changes only when its resources do.
+// The result is dropped when p has disconnected or a generation of a
+// newer (or the same) push was kept already. It returns the generation's
+// error; p then keeps its last snapshot.
+func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64) error {
+	p.genMu.Lock()
+	defer p.genMu.Unlock()
+	if seq <= p.applied {
+		return nil
+	}
+	res, err := s.opts.Generate(pc, p.proxy)
 	if err != nil {
-		s.log.Error("xds generate failed; proxy keeps its last config", "node", p.proxy.ID, "err", err)
-		return
+		return fmt.Errorf("generate config of %s: %w", p.proxy.ID, err)
 	}
 	lists := [4][]types.Resource{}
 	for _, r := range res.Clusters {
@@ -138,18 +163,88 @@ func (s *Server) updateLocked(p *proxyState) {
 	for _, r := range res.Routes {
 		lists[3] = append(lists[3], r)
 	}
-	version := strconv.FormatUint(s.version, 10)
+	version := s.versionOf(seq)
+	next := p.gen
 	snap := &cachev3.Snapshot{}
 	for i, url := range xdsapi.TypeURLs {
-		t := &p.typed[i]
-		if t.version == "" || !equalResources(t.resources, lists[i]) {
-			t.version = version
-			t.resources = lists[i]
+		g := &next[i]
+		if g.version == "" || !equalResources(g.resources, lists[i]) {
+			g.version = version
+			g.resources = lists[i]
 		}
-		snap.Resources[cachev3.GetResponseType(url)] = cachev3.NewResources(t.version, t.resources)
+		snap.Resources[cachev3.GetResponseType(url)] = cachev3.NewResources(g.version, g.resources)
 	}
-	if err := s.cache.SetSnapshot(context.Background(), p.proxy.ID, snap); err != nil {
-		s.log.Error("xds set snapshot failed", "node", p.proxy.ID, "err", err)
+
+	s.mu.Lock()
+	if s.proxies[p.proxy.ID] != p {
+		s.mu.Unlock()
+		return nil // disconnected, or replaced by a newer stream of the node
+	}
+	p.applied, p.gen = seq, next
+	flush := s.queueWriteLocked(p.proxy.ID, snap)
+	s.mu.Unlock()
+	if flush {
+		s.flushWrites(p.proxy.ID)
+	}
+	return nil
+}
+
+// versionOf is the resource version of push number seq: the process's
+// version prefix, "-", seq in decimal ("m3k1x9q2a0-7").
+func (s *Server) versionOf(seq uint64) string {
+	return s.versionPrefix + "-" + strconv.FormatUint(seq, 10)
+}
+
+// cacheWrite is the pending write of one node's entry in the snapshot
+// cache. Guarded by Server.mu.
+type cacheWrite struct {
+	snap    *cachev3.Snapshot // the snapshot to set; nil clears the entry
+	pending bool              // snap is yet to be written
+	busy    bool              // a goroutine is running flushWrites for the node
+}
+
+// queueWriteLocked records that node's cache entry must become snap (nil:
+// cleared), replacing any write not yet done, as each write replaces the
+// whole entry. It reports whether the caller must run flushWrites for
+// node after releasing s.mu; false means another goroutine is flushing and
+// will write snap. Writes queued in order under s.mu reach the cache in
+// that order. s.mu must be held.
+func (s *Server) queueWriteLocked(node string, snap *cachev3.Snapshot) bool {
+	w := s.writes[node]
+	if w == nil {
+		w = &cacheWrite{}
+		s.writes[node] = w
+	}
+	w.snap, w.pending = snap, true
+	if w.busy {
+		return false
+	}
+	w.busy = true
+	return true
+}
+
+// flushWrites writes node's queued cache writes until none is left. Only
+// the caller that queueWriteLocked told to runs it, without s.mu held, as
+// SetSnapshot may block until the node's streams take their responses.
+func (s *Server) flushWrites(node string) {
+	for {
+		s.mu.Lock()
+		w := s.writes[node]
+		if !w.pending {
+			delete(s.writes, node)
+			s.mu.Unlock()
+			return
+		}
+		snap := w.snap
+		w.snap, w.pending = nil, false
+		s.mu.Unlock()
+		if snap == nil {
+			s.cache.ClearSnapshot(node)
+			continue
+		}
+		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
+			s.log.Error("xds set snapshot failed", "node", node, "err", err)
+		}
 	}
 }
 
@@ -180,40 +275,82 @@ func (s *Server) callbacks() serverv3.Callbacks {
 	}
 }
 
-// onStreamRequest registers a stream's proxy on its first request and sets
-// its first snapshot, before the cache answers the request; on later
-// requests it records ACKs and NACKs of the last response of the type. It
-// runs on the stream's goroutine before the request reaches the cache.
+// onStreamRequest registers a stream's proxy on its first request (see
+// connect); on later requests it records ACKs and NACKs of the last
+// response of the type. It runs on the stream's goroutine before the
+// request reaches the cache; an error ends the stream.
 func (s *Server) onStreamRequest(streamID int64, req *discoverygrpc.DiscoveryRequest) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	nodeID, known := s.streams[streamID]
-	if !known {
-		proxy, err := proxyFromNode(req.GetNode())
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "%v", err)
-		}
-		nodeID = proxy.ID
-		if old, ok := s.proxies[nodeID]; ok {
-			// A reconnect whose old stream is not closed yet: the new stream
-			// takes the node over.
-			delete(s.streams, old.streamID)
-		}
-		p := &proxyState{streamID: streamID, proxy: proxy}
-		s.streams[streamID] = nodeID
-		s.proxies[nodeID] = p
-		s.updateLocked(p)
-		s.log.Info("xds proxy connected", "node", nodeID, "stream", streamID)
-		return nil
+	if known {
+		s.recordAnswerLocked(nodeID, req)
 	}
+	s.mu.Unlock()
+	if !known {
+		return s.connect(streamID, req.GetNode())
+	}
+	return nil
+}
+
+// connect registers the proxy of a stream's first request and generates
+// its first snapshot before the cache answers the request. A node ID that
+// does not parse ends the stream with codes.InvalidArgument; a failed
+// generation ends it with codes.Internal, as a proxy given no config would
+// otherwise wait on its stream forever.
+func (s *Server) connect(streamID int64, node *corev3.Node) error {
+	proxy, err := proxyFromNode(node)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	nodeID := proxy.ID
+	p := &proxyState{streamID: streamID, proxy: proxy}
+	s.mu.Lock()
+	if old, ok := s.proxies[nodeID]; ok {
+		// A reconnect whose old stream is not closed yet: the new stream
+		// takes the node over.
+		delete(s.streams, old.streamID)
+	}
+	s.streams[streamID] = nodeID
+	s.proxies[nodeID] = p
+	pc, seq := s.pc, s.version
+	s.mu.Unlock()
+	if pc == nil {
+		// No push yet: build the first push context, outside s.mu. A push
+		// meanwhile regenerates p too, as p is registered.
+		first := model.NewPushContext(s.snapshot())
+		s.mu.Lock()
+		if s.pc == nil {
+			s.pc = first
+		}
+		pc, seq = s.pc, s.version
+		s.mu.Unlock()
+	}
+
+	if err := s.update(p, pc, seq); err != nil {
+		s.mu.Lock()
+		flush := s.removeLocked(streamID)
+		s.mu.Unlock()
+		if flush {
+			s.flushWrites(nodeID)
+		}
+		s.log.Error("xds first config of a proxy failed; closing its stream", "node", nodeID, "stream", streamID, "err", err)
+		return status.Errorf(codes.Internal, "%v", err)
+	}
+	s.log.Info("xds proxy connected", "node", nodeID, "stream", streamID)
+	return nil
+}
+
+// recordAnswerLocked records req as an ACK or NACK when it answers the
+// last response of its type sent to nodeID. s.mu must be held.
+func (s *Server) recordAnswerLocked(nodeID string, req *discoverygrpc.DiscoveryRequest) {
 	p := s.proxies[nodeID]
 	i := typeIndex(req.GetTypeUrl())
 	if p == nil || i < 0 {
-		return nil
+		return
 	}
 	t := &p.typed[i]
 	if req.GetResponseNonce() == "" || req.GetResponseNonce() != t.nonce {
-		return nil // a new subscription or a stale nonce: not an answer to our last response
+		return // a new subscription or a stale nonce: not an answer to our last response
 	}
 	if d := req.GetErrorDetail(); d != nil {
 		t.nacked, t.nackError = t.sent, d.GetMessage()
@@ -224,11 +361,10 @@ func (s *Server) onStreamRequest(streamID int64, req *discoverygrpc.DiscoveryReq
 		// NACK it again, in a loop. As Istio does, wait for a config change
 		// instead: the cache is told the rejected version is current.
 		req.VersionInfo = t.sent
-		return nil
+		return
 	}
 	t.acked = t.sent
 	t.nacked, t.nackError = "", ""
-	return nil
 }
 
 // onStreamResponse records the version and nonce of a response about to be
@@ -249,15 +385,29 @@ func (s *Server) onStreamResponse(_ context.Context, streamID int64, _ *discover
 // node over.
 func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	nodeID := s.streams[streamID]
+	flush := s.removeLocked(streamID)
+	s.mu.Unlock()
+	if flush {
+		s.flushWrites(nodeID)
+	}
+}
+
+// removeLocked forgets streamID and, unless a newer stream took its node
+// over, the node's proxy, whose cache entry it queues for clearing. It
+// reports whether the caller must run flushWrites for the node after
+// releasing s.mu. s.mu must be held.
+func (s *Server) removeLocked(streamID int64) bool {
 	nodeID, ok := s.streams[streamID]
 	if !ok {
-		return
+		return false
 	}
 	delete(s.streams, streamID)
-	if p := s.proxies[nodeID]; p != nil && p.streamID == streamID {
-		delete(s.proxies, nodeID)
-		s.cache.ClearSnapshot(nodeID)
-		s.log.Info("xds proxy disconnected", "node", nodeID, "stream", streamID)
+	p := s.proxies[nodeID]
+	if p == nil || p.streamID != streamID {
+		return false
 	}
+	delete(s.proxies, nodeID)
+	s.log.Info("xds proxy disconnected", "node", nodeID, "stream", streamID)
+	return s.queueWriteLocked(nodeID, nil)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,15 +74,26 @@ type Server struct {
 	serving atomic.Bool
 	pushes  atomic.Uint64 // number of completed pushes, for tests and logs
 
-	// mu guards the fields below. Generation and SetSnapshot run under it
-	// so that a proxy connecting during a push cannot be given an older
-	// push context than the push's; neither blocks (the cache's response
-	// channels are buffered one per type).
-	mu      sync.Mutex
-	pc      *model.PushContext
-	version uint64                 // push counter; resource versions are its values
+	// versionPrefix starts every resource version: the time New ran, in
+	// Unix nanoseconds, base 36. Versions restart their counter with each
+	// loomd process; the prefix keeps a proxy that reconnects to a new
+	// process from holding a version equal to a new one, which the cache
+	// would take as already sent and not answer.
+	versionPrefix string
+
+	// mu guards the fields below and every proxyState's typed. It is held
+	// only for bookkeeping: generation and cache writes run outside it, so
+	// ACKs, new streams and Syncz never wait for a push.
+	mu sync.Mutex
+	pc *model.PushContext
+	// version is the sequence number of the latest push, which pc is
+	// built for; resource versions are versionPrefix-version.
+	version uint64
 	proxies map[string]*proxyState // by node ID
 	streams map[int64]string       // stream ID -> node ID, set on its first request
+	// writes holds the pending snapshot cache writes, by node ID; see
+	// queueWriteLocked.
+	writes map[string]*cacheWrite
 }
 
 // New checks opts and binds opts.Addr, so that a port in use is reported
@@ -118,9 +130,13 @@ func New(opts Options) (*Server, error) {
 		lis:     lis,
 		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, gcpLogger{log}),
 		trigger: make(chan struct{}, 1),
-		version: 1,
-		proxies: map[string]*proxyState{},
-		streams: map[int64]string{},
+		// Unix nanoseconds differ between two processes of one host, and
+		// base 36 keeps them short: "1b9dzl3k0xs0".
+		versionPrefix: strconv.FormatInt(time.Now().UnixNano(), 36),
+		version:       1,
+		proxies:       map[string]*proxyState{},
+		streams:       map[int64]string{},
+		writes:        map[string]*cacheWrite{},
 	}, nil
 }
 
@@ -221,6 +237,10 @@ func (s *Server) debounce(ctx context.Context) {
 }
 
 // push rebuilds the push context and regenerates every connected proxy.
+// It holds s.mu only to publish the push context, take the push's sequence
+// number and copy the proxy list; each proxy is generated and its snapshot
+// set without it. A proxy connecting meanwhile is generated from the new
+// push context by connect.
 func (s *Server) push(debounced time.Duration) {
 	start := time.Now()
 	snap := s.snapshot()
@@ -228,24 +248,20 @@ func (s *Server) push(debounced time.Duration) {
 	s.mu.Lock()
 	s.pc = pc
 	s.version++
-	n := len(s.proxies)
+	seq := s.version
+	proxies := make([]*proxyState, 0, len(s.proxies))
 	for _, p := range s.proxies {
-		s.updateLocked(p)
+		proxies = append(proxies, p)
 	}
-	version := s.version
 	s.mu.Unlock()
-	s.pushes.Add(1)
-	s.log.Debug("xds push", "version", version, "config_version", snap.Version, "proxies", n,
-		"debounced", debounced, "took", time.Since(start))
-}
-
-// pushContextLocked returns the current push context, building the first
-// one on demand. s.mu must be held.
-func (s *Server) pushContextLocked() *model.PushContext {
-	if s.pc == nil {
-		s.pc = model.NewPushContext(s.snapshot())
+	for _, p := range proxies {
+		if err := s.update(p, pc, seq); err != nil {
+			s.log.Error("xds generate failed; proxy keeps its last config", "node", p.proxy.ID, "err", err)
+		}
 	}
-	return s.pc
+	s.pushes.Add(1)
+	s.log.Debug("xds push", "version", s.versionOf(seq), "config_version", snap.Version, "proxies", len(proxies),
+		"debounced", debounced, "took", time.Since(start))
 }
 
 // snapshot is the current config; an empty one when the source has none.

@@ -1,10 +1,16 @@
 package xds
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"regexp"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,7 +85,13 @@ func fakeGenerate(pc *model.PushContext, p *model.Proxy) (*translate.Resources, 
 
 func startServer(t *testing.T, cfg ConfigSource) *Server {
 	t.Helper()
-	s, err := New(Options{Addr: "127.0.0.1:0", Config: cfg, Generate: fakeGenerate})
+	return startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: cfg, Generate: fakeGenerate})
+}
+
+// startServerOpts runs a Server with opts until the test ends.
+func startServerOpts(t *testing.T, opts Options) *Server {
+	t.Helper()
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +117,14 @@ type adsClient struct {
 }
 
 func testNode() *corev3.Node {
-	return xdsapi.BuildNode(
+	n, err := xdsapi.BuildNode(
 		xdsapi.NodeID{Type: xdsapi.Sidecar, IP: "127.0.0.13", Name: "reviews-v1", Namespace: "default", Domain: "default.svc.cluster.local"},
 		xdsapi.NodeMeta{Labels: map[string]string{"app": "reviews", "version": "v1"}, Namespace: "default",
 			ServiceAccount: "bookinfo-reviews", InterceptionMode: xdsapi.InterceptionNone})
+	if err != nil {
+		panic(err) // constant input
+	}
+	return n
 }
 
 func dial(t *testing.T, addr string, node *corev3.Node) *adsClient {
@@ -352,6 +368,12 @@ func TestDebounceCoalesces(t *testing.T) {
 	if responses > 2 {
 		t.Errorf("20 triggers gave %d CDS responses, want 1 or 2", responses)
 	}
+	// The push that sent the last config counts itself after its
+	// snapshots are set, so the response may arrive first.
+	deadline := time.Now().Add(waitFor)
+	for s.pushes.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // poll interval
+	}
 	if p := s.pushes.Load(); p < 1 || p > 2 {
 		t.Errorf("20 triggers gave %d pushes, want 1 or 2", p)
 	}
@@ -393,23 +415,190 @@ func TestDebounceMaxDelay(t *testing.T) {
 }
 
 func TestBadNodeIDIsRejected(t *testing.T) {
-	cfg := &fakeConfig{}
-	s := startServer(t, cfg)
-	c := dial(t, s.Addr(), &corev3.Node{Id: "not-an-istio-node"})
+	tests := []struct {
+		name string
+		id   string
+	}{
+		{name: "not istio", id: "not-an-istio-node"},
+		{name: "IP is not an address", id: "sidecar~reviews~reviews-v1.default~default.svc.cluster.local"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := &fakeConfig{}
+			s := startServer(t, cfg)
+			c := dial(t, s.Addr(), &corev3.Node{Id: tt.id})
+			c.subscribe(xdsapi.ClusterType)
+			select {
+			case err := <-c.errc:
+				if status.Code(err) != codes.InvalidArgument {
+					t.Fatalf("stream error %v, want InvalidArgument", err)
+				}
+			case r := <-c.resps:
+				t.Fatalf("got a response for a bad node: %v", r)
+			case <-time.After(waitFor):
+				t.Fatal("stream not closed")
+			}
+			if got := s.Syncz(); len(got) != 0 {
+				t.Fatalf("Syncz = %v, want empty", got)
+			}
+		})
+	}
+}
+
+// TestFirstGenerateFailureClosesStream: a proxy whose config cannot be
+// generated is told so (Internal) instead of waiting on a silent stream,
+// and the failure is logged at Error with its node ID.
+func TestFirstGenerateFailureClosesStream(t *testing.T) {
+	logs := &syncBuffer{}
+	failing := func(*model.PushContext, *model.Proxy) (*translate.Resources, error) {
+		return nil, errors.New("listener virtualOutbound: port 0: must be 1-65535")
+	}
+	s := startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: &fakeConfig{}, Generate: failing,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	c := dial(t, s.Addr(), testNode())
 	c.subscribe(xdsapi.ClusterType)
 	select {
 	case err := <-c.errc:
-		if status.Code(err) != codes.InvalidArgument {
-			t.Fatalf("stream error %v, want InvalidArgument", err)
+		if status.Code(err) != codes.Internal || !strings.Contains(status.Convert(err).Message(), "port 0: must be 1-65535") {
+			t.Fatalf("stream error %v, want Internal with the generate error", err)
 		}
 	case r := <-c.resps:
-		t.Fatalf("got a response for a bad node: %v", r)
+		t.Fatalf("got a response although generation failed: %v", r)
 	case <-time.After(waitFor):
 		t.Fatal("stream not closed")
 	}
 	if got := s.Syncz(); len(got) != 0 {
 		t.Fatalf("Syncz = %v, want empty", got)
 	}
+	line := ""
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "level=ERROR") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "node="+c.node.GetId()) || !strings.Contains(line, "must be 1-65535") {
+		t.Fatalf("no Error line with the node ID and error; logs:\n%s", logs)
+	}
+}
+
+// blockingGenerate is fakeGenerate that, once block is set, signals
+// entered and waits for release on every call.
+type blockingGenerate struct {
+	block   atomic.Bool
+	entered chan struct{} // buffer 1
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockingGenerate) generate(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
+	if b.block.Load() {
+		select {
+		case b.entered <- struct{}{}:
+		default:
+		}
+		<-b.release
+	}
+	return fakeGenerate(pc, p)
+}
+
+func (b *blockingGenerate) unblock() { b.once.Do(func() { close(b.release) }) }
+
+// TestSynczAndACKsDuringPush: a push whose generation is slow holds up
+// neither Syncz nor the recording of an ACK.
+func TestSynczAndACKsDuringPush(t *testing.T) {
+	cfg := &fakeConfig{}
+	cfg.setHosts(1, reviewsHost)
+	gen := &blockingGenerate{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	s := startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: cfg, Generate: gen.generate})
+	t.Cleanup(gen.unblock) // runs before the server stops
+	c := dial(t, s.Addr(), testNode())
+	id := c.node.GetId()
+
+	c.subscribe(xdsapi.ClusterType)
+	cds1 := c.recv(xdsapi.ClusterType)
+	waitStatus(t, s, id, xdsapi.ClusterType, func(ts TypeStatus) bool { return ts.Sent == cds1.GetVersionInfo() })
+
+	gen.block.Store(true)
+	cfg.setHosts(2, reviewsHost, ratingsHost)
+	s.Trigger()
+	select {
+	case <-gen.entered:
+	case <-time.After(waitFor):
+		t.Fatal("push never started generating")
+	}
+
+	// The push is stuck in Generate now.
+	done := make(chan []ProxyStatus, 1)
+	go func() { done <- s.Syncz() }()
+	select {
+	case got := <-done:
+		if len(got) != 1 || got[0].ID != id {
+			t.Fatalf("Syncz during push = %+v", got)
+		}
+	case <-time.After(waitFor):
+		gen.unblock()
+		t.Fatal("Syncz blocked while a push was generating")
+	}
+	c.ack(cds1)
+	waitStatus(t, s, id, xdsapi.ClusterType, func(ts TypeStatus) bool { return ts.Acked == cds1.GetVersionInfo() })
+
+	gen.unblock()
+	cds2 := c.recv(xdsapi.ClusterType)
+	if d := cmp.Diff([]string{"outbound|9080||" + ratingsHost, "outbound|9080||" + reviewsHost}, names(t, cds2)); d != "" {
+		t.Fatalf("clusters after the push (-want +got)\n%s", d)
+	}
+}
+
+// TestVersionsDifferAcrossRestarts: a proxy that reconnects to a new loomd
+// process sends the version it holds; the new process's versions must not
+// equal it, or the cache would not answer and the proxy would keep stale
+// config.
+func TestVersionsDifferAcrossRestarts(t *testing.T) {
+	old := &fakeConfig{}
+	old.setHosts(1, reviewsHost)
+	s1 := startServer(t, old)
+	c1 := dial(t, s1.Addr(), testNode())
+	c1.subscribe(xdsapi.ClusterType)
+	cds1 := c1.recv(xdsapi.ClusterType)
+	if n := len(cds1.GetResources()); n != 1 {
+		t.Fatalf("first process sent %d clusters, want 1", n)
+	}
+	if !versionRE.MatchString(cds1.GetVersionInfo()) {
+		t.Fatalf("version %q does not match %v", cds1.GetVersionInfo(), versionRE)
+	}
+
+	// The new process serves a config without clusters.
+	s2 := startServer(t, &fakeConfig{})
+	c2 := dial(t, s2.Addr(), testNode())
+	c2.send(&discoverygrpc.DiscoveryRequest{TypeUrl: xdsapi.ClusterType, VersionInfo: cds1.GetVersionInfo()})
+	cds2 := c2.recv(xdsapi.ClusterType)
+	if n := len(cds2.GetResources()); n != 0 {
+		t.Fatalf("second process sent %d clusters, want 0", n)
+	}
+	if cds2.GetVersionInfo() == cds1.GetVersionInfo() {
+		t.Fatalf("both processes use version %q", cds1.GetVersionInfo())
+	}
+}
+
+// versionRE is the form of resource versions: base-36 start time, "-", push number.
+var versionRE = regexp.MustCompile(`^[0-9a-z]+-[0-9]+$`)
+
+// syncBuffer is a log sink the test reads while the server writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestStreamCloseForgetsProxy(t *testing.T) {
