@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -87,7 +88,7 @@ func TestNACKKeepsLastGoodGeneration(t *testing.T) {
 
 	cmd := exec.Command(bin, "sidecar", "--ip", "127.0.0.1", "--name", "nack-test", "--namespace", "default",
 		"--labels", "app=nack-test,version=v1", "--xds-addr", xdsLn.Addr().String(), "--admin-addr", adminAddr, "--log-level", "debug")
-	var stdout, stderr lockedBuffer
+	var stdout, stderr testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -283,23 +284,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		<-tick.C
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a process's output copier and
-// the test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

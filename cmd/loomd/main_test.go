@@ -13,9 +13,10 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -28,31 +29,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// syncBuffer is a log sink the test reads while loomd writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var servingRE = regexp.MustCompile(`msg="loomd serving" xds=(\S+) monitoring=(\S+) config-dir=\S+ resources=(\d+)`)
 
 // start runs loomd in-process on free ports and returns its monitoring
 // address and the log line it printed when serving.
-func start(t *testing.T, dir string) (monitoring string, logs *syncBuffer) {
+func start(t *testing.T, dir string) (monitoring string, logs *testutil.SyncBuffer) {
 	t.Helper()
-	logs = &syncBuffer{}
+	logs = &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -12,10 +12,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 
 	"github.com/loom-mesh/loom/internal/loomctl"
 )
@@ -103,25 +104,7 @@ func fakeBinDir(t *testing.T) string {
 	return dir
 }
 
-// lockedBuffer is a strings.Builder safe for one writer and many readers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newTestRuntime(t *testing.T, out *lockedBuffer) *Runtime {
+func newTestRuntime(t *testing.T, out *testutil.SyncBuffer) *Runtime {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -147,7 +130,7 @@ func newTestRuntime(t *testing.T, out *lockedBuffer) *Runtime {
 }
 
 func TestRunUntilCancelled(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	r := newTestRuntime(t, out)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -183,7 +166,7 @@ func TestRunUntilCancelled(t *testing.T) {
 
 func TestRunChildExitsEarly(t *testing.T) {
 	t.Setenv("LOOM_FAKE_CRASH", "127.43.0.13:")
-	out := &lockedBuffer{}
+	out := &testutil.SyncBuffer{}
 	r := newTestRuntime(t, out)
 	errc := make(chan error, 1)
 	go func() { errc <- r.Run(context.Background()) }()

@@ -18,10 +18,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 
 	"github.com/loom-mesh/loom/internal/local"
 )
@@ -38,7 +39,7 @@ type mesh struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	pageURL string
-	out     *syncBuffer // demo's stdout and stderr
+	out     *testutil.SyncBuffer // demo's stdout and stderr
 	done    chan struct{}
 	waitErr error
 }
@@ -177,7 +178,7 @@ func sample(name string) string { return filepath.Join(samplesDir, name) }
 func startDemo(t *testing.T) *mesh {
 	t.Helper()
 	port := freePort(t)
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	ready := make(chan string, 1)
 	cmd := exec.Command(filepath.Join(binDir, "loomctl"), "demo",
 		"--subnet", subnet, "--ingress-port", strconv.Itoa(port), "--bin-dir", binDir,
@@ -474,22 +475,4 @@ func envWithout(key string) []string {
 		}
 	}
 	return env
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

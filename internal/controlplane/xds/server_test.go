@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -449,7 +450,7 @@ func TestBadNodeIDIsRejected(t *testing.T) {
 // generated is told so (Internal) instead of waiting on a silent stream,
 // and the failure is logged at Error with its node ID.
 func TestFirstGenerateFailureClosesStream(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	failing := func(*model.PushContext, *model.Proxy) (*translate.Resources, error) {
 		return nil, errors.New("listener virtualOutbound: port 0: must be 1-65535")
 	}
@@ -582,24 +583,6 @@ func TestVersionsDifferAcrossRestarts(t *testing.T) {
 
 // versionRE is the form of resource versions: base-36 start time, "-", push number.
 var versionRE = regexp.MustCompile(`^[0-9a-z]+-[0-9]+$`)
-
-// syncBuffer is a log sink the test reads while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestStreamCloseForgetsProxy(t *testing.T) {
 	cfg := &fakeConfig{}
