@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -115,6 +116,7 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 			ClusterID:        "Kubernetes",
 			WorkloadName:     f.name,
 			InterceptionMode: xdsapi.InterceptionNone,
+			ProxyVersion:     buildVersion(),
 		})
 		if err != nil {
 			return err
@@ -144,4 +146,13 @@ func parseLabels(s string) (map[string]string, error) {
 		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	return out, nil
+}
+
+// buildVersion is the module version loom-proxy was built at, or "dev" for
+// a build from a working tree.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
 }

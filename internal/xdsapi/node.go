@@ -82,7 +82,13 @@ type NodeMeta struct {
 	ClusterID        string
 	WorkloadName     string
 	InterceptionMode string
+	// ProxyVersion is the proxy's build version, sent as the node's
+	// user_agent_version (user_agent_name is UserAgentName), not in metadata.
+	ProxyVersion string
 }
+
+// UserAgentName is the user_agent_name of loom-proxy's xDS node.
+const UserAgentName = "loom-proxy"
 
 // BuildNode makes the envoy Node a proxy sends on its ADS stream. It fails
 // when a label key or value, or another metadata string, is not valid
@@ -105,7 +111,11 @@ func BuildNode(id NodeID, m NodeMeta) (*corev3.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: metadata: %w", id, err)
 	}
-	return &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st}, nil
+	n := &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st, UserAgentName: UserAgentName}
+	if m.ProxyVersion != "" {
+		n.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: m.ProxyVersion}
+	}
+	return n, nil
 }
 
 // ParseNodeMeta reads NodeMeta from an envoy Node's metadata. Missing keys
@@ -119,6 +129,7 @@ func ParseNodeMeta(n *corev3.Node) NodeMeta {
 	m.ClusterID = str(MetaClusterID)
 	m.WorkloadName = str(MetaWorkloadName)
 	m.InterceptionMode = str(MetaInterceptionMode)
+	m.ProxyVersion = n.GetUserAgentVersion()
 	if l := f[MetaLabels].GetStructValue(); l != nil {
 		m.Labels = map[string]string{}
 		for k, v := range l.GetFields() {

@@ -63,7 +63,7 @@ func TestClusterName(t *testing.T) {
 func TestNodeMetaRoundTrip(t *testing.T) {
 	id := NodeID{Type: Sidecar, IP: "127.0.0.9", Name: "ratings-v1-1", Namespace: "default", Domain: "default.svc.cluster.local"}
 	m := NodeMeta{Labels: map[string]string{"app": "ratings", "version": "v1"}, Namespace: "default",
-		ServiceAccount: "bookinfo-ratings", ClusterID: "Kubernetes", WorkloadName: "ratings-v1", InterceptionMode: InterceptionNone}
+		ServiceAccount: "bookinfo-ratings", ClusterID: "Kubernetes", WorkloadName: "ratings-v1", InterceptionMode: InterceptionNone, ProxyVersion: "1.2.3"}
 	n, err := BuildNode(id, m)
 	if err != nil {
 		t.Fatal(err)

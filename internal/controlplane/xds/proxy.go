@@ -23,9 +23,12 @@ import (
 // proxyState is one connected proxy: what it was last given and how it
 // answered.
 type proxyState struct {
-	// streamID and proxy are set at creation and never change.
+	// streamID, proxy, cluster and version are set at creation and never
+	// change.
 	streamID int64
 	proxy    *model.Proxy
+	cluster  string // node metadata CLUSTER_ID
+	version  string // node user_agent_name/user_agent_version, e.g. "loom-proxy/1.0"
 
 	// genMu serialises the generations of this proxy (a push and the
 	// proxy's first request may race; one runs at a time) and guards the
@@ -75,8 +78,10 @@ type TypeStatus struct {
 
 // ProxyStatus is the sync status of one connected proxy.
 type ProxyStatus struct {
-	ID    string       `json:"id"` // node ID
-	Types []TypeStatus `json:"types"`
+	ID      string       `json:"id"`                // node ID
+	Cluster string       `json:"cluster,omitempty"` // node metadata CLUSTER_ID
+	Version string       `json:"version,omitempty"` // the proxy's user agent and version
+	Types   []TypeStatus `json:"types"`
 }
 
 // Syncz returns the sync status of every connected proxy, sorted by node
@@ -87,7 +92,7 @@ func (s *Server) Syncz() []ProxyStatus {
 	defer s.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(s.proxies))
 	for id, p := range s.proxies {
-		ps := ProxyStatus{ID: id, Types: make([]TypeStatus, len(xdsapi.TypeURLs))}
+		ps := ProxyStatus{ID: id, Cluster: p.cluster, Version: p.version, Types: make([]TypeStatus, len(xdsapi.TypeURLs))}
 		for i, url := range xdsapi.TypeURLs {
 			t := &p.typed[i]
 			ps.Types[i] = TypeStatus{TypeURL: url, Short: xdsapi.ShortType(url),
@@ -303,7 +308,7 @@ func (s *Server) connect(streamID int64, node *corev3.Node) error {
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	nodeID := proxy.ID
-	p := &proxyState{streamID: streamID, proxy: proxy}
+	p := &proxyState{streamID: streamID, proxy: proxy, cluster: xdsapi.ParseNodeMeta(node).ClusterID, version: userAgent(node)}
 	s.mu.Lock()
 	if old, ok := s.proxies[nodeID]; ok {
 		// A reconnect whose old stream is not closed yet: the new stream
@@ -410,4 +415,16 @@ func (s *Server) removeLocked(streamID int64) bool {
 	delete(s.proxies, nodeID)
 	s.log.Info("xds proxy disconnected", "node", nodeID, "stream", streamID)
 	return s.queueWriteLocked(nodeID, nil)
+}
+
+// userAgent renders a node's user agent as "NAME/VERSION", "NAME", or "".
+func userAgent(n *corev3.Node) string {
+	name, v := n.GetUserAgentName(), n.GetUserAgentVersion()
+	switch {
+	case name == "":
+		return v
+	case v == "":
+		return name
+	}
+	return name + "/" + v
 }

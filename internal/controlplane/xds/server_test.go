@@ -121,7 +121,8 @@ func testNode() *corev3.Node {
 	n, err := xdsapi.BuildNode(
 		xdsapi.NodeID{Type: xdsapi.Sidecar, IP: "127.0.0.13", Name: "reviews-v1", Namespace: "default", Domain: "default.svc.cluster.local"},
 		xdsapi.NodeMeta{Labels: map[string]string{"app": "reviews", "version": "v1"}, Namespace: "default",
-			ServiceAccount: "bookinfo-reviews", InterceptionMode: xdsapi.InterceptionNone})
+			ServiceAccount: "bookinfo-reviews", InterceptionMode: xdsapi.InterceptionNone,
+			ClusterID: "Kubernetes", ProxyVersion: "1.0.0"})
 	if err != nil {
 		panic(err) // constant input
 	}
@@ -283,7 +284,7 @@ func TestServesAndTracksACK(t *testing.T) {
 	c.ack(lds)
 	waitStatus(t, s, id, xdsapi.ListenerType, func(ts TypeStatus) bool { return ts.Acked == lds.GetVersionInfo() })
 
-	want := []ProxyStatus{{ID: id, Types: []TypeStatus{
+	want := []ProxyStatus{{ID: id, Cluster: "Kubernetes", Version: "loom-proxy/1.0.0", Types: []TypeStatus{
 		{TypeURL: xdsapi.ClusterType, Short: "CDS", Sent: cds.GetVersionInfo(), Acked: cds.GetVersionInfo()},
 		{TypeURL: xdsapi.EndpointType, Short: "EDS"},
 		{TypeURL: xdsapi.ListenerType, Short: "LDS", Sent: lds.GetVersionInfo(), Acked: lds.GetVersionInfo()},
