@@ -71,6 +71,7 @@ func New(opts Options) (*Proxy, error) {
 		return nil, errors.New("proxy: a node or a bootstrap file is required")
 	}
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
+	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
 	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster})
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
 		Metrics: p.metrics, Logger: opts.Logger})

@@ -1,6 +1,7 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -28,7 +29,13 @@ const (
 	FlagUpstreamTimeout    = "UT"
 	FlagRetryLimitExceeded = "URX"
 	FlagDownstreamConnTerm = "DC"
+	FlagDownstreamProtoErr = "DPE"
 )
+
+// retryDrainBytes is how much of a retried response's body is read before
+// it is closed, so that a small body does not cost the keep-alive
+// connection.
+const retryDrainBytes = 4 << 10
 
 // Retry back-off, as Envoy's default: 25ms base interval, at most 10 times
 // the base, fully jittered.
@@ -96,10 +103,11 @@ type listenerHandler struct {
 	name string
 }
 
-// reqState is the per-request scratch space, pooled.
+// reqState is the per-request scratch space, pooled. Nothing in it is
+// handed to an upstream transport: net/http's HTTP/2 transport may still
+// read or close a request body after RoundTrip returned.
 type reqState struct {
 	entry telemetry.Entry
-	body  countingBody
 }
 
 var statePool = sync.Pool{New: func() any { return new(reqState) }}
@@ -107,32 +115,28 @@ var statePool = sync.Pool{New: func() any { return new(reqState) }}
 // copyBufPool holds 32 KiB buffers for streaming bodies.
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// retryBufPool holds the buffers of request bodies kept for retries.
-var retryBufPool = sync.Pool{New: func() any { b := make([]byte, MaxRetryBodyBytes+1); return &b }}
-
 func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cm := h.cm
 	start := time.Now()
 	st := statePool.Get().(*reqState)
 	e := &st.entry
-	*e = telemetry.Entry{
-		StartTime:               start,
-		Method:                  r.Method,
-		UpstreamServiceTime:     -1,
-		ForwardedFor:            r.Header.Get("X-Forwarded-For"),
-		UserAgent:               r.Header.Get("User-Agent"),
-		DownstreamRemoteAddress: r.RemoteAddr,
-	}
-	if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
-		e.Path = p
-	} else {
-		e.Path = r.URL.RequestURI()
-	}
-	switch r.ProtoMajor {
-	case 2:
-		e.Protocol = "HTTP/2"
-	default:
-		e.Protocol = r.Proto
+	*e = telemetry.Entry{StartTime: start, Method: r.Method, UpstreamServiceTime: -1}
+	if cm.log.Enabled() {
+		// Fields only the access log reads.
+		e.ForwardedFor = r.Header.Get("X-Forwarded-For")
+		e.UserAgent = r.Header.Get("User-Agent")
+		e.DownstreamRemoteAddress = r.RemoteAddr
+		if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
+			e.Path = p
+		} else {
+			e.Path = r.URL.RequestURI()
+		}
+		switch r.ProtoMajor {
+		case 2:
+			e.Protocol = "HTTP/2"
+		default:
+			e.Protocol = r.Proto
+		}
 	}
 	host := r.Host
 	if r.URL.Host != "" {
@@ -145,26 +149,34 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header["X-Request-Id"] = []string{rid}
 	}
 	e.RequestID = rid
+	// The body wrapper is per request, not pooled: an upstream transport
+	// may still hold it after this handler returned.
+	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		st.body = countingBody{rc: r.Body}
-		r.Body = &st.body
-	} else {
-		st.body = countingBody{}
+		body = &countingBody{rc: r.Body}
+		r.Body = body
 	}
 
-	cm.serve(w, r, h.name, host, e)
+	abort := cm.serve(w, r, h.name, host, body, e)
 
-	e.BytesReceived = st.body.n
+	if body != nil {
+		e.BytesReceived = body.n.Load()
+	}
 	e.Duration = time.Since(start)
 	cm.metrics.Request(h.name, e.ResponseCode, e.ResponseFlags)
 	cm.log.Log(e)
-	st.body = countingBody{}
 	*e = telemetry.Entry{}
 	statePool.Put(st)
+	if abort {
+		// The response is cut short after its headers went out: reset
+		// the downstream stream, as Envoy does, rather than end it
+		// cleanly and let the client take a truncated body as whole.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // serve routes and forwards r, filling e.
-func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, listener, host string, e *telemetry.Entry) {
+func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, listener, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
 	gen := cm.gen.Load()
 	var route *config.Route
 	if gen != nil {
@@ -184,7 +196,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, liste
 	}
 	if route == nil {
 		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
-		return
+		return false
 	}
 	e.RouteName = route.Name
 	name := config.PickCluster(route, rand.Uint64())
@@ -192,9 +204,9 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, liste
 	c := gen.Clusters[name]
 	if c == nil {
 		localReply(w, e, http.StatusServiceUnavailable, FlagNoClusterFound, "cluster_not_found", "")
-		return
+		return false
 	}
-	cm.forward(w, r, route, c, host, e)
+	return cm.forward(w, r, route, c, host, body, e)
 }
 
 // failure is why an attempt got no response.
@@ -207,11 +219,12 @@ const (
 	failPerTryTimeout
 	failTimeout
 	failDownstream
+	failDownstreamBody // reading the downstream request body failed
 )
 
 // forward sends r to c, retrying per route.Retry, and streams the
-// response to w.
-func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, route *config.Route, c *config.Cluster, host string, e *telemetry.Entry) {
+// response to w. body is r.Body's counting wrapper, nil when r has none.
+func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, route *config.Route, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
 	ctx := r.Context()
 	if route.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -227,30 +240,41 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 	}
 
 	// The request body: none, buffered (retriable) or streamed (one attempt).
+	// The retry buffer is allocated per request, sized to the body, and
+	// not pooled: net/http's HTTP/2 transport may read it after RoundTrip
+	// returned.
 	var (
 		buffered []byte
-		bufp     *[]byte
 		stream   io.ReadCloser
 		length   int64
 	)
-	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	hasBody := body != nil && r.ContentLength != 0
 	switch {
 	case !hasBody:
 	case attempts > 1 && r.ContentLength <= MaxRetryBodyBytes:
-		bufp = retryBufPool.Get().(*[]byte)
-		defer retryBufPool.Put(bufp)
-		n, err := io.ReadFull(r.Body, *bufp)
-		switch {
-		case err == io.EOF || err == io.ErrUnexpectedEOF:
-			buffered = (*bufp)[:n]
-			length = int64(n)
-		case err != nil:
-			// The downstream went away while sending its body.
-			e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
-			return
-		default:
+		var (
+			buf []byte
+			err error
+		)
+		if r.ContentLength > 0 {
+			buf = make([]byte, r.ContentLength)
+			var n int
+			n, err = io.ReadFull(r.Body, buf)
+			buf = buf[:n]
+		} else {
+			// Unknown length: read one byte past the limit to know.
+			buf, err = io.ReadAll(io.LimitReader(r.Body, MaxRetryBodyBytes+1))
+		}
+		if err != nil {
+			cm.bodyError(w, r, e)
+			return false
+		}
+		if len(buf) <= MaxRetryBodyBytes {
+			buffered = buf
+			length = int64(len(buf))
+		} else {
 			// Longer than MaxRetryBodyBytes: stream, no retry.
-			stream = readCloser{io.MultiReader(bytesReader((*bufp)[:n]), r.Body), r.Body}
+			stream = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 			length = r.ContentLength
 			attempts = 1
 		}
@@ -261,18 +285,19 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 	}
 
 	var (
-		resp      *http.Response
-		fail      failure
-		lastErr   error
-		tryStart  time.Time
-		cancelTry context.CancelFunc = func() {}
+		resp       *http.Response
+		fail       failure
+		lastErr    error
+		tryStart   time.Time
+		lastTryCtx                    = ctx
+		cancelTry  context.CancelFunc = func() {}
 	)
 	defer func() { cancelTry() }()
 	for attempt := 0; ; attempt++ {
 		addr, rt, err := cm.clusters.Pick(c)
 		if err != nil {
 			localReply(w, e, http.StatusServiceUnavailable, FlagNoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
-			return
+			return false
 		}
 		e.UpstreamHost = addr
 		tryCtx := ctx
@@ -302,13 +327,18 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		out = out.WithContext(tryCtx)
 		tryStart = time.Now()
 		resp, err = rt.RoundTrip(out)
+		lastTryCtx = tryCtx
 		if err == nil {
 			cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
 			if attempt+1 < attempts && retryOnStatus(retry, resp.StatusCode) {
+				// Read a small body to its end so that the keep-alive
+				// connection goes back to the pool.
+				_, _ = io.CopyN(io.Discard, resp.Body, retryDrainBytes)
 				resp.Body.Close()
+				resp = nil
 				if !cm.backoff(ctx, c.Name, attempt) {
-					localReply(w, e, http.StatusGatewayTimeout, FlagUpstreamTimeout, "upstream_response_timeout", "upstream request timeout")
-					return
+					fail = classify(ctx.Err(), r.Context(), ctx, ctx)
+					break
 				}
 				continue
 			}
@@ -316,16 +346,19 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		}
 		lastErr = err
 		fail = classify(err, r.Context(), ctx, tryCtx)
+		if fail == failReset && body != nil && body.err() != nil {
+			fail = failDownstreamBody
+		}
 		cm.metrics.UpstreamRequest(c.Name, 0)
 		if fail == failConnect {
 			cm.metrics.UpstreamConnectFail(c.Name)
 		}
-		if fail == failDownstream || fail == failTimeout {
+		if fail == failDownstream || fail == failTimeout || fail == failDownstreamBody {
 			break
 		}
 		if attempt+1 < attempts && retryOnFailure(retry, fail) {
 			if !cm.backoff(ctx, c.Name, attempt) {
-				fail = failTimeout
+				fail = classify(ctx.Err(), r.Context(), ctx, ctx)
 				break
 			}
 			continue
@@ -336,6 +369,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 	if resp == nil {
 		urx := attempts > 1 && retryOnFailure(retry, fail)
 		switch fail {
+		case failDownstreamBody:
+			cm.bodyError(w, r, e)
 		case failDownstream:
 			e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
 		case failTimeout:
@@ -353,7 +388,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 				"upstream_reset_before_response_started{connection_termination}",
 				"upstream connect error or disconnect/reset before headers. reset reason: connection termination")
 		}
-		return
+		return false
 	}
 
 	// A response: stream it back.
@@ -380,14 +415,24 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 	}
 	if err != nil {
 		// Headers are sent: the only way to tell the client is to abort
-		// the stream.
-		e.ResponseFlags = FlagUpstreamConnTerm
-		e.ResponseCodeDetails = "upstream_reset_after_response_started"
-		if r.Context().Err() != nil {
+		// the stream (ServeHTTP does, after the access log line).
+		abort = true
+		switch {
+		case r.Context().Err() != nil:
 			e.ResponseFlags = FlagDownstreamConnTerm
 			e.ResponseCodeDetails = "downstream_remote_disconnect"
+		case ctx.Err() != nil:
+			e.ResponseFlags = FlagUpstreamTimeout
+			e.ResponseCodeDetails = "upstream_response_timeout"
+		case lastTryCtx.Err() != nil:
+			e.ResponseFlags = FlagUpstreamTimeout
+			e.ResponseCodeDetails = "upstream_per_try_timeout"
+		default:
+			e.ResponseFlags = FlagUpstreamConnTerm
+			e.ResponseCodeDetails = "upstream_reset_after_response_started"
 		}
 	}
+	return abort
 }
 
 // withTimeout is context.WithTimeout; the per-try cancel is called by
@@ -397,7 +442,9 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 }
 
 // backoff waits for Envoy's jittered exponential back-off before retry
-// attempt+1. It returns false when ctx ends first.
+// attempt+1. It returns false when ctx ends first; it does not give up
+// early when the wait would outlast ctx's deadline, so that the caller
+// tells a timeout from a downstream disconnect by ctx alone.
 func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attempt int) bool {
 	cm.metrics.UpstreamRetry(cluster)
 	// Envoy's JitteredExponentialBackOffStrategy: random in
@@ -407,9 +454,6 @@ func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attemp
 		limit = min(time.Duration((1<<(attempt+1))-1)*retryBaseInterval, retryMaxInterval)
 	}
 	d := time.Duration(rand.Int64N(int64(limit)))
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		return false
-	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -558,19 +602,51 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool) (int64, error) {
 	}
 }
 
-// countingBody counts the bytes read from a downstream request body.
+// bodyError ends a request whose body could not be read: a client that
+// went away is logged as DC; a malformed body (bad chunked encoding, a
+// body shorter than its Content-Length on a live connection) gets a local
+// 400 with DPE, as Envoy's codec errors do.
+func (cm *ConnectionManager) bodyError(w http.ResponseWriter, r *http.Request, e *telemetry.Entry) {
+	if r.Context().Err() != nil {
+		e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
+		return
+	}
+	localReply(w, e, http.StatusBadRequest, FlagDownstreamProtoErr, "downstream_protocol_error", "bad request body")
+}
+
+// countingBody counts the bytes read from a downstream request body and
+// keeps the first read error other than EOF that is not caused by its
+// own Close. It is allocated per request
+// and safe for an upstream transport to read or close from another
+// goroutine than the handler's (its count and error are atomic).
 type countingBody struct {
-	rc io.ReadCloser
-	n  int64
+	rc      io.ReadCloser
+	n       atomic.Int64
+	readErr atomic.Pointer[error]
+	closed  atomic.Bool
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
+	if err != nil && err != io.EOF && !c.closed.Load() {
+		c.readErr.CompareAndSwap(nil, &err)
+	}
 	return n, err
 }
 
-func (c *countingBody) Close() error { return c.rc.Close() }
+// err returns the first read error other than EOF, or nil.
+func (c *countingBody) err() error {
+	if p := c.readErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *countingBody) Close() error {
+	c.closed.Store(true)
+	return c.rc.Close()
+}
 
 type readCloser struct {
 	io.Reader

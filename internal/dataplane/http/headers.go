@@ -46,12 +46,14 @@ var (
 	protoHTTP  = []string{"http"}
 	protoHTTPS = []string{"https"}
 	teTrailers = []string{"trailers"}
+	emptyValue = []string{""}
 	hexDigits  = "0123456789abcdef"
 )
 
 // prepareRequestHeaders makes the downstream request's headers fit to send
 // upstream, in place: hop-by-hop headers go, "te: trailers" stays (gRPC
-// needs it), x-forwarded-proto is set when absent. x-request-id and trace
+// needs it), x-forwarded-proto is set when absent, and an absent
+// User-Agent stays absent upstream. x-request-id and trace
 // headers (traceparent, b3, x-b3-*) are forwarded unchanged.
 func prepareRequestHeaders(h http.Header, tls bool) {
 	trailers := false
@@ -63,6 +65,11 @@ func prepareRequestHeaders(h http.Header, tls bool) {
 	removeHopHeaders(h)
 	if trailers {
 		h["Te"] = teTrailers
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		// An empty value keeps net/http's transports from adding their
+		// default User-Agent (as httputil.ReverseProxy does).
+		h["User-Agent"] = emptyValue
 	}
 	if _, ok := h["X-Forwarded-Proto"]; !ok {
 		if tls {

@@ -37,7 +37,11 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	// mu guards active and closed.
+	// updateMu serializes Update, so that two updates do not bind the
+	// same socket; it is held across binds, never by a request.
+	updateMu sync.Mutex
+
+	// mu guards active and closed. No I/O happens while it is held.
 	mu     sync.Mutex
 	active map[key]*served
 	closed bool
@@ -72,52 +76,98 @@ func New(opts Options) (*Manager, error) {
 
 // Update makes the bound listeners those of gen: it binds new ones, keeps
 // those whose name and address are unchanged (same socket), and drains the
-// rest in the background. It returns the bind errors, joined; listeners
-// that bound keep serving.
+// rest in the background. A removed listener's socket is closed before the
+// new ones are bound, so a listener renamed on the same address binds. It
+// returns the bind errors, joined; listeners that bound keep serving.
+// Concurrent calls are serialized.
 func (m *Manager) Update(gen *config.Generation) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return errors.New("listener manager: closed")
-	}
+	m.updateMu.Lock()
+	defer m.updateMu.Unlock()
+
 	want := make(map[key]*config.Listener, len(gen.Listeners))
 	for _, l := range gen.Listeners {
 		want[key{l.Name, l.Address}] = l
 	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return errors.New("listener manager: closed")
+	}
+	var stale []*served
 	for k, s := range m.active {
 		if _, ok := want[k]; !ok {
 			delete(m.active, k)
-			m.log.Info("drain listener", "listener", k.name, "address", k.addr)
-			m.drain(s)
+			stale = append(stale, s)
 		}
 	}
-	var errs []error
+	m.wg.Add(len(stale)) // their drains, counted before Shutdown can wait
+
 	keys := make([]key, 0, len(want))
 	for k := range want {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].name < keys[j].name })
-	for _, k := range keys {
-		if _, ok := m.active[k]; ok {
-			continue
+		if _, ok := m.active[k]; !ok {
+			keys = append(keys, k)
 		}
+	}
+	m.mu.Unlock()
+
+	// Stop accepting on removed listeners now, so that their addresses are
+	// free for this update; their connections drain in the background.
+	for _, s := range stale {
+		m.log.Info("drain listener", "listener", s.key.name, "address", s.key.addr)
+		_ = s.ln.Close()
+		m.drain(s)
+	}
+
+	var errs []error
+	sort.Slice(keys, func(i, j int) bool { return keys[i].name < keys[j].name })
+	bound := make([]*served, 0, len(keys))
+	for _, k := range keys {
 		s, err := m.bind(want[k])
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		m.active[k] = s
-		m.log.Info("listening", "listener", k.name, "address", s.ln.Addr().String())
+		bound = append(bound, s)
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed { // Shutdown ran meanwhile
+		for _, s := range bound {
+			_ = s.ln.Close()
+		}
+		return errors.Join(append(errs, errors.New("listener manager: closed"))...)
+	}
+	for _, s := range bound {
+		m.active[s.key] = s
+		m.serve(s)
+		m.log.Info("listening", "listener", s.key.name, "address", s.ln.Addr().String())
 	}
 	return errors.Join(errs...)
 }
 
-// bind listens on l.Address and serves it. Called with mu held.
+// onceCloseListener is a net.Listener whose Close may be called more than
+// once (by Update, then by http.Server.Shutdown) and reports no error on
+// the later calls.
+type onceCloseListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *onceCloseListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}
+
+// bind listens on l.Address and makes its server; serve starts it. It is
+// called without mu held.
 func (m *Manager) bind(l *config.Listener) (*served, error) {
-	ln, err := net.Listen("tcp", l.Address)
+	nl, err := net.Listen("tcp", l.Address)
 	if err != nil {
 		return nil, fmt.Errorf("bind listener %q on %s: %w", l.Name, l.Address, err)
 	}
+	ln := &onceCloseListener{Listener: nl}
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true) // h2c with prior knowledge (HCM codec_type AUTO)
@@ -128,22 +178,27 @@ func (m *Manager) bind(l *config.Listener) (*served, error) {
 		IdleTimeout:       m.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
 	}
-	s := &served{key: key{l.Name, l.Address}, ln: ln, srv: srv}
+	return &served{key: key{l.Name, l.Address}, ln: ln, srv: srv}, nil
+}
+
+// serve starts s's accept loop. Called with mu held, before Shutdown: the
+// goroutine is counted in wg.
+func (m *Manager) serve(s *served) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			m.log.Error("listener stopped", "listener", l.Name, "error", err)
+		// Update closes a removed listener before draining it: Serve then
+		// returns net.ErrClosed, which is not a failure.
+		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			m.log.Error("listener stopped", "listener", s.key.name, "error", err)
 		}
 	}()
-	return s, nil
 }
 
 // drain stops s accepting and waits, in the background, up to
-// DrainTimeout for its requests; then closes what is left. Called with mu
-// held.
+// DrainTimeout for its requests; then closes what is left. The caller has
+// counted the goroutine in wg.
 func (m *Manager) drain(s *served) {
-	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), m.opts.DrainTimeout)

@@ -157,3 +157,36 @@ func TestBindError(t *testing.T) {
 		t.Fatal("the listener that could bind is not bound")
 	}
 }
+
+func TestRenameOnSameAddress(t *testing.T) {
+	m, err := New(Options{Handler: func(l *config.Listener) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, l.Name) })
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	addr := freeAddr(t)
+	// A new connection per request: a kept-alive one would reach the
+	// draining listener.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, name := range []string{"old", "new", "newer"} {
+		// One Update removes the previous name and adds this one on the
+		// same address: the old socket must be closed before the bind.
+		if err := m.Update(gen(&config.Listener{Name: name, Address: addr})); err != nil {
+			t.Fatalf("update to %q: %v", name, err)
+		}
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != name {
+			t.Fatalf("listener answered %q, want %q", b, name)
+		}
+		if got := m.Addrs(); len(got) != 1 || got[name] != addr {
+			t.Fatalf("Addrs() = %v, want only %s on %s", got, name, addr)
+		}
+	}
+}

@@ -66,6 +66,19 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// WatchAccessLog exports a's dropped lines as the counter
+// loom_access_log_dropped_total. Call it once per Metrics; a nil a or m is
+// a no-op.
+func (m *Metrics) WatchAccessLog(a *AccessLog) {
+	if m == nil || a == nil {
+		return
+	}
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "loom_access_log_dropped_total",
+		Help: "Access log lines dropped because the log writer was too slow.",
+	}, func() float64 { return float64(a.Dropped()) }))
+}
+
 // Request counts one downstream request on listener. code outside
 // 100-599 counts as "0"; flags is "" or a response flag string.
 func (m *Metrics) Request(listener string, code int, flags string) {

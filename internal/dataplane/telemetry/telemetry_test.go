@@ -2,8 +2,10 @@ package telemetry
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,5 +130,64 @@ func TestMetrics(t *testing.T) {
 	m.ForgetCluster("c")
 	if _, n := counter(t, m, "envoy_cluster_upstream_rq_total", nil); n != 0 {
 		t.Errorf("%d series left after ForgetCluster", n)
+	}
+}
+
+// blockingWriter blocks every Write until release is closed.
+type blockingWriter struct {
+	entered chan struct{} // gets a value when a Write starts
+	release chan struct{}
+	n       atomic.Int64
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	select {
+	case w.entered <- struct{}{}:
+	default:
+	}
+	<-w.release
+	w.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+func TestAccessLogSlowWriterDoesNotBlockLog(t *testing.T) {
+	w := &blockingWriter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	a := NewAccessLog(AccessLogOptions{Writer: w, BufferSize: 4 << 10})
+	m := NewMetrics()
+	m.WatchAccessLog(a)
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(ctx) }()
+	defer func() {
+		close(w.release)
+		cancel()
+		<-runDone
+	}()
+
+	e := &Entry{Method: "GET", Path: strings.Repeat("p", 200), UpstreamServiceTime: -1}
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		// Fill the buffer so that Run starts a write that blocks, then
+		// keep logging: many times the buffer's size.
+		for range 10000 {
+			a.Log(e)
+		}
+	}()
+	select {
+	case <-logged:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Log blocked behind a slow writer")
+	}
+	select {
+	case <-w.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run never started a write")
+	}
+	if a.Dropped() == 0 {
+		t.Error("no line dropped although the writer blocks and the buffer is 4 KiB")
+	}
+	if got, _ := counter(t, m, "loom_access_log_dropped_total", nil); got != float64(a.Dropped()) {
+		t.Errorf("loom_access_log_dropped_total = %v, want %d", got, a.Dropped())
 	}
 }

@@ -2,11 +2,14 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -38,6 +41,24 @@ type h1Conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	wrote     int64 // bytes the socket accepted in the current round trip
+	werr      error // the socket's write error in the current round trip
+}
+
+// countingConn counts the bytes written to a connection, so that a failed
+// write tells an upstream that stopped reading from one never reached.
+type countingConn struct {
+	net.Conn
+	c *h1Conn
+}
+
+func (cc countingConn) Write(p []byte) (int, error) {
+	n, err := cc.Conn.Write(p)
+	cc.c.wrote += int64(n)
+	if err != nil && cc.c.werr == nil {
+		cc.c.werr = err
+	}
+	return n, err
 }
 
 // aLongTimeAgo is a deadline in the past: setting it makes pending I/O on a
@@ -64,8 +85,10 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err != nil {
 				return nil, err
 			}
-			c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, t.bufSize), bw: bufio.NewWriterSize(nc, t.bufSize)}
+			c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, t.bufSize)}
+			c.bw = bufio.NewWriterSize(countingConn{nc, c}, t.bufSize)
 		}
+		c.wrote, c.werr = 0, nil
 		resp, err := c.roundTrip(ctx, req)
 		if err == nil {
 			return resp, nil
@@ -87,13 +110,19 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
-	if err := req.Write(c.bw); err != nil {
-		stop()
-		return nil, err
+	werr := req.Write(c.bw)
+	if werr == nil {
+		werr = c.bw.Flush()
 	}
-	if err := c.bw.Flush(); err != nil {
+	if werr != nil {
+		// An upstream may answer before reading the whole body (413, 401)
+		// and close: our write then fails, but its response is there.
+		if resp := c.earlyResponse(req); resp != nil {
+			c.release(stop, false)
+			return resp, nil
+		}
 		stop()
-		return nil, err
+		return nil, werr
 	}
 	var resp *http.Response
 	for {
@@ -120,6 +149,39 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	resp.Body = &h1Body{rc: resp.Body, c: c, stop: stop, reuse: reuse}
 	return resp, nil
 }
+
+// earlyResponse reads the response an upstream sent before it stopped
+// reading the request, when writing failed with a broken pipe or a reset
+// after some bytes were accepted. The response body is read into memory
+// (bounded) because the connection is done for. It returns nil when there
+// is no complete response.
+func (c *h1Conn) earlyResponse(req *http.Request) *http.Response {
+	// c.werr, not the error req.Write returned: net/http wraps that one in
+	// a type without Unwrap when the body is copied with WriteTo.
+	if c.wrote == 0 || !(errors.Is(c.werr, syscall.EPIPE) || errors.Is(c.werr, syscall.ECONNRESET)) {
+		return nil
+	}
+	c.nc.SetReadDeadline(time.Now().Add(earlyResponseWait))
+	resp, err := http.ReadResponse(c.br, req)
+	if err != nil || resp.StatusCode < 200 {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, earlyResponseMaxBody+1))
+	resp.Body.Close()
+	if err != nil || len(body) > earlyResponseMaxBody {
+		return nil
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Close = true
+	return resp
+}
+
+// Bounds of reading an early response from a connection whose write failed.
+const (
+	earlyResponseWait    = time.Second
+	earlyResponseMaxBody = 64 << 10
+)
 
 // release ends a round trip: the connection goes back to the pool when the
 // exchange completed cleanly and no cancellation poisoned its deadline.

@@ -260,3 +260,36 @@ func TestH1Skips100Continue(t *testing.T) {
 		t.Fatalf("got %v %q %v, want 200 \"done\"", resp, body, err)
 	}
 }
+
+func TestH1EarlyResponseWhileWritingBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		// Read some of the request, answer 413 and close without reading
+		// the rest: the unread body makes the close a reset.
+		buf := make([]byte, 4096)
+		c.Read(buf)
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+		c.Close()
+	}()
+	tr := testTransport()
+	defer tr.close()
+	body := strings.Repeat("x", 32<<20) // far more than the socket buffers hold
+	resp, got, err := do(t, tr, context.Background(), "POST", "http://"+ln.Addr().String()+"/", strings.NewReader(body))
+	<-done
+	if err != nil {
+		t.Fatalf("round trip: %v, want the upstream's 413", err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || got != "too big!" {
+		t.Fatalf("got %d %q, want 413 \"too big!\"", resp.StatusCode, got)
+	}
+}
