@@ -1,7 +1,6 @@
 package http_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,10 +9,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -29,32 +29,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// syncBuffer is a bytes.Buffer safe for the access log's writes and the
-// test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proxy is a running proxy: listener manager, connection manager, cluster
 // manager and access log, over real sockets.
 type proxy struct {
 	t        testing.TB
 	gen      atomic.Pointer[config.Generation]
 	clusters *upstream.ClusterManager
-	logBuf   *syncBuffer
+	logBuf   *testutil.SyncBuffer
 	log      *telemetry.AccessLog
 	lm       *listener.Manager
 	client   *http.Client
@@ -62,7 +43,7 @@ type proxy struct {
 
 func startProxy(t testing.TB, g *config.Generation) *proxy {
 	t.Helper()
-	p := &proxy{t: t, logBuf: &syncBuffer{}}
+	p := &proxy{t: t, logBuf: &testutil.SyncBuffer{}}
 	p.clusters = upstream.New(upstream.Options{})
 	p.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: p.logBuf})
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, AccessLog: p.log, Metrics: telemetry.NewMetrics()})
