@@ -9,12 +9,13 @@ import (
 	"net/url"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 
 	"github.com/loom-mesh/loom/internal/testutil"
 
@@ -32,8 +33,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -187,14 +186,14 @@ func setSnapshot(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upst
 			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router",
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}}},
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.MustAny(t, &routerv3.Router{})}}},
 	}
 	l := &listenerv3.Listener{
 		Name:             xdsapi.VirtualOutboundListener,
-		Address:          sockAddr(t, proxyAddr),
+		Address:          xdstest.HostPortAddress(t, proxyAddr),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)}}}}},
+			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, hcm)}}}}},
 	}
 	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute, VirtualHosts: []*routev3.VirtualHost{{
 		Name: "up", Domains: []string{"*"},
@@ -213,7 +212,7 @@ func setSnapshot(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upst
 	}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: sockAddr(t, upstream)}}}}}}}
+			Endpoint: &endpointv3.Endpoint{Address: xdstest.HostPortAddress(t, upstream)}}}}}}}
 	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{
 		resourcev3.ListenerType: {l},
 		resourcev3.RouteType:    {rc},
@@ -226,29 +225,6 @@ func setSnapshot(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upst
 	if err := c.SetSnapshot(context.Background(), nodeID, snap); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mustAny(t *testing.T, m proto.Message) *anypb.Any {
-	t.Helper()
-	a, err := anypb.New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-func sockAddr(t *testing.T, hostport string) *corev3.Address {
-	t.Helper()
-	h, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: h, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -26,42 +28,24 @@ import (
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
-func mustAny(t testing.TB, m proto.Message) *anypb.Any {
-	t.Helper()
-	a, err := anypb.New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-func sockAddr(ip string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
-}
-
-func ads() *corev3.ConfigSource {
-	return &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
-}
-
 func testHCM(t testing.TB) *hcmv3.HttpConnectionManager {
 	return &hcmv3.HttpConnectionManager{
 		StatPrefix: "outbound_0.0.0.0_15001",
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-			RouteConfigName: "http_proxy", ConfigSource: ads()}},
+			RouteConfigName: "http_proxy", ConfigSource: xdstest.ADS()}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: RouterFilterName,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}}},
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.MustAny(t, &routerv3.Router{})}}},
 	}
 }
 
 func testListener(t testing.TB, hcm *hcmv3.HttpConnectionManager) *listenerv3.Listener {
 	return &listenerv3.Listener{
 		Name:             "virtualOutbound",
-		Address:          sockAddr("127.0.0.13", 15001),
+		Address:          xdstest.SocketAddress("127.0.0.13", 15001),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name:       HCMFilterName,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)},
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, hcm)},
 		}}}},
 	}
 }
@@ -94,7 +78,7 @@ func testCluster() *clusterv3.Cluster {
 	return &clusterv3.Cluster{
 		Name:                 reviewsV1,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: xdstest.ADS()},
 		ConnectTimeout:       durationpb.New(2 * time.Second),
 	}
 }
@@ -103,7 +87,7 @@ func testCLA(name string, addrs ...string) *endpointv3.ClusterLoadAssignment {
 	var lbs []*endpointv3.LbEndpoint
 	for _, a := range addrs {
 		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: sockAddr(a, 15006)}}})
+			Endpoint: &endpointv3.Endpoint{Address: xdstest.SocketAddress(a, 15006)}}})
 	}
 	return &endpointv3.ClusterLoadAssignment{ClusterName: name,
 		Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}}
@@ -183,7 +167,7 @@ func TestBuildStaticInlineH2(t *testing.T) {
 	c.LoadAssignment = testCLA(reviewsV1, "127.0.0.20", "127.0.0.21")
 	c.LoadAssignment.Endpoints[0].LbEndpoints[1].HealthStatus = corev3.HealthStatus_UNHEALTHY
 	c.LoadAssignment.Endpoints[0].LbEndpoints[1].LoadBalancingWeight = wrapperspb.UInt32(5)
-	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: mustAny(t, &httpv3.HttpProtocolOptions{
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsKey: xdstest.MustAny(t, &httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}})}
 	g, err := Build(Resources{Listeners: []proto.Message{testListener(t, hcm)}, Clusters: []proto.Message{c}}, nil)
@@ -233,11 +217,11 @@ func TestBuildErrors(t *testing.T) {
 		{"two filter chains", listenerWith(func(l *listenerv3.Listener) { l.FilterChains = append(l.FilterChains, l.FilterChains[0]) }),
 			`listener "virtualOutbound": filter_chains = "2 chains": must have exactly one filter chain`},
 		{"HCM typed_config wrong type", listenerWith(func(l *listenerv3.Listener) {
-			l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}
+			l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, &routerv3.Router{})}
 		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config: type_url "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router": must be type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`},
-		{"listener port 0", listenerWith(func(l *listenerv3.Listener) { l.Address = sockAddr("127.0.0.1", 0) }),
+		{"listener port 0", listenerWith(func(l *listenerv3.Listener) { l.Address = xdstest.SocketAddress("127.0.0.1", 0) }),
 			`listener "virtualOutbound": address.socket_address.port_value = "0": must be 1-65535`},
-		{"listener hostname", listenerWith(func(l *listenerv3.Listener) { l.Address = sockAddr("localhost", 80) }),
+		{"listener hostname", listenerWith(func(l *listenerv3.Listener) { l.Address = xdstest.SocketAddress("localhost", 80) }),
 			`listener "virtualOutbound": address.socket_address.address = "localhost": must be an IP address`},
 		{"listener filter", listenerWith(func(l *listenerv3.Listener) {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
@@ -321,7 +305,7 @@ func TestBuildErrors(t *testing.T) {
 		{"eds not ads", clusterWith(func(c *clusterv3.Cluster) { c.EdsClusterConfig = nil }),
 			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": eds_cluster_config.eds_config: must be ads`},
 		{"protocol options key", clusterWith(func(c *clusterv3.Cluster) {
-			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": mustAny(t, &httpv3.HttpProtocolOptions{})}
+			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": xdstest.MustAny(t, &httpv3.HttpProtocolOptions{})}
 		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: must be envoy.extensions.upstreams.http.v3.HttpProtocolOptions`},
 		{"upstream TLS", clusterWith(func(c *clusterv3.Cluster) { c.TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
 			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": transport_socket: not supported (no upstream TLS in this version)`},

@@ -1,10 +1,10 @@
 package http_test
 
 import (
-	"net"
-	"strconv"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -14,7 +14,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -23,29 +22,6 @@ import (
 )
 
 // Builders of the xDS resources the tests feed to config.Build.
-
-func mustAny(t testing.TB, m proto.Message) *anypb.Any {
-	t.Helper()
-	a, err := anypb.New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-func sockAddr(t testing.TB, hostport string) *corev3.Address {
-	t.Helper()
-	h, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: h, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}
-}
 
 // httpListener is a listener on addr whose HCM uses RDS route.
 func httpListener(t testing.TB, name, addr, route string) *listenerv3.Listener {
@@ -56,13 +32,13 @@ func httpListener(t testing.TB, name, addr, route string) *listenerv3.Listener {
 			ConfigSource:    &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}},
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: config.RouterFilterName,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}}},
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.MustAny(t, &routerv3.Router{})}}},
 	}
 	return &listenerv3.Listener{
 		Name:    name,
-		Address: sockAddr(t, addr),
+		Address: xdstest.HostPortAddress(t, addr),
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
-			Name: config.HCMFilterName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)}}}}},
+			Name: config.HCMFilterName, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, hcm)}}}}},
 	}
 }
 
@@ -71,7 +47,7 @@ func staticCluster(t testing.TB, name string, http2 bool, addrs ...string) *clus
 	var lbs []*endpointv3.LbEndpoint
 	for _, a := range addrs {
 		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: sockAddr(t, a)}}})
+			Endpoint: &endpointv3.Endpoint{Address: xdstest.HostPortAddress(t, a)}}})
 	}
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -81,7 +57,7 @@ func staticCluster(t testing.TB, name string, http2 bool, addrs ...string) *clus
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}},
 	}
 	if http2 {
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{config.HTTPProtocolOptionsKey: mustAny(t, &httpv3.HttpProtocolOptions{
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{config.HTTPProtocolOptionsKey: xdstest.MustAny(t, &httpv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}})}
 	}

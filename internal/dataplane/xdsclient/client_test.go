@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -24,7 +26,6 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -35,36 +36,18 @@ const (
 	cluster = "outbound|9080|v1|ratings.default.svc.cluster.local"
 )
 
-func sock(ip string, port uint32) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
-}
-
-func adsSource() *corev3.ConfigSource {
-	return &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
-}
-
-func mustAny(t *testing.T, m proto.Message) *anypb.Any {
-	t.Helper()
-	a, err := anypb.New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
 func listener(t *testing.T) *listenerv3.Listener {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:     "outbound",
-		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: xdsapi.HTTPProxyRoute, ConfigSource: adsSource()}},
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: xdsapi.HTTPProxyRoute, ConfigSource: xdstest.ADS()}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: config.RouterFilterName,
-			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{})}}},
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: xdstest.MustAny(t, &routerv3.Router{})}}},
 	}
 	return &listenerv3.Listener{
 		Name:    xdsapi.VirtualOutboundListener,
-		Address: sock("127.0.0.13", 15001),
+		Address: xdstest.SocketAddress("127.0.0.13", 15001),
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: config.HCMFilterName,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, hcm)}}}}},
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, hcm)}}}}},
 	}
 }
 
@@ -84,10 +67,10 @@ func routeConfig(prefix, regex string) *routev3.RouteConfiguration {
 
 func snapshot(t *testing.T, versions map[string]string, rc *routev3.RouteConfiguration) *cachev3.Snapshot {
 	cl := &clusterv3.Cluster{Name: cluster, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()}}
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: xdstest.ADS()}}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: sock("127.0.0.16", 15006)}}}}}}}
+			Endpoint: &endpointv3.Endpoint{Address: xdstest.SocketAddress("127.0.0.16", 15006)}}}}}}}
 	items := map[string][]types.Resource{
 		xdsapi.ClusterType: {cl}, xdsapi.EndpointType: {cla}, xdsapi.ListenerType: {listener(t)}, xdsapi.RouteType: {rc},
 	}
