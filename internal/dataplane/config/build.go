@@ -18,13 +18,14 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 )
 
 // Names of the only extensions this version supports.
@@ -80,6 +81,10 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 	}
 	if prev != nil {
 		g.Number = prev.Number + 1
+	}
+	fb, err := newFilterBuilder()
+	if err != nil {
+		return nil, err
 	}
 
 	// Endpoints first: clusters pick them up by name.
@@ -138,7 +143,7 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 		if _, dup := g.Routes[rc.GetName()]; dup {
 			return nil, resErr("route_config", rc.GetName(), ferr("name", "duplicate"))
 		}
-		rt, err := buildRouteTable(rc.GetName(), rc)
+		rt, err := buildRouteTable(fb, rc.GetName(), rc)
 		if err == nil {
 			err = envoyValidate(rc)
 		}
@@ -159,7 +164,7 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 		if _, dup := g.Listeners[l.GetName()]; dup {
 			return nil, resErr("listener", l.GetName(), ferr("name", "duplicate"))
 		}
-		rl, inline, err := buildListener(l)
+		rl, inline, err := buildListener(fb, l)
 		if err == nil {
 			err = envoyValidate(l)
 		}
@@ -423,7 +428,7 @@ func anyTo(a *anypb.Any, m proto.Message) error {
 
 // ---- listeners ----
 
-func buildListener(l *listenerv3.Listener) (*Listener, *RouteTable, error) {
+func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, *RouteTable, error) {
 	rl := &Listener{Name: l.GetName()}
 	addr, err := socketAddress("address", l.GetAddress())
 	if err != nil {
@@ -478,14 +483,14 @@ func buildListener(l *listenerv3.Listener) (*Listener, *RouteTable, error) {
 	if err := anyTo(f.GetTypedConfig(), &hcm); err != nil {
 		return nil, nil, ferr("filter_chains[0].filters[0].typed_config", "%v", err)
 	}
-	inline, err := buildHCM(rl, &hcm)
+	inline, err := buildHCM(fb, rl, &hcm)
 	if err != nil {
 		return nil, nil, under("filter_chains[0].filters[0].typed_config", err)
 	}
 	return rl, inline, nil
 }
 
-func buildHCM(rl *Listener, hcm *hcmv3.HttpConnectionManager) (*RouteTable, error) {
+func buildHCM(fb *filterBuilder, rl *Listener, hcm *hcmv3.HttpConnectionManager) (*RouteTable, error) {
 	rl.StatPrefix = hcm.GetStatPrefix()
 	if rl.StatPrefix == "" {
 		return nil, ferr("stat_prefix", "must not be empty")
@@ -505,7 +510,7 @@ func buildHCM(rl *Listener, hcm *hcmv3.HttpConnectionManager) (*RouteTable, erro
 		rl.RouteConfigName = rs.Rds.GetRouteConfigName()
 	case *hcmv3.HttpConnectionManager_RouteConfig:
 		name := InlineRouteName(rl.Name)
-		rt, err := buildRouteTable(name, rs.RouteConfig)
+		rt, err := buildRouteTable(fb, name, rs.RouteConfig)
 		if err != nil {
 			return nil, under("route_config", err)
 		}
@@ -514,19 +519,11 @@ func buildHCM(rl *Listener, hcm *hcmv3.HttpConnectionManager) (*RouteTable, erro
 	default:
 		return nil, ferr("route_specifier", "must be rds or route_config")
 	}
-	filters := hcm.GetHttpFilters()
-	if len(filters) != 1 {
-		return nil, verr("http_filters", strconv.Itoa(len(filters))+" filters", "must be exactly ["+RouterFilterName+"]")
+	chain, err := fb.httpFilters(hcm.GetHttpFilters())
+	if err != nil {
+		return nil, err
 	}
-	if filters[0].GetName() != RouterFilterName {
-		return nil, verr("http_filters[0].name", filters[0].GetName(), "must be "+RouterFilterName)
-	}
-	if tc := filters[0].GetTypedConfig(); tc != nil {
-		var r routerv3.Router
-		if err := anyTo(tc, &r); err != nil {
-			return nil, ferr("http_filters[0].typed_config", "%v", err)
-		}
-	}
+	rl.HTTPFilters = chain
 	if len(hcm.GetUpgradeConfigs()) > 0 {
 		return nil, ferr("upgrade_configs", "not supported")
 	}
@@ -550,16 +547,20 @@ var supportedRetryOn = map[string]bool{
 	"resource-exhausted": true, "unavailable": true,
 }
 
-func buildRouteTable(name string, rc *routev3.RouteConfiguration) (*RouteTable, error) {
+func buildRouteTable(fb *filterBuilder, name string, rc *routev3.RouteConfiguration) (*RouteTable, error) {
 	rt := &RouteTable{Name: name, exact: map[string]*VirtualHost{}}
 	if len(rc.GetRequestHeadersToAdd()) > 0 || len(rc.GetResponseHeadersToAdd()) > 0 ||
 		len(rc.GetRequestHeadersToRemove()) > 0 || len(rc.GetResponseHeadersToRemove()) > 0 {
 		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
 	}
+	rcOver, err := fb.overrides(rc.GetTypedPerFilterConfig())
+	if err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for i, v := range rc.GetVirtualHosts() {
 		p := idx("virtual_hosts", i)
-		vh, err := buildVirtualHost(v)
+		vh, err := buildVirtualHost(fb, rcOver, v)
 		if err != nil {
 			return nil, under(p, err)
 		}
@@ -590,7 +591,7 @@ func buildRouteTable(name string, rc *routev3.RouteConfiguration) (*RouteTable, 
 	return rt, nil
 }
 
-func buildVirtualHost(v *routev3.VirtualHost) (*VirtualHost, error) {
+func buildVirtualHost(fb *filterBuilder, rcOver map[string]filter.Config, v *routev3.VirtualHost) (*VirtualHost, error) {
 	vh := &VirtualHost{Name: v.GetName()}
 	if vh.Name == "" {
 		return nil, ferr("name", "must not be empty")
@@ -611,14 +612,15 @@ func buildVirtualHost(v *routev3.VirtualHost) (*VirtualHost, error) {
 		len(v.GetRequestHeadersToRemove()) > 0 || len(v.GetResponseHeadersToRemove()) > 0 {
 		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
 	}
-	if len(v.GetTypedPerFilterConfig()) > 0 {
-		return nil, ferr("typed_per_filter_config", "not supported")
+	vhOver, err := fb.overrides(v.GetTypedPerFilterConfig())
+	if err != nil {
+		return nil, err
 	}
 	if v.GetRetryPolicy() != nil {
 		return nil, ferr("retry_policy", "not supported on a virtual host; set it on the route")
 	}
 	for k, r := range v.GetRoutes() {
-		rr, err := buildRoute(r)
+		rr, err := buildRoute(fb, r, rcOver, vhOver)
 		if err != nil {
 			return nil, under(idx("routes", k), err)
 		}
@@ -645,7 +647,7 @@ func checkDomain(d string) error {
 	return errors.New(`must be "*", a host, or have one wildcard at its start or end`)
 }
 
-func buildRoute(r *routev3.Route) (*Route, error) {
+func buildRoute(fb *filterBuilder, r *routev3.Route, rcOver, vhOver map[string]filter.Config) (*Route, error) {
 	rr := &Route{Name: r.GetName()}
 	m, err := buildMatch(r.GetMatch())
 	if err != nil {
@@ -656,9 +658,11 @@ func buildRoute(r *routev3.Route) (*Route, error) {
 		len(r.GetRequestHeadersToRemove()) > 0 || len(r.GetResponseHeadersToRemove()) > 0 {
 		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
 	}
-	if len(r.GetTypedPerFilterConfig()) > 0 {
-		return nil, ferr("typed_per_filter_config", "not supported")
+	rOver, err := fb.overrides(r.GetTypedPerFilterConfig())
+	if err != nil {
+		return nil, err
 	}
+	rr.FilterOverrides = fb.routeOverrides(rcOver, vhOver, rOver)
 	ra, ok := r.GetAction().(*routev3.Route_Route)
 	if !ok {
 		return nil, ferr("action", "must be route (redirect, direct_response and others are not supported)")

@@ -227,10 +227,13 @@ func TestBuildErrors(t *testing.T) {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
 		}), `listener "virtualOutbound": listener_filters[0].name = "envoy.filters.listener.original_dst": not supported`},
 		{"unknown http filter", hcmWith(func(h *hcmv3.HttpConnectionManager) {
-			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.fault"}}, h.HttpFilters...)
-		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters = "2 filters": must be exactly [envoy.filters.http.router]`},
-		{"http filter not router", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.HttpFilters[0].Name = "envoy.filters.http.cors" }),
-			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.cors": must be envoy.filters.http.router`},
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.cors"}}, h.HttpFilters...)
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.cors": unknown HTTP filter (not is_optional)`},
+		{"http filter not router", hcmWith(func(h *hcmv3.HttpConnectionManager) {
+			h.HttpFilters[0].Name = "envoy.filters.http.cors"
+			h.HttpFilters[0].ConfigType = nil
+		}),
+			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.cors": must be envoy.filters.http.router (the last filter must be the router)`},
 		{"codec HTTP2", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.CodecType = hcmv3.HttpConnectionManager_HTTP2 }),
 			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.codec_type = "HTTP2": must be AUTO`},
 		{"rds not ads", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.GetRds().ConfigSource = &corev3.ConfigSource{} }),
@@ -361,7 +364,7 @@ func TestRouteFields(t *testing.T) {
 		Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(80)}, {Name: "b", Weight: wrapperspb.UInt32(20)}}}}
 	a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "gateway-error,connect-failure,retriable-status-codes", NumRetries: wrapperspb.UInt32(3),
 		PerTryTimeout: durationpb.New(2 * time.Second), RetriableStatusCodes: []uint32{503}}
-	rt, err := buildRouteTable("http_proxy", rc)
+	rt, err := buildRouteTable(testFilterBuilder(t), "http_proxy", rc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +395,7 @@ func TestVirtualHostFor(t *testing.T) {
 		return &routev3.VirtualHost{Name: name, Domains: domains, Routes: []*routev3.Route{prefixRoute("/", "c")}}
 	}
 	build := func(vhs ...*routev3.VirtualHost) *RouteTable {
-		rt, err := buildRouteTable("t", &routev3.RouteConfiguration{Name: "t", VirtualHosts: vhs})
+		rt, err := buildRouteTable(testFilterBuilder(t), "t", &routev3.RouteConfiguration{Name: "t", VirtualHosts: vhs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -793,4 +796,13 @@ func TestConfigDump(t *testing.T) {
 	if !strings.Contains(string(b2), `"staticListeners"`) || strings.Contains(string(b2), `"dynamicListeners"`) {
 		t.Errorf("static dump:\n%s", b2)
 	}
+}
+
+func testFilterBuilder(t testing.TB) *filterBuilder {
+	t.Helper()
+	fb, err := newFilterBuilder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fb
 }

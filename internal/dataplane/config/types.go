@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 )
 
 // Generation is one complete runtime config. It is immutable and safe for
@@ -60,6 +62,21 @@ type Listener struct {
 	// When the HCM has an inline route_config it is stored in Routes under
 	// a name derived from the listener's, and RouteConfigName names it.
 	RouteConfigName string
+	// HTTPFilters is the HCM's http_filters chain, compiled, without the
+	// terminal router (always last); empty when the router is the only
+	// filter. Filters that are is_optional and unknown are left out.
+	HTTPFilters []HTTPFilter
+}
+
+// HTTPFilter is one compiled filter of a listener's chain
+// (HttpConnectionManager.http_filters[i]).
+type HTTPFilter struct {
+	// Name is the HCM's filter name, the key of its typed_per_filter_config.
+	Name   string
+	Filter filter.Filter
+	// Slot is the index of the filter's override in Route.FilterOverrides
+	// (see Route.Override); slots are numbered per Generation.
+	Slot int
 }
 
 // RouteTable is a compiled RouteConfiguration
@@ -104,6 +121,12 @@ type Route struct {
 	Timeout time.Duration
 	// Retry is nil when the route does not retry.
 	Retry *RetryPolicy
+	// FilterOverrides are the parsed typed_per_filter_config of the route,
+	// else of its virtual host, else of its route configuration, indexed
+	// by HTTPFilter.Slot; nil when there are none, and an entry is nil
+	// when that filter has no override. It may be shorter than a slot:
+	// read it with Override.
+	FilterOverrides []filter.Config
 }
 
 // WeightedCluster is one destination of a route.

@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 )
@@ -61,9 +63,11 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-// ConnectionManager is Envoy's HTTP connection manager with the router
-// filter (envoy.filters.network.http_connection_manager +
-// envoy.filters.http.router). It is safe for concurrent use; it starts no
+// ConnectionManager is Envoy's HTTP connection manager
+// (envoy.filters.network.http_connection_manager): it matches the route,
+// runs the listener's compiled HTTP filters (config.Listener.HTTPFilters)
+// and then the router (envoy.filters.http.router). A listener whose chain
+// is the router alone pays nothing for filters. It is safe for concurrent use; it starts no
 // goroutine of its own.
 type ConnectionManager struct {
 	gen      *atomic.Pointer[config.Generation]
@@ -108,6 +112,19 @@ type listenerHandler struct {
 // read or close a request body after RoundTrip returned.
 type reqState struct {
 	entry telemetry.Entry
+
+	// The fields below are set only for a listener with HTTP filters;
+	// reqState is then the chain's next handler (see ServeHTTP).
+	fs     filter.State
+	chain  []config.HTTPFilter
+	next   int // index in chain of the filter next calls
+	cm     *ConnectionManager
+	gen    *config.Generation
+	route  *config.Route
+	host   string
+	body   *countingBody
+	routed bool // the router ran
+	abort  bool // the router's result
 }
 
 var statePool = sync.Pool{New: func() any { return new(reqState) }}
@@ -157,7 +174,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 
-	abort := cm.serve(w, r, h.name, host, body, e)
+	abort := cm.serve(w, r, st, h.name, host, body)
 
 	if body != nil {
 		e.BytesReceived = body.n.Load()
@@ -175,12 +192,17 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serve routes and forwards r, filling e.
-func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, listener, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
+// serve matches r's route, runs the listener's HTTP filters, if any, and
+// routes r, filling st.entry.
+func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *reqState, listener, host string, body *countingBody) (abort bool) {
+	e := &st.entry
 	gen := cm.gen.Load()
-	var route *config.Route
+	var (
+		l     *config.Listener
+		route *config.Route
+	)
 	if gen != nil {
-		if l := gen.Listeners[listener]; l != nil {
+		if l = gen.Listeners[listener]; l != nil {
 			e.DownstreamLocalAddress = l.Address
 			if rt := gen.Routes[l.RouteConfigName]; rt != nil {
 				if vh := rt.VirtualHostFor(host); vh != nil {
@@ -194,6 +216,78 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, liste
 			}
 		}
 	}
+	if l == nil || len(l.HTTPFilters) == 0 {
+		return cm.route(w, r, gen, route, host, body, e)
+	}
+	return cm.serveChain(w, r, st, l.HTTPFilters, gen, route, host, body)
+}
+
+// serveChain runs chain with st as its next handler; the router runs
+// after the last filter, unless a filter answered or the client left.
+// The route timeout starts in the router, so a delay does not use it up.
+func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, st *reqState, chain []config.HTTPFilter,
+	gen *config.Generation, route *config.Route, host string, body *countingBody) (abort bool) {
+	st.fs = filter.State{}
+	st.chain, st.next, st.cm, st.gen, st.route, st.host, st.body = chain, 0, cm, gen, route, host, body
+	st.routed, st.abort = false, false
+	r = r.WithContext(filter.NewContext(r.Context(), &st.fs))
+	st.ServeHTTP(w, r)
+
+	e := &st.entry
+	if !st.routed {
+		switch {
+		case st.fs.ReplyCode != 0:
+			e.ResponseCode, e.ResponseCodeDetails, e.BytesSent = st.fs.ReplyCode, st.fs.ReplyDetails, st.fs.ReplyBytes
+		case r.Context().Err() != nil:
+			e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
+		}
+	}
+	if st.fs.Flags != 0 {
+		e.ResponseFlags = mergeFlags(e.ResponseFlags, st.fs.Flags)
+	}
+	abort = st.abort
+	st.fs = filter.State{}
+	st.chain, st.cm, st.gen, st.route, st.body = nil, nil, nil, nil, nil
+	return abort
+}
+
+// ServeHTTP is the next handler of every filter of a chain: it calls the
+// next filter with the matched route's override for it, or after the last
+// one the router. Filters call next at most once, in order, so one
+// index per request is enough.
+func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if st.next < len(st.chain) {
+		f := &st.chain[st.next]
+		st.next++
+		st.fs.Override = st.route.Override(f.Slot)
+		f.Filter.ServeHTTP(w, r, st)
+		return
+	}
+	st.fs.Override = nil
+	st.routed = true
+	st.abort = st.cm.route(w, r, st.gen, st.route, st.host, st.body, &st.entry)
+}
+
+// mergeFlags adds the filters' flags to the router's, in Envoy's order
+// (UH, UT, UF, UC and NR come before DI and FI; DC, URX and the rest after).
+func mergeFlags(router string, f filter.Flags) string {
+	fs := f.String()
+	if router == "" {
+		return fs
+	}
+	head, tail, _ := strings.Cut(router, ",")
+	switch head {
+	case FlagNoHealthyUpstream, FlagUpstreamTimeout, FlagUpstreamConnFail, FlagUpstreamConnTerm, FlagNoRoute:
+		if tail == "" {
+			return head + "," + fs
+		}
+		return head + "," + fs + "," + tail
+	}
+	return fs + "," + router
+}
+
+// route forwards r along route (nil: none matched), filling e.
+func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
 	if route == nil {
 		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false

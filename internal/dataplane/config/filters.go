@@ -1,0 +1,187 @@
+package config
+
+import (
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
+)
+
+// builtinFilters are the HTTP filters this version implements besides the
+// terminal router, listed explicitly (no registration by init side effects).
+var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
+	return filter.NewRegistry(
+		fault.Factory{},
+	)
+})
+
+const (
+	routerTypeURL       = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+	filterConfigTypeURL = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+)
+
+// filterBuilder parses filter configs for one Build and numbers the
+// override slots: every filter name that is a typed_per_filter_config key
+// or an HCM filter name in the generation gets one index, shared by
+// Route.FilterOverrides and HTTPFilter.Slot.
+type filterBuilder struct {
+	reg   *filter.Registry
+	slots map[string]int
+}
+
+func newFilterBuilder() (*filterBuilder, error) {
+	reg, err := builtinFilters()
+	if err != nil {
+		return nil, err
+	}
+	return &filterBuilder{reg: reg, slots: map[string]int{}}, nil
+}
+
+func (b *filterBuilder) slot(name string) int {
+	s, ok := b.slots[name]
+	if !ok {
+		s = len(b.slots)
+		b.slots[name] = s
+	}
+	return s
+}
+
+// overrides parses a typed_per_filter_config map (of a route configuration,
+// virtual host or route). An entry whose type no builtin filter has is an
+// error unless it is a FilterConfig with is_optional, which is skipped.
+func (b *filterBuilder) overrides(m map[string]*anypb.Any) (map[string]filter.Config, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]filter.Config, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		p := "typed_per_filter_config[" + strconv.Quote(k) + "]"
+		a := m[k]
+		optional := false
+		if a.GetTypeUrl() == filterConfigTypeURL {
+			var fc routev3.FilterConfig
+			if err := a.UnmarshalTo(&fc); err != nil {
+				return nil, ferr(p, "decode FilterConfig: %v", err)
+			}
+			if fc.GetDisabled() {
+				return nil, ferr(p+".disabled", "not supported")
+			}
+			if fc.GetConfig() == nil {
+				return nil, ferr(p+".config", "must be set")
+			}
+			optional, a = fc.GetIsOptional(), fc.GetConfig()
+			p += ".config"
+		}
+		f := b.reg.ByTypeURL(a.GetTypeUrl())
+		if f == nil {
+			if optional {
+				continue
+			}
+			return nil, verr(p+".type_url", a.GetTypeUrl(), "unknown HTTP filter type (not optional)")
+		}
+		cfg, err := f.ParseOverride(a)
+		if err != nil {
+			return nil, ferr(p, "%s", err)
+		}
+		out[k] = cfg
+	}
+	return out, nil
+}
+
+// routeOverrides merges the overrides of a route configuration, virtual
+// host and route (the most specific wins, as Envoy's) into a slice indexed
+// by slot; nil when there are none.
+func (b *filterBuilder) routeOverrides(levels ...map[string]filter.Config) []filter.Config {
+	var out []filter.Config
+	for _, m := range levels {
+		for k, c := range m {
+			s := b.slot(k)
+			if s >= len(out) {
+				out = append(out, make([]filter.Config, s+1-len(out))...)
+			}
+			out[s] = c
+		}
+	}
+	return out
+}
+
+// httpFilters validates an HCM's http_filters and compiles its chain: the
+// filters before the router, which must be last.
+func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) ([]HTTPFilter, error) {
+	if len(filters) == 0 {
+		return nil, ferr("http_filters", "must not be empty; the last filter must be "+RouterFilterName)
+	}
+	var chain []HTTPFilter
+	last := len(filters) - 1
+	for i, hf := range filters {
+		p := idx("http_filters", i)
+		if hf.GetName() == "" {
+			return nil, ferr(p+".name", "must not be empty")
+		}
+		if hf.GetConfigDiscovery() != nil {
+			return nil, ferr(p+".config_discovery", "not supported")
+		}
+		tc := hf.GetTypedConfig()
+		isRouter := tc.GetTypeUrl() == routerTypeURL || (tc == nil && hf.GetName() == RouterFilterName)
+		if i == last {
+			if !isRouter {
+				return nil, verr(p+".name", hf.GetName(), "must be "+RouterFilterName+" (the last filter must be the router)")
+			}
+			if tc != nil {
+				var r routerv3.Router
+				if err := anyTo(tc, &r); err != nil {
+					return nil, ferr(p+".typed_config", "%v", err)
+				}
+			}
+			break
+		}
+		if isRouter {
+			return nil, verr(p+".name", hf.GetName(), "the router must be the last filter")
+		}
+		var f filter.Factory
+		if tc != nil {
+			f = b.reg.ByTypeURL(tc.GetTypeUrl())
+		} else {
+			f = b.reg.ByName(hf.GetName())
+		}
+		if f == nil {
+			if hf.GetIsOptional() {
+				continue
+			}
+			if tc != nil {
+				return nil, verr(p+".typed_config.type_url", tc.GetTypeUrl(), "unknown HTTP filter %q (not is_optional)", hf.GetName())
+			}
+			return nil, verr(p+".name", hf.GetName(), "unknown HTTP filter (not is_optional)")
+		}
+		if hf.GetDisabled() {
+			return nil, ferr(p+".disabled", "not supported")
+		}
+		cfg, err := f.Parse(tc)
+		if err != nil {
+			return nil, ferr(p+".typed_config", "%s", err)
+		}
+		flt, err := f.Build(cfg)
+		if err != nil {
+			return nil, ferr(p, "build %s: %v", f.Name(), err)
+		}
+		chain = append(chain, HTTPFilter{Name: hf.GetName(), Filter: flt, Slot: b.slot(hf.GetName())})
+	}
+	return chain, nil
+}
+
+// Override returns r's override for the filter at slot, or nil. r nil
+// means no route matched.
+func (r *Route) Override(slot int) filter.Config {
+	if r == nil || slot >= len(r.FilterOverrides) {
+		return nil
+	}
+	return r.FilterOverrides[slot]
+}

@@ -1,0 +1,126 @@
+package filter
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Config is a filter's parsed, validated and immutable configuration: the
+// HCM-level one (Factory.Parse) or a route or virtual host override
+// (Factory.ParseOverride). Each Factory knows its own concrete type.
+type Config any
+
+// Factory parses and builds one kind of HTTP filter. Implementations are
+// stateless and safe for concurrent use.
+type Factory interface {
+	// Name is the filter's canonical Envoy name, such as
+	// "envoy.filters.http.fault"; a typed_config-less HttpFilter is
+	// resolved by it.
+	Name() string
+	// TypeURLs are the typed_config type URLs the factory accepts, such as
+	// "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault".
+	TypeURLs() []string
+	// Parse validates the HCM-level typed_config; cfg nil means the filter
+	// was listed without one (Envoy's defaults). It is pure; the error
+	// names the offending field, as "abort.percentage.numerator = ...".
+	Parse(cfg *anypb.Any) (Config, error)
+	// ParseOverride validates a route's or virtual host's
+	// typed_per_filter_config entry for the filter (never nil).
+	ParseOverride(cfg *anypb.Any) (Config, error)
+	// Build makes the filter of one listener's chain from a Config that
+	// Parse returned. It is called once per generation.
+	Build(cfg Config) (Filter, error)
+}
+
+// Filter is one compiled HTTP filter of a listener's chain. ServeHTTP is
+// called concurrently. It either answers the request itself (a local reply)
+// or calls next at most once, from its own goroutine, before it returns.
+// It reads its route override with OverrideFrom before calling next.
+type Filter interface {
+	ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Handler)
+}
+
+// Flags are the response flags (Envoy's %RESPONSE_FLAGS%) a filter sets on
+// a request; the access log entry gets them after the request ends.
+type Flags uint8
+
+// Response flags filters set.
+const (
+	FlagDelayInjected Flags = 1 << iota // DI
+	FlagFaultInjected                   // FI
+)
+
+// String returns the flags as Envoy prints them, in Envoy's order
+// ("DI,FI"), or "" for none.
+func (f Flags) String() string {
+	switch f {
+	case 0:
+		return ""
+	case FlagDelayInjected:
+		return "DI"
+	case FlagFaultInjected:
+		return "FI"
+	case FlagDelayInjected | FlagFaultInjected:
+		return "DI,FI"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Flags(%#x)", uint8(f))
+	return b.String()
+}
+
+// State is one request's state shared by the connection manager and the
+// filters of its chain. It is owned by the request's handler goroutine and
+// not safe for concurrent use; a filter must not keep it after ServeHTTP
+// returns.
+type State struct {
+	// Override is the matched route's override (typed_per_filter_config,
+	// the route's own or else its virtual host's or route
+	// configuration's) for the filter being called, nil when there is
+	// none or no route matched. The chain sets it before calling each
+	// filter; it is valid until that filter calls next.
+	Override Config
+	// Flags are the response flags set by the filters so far.
+	Flags Flags
+	// A filter that answers the request itself (a local reply) sets
+	// ReplyCode to the status it wrote, ReplyDetails to Envoy's
+	// %RESPONSE_CODE_DETAILS% (such as "fault_filter_abort") and
+	// ReplyBytes to the body bytes written, for the access log.
+	ReplyCode    int
+	ReplyDetails string
+	ReplyBytes   int64
+}
+
+type stateKey struct{}
+
+// stateCtx carries a *State without the extra node context.WithValue
+// would add on every Value lookup of other keys.
+type stateCtx struct {
+	context.Context
+	s *State
+}
+
+func (c *stateCtx) Value(key any) any {
+	if key == (stateKey{}) {
+		return c.s
+	}
+	return c.Context.Value(key)
+}
+
+// NewContext returns a child of parent that carries s.
+func NewContext(parent context.Context, s *State) context.Context {
+	return &stateCtx{Context: parent, s: s}
+}
+
+// StateFrom returns the State the connection manager put in r's context,
+// or nil when r did not come through a chain.
+func StateFrom(r *http.Request) *State {
+	if c, ok := r.Context().(*stateCtx); ok {
+		return c.s // the common case: no context was stacked on top
+	}
+	s, _ := r.Context().Value(stateKey{}).(*State)
+	return s
+}
