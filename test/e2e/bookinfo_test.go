@@ -51,7 +51,7 @@ func TestBookinfo(t *testing.T) {
 	if _, err := os.Stat(samplesDir); err != nil {
 		t.Fatalf("Istio's Bookinfo samples are missing (%v): check out shared/istio-samples beside the module", err)
 	}
-	m := startDemo(t)
+	m := startDemo(t, subnet)
 	anon := newClient(t)
 
 	t.Run("destination rules", func(t *testing.T) {
@@ -172,10 +172,10 @@ spec:
 
 func sample(name string) string { return filepath.Join(samplesDir, name) }
 
-// startDemo runs `loomctl demo` and waits for its ready line. The demo is
-// stopped by PID at the end of the test, and none of its children may
-// outlive it.
-func startDemo(t *testing.T) *mesh {
+// startDemo runs `loomctl demo` on subnet and waits for its ready line.
+// The demo is stopped by PID at the end of the test, and none of its
+// children may outlive it.
+func startDemo(t *testing.T, subnet string) *mesh {
 	t.Helper()
 	port := freePort(t)
 	out := &testutil.SyncBuffer{}
@@ -297,12 +297,18 @@ func childPIDs(pid int) []int {
 	return out
 }
 
-// loomctl runs the real loomctl against the demo's loomd.
+// loomctl runs the real loomctl against TestBookinfo's loomd.
 func loomctl(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return loomctlAt(t, loomdAddr, args...)
+}
+
+// loomctlAt runs the real loomctl against the loomd at addr.
+func loomctlAt(t *testing.T, addr string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "loomctl"), append([]string{"--loomd", loomdAddr}, args...)...)
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "loomctl"), append([]string{"--loomd", addr}, args...)...)
 	cmd.Env = envWithout("LOOMD_ADDR")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -318,11 +324,17 @@ func loomctl(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
-// apply runs `loomctl apply -f file` and checks it succeeded and printed
-// a line starting with wantLine.
+// apply runs `loomctl apply -f file` against TestBookinfo's loomd; see applyAt.
 func apply(t *testing.T, file, wantLine string) {
 	t.Helper()
-	stdout, stderr, code := loomctl(t, "apply", "-f", file)
+	applyAt(t, loomdAddr, file, wantLine)
+}
+
+// applyAt runs `loomctl --loomd addr apply -f file` and checks it
+// succeeded and printed a line starting with wantLine.
+func applyAt(t *testing.T, addr, file, wantLine string) {
+	t.Helper()
+	stdout, stderr, code := loomctlAt(t, addr, "apply", "-f", file)
 	if code != 0 {
 		t.Fatalf("loomctl apply -f %s: exit %d\nstdout:\n%s\nstderr:\n%s", file, code, stdout, stderr)
 	}

@@ -28,6 +28,7 @@ func TestGolden(t *testing.T) {
 		{"bookinfo", productpageSidecar()},
 		{"gateway", ingressRouter()},
 		{"reviews-50-v3", productpageSidecar()},
+		{"fault", productpageSidecar()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ const defaultRouteName = "default"
 // httpProxyRoute is the sidecar's outbound table: a virtual host per
 // (service, HTTP port), named "host:port", routed by the VirtualService
 // bound to the mesh for the host, or to the service port's cluster.
-func httpProxyRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfiguration {
+func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfiguration, error) {
 	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute}
 	used := map[string]bool{}
 	for _, svc := range pc.Services() {
@@ -45,7 +46,10 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfigu
 			}
 			var routes []*routev3.Route
 			if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
-				routes = virtualServiceRoutes(pc, p, vs, []string{model.MeshGateway}, port.Number)
+				var err error
+				if routes, err = virtualServiceRoutes(pc, p, vs, []string{model.MeshGateway}, port.Number); err != nil {
+					return nil, err
+				}
 			}
 			if len(routes) == 0 {
 				routes = []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname), defaultRetryPolicy())}
@@ -58,7 +62,7 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfigu
 		}
 	}
 	sortVirtualHosts(rc)
-	return rc
+	return rc, nil
 }
 
 // inboundRoute is the sidecar's inbound table: a virtual host per HTTP
@@ -107,7 +111,7 @@ func inboundVirtualHostName(port string) string { return "inbound|http|" + port 
 // virtual host per host of the VirtualServices bound to the port's
 // Gateways, intersected with the servers' hosts, with the routes of every
 // such VirtualService in namespace/name order.
-func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) []*routev3.RouteConfiguration {
+func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) ([]*routev3.RouteConfiguration, error) {
 	var out []*routev3.RouteConfiguration
 	for _, gp := range ports {
 		// binding is a VirtualService serving a host on this port, with
@@ -151,7 +155,11 @@ func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) [
 			})
 			var routes []*routev3.Route
 			for _, b := range bs {
-				routes = append(routes, virtualServiceRoutes(pc, p, b.vs, b.gateways, gp.port)...)
+				rs, err := virtualServiceRoutes(pc, p, b.vs, b.gateways, gp.port)
+				if err != nil {
+					return nil, err
+				}
+				routes = append(routes, rs...)
 			}
 			if len(routes) == 0 {
 				continue
@@ -165,7 +173,7 @@ func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) [
 		sortVirtualHosts(rc)
 		out = append(out, rc)
 	}
-	return out
+	return out, nil
 }
 
 // splitServerHost splits a Gateway server host "ns/host" into its
@@ -205,36 +213,44 @@ func intersectHosts(vsHost, serverHost string) (string, bool) {
 // through gateways (["mesh"] for a sidecar, else the Gateways binding vs to
 // the router's port) on listener port: one envoy Route per match that
 // applies (its port, sourceLabels, sourceNamespace and gateways fit), in
-// order. HTTP routes with no
+// order, each with the HTTP route's fault, if any, as the fault filter's
+// typed_per_filter_config. HTTP routes with no
 // destinations (redirect, directResponse, delegate) are not served in this
 // version and are left out. Nothing after a catch-all route is emitted.
-func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateways []string, port uint32) []*routev3.Route {
+// It fails only when a typed config cannot be packed.
+func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateways []string, port uint32) ([]*routev3.Route, error) {
 	var out []*routev3.Route
-	for _, hr := range vs.Spec.GetHttp() {
+	for i, hr := range vs.Spec.GetHttp() {
 		if len(hr.GetRoute()) == 0 {
 			continue
+		}
+		filters, err := routeFilterConfig(hr)
+		if err != nil {
+			return nil, fmt.Errorf("VirtualService %s/%s http[%d]: %w", vs.Namespace, vs.Name, i, err)
 		}
 		action := routeAction(pc, vs.Namespace, hr, port)
 		if len(hr.GetMatch()) == 0 {
 			out = append(out, &routev3.Route{
-				Name:   hr.GetName(),
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: action},
+				Name:                 hr.GetName(),
+				Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action:               &routev3.Route_Route{Route: action},
+				TypedPerFilterConfig: filters,
 			})
-			return out
+			return out, nil
 		}
 		for _, m := range hr.GetMatch() {
 			if !matchApplies(m, p, vs.Namespace, gateways, port) {
 				continue
 			}
 			out = append(out, &routev3.Route{
-				Name:   routeName(hr, m),
-				Match:  routeMatch(m),
-				Action: &routev3.Route_Route{Route: action},
+				Name:                 routeName(hr, m),
+				Match:                routeMatch(m),
+				Action:               &routev3.Route_Route{Route: action},
+				TypedPerFilterConfig: filters,
 			})
 		}
 	}
-	return out
+	return out, nil
 }
 
 func routeName(hr *networking.HTTPRoute, m *networking.HTTPMatchRequest) string {

@@ -69,9 +69,13 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
+		proxyRoute, err := httpProxyRoute(pc, p)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
 		r = &Resources{
 			Listeners: listeners,
-			Routes:    []*routev3.RouteConfiguration{httpProxyRoute(pc, p), inboundRoute(pc, p)},
+			Routes:    []*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)},
 			Clusters:  append(append(outbound, inbound...), bh),
 			Endpoints: outboundEndpoints(pc),
 		}
@@ -89,9 +93,13 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
+		routes, err := gatewayRoutes(pc, p, servers)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
 		r = &Resources{
 			Listeners: listeners,
-			Routes:    gatewayRoutes(pc, p, servers),
+			Routes:    routes,
 			Clusters:  append(outbound, bh),
 			Endpoints: outboundEndpoints(pc),
 		}

@@ -6,9 +6,9 @@
 //
 // It also refuses, with the message Unsupported, the fields in Istio's
 // schema that the translator does not serve yet and whose absence would
-// change what happens to a request (redirect, fault, mirror, tcp routes,
-// TLS gateway servers, ...), and retryOn conditions the Loom proxy does not
-// know, which it would NACK.
+// change what happens to a request (redirect, mirror, tcp routes, TLS
+// gateway servers, a fault's http2Error or exponentialDelay, ...), and
+// retryOn conditions the Loom proxy does not know, which it would NACK.
 //
 // Every problem is a *config.Error carrying the resource's source, key and
 // the field path within it ("spec.http[0].route[1].weight"), so a user can

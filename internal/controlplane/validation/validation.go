@@ -138,7 +138,6 @@ func (c *checker) unsupportedHTTP(p string, h *networking.HTTPRoute) {
 		{"directResponse", h.DirectResponse != nil},
 		{"delegate", h.Delegate != nil},
 		{"rewrite", h.Rewrite != nil},
-		{"fault", h.Fault != nil},
 		{"mirror", h.Mirror != nil},
 		{"mirrors", len(h.Mirrors) > 0},
 		{"mirrorPercentage", h.MirrorPercentage != nil},
@@ -153,6 +152,57 @@ func (c *checker) unsupportedHTTP(p string, h *networking.HTTPRoute) {
 	for i, r := range h.Route {
 		if r.Headers != nil {
 			c.unsupported(fmt.Sprintf("%s.route[%d].headers", p, i))
+		}
+	}
+}
+
+// fault checks HTTPRoute.fault as Istio's validateHTTPFaultInjection: an
+// abort and/or a delay; an abort's percentage 0-100 and its httpStatus
+// 200-599 or grpcStatus a known status (http2Error is refused, as by
+// Istio, and so is an abort of no type, which Istio only warns about and
+// then drops); a delay's percentage and percent 0-100 and its fixedDelay
+// a positive whole number of milliseconds (exponentialDelay is refused,
+// as by Istio).
+func (c *checker) fault(p string, f *networking.HTTPFaultInjection) {
+	if f == nil {
+		return
+	}
+	if f.Abort == nil && f.Delay == nil {
+		c.errf(p, "Invalid value: fault must have an abort and/or a delay")
+	}
+	if a := f.Abort; a != nil {
+		c.percent(p+".abort.percentage.value", a.Percentage)
+		switch t := a.ErrorType.(type) {
+		case *networking.HTTPFaultInjection_Abort_HttpStatus:
+			if t.HttpStatus < 200 || t.HttpStatus > 599 {
+				c.errf(p+".abort.httpStatus", "Invalid value: %d: must be between 200 and 599", t.HttpStatus)
+			}
+		case *networking.HTTPFaultInjection_Abort_GrpcStatus:
+			if _, ok := GRPCStatusCode(t.GrpcStatus); !ok {
+				c.errf(p+".abort.grpcStatus", "Invalid value: %q: must be a gRPC status name, as \"UNAVAILABLE\", or code 0-16", t.GrpcStatus)
+			}
+		case *networking.HTTPFaultInjection_Abort_Http2Error:
+			c.errf(p+".abort.http2Error", "%s", Unsupported)
+		default:
+			c.errf(p+".abort", "Required value: an abort must have httpStatus or grpcStatus")
+		}
+	}
+	if d := f.Delay; d != nil {
+		c.percent(p+".delay.percentage.value", d.Percentage)
+		if d.Percent < 0 || d.Percent > 100 {
+			c.errf(p+".delay.percent", "Invalid value: %d: must be between 0 and 100", d.Percent)
+		}
+		switch t := d.HttpDelayType.(type) {
+		case *networking.HTTPFaultInjection_Delay_FixedDelay:
+			if t.FixedDelay == nil {
+				c.errf(p+".delay.fixedDelay", "Required value")
+			}
+			c.duration(p+".delay.fixedDelay", t.FixedDelay)
+		case *networking.HTTPFaultInjection_Delay_ExponentialDelay:
+			c.duration(p+".delay.exponentialDelay", t.ExponentialDelay)
+			c.errf(p+".delay.exponentialDelay", "%s", Unsupported)
+		default:
+			c.errf(p+".delay.fixedDelay", "Required value")
 		}
 	}
 }
@@ -263,31 +313,7 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 		c.duration(p+".retries.perTryTimeout", r.PerTryTimeout)
 		c.duration(p+".retries.backoff", r.Backoff)
 	}
-	if f := h.Fault; f != nil {
-		if f.Abort == nil && f.Delay == nil {
-			c.errf(p+".fault", "Invalid value: fault must have an abort and/or a delay")
-		}
-		if a := f.Abort; a != nil {
-			c.percent(p+".fault.abort.percentage.value", a.Percentage)
-			if s, ok := a.ErrorType.(*networking.HTTPFaultInjection_Abort_HttpStatus); ok && (s.HttpStatus < 200 || s.HttpStatus > 599) {
-				c.errf(p+".fault.abort.httpStatus", "Invalid value: %d: must be between 200 and 599", s.HttpStatus)
-			}
-		}
-		if d := f.Delay; d != nil {
-			c.percent(p+".fault.delay.percentage.value", d.Percentage)
-			if d.Percent < 0 || d.Percent > 100 {
-				c.errf(p+".fault.delay.percent", "Invalid value: %d: must be between 0 and 100", d.Percent)
-			}
-			switch t := d.HttpDelayType.(type) {
-			case *networking.HTTPFaultInjection_Delay_FixedDelay:
-				c.duration(p+".fault.delay.fixedDelay", t.FixedDelay)
-			case *networking.HTTPFaultInjection_Delay_ExponentialDelay:
-				c.duration(p+".fault.delay.exponentialDelay", t.ExponentialDelay)
-			default:
-				c.errf(p+".fault.delay.fixedDelay", "Required value")
-			}
-		}
-	}
+	c.fault(p+".fault", h.Fault)
 	if h.Mirror != nil {
 		c.destination(p+".mirror", h.Mirror)
 	}
@@ -1082,4 +1108,27 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// grpcStatusCodes are the gRPC status names Istio accepts in
+// HTTPFaultInjection.Abort.grpcStatus, as grpc's doc/statuscodes.md
+// spells them, with their codes.
+var grpcStatusCodes = map[string]uint32{
+	"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3,
+	"DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5, "ALREADY_EXISTS": 6,
+	"PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+	"ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13,
+	"UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16,
+}
+
+// GRPCStatusCode returns the code of an Abort.grpcStatus: one of Istio's
+// names ("UNAVAILABLE") or, beyond Istio, a decimal code 0-16 ("14").
+func GRPCStatusCode(s string) (uint32, bool) {
+	if c, ok := grpcStatusCodes[s]; ok {
+		return c, true
+	}
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil && n <= 16 && s == strconv.FormatUint(n, 10) {
+		return uint32(n), true
+	}
+	return 0, false
 }

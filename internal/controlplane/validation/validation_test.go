@@ -117,19 +117,10 @@ func decodeAll(t *testing.T, file string, data []byte) []*config.Resource {
 }
 
 // bookinfoUnsupported are the bookinfo networking samples that use a
-// field this version does not serve (fault injection), with the errors
-// they must give; every other sample must be valid.
-var bookinfoUnsupported = map[string][]string{
-	"fault-injection-details-v1.yaml": {
-		"fault-injection-details-v1.yaml:1: VirtualService default/details: spec.http[0].fault: " + Unsupported,
-	},
-	"virtual-service-ratings-test-abort.yaml": {
-		"virtual-service-ratings-test-abort.yaml:1: VirtualService default/ratings: spec.http[0].fault: " + Unsupported,
-	},
-	"virtual-service-ratings-test-delay.yaml": {
-		"virtual-service-ratings-test-delay.yaml:1: VirtualService default/ratings: spec.http[0].fault: " + Unsupported,
-	},
-}
+// field this version does not serve, with the errors they must give; every
+// other sample must be valid. Since fault injection is served, there are
+// none.
+var bookinfoUnsupported = map[string][]string{}
 
 // bookinfoValid are the bookinfo networking samples that must be valid.
 var bookinfoValid = []string{
@@ -139,11 +130,14 @@ var bookinfoValid = []string{
 	"destination-rule-all.yaml",
 	"destination-rule-reviews.yaml",
 	"egress-rule-google-apis.yaml",
+	"fault-injection-details-v1.yaml",
 	"virtual-service-all-v1.yaml",
 	"virtual-service-details-v2.yaml",
 	"virtual-service-ratings-db.yaml",
 	"virtual-service-ratings-mysql-vm.yaml",
 	"virtual-service-ratings-mysql.yaml",
+	"virtual-service-ratings-test-abort.yaml",
+	"virtual-service-ratings-test-delay.yaml",
 	"virtual-service-reviews-50-v3.yaml",
 	"virtual-service-reviews-80-20.yaml",
 	"virtual-service-reviews-90-10.yaml",
@@ -476,7 +470,10 @@ func TestUnsupported(t *testing.T) {
 		{"directResponse", vsHead + "  http:\n  - directResponse: {status: 503}\n", []string{"spec.http[0].directResponse"}},
 		{"delegate", vsHead + "  http:\n  - delegate: {name: other}\n", []string{"spec.http[0].delegate"}},
 		{"rewrite", vsHead + "  http:\n  - rewrite: {uri: /v2}\n" + route, []string{"spec.http[0].rewrite"}},
-		{"fault", vsHead + "  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 10}}}\n" + route, []string{"spec.http[0].fault"}},
+		{"fault", vsHead + "  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 10}}, delay: {fixedDelay: 2s, percent: 5}}\n" + route, nil},
+		{"fault grpc", vsHead + "  http:\n  - fault: {abort: {grpcStatus: UNAVAILABLE}}\n" + route, nil},
+		{"fault http2Error", vsHead + "  http:\n  - fault: {abort: {http2Error: CANCEL}}\n" + route, []string{"spec.http[0].fault.abort.http2Error"}},
+		{"fault exponentialDelay", vsHead + "  http:\n  - fault: {delay: {exponentialDelay: 1s}}\n" + route, []string{"spec.http[0].fault.delay.exponentialDelay"}},
 		{"mirror", vsHead + "  http:\n  - mirror: {host: ratings}\n    mirrorPercentage: {value: 5}\n" + route,
 			[]string{"spec.http[0].mirror", "spec.http[0].mirrorPercentage"}},
 		{"mirror_percent", vsHead + "  http:\n  - mirror: {host: ratings}\n    mirror_percent: 5\n" + route,
@@ -594,6 +591,84 @@ func TestResolveHost(t *testing.T) {
 	for _, tt := range tests {
 		if got := ResolveHost(tt.host, tt.ns); got != tt.want {
 			t.Errorf("ResolveHost(%q, %q) = %q, want %q", tt.host, tt.ns, got, tt.want)
+		}
+	}
+}
+
+// TestFault checks HTTPRoute.fault as Istio's validateHTTPFaultInjection
+// does, plus the abort type Loom requires.
+func TestFault(t *testing.T) {
+	const f = "spec.http[0].fault"
+	tests := []struct {
+		name  string
+		fault string
+		want  []string
+	}{
+		{"abort http", "{abort: {httpStatus: 500, percentage: {value: 100}}}", nil},
+		{"abort http bounds", "{abort: {httpStatus: 599, percentage: {value: 0}}}", nil},
+		{"abort grpc name", "{abort: {grpcStatus: UNAVAILABLE, percentage: {value: 0.1}}}", nil},
+		{"abort grpc code", `{abort: {grpcStatus: "14"}}`, nil},
+		{"delay fixed", "{delay: {fixedDelay: 7s, percentage: {value: 100}}}", nil},
+		{"delay fixed, deprecated percent", "{delay: {fixedDelay: 0.010s, percent: 50}}", nil},
+		{"both", "{delay: {fixedDelay: 1s}, abort: {httpStatus: 503}}", nil},
+		{"empty", "{}", []string{f + ": Invalid value: fault must have an abort and/or a delay"}},
+		{"abort without type", "{abort: {percentage: {value: 50}}}", []string{f + ".abort: Required value: an abort must have httpStatus or grpcStatus"}},
+		{"abort http 199", "{abort: {httpStatus: 199}}", []string{f + ".abort.httpStatus: Invalid value: 199: must be between 200 and 599"}},
+		{"abort http 600", "{abort: {httpStatus: 600}}", []string{f + ".abort.httpStatus: Invalid value: 600: must be between 200 and 599"}},
+		{"abort grpc unknown", "{abort: {grpcStatus: Unavailable}}",
+			[]string{f + `.abort.grpcStatus: Invalid value: "Unavailable": must be a gRPC status name, as "UNAVAILABLE", or code 0-16`}},
+		{"abort grpc 17", `{abort: {grpcStatus: "17"}}`,
+			[]string{f + `.abort.grpcStatus: Invalid value: "17": must be a gRPC status name, as "UNAVAILABLE", or code 0-16`}},
+		{"abort grpc empty", `{abort: {grpcStatus: ""}}`,
+			[]string{f + `.abort.grpcStatus: Invalid value: "": must be a gRPC status name, as "UNAVAILABLE", or code 0-16`}},
+		{"abort http2", "{abort: {http2Error: CANCEL}}", []string{f + ".abort.http2Error: " + Unsupported}},
+		{"abort percentage over", "{abort: {httpStatus: 500, percentage: {value: 100.5}}}",
+			[]string{f + ".abort.percentage.value: Invalid value: 100.5: percentage must be between 0 and 100"}},
+		{"abort percentage negative", "{abort: {httpStatus: 500, percentage: {value: -1}}}",
+			[]string{f + ".abort.percentage.value: Invalid value: -1: percentage must be between 0 and 100"}},
+		{"delay without type", "{delay: {percentage: {value: 50}}}", []string{f + ".delay.fixedDelay: Required value"}},
+		{"delay zero", "{delay: {fixedDelay: 0s}}", []string{f + ".delay.fixedDelay: Invalid value: 0s: duration must be positive"}},
+		{"delay negative", "{delay: {fixedDelay: -1s}}", []string{f + ".delay.fixedDelay: Invalid value: -1s: duration must be positive"}},
+		{"delay sub-millisecond", "{delay: {fixedDelay: 1.0005s}}", []string{f + ".delay.fixedDelay: Invalid value: 1.0005s: only durations to ms precision are supported"}},
+		{"delay percentage over", "{delay: {fixedDelay: 1s, percentage: {value: 101}}}",
+			[]string{f + ".delay.percentage.value: Invalid value: 101: percentage must be between 0 and 100"}},
+		{"delay percent over", "{delay: {fixedDelay: 1s, percent: 101}}", []string{f + ".delay.percent: Invalid value: 101: must be between 0 and 100"}},
+		{"delay percent negative", "{delay: {fixedDelay: 1s, percent: -1}}", []string{f + ".delay.percent: Invalid value: -1: must be between 0 and 100"}},
+		{"delay exponential", "{delay: {exponentialDelay: 1s}}", []string{f + ".delay.exponentialDelay: " + Unsupported}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := vsHead + "  http:\n  - route: [{destination: {host: reviews}}]\n    fault: " + tt.fault + "\n"
+			rs, errs := config.Decode("in.yaml", []byte(doc))
+			if err := errs.Err(); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			var got []string
+			for _, e := range ValidateAll(rs) {
+				got = append(got, e.Field+": "+e.Msg)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestGRPCStatusCode(t *testing.T) {
+	tests := []struct {
+		in     string
+		want   uint32
+		wantOK bool
+	}{
+		{"OK", 0, true}, {"CANCELLED", 1, true}, {"UNAVAILABLE", 14, true}, {"UNAUTHENTICATED", 16, true},
+		{"0", 0, true}, {"14", 14, true}, {"16", 16, true},
+		{"17", 0, false}, {"-1", 0, false}, {"014", 0, false}, {"+14", 0, false}, {"", 0, false},
+		{"unavailable", 0, false}, {"CANCELED", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := GRPCStatusCode(tt.in)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("GRPCStatusCode(%q) = %d, %t; want %d, %t", tt.in, got, ok, tt.want, tt.wantOK)
 		}
 	}
 }
