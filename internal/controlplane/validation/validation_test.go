@@ -566,14 +566,7 @@ func TestRetryOn(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.on, func(t *testing.T) {
 			doc := vsHead + "  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 1, retryOn: \"" + tt.on + "\"}\n"
-			rs, errs := config.Decode("in.yaml", []byte(doc))
-			if err := errs.Err(); err != nil {
-				t.Fatalf("decode: %v", err)
-			}
-			var got []string
-			for _, e := range ValidateAll(rs) {
-				got = append(got, e.Field+": "+e.Msg)
-			}
+			got := fieldErrors(t, doc)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("errors (-want +got):\n%s", diff)
 			}
@@ -639,14 +632,7 @@ func TestFault(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			doc := vsHead + "  http:\n  - route: [{destination: {host: reviews}}]\n    fault: " + tt.fault + "\n"
-			rs, errs := config.Decode("in.yaml", []byte(doc))
-			if err := errs.Err(); err != nil {
-				t.Fatalf("decode: %v", err)
-			}
-			var got []string
-			for _, e := range ValidateAll(rs) {
-				got = append(got, e.Field+": "+e.Msg)
-			}
+			got := fieldErrors(t, doc)
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("errors (-want +got):\n%s", diff)
 			}
@@ -671,4 +657,19 @@ func TestGRPCStatusCode(t *testing.T) {
 			t.Errorf("GRPCStatusCode(%q) = %d, %t; want %d, %t", tt.in, got, ok, tt.want, tt.wantOK)
 		}
 	}
+}
+
+// fieldErrors decodes one YAML document and returns ValidateAll's errors as
+// "FIELD: MSG" lines.
+func fieldErrors(t *testing.T, doc string) []string {
+	t.Helper()
+	rs, errs := config.Decode("in.yaml", []byte(doc))
+	if err := errs.Err(); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	var got []string
+	for _, e := range ValidateAll(rs) {
+		got = append(got, e.Field+": "+e.Msg)
+	}
+	return got
 }
