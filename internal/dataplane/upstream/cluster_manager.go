@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,8 +74,7 @@ type clusterState struct {
 	lastSeen       uint64       // epoch; guarded by ClusterManager.mu
 
 	h1   *h1Transport
-	h2c  atomic.Pointer[http.Transport] // built on first use
-	once sync.Once                      // builds h2c
+	h2c  atomic.Pointer[http.Transport] // built on first use by an h2c cluster
 	opts *Options
 }
 
@@ -216,7 +214,9 @@ func (st *clusterState) h2cTransport() *http.Transport {
 	if t := st.h2c.Load(); t != nil {
 		return t
 	}
-	st.once.Do(func() { st.h2c.Store(st.newTransport(true)) })
+	// Two first requests may race: the loser's transport has no
+	// connections yet and is dropped.
+	st.h2c.CompareAndSwap(nil, st.newH2CTransport())
 	return st.h2c.Load()
 }
 
@@ -229,30 +229,22 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 	return c, nil
 }
 
-// newTransport makes the net/http transport used for h2c clusters.
-func (st *clusterState) newTransport(h2c bool) *http.Transport {
+// newH2CTransport makes the net/http transport of h2c clusters: HTTP/2
+// with prior knowledge over cleartext (Envoy's http2_protocol_options on a
+// plaintext cluster). HTTP/1.1 clusters use h1Transport instead.
+func (st *clusterState) newH2CTransport() *http.Transport {
 	t := &http.Transport{
-		DialContext:         st.dial,
-		MaxIdleConns:        0, // no global limit; per host below
-		MaxIdleConnsPerHost: st.opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:     st.opts.IdleConnTimeout,
-		DisableCompression:  true, // the proxy forwards bytes as they are
-		// Never ask for an upgrade to HTTP/2 over TLS: upstreams are plain.
-		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
-		ForceAttemptHTTP2:      false,
+		DialContext:            st.dial,
+		MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:        st.opts.IdleConnTimeout,
+		DisableCompression:     true, // the proxy forwards bytes as they are
 		WriteBufferSize:        32 << 10,
 		ReadBufferSize:         32 << 10,
-		DisableKeepAlives:      false,
 		MaxResponseHeaderBytes: 1 << 20,
+		Protocols:              new(http.Protocols),
+		HTTP2:                  &http.HTTP2Config{},
 	}
-	if h2c {
-		// HTTP/2 with prior knowledge over cleartext (Envoy's
-		// http2_protocol_options on a plaintext cluster).
-		t.TLSNextProto = nil
-		t.Protocols = new(http.Protocols)
-		t.Protocols.SetUnencryptedHTTP2(true)
-		t.HTTP2 = &http.HTTP2Config{}
-	}
+	t.Protocols.SetUnencryptedHTTP2(true)
 	return t
 }
 
