@@ -15,10 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
-
-	"github.com/loom-mesh/loom/internal/testutil"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -35,7 +31,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/loom-mesh/loom/internal/testutil"
 	"github.com/loom-mesh/loom/internal/xdsapi"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
 const nodeID = "sidecar~127.0.0.1~nack-test.default~default.svc.cluster.local"

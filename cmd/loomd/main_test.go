@@ -16,14 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-mesh/loom/internal/testutil"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/loom-mesh/loom/internal/testutil"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 

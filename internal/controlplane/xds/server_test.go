@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-mesh/loom/internal/testutil"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -32,6 +30,7 @@ import (
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/translate"
+	"github.com/loom-mesh/loom/internal/testutil"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -26,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loom-mesh/loom/internal/xdsapi"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
 func testHCM(t testing.TB) *hcmv3.HttpConnectionManager {

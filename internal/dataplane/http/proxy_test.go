@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-mesh/loom/internal/testutil"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -25,6 +23,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

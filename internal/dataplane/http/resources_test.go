@@ -4,8 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
-
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
 // Builders of the xDS resources the tests feed to config.Build.
