@@ -63,3 +63,20 @@ func TestAdmin(t *testing.T) {
 		t.Errorf("/stats/prometheus:\n%s", body)
 	}
 }
+
+// TestPprof: the admin port serves Go's profiler, the counterpart of
+// Envoy's /cpuprofiler and /heapprofiler.
+func TestPprof(t *testing.T) {
+	var gen atomic.Pointer[config.Generation]
+	s, err := New(Options{Generation: &gen, Gatherer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	if code, body := get(t, h, "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ = %d, %.80q; want 200 listing the profiles", code, body)
+	}
+	if code, body := get(t, h, "/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("/debug/pprof/goroutine = %d, %.80q; want 200 with a goroutine profile", code, body)
+	}
+}
