@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -699,6 +700,7 @@ func buildRoute(fb *filterBuilder, r *routev3.Route, rcOver, vhOver map[string]f
 			return nil, verr("route.weighted_clusters", strconv.FormatUint(total, 10), "sum of weights must be 1 to 4294967295")
 		}
 		rr.TotalWeight = uint32(total)
+		rr.picks = new(atomic.Uint64)
 	default:
 		return nil, ferr("route.cluster_specifier", "must be cluster or weighted_clusters")
 	}

@@ -2,9 +2,11 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -382,7 +385,11 @@ func TestRouteFields(t *testing.T) {
 		Retry: &RetryPolicy{RetryOn: []string{"gateway-error", "connect-failure", "retriable-status-codes"}, NumRetries: 3,
 			PerTryTimeout: 2 * time.Second, RetriableStatusCodes: []uint32{503}},
 	}
-	if diff := cmp.Diff(want, rt.VirtualHosts[0].Routes[2]); diff != "" {
+	got := rt.VirtualHosts[0].Routes[2]
+	if got.picks == nil {
+		t.Error("weighted route has no pick counter")
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(Route{})); diff != "" {
 		t.Errorf("route (-want +got):\n%s", diff)
 	}
 }
@@ -804,4 +811,56 @@ func testFilterBuilder(t testing.TB) *filterBuilder {
 		t.Fatal(err)
 	}
 	return fb
+}
+
+// TestRoutePickHoldsSharesOverAnyWindow: weighted picks match the weights
+// within a couple of requests over every window, not only on average, and
+// alternate requests (a client's own A/B pattern) still split by weight.
+func TestRoutePickHoldsSharesOverAnyWindow(t *testing.T) {
+	tests := []struct {
+		name    string
+		weights []uint32
+	}{
+		{"50/50", []uint32{50, 50}},
+		{"80/20", []uint32{80, 20}},
+		{"99/1 canary", []uint32{99, 1}},
+		{"50/30/20", []uint32{50, 30, 20}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Route{picks: new(atomic.Uint64)}
+			for i, w := range tc.weights {
+				r.Clusters = append(r.Clusters, WeightedCluster{Name: fmt.Sprint("c", i), Weight: w})
+				r.TotalWeight += w
+			}
+			const window = 1000
+			picks := make([]string, 20*window)
+			for i := range picks {
+				picks[i] = r.Pick()
+			}
+			check := func(what string, got map[string]int, n int) {
+				t.Helper()
+				for i, w := range tc.weights {
+					want := float64(n) * float64(w) / float64(r.TotalWeight)
+					if d := float64(got[fmt.Sprint("c", i)]) - want; d < -3 || d > 3 {
+						t.Fatalf("%s: c%d got %d picks, want %.0f±3 (all: %v)", what, i, got[fmt.Sprint("c", i)], want, got)
+					}
+				}
+			}
+			for start := 0; start+window <= len(picks); start += 997 {
+				counts := map[string]int{}
+				for _, c := range picks[start : start+window] {
+					counts[c]++
+				}
+				check(fmt.Sprintf("window at %d", start), counts, window)
+			}
+			for parity := range 2 {
+				counts := map[string]int{}
+				for i := parity; i < 2*window; i += 2 {
+					counts[picks[i]]++
+				}
+				check(fmt.Sprintf("every other pick from %d", parity), counts, window)
+			}
+		})
+	}
 }

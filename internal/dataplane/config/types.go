@@ -2,6 +2,7 @@ package config
 
 import (
 	"regexp"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -115,6 +116,9 @@ type Route struct {
 	// their sum (> 0).
 	Clusters    []WeightedCluster
 	TotalWeight uint32
+	// picks counts Pick calls on a weighted route; nil otherwise. It is
+	// the one mutable field: shared by every request of the generation.
+	picks *atomic.Uint64
 	// Timeout is the whole request's timeout, retries included. 0 means
 	// none (Envoy: timeout 0s disables it; Istio sets 0 unless the
 	// VirtualService has timeout).

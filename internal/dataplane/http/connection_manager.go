@@ -293,7 +293,7 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 		return false
 	}
 	e.RouteName = route.Name
-	name := config.PickCluster(route, rand.Uint64())
+	name := route.Pick()
 	e.UpstreamCluster = name
 	c := gen.Clusters[name]
 	if c == nil {
