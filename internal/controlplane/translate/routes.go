@@ -379,6 +379,7 @@ func routeAction(pc *model.PushContext, vsNamespace string, hr *networking.HTTPR
 		// Istio disables Envoy's 15s default: no timeout unless asked.
 		Timeout:     durationpb.New(0),
 		RetryPolicy: retryPolicy(hr.GetRetries()),
+		HashPolicy:  hashPolicies(pc, vsNamespace, hr, port),
 	}
 	if t := hr.GetTimeout(); t != nil {
 		ra.Timeout = durationpb.New(t.AsDuration())

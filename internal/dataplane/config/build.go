@@ -20,7 +20,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -283,134 +282,6 @@ func socketAddress(path string, a *corev3.Address) (string, error) {
 		return "", verr(path+".socket_address.port_value", strconv.FormatUint(uint64(port), 10), "must be 1-65535")
 	}
 	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(port), 10)), nil
-}
-
-// ---- endpoints ----
-
-func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
-	if len(cla.GetNamedEndpoints()) > 0 {
-		return nil, ferr("named_endpoints", "not supported")
-	}
-	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
-		return nil, ferr("policy.drop_overloads", "not supported")
-	}
-	var eps []Endpoint
-	for i, le := range cla.GetEndpoints() {
-		lp := idx("endpoints", i)
-		if le.GetPriority() != 0 {
-			return nil, verr(lp+".priority", strconv.FormatUint(uint64(le.GetPriority()), 10), "must be 0 (priorities are not supported)")
-		}
-		for j, lb := range le.GetLbEndpoints() {
-			p := idx(lp+".lb_endpoints", j)
-			if lb.GetEndpointName() != "" {
-				return nil, ferr(p+".endpoint_name", "not supported")
-			}
-			addr, err := socketAddress(p+".endpoint.address", lb.GetEndpoint().GetAddress())
-			if err != nil {
-				return nil, err
-			}
-			if len(lb.GetEndpoint().GetAdditionalAddresses()) > 0 {
-				return nil, ferr(p+".endpoint.additional_addresses", "not supported")
-			}
-			ep := Endpoint{Address: addr, Weight: 1}
-			switch lb.GetHealthStatus() {
-			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
-				ep.Health = Healthy
-			default:
-				ep.Health = Unhealthy
-			}
-			if w := lb.GetLoadBalancingWeight(); w != nil {
-				if w.GetValue() == 0 {
-					return nil, verr(p+".load_balancing_weight", "0", "must be at least 1")
-				}
-				ep.Weight = w.GetValue()
-			}
-			eps = append(eps, ep)
-		}
-	}
-	return eps, nil
-}
-
-// ---- clusters ----
-
-func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, error) {
-	rc := &Cluster{Name: c.GetName(), LBPolicy: "ROUND_ROBIN"}
-	var err error
-	if rc.ConnectTimeout, err = duration(c.GetConnectTimeout(), "connect_timeout", DefaultConnectTimeout); err != nil {
-		return nil, err
-	}
-	if c.GetConnectTimeout() != nil && rc.ConnectTimeout == 0 {
-		return nil, verr("connect_timeout", "0s", "must be greater than 0")
-	}
-	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return nil, verr("lb_policy", c.GetLbPolicy().String(), "must be ROUND_ROBIN")
-	}
-	if c.GetLoadBalancingPolicy() != nil {
-		return nil, ferr("load_balancing_policy", "not supported")
-	}
-	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
-		return nil, ferr("transport_socket", "not supported (no upstream TLS in this version)")
-	}
-	if c.GetOutlierDetection() != nil {
-		return nil, ferr("outlier_detection", "not supported")
-	}
-	if len(c.GetHealthChecks()) > 0 {
-		return nil, ferr("health_checks", "not supported")
-	}
-	if c.GetHttp2ProtocolOptions() != nil { //nolint:staticcheck // deprecated field still honoured.
-		rc.HTTP2 = true
-	}
-	for _, k := range slices.Sorted(maps.Keys(c.GetTypedExtensionProtocolOptions())) {
-		p := "typed_extension_protocol_options[" + strconv.Quote(k) + "]"
-		if k != HTTPProtocolOptionsKey {
-			return nil, ferr(p, "must be %s", HTTPProtocolOptionsKey)
-		}
-		var opts httpv3.HttpProtocolOptions
-		if err := anyTo(c.GetTypedExtensionProtocolOptions()[k], &opts); err != nil {
-			return nil, ferr(p, "%v", err)
-		}
-		exp := opts.GetExplicitHttpConfig()
-		if exp == nil {
-			return nil, ferr(p+".upstream_protocol_options", "must be explicit_http_config")
-		}
-		switch {
-		case exp.GetHttp2ProtocolOptions() != nil:
-			rc.HTTP2 = true
-		case exp.GetHttpProtocolOptions() != nil:
-			rc.HTTP2 = false
-		default:
-			return nil, ferr(p+".explicit_http_config", "must be http_protocol_options or http2_protocol_options")
-		}
-	}
-
-	switch c.GetClusterDiscoveryType().(type) {
-	case *clusterv3.Cluster_Type:
-	default:
-		return nil, ferr("cluster_type", "not supported; type must be EDS or STATIC")
-	}
-	switch c.GetType() {
-	case clusterv3.Cluster_EDS:
-		cfg := c.GetEdsClusterConfig().GetEdsConfig()
-		if cfg == nil || cfg.GetAds() == nil {
-			return nil, ferr("eds_cluster_config.eds_config", "must be ads")
-		}
-		key := c.GetName()
-		if sn := c.GetEdsClusterConfig().GetServiceName(); sn != "" {
-			key = sn
-		}
-		rc.Endpoints = clas[key]
-	case clusterv3.Cluster_STATIC:
-		if la := c.GetLoadAssignment(); la != nil {
-			eps, err := buildEndpoints(la)
-			if err != nil {
-				return nil, under("load_assignment", err)
-			}
-			rc.Endpoints = eps
-		}
-	default:
-		return nil, verr("type", c.GetType().String(), "must be EDS or STATIC")
-	}
-	return rc, nil
 }
 
 func anyTo(a *anypb.Any, m proto.Message) error {
@@ -717,6 +588,9 @@ func buildRoute(fb *filterBuilder, r *routev3.Route, rcOver, vhOver map[string]f
 		return nil, ferr("route", "retry_policy_typed_config and hedge_policy are not supported")
 	}
 	if rr.Timeout, err = duration(a.GetTimeout(), "route.timeout", DefaultRouteTimeout); err != nil {
+		return nil, err
+	}
+	if rr.HashPolicies, err = buildHashPolicies("route.hash_policy", a.GetHashPolicy()); err != nil {
 		return nil, err
 	}
 	if rp := a.GetRetryPolicy(); rp != nil {

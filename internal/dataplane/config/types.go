@@ -125,6 +125,8 @@ type Route struct {
 	Timeout time.Duration
 	// Retry is nil when the route does not retry.
 	Retry *RetryPolicy
+	// HashPolicies feed RING_HASH and MAGLEV clusters (RequestHash).
+	HashPolicies []HashPolicy
 	// FilterOverrides are the parsed typed_per_filter_config of the route,
 	// else of its virtual host, else of its route configuration, indexed
 	// by HTTPFilter.Slot; nil when there are none, and an entry is nil
@@ -227,34 +229,4 @@ type RetryPolicy struct {
 	// RetriableStatusCodes are the codes "retriable-status-codes" retries
 	// (RetryPolicy.retriable_status_codes).
 	RetriableStatusCodes []uint32
-}
-
-// Cluster is envoy.config.cluster.v3.Cluster with its endpoints (from the
-// ClusterLoadAssignment of the same name for EDS clusters, from
-// load_assignment for STATIC ones).
-type Cluster struct {
-	Name           string
-	ConnectTimeout time.Duration
-	// LBPolicy is "ROUND_ROBIN" (the only one in this version).
-	LBPolicy string
-	// HTTP2 is true when the upstream speaks HTTP/2 cleartext (h2c): the
-	// cluster's HttpProtocolOptions has explicit_http_config.http2_protocol_options.
-	HTTP2     bool
-	Endpoints []Endpoint
-}
-
-// HealthStatus of an endpoint (envoy.config.core.v3.HealthStatus, reduced).
-type HealthStatus int
-
-// Health statuses. Only Healthy endpoints are picked.
-const (
-	Healthy HealthStatus = iota
-	Unhealthy
-)
-
-// Endpoint is one upstream host of a cluster.
-type Endpoint struct {
-	Address string // "ip:port"
-	Health  HealthStatus
-	Weight  uint32 // load_balancing_weight; 1 when unset
 }

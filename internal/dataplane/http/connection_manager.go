@@ -388,11 +388,12 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 	)
 	defer func() { cancelTry() }()
 	for attempt := 0; ; attempt++ {
-		addr, rt, err := cm.clusters.Pick(c)
+		uh, err := cm.clusters.Pick(c, upstream.PickOptions{})
 		if err != nil {
 			localReply(w, e, http.StatusServiceUnavailable, FlagNoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 			return false
 		}
+		addr, rt := uh.Addr, uh.RT
 		e.UpstreamHost = addr
 		tryCtx := ctx
 		cancelTry()

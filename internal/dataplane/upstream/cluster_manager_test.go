@@ -28,18 +28,19 @@ func TestPickRoundRobinHealthyOnly(t *testing.T) {
 	m.Update(gen(c))
 	var got []string
 	for range 4 {
-		addr, rt, err := m.Pick(c)
-		if err != nil || rt == nil {
-			t.Fatalf("Pick: %v, %v", rt, err)
+		h, err := m.Pick(c, PickOptions{})
+		if err != nil || h.RT == nil {
+			t.Fatalf("Pick: %v, %v", h, err)
 		}
-		got = append(got, addr)
+		got = append(got, h.Addr)
+		h.Done(Result{Status: 200})
 	}
 	want := []string{"127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1:3"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("(-want +got)\n%s", d)
 	}
 	none := &config.Cluster{Name: "none", Endpoints: []config.Endpoint{{Address: "127.0.0.1:2", Health: config.Unhealthy}}}
-	if _, _, err := m.Pick(none); !errors.Is(err, ErrNoHealthyUpstream) {
+	if _, err := m.Pick(none, PickOptions{}); !errors.Is(err, ErrNoHealthyUpstream) {
 		t.Fatalf("Pick(no healthy) err = %v", err)
 	}
 }
@@ -51,11 +52,13 @@ func TestStateSurvivesAndIsForgotten(t *testing.T) {
 	a := &config.Cluster{Name: "a", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}, {Address: "127.0.0.1:2"}}}
 	b := &config.Cluster{Name: "b", Endpoints: []config.Endpoint{{Address: "127.0.0.1:1"}}}
 	m.Update(gen(a, b))
-	_, rt1, _ := m.Pick(a)
+	h1, _ := m.Pick(a, PickOptions{})
+	rt1 := h1.RT
 	// A new generation with an equal cluster: same pool, round robin goes on.
 	a2 := &config.Cluster{Name: "a", Endpoints: a.Endpoints}
 	m.Update(gen(a2))
-	addr, rt2, _ := m.Pick(a2)
+	h2, _ := m.Pick(a2, PickOptions{})
+	addr, rt2 := h2.Addr, h2.RT
 	if rt1 != rt2 {
 		t.Error("the connection pool changed across generations")
 	}
@@ -82,12 +85,12 @@ func TestConnectError(t *testing.T) {
 	defer m.Close()
 	c := &config.Cluster{Name: "c", Endpoints: []config.Endpoint{{Address: addr}}}
 	m.Update(gen(c))
-	ep, rt, err := m.Pick(c)
+	h, err := m.Pick(c, PickOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", "http://"+ep+"/", nil)
-	_, err = rt.RoundTrip(req)
+	req, _ := http.NewRequest("GET", "http://"+h.Addr+"/", nil)
+	_, err = h.RT.RoundTrip(req)
 	var ce *ConnectError
 	if !errors.As(err, &ce) {
 		t.Fatalf("RoundTrip err = %v, want a *ConnectError", err)
