@@ -24,6 +24,11 @@ type Cluster struct {
 	// cluster's HttpProtocolOptions has explicit_http_config.http2_protocol_options.
 	HTTP2     bool
 	Endpoints []Endpoint
+	// CircuitBreakers, Outlier and Conn are parsed by buildClusterPolicy
+	// (cluster_policy.go).
+	CircuitBreakers CircuitBreakers
+	Outlier         *OutlierDetection // nil: no outlier detection
+	Conn            ConnectionOptions
 }
 
 // HealthStatus of an endpoint (envoy.config.core.v3.HealthStatus, reduced).
@@ -108,8 +113,8 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
 		return nil, ferr("transport_socket", "not supported (no upstream TLS in this version)")
 	}
-	if c.GetOutlierDetection() != nil {
-		return nil, ferr("outlier_detection", "not supported")
+	if err := buildClusterPolicy(c, rc); err != nil {
+		return nil, err
 	}
 	if len(c.GetHealthChecks()) > 0 {
 		return nil, ferr("health_checks", "not supported")

@@ -111,6 +111,8 @@ func (m *ClusterManager) Update(gen *config.Generation) {
 			st = m.newState(name)
 		}
 		st.setConnectTimeout(c.ConnectTimeout)
+		st.updateLB(c)
+		st.updatePolicy(c)
 		st.lastSeen = m.epoch
 		next[name] = st
 	}
@@ -170,43 +172,9 @@ func (m *ClusterManager) state(name string) *clusterState {
 	return st
 }
 
-// ErrOverflow is returned by Pick, or by a Host's RoundTrip, when a
-// circuit breaker of the cluster (max_requests, max_pending_requests) is
-// full: Envoy's 503 with response flag UO.
-var ErrOverflow = errors.New("upstream overflow: circuit breaker open")
-
-// PickOptions is what a load balancer may use to choose a host.
-type PickOptions struct {
-	// Hash is the request's hash (config.Route.RequestHash) for RING_HASH
-	// and MAGLEV clusters; HasHash is false when the request has none.
-	Hash    uint64
-	HasHash bool
-}
-
-// Host is one endpoint chosen for one attempt. The caller must call Done
-// exactly once, when the attempt is over (response body read to its end
-// or abandoned, or the round trip failed).
-type Host struct {
-	Addr string            // "ip:port"
-	RT   http.RoundTripper // reaches Addr (HTTP/1.1 pool, or h2c when the cluster is HTTP2)
-}
-
-// Result is how an attempt ended, for outlier detection and for the
-// cluster's active-request accounting.
-type Result struct {
-	// Status is the upstream's HTTP status, 0 when there was no response.
-	Status int
-	// LocalOrigin marks a failure seen by the proxy rather than answered by
-	// the host: connect failure, timeout, reset (Envoy's local-origin
-	// errors).
-	LocalOrigin bool
-}
-
-// Done reports the end of the attempt.
-func (h *Host) Done(Result) {}
-
 // Pick chooses a healthy endpoint of c, round robin. It fails with
-// ErrNoHealthyUpstream when c has no healthy endpoint. Round-trip errors
+// ErrNoHealthyUpstream when c has no healthy endpoint, and with
+// ErrOverflow when c's max_requests circuit breaker is full. Round-trip errors
 // of connection failures wrap *ConnectError.
 func (m *ClusterManager) Pick(c *config.Cluster, _ PickOptions) (*Host, error) {
 	st := m.state(c.Name)
@@ -231,18 +199,13 @@ func (m *ClusterManager) Pick(c *config.Cluster, _ PickOptions) (*Host, error) {
 		}
 		k--
 	}
-	if c.HTTP2 {
-		return &Host{Addr: addr, RT: st.h2cTransport()}, nil
+	if err := st.admit(); err != nil {
+		return nil, err
 	}
-	return &Host{Addr: addr, RT: st.h1}, nil
-}
-
-// TryRetry asks c's max_retries circuit breaker for one retry. When ok,
-// the caller calls release once that retry is over; when not, it must not
-// retry (Envoy counts upstream_rq_retry_overflow and returns the last
-// response).
-func (m *ClusterManager) TryRetry(c *config.Cluster) (release func(), ok bool) {
-	return func() {}, true
+	if c.HTTP2 {
+		return &Host{Addr: addr, RT: st.h2cTransport(), st: st}, nil
+	}
+	return &Host{Addr: addr, RT: st.h1, st: st}, nil
 }
 
 func (st *clusterState) setConnectTimeout(d time.Duration) {

@@ -1,0 +1,55 @@
+package upstream
+
+import (
+	"errors"
+	"net/http"
+)
+
+// ErrOverflow is returned by Pick, or by a Host's RoundTrip, when a
+// circuit breaker of the cluster (max_requests, max_pending_requests) is
+// full: Envoy's 503 with response flag UO.
+var ErrOverflow = errors.New("upstream overflow: circuit breaker open")
+
+// PickOptions is what a load balancer may use to choose a host.
+type PickOptions struct {
+	// Hash is the request's hash (config.Route.RequestHash) for RING_HASH
+	// and MAGLEV clusters; HasHash is false when the request has none.
+	Hash    uint64
+	HasHash bool
+	// Avoid holds the hosts of earlier attempts of this request
+	// (retry_host_predicate previous_hosts): the balancer picks another
+	// host when it can.
+	Avoid []string
+}
+
+// Host is one endpoint chosen for one attempt. The caller must call Done
+// exactly once, when the attempt is over (response body read to its end
+// or abandoned, or the round trip failed).
+type Host struct {
+	Addr string            // "ip:port"
+	RT   http.RoundTripper // reaches Addr (HTTP/1.1 pool, or h2c when the cluster is HTTP2)
+
+	st  *clusterState
+	idx int // the endpoint's index in the cluster's endpoints, for the load balancer
+}
+
+// Result is how an attempt ended, for outlier detection and for the
+// cluster's active-request accounting.
+type Result struct {
+	// Status is the upstream's HTTP status, 0 when there was no response.
+	Status int
+	// LocalOrigin marks a failure seen by the proxy rather than answered by
+	// the host: connect failure, timeout, reset (Envoy's local-origin
+	// errors).
+	LocalOrigin bool
+}
+
+// Done reports the end of the attempt to the load balancer (active
+// requests) and to the circuit breakers and outlier detection.
+func (h *Host) Done(res Result) {
+	if h.st == nil {
+		return
+	}
+	h.st.lbDone(h)
+	h.st.policyDone(h, res)
+}
