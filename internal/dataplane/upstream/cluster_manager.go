@@ -73,6 +73,9 @@ type clusterState struct {
 	connectTimeout atomic.Int64 // time.Duration
 	lastSeen       uint64       // epoch; guarded by ClusterManager.mu
 
+	lb  lbState     // lb.go
+	pol policyState // policy.go
+
 	h1   *h1Transport
 	h2c  atomic.Pointer[http.Transport] // built on first use by an h2c cluster
 	opts *Options

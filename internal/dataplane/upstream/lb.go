@@ -2,6 +2,9 @@ package upstream
 
 import "github.com/loom-mesh/loom/internal/dataplane/config"
 
+// lbState is a cluster's load-balancer state across generations.
+type lbState struct{}
+
 // updateLB takes the load-balancing settings of a new generation of c.
 func (st *clusterState) updateLB(c *config.Cluster) {}
 

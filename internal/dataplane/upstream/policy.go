@@ -2,6 +2,10 @@ package upstream
 
 import "github.com/loom-mesh/loom/internal/dataplane/config"
 
+// policyState is a cluster's circuit-breaker and outlier-detection state
+// across generations.
+type policyState struct{}
+
 // updatePolicy takes the circuit breakers and outlier detection of a new
 // generation of c.
 func (st *clusterState) updatePolicy(c *config.Cluster) {}
