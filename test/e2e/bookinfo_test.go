@@ -91,6 +91,22 @@ func TestBookinfo(t *testing.T) {
 		}
 	})
 
+	// Istio's traffic-shifting task: 1000 requests within ±5 % of each share.
+	for _, tc := range []struct {
+		file string
+		v1   int // per cent; v2 gets the rest
+	}{{"virtual-service-reviews-80-20.yaml", 80}, {"virtual-service-reviews-90-10.yaml", 90}} {
+		t.Run(tc.file, func(t *testing.T) {
+			apply(t, sample(tc.file), "virtualservice.networking.istio.io/reviews ")
+			pollUntil(t, "a request served by reviews-v2", func() bool { return countVersions(t, anon, m.pageURL, 20)["v2"] > 0 })
+			counts := countVersions(t, anon, m.pageURL, 1000)
+			lo, hi := (tc.v1-5)*10, (tc.v1+5)*10
+			if counts["v1"]+counts["v2"] != 1000 || counts["v1"] < lo || counts["v1"] > hi {
+				t.Errorf("1000 requests split %d/%d between v1 and v2 were served by %v, want v1 within %d..%d", tc.v1, 100-tc.v1, counts, lo, hi)
+			}
+		})
+	}
+
 	t.Run("all v3", func(t *testing.T) {
 		apply(t, sample("virtual-service-reviews-v3.yaml"), "virtualservice.networking.istio.io/reviews ")
 		pollUntil(t, "10 requests in a row served by reviews-v3", func() bool { return allServedBy(t, anon, m.pageURL, 10, "v3") })

@@ -20,6 +20,7 @@ const (
 const (
 	ratingsUnavailable = "Ratings service is currently unavailable"
 	reviewsUnavailable = "Sorry, product reviews are currently unavailable for this book."
+	detailsUnavailable = "Sorry, product details are currently unavailable for this book."
 )
 
 // TestFaultInjection follows Istio's fault-injection task
@@ -100,6 +101,36 @@ func TestFaultInjection(t *testing.T) {
 			}
 			if p.elapsed > time.Second {
 				t.Errorf("anonymous request %d took %v, want under 1 s (no delay)", i+1, p.elapsed)
+			}
+		}
+	})
+
+	// The details fault of Istio's samples: an abort with status 555
+	// reaches productpage, whose details API passes the status on and
+	// whose page shows the details error.
+	t.Run("details abort 555", func(t *testing.T) {
+		applyAt(t, faultLoomdAddr, sample("fault-injection-details-v1.yaml"), "virtualservice.networking.istio.io/details ")
+		api := strings.Replace(m.pageURL, "/productpage", "/api/v1/products/0", 1)
+		pollUntil(t, "the details API answering 555", func() bool {
+			resp, err := anon.Get(api)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 555
+		})
+		for i := range 5 {
+			resp, err := anon.Get(api)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 555 || !strings.Contains(string(body), detailsUnavailable) {
+				t.Errorf("request %d to %s: %d %s, want 555 with %q", i+1, api, resp.StatusCode, body, detailsUnavailable)
+			}
+			if p := fetchPage(t, anon, m.pageURL); !strings.Contains(p.body, detailsUnavailable) {
+				t.Errorf("request %d: the page does not say %q:\n%.2000s", i+1, detailsUnavailable, p.body)
 			}
 		}
 	})
