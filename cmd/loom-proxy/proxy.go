@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +50,7 @@ type Proxy struct {
 	metrics   *telemetry.Metrics
 	accessLog *telemetry.AccessLog
 	clusters  *upstream.ClusterManager
+	conns     *dphttp.ConnectionManager
 	listeners *listener.Manager
 	static    *config.Generation // from Bootstrap
 }
@@ -78,6 +81,18 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.conns = cm
+	p.metrics.WatchClusterPolicies(func() []string {
+		g := p.current.Load()
+		if g == nil {
+			return nil
+		}
+		return slices.Sorted(maps.Keys(g.Clusters))
+	}, func(name string) telemetry.ClusterPolicyStats {
+		s := p.clusters.PolicyStats(name)
+		return telemetry.ClusterPolicyStats{CxOverflow: s.UpstreamCxOverflow,
+			EjectionsEnforced: s.EjectionsEnforcedTotal, EjectionsOverflow: s.EjectionsOverflow, EjectionsActive: s.EjectionsActive}
+	})
 	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger,
 		Handler: func(l *config.Listener) http.Handler { return cm.Handler(l.Name) }})
 	if err != nil {
@@ -154,6 +169,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer cancel()
 	if err := p.listeners.Shutdown(dctx); err != nil {
 		p.log.Warn("drain cut short", "error", err)
+	}
+	// Mirrors still in flight are cancelled and waited for.
+	if err := p.conns.Close(); err != nil {
+		p.log.Warn("closing the connection manager", "error", err)
 	}
 	p.clusters.Close()
 	stopBg()

@@ -70,8 +70,8 @@ static_resources:
 		{"eds cluster", "static_resources: {clusters: [{name: c, type: EDS}]}", nil,
 			"static_resources.clusters[0].type = EDS: needs a control plane"},
 		{"bad endpoint", good, map[string]string{"UP": "127.0.0.2:http"}, `static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address: address = "127.0.0.2:http": port must be 1-65535`},
-		{"build error", "static_resources: {clusters: [{name: c, type: STATIC, lb_policy: RANDOM}]}", nil,
-			`cluster "c": lb_policy = "RANDOM": must be ROUND_ROBIN`},
+		{"build error", "static_resources: {clusters: [{name: c, type: STATIC, lb_policy: CLUSTER_PROVIDED}]}", nil,
+			`cluster "c": lb_policy = "CLUSTER_PROVIDED": must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV`},
 		{"admin hostname", "admin: {address: {socket_address: {address: localhost, port_value: 1}}}", nil,
 			`admin.address.socket_address.address = "localhost": must be an IP address`},
 	}
@@ -118,5 +118,28 @@ func TestExpand(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("expand(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// TestLoadBenchFeaturesBootstrap: the route-features candidate of the
+// benchmark builds, with its retries, header rewrites and filters.
+func TestLoadBenchFeaturesBootstrap(t *testing.T) {
+	t.Setenv("LISTEN_ADDR", "127.0.0.1:18080")
+	t.Setenv("UPSTREAM_ADDR", "127.0.0.1:18000")
+	b, err := Load(filepath.Join("..", "..", "..", "bench", "loom-bootstrap-features.yaml"))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	g, err := config.Build(b.Resources, nil)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	l := g.Listeners["bench"]
+	r := g.Routes[l.RouteConfigName].VirtualHostFor("anything").Routes[0]
+	if r.Retry == nil || r.Retry.NumRetries != 2 {
+		t.Errorf("route retry policy = %+v, want Istio's default (2 retries)", r.Retry)
+	}
+	if n := len(l.HTTPFilters); n != 2 {
+		t.Errorf("listener has %d HTTP filters before the router, want cors and fault", n)
 	}
 }

@@ -421,18 +421,25 @@ var supportedRetryOn = map[string]bool{
 
 func buildRouteTable(fb *filterBuilder, name string, rc *routev3.RouteConfiguration) (*RouteTable, error) {
 	rt := &RouteTable{Name: name, exact: map[string]*VirtualHost{}}
-	if len(rc.GetRequestHeadersToAdd()) > 0 || len(rc.GetResponseHeadersToAdd()) > 0 ||
-		len(rc.GetRequestHeadersToRemove()) > 0 || len(rc.GetResponseHeadersToRemove()) > 0 {
-		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
-	}
 	rcOver, err := fb.overrides(rc.GetTypedPerFilterConfig())
 	if err != nil {
 		return nil, err
 	}
+	lv := routeLevels{rcOver: rcOver, mostSpecificWins: rc.GetMostSpecificHeaderMutationsWins(),
+		maxBody: DefaultMaxDirectResponseBodyBytes}
+	if m := rc.GetMaxDirectResponseBodySizeBytes(); m != nil {
+		lv.maxBody = m.GetValue()
+	}
+	if lv.rcReq, lv.rcResp, err = levelHeaders(rc); err != nil {
+		return nil, err
+	}
+	if len(rc.GetRequestMirrorPolicies()) > 0 {
+		return nil, ferr("request_mirror_policies", "not supported on a route configuration; set it on the route")
+	}
 	seen := map[string]bool{}
 	for i, v := range rc.GetVirtualHosts() {
 		p := idx("virtual_hosts", i)
-		vh, err := buildVirtualHost(fb, rcOver, v)
+		vh, err := buildVirtualHost(fb, lv, v)
 		if err != nil {
 			return nil, under(p, err)
 		}
@@ -463,7 +470,7 @@ func buildRouteTable(fb *filterBuilder, name string, rc *routev3.RouteConfigurat
 	return rt, nil
 }
 
-func buildVirtualHost(fb *filterBuilder, rcOver map[string]filter.Config, v *routev3.VirtualHost) (*VirtualHost, error) {
+func buildVirtualHost(fb *filterBuilder, lv routeLevels, v *routev3.VirtualHost) (*VirtualHost, error) {
 	vh := &VirtualHost{Name: v.GetName()}
 	if vh.Name == "" {
 		return nil, ferr("name", "must not be empty")
@@ -480,19 +487,25 @@ func buildVirtualHost(fb *filterBuilder, rcOver map[string]filter.Config, v *rou
 	if v.GetRequireTls() != routev3.VirtualHost_NONE {
 		return nil, verr("require_tls", v.GetRequireTls().String(), "must be NONE")
 	}
-	if len(v.GetRequestHeadersToAdd()) > 0 || len(v.GetResponseHeadersToAdd()) > 0 ||
-		len(v.GetRequestHeadersToRemove()) > 0 || len(v.GetResponseHeadersToRemove()) > 0 {
-		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
-	}
-	vhOver, err := fb.overrides(v.GetTypedPerFilterConfig())
-	if err != nil {
+	var err error
+	if lv.vhReq, lv.vhResp, err = levelHeaders(v); err != nil {
 		return nil, err
 	}
-	if v.GetRetryPolicy() != nil {
+	if lv.vhOver, err = fb.overrides(v.GetTypedPerFilterConfig()); err != nil {
+		return nil, err
+	}
+	if v.GetRetryPolicy() != nil || v.GetRetryPolicyTypedConfig() != nil || v.GetHedgePolicy() != nil {
 		return nil, ferr("retry_policy", "not supported on a virtual host; set it on the route")
 	}
+	//nolint:staticcheck // cors is deprecated in favour of typed_per_filter_config.
+	if v.GetCors() != nil {
+		return nil, ferr("cors", "not supported; use typed_per_filter_config[\"envoy.filters.http.cors\"]")
+	}
+	if len(v.GetRequestMirrorPolicies()) > 0 {
+		return nil, ferr("request_mirror_policies", "not supported on a virtual host; set it on the route")
+	}
 	for k, r := range v.GetRoutes() {
-		rr, err := buildRoute(fb, r, rcOver, vhOver)
+		rr, err := buildRoute(fb, r, lv)
 		if err != nil {
 			return nil, under(idx("routes", k), err)
 		}
@@ -519,88 +532,199 @@ func checkDomain(d string) error {
 	return errors.New(`must be "*", a host, or have one wildcard at its start or end`)
 }
 
-func buildRoute(fb *filterBuilder, r *routev3.Route, rcOver, vhOver map[string]filter.Config) (*Route, error) {
+// routeLevels is what a route inherits from its virtual host and route
+// configuration.
+type routeLevels struct {
+	rcOver, vhOver   map[string]filter.Config
+	rcReq, rcResp    *HeaderMutation
+	vhReq, vhResp    *HeaderMutation
+	mostSpecificWins bool
+	maxBody          uint32 // max_direct_response_body_size_bytes
+}
+
+// headerLevel is a message with the four header mutation fields.
+type headerLevel interface {
+	GetRequestHeadersToAdd() []*corev3.HeaderValueOption
+	GetRequestHeadersToRemove() []string
+	GetResponseHeadersToAdd() []*corev3.HeaderValueOption
+	GetResponseHeadersToRemove() []string
+}
+
+func levelHeaders(m headerLevel) (req, resp *HeaderMutation, err error) {
+	if req, err = buildHeaderMutation("request_headers_to_add", m.GetRequestHeadersToAdd(),
+		"request_headers_to_remove", m.GetRequestHeadersToRemove()); err != nil {
+		return nil, nil, err
+	}
+	if resp, err = buildHeaderMutation("response_headers_to_add", m.GetResponseHeadersToAdd(),
+		"response_headers_to_remove", m.GetResponseHeadersToRemove()); err != nil {
+		return nil, nil, err
+	}
+	return req, resp, nil
+}
+
+// mutations orders the route, virtual host and route configuration levels
+// as Envoy evaluates them: most specific first, so that the least
+// specific wins, unless most_specific_header_mutations_wins.
+func mutations(mostSpecificWins bool, route, vh, rc *HeaderMutation) HeaderMutations {
+	order := []*HeaderMutation{route, vh, rc}
+	if mostSpecificWins {
+		order = []*HeaderMutation{rc, vh, route}
+	}
+	m := HeaderMutations{WeightedLast: mostSpecificWins}
+	for _, l := range order {
+		if !l.Empty() {
+			m.Levels = append(m.Levels, l)
+		}
+	}
+	return m
+}
+
+func buildRoute(fb *filterBuilder, r *routev3.Route, lv routeLevels) (*Route, error) {
 	rr := &Route{Name: r.GetName()}
 	m, err := buildMatch(r.GetMatch())
 	if err != nil {
 		return nil, under("match", err)
 	}
 	rr.Match = m
-	if len(r.GetRequestHeadersToAdd()) > 0 || len(r.GetResponseHeadersToAdd()) > 0 ||
-		len(r.GetRequestHeadersToRemove()) > 0 || len(r.GetResponseHeadersToRemove()) > 0 {
-		return nil, ferr("request_headers_to_add", "header manipulation is not supported")
+	rReq, rResp, err := levelHeaders(r)
+	if err != nil {
+		return nil, err
 	}
+	rr.RequestHeaders = mutations(lv.mostSpecificWins, rReq, lv.vhReq, lv.rcReq)
+	rr.ResponseHeaders = mutations(lv.mostSpecificWins, rResp, lv.vhResp, lv.rcResp)
 	rOver, err := fb.overrides(r.GetTypedPerFilterConfig())
 	if err != nil {
 		return nil, err
 	}
-	rr.FilterOverrides = fb.routeOverrides(rcOver, vhOver, rOver)
-	ra, ok := r.GetAction().(*routev3.Route_Route)
-	if !ok {
-		return nil, ferr("action", "must be route (redirect, direct_response and others are not supported)")
+	rr.FilterOverrides = fb.routeOverrides(lv.rcOver, lv.vhOver, rOver)
+	switch act := r.GetAction().(type) {
+	case *routev3.Route_Route:
+		rr.Action = ActionRoute
+		if err := buildRouteAction(rr, act.Route); err != nil {
+			return nil, under("route", err)
+		}
+	case *routev3.Route_Redirect:
+		rr.Action = ActionRedirect
+		if rr.Redirect, err = buildRedirect(act.Redirect); err != nil {
+			return nil, under("redirect", err)
+		}
+		if rr.Redirect.PathKind == RedirectPrefix && rr.Match.PathKind == PathRegex {
+			return nil, ferr("redirect.prefix_rewrite", "must not be used with a safe_regex match")
+		}
+	case *routev3.Route_DirectResponse:
+		rr.Action = ActionDirectResponse
+		if rr.DirectResponse, err = buildDirectResponse(act.DirectResponse, lv.maxBody); err != nil {
+			return nil, under("direct_response", err)
+		}
+	default:
+		return nil, ferr("action", "must be route, redirect or direct_response")
 	}
-	a := ra.Route
+	return rr, nil
+}
+
+// buildRouteAction fills rr from a RouteAction; error paths are relative
+// to the RouteAction.
+func buildRouteAction(rr *Route, a *routev3.RouteAction) error {
+	var err error
 	switch cs := a.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
 		if cs.Cluster == "" {
-			return nil, ferr("route.cluster", "must not be empty")
+			return ferr("cluster", "must not be empty")
 		}
 		rr.Clusters = []WeightedCluster{{Name: cs.Cluster, Weight: 1}}
 		rr.TotalWeight = 1
 	case *routev3.RouteAction_WeightedClusters:
 		wcs := cs.WeightedClusters.GetClusters()
 		if len(wcs) == 0 {
-			return nil, ferr("route.weighted_clusters.clusters", "must not be empty")
+			return ferr("weighted_clusters.clusters", "must not be empty")
 		}
 		var total uint64
 		for i, wc := range wcs {
-			p := idx("route.weighted_clusters.clusters", i)
+			p := idx("weighted_clusters.clusters", i)
 			if wc.GetName() == "" {
-				return nil, ferr(p+".name", "must not be empty (cluster_header is not supported)")
+				return ferr(p+".name", "must not be empty (cluster_header is not supported)")
 			}
-			if len(wc.GetRequestHeadersToAdd()) > 0 || len(wc.GetResponseHeadersToAdd()) > 0 ||
-				len(wc.GetRequestHeadersToRemove()) > 0 || len(wc.GetResponseHeadersToRemove()) > 0 ||
-				len(wc.GetTypedPerFilterConfig()) > 0 {
-				return nil, ferr(p, "only name and weight are supported")
+			if len(wc.GetTypedPerFilterConfig()) > 0 || wc.GetHostRewriteLiteral() != "" {
+				return ferr(p, "only name, weight and the header mutations are supported")
+			}
+			req, resp, err := levelHeaders(wc)
+			if err != nil {
+				return under(p, err)
 			}
 			w := wc.GetWeight().GetValue()
 			total += uint64(w)
-			rr.Clusters = append(rr.Clusters, WeightedCluster{Name: wc.GetName(), Weight: w})
+			rr.Clusters = append(rr.Clusters, WeightedCluster{Name: wc.GetName(), Weight: w, RequestHeaders: req, ResponseHeaders: resp})
 		}
 		if total == 0 || total > 1<<32-1 {
-			return nil, verr("route.weighted_clusters", strconv.FormatUint(total, 10), "sum of weights must be 1 to 4294967295")
+			return verr("weighted_clusters", strconv.FormatUint(total, 10), "sum of weights must be 1 to 4294967295")
 		}
 		rr.TotalWeight = uint32(total)
 		rr.picks = new(atomic.Uint64)
 	default:
-		return nil, ferr("route.cluster_specifier", "must be cluster or weighted_clusters")
+		return ferr("cluster_specifier", "must be cluster or weighted_clusters")
 	}
-	if a.GetPrefixRewrite() != "" || a.GetRegexRewrite() != nil || a.GetHostRewriteSpecifier() != nil || a.GetPathRewritePolicy() != nil {
-		return nil, ferr("route", "path and host rewrites are not supported")
+	if rr.Rewrite, err = buildRewrite(a, rr.Match.PathKind); err != nil {
+		return err
 	}
-	if len(a.GetRequestMirrorPolicies()) > 0 {
-		return nil, ferr("route.request_mirror_policies", "not supported")
+	if rr.Mirrors, err = buildMirrors(a.GetRequestMirrorPolicies()); err != nil {
+		return err
+	}
+	//nolint:staticcheck // cors is deprecated in favour of typed_per_filter_config.
+	if a.GetCors() != nil {
+		return ferr("cors", "not supported; use typed_per_filter_config[\"envoy.filters.http.cors\"]")
 	}
 	if len(a.GetUpgradeConfigs()) > 0 {
-		return nil, ferr("route.upgrade_configs", "not supported")
+		return ferr("upgrade_configs", "not supported")
 	}
 	if a.GetRetryPolicyTypedConfig() != nil || a.GetHedgePolicy() != nil {
-		return nil, ferr("route", "retry_policy_typed_config and hedge_policy are not supported")
+		return ferr("", "retry_policy_typed_config and hedge_policy are not supported")
 	}
-	if rr.Timeout, err = duration(a.GetTimeout(), "route.timeout", DefaultRouteTimeout); err != nil {
-		return nil, err
+	if rr.Timeout, err = duration(a.GetTimeout(), "timeout", DefaultRouteTimeout); err != nil {
+		return err
 	}
-	if rr.HashPolicies, err = buildHashPolicies("route.hash_policy", a.GetHashPolicy()); err != nil {
-		return nil, err
+	if rr.HashPolicies, err = buildHashPolicies("hash_policy", a.GetHashPolicy()); err != nil {
+		return err
 	}
 	if rp := a.GetRetryPolicy(); rp != nil {
 		pol, err := buildRetry(rp)
 		if err != nil {
-			return nil, under("route.retry_policy", err)
+			return under("retry_policy", err)
 		}
 		rr.Retry = pol
 	}
-	return rr, nil
+	return nil
+}
+
+// buildRewrite reads prefix_rewrite, regex_rewrite and host_rewrite_literal.
+func buildRewrite(a *routev3.RouteAction, kind PathMatchKind) (*Rewrite, error) {
+	rw := &Rewrite{Prefix: a.GetPrefixRewrite()}
+	if a.GetPathRewritePolicy() != nil {
+		return nil, ferr("path_rewrite_policy", "not supported")
+	}
+	if rs := a.GetRegexRewrite(); rs != nil {
+		if rw.Prefix != "" {
+			return nil, ferr("regex_rewrite", "must not be set with prefix_rewrite")
+		}
+		re, sub, err := buildRegexRewrite("regex_rewrite", rs)
+		if err != nil {
+			return nil, err
+		}
+		rw.Regex, rw.Substitution = re, sub
+	}
+	switch hs := a.GetHostRewriteSpecifier().(type) {
+	case nil:
+	case *routev3.RouteAction_HostRewriteLiteral:
+		if strings.ContainsAny(hs.HostRewriteLiteral, "/?#@ \r\n") {
+			return nil, verr("host_rewrite_literal", hs.HostRewriteLiteral, "must be a host")
+		}
+		rw.Host = hs.HostRewriteLiteral
+	default:
+		return nil, ferr("host_rewrite_specifier", "must be host_rewrite_literal (auto_host_rewrite, host_rewrite_header and host_rewrite_path_regex are not supported)")
+	}
+	if rw.Prefix == "" && rw.Regex == nil && rw.Host == "" {
+		return nil, nil
+	}
+	return rw, nil
 }
 
 func buildRetry(rp *routev3.RetryPolicy) (*RetryPolicy, error) {
@@ -628,12 +752,9 @@ func buildRetry(rp *routev3.RetryPolicy) (*RetryPolicy, error) {
 		}
 		pol.RetriableStatusCodes = append(pol.RetriableStatusCodes, c)
 	}
-	if rp.GetRetryPriority() != nil || len(rp.GetRetryHostPredicate()) > 0 || len(rp.GetRetriableHeaders()) > 0 ||
-		len(rp.GetRetriableRequestHeaders()) > 0 || rp.GetRateLimitedRetryBackOff() != nil {
-		return nil, ferr("", "only retry_on, num_retries, per_try_timeout and retriable_status_codes are supported")
+	if err := buildRetryExtensions(rp, pol); err != nil {
+		return nil, err
 	}
-	// retry_back_off and host_selection_retry_max_attempts only tune timing
-	// and host choice; they are accepted and ignored.
 	return pol, nil
 }
 

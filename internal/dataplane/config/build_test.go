@@ -229,8 +229,8 @@ func TestBuildErrors(t *testing.T) {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
 		}), `listener "virtualOutbound": listener_filters[0].name = "envoy.filters.listener.original_dst": not supported`},
 		{"unknown http filter", hcmWith(func(h *hcmv3.HttpConnectionManager) {
-			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.cors"}}, h.HttpFilters...)
-		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.cors": unknown HTTP filter (not is_optional)`},
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.ext_authz"}}, h.HttpFilters...)
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.ext_authz": unknown HTTP filter (not is_optional)`},
 		{"http filter not router", hcmWith(func(h *hcmv3.HttpConnectionManager) {
 			h.HttpFilters[0].Name = "envoy.filters.http.cors"
 			h.HttpFilters[0].ConfigType = nil
@@ -283,9 +283,6 @@ func TestBuildErrors(t *testing.T) {
 				QueryParameterMatchSpecifier: &routev3.QueryParameterMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
 					MatchPattern: &matcherv3.StringMatcher_Contains{Contains: "a"}}}}}
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.query_parameters[0].string_match: must be exact, prefix, suffix or safe_regex`},
-		{"redirect", routeWith(func(rc *routev3.RouteConfiguration) {
-			route2(rc).Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{}}
-		}), `route_config "http_proxy": virtual_hosts[0].routes[2].action: must be route (redirect, direct_response and others are not supported)`},
 		{"zero weights", routeWith(func(rc *routev3.RouteConfiguration) {
 			route2(rc).GetRoute().ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
 				Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(0)}}}}
@@ -293,8 +290,6 @@ func TestBuildErrors(t *testing.T) {
 		{"retry_on unknown", routeWith(func(rc *routev3.RouteConfiguration) {
 			route2(rc).GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,sometimes"}
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.retry_policy.retry_on = "5xx,sometimes": condition "sometimes" is not supported`},
-		{"prefix rewrite", routeWith(func(rc *routev3.RouteConfiguration) { route2(rc).GetRoute().PrefixRewrite = "/x" }),
-			`route_config "http_proxy": virtual_hosts[0].routes[2].route: path and host rewrites are not supported`},
 		{"duplicate domain", routeWith(func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "other", Domains: []string{"x", "REVIEWS"}})
 		}), `route_config "http_proxy": virtual_hosts[1].domains[1] = "REVIEWS": must be unique in the route configuration`},
@@ -302,8 +297,8 @@ func TestBuildErrors(t *testing.T) {
 			`route_config "http_proxy": virtual_hosts[0].domains[1] = "a.*.com": must be "*", a host, or have one wildcard at its start or end`},
 		{"vhost no domains", routeWith(func(rc *routev3.RouteConfiguration) { rc.VirtualHosts[0].Domains = nil }),
 			`route_config "http_proxy": virtual_hosts[0].domains: must not be empty`},
-		{"lb_policy", clusterWith(func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST }),
-			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": lb_policy = "LEAST_REQUEST": must be ROUND_ROBIN`},
+		{"lb_policy", clusterWith(func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED }),
+			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": lb_policy = "CLUSTER_PROVIDED": must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV`},
 		{"cluster type", clusterWith(func(c *clusterv3.Cluster) {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": type = "STRICT_DNS": must be EDS or STATIC`},
@@ -716,7 +711,7 @@ func BenchmarkRouteMatch(b *testing.B) {
 }
 
 func TestPickCluster(t *testing.T) {
-	weighted := &Route{Clusters: []WeightedCluster{{"v1", 50}, {"v2", 30}, {"v3", 20}}, TotalWeight: 100}
+	weighted := &Route{Clusters: []WeightedCluster{{Name: "v1", Weight: 50}, {Name: "v2", Weight: 30}, {Name: "v3", Weight: 20}}, TotalWeight: 100}
 	tests := []struct {
 		name string
 		r    *Route
@@ -725,7 +720,7 @@ func TestPickCluster(t *testing.T) {
 	}{
 		{"nil", nil, 3, ""},
 		{"none", &Route{}, 3, ""},
-		{"single", &Route{Clusters: []WeightedCluster{{"only", 1}}, TotalWeight: 1}, 12345, "only"},
+		{"single", &Route{Clusters: []WeightedCluster{{Name: "only", Weight: 1}}, TotalWeight: 1}, 12345, "only"},
 		{"first share start", weighted, 0, "v1"},
 		{"first share end", weighted, 49, "v1"},
 		{"second share", weighted, 50, "v2"},
@@ -733,7 +728,7 @@ func TestPickCluster(t *testing.T) {
 		{"third share", weighted, 80, "v3"},
 		{"wraps", weighted, 199, "v3"},
 		{"wraps to first", weighted, 1_000_000_000_000, "v1"},
-		{"zero weight skipped", &Route{Clusters: []WeightedCluster{{"a", 0}, {"b", 1}}, TotalWeight: 1}, 0, "b"},
+		{"zero weight skipped", &Route{Clusters: []WeightedCluster{{Name: "a", Weight: 0}, {Name: "b", Weight: 1}}, TotalWeight: 1}, 0, "b"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -18,8 +19,22 @@ import (
 type Cluster struct {
 	Name           string
 	ConnectTimeout time.Duration
-	// LBPolicy is "ROUND_ROBIN" (the only one in this version).
+	// LBPolicy is Cluster.lb_policy: LBRoundRobin (the default),
+	// LBLeastRequest, LBRandom, LBRingHash or LBMaglev.
 	LBPolicy string
+	// LeastRequest is least_request_lb_config; set only when LBPolicy is
+	// LBLeastRequest.
+	LeastRequest *LeastRequestConfig
+	// RingHash is ring_hash_lb_config; set only when LBPolicy is LBRingHash.
+	RingHash *RingHashConfig
+	// Maglev is maglev_lb_config; set only when LBPolicy is LBMaglev.
+	Maglev *MaglevConfig
+	// HealthyPanicThreshold is common_lb_config.healthy_panic_threshold in
+	// whole percent (0-100, truncated as Envoy does): when fewer than this
+	// share of the endpoints are usable (healthy and not ejected), the
+	// balancer uses all of them. nil means Envoy's default,
+	// DefaultHealthyPanicThreshold; 0 disables panic mode.
+	HealthyPanicThreshold *uint32
 	// HTTP2 is true when the upstream speaks HTTP/2 cleartext (h2c): the
 	// cluster's HttpProtocolOptions has explicit_http_config.http2_protocol_options.
 	HTTP2     bool
@@ -29,6 +44,57 @@ type Cluster struct {
 	CircuitBreakers CircuitBreakers
 	Outlier         *OutlierDetection // nil: no outlier detection
 	Conn            ConnectionOptions
+}
+
+// Load-balancing policies (Cluster.lb_policy) this version implements.
+const (
+	LBRoundRobin   = "ROUND_ROBIN"
+	LBLeastRequest = "LEAST_REQUEST"
+	LBRandom       = "RANDOM"
+	LBRingHash     = "RING_HASH"
+	LBMaglev       = "MAGLEV"
+)
+
+// Load-balancer defaults Envoy applies when a field is unset, and its limits.
+const (
+	// DefaultHealthyPanicThreshold is common_lb_config.healthy_panic_threshold
+	// when unset, in percent.
+	DefaultHealthyPanicThreshold = 50
+	// DefaultChoiceCount is least_request_lb_config.choice_count when unset.
+	DefaultChoiceCount = 2
+	// DefaultMinRingSize and DefaultMaxRingSize are ring_hash_lb_config's
+	// minimum_ring_size and maximum_ring_size when unset; MaxRingSize is
+	// the largest either may be.
+	DefaultMinRingSize = 1024
+	DefaultMaxRingSize = 8 << 20
+	MaxRingSize        = 8 << 20
+	// DefaultMaglevTableSize is maglev_lb_config.table_size when unset;
+	// MaxMaglevTableSize is the largest (a table size must be prime).
+	DefaultMaglevTableSize = 65537
+	MaxMaglevTableSize     = 5000011
+)
+
+// LeastRequestConfig is envoy.config.cluster.v3.Cluster.LeastRequestLbConfig.
+type LeastRequestConfig struct {
+	// ChoiceCount is how many random hosts are compared (>= 2; default
+	// DefaultChoiceCount).
+	ChoiceCount uint32
+	// ActiveRequestBias is active_request_bias.default_value (>= 0; default
+	// 1): with unequal weights a host's weight is divided by
+	// (active requests + 1)^ActiveRequestBias.
+	ActiveRequestBias float64
+}
+
+// RingHashConfig is envoy.config.cluster.v3.Cluster.RingHashLbConfig with
+// the XX_HASH hash function (the only one supported).
+type RingHashConfig struct {
+	MinRingSize uint64 // entries, 1 to MaxRingSize; default DefaultMinRingSize
+	MaxRingSize uint64 // entries, MinRingSize to MaxRingSize; default DefaultMaxRingSize
+}
+
+// MaglevConfig is envoy.config.cluster.v3.Cluster.MaglevLbConfig.
+type MaglevConfig struct {
+	TableSize uint64 // a prime up to MaxMaglevTableSize; default DefaultMaglevTableSize
 }
 
 // HealthStatus of an endpoint (envoy.config.core.v3.HealthStatus, reduced).
@@ -96,7 +162,7 @@ func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
 // ---- clusters ----
 
 func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, error) {
-	rc := &Cluster{Name: c.GetName(), LBPolicy: "ROUND_ROBIN"}
+	rc := &Cluster{Name: c.GetName()}
 	var err error
 	if rc.ConnectTimeout, err = duration(c.GetConnectTimeout(), "connect_timeout", DefaultConnectTimeout); err != nil {
 		return nil, err
@@ -104,11 +170,8 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 	if c.GetConnectTimeout() != nil && rc.ConnectTimeout == 0 {
 		return nil, verr("connect_timeout", "0s", "must be greater than 0")
 	}
-	if c.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return nil, verr("lb_policy", c.GetLbPolicy().String(), "must be ROUND_ROBIN")
-	}
-	if c.GetLoadBalancingPolicy() != nil {
-		return nil, ferr("load_balancing_policy", "not supported")
+	if err := buildLB(c, rc); err != nil {
+		return nil, err
 	}
 	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
 		return nil, ferr("transport_socket", "not supported (no upstream TLS in this version)")
@@ -173,4 +236,138 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 		return nil, verr("type", c.GetType().String(), "must be EDS or STATIC")
 	}
 	return rc, nil
+}
+
+// buildLB parses c's lb_policy, its policy's lb_config and common_lb_config
+// into rc.
+func buildLB(c *clusterv3.Cluster, rc *Cluster) error {
+	if c.GetLoadBalancingPolicy() != nil {
+		return ferr("load_balancing_policy", "not supported")
+	}
+	if c.GetLbSubsetConfig() != nil {
+		return ferr("lb_subset_config", "not supported")
+	}
+	switch c.GetLbPolicy() {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		rc.LBPolicy = LBRoundRobin
+		if c.GetRoundRobinLbConfig().GetSlowStartConfig() != nil {
+			return ferr("round_robin_lb_config.slow_start_config", "not supported")
+		}
+	case clusterv3.Cluster_LEAST_REQUEST:
+		rc.LBPolicy = LBLeastRequest
+		lr, err := buildLeastRequest(c.GetLeastRequestLbConfig())
+		if err != nil {
+			return under("least_request_lb_config", err)
+		}
+		rc.LeastRequest = lr
+	case clusterv3.Cluster_RANDOM:
+		rc.LBPolicy = LBRandom
+	case clusterv3.Cluster_RING_HASH:
+		rc.LBPolicy = LBRingHash
+		rh, err := buildRingHash(c.GetRingHashLbConfig())
+		if err != nil {
+			return under("ring_hash_lb_config", err)
+		}
+		rc.RingHash = rh
+	case clusterv3.Cluster_MAGLEV:
+		rc.LBPolicy = LBMaglev
+		size := uint64(DefaultMaglevTableSize)
+		if v := c.GetMaglevLbConfig().GetTableSize(); v != nil {
+			size = v.GetValue()
+		}
+		if size > MaxMaglevTableSize || !isPrime(size) {
+			return verr("maglev_lb_config.table_size", strconv.FormatUint(size, 10), "must be a prime number up to %d", MaxMaglevTableSize)
+		}
+		rc.Maglev = &MaglevConfig{TableSize: size}
+	default:
+		return verr("lb_policy", c.GetLbPolicy().String(), "must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV")
+	}
+	cl := c.GetCommonLbConfig()
+	if cl == nil {
+		return nil
+	}
+	if t := cl.GetHealthyPanicThreshold(); t != nil {
+		v := t.GetValue()
+		if math.IsNaN(v) || v < 0 || v > 100 {
+			return verr("common_lb_config.healthy_panic_threshold.value", strconv.FormatFloat(v, 'g', -1, 64), "must be 0 to 100")
+		}
+		pct := uint32(v) // Envoy truncates to the nearest 1%.
+		rc.HealthyPanicThreshold = &pct
+	}
+	if cl.GetLocalityConfigSpecifier() != nil {
+		return ferr("common_lb_config.locality_config_specifier", "not supported (zone aware and locality weighted load balancing)")
+	}
+	if cl.GetCloseConnectionsOnHostSetChange() {
+		return verr("common_lb_config.close_connections_on_host_set_change", "true", "not supported")
+	}
+	if cl.GetOverrideHostStatus() != nil {
+		return ferr("common_lb_config.override_host_status", "not supported")
+	}
+	if ch := cl.GetConsistentHashingLbConfig(); ch != nil {
+		if ch.GetUseHostnameForHashing() {
+			return verr("common_lb_config.consistent_hashing_lb_config.use_hostname_for_hashing", "true", "not supported")
+		}
+		if ch.GetHashBalanceFactor() != nil {
+			return ferr("common_lb_config.consistent_hashing_lb_config.hash_balance_factor", "not supported")
+		}
+	}
+	return nil
+}
+
+func buildLeastRequest(cfg *clusterv3.Cluster_LeastRequestLbConfig) (*LeastRequestConfig, error) {
+	lr := &LeastRequestConfig{ChoiceCount: DefaultChoiceCount, ActiveRequestBias: 1}
+	if v := cfg.GetChoiceCount(); v != nil {
+		if v.GetValue() < 2 {
+			return nil, verr("choice_count", strconv.FormatUint(uint64(v.GetValue()), 10), "must be at least 2")
+		}
+		lr.ChoiceCount = v.GetValue()
+	}
+	if b := cfg.GetActiveRequestBias(); b != nil {
+		v := b.GetDefaultValue()
+		if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return nil, verr("active_request_bias.default_value", strconv.FormatFloat(v, 'g', -1, 64), "must be a finite number >= 0")
+		}
+		lr.ActiveRequestBias = v
+	}
+	if cfg.GetSlowStartConfig() != nil {
+		return nil, ferr("slow_start_config", "not supported")
+	}
+	return lr, nil
+}
+
+func buildRingHash(cfg *clusterv3.Cluster_RingHashLbConfig) (*RingHashConfig, error) {
+	rh := &RingHashConfig{MinRingSize: DefaultMinRingSize, MaxRingSize: DefaultMaxRingSize}
+	if cfg.GetHashFunction() != clusterv3.Cluster_RingHashLbConfig_XX_HASH {
+		return nil, verr("hash_function", cfg.GetHashFunction().String(), "must be XX_HASH")
+	}
+	if v := cfg.GetMinimumRingSize(); v != nil {
+		if v.GetValue() < 1 || v.GetValue() > MaxRingSize {
+			return nil, verr("minimum_ring_size", strconv.FormatUint(v.GetValue(), 10), "must be 1 to %d", MaxRingSize)
+		}
+		rh.MinRingSize = v.GetValue()
+	}
+	if v := cfg.GetMaximumRingSize(); v != nil {
+		if v.GetValue() < 1 || v.GetValue() > MaxRingSize {
+			return nil, verr("maximum_ring_size", strconv.FormatUint(v.GetValue(), 10), "must be 1 to %d", MaxRingSize)
+		}
+		rh.MaxRingSize = v.GetValue()
+	}
+	if rh.MinRingSize > rh.MaxRingSize {
+		return nil, verr("minimum_ring_size", strconv.FormatUint(rh.MinRingSize, 10), "must not exceed maximum_ring_size (%d)", rh.MaxRingSize)
+	}
+	return rh, nil
+}
+
+// isPrime reports whether n is prime, by trial division (n is at most
+// MaxMaglevTableSize: at most ~1100 divisions).
+func isPrime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/cors"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
 )
 
@@ -20,6 +21,7 @@ import (
 var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
 	return filter.NewRegistry(
 		fault.Factory{},
+		cors.Factory{},
 	)
 })
 

@@ -105,15 +105,29 @@ type VirtualHost struct {
 	Routes  []*Route
 }
 
-// Route is envoy.config.route.v3.Route with a RouteAction: a match and
-// where matching requests go. The first matching route in a virtual host
+// Route is envoy.config.route.v3.Route: a match and what to do with
+// matching requests (Action). The first matching route in a virtual host
 // wins.
 type Route struct {
 	Name  string
 	Match RouteMatch
+	// Action is route (forward to Clusters), redirect (Redirect) or
+	// direct_response (DirectResponse).
+	Action         ActionKind
+	Redirect       *Redirect
+	DirectResponse *DirectResponse
+	// RequestHeaders and ResponseHeaders are the *_headers_to_add and
+	// *_headers_to_remove of the route, its virtual host and its route
+	// configuration (the weighted cluster's are on WeightedCluster).
+	RequestHeaders  HeaderMutations
+	ResponseHeaders HeaderMutations
+	// Rewrite is nil when RouteAction rewrites neither path nor host.
+	Rewrite *Rewrite
+	// Mirrors are RouteAction.request_mirror_policies.
+	Mirrors []MirrorPolicy
 	// Clusters is where the request goes: one entry for RouteAction.cluster,
-	// several for weighted_clusters. Weights are relative; TotalWeight is
-	// their sum (> 0).
+	// several for weighted_clusters; empty unless Action is ActionRoute.
+	// Weights are relative; TotalWeight is their sum (> 0).
 	Clusters    []WeightedCluster
 	TotalWeight uint32
 	// picks counts Pick calls on a weighted route; nil otherwise. It is
@@ -139,6 +153,10 @@ type Route struct {
 type WeightedCluster struct {
 	Name   string
 	Weight uint32
+	// RequestHeaders and ResponseHeaders are the cluster's
+	// *_headers_to_add/remove (weighted_clusters only); nil when none.
+	RequestHeaders  *HeaderMutation
+	ResponseHeaders *HeaderMutation
 }
 
 // PathMatchKind says which of RouteMatch's path fields applies.
@@ -229,4 +247,19 @@ type RetryPolicy struct {
 	// RetriableStatusCodes are the codes "retriable-status-codes" retries
 	// (RetryPolicy.retriable_status_codes).
 	RetriableStatusCodes []uint32
+	// RetriableHeaders retry a response whose headers match any of them
+	// (retriable_headers); RetriableRequestHeaders, when set, allow
+	// retries only for a request matching one of them.
+	RetriableHeaders        []HeaderMatcher
+	RetriableRequestHeaders []HeaderMatcher
+	// AvoidPreviousHosts is retry_host_predicate
+	// envoy.retry_host_predicates.previous_hosts: a retry avoids the hosts
+	// already tried. HostSelectionMaxAttempts is
+	// host_selection_retry_max_attempts; 0 is Envoy's default, 1.
+	AvoidPreviousHosts       bool
+	HostSelectionMaxAttempts int64
+	// BaseInterval and MaxInterval are retry_back_off; 0 means Envoy's
+	// defaults (25ms, and 10 times the base interval).
+	BaseInterval time.Duration
+	MaxInterval  time.Duration
 }

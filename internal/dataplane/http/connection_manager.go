@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,6 +33,7 @@ const (
 	FlagRetryLimitExceeded = "URX"
 	FlagDownstreamConnTerm = "DC"
 	FlagDownstreamProtoErr = "DPE"
+	FlagUpstreamOverflow   = "UO"
 )
 
 // retryDrainBytes is how much of a retried response's body is read before
@@ -61,6 +63,10 @@ type Options struct {
 	// Metrics, if non-nil, counts requests.
 	Metrics *telemetry.Metrics
 	Logger  *slog.Logger
+	// MaxMirrorsInFlight bounds the mirrored (shadow) requests under way
+	// at once; past it a mirror is dropped and counted. Default
+	// DefaultMaxMirrorsInFlight.
+	MaxMirrorsInFlight int
 }
 
 // ConnectionManager is Envoy's HTTP connection manager
@@ -75,6 +81,7 @@ type ConnectionManager struct {
 	log      *telemetry.AccessLog
 	metrics  *telemetry.Metrics
 	logger   *slog.Logger
+	mirrors  mirrorPool
 }
 
 // New makes a ConnectionManager. It fails when Generation or Clusters is nil.
@@ -85,13 +92,26 @@ func New(opts Options) (*ConnectionManager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &ConnectionManager{
+	if opts.MaxMirrorsInFlight <= 0 {
+		opts.MaxMirrorsInFlight = DefaultMaxMirrorsInFlight
+	}
+	cm := &ConnectionManager{
 		gen:      opts.Generation,
 		clusters: opts.Clusters,
 		log:      opts.AccessLog,
 		metrics:  opts.Metrics,
 		logger:   opts.Logger.With("component", "http"),
-	}, nil
+	}
+	cm.mirrors.init(opts.MaxMirrorsInFlight)
+	return cm, nil
+}
+
+// Close cancels the mirrored requests under way and waits for their
+// goroutines to end; mirrors of later requests are dropped. Requests
+// themselves are not affected. It is safe to call more than once.
+func (cm *ConnectionManager) Close() error {
+	cm.mirrors.close()
+	return nil
 }
 
 // Handler returns the http.Handler of the listener named listener. The
@@ -293,6 +313,17 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 		return false
 	}
 	e.RouteName = route.Name
+	switch route.Action {
+	case config.ActionRedirect:
+		w.Header()["Location"] = []string{route.Location(r, host)}
+		route.ResponseHeaders.Apply(w.Header(), nil)
+		localReply(w, e, route.Redirect.Code, "", "direct_response", "")
+		return false
+	case config.ActionDirectResponse:
+		route.ResponseHeaders.Apply(w.Header(), nil)
+		localReply(w, e, route.DirectResponse.Status, "", "direct_response", route.DirectResponse.Body)
+		return false
+	}
 	name := route.Pick()
 	e.UpstreamCluster = name
 	c := gen.Clusters[name]
@@ -300,7 +331,7 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 		localReply(w, e, http.StatusServiceUnavailable, FlagNoClusterFound, "cluster_not_found", "")
 		return false
 	}
-	return cm.forward(w, r, route, c, host, body, e)
+	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e)
 }
 
 // failure is why an attempt got no response.
@@ -316,9 +347,12 @@ const (
 	failDownstreamBody // reading the downstream request body failed
 )
 
-// forward sends r to c, retrying per route.Retry, and streams the
-// response to w. body is r.Body's counting wrapper, nil when r has none.
-func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, route *config.Route, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
+// forward sends r to c, retrying per route.Retry, mirrors it per
+// route.Mirrors, and streams the response to w. wc is the picked weighted
+// cluster (its header mutations), nil when none. body is r.Body's counting
+// wrapper, nil when r has none.
+func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route,
+	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
 	ctx := r.Context()
 	if route.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -326,17 +360,48 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		defer cancel()
 	}
 	prepareRequestHeaders(r.Header, r.TLS != nil)
+	var wcReq, wcResp *config.HeaderMutation
+	if wc != nil {
+		wcReq, wcResp = wc.RequestHeaders, wc.ResponseHeaders
+	}
+	route.RequestHeaders.Apply(r.Header, wcReq)
+	upPath, upRawPath := r.URL.Path, r.URL.RawPath
+	if rw := route.Rewrite; rw != nil {
+		if p, changed := route.RewritePath(r.URL.EscapedPath(), r.URL.RawQuery); changed {
+			r.Header["X-Envoy-Original-Path"] = []string{r.URL.RequestURI()}
+			upRawPath = p
+			if up, err := url.PathUnescape(p); err == nil {
+				upPath = up
+			} else {
+				upPath = p
+			}
+		}
+		if rw.Host != "" {
+			host = rw.Host
+		}
+	}
+
+	var pick upstream.PickOptions
+	var setCookie *http.Cookie
+	if len(route.HashPolicies) > 0 {
+		ip := r.RemoteAddr
+		if h, _, err := net.SplitHostPort(ip); err == nil {
+			ip = h
+		}
+		pick.Hash, pick.HasHash, setCookie = route.RequestHash(r, ip)
+	}
 
 	retry := route.Retry
 	attempts := 1
-	if retry != nil {
+	if retry != nil && retry.RetryRequestAllowed(r) {
 		attempts += int(retry.NumRetries)
 	}
+	mirrors := route.Mirrors
 
-	// The request body: none, buffered (retriable) or streamed (one attempt).
-	// The retry buffer is allocated per request, sized to the body, and
-	// not pooled: net/http's HTTP/2 transport may read it after RoundTrip
-	// returned.
+	// The request body: none, buffered (retriable, mirrored) or streamed
+	// (one attempt, no mirror). The buffer is allocated per request, sized
+	// to the body, and not pooled: net/http's HTTP/2 transport may read it
+	// after RoundTrip returned, and a mirror reads it on its own goroutine.
 	var (
 		buffered []byte
 		stream   io.ReadCloser
@@ -345,7 +410,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 	hasBody := body != nil && r.ContentLength != 0
 	switch {
 	case !hasBody:
-	case attempts > 1 && r.ContentLength <= MaxRetryBodyBytes:
+	case (attempts > 1 || len(mirrors) > 0) && r.ContentLength <= MaxRetryBodyBytes:
 		var (
 			buf []byte
 			err error
@@ -365,9 +430,12 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		}
 		if len(buf) <= MaxRetryBodyBytes {
 			buffered = buf
+			if buffered == nil {
+				buffered = []byte{}
+			}
 			length = int64(len(buf))
 		} else {
-			// Longer than MaxRetryBodyBytes: stream, no retry.
+			// Longer than MaxRetryBodyBytes: stream, no retry, no mirror.
 			stream = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 			length = r.ContentLength
 			attempts = 1
@@ -377,24 +445,58 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		length = r.ContentLength
 		attempts = 1
 	}
+	if len(mirrors) > 0 {
+		cm.mirror(gen, route, r, host, upPath, upRawPath, buffered, stream != nil)
+	}
 
 	var (
 		resp       *http.Response
+		uh         *upstream.Host // the current attempt's host, until its Done
+		release    func()         // the current retry's max_retries slot
 		fail       failure
 		lastErr    error
 		tryStart   time.Time
 		lastTryCtx                    = ctx
 		cancelTry  context.CancelFunc = func() {}
 	)
+	// done ends the current attempt: Host.Done exactly once, then the
+	// retry's circuit-breaker slot.
+	done := func(res upstream.Result) {
+		if uh != nil {
+			uh.Done(res)
+			uh = nil
+		}
+		if release != nil {
+			release()
+			release = nil
+		}
+	}
 	defer func() { cancelTry() }()
+	// tryRetry asks the max_retries circuit breaker for the next attempt.
+	tryRetry := func() (func(), bool) {
+		rel, ok := cm.clusters.TryRetry(c)
+		if !ok {
+			cm.metrics.RetryOverflow(c.Name)
+		}
+		return rel, ok
+	}
 	for attempt := 0; ; attempt++ {
-		uh, err := cm.clusters.Pick(c, upstream.PickOptions{})
+		h, err := cm.clusters.Pick(c, pick)
 		if err != nil {
+			done(upstream.Result{})
+			if errors.Is(err, upstream.ErrOverflow) {
+				cm.overflow(w, c, e)
+				return false
+			}
 			localReply(w, e, http.StatusServiceUnavailable, FlagNoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 			return false
 		}
-		addr, rt := uh.Addr, uh.RT
+		uh = h
+		addr, rt := h.Addr, h.RT
 		e.UpstreamHost = addr
+		if retry != nil && retry.AvoidPreviousHosts {
+			pick.Avoid = append(pick.Avoid, addr)
+		}
 		tryCtx := ctx
 		cancelTry()
 		cancelTry = func() {}
@@ -403,7 +505,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		}
 		out := &http.Request{
 			Method:     r.Method,
-			URL:        &url.URL{Scheme: "http", Host: addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+			URL:        &url.URL{Scheme: "http", Host: addr, Path: upPath, RawPath: upRawPath, RawQuery: r.URL.RawQuery},
 			Proto:      "HTTP/1.1",
 			ProtoMajor: 1,
 			ProtoMinor: 1,
@@ -425,14 +527,21 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		lastTryCtx = tryCtx
 		if err == nil {
 			cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
-			if attempt+1 < attempts && retryOnStatus(retry, resp.StatusCode) {
+			if attempt+1 < attempts && retryOnResponse(retry, resp) {
+				rel, ok := tryRetry()
+				if !ok {
+					break // the max_retries breaker is full: this response is final
+				}
 				// Read a small body to its end so that the keep-alive
 				// connection goes back to the pool.
 				_, _ = io.CopyN(io.Discard, resp.Body, retryDrainBytes)
 				resp.Body.Close()
+				done(upstream.Result{Status: resp.StatusCode})
 				resp = nil
-				if !cm.backoff(ctx, c.Name, attempt) {
+				release = rel // the next attempt's slot
+				if !cm.backoff(ctx, c.Name, attempt, retry) {
 					fail = classify(ctx.Err(), r.Context(), ctx, ctx)
+					done(upstream.Result{})
 					break
 				}
 				continue
@@ -440,6 +549,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 			break
 		}
 		lastErr = err
+		if errors.Is(err, upstream.ErrOverflow) {
+			done(upstream.Result{})
+			cm.overflow(w, c, e)
+			return false
+		}
 		fail = classify(err, r.Context(), ctx, tryCtx)
 		if fail == failReset && body != nil && body.err() != nil {
 			fail = failDownstreamBody
@@ -448,12 +562,20 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		if fail == failConnect {
 			cm.metrics.UpstreamConnectFail(c.Name)
 		}
+		// A failure of the downstream is not the host's.
+		done(upstream.Result{LocalOrigin: fail != failDownstream && fail != failDownstreamBody})
 		if fail == failDownstream || fail == failTimeout || fail == failDownstreamBody {
 			break
 		}
 		if attempt+1 < attempts && retryOnFailure(retry, fail) {
-			if !cm.backoff(ctx, c.Name, attempt) {
+			rel, ok := tryRetry()
+			if !ok {
+				break
+			}
+			release = rel
+			if !cm.backoff(ctx, c.Name, attempt, retry) {
 				fail = classify(ctx.Err(), r.Context(), ctx, ctx)
+				done(upstream.Result{})
 				break
 			}
 			continue
@@ -486,17 +608,25 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		return false
 	}
 
-	// A response: stream it back.
+	// A response: stream it back, then end the attempt.
+	res := upstream.Result{Status: resp.StatusCode}
+	defer func() { done(res) }()
 	defer resp.Body.Close()
 	e.UpstreamServiceTime = time.Since(tryStart)
 	e.ResponseCode = resp.StatusCode
 	e.ResponseCodeDetails = "via_upstream"
-	if attempts > 1 && retryOnStatus(retry, resp.StatusCode) {
+	if attempts > 1 && retryOnResponse(retry, resp) {
 		e.ResponseFlags = FlagRetryLimitExceeded
 	}
 	hdr := w.Header()
 	copyResponseHeaders(hdr, resp.Header)
 	hdr["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(e.UpstreamServiceTime.Milliseconds(), 10)}
+	route.ResponseHeaders.Apply(hdr, wcResp)
+	if setCookie != nil {
+		if v := setCookie.String(); v != "" {
+			hdr["Set-Cookie"] = append(hdr["Set-Cookie"][:len(hdr["Set-Cookie"]):len(hdr["Set-Cookie"])], v)
+		}
+	}
 	for k := range resp.Trailer {
 		hdr.Add("Trailer", k)
 	}
@@ -519,15 +649,28 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, rou
 		case ctx.Err() != nil:
 			e.ResponseFlags = FlagUpstreamTimeout
 			e.ResponseCodeDetails = "upstream_response_timeout"
+			res.LocalOrigin = true
 		case lastTryCtx.Err() != nil:
 			e.ResponseFlags = FlagUpstreamTimeout
 			e.ResponseCodeDetails = "upstream_per_try_timeout"
+			res.LocalOrigin = true
 		default:
 			e.ResponseFlags = FlagUpstreamConnTerm
 			e.ResponseCodeDetails = "upstream_reset_after_response_started"
+			res.LocalOrigin = true
 		}
 	}
 	return abort
+}
+
+// overflow answers 503 UO: a circuit breaker of c is full. As Envoy's
+// router it marks the reply x-envoy-overloaded: true, so that a client can
+// tell a shed request from an upstream's own 503.
+func (cm *ConnectionManager) overflow(w http.ResponseWriter, c *config.Cluster, e *telemetry.Entry) {
+	cm.metrics.UpstreamOverflow(c.Name)
+	w.Header()["X-Envoy-Overloaded"] = []string{"true"}
+	localReply(w, e, http.StatusServiceUnavailable, FlagUpstreamOverflow, "upstream_overflow",
+		"upstream connect error or disconnect/reset before headers. reset reason: overflow")
 }
 
 // withTimeout is context.WithTimeout; the per-try cancel is called by
@@ -540,14 +683,19 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 // attempt+1. It returns false when ctx ends first; it does not give up
 // early when the wait would outlast ctx's deadline, so that the caller
 // tells a timeout from a downstream disconnect by ctx alone.
-func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attempt int) bool {
+func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attempt int, p *config.RetryPolicy) bool {
 	cm.metrics.UpstreamRetry(cluster)
+	base, maxI := retryBaseInterval, retryMaxInterval
+	if p != nil && p.BaseInterval > 0 {
+		base, maxI = p.BaseInterval, p.MaxInterval
+	}
 	// Envoy's JitteredExponentialBackOffStrategy: random in
 	// [0, min((2^(n+1)-1) * base, max)).
-	limit := retryMaxInterval
-	if attempt < 4 {
-		limit = min(time.Duration((1<<(attempt+1))-1)*retryBaseInterval, retryMaxInterval)
+	limit := maxI
+	if attempt < 16 {
+		limit = min(time.Duration((1<<(attempt+1))-1)*base, maxI)
 	}
+	limit = max(limit, 1)
 	d := time.Duration(rand.Int64N(int64(limit)))
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -573,6 +721,32 @@ func classify(err error, downstream, route, try context.Context) failure {
 		return failConnect
 	}
 	return failReset
+}
+
+// grpcRetryOn maps the gRPC retry_on conditions to their grpc-status.
+var grpcRetryOn = map[string]string{
+	"cancelled": "1", "deadline-exceeded": "4", "resource-exhausted": "8", "internal": "13", "unavailable": "14",
+}
+
+// retryOnResponse says whether p retries resp: by its status, by the
+// grpc-status of a trailers-only gRPC response (x-envoy-retry-grpc-on
+// conditions read the response headers, as Envoy's), or by
+// retriable_headers.
+func retryOnResponse(p *config.RetryPolicy, resp *http.Response) bool {
+	if p == nil {
+		return false
+	}
+	if retryOnStatus(p, resp.StatusCode) {
+		return true
+	}
+	if gs, ok := resp.Header["Grpc-Status"]; ok && len(gs) == 1 {
+		for _, on := range p.RetryOn {
+			if grpcRetryOn[on] == gs[0] {
+				return true
+			}
+		}
+	}
+	return p.RetriableResponseHeaders(resp.Header)
 }
 
 // retryOnStatus says whether p retries a response with code (Envoy's

@@ -16,6 +16,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/goleak"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -38,14 +39,23 @@ type proxy struct {
 	log      *telemetry.AccessLog
 	lm       *listener.Manager
 	client   *http.Client
+	metrics  *telemetry.Metrics
 }
 
 func startProxy(t testing.TB, g *config.Generation) *proxy {
 	t.Helper()
-	p := &proxy{t: t, logBuf: &testutil.SyncBuffer{}}
+	return startProxyMirrors(t, g, 0)
+}
+
+// startProxyMirrors is startProxy with at most maxMirrors mirrored
+// requests in flight (0: the default).
+func startProxyMirrors(t testing.TB, g *config.Generation, maxMirrors int) *proxy {
+	t.Helper()
+	p := &proxy{t: t, logBuf: &testutil.SyncBuffer{}, metrics: telemetry.NewMetrics()}
 	p.clusters = upstream.New(upstream.Options{})
 	p.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: p.logBuf})
-	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, AccessLog: p.log, Metrics: telemetry.NewMetrics()})
+	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, AccessLog: p.log, Metrics: p.metrics,
+		MaxMirrorsInFlight: maxMirrors})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +65,7 @@ func startProxy(t testing.TB, g *config.Generation) *proxy {
 	}
 	p.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	t.Cleanup(func() {
+		cm.Close()
 		p.client.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -131,6 +142,24 @@ func (p *proxy) logLine(rid string) string {
 	}
 	p.t.Fatalf("no access log line for request %s in:\n%s", rid, p.logBuf.String())
 	return ""
+}
+
+// metricValue sums the samples of the counter family name.
+func metricValue(t testing.TB, p *proxy, name string) float64 {
+	t.Helper()
+	mfs, err := p.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // pollPause spaces the polls of a deadline-bounded loop.
@@ -328,6 +357,10 @@ func TestLocalReplies(t *testing.T) {
 	down := closedAddr(t)
 	unhealthy := staticCluster(t, "unhealthy", false, slow.addr)
 	unhealthy.LoadAssignment.Endpoints[0].LbEndpoints[0].HealthStatus = 3 // UNHEALTHY
+	// Envoy's panic mode (healthy_panic_threshold, 50 % by default) would
+	// send to the unhealthy host; at 0 % a cluster with no healthy host
+	// answers UH.
+	unhealthy.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
 	g := build(t, nil,
 		[]*listenerv3.Listener{httpListener(t, "l", lAddr, "rt")},
 		[]*routev3.RouteConfiguration{routeConfig("rt",

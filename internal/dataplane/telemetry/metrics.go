@@ -21,6 +21,9 @@ type Metrics struct {
 	upstreamXX   *prometheus.CounterVec
 	connectFail  *prometheus.CounterVec
 	retries      *prometheus.CounterVec
+	overflow     *prometheus.CounterVec
+	retryOver    *prometheus.CounterVec
+	mirrorDrop   *prometheus.CounterVec
 	requestCache sync.Map // requestKey -> prometheus.Counter
 	clusterCache sync.Map // string (cluster name) -> *clusterCounters
 }
@@ -32,8 +35,9 @@ type requestKey struct {
 }
 
 type clusterCounters struct {
-	total, connectFail, retry prometheus.Counter
-	xx                        [6]prometheus.Counter // by code/100; [0] for unknown
+	total, connectFail, retry       prometheus.Counter
+	overflow, retryOver, mirrorDrop prometheus.Counter
+	xx                              [6]prometheus.Counter // by code/100; [0] for unknown
 }
 
 // NewMetrics makes the counters and registers them in a new registry.
@@ -60,8 +64,21 @@ func NewMetrics() *Metrics {
 			Name: "envoy_cluster_upstream_rq_retry",
 			Help: "Retried requests to a cluster.",
 		}, []string{"cluster_name"}),
+		overflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envoy_cluster_upstream_rq_pending_overflow",
+			Help: "Requests to a cluster refused because a circuit breaker was full (response flag UO).",
+		}, []string{"cluster_name"}),
+		retryOver: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envoy_cluster_upstream_rq_retry_overflow",
+			Help: "Retries to a cluster not made because the max_retries circuit breaker was full.",
+		}, []string{"cluster_name"}),
+		mirrorDrop: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "loom_mirror_dropped_total",
+			Help: "Mirrored (shadow) requests to a cluster not sent: too many in flight, or a request body too large to copy.",
+		}, []string{"cluster_name"}),
 	}
 	m.Registry.MustRegister(m.requests, m.upstreamRq, m.upstreamXX, m.connectFail, m.retries,
+		m.overflow, m.retryOver, m.mirrorDrop,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -77,6 +94,60 @@ func (m *Metrics) WatchAccessLog(a *AccessLog) {
 		Name: "loom_access_log_dropped_total",
 		Help: "Access log lines dropped because the log writer was too slow.",
 	}, func() float64 { return float64(a.Dropped()) }))
+}
+
+// ClusterPolicyStats are the circuit-breaker and outlier-detection
+// counters of one cluster, as the upstream cluster manager keeps them.
+type ClusterPolicyStats struct {
+	CxOverflow        uint64 // upstream_cx_overflow
+	EjectionsEnforced uint64 // outlier_detection.ejections_enforced_total
+	EjectionsOverflow uint64 // outlier_detection.ejections_overflow
+	EjectionsActive   uint64 // outlier_detection.ejections_active (a gauge)
+}
+
+// WatchClusterPolicies exports, at each scrape, the ClusterPolicyStats of
+// every cluster names returns, under Envoy's stat names with a
+// cluster_name label. get must not block. Call it once per Metrics.
+func (m *Metrics) WatchClusterPolicies(names func() []string, get func(cluster string) ClusterPolicyStats) {
+	if m == nil {
+		return
+	}
+	m.Registry.MustRegister(&policyCollector{names: names, get: get})
+}
+
+var (
+	cxOverflowDesc = prometheus.NewDesc("envoy_cluster_upstream_cx_overflow",
+		"Connections refused by the max_connections circuit breaker.", []string{"cluster_name"}, nil)
+	ejectionsEnforcedDesc = prometheus.NewDesc("envoy_cluster_outlier_detection_ejections_enforced_total",
+		"Hosts ejected by outlier detection.", []string{"cluster_name"}, nil)
+	ejectionsOverflowDesc = prometheus.NewDesc("envoy_cluster_outlier_detection_ejections_overflow",
+		"Ejections max_ejection_percent prevented.", []string{"cluster_name"}, nil)
+	ejectionsActiveDesc = prometheus.NewDesc("envoy_cluster_outlier_detection_ejections_active",
+		"Hosts ejected now.", []string{"cluster_name"}, nil)
+)
+
+// policyCollector reads the cluster manager's counters at scrape time,
+// so that the request path keeps only its own atomics.
+type policyCollector struct {
+	names func() []string
+	get   func(string) ClusterPolicyStats
+}
+
+func (c *policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cxOverflowDesc
+	ch <- ejectionsEnforcedDesc
+	ch <- ejectionsOverflowDesc
+	ch <- ejectionsActiveDesc
+}
+
+func (c *policyCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, name := range c.names() {
+		s := c.get(name)
+		ch <- prometheus.MustNewConstMetric(cxOverflowDesc, prometheus.CounterValue, float64(s.CxOverflow), name)
+		ch <- prometheus.MustNewConstMetric(ejectionsEnforcedDesc, prometheus.CounterValue, float64(s.EjectionsEnforced), name)
+		ch <- prometheus.MustNewConstMetric(ejectionsOverflowDesc, prometheus.CounterValue, float64(s.EjectionsOverflow), name)
+		ch <- prometheus.MustNewConstMetric(ejectionsActiveDesc, prometheus.GaugeValue, float64(s.EjectionsActive), name)
+	}
 }
 
 // Request counts one downstream request on listener. code outside
@@ -105,6 +176,9 @@ func (m *Metrics) cluster(name string) *clusterCounters {
 		total:       m.upstreamRq.WithLabelValues(name),
 		connectFail: m.connectFail.WithLabelValues(name),
 		retry:       m.retries.WithLabelValues(name),
+		overflow:    m.overflow.WithLabelValues(name),
+		retryOver:   m.retryOver.WithLabelValues(name),
+		mirrorDrop:  m.mirrorDrop.WithLabelValues(name),
 	}
 	for i := range cc.xx {
 		class := "unknown"
@@ -148,6 +222,33 @@ func (m *Metrics) UpstreamRetry(cluster string) {
 	m.cluster(cluster).retry.Inc()
 }
 
+// UpstreamOverflow counts one request to cluster refused by a full
+// circuit breaker (envoy_cluster_upstream_rq_pending_overflow, flag UO).
+func (m *Metrics) UpstreamOverflow(cluster string) {
+	if m == nil {
+		return
+	}
+	m.cluster(cluster).overflow.Inc()
+}
+
+// RetryOverflow counts one retry to cluster not made because its
+// max_retries circuit breaker was full (envoy_cluster_upstream_rq_retry_overflow).
+func (m *Metrics) RetryOverflow(cluster string) {
+	if m == nil {
+		return
+	}
+	m.cluster(cluster).retryOver.Inc()
+}
+
+// MirrorDropped counts one mirrored request to cluster that was not sent
+// (loom_mirror_dropped_total).
+func (m *Metrics) MirrorDropped(cluster string) {
+	if m == nil {
+		return
+	}
+	m.cluster(cluster).mirrorDrop.Inc()
+}
+
 // ForgetCluster drops the cached counters of a cluster no longer
 // configured, so that removed clusters do not grow the label set forever.
 func (m *Metrics) ForgetCluster(name string) {
@@ -158,5 +259,8 @@ func (m *Metrics) ForgetCluster(name string) {
 	m.upstreamRq.DeleteLabelValues(name)
 	m.connectFail.DeleteLabelValues(name)
 	m.retries.DeleteLabelValues(name)
+	m.overflow.DeleteLabelValues(name)
+	m.retryOver.DeleteLabelValues(name)
+	m.mirrorDrop.DeleteLabelValues(name)
 	m.upstreamXX.DeletePartialMatch(prometheus.Labels{"cluster_name": name})
 }

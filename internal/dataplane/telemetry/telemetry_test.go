@@ -191,3 +191,54 @@ func TestAccessLogSlowWriterDoesNotBlockLog(t *testing.T) {
 		t.Errorf("loom_access_log_dropped_total = %v, want %d", got, a.Dropped())
 	}
 }
+
+func TestWatchClusterPolicies(t *testing.T) {
+	m := NewMetrics()
+	stats := map[string]ClusterPolicyStats{
+		"a": {CxOverflow: 3, EjectionsEnforced: 2, EjectionsActive: 1},
+		"b": {EjectionsOverflow: 5},
+	}
+	names := []string{"a", "b"}
+	m.WatchClusterPolicies(func() []string { return names }, func(c string) ClusterPolicyStats { return stats[c] })
+	for _, tc := range []struct {
+		metric, cluster string
+		want            float64
+	}{
+		{"envoy_cluster_upstream_cx_overflow", "a", 3},
+		{"envoy_cluster_outlier_detection_ejections_enforced_total", "a", 2},
+		{"envoy_cluster_outlier_detection_ejections_active", "a", 1},
+		{"envoy_cluster_outlier_detection_ejections_overflow", "b", 5},
+		{"envoy_cluster_upstream_cx_overflow", "b", 0},
+	} {
+		if got, ok := clusterValue(t, m, tc.metric, tc.cluster); !ok || got != tc.want {
+			t.Errorf("%s{cluster_name=%q} = %v (present: %v), want %v", tc.metric, tc.cluster, got, ok, tc.want)
+		}
+	}
+	// A cluster gone from the generation is gone from the scrape.
+	names = []string{"b"}
+	if _, ok := clusterValue(t, m, "envoy_cluster_upstream_cx_overflow", "a"); ok {
+		t.Error("a cluster no longer listed is still scraped")
+	}
+}
+
+// clusterValue is the counter or gauge value of name{cluster_name=cluster}.
+func clusterValue(t *testing.T, m *Metrics, name, cluster string) (float64, bool) {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			for _, lp := range s.GetLabel() {
+				if lp.GetName() == "cluster_name" && lp.GetValue() == cluster {
+					return s.GetCounter().GetValue() + s.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}

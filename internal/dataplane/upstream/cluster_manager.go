@@ -58,6 +58,9 @@ type Options struct {
 type ClusterManager struct {
 	opts Options
 	log  *slog.Logger
+	// rng, if set, replaces math/rand/v2 in the balancers of clusters
+	// made from now on (tests).
+	rng func() uint64
 
 	states atomic.Pointer[map[string]*clusterState]
 
@@ -148,6 +151,7 @@ func (m *ClusterManager) Close() error {
 
 func (m *ClusterManager) newState(name string) *clusterState {
 	st := &clusterState{name: name, opts: &m.opts}
+	st.lb.rng = m.rng
 	st.h1 = newH1Transport(st.dial, m.opts.MaxIdleConnsPerHost, m.opts.IdleConnTimeout)
 	return st
 }
@@ -175,40 +179,33 @@ func (m *ClusterManager) state(name string) *clusterState {
 	return st
 }
 
-// Pick chooses a healthy endpoint of c, round robin. It fails with
-// ErrNoHealthyUpstream when c has no healthy endpoint, and with
-// ErrOverflow when c's max_requests circuit breaker is full. Round-trip errors
-// of connection failures wrap *ConnectError.
-func (m *ClusterManager) Pick(c *config.Cluster, _ PickOptions) (*Host, error) {
+// Pick chooses an endpoint of c with c's lb_policy (ROUND_ROBIN weighted
+// by load_balancing_weight, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV on
+// opts.Hash), over the usable endpoints (healthy and not ejected by outlier
+// detection) or, in panic mode, over all of them. It picks a host not in
+// opts.Avoid when one can be picked. The endpoints are those of c's latest
+// Update. It fails with ErrNoHealthyUpstream when there is no endpoint to
+// pick, and with ErrOverflow when c's max_requests circuit breaker is
+// full. Round-trip errors of connection failures wrap *ConnectError.
+//
+// Pick is safe for concurrent use, takes no lock and allocates only the
+// returned Host; the caller must call Host.Done.
+func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error) {
 	st := m.state(c.Name)
-	healthy := 0
-	for i := range c.Endpoints {
-		if c.Endpoints[i].Health == config.Healthy {
-			healthy++
-		}
-	}
-	if healthy == 0 {
+	t := st.tableFor(c)
+	i := st.choose(t, &opts)
+	if i < 0 {
 		return nil, ErrNoHealthyUpstream
-	}
-	var addr string
-	k := int((st.rr.Add(1) - 1) % uint64(healthy))
-	for i := range c.Endpoints {
-		if c.Endpoints[i].Health != config.Healthy {
-			continue
-		}
-		if k == 0 {
-			addr = c.Endpoints[i].Address
-			break
-		}
-		k--
 	}
 	if err := st.admit(); err != nil {
 		return nil, err
 	}
-	if c.HTTP2 {
-		return &Host{Addr: addr, RT: st.h2cTransport(), st: st}, nil
+	t.active[i].Add(1)
+	h := &Host{Addr: t.eps[i].Address, RT: st.h1, st: st, idx: int(i)}
+	if t.src.HTTP2 {
+		h.RT = st.h2cTransport()
 	}
-	return &Host{Addr: addr, RT: st.h1, st: st}, nil
+	return h, nil
 }
 
 func (st *clusterState) setConnectTimeout(d time.Duration) {
@@ -233,6 +230,14 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &ConnectError{Addr: addr, Err: err}
+	}
+	// upstream_connection_options.tcp_keepalive, for HTTP/1.1 and h2c
+	// alike. Best effort, as the dialer's own keep-alive: a socket that
+	// refuses the options still carries the request.
+	if ka := st.h1.connOpts.Load().TCPKeepalive; ka != nil {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetKeepAliveConfig(keepAliveConfig(ka))
+		}
 	}
 	return c, nil
 }

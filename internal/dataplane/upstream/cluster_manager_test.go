@@ -39,7 +39,10 @@ func TestPickRoundRobinHealthyOnly(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Fatalf("(-want +got)\n%s", d)
 	}
-	none := &config.Cluster{Name: "none", Endpoints: []config.Endpoint{{Address: "127.0.0.1:2", Health: config.Unhealthy}}}
+	// Panic mode off: with the default threshold (50%) Envoy would balance
+	// over the unhealthy endpoint.
+	none := &config.Cluster{Name: "none", HealthyPanicThreshold: new(uint32(0)),
+		Endpoints: []config.Endpoint{{Address: "127.0.0.1:2", Health: config.Unhealthy}}}
 	if _, err := m.Pick(none, PickOptions{}); !errors.Is(err, ErrNoHealthyUpstream) {
 		t.Fatalf("Pick(no healthy) err = %v", err)
 	}

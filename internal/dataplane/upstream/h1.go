@@ -6,11 +6,16 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 )
 
 // h1Transport is the HTTP/1.1 keep-alive pool of one cluster. A round trip
@@ -21,16 +26,44 @@ import (
 // channels; on a proxy those wake-ups are a large share of the CPU per
 // request. It is safe for concurrent use.
 type h1Transport struct {
-	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
-	maxIdle     int           // idle connections kept per endpoint
-	idleTimeout time.Duration // an idle connection older than this is closed, not reused
-	bufSize     int           // bufio reader and writer size per connection
+	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle int // idle connections kept per endpoint
+	bufSize int // bufio reader and writer size per connection
+	// idleTimeout is the default (time.Duration) of an idle connection's
+	// life when the cluster sets no idle_timeout.
+	idleTimeout time.Duration
+	// connOpts are the cluster's connection options (never nil).
+	connOpts atomic.Pointer[config.ConnectionOptions]
 
-	// mu guards idle and closed. No I/O happens while it is held.
+	// Circuit-breaker counters (Envoy's upstream_cx_overflow and
+	// upstream_rq_pending_overflow of the connection pool).
+	cxOverflow      atomic.Uint64
+	pendingOverflow atomic.Uint64
+
+	// mu guards the fields below. No I/O or blocking send happens while
+	// it is held.
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by endpoint address; newest last
 	closed bool
+	// open counts connections open or being dialled, in use or idle,
+	// across all endpoints: max_connections applies per cluster.
+	open       int
+	maxConns   int // circuit_breakers max_connections
+	maxPending int // circuit_breakers max_pending_requests
+	// waiters are the pending requests, oldest first; at most maxPending.
+	waiters []*h1Waiter
 }
+
+// h1Waiter is a pending request waiting for a connection to addr. It is
+// granted at most one h1Grant, after it was removed from waiters.
+type h1Waiter struct {
+	addr string
+	ch   chan h1Grant // buffered: a grant never blocks
+}
+
+// h1Grant hands a waiter an idle connection to its endpoint, or (c nil)
+// a connection slot, already counted in open, to dial with.
+type h1Grant struct{ c *h1Conn }
 
 var _ http.RoundTripper = (*h1Transport)(nil)
 
@@ -41,8 +74,11 @@ type h1Conn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	wrote     int64 // bytes the socket accepted in the current round trip
-	werr      error // the socket's write error in the current round trip
+	created   time.Time
+	requests  uint32      // round trips started on this connection
+	closed    atomic.Bool // its slot in open was given back or handed on
+	wrote     int64       // bytes the socket accepted in the current round trip
+	werr      error       // the socket's write error in the current round trip
 }
 
 // countingConn counts the bytes written to a connection, so that a failed
@@ -66,7 +102,10 @@ func (cc countingConn) Write(p []byte) (int, error) {
 var aLongTimeAgo = time.Unix(1, 0)
 
 func newH1Transport(dial func(context.Context, string, string) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *h1Transport {
-	return &h1Transport{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, bufSize: 16 << 10, idle: map[string][]*h1Conn{}}
+	t := &h1Transport{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, bufSize: 16 << 10, idle: map[string][]*h1Conn{},
+		maxConns: config.DefaultMaxConnections, maxPending: config.DefaultMaxPendingRequests}
+	t.connOpts.Store(&config.ConnectionOptions{})
+	return t
 }
 
 // RoundTrip sends req to req.URL.Host over a pooled connection. A reused
@@ -78,15 +117,9 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	addr := req.URL.Host
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 0; ; attempt++ {
-		c := t.getIdle(addr)
-		reused := c != nil
-		if c == nil {
-			nc, err := t.dial(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			c = &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, t.bufSize)}
-			c.bw = bufio.NewWriterSize(countingConn{nc, c}, t.bufSize)
+		c, reused, err := t.acquire(ctx, addr)
+		if err != nil {
+			return nil, err
 		}
 		c.wrote, c.werr = 0, nil
 		resp, err := c.roundTrip(ctx, req)
@@ -109,6 +142,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	c.requests++
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
 	werr := req.Write(c.bw)
 	if werr == nil {
@@ -141,7 +175,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 			break
 		}
 	}
-	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols && c.reusable(time.Now())
 	if resp.Body == http.NoBody || resp.Body == nil {
 		c.release(stop, reuse)
 		return resp, nil
@@ -193,7 +227,32 @@ func (c *h1Conn) release(stop func() bool, reuse bool) {
 	c.close()
 }
 
-func (c *h1Conn) close() { c.nc.Close() }
+// close closes the connection and gives its slot back to the pool (a
+// pending request may take it). Closing twice is harmless.
+func (c *h1Conn) close() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.nc.Close()
+	c.t.slotFreed()
+}
+
+// retire closes the connection and keeps its slot in open: the caller
+// hands the slot to a pending request.
+func (c *h1Conn) retire() {
+	c.closed.Store(true)
+	c.nc.Close()
+}
+
+// reusable reports whether the connection may serve another request:
+// max_requests_per_connection and max_connection_duration not reached.
+func (c *h1Conn) reusable(now time.Time) bool {
+	o := c.t.connOpts.Load()
+	if o.MaxRequestsPerConnection > 0 && c.requests >= o.MaxRequestsPerConnection {
+		return false
+	}
+	return o.MaxConnectionDuration <= 0 || now.Sub(c.created) < o.MaxConnectionDuration
+}
 
 // h1Body is a response body that gives its connection back at EOF, and
 // closes it when the reader gives up early (the rest of the body is not
@@ -231,29 +290,194 @@ func (b *h1Body) Close() error {
 	return nil
 }
 
-func (t *h1Transport) getIdle(addr string) *h1Conn {
+// acquire gets a connection to addr: an idle one (reused true), a new
+// one when the cluster has fewer than max_connections, or else the next
+// one freed, waiting as a pending request. With max_pending_requests
+// already waiting it fails at once with ErrOverflow. Dial errors wrap
+// *ConnectError; a cancelled ctx ends the wait with ctx.Err().
+func (t *h1Transport) acquire(ctx context.Context, addr string) (c *h1Conn, reused bool, err error) {
 	for {
 		t.mu.Lock()
-		l := t.idle[addr]
-		if len(l) == 0 {
+		c := t.popIdleLocked(addr)
+		if c != nil {
 			t.mu.Unlock()
-			return nil
+			if t.fresh(c) {
+				return c, true, nil
+			}
+			c.close()
+			continue // bounded: every turn takes one idle connection away
 		}
-		c := l[len(l)-1]
-		l[len(l)-1] = nil
-		t.idle[addr] = l[:len(l)-1]
+		if t.open < t.maxConns {
+			t.open++
+			t.mu.Unlock()
+			c, err := t.dialSlot(ctx, addr)
+			return c, false, err
+		}
+		// At the limit, an idle connection to another endpoint gives its
+		// slot to this request rather than make it wait.
+		if other := t.popOtherIdleLocked(); other != nil {
+			t.mu.Unlock()
+			other.retire()
+			c, err := t.dialSlot(ctx, addr)
+			return c, false, err
+		}
+		t.cxOverflow.Add(1)
+		if len(t.waiters) >= t.maxPending {
+			t.mu.Unlock()
+			t.pendingOverflow.Add(1)
+			return nil, false, ErrOverflow
+		}
+		w := &h1Waiter{addr: addr, ch: make(chan h1Grant, 1)}
+		t.waiters = append(t.waiters, w)
 		t.mu.Unlock()
-		if time.Since(c.idleSince) < t.idleTimeout && c.br.Buffered() == 0 && connAlive(c.nc) {
-			return c
+		var g h1Grant
+		select {
+		case g = <-w.ch:
+		case <-ctx.Done():
+			t.mu.Lock()
+			i := slices.Index(t.waiters, w)
+			if i >= 0 {
+				t.waiters = slices.Delete(t.waiters, i, i+1)
+			}
+			t.mu.Unlock()
+			if i < 0 {
+				// Granted while giving up: pass it on.
+				if g := <-w.ch; g.c != nil {
+					t.putIdle(g.c)
+				} else {
+					t.slotFreed()
+				}
+			}
+			return nil, false, ctx.Err()
 		}
-		c.close()
+		if g.c != nil {
+			return g.c, true, nil
+		}
+		c, err := t.dialSlot(ctx, addr)
+		return c, false, err
 	}
 }
 
+// dialSlot dials addr with a slot already counted in open; a failed dial
+// gives the slot back.
+func (t *h1Transport) dialSlot(ctx context.Context, addr string) (*h1Conn, error) {
+	nc, err := t.dial(ctx, "tcp", addr)
+	if err != nil {
+		t.slotFreed()
+		return nil, err
+	}
+	c := &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, t.bufSize), created: time.Now()}
+	c.bw = bufio.NewWriterSize(countingConn{nc, c}, t.bufSize)
+	return c, nil
+}
+
+// keepAliveConfig maps Envoy's TcpKeepalive to the socket options; an
+// unset field (0) leaves the socket's value unchanged.
+func keepAliveConfig(ka *config.TCPKeepalive) net.KeepAliveConfig {
+	kc := net.KeepAliveConfig{Enable: true, Idle: ka.Time, Interval: ka.Interval, Count: int(ka.Probes)}
+	if kc.Idle == 0 {
+		kc.Idle = -1
+	}
+	if kc.Interval == 0 {
+		kc.Interval = -1
+	}
+	if kc.Count == 0 {
+		kc.Count = -1
+	}
+	return kc
+}
+
+// fresh reports whether an idle connection may be reused: not idle past
+// the idle timeout, not past max_connection_duration, and still open.
+func (t *h1Transport) fresh(c *h1Conn) bool {
+	now := time.Now()
+	idleTimeout := t.idleTimeout
+	if d := t.connOpts.Load().IdleTimeout; d > 0 {
+		idleTimeout = d
+	}
+	return now.Sub(c.idleSince) < idleTimeout && c.reusable(now) && c.br.Buffered() == 0 && connAlive(c.nc)
+}
+
+func (t *h1Transport) popIdleLocked(addr string) *h1Conn {
+	l := t.idle[addr]
+	if len(l) == 0 {
+		return nil
+	}
+	c := l[len(l)-1]
+	l[len(l)-1] = nil
+	t.idle[addr] = l[:len(l)-1]
+	return c
+}
+
+// popOtherIdleLocked takes the oldest idle connection of any endpoint.
+func (t *h1Transport) popOtherIdleLocked() *h1Conn {
+	for addr, l := range t.idle {
+		if len(l) == 0 {
+			continue
+		}
+		c := l[0]
+		t.idle[addr] = slices.Delete(l, 0, 1)
+		return c
+	}
+	return nil
+}
+
+// slotFreed gives back one slot of open and grants free slots to pending
+// requests, oldest first.
+func (t *h1Transport) slotFreed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.open--
+	t.grantLocked()
+}
+
+func (t *h1Transport) grantLocked() {
+	for len(t.waiters) > 0 && t.open < t.maxConns {
+		w := t.waiters[0]
+		t.waiters = slices.Delete(t.waiters, 0, 1)
+		t.open++
+		w.ch <- h1Grant{} // buffered, never blocks
+	}
+}
+
+// setPolicy takes a new generation's circuit-breaker limits and
+// connection options.
+func (t *h1Transport) setPolicy(maxConns, maxPending uint32, o config.ConnectionOptions) {
+	t.connOpts.Store(&o)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.maxConns, t.maxPending = int(min(maxConns, math.MaxInt32)), int(min(maxPending, math.MaxInt32))
+	t.grantLocked()
+}
+
+// putIdle keeps a connection whose exchange completed for the next
+// request: the oldest pending request to the same endpoint takes it
+// first; a pending request to another endpoint takes its slot.
 func (t *h1Transport) putIdle(c *h1Conn) {
 	c.idleSince = time.Now()
 	t.mu.Lock()
-	if t.closed || len(t.idle[c.addr]) >= t.maxIdle {
+	if t.closed {
+		t.mu.Unlock()
+		c.close()
+		return
+	}
+	for i, w := range t.waiters {
+		if w.addr == c.addr {
+			t.waiters = slices.Delete(t.waiters, i, i+1)
+			t.mu.Unlock()
+			w.ch <- h1Grant{c: c}
+			return
+		}
+	}
+	if len(t.waiters) > 0 && t.open >= t.maxConns {
+		w := t.waiters[0]
+		t.waiters = slices.Delete(t.waiters, 0, 1)
+		t.mu.Unlock()
+		c.retire()
+		w.ch <- h1Grant{}
+		return
+	}
+	if len(t.idle[c.addr]) >= t.maxIdle {
 		t.mu.Unlock()
 		c.close()
 		return

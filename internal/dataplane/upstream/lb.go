@@ -1,12 +1,570 @@
 package upstream
 
-import "github.com/loom-mesh/loom/internal/dataplane/config"
+import (
+	"container/heap"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync/atomic"
 
-// lbState is a cluster's load-balancer state across generations.
-type lbState struct{}
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+)
 
-// updateLB takes the load-balancing settings of a new generation of c.
-func (st *clusterState) updateLB(c *config.Cluster) {}
+// Bounds of the balancer's precomputed tables and searches.
+const (
+	// maxSchedule bounds a weighted round-robin cycle; larger weight sums
+	// are scaled down to it (the shares stay within 1/maxSchedule).
+	maxSchedule = 1 << 16
+	// maxRingWalk bounds how far a ring-hash pick walks the ring, and how
+	// many rehashes a Maglev or random pick tries, past hosts it must skip
+	// (ejected, or avoided by a retry) before scanning the set in order.
+	maxRingWalk = 64
+)
 
-// lbDone ends h's active request (LEAST_REQUEST).
-func (st *clusterState) lbDone(h *Host) {}
+// lbState is a cluster's load-balancer state across generations: the
+// table precomputed for its latest generation (swapped whole by updateLB,
+// read without a lock by Pick) and the random source.
+type lbState struct {
+	table atomic.Pointer[lbTable]
+	rng   func() uint64 // nil: math/rand/v2
+}
+
+// lbTable is what updateLB precomputes for one generation of a cluster.
+// It is immutable but for the active-request counters.
+type lbTable struct {
+	src  *config.Cluster
+	lazy bool // built by Pick for a cluster Update never saw
+	eps  []config.Endpoint
+	// active counts each endpoint's requests in flight (LEAST_REQUEST);
+	// a counter is carried to the next table while its address stays.
+	active []*atomic.Int64
+	index  map[string]int // address -> index in eps
+	// healthy balances over the healthy endpoints, all over every endpoint
+	// (panic mode); all == healthy when every endpoint is healthy.
+	healthy, all *lbSet
+	panicPct     uint32 // 0 disables panic mode
+	lr           config.LeastRequestConfig
+	policy       string
+}
+
+// lbSet is one balancing set with the precomputed tables of its policy.
+type lbSet struct {
+	hosts []int32 // indexes into lbTable.eps
+	equal bool    // all weights equal
+	// sched is one cycle of the weighted round-robin schedule (ROUND_ROBIN).
+	sched []int32
+	// cum[i] is the sum of weights of hosts[:i+1] (weighted LEAST_REQUEST).
+	cum []uint64
+	// ring is the ketama ring sorted by hash (RING_HASH).
+	ring []ringEntry
+	// maglev is the lookup table (MAGLEV).
+	maglev []int32
+}
+
+type ringEntry struct {
+	hash uint64
+	ep   int32
+}
+
+// updateLB takes the load-balancing settings of a new generation of c:
+// it precomputes the schedules, rings and tables Pick reads and keeps the
+// active-request counters of the endpoints that stay.
+func (st *clusterState) updateLB(c *config.Cluster) {
+	st.lb.table.Store(newLBTable(c, st.lb.table.Load(), false))
+}
+
+// tableFor returns the table Pick balances c with: the one of the latest
+// Update (a request of an older generation uses the newest endpoints, as
+// Envoy's clusters are updated in place), or one built now for a cluster
+// no Update has seen.
+func (st *clusterState) tableFor(c *config.Cluster) *lbTable {
+	t := st.lb.table.Load()
+	if t != nil && (!t.lazy || t.src == c) {
+		return t
+	}
+	nt := newLBTable(c, t, true)
+	if st.lb.table.CompareAndSwap(t, nt) {
+		return nt
+	}
+	return st.lb.table.Load()
+}
+
+func newLBTable(c *config.Cluster, prev *lbTable, lazy bool) *lbTable {
+	t := &lbTable{
+		src:      c,
+		lazy:     lazy,
+		eps:      c.Endpoints,
+		active:   make([]*atomic.Int64, len(c.Endpoints)),
+		index:    make(map[string]int, len(c.Endpoints)),
+		panicPct: config.DefaultHealthyPanicThreshold,
+		policy:   c.LBPolicy,
+		lr:       config.LeastRequestConfig{ChoiceCount: config.DefaultChoiceCount, ActiveRequestBias: 1},
+	}
+	if c.HealthyPanicThreshold != nil {
+		t.panicPct = *c.HealthyPanicThreshold
+	}
+	if c.LeastRequest != nil {
+		t.lr = *c.LeastRequest
+	}
+	var healthy, all []int32
+	for i, ep := range c.Endpoints {
+		if _, dup := t.index[ep.Address]; !dup {
+			t.index[ep.Address] = i
+		}
+		if prev != nil {
+			if j, ok := prev.index[ep.Address]; ok {
+				t.active[i] = prev.active[j]
+			}
+		}
+		if t.active[i] == nil {
+			t.active[i] = new(atomic.Int64)
+		}
+		all = append(all, int32(i))
+		if ep.Health == config.Healthy {
+			healthy = append(healthy, int32(i))
+		}
+	}
+	if prev != nil && sameLB(prev.src, c) {
+		// Rings and tables depend only on these: keep them.
+		t.healthy, t.all = prev.healthy, prev.all
+		return t
+	}
+	t.healthy = t.newSet(healthy)
+	t.all = t.healthy
+	if len(healthy) != len(all) {
+		t.all = t.newSet(all)
+	}
+	return t
+}
+
+// sameLB reports whether a and b balance alike: same endpoints (order,
+// health, weights) and load-balancer settings.
+func sameLB(a, b *config.Cluster) bool {
+	return a.LBPolicy == b.LBPolicy &&
+		equalPtr(a.RingHash, b.RingHash) && equalPtr(a.Maglev, b.Maglev) &&
+		slices.Equal(a.Endpoints, b.Endpoints)
+}
+
+func equalPtr[T comparable](a, b *T) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
+}
+
+func (t *lbTable) weight(i int32) uint64 {
+	if w := t.eps[i].Weight; w > 0 {
+		return uint64(w)
+	}
+	return 1
+}
+
+func (t *lbTable) newSet(hosts []int32) *lbSet {
+	s := &lbSet{hosts: hosts, equal: true}
+	for _, h := range hosts {
+		if t.weight(h) != t.weight(hosts[0]) {
+			s.equal = false
+		}
+	}
+	if len(hosts) == 0 {
+		return s
+	}
+	switch t.policy {
+	case config.LBLeastRequest:
+		s.cum = make([]uint64, len(hosts))
+		var sum uint64
+		for i, h := range hosts {
+			sum += t.weight(h)
+			s.cum[i] = sum
+		}
+	case config.LBRingHash:
+		rh := config.RingHashConfig{MinRingSize: config.DefaultMinRingSize, MaxRingSize: config.DefaultMaxRingSize}
+		if t.src.RingHash != nil {
+			rh = *t.src.RingHash
+		}
+		s.ring = t.buildRing(hosts, rh)
+	case config.LBMaglev:
+		size := uint64(config.DefaultMaglevTableSize)
+		if t.src.Maglev != nil {
+			size = t.src.Maglev.TableSize
+		}
+		s.maglev = t.buildMaglev(hosts, size)
+	case config.LBRandom:
+	default:
+		s.sched = t.buildSchedule(hosts, s.equal)
+	}
+	return s
+}
+
+// buildSchedule returns one cycle of the weighted round robin over hosts:
+// Envoy's earliest-deadline-first schedule, where a host of weight w has
+// its k-th turn at time k/w and ties go to the earlier host. Over a cycle
+// each host gets exactly its weight's share of turns (weights divided by
+// their gcd; sums above maxSchedule are scaled down).
+func (t *lbTable) buildSchedule(hosts []int32, equal bool) []int32 {
+	if equal {
+		return hosts
+	}
+	ws := make([]uint64, len(hosts))
+	var g, sum uint64
+	for i, h := range hosts {
+		ws[i] = t.weight(h)
+		g = gcd(g, ws[i])
+	}
+	for i := range ws {
+		ws[i] /= g
+		sum += ws[i]
+	}
+	if sum > maxSchedule {
+		scaled := uint64(0)
+		for i := range ws {
+			ws[i] = max(1, ws[i]*maxSchedule/sum)
+			scaled += ws[i]
+		}
+		sum = scaled
+	}
+	q := make(edfQueue, len(hosts))
+	for i := range hosts {
+		q[i] = edfEntry{turn: 1, weight: ws[i], pos: i}
+	}
+	heap.Init(&q)
+	sched := make([]int32, 0, sum)
+	for range sum {
+		e := &q[0]
+		sched = append(sched, hosts[e.pos])
+		e.turn++
+		heap.Fix(&q, 0)
+	}
+	return sched
+}
+
+// edfQueue orders hosts by their next deadline turn/weight, then position.
+type edfQueue []edfEntry
+
+type edfEntry struct {
+	turn, weight uint64
+	pos          int
+}
+
+func (q edfQueue) Len() int { return len(q) }
+func (q edfQueue) Less(i, j int) bool {
+	a, b := q[i].turn*q[j].weight, q[j].turn*q[i].weight
+	if a != b {
+		return a < b
+	}
+	return q[i].pos < q[j].pos
+}
+func (q edfQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *edfQueue) Push(any)     {}
+func (q *edfQueue) Pop() any     { return nil }
+
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// buildRing builds Envoy's ketama ring: ring size
+// ceil(min(ceil(minw*min)/minw, max)) for the smallest normalized weight
+// minw, each host getting its weight's share of entries, the entry hashes
+// being XXHash64("ip:port_i").
+func (t *lbTable) buildRing(hosts []int32, rh config.RingHashConfig) []ringEntry {
+	var sum float64
+	minw := math.Inf(1)
+	for _, h := range hosts {
+		sum += float64(t.weight(h))
+	}
+	for _, h := range hosts {
+		minw = min(minw, float64(t.weight(h))/sum)
+	}
+	scale := min(math.Ceil(minw*float64(rh.MinRingSize))/minw, float64(rh.MaxRingSize))
+	ring := make([]ringEntry, 0, int(math.Ceil(scale)))
+	var current, target float64
+	key := make([]byte, 0, 64)
+	for _, h := range hosts {
+		key = append(key[:0], t.eps[h].Address...)
+		key = append(key, '_')
+		base := len(key)
+		target += scale * float64(t.weight(h)) / sum
+		for i := uint64(0); current < target; i++ {
+			key = strconv.AppendUint(key[:base], i, 10)
+			ring = append(ring, ringEntry{hash: config.XXHash64(string(key), 0), ep: h})
+			current++
+		}
+	}
+	slices.SortFunc(ring, func(a, b ringEntry) int {
+		switch {
+		case a.hash < b.hash:
+			return -1
+		case a.hash > b.hash:
+			return 1
+		}
+		return int(a.ep - b.ep)
+	})
+	return ring
+}
+
+// ringIndex returns the index of the first ring entry whose hash is >= h,
+// wrapping to 0 (ketama).
+func ringIndex(ring []ringEntry, h uint64) int {
+	lo, hi := 0, len(ring)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if ring[mid].hash < h {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == len(ring) {
+		return 0
+	}
+	return lo
+}
+
+// buildMaglev fills a Maglev lookup table of size entries (prime) as
+// Envoy's MaglevTable does: host h's preference list starts at offset
+// XXHash64(addr, 0) % size and steps by XXHash64(addr, 1) % (size-1) + 1;
+// hosts take turns in order, a host of weight w taking a turn only once
+// iteration*w reaches its next target (targets grow by the largest
+// weight), so shares of the table follow the weights.
+func (t *lbTable) buildMaglev(hosts []int32, size uint64) []int32 {
+	type entry struct {
+		offset, skip, next uint64
+		weight, target     uint64 // integers: iter*weight >= target is exact
+	}
+	var maxw uint64
+	es := make([]entry, len(hosts))
+	for i, h := range hosts {
+		a := t.eps[h].Address
+		w := t.weight(h)
+		maxw = max(maxw, w)
+		es[i] = entry{offset: config.XXHash64(a, 0) % size, skip: config.XXHash64(a, 1)%(size-1) + 1, weight: w}
+	}
+	table := make([]int32, size)
+	for i := range table {
+		table[i] = -1
+	}
+	filled := uint64(0)
+	// Each iteration the heaviest host takes a turn: at most size iterations.
+	for iter := uint64(1); filled < size && iter <= size; iter++ {
+		for i := range es {
+			if filled == size {
+				break
+			}
+			e := &es[i]
+			if iter*e.weight < e.target {
+				continue
+			}
+			e.target += maxw
+			c := (e.offset + e.skip*e.next) % size
+			// The preference list is a permutation of the table (size is
+			// prime), so it reaches an empty slot within size steps.
+			for table[c] >= 0 {
+				e.next++
+				c = (e.offset + e.skip*e.next) % size
+			}
+			table[c] = hosts[i]
+			e.next++
+			filled++
+		}
+	}
+	return table
+}
+
+// lbDone ends h's active request (LEAST_REQUEST). h may come from an
+// earlier table: its counter is found by address.
+func (st *clusterState) lbDone(h *Host) {
+	t := st.lb.table.Load()
+	if t == nil {
+		return
+	}
+	i := h.idx
+	if i < 0 || i >= len(t.eps) || t.eps[i].Address != h.Addr {
+		var ok bool
+		if i, ok = t.index[h.Addr]; !ok {
+			return // the endpoint is gone, and its counter with it
+		}
+	}
+	// A counter made anew after the endpoint left and came back may see
+	// the end of a request it did not count: never go below zero.
+	if v := t.active[i].Add(-1); v < 0 {
+		t.active[i].CompareAndSwap(v, 0)
+	}
+}
+
+func (st *clusterState) rand() uint64 {
+	if st.lb.rng != nil {
+		return st.lb.rng()
+	}
+	return rand.Uint64()
+}
+
+// picker is one Pick's view of a table: which set it balances over and
+// which hosts it must skip.
+type picker struct {
+	st           *clusterState
+	t            *lbTable
+	set          *lbSet
+	checkEjected bool
+	avoid        []string
+}
+
+// ok reports whether endpoint i may be chosen; strict also honours avoid.
+func (p *picker) ok(i int32, strict bool) bool {
+	a := p.t.eps[i].Address
+	if p.checkEjected && p.st.ejected(a) {
+		return false
+	}
+	return !strict || !slices.Contains(p.avoid, a)
+}
+
+// choose picks an endpoint index of t for opts, or -1 when there is none
+// (no endpoint, or no usable one with panic mode off).
+//
+// Panic mode (common_lb_config.healthy_panic_threshold): when the usable
+// endpoints (healthy and not ejected) are fewer than panicPct percent of
+// all of them, Envoy balances over all endpoints, health ignored. Counting
+// the ejected endpoints costs one st.ejected call per healthy endpoint.
+func (st *clusterState) choose(t *lbTable, opts *PickOptions) int32 {
+	if len(t.eps) == 0 {
+		return -1
+	}
+	ejected := 0
+	for _, i := range t.healthy.hosts {
+		if st.ejected(t.eps[i].Address) {
+			ejected++
+		}
+	}
+	usable := len(t.healthy.hosts) - ejected
+	p := picker{st: st, t: t, set: t.healthy, checkEjected: ejected > 0, avoid: opts.Avoid}
+	if uint64(usable)*100 < uint64(t.panicPct)*uint64(len(t.eps)) {
+		p.set, p.checkEjected = t.all, false
+	} else if usable == 0 {
+		return -1
+	}
+	for _, strict := range [2]bool{true, false} {
+		if strict && len(p.avoid) == 0 {
+			continue
+		}
+		if i := p.pick(opts, strict); i >= 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// pick runs the cluster's policy over p.set, skipping hosts !p.ok(strict):
+// the policy's own next choices first (bounded), then a scan of the set.
+func (p *picker) pick(opts *PickOptions, strict bool) int32 {
+	s := p.set
+	n := len(s.hosts)
+	if n == 0 {
+		return -1
+	}
+	switch p.t.policy {
+	case config.LBRingHash, config.LBMaglev:
+		h := opts.Hash
+		if !opts.HasHash {
+			h = p.st.rand() // Envoy: no hash, a random host
+		}
+		if p.t.policy == config.LBRingHash {
+			start := ringIndex(s.ring, h)
+			for k := range min(len(s.ring), maxRingWalk) {
+				if e := s.ring[(start+k)%len(s.ring)].ep; p.ok(e, strict) {
+					return e
+				}
+			}
+		} else {
+			size := uint64(len(s.maglev))
+			for attempt := range uint64(maxRingWalk) {
+				// As Envoy's Maglev retries: flip most bits of the hash.
+				hh := h
+				if attempt > 0 {
+					hh ^= ^uint64(0) - attempt + 1
+				}
+				if e := s.maglev[hh%size]; p.ok(e, strict) {
+					return e
+				}
+			}
+		}
+		return p.scan(int(h%uint64(n)), strict)
+	case config.LBRandom:
+		for range min(n, maxRingWalk) {
+			if e := s.hosts[p.st.rand()%uint64(n)]; p.ok(e, strict) {
+				return e
+			}
+		}
+		return p.scan(int(p.st.rand()%uint64(n)), strict)
+	case config.LBLeastRequest:
+		if e := p.leastRequest(strict); e >= 0 {
+			return e
+		}
+		return p.scan(int(p.st.rand()%uint64(n)), strict)
+	default:
+		k := p.st.rr.Add(1) - 1
+		m := uint64(len(s.sched))
+		for j := range m {
+			if e := s.sched[(k+j)%m]; p.ok(e, strict) {
+				return e
+			}
+		}
+		return -1
+	}
+}
+
+// leastRequest is Envoy's LEAST_REQUEST: choice_count random hosts, the
+// one with the fewest active requests wins (P2C). With unequal weights the
+// candidates are drawn in proportion to their weights and the one with the
+// largest weight / (active+1)^active_request_bias wins: the same effective
+// weights as Envoy's, compared among the candidates rather than over an
+// EDF schedule of every host (which would need a lock). Ties keep the
+// earlier candidate.
+func (p *picker) leastRequest(strict bool) int32 {
+	s := p.set
+	best, bestScore := int32(-1), 0.0
+	var bestActive int64
+	for range p.t.lr.ChoiceCount {
+		var e int32
+		if s.equal {
+			e = s.hosts[p.st.rand()%uint64(len(s.hosts))]
+		} else {
+			r := p.st.rand() % s.cum[len(s.cum)-1]
+			j, _ := slices.BinarySearch(s.cum, r+1)
+			e = s.hosts[j]
+		}
+		if !p.ok(e, strict) {
+			continue
+		}
+		a := p.t.active[e].Load()
+		if s.equal {
+			if best < 0 || a < bestActive {
+				best, bestActive = e, a
+			}
+			continue
+		}
+		score := float64(p.t.weight(e))
+		switch b := p.t.lr.ActiveRequestBias; b {
+		case 0:
+		case 1:
+			score /= float64(a + 1)
+		default:
+			score /= math.Pow(float64(a+1), b)
+		}
+		if best < 0 || score > bestScore {
+			best, bestScore = e, score
+		}
+	}
+	return best
+}
+
+// scan returns the first host of the set from position start on that may
+// be chosen, or -1.
+func (p *picker) scan(start int, strict bool) int32 {
+	n := len(p.set.hosts)
+	for j := range n {
+		if e := p.set.hosts[(start+j)%n]; p.ok(e, strict) {
+			return e
+		}
+	}
+	return -1
+}

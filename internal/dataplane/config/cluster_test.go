@@ -1,0 +1,144 @@
+package config
+
+import (
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func TestBuildClusterLB(t *testing.T) {
+	u32 := func(v uint32) *uint32 { return &v }
+	tests := []struct {
+		name    string
+		mutate  func(c *clusterv3.Cluster)
+		want    *Cluster // only the load-balancer fields are compared
+		wantErr string
+	}{
+		{"default round robin", func(c *clusterv3.Cluster) {}, &Cluster{LBPolicy: LBRoundRobin}, ""},
+		{"least request defaults", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST },
+			&Cluster{LBPolicy: LBLeastRequest, LeastRequest: &LeastRequestConfig{ChoiceCount: 2, ActiveRequestBias: 1}}, ""},
+		{"least request config", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+				ChoiceCount: wrapperspb.UInt32(5), ActiveRequestBias: &corev3.RuntimeDouble{DefaultValue: 0.5, RuntimeKey: "x"}}}
+		}, &Cluster{LBPolicy: LBLeastRequest, LeastRequest: &LeastRequestConfig{ChoiceCount: 5, ActiveRequestBias: 0.5}}, ""},
+		{"random", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_RANDOM }, &Cluster{LBPolicy: LBRandom}, ""},
+		{"ring hash defaults", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_RING_HASH },
+			&Cluster{LBPolicy: LBRingHash, RingHash: &RingHashConfig{MinRingSize: 1024, MaxRingSize: 8 << 20}}, ""},
+		{"ring hash sizes", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MinimumRingSize: wrapperspb.UInt64(64), MaximumRingSize: wrapperspb.UInt64(4096)}}
+		}, &Cluster{LBPolicy: LBRingHash, RingHash: &RingHashConfig{MinRingSize: 64, MaxRingSize: 4096}}, ""},
+		{"maglev default", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_MAGLEV },
+			&Cluster{LBPolicy: LBMaglev, Maglev: &MaglevConfig{TableSize: 65537}}, ""},
+		{"maglev size", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_MAGLEV
+			c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(251)}}
+		}, &Cluster{LBPolicy: LBMaglev, Maglev: &MaglevConfig{TableSize: 251}}, ""},
+		{"panic threshold truncated", func(c *clusterv3.Cluster) {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 30.7}}
+		}, &Cluster{LBPolicy: LBRoundRobin, HealthyPanicThreshold: u32(30)}, ""},
+		{"panic threshold 0", func(c *clusterv3.Cluster) {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{}}
+		}, &Cluster{LBPolicy: LBRoundRobin, HealthyPanicThreshold: u32(0)}, ""},
+
+		{"cluster provided", func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED }, nil,
+			`lb_policy = "CLUSTER_PROVIDED": must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV`},
+		{"load_balancing_policy", func(c *clusterv3.Cluster) { c.LoadBalancingPolicy = &clusterv3.LoadBalancingPolicy{} }, nil,
+			`load_balancing_policy: not supported`},
+		{"choice count 1", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: wrapperspb.UInt32(1)}}
+		}, nil, `least_request_lb_config.choice_count = "1": must be at least 2`},
+		{"negative bias", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+				ActiveRequestBias: &corev3.RuntimeDouble{DefaultValue: -1}}}
+		}, nil, `least_request_lb_config.active_request_bias.default_value = "-1": must be a finite number >= 0`},
+		{"slow start", func(c *clusterv3.Cluster) {
+			c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{
+				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{}}}
+		}, nil, `round_robin_lb_config.slow_start_config: not supported`},
+		{"murmur", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				HashFunction: clusterv3.Cluster_RingHashLbConfig_MURMUR_HASH_2}}
+		}, nil, `ring_hash_lb_config.hash_function = "MURMUR_HASH_2": must be XX_HASH`},
+		{"ring too big", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MaximumRingSize: wrapperspb.UInt64(1 << 24)}}
+		}, nil, `ring_hash_lb_config.maximum_ring_size = "16777216": must be 1 to 8388608`},
+		{"ring min over max", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MinimumRingSize: wrapperspb.UInt64(2048), MaximumRingSize: wrapperspb.UInt64(1024)}}
+		}, nil, `ring_hash_lb_config.minimum_ring_size = "2048": must not exceed maximum_ring_size (1024)`},
+		{"maglev not prime", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_MAGLEV
+			c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(65536)}}
+		}, nil, `maglev_lb_config.table_size = "65536": must be a prime number up to 5000011`},
+		{"maglev too big", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_MAGLEV
+			c.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(5000077)}}
+		}, nil, `maglev_lb_config.table_size = "5000077": must be a prime number up to 5000011`},
+		{"locality weighted", func(c *clusterv3.Cluster) {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{}}
+		}, nil, `common_lb_config.locality_config_specifier: not supported (zone aware and locality weighted load balancing)`},
+		{"hash balance factor", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{ConsistentHashingLbConfig: &clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbConfig{
+				HashBalanceFactor: wrapperspb.UInt32(150)}}
+		}, nil, `common_lb_config.consistent_hashing_lb_config.hash_balance_factor: not supported`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := testResources(t)
+			c := testCluster()
+			tc.mutate(c)
+			res.Clusters[0] = c
+			g, err := Build(res, nil)
+			if tc.wantErr != "" {
+				want := `cluster "` + reviewsV1 + `": ` + tc.wantErr
+				if err == nil {
+					t.Fatalf("Build = generation %d, want error %q", g.Number, want)
+				}
+				if d := cmp.Diff(want, err.Error()); d != "" {
+					t.Errorf("error (-want +got):\n%s", d)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			got := g.Clusters[reviewsV1]
+			lb := &Cluster{LBPolicy: got.LBPolicy, LeastRequest: got.LeastRequest, RingHash: got.RingHash,
+				Maglev: got.Maglev, HealthyPanicThreshold: got.HealthyPanicThreshold}
+			if d := cmp.Diff(tc.want, lb); d != "" {
+				t.Errorf("cluster (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestIsPrime(t *testing.T) {
+	var got []uint64
+	for n := range uint64(30) {
+		if isPrime(n) {
+			got = append(got, n)
+		}
+	}
+	if d := cmp.Diff([]uint64{2, 3, 5, 7, 11, 13, 17, 19, 23, 29}, got); d != "" {
+		t.Errorf("(-want +got)\n%s", d)
+	}
+	for _, p := range []uint64{65537, 5000011} {
+		if !isPrime(p) {
+			t.Errorf("isPrime(%d) = false", p)
+		}
+	}
+}

@@ -1,0 +1,308 @@
+package cors
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+)
+
+// Name is the filter's Envoy name, the key of its typed_per_filter_config.
+const Name = "envoy.filters.http.cors"
+
+// Type URLs: the filter's config, and the two CorsPolicy messages a route
+// may carry (the route package's, and the filter's own).
+const (
+	TypeURL            = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+	PolicyTypeURL      = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+	RoutePolicyTypeURL = "type.googleapis.com/envoy.config.route.v3.CorsPolicy"
+)
+
+// OriginMatcher is one allow_origin_string_match StringMatcher.
+type OriginMatcher struct {
+	Kind       string // "exact", "prefix", "suffix", "contains" or "regex"
+	Value      string
+	Regex      *regexp.Regexp // anchored, for "regex"
+	IgnoreCase bool
+}
+
+func (m *OriginMatcher) matches(o string) bool {
+	v, x := o, m.Value
+	if m.IgnoreCase && m.Kind != "regex" {
+		v, x = strings.ToLower(v), strings.ToLower(x)
+	}
+	switch m.Kind {
+	case "exact":
+		return v == x
+	case "prefix":
+		return strings.HasPrefix(v, x)
+	case "suffix":
+		return strings.HasSuffix(v, x)
+	case "contains":
+		return strings.Contains(v, x)
+	case "regex":
+		return m.Regex.MatchString(o)
+	}
+	return false
+}
+
+// Policy is a parsed CorsPolicy (a route's, virtual host's or route
+// configuration's override; the most specific wins).
+type Policy struct {
+	AllowOrigins  []OriginMatcher
+	AllowMethods  string // Access-Control-Allow-Methods, as configured
+	AllowHeaders  string
+	ExposeHeaders string
+	MaxAge        string // seconds, as configured
+	// AllowCredentials sends Access-Control-Allow-Credentials: true.
+	AllowCredentials bool
+	// EnabledPerMillion is filter_enabled's default_value, in millionths;
+	// unset is all requests.
+	EnabledPerMillion uint32
+	// ForwardNotMatchingPreflights passes a preflight from an origin that
+	// is not allowed on upstream (default true); false answers it 200
+	// without CORS headers.
+	ForwardNotMatchingPreflights bool
+	// AllowPrivateNetworkAccess answers Access-Control-Request-Private-Network.
+	AllowPrivateNetworkAccess bool
+}
+
+// Config is the HCM-level Cors: empty.
+type Config struct{}
+
+// Factory is the filter.Factory of the CORS filter.
+type Factory struct{}
+
+var _ filter.Factory = Factory{}
+
+// Name implements filter.Factory.
+func (Factory) Name() string { return Name }
+
+// TypeURLs implements filter.Factory.
+func (Factory) TypeURLs() []string { return []string{TypeURL, PolicyTypeURL, RoutePolicyTypeURL} }
+
+// Parse implements filter.Factory: the HCM-level Cors, nil or empty.
+func (Factory) Parse(cfg *anypb.Any) (filter.Config, error) {
+	if cfg == nil {
+		return &Config{}, nil
+	}
+	if cfg.GetTypeUrl() != TypeURL {
+		return nil, fmt.Errorf("type_url %q: must be %s", cfg.GetTypeUrl(), TypeURL)
+	}
+	var m corsv3.Cors
+	if err := cfg.UnmarshalTo(&m); err != nil {
+		return nil, fmt.Errorf("decode Cors: %w", err)
+	}
+	return &Config{}, nil
+}
+
+// policyProto is what both CorsPolicy messages have.
+type policyProto interface {
+	GetAllowOriginStringMatch() []*matcherv3.StringMatcher
+	GetAllowMethods() string
+	GetAllowHeaders() string
+	GetExposeHeaders() string
+	GetMaxAge() string
+	GetAllowCredentials() *wrapperspb.BoolValue
+	GetFilterEnabled() *corev3.RuntimeFractionalPercent
+	GetAllowPrivateNetworkAccess() *wrapperspb.BoolValue
+	GetForwardNotMatchingPreflights() *wrapperspb.BoolValue
+}
+
+// ParseOverride implements filter.Factory: a CorsPolicy of either package.
+func (Factory) ParseOverride(cfg *anypb.Any) (filter.Config, error) {
+	var m policyProto
+	switch cfg.GetTypeUrl() {
+	case PolicyTypeURL:
+		var p corsv3.CorsPolicy
+		if err := cfg.UnmarshalTo(&p); err != nil {
+			return nil, fmt.Errorf("decode CorsPolicy: %w", err)
+		}
+		m = &p
+	case RoutePolicyTypeURL:
+		var p routev3.CorsPolicy
+		if err := cfg.UnmarshalTo(&p); err != nil {
+			return nil, fmt.Errorf("decode CorsPolicy: %w", err)
+		}
+		m = &p
+	default:
+		return nil, fmt.Errorf("type_url %q: must be %s or %s", cfg.GetTypeUrl(), PolicyTypeURL, RoutePolicyTypeURL)
+	}
+	return parsePolicy(m)
+}
+
+func parsePolicy(m policyProto) (*Policy, error) {
+	p := &Policy{
+		AllowMethods: m.GetAllowMethods(), AllowHeaders: m.GetAllowHeaders(),
+		ExposeHeaders: m.GetExposeHeaders(), MaxAge: m.GetMaxAge(),
+		AllowCredentials:             m.GetAllowCredentials().GetValue(),
+		AllowPrivateNetworkAccess:    m.GetAllowPrivateNetworkAccess().GetValue(),
+		ForwardNotMatchingPreflights: m.GetForwardNotMatchingPreflights() == nil || m.GetForwardNotMatchingPreflights().GetValue(),
+		EnabledPerMillion:            1_000_000,
+	}
+	for _, v := range []struct{ path, val string }{
+		{"allow_methods", p.AllowMethods}, {"allow_headers", p.AllowHeaders},
+		{"expose_headers", p.ExposeHeaders}, {"max_age", p.MaxAge},
+	} {
+		if strings.ContainsAny(v.val, "\r\n\x00") {
+			return nil, fmt.Errorf("%s = %q: must not contain CR, LF or NUL", v.path, v.val)
+		}
+	}
+	if p.MaxAge != "" && strings.Trim(p.MaxAge, "0123456789") != "" {
+		return nil, fmt.Errorf("max_age = %q: must be a number of seconds", p.MaxAge)
+	}
+	for i, sm := range m.GetAllowOriginStringMatch() {
+		om := OriginMatcher{IgnoreCase: sm.GetIgnoreCase()}
+		switch pt := sm.GetMatchPattern().(type) {
+		case *matcherv3.StringMatcher_Exact:
+			om.Kind, om.Value = "exact", pt.Exact
+		case *matcherv3.StringMatcher_Prefix:
+			om.Kind, om.Value = "prefix", pt.Prefix
+		case *matcherv3.StringMatcher_Suffix:
+			om.Kind, om.Value = "suffix", pt.Suffix
+		case *matcherv3.StringMatcher_Contains:
+			om.Kind, om.Value = "contains", pt.Contains
+		case *matcherv3.StringMatcher_SafeRegex:
+			re, err := regexp.Compile(pt.SafeRegex.GetRegex())
+			if err != nil {
+				return nil, fmt.Errorf("allow_origin_string_match[%d].safe_regex.regex = %q: must be RE2: %v", i, pt.SafeRegex.GetRegex(), err)
+			}
+			om.Kind, om.Regex = "regex", regexp.MustCompile(`^(?:`+re.String()+`)$`)
+		default:
+			return nil, fmt.Errorf("allow_origin_string_match[%d]: must be exact, prefix, suffix, contains or safe_regex", i)
+		}
+		p.AllowOrigins = append(p.AllowOrigins, om)
+	}
+	if fe := m.GetFilterEnabled(); fe != nil {
+		n, err := perMillion("filter_enabled.default_value", fe.GetDefaultValue())
+		if err != nil {
+			return nil, err
+		}
+		p.EnabledPerMillion = n
+	}
+	return p, nil
+}
+
+func perMillion(path string, f *typev3.FractionalPercent) (uint32, error) {
+	if f == nil {
+		return 0, nil
+	}
+	var mul uint32
+	switch f.GetDenominator() {
+	case typev3.FractionalPercent_HUNDRED:
+		mul = 10_000
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		mul = 100
+	case typev3.FractionalPercent_MILLION:
+		mul = 1
+	default:
+		return 0, fmt.Errorf("%s.denominator = %q: must be HUNDRED, TEN_THOUSAND or MILLION", path, f.GetDenominator())
+	}
+	return uint32(min(uint64(f.GetNumerator())*uint64(mul), 1_000_000)), nil
+}
+
+// Build implements filter.Factory.
+func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+	if _, ok := cfg.(*Config); !ok {
+		return nil, fmt.Errorf("cors: config is %T, want *cors.Config", cfg)
+	}
+	return corsFilter{}, nil
+}
+
+type corsFilter struct{}
+
+func (p *Policy) enabled() bool {
+	return p.EnabledPerMillion >= 1_000_000 || uint32(rand.Uint64()%1_000_000) < p.EnabledPerMillion
+}
+
+func (p *Policy) originAllowed(o string) bool {
+	for i := range p.AllowOrigins {
+		if p.AllowOrigins[i].matches(o) {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP implements Envoy's CorsFilter: without a policy, or for a
+// request without Origin, it does nothing. A preflight (OPTIONS with
+// Origin and Access-Control-Request-Method) from an allowed origin gets a
+// local 200 with Access-Control-Allow-Origin, -Credentials, -Methods,
+// -Headers and -Max-Age; other requests from an allowed origin get
+// Access-Control-Allow-Origin (and -Credentials, -Expose-Headers) on their
+// response.
+func (corsFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	st := filter.StateFrom(r)
+	var p *Policy
+	if st != nil {
+		p, _ = st.Override.(*Policy)
+	}
+	origin := r.Header.Get("Origin")
+	if p == nil || origin == "" || !p.enabled() {
+		next.ServeHTTP(w, r)
+		return
+	}
+	allowed := p.originAllowed(origin)
+	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	h := w.Header()
+	if preflight {
+		if !allowed {
+			if p.ForwardNotMatchingPreflights {
+				next.ServeHTTP(w, r)
+				return
+			}
+			reply(w, st)
+			return
+		}
+		h["Access-Control-Allow-Origin"] = []string{origin}
+		if p.AllowCredentials {
+			h["Access-Control-Allow-Credentials"] = []string{"true"}
+		}
+		if p.AllowMethods != "" {
+			h["Access-Control-Allow-Methods"] = []string{p.AllowMethods}
+		}
+		if p.AllowHeaders != "" {
+			h["Access-Control-Allow-Headers"] = []string{p.AllowHeaders}
+		}
+		if p.MaxAge != "" {
+			h["Access-Control-Max-Age"] = []string{p.MaxAge}
+		}
+		if p.AllowPrivateNetworkAccess && r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+			h["Access-Control-Allow-Private-Network"] = []string{"true"}
+		}
+		reply(w, st)
+		return
+	}
+	if allowed {
+		// Set before the router copies the upstream's headers: an
+		// upstream's own Access-Control-* headers take precedence.
+		h["Access-Control-Allow-Origin"] = []string{origin}
+		if p.AllowCredentials {
+			h["Access-Control-Allow-Credentials"] = []string{"true"}
+		}
+		if p.ExposeHeaders != "" {
+			h["Access-Control-Expose-Headers"] = []string{p.ExposeHeaders}
+		}
+	}
+	next.ServeHTTP(w, r)
+}
+
+// reply answers a preflight locally: 200, no body.
+func reply(w http.ResponseWriter, st *filter.State) {
+	w.Header()["Content-Length"] = []string{"0"}
+	w.WriteHeader(http.StatusOK)
+	if st != nil {
+		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = http.StatusOK, "cors_preflight", 0
+	}
+}
