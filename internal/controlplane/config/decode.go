@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -143,7 +145,8 @@ func decodeMap(src Source, obj map[string]any) (*Resource, error) {
 // path of the first field md does not have, or of a value of the wrong
 // shape, so that the error points at the line a user must fix (protojson
 // alone says only 'unknown field "x"'). Well-known types are left to
-// protojson.
+// protojson, except that Go-style durations are rewritten in place
+// (protoDuration).
 func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string, string) {
 	if strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
 		return "", ""
@@ -206,6 +209,10 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 					}
 				}
 			}
+		case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Duration":
+			if s, ok := val.(string); ok {
+				m[k] = protoDuration(s)
+			}
 		case fd.Kind() == protoreflect.MessageKind:
 			if p, msg := checkFields(fp, val, fd.Message()); p != "" {
 				return p, msg
@@ -213,6 +220,23 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		}
 	}
 	return "", ""
+}
+
+// protoDuration rewrites a Go-style duration ("3m", "1h30m", "8ms") to
+// protojson's seconds form ("180s"), because Istio's own decoder
+// (jsonpb's time.ParseDuration) accepts both and its tasks use the Go
+// style. Anything else is returned as it is, for protojson to judge.
+func protoDuration(s string) string {
+	if strings.HasSuffix(s, "s") && !strings.HasSuffix(s, "ms") && !strings.HasSuffix(s, "us") && !strings.HasSuffix(s, "ns") && !strings.HasSuffix(s, "µs") {
+		if _, err := strconv.ParseFloat(strings.TrimSuffix(s, "s"), 64); err == nil {
+			return s // already protojson's form
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return s
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
 
 func describe(v any) string {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	networking "istio.io/api/networking/v1alpha3"
 )
@@ -95,5 +96,39 @@ spec:
 			}
 			tt.check(t, rs)
 		})
+	}
+}
+
+// TestDecodeGoStyleDurations: Istio's tasks write durations as Go does
+// ("3m" in the circuit-breaking task); they decode to the same value as
+// protojson's seconds form.
+func TestDecodeGoStyleDurations(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"3m", 3 * time.Minute},
+		{"1h30m", 90 * time.Minute},
+		{"8ms", 8 * time.Millisecond},
+		{"1.5s", 1500 * time.Millisecond},
+		{"10s", 10 * time.Second},
+		{"0.008s", 8 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			doc := "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: h\n  trafficPolicy:\n    outlierDetection:\n      baseEjectionTime: " + tc.in + "\n"
+			rs, errs := Decode("d.yaml", []byte(doc))
+			if len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			got := rs[0].Spec.(*networking.DestinationRule).GetTrafficPolicy().GetOutlierDetection().GetBaseEjectionTime().AsDuration()
+			if got != tc.want {
+				t.Errorf("baseEjectionTime %s = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+	doc := "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: h\n  trafficPolicy:\n    outlierDetection:\n      baseEjectionTime: 3 minutes\n"
+	if _, errs := Decode("d.yaml", []byte(doc)); len(errs) == 0 {
+		t.Error("baseEjectionTime \"3 minutes\" decoded without error")
 	}
 }

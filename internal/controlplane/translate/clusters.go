@@ -5,11 +5,10 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/registry"
@@ -32,6 +31,9 @@ type outboundCluster struct {
 	// subsetLabels select the instances of a subset cluster; nil for the
 	// service port's own cluster.
 	subsetLabels map[string]string
+	// policy is the DestinationRule traffic policy merged for this port and
+	// subset (clusterTrafficPolicy); nil when none applies.
+	policy *networking.TrafficPolicy
 }
 
 // outboundClusterSet lists the outbound clusters of pc: per service port
@@ -42,11 +44,16 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 	var out []outboundCluster
 	for _, svc := range pc.Services() {
 		dr := pc.DestinationRule(svc.Hostname)
+		var drSpec *networking.DestinationRule
+		if dr != nil {
+			drSpec = dr.Spec
+		}
 		for _, port := range svc.Ports {
 			out = append(out, outboundCluster{
 				name:    xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname),
 				service: svc,
 				port:    port,
+				policy:  clusterTrafficPolicy(drSpec, nil, port.Number),
 			})
 			if dr == nil {
 				continue
@@ -64,6 +71,7 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 					service:      svc,
 					port:         port,
 					subsetLabels: labels,
+					policy:       clusterTrafficPolicy(drSpec, ss, port.Number),
 				})
 			}
 		}
@@ -71,7 +79,8 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 	return out
 }
 
-// outboundClusters returns an EDS cluster per outbound cluster of pc.
+// outboundClusters returns an EDS cluster per outbound cluster of pc, with
+// its DestinationRule traffic policy applied (applyTrafficPolicy).
 func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[string]bool{}
@@ -80,13 +89,37 @@ func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
 			continue
 		}
 		seen[oc.name] = true
-		c, err := edsCluster(oc.name, oc.port.Protocol)
+		c, err := buildOutboundCluster(oc.name, oc.port.Protocol, oc.policy)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// buildOutboundCluster returns the EDS cluster called name for a port speaking proto,
+// with traffic policy tp (nil: Istio's defaults) applied. It fails only
+// when the protocol options cannot be packed.
+func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.TrafficPolicy) (*clusterv3.Cluster, error) {
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{
+			EdsConfig:   adsConfigSource(),
+			ServiceName: name,
+		},
+	}
+	opts := finishHTTPProtocolOptions(applyTrafficPolicy(c, tp, proto, httpProtocolOptions(proto)))
+	if opts != nil {
+		a, err := packAny(opts)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
+	}
+	return c, nil
 }
 
 // inboundClusters returns "inbound|PORT||" per service port of the
@@ -106,6 +139,9 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 			return nil, err
 		}
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+		// Istio's unlimited defaults, as on outbound clusters: without
+		// them Envoy's 1024 connections and 3 retries would cap the app.
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}}
 		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{
@@ -128,20 +164,6 @@ func blackHoleCluster() (*clusterv3.Cluster, error) {
 	return c, nil
 }
 
-// edsCluster is a cluster whose endpoints come over ADS.
-func edsCluster(name string, proto registry.Protocol) (*clusterv3.Cluster, error) {
-	c, err := baseCluster(name, proto)
-	if err != nil {
-		return nil, err
-	}
-	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
-	c.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{
-		EdsConfig:   adsConfigSource(),
-		ServiceName: name,
-	}
-	return c, nil
-}
-
 // baseCluster has what every cluster has: name, connect timeout, round
 // robin, and h2c upstream when the port speaks HTTP/2 (HTTP2, GRPC). It
 // fails only when the protocol options cannot be packed.
@@ -151,16 +173,8 @@ func baseCluster(name string, proto registry.Protocol) (*clusterv3.Cluster, erro
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 	}
-	if proto.IsHTTP2() {
-		opts, err := packAny(&upstreamhttpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
-				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
-					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
-					},
-				},
-			},
-		})
+	if h := httpProtocolOptions(proto); h != nil {
+		opts, err := packAny(h)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}

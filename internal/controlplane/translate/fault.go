@@ -4,6 +4,7 @@ import (
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -77,15 +78,30 @@ func integerPercent(p int32) *typev3.FractionalPercent {
 }
 
 // routeFilterConfig is the typed_per_filter_config of the routes of hr:
-// the fault filter's override when hr has a fault, else nil.
+// the fault filter's override when hr has a fault and the CORS filter's
+// CorsPolicy when hr has a corsPolicy; nil when it has neither.
 func routeFilterConfig(hr *networking.HTTPRoute) (map[string]*anypb.Any, error) {
-	f := translateFault(hr.GetFault())
-	if f == nil {
-		return nil, nil
+	var out map[string]*anypb.Any
+	add := func(name string, m proto.Message) error {
+		a, err := packAny(m)
+		if err != nil {
+			return err
+		}
+		if out == nil {
+			out = map[string]*anypb.Any{}
+		}
+		out[name] = a
+		return nil
 	}
-	a, err := packAny(f)
-	if err != nil {
-		return nil, err
+	if f := translateFault(hr.GetFault()); f != nil {
+		if err := add(faultFilter, f); err != nil {
+			return nil, err
+		}
 	}
-	return map[string]*anypb.Any{faultFilter: a}, nil
+	if c := corsPolicy(hr.GetCorsPolicy()); c != nil {
+		if err := add(corsFilter, c); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -123,7 +124,8 @@ func TestTranslateFault(t *testing.T) {
 }
 
 // TestHTTPFilters checks that every HTTP connection manager lists the
-// fault filter, empty, then the router.
+// fault and CORS filters, empty, then the router (Istio's order since 1.20:
+// a fault abort carries no CORS headers, and a preflight can be delayed).
 func TestHTTPFilters(t *testing.T) {
 	pc := loadPushContext(t, meshFile, filepath.Join("testdata", "bookinfo", "input.yaml"), filepath.Join("testdata", "gateway", "input.yaml"))
 	for _, p := range []*model.Proxy{productpageSidecar(), ingressRouter()} {
@@ -137,9 +139,13 @@ func TestHTTPFilters(t *testing.T) {
 			for _, f := range hcm.GetHttpFilters() {
 				names = append(names, f.GetName())
 			}
-			if diff := cmp.Diff([]string{faultFilter, routerFilter}, names); diff != "" {
+			if diff := cmp.Diff([]string{faultFilter, corsFilter, routerFilter}, names); diff != "" {
 				t.Errorf("%s listener %s: http_filters (-want +got):\n%s", p.ID, l.GetName(), diff)
 				continue
+			}
+			c := &corsv3.Cors{}
+			if err := hcm.GetHttpFilters()[1].GetTypedConfig().UnmarshalTo(c); err != nil {
+				t.Fatalf("%s listener %s: cors filter config: %v", p.ID, l.GetName(), err)
 			}
 			f := &faultv3.HTTPFault{}
 			if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(f); err != nil {

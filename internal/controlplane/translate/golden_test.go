@@ -29,6 +29,8 @@ func TestGolden(t *testing.T) {
 		{"gateway", ingressRouter()},
 		{"reviews-50-v3", productpageSidecar()},
 		{"fault", productpageSidecar()},
+		{"route-actions", productpageSidecar()},
+		{"gateway-redirect", ingressRouter()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -102,10 +103,15 @@ func gatewayListeners(p *model.Proxy, ports []gatewayPort) ([]*listenerv3.Listen
 }
 
 // httpListener is a listener whose only filter is an HTTP connection
-// manager taking its routes from RDS over ADS, with Istio's HTTP filters:
-// the fault filter, empty (no fault unless a route overrides it), then
-// the router. It fails only when a typed config cannot be packed.
+// manager taking its routes from RDS over ADS, with Istio's HTTP filters
+// in Istio's order: the fault filter and the CORS filter, both empty (no
+// fault and no CORS unless a route configures them), then the router. It
+// fails only when a typed config cannot be packed.
 func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string) (*listenerv3.Listener, error) {
+	cors, err := packAny(&corsv3.Cors{})
+	if err != nil {
+		return nil, fmt.Errorf("listener %q: %w", name, err)
+	}
 	fault, err := packAny(&faultv3.HTTPFault{})
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", name, err)
@@ -124,6 +130,9 @@ func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, sta
 		HttpFilters: []*hcmv3.HttpFilter{{
 			Name:       faultFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: fault},
+		}, {
+			Name:       corsFilter,
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cors},
 		}, {
 			Name:       routerFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},

@@ -8,7 +8,11 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -33,7 +37,7 @@ const defaultRouteName = "default"
 // (service, HTTP port), named "host:port", routed by the VirtualService
 // bound to the mesh for the host, or to the service port's cluster.
 func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfiguration, error) {
-	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute}
+	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 	used := map[string]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
@@ -52,7 +56,16 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfig
 				}
 			}
 			if len(routes) == 0 {
-				routes = []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname), defaultRetryPolicy())}
+				// As Istio's default outbound route: the service's
+				// consistentHash, and then no previous_hosts predicate.
+				hp := defaultRouteHashPolicies(pc, svc.Hostname, port.Number)
+				rp := defaultRetryPolicy()
+				if len(hp) > 0 {
+					rp.RetryHostPredicate = nil
+				}
+				r := defaultRoute(xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname), rp)
+				r.GetRoute().HashPolicy = hp
+				routes = []*routev3.Route{r}
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 				Name:    hostPort(svc.Hostname, port.Number),
@@ -70,7 +83,7 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfig
 // those services' names, routed to "inbound|PORT||"; and a "*" virtual host
 // to the lowest such port for any other authority.
 func inboundRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: xdsapi.InboundRoute}
+	rc := &routev3.RouteConfiguration{Name: xdsapi.InboundRoute, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 	byPort := map[uint32]*routev3.VirtualHost{}
 	var ports []uint32
 	used := map[string]bool{}
@@ -148,7 +161,7 @@ func gatewayRoutes(pc *model.PushContext, p *model.Proxy, ports []gatewayPort) (
 				}
 			}
 		}
-		rc := &routev3.RouteConfiguration{Name: xdsapi.GatewayRouteName(gp.port)}
+		rc := &routev3.RouteConfiguration{Name: xdsapi.GatewayRouteName(gp.port), MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 		for h, bs := range byHost {
 			slices.SortFunc(bs, func(a, b *binding) int {
 				return cmp.Or(cmp.Compare(a.vs.Namespace, b.vs.Namespace), cmp.Compare(a.vs.Name, b.vs.Name))
@@ -213,44 +226,88 @@ func intersectHosts(vsHost, serverHost string) (string, bool) {
 // through gateways (["mesh"] for a sidecar, else the Gateways binding vs to
 // the router's port) on listener port: one envoy Route per match that
 // applies (its port, sourceLabels, sourceNamespace and gateways fit), in
-// order, each with the HTTP route's fault, if any, as the fault filter's
-// typed_per_filter_config. HTTP routes with no
-// destinations (redirect, directResponse, delegate) are not served in this
-// version and are left out. Nothing after a catch-all route is emitted.
+// order, each built by httpRoute. HTTP routes with neither destinations,
+// redirect nor directResponse (delegate, refused by validation) are left
+// out. Nothing after a catch-all route is emitted, as in Istio.
 // It fails only when a typed config cannot be packed.
 func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateways []string, port uint32) ([]*routev3.Route, error) {
 	var out []*routev3.Route
 	for i, hr := range vs.Spec.GetHttp() {
-		if len(hr.GetRoute()) == 0 {
-			continue
-		}
-		filters, err := routeFilterConfig(hr)
+		base, err := httpRoute(pc, vs.Namespace, hr, port)
 		if err != nil {
 			return nil, fmt.Errorf("VirtualService %s/%s http[%d]: %w", vs.Namespace, vs.Name, i, err)
 		}
-		action := routeAction(pc, vs.Namespace, hr, port)
+		if base == nil {
+			continue
+		}
 		if len(hr.GetMatch()) == 0 {
-			out = append(out, &routev3.Route{
-				Name:                 hr.GetName(),
-				Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action:               &routev3.Route_Route{Route: action},
-				TypedPerFilterConfig: filters,
-			})
-			return out, nil
+			base.Name = hr.GetName()
+			base.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+			return append(out, base), nil
 		}
 		for _, m := range hr.GetMatch() {
 			if !matchApplies(m, p, vs.Namespace, gateways, port) {
 				continue
 			}
-			out = append(out, &routev3.Route{
-				Name:                 routeName(hr, m),
-				Match:                routeMatch(m),
-				Action:               &routev3.Route_Route{Route: action},
-				TypedPerFilterConfig: filters,
-			})
+			r := proto.Clone(base).(*routev3.Route)
+			r.Name = routeName(hr, m)
+			r.Match = routeMatch(m)
+			out = append(out, r)
+			if isCatchAll(r.GetMatch()) {
+				return out, nil
+			}
 		}
 	}
 	return out, nil
+}
+
+// isCatchAll reports whether m matches every request, as Istio's
+// IsCatchAllRoute: prefix "/" or regex ".*", with no header or query
+// parameter matcher.
+func isCatchAll(m *routev3.RouteMatch) bool {
+	if len(m.GetHeaders()) > 0 || len(m.GetQueryParameters()) > 0 {
+		return false
+	}
+	switch ps := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		return ps.Prefix == "/"
+	case *routev3.RouteMatch_SafeRegex:
+		return ps.SafeRegex.GetRegex() == ".*"
+	}
+	return false
+}
+
+// httpRoute is the envoy Route of hr without its name and match, as
+// Istio's translateRoute: hr.headers on the route (an authority set there
+// becomes the action's host_rewrite_literal); the action is hr.redirect's
+// RedirectAction, else hr.directResponse's DirectResponseAction, else
+// routeAction's RouteAction; hr.fault and hr.corsPolicy go to
+// typed_per_filter_config. It returns nil when hr has none of the three
+// actions, and fails only when a typed config cannot be packed.
+func httpRoute(pc *model.PushContext, vsNamespace string, hr *networking.HTTPRoute, port uint32) (*routev3.Route, error) {
+	r := &routev3.Route{}
+	ops := translateHeaders(hr.GetHeaders())
+	ops.applyToRoute(r)
+	switch {
+	case hr.GetRedirect() != nil:
+		r.Action = &routev3.Route_Redirect{Redirect: redirectAction(hr.GetRedirect(), port)}
+	case hr.GetDirectResponse() != nil:
+		r.Action = &routev3.Route_DirectResponse{DirectResponse: directResponseAction(hr.GetDirectResponse())}
+	case len(hr.GetRoute()) > 0:
+		ra, err := routeAction(pc, vsNamespace, hr, port, r, ops.authority)
+		if err != nil {
+			return nil, err
+		}
+		r.Action = &routev3.Route_Route{Route: ra}
+	default:
+		return nil, nil
+	}
+	filters, err := routeFilterConfig(hr)
+	if err != nil {
+		return nil, err
+	}
+	r.TypedPerFilterConfig = filters
+	return r, nil
 }
 
 func routeName(hr *networking.HTTPRoute, m *networking.HTTPMatchRequest) string {
@@ -373,16 +430,40 @@ func stringMatcher(sm *networking.StringMatch) *matcherv3.StringMatcher {
 	return nil
 }
 
-// routeAction translates HTTPRoute.route, timeout and retries.
-func routeAction(pc *model.PushContext, vsNamespace string, hr *networking.HTTPRoute, port uint32) *routev3.RouteAction {
+// routeAction translates HTTPRoute.route, timeout, retries, rewrite and
+// mirrors as Istio's applyHTTPRouteDestination. rewrite.uriRegexRewrite
+// becomes regex_rewrite, else rewrite.uri prefix_rewrite (Envoy swaps the
+// matched prefix, or the whole path of an exact or regex match, for it);
+// the host is rewritten to rewrite.authority, else to authority (from the
+// route's headers), else to the single destination's header authority. With
+// one destination its headers are appended to route r's; with several,
+// each weighted cluster carries its own. It fails only when a typed config
+// cannot be packed.
+func routeAction(pc *model.PushContext, vsNamespace string, hr *networking.HTTPRoute, port uint32, r *routev3.Route, authority string) (*routev3.RouteAction, error) {
 	ra := &routev3.RouteAction{
 		// Istio disables Envoy's 15s default: no timeout unless asked.
-		Timeout:     durationpb.New(0),
-		RetryPolicy: retryPolicy(hr.GetRetries()),
-		HashPolicy:  hashPolicies(pc, vsNamespace, hr, port),
+		Timeout:               durationpb.New(0),
+		HashPolicy:            hashPolicies(pc, vsNamespace, hr),
+		RequestMirrorPolicies: mirrorPolicies(pc, vsNamespace, hr, port),
 	}
 	if t := hr.GetTimeout(); t != nil {
 		ra.Timeout = durationpb.New(t.AsDuration())
+	}
+	if rw := hr.GetRewrite(); rw != nil {
+		if rr := rw.GetUriRegexRewrite(); rr != nil {
+			ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+				Pattern:      &matcherv3.RegexMatcher{Regex: rr.GetMatch()},
+				Substitution: rr.GetRewrite(),
+			}
+		} else if uri := rw.GetUri(); uri != "" {
+			ra.PrefixRewrite = uri
+		}
+		if a := rw.GetAuthority(); a != "" {
+			authority = a
+		}
+	}
+	if authority != "" {
+		ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: authority}
 	}
 	dests := hr.GetRoute()
 	if len(dests) > 1 {
@@ -394,19 +475,33 @@ func routeAction(pc *model.PushContext, vsNamespace string, hr *networking.HTTPR
 		}
 	}
 	if len(dests) == 1 {
-		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(pc, vsNamespace, dests[0].GetDestination(), port)}
-		return ra
+		d := dests[0]
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: destinationCluster(pc, vsNamespace, d.GetDestination(), port)}
+		ops := translateHeaders(d.GetHeaders())
+		ops.applyToRoute(r)
+		if ops.authority != "" && ra.HostRewriteSpecifier == nil {
+			ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: ops.authority}
+		}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, d := range dests {
+			cw := &routev3.WeightedCluster_ClusterWeight{
+				Name:   destinationCluster(pc, vsNamespace, d.GetDestination(), port),
+				Weight: wrapperspb.UInt32(uint32(max(d.GetWeight(), 1))),
+			}
+			translateHeaders(d.GetHeaders()).applyToClusterWeight(cw)
+			wc.Clusters = append(wc.Clusters, cw)
+		}
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
-	wc := &routev3.WeightedCluster{}
-	for _, d := range dests {
-		w := uint32(max(d.GetWeight(), 1))
-		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
-			Name:   destinationCluster(pc, vsNamespace, d.GetDestination(), port),
-			Weight: wrapperspb.UInt32(w),
-		})
+	// Retries keep to the host a consistent hash picked (Istio's
+	// DefaultConsistentHashPolicy), which Istio decides on the single
+	// destination only.
+	var err error
+	if ra.RetryPolicy, err = retryPolicy(hr.GetRetries(), len(dests) == 1 && len(ra.HashPolicy) > 0); err != nil {
+		return nil, err
 	}
-	ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
-	return ra
+	return ra, nil
 }
 
 // destinationCluster names the cluster of a route destination, as Istio's
@@ -424,17 +519,28 @@ func destinationCluster(pc *model.PushContext, vsNamespace string, d *networking
 	return xdsapi.ClusterName(xdsapi.Outbound, port, d.GetSubset(), host)
 }
 
-// retryPolicy translates HTTPRoute.retries: unset gives Istio's default,
-// attempts 0 none. retryOn's numeric entries (HTTP statuses 100-599) become
-// retriable status codes, with "retriable-status-codes" added to retry_on.
-func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
-	if r == nil {
-		return defaultRetryPolicy()
-	}
-	if r.GetAttempts() <= 0 {
-		return nil
+// retryPolicy translates HTTPRoute.retries as Istio's retry.ConvertPolicy:
+// unset gives Istio's default, attempts 0 none. Otherwise the default with
+// num_retries = attempts; retryOn's numeric entries (HTTP statuses 100-599)
+// become retriable status codes, with "retriable-status-codes" added to
+// retry_on, and its other conditions (HTTP and gRPC ones) pass through;
+// perTryTimeout to per_try_timeout; backoff to retry_back_off's
+// base_interval; retryIgnorePreviousHosts false drops, and true keeps, the
+// previous_hosts predicate; retryRemoteLocalities true adds the
+// previous_priorities retry priority (update_frequency 2). consistentHash
+// leaves out the previous_hosts predicate, as Istio does when the route
+// hashes to a host. It fails only when a typed config cannot be packed.
+func retryPolicy(r *networking.HTTPRetry, consistentHash bool) (*routev3.RetryPolicy, error) {
+	if r != nil && r.GetAttempts() <= 0 {
+		return nil, nil
 	}
 	rp := defaultRetryPolicy()
+	if consistentHash {
+		rp.RetryHostPredicate = nil
+	}
+	if r == nil {
+		return rp, nil
+	}
 	rp.NumRetries = wrapperspb.UInt32(uint32(r.GetAttempts()))
 	if r.GetRetryOn() != "" {
 		var on []string
@@ -466,16 +572,68 @@ func retryPolicy(r *networking.HTTPRetry) *routev3.RetryPolicy {
 	if t := r.GetPerTryTimeout(); t != nil {
 		rp.PerTryTimeout = durationpb.New(t.AsDuration())
 	}
-	return rp
+	if b := r.GetBackoff(); b != nil {
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(b.AsDuration())}
+	}
+	if ih := r.GetRetryIgnorePreviousHosts(); ih != nil {
+		rp.RetryHostPredicate = nil
+		if ih.GetValue() {
+			rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{previousHostsPredicate()}
+		}
+	}
+	if r.GetRetryRemoteLocalities().GetValue() {
+		cfg, err := packAny(&previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: previousPrioritiesUpdateFrequency})
+		if err != nil {
+			return nil, err
+		}
+		rp.RetryPriority = &routev3.RetryPolicy_RetryPriority{
+			Name:       previousPrioritiesRetryPriority,
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: cfg},
+		}
+	}
+	return rp, nil
 }
 
-func defaultRetryPolicy() *routev3.RetryPolicy {
-	return &routev3.RetryPolicy{
-		RetryOn:              defaultRetryOn,
-		NumRetries:           wrapperspb.UInt32(defaultNumRetries),
-		RetriableStatusCodes: []uint32{503},
+// Envoy's retry extensions Istio configures.
+const (
+	previousHostsRetryPredicate     = "envoy.retry_host_predicates.previous_hosts"
+	previousPrioritiesRetryPriority = "envoy.retry_priorities.previous_priorities"
+	// previousPrioritiesUpdateFrequency is Istio's: the priority load is
+	// recomputed after every 2 attempts.
+	previousPrioritiesUpdateFrequency = 2
+	// hostSelectionRetryMaxAttempts is how often Envoy re-picks a host the
+	// predicate rejects; Istio's fixed 5.
+	hostSelectionRetryMaxAttempts = 5
+)
+
+// previousHostsPredicate is Istio's retry host predicate: retries prefer a
+// host not tried yet. Its config is an empty PreviousHostsPredicate, whose
+// Any has no value bytes.
+func previousHostsPredicate() *routev3.RetryPolicy_RetryHostPredicate {
+	return &routev3.RetryPolicy_RetryHostPredicate{
+		Name: previousHostsRetryPredicate,
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: &anypb.Any{
+			TypeUrl: "type.googleapis.com/" + string(proto.MessageName(&previoushostsv3.PreviousHostsPredicate{})),
+		}},
 	}
 }
+
+// defaultRetryPolicy is Istio's DefaultPolicy: two retries on
+// connection-level failures and 503, preferring hosts not tried yet.
+func defaultRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:                       defaultRetryOn,
+		NumRetries:                    wrapperspb.UInt32(defaultNumRetries),
+		RetriableStatusCodes:          []uint32{503},
+		RetryHostPredicate:            []*routev3.RetryPolicy_RetryHostPredicate{previousHostsPredicate()},
+		HostSelectionRetryMaxAttempts: hostSelectionRetryMaxAttempts,
+	}
+}
+
+// maxDirectResponseBody is RouteConfiguration.max_direct_response_body_size_bytes,
+// 1 MiB as Istio sets it (Envoy's default is 4 KiB), matching the bound
+// validation puts on directResponse.body.
+var maxDirectResponseBody = wrapperspb.UInt32(1 << 20)
 
 // defaultRoute sends everything to cluster, with no timeout.
 func defaultRoute(cluster string, retry *routev3.RetryPolicy) *routev3.Route {

@@ -29,7 +29,9 @@ type request struct {
 }
 
 // outcome is where a request goes: "NR" when no route matches, else the
-// cluster, or "name=weight,..." for weighted clusters.
+// cluster, or "name=weight,..." for weighted clusters; a redirect is
+// "redirect CODE LOCATION" with the parts Envoy would change (scheme,
+// host, port, path) and a direct response "direct STATUS BODY".
 // It fails t on any match field it does not model.
 func simulate(t *testing.T, rc *routev3.RouteConfiguration, req request) string {
 	t.Helper()
@@ -40,6 +42,12 @@ func simulate(t *testing.T, rc *routev3.RouteConfiguration, req request) string 
 	for _, r := range vh.GetRoutes() {
 		if !routeMatches(t, r.GetMatch(), req) {
 			continue
+		}
+		switch act := r.GetAction().(type) {
+		case *routev3.Route_Redirect:
+			return redirectOutcome(t, r.GetMatch(), act.Redirect, req)
+		case *routev3.Route_DirectResponse:
+			return fmt.Sprintf("direct %d %s", act.DirectResponse.GetStatus(), act.DirectResponse.GetBody().GetInlineString())
 		}
 		a := r.GetRoute()
 		if c := a.GetCluster(); c != "" {
@@ -52,6 +60,46 @@ func simulate(t *testing.T, rc *routev3.RouteConfiguration, req request) string 
 		return strings.Join(parts, ",")
 	}
 	return "NR"
+}
+
+// redirectOutcome applies an Envoy RedirectAction to req, as Envoy's
+// RouteEntryImpl::newUri: scheme, host and port replaced when set (the
+// request's authority keeps its port unless port_redirect is set), and the
+// path replaced by path_redirect or its matched prefix by prefix_rewrite.
+func redirectOutcome(t *testing.T, m *routev3.RouteMatch, ra *routev3.RedirectAction, req request) string {
+	t.Helper()
+	onlyFields(t, ra, "host_redirect", "port_redirect", "scheme_redirect", "path_redirect", "prefix_rewrite", "response_code")
+	scheme := "http"
+	if s := ra.GetSchemeRedirect(); s != "" {
+		scheme = s
+	}
+	// As Envoy's newUri: host_redirect replaces the authority, port and
+	// all; port_redirect replaces the port; the query is kept.
+	host, port, hasPort := strings.Cut(req.authority, ":")
+	if h := ra.GetHostRedirect(); h != "" {
+		host, hasPort = h, false
+	}
+	if p := ra.GetPortRedirect(); p != 0 {
+		port, hasPort = fmt.Sprint(p), true
+	}
+	if hasPort {
+		host += ":" + port
+	}
+	path, query, hasQuery := strings.Cut(req.path, "?")
+	switch {
+	case ra.GetPathRedirect() != "":
+		path = ra.GetPathRedirect()
+	case ra.GetPrefixRewrite() != "":
+		path = ra.GetPrefixRewrite() + strings.TrimPrefix(path, m.GetPrefix())
+	}
+	if hasQuery {
+		path += "?" + query
+	}
+	code := map[routev3.RedirectAction_RedirectResponseCode]int{
+		routev3.RedirectAction_MOVED_PERMANENTLY: 301, routev3.RedirectAction_FOUND: 302, routev3.RedirectAction_SEE_OTHER: 303,
+		routev3.RedirectAction_TEMPORARY_REDIRECT: 307, routev3.RedirectAction_PERMANENT_REDIRECT: 308,
+	}[ra.GetResponseCode()]
+	return fmt.Sprintf("redirect %d %s://%s%s", code, scheme, host, path)
 }
 
 // selectVirtualHost follows Envoy's order: exact domain, then the longest
@@ -328,6 +376,28 @@ func TestSimulateRoutes(t *testing.T) {
 			request{"localhost:8080", "/ns", nil}, "NR"},
 		{"sourceLabels never apply on a router", "two-gateways", ingressRouter(), xdsapi.GatewayRouteName(8080),
 			request{"localhost:8080", "/labels", nil}, "NR"},
+		{"exact uri redirects", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"reviews:9080", "/old", nil}, "redirect 302 http://reviews.example.com/new"},
+		{"exact uri redirect is exact", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"reviews:9080", "/old/x", nil}, reviewsV1},
+		{"prefix answers directly", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"reviews:9080", "/teapot/pour", nil}, "direct 418 short and stout"},
+		{"jason's api call reaches v2", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"reviews:9080", "/api/x", jason}, reviewsV2},
+		{"anonymous api call reaches v1", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"reviews:9080", "/api/x", nil}, reviewsV1},
+		{"regex uri splits", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"reviews:9080", "/r/42", nil}, reviewsV1 + "=50," + reviewsV3 + "=50"},
+		{"match on another port never applies", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"details:9080", "/", nil}, "outbound|9080||details.default.svc.cluster.local"},
+		{"match on the listener port applies", "route-actions", productpageSidecar(), xdsapi.HTTPProxyRoute,
+			request{"details:9080", "/v1/x", nil}, "outbound|9080|v1|details.default.svc.cluster.local"},
+		{"gateway redirect to https on another port", "gateway-redirect", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/login", nil}, "redirect 301 https://localhost:8443/login"},
+		{"gateway prefix redirect", "gateway-redirect", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/old/page?x=1", nil}, "redirect 308 http://localhost:8080/new/page?x=1"},
+		{"gateway match of another gateway never applies", "gateway-redirect", ingressRouter(), xdsapi.GatewayRouteName(8080),
+			request{"localhost:8080", "/other", nil}, "NR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,50 +1,98 @@
 package translate
 
 import (
+	"maps"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 func TestRetryPolicy(t *testing.T) {
+	prevHosts := []*routev3.RetryPolicy_RetryHostPredicate{previousHostsPredicate()}
+	priorities, err := anypb.New(&previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name string
-		in   *networking.HTTPRetry
-		want *routev3.RetryPolicy
+		name           string
+		in             *networking.HTTPRetry
+		consistentHash bool
+		want           *routev3.RetryPolicy
 	}{
-		{"unset is Istio's default", nil, &routev3.RetryPolicy{
-			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(2), RetriableStatusCodes: []uint32{503}}},
-		{"attempts 0 disables", &networking.HTTPRetry{Attempts: 0}, nil},
-		{"attempts and per-try timeout", &networking.HTTPRetry{Attempts: 3, PerTryTimeout: durationpb.New(2 * time.Second)}, &routev3.RetryPolicy{
+		{"unset is Istio's default", nil, false, &routev3.RetryPolicy{
+			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(2), RetriableStatusCodes: []uint32{503},
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"unset with a consistent hash keeps the host", nil, true, &routev3.RetryPolicy{
+			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(2), RetriableStatusCodes: []uint32{503},
+			HostSelectionRetryMaxAttempts: 5}},
+		{"attempts 0 disables", &networking.HTTPRetry{Attempts: 0}, false, nil},
+		{"attempts and per-try timeout", &networking.HTTPRetry{Attempts: 3, PerTryTimeout: durationpb.New(2 * time.Second)}, false, &routev3.RetryPolicy{
 			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(3), RetriableStatusCodes: []uint32{503},
-			PerTryTimeout: durationpb.New(2 * time.Second)}},
-		{"retryOn with codes", &networking.HTTPRetry{Attempts: 1, RetryOn: "5xx, 502,gateway-error"}, &routev3.RetryPolicy{
-			RetryOn: "5xx,gateway-error,retriable-status-codes", NumRetries: wrapperspb.UInt32(1), RetriableStatusCodes: []uint32{502}}},
-		{"retryOn without codes", &networking.HTTPRetry{Attempts: 1, RetryOn: "connect-failure"}, &routev3.RetryPolicy{
-			RetryOn: "connect-failure", NumRetries: wrapperspb.UInt32(1)}},
-		{"retryOn numbers are codes only, out of range dropped", &networking.HTTPRetry{Attempts: 2, RetryOn: "503,700,429,503,reset"}, &routev3.RetryPolicy{
-			RetryOn: "reset,retriable-status-codes", NumRetries: wrapperspb.UInt32(2), RetriableStatusCodes: []uint32{503, 429}}},
+			PerTryTimeout: durationpb.New(2 * time.Second), RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"retryOn with codes", &networking.HTTPRetry{Attempts: 1, RetryOn: "5xx, 502,gateway-error"}, false, &routev3.RetryPolicy{
+			RetryOn: "5xx,gateway-error,retriable-status-codes", NumRetries: wrapperspb.UInt32(1), RetriableStatusCodes: []uint32{502},
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"retryOn without codes", &networking.HTTPRetry{Attempts: 1, RetryOn: "connect-failure"}, false, &routev3.RetryPolicy{
+			RetryOn: "connect-failure", NumRetries: wrapperspb.UInt32(1), RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"retryOn numbers are codes only, out of range dropped", &networking.HTTPRetry{Attempts: 2, RetryOn: "503,700,429,503,reset"}, false, &routev3.RetryPolicy{
+			RetryOn: "reset,retriable-status-codes", NumRetries: wrapperspb.UInt32(2), RetriableStatusCodes: []uint32{503, 429},
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"gRPC conditions pass through", &networking.HTTPRetry{Attempts: 2, RetryOn: "cancelled,deadline-exceeded,internal,resource-exhausted,unavailable"}, false, &routev3.RetryPolicy{
+			RetryOn: "cancelled,deadline-exceeded,internal,resource-exhausted,unavailable", NumRetries: wrapperspb.UInt32(2),
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"retryIgnorePreviousHosts false drops the predicate", &networking.HTTPRetry{Attempts: 1, RetryIgnorePreviousHosts: wrapperspb.Bool(false)}, false, &routev3.RetryPolicy{
+			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(1), RetriableStatusCodes: []uint32{503}, HostSelectionRetryMaxAttempts: 5}},
+		{"retryIgnorePreviousHosts true wins over a consistent hash", &networking.HTTPRetry{Attempts: 1, RetryIgnorePreviousHosts: wrapperspb.Bool(true)}, true, &routev3.RetryPolicy{
+			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(1), RetriableStatusCodes: []uint32{503},
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
+		{"retryRemoteLocalities and backoff", &networking.HTTPRetry{Attempts: 4, RetryRemoteLocalities: wrapperspb.Bool(true), Backoff: durationpb.New(25 * time.Millisecond)}, false, &routev3.RetryPolicy{
+			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(4), RetriableStatusCodes: []uint32{503},
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5,
+			RetryPriority: &routev3.RetryPolicy_RetryPriority{
+				Name:       "envoy.retry_priorities.previous_priorities",
+				ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: priorities},
+			},
+			RetryBackOff: &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(25 * time.Millisecond)}}},
+		{"retryRemoteLocalities false adds nothing", &networking.HTTPRetry{Attempts: 1, RetryRemoteLocalities: wrapperspb.Bool(false)}, false, &routev3.RetryPolicy{
+			RetryOn: defaultRetryOn, NumRetries: wrapperspb.UInt32(1), RetriableStatusCodes: []uint32{503},
+			RetryHostPredicate: prevHosts, HostSelectionRetryMaxAttempts: 5}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(tt.want, retryPolicy(tt.in), protocmp.Transform()); diff != "" {
+			got, err := retryPolicy(tt.in, tt.consistentHash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("retryPolicy (-want +got):\n%s", diff)
 			}
 		})
+	}
+	// The predicate's config must be Envoy's PreviousHostsPredicate.
+	var ph previoushostsv3.PreviousHostsPredicate
+	if err := previousHostsPredicate().GetTypedConfig().UnmarshalTo(&ph); err != nil {
+		t.Errorf("previous_hosts typed_config: %v", err)
 	}
 }
 
@@ -270,5 +318,123 @@ func TestGenerateErrors(t *testing.T) {
 	r := mustGenerate(t, pc, productpageSidecar())
 	if len(r.Listeners) != 2 || len(r.Routes) != 2 || len(r.Clusters) != 1 {
 		t.Errorf("empty mesh: %d listeners, %d routes, %d clusters; want 2, 2, 1 (BlackHoleCluster)", len(r.Listeners), len(r.Routes), len(r.Clusters))
+	}
+}
+
+// TestHTTPRouteActions checks the Envoy fields of issue 3's route actions
+// (testdata/route-actions) on the sidecar's reviews virtual host: rewrite,
+// host rewrite, headers at route and destination level, mirrors, CORS and
+// retries, as Istio's translateRoute emits them.
+func TestHTTPRouteActions(t *testing.T) {
+	pc := loadPushContext(t, meshFile, filepath.Join("testdata", "route-actions", "input.yaml"))
+	r := mustGenerate(t, pc, productpageSidecar())
+	routes := map[string]*routev3.Route{}
+	for _, vh := range routeConfig(t, r, xdsapi.HTTPProxyRoute).GetVirtualHosts() {
+		if vh.GetName() == "reviews.default.svc.cluster.local:9080" {
+			for _, rt := range vh.GetRoutes() {
+				routes[rt.GetName()] = rt
+			}
+		}
+	}
+	const (
+		mirrorRatings = `cluster:"outbound|9080||ratings.default.svc.cluster.local" trace_sampled:{}`
+		prevHosts     = `retry_host_predicate:{name:"envoy.retry_host_predicates.previous_hosts" typed_config:{[type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate]:{}}} host_selection_retry_max_attempts:5`
+		defaultRetry  = `retry_policy:{retry_on:"connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes" num_retries:{value:2} retriable_status_codes:503 ` + prevHosts + `}`
+	)
+	tests := []struct {
+		route string
+		want  string // the Route without name and match, in prototext
+	}{
+		{"moved", `redirect:{host_redirect:"reviews.example.com" path_redirect:"/new" response_code:FOUND}`},
+		{"teapot", `direct_response:{status:418 body:{inline_string:"short and stout"}}`},
+		{"api", `route:{cluster:"outbound|9080|v2|reviews.default.svc.cluster.local" timeout:{}
+			prefix_rewrite:"/v2/api" host_rewrite_literal:"reviews-v2.default.svc.cluster.local"
+			request_mirror_policies:{` + mirrorRatings + ` runtime_fraction:{default_value:{numerator:250000 denominator:MILLION}}}
+			retry_policy:{retry_on:"cancelled,unavailable,retriable-status-codes" num_retries:{value:3} retriable_status_codes:503 ` + prevHosts + `
+				retry_priority:{name:"envoy.retry_priorities.previous_priorities" typed_config:{[type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig]:{update_frequency:2}}}}}
+			request_headers_to_add:{header:{key:"x-route" value:"api"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}
+			request_headers_to_add:{header:{key:"x-trace" value:"1"} append_action:APPEND_IF_EXISTS_OR_ADD}
+			request_headers_to_remove:"x-debug"
+			response_headers_to_add:{header:{key:"cache-control" value:"no-store"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}
+			response_headers_to_remove:"server"
+			typed_per_filter_config:{key:"envoy.filters.http.cors" value:{[type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy]:{
+				allow_origin_string_match:{exact:"https://bookinfo.example"} allow_methods:"GET,POST" allow_headers:"x-user" max_age:"3600"
+				allow_credentials:{value:true} filter_enabled:{default_value:{numerator:100}} forward_not_matching_preflights:{value:true}}}}`},
+		{"numbered", `route:{timeout:{} regex_rewrite:{pattern:{regex:"^/r/([0-9]+)$"} substitution:"/reviews/\\1"}
+			weighted_clusters:{
+				clusters:{name:"outbound|9080|v1|reviews.default.svc.cluster.local" weight:{value:50}
+					request_headers_to_add:{header:{key:"x-version" value:"v1"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}}
+				clusters:{name:"outbound|9080|v3|reviews.default.svc.cluster.local" weight:{value:50}
+					request_headers_to_add:{header:{key:"x-version" value:"v3"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}
+					host_rewrite_literal:"reviews-v3"}}
+			` + defaultRetry + `}`},
+		{"default", `route:{cluster:"outbound|9080|v1|reviews.default.svc.cluster.local" timeout:{}
+			request_mirror_policies:{cluster:"outbound|9080||details.default.svc.cluster.local" trace_sampled:{} runtime_fraction:{default_value:{numerator:100000 denominator:MILLION}}}
+			request_mirror_policies:{` + mirrorRatings + ` runtime_fraction:{default_value:{numerator:100}}}
+			` + defaultRetry + `}
+			response_headers_to_add:{header:{key:"x-served-by" value:"v1"} append_action:APPEND_IF_EXISTS_OR_ADD}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.route, func(t *testing.T) {
+			got := routes[tt.route]
+			if got == nil {
+				t.Fatalf("no route %q in %v", tt.route, slices.Collect(maps.Keys(routes)))
+			}
+			got = proto.Clone(got).(*routev3.Route)
+			got.Name, got.Match = "", nil
+			want := &routev3.Route{}
+			if err := prototextUnmarshal(tt.want, want); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("route %q (-want +got):\n%s", tt.route, diff)
+			}
+		})
+	}
+}
+
+// TestRouteActionInputsValid keeps the route-action inputs valid Istio
+// config, so the translation tests never test what Loom refuses.
+func TestRouteActionInputsValid(t *testing.T) {
+	for _, c := range []string{"route-actions", "gateway-redirect"} {
+		var rs []*config.Resource
+		for _, f := range []string{meshFile, filepath.Join("testdata", c, "input.yaml")} {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, errs := config.Decode(f, data)
+			if err := errs.Err(); err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, got...)
+		}
+		if errs := validation.ValidateAll(rs); len(errs) > 0 {
+			t.Errorf("%s: %v", c, errs.Err())
+		}
+	}
+}
+
+func TestIsCatchAll(t *testing.T) {
+	tests := []struct {
+		match string // RouteMatch in prototext
+		want  bool
+	}{
+		{`prefix:"/"`, true},
+		{`prefix:"/" case_sensitive:{}`, true},
+		{`safe_regex:{regex:".*"}`, true},
+		{`prefix:"/a"`, false},
+		{`path:"/"`, false},
+		{`prefix:"/" headers:{name:"x" present_match:true}`, false},
+		{`prefix:"/" query_parameters:{name:"q" present_match:true}`, false},
+	}
+	for _, tt := range tests {
+		m := &routev3.RouteMatch{}
+		if err := prototextUnmarshal(tt.match, m); err != nil {
+			t.Fatal(err)
+		}
+		if got := isCatchAll(m); got != tt.want {
+			t.Errorf("isCatchAll(%s) = %v, want %v", tt.match, got, tt.want)
+		}
 	}
 }

@@ -128,31 +128,10 @@ const Unsupported = "not supported by this version of Loom"
 func (c *checker) unsupported(field string) { c.errf(field, "%s", Unsupported) }
 
 // unsupportedHTTP refuses the HTTPRoute fields the translator does not
-// serve: every one changes the response or where the request goes.
+// serve: delegate changes where the request goes.
 func (c *checker) unsupportedHTTP(p string, h *networking.HTTPRoute) {
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{
-		{"redirect", h.Redirect != nil},
-		{"directResponse", h.DirectResponse != nil},
-		{"delegate", h.Delegate != nil},
-		{"rewrite", h.Rewrite != nil},
-		{"mirror", h.Mirror != nil},
-		{"mirrors", len(h.Mirrors) > 0},
-		{"mirrorPercentage", h.MirrorPercentage != nil},
-		{"mirrorPercent", h.MirrorPercent != nil},
-		{"corsPolicy", h.CorsPolicy != nil},
-		{"headers", h.Headers != nil},
-	} {
-		if f.set {
-			c.unsupported(p + "." + f.name)
-		}
-	}
-	for i, r := range h.Route {
-		if r.Headers != nil {
-			c.unsupported(fmt.Sprintf("%s.route[%d].headers", p, i))
-		}
+	if h.Delegate != nil {
+		c.unsupported(p + ".delegate")
 	}
 }
 
@@ -263,6 +242,9 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 		c.port(mp+".port", m.Port, true)
 		c.labels(mp+".sourceLabels", m.SourceLabels)
 		c.gatewayNames(mp+".gateways", m.Gateways)
+		if ns := m.SourceNamespace; ns != "" && !isDNS1123Label(ns) {
+			c.errf(mp+".sourceNamespace", "Invalid value: %q: must be a DNS-1123 label", ns)
+		}
 	}
 	if h.Delegate != nil {
 		if h.Delegate.Name == "" {
@@ -273,46 +255,32 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 		}
 	}
 	c.httpRouteDestinations(p, h.Route)
-	if r := h.Redirect; r != nil {
-		if r.Uri == "" && r.Authority == "" && r.RedirectPort == nil && r.Scheme == "" && r.PrefixRewrite == "" {
-			c.errf(p+".redirect", "Invalid value: redirect must specify uri, authority, port, scheme or prefixRewrite")
-		}
-		if r.Uri != "" && r.PrefixRewrite != "" {
-			c.errf(p+".redirect", "Invalid value: only one of uri or prefixRewrite may be set")
-		}
-		if code := r.RedirectCode; code != 0 && (code < 300 || code > 399) {
-			c.errf(p+".redirect.redirectCode", "Invalid value: %d: must be a 3xx status", code)
+	c.redirect(p+".redirect", h.Redirect)
+	if h.Redirect != nil {
+		if h.Fault != nil {
+			c.errf(p+".fault", "Invalid value: HTTP route cannot contain both fault and redirect")
 		}
 		if h.Rewrite != nil {
-			c.errf(p+".rewrite", "Invalid value: rewrite may not be used with redirect")
+			c.errf(p+".rewrite", "Invalid value: HTTP route rule cannot contain both rewrite and redirect")
 		}
 	}
-	if d := h.DirectResponse; d != nil {
-		if d.Status < 200 || d.Status > 599 {
-			c.errf(p+".directResponse.status", "Invalid value: %d: must be between 200 and 599", d.Status)
+	if h.DirectResponse != nil {
+		// Istio's validateHTTPRouteConflict.
+		if h.Fault != nil {
+			c.errf(p+".fault", "Invalid value: directResponse cannot be used with fault")
+		}
+		if h.Rewrite != nil {
+			c.errf(p+".rewrite", "Invalid value: directResponse cannot be used with rewrite")
 		}
 	}
-	if rw := h.Rewrite; rw != nil {
-		if rw.Uri != "" && rw.UriRegexRewrite != nil {
-			c.errf(p+".rewrite", "Invalid value: only one of uri or uriRegexRewrite may be set")
-		}
-		if rr := rw.UriRegexRewrite; rr != nil {
-			if rr.Match == "" {
-				c.errf(p+".rewrite.uriRegexRewrite.match", "Required value")
-			} else if _, err := regexp.Compile(rr.Match); err != nil {
-				c.errf(p+".rewrite.uriRegexRewrite.match", "Invalid value: %q: %v", rr.Match, err)
-			}
-		}
+	if h.Mirror != nil && len(h.Mirrors) > 0 {
+		c.errf(p+".mirrors", "Invalid value: HTTP route cannot contain both mirror and mirrors")
 	}
+	c.directResponse(p+".directResponse", h.DirectResponse)
+	c.rewrite(p+".rewrite", h.Rewrite)
+	c.authorityOnce(p, h.Rewrite, h.Headers)
 	c.duration(p+".timeout", h.Timeout)
-	if r := h.Retries; r != nil {
-		if r.Attempts < 0 {
-			c.errf(p+".retries.attempts", "Invalid value: %d: attempts cannot be negative", r.Attempts)
-		}
-		c.retryOn(p+".retries.retryOn", r.RetryOn)
-		c.duration(p+".retries.perTryTimeout", r.PerTryTimeout)
-		c.duration(p+".retries.backoff", r.Backoff)
-	}
+	c.retries(p+".retries", h.Retries)
 	c.fault(p+".fault", h.Fault)
 	if h.Mirror != nil {
 		c.destination(p+".mirror", h.Mirror)
@@ -323,22 +291,201 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 	}
 	for i, m := range h.Mirrors {
 		mp := fmt.Sprintf("%s.mirrors[%d]", p, i)
-		if m.Destination == nil {
-			c.errf(mp+".destination", "Required value")
-		} else {
+		switch {
+		case m == nil:
+			c.errf(mp, "Required value: mirror cannot be null")
+		case m.Destination == nil:
+			c.errf(mp+".destination", "Required value: destination is required for mirrors")
+		default:
 			c.destination(mp+".destination", m.Destination)
 		}
-		c.percent(mp+".percentage.value", m.Percentage)
+		c.percent(mp+".percentage.value", m.GetPercentage())
 	}
-	if cp := h.CorsPolicy; cp != nil {
-		for i, o := range cp.AllowOrigins {
-			c.stringMatch(fmt.Sprintf("%s.corsPolicy.allowOrigins[%d]", p, i), o, false)
-		}
-		c.duration(p+".corsPolicy.maxAge", cp.MaxAge)
-	}
+	c.corsPolicy(p+".corsPolicy", h.CorsPolicy)
 	c.headerOps(p+".headers", h.Headers)
 }
 
+// redirect checks HTTPRoute.redirect as Istio's validateHTTPRedirect:
+// something to redirect to, uri or prefixRewrite, scheme "http" or
+// "https", a valid port, and a redirectCode Envoy can send (Istio accepts
+// any 3xx but then drops the route's action for the others).
+func (c *checker) redirect(p string, r *networking.HTTPRedirect) {
+	if r == nil {
+		return
+	}
+	if r.Uri == "" && r.Authority == "" && r.RedirectPort == nil && r.Scheme == "" && r.PrefixRewrite == "" {
+		c.errf(p, "Invalid value: redirect must specify uri, authority, scheme, port or prefixRewrite")
+	}
+	if r.Uri != "" && r.PrefixRewrite != "" {
+		c.errf(p, "Invalid value: only one of uri or prefixRewrite may be set")
+	}
+	switch code := r.RedirectCode; {
+	case code == 0 || code == 301 || code == 302 || code == 303 || code == 307 || code == 308:
+	case code < 300 || code > 399:
+		c.errf(p+".redirectCode", "Invalid value: %d: %d is not a valid redirect code, must be 3xx", code, code)
+	default:
+		c.errf(p+".redirectCode", "Unsupported value: %d: supported values: 301, 302, 303, 307, 308", code)
+	}
+	if r.Scheme != "" && r.Scheme != "http" && r.Scheme != "https" {
+		c.errf(p+".scheme", `Unsupported value: %q: invalid redirect scheme, must be "http" or "https"`, r.Scheme)
+	}
+	if pt, ok := r.RedirectPort.(*networking.HTTPRedirect_Port); ok {
+		c.port(p+".port", pt.Port, false)
+	}
+}
+
+// maxDirectResponseBody is Istio's limit on an inline directResponse body.
+const maxDirectResponseBody = 1 << 20
+
+// directResponse checks HTTPRoute.directResponse as Istio's
+// validateHTTPDirectResponse: a status 200-599 and a body under 1 MiB.
+func (c *checker) directResponse(p string, d *networking.HTTPDirectResponse) {
+	if d == nil {
+		return
+	}
+	if d.Status < 200 || d.Status > 599 {
+		c.errf(p+".status", "Invalid value: %d: must be between 200 and 599", d.Status)
+	}
+	size := 0
+	switch b := d.GetBody().GetSpecifier().(type) {
+	case *networking.HTTPBody_String_:
+		size = len(b.String_)
+	case *networking.HTTPBody_Bytes:
+		size = len(b.Bytes)
+	}
+	if size > maxDirectResponseBody {
+		c.errf(p+".body", "Invalid value: large direct_responses may impact control plane performance, must be less than 1MB")
+	}
+}
+
+// rewrite checks HTTPRoute.rewrite as Istio's validateHTTPRewrite: uri or
+// uriRegexRewrite (not both) or authority, and a uriRegexRewrite with both
+// fields and an RE2 match.
+func (c *checker) rewrite(p string, rw *networking.HTTPRewrite) {
+	if rw == nil {
+		return
+	}
+	if rw.Uri != "" && rw.UriRegexRewrite != nil {
+		c.errf(p, "Invalid value: rewrite may only contain one of uri or uriRegexRewrite")
+	}
+	if rw.Uri == "" && rw.UriRegexRewrite == nil && rw.Authority == "" {
+		c.errf(p, "Invalid value: rewrite must specify at least one of uri, uriRegexRewrite or authority")
+	}
+	if rr := rw.UriRegexRewrite; rr != nil {
+		if rr.Match == "" {
+			c.errf(p+".uriRegexRewrite.match", "Required value: uriRegexRewrite requires both rewrite and match")
+		} else if _, err := regexp.Compile(rr.Match); err != nil {
+			c.errf(p+".uriRegexRewrite.match", "Invalid value: %q: not an RE2 regular expression: %v", rr.Match, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		}
+		if rr.Rewrite == "" {
+			c.errf(p+".uriRegexRewrite.rewrite", "Required value: uriRegexRewrite requires both rewrite and match")
+		}
+	}
+}
+
+// authorityOnce applies Istio's validateAuthorityRewrite: the authority is
+// rewritten in one place only, rewrite.authority or one request set/add of
+// ":authority" or "host".
+func (c *checker) authorityOnce(p string, rw *networking.HTTPRewrite, h *networking.Headers) {
+	current := rw.GetAuthority()
+	for _, op := range []struct {
+		name string
+		m    map[string]string
+	}{{"set", h.GetRequest().GetSet()}, {"add", h.GetRequest().GetAdd()}} {
+		for _, k := range sortedKeys(op.m) {
+			if !isAuthorityHeader(k) {
+				continue
+			}
+			if current != "" {
+				c.errf(fmt.Sprintf("%s.headers.request.%s[%s]", p, op.name, k),
+					"Invalid value: authority header cannot be set multiple times: have %q, attempting to set %q", current, op.m[k])
+				continue
+			}
+			current = op.m[k]
+		}
+	}
+}
+
+// retries checks HTTPRoute.retries as Istio's validateHTTPRetry.
+func (c *checker) retries(p string, r *networking.HTTPRetry) {
+	if r == nil {
+		return
+	}
+	if r.Attempts < 0 {
+		c.errf(p+".attempts", "Invalid value: %d: attempts cannot be negative", r.Attempts)
+	}
+	if r.Attempts == 0 && (r.PerTryTimeout != nil || r.RetryOn != "" || r.RetryRemoteLocalities != nil) {
+		c.errf(p, "Invalid value: http retry policy configured when attempts are set to 0 (disabled)")
+	}
+	c.retryOn(p+".retryOn", r.RetryOn)
+	c.duration(p+".perTryTimeout", r.PerTryTimeout)
+	c.duration(p+".backoff", r.Backoff)
+}
+
+// corsMethods are the allowMethods Istio accepts.
+var corsMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "DELETE": true,
+	"CONNECT": true, "OPTIONS": true, "TRACE": true, "PATCH": true, "*": true,
+}
+
+// corsPolicy checks HTTPRoute.corsPolicy as Istio's validateCORSPolicy:
+// each allowOrigins entry a non-empty exact, prefix or regex; methods
+// Istio knows; header names valid or "*"; maxAge in whole seconds.
+func (c *checker) corsPolicy(p string, cp *networking.CorsPolicy) {
+	if cp == nil {
+		return
+	}
+	for i, o := range cp.AllowOrigins {
+		op := fmt.Sprintf("%s.allowOrigins[%d]", p, i)
+		var v string
+		switch t := o.GetMatchType().(type) {
+		case *networking.StringMatch_Exact:
+			v = t.Exact
+		case *networking.StringMatch_Prefix:
+			v = t.Prefix
+		case *networking.StringMatch_Regex:
+			v = t.Regex
+		}
+		if v == "" {
+			c.errf(op, "Invalid value: %q is not a valid match type for CORS allow origins", v)
+			continue
+		}
+		c.stringMatch(op, o, false)
+	}
+	for i, m := range cp.AllowMethods {
+		if !corsMethods[m] {
+			c.errf(fmt.Sprintf("%s.allowMethods[%d]", p, i), "Unsupported value: %q: %q is not a supported HTTP method", m, m)
+		}
+	}
+	for _, hs := range []struct {
+		name  string
+		names []string
+	}{{"allowHeaders", cp.AllowHeaders}, {"exposeHeaders", cp.ExposeHeaders}} {
+		for i, n := range hs.names {
+			if n != "*" && !isHeaderName(n) {
+				c.errf(fmt.Sprintf("%s.%s[%d]", p, hs.name, i), "Invalid value: %q: invalid header name", n)
+			}
+		}
+	}
+	if cp.MaxAge != nil {
+		c.duration(p+".maxAge", cp.MaxAge)
+		if cp.MaxAge.Nanos > 0 {
+			c.errf(p+".maxAge", "Invalid value: %s: max_age duration is accurate only to seconds precision", cp.MaxAge.AsDuration())
+		}
+	}
+}
+
+// isAuthorityHeader reports whether a header operation names the
+// authority, which Envoy rewrites rather than sets.
+func isAuthorityHeader(k string) bool {
+	return strings.EqualFold(k, ":authority") || strings.EqualFold(k, "host")
+}
+
+// headerOps checks an HTTPRoute's or a destination's headers as Istio's
+// ValidateHTTPHeader*OperationName: valid header names; a pseudo-header
+// (":name") or "host" may be set or added on requests only as the
+// authority (":authority" or "host"), and never removed or set on
+// responses, as Envoy refuses to modify them.
 func (c *checker) headerOps(p string, h *networking.Headers) {
 	if h == nil {
 		return
@@ -355,17 +502,55 @@ func (c *checker) headerOps(p string, h *networking.Headers) {
 			m    map[string]string
 		}{{"set", op.ops.Set}, {"add", op.ops.Add}} {
 			for _, k := range sortedKeys(m.m) {
-				if !isHeaderName(k) {
-					c.errf(fmt.Sprintf("%s.%s.%s[%s]", p, op.name, m.name, k), "Invalid value: invalid header name")
+				fp := fmt.Sprintf("%s.%s.%s[%s]", p, op.name, m.name, k)
+				switch {
+				case !isHeaderName(k):
+					c.errf(fp, "Invalid value: %q: invalid header name", k)
+				case op.name == "request" && isAuthorityHeader(k):
+				case isInternalHeader(k):
+					c.errf(fp, "Invalid value: %q: invalid header: pseudo-headers and host cannot be modified", k)
 				}
+				c.headerValue(fp, m.m[k])
 			}
 		}
 		for i, k := range op.ops.Remove {
-			if !isHeaderName(k) {
-				c.errf(fmt.Sprintf("%s.%s.remove[%d]", p, op.name, i), "Invalid value: %q: invalid header name", k)
+			fp := fmt.Sprintf("%s.%s.remove[%d]", p, op.name, i)
+			switch {
+			case !isHeaderName(k):
+				c.errf(fp, "Invalid value: %q: invalid header name", k)
+			case isInternalHeader(k):
+				c.errf(fp, "Invalid value: %q: invalid header: pseudo-headers and host cannot be modified", k)
 			}
 		}
 	}
+}
+
+// headerValue checks a header value to set or add. Envoy reads "%...%"
+// in a value as a substitution command (%DOWNSTREAM_REMOTE_ADDRESS% and
+// others), which this version of Loom does not implement, and a lone "%"
+// as malformed (Istio's ValidateHTTPHeaderValue); "%%" is a literal "%".
+func (c *checker) headerValue(p, v string) {
+	for i := 0; i < len(v); i++ {
+		if v[i] != '%' {
+			continue
+		}
+		if i+1 < len(v) && v[i+1] == '%' {
+			i++
+			continue
+		}
+		if j := strings.IndexByte(v[i+1:], '%'); j > 0 {
+			c.errf(p, "Invalid value: %q: the substitution %s is %s (write %%%% for a literal %%)", v, v[i:i+j+2], Unsupported)
+		} else {
+			c.errf(p, "Invalid value: %q: a lone %% must be written %%%%", v)
+		}
+		return
+	}
+}
+
+// isInternalHeader reports whether Envoy refuses to modify header k: a
+// pseudo-header or "host".
+func isInternalHeader(k string) bool {
+	return strings.HasPrefix(k, ":") || strings.EqualFold(k, "host")
 }
 
 func (c *checker) httpRouteDestinations(p string, rs []*networking.HTTPRouteDestination) {
@@ -493,229 +678,6 @@ func gatewayName(g string) string {
 		return `must be "mesh", NAME or NAMESPACE/NAME with DNS-1123 labels`
 	}
 	return ""
-}
-
-// DestinationRule (Istio's ValidateDestinationRule).
-
-func (c *checker) destinationRule(dr *networking.DestinationRule) {
-	if dr.Host == "" {
-		c.errf("spec.host", "Required value")
-	} else if msg := wildcardDomain(dr.Host); msg != "" {
-		c.errf("spec.host", "Invalid value: %q: %s", dr.Host, msg)
-	}
-	if dr.TrafficPolicy != nil {
-		c.trafficPolicy("spec.trafficPolicy", dr.TrafficPolicy, true)
-	}
-	names := map[string]bool{}
-	for i, s := range dr.Subsets {
-		p := fmt.Sprintf("spec.subsets[%d]", i)
-		switch {
-		case s.Name == "":
-			c.errf(p+".name", "Required value")
-		case !isDNS1123Label(s.Name):
-			c.errf(p+".name", "Invalid value: %q: subset name must be a DNS-1123 label", s.Name)
-		case names[s.Name]:
-			c.errf(p+".name", "Duplicate value: %q", s.Name)
-		}
-		names[s.Name] = true
-		c.labels(p+".labels", s.Labels)
-		if s.TrafficPolicy != nil {
-			c.trafficPolicy(p+".trafficPolicy", s.TrafficPolicy, true)
-		}
-	}
-	if ws := dr.WorkloadSelector; ws != nil {
-		c.selector("spec.workloadSelector.matchLabels", ws.MatchLabels)
-	}
-}
-
-func (c *checker) trafficPolicy(p string, tp *networking.TrafficPolicy, portLevel bool) {
-	if tp.LoadBalancer == nil && tp.ConnectionPool == nil && tp.OutlierDetection == nil && tp.Tls == nil &&
-		len(tp.PortLevelSettings) == 0 && tp.Tunnel == nil && tp.ProxyProtocol == nil && tp.RetryBudget == nil {
-		c.errf(p, "Invalid value: traffic policy must have at least one field")
-	}
-	c.loadBalancer(p+".loadBalancer", tp.LoadBalancer)
-	c.connectionPool(p+".connectionPool", tp.ConnectionPool)
-	c.outlierDetection(p+".outlierDetection", tp.OutlierDetection)
-	c.clientTLS(p+".tls", tp.Tls)
-	if t := tp.Tunnel; t != nil {
-		if t.Protocol != "" && t.Protocol != "CONNECT" && t.Protocol != "POST" {
-			c.errf(p+".tunnel.protocol", "Unsupported value: %q: supported values: \"CONNECT\", \"POST\"", t.Protocol)
-		}
-		if t.TargetHost == "" {
-			c.errf(p+".tunnel.targetHost", "Required value")
-		}
-		c.port(p+".tunnel.targetPort", t.TargetPort, false)
-	}
-	if rb := tp.RetryBudget; rb != nil {
-		if rb.Percent != nil && (rb.Percent.Value < 0 || rb.Percent.Value > 100) {
-			c.errf(p+".retryBudget.percent", "Invalid value: %v: must be between 0 and 100", rb.Percent.Value)
-		}
-		c.duration(p+".retryBudget.budgetInterval", rb.BudgetInterval)
-	}
-	if !portLevel && len(tp.PortLevelSettings) > 0 {
-		c.errf(p+".portLevelSettings", "Forbidden: not allowed here")
-	}
-	ports := map[uint32]bool{}
-	for i, pls := range tp.PortLevelSettings {
-		pp := fmt.Sprintf("%s.portLevelSettings[%d]", p, i)
-		if pls.Port == nil {
-			c.errf(pp+".port", "Required value: port must be specified")
-		} else {
-			c.port(pp+".port.number", pls.Port.Number, false)
-			if ports[pls.Port.Number] {
-				c.errf(pp+".port.number", "Duplicate value: %d", pls.Port.Number)
-			}
-			ports[pls.Port.Number] = true
-		}
-		if pls.LoadBalancer == nil && pls.ConnectionPool == nil && pls.OutlierDetection == nil && pls.Tls == nil {
-			c.errf(pp, "Invalid value: port traffic policy must have at least one field")
-		}
-		c.loadBalancer(pp+".loadBalancer", pls.LoadBalancer)
-		c.connectionPool(pp+".connectionPool", pls.ConnectionPool)
-		c.outlierDetection(pp+".outlierDetection", pls.OutlierDetection)
-		c.clientTLS(pp+".tls", pls.Tls)
-	}
-}
-
-func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
-	if lb == nil {
-		return
-	}
-	if ch := lb.GetConsistentHash(); ch != nil {
-		if cookie := ch.GetHttpCookie(); cookie != nil {
-			if cookie.Name == "" {
-				c.errf(p+".consistentHash.httpCookie.name", "Required value")
-			}
-			if cookie.Ttl != nil && (cookie.Ttl.AsDuration() < 0 || !cookie.Ttl.IsValid()) {
-				c.errf(p+".consistentHash.httpCookie.ttl", "Invalid value: must not be negative")
-			}
-		}
-		if ch.GetHttpHeaderName() == "" {
-			if _, ok := ch.HashKey.(*networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName); ok {
-				c.errf(p+".consistentHash.httpHeaderName", "Required value")
-			}
-		}
-		if ch.HashKey == nil {
-			c.errf(p+".consistentHash", "Required value: one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName")
-		}
-	}
-	if w := lb.Warmup; w != nil {
-		wp := p + ".warmup"
-		if w.Duration == nil {
-			c.errf(wp+".duration", "Required value")
-		} else {
-			c.duration(wp+".duration", w.Duration)
-		}
-		if w.MinimumPercent != nil && (w.MinimumPercent.Value < 0 || w.MinimumPercent.Value > 100) {
-			c.errf(wp+".minimumPercent", "Invalid value: %v: must be between 0 and 100", w.MinimumPercent.Value)
-		}
-		if w.Aggression != nil && w.Aggression.Value < 1 {
-			c.errf(wp+".aggression", "Invalid value: %v: must be at least 1", w.Aggression.Value)
-		}
-	}
-	if lb.WarmupDurationSecs != nil {
-		c.duration(p+".warmupDurationSecs", lb.WarmupDurationSecs)
-		if lb.Warmup != nil {
-			c.errf(p+".warmupDurationSecs", "Invalid value: only one of warmupDurationSecs or warmup may be set")
-		}
-	}
-	if l := lb.LocalityLbSetting; l != nil {
-		if len(l.Distribute) > 0 && len(l.Failover) > 0 {
-			c.errf(p+".localityLbSetting", "Invalid value: can not simultaneously specify 'distribute' and 'failover'")
-		}
-		for i, d := range l.Distribute {
-			var sum uint32
-			for _, v := range d.To {
-				sum += v
-			}
-			if sum != 100 {
-				c.errf(fmt.Sprintf("%s.localityLbSetting.distribute[%d].to", p, i), "Invalid value: total weight %d != 100", sum)
-			}
-		}
-	}
-}
-
-func (c *checker) connectionPool(p string, cp *networking.ConnectionPoolSettings) {
-	if cp == nil {
-		return
-	}
-	if cp.Tcp == nil && cp.Http == nil {
-		c.errf(p, "Invalid value: must set either tcp or http settings")
-	}
-	if t := cp.Tcp; t != nil {
-		if t.MaxConnections < 0 {
-			c.errf(p+".tcp.maxConnections", "Invalid value: %d: must not be negative", t.MaxConnections)
-		}
-		c.duration(p+".tcp.connectTimeout", t.ConnectTimeout)
-		c.duration(p+".tcp.maxConnectionDuration", t.MaxConnectionDuration)
-		c.duration(p+".tcp.idleTimeout", t.IdleTimeout)
-		if ka := t.TcpKeepalive; ka != nil {
-			c.duration(p+".tcp.tcpKeepalive.time", ka.Time)
-			c.duration(p+".tcp.tcpKeepalive.interval", ka.Interval)
-		}
-	}
-	if h := cp.Http; h != nil {
-		for _, f := range []struct {
-			name string
-			v    int32
-		}{
-			{"http1MaxPendingRequests", h.Http1MaxPendingRequests},
-			{"http2MaxRequests", h.Http2MaxRequests},
-			{"maxRequestsPerConnection", h.MaxRequestsPerConnection},
-			{"maxRetries", h.MaxRetries},
-			{"maxConcurrentStreams", h.MaxConcurrentStreams},
-		} {
-			if f.v < 0 {
-				c.errf(p+".http."+f.name, "Invalid value: %d: must not be negative", f.v)
-			}
-		}
-		c.duration(p+".http.idleTimeout", h.IdleTimeout)
-		if ka := h.Http2KeepAlive; ka != nil {
-			c.duration(p+".http.http2KeepAlive.interval", ka.Interval)
-			c.duration(p+".http.http2KeepAlive.timeout", ka.Timeout)
-		}
-	}
-}
-
-func (c *checker) outlierDetection(p string, od *networking.OutlierDetection) {
-	if od == nil {
-		return
-	}
-	if od.ConsecutiveErrors < 0 {
-		c.errf(p+".consecutiveErrors", "Invalid value: %d: must not be negative", od.ConsecutiveErrors)
-	}
-	c.duration(p+".interval", od.Interval)
-	c.duration(p+".baseEjectionTime", od.BaseEjectionTime)
-	if od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100 {
-		c.errf(p+".maxEjectionPercent", "Invalid value: %d: must be between 0 and 100", od.MaxEjectionPercent)
-	}
-	if od.MinHealthPercent < 0 || od.MinHealthPercent > 100 {
-		c.errf(p+".minHealthPercent", "Invalid value: %d: must be between 0 and 100", od.MinHealthPercent)
-	}
-	if od.ConsecutiveLocalOriginFailures != nil && !od.SplitExternalLocalOriginErrors {
-		c.errf(p+".consecutiveLocalOriginFailures", "Invalid value: requires splitExternalLocalOriginErrors: true")
-	}
-}
-
-func (c *checker) clientTLS(p string, t *networking.ClientTLSSettings) {
-	if t == nil {
-		return
-	}
-	switch t.Mode {
-	case networking.ClientTLSSettings_MUTUAL:
-		if t.CredentialName == "" {
-			if t.ClientCertificate == "" {
-				c.errf(p+".clientCertificate", "Required value: client certificate required for mutual tls")
-			}
-			if t.PrivateKey == "" {
-				c.errf(p+".privateKey", "Required value: private key required for mutual tls")
-			}
-		}
-	case networking.ClientTLSSettings_ISTIO_MUTUAL:
-		if t.ClientCertificate != "" || t.PrivateKey != "" || t.CaCertificates != "" || t.CredentialName != "" {
-			c.errf(p, "Invalid value: cannot specify certificates, keys or credentialName with mode ISTIO_MUTUAL")
-		}
-	}
 }
 
 // Gateway (Istio's ValidateGateway).

@@ -1,0 +1,321 @@
+package validation
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+)
+
+// DestinationRule (Istio's ValidateDestinationRule).
+
+func (c *checker) destinationRule(dr *networking.DestinationRule) {
+	if dr.Host == "" {
+		c.errf("spec.host", "Required value")
+	} else if msg := wildcardDomain(dr.Host); msg != "" {
+		c.errf("spec.host", "Invalid value: %q: %s", dr.Host, msg)
+	}
+	if dr.TrafficPolicy != nil {
+		c.trafficPolicy("spec.trafficPolicy", dr.TrafficPolicy, true)
+	}
+	names := map[string]bool{}
+	for i, s := range dr.Subsets {
+		p := fmt.Sprintf("spec.subsets[%d]", i)
+		switch {
+		case s.Name == "":
+			c.errf(p+".name", "Required value")
+		case !isDNS1123Label(s.Name):
+			c.errf(p+".name", "Invalid value: %q: subset name must be a DNS-1123 label", s.Name)
+		case names[s.Name]:
+			c.errf(p+".name", "Duplicate value: %q", s.Name)
+		}
+		names[s.Name] = true
+		c.labels(p+".labels", s.Labels)
+		if s.TrafficPolicy != nil {
+			c.trafficPolicy(p+".trafficPolicy", s.TrafficPolicy, true)
+		}
+	}
+	if ws := dr.WorkloadSelector; ws != nil {
+		c.selector("spec.workloadSelector.matchLabels", ws.MatchLabels)
+	}
+	c.localityNeedsOutlier(dr)
+}
+
+// localityNeedsOutlier refuses an enabled loadBalancer.localityLbSetting in
+// a policy whose merged outlierDetection is unset (issue 3; Istio only
+// warns "outlier detection policy must be provided for failover"): without
+// outlier detection no endpoint is ever unhealthy and traffic never fails
+// over. A port-level policy replaces the top-level one wholesale; a subset
+// inherits the top-level outlierDetection.
+func (c *checker) localityNeedsOutlier(dr *networking.DestinationRule) {
+	check := func(p string, lb *networking.LoadBalancerSettings, od ...*networking.OutlierDetection) {
+		l := lb.GetLocalityLbSetting()
+		if l == nil || (l.GetEnabled() != nil && !l.GetEnabled().GetValue()) {
+			return
+		}
+		for _, o := range od {
+			if o != nil {
+				return
+			}
+		}
+		c.errf(p+".loadBalancer.localityLbSetting", "Required value: outlierDetection must be set with localityLbSetting, or traffic never fails over")
+	}
+	top := dr.GetTrafficPolicy()
+	check("spec.trafficPolicy", top.GetLoadBalancer(), top.GetOutlierDetection())
+	for i, pls := range top.GetPortLevelSettings() {
+		check(fmt.Sprintf("spec.trafficPolicy.portLevelSettings[%d]", i), pls.GetLoadBalancer(), pls.GetOutlierDetection())
+	}
+	for i, s := range dr.GetSubsets() {
+		tp := s.GetTrafficPolicy()
+		p := fmt.Sprintf("spec.subsets[%d].trafficPolicy", i)
+		check(p, tp.GetLoadBalancer(), tp.GetOutlierDetection(), top.GetOutlierDetection())
+		for j, pls := range tp.GetPortLevelSettings() {
+			check(fmt.Sprintf("%s.portLevelSettings[%d]", p, j), pls.GetLoadBalancer(), pls.GetOutlierDetection())
+		}
+	}
+}
+
+func (c *checker) trafficPolicy(p string, tp *networking.TrafficPolicy, portLevel bool) {
+	if tp.LoadBalancer == nil && tp.ConnectionPool == nil && tp.OutlierDetection == nil && tp.Tls == nil &&
+		len(tp.PortLevelSettings) == 0 && tp.Tunnel == nil && tp.ProxyProtocol == nil && tp.RetryBudget == nil {
+		c.errf(p, "Invalid value: traffic policy must have at least one field")
+	}
+	c.loadBalancer(p+".loadBalancer", tp.LoadBalancer)
+	c.connectionPool(p+".connectionPool", tp.ConnectionPool)
+	c.outlierDetection(p+".outlierDetection", tp.OutlierDetection)
+	c.clientTLS(p+".tls", tp.Tls)
+	if t := tp.Tunnel; t != nil {
+		if t.Protocol != "" && t.Protocol != "CONNECT" && t.Protocol != "POST" {
+			c.errf(p+".tunnel.protocol", "Unsupported value: %q: supported values: \"CONNECT\", \"POST\"", t.Protocol)
+		}
+		if t.TargetHost == "" {
+			c.errf(p+".tunnel.targetHost", "Required value")
+		}
+		c.port(p+".tunnel.targetPort", t.TargetPort, false)
+	}
+	if rb := tp.RetryBudget; rb != nil {
+		if rb.Percent != nil && (rb.Percent.Value < 0 || rb.Percent.Value > 100) {
+			c.errf(p+".retryBudget.percent", "Invalid value: %v: must be between 0 and 100", rb.Percent.Value)
+		}
+		c.duration(p+".retryBudget.budgetInterval", rb.BudgetInterval)
+	}
+	if !portLevel && len(tp.PortLevelSettings) > 0 {
+		c.errf(p+".portLevelSettings", "Forbidden: not allowed here")
+	}
+	ports := map[uint32]bool{}
+	for i, pls := range tp.PortLevelSettings {
+		pp := fmt.Sprintf("%s.portLevelSettings[%d]", p, i)
+		if pls.Port == nil {
+			c.errf(pp+".port", "Required value: port must be specified")
+		} else {
+			c.port(pp+".port.number", pls.Port.Number, false)
+			if ports[pls.Port.Number] {
+				c.errf(pp+".port.number", "Duplicate value: %d", pls.Port.Number)
+			}
+			ports[pls.Port.Number] = true
+		}
+		if pls.LoadBalancer == nil && pls.ConnectionPool == nil && pls.OutlierDetection == nil && pls.Tls == nil {
+			c.errf(pp, "Invalid value: port traffic policy must have at least one field")
+		}
+		c.loadBalancer(pp+".loadBalancer", pls.LoadBalancer)
+		c.connectionPool(pp+".connectionPool", pls.ConnectionPool)
+		c.outlierDetection(pp+".outlierDetection", pls.OutlierDetection)
+		c.clientTLS(pp+".tls", pls.Tls)
+	}
+}
+
+func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
+	if lb == nil {
+		return
+	}
+	if lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH {
+		// An ORIGINAL_DST cluster: the Loom proxy serves EDS and STATIC only.
+		c.unsupported(p + ".simple")
+	}
+	if ch := lb.GetConsistentHash(); ch != nil {
+		if n := ch.GetMinimumRingSize(); n > maxRingSize { //nolint:staticcheck // deprecated field still honoured.
+			c.errf(p+".consistentHash.minimumRingSize", "Invalid value: %d: must be at most %d", n, maxRingSize)
+		}
+		if n := ch.GetRingHash().GetMinimumRingSize(); n > maxRingSize {
+			c.errf(p+".consistentHash.ringHash.minimumRingSize", "Invalid value: %d: must be at most %d", n, maxRingSize)
+		}
+		if m := ch.GetMaglev(); m != nil && m.TableSize != 0 && (m.TableSize > maxMaglevTableSize || !isPrime(m.TableSize)) {
+			c.errf(p+".consistentHash.maglev.tableSize", "Invalid value: %d: must be a prime number at most %d", m.TableSize, maxMaglevTableSize)
+		}
+		if cookie := ch.GetHttpCookie(); cookie != nil {
+			if cookie.Name == "" {
+				c.errf(p+".consistentHash.httpCookie.name", "Required value")
+			}
+			if cookie.Ttl != nil && (cookie.Ttl.AsDuration() < 0 || !cookie.Ttl.IsValid()) {
+				c.errf(p+".consistentHash.httpCookie.ttl", "Invalid value: must not be negative")
+			}
+		}
+		if ch.GetHttpHeaderName() == "" {
+			if _, ok := ch.HashKey.(*networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName); ok {
+				c.errf(p+".consistentHash.httpHeaderName", "Required value")
+			}
+		}
+		if ch.HashKey == nil {
+			c.errf(p+".consistentHash", "Required value: one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName")
+		}
+	}
+	if w := lb.Warmup; w != nil {
+		wp := p + ".warmup"
+		if w.Duration == nil {
+			c.errf(wp+".duration", "Required value")
+		} else {
+			c.duration(wp+".duration", w.Duration)
+		}
+		if w.MinimumPercent != nil && (w.MinimumPercent.Value < 0 || w.MinimumPercent.Value > 100) {
+			c.errf(wp+".minimumPercent", "Invalid value: %v: must be between 0 and 100", w.MinimumPercent.Value)
+		}
+		if w.Aggression != nil && w.Aggression.Value < 1 {
+			c.errf(wp+".aggression", "Invalid value: %v: must be at least 1", w.Aggression.Value)
+		}
+	}
+	if lb.WarmupDurationSecs != nil {
+		c.duration(p+".warmupDurationSecs", lb.WarmupDurationSecs)
+		if lb.Warmup != nil {
+			c.errf(p+".warmupDurationSecs", "Invalid value: only one of warmupDurationSecs or warmup may be set")
+		}
+	}
+	if l := lb.LocalityLbSetting; l != nil {
+		if len(l.Distribute) > 0 && len(l.Failover) > 0 {
+			c.errf(p+".localityLbSetting", "Invalid value: can not simultaneously specify 'distribute' and 'failover'")
+		}
+		for i, d := range l.Distribute {
+			var sum uint32
+			for _, v := range d.To {
+				sum += v
+			}
+			if sum != 100 {
+				c.errf(fmt.Sprintf("%s.localityLbSetting.distribute[%d].to", p, i), "Invalid value: total weight %d != 100", sum)
+			}
+		}
+		// Locality-weighted load balancing and failover are not built
+		// yet: refusing beats routing as if the setting were absent.
+		if l.GetEnabled() == nil || l.GetEnabled().GetValue() {
+			c.unsupported(p + ".localityLbSetting")
+		}
+	}
+}
+
+func (c *checker) connectionPool(p string, cp *networking.ConnectionPoolSettings) {
+	if cp == nil {
+		return
+	}
+	if cp.Tcp == nil && cp.Http == nil {
+		c.errf(p, "Invalid value: must set either tcp or http settings")
+	}
+	if t := cp.Tcp; t != nil {
+		if t.MaxConnections < 0 {
+			c.errf(p+".tcp.maxConnections", "Invalid value: %d: must not be negative", t.MaxConnections)
+		}
+		c.duration(p+".tcp.connectTimeout", t.ConnectTimeout)
+		c.duration(p+".tcp.maxConnectionDuration", t.MaxConnectionDuration)
+		c.duration(p+".tcp.idleTimeout", t.IdleTimeout)
+		if ka := t.TcpKeepalive; ka != nil {
+			// Envoy's TcpKeepalive takes whole seconds.
+			c.keepaliveSeconds(p+".tcp.tcpKeepalive.time", ka.Time)
+			c.keepaliveSeconds(p+".tcp.tcpKeepalive.interval", ka.Interval)
+		}
+	}
+	if h := cp.Http; h != nil {
+		for _, f := range []struct {
+			name string
+			v    int32
+		}{
+			{"http1MaxPendingRequests", h.Http1MaxPendingRequests},
+			{"http2MaxRequests", h.Http2MaxRequests},
+			{"maxRequestsPerConnection", h.MaxRequestsPerConnection},
+			{"maxRetries", h.MaxRetries},
+			{"maxConcurrentStreams", h.MaxConcurrentStreams},
+		} {
+			if f.v < 0 {
+				c.errf(p+".http."+f.name, "Invalid value: %d: must not be negative", f.v)
+			}
+		}
+		c.duration(p+".http.idleTimeout", h.IdleTimeout)
+		if h.UseClientProtocol {
+			// use_downstream_protocol_config: the Loom proxy picks the
+			// upstream protocol from explicit_http_config only.
+			c.unsupported(p + ".http.useClientProtocol")
+		}
+		if ka := h.Http2KeepAlive; ka != nil {
+			c.duration(p+".http.http2KeepAlive.interval", ka.Interval)
+			c.duration(p+".http.http2KeepAlive.timeout", ka.Timeout)
+		}
+	}
+}
+
+func (c *checker) outlierDetection(p string, od *networking.OutlierDetection) {
+	if od == nil {
+		return
+	}
+	if od.ConsecutiveErrors < 0 {
+		c.errf(p+".consecutiveErrors", "Invalid value: %d: must not be negative", od.ConsecutiveErrors)
+	}
+	c.duration(p+".interval", od.Interval)
+	c.duration(p+".baseEjectionTime", od.BaseEjectionTime)
+	if od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100 {
+		c.errf(p+".maxEjectionPercent", "Invalid value: %d: must be between 0 and 100", od.MaxEjectionPercent)
+	}
+	if od.MinHealthPercent < 0 || od.MinHealthPercent > 100 {
+		c.errf(p+".minHealthPercent", "Invalid value: %d: must be between 0 and 100", od.MinHealthPercent)
+	}
+	if od.ConsecutiveLocalOriginFailures != nil && !od.SplitExternalLocalOriginErrors {
+		c.errf(p+".consecutiveLocalOriginFailures", "Invalid value: requires splitExternalLocalOriginErrors: true")
+	}
+}
+
+func (c *checker) clientTLS(p string, t *networking.ClientTLSSettings) {
+	if t == nil {
+		return
+	}
+	switch t.Mode {
+	case networking.ClientTLSSettings_MUTUAL:
+		if t.CredentialName == "" {
+			if t.ClientCertificate == "" {
+				c.errf(p+".clientCertificate", "Required value: client certificate required for mutual tls")
+			}
+			if t.PrivateKey == "" {
+				c.errf(p+".privateKey", "Required value: private key required for mutual tls")
+			}
+		}
+	case networking.ClientTLSSettings_ISTIO_MUTUAL:
+		if t.ClientCertificate != "" || t.PrivateKey != "" || t.CaCertificates != "" || t.CredentialName != "" {
+			c.errf(p, "Invalid value: cannot specify certificates, keys or credentialName with mode ISTIO_MUTUAL")
+		}
+	}
+}
+
+// maxRingSize is Envoy's bound on ring_hash_lb_config.minimum_ring_size.
+const maxRingSize = 8 * 1024 * 1024
+
+// maxMaglevTableSize is Envoy's bound on maglev_lb_config.table_size, which
+// must also be prime.
+const maxMaglevTableSize = 5000011
+
+func isPrime(n uint64) bool {
+	if n < 2 {
+		return false
+	}
+	for d := uint64(2); d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// keepaliveSeconds checks a TCP keepalive time or interval: a valid
+// duration of at least 1s (Envoy counts whole seconds; less would be 0).
+func (c *checker) keepaliveSeconds(p string, d *durationpb.Duration) {
+	if d == nil {
+		return
+	}
+	if !d.IsValid() || d.AsDuration() < time.Second {
+		c.errf(p, "Invalid value: %s: must be at least 1s", d.AsDuration())
+	}
+}
