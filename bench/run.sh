@@ -2,11 +2,16 @@
 # bench/run.sh: Loom's measurements for `make bench`.
 #   1. proxy overhead: ../shared/bench/proxy-overhead.sh with loom-proxy as the
 #      candidate, side by side with direct, nginx, HAProxy and Caddy;
-#   2. config propagation: bench/propagation (file write -> first request
+#   2. route features: the same harness, direct plus loom-proxy with a plain
+#      route (bench/loom-bootstrap.yaml) and then with Istio's default
+#      retries, a 0 % fault filter, CORS and header rewrites
+#      (bench/loom-bootstrap-features.yaml), so the two differ only in
+#      the route;
+#   3. config propagation: bench/propagation (file write -> first request
 #      routed by the new rule), through real loomd and loom-proxy processes.
 # Results land in bench/results/ (raw data is git-ignored); bench/RESULTS.md
 # is written by hand from them.
-# Knobs: REPS (default 3), SKIP_OVERHEAD=1, SKIP_PROPAGATION=1.
+# Knobs: REPS (default 3), SKIP_OVERHEAD=1, SKIP_FEATURES=1, SKIP_PROPAGATION=1.
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
@@ -38,6 +43,21 @@ if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
     CANDIDATE_DESC="loom-proxy --bootstrap bench/loom-bootstrap.yaml, GOMAXPROCS=\$WORKERS, access log off" \
     CANDIDATE_CMD="ADMIN_ADDR=127.0.0.1:\$((LISTEN_PORT+100)) exec $BIN/loom-proxy --bootstrap $ROOT/bench/loom-bootstrap.yaml --access-log=false" \
     "$SHARED/proxy-overhead.sh"
+fi
+
+if [[ ${SKIP_FEATURES:-0} != 1 ]]; then
+  [[ -d $SHARED ]] || { echo "bench: $SHARED not found (shared/ must be beside the project)" >&2; exit 1; }
+  command -v fortio >/dev/null || GOFLAGS= go install fortio.org/fortio@v1.68.2
+  mkdir -p "$ROOT/bench/results"
+  for variant in plain features; do
+    file=$ROOT/bench/loom-bootstrap.yaml
+    [[ $variant == features ]] && file=$ROOT/bench/loom-bootstrap-features.yaml
+    RESULTS_DIR="$ROOT/bench/results/route-$variant" REPS=${REPS:-3} TARGETS=direct \
+      CANDIDATE_NAME=loom-$variant \
+      CANDIDATE_DESC="loom-proxy --bootstrap $(basename "$file"), GOMAXPROCS=\$WORKERS, access log off" \
+      CANDIDATE_CMD="ADMIN_ADDR=127.0.0.1:\$((LISTEN_PORT+100)) exec $BIN/loom-proxy --bootstrap $file --access-log=false" \
+      "$SHARED/proxy-overhead.sh"
+  done
 fi
 
 if [[ ${SKIP_PROPAGATION:-0} != 1 ]]; then
