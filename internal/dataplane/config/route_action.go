@@ -374,4 +374,3 @@ func splitPort(h string) (name, port string, ok bool) {
 	}
 	return h[:i], h[i+1:], true
 }
-
