@@ -29,6 +29,10 @@ type Cluster struct {
 	RingHash *RingHashConfig
 	// Maglev is maglev_lb_config; set only when LBPolicy is LBMaglev.
 	Maglev *MaglevConfig
+	// SlowStart is the slow_start_config of round_robin_lb_config or
+	// least_request_lb_config; nil when unset or its slow_start_window is
+	// 0 (no endpoint is ever in slow start, as in Envoy).
+	SlowStart *SlowStartConfig
 	// HealthyPanicThreshold is common_lb_config.healthy_panic_threshold in
 	// whole percent (0-100, truncated as Envoy does): when fewer than this
 	// share of the endpoints are usable (healthy and not ejected), the
@@ -72,6 +76,9 @@ const (
 	// MaxMaglevTableSize is the largest (a table size must be prime).
 	DefaultMaglevTableSize = 65537
 	MaxMaglevTableSize     = 5000011
+	// DefaultSlowStartMinWeightPercent is slow_start_config.min_weight_percent
+	// when unset, in percent.
+	DefaultSlowStartMinWeightPercent = 10
 )
 
 // LeastRequestConfig is envoy.config.cluster.v3.Cluster.LeastRequestLbConfig.
@@ -83,6 +90,22 @@ type LeastRequestConfig struct {
 	// 1): with unequal weights a host's weight is divided by
 	// (active requests + 1)^ActiveRequestBias.
 	ActiveRequestBias float64
+}
+
+// SlowStartConfig is envoy.config.cluster.v3.Cluster.SlowStartConfig
+// (Istio's DestinationRule loadBalancer.warmupDurationSecs, or warmup's
+// duration, aggression and minimumPercent). An endpoint that joins the
+// cluster after its first endpoints is in slow start for Window: its
+// load-balancing weight is scaled by
+// max(MinWeightPercent/100, (max(age, 1ms)/Window)^(1/Aggression)).
+type SlowStartConfig struct {
+	Window time.Duration // slow_start_window, > 0
+	// Aggression is aggression.default_value, finite and > 0; default 1
+	// (a linear ramp).
+	Aggression float64
+	// MinWeightPercent is min_weight_percent.value, 0-100; default
+	// DefaultSlowStartMinWeightPercent.
+	MinWeightPercent float64
 }
 
 // RingHashConfig is envoy.config.cluster.v3.Cluster.RingHashLbConfig with
@@ -250,9 +273,11 @@ func buildLB(c *clusterv3.Cluster, rc *Cluster) error {
 	switch c.GetLbPolicy() {
 	case clusterv3.Cluster_ROUND_ROBIN:
 		rc.LBPolicy = LBRoundRobin
-		if c.GetRoundRobinLbConfig().GetSlowStartConfig() != nil {
-			return ferr("round_robin_lb_config.slow_start_config", "not supported")
+		ss, err := buildSlowStart(c.GetRoundRobinLbConfig().GetSlowStartConfig())
+		if err != nil {
+			return under("round_robin_lb_config.slow_start_config", err)
 		}
+		rc.SlowStart = ss
 	case clusterv3.Cluster_LEAST_REQUEST:
 		rc.LBPolicy = LBLeastRequest
 		lr, err := buildLeastRequest(c.GetLeastRequestLbConfig())
@@ -260,6 +285,11 @@ func buildLB(c *clusterv3.Cluster, rc *Cluster) error {
 			return under("least_request_lb_config", err)
 		}
 		rc.LeastRequest = lr
+		ss, err := buildSlowStart(c.GetLeastRequestLbConfig().GetSlowStartConfig())
+		if err != nil {
+			return under("least_request_lb_config.slow_start_config", err)
+		}
+		rc.SlowStart = ss
 	case clusterv3.Cluster_RANDOM:
 		rc.LBPolicy = LBRandom
 	case clusterv3.Cluster_RING_HASH:
@@ -329,10 +359,38 @@ func buildLeastRequest(cfg *clusterv3.Cluster_LeastRequestLbConfig) (*LeastReque
 		}
 		lr.ActiveRequestBias = v
 	}
-	if cfg.GetSlowStartConfig() != nil {
-		return nil, ferr("slow_start_config", "not supported")
-	}
 	return lr, nil
+}
+
+// buildSlowStart parses a slow_start_config; nil cfg, or a
+// slow_start_window of 0, is no slow start.
+func buildSlowStart(cfg *clusterv3.Cluster_SlowStartConfig) (*SlowStartConfig, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	ss := &SlowStartConfig{Aggression: 1, MinWeightPercent: DefaultSlowStartMinWeightPercent}
+	var err error
+	if ss.Window, err = duration(cfg.GetSlowStartWindow(), "slow_start_window", 0); err != nil {
+		return nil, err
+	}
+	if a := cfg.GetAggression(); a != nil {
+		v := a.GetDefaultValue()
+		if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
+			return nil, verr("aggression.default_value", strconv.FormatFloat(v, 'g', -1, 64), "must be a finite number > 0")
+		}
+		ss.Aggression = v
+	}
+	if p := cfg.GetMinWeightPercent(); p != nil {
+		v := p.GetValue()
+		if math.IsNaN(v) || v < 0 || v > 100 {
+			return nil, verr("min_weight_percent.value", strconv.FormatFloat(v, 'g', -1, 64), "must be 0 to 100")
+		}
+		ss.MinWeightPercent = v
+	}
+	if ss.Window == 0 {
+		return nil, nil
+	}
+	return ss, nil
 }
 
 func buildRingHash(cfg *clusterv3.Cluster_RingHashLbConfig) (*RingHashConfig, error) {

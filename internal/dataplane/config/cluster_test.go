@@ -2,11 +2,13 @@ package config
 
 import (
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -60,10 +62,36 @@ func TestBuildClusterLB(t *testing.T) {
 			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
 				ActiveRequestBias: &corev3.RuntimeDouble{DefaultValue: -1}}}
 		}, nil, `least_request_lb_config.active_request_bias.default_value = "-1": must be a finite number >= 0`},
-		{"slow start", func(c *clusterv3.Cluster) {
+		{"slow start without window", func(c *clusterv3.Cluster) {
 			c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{
 				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{}}}
-		}, nil, `round_robin_lb_config.slow_start_config: not supported`},
+		}, &Cluster{LBPolicy: LBRoundRobin}, ""},
+		{"round robin slow start defaults", func(c *clusterv3.Cluster) {
+			c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{
+				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(30 * time.Second)}}}
+		}, &Cluster{LBPolicy: LBRoundRobin, SlowStart: &SlowStartConfig{Window: 30 * time.Second, Aggression: 1, MinWeightPercent: 10}}, ""},
+		{"least request slow start", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(time.Minute),
+					Aggression: &corev3.RuntimeDouble{DefaultValue: 2}, MinWeightPercent: &typev3.Percent{Value: 25}}}}
+		}, &Cluster{LBPolicy: LBLeastRequest, LeastRequest: &LeastRequestConfig{ChoiceCount: 2, ActiveRequestBias: 1},
+			SlowStart: &SlowStartConfig{Window: time.Minute, Aggression: 2, MinWeightPercent: 25}}, ""},
+		{"slow start aggression 0", func(c *clusterv3.Cluster) {
+			c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{
+				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(time.Minute),
+					Aggression: &corev3.RuntimeDouble{}}}}
+		}, nil, `round_robin_lb_config.slow_start_config.aggression.default_value = "0": must be a finite number > 0`},
+		{"slow start min weight over 100", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(time.Minute),
+					MinWeightPercent: &typev3.Percent{Value: 150}}}}
+		}, nil, `least_request_lb_config.slow_start_config.min_weight_percent.value = "150": must be 0 to 100`},
+		{"slow start negative window", func(c *clusterv3.Cluster) {
+			c.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{
+				SlowStartConfig: &clusterv3.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(-time.Second)}}}
+		}, nil, `round_robin_lb_config.slow_start_config.slow_start_window = "-1s": must not be negative`},
 		{"murmur", func(c *clusterv3.Cluster) {
 			c.LbPolicy = clusterv3.Cluster_RING_HASH
 			c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
@@ -118,7 +146,7 @@ func TestBuildClusterLB(t *testing.T) {
 			}
 			got := g.Clusters[reviewsV1]
 			lb := &Cluster{LBPolicy: got.LBPolicy, LeastRequest: got.LeastRequest, RingHash: got.RingHash,
-				Maglev: got.Maglev, HealthyPanicThreshold: got.HealthyPanicThreshold}
+				Maglev: got.Maglev, HealthyPanicThreshold: got.HealthyPanicThreshold, SlowStart: got.SlowStart}
 			if d := cmp.Diff(tc.want, lb); d != "" {
 				t.Errorf("cluster (-want +got):\n%s", d)
 			}

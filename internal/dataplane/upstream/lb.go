@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 )
@@ -20,14 +21,18 @@ const (
 	// many rehashes a Maglev or random pick tries, past hosts it must skip
 	// (ejected, or avoided by a retry) before scanning the set in order.
 	maxRingWalk = 64
+	// maxSlowStartTries bounds the draws a pick makes while it turns down
+	// endpoints in slow start; the last draw is taken as it is.
+	maxSlowStartTries = 16
 )
 
 // lbState is a cluster's load-balancer state across generations: the
 // table precomputed for its latest generation (swapped whole by updateLB,
-// read without a lock by Pick) and the random source.
+// read without a lock by Pick), the random source and the clock.
 type lbState struct {
 	table atomic.Pointer[lbTable]
 	rng   func() uint64 // nil: math/rand/v2
+	clock func() int64  // monotonic nanoseconds; nil: monoNow (tests set it before use)
 }
 
 // lbTable is what updateLB precomputes for one generation of a cluster.
@@ -39,7 +44,17 @@ type lbTable struct {
 	// active counts each endpoint's requests in flight (LEAST_REQUEST);
 	// a counter is carried to the next table while its address stays.
 	active []*atomic.Int64
-	index  map[string]int // address -> index in eps
+	// added is when each endpoint joined the cluster (lbState.clock), 0
+	// for the endpoints of the cluster's first table with any: only
+	// endpoints added later go through slow start, as in Envoy. It is
+	// carried to the next table while the address stays.
+	added []int64
+	// slowStart is the cluster's slow_start_config (nil: none);
+	// slowUntil is when the last slow start of an endpoint of this table
+	// ends (clock), 0 once none is left.
+	slowStart *config.SlowStartConfig
+	slowUntil atomic.Int64
+	index     map[string]int // address -> index in eps
 	// healthy balances over the healthy endpoints, all over every endpoint
 	// (panic mode); all == healthy when every endpoint is healthy.
 	healthy, all *lbSet
@@ -60,6 +75,11 @@ type lbSet struct {
 	ring []ringEntry
 	// maglev is the lookup table (MAGLEV).
 	maglev []int32
+	// oldest is the earliest lbTable.added of the hosts when every one of
+	// them is a healthy endpoint added after the first ones (it can be in
+	// slow start), else 0: the largest slow-start factor in the set is
+	// the factor of oldest (1 for 0).
+	oldest int64
 }
 
 type ringEntry struct {
@@ -71,7 +91,15 @@ type ringEntry struct {
 // it precomputes the schedules, rings and tables Pick reads and keeps the
 // active-request counters of the endpoints that stay.
 func (st *clusterState) updateLB(c *config.Cluster) {
-	st.lb.table.Store(newLBTable(c, st.lb.table.Load(), false))
+	st.lb.table.Store(newLBTable(c, st.lb.table.Load(), false, st.now()))
+}
+
+// now reads the balancer's clock (monotonic nanoseconds).
+func (st *clusterState) now() int64 {
+	if st.lb.clock != nil {
+		return st.lb.clock()
+	}
+	return monoNow()
 }
 
 // tableFor returns the table Pick balances c with: the one of the latest
@@ -83,23 +111,26 @@ func (st *clusterState) tableFor(c *config.Cluster) *lbTable {
 	if t != nil && (!t.lazy || t.src == c) {
 		return t
 	}
-	nt := newLBTable(c, t, true)
+	nt := newLBTable(c, t, true, st.now())
 	if st.lb.table.CompareAndSwap(t, nt) {
 		return nt
 	}
 	return st.lb.table.Load()
 }
 
-func newLBTable(c *config.Cluster, prev *lbTable, lazy bool) *lbTable {
+// newLBTable builds the table of c at now (clock) from the previous one.
+func newLBTable(c *config.Cluster, prev *lbTable, lazy bool, now int64) *lbTable {
 	t := &lbTable{
-		src:      c,
-		lazy:     lazy,
-		eps:      c.Endpoints,
-		active:   make([]*atomic.Int64, len(c.Endpoints)),
-		index:    make(map[string]int, len(c.Endpoints)),
-		panicPct: config.DefaultHealthyPanicThreshold,
-		policy:   c.LBPolicy,
-		lr:       config.LeastRequestConfig{ChoiceCount: config.DefaultChoiceCount, ActiveRequestBias: 1},
+		src:       c,
+		lazy:      lazy,
+		eps:       c.Endpoints,
+		active:    make([]*atomic.Int64, len(c.Endpoints)),
+		added:     make([]int64, len(c.Endpoints)),
+		slowStart: c.SlowStart,
+		index:     make(map[string]int, len(c.Endpoints)),
+		panicPct:  config.DefaultHealthyPanicThreshold,
+		policy:    c.LBPolicy,
+		lr:        config.LeastRequestConfig{ChoiceCount: config.DefaultChoiceCount, ActiveRequestBias: 1},
 	}
 	if c.HealthyPanicThreshold != nil {
 		t.panicPct = *c.HealthyPanicThreshold
@@ -107,7 +138,11 @@ func newLBTable(c *config.Cluster, prev *lbTable, lazy bool) *lbTable {
 	if c.LeastRequest != nil {
 		t.lr = *c.LeastRequest
 	}
+	// The cluster's first endpoints are not new (Envoy's load balancer
+	// starts with them); any endpoint that comes after is.
+	warm := prev != nil && len(prev.eps) > 0
 	var healthy, all []int32
+	var slowUntil int64
 	for i, ep := range c.Endpoints {
 		if _, dup := t.index[ep.Address]; !dup {
 			t.index[ep.Address] = i
@@ -115,15 +150,24 @@ func newLBTable(c *config.Cluster, prev *lbTable, lazy bool) *lbTable {
 		if prev != nil {
 			if j, ok := prev.index[ep.Address]; ok {
 				t.active[i] = prev.active[j]
+				t.added[i] = prev.added[j]
+			} else if warm {
+				t.added[i] = max(now, 1)
 			}
 		}
 		if t.active[i] == nil {
 			t.active[i] = new(atomic.Int64)
 		}
+		if c.SlowStart != nil && t.added[i] != 0 {
+			slowUntil = max(slowUntil, t.added[i]+int64(c.SlowStart.Window))
+		}
 		all = append(all, int32(i))
 		if ep.Health == config.Healthy {
 			healthy = append(healthy, int32(i))
 		}
+	}
+	if slowUntil > now {
+		t.slowUntil.Store(slowUntil)
 	}
 	if prev != nil && sameLB(prev.src, c) {
 		// Rings and tables depend only on these: keep them.
@@ -159,10 +203,19 @@ func (t *lbTable) weight(i int32) uint64 {
 
 func (t *lbTable) newSet(hosts []int32) *lbSet {
 	s := &lbSet{hosts: hosts, equal: true}
+	allNew, oldest := true, int64(math.MaxInt64)
 	for _, h := range hosts {
 		if t.weight(h) != t.weight(hosts[0]) {
 			s.equal = false
 		}
+		if a := t.added[h]; a == 0 || t.eps[h].Health != config.Healthy {
+			allNew = false
+		} else {
+			oldest = min(oldest, a)
+		}
+	}
+	if allNew && len(hosts) > 0 {
+		s.oldest = oldest
 	}
 	if len(hosts) == 0 {
 		return s
@@ -399,14 +452,21 @@ func (st *clusterState) rand() uint64 {
 	return rand.Uint64()
 }
 
-// picker is one Pick's view of a table: which set it balances over and
-// which hosts it must skip.
+// picker is one Pick's view of a table: which set it balances over,
+// which hosts it must skip and, while an endpoint is in slow start, the
+// time it weighs them at.
 type picker struct {
 	st           *clusterState
 	t            *lbTable
 	set          *lbSet
 	checkEjected bool
 	avoid        []string
+	// slow is set while an endpoint of t may be in slow start: now is
+	// the pick's time (clock) and maxFactor the largest slow-start
+	// factor of set.
+	slow      bool
+	now       int64
+	maxFactor float64
 }
 
 // ok reports whether endpoint i may be chosen; strict also honours avoid.
@@ -423,16 +483,26 @@ func (p *picker) ok(i int32, strict bool) bool {
 //
 // Panic mode (common_lb_config.healthy_panic_threshold): when the usable
 // endpoints (healthy and not ejected) are fewer than panicPct percent of
-// all of them, Envoy balances over all endpoints, health ignored. Counting
-// the ejected endpoints costs one st.ejected call per healthy endpoint.
+// all of them, Envoy balances over all endpoints, health ignored. The
+// ejected endpoints are counted in O(1) (st.ejectedCount) when none is, or
+// when every endpoint is healthy and has its own address; otherwise with
+// one st.ejected call per healthy endpoint.
 func (st *clusterState) choose(t *lbTable, opts *PickOptions) int32 {
 	if len(t.eps) == 0 {
 		return -1
 	}
 	ejected := 0
-	for _, i := range t.healthy.hosts {
-		if st.ejected(t.eps[i].Address) {
-			ejected++
+	if n := st.ejectedCount(); n > 0 {
+		if !t.lazy && t.all == t.healthy && len(t.index) == len(t.eps) {
+			// Outlier detection watches the endpoints of the latest
+			// Update, which are t's: every ejected host is one of them.
+			ejected = min(n, len(t.eps))
+		} else {
+			for _, i := range t.healthy.hosts {
+				if st.ejected(t.eps[i].Address) {
+					ejected++
+				}
+			}
 		}
 	}
 	usable := len(t.healthy.hosts) - ejected
@@ -441,6 +511,14 @@ func (st *clusterState) choose(t *lbTable, opts *PickOptions) int32 {
 		p.set, p.checkEjected = t.all, false
 	} else if usable == 0 {
 		return -1
+	}
+	if u := t.slowUntil.Load(); u != 0 {
+		if now := st.now(); now < u {
+			p.slow, p.now = true, now
+			p.maxFactor = t.slowStartFactor(p.set.oldest, now)
+		} else {
+			t.slowUntil.CompareAndSwap(u, 0) // every slow start is over
+		}
 	}
 	for _, strict := range [2]bool{true, false} {
 		if strict && len(p.avoid) == 0 {
@@ -501,15 +579,65 @@ func (p *picker) pick(opts *PickOptions, strict bool) int32 {
 		}
 		return p.scan(int(p.st.rand()%uint64(n)), strict)
 	default:
-		k := p.st.rr.Add(1) - 1
+		// A turn of an endpoint in slow start is taken with probability
+		// factor/maxFactor, else the pick takes the next turn: the
+		// schedule's shares become weight*factor, as in Envoy's EDF
+		// schedule of slow-start weights (exactly so in expectation, for
+		// up to maxSlowStartTries turns down in a row).
 		m := uint64(len(s.sched))
-		for j := range m {
-			if e := s.sched[(k+j)%m]; p.ok(e, strict) {
-				return e
+		e := int32(-1)
+		for try := range maxSlowStartTries {
+			k := p.st.rr.Add(1) - 1
+			e = -1
+			for j := range m {
+				if c := s.sched[(k+j)%m]; p.ok(c, strict) {
+					e = c
+					break
+				}
+			}
+			if e < 0 || try == maxSlowStartTries-1 || p.accept(e) {
+				break
 			}
 		}
-		return -1
+		return e
 	}
+}
+
+// slowStartFactor is Envoy's slow-start weight factor, in (0, 1], of an
+// endpoint added at added (clock; 0: never in slow start) at now:
+// max(min_weight_percent/100, (max(age, 1ms)/window)^(1/aggression))
+// during the window, 1 after it.
+func (t *lbTable) slowStartFactor(added, now int64) float64 {
+	ss := t.slowStart
+	if ss == nil || added == 0 {
+		return 1
+	}
+	window := int64(ss.Window)
+	age := now - added
+	if age >= window {
+		return 1
+	}
+	f := float64(max(age, int64(time.Millisecond))) / float64(window)
+	if ss.Aggression != 1 {
+		f = math.Pow(f, 1/ss.Aggression)
+	}
+	return min(1, max(f, ss.MinWeightPercent/100))
+}
+
+// accept reports whether a pick takes endpoint e that its policy drew: always
+// but in slow start, where e is taken with probability e's slow-start
+// factor over the largest one of the set. Drawing in proportion to weight
+// and accepting so draws in proportion to weight*factor (rejection
+// sampling). Only healthy endpoints are in slow start, as in Envoy.
+func (p *picker) accept(e int32) bool {
+	if !p.slow || p.t.eps[e].Health != config.Healthy {
+		return true
+	}
+	f := p.t.slowStartFactor(p.t.added[e], p.now) / p.maxFactor
+	if f >= 1 {
+		return true
+	}
+	return float64(p.st.rand()>>11)*0x1p-53 < f
 }
 
 // leastRequest is Envoy's LEAST_REQUEST: choice_count random hosts, the
@@ -519,18 +647,19 @@ func (p *picker) pick(opts *PickOptions, strict bool) int32 {
 // weights as Envoy's, compared among the candidates rather than over an
 // EDF schedule of every host (which would need a lock). Ties keep the
 // earlier candidate.
+//
+// Slow start scales the weight a candidate is drawn with (accept), not
+// the score it is compared by: an endpoint in slow start is a candidate
+// factor times as often, so with idle hosts its share is Envoy's, and
+// under load P2C still steers requests away from the busiest hosts.
 func (p *picker) leastRequest(strict bool) int32 {
 	s := p.set
 	best, bestScore := int32(-1), 0.0
 	var bestActive int64
 	for range p.t.lr.ChoiceCount {
-		var e int32
-		if s.equal {
-			e = s.hosts[p.st.rand()%uint64(len(s.hosts))]
-		} else {
-			r := p.st.rand() % s.cum[len(s.cum)-1]
-			j, _ := slices.BinarySearch(s.cum, r+1)
-			e = s.hosts[j]
+		e := p.draw()
+		for try := 1; try < maxSlowStartTries && !p.accept(e); try++ {
+			e = p.draw()
 		}
 		if !p.ok(e, strict) {
 			continue
@@ -555,6 +684,17 @@ func (p *picker) leastRequest(strict bool) int32 {
 		}
 	}
 	return best
+}
+
+// draw returns a random host of the set, in proportion to its weight.
+func (p *picker) draw() int32 {
+	s := p.set
+	if s.equal {
+		return s.hosts[p.st.rand()%uint64(len(s.hosts))]
+	}
+	r := p.st.rand() % s.cum[len(s.cum)-1]
+	j, _ := slices.BinarySearch(s.cum, r+1)
+	return s.hosts[j]
 }
 
 // scan returns the first host of the set from position start on that may

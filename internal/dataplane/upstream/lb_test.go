@@ -3,8 +3,10 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -407,6 +409,8 @@ func TestPickConcurrentWithUpdate(t *testing.T) {
 		{Name: "c", LBPolicy: config.LBLeastRequest, Endpoints: endpoints(3)},
 		{Name: "c", LBPolicy: config.LBRingHash, Endpoints: endpoints(4)},
 		{Name: "c", LBPolicy: config.LBRoundRobin, Endpoints: endpoints(2)},
+		{Name: "c", LBPolicy: config.LBRoundRobin, Endpoints: endpoints(5),
+			SlowStart: &config.SlowStartConfig{Window: time.Hour, Aggression: 1, MinWeightPercent: 10}},
 	}
 	m.Update(gen(cs[0]))
 	var wg sync.WaitGroup
@@ -421,7 +425,7 @@ func TestPickConcurrentWithUpdate(t *testing.T) {
 					return
 				default:
 				}
-				h, err := m.Pick(cs[(k+uint64(g))%3], PickOptions{Hash: k, HasHash: true})
+				h, err := m.Pick(cs[(k+uint64(g))%uint64(len(cs))], PickOptions{Hash: k, HasHash: true})
 				if err != nil {
 					t.Error(err)
 					return
@@ -431,7 +435,7 @@ func TestPickConcurrentWithUpdate(t *testing.T) {
 		}()
 	}
 	for i := range 30 {
-		m.Update(gen(cs[i%3]))
+		m.Update(gen(cs[i%len(cs)]))
 	}
 	close(stop)
 	wg.Wait()
@@ -439,6 +443,236 @@ func TestPickConcurrentWithUpdate(t *testing.T) {
 		if a.Load() != 0 {
 			t.Errorf("active[%d] = %d after all requests ended", i, a.Load())
 		}
+	}
+}
+
+// fakeClock is a settable lbState.clock (monotonic nanoseconds).
+type fakeClock struct {
+	mu  sync.Mutex
+	now int64
+}
+
+func (c *fakeClock) read() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) set(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = int64(d)
+}
+
+// share picks n times and returns how many picks reached addr.
+func share(t *testing.T, m *ClusterManager, c *config.Cluster, addr string, n int) int {
+	t.Helper()
+	got := 0
+	for range n {
+		if pickAddr(t, m, c, PickOptions{}) == addr {
+			got++
+		}
+	}
+	t.Logf("%s: %d of %d picks", addr, got, n)
+	return got
+}
+
+func TestSlowStartFactor(t *testing.T) {
+	const window = 100 * time.Second
+	for _, tc := range []struct {
+		name       string
+		aggression float64
+		minPct     float64
+		added      int64
+		age        time.Duration
+		want       float64
+	}{
+		{"first endpoint", 1, 10, 0, 0, 1},
+		{"linear", 1, 10, 1, 25 * time.Second, 0.25},
+		{"aggression 2 ramps faster", 2, 10, 1, 25 * time.Second, 0.5},
+		{"aggression 0.5 ramps slower", 0.5, 10, 1, 50 * time.Second, 0.25},
+		{"min weight percent", 1, 10, 1, time.Second, 0.1},
+		{"age at least 1ms", 1, 0, 1, 0, 1e-5},
+		{"window over", 1, 10, 1, window, 1},
+		{"min weight 100", 1, 100, 1, time.Second, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab := &lbTable{slowStart: &config.SlowStartConfig{Window: window, Aggression: tc.aggression, MinWeightPercent: tc.minPct}}
+			const added = int64(1000 * time.Second)
+			a := tc.added * added
+			got := tab.slowStartFactor(a, added+int64(tc.age))
+			if d := cmp.Diff(tc.want, got, cmpApprox); d != "" {
+				t.Errorf("factor (-want +got)\n%s", d)
+			}
+		})
+	}
+}
+
+var cmpApprox = cmp.Comparer(func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 })
+
+// TestSlowStart adds a fourth endpoint to a cluster of three equal ones
+// with a 60 s slow_start_window. With factor f its share is f/(3+f),
+// Envoy's weight*factor share: 3.2 % of the picks at f = 0.1
+// (min_weight_percent, 6 s in), 14.3 % at f = 0.5 (30 s in), 25 % after
+// the window. The first three endpoints are never in slow start. The
+// draws use a seeded generator, so the counts are fixed; the bounds are
+// still wide (about ±5 standard deviations of 10000 picks) so that they
+// hold for any fair generator.
+func TestSlowStart(t *testing.T) {
+	for _, policy := range []string{config.LBRoundRobin, config.LBLeastRequest} {
+		t.Run(policy, func(t *testing.T) {
+			m := New(Options{})
+			m.rng = rand.New(rand.NewPCG(1, 2)).Uint64
+			defer m.Close()
+			ss := &config.SlowStartConfig{Window: time.Minute, Aggression: 1, MinWeightPercent: 10}
+			c := &config.Cluster{Name: "c", LBPolicy: policy, SlowStart: ss, Endpoints: endpoints(3)}
+			clk := &fakeClock{}
+			clk.set(time.Hour)
+			m.state("c").lb.clock = clk.read
+			m.Update(gen(c))
+			// The cluster's first endpoints are not in slow start.
+			if got := share(t, m, c, "10.0.0.1:80", 3000); got < 900 || got > 1100 {
+				t.Errorf("first endpoint got %d of 3000 picks, want about 1000", got)
+			}
+
+			const n = 10000
+			newAddr := "10.0.0.4:80"
+			// 10 s later: were the first endpoints in slow start, they
+			// would still be at 16 s, and take less than 3/3.1 of the picks.
+			clk.set(time.Hour + 10*time.Second)
+			c2 := &config.Cluster{Name: "c", LBPolicy: policy, SlowStart: ss, Endpoints: endpoints(4)}
+			m.Update(gen(c2))
+			clk.set(time.Hour + 16*time.Second)
+			if got := share(t, m, c2, newAddr, n); got < 200 || got > 450 { // expect 323
+				t.Errorf("6s into slow start: new endpoint got %d of %d picks, want about %d", got, n, n/31)
+			}
+			// A later generation (endpoints reordered) keeps the time the
+			// endpoint joined.
+			clk.set(time.Hour + 40*time.Second)
+			eps := endpoints(4)
+			eps[0], eps[3] = eps[3], eps[0]
+			c3 := &config.Cluster{Name: "c", LBPolicy: policy, SlowStart: ss, Endpoints: eps}
+			m.Update(gen(c3))
+			if got := share(t, m, c3, newAddr, n); got < 1150 || got > 1700 { // expect 1429
+				t.Errorf("30s into slow start: new endpoint got %d of %d picks, want about %d", got, n, n/7)
+			}
+			clk.set(time.Hour + 70*time.Second)
+			if got := share(t, m, c3, newAddr, n); got < 2200 || got > 2800 {
+				t.Errorf("after the window: new endpoint got %d of %d picks, want about %d", got, n, n/4)
+			}
+			if u := m.state("c").lb.table.Load().slowUntil.Load(); u != 0 {
+				t.Errorf("slowUntil = %d after every slow start ended, want 0", u)
+			}
+		})
+	}
+}
+
+// TestSlowStartAllNew: endpoints that join together keep equal shares
+// (each is turned down only relative to the oldest of the set).
+func TestSlowStartAllNew(t *testing.T) {
+	m := New(Options{})
+	m.rng = rand.New(rand.NewPCG(3, 4)).Uint64
+	defer m.Close()
+	ss := &config.SlowStartConfig{Window: time.Minute, Aggression: 1, MinWeightPercent: 10}
+	clk := &fakeClock{}
+	m.state("c").lb.clock = clk.read
+	m.Update(gen(&config.Cluster{Name: "c", SlowStart: ss, Endpoints: []config.Endpoint{{Address: "10.0.0.9:80", Weight: 1}}}))
+	clk.set(time.Second)
+	c := &config.Cluster{Name: "c", SlowStart: ss, Endpoints: endpoints(2)}
+	m.Update(gen(c))
+	if got := share(t, m, c, "10.0.0.1:80", 1000); got != 500 {
+		t.Errorf("first of two new endpoints got %d of 1000 round-robin picks, want 500", got)
+	}
+}
+
+// TestEjectedCount checks the O(1) ejected count against the hosts and
+// the panic threshold it feeds.
+func TestEjectedCount(t *testing.T) {
+	m := New(Options{})
+	defer m.Close()
+	const base = 100 * time.Millisecond
+	c := &config.Cluster{Name: "c", Outlier: testOutlier(time.Hour), Endpoints: endpoints(4)}
+	m.Update(gen(c))
+	st := m.state("c")
+	eject := func(addr string) {
+		for range 3 {
+			st.pol.od.report(addr, Result{Status: 500})
+		}
+	}
+	picked := func() map[string]bool {
+		seen := map[string]bool{}
+		for range 16 {
+			seen[pickAddr(t, m, c, PickOptions{})] = true
+		}
+		return seen
+	}
+	if n := st.ejectedCount(); n != 0 {
+		t.Fatalf("ejectedCount = %d before any ejection", n)
+	}
+	eject("10.0.0.1:80")
+	eject("10.0.0.2:80")
+	if n := st.ejectedCount(); n != 2 {
+		t.Fatalf("ejectedCount = %d, want 2", n)
+	}
+	if seen := picked(); len(seen) != 2 || seen["10.0.0.1:80"] || seen["10.0.0.2:80"] {
+		t.Fatalf("2 of 4 ejected: picked %v, want the other 2", seen)
+	}
+	eject("10.0.0.3:80") // 1 usable of 4 is below 50 %: panic
+	if seen := picked(); len(seen) != 4 {
+		t.Fatalf("3 of 4 ejected: picked %v, want all 4 (panic)", seen)
+	}
+	// An ejected host that leaves the cluster leaves the count.
+	c2 := &config.Cluster{Name: "c", Outlier: c.Outlier, Endpoints: endpoints(4)[1:]}
+	m.Update(gen(c2))
+	if n := st.ejectedCount(); n != 2 {
+		t.Fatalf("ejectedCount = %d after an ejected host left, want 2", n)
+	}
+
+	// An ejection that ends leaves the count while another goes on: the
+	// ejection time is the base_ejection_time of when it started.
+	c3 := &config.Cluster{Name: "c3", Outlier: testOutlier(base), Endpoints: endpoints(3)}
+	m.Update(gen(c3))
+	st3 := m.state("c3")
+	eject3 := func(addr string) {
+		for range 3 {
+			st3.pol.od.report(addr, Result{Status: 500})
+		}
+	}
+	eject3("10.0.0.1:80")
+	c3.Outlier = testOutlier(time.Hour)
+	m.Update(gen(c3))
+	eject3("10.0.0.2:80")
+	if n := st3.ejectedCount(); n != 2 {
+		t.Fatalf("ejectedCount = %d, want 2", n)
+	}
+	waitFor(t, "the short ejection to end", func() bool { return st3.ejectedCount() == 1 })
+	if !st3.ejected("10.0.0.2:80") || st3.pol.od.active(monoNow()) != 1 {
+		t.Fatalf("after the short ejection: 10.0.0.2 ejected %v, active %d; want true, 1",
+			st3.ejected("10.0.0.2:80"), st3.pol.od.active(monoNow()))
+	}
+}
+
+// TestEjectedUnhealthyEndpoint: an ejected endpoint that is not healthy
+// does not count against the usable ones (2 of 4 usable is not panic).
+func TestEjectedUnhealthyEndpoint(t *testing.T) {
+	m := New(Options{})
+	defer m.Close()
+	eps := endpoints(4)
+	eps[3].Health = config.Unhealthy
+	c := &config.Cluster{Name: "c", Outlier: testOutlier(time.Hour), Endpoints: eps}
+	m.Update(gen(c))
+	st := m.state("c")
+	for _, a := range []string{"10.0.0.1:80", "10.0.0.4:80"} {
+		for range 3 {
+			st.pol.od.report(a, Result{Status: 500})
+		}
+	}
+	seen := map[string]bool{}
+	for range 16 {
+		seen[pickAddr(t, m, c, PickOptions{})] = true
+	}
+	if d := cmp.Diff(map[string]bool{"10.0.0.2:80": true, "10.0.0.3:80": true}, seen); d != "" {
+		t.Errorf("picked (-want +got)\n%s", d)
 	}
 }
 

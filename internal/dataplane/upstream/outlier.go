@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -30,6 +31,9 @@ type outlierState struct {
 	// until is the latest ejection deadline of any host (monoNow): when it
 	// is past, no host is ejected and ejected needs no map lookup.
 	until atomic.Int64
+	// count caches how many hosts are ejected (ejectedCount); nil or
+	// expired: recount.
+	count atomic.Pointer[ejectCount]
 
 	enforced atomic.Uint64 // ejections_enforced_total
 	overflow atomic.Uint64 // ejections_overflow
@@ -37,6 +41,14 @@ type outlierState struct {
 	// mu guards ejection decisions, the fields of hostMonitor it names,
 	// and writes of hosts.
 	mu sync.Mutex
+}
+
+// ejectCount is how many hosts were ejected when it was counted; the
+// count holds until the earliest of their deadlines (monoNow), as only an
+// eject (which recounts) adds an ejected host.
+type ejectCount struct {
+	n          int
+	validUntil int64
 }
 
 // hostMonitor is the outlier state of one endpoint address.
@@ -78,6 +90,7 @@ func (o *outlierState) update(od *config.OutlierDetection, eps []config.Endpoint
 		latest = max(latest, hm.until.Load())
 	}
 	o.until.Store(latest)
+	o.recount(monoNow())
 }
 
 // ejected reports whether addr is ejected now.
@@ -92,6 +105,50 @@ func (o *outlierState) ejected(addr string) bool {
 	}
 	hm := (*o.hosts.Load())[addr]
 	return hm != nil && now < hm.until.Load()
+}
+
+// ejectedCount returns how many hosts are ejected now. It is lock-free
+// and O(1): one atomic load when no host is ejected; a scan of the hosts
+// only once after each end of an ejection.
+func (o *outlierState) ejectedCount() int {
+	u := o.until.Load()
+	if u == 0 {
+		return 0
+	}
+	now := monoNow()
+	if now >= u {
+		// Every ejection is over. eject and update store until under mu
+		// without a compare: a newer deadline makes this swap fail.
+		o.until.CompareAndSwap(u, 0)
+		return 0
+	}
+	c := o.count.Load()
+	if c != nil && now < c.validUntil {
+		return c.n
+	}
+	nc := o.countAt(now)
+	// A count stored meanwhile (by eject, or by another Pick) wins.
+	o.count.CompareAndSwap(c, nc)
+	return nc.n
+}
+
+// recount stores the count at now; called with mu held after the
+// ejections or the hosts change.
+func (o *outlierState) recount(now int64) { o.count.Store(o.countAt(now)) }
+
+// countAt counts the hosts ejected at now and the earliest end of their
+// ejections.
+func (o *outlierState) countAt(now int64) *ejectCount {
+	c := &ejectCount{validUntil: math.MaxInt64}
+	if p := o.hosts.Load(); p != nil {
+		for _, hm := range *p {
+			if u := hm.until.Load(); now < u {
+				c.n++
+				c.validUntil = min(c.validUntil, u)
+			}
+		}
+	}
+	return c
 }
 
 // active counts the hosts ejected at now.
@@ -213,5 +270,6 @@ func (o *outlierState) eject(od *config.OutlierDetection, hm *hostMonitor, enfor
 	if until > o.until.Load() {
 		o.until.Store(until)
 	}
+	o.recount(now)
 	o.enforced.Add(1)
 }

@@ -92,6 +92,11 @@ func (st *clusterState) admit() error {
 // It is lock-free: one or two atomic loads when nothing is ejected.
 func (st *clusterState) ejected(addr string) bool { return st.pol.od.ejected(addr) }
 
+// ejectedCount returns how many endpoints outlier detection has ejected
+// now (Envoy's outlier_detection.ejections_active). It is lock-free and
+// O(1) but once after each ejection ends.
+func (st *clusterState) ejectedCount() int { return st.pol.od.ejectedCount() }
+
 // policyDone gives back h's request to the circuit breaker and reports
 // its result to outlier detection.
 func (st *clusterState) policyDone(h *Host, res Result) {
