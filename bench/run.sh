@@ -8,10 +8,13 @@
 #      (bench/loom-bootstrap-features.yaml), so the two differ only in
 #      the route;
 #   3. config propagation: bench/propagation (file write -> first request
-#      routed by the new rule), through real loomd and loom-proxy processes.
+#      routed by the new rule), through real loomd and loom-proxy processes;
+#   4. sidecar memory: bench/sidecarmem, one sidecar holding the routes of
+#      1000 services (SIDECARMEM_N).
 # Results land in bench/results/ (raw data is git-ignored); bench/RESULTS.md
 # is written by hand from them.
-# Knobs: REPS (default 3), SKIP_OVERHEAD=1, SKIP_FEATURES=1, SKIP_PROPAGATION=1.
+# Knobs: REPS (default 3), SKIP_OVERHEAD=1, SKIP_FEATURES=1, SKIP_PROPAGATION=1,
+# SKIP_SIDECARMEM=1.
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
@@ -62,4 +65,8 @@ fi
 
 if [[ ${SKIP_PROPAGATION:-0} != 1 ]]; then
   (cd "$ROOT" && go run ./bench/propagation -bin-dir "$BIN" -n "${PROPAGATION_N:-20}")
+fi
+
+if [[ ${SKIP_SIDECARMEM:-0} != 1 ]]; then
+  (cd "$ROOT" && go run ./bench/sidecarmem -bin-dir "$BIN" -services "${SIDECARMEM_N:-1000}")
 fi
