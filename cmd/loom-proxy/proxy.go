@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
+	"github.com/loom-mesh/loom/internal/dataplane/tcp"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/dataplane/xdsclient"
@@ -93,8 +95,15 @@ func New(opts Options) (*Proxy, error) {
 		return telemetry.ClusterPolicyStats{CxOverflow: s.UpstreamCxOverflow,
 			EjectionsEnforced: s.EjectionsEnforcedTotal, EjectionsOverflow: s.EjectionsOverflow, EjectionsActive: s.EjectionsActive}
 	})
+	tp, err := tcp.New(tcp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
 	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger,
-		Handler: func(l *config.Listener) http.Handler { return cm.Handler(l.Name) }})
+		Handler: func(l *config.Listener) http.Handler { return cm.Handler(l.Name) },
+		TCP: func(l *config.Listener) listener.ConnHandler {
+			return func(ctx context.Context, c net.Conn) { tp.ServeConn(ctx, l.Name, c) }
+		}})
 	if err != nil {
 		return nil, err
 	}

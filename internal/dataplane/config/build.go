@@ -20,6 +20,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -345,11 +346,22 @@ func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, *Route
 		return nil, nil, ferr("filter_chains[0].transport_socket", "not supported (no TLS in this version)")
 	}
 	if n := len(fc.GetFilters()); n != 1 {
-		return nil, nil, verr("filter_chains[0].filters", strconv.Itoa(n)+" filters", "must have exactly one filter, "+HCMFilterName)
+		return nil, nil, verr("filter_chains[0].filters", strconv.Itoa(n)+" filters", "must have exactly one filter, "+HCMFilterName+" or "+TCPProxyFilterName)
 	}
 	f := fc.GetFilters()[0]
+	if f.GetName() == TCPProxyFilterName {
+		var tp tcpv3.TcpProxy
+		if err := anyTo(f.GetTypedConfig(), &tp); err != nil {
+			return nil, nil, ferr("filter_chains[0].filters[0].typed_config", "%v", err)
+		}
+		if rl.TCPProxy, err = buildTCPProxy(&tp); err != nil {
+			return nil, nil, under("filter_chains[0].filters[0].typed_config", err)
+		}
+		rl.StatPrefix = rl.TCPProxy.StatPrefix
+		return rl, nil, nil
+	}
 	if f.GetName() != HCMFilterName {
-		return nil, nil, verr("filter_chains[0].filters[0].name", f.GetName(), "must be "+HCMFilterName)
+		return nil, nil, verr("filter_chains[0].filters[0].name", f.GetName(), "must be "+HCMFilterName+" or "+TCPProxyFilterName)
 	}
 	var hcm hcmv3.HttpConnectionManager
 	if err := anyTo(f.GetTypedConfig(), &hcm); err != nil {
@@ -396,8 +408,8 @@ func buildHCM(fb *filterBuilder, rl *Listener, hcm *hcmv3.HttpConnectionManager)
 		return nil, err
 	}
 	rl.HTTPFilters = chain
-	if len(hcm.GetUpgradeConfigs()) > 0 {
-		return nil, ferr("upgrade_configs", "not supported")
+	if rl.Upgrades, err = buildHCMUpgrades(hcm.GetUpgradeConfigs()); err != nil {
+		return nil, err
 	}
 	if err := hcm.Validate(); err != nil {
 		return nil, ferr("", "violates Envoy's constraints: %v", err)
@@ -673,8 +685,8 @@ func buildRouteAction(rr *Route, a *routev3.RouteAction) error {
 	if a.GetCors() != nil {
 		return ferr("cors", "not supported; use typed_per_filter_config[\"envoy.filters.http.cors\"]")
 	}
-	if len(a.GetUpgradeConfigs()) > 0 {
-		return ferr("upgrade_configs", "not supported")
+	if rr.Upgrades, err = buildRouteUpgrades(a.GetUpgradeConfigs()); err != nil {
+		return err
 	}
 	if a.GetRetryPolicyTypedConfig() != nil || a.GetHedgePolicy() != nil {
 		return ferr("", "retry_policy_typed_config and hedge_policy are not supported")

@@ -214,8 +214,8 @@ func TestBuildErrors(t *testing.T) {
 		mutate  mut
 		wantErr string
 	}{
-		{"filter not HCM", listenerWith(func(l *listenerv3.Listener) { l.FilterChains[0].Filters[0].Name = "envoy.filters.network.tcp_proxy" }),
-			`listener "virtualOutbound": filter_chains[0].filters[0].name = "envoy.filters.network.tcp_proxy": must be envoy.filters.network.http_connection_manager`},
+		{"filter not HCM", listenerWith(func(l *listenerv3.Listener) { l.FilterChains[0].Filters[0].Name = "envoy.filters.network.redis_proxy" }),
+			`listener "virtualOutbound": filter_chains[0].filters[0].name = "envoy.filters.network.redis_proxy": must be envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy`},
 		{"two filter chains", listenerWith(func(l *listenerv3.Listener) { l.FilterChains = append(l.FilterChains, l.FilterChains[0]) }),
 			`listener "virtualOutbound": filter_chains = "2 chains": must have exactly one filter chain`},
 		{"HCM typed_config wrong type", listenerWith(func(l *listenerv3.Listener) {
@@ -300,8 +300,8 @@ func TestBuildErrors(t *testing.T) {
 		{"lb_policy", clusterWith(func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED }),
 			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": lb_policy = "CLUSTER_PROVIDED": must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV`},
 		{"cluster type", clusterWith(func(c *clusterv3.Cluster) {
-			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
-		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": type = "STRICT_DNS": must be EDS or STATIC`},
+			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_DiscoveryType(99)}
+		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": type = "99": must be EDS, STATIC, STRICT_DNS, LOGICAL_DNS or ORIGINAL_DST`},
 		{"eds not ads", clusterWith(func(c *clusterv3.Cluster) { c.EdsClusterConfig = nil }),
 			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": eds_cluster_config.eds_config: must be ads`},
 		{"protocol options key", clusterWith(func(c *clusterv3.Cluster) {

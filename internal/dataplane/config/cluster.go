@@ -19,6 +19,13 @@ import (
 type Cluster struct {
 	Name           string
 	ConnectTimeout time.Duration
+	// DNSNetwork is the network a STRICT_DNS or LOGICAL_DNS cluster dials
+	// its host names on, from dns_lookup_family: "tcp4" (V4_ONLY), "tcp6"
+	// (V6_ONLY) or "tcp" (AUTO, V4_PREFERRED, ALL). Empty for other types.
+	DNSNetwork string
+	// OriginalDst is original_dst_lb_config; set only when Type is
+	// TypeOriginalDst.
+	OriginalDst *OriginalDstConfig
 	// LBPolicy is Cluster.lb_policy: LBRoundRobin (the default),
 	// LBLeastRequest, LBRandom, LBRingHash or LBMaglev.
 	LBPolicy string
@@ -50,6 +57,28 @@ type Cluster struct {
 	Conn            ConnectionOptions
 }
 
+// DefaultOriginalDstHeader is original_dst_lb_config.http_header_name when
+// empty (Envoy's x-envoy-original-dst-host).
+const DefaultOriginalDstHeader = "x-envoy-original-dst-host"
+
+// OriginalDstConfig is envoy.config.cluster.v3.Cluster.OriginalDstLbConfig
+// with use_http_header true, the only form the proxy serves: it has no
+// transparent interception, so the destination always comes from a request
+// header.
+type OriginalDstConfig struct {
+	// Header is http_header_name, lower-cased; DefaultOriginalDstHeader when
+	// unset. ":authority" and "host" both name the request's authority.
+	// Its value is "HOST[:PORT]"; a host name in it is resolved by the proxy
+	// at dial time (a Loom extension: Envoy takes only IP:PORT).
+	Header string
+	// PortOverride is upstream_port_override (1-65535); 0 when unset.
+	PortOverride uint32
+}
+
+// Authority reports whether the destination is read from the request's
+// authority (Header ":authority" or "host").
+func (o *OriginalDstConfig) Authority() bool { return o.Header == ":authority" || o.Header == "host" }
+
 // Load-balancing policies (Cluster.lb_policy) this version implements.
 const (
 	LBRoundRobin   = "ROUND_ROBIN"
@@ -57,6 +86,9 @@ const (
 	LBRandom       = "RANDOM"
 	LBRingHash     = "RING_HASH"
 	LBMaglev       = "MAGLEV"
+	// LBClusterProvided is the policy of an ORIGINAL_DST cluster: the
+	// request picks its host.
+	LBClusterProvided = "CLUSTER_PROVIDED"
 )
 
 // Load-balancer defaults Envoy applies when a field is unset, and its limits.
@@ -131,7 +163,9 @@ const (
 
 // Endpoint is one upstream host of a cluster.
 type Endpoint struct {
-	Address string // "ip:port"
+	// Address is "ip:port", or "hostname:port" in a STRICT_DNS or
+	// LOGICAL_DNS cluster (resolved when a connection is dialed).
+	Address string
 	Health  HealthStatus
 	Weight  uint32 // load_balancing_weight; 1 when unset
 }
@@ -139,6 +173,12 @@ type Endpoint struct {
 // ---- endpoints ----
 
 func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
+	return buildEndpointsWith(cla, socketAddress)
+}
+
+// buildEndpointsWith is buildEndpoints with addr parsing each endpoint's
+// address into "host:port".
+func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path string, a *corev3.Address) (string, error)) ([]Endpoint, error) {
 	if len(cla.GetNamedEndpoints()) > 0 {
 		return nil, ferr("named_endpoints", "not supported")
 	}
@@ -156,14 +196,14 @@ func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
 			if lb.GetEndpointName() != "" {
 				return nil, ferr(p+".endpoint_name", "not supported")
 			}
-			addr, err := socketAddress(p+".endpoint.address", lb.GetEndpoint().GetAddress())
+			a, err := addr(p+".endpoint.address", lb.GetEndpoint().GetAddress())
 			if err != nil {
 				return nil, err
 			}
 			if len(lb.GetEndpoint().GetAdditionalAddresses()) > 0 {
 				return nil, ferr(p+".endpoint.additional_addresses", "not supported")
 			}
-			ep := Endpoint{Address: addr, Weight: 1}
+			ep := Endpoint{Address: a, Weight: 1}
 			switch lb.GetHealthStatus() {
 			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
 				ep.Health = Healthy
@@ -234,7 +274,7 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 	switch c.GetClusterDiscoveryType().(type) {
 	case *clusterv3.Cluster_Type:
 	default:
-		return nil, ferr("cluster_type", "not supported; type must be EDS or STATIC")
+		return nil, ferr("cluster_type", "not supported; type must be EDS, STATIC, STRICT_DNS, LOGICAL_DNS or ORIGINAL_DST")
 	}
 	switch c.GetType() {
 	case clusterv3.Cluster_EDS:
@@ -255,8 +295,19 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 			}
 			rc.Endpoints = eps
 		}
+	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		if err := buildDNSCluster(c, rc); err != nil {
+			return nil, err
+		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		if err := buildOriginalDstCluster(c, rc); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, verr("type", c.GetType().String(), "must be EDS or STATIC")
+		return nil, verr("type", c.GetType().String(), "must be EDS, STATIC, STRICT_DNS, LOGICAL_DNS or ORIGINAL_DST")
+	}
+	if c.GetType() != clusterv3.Cluster_ORIGINAL_DST && c.GetOriginalDstLbConfig() != nil {
+		return nil, ferr("original_dst_lb_config", "must be set only on an ORIGINAL_DST cluster")
 	}
 	return rc, nil
 }
@@ -299,6 +350,13 @@ func buildLB(c *clusterv3.Cluster, rc *Cluster) error {
 			return under("ring_hash_lb_config", err)
 		}
 		rc.RingHash = rh
+	case clusterv3.Cluster_CLUSTER_PROVIDED:
+		// Envoy's only policy for an ORIGINAL_DST cluster, and only for it.
+		if c.GetType() != clusterv3.Cluster_ORIGINAL_DST {
+			return verr("lb_policy", c.GetLbPolicy().String(), "must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV")
+		}
+		rc.LBPolicy = LBClusterProvided
+		return nil
 	case clusterv3.Cluster_MAGLEV:
 		rc.LBPolicy = LBMaglev
 		size := uint64(DefaultMaglevTableSize)
@@ -311,6 +369,9 @@ func buildLB(c *clusterv3.Cluster, rc *Cluster) error {
 		rc.Maglev = &MaglevConfig{TableSize: size}
 	default:
 		return verr("lb_policy", c.GetLbPolicy().String(), "must be ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV")
+	}
+	if c.GetType() == clusterv3.Cluster_ORIGINAL_DST {
+		return verr("lb_policy", c.GetLbPolicy().String(), "must be CLUSTER_PROVIDED on an ORIGINAL_DST cluster")
 	}
 	cl := c.GetCommonLbConfig()
 	if cl == nil {

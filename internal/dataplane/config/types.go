@@ -50,9 +50,10 @@ const (
 	DirectionOutbound
 )
 
-// Listener is one bound socket and its HTTP connection manager.
+// Listener is one bound socket and its HTTP connection manager or TCP proxy.
 // Implements envoy.config.listener.v3.Listener with one filter chain whose
-// only network filter is envoy.filters.network.http_connection_manager.
+// only network filter is envoy.filters.network.http_connection_manager or
+// envoy.filters.network.tcp_proxy.
 type Listener struct {
 	Name      string
 	Address   string // "host:port"
@@ -67,6 +68,13 @@ type Listener struct {
 	// terminal router (always last); empty when the router is the only
 	// filter. Filters that are is_optional and unknown are left out.
 	HTTPFilters []HTTPFilter
+	// Upgrades are the HCM's upgrade_configs: upgrade type (lower case,
+	// "websocket") to enabled; nil when none (see UpgradeAllowed).
+	Upgrades Upgrades
+	// TCPProxy is set when the only network filter is
+	// envoy.filters.network.tcp_proxy instead of the HCM; StatPrefix is
+	// then its stat_prefix and the HTTP fields are empty.
+	TCPProxy *TCPProxy
 }
 
 // HTTPFilter is one compiled filter of a listener's chain
@@ -147,6 +155,9 @@ type Route struct {
 	// when that filter has no override. It may be shorter than a slot:
 	// read it with Override.
 	FilterOverrides []filter.Config
+	// Upgrades are RouteAction.upgrade_configs: upgrade type (lower case)
+	// to enabled, overriding the listener's; nil when none.
+	Upgrades Upgrades
 }
 
 // WeightedCluster is one destination of a route.

@@ -82,6 +82,7 @@ type ConnectionManager struct {
 	metrics  *telemetry.Metrics
 	logger   *slog.Logger
 	mirrors  mirrorPool
+	tunnels  tunnels // upgraded (WebSocket) connections under way
 }
 
 // New makes a ConnectionManager. It fails when Generation or Clusters is nil.
@@ -107,10 +108,13 @@ func New(opts Options) (*ConnectionManager, error) {
 }
 
 // Close cancels the mirrored requests under way and waits for their
-// goroutines to end; mirrors of later requests are dropped. Requests
-// themselves are not affected. It is safe to call more than once.
+// goroutines to end; mirrors of later requests are dropped. It closes the
+// upgraded (WebSocket) connections under way, whose handlers then return,
+// and refuses later upgrades. Other requests are not affected. It is safe
+// to call more than once.
 func (cm *ConnectionManager) Close() error {
 	cm.mirrors.close()
+	cm.tunnels.close()
 	return nil
 }
 
@@ -197,7 +201,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	abort := cm.serve(w, r, st, h.name, host, body)
 
 	if body != nil {
-		e.BytesReceived = body.n.Load()
+		e.BytesReceived += body.n.Load() // an upgraded tunnel counted its own bytes
 	}
 	e.Duration = time.Since(start)
 	cm.metrics.Request(h.name, e.ResponseCode, e.ResponseFlags)
@@ -235,6 +239,11 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 				}
 			}
 		}
+	}
+	if upgradeRejected(r, l, route) {
+		// Before the filters, as Envoy's connection manager decides.
+		localReply(w, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
+		return false
 	}
 	if l == nil || len(l.HTTPFilters) == 0 {
 		return cm.route(w, r, gen, route, host, body, e)
@@ -359,7 +368,20 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
 		defer cancel()
 	}
+	// An upgrade the listener and route allow (serve refused the others):
+	// one attempt, no mirror, and the upgrade headers go upstream.
+	upgrade := upgradeType(r)
+	if upgrade != "" && c.HTTP2 {
+		// Envoy would carry it as an extended CONNECT (RFC 8441) stream;
+		// this version upgrades over HTTP/1.1 upstreams only.
+		localReply(w, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
+		return false
+	}
 	prepareRequestHeaders(r.Header, r.TLS != nil)
+	if upgrade != "" {
+		r.Header["Connection"] = []string{"Upgrade"}
+		r.Header["Upgrade"] = []string{upgrade}
+	}
 	var wcReq, wcResp *config.HeaderMutation
 	if wc != nil {
 		wcReq, wcResp = wc.RequestHeaders, wc.ResponseHeaders
@@ -393,10 +415,13 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 
 	retry := route.Retry
 	attempts := 1
-	if retry != nil && retry.RetryRequestAllowed(r) {
+	if retry != nil && retry.RetryRequestAllowed(r) && upgrade == "" {
 		attempts += int(retry.NumRetries)
 	}
 	mirrors := route.Mirrors
+	if upgrade != "" {
+		mirrors = nil
+	}
 
 	// The request body: none, buffered (retriable, mirrored) or streamed
 	// (one attempt, no mirror). The buffer is allocated per request, sized
@@ -408,8 +433,16 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		length   int64
 	)
 	hasBody := body != nil && r.ContentLength != 0
+	// A gRPC request body of unknown length may be a client or
+	// bidirectional stream whose end comes after responses: buffering it
+	// for a retry would hold the call. It is streamed, not retried.
+	grpcStream := hasBody && r.ContentLength < 0 && isGRPC(r.Header)
 	switch {
 	case !hasBody:
+	case grpcStream:
+		stream = r.Body
+		length = -1
+		attempts = 1
 	case (attempts > 1 || len(mirrors) > 0) && r.ContentLength <= MaxRetryBodyBytes:
 		var (
 			buf []byte
@@ -618,10 +651,22 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	if attempts > 1 && retryOnResponse(retry, resp) {
 		e.ResponseFlags = FlagRetryLimitExceeded
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols && upgrade == "" {
+		// A 101 to a request that asked no upgrade: Envoy's codec takes it
+		// for a protocol error.
+		res.LocalOrigin = true
+		localReply(w, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
+			"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
+		return false
+	}
 	hdr := w.Header()
 	copyResponseHeaders(hdr, resp.Header)
 	hdr["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(e.UpstreamServiceTime.Milliseconds(), 10)}
 	route.ResponseHeaders.Apply(hdr, wcResp)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		cm.tunnel(w, resp, hdr, e)
+		return false
+	}
 	if setCookie != nil {
 		if v := setCookie.String(); v != "" {
 			hdr["Set-Cookie"] = append(hdr["Set-Cookie"][:len(hdr["Set-Cookie"]):len(hdr["Set-Cookie"])], v)

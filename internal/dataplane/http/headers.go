@@ -140,3 +140,10 @@ func newRequestID() string {
 
 // bytesReader is an io.ReadCloser over b.
 func bytesReader(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
+
+// isGRPC reports whether h's Content-Type is gRPC's (application/grpc,
+// application/grpc+proto, application/grpc-web...).
+func isGRPC(h http.Header) bool {
+	ct := h["Content-Type"]
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
+}

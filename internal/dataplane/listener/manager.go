@@ -18,11 +18,22 @@ import (
 // in-flight requests before closing their connections.
 const DefaultDrainTimeout = 5 * time.Second
 
+// ConnHandler serves one connection accepted on a TCP listener: it owns c,
+// must close it, and returns when the connection is over. ctx ends when
+// the listener's drain is over (or the manager's shutdown is cut short):
+// the handler must then close c and return.
+type ConnHandler func(ctx context.Context, c net.Conn)
+
 // Options configures a Manager.
 type Options struct {
-	// Handler makes the handler of a listener, once per socket. Required.
+	// Handler makes the handler of an HTTP listener, once per socket.
+	// Required.
 	Handler func(l *config.Listener) http.Handler
-	Logger  *slog.Logger
+	// TCP makes the handler of a listener whose filter chain is a
+	// tcp_proxy (Listener.TCPProxy set), once per socket. When nil such a
+	// listener fails to bind.
+	TCP    func(l *config.Listener) ConnHandler
+	Logger *slog.Logger
 	// DrainTimeout bounds the drain of a removed listener. Default
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
@@ -49,12 +60,27 @@ type Manager struct {
 	wg sync.WaitGroup // serve and drain goroutines
 }
 
-type key struct{ name, addr string }
+// key identifies a socket; a listener that switches between HTTP and TCP
+// gets a new one.
+type key struct {
+	name, addr string
+	tcp        bool
+}
 
 type served struct {
 	key key
 	ln  net.Listener
-	srv *http.Server
+	srv *http.Server // HTTP listeners
+	tcp *tcpServer   // TCP listeners
+}
+
+// tcpServer is the accept loop of a TCP listener and its connections.
+type tcpServer struct {
+	handler ConnHandler
+	// ctx ends the connections still open after a drain; cancel ends it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	conns  sync.WaitGroup // accept loop and connection goroutines
 }
 
 // New makes a Manager with no listener.
@@ -86,7 +112,7 @@ func (m *Manager) Update(gen *config.Generation) error {
 
 	want := make(map[key]*config.Listener, len(gen.Listeners))
 	for _, l := range gen.Listeners {
-		want[key{l.Name, l.Address}] = l
+		want[key{l.Name, l.Address, l.TCPProxy != nil}] = l
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -135,6 +161,9 @@ func (m *Manager) Update(gen *config.Generation) error {
 	if m.closed { // Shutdown ran meanwhile
 		for _, s := range bound {
 			_ = s.ln.Close()
+			if s.tcp != nil {
+				s.tcp.cancel()
+			}
 		}
 		return errors.Join(append(errs, errors.New("listener manager: closed"))...)
 	}
@@ -163,11 +192,19 @@ func (l *onceCloseListener) Close() error {
 // bind listens on l.Address and makes its server; serve starts it. It is
 // called without mu held.
 func (m *Manager) bind(l *config.Listener) (*served, error) {
+	if l.TCPProxy != nil && m.opts.TCP == nil {
+		return nil, fmt.Errorf("bind listener %q on %s: no TCP proxy configured", l.Name, l.Address)
+	}
 	nl, err := net.Listen("tcp", l.Address)
 	if err != nil {
 		return nil, fmt.Errorf("bind listener %q on %s: %w", l.Name, l.Address, err)
 	}
 	ln := &onceCloseListener{Listener: nl}
+	if l.TCPProxy != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		ts := &tcpServer{handler: m.opts.TCP(l), ctx: ctx, cancel: cancel}
+		return &served{key: key{l.Name, l.Address, true}, ln: ln, tcp: ts}, nil
+	}
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true) // h2c with prior knowledge (HCM codec_type AUTO)
@@ -178,12 +215,17 @@ func (m *Manager) bind(l *config.Listener) (*served, error) {
 		IdleTimeout:       m.opts.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
 	}
-	return &served{key: key{l.Name, l.Address}, ln: ln, srv: srv}, nil
+	return &served{key: key{l.Name, l.Address, false}, ln: ln, srv: srv}, nil
 }
 
 // serve starts s's accept loop. Called with mu held, before Shutdown: the
 // goroutine is counted in wg.
 func (m *Manager) serve(s *served) {
+	if s.tcp != nil {
+		s.tcp.conns.Add(1)
+		go m.acceptTCP(s)
+		return
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -203,10 +245,66 @@ func (m *Manager) drain(s *served) {
 		defer m.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), m.opts.DrainTimeout)
 		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.shutdown(ctx)
+	}()
+}
+
+// shutdown stops s accepting, waits until its requests or connections are
+// over or ctx ends, then closes what is left; it returns ctx's error when
+// cut short.
+func (s *served) shutdown(ctx context.Context) error {
+	if s.tcp == nil {
+		err := s.srv.Shutdown(ctx)
+		if err != nil {
 			_ = s.srv.Close()
 		}
-	}()
+		return err
+	}
+	_ = s.ln.Close()
+	done := make(chan struct{})
+	go func() { s.tcp.conns.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.tcp.cancel() // handlers close their connections
+	<-done
+	return err
+}
+
+// acceptTCP accepts connections on a TCP listener until its socket is
+// closed, each served on its own goroutine counted in s.tcp.conns. The
+// caller has counted this goroutine in s.tcp.conns.
+func (m *Manager) acceptTCP(s *served) {
+	ts := s.tcp
+	defer ts.conns.Done()
+	var backoff time.Duration
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off as
+			// net/http's Serve does, up to 1s.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			m.log.Warn("accept failed", "listener", s.key.name, "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ts.ctx.Done():
+				return
+			}
+		}
+		backoff = 0
+		ts.conns.Add(1)
+		go func() {
+			defer ts.conns.Done()
+			ts.handler(ts.ctx, c)
+		}()
+	}
 }
 
 // Addrs returns the bound address of each listener by name (useful when a
@@ -240,10 +338,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.srv.Shutdown(ctx); err != nil {
-				errs[i] = err
-				_ = s.srv.Close()
-			}
+			errs[i] = s.shutdown(ctx)
 		}()
 	}
 	wg.Wait()

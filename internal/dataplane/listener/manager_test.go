@@ -190,3 +190,89 @@ func TestRenameOnSameAddress(t *testing.T) {
 		}
 	}
 }
+
+// echoConns is a ConnHandler that echoes each line prefixed with the
+// listener's name, and closes the connection when ctx ends.
+func echoConns(l *config.Listener) ConnHandler {
+	return func(ctx context.Context, c net.Conn) {
+		defer c.Close()
+		stop := context.AfterFunc(ctx, func() { c.Close() })
+		defer stop()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, l.Name+" "+line); err != nil {
+				return
+			}
+		}
+	}
+}
+
+func TestTCPListener(t *testing.T) {
+	m, err := New(Options{
+		Handler: func(l *config.Listener) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "http") })
+		},
+		TCP:          echoConns,
+		DrainTimeout: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	addr := freeAddr(t)
+	tcp := &config.Listener{Name: "l", Address: addr, TCPProxy: &config.TCPProxy{}}
+	if err := m.Update(gen(tcp)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "hi\n")
+	if got, err := br.ReadString('\n'); err != nil || got != "l hi\n" {
+		t.Fatalf("TCP listener answered %q, %v", got, err)
+	}
+
+	// The same name and address turn HTTP: a new socket serves HTTP, and
+	// the open TCP connection is closed when the 200 ms drain is over.
+	start := time.Now()
+	if err := m.Update(gen(&config.Listener{Name: "l", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "http" {
+		t.Fatalf("after the switch to HTTP: %q", b)
+	}
+	io.WriteString(conn, "still\n")
+	if got, err := br.ReadString('\n'); err != nil || got != "l still\n" {
+		t.Fatalf("the draining TCP connection answered %q, %v", got, err)
+	}
+	if _, err := br.ReadString('\n'); err == nil || time.Since(start) < 200*time.Millisecond {
+		t.Fatalf("draining TCP connection ended after %v with %v, want EOF after the 200 ms drain", time.Since(start), err)
+	}
+}
+
+func TestTCPListenerWithoutHandler(t *testing.T) {
+	m, err := New(Options{Handler: func(*config.Listener) http.Handler { return http.NotFoundHandler() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	err = m.Update(gen(&config.Listener{Name: "t", Address: freeAddr(t), TCPProxy: &config.TCPProxy{}}))
+	if err == nil || !strings.Contains(err.Error(), "no TCP proxy") {
+		t.Fatalf("Update error = %v, want no TCP proxy configured", err)
+	}
+}

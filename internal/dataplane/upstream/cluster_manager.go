@@ -76,8 +76,9 @@ type clusterState struct {
 	connectTimeout atomic.Int64 // time.Duration
 	lastSeen       uint64       // epoch; guarded by ClusterManager.mu
 
-	lb  lbState     // lb.go
-	pol policyState // policy.go
+	lb     lbState     // lb.go
+	pol    policyState // policy.go
+	egress egressState // egress.go
 
 	h1   *h1Transport
 	h2c  atomic.Pointer[http.Transport] // built on first use by an h2c cluster
@@ -119,6 +120,7 @@ func (m *ClusterManager) Update(gen *config.Generation) {
 		st.setConnectTimeout(c.ConnectTimeout)
 		st.updateLB(c)
 		st.updatePolicy(c)
+		st.updateEgress(c)
 		st.lastSeen = m.epoch
 		next[name] = st
 	}
@@ -188,10 +190,18 @@ func (m *ClusterManager) state(name string) *clusterState {
 // pick, and with ErrOverflow when c's max_requests circuit breaker is
 // full. Round-trip errors of connection failures wrap *ConnectError.
 //
+// For an ORIGINAL_DST cluster the request names the host: the returned
+// Host has no Addr, and its RT dials what c.OriginalDst's header says
+// (egress.go). A host name endpoint of a DNS cluster is resolved when a
+// connection to it is dialed.
+//
 // Pick is safe for concurrent use, takes no lock and allocates only the
 // returned Host; the caller must call Host.Done.
 func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error) {
 	st := m.state(c.Name)
+	if c.OriginalDst != nil {
+		return st.pickOriginalDst(c)
+	}
 	t := st.tableFor(c)
 	i := st.choose(t, &opts)
 	if i < 0 {
@@ -227,7 +237,7 @@ func (st *clusterState) h2cTransport() *http.Transport {
 
 func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
-	c, err := d.DialContext(ctx, network, addr)
+	c, err := d.DialContext(ctx, st.dialNetwork(network), addr)
 	if err != nil {
 		return nil, &ConnectError{Addr: addr, Err: err}
 	}

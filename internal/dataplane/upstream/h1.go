@@ -175,13 +175,59 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 			break
 		}
 	}
-	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols && c.reusable(time.Now())
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return c.upgraded(ctx, stop, resp)
+	}
+	reuse := !resp.Close && !req.Close && c.reusable(time.Now())
 	if resp.Body == http.NoBody || resp.Body == nil {
 		c.release(stop, reuse)
 		return resp, nil
 	}
 	resp.Body = &h1Body{rc: resp.Body, c: c, stop: stop, reuse: reuse}
 	return resp, nil
+}
+
+// upgraded hands the connection of a 101 Switching Protocols response to
+// the caller as resp.Body, an io.ReadWriteCloser, as net/http's Transport
+// does: the connection leaves the pool for good (its slot in
+// max_connections is held until Close) and ctx no longer bounds it.
+func (c *h1Conn) upgraded(ctx context.Context, stop func() bool, resp *http.Response) (*http.Response, error) {
+	if !stop() {
+		// ctx ended while the response was read: its deadline may be set.
+		c.close()
+		return nil, ctx.Err()
+	}
+	resp.Body = &UpgradedConn{c: c}
+	return resp, nil
+}
+
+// UpgradedConn is the body of a 101 Switching Protocols response of an
+// HTTP/1.1 upstream: the raw connection, bytes the upstream sent after its
+// response head first. Read and Write may be called from two goroutines;
+// Close, safe to call more than once and concurrently, closes the
+// connection and gives its slot back to the cluster's pool.
+type UpgradedConn struct {
+	c *h1Conn
+}
+
+var _ io.ReadWriteCloser = (*UpgradedConn)(nil)
+
+func (u *UpgradedConn) Read(p []byte) (int, error)  { return u.c.br.Read(p) }
+func (u *UpgradedConn) Write(p []byte) (int, error) { return u.c.nc.Write(p) }
+
+// CloseWrite half-closes the connection (TCP FIN): the upstream reads EOF
+// and may go on writing.
+func (u *UpgradedConn) CloseWrite() error {
+	if cw, ok := u.c.nc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return u.c.nc.Close()
+}
+
+// Close closes the connection.
+func (u *UpgradedConn) Close() error {
+	u.c.close()
+	return nil
 }
 
 // earlyResponse reads the response an upstream sent before it stopped

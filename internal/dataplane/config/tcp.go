@@ -1,0 +1,122 @@
+package config
+
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+)
+
+// TCPProxyFilterName is the network filter a TCP listener's filter chain
+// holds instead of the HTTP connection manager.
+const TCPProxyFilterName = "envoy.filters.network.tcp_proxy"
+
+// DefaultTCPIdleTimeout is TcpProxy.idle_timeout when unset (Envoy: 1h).
+const DefaultTCPIdleTimeout = time.Hour
+
+// TCPProxy is a compiled envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy:
+// each downstream connection goes to one cluster, copied byte for byte both
+// ways. It is immutable but for the pick counter, and safe for concurrent
+// use.
+type TCPProxy struct {
+	// StatPrefix is TcpProxy.stat_prefix; never empty.
+	StatPrefix string
+	// Clusters is TcpProxy.cluster (one entry, weight 1) or its
+	// weighted_clusters; TotalWeight is the sum of the weights (> 0).
+	Clusters    []WeightedCluster
+	TotalWeight uint32
+	// IdleTimeout closes the connection when no byte moved either way for
+	// this long (TcpProxy.idle_timeout); 0 disables it. Unset means
+	// DefaultTCPIdleTimeout.
+	IdleTimeout time.Duration
+
+	// route carries Clusters for Route.Pick, so that TCP connections are
+	// spread by the same golden-ratio sequence as HTTP requests.
+	route *Route
+}
+
+// Pick returns the cluster of the next connection: the only cluster, or
+// one of the weighted clusters by the golden-ratio Weyl sequence of
+// Route.Pick (shares hold over every window of connections). Safe for
+// concurrent use; it allocates nothing.
+func (p *TCPProxy) Pick() string { return p.route.Pick() }
+
+// buildTCPProxy validates a TcpProxy. Fields that would change behaviour
+// and that this version does not implement are refused; access_log is
+// accepted and ignored, since every connection is written to the proxy's
+// own access log.
+func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
+	p := &TCPProxy{StatPrefix: tp.GetStatPrefix()}
+	if p.StatPrefix == "" {
+		return nil, ferr("stat_prefix", "must not be empty")
+	}
+	switch cs := tp.GetClusterSpecifier().(type) {
+	case *tcpv3.TcpProxy_Cluster:
+		if cs.Cluster == "" {
+			return nil, ferr("cluster", "must not be empty")
+		}
+		p.Clusters = []WeightedCluster{{Name: cs.Cluster, Weight: 1}}
+		p.TotalWeight = 1
+	case *tcpv3.TcpProxy_WeightedClusters:
+		wcs := cs.WeightedClusters.GetClusters()
+		if len(wcs) == 0 {
+			return nil, ferr("weighted_clusters.clusters", "must not be empty")
+		}
+		var total uint64
+		for i, wc := range wcs {
+			path := idx("weighted_clusters.clusters", i)
+			if wc.GetName() == "" {
+				return nil, ferr(path+".name", "must not be empty")
+			}
+			if wc.GetWeight() == 0 {
+				return nil, verr(path+".weight", "0", "must be at least 1")
+			}
+			if wc.GetMetadataMatch() != nil {
+				return nil, ferr(path+".metadata_match", "not supported")
+			}
+			total += uint64(wc.GetWeight())
+			p.Clusters = append(p.Clusters, WeightedCluster{Name: wc.GetName(), Weight: wc.GetWeight()})
+		}
+		if total > 1<<32-1 {
+			return nil, verr("weighted_clusters", strconv.FormatUint(total, 10), "sum of weights must be 1 to 4294967295")
+		}
+		p.TotalWeight = uint32(total)
+	default:
+		return nil, ferr("cluster_specifier", "must be cluster or weighted_clusters")
+	}
+	var err error
+	if p.IdleTimeout, err = duration(tp.GetIdleTimeout(), "idle_timeout", DefaultTCPIdleTimeout); err != nil {
+		return nil, err
+	}
+	switch {
+	case tp.GetOnDemand() != nil:
+		return nil, ferr("on_demand", "not supported")
+	case tp.GetMetadataMatch() != nil:
+		return nil, ferr("metadata_match", "not supported")
+	case tp.GetDownstreamIdleTimeout() != nil || tp.GetUpstreamIdleTimeout() != nil:
+		return nil, ferr("", "downstream_idle_timeout and upstream_idle_timeout are not supported; use idle_timeout")
+	case tp.GetMaxConnectAttempts() != nil && tp.GetMaxConnectAttempts().GetValue() != 1:
+		return nil, verr("max_connect_attempts", strconv.FormatUint(uint64(tp.GetMaxConnectAttempts().GetValue()), 10), "must be 1 (connect retries are not supported)")
+	case tp.GetBackoffOptions() != nil:
+		return nil, ferr("backoff_options", "not supported")
+	case len(tp.GetHashPolicy()) > 0:
+		return nil, ferr("hash_policy", "not supported")
+	case tp.GetTunnelingConfig() != nil:
+		return nil, ferr("tunneling_config", "not supported")
+	case tp.GetMaxDownstreamConnectionDuration() != nil:
+		return nil, ferr("max_downstream_connection_duration", "not supported")
+	case len(tp.GetProxyProtocolTlvs()) > 0:
+		return nil, ferr("proxy_protocol_tlvs", "not supported")
+	case tp.GetUpstreamConnectMode() != tcpv3.UpstreamConnectMode_IMMEDIATE:
+		return nil, verr("upstream_connect_mode", tp.GetUpstreamConnectMode().String(), "must be IMMEDIATE")
+	}
+	if err := envoyValidate(tp); err != nil {
+		return nil, ferr("", "%v", err)
+	}
+	p.route = &Route{Name: p.StatPrefix, Action: ActionRoute, Clusters: p.Clusters, TotalWeight: p.TotalWeight}
+	if len(p.Clusters) > 1 {
+		p.route.picks = new(atomic.Uint64)
+	}
+	return p, nil
+}

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
+)
+
+const tcpEchoV1 = "outbound|9000|v1|tcp-echo.default.svc.cluster.local"
+
+func tcpListener(t testing.TB, tp *tcpv3.TcpProxy) *listenerv3.Listener {
+	return tcpListenerAny(xdstest.MustAny(t, tp))
+}
+
+func tcpListenerAny(a *anypb.Any) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:             "0.0.0.0_9000",
+		Address:          xdstest.SocketAddress("127.0.0.13", 9000),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       TCPProxyFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a},
+		}}}},
+	}
+}
+
+func weighted(ws ...*tcpv3.TcpProxy_WeightedCluster_ClusterWeight) *tcpv3.TcpProxy_WeightedClusters {
+	return &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{Clusters: ws}}
+}
+
+func TestBuildTCPProxy(t *testing.T) {
+	tests := []struct {
+		name string
+		in   *tcpv3.TcpProxy
+		want *TCPProxy
+	}{
+		{"cluster, default idle timeout",
+			&tcpv3.TcpProxy{StatPrefix: tcpEchoV1, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: tcpEchoV1}},
+			&TCPProxy{StatPrefix: tcpEchoV1, Clusters: []WeightedCluster{{Name: tcpEchoV1, Weight: 1}}, TotalWeight: 1, IdleTimeout: time.Hour}},
+		{"weighted clusters, idle timeout 0 disables",
+			&tcpv3.TcpProxy{StatPrefix: "s", IdleTimeout: durationpb.New(0), ClusterSpecifier: weighted(
+				&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: "a", Weight: 80},
+				&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: "b", Weight: 20})},
+			&TCPProxy{StatPrefix: "s", Clusters: []WeightedCluster{{Name: "a", Weight: 80}, {Name: "b", Weight: 20}}, TotalWeight: 100}},
+		{"max_connect_attempts 1 and idle timeout",
+			&tcpv3.TcpProxy{StatPrefix: "s", IdleTimeout: durationpb.New(3 * time.Second), MaxConnectAttempts: wrapperspb.UInt32(1),
+				ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"}},
+			&TCPProxy{StatPrefix: "s", Clusters: []WeightedCluster{{Name: "a", Weight: 1}}, TotalWeight: 1, IdleTimeout: 3 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, err := Build(Resources{Listeners: []proto.Message{tcpListener(t, tt.in)}}, nil)
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			l := g.Listeners["0.0.0.0_9000"]
+			if diff := cmp.Diff(tt.want, l.TCPProxy, cmpopts.IgnoreUnexported(TCPProxy{})); diff != "" {
+				t.Errorf("TCPProxy (-want +got):\n%s", diff)
+			}
+			if l.StatPrefix != tt.want.StatPrefix || l.RouteConfigName != "" || len(g.Routes) != 0 {
+				t.Errorf("listener %+v, routes %v: want the TCP proxy's stat prefix and no route", l, g.Routes)
+			}
+		})
+	}
+}
+
+func TestBuildTCPProxyErrors(t *testing.T) {
+	one := &tcpv3.TcpProxy_Cluster{Cluster: "a"}
+	tests := []struct {
+		name    string
+		in      *tcpv3.TcpProxy
+		wantErr string
+	}{
+		{"no stat prefix", &tcpv3.TcpProxy{ClusterSpecifier: one},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.stat_prefix: must not be empty`},
+		{"no cluster", &tcpv3.TcpProxy{StatPrefix: "s"},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.cluster_specifier: must be cluster or weighted_clusters`},
+		{"weight 0", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: weighted(
+			&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: "a", Weight: 1},
+			&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: "b"})},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.weighted_clusters.clusters[1].weight = "0": must be at least 1`},
+		{"weighted cluster without name", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: weighted(
+			&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Weight: 1})},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.weighted_clusters.clusters[0].name: must not be empty`},
+		{"negative idle timeout", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, IdleTimeout: durationpb.New(-time.Second)},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.idle_timeout = "-1s": must not be negative`},
+		{"connect retries", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, MaxConnectAttempts: wrapperspb.UInt32(3)},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.max_connect_attempts = "3": must be 1 (connect retries are not supported)`},
+		{"tunneling", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, TunnelingConfig: &tcpv3.TcpProxy_TunnelingConfig{Hostname: "h"}},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.tunneling_config: not supported`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Build(Resources{Listeners: []proto.Message{tcpListener(t, tt.in)}}, nil)
+			if err == nil || err.Error() != tt.wantErr {
+				t.Fatalf("Build error:\n got %v\nwant %s", err, tt.wantErr)
+			}
+		})
+	}
+	t.Run("typed config not TcpProxy", func(t *testing.T) {
+		_, err := Build(Resources{Listeners: []proto.Message{tcpListenerAny(xdstest.MustAny(t, testHCM(t)))}}, nil)
+		want := `listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config: type_url "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": must be type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`
+		if err == nil || err.Error() != want {
+			t.Fatalf("Build error:\n got %v\nwant %s", err, want)
+		}
+	})
+}
+
+// TestTCPProxyPick checks that weighted picks keep their shares over every
+// window of connections, as HTTP routes' do.
+func TestTCPProxyPick(t *testing.T) {
+	tp, err := buildTCPProxy(&tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: weighted(
+		&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: "a", Weight: 80},
+		&tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: "b", Weight: 20})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for range 100 {
+		got[tp.Pick()]++
+	}
+	if got["a"] < 78 || got["a"] > 82 || got["a"]+got["b"] != 100 {
+		t.Errorf("100 picks: %v, want 80 ±2 of a and the rest b", got)
+	}
+	single, err := buildTCPProxy(&tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "only"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := single.Pick(); p != "only" {
+		t.Errorf("single cluster Pick() = %q", p)
+	}
+}

@@ -1,0 +1,208 @@
+package tcp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+)
+
+// Envoy's response flags (%RESPONSE_FLAGS%) the TCP proxy sets.
+const (
+	FlagNoClusterFound    = "NC"
+	FlagNoHealthyUpstream = "UH"
+	FlagUpstreamConnFail  = "UF"
+	FlagUpstreamOverflow  = "UO"
+)
+
+// minIdleTick bounds how often an idle check wakes a connection up.
+const minIdleTick = 10 * time.Millisecond
+
+// Options configures a Proxy.
+type Options struct {
+	// Generation is the published config; each connection loads it once.
+	// Required.
+	Generation *atomic.Pointer[config.Generation]
+	// Clusters picks endpoints (load balancer, circuit breakers, outlier
+	// detection). Required.
+	Clusters *upstream.ClusterManager
+	// AccessLog gets one line per connection; nil logs nothing.
+	AccessLog *telemetry.AccessLog
+	Logger    *slog.Logger
+}
+
+// Proxy serves connections of listeners whose filter chain is a
+// tcp_proxy. It is safe for concurrent use and keeps no per-connection
+// state once ServeConn returns.
+type Proxy struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New makes a Proxy; it fails when Generation or Clusters is nil.
+func New(opts Options) (*Proxy, error) {
+	if opts.Generation == nil || opts.Clusters == nil {
+		return nil, errors.New("tcp proxy: Generation and Clusters are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{opts: opts, log: opts.Logger.With("component", "tcp")}, nil
+}
+
+// ServeConn proxies down, accepted on the listener named listener, with
+// that listener's TcpProxy in the current Generation: it picks a cluster
+// and one of its endpoints, dials it within the cluster's connect_timeout
+// and copies bytes both ways. When one side ends its stream the other side
+// is half-closed (CloseWrite) and the copy the other way goes on; the
+// connection ends when both are done, on an error of either side, when
+// idle_timeout passes with no byte moved either way, or when ctx ends.
+//
+// Without a usable upstream (no such cluster NC, no endpoint UH, a full
+// circuit breaker UO, a failed connect UF) down is closed at once. It
+// blocks until the connection is over, always closes down, and writes one
+// access log line.
+func (p *Proxy) ServeConn(ctx context.Context, listener string, down net.Conn) {
+	start := time.Now()
+	e := telemetry.Entry{StartTime: start, UpstreamServiceTime: -1,
+		DownstreamLocalAddress: down.LocalAddr().String(), DownstreamRemoteAddress: down.RemoteAddr().String()}
+	defer func() {
+		_ = down.Close()
+		e.Duration = time.Since(start)
+		p.opts.AccessLog.Log(&e)
+	}()
+
+	var tp *config.TCPProxy
+	gen := p.opts.Generation.Load()
+	if gen != nil {
+		if l := gen.Listeners[listener]; l != nil {
+			tp = l.TCPProxy
+		}
+	}
+	if tp == nil { // the listener left the config since the accept
+		e.ResponseFlags = FlagNoClusterFound
+		return
+	}
+	name := tp.Pick()
+	e.UpstreamCluster = name
+	c := gen.Clusters[name]
+	if c == nil {
+		e.ResponseFlags = FlagNoClusterFound
+		return
+	}
+	h, err := p.opts.Clusters.Pick(c, upstream.PickOptions{})
+	switch {
+	case errors.Is(err, upstream.ErrOverflow):
+		e.ResponseFlags = FlagUpstreamOverflow
+		return
+	case err != nil:
+		e.ResponseFlags = FlagNoHealthyUpstream
+		return
+	}
+	e.UpstreamHost = h.Addr
+	d := net.Dialer{Timeout: c.ConnectTimeout}
+	up, err := d.DialContext(ctx, "tcp", h.Addr)
+	if err != nil {
+		h.Done(upstream.Result{LocalOrigin: true})
+		e.ResponseFlags = FlagUpstreamConnFail
+		e.UpstreamFailureReason = "connection_failure"
+		p.log.Debug("upstream connect failed", "cluster", name, "host", h.Addr, "error", err)
+		return
+	}
+	// A connection carried is a success for outlier detection: it resets
+	// the host's consecutive failures as a 2xx does.
+	defer h.Done(upstream.Result{Status: http.StatusOK})
+	defer up.Close()
+	e.UpstreamLocalAddress = up.LocalAddr().String()
+
+	stop := context.AfterFunc(ctx, func() {
+		_ = down.Close()
+		_ = up.Close()
+	})
+	defer stop()
+	b := newBridge(down, up, tp.IdleTimeout)
+	e.BytesReceived, e.BytesSent = b.run()
+}
+
+// bridge copies bytes between the two sides of one connection.
+type bridge struct {
+	down, up net.Conn
+	idle     time.Duration // 0: no idle timeout
+	// last is when a byte last moved either way, in Unix nanoseconds; it
+	// is updated at most once per idle tick.
+	last atomic.Int64
+}
+
+func newBridge(down, up net.Conn, idle time.Duration) *bridge {
+	b := &bridge{down: down, up: up, idle: idle}
+	b.last.Store(time.Now().UnixNano())
+	return b
+}
+
+// run copies both ways until both are done or one fails, and returns the
+// bytes read from down (received) and written to down (sent).
+func (b *bridge) run() (received, sent int64) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		received = b.pipe(b.up, b.down)
+	}()
+	sent = b.pipe(b.down, b.up)
+	wg.Wait()
+	return received, sent
+}
+
+// pipe copies src to dst until src's stream ends, then half-closes dst.
+// On any other end (reset, idle timeout, a closed side) it closes both
+// sides, which stops the copy the other way too. It returns the bytes
+// copied.
+//
+// io.Copy between two *net.TCPConn moves the bytes with splice(2) on
+// Linux. For the idle timeout, src gets a read deadline a quarter of
+// idle_timeout ahead; when it passes, pipe notes whether bytes moved and
+// goes on, unless no byte moved either way for idle_timeout. The copy is
+// thus never read through a user-space buffer, at the cost of closing an
+// idle connection up to a quarter of idle_timeout late.
+func (b *bridge) pipe(dst, src net.Conn) int64 {
+	var total int64
+	tick := max(b.idle/4, minIdleTick)
+	for {
+		if b.idle > 0 {
+			_ = src.SetReadDeadline(time.Now().Add(tick))
+		}
+		n, err := io.Copy(dst, src)
+		total += n
+		now := time.Now().UnixNano()
+		if n > 0 {
+			b.last.Store(now)
+		}
+		if err == nil { // src sent FIN: pass it on, keep the other way open
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				return total
+			}
+			b.closeBoth()
+			return total
+		}
+		if b.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) && now-b.last.Load() < int64(b.idle) {
+			continue
+		}
+		b.closeBoth()
+		return total
+	}
+}
+
+func (b *bridge) closeBoth() {
+	_ = b.down.Close()
+	_ = b.up.Close()
+}

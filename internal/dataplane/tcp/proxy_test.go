@@ -1,0 +1,393 @@
+package tcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer is the access log's writer.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// harness is a Proxy behind a real listener on 127.0.0.1, serving the
+// listener "tcp" of one Generation.
+type harness struct {
+	addr string
+	log  *telemetry.AccessLog
+	buf  *syncBuffer
+	wg   sync.WaitGroup
+}
+
+// cluster is a STATIC cluster of the given endpoints ("ip:port").
+func cluster(t *testing.T, name string, mut func(c *clusterv3.Cluster), eps ...string) *clusterv3.Cluster {
+	var lbs []*endpointv3.LbEndpoint
+	for _, ep := range eps {
+		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+			Endpoint: &endpointv3.Endpoint{Address: xdstest.HostPortAddress(t, ep)}}})
+	}
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}},
+	}
+	if mut != nil {
+		mut(c)
+	}
+	return c
+}
+
+func start(t *testing.T, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *harness {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := config.Resources{Listeners: []proto.Message{&listenerv3.Listener{
+		Name:    "tcp",
+		Address: xdstest.HostPortAddress(t, ln.Addr().String()),
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       config.TCPProxyFilterName,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, tp)},
+		}}}},
+	}}}
+	for _, c := range clusters {
+		res.Clusters = append(res.Clusters, c)
+	}
+	g, err := config.Build(res, nil)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	var gen atomic.Pointer[config.Generation]
+	gen.Store(g)
+	cm := upstream.New(upstream.Options{})
+	cm.Update(g)
+	h := &harness{addr: ln.Addr().String(), buf: &syncBuffer{}}
+	h.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: h.buf})
+	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: h.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				p.ServeConn(ctx, "tcp", c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		cancel()
+		h.wg.Wait()
+		cm.Close()
+	})
+	return h
+}
+
+// waitLog polls the access log until it has n lines, and returns them.
+func (h *harness) waitLog(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.log.Flush()
+		lines := strings.Split(strings.TrimSpace(h.buf.String()), "\n")
+		if len(lines) >= n && lines[0] != "" {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log has %d lines after 5 s, want %d:\n%s", len(lines), n, h.buf.String())
+		}
+		<-time.After(5 * time.Millisecond)
+	}
+}
+
+// server serves each connection of a listener on 127.0.0.1 with serve,
+// then closes it; stopped at cleanup.
+func server(t *testing.T, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+// echo answers prefix + each byte it reads, and half-closes when the
+// client does.
+func echo(prefix string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(append([]byte(prefix), buf[:n]...)); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				_ = c.CloseWrite()
+				return
+			}
+		}
+	}
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+func oneCluster(name string) *tcpv3.TcpProxy {
+	return &tcpv3.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: name}}
+}
+
+// field returns the access log line's fields split on spaces.
+func field(line string, i int) string { return strings.Fields(line)[i] }
+
+func TestEcho(t *testing.T) {
+	up := server(t, echo(""))
+	h := start(t, oneCluster("echo"), cluster(t, "echo", nil, up))
+	c := dial(t, h.addr)
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("read %q, %v; want hello", buf, err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Fatalf("after our FIN: read %q, %v; want EOF", rest, err)
+	}
+	line := h.waitLog(t, 1)[0]
+	// "[time] "- - -" 0 - - - "-" 5 5 DURATION - "-" "-" "-" "-" "UPSTREAM_HOST" CLUSTER ...
+	if got := field(line, 9) + " " + field(line, 10); got != "5 5" {
+		t.Errorf("bytes received and sent = %q, want \"5 5\"\n%s", got, line)
+	}
+	if !strings.Contains(line, `"`+up+`" echo `) || field(line, 5) != "-" {
+		t.Errorf("access log line lacks upstream host %s and cluster echo, or has flags:\n%s", up, line)
+	}
+}
+
+// TestHalfClose checks that the client's FIN reaches the upstream while
+// the upstream's answer still flows back.
+func TestHalfClose(t *testing.T) {
+	up := server(t, func(c *net.TCPConn) {
+		b, err := io.ReadAll(c) // until the client's FIN
+		if err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "got "+strconv.Itoa(len(b))+" bytes")
+	})
+	h := start(t, oneCluster("sink"), cluster(t, "sink", nil, up))
+	c := dial(t, h.addr)
+	payload := bytes.Repeat([]byte("x"), 1<<20)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 1048576 bytes" {
+		t.Fatalf("read %q, %v; want the upstream's count of our bytes", got, err)
+	}
+	line := h.waitLog(t, 1)[0]
+	if got := field(line, 9) + " " + field(line, 10); got != "1048576 17" {
+		t.Errorf("bytes received and sent = %q, want \"1048576 17\"\n%s", got, line)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	up := server(t, echo(""))
+	tp := oneCluster("echo")
+	tp.IdleTimeout = durationpb.New(300 * time.Millisecond)
+	h := start(t, tp, cluster(t, "echo", nil, up))
+	c := dial(t, h.addr)
+	buf := make([]byte, 1)
+	// Traffic every 100 ms for 900 ms keeps the connection open.
+	for i := range 9 {
+		if _, err := c.Write([]byte{'a'}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("echo %d on an active connection: %v", i, err)
+		}
+		<-time.After(100 * time.Millisecond)
+	}
+	// Then silence: the proxy closes it after 300 ms (up to 375 ms).
+	quiet := time.Now()
+	n, err := c.Read(buf)
+	took := time.Since(quiet)
+	if !errors.Is(err, io.EOF) || n != 0 {
+		t.Fatalf("idle connection: read %d bytes, %v; want EOF", n, err)
+	}
+	if took < 200*time.Millisecond || took > 2*time.Second {
+		t.Errorf("idle connection closed after %v, want about 300 ms", took)
+	}
+}
+
+func TestConnectFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	h := start(t, oneCluster("down"), cluster(t, "down", nil, closed))
+	c := dial(t, h.addr)
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v; want EOF", b, err)
+	}
+	line := h.waitLog(t, 1)[0]
+	if field(line, 5) != "UF" || !strings.Contains(line, `"`+closed+`" down `) {
+		t.Errorf("access log line, want flag UF, host %s and cluster down:\n%s", closed, line)
+	}
+}
+
+func TestNoCluster(t *testing.T) {
+	h := start(t, oneCluster("missing"))
+	c := dial(t, h.addr)
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Fatalf("read %q, %v; want EOF", b, err)
+	}
+	if line := h.waitLog(t, 1)[0]; field(line, 5) != "NC" {
+		t.Errorf("access log line, want flag NC:\n%s", line)
+	}
+}
+
+// TestOverflow holds one connection open on a cluster whose circuit
+// breaker allows one: the next is closed at once with UO.
+func TestOverflow(t *testing.T) {
+	up := server(t, echo(""))
+	h := start(t, oneCluster("cb"), cluster(t, "cb", func(c *clusterv3.Cluster) {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority: corev3.RoutingPriority_DEFAULT, MaxRequests: wrapperspb.UInt32(1)}}}
+	}, up))
+	first := dial(t, h.addr)
+	buf := make([]byte, 1)
+	if _, err := first.Write([]byte{'a'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(first, buf); err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	second := dial(t, h.addr)
+	if b, err := io.ReadAll(second); err != nil || len(b) != 0 {
+		t.Fatalf("second connection: read %q, %v; want EOF", b, err)
+	}
+	if line := h.waitLog(t, 1)[0]; field(line, 5) != "UO" {
+		t.Errorf("access log line, want flag UO:\n%s", line)
+	}
+	// The first connection still works.
+	if _, err := first.Write([]byte{'b'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(first, buf); err != nil || buf[0] != 'b' {
+		t.Fatalf("first connection after the overflow: %q, %v", buf, err)
+	}
+}
+
+// TestWeightedClusters sends 10 connections through an 80/20 split: the
+// golden-ratio picks give exactly 8 and 2.
+func TestWeightedClusters(t *testing.T) {
+	one, two := server(t, echo("one ")), server(t, echo("two "))
+	tp := &tcpv3.TcpProxy{StatPrefix: "tcp-echo", ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{
+		WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{
+			{Name: "v1", Weight: 80}, {Name: "v2", Weight: 20}}}}}
+	h := start(t, tp, cluster(t, "v1", nil, one), cluster(t, "v2", nil, two))
+	got := map[string]int{}
+	for range 10 {
+		c := dial(t, h.addr)
+		if _, err := io.WriteString(c, "x"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.CloseWrite()
+		b, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[string(b)]++
+		c.Close()
+	}
+	if got["one x"] != 8 || got["two x"] != 2 {
+		t.Errorf("answers of 10 connections: %v, want 8 \"one x\" and 2 \"two x\"", got)
+	}
+}
