@@ -4,6 +4,13 @@
 //
 //	loomd --config-dir DIR [--xds-addr 127.0.0.1:15010] [--monitoring-addr 127.0.0.1:15014]
 //	      [--debounce-after 100ms] [--debounce-max 1s] [--log-level info]
+//	      [--mesh-config FILE]
+//
+// --mesh-config is a YAML MeshConfig (Istio's meshConfig; only
+// outboundTrafficPolicy is read). Without it the mesh is Istio's default,
+// ALLOW_ANY. The file is watched: a change is pushed, and a bad version is
+// logged while the last good one keeps serving. A bad file at start is an
+// error.
 //
 // Bad config never stops loomd: it logs the errors, serves the last good
 // (at first, empty) config and reports the errors on /debug/configz. It
@@ -27,6 +34,9 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/api"
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/translate"
 	"github.com/loom-mesh/loom/internal/controlplane/validation"
 	"github.com/loom-mesh/loom/internal/controlplane/xds"
 )
@@ -39,6 +49,7 @@ type options struct {
 	debounceAfter  time.Duration
 	debounceMax    time.Duration
 	logLevel       string
+	meshConfig     string
 }
 
 func main() {
@@ -78,6 +89,7 @@ func newCommand(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.debounceAfter, "debounce-after", xds.DefaultDebounceAfter, "quiet period after a config change before a push")
 	f.DurationVar(&o.debounceMax, "debounce-max", xds.DefaultDebounceMax, "longest a push waits after the first change")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.meshConfig, "mesh-config", "", "YAML MeshConfig file, watched (default: Istio's defaults, outboundTrafficPolicy ALLOW_ANY)")
 	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
 		panic(err)
 	}
@@ -120,8 +132,15 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		log.Warn("serving an empty config until the config dir is valid", "config-dir", o.configDir)
 	}
 
-	xdsSrv, err := xds.New(xds.Options{Addr: o.xdsAddr, Config: store, DebounceAfter: o.debounceAfter,
-		DebounceMax: o.debounceMax, Logger: log})
+	mesh, err := meshconfig.NewWatcher(o.meshConfig, log)
+	if err != nil {
+		return err
+	}
+	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
+		return translate.GenerateMesh(pc, p, mesh.Current())
+	}
+	xdsSrv, err := xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
+		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -154,11 +173,19 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		}
 	})
 	wg.Go(func() {
+		// A watch that cannot be set up leaves the mesh config as loaded.
+		if err := mesh.Run(ctx); err != nil {
+			log.Error("mesh config watch failed; changes to it will not be seen until restart", "err", err)
+		}
+	})
+	wg.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-changes:
+				xdsSrv.Trigger()
+			case <-mesh.Changes():
 				xdsSrv.Trigger()
 			}
 		}

@@ -73,6 +73,47 @@ spec:
 				}
 			},
 		},
+		{
+			name: "sidecar in every networking version",
+			in: `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: prod}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Sidecar
+metadata: {name: ratings}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Sidecar
+metadata: {name: strict}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+`,
+			check: func(t *testing.T, rs []*Resource) {
+				if len(rs) != 3 {
+					t.Fatalf("got %d resources", len(rs))
+				}
+				sc0 := rs[0].Spec.(*networking.Sidecar)
+				if rs[0].Kind != KindSidecar || rs[0].Namespace != "prod" || sc0.Egress[0].Hosts[1] != "istio-system/*" {
+					t.Fatalf("sidecar 0 = %v, %+v", sc0, rs[0])
+				}
+				sc1 := rs[1].Spec.(*networking.Sidecar)
+				if sc1.WorkloadSelector.Labels["app"] != "ratings" || sc1.Ingress[0].DefaultEndpoint != "127.0.0.1:8080" || sc1.Ingress[0].Port.Number != 9080 {
+					t.Fatalf("sidecar 1 = %v", sc1)
+				}
+				if m := rs[2].Spec.(*networking.Sidecar).OutboundTrafficPolicy.Mode; m != networking.OutboundTrafficPolicy_REGISTRY_ONLY {
+					t.Fatalf("sidecar 2 mode = %v", m)
+				}
+			},
+		},
 		{name: "unknown field path", in: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - rout: []\n",
 			wantErr: "f.yaml:1: VirtualService default/r: spec.http[0].rout: unknown field"},
 		{name: "unknown kind", in: "apiVersion: networking.istio.io/v1\nkind: Mystery\nmetadata: {name: r}\n", wantErr: `unknown kind "Mystery"`},

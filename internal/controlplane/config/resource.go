@@ -20,6 +20,7 @@ const (
 	KindGateway         Kind = "Gateway"
 	KindServiceEntry    Kind = "ServiceEntry"
 	KindWorkloadEntry   Kind = "WorkloadEntry"
+	KindSidecar         Kind = "Sidecar"
 )
 
 // GroupNetworking is the API group of the networking kinds.
@@ -39,6 +40,7 @@ var kinds = map[Kind]kindInfo{
 	KindGateway:         {GroupNetworking, networkingVersions, func() proto.Message { return &networking.Gateway{} }},
 	KindServiceEntry:    {GroupNetworking, networkingVersions, func() proto.Message { return &networking.ServiceEntry{} }},
 	KindWorkloadEntry:   {GroupNetworking, networkingVersions, func() proto.Message { return &networking.WorkloadEntry{} }},
+	KindSidecar:         {GroupNetworking, networkingVersions, func() proto.Message { return &networking.Sidecar{} }},
 }
 
 var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}

@@ -193,9 +193,9 @@ func TestStoreWatch(t *testing.T) {
 
 	// An invalid edit keeps the last good snapshot and says why.
 	good := s.Snapshot()
-	write(t, filepath.Join(dir, "vs.yaml"), strings.Replace(vsYAML("v1"), "hosts: [reviews]", "hosts: []", 1))
+	write(t, filepath.Join(dir, "vs.yaml"), strings.Replace(vsYAML("v1"), "hosts: [reviews]", "hosts: [re..views]", 1))
 	eventually(t, "error recorded", func() bool { return s.Errors() != nil })
-	want := filepath.Join(dir, "vs.yaml") + ":1: VirtualService default/reviews: spec.hosts: Required value: a VirtualService must have at least one host"
+	want := filepath.Join(dir, "vs.yaml") + ":1: VirtualService default/reviews: spec.hosts[0]: Invalid value: \"re..views\": domain name label \"\" is not a DNS-1123 label"
 	if got := s.Errors().Error(); got != want {
 		t.Errorf("Errors() = %q, want %q", got, want)
 	}

@@ -3,6 +3,7 @@ package model
 import (
 	"slices"
 	"strings"
+	"sync"
 
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -18,6 +19,12 @@ const DomainSuffix = "cluster.local"
 // VirtualService.gateways.
 const MeshGateway = "mesh"
 
+// RootNamespace is Istio's default config root namespace (meshConfig
+// rootNamespace): a DestinationRule there applies, when exported, to
+// proxies of every namespace that have none of their own or of the
+// service's namespace.
+const RootNamespace = "istio-system"
+
 // VirtualService is a VirtualService with its hosts and gateways resolved:
 // short hosts made FQDN against its namespace, gateway references made
 // "namespace/name" (or MeshGateway).
@@ -30,7 +37,18 @@ type VirtualService struct {
 	// spec names none.
 	Gateways []string
 	Spec     *networking.VirtualService
+	// HTTP is Spec.http with every route that delegates replaced by the
+	// delegate's routes merged with it (see mergeDelegates); Spec.http
+	// itself when no route delegates. Translate HTTP, not Spec.http.
+	HTTP []*networking.HTTPRoute
+	// ExportTo is spec.exportTo resolved.
+	ExportTo Visibility
 }
+
+// IsDelegate reports whether the VirtualService is a delegate: it has no
+// hosts, and is used only through a root VirtualService's
+// http[].delegate.
+func (v *VirtualService) IsDelegate() bool { return len(v.Hosts) == 0 }
 
 // Key returns the VirtualService's key.
 func (v *VirtualService) Key() config.Key {
@@ -48,6 +66,8 @@ type DestinationRule struct {
 	Namespace string
 	Host      string
 	Spec      *networking.DestinationRule
+	// ExportTo is spec.exportTo resolved.
+	ExportTo Visibility
 }
 
 // Subset returns the subset called name, or nil.
@@ -75,22 +95,45 @@ func (g *Gateway) Ref() string { return g.Namespace + "/" + g.Name }
 
 // PushContext is the immutable input of translation: one config snapshot
 // and the registry derived from it, indexed. It is built once per config
-// change and then only read: safe for concurrent use, no method blocks.
+// change and then only read: safe for concurrent use, no method blocks
+// (ForNamespace builds a view once per namespace under a short lock).
 // Every slice it returns is shared and must not be modified.
+//
+// NewPushContext gives the mesh-wide context, which ignores exportTo;
+// ForNamespace gives the view of a proxy's namespace, which applies it.
 type PushContext struct {
 	Config *config.Snapshot
+
+	// namespace is the namespace of a view; scoped is false for the
+	// mesh-wide context, which base is nil for.
+	namespace string
+	scoped    bool
+	base      *PushContext
 
 	services       []*registry.Service
 	servicesByHost map[string]*registry.Service
 	workloads      []*registry.Workload
+
+	// allServices are every service of every ServiceEntry, sorted by host
+	// then namespace; inbound are the services ServicesForProxy and
+	// InstancesForProxy look at (one per host, exportTo ignored, as
+	// Istio's inbound does).
+	allServices []*registry.Service
+	inbound     []*registry.Service
+	seExportTo  map[config.Key]Visibility
 
 	destinationRules []*DestinationRule
 	drByHost         map[string]*DestinationRule
 
 	virtualServices []*VirtualService
 	vsByGateway     map[string][]*VirtualService
+	delegates       map[config.Key]*VirtualService
 
 	gateways []*Gateway
+
+	// viewsMu guards views, the namespace views of the mesh-wide context.
+	viewsMu sync.Mutex
+	views   map[string]*PushContext
 }
 
 // NewPushContext indexes snap. snap must already be validated; resources
@@ -100,26 +143,39 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 	pc := &PushContext{
 		Config:         snap,
 		servicesByHost: map[string]*registry.Service{},
+		seExportTo:     map[config.Key]Visibility{},
 		drByHost:       map[string]*DestinationRule{},
 		vsByGateway:    map[string][]*VirtualService{},
+		delegates:      map[config.Key]*VirtualService{},
+		views:          map[string]*PushContext{},
 	}
 	pc.workloads = registry.Workloads(snap)
+	for _, r := range snap.List(config.KindServiceEntry) {
+		if spec, ok := r.Spec.(*networking.ServiceEntry); ok {
+			pc.seExportTo[r.Key()] = NewVisibility(spec.GetExportTo(), r.Namespace)
+		}
+	}
 	// Services come sorted by host then namespace: the first of a host wins
 	// (Istio would pick the oldest; we have no creation time).
-	for _, s := range registry.Services(snap) {
+	pc.allServices = registry.Services(snap)
+	for _, s := range pc.allServices {
 		if _, dup := pc.servicesByHost[s.Hostname]; dup {
 			continue
 		}
 		pc.servicesByHost[s.Hostname] = s
 		pc.services = append(pc.services, s)
 	}
+	pc.inbound = pc.services
 
 	for _, r := range snap.List(config.KindDestinationRule) {
 		spec, ok := r.Spec.(*networking.DestinationRule)
 		if !ok || spec.GetHost() == "" {
 			continue
 		}
-		dr := &DestinationRule{Name: r.Name, Namespace: r.Namespace, Host: ResolveShortName(spec.GetHost(), r.Namespace), Spec: spec}
+		dr := &DestinationRule{
+			Name: r.Name, Namespace: r.Namespace, Host: ResolveShortName(spec.GetHost(), r.Namespace), Spec: spec,
+			ExportTo: NewVisibility(spec.GetExportTo(), r.Namespace),
+		}
 		pc.destinationRules = append(pc.destinationRules, dr)
 		if _, dup := pc.drByHost[dr.Host]; !dup {
 			pc.drByHost[dr.Host] = dr
@@ -131,9 +187,13 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 		if !ok {
 			continue
 		}
-		vs := &VirtualService{Name: r.Name, Namespace: r.Namespace, Spec: spec}
+		vs := &VirtualService{Name: r.Name, Namespace: r.Namespace, Spec: spec, ExportTo: NewVisibility(spec.GetExportTo(), r.Namespace)}
 		for _, h := range spec.GetHosts() {
 			vs.Hosts = append(vs.Hosts, ResolveShortName(h, r.Namespace))
+		}
+		if vs.IsDelegate() {
+			pc.delegates[vs.Key()] = vs
+			continue
 		}
 		for _, g := range spec.GetGateways() {
 			ref := ResolveGatewayName(g, r.Namespace)
@@ -148,6 +208,13 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 		for _, g := range vs.Gateways {
 			pc.vsByGateway[g] = append(pc.vsByGateway[g], vs)
 		}
+	}
+
+	find := func(ns, name string) *VirtualService {
+		return pc.delegates[config.Key{Kind: config.KindVirtualService, Namespace: ns, Name: name}]
+	}
+	for _, vs := range pc.virtualServices {
+		vs.HTTP = mergeDelegates(vs, find)
 	}
 
 	for _, r := range snap.List(config.KindGateway) {
@@ -174,28 +241,67 @@ func (pc *PushContext) Workloads() []*registry.Workload { return pc.workloads }
 // DestinationRules returns every DestinationRule, sorted by namespace and name.
 func (pc *PushContext) DestinationRules() []*DestinationRule { return pc.destinationRules }
 
-// DestinationRule returns the DestinationRule that applies to FQDN host:
-// the one for exactly host, else the one with the most specific wildcard
-// host matching it ("*.default.svc.cluster.local" before "*"); among
-// several for the same host, the first in namespace/name order. Nil when
-// none applies.
+// DestinationRule returns the DestinationRule that applies to FQDN host.
+// In the mesh-wide context it is the one for exactly host, else the one
+// with the most specific wildcard host matching it
+// ("*.default.svc.cluster.local" before "*"); among several for the same
+// host, the first in namespace/name order. In a namespace view it is
+// chosen as Istio's PushContext.destinationRule does, among the rules
+// exported to the view's namespace: the most specific in that namespace,
+// else in the namespace of host's service, else in RootNamespace; a rule
+// in any other namespace never applies. Nil when none applies.
 func (pc *PushContext) DestinationRule(host string) *DestinationRule {
+	if pc.scoped {
+		return pc.scopedDestinationRule(host)
+	}
 	if dr, ok := pc.drByHost[host]; ok {
 		return dr
 	}
+	return mostSpecificDestinationRule(pc.destinationRules, host, func(*DestinationRule) bool { return true })
+}
+
+func (pc *PushContext) scopedDestinationRule(host string) *DestinationRule {
+	namespaces := []string{pc.namespace}
+	if svc := pc.ServiceForHost(host); svc != nil && svc.Namespace != pc.namespace {
+		namespaces = append(namespaces, svc.Namespace)
+	}
+	if !slices.Contains(namespaces, RootNamespace) {
+		namespaces = append(namespaces, RootNamespace)
+	}
+	for _, ns := range namespaces {
+		if dr := mostSpecificDestinationRule(pc.destinationRules, host, func(dr *DestinationRule) bool { return dr.Namespace == ns }); dr != nil {
+			return dr
+		}
+	}
+	return nil
+}
+
+// mostSpecificDestinationRule returns, among the rules of drs that keep
+// accepts, the one for exactly host, else the one with the longest
+// wildcard host matching it; the first in drs order among equals.
+func mostSpecificDestinationRule(drs []*DestinationRule, host string, keep func(*DestinationRule) bool) *DestinationRule {
 	var best *DestinationRule
-	for _, dr := range pc.destinationRules {
-		if !strings.HasPrefix(dr.Host, "*") || !HostMatches(dr.Host, host) {
+	bestLen := -1
+	for _, dr := range drs {
+		if !keep(dr) || !HostMatches(dr.Host, host) {
 			continue
 		}
-		if best == nil || len(dr.Host) > len(best.Host) {
-			best = dr
+		l := len(dr.Host)
+		if dr.Host == host {
+			l = 1 << 30 // exact beats any wildcard
+		} else if !strings.HasPrefix(dr.Host, "*") {
+			continue
+		}
+		if l > bestLen {
+			best, bestLen = dr, l
 		}
 	}
 	return best
 }
 
-// VirtualServices returns every VirtualService, sorted by namespace and name.
+// VirtualServices returns every VirtualService but the delegates (those
+// without hosts), sorted by namespace and name; in a namespace view, only
+// those exported to it.
 func (pc *PushContext) VirtualServices() []*VirtualService { return pc.virtualServices }
 
 // VirtualServicesForGateway returns the VirtualServices bound to gateway
@@ -230,6 +336,13 @@ func (pc *PushContext) VirtualServiceForHost(gateway, host string) *VirtualServi
 	return best
 }
 
+// Delegate returns the delegate VirtualService (one without hosts) called
+// name in namespace ns, or nil. Translation needs none: roots come with
+// their delegates merged into VirtualService.HTTP.
+func (pc *PushContext) Delegate(ns, name string) *VirtualService {
+	return pc.delegates[config.Key{Kind: config.KindVirtualService, Namespace: ns, Name: name}]
+}
+
 // Gateways returns every Gateway, sorted by namespace and name.
 func (pc *PushContext) Gateways() []*Gateway { return pc.gateways }
 
@@ -247,10 +360,11 @@ func (pc *PushContext) GatewaysForProxy(p *Proxy) []*Gateway {
 }
 
 // ServicesForProxy returns the services with an instance at the proxy's IP
-// (the services that select its workload), sorted by hostname.
+// (the services that select its workload), sorted by hostname, whatever
+// their exportTo.
 func (pc *PushContext) ServicesForProxy(p *Proxy) []*registry.Service {
 	var out []*registry.Service
-	for _, s := range pc.services {
+	for _, s := range pc.inbound {
 		if slices.ContainsFunc(s.Instances, func(i *registry.Instance) bool { return i.Address == p.IP }) {
 			out = append(out, s)
 		}
@@ -262,7 +376,7 @@ func (pc *PushContext) ServicesForProxy(p *Proxy) []*registry.Service {
 // service hostname and service port.
 func (pc *PushContext) InstancesForProxy(p *Proxy) []*ServiceInstance {
 	var out []*ServiceInstance
-	for _, s := range pc.services {
+	for _, s := range pc.inbound {
 		for _, i := range s.Instances {
 			if i.Address == p.IP {
 				out = append(out, &ServiceInstance{Service: s, Instance: i})

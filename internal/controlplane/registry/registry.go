@@ -14,49 +14,96 @@ import (
 // "HTTP2", "GRPC", "TCP", ... Empty means unknown.
 type Protocol string
 
-// Protocols Loom distinguishes (Istio's pkg/config/protocol).
+// Protocols Loom distinguishes, spelled as Istio's pkg/config/protocol.
 const (
-	HTTP    Protocol = "HTTP"
-	HTTP2   Protocol = "HTTP2"
-	GRPC    Protocol = "GRPC"
-	GRPCWeb Protocol = "GRPC-Web"
-	HTTPS   Protocol = "HTTPS"
-	TLS     Protocol = "TLS"
-	TCP     Protocol = "TCP"
-	Unknown Protocol = ""
+	HTTP      Protocol = "HTTP"
+	HTTP2     Protocol = "HTTP2"
+	HTTPProxy Protocol = "HTTP_PROXY"
+	GRPC      Protocol = "GRPC"
+	GRPCWeb   Protocol = "GRPC-Web"
+	HTTPS     Protocol = "HTTPS"
+	TLS       Protocol = "TLS"
+	TCP       Protocol = "TCP"
+	UDP       Protocol = "UDP"
+	Mongo     Protocol = "Mongo"
+	Redis     Protocol = "Redis"
+	MySQL     Protocol = "MySQL"
+	Unknown   Protocol = ""
 )
 
-// ParseProtocol returns the protocol of a port from its protocol field, or,
-// when that is empty, from its name's prefix ("http-web" is HTTP), as
-// Istio's protocol selection does. Case is ignored.
+// parseProtocolName maps one protocol name, case ignored, to its
+// Protocol as Istio's protocol.Parse does; false when it names none.
+func parseProtocolName(s string) (Protocol, bool) {
+	switch strings.ToLower(s) {
+	case "http", "http1":
+		return HTTP, true
+	case "http2":
+		return HTTP2, true
+	case "http_proxy":
+		return HTTPProxy, true
+	case "grpc":
+		return GRPC, true
+	case "grpc-web":
+		return GRPCWeb, true
+	case "https":
+		return HTTPS, true
+	case "tls":
+		return TLS, true
+	case "tcp":
+		return TCP, true
+	case "udp":
+		return UDP, true
+	case "mongo":
+		return Mongo, true
+	case "redis":
+		return Redis, true
+	case "mysql":
+		return MySQL, true
+	}
+	return Unknown, false
+}
+
+// ParseProtocol returns the protocol of a port as Istio's protocol
+// selection does: its protocol field (ServiceEntry.ports[].protocol,
+// Gateway servers[].port.protocol) when set, else its name's prefix before
+// the first '-' ("http-web" is HTTP, "grpc" is GRPC), where a name starting
+// with "grpc-web" is GRPC-Web (Istio checks that prefix first, as it holds
+// a '-'). Case is ignored. A protocol field Istio does not know is kept,
+// upper-cased (validation refuses it before it gets here); a name prefix
+// that is no protocol gives Unknown.
 func ParseProtocol(protocol, portName string) Protocol {
-	p := protocol
-	if p == "" {
-		p, _, _ = strings.Cut(portName, "-")
+	if protocol != "" {
+		if p, ok := parseProtocolName(protocol); ok {
+			return p
+		}
+		return Protocol(strings.ToUpper(protocol))
 	}
-	switch strings.ToUpper(p) {
-	case "HTTP", "HTTP1":
-		return HTTP
-	case "HTTP2":
-		return HTTP2
-	case "GRPC":
-		return GRPC
-	case "GRPC-WEB":
+	if len(portName) >= len("grpc-web") && strings.EqualFold(portName[:len("grpc-web")], "grpc-web") {
 		return GRPCWeb
-	case "HTTPS":
-		return HTTPS
-	case "TLS":
-		return TLS
-	case "TCP":
-		return TCP
+	}
+	prefix, _, _ := strings.Cut(portName, "-")
+	p, _ := parseProtocolName(prefix)
+	return p
+}
+
+// ParseAppProtocol returns the protocol of a port from a Kubernetes-style
+// appProtocol (WorkloadEntry and Service ports), else from the port name
+// as ParseProtocol does, as Istio's kube.ConvertProtocol: the standard
+// names kubernetes.io/h2c (HTTP2), kubernetes.io/ws (HTTP) and
+// kubernetes.io/wss (HTTPS) are known, and any other appProtocol is read
+// as a port name would be.
+func ParseAppProtocol(appProtocol, portName string) Protocol {
+	switch appProtocol {
 	case "":
-		return Unknown
+		return ParseProtocol("", portName)
+	case "kubernetes.io/h2c":
+		return HTTP2
+	case "kubernetes.io/ws":
+		return HTTP
+	case "kubernetes.io/wss":
+		return HTTPS
 	}
-	if protocol == "" {
-		// A name prefix that is no protocol says nothing.
-		return Unknown
-	}
-	return Protocol(strings.ToUpper(protocol))
+	return ParseProtocol("", appProtocol)
 }
 
 // IsHTTP reports whether traffic on the port is HTTP of any version, which
@@ -64,7 +111,7 @@ func ParseProtocol(protocol, portName string) Protocol {
 // explicit HTTP-proxy mode only HTTP reaches the proxy.
 func (p Protocol) IsHTTP() bool {
 	switch p {
-	case HTTP, HTTP2, GRPC, GRPCWeb, Unknown:
+	case HTTP, HTTP2, HTTPProxy, GRPC, GRPCWeb, Unknown:
 		return true
 	}
 	return false

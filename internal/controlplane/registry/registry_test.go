@@ -133,26 +133,90 @@ func TestWorkloads(t *testing.T) {
 
 func TestParseProtocol(t *testing.T) {
 	tests := []struct {
-		protocol, name string
+		name           string
+		protocol, port string
 		want           Protocol
 	}{
-		{"HTTP", "web", HTTP},
-		{"http2", "", HTTP2},
-		{"", "grpc-web", GRPC}, // the prefix before the first '-' counts
-		{"", "http", HTTP},
-		{"", "tcp-db", TCP},
-		{"", "web", Unknown},
-		{"Mongo", "", Protocol("MONGO")},
+		{"field wins over name", "HTTP", "grpc-api", HTTP},
+		{"field case ignored", "http2", "", HTTP2},
+		{"field GRPC", "GRPC", "", GRPC},
+		{"field grpc-web", "GRPC-Web", "", GRPCWeb},
+		{"field HTTP_PROXY", "HTTP_PROXY", "", HTTPProxy},
+		{"field TCP", "tcp", "http", TCP},
+		{"field Mongo", "MONGO", "", Mongo},
+		{"field Redis", "redis", "", Redis},
+		{"field MySQL", "MySQL", "", MySQL},
+		{"field UDP", "UDP", "", UDP},
+		{"field unknown kept", "Thrift", "", Protocol("THRIFT")},
+		{"name http", "", "http", HTTP},
+		{"name http-", "", "http-web", HTTP},
+		{"name http2-", "", "http2-api", HTTP2},
+		{"name grpc-", "", "grpc-api", GRPC},
+		{"name grpc-web", "", "grpc-web", GRPCWeb},
+		{"name grpc-web-", "", "grpc-web-ui", GRPCWeb},
+		{"name GRPC-WEB case", "", "GRPC-Web-x", GRPCWeb},
+		{"name grpc-webx: Istio checks the bare prefix", "", "grpc-webx", GRPCWeb},
+		{"name tcp-", "", "tcp-db", TCP},
+		{"name tls-", "", "tls-sni", TLS},
+		{"name https-", "", "https-admin", HTTPS},
+		{"name mongo-", "", "mongo-db", Mongo},
+		{"name redis-", "", "redis-cache", Redis},
+		{"name mysql-", "", "mysql-main", MySQL},
+		{"name no protocol", "", "web", Unknown},
+		{"name prefix must end at dash", "", "httpx-web", Unknown},
+		{"empty", "", "", Unknown},
 	}
 	for _, tt := range tests {
-		if got := ParseProtocol(tt.protocol, tt.name); got != tt.want {
-			t.Errorf("ParseProtocol(%q, %q) = %q, want %q", tt.protocol, tt.name, got, tt.want)
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ParseProtocol(tt.protocol, tt.port); got != tt.want {
+				t.Errorf("ParseProtocol(%q, %q) = %q, want %q", tt.protocol, tt.port, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseAppProtocol(t *testing.T) {
+	tests := []struct {
+		app, port string
+		want      Protocol
+	}{
+		{"kubernetes.io/h2c", "http", HTTP2},
+		{"kubernetes.io/ws", "tcp", HTTP},
+		{"kubernetes.io/wss", "", HTTPS},
+		{"grpc", "http", GRPC},
+		{"grpc-web", "", GRPCWeb},
+		{"", "grpc-api", GRPC},
+		{"example.com/custom", "http", Unknown},
+	}
+	for _, tt := range tests {
+		if got := ParseAppProtocol(tt.app, tt.port); got != tt.want {
+			t.Errorf("ParseAppProtocol(%q, %q) = %q, want %q", tt.app, tt.port, got, tt.want)
 		}
 	}
-	if !HTTP2.IsHTTP2() || !GRPC.IsHTTP2() || HTTP.IsHTTP2() {
-		t.Error("IsHTTP2: want true for HTTP2 and GRPC only")
+}
+
+func TestProtocolClasses(t *testing.T) {
+	tests := []struct {
+		p             Protocol
+		http, isHTTP2 bool
+	}{
+		{HTTP, true, false},
+		{HTTP2, true, true},
+		{HTTPProxy, true, false},
+		{GRPC, true, true},
+		{GRPCWeb, true, true},
+		{Unknown, true, false},
+		{HTTPS, false, false},
+		{TLS, false, false},
+		{TCP, false, false},
+		{Mongo, false, false},
 	}
-	if TCP.IsHTTP() || !Unknown.IsHTTP() {
-		t.Error("IsHTTP: want false for TCP, true for unknown")
+	for _, tt := range tests {
+		if got := tt.p.IsHTTP(); got != tt.http {
+			t.Errorf("%q.IsHTTP() = %v, want %v", tt.p, got, tt.http)
+		}
+		if got := tt.p.IsHTTP2(); got != tt.isHTTP2 {
+			t.Errorf("%q.IsHTTP2() = %v, want %v", tt.p, got, tt.isHTTP2)
+		}
 	}
 }

@@ -79,8 +79,9 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 	return out
 }
 
-// outboundClusters returns an EDS cluster per outbound cluster of pc, with
-// its DestinationRule traffic policy applied (applyTrafficPolicy).
+// outboundClusters returns a cluster per outbound cluster of pc, with its
+// DestinationRule traffic policy applied (applyTrafficPolicy), discovered
+// as its ServiceEntry's resolution says (setDiscovery).
 func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[string]bool{}
@@ -93,6 +94,7 @@ func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
+		setDiscovery(c, oc)
 		out = append(out, c)
 	}
 	return out, nil

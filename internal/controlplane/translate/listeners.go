@@ -11,6 +11,7 @@ import (
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
@@ -102,11 +103,20 @@ func gatewayListeners(p *model.Proxy, ports []gatewayPort) ([]*listenerv3.Listen
 	return out, nil
 }
 
+// websocketUpgrade is the upgrade_type Istio allows on every HTTP
+// connection manager.
+const websocketUpgrade = "websocket"
+
 // httpListener is a listener whose only filter is an HTTP connection
 // manager taking its routes from RDS over ADS, with Istio's HTTP filters
 // in Istio's order: the fault filter and the CORS filter, both empty (no
-// fault and no CORS unless a route configures them), then the router. It
-// fails only when a typed config cannot be packed.
+// fault and no CORS unless a route configures them), then the router. As
+// Istio's buildHTTPConnectionManager, the manager allows WebSocket upgrades
+// (upgrade_configs [{upgrade_type: websocket}]) and disables the stream
+// idle timeout (stream_idle_timeout 0s: gRPC streams and WebSockets may
+// stay quiet for long). Codec AUTO serves HTTP/1.1 and h2c (HTTP/2 with
+// prior knowledge, which gRPC clients use) on the same port. It fails
+// only when a typed config cannot be packed.
 func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string) (*listenerv3.Listener, error) {
 	cors, err := packAny(&corsv3.Cors{})
 	if err != nil {
@@ -137,6 +147,8 @@ func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, sta
 			Name:       routerFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},
+		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: websocketUpgrade}},
+		StreamIdleTimeout: durationpb.New(0),
 	}
 	hcmAny, err := packAny(hcm)
 	if err != nil {

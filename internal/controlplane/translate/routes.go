@@ -226,13 +226,15 @@ func intersectHosts(vsHost, serverHost string) (string, bool) {
 // through gateways (["mesh"] for a sidecar, else the Gateways binding vs to
 // the router's port) on listener port: one envoy Route per match that
 // applies (its port, sourceLabels, sourceNamespace and gateways fit), in
-// order, each built by httpRoute. HTTP routes with neither destinations,
-// redirect nor directResponse (delegate, refused by validation) are left
+// order, each built by httpRoute. The routes are vs.HTTP: a route with a
+// delegate is already replaced by the delegate's routes merged with it
+// (model.VirtualService.HTTP), so http[i] in an error counts those. HTTP
+// routes with neither destinations, redirect nor directResponse are left
 // out. Nothing after a catch-all route is emitted, as in Istio.
 // It fails only when a typed config cannot be packed.
 func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.VirtualService, gateways []string, port uint32) ([]*routev3.Route, error) {
 	var out []*routev3.Route
-	for i, hr := range vs.Spec.GetHttp() {
+	for i, hr := range vs.HTTP {
 		base, err := httpRoute(pc, vs.Namespace, hr, port)
 		if err != nil {
 			return nil, fmt.Errorf("VirtualService %s/%s http[%d]: %w", vs.Namespace, vs.Name, i, err)

@@ -14,6 +14,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 )
@@ -32,15 +33,25 @@ type Resources struct {
 //
 // A sidecar gets the listeners virtualOutbound (p.IP:15001, an explicit
 // HTTP proxy routed by the http_proxy table) and virtualInbound
-// (p.IP:15006, routed by inbound|http), an outbound EDS cluster per service
+// (p.IP:15006, routed by inbound|http), a TCP proxy listener on p.IP:PORT
+// per TCP service port it sees (sidecarTCPListeners), an outbound EDS cluster per service
 // port and DestinationRule subset, a static inbound cluster per port of the
-// services selecting its workload, and BlackHoleCluster. A router gets a
+// services selecting its workload, BlackHoleCluster and PassthroughCluster. A router gets a
 // listener and a route table per HTTP server port of the Gateways selecting
 // it, and the same outbound clusters.
 //
 // It fails when p is nil, its IP is missing or not an IP address, it is of
 // an unknown type, or a typed config cannot be packed into an Any.
 func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
+	return GenerateMesh(pc, p, nil)
+}
+
+// GenerateMesh is Generate under mesh config mesh (nil: Istio's defaults).
+// Of the mesh config only outboundTrafficPolicy is read: a sidecar's
+// http_proxy table ends with the "allow_any" virtual host to
+// PassthroughCluster (ALLOW_ANY, the default) or "block_all" answering 502
+// (REGISTRY_ONLY), and every proxy gets PassthroughCluster.
+func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) (*Resources, error) {
 	if pc == nil || p == nil {
 		return nil, errors.New("translate: nil push context or proxy")
 	}
@@ -50,10 +61,16 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 	if _, err := netip.ParseAddr(p.IP); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: IP %q: %w", p.ID, p.IP, err)
 	}
+	// What the proxy's namespace may see: exportTo, and Istio's order for
+	// DestinationRules (proxy namespace, service namespace, root).
+	pc = pc.ForNamespace(p.Namespace)
 	var r *Resources
 	switch p.Type {
 	case model.SidecarProxy:
 		listeners, err := sidecarListeners(p)
+		if err == nil {
+			listeners, err = appendTCPListeners(listeners, pc, p)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
@@ -73,10 +90,11 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
+		addCatchAll(proxyRoute, mesh)
 		r = &Resources{
 			Listeners: listeners,
 			Routes:    []*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)},
-			Clusters:  append(append(outbound, inbound...), bh),
+			Clusters:  append(append(outbound, inbound...), bh, passthroughCluster()),
 			Endpoints: outboundEndpoints(pc),
 		}
 	case model.RouterProxy:
@@ -100,7 +118,7 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 		r = &Resources{
 			Listeners: listeners,
 			Routes:    routes,
-			Clusters:  append(outbound, bh),
+			Clusters:  append(outbound, bh, passthroughCluster()),
 			Endpoints: outboundEndpoints(pc),
 		}
 	default:

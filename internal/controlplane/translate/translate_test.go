@@ -217,8 +217,9 @@ func TestEndpointsOnlyIPs(t *testing.T) {
 		cluster string
 		want    []string
 	}{
-		{"outbound|80||external.example.com", []string{}},
-		{"outbound|80||vm.example.com", []string{}},
+		// DNS clusters: host names in the cluster's own load_assignment.
+		{"outbound|80||external.example.com", []string{"foo.example.com:80"}},
+		{"outbound|80||vm.example.com", []string{"vm-1.example.com:80"}},
 		{"outbound|80||local.example.com", []string{"127.0.0.20:80"}},
 		{"outbound|9080||reviews.default.svc.cluster.local", []string{"127.0.0.13:15006", "127.0.0.14:15006", "127.0.0.15:15006"}},
 	}
@@ -316,8 +317,8 @@ func TestGenerateErrors(t *testing.T) {
 	}
 	// An empty mesh still gives a sidecar its listeners and both tables.
 	r := mustGenerate(t, pc, productpageSidecar())
-	if len(r.Listeners) != 2 || len(r.Routes) != 2 || len(r.Clusters) != 1 {
-		t.Errorf("empty mesh: %d listeners, %d routes, %d clusters; want 2, 2, 1 (BlackHoleCluster)", len(r.Listeners), len(r.Routes), len(r.Clusters))
+	if len(r.Listeners) != 2 || len(r.Routes) != 2 || len(r.Clusters) != 2 {
+		t.Errorf("empty mesh: %d listeners, %d routes, %d clusters; want 2, 2, 2 (BlackHoleCluster, PassthroughCluster)", len(r.Listeners), len(r.Routes), len(r.Clusters))
 	}
 }
 

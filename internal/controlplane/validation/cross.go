@@ -30,7 +30,10 @@ func ResolveHost(host, ns string) string {
 //     sources;
 //   - a VirtualService destination's subset must be defined by a
 //     DestinationRule for that host (short names resolved in each
-//     resource's namespace; a wildcard DestinationRule host matches too).
+//     resource's namespace; a wildcard DestinationRule host matches too);
+//   - a VirtualService http[].delegate must name a VirtualService that
+//     exists, has no hosts and is exported to the root's namespace, and
+//     following delegates must never come back to where it started.
 //
 // It returns nil when the set is valid. It does not modify rs and is safe
 // for concurrent use.
@@ -48,6 +51,7 @@ func ValidateAll(rs []*config.Resource) config.Errors {
 		seen[k] = r
 	}
 	errs = append(errs, checkSubsets(rs)...)
+	errs = append(errs, checkDelegates(rs)...)
 	return errs
 }
 
@@ -138,6 +142,118 @@ func hostMatches(drHost, host string) bool {
 	}
 	if suffix, ok := strings.CutPrefix(drHost, "*"); ok {
 		return strings.HasSuffix(host, suffix)
+	}
+	return false
+}
+
+// checkDelegates checks every http[].delegate against the VirtualService
+// it names (namespace defaulting to the root's). Istio only ignores a
+// route whose delegate is missing or not exported to the root; here it is
+// an error, as nothing would route its requests. A chain of delegates
+// that comes back to its root is a cycle, reported on each root in it.
+func checkDelegates(rs []*config.Resource) config.Errors {
+	vss := map[config.Key]*config.Resource{}
+	for _, r := range rs {
+		if _, ok := r.Spec.(*networking.VirtualService); ok {
+			vss[r.Key()] = r
+		}
+	}
+	// targets are the VirtualServices r's routes delegate to, in order.
+	targets := func(r *config.Resource) []config.Key {
+		var out []config.Key
+		for _, h := range r.Spec.(*networking.VirtualService).Http {
+			if d := h.Delegate; d != nil && d.Name != "" {
+				out = append(out, delegateKey(d, r.Namespace))
+			}
+		}
+		return out
+	}
+	var errs config.Errors
+	for _, r := range rs {
+		vs, ok := r.Spec.(*networking.VirtualService)
+		if !ok {
+			continue
+		}
+		for i, h := range vs.Http {
+			d := h.Delegate
+			if d == nil || d.Name == "" {
+				continue
+			}
+			field := fmt.Sprintf("spec.http[%d].delegate", i)
+			k := delegateKey(d, r.Namespace)
+			target, ok := vss[k]
+			if !ok {
+				errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".name",
+					Msg: fmt.Sprintf("Invalid value: %q: no VirtualService %s/%s to delegate to", d.Name, k.Namespace, k.Name)})
+				continue
+			}
+			if path := delegateCycle(r.Key(), k, targets, vss); path != nil {
+				errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field,
+					Msg: fmt.Sprintf("Invalid value: delegate cycle: %s: a chain of delegates must not come back", strings.Join(path, " -> "))})
+				continue
+			}
+			tvs := target.Spec.(*networking.VirtualService)
+			if len(tvs.Hosts) > 0 {
+				errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".name",
+					Msg: fmt.Sprintf("Invalid value: %q: VirtualService %s/%s has hosts; a delegate must have none", d.Name, k.Namespace, k.Name)})
+				continue
+			}
+			if !exportedTo(tvs.ExportTo, k.Namespace, r.Namespace) {
+				errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".namespace",
+					Msg: fmt.Sprintf("Invalid value: %q: VirtualService %s/%s is not exported to namespace %q (exportTo %q)", k.Namespace, k.Namespace, k.Name, r.Namespace, tvs.ExportTo)})
+			}
+		}
+	}
+	return errs
+}
+
+func delegateKey(d *networking.Delegate, rootNamespace string) config.Key {
+	ns := d.Namespace
+	if ns == "" {
+		ns = rootNamespace
+	}
+	return config.Key{Kind: config.KindVirtualService, Namespace: ns, Name: d.Name}
+}
+
+// delegateCycle follows delegates depth first from next and returns the
+// chain ("ns/name" each, starting at root) when it reaches root again, or
+// nil. Each VirtualService is visited once, so the walk is bounded by
+// their number.
+func delegateCycle(root, next config.Key, targets func(*config.Resource) []config.Key, vss map[config.Key]*config.Resource) []string {
+	name := func(k config.Key) string { return k.Namespace + "/" + k.Name }
+	visited := map[config.Key]bool{}
+	var walk func(k config.Key, path []string) []string
+	walk = func(k config.Key, path []string) []string {
+		path = append(path, name(k))
+		if k == root {
+			return path
+		}
+		r, ok := vss[k]
+		if !ok || visited[k] {
+			return nil
+		}
+		visited[k] = true
+		for _, t := range targets(r) {
+			if p := walk(t, path); p != nil {
+				return p
+			}
+		}
+		return nil
+	}
+	return walk(next, []string{name(root)})
+}
+
+// exportedTo reports whether a resource of namespace own with exportTo is
+// visible in namespace ns: exportTo unset or "*" is every namespace, "."
+// its own, "~" none.
+func exportedTo(exportTo []string, own, ns string) bool {
+	if len(exportTo) == 0 {
+		return true
+	}
+	for _, e := range exportTo {
+		if e == "*" || e == ns || (e == "." && own == ns) {
+			return true
+		}
 	}
 	return false
 }

@@ -1,12 +1,13 @@
 // Package validation checks Istio configuration resources the way Istio's
 // Galley and validating webhook do (pkg/config/validation), and adds the
 // cross-resource checks a whole config set needs: a VirtualService subset
-// must exist in a DestinationRule for its host, and no key may be defined
-// twice.
+// must exist in a DestinationRule for its host, a delegate must exist, have
+// no hosts, be exported to its root's namespace and never lead back to it,
+// and no key may be defined twice.
 //
 // It also refuses, with the message Unsupported, the fields in Istio's
 // schema that the translator does not serve yet and whose absence would
-// change what happens to a request (redirect, mirror, tcp routes, TLS
+// change what happens to a request (tls routes, TLS
 // gateway servers, a fault's http2Error or exponentialDelay, ...), and
 // retryOn conditions the Loom proxy does not know, which it would NACK.
 //

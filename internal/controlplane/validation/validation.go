@@ -25,12 +25,15 @@ func Validate(r *config.Resource) config.Errors {
 	switch spec := r.Spec.(type) {
 	case *networking.VirtualService:
 		c.virtualService(spec)
+		c.exportTo("spec.exportTo", spec.ExportTo, false)
 	case *networking.DestinationRule:
 		c.destinationRule(spec)
+		c.exportTo("spec.exportTo", spec.ExportTo, false)
 	case *networking.Gateway:
 		c.gateway(spec)
 	case *networking.ServiceEntry:
 		c.serviceEntry(spec)
+		c.exportTo("spec.exportTo", spec.ExportTo, true)
 	case *networking.WorkloadEntry:
 		c.workloadEntry("spec", spec)
 	case nil:
@@ -61,11 +64,22 @@ func (c *checker) metadata() {
 	c.labels("metadata.labels", c.r.Labels)
 }
 
-// VirtualService (Istio's validateVirtualService).
+// VirtualService (Istio's validateVirtualService). One without hosts is a
+// delegate: used only through a root's http[].delegate, it must set no
+// gateways, tcp or tls, and may not delegate further (one level only).
 
 func (c *checker) virtualService(vs *networking.VirtualService) {
-	if len(vs.Hosts) == 0 {
-		c.errf("spec.hosts", "Required value: a VirtualService must have at least one host")
+	delegate := len(vs.Hosts) == 0
+	if delegate {
+		if len(vs.Gateways) > 0 {
+			c.errf("spec.gateways", "Invalid value: a delegate VirtualService (one without hosts) must have no gateways; the root's apply")
+		}
+		if len(vs.Tcp) > 0 {
+			c.errf("spec.tcp", "Invalid value: a delegate VirtualService (one without hosts) must have no tcp routes")
+		}
+		if len(vs.Tls) > 0 {
+			c.errf("spec.tls", "Invalid value: a delegate VirtualService (one without hosts) must have no tls routes")
+		}
 	}
 	for i, h := range vs.Hosts {
 		if msg := wildcardDomainOrIP(h); msg != "" {
@@ -77,10 +91,11 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 		c.errf("spec", "http, tcp or tls must be provided in virtual service")
 	}
 	for i, h := range vs.Http {
-		c.httpRoute(fmt.Sprintf("spec.http[%d]", i), h)
-	}
-	if len(vs.Tcp) > 0 {
-		c.unsupported("spec.tcp")
+		p := fmt.Sprintf("spec.http[%d]", i)
+		c.httpRoute(p, h)
+		if delegate && h.Delegate != nil {
+			c.errf(p+".delegate", "Invalid value: a delegate VirtualService (one without hosts) cannot delegate further: only one level of delegation is allowed")
+		}
 	}
 	if len(vs.Tls) > 0 {
 		c.unsupported("spec.tls")
@@ -126,14 +141,6 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 const Unsupported = "not supported by this version of Loom"
 
 func (c *checker) unsupported(field string) { c.errf(field, "%s", Unsupported) }
-
-// unsupportedHTTP refuses the HTTPRoute fields the translator does not
-// serve: delegate changes where the request goes.
-func (c *checker) unsupportedHTTP(p string, h *networking.HTTPRoute) {
-	if h.Delegate != nil {
-		c.unsupported(p + ".delegate")
-	}
-}
 
 // fault checks HTTPRoute.fault as Istio's validateHTTPFaultInjection: an
 // abort and/or a delay; an abort's percentage 0-100 and its httpStatus
@@ -215,7 +222,6 @@ func (c *checker) retryOn(p, on string) {
 }
 
 func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
-	c.unsupportedHTTP(p, h)
 	n := 0
 	for _, set := range []bool{len(h.Route) > 0, h.Redirect != nil, h.DirectResponse != nil, h.Delegate != nil} {
 		if set {
@@ -225,6 +231,17 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 	switch {
 	case n == 0:
 		c.errf(p, "Required value: an HTTP route must have one of route, redirect, directResponse or delegate")
+	case n > 1 && h.Delegate != nil:
+		// Istio's validateRootHTTPRoute: the delegate's routes say where
+		// requests go.
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"route", len(h.Route) > 0}, {"redirect", h.Redirect != nil}, {"directResponse", h.DirectResponse != nil}} {
+			if f.set {
+				c.errf(p+"."+f.name, "Invalid value: a route with delegate must not set %s: the delegate's routes decide where requests go", f.name)
+			}
+		}
 	case n > 1:
 		c.errf(p, "Invalid value: only one of route, redirect, directResponse or delegate may be set")
 	}

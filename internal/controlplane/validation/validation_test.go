@@ -310,7 +310,7 @@ spec:
 			want: []string{`vs.yaml:1: VirtualService prod/reviews: spec.http[0].route[0].destination.subset: Invalid value: "v1": no DestinationRule for host "reviews.prod.svc.cluster.local" (subset "v1" is undefined)`},
 		},
 		{
-			name: "missing hosts and route",
+			name: "no hosts (a delegate) and missing route",
 			files: map[string]string{"vs.yaml": `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -320,7 +320,6 @@ spec:
   - timeout: 0s
 `},
 			want: []string{
-				"vs.yaml:1: VirtualService default/reviews: spec.hosts: Required value: a VirtualService must have at least one host",
 				"vs.yaml:1: VirtualService default/reviews: spec.http[0]: Required value: an HTTP route must have one of route, redirect, directResponse or delegate",
 				"vs.yaml:1: VirtualService default/reviews: spec.http[0].timeout: Invalid value: 0s: duration must be positive",
 			},
@@ -468,7 +467,7 @@ func TestUnsupported(t *testing.T) {
 	}{
 		{"redirect", vsHead + "  http:\n  - redirect: {uri: /x}\n", nil},
 		{"directResponse", vsHead + "  http:\n  - directResponse: {status: 503}\n", nil},
-		{"delegate", vsHead + "  http:\n  - delegate: {name: other}\n", []string{"spec.http[0].delegate"}},
+		{"delegate", vsHead + "  http:\n  - delegate: {name: other}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: other}\nspec:\n  http:\n  - route: [{destination: {host: reviews}}]\n", nil},
 		{"rewrite", vsHead + "  http:\n  - rewrite: {uri: /v2}\n" + route, nil},
 		{"fault", vsHead + "  http:\n  - fault: {abort: {httpStatus: 500, percentage: {value: 10}}, delay: {fixedDelay: 2s, percent: 5}}\n" + route, nil},
 		{"fault grpc", vsHead + "  http:\n  - fault: {abort: {grpcStatus: UNAVAILABLE}}\n" + route, nil},
@@ -480,7 +479,7 @@ func TestUnsupported(t *testing.T) {
 		{"corsPolicy", vsHead + "  http:\n  - corsPolicy: {allowMethods: [GET]}\n" + route, nil},
 		{"headers", vsHead + "  http:\n  - headers: {request: {set: {x-a: b}}}\n" + route, nil},
 		{"destination headers", vsHead + "  http:\n  - route: [{destination: {host: reviews}, headers: {response: {remove: [x-a]}}}]\n", nil},
-		{"tcp", vsHead + "  tcp:\n  - route: [{destination: {host: reviews}}]\n", []string{"spec.tcp"}},
+		{"tcp", vsHead + "  tcp:\n  - match: [{port: 9000, sourceLabels: {app: client}, destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: reviews}, weight: 80}, {destination: {host: ratings}, weight: 20}]\n", nil},
 		{"tls", vsHead + "  tls:\n  - match: [{sniHosts: [reviews]}]\n    route: [{destination: {host: reviews}}]\n", []string{"spec.tls"}},
 		{"gateway https", `apiVersion: networking.istio.io/v1
 kind: Gateway

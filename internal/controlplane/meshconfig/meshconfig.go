@@ -1,0 +1,191 @@
+// Package meshconfig reads loomd's mesh config: a YAML file of Istio's
+// MeshConfig (istio.io/api/mesh/v1alpha1), given by loomd --mesh-config,
+// and watches it. Translation reads only outboundTrafficPolicy today.
+//
+// It sits beside the config store: loomd passes Watcher.Current to
+// translate.GenerateMesh and triggers a push on every change. It imports
+// no other Loom package.
+package meshconfig
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/fsnotify/fsnotify"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	"sigs.k8s.io/yaml"
+)
+
+// Default returns Istio's default mesh config as far as Loom reads it:
+// outboundTrafficPolicy ALLOW_ANY.
+func Default() *meshv1alpha1.MeshConfig {
+	return &meshv1alpha1.MeshConfig{OutboundTrafficPolicy: &meshv1alpha1.MeshConfig_OutboundTrafficPolicy{
+		Mode: meshv1alpha1.MeshConfig_OutboundTrafficPolicy_ALLOW_ANY,
+	}}
+}
+
+// Parse decodes a MeshConfig from YAML (or JSON) with protojson, as the
+// config store decodes specs, over Istio's defaults as far as Loom reads
+// them: an empty document, or one without outboundTrafficPolicy.mode, is
+// ALLOW_ANY. Unknown fields
+// and bad enum values are refused: the error names the file and the field.
+func Parse(name string, data []byte) (*meshv1alpha1.MeshConfig, error) {
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("mesh config %s: %w", name, err)
+	}
+	if string(js) == "null" {
+		return Default(), nil
+	}
+	mc := &meshv1alpha1.MeshConfig{}
+	if err := protojson.Unmarshal(js, mc); err != nil {
+		return nil, fmt.Errorf("mesh config %s: %w", name, err)
+	}
+	// Istio applies the file over its defaults: an unset mode is ALLOW_ANY,
+	// although the enum's zero value is REGISTRY_ONLY.
+	var raw struct {
+		OutboundTrafficPolicy *struct {
+			Mode json.RawMessage `json:"mode"`
+		} `json:"outboundTrafficPolicy"`
+	}
+	if err := json.Unmarshal(js, &raw); err != nil {
+		return nil, fmt.Errorf("mesh config %s: %w", name, err)
+	}
+	if raw.OutboundTrafficPolicy == nil || raw.OutboundTrafficPolicy.Mode == nil {
+		mc.OutboundTrafficPolicy = Default().OutboundTrafficPolicy
+	}
+	return mc, nil
+}
+
+// Load reads and parses the mesh config file path.
+func Load(path string) (*meshv1alpha1.MeshConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("mesh config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Watcher holds the last good mesh config of one file and reloads it when
+// the file changes. Its methods are safe for concurrent use.
+type Watcher struct {
+	path string
+	log  *slog.Logger
+
+	cur     atomic.Pointer[meshv1alpha1.MeshConfig]
+	changes chan struct{}
+
+	// mu guards lastErr.
+	mu      sync.Mutex
+	lastErr error
+}
+
+// NewWatcher loads path once. A file that cannot be read or parsed fails
+// New: loomd refuses to start on a bad --mesh-config. An empty path gives a
+// Watcher that always serves Default and never changes.
+func NewWatcher(path string, log *slog.Logger) (*Watcher, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	w := &Watcher{path: path, log: log.With("component", "meshconfig"), changes: make(chan struct{}, 1)}
+	mc := Default()
+	if path != "" {
+		var err error
+		if mc, err = Load(path); err != nil {
+			return nil, err
+		}
+	}
+	w.cur.Store(mc)
+	return w, nil
+}
+
+// Current returns the last good mesh config; never nil. It must not be
+// modified.
+func (w *Watcher) Current() *meshv1alpha1.MeshConfig { return w.cur.Load() }
+
+// Err returns why the file's latest version was refused, or nil when the
+// current config is the file's content.
+func (w *Watcher) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastErr
+}
+
+// Changes receives a value after each reload that changed Current (at most
+// one pending: latest wins).
+func (w *Watcher) Changes() <-chan struct{} { return w.changes }
+
+// Reload reads the file again. A bad file keeps the last good config, is
+// logged and is returned (and kept for Err).
+func (w *Watcher) Reload() error {
+	if w.path == "" {
+		return nil
+	}
+	mc, err := Load(w.path)
+	w.mu.Lock()
+	w.lastErr = err
+	w.mu.Unlock()
+	if err != nil {
+		w.log.Error("mesh config refused; keeping the last good one", "err", err)
+		return err
+	}
+	if proto.Equal(mc, w.cur.Load()) {
+		return nil
+	}
+	w.cur.Store(mc)
+	w.log.Info("mesh config changed", "outboundTrafficPolicy", mc.GetOutboundTrafficPolicy().GetMode().String())
+	select {
+	case w.changes <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Run watches the file's directory (so an editor's or kubelet's rename is
+// seen) and reloads on every event naming the file, until ctx is done. It
+// returns an error only when the watch cannot be set up; with no path it
+// waits for ctx.
+func (w *Watcher) Run(ctx context.Context) error {
+	if w.path == "" {
+		<-ctx.Done()
+		return nil
+	}
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("mesh config watch: %w", err)
+	}
+	defer fw.Close()
+	dir := filepath.Dir(w.path)
+	if err := fw.Add(dir); err != nil {
+		return fmt.Errorf("mesh config watch %s: %w", dir, err)
+	}
+	name := filepath.Clean(w.path)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return errors.New("mesh config watch: closed")
+			}
+			if filepath.Clean(ev.Name) != name || ev.Op == fsnotify.Chmod {
+				continue
+			}
+			_ = w.Reload() // logged and kept by Reload
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return errors.New("mesh config watch: closed")
+			}
+			w.log.Warn("mesh config watch error", "err", err)
+		}
+	}
+}

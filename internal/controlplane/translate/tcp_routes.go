@@ -1,0 +1,150 @@
+package translate
+
+import (
+	"net/netip"
+	"slices"
+
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// tcpRouteProxy is the tcp_proxy of the sidecar's TCP listener on port of
+// svc. With a VirtualService for the host (bound to the mesh), the first
+// of its tcp routes with a match that applies (tcpMatchApplies; a route
+// without match always does) gives the destinations: one destination is
+// the tcp_proxy's cluster, several its weighted_clusters (weight 0
+// destinations left out, as Istio does). Otherwise, or when no route
+// applies, the cluster is the service port's, "outbound|PORT||HOST".
+// stat_prefix is the cluster's name, or the service port's for weighted
+// clusters. idle_timeout is the DestinationRule's
+// connectionPool.tcp.idleTimeout of a single destination, when set.
+func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service, port uint32) *tcpv3.TcpProxy {
+	def := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
+	var dests []*networking.RouteDestination
+	vsNamespace := ""
+	if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
+		for _, tr := range vs.Spec.GetTcp() {
+			if tcpRouteApplies(tr, p, vs.Namespace, port) {
+				dests, vsNamespace = tr.GetRoute(), vs.Namespace
+				break
+			}
+		}
+	}
+	var clusters []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight
+	for _, rd := range dests {
+		if len(dests) > 1 && rd.GetWeight() == 0 {
+			continue
+		}
+		name := destinationCluster(pc, vsNamespace, rd.GetDestination(), port)
+		if i := slices.IndexFunc(clusters, func(c *tcpv3.TcpProxy_WeightedCluster_ClusterWeight) bool { return c.Name == name }); i >= 0 {
+			clusters[i].Weight += uint32(rd.GetWeight())
+			continue
+		}
+		clusters = append(clusters, &tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: uint32(rd.GetWeight())})
+	}
+	if len(clusters) > 1 {
+		return &tcpv3.TcpProxy{
+			StatPrefix: def,
+			ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
+				Clusters: clusters,
+			}},
+		}
+	}
+	name := def
+	if len(clusters) == 1 {
+		name = clusters[0].Name
+	}
+	return &tcpv3.TcpProxy{
+		StatPrefix:       name,
+		ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: name},
+		IdleTimeout:      tcpIdleTimeout(pc, name),
+	}
+}
+
+// tcpIdleTimeout returns connectionPool.tcp.idleTimeout of the
+// DestinationRule traffic policy of the outbound cluster name (its port
+// and subset level applied), or nil.
+func tcpIdleTimeout(pc *model.PushContext, name string) *durationpb.Duration {
+	_, port, subset, host, ok := xdsapi.ParseClusterName(name)
+	if !ok {
+		return nil
+	}
+	dr := pc.DestinationRule(host)
+	if dr == nil {
+		return nil
+	}
+	var ss *networking.Subset
+	if subset != "" {
+		ss = dr.Subset(subset)
+	}
+	d := clusterTrafficPolicy(dr.Spec, ss, port).GetConnectionPool().GetTcp().GetIdleTimeout()
+	if d == nil {
+		return nil
+	}
+	return &durationpb.Duration{Seconds: d.GetSeconds(), Nanos: d.GetNanos()}
+}
+
+// tcpRouteApplies reports whether a tcp route applies on the sidecar p's
+// listener on port: it has no match, or one of its matches applies.
+func tcpRouteApplies(tr *networking.TCPRoute, p *model.Proxy, vsNamespace string, port uint32) bool {
+	if len(tr.GetMatch()) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(tr.GetMatch(), func(m *networking.L4MatchAttributes) bool {
+		return tcpMatchApplies(m, p, vsNamespace, port)
+	})
+}
+
+// tcpMatchApplies evaluates an L4MatchAttributes for the sidecar p's TCP
+// listener on port, as Istio does when it builds the listener's filter
+// chains: port must equal the listener's; sourceLabels must be contained in
+// the proxy's labels and sourceNamespace equal its namespace; gateways,
+// when set, must include "mesh". destinationSubnets is Envoy's
+// filter_chain_match.prefix_ranges, which match the connection's
+// destination address: in explicit mode that is always the sidecar's own
+// IP, so the match applies when a subnet contains p.IP. sourceSubnet
+// (source_prefix_ranges) likewise matches the client app's address, which
+// in explicit mode is the sidecar's IP too.
+func tcpMatchApplies(m *networking.L4MatchAttributes, p *model.Proxy, vsNamespace string, port uint32) bool {
+	if m.GetPort() != 0 && m.GetPort() != port {
+		return false
+	}
+	if !registry.LabelsContain(p.Labels, m.GetSourceLabels()) {
+		return false
+	}
+	if ns := m.GetSourceNamespace(); ns != "" && ns != p.Namespace {
+		return false
+	}
+	if len(m.GetGateways()) > 0 && !slices.ContainsFunc(m.GetGateways(), func(g string) bool {
+		return model.ResolveGatewayName(g, vsNamespace) == model.MeshGateway
+	}) {
+		return false
+	}
+	ip, err := netip.ParseAddr(p.IP)
+	if err != nil {
+		return false
+	}
+	if subnets := m.GetDestinationSubnets(); len(subnets) > 0 && !slices.ContainsFunc(subnets, func(s string) bool {
+		return prefixContains(s, ip)
+	}) {
+		return false
+	}
+	if s := m.GetSourceSubnet(); s != "" && !prefixContains(s, ip) {
+		return false
+	}
+	return true
+}
+
+// prefixContains reports whether the CIDR or IP s contains ip.
+func prefixContains(s string, ip netip.Addr) bool {
+	if pfx, err := netip.ParsePrefix(s); err == nil {
+		return pfx.Contains(ip)
+	}
+	a, err := netip.ParseAddr(s)
+	return err == nil && a == ip
+}
