@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,9 +31,12 @@ type appMesh struct {
 	prefix    string // "127.44.0"
 	configDir string
 	logsDir   string
-	loomd     *loomapi.Client
-	procs     []*exec.Cmd
-	logs      []string
+	// meshConfig is loomd's --mesh-config file (empty: Istio's defaults);
+	// setMeshConfig rewrites it.
+	meshConfig string
+	loomd      *loomapi.Client
+	procs      []*exec.Cmd
+	logs       []string
 }
 
 // appWorkload is one instance of a service in an appMesh.
@@ -46,6 +50,8 @@ type appWorkload struct {
 	Handler http.Handler
 	// Protocol is the ServiceEntry port's protocol: "HTTP" when empty.
 	Protocol string
+	// Port is the ServiceEntry port's number: 9080 when 0.
+	Port int
 }
 
 // clientOctet is the client workload's address in every appMesh.
@@ -60,7 +66,11 @@ func startAppMesh(t *testing.T, prefix string, workloads []appWorkload, extra st
 		t.Skip(skipReason)
 	}
 	m := &appMesh{t: t, prefix: prefix, configDir: t.TempDir(), logsDir: t.TempDir()}
+	m.meshConfig = filepath.Join(t.TempDir(), "meshconfig.yaml")
 	t.Cleanup(m.stop)
+	if err := os.WriteFile(m.meshConfig, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	workloads = append(workloads, appWorkload{Name: "client", App: "client", Version: "v1", Octet: clientOctet})
 	if err := os.WriteFile(filepath.Join(m.configDir, "mesh.yaml"), []byte(meshYAML(prefix, workloads)), 0o644); err != nil {
 		t.Fatal(err)
@@ -83,7 +93,8 @@ func startAppMesh(t *testing.T, prefix string, workloads []appWorkload, extra st
 		t.Cleanup(func() { srv.Close() })
 	}
 	xds := m.ip(1) + ":15010"
-	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1)+":15014")
+	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1)+":15014",
+		"--mesh-config", m.meshConfig)
 	var want []string
 	for _, w := range workloads {
 		m.start(w.Name+"-proxy", "loom-proxy", "sidecar", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "default",
@@ -150,6 +161,28 @@ func (m *appMesh) apply(yaml string) {
 	if _, err := m.loomd.Apply(ctx, "e2e", []byte(yaml)); err != nil {
 		m.t.Fatalf("apply: %v", err)
 	}
+	m.waitPushedSince(before)
+}
+
+// setMeshConfig replaces loomd's mesh config file (written beside and
+// renamed) and waits until every proxy has ACKed a push made after it.
+func (m *appMesh) setMeshConfig(yaml string) {
+	m.t.Helper()
+	before := m.ackedVersions()
+	tmp := m.meshConfig + ".tmp"
+	if err := os.WriteFile(tmp, []byte(yaml), 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, m.meshConfig); err != nil {
+		m.t.Fatal(err)
+	}
+	m.waitPushedSince(before)
+}
+
+// waitPushedSince waits until some type's ACKed version moved on every
+// proxy since before, and all are SYNCED.
+func (m *appMesh) waitPushedSince(before map[string]string) {
+	m.t.Helper()
 	pushed := func() bool {
 		after := m.ackedVersions()
 		if after == nil || len(after) != len(before) {
@@ -245,15 +278,16 @@ func (m *appMesh) tails() string {
 }
 
 // meshYAML is the registry of an appMesh: a ServiceEntry per app (port
-// 9080) and a WorkloadEntry per workload, in the mesh with sidecars.
+// 9080 unless the app's workloads set Port) and a WorkloadEntry per workload, in the mesh with sidecars.
 func meshYAML(prefix string, ws []appWorkload) string {
-	protocols := map[string]string{}
+	protocols, ports := map[string]string{}, map[string]int{}
 	for _, w := range ws {
 		p := w.Protocol
 		if p == "" {
 			p = "HTTP"
 		}
 		protocols[w.App] = p
+		ports[w.App] = cmp.Or(w.Port, 9080)
 	}
 	apps := make([]string, 0, len(protocols))
 	for a := range protocols {
@@ -269,10 +303,10 @@ spec:
   hosts: [%[1]s.default.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [{number: 9080, name: %[3]s, protocol: %[2]s}]
+  ports: [{number: %[4]d, name: %[3]s, protocol: %[2]s}]
   workloadSelector: {labels: {app: %[1]s}}
 ---
-`, a, protocols[a], strings.ToLower(protocols[a]))
+`, a, protocols[a], strings.ToLower(protocols[a]), ports[a])
 	}
 	for _, w := range ws {
 		fmt.Fprintf(&b, `apiVersion: networking.istio.io/v1
