@@ -145,7 +145,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	apiSrv, err := api.New(api.Options{Addr: o.monitoringAddr, Store: store, Sync: xdsSrv,
-		Ready: ready(store, xdsSrv), Logger: log})
+		Ready: ready(store, xdsSrv), MeshConfigErr: mesh.Err, Logger: log})
 	if err != nil {
 		xdsSrv.Close()
 		return err

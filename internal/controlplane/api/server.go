@@ -66,6 +66,10 @@ type Options struct {
 	// Ready reports whether loomd is ready: config loaded and xDS serving.
 	// Nil means always ready.
 	Ready func() bool
+	// MeshConfigErr reports why the mesh config file's latest version was
+	// refused (the last good one keeps serving), or nil. Nil means there
+	// is no mesh config to report on.
+	MeshConfigErr func() error
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -201,6 +205,9 @@ type Configz struct {
 	// "FILE:LINE: KIND NS/NAME: FIELD: MSG" each; the last good config keeps
 	// serving while there are any.
 	Errors []string `json:"errors"`
+	// MeshConfigError is why the --mesh-config file's latest version was
+	// refused, "" when it was not; the last good mesh config keeps serving.
+	MeshConfigError string `json:"mesh_config_error,omitempty"`
 }
 
 func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
@@ -211,6 +218,11 @@ func (s *Server) configz(w http.ResponseWriter, _ *http.Request) {
 	}
 	for _, e := range s.opts.Store.Errors() {
 		c.Errors = append(c.Errors, e.Error())
+	}
+	if s.opts.MeshConfigErr != nil {
+		if err := s.opts.MeshConfigErr(); err != nil {
+			c.MeshConfigError = err.Error()
+		}
 	}
 	writeJSON(w, http.StatusOK, c)
 }

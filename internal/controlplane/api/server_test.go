@@ -328,3 +328,25 @@ func TestRunServesAndStops(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestConfigzMeshConfigError: a refused mesh config file shows in
+// /debug/configz beside the config directory's errors.
+func TestConfigzMeshConfigError(t *testing.T) {
+	var meshErr error
+	s, err := New(Options{Addr: "127.0.0.1:0", Store: &fakeStore{}, Sync: fakeSync{},
+		MeshConfigErr: func() error { return meshErr }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	if _, _, body := do(t, http.MethodGet, ts.URL+"/debug/configz", ""); compactJSON(t, body) != `{"errors":[],"resources":0,"version":0}` {
+		t.Errorf("with a good mesh config: %s", body)
+	}
+	meshErr = errors.New(`mesh.yaml: outboundTrafficPolicy.mode: invalid value "SOMETIMES"`)
+	want := `{"errors":[],"mesh_config_error":"mesh.yaml: outboundTrafficPolicy.mode: invalid value \"SOMETIMES\"","resources":0,"version":0}`
+	if _, _, body := do(t, http.MethodGet, ts.URL+"/debug/configz", ""); compactJSON(t, body) != want {
+		t.Errorf("with a refused mesh config: %s, want %s", compactJSON(t, body), want)
+	}
+}
