@@ -403,7 +403,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		}
 	}
 
-	var pick upstream.PickOptions
+	pick := upstream.PickOptions{Authority: host}
 	var setCookie *http.Cookie
 	if len(route.HashPolicies) > 0 {
 		ip := r.RemoteAddr

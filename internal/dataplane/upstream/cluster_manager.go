@@ -191,8 +191,8 @@ func (m *ClusterManager) state(name string) *clusterState {
 // full. Round-trip errors of connection failures wrap *ConnectError.
 //
 // For an ORIGINAL_DST cluster the request names the host: the returned
-// Host has no Addr, and its RT dials what c.OriginalDst's header says
-// (egress.go). A host name endpoint of a DNS cluster is resolved when a
+// Host's RT dials what c.OriginalDst's header says, and its Addr is
+// opts.Authority's destination when that is the header (egress.go). A host name endpoint of a DNS cluster is resolved when a
 // connection to it is dialed.
 //
 // Pick is safe for concurrent use, takes no lock and allocates only the
@@ -200,7 +200,7 @@ func (m *ClusterManager) state(name string) *clusterState {
 func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error) {
 	st := m.state(c.Name)
 	if c.OriginalDst != nil {
-		return st.pickOriginalDst(c)
+		return st.pickOriginalDst(c, opts.Authority)
 	}
 	t := st.tableFor(c)
 	i := st.choose(t, &opts)

@@ -47,10 +47,11 @@ func (st *clusterState) dialNetwork(network string) string {
 }
 
 // pickOriginalDst is Pick for an ORIGINAL_DST cluster (lb_policy
-// CLUSTER_PROVIDED): the request names the host. Its Host has no Addr;
-// its RT reads the destination from the request when the round trip
-// starts, as originalDstRT documents.
-func (st *clusterState) pickOriginalDst(c *config.Cluster) (*Host, error) {
+// CLUSTER_PROVIDED): the request names the host. Its RT reads the
+// destination from the request when the round trip starts, as
+// originalDstRT documents; its Addr is that destination when the cluster
+// reads the authority and authority is a valid one, "" otherwise.
+func (st *clusterState) pickOriginalDst(c *config.Cluster, authority string) (*Host, error) {
 	if err := st.admit(); err != nil {
 		return nil, err
 	}
@@ -58,7 +59,11 @@ func (st *clusterState) pickOriginalDst(c *config.Cluster) (*Host, error) {
 	if c.HTTP2 {
 		next = st.h2cTransport()
 	}
-	return &Host{RT: &originalDstRT{cfg: c.OriginalDst, next: next}, st: st, idx: -1}, nil
+	h := &Host{RT: &originalDstRT{cfg: c.OriginalDst, next: next}, st: st, idx: -1}
+	if c.OriginalDst.Authority() && authority != "" {
+		h.Addr, _ = OriginalDstAddr(authority, c.OriginalDst.PortOverride)
+	}
+	return h, nil
 }
 
 // originalDstRT sends a request to the destination its header names

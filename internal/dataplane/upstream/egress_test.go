@@ -90,9 +90,12 @@ func TestOriginalDstCluster(t *testing.T) {
 
 	var got []string
 	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port} {
-		h, err := m.Pick(authority, PickOptions{})
+		h, err := m.Pick(authority, PickOptions{Authority: host})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if h.Addr != host {
+			t.Errorf("Pick with authority %s: Host.Addr = %q, want the authority", host, h.Addr)
 		}
 		body, err := egressGet(t, h, host, nil)
 		if err != nil {
@@ -102,9 +105,12 @@ func TestOriginalDstCluster(t *testing.T) {
 	}
 	// The header cluster dials what the header says; the authority is
 	// passed on unchanged.
-	h, err := m.Pick(header, PickOptions{})
+	h, err := m.Pick(header, PickOptions{Authority: "external.test"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if h.Addr != "" {
+		t.Errorf("a cluster reading another header got Host.Addr %q from the authority", h.Addr)
 	}
 	body, err := egressGet(t, h, "external.test", http.Header{"X-Envoy-Original-Dst-Host": {"127.0.0.1:" + port}})
 	if err != nil {

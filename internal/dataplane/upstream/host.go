@@ -20,6 +20,11 @@ type PickOptions struct {
 	// (retry_host_predicate previous_hosts): the balancer picks another
 	// host when it can.
 	Avoid []string
+	// Authority is the request's authority as it goes upstream (after
+	// host rewrites). An ORIGINAL_DST cluster reading ":authority" names
+	// its Host's Addr by it, so that the access log shows where the
+	// request went; the round trip reads the request itself either way.
+	Authority string
 }
 
 // Host is one endpoint chosen for one attempt. The caller must call Done
