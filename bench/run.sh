@@ -10,7 +10,8 @@
 #   3. config propagation: bench/propagation (file write -> first request
 #      routed by the new rule), through real loomd and loom-proxy processes;
 #   4. sidecar memory: bench/sidecarmem, one sidecar holding the routes of
-#      1000 services (SIDECARMEM_N).
+#      1000 services (SIDECARMEM_N), then the same with a Sidecar resource
+#      importing a tenth of them.
 # Results land in bench/results/ (raw data is git-ignored); bench/RESULTS.md
 # is written by hand from them.
 # Knobs: REPS (default 3), SKIP_OVERHEAD=1, SKIP_FEATURES=1, SKIP_PROPAGATION=1,
@@ -69,4 +70,5 @@ fi
 
 if [[ ${SKIP_SIDECARMEM:-0} != 1 ]]; then
   (cd "$ROOT" && go run ./bench/sidecarmem -bin-dir "$BIN" -services "${SIDECARMEM_N:-1000}")
+  (cd "$ROOT" && go run ./bench/sidecarmem -bin-dir "$BIN" -services "${SIDECARMEM_N:-1000}" -scoped)
 fi

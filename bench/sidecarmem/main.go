@@ -5,7 +5,12 @@
 // -bin-dir on their own loopback addresses, waits until the proxy has
 // ACKed all four xDS types, lets it settle, and prints the proxy's and
 // loomd's resident memory (VmRSS now, VmHWM peak) and the time to sync.
-// Every process it starts is stopped by PID before it exits.
+// With -scoped it also writes a Sidecar in namespace default (no
+// workloadSelector) importing only every tenth service
+// ("./svc-0.default.svc.cluster.local", "./svc-10...", ...), so the
+// proxy holds 10 % of the mesh: run it with and without to see what
+// scoping saves. Every process it starts is stopped by PID before it
+// exits.
 package main
 
 import (
@@ -31,6 +36,7 @@ func main() {
 	n := flag.Int("services", 1000, "number of services (1..5000)")
 	prefix := flag.String("prefix", "127.0.57.", "loopback /24 prefix for loomd and the proxy")
 	settle := flag.Duration("settle", 3*time.Second, "wait after sync before reading memory")
+	scoped := flag.Bool("scoped", false, "also write a Sidecar in namespace default importing only every tenth service")
 	flag.Parse()
 	if *n < 1 || *n > 5000 {
 		fmt.Fprintln(os.Stderr, "sidecarmem: -services must be 1..5000")
@@ -38,7 +44,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *binDir, *prefix, *n, *settle); err != nil {
+	if err := run(ctx, *binDir, *prefix, *n, *settle, *scoped); err != nil {
 		fmt.Fprintln(os.Stderr, "sidecarmem:", err)
 		os.Exit(1)
 	}
@@ -95,7 +101,18 @@ spec:
 	return b.String()
 }
 
-func run(ctx context.Context, binDir, prefix string, n int, settle time.Duration) error {
+// sidecarYAML is the Sidecar of namespace default importing svc-0,
+// svc-10, ... of n services.
+func sidecarYAML(n int) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec:\n  egress:\n  - hosts:\n")
+	for i := 0; i < n; i += 10 {
+		fmt.Fprintf(&b, "    - ./svc-%d.default.svc.cluster.local\n", i)
+	}
+	return b.String()
+}
+
+func run(ctx context.Context, binDir, prefix string, n int, settle time.Duration, scoped bool) error {
 	dir, err := os.MkdirTemp("", "loom-sidecarmem-")
 	if err != nil {
 		return err
@@ -107,6 +124,11 @@ func run(ctx context.Context, binDir, prefix string, n int, settle time.Duration
 	}
 	if err := os.WriteFile(filepath.Join(cfg, "mesh.yaml"), []byte(meshYAML(n)), 0o644); err != nil {
 		return err
+	}
+	if scoped {
+		if err := os.WriteFile(filepath.Join(cfg, "sidecar.yaml"), []byte(sidecarYAML(n)), 0o644); err != nil {
+			return err
+		}
 	}
 
 	var procs []*exec.Cmd
@@ -174,7 +196,11 @@ func run(ctx context.Context, binDir, prefix string, n int, settle time.Duration
 	if err != nil {
 		return err
 	}
-	fmt.Printf("sidecar holding %d services (each: 2 endpoints, 2 subsets, a 90/10 route with retries)\n", n)
+	held := fmt.Sprintf("%d services", n)
+	if scoped {
+		held = fmt.Sprintf("%d of %d services (a Sidecar imports every tenth)", (n+9)/10, n)
+	}
+	fmt.Printf("sidecar holding %s (each: 2 endpoints, 2 subsets, a 90/10 route with retries)\n", held)
 	fmt.Printf("| process | VmRSS | VmHWM |\n|---|---|---|\n")
 	fmt.Printf("| loom-proxy | %.1f MiB | %.1f MiB |\n| loomd | %.1f MiB | %.1f MiB |\n", pr.rss, pr.hwm, lr.rss, lr.hwm)
 	fmt.Printf("time from proxy start to all four types ACKed: %v\n", syncTime.Round(time.Millisecond))

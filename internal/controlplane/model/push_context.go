@@ -131,9 +131,14 @@ type PushContext struct {
 
 	gateways []*Gateway
 
-	// viewsMu guards views, the namespace views of the mesh-wide context.
-	viewsMu sync.Mutex
-	views   map[string]*PushContext
+	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
+	sidecar *Sidecar
+
+	// viewsMu guards views, the namespace views of the mesh-wide context,
+	// and sidecarViews, its ForProxy views (nil until the first).
+	viewsMu      sync.Mutex
+	views        map[string]*PushContext
+	sidecarViews map[sidecarViewKey]*PushContext
 }
 
 // NewPushContext indexes snap. snap must already be validated; resources

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -126,9 +127,13 @@ func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.T
 
 // inboundClusters returns "inbound|PORT||" per service port of the
 // services selecting p's workload: STATIC, to the app at p.IP:targetPort.
+// When the Sidecar applying to p has an ingress listener on targetPort
+// with a defaultEndpoint (127.0.0.1:APP_PORT), the cluster goes to
+// p.IP:APP_PORT instead: in local mode the app binds its workload's IP.
 func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[uint32]bool{}
+	appPorts := ingressEndpointPorts(pc.Sidecar())
 	for _, si := range pc.InstancesForProxy(p) {
 		port := si.Instance.ServicePort
 		if seen[port.Number] {
@@ -147,7 +152,7 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(p.IP, si.Instance.TargetPort, 1)},
+				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(p.IP, cmp.Or(appPorts[si.Instance.TargetPort], si.Instance.TargetPort), 1)},
 			}},
 		}
 		out = append(out, c)

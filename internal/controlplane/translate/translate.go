@@ -61,9 +61,12 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 	if _, err := netip.ParseAddr(p.IP); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: IP %q: %w", p.ID, p.IP, err)
 	}
-	// What the proxy's namespace may see: exportTo, and Istio's order for
-	// DestinationRules (proxy namespace, service namespace, root).
-	pc = pc.ForNamespace(p.Namespace)
+	// What the proxy may see: exportTo, Istio's order for DestinationRules
+	// (proxy namespace, service namespace, root), and the egress hosts of
+	// the Sidecar that applies to it, whose outboundTrafficPolicy
+	// overrides the mesh's.
+	pc = pc.ForProxy(p)
+	mesh = sidecarMeshConfig(pc.Sidecar(), mesh)
 	var r *Resources
 	switch p.Type {
 	case model.SidecarProxy:

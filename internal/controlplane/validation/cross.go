@@ -33,7 +33,8 @@ func ResolveHost(host, ns string) string {
 //     resource's namespace; a wildcard DestinationRule host matches too);
 //   - a VirtualService http[].delegate must name a VirtualService that
 //     exists, has no hosts and is exported to the root's namespace, and
-//     following delegates must never come back to where it started.
+//     following delegates must never come back to where it started;
+//   - a namespace has at most one Sidecar without workloadSelector.
 //
 // It returns nil when the set is valid. It does not modify rs and is safe
 // for concurrent use.
@@ -52,6 +53,7 @@ func ValidateAll(rs []*config.Resource) config.Errors {
 	}
 	errs = append(errs, checkSubsets(rs)...)
 	errs = append(errs, checkDelegates(rs)...)
+	errs = append(errs, checkSidecars(rs)...)
 	return errs
 }
 

@@ -36,6 +36,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.exportTo("spec.exportTo", spec.ExportTo, true)
 	case *networking.WorkloadEntry:
 		c.workloadEntry("spec", spec)
+	case *networking.Sidecar:
+		c.sidecar(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:

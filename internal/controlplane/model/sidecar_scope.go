@@ -1,0 +1,293 @@
+package model
+
+import (
+	"slices"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+)
+
+// Sidecar is the Sidecar resource that applies to a proxy, with its egress
+// hosts resolved for the proxy's namespace.
+type Sidecar struct {
+	Name      string
+	Namespace string
+	Spec      *networking.Sidecar
+	// Egress are the hosts of the egress listener (spec.egress[].hosts;
+	// validation allows one listener, without a port), "." resolved to the
+	// proxy's namespace. Nil when the Sidecar has no egress listener: the
+	// proxy then sees all its namespace sees, as with Istio's default
+	// "*/*".
+	Egress []EgressHost
+}
+
+// Key returns the Sidecar's key.
+func (s *Sidecar) Key() config.Key {
+	return config.Key{Kind: config.KindSidecar, Namespace: s.Namespace, Name: s.Name}
+}
+
+// GetSpec returns the Sidecar's spec; nil when s is nil.
+func (s *Sidecar) GetSpec() *networking.Sidecar {
+	if s == nil {
+		return nil
+	}
+	return s.Spec
+}
+
+// EgressHost is one "namespace/dnsName" of a Sidecar egress listener.
+type EgressHost struct {
+	// Namespace is "*" (any), "~" (none: the entry imports nothing) or a
+	// namespace name.
+	Namespace string
+	// Host is "*", "*.suffix" or an FQDN.
+	Host string
+}
+
+// imports reports whether the entry covers a resource of namespace ns
+// whose host is host (an FQDN or a wildcard): the namespaces match and the
+// hosts overlap, as Istio's host.Name.Matches.
+func (e EgressHost) imports(ns, host string) bool {
+	if e.Namespace == "~" || (e.Namespace != "*" && e.Namespace != ns) {
+		return false
+	}
+	return HostMatches(e.Host, host) || HostMatches(host, e.Host)
+}
+
+// sidecarViewKey keys a ForProxy view: a Sidecar seen from a proxy
+// namespace (a root namespace Sidecar resolves "." per namespace).
+type sidecarViewKey struct {
+	namespace string
+	sidecar   config.Key
+}
+
+// SidecarForProxy returns the Sidecar that applies to sidecar proxy p, as
+// Istio's PushContext.getSidecarScope chooses it: the first Sidecar of p's
+// namespace (in name order) whose workloadSelector labels p's labels
+// contain; else the one of p's namespace without workloadSelector (or
+// with empty labels); else the one of RootNamespace without
+// workloadSelector; else nil, and p sees everything its namespace sees.
+// A router proxy gets nil: Sidecars apply to sidecars only.
+func (pc *PushContext) SidecarForProxy(p *Proxy) *Sidecar {
+	if p == nil || p.Type == RouterProxy {
+		return nil
+	}
+	var nsDefault, rootDefault *config.Resource
+	for _, r := range pc.Config.List(config.KindSidecar) {
+		spec, ok := r.Spec.(*networking.Sidecar)
+		if !ok || (r.Namespace != p.Namespace && r.Namespace != RootNamespace) {
+			continue
+		}
+		sel := spec.GetWorkloadSelector().GetLabels()
+		switch {
+		case len(sel) > 0:
+			if r.Namespace == p.Namespace && registry.LabelsContain(p.Labels, sel) {
+				return newSidecar(r, spec, p.Namespace)
+			}
+		case r.Namespace == p.Namespace:
+			if nsDefault == nil {
+				nsDefault = r
+			}
+		case rootDefault == nil:
+			rootDefault = r
+		}
+	}
+	switch {
+	case nsDefault != nil:
+		return newSidecar(nsDefault, nsDefault.Spec.(*networking.Sidecar), p.Namespace)
+	case rootDefault != nil:
+		return newSidecar(rootDefault, rootDefault.Spec.(*networking.Sidecar), p.Namespace)
+	}
+	return nil
+}
+
+// newSidecar resolves spec's egress hosts for a proxy of namespace ns.
+func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sidecar {
+	s := &Sidecar{Name: r.Name, Namespace: r.Namespace, Spec: spec}
+	for _, eg := range spec.GetEgress() {
+		for _, h := range eg.GetHosts() {
+			hns, host, ok := strings.Cut(h, "/")
+			if !ok {
+				continue // refused by validation
+			}
+			if hns == "." {
+				hns = ns
+			}
+			s.Egress = append(s.Egress, EgressHost{Namespace: hns, Host: host})
+		}
+	}
+	return s
+}
+
+// Sidecar returns the Sidecar a ForProxy view applies, or nil (no Sidecar
+// applies, or pc is not a ForProxy view).
+func (pc *PushContext) Sidecar() *Sidecar { return pc.sidecar }
+
+// ForProxy returns the view of pc that proxy p has: ForNamespace of p's
+// namespace, further restricted by the Sidecar that applies to p
+// (SidecarForProxy), as Istio's SidecarScope. With a Sidecar, the view
+// holds only
+//   - the services an egress host imports (the service's namespace and
+//     hostname match it; among services of one hostname the one in p's
+//     namespace wins), plus the destinations of the imported
+//     VirtualServices, as Istio infers them;
+//   - the VirtualServices an egress host imports (its namespace matches
+//     and one of its hosts overlaps the egress host);
+//   - the DestinationRules whose host overlaps an imported service's.
+//
+// A Sidecar without egress listener restricts nothing, but the view still
+// carries it (Sidecar). Without a Sidecar, or for a router, ForProxy is
+// ForNamespace(p.Namespace). Views are built once per (namespace,
+// Sidecar) and cached in the mesh-wide context; they are immutable and
+// safe for concurrent use.
+func (pc *PushContext) ForProxy(p *Proxy) *PushContext {
+	base := pc
+	if pc.scoped {
+		base = pc.base
+	}
+	nsView := base.ForNamespace(p.Namespace)
+	sc := base.SidecarForProxy(p)
+	if sc == nil {
+		return nsView
+	}
+	key := sidecarViewKey{namespace: p.Namespace, sidecar: sc.Key()}
+	base.viewsMu.Lock()
+	defer base.viewsMu.Unlock()
+	if v, ok := base.sidecarViews[key]; ok {
+		return v
+	}
+	v := nsView.newSidecarView(sc)
+	if base.sidecarViews == nil {
+		base.sidecarViews = map[sidecarViewKey]*PushContext{}
+	}
+	base.sidecarViews[key] = v
+	return v
+}
+
+// newSidecarView restricts namespace view nv to what sc imports.
+func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
+	v := &PushContext{
+		Config:         nv.Config,
+		namespace:      nv.namespace,
+		scoped:         true,
+		base:           nv.base,
+		sidecar:        sc,
+		servicesByHost: map[string]*registry.Service{},
+		workloads:      nv.workloads,
+		allServices:    nv.allServices,
+		inbound:        nv.inbound,
+		seExportTo:     nv.seExportTo,
+		vsByGateway:    map[string][]*VirtualService{},
+		delegates:      nv.delegates,
+		gateways:       nv.gateways,
+	}
+	if sc.Egress == nil {
+		v.services, v.servicesByHost = nv.services, nv.servicesByHost
+		v.destinationRules, v.virtualServices, v.vsByGateway = nv.destinationRules, nv.virtualServices, nv.vsByGateway
+		return v
+	}
+	imported := func(ns string, hosts ...string) bool {
+		for _, e := range sc.Egress {
+			for _, h := range hosts {
+				if e.imports(ns, h) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, vs := range nv.virtualServices {
+		if !imported(vs.Namespace, vs.Hosts...) {
+			continue
+		}
+		v.virtualServices = append(v.virtualServices, vs)
+		for _, g := range vs.Gateways {
+			v.vsByGateway[g] = append(v.vsByGateway[g], vs)
+		}
+	}
+	v.virtualServices = slices.Clip(v.virtualServices)
+
+	// allServices is sorted by host then namespace: keep the first
+	// visible, imported service of each host, replaced by one of the
+	// proxy's namespace when there is one (as newView does).
+	for _, s := range nv.allServices {
+		if vis, ok := nv.seExportTo[s.Source]; ok && !vis.VisibleTo(nv.namespace) {
+			continue
+		}
+		if !imported(s.Namespace, s.Hostname) {
+			continue
+		}
+		prev, dup := v.servicesByHost[s.Hostname]
+		switch {
+		case !dup:
+			v.services = append(v.services, s)
+		case s.Namespace == nv.namespace && prev.Namespace != nv.namespace:
+			v.services[len(v.services)-1] = s
+		default:
+			continue
+		}
+		v.servicesByHost[s.Hostname] = s
+	}
+	// Istio infers more destinations from the imported VirtualServices: a
+	// route to a service the egress hosts do not name still works.
+	added := false
+	for _, vs := range v.virtualServices {
+		for _, h := range destinationHosts(vs) {
+			if _, ok := v.servicesByHost[h]; ok {
+				continue
+			}
+			if s := nv.ServiceForHost(h); s != nil {
+				v.services = append(v.services, s)
+				v.servicesByHost[h] = s
+				added = true
+			}
+		}
+	}
+	if added {
+		slices.SortFunc(v.services, func(a, b *registry.Service) int { return strings.Compare(a.Hostname, b.Hostname) })
+	}
+	v.services = slices.Clip(v.services)
+
+	for _, dr := range nv.destinationRules {
+		for _, s := range v.services {
+			if HostMatches(dr.Host, s.Hostname) {
+				v.destinationRules = append(v.destinationRules, dr)
+				break
+			}
+		}
+	}
+	return v
+}
+
+// destinationHosts lists the FQDN hosts vs routes or mirrors to, short
+// names resolved against its namespace.
+func destinationHosts(vs *VirtualService) []string {
+	var out []string
+	add := func(d *networking.Destination) {
+		if d.GetHost() != "" {
+			out = append(out, ResolveShortName(d.GetHost(), vs.Namespace))
+		}
+	}
+	for _, r := range vs.HTTP {
+		for _, d := range r.GetRoute() {
+			add(d.GetDestination())
+		}
+		add(r.GetMirror())
+		for _, m := range r.GetMirrors() {
+			add(m.GetDestination())
+		}
+	}
+	for _, r := range vs.Spec.GetTcp() {
+		for _, d := range r.GetRoute() {
+			add(d.GetDestination())
+		}
+	}
+	for _, r := range vs.Spec.GetTls() {
+		for _, d := range r.GetRoute() {
+			add(d.GetDestination())
+		}
+	}
+	return out
+}

@@ -1,0 +1,205 @@
+package validation
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+)
+
+// Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
+// workloadSelector, one egress listener without a port (its hosts scope
+// what the proxy sees), ingress listeners' defaultEndpoint and
+// outboundTrafficPolicy.mode. It refuses as Unsupported what it would
+// otherwise ignore: egress listeners with a port, bind or captureMode,
+// ingress bind, captureMode IPTABLES, tls and connectionPool, a unix://
+// defaultEndpoint, inboundConnectionPool and outboundTrafficPolicy.egressProxy.
+
+func (c *checker) sidecar(sc *networking.Sidecar) {
+	if ws := sc.WorkloadSelector; ws != nil {
+		c.selector("spec.workloadSelector.labels", ws.Labels)
+	}
+	if len(sc.Egress) == 0 && len(sc.Ingress) == 0 && sc.OutboundTrafficPolicy == nil && sc.InboundConnectionPool == nil {
+		c.errf("spec", "Invalid value: sidecar: empty configuration provided")
+	}
+	if sc.InboundConnectionPool != nil {
+		c.unsupported("spec.inboundConnectionPool")
+	}
+	ports := map[uint32]bool{}
+	for i, in := range sc.Ingress {
+		p := fmt.Sprintf("spec.ingress[%d]", i)
+		if in == nil {
+			c.errf(p, "Required value: sidecar: ingress may not be null")
+			continue
+		}
+		if in.Port == nil {
+			c.errf(p+".port", "Required value: sidecar: port is required for ingress listeners")
+			continue
+		}
+		c.sidecarPort(p+".port", in.Port)
+		if ports[in.Port.Number] {
+			c.errf(p+".port.number", "Duplicate value: %d: sidecar: ports on IP bound listeners must be unique", in.Port.Number)
+		}
+		ports[in.Port.Number] = true
+		if in.DefaultEndpoint != "" {
+			c.defaultEndpoint(p+".defaultEndpoint", in.DefaultEndpoint)
+		}
+		if in.Bind != "" {
+			c.unsupported(p + ".bind")
+		}
+		if in.CaptureMode == networking.CaptureMode_IPTABLES {
+			c.unsupported(p + ".captureMode")
+		}
+		if in.Tls != nil {
+			c.unsupported(p + ".tls")
+		}
+		if in.ConnectionPool != nil {
+			c.unsupported(p + ".connectionPool")
+		}
+	}
+	catchAll := false
+	for i, eg := range sc.Egress {
+		p := fmt.Sprintf("spec.egress[%d]", i)
+		if eg == nil {
+			c.errf(p, "Required value: egress listener may not be null")
+			continue
+		}
+		if eg.Port == nil {
+			switch {
+			case catchAll:
+				c.errf(p, "Invalid value: sidecar: egress can have only one listener with empty port")
+			case i != len(sc.Egress)-1:
+				c.errf(p, "Invalid value: sidecar: the egress listener with empty port should be the last listener in the list")
+			}
+			catchAll = true
+		} else {
+			c.sidecarPort(p+".port", eg.Port)
+			c.unsupported(p + ".port")
+		}
+		if eg.Bind != "" {
+			c.unsupported(p + ".bind")
+		}
+		if eg.CaptureMode != networking.CaptureMode_DEFAULT {
+			c.unsupported(p + ".captureMode")
+		}
+		if len(eg.Hosts) == 0 {
+			c.errf(p+".hosts", "Required value: sidecar: egress listener must contain at least one host")
+		}
+		for j, h := range eg.Hosts {
+			if msg := sidecarHost(h); msg != "" {
+				c.errf(fmt.Sprintf("%s.hosts[%d]", p, j), "Invalid value: %q: %s", h, msg)
+			}
+		}
+	}
+	if tp := sc.OutboundTrafficPolicy; tp != nil {
+		if _, ok := networking.OutboundTrafficPolicy_Mode_name[int32(tp.Mode)]; !ok {
+			c.errf("spec.outboundTrafficPolicy.mode", `Unsupported value: %d: supported values: "REGISTRY_ONLY", "ALLOW_ANY"`, tp.Mode)
+		}
+		if tp.EgressProxy != nil {
+			if tp.Mode != networking.OutboundTrafficPolicy_ALLOW_ANY {
+				c.errf("spec.outboundTrafficPolicy.egressProxy", "Invalid value: sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode")
+			}
+			c.unsupported("spec.outboundTrafficPolicy.egressProxy")
+		}
+	}
+}
+
+// sidecarPort checks a Sidecar listener port: an optional port name, a
+// known protocol, a number 1-65535, and no targetPort.
+func (c *checker) sidecarPort(p string, port *networking.SidecarPort) {
+	if port.Name != "" && !isPortName(port.Name) {
+		c.errf(p+".name", "Invalid value: %q: port name must be a DNS-1123 label", port.Name)
+	}
+	if !protocols[strings.ToUpper(port.Protocol)] {
+		c.errf(p+".protocol", "Unsupported value: %q: supported protocols are %s", port.Protocol, protocolList)
+	}
+	c.port(p+".number", port.Number, false)
+	if port.TargetPort > 0 {
+		c.errf(p+".targetPort", "Invalid value: %d: targetPort has no impact on Sidecars", port.TargetPort)
+	}
+}
+
+// defaultEndpoint checks an ingress listener's defaultEndpoint:
+// 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT. Istio's
+// unix://PATH is refused as Unsupported: the Loom proxy reaches only IP
+// endpoints.
+func (c *checker) defaultEndpoint(p, ep string) {
+	if strings.HasPrefix(ep, "unix://") {
+		c.errf(p, "Invalid value: %q: unix domain socket endpoints are %s", ep, Unsupported)
+		return
+	}
+	const form = "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset"
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil {
+		c.errf(p, "Invalid value: %q: %s", ep, form)
+		return
+	}
+	switch host {
+	case "", "127.0.0.1", "0.0.0.0", "::1", "::":
+	default:
+		c.errf(p, "Invalid value: %q: %s", ep, form)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		c.errf(p, "Invalid value: %q: sidecar: defaultEndpoint port (%s) is not a number", ep, port)
+		return
+	}
+	if n < 1 || n > 65535 {
+		c.errf(p, "Invalid value: %q: port must be between 1-65535", ep)
+	}
+}
+
+// sidecarHost checks an egress host "namespace/dnsName" as Istio's
+// ValidateNamespaceSlashWildcardHostname does for sidecars: namespace "*",
+// ".", "~" or a DNS-1123 label; dnsName "*", "*.suffix" or an FQDN (no
+// short names, no partial wildcards).
+func sidecarHost(h string) string {
+	ns, host, ok := strings.Cut(h, "/")
+	if !ok {
+		return "host must be of form namespace/dnsName"
+	}
+	if ns == "" || host == "" {
+		return "config namespace and dnsName in host entry cannot be empty"
+	}
+	if ns != "*" && ns != "." && ns != "~" && !isDNS1123Label(ns) {
+		return fmt.Sprintf("invalid namespace value %q in sidecar", ns)
+	}
+	if host == "*" {
+		return ""
+	}
+	if !strings.Contains(host, ".") {
+		return "short names (non FQDN) are not allowed"
+	}
+	if strings.Contains(strings.TrimPrefix(host, "*"), "*") {
+		return fmt.Sprintf("partial wildcard %q not allowed", host)
+	}
+	return wildcardDomain(host)
+}
+
+// checkSidecars refuses a second Sidecar without workloadSelector in one
+// namespace (Istio's analyzer IST0109 MultipleSidecarsWithoutWorkloadSelectors):
+// which one applies would depend on creation time, which Loom does not
+// have.
+func checkSidecars(rs []*config.Resource) config.Errors {
+	var errs config.Errors
+	first := map[string]*config.Resource{}
+	for _, r := range rs {
+		sc, ok := r.Spec.(*networking.Sidecar)
+		if !ok || len(sc.GetWorkloadSelector().GetLabels()) > 0 {
+			continue
+		}
+		if f, dup := first[r.Namespace]; dup {
+			errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: "spec.workloadSelector",
+				Msg: fmt.Sprintf("Required value: Sidecar %s/%s has no workloadSelector either (%s): a namespace has at most one Sidecar without workloadSelector",
+					f.Namespace, f.Name, sourceOrUnknown(f.Source))})
+			continue
+		}
+		first[r.Namespace] = r
+	}
+	return errs
+}

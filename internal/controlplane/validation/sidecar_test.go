@@ -1,0 +1,148 @@
+package validation
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// sidecarDoc is a Sidecar "s" in namespace default whose spec is body.
+func sidecarDoc(body string) string {
+	return "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s, namespace: default}\nspec:\n" + body
+}
+
+func TestSidecar(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"istio's namespace-scoped default", sidecarDoc(`  egress:
+  - hosts: ["./*", "istio-system/*", "*/*.example.com", "~/*", "prod/reviews.prod.svc.cluster.local"]
+`), nil},
+		{"selector, ingress defaultEndpoints and outbound policy", sidecarDoc(`  workloadSelector: {labels: {app: ratings}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9081, protocol: HTTP}
+    defaultEndpoint: 0.0.0.0:8081
+  - port: {number: 9082, protocol: GRPC}
+    defaultEndpoint: "[::1]:8082"
+    captureMode: NONE
+  - port: {number: 9083, protocol: TCP}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+`), nil},
+		{"empty", sidecarDoc("  workloadSelector: {labels: {app: a}}\n"),
+			[]string{"spec: Invalid value: sidecar: empty configuration provided"}},
+		{"egress hosts", sidecarDoc(`  egress:
+  - hosts: ["reviews.default.svc.cluster.local", "/x.com", "Bad_NS/x.com", "./reviews", "*/foo*.com", "*/a..b", "./*.*.com"]
+`), []string{
+			`spec.egress[0].hosts[0]: Invalid value: "reviews.default.svc.cluster.local": host must be of form namespace/dnsName`,
+			`spec.egress[0].hosts[1]: Invalid value: "/x.com": config namespace and dnsName in host entry cannot be empty`,
+			`spec.egress[0].hosts[2]: Invalid value: "Bad_NS/x.com": invalid namespace value "Bad_NS" in sidecar`,
+			`spec.egress[0].hosts[3]: Invalid value: "./reviews": short names (non FQDN) are not allowed`,
+			`spec.egress[0].hosts[4]: Invalid value: "*/foo*.com": partial wildcard "foo*.com" not allowed`,
+			`spec.egress[0].hosts[5]: Invalid value: "*/a..b": domain name label "" is not a DNS-1123 label`,
+			`spec.egress[0].hosts[6]: Invalid value: "./*.*.com": partial wildcard "*.*.com" not allowed`,
+		}},
+		{"egress listeners without port", sidecarDoc(`  egress:
+  - hosts: ["./*"]
+  - hosts: ["*/*"]
+  - hosts: []
+`), []string{
+			"spec.egress[0]: Invalid value: sidecar: the egress listener with empty port should be the last listener in the list",
+			"spec.egress[1]: Invalid value: sidecar: egress can have only one listener with empty port",
+			"spec.egress[2]: Invalid value: sidecar: egress can have only one listener with empty port",
+			"spec.egress[2].hosts: Required value: sidecar: egress listener must contain at least one host",
+		}},
+		{"egress port, bind and captureMode are not served", sidecarDoc(`  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+  - hosts: ["*/*"]
+`), []string{
+			"spec.egress[0].port: " + Unsupported,
+			"spec.egress[0].bind: " + Unsupported,
+			"spec.egress[0].captureMode: " + Unsupported,
+		}},
+		{"ingress listeners", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP, name: Http_1}
+    defaultEndpoint: 10.0.0.1:8080
+  - port: {number: 9080, protocol: SMTP, targetPort: 1}
+    defaultEndpoint: 127.0.0.1:http
+  - port: {number: 0, protocol: HTTP}
+    defaultEndpoint: 127.0.0.1:70000
+  - defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9090, protocol: HTTP}
+    defaultEndpoint: 127.0.0.1
+`), []string{
+			`spec.ingress[0].port.name: Invalid value: "Http_1": port name must be a DNS-1123 label`,
+			`spec.ingress[0].defaultEndpoint: Invalid value: "10.0.0.1:8080": sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset`,
+			`spec.ingress[1].port.protocol: Unsupported value: "SMTP": supported protocols are ` + protocolList,
+			"spec.ingress[1].port.targetPort: Invalid value: 1: targetPort has no impact on Sidecars",
+			"spec.ingress[1].port.number: Duplicate value: 9080: sidecar: ports on IP bound listeners must be unique",
+			`spec.ingress[1].defaultEndpoint: Invalid value: "127.0.0.1:http": sidecar: defaultEndpoint port (http) is not a number`,
+			"spec.ingress[2].port.number: Invalid value: 0: port must be between 1-65535",
+			`spec.ingress[2].defaultEndpoint: Invalid value: "127.0.0.1:70000": port must be between 1-65535`,
+			"spec.ingress[3].port: Required value: sidecar: port is required for ingress listeners",
+			`spec.ingress[4].defaultEndpoint: Invalid value: "127.0.0.1": sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset`,
+		}},
+		{"ingress fields not served", sidecarDoc(`  inboundConnectionPool: {tcp: {maxConnections: 10}}
+  ingress:
+  - port: {number: 9443, protocol: HTTPS}
+    bind: 0.0.0.0
+    captureMode: IPTABLES
+    defaultEndpoint: unix:///var/run/app.sock
+    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
+    connectionPool: {http: {http1MaxPendingRequests: 1}}
+`), []string{
+			"spec.inboundConnectionPool: " + Unsupported,
+			`spec.ingress[0].defaultEndpoint: Invalid value: "unix:///var/run/app.sock": unix domain socket endpoints are ` + Unsupported,
+			"spec.ingress[0].bind: " + Unsupported,
+			"spec.ingress[0].captureMode: " + Unsupported,
+			"spec.ingress[0].tls: " + Unsupported,
+			"spec.ingress[0].connectionPool: " + Unsupported,
+		}},
+		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
+  egress: [{hosts: ["./*"]}]
+`), []string{"spec.workloadSelector.labels[app]: Invalid value: wildcard is not supported in selector"}},
+		{"egressProxy", sidecarDoc(`  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+    egressProxy: {host: proxy.example.com, port: {number: 3128}}
+`), []string{
+			"spec.outboundTrafficPolicy.egressProxy: Invalid value: sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode",
+			"spec.outboundTrafficPolicy.egressProxy: " + Unsupported,
+		}},
+		{"two namespace-wide sidecars", sidecarDoc("  egress: [{hosts: [\"./*\"]}]\n") + `---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: t, namespace: default}
+spec:
+  egress: [{hosts: ["*/*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: u, namespace: default}
+spec:
+  workloadSelector: {labels: {app: a}}
+  egress: [{hosts: ["*/*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: v, namespace: prod}
+spec:
+  egress: [{hosts: ["*/*"]}]
+`, []string{
+			"spec.workloadSelector: Required value: Sidecar default/s has no workloadSelector either (in.yaml:1): a namespace has at most one Sidecar without workloadSelector",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := fieldErrors(t, tt.doc)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
