@@ -1,0 +1,224 @@
+package translate
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
+)
+
+// TestSampleGoldens translates every file of Istio's bookinfo networking
+// samples (with destination-rule-all.yaml, as Istio's tasks apply it
+// first, unless the file has its own DestinationRules) and of Istio's own pilot test data, each on top of the bookinfo
+// mesh, for the productpage sidecar and the ingress gateway, and compares
+// a digest of the result with testdata/samples/<dir>/<file>.txt. A file
+// Loom refuses has its errors as its golden instead, so that a change in
+// what is accepted shows in review as well as a change in translation.
+//
+// The digest keeps what decides where traffic goes (listeners, virtual
+// hosts, each route's match and action, clusters' type, LB and breakers)
+// and leaves out the rest, so the goldens stay readable.
+func TestSampleGoldens(t *testing.T) {
+	for _, dir := range []string{"bookinfo/networking", "pilot-testdata/config"} {
+		files, err := filepath.Glob(filepath.Join(sharedSamples, dir, "*.yaml"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no samples in %s (%v): shared/istio-samples must be beside the module", dir, err)
+		}
+		for _, f := range files {
+			name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+			t.Run(dir+"/"+name, func(t *testing.T) {
+				inputs := []string{meshFile, f}
+				data, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if dir == "bookinfo/networking" && !strings.Contains(string(data), "kind: DestinationRule") {
+					inputs = []string{meshFile, filepath.Join(sharedSamples, dir, "destination-rule-all.yaml"), f}
+				}
+				got := sampleDigest(t, inputs...)
+				want := filepath.Join("testdata", "samples", filepath.Base(dir), name+".txt")
+				if *update {
+					if err := os.MkdirAll(filepath.Dir(want), 0o755); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(want, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				golden, err := os.ReadFile(want)
+				if err != nil {
+					t.Fatalf("%v (run with -update to create it)", err)
+				}
+				if diff := cmp.Diff(string(golden), got); diff != "" {
+					t.Errorf("%s mismatch (-want +got; run with -update if intended):\n%s", want, diff)
+				}
+			})
+		}
+	}
+}
+
+// sampleDigest decodes and validates files as one config set, and
+// returns either the errors or the digest of both proxies' resources.
+func sampleDigest(t *testing.T, files ...string) string {
+	t.Helper()
+	var rs []*config.Resource
+	var errs config.Errors
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, derrs := config.Decode(filepath.Base(f), data)
+		rs = append(rs, got...)
+		errs = append(errs, derrs...)
+	}
+	if len(errs) == 0 {
+		errs = validation.ValidateAll(rs)
+	}
+	var b strings.Builder
+	if len(errs) > 0 {
+		b.WriteString("refused:\n")
+		for _, e := range errs {
+			fmt.Fprintf(&b, "  %s\n", e.Error())
+		}
+		return b.String()
+	}
+	pc := model.NewPushContext(config.NewSnapshot(1, rs))
+	for _, p := range []*model.Proxy{productpageSidecar(), ingressRouter()} {
+		r, err := Generate(pc, p)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: generate: %v\n", p.ID, err)
+			continue
+		}
+		fmt.Fprintf(&b, "== %s\n", p.ID)
+		digestResources(&b, r)
+	}
+	return b.String()
+}
+
+func digestResources(b *strings.Builder, r *Resources) {
+	for _, l := range r.Listeners {
+		fmt.Fprintf(b, "listener %s %s:%d\n", l.GetName(), l.GetAddress().GetSocketAddress().GetAddress(), l.GetAddress().GetSocketAddress().GetPortValue())
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				fmt.Fprintf(b, "  filter %s\n", f.GetName())
+			}
+		}
+	}
+	for _, rc := range r.Routes {
+		fmt.Fprintf(b, "route config %s\n", rc.GetName())
+		for _, vh := range rc.GetVirtualHosts() {
+			fmt.Fprintf(b, "  vhost %s (%d domains)\n", vh.GetName(), len(vh.GetDomains()))
+			for _, rt := range vh.GetRoutes() {
+				fmt.Fprintf(b, "    %s: %s -> %s\n", rt.GetName(), digestMatch(rt.GetMatch()), digestAction(rt))
+			}
+		}
+	}
+	for _, c := range r.Clusters {
+		fmt.Fprintf(b, "cluster %s %s %s%s\n", c.GetName(), digestClusterType(c), c.GetLbPolicy(), digestBreakers(c))
+	}
+	for _, e := range r.Endpoints {
+		var addrs []string
+		for _, le := range e.GetEndpoints() {
+			for _, lb := range le.GetLbEndpoints() {
+				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				addrs = append(addrs, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
+			}
+		}
+		sort.Strings(addrs)
+		fmt.Fprintf(b, "endpoints %s [%s]\n", e.GetClusterName(), strings.Join(addrs, " "))
+	}
+}
+
+func digestMatch(m *routev3.RouteMatch) string {
+	var parts []string
+	switch p := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		parts = append(parts, "prefix "+p.Prefix)
+	case *routev3.RouteMatch_Path:
+		parts = append(parts, "path "+p.Path)
+	case *routev3.RouteMatch_SafeRegex:
+		parts = append(parts, "regex "+p.SafeRegex.GetRegex())
+	}
+	for _, h := range m.GetHeaders() {
+		parts = append(parts, "header "+h.GetName())
+	}
+	for _, q := range m.GetQueryParameters() {
+		parts = append(parts, "query "+q.GetName())
+	}
+	return strings.Join(parts, ", ")
+}
+
+func digestAction(rt *routev3.Route) string {
+	var s string
+	switch a := rt.GetAction().(type) {
+	case *routev3.Route_Redirect:
+		s = fmt.Sprintf("redirect %s", a.Redirect.GetResponseCode())
+	case *routev3.Route_DirectResponse:
+		s = fmt.Sprintf("direct %d", a.DirectResponse.GetStatus())
+	case *routev3.Route_Route:
+		ra := a.Route
+		switch cs := ra.GetClusterSpecifier().(type) {
+		case *routev3.RouteAction_Cluster:
+			s = cs.Cluster
+		case *routev3.RouteAction_WeightedClusters:
+			var ws []string
+			for _, c := range cs.WeightedClusters.GetClusters() {
+				ws = append(ws, fmt.Sprintf("%s=%d", c.GetName(), c.GetWeight().GetValue()))
+			}
+			s = "[" + strings.Join(ws, " ") + "]"
+		}
+		if rp := ra.GetRetryPolicy(); rp != nil {
+			s += fmt.Sprintf(" retries=%d", rp.GetNumRetries().GetValue())
+		}
+		if t := ra.GetTimeout(); t != nil && t.AsDuration() != 0 {
+			s += " timeout=" + t.AsDuration().String()
+		}
+		if len(ra.GetRequestMirrorPolicies()) > 0 {
+			s += fmt.Sprintf(" mirrors=%d", len(ra.GetRequestMirrorPolicies()))
+		}
+		if len(ra.GetHashPolicy()) > 0 {
+			s += fmt.Sprintf(" hash=%d", len(ra.GetHashPolicy()))
+		}
+	}
+	if fs := rt.GetTypedPerFilterConfig(); len(fs) > 0 {
+		names := make([]string, 0, len(fs))
+		for k := range fs {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		s += " filters=" + strings.Join(names, ",")
+	}
+	return s
+}
+
+func digestClusterType(c *clusterv3.Cluster) string {
+	if t, ok := c.GetClusterDiscoveryType().(*clusterv3.Cluster_Type); ok {
+		return t.Type.String()
+	}
+	return "custom"
+}
+
+func digestBreakers(c *clusterv3.Cluster) string {
+	var s string
+	if th := c.GetCircuitBreakers().GetThresholds(); len(th) > 0 && th[0].GetMaxConnections().GetValue() != 4294967295 {
+		s += fmt.Sprintf(" max_connections=%d", th[0].GetMaxConnections().GetValue())
+	}
+	if c.GetOutlierDetection() != nil {
+		s += " outlier"
+	}
+	return s
+}
+
