@@ -40,6 +40,7 @@ type flags struct {
 	namespace      string
 	labels         string
 	serviceAccount string
+	locality       string
 	xdsAddr        string
 	adminAddr      string
 	logLevel       string
@@ -82,6 +83,7 @@ func newRootCommand() *cobra.Command {
 		fl.StringVar(&f.namespace, "namespace", "default", "workload namespace")
 		fl.StringVar(&f.labels, "labels", "", "workload labels, k=v,k2=v2")
 		fl.StringVar(&f.serviceAccount, "service-account", "", "workload service account")
+		fl.StringVar(&f.locality, "locality", "", "where the proxy runs, region/zone/subzone (the node's locality, for locality load balancing)")
 		fl.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:15010", "loomd's plaintext xDS address")
 		root.AddCommand(sub)
 	}
@@ -108,6 +110,10 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 		if err != nil {
 			return err
 		}
+		locality, err := xdsapi.ParseLocality(f.locality)
+		if err != nil {
+			return fmt.Errorf("--locality: %w", err)
+		}
 		id := xdsapi.NodeID{Type: t, IP: f.ip, Name: f.name, Namespace: f.namespace, Domain: f.namespace + ".svc.cluster.local"}
 		opts.Node, err = xdsapi.BuildNode(id, xdsapi.NodeMeta{
 			Labels:           labels,
@@ -116,6 +122,7 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 			ClusterID:        "Kubernetes",
 			WorkloadName:     f.name,
 			InterceptionMode: xdsapi.InterceptionNone,
+			Locality:         locality,
 			ProxyVersion:     buildVersion(),
 		})
 		if err != nil {

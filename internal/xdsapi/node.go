@@ -82,6 +82,9 @@ type NodeMeta struct {
 	ClusterID        string
 	WorkloadName     string
 	InterceptionMode string
+	// Locality is where the proxy runs, sent as the node's locality (not
+	// in metadata), as Envoy's --service-zone and Istio's istio-locality.
+	Locality Locality
 	// ProxyVersion is the proxy's build version, sent as the node's
 	// user_agent_version (user_agent_name is UserAgentName), not in metadata.
 	ProxyVersion string
@@ -111,7 +114,7 @@ func BuildNode(id NodeID, m NodeMeta) (*corev3.Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node %s: metadata: %w", id, err)
 	}
-	n := &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st, UserAgentName: UserAgentName}
+	n := &corev3.Node{Id: id.String(), Cluster: m.WorkloadName, Metadata: st, UserAgentName: UserAgentName, Locality: m.Locality.Proto()}
 	if m.ProxyVersion != "" {
 		n.UserAgentVersionType = &corev3.Node_UserAgentVersion{UserAgentVersion: m.ProxyVersion}
 	}
@@ -130,6 +133,7 @@ func ParseNodeMeta(n *corev3.Node) NodeMeta {
 	m.WorkloadName = str(MetaWorkloadName)
 	m.InterceptionMode = str(MetaInterceptionMode)
 	m.ProxyVersion = n.GetUserAgentVersion()
+	m.Locality = LocalityFromProto(n.GetLocality())
 	if l := f[MetaLabels].GetStructValue(); l != nil {
 		m.Labels = map[string]string{}
 		for k, v := range l.GetFields() {

@@ -316,8 +316,15 @@ func TestBuildErrors(t *testing.T) {
 		{"cla weight 0", claWith(func(c *endpointv3.ClusterLoadAssignment) {
 			c.Endpoints[0].LbEndpoints[0].LoadBalancingWeight = wrapperspb.UInt32(0)
 		}), `cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": endpoints[0].lb_endpoints[0].load_balancing_weight = "0": must be at least 1`},
-		{"cla priority", claWith(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[0].Priority = 1 }),
-			`cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": endpoints[0].priority = "1": must be 0 (priorities are not supported)`},
+		{"cla locality weight 0", claWith(func(c *endpointv3.ClusterLoadAssignment) { c.Endpoints[0].LoadBalancingWeight = wrapperspb.UInt32(0) }),
+			`cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": endpoints[0].load_balancing_weight = "0": must be at least 1`},
+		{"cla duplicate locality", claWith(func(c *endpointv3.ClusterLoadAssignment) {
+			c.Endpoints[0].Locality = &corev3.Locality{Region: "region1", Zone: "zone1"}
+			c.Endpoints = append(c.Endpoints, &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Region: "region1", Zone: "zone1"}})
+		}), `cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": endpoints[1].locality = "region1/zone1/": must not repeat a locality of priority 0`},
+		{"cla overprovisioning factor", claWith(func(c *endpointv3.ClusterLoadAssignment) {
+			c.Policy = &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: wrapperspb.UInt32(100)}
+		}), `cluster_load_assignment "outbound|9080|v1|reviews.default.svc.cluster.local": policy.overprovisioning_factor.value = "100": must be 140 (unset)`},
 		{"duplicate cluster", func(t testing.TB, r *Resources) { r.Clusters = append(r.Clusters, testCluster()) },
 			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": name: duplicate`},
 		{"wrong message type", func(t testing.TB, r *Resources) { r.Routes[0] = testCluster() },

@@ -48,8 +48,13 @@ type Cluster struct {
 	HealthyPanicThreshold *uint32
 	// HTTP2 is true when the upstream speaks HTTP/2 cleartext (h2c): the
 	// cluster's HttpProtocolOptions has explicit_http_config.http2_protocol_options.
-	HTTP2     bool
-	Endpoints []Endpoint
+	HTTP2 bool
+	// LocalityWeighted is common_lb_config.locality_weighted_lb_config
+	// (not for RING_HASH or MAGLEV, as Envoy): within a priority, a
+	// locality is chosen first, in proportion to its LocalityWeight scaled
+	// by its share of usable endpoints times the overprovisioning factor.
+	LocalityWeighted bool
+	Endpoints        []Endpoint
 	// CircuitBreakers, Outlier and Conn are parsed by buildClusterPolicy
 	// (cluster_policy.go).
 	CircuitBreakers CircuitBreakers
@@ -111,6 +116,11 @@ const (
 	// DefaultSlowStartMinWeightPercent is slow_start_config.min_weight_percent
 	// when unset, in percent.
 	DefaultSlowStartMinWeightPercent = 10
+	// DefaultOverprovisioningFactor is
+	// ClusterLoadAssignment.policy.overprovisioning_factor when unset, in
+	// percent: a priority (or locality) with at least 100/1.4 ≈ 72 % of its
+	// endpoints usable counts as fully available. Only this value is served.
+	DefaultOverprovisioningFactor = 140
 )
 
 // LeastRequestConfig is envoy.config.cluster.v3.Cluster.LeastRequestLbConfig.
@@ -168,6 +178,18 @@ type Endpoint struct {
 	Address string
 	Health  HealthStatus
 	Weight  uint32 // load_balancing_weight; 1 when unset
+	// Priority is the priority of the endpoint's LocalityLbEndpoints
+	// (0 highest); the balancer sends traffic to lower priorities only as
+	// higher ones lose healthy endpoints (Envoy's priority levels).
+	Priority uint32
+	// Locality is the LocalityLbEndpoints' locality, "region/zone/subzone"
+	// ("" for none); endpoints of one locality and priority form one
+	// locality of the balancer.
+	Locality string
+	// LocalityWeight is the LocalityLbEndpoints' load_balancing_weight
+	// (>= 1); 0 when unset. Read only when the cluster is
+	// LocalityWeighted, where a locality without a weight takes no traffic.
+	LocalityWeight uint32
 }
 
 // ---- endpoints ----
@@ -185,11 +207,43 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
 		return nil, ferr("policy.drop_overloads", "not supported")
 	}
+	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil && f.GetValue() != DefaultOverprovisioningFactor {
+		return nil, verr("policy.overprovisioning_factor.value", strconv.FormatUint(uint64(f.GetValue()), 10), "must be %d (unset)", DefaultOverprovisioningFactor)
+	}
+	if cla.GetPolicy().GetWeightedPriorityHealth() {
+		return nil, verr("policy.weighted_priority_health", "true", "not supported")
+	}
 	var eps []Endpoint
+	type prioLocality struct {
+		prio     uint32
+		locality string
+	}
+	seen := map[prioLocality]bool{}
 	for i, le := range cla.GetEndpoints() {
 		lp := idx("endpoints", i)
-		if le.GetPriority() != 0 {
-			return nil, verr(lp+".priority", strconv.FormatUint(uint64(le.GetPriority()), 10), "must be 0 (priorities are not supported)")
+		loc := le.GetLocality()
+		locality := loc.GetRegion() + "/" + loc.GetZone() + "/" + loc.GetSubZone()
+		if loc == nil {
+			locality = ""
+		}
+		// Envoy: "duplicate locality ... found in priority ...".
+		k := prioLocality{le.GetPriority(), locality}
+		if seen[k] {
+			return nil, verr(lp+".locality", locality, "must not repeat a locality of priority %d", le.GetPriority())
+		}
+		seen[k] = true
+		var lw uint32
+		if w := le.GetLoadBalancingWeight(); w != nil {
+			if w.GetValue() == 0 {
+				return nil, verr(lp+".load_balancing_weight", "0", "must be at least 1")
+			}
+			lw = w.GetValue()
+		}
+		if le.GetLedsClusterLocalityConfig() != nil {
+			return nil, ferr(lp+".leds_cluster_locality_config", "not supported")
+		}
+		if le.GetLbConfig() != nil {
+			return nil, ferr(lp+".load_balancer_config", "not supported")
 		}
 		for j, lb := range le.GetLbEndpoints() {
 			p := idx(lp+".lb_endpoints", j)
@@ -203,7 +257,7 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 			if len(lb.GetEndpoint().GetAdditionalAddresses()) > 0 {
 				return nil, ferr(p+".endpoint.additional_addresses", "not supported")
 			}
-			ep := Endpoint{Address: a, Weight: 1}
+			ep := Endpoint{Address: a, Weight: 1, Priority: le.GetPriority(), Locality: locality, LocalityWeight: lw}
 			switch lb.GetHealthStatus() {
 			case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
 				ep.Health = Healthy
@@ -385,8 +439,17 @@ func buildLB(c *clusterv3.Cluster, rc *Cluster) error {
 		pct := uint32(v) // Envoy truncates to the nearest 1%.
 		rc.HealthyPanicThreshold = &pct
 	}
-	if cl.GetLocalityConfigSpecifier() != nil {
-		return ferr("common_lb_config.locality_config_specifier", "not supported (zone aware and locality weighted load balancing)")
+	switch cl.GetLocalityConfigSpecifier().(type) {
+	case nil:
+	case *clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_:
+		switch c.GetLbPolicy() {
+		case clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV:
+			// Envoy ignores locality weights under consistent hashing.
+		default:
+			rc.LocalityWeighted = true
+		}
+	default:
+		return ferr("common_lb_config.zone_aware_lb_config", "not supported (zone aware load balancing)")
 	}
 	if cl.GetCloseConnectionsOnHostSetChange() {
 		return verr("common_lb_config.close_connections_on_host_set_change", "true", "not supported")

@@ -117,7 +117,14 @@ func TestBuildClusterLB(t *testing.T) {
 		}, nil, `maglev_lb_config.table_size = "5000077": must be a prime number up to 5000011`},
 		{"locality weighted", func(c *clusterv3.Cluster) {
 			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{}}
-		}, nil, `common_lb_config.locality_config_specifier: not supported (zone aware and locality weighted load balancing)`},
+		}, &Cluster{LBPolicy: LBRoundRobin, LocalityWeighted: true}, ""},
+		{"locality weighted ignored by ring hash", func(c *clusterv3.Cluster) {
+			c.LbPolicy = clusterv3.Cluster_RING_HASH
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{}}
+		}, &Cluster{LBPolicy: LBRingHash, RingHash: &RingHashConfig{MinRingSize: DefaultMinRingSize, MaxRingSize: DefaultMaxRingSize}}, ""},
+		{"zone aware", func(c *clusterv3.Cluster) {
+			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_ZoneAwareLbConfig_{}}
+		}, nil, `common_lb_config.zone_aware_lb_config: not supported (zone aware load balancing)`},
 		{"hash balance factor", func(c *clusterv3.Cluster) {
 			c.LbPolicy = clusterv3.Cluster_RING_HASH
 			c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{ConsistentHashingLbConfig: &clusterv3.Cluster_CommonLbConfig_ConsistentHashingLbConfig{
@@ -146,7 +153,8 @@ func TestBuildClusterLB(t *testing.T) {
 			}
 			got := g.Clusters[reviewsV1]
 			lb := &Cluster{LBPolicy: got.LBPolicy, LeastRequest: got.LeastRequest, RingHash: got.RingHash,
-				Maglev: got.Maglev, HealthyPanicThreshold: got.HealthyPanicThreshold, SlowStart: got.SlowStart}
+				Maglev: got.Maglev, HealthyPanicThreshold: got.HealthyPanicThreshold, SlowStart: got.SlowStart,
+				LocalityWeighted: got.LocalityWeighted}
 			if d := cmp.Diff(tc.want, lb); d != "" {
 				t.Errorf("cluster (-want +got):\n%s", d)
 			}

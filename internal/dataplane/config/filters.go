@@ -14,6 +14,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/cors"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
 )
 
 // builtinFilters are the HTTP filters this version implements besides the
@@ -22,6 +23,7 @@ var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
 	return filter.NewRegistry(
 		fault.Factory{},
 		cors.Factory{},
+		localratelimit.Factory{},
 	)
 })
 

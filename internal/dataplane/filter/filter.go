@@ -52,10 +52,17 @@ type Flags uint8
 const (
 	FlagDelayInjected Flags = 1 << iota // DI
 	FlagFaultInjected                   // FI
+	FlagRateLimited                     // RL
 )
 
+// flagNames are the flags' Envoy names in Envoy's %RESPONSE_FLAGS% order.
+var flagNames = [...]struct {
+	f    Flags
+	name string
+}{{FlagDelayInjected, "DI"}, {FlagFaultInjected, "FI"}, {FlagRateLimited, "RL"}}
+
 // String returns the flags as Envoy prints them, in Envoy's order
-// ("DI,FI"), or "" for none.
+// ("DI,FI,RL"), or "" for none.
 func (f Flags) String() string {
 	switch f {
 	case 0:
@@ -66,9 +73,25 @@ func (f Flags) String() string {
 		return "FI"
 	case FlagDelayInjected | FlagFaultInjected:
 		return "DI,FI"
+	case FlagRateLimited:
+		return "RL"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Flags(%#x)", uint8(f))
+	for _, n := range flagNames {
+		if f&n.f != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(n.name)
+			f &^= n.f
+		}
+	}
+	if f != 0 {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "Flags(%#x)", uint8(f))
+	}
 	return b.String()
 }
 

@@ -61,6 +61,27 @@ type lbTable struct {
 	panicPct     uint32 // 0 disables panic mode
 	lr           config.LeastRequestConfig
 	policy       string
+	// levels are the cluster's priority levels, highest first, when it
+	// has more than one priority or is locality weighted; nil otherwise
+	// (healthy and all then balance over every endpoint).
+	levels []*lbLevel
+}
+
+// lbLevel is one priority level of a cluster (Envoy's host set): its
+// endpoints' sets and, for a locality-weighted cluster, its localities.
+type lbLevel struct {
+	n            int // endpoints
+	healthy, all *lbSet
+	// localities are the level's localities with a weight (a locality
+	// without one takes no traffic, as in Envoy), LocalityWeighted only.
+	localities []*lbLocality
+}
+
+// lbLocality is one locality of a priority level.
+type lbLocality struct {
+	weight  uint64 // LocalityLbEndpoints.load_balancing_weight, >= 1
+	n       int    // endpoints
+	healthy *lbSet
 }
 
 // lbSet is one balancing set with the precomputed tables of its policy.
@@ -171,7 +192,7 @@ func newLBTable(c *config.Cluster, prev *lbTable, lazy bool, now int64) *lbTable
 	}
 	if prev != nil && sameLB(prev.src, c) {
 		// Rings and tables depend only on these: keep them.
-		t.healthy, t.all = prev.healthy, prev.all
+		t.healthy, t.all, t.levels = prev.healthy, prev.all, prev.levels
 		return t
 	}
 	t.healthy = t.newSet(healthy)
@@ -179,13 +200,68 @@ func newLBTable(c *config.Cluster, prev *lbTable, lazy bool, now int64) *lbTable
 	if len(healthy) != len(all) {
 		t.all = t.newSet(all)
 	}
+	t.levels = t.newLevels(c)
 	return t
+}
+
+// newLevels groups the endpoints of c by priority (highest first; gaps
+// closed, as an empty level takes no load) and, when c is
+// LocalityWeighted, each level by locality (in order of first
+// appearance). It returns nil for a single priority without locality
+// weights, which the cluster-wide sets serve.
+func (t *lbTable) newLevels(c *config.Cluster) []*lbLevel {
+	var prios []uint32
+	for _, ep := range c.Endpoints {
+		prios = append(prios, ep.Priority)
+	}
+	slices.Sort(prios)
+	prios = slices.Compact(prios)
+	if len(prios) <= 1 && !c.LocalityWeighted {
+		return nil
+	}
+	levels := make([]*lbLevel, 0, len(prios))
+	for _, prio := range prios {
+		var healthy, all []int32
+		var locNames []string
+		locHealthy := map[string][]int32{}
+		locAll := map[string]int{}
+		locWeight := map[string]uint32{}
+		for i, ep := range c.Endpoints {
+			if ep.Priority != prio {
+				continue
+			}
+			all = append(all, int32(i))
+			if _, ok := locAll[ep.Locality]; !ok {
+				locNames = append(locNames, ep.Locality)
+				locWeight[ep.Locality] = ep.LocalityWeight
+			}
+			locAll[ep.Locality]++
+			if ep.Health == config.Healthy {
+				healthy = append(healthy, int32(i))
+				locHealthy[ep.Locality] = append(locHealthy[ep.Locality], int32(i))
+			}
+		}
+		l := &lbLevel{n: len(all), healthy: t.newSet(healthy)}
+		l.all = l.healthy
+		if len(healthy) != len(all) {
+			l.all = t.newSet(all)
+		}
+		if c.LocalityWeighted {
+			for _, name := range locNames {
+				if w := locWeight[name]; w > 0 {
+					l.localities = append(l.localities, &lbLocality{weight: uint64(w), n: locAll[name], healthy: t.newSet(locHealthy[name])})
+				}
+			}
+		}
+		levels = append(levels, l)
+	}
+	return levels
 }
 
 // sameLB reports whether a and b balance alike: same endpoints (order,
 // health, weights) and load-balancer settings.
 func sameLB(a, b *config.Cluster) bool {
-	return a.LBPolicy == b.LBPolicy &&
+	return a.LBPolicy == b.LBPolicy && a.LocalityWeighted == b.LocalityWeighted &&
 		equalPtr(a.RingHash, b.RingHash) && equalPtr(a.Maglev, b.Maglev) &&
 		slices.Equal(a.Endpoints, b.Endpoints)
 }
@@ -491,6 +567,13 @@ func (st *clusterState) choose(t *lbTable, opts *PickOptions) int32 {
 	if len(t.eps) == 0 {
 		return -1
 	}
+	if t.levels != nil {
+		p, ok := st.levelPicker(t, opts)
+		if !ok {
+			return -1
+		}
+		return st.run(&p, opts)
+	}
 	ejected := 0
 	if n := st.ejectedCount(); n > 0 {
 		if !t.lazy && t.all == t.healthy && len(t.index) == len(t.eps) {
@@ -512,6 +595,150 @@ func (st *clusterState) choose(t *lbTable, opts *PickOptions) int32 {
 	} else if usable == 0 {
 		return -1
 	}
+	return st.run(&p, opts)
+}
+
+// maxStackLevels is how many priority levels levelPicker keeps on the
+// stack; more are allocated per pick.
+const maxStackLevels = 8
+
+// levelPicker chooses the priority level, and in it the set, a pick of
+// a cluster with levels balances over, as Envoy's priority load:
+//
+//   - A level's availability is min(100, 140 * usable / endpoints) percent
+//     (usable: healthy and not ejected; 140 is the overprovisioning
+//     factor 1.4); their sum, capped at 100, is the normalized total.
+//   - Load goes to levels highest first, each taking
+//     min(left, availability*100/total) percent, the rest to the first
+//     level with any availability; the pick draws a level by these loads.
+//   - In the level, fewer than panicPct percent usable endpoints is
+//     panic: the pick balances over all of them, health ignored. When no
+//     level has any availability (total panic) the level is drawn in
+//     proportion to its endpoints, in panic; with panic mode off (0) there
+//     is no host.
+//   - Otherwise, for a locality-weighted cluster, the locality is drawn in
+//     proportion to its weight * min(1, 1.4 * usable / endpoints), and the
+//     pick balances over its healthy endpoints (Envoy draws localities by
+//     an EDF schedule of the same weights); with no locality to draw, over
+//     the level's.
+//
+// It reports false when there is no host to pick. It counts usable
+// endpoints with one ejection check per healthy endpoint while any host
+// of the cluster is ejected.
+func (st *clusterState) levelPicker(t *lbTable, opts *PickOptions) (picker, bool) {
+	checkEjected := st.ejectedCount() > 0
+	usable := func(s *lbSet) int {
+		if !checkEjected {
+			return len(s.hosts)
+		}
+		n := 0
+		for _, i := range s.hosts {
+			if !st.ejected(t.eps[i].Address) {
+				n++
+			}
+		}
+		return n
+	}
+	var buf [2 * maxStackLevels]uint64
+	counts := buf[:0]
+	if 2*len(t.levels) > len(buf) {
+		counts = make([]uint64, 0, 2*len(t.levels))
+	}
+	// counts[2k] is level k's usable endpoints, counts[2k+1] its availability.
+	var total uint64
+	for _, l := range t.levels {
+		u := uint64(usable(l.healthy))
+		avail := uint64(0)
+		if l.n > 0 {
+			avail = min(100, config.DefaultOverprovisioningFactor*u/uint64(l.n))
+		}
+		counts = append(counts, u, avail)
+		total += avail
+	}
+	total = min(total, 100)
+	p := picker{st: st, t: t, avoid: opts.Avoid}
+	var level int
+	if total == 0 {
+		if t.panicPct == 0 {
+			return p, false
+		}
+		r := st.rand() % uint64(len(t.eps))
+		for k, l := range t.levels {
+			if r < uint64(l.n) {
+				level = k
+				break
+			}
+			r -= uint64(l.n)
+		}
+		p.set = t.levels[level].all
+		return p, true
+	}
+	r := st.rand() % 100
+	left, first := uint64(100), -1
+	level = -1
+	for k := range t.levels {
+		avail := counts[2*k+1]
+		if first < 0 && avail > 0 {
+			first = k
+		}
+		load := min(left, avail*100/total)
+		left -= load
+		if level < 0 && r < load {
+			level = k
+		}
+		r -= min(r, load)
+	}
+	if level < 0 {
+		level = first // the rounding's rest
+	}
+	l := t.levels[level]
+	u := counts[2*level]
+	if u*100 < uint64(t.panicPct)*uint64(l.n) {
+		p.set = l.all
+		return p, true
+	}
+	p.set, p.checkEjected = l.healthy, checkEjected
+	if len(l.localities) > 0 {
+		if loc := st.chooseLocality(l, usable); loc != nil {
+			p.set = loc.healthy
+		}
+	}
+	return p, true
+}
+
+// chooseLocality draws a locality of l in proportion to its effective
+// weight, weight * min(1, 1.4 * usable / endpoints), or returns nil when
+// every effective weight is 0. Weights are scaled by 100 to stay integers.
+func (st *clusterState) chooseLocality(l *lbLevel, usable func(*lbSet) int) *lbLocality {
+	var buf [maxStackLevels]uint64
+	ws := buf[:0]
+	if len(l.localities) > len(buf) {
+		ws = make([]uint64, 0, len(l.localities))
+	}
+	var sum uint64
+	for _, loc := range l.localities {
+		avail := min(100, config.DefaultOverprovisioningFactor*uint64(usable(loc.healthy))/uint64(max(loc.n, 1)))
+		w := loc.weight * avail
+		ws = append(ws, w)
+		sum += w
+	}
+	if sum == 0 {
+		return nil
+	}
+	r := st.rand() % sum
+	for k, w := range ws {
+		if r < w {
+			return l.localities[k]
+		}
+		r -= w
+	}
+	return nil
+}
+
+// run finishes a pick with p's set chosen: it sets p up for slow start
+// and runs the policy, honouring opts.Avoid when it can.
+func (st *clusterState) run(p *picker, opts *PickOptions) int32 {
+	t := p.t
 	if u := t.slowUntil.Load(); u != 0 {
 		if now := st.now(); now < u {
 			p.slow, p.now = true, now
