@@ -21,6 +21,8 @@ const (
 	KindServiceEntry    Kind = "ServiceEntry"
 	KindWorkloadEntry   Kind = "WorkloadEntry"
 	KindSidecar         Kind = "Sidecar"
+	// KindEnvoyFilter is served in v1alpha3 only, as in Istio.
+	KindEnvoyFilter Kind = "EnvoyFilter"
 )
 
 // GroupNetworking is the API group of the networking kinds.
@@ -41,6 +43,7 @@ var kinds = map[Kind]kindInfo{
 	KindServiceEntry:    {GroupNetworking, networkingVersions, func() proto.Message { return &networking.ServiceEntry{} }},
 	KindWorkloadEntry:   {GroupNetworking, networkingVersions, func() proto.Message { return &networking.WorkloadEntry{} }},
 	KindSidecar:         {GroupNetworking, networkingVersions, func() proto.Message { return &networking.Sidecar{} }},
+	KindEnvoyFilter:     {GroupNetworking, []string{"v1alpha3"}, func() proto.Message { return &networking.EnvoyFilter{} }},
 }
 
 var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}

@@ -1,5 +1,7 @@
 package model
 
+import "github.com/loom-mesh/loom/internal/xdsapi"
+
 // ProxyType is the kind of proxy: a sidecar beside one workload, or a
 // router (gateway).
 type ProxyType string
@@ -24,4 +26,7 @@ type Proxy struct {
 	// InterceptionMode is "NONE" when no iptables rule feeds the proxy: its
 	// listeners bind its own IP and apps reach it explicitly.
 	InterceptionMode string
+	// Locality is where the proxy runs (the node's locality), for Istio's
+	// locality load balancing; zero when the proxy did not say.
+	Locality xdsapi.Locality
 }

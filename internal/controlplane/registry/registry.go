@@ -179,6 +179,9 @@ type Instance struct {
 	// Workload names the WorkloadEntry; its Kind is empty for an endpoint
 	// written inline in the ServiceEntry.
 	Workload config.Key
+	// Locality is the entry's locality field, "region/zone/subzone"
+	// (any part may be empty, trailing parts omitted); empty when unset.
+	Locality string
 }
 
 // Workload is one WorkloadEntry.
@@ -190,6 +193,9 @@ type Workload struct {
 	Labels         map[string]string
 	ServiceAccount string
 	Weight         uint32
+	// Locality is WorkloadEntry.locality, "region/zone/subzone"; empty
+	// when unset.
+	Locality string
 }
 
 // Key returns the WorkloadEntry's key.
@@ -214,6 +220,7 @@ func Workloads(snap *config.Snapshot) []*Workload {
 			Labels:         we.GetLabels(),
 			ServiceAccount: we.GetServiceAccount(),
 			Weight:         we.GetWeight(),
+			Locality:       we.GetLocality(),
 		})
 	}
 	return out
@@ -286,7 +293,7 @@ func servicePorts(se *networking.ServiceEntry) []Port {
 // hosts (Istio gives every host the same endpoints).
 func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, workloads []*Workload) []*Instance {
 	var out []*Instance
-	add := func(addr string, labels map[string]string, sa string, weight uint32, wl config.Key, portMap map[string]uint32) {
+	add := func(addr string, labels map[string]string, sa string, weight uint32, wl config.Key, portMap map[string]uint32, locality string) {
 		for _, p := range ports {
 			target := p.TargetPort
 			if n, ok := portMap[p.Name]; ok && n != 0 {
@@ -300,6 +307,7 @@ func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, 
 				ServiceAccount: sa,
 				Weight:         weight,
 				Workload:       wl,
+				Locality:       locality,
 			})
 		}
 	}
@@ -307,14 +315,14 @@ func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, 
 		if ep.GetAddress() == "" {
 			continue
 		}
-		add(ep.GetAddress(), ep.GetLabels(), ep.GetServiceAccount(), ep.GetWeight(), config.Key{}, ep.GetPorts())
+		add(ep.GetAddress(), ep.GetLabels(), ep.GetServiceAccount(), ep.GetWeight(), config.Key{}, ep.GetPorts(), ep.GetLocality())
 	}
 	if sel := se.GetWorkloadSelector(); sel != nil {
 		for _, w := range workloads {
 			if w.Namespace != r.Namespace || !LabelsContain(w.Labels, sel.GetLabels()) {
 				continue
 			}
-			add(w.Address, w.Labels, w.ServiceAccount, w.Weight, w.Key(), w.Ports)
+			add(w.Address, w.Labels, w.ServiceAccount, w.Weight, w.Key(), w.Ports, w.Locality)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b *Instance) int {

@@ -115,6 +115,7 @@ func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.T
 		},
 	}
 	opts := finishHTTPProtocolOptions(applyTrafficPolicy(c, tp, proto, httpProtocolOptions(proto)))
+	applyLocalityWeightedLB(c, tp)
 	if opts != nil {
 		a, err := packAny(opts)
 		if err != nil {
@@ -123,6 +124,22 @@ func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.T
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
 	}
 	return c, nil
+}
+
+// applyLocalityWeightedLB sets common_lb_config.locality_weighted_lb_config
+// when the localityLbSetting in effect for tp has distribute, as Istio's
+// applyLocalityLoadBalancer: the proxy then weighs localities by the
+// load_balancing_weight applyLocalityWeights gives them.
+func applyLocalityWeightedLB(c *clusterv3.Cluster, tp *networking.TrafficPolicy) {
+	if len(localityLbSetting(tp).GetDistribute()) == 0 {
+		return
+	}
+	if c.CommonLbConfig == nil {
+		c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{}
+	}
+	c.CommonLbConfig.LocalityConfigSpecifier = &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
+		LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{},
+	}
 }
 
 // inboundClusters returns "inbound|PORT||" per service port of the

@@ -98,7 +98,7 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 			Listeners: listeners,
 			Routes:    []*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)},
 			Clusters:  append(append(outbound, inbound...), bh, passthroughCluster()),
-			Endpoints: outboundEndpoints(pc),
+			Endpoints: outboundEndpoints(pc, p),
 		}
 	case model.RouterProxy:
 		servers := gatewayServers(pc, p)
@@ -122,10 +122,13 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 			Listeners: listeners,
 			Routes:    routes,
 			Clusters:  append(outbound, bh, passthroughCluster()),
-			Endpoints: outboundEndpoints(pc),
+			Endpoints: outboundEndpoints(pc, p),
 		}
 	default:
 		return nil, fmt.Errorf("translate proxy %q: type %q: must be %q or %q", p.ID, p.Type, model.SidecarProxy, model.RouterProxy)
+	}
+	if err := applyEnvoyFilters(r, p.Type, pc.EnvoyFiltersForProxy(p)); err != nil {
+		return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 	}
 	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })

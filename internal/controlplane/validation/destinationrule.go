@@ -193,11 +193,6 @@ func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
 				c.errf(fmt.Sprintf("%s.localityLbSetting.distribute[%d].to", p, i), "Invalid value: total weight %d != 100", sum)
 			}
 		}
-		// Locality-weighted load balancing and failover are not built
-		// yet: refusing beats routing as if the setting were absent.
-		if l.GetEnabled() == nil || l.GetEnabled().GetValue() {
-			c.unsupported(p + ".localityLbSetting")
-		}
 	}
 }
 

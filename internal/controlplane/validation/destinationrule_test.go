@@ -78,8 +78,6 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
       loadBalancer:
         localityLbSetting: {enabled: true}
 `, []string{
-			"spec.trafficPolicy.loadBalancer.localityLbSetting: not supported by this version of Loom",
-			"spec.trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting: not supported by this version of Loom",
 			"spec.trafficPolicy.loadBalancer.localityLbSetting: Required value: outlierDetection must be set with localityLbSetting, or traffic never fails over",
 			"spec.trafficPolicy.portLevelSettings[0].loadBalancer.localityLbSetting: Required value: outlierDetection must be set with localityLbSetting, or traffic never fails over",
 		}},
@@ -97,12 +95,7 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
     trafficPolicy:
       loadBalancer:
         localityLbSetting: {enabled: true}
-`, []string{
-			// Only "not supported" (locality load balancing is not built
-			// yet), never the outlierDetection error.
-			"spec.trafficPolicy.loadBalancer.localityLbSetting: not supported by this version of Loom",
-			"spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting: not supported by this version of Loom",
-		}},
+`, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,6 +38,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.workloadEntry("spec", spec)
 	case *networking.Sidecar:
 		c.sidecar(spec)
+	case *networking.EnvoyFilter:
+		c.envoyFilter(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:

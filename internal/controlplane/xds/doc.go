@@ -6,7 +6,8 @@
 // It sits at the end of the control-plane data flow: a config change is
 // signalled with Server.Trigger, debounced, turned into one new
 // model.PushContext, and every connected proxy's resources are regenerated
-// with translate.Generate and set as that proxy's snapshot in
+// with translate.Generate (grpcgen.Generate for a proxyless gRPC node, whose
+// metadata GENERATOR is "grpc") and set as that proxy's snapshot in
 // go-control-plane's SnapshotCache. Per proxy and type it tracks the version
 // sent, ACKed and NACKed, which Syncz reports (istioctl proxy-status).
 //

@@ -29,6 +29,9 @@ type proxyState struct {
 	proxy    *model.Proxy
 	cluster  string // node metadata CLUSTER_ID
 	version  string // node user_agent_name/user_agent_version, e.g. "loom-proxy/1.0"
+	// generate builds the proxy's resources: Options.GenerateGRPC for a
+	// proxyless gRPC node (see generatorFor), else Options.Generate.
+	generate Generator
 
 	// genMu serialises the generations of this proxy (a push and the
 	// proxy's first request may race; one runs at a time) and guards the
@@ -135,6 +138,7 @@ func proxyFromNode(n *corev3.Node) (*model.Proxy, error) {
 		Labels:           meta.Labels,
 		ServiceAccount:   meta.ServiceAccount,
 		InterceptionMode: meta.InterceptionMode,
+		Locality:         meta.Locality,
 	}, nil
 }
 
@@ -151,7 +155,7 @@ func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64) error 
 	if seq <= p.applied {
 		return nil
 	}
-	res, err := s.opts.Generate(pc, p.proxy)
+	res, err := p.generate(pc, p.proxy)
 	if err != nil {
 		return fmt.Errorf("generate config of %s: %w", p.proxy.ID, err)
 	}
@@ -308,7 +312,8 @@ func (s *Server) connect(streamID int64, node *corev3.Node) error {
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	nodeID := proxy.ID
-	p := &proxyState{streamID: streamID, proxy: proxy, cluster: xdsapi.ParseNodeMeta(node).ClusterID, version: userAgent(node)}
+	p := &proxyState{streamID: streamID, proxy: proxy, cluster: xdsapi.ParseNodeMeta(node).ClusterID, version: userAgent(node),
+		generate: s.generatorFor(node)}
 	s.mu.Lock()
 	if old, ok := s.proxies[nodeID]; ok {
 		// A reconnect whose old stream is not closed yet: the new stream
@@ -415,6 +420,23 @@ func (s *Server) removeLocked(streamID int64) bool {
 	delete(s.proxies, nodeID)
 	s.log.Info("xds proxy disconnected", "node", nodeID, "stream", streamID)
 	return s.queueWriteLocked(nodeID, nil)
+}
+
+// Node metadata naming the generator of a node, as Istio's
+// pilot/pkg/model NodeMetadata.Generator: Istio's agent writes
+// GENERATOR: grpc into the bootstrap of a proxyless gRPC application.
+const (
+	metaGenerator = "GENERATOR"
+	generatorGRPC = "grpc"
+)
+
+// generatorFor is the generator of node: Options.GenerateGRPC when its
+// metadata GENERATOR is "grpc", else Options.Generate.
+func (s *Server) generatorFor(n *corev3.Node) Generator {
+	if n.GetMetadata().GetFields()[metaGenerator].GetStringValue() == generatorGRPC {
+		return s.opts.GenerateGRPC
+	}
+	return s.opts.Generate
 }
 
 // userAgent renders a node's user agent as "NAME/VERSION", "NAME", or "".

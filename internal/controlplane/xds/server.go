@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/grpcgen"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/translate"
 )
@@ -51,6 +52,10 @@ type Options struct {
 	Config ConfigSource
 	// Generate builds one proxy's resources. Nil means translate.Generate.
 	Generate Generator
+	// GenerateGRPC builds the resources of a proxyless gRPC client: a node
+	// whose metadata GENERATOR is "grpc", as Istio's agent writes in a
+	// grpc-go bootstrap. Nil means grpcgen.Generate.
+	GenerateGRPC Generator
 	// DebounceAfter is the quiet period after a trigger before a push
 	// (Istio's PILOT_DEBOUNCE_AFTER). Zero means DefaultDebounceAfter.
 	DebounceAfter time.Duration
@@ -105,6 +110,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Generate == nil {
 		opts.Generate = translate.Generate
+	}
+	if opts.GenerateGRPC == nil {
+		opts.GenerateGRPC = grpcgen.Generate
 	}
 	if opts.DebounceAfter <= 0 {
 		opts.DebounceAfter = DefaultDebounceAfter
