@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -52,6 +53,9 @@ type appWorkload struct {
 	Protocol string
 	// Port is the ServiceEntry port's number: 9080 when 0.
 	Port int
+	// Locality is the WorkloadEntry's locality and the proxy's
+	// --locality, "region/zone/subzone"; none when empty.
+	Locality string
 }
 
 // clientOctet is the client workload's address in every appMesh.
@@ -71,7 +75,10 @@ func startAppMesh(t *testing.T, prefix string, workloads []appWorkload, extra st
 	if err := os.WriteFile(m.meshConfig, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	workloads = append(workloads, appWorkload{Name: "client", App: "client", Version: "v1", Octet: clientOctet})
+	// A workload named "client" (at clientOctet) replaces the default one.
+	if !slices.ContainsFunc(workloads, func(w appWorkload) bool { return w.Name == "client" }) {
+		workloads = append(workloads, appWorkload{Name: "client", App: "client", Version: "v1", Octet: clientOctet})
+	}
 	if err := os.WriteFile(filepath.Join(m.configDir, "mesh.yaml"), []byte(meshYAML(prefix, workloads)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -97,8 +104,12 @@ func startAppMesh(t *testing.T, prefix string, workloads []appWorkload, extra st
 		"--mesh-config", m.meshConfig)
 	var want []string
 	for _, w := range workloads {
-		m.start(w.Name+"-proxy", "loom-proxy", "sidecar", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "default",
-			"--labels", "app="+w.App+",version="+w.Version, "--service-account", w.App, "--xds-addr", xds)
+		args := []string{"sidecar", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "default",
+			"--labels", "app=" + w.App + ",version=" + w.Version, "--service-account", w.App, "--xds-addr", xds}
+		if w.Locality != "" {
+			args = append(args, "--locality", w.Locality)
+		}
+		m.start(w.Name+"-proxy", "loom-proxy", args...)
 		want = append(want, xdsapi.NodeID{Type: xdsapi.Sidecar, IP: m.ip(w.Octet), Name: w.Name, Namespace: "default", Domain: "default.svc.cluster.local"}.String())
 	}
 	m.loomd = loomapi.NewClient(m.ip(1)+":15014", &http.Client{Timeout: 2 * time.Second})
@@ -153,7 +164,13 @@ func (m *appMesh) synced(want []string) bool {
 // apply applies Istio YAML through loomd's config API and waits until
 // every proxy has ACKed a push made after it: some type's ACKed version
 // moved on every proxy, and all are SYNCED.
-func (m *appMesh) apply(yaml string) {
+func (m *appMesh) apply(yaml string) { m.t.Helper(); m.applyFor(yaml) }
+
+// applyFor is apply for config that changes only some proxies' resources
+// (an EnvoyFilter with a selector, say): it waits for a new push to the
+// proxies whose names are given (all when none are), and for all to be
+// SYNCED.
+func (m *appMesh) applyFor(yaml string, proxies ...string) {
 	m.t.Helper()
 	before := m.ackedVersions()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -161,7 +178,7 @@ func (m *appMesh) apply(yaml string) {
 	if _, err := m.loomd.Apply(ctx, "e2e", []byte(yaml)); err != nil {
 		m.t.Fatalf("apply: %v", err)
 	}
-	m.waitPushedSince(before)
+	m.waitPushedSince(before, proxies...)
 }
 
 // setMeshConfig replaces loomd's mesh config file (written beside and
@@ -179,17 +196,29 @@ func (m *appMesh) setMeshConfig(yaml string) {
 	m.waitPushedSince(before)
 }
 
-// waitPushedSince waits until some type's ACKed version moved on every
-// proxy since before, and all are SYNCED.
-func (m *appMesh) waitPushedSince(before map[string]string) {
+// waitPushedSince waits until some type's ACKed version moved since
+// before on every proxy named (node ID "sidecar~IP~NAME.NS~..."; all
+// proxies when none are named), and all are SYNCED.
+func (m *appMesh) waitPushedSince(before map[string]string, proxies ...string) {
 	m.t.Helper()
+	named := func(id string) bool {
+		if len(proxies) == 0 {
+			return true
+		}
+		for _, p := range proxies {
+			if strings.Contains(id, "~"+p+".") {
+				return true
+			}
+		}
+		return false
+	}
 	pushed := func() bool {
 		after := m.ackedVersions()
 		if after == nil || len(after) != len(before) {
 			return false
 		}
 		for id, v := range after {
-			if v == before[id] {
+			if named(id) && v == before[id] {
 				return false
 			}
 		}
@@ -316,8 +345,9 @@ spec:
   address: %s.%d
   labels: {app: %s, version: %s, security.istio.io/tlsMode: istio}
   serviceAccount: %s
+  locality: %q
 ---
-`, w.Name, prefix, w.Octet, w.App, w.Version, w.App)
+`, w.Name, prefix, w.Octet, w.App, w.Version, w.App, w.Locality)
 	}
 	return b.String()
 }
