@@ -221,4 +221,3 @@ func digestBreakers(c *clusterv3.Cluster) string {
 	}
 	return s
 }
-
