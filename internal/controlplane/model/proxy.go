@@ -1,7 +1,5 @@
 package model
 
-import "github.com/loom-mesh/loom/internal/xdsapi"
-
 // ProxyType is the kind of proxy: a sidecar beside one workload, or a
 // router (gateway).
 type ProxyType string
@@ -28,5 +26,12 @@ type Proxy struct {
 	InterceptionMode string
 	// Locality is where the proxy runs (the node's locality), for Istio's
 	// locality load balancing; zero when the proxy did not say.
-	Locality xdsapi.Locality
+	Locality Locality
+}
+
+// Locality is Istio's region/zone/subzone. It has the fields of
+// xdsapi.Locality, so that the xDS side converts with a type conversion
+// while the model stays free of xDS packages.
+type Locality struct {
+	Region, Zone, SubZone string
 }

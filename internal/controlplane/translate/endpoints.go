@@ -194,21 +194,21 @@ func applyLocalityLB(cla *endpointv3.ClusterLoadAssignment, groups []*localityGr
 		return
 	}
 	if len(l.GetDistribute()) > 0 {
-		applyLocalityWeights(p.Locality, groups, l.GetDistribute())
+		applyLocalityWeights(xdsapi.Locality(p.Locality), groups, l.GetDistribute())
 		return
 	}
 	if tp.GetOutlierDetection() == nil {
 		return
 	}
 	if len(l.GetFailoverPriority()) > 0 {
-		if !applyFailoverPriorities(cla, groups, p.Labels, p.Locality, l.GetFailoverPriority()) {
+		if !applyFailoverPriorities(cla, groups, p.Labels, xdsapi.Locality(p.Locality), l.GetFailoverPriority()) {
 			return
 		}
 		if len(l.GetFailover()) == 0 {
 			return
 		}
 	}
-	applyLocalityFailover(p.Locality, cla, l.GetFailover())
+	applyLocalityFailover(xdsapi.Locality(p.Locality), cla, l.GetFailover())
 }
 
 // lbPriority is Istio's LbPriority: 0 when region, zone and subzone all

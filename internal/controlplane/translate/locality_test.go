@@ -35,7 +35,7 @@ func localityCLA(t *testing.T, proxyLoc string, proxyLabels map[string]string, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	applyLocalityLB(cla, groups, tp, &model.Proxy{Locality: loc, Labels: proxyLabels})
+	applyLocalityLB(cla, groups, tp, &model.Proxy{Locality: model.Locality(loc), Labels: proxyLabels})
 	return cla
 }
 

@@ -138,7 +138,7 @@ func proxyFromNode(n *corev3.Node) (*model.Proxy, error) {
 		Labels:           meta.Labels,
 		ServiceAccount:   meta.ServiceAccount,
 		InterceptionMode: meta.InterceptionMode,
-		Locality:         meta.Locality,
+		Locality:         model.Locality(meta.Locality),
 	}, nil
 }
 
