@@ -135,7 +135,7 @@ func decodeMap(src Source, obj map[string]any) (*Resource, error) {
 		return nil, fail("spec", "%v", err)
 	}
 	if err := protojson.Unmarshal(js, spec); err != nil {
-		return nil, fail("spec", "%s", cleanProtoErr(err))
+		return nil, fail("spec", "%s", ProtoErrorText(err))
 	}
 	r.Spec = spec
 	return r, nil
@@ -298,14 +298,22 @@ func stringMap(v any) (map[string]string, error) {
 	return out, nil
 }
 
-func cleanProtoErr(err error) string {
+// ProtoErrorText is a protojson error without its "proto: (line L:C): "
+// prefix, whose offset is into JSON Loom made rather than the user's file
+// and whose spacing protojson varies on purpose from run to run.
+func ProtoErrorText(err error) string {
 	s := err.Error()
-	// protojson prefixes "proto: (line 1:23): "; the offset is into our JSON,
-	// not the user's file, so it only confuses.
-	if i := strings.Index(s, "): "); strings.HasPrefix(s, "proto:") && i > 0 {
-		s = s[i+3:]
+	rest, ok := strings.CutPrefix(s, "proto:")
+	if !ok {
+		return s
 	}
-	return strings.TrimPrefix(s, "proto: ")
+	rest = strings.TrimLeft(rest, " \u00a0")
+	if strings.HasPrefix(rest, "(line") {
+		if _, after, found := strings.Cut(rest, "): "); found {
+			return after
+		}
+	}
+	return rest
 }
 
 func kindList() string {

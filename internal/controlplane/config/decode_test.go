@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,5 +172,20 @@ func TestDecodeGoStyleDurations(t *testing.T) {
 	doc := "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: h\n  trafficPolicy:\n    outlierDetection:\n      baseEjectionTime: 3 minutes\n"
 	if _, errs := Decode("d.yaml", []byte(doc)); len(errs) == 0 {
 		t.Error("baseEjectionTime \"3 minutes\" decoded without error")
+	}
+}
+
+// TestProtoErrorText: protojson's prefix goes whichever space it uses
+// (it alternates ASCII and no-break spaces on purpose).
+func TestProtoErrorText(t *testing.T) {
+	for _, in := range []string{
+		`proto: (line 1:125): unknown field "bogus"`,
+		"proto:\u00a0(line 1:125): unknown field \"bogus\"",
+		`proto: unknown field "bogus"`,
+		"proto:\u00a0unknown field \"bogus\"",
+	} {
+		if got := ProtoErrorText(errors.New(in)); got != `unknown field "bogus"` {
+			t.Errorf("ProtoErrorText(%q) = %q", in, got)
+		}
 	}
 }

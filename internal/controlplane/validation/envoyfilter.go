@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -68,7 +69,7 @@ func EnvoyFilterValue(applyTo networking.EnvoyFilter_ApplyTo, v *structpb.Struct
 		return nil, fmt.Errorf("encode value: %w", err)
 	}
 	if err := protojson.Unmarshal(js, m); err != nil {
-		return nil, fmt.Errorf("decode as %s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+		return nil, fmt.Errorf("decode as %s: %s", m.ProtoReflect().Descriptor().FullName(), config.ProtoErrorText(err))
 	}
 	// loom-proxy reads filter configs by their own type: a TypedStruct
 	// (the form of Istio's rate limit tasks) is emitted as the Any it
