@@ -32,6 +32,9 @@ type proxyState struct {
 	// generate builds the proxy's resources: Options.GenerateGRPC for a
 	// proxyless gRPC node (see generatorFor), else Options.Generate.
 	generate Generator
+	// cache is the snapshot cache serving the proxy: Server.grpcCache for
+	// a proxyless gRPC node, else Server.cache.
+	cache cachev3.SnapshotCache
 
 	// genMu serialises the generations of this proxy (a push and the
 	// proxy's first request may race; one runs at a time) and guards the
@@ -190,7 +193,7 @@ func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64) error 
 		return nil // disconnected, or replaced by a newer stream of the node
 	}
 	p.applied, p.gen = seq, next
-	flush := s.queueWriteLocked(p.proxy.ID, snap)
+	flush := s.queueWriteLocked(p.proxy.ID, p.cache, snap)
 	s.mu.Unlock()
 	if flush {
 		s.flushWrites(p.proxy.ID)
@@ -207,24 +210,25 @@ func (s *Server) versionOf(seq uint64) string {
 // cacheWrite is the pending write of one node's entry in the snapshot
 // cache. Guarded by Server.mu.
 type cacheWrite struct {
-	snap    *cachev3.Snapshot // the snapshot to set; nil clears the entry
-	pending bool              // snap is yet to be written
-	busy    bool              // a goroutine is running flushWrites for the node
+	cache   cachev3.SnapshotCache // the cache to set snap in
+	snap    *cachev3.Snapshot     // the snapshot to set; nil clears the entry in both caches
+	pending bool                  // snap is yet to be written
+	busy    bool                  // a goroutine is running flushWrites for the node
 }
 
-// queueWriteLocked records that node's cache entry must become snap (nil:
-// cleared), replacing any write not yet done, as each write replaces the
+// queueWriteLocked records that node's entry in cache must become snap
+// (nil: node's entries in both caches are cleared), replacing any write not yet done, as each write replaces the
 // whole entry. It reports whether the caller must run flushWrites for
 // node after releasing s.mu; false means another goroutine is flushing and
 // will write snap. Writes queued in order under s.mu reach the cache in
 // that order. s.mu must be held.
-func (s *Server) queueWriteLocked(node string, snap *cachev3.Snapshot) bool {
+func (s *Server) queueWriteLocked(node string, cache cachev3.SnapshotCache, snap *cachev3.Snapshot) bool {
 	w := s.writes[node]
 	if w == nil {
 		w = &cacheWrite{}
 		s.writes[node] = w
 	}
-	w.snap, w.pending = snap, true
+	w.cache, w.snap, w.pending = cache, snap, true
 	if w.busy {
 		return false
 	}
@@ -244,14 +248,17 @@ func (s *Server) flushWrites(node string) {
 			s.mu.Unlock()
 			return
 		}
-		snap := w.snap
-		w.snap, w.pending = nil, false
+		cache, snap := w.cache, w.snap
+		w.cache, w.snap, w.pending = nil, nil, false
 		s.mu.Unlock()
 		if snap == nil {
+			// A node that reconnects as another kind of client leaves no
+			// entry behind in the cache it used before.
 			s.cache.ClearSnapshot(node)
+			s.grpcCache.ClearSnapshot(node)
 			continue
 		}
-		if err := s.cache.SetSnapshot(context.Background(), node, snap); err != nil {
+		if err := cache.SetSnapshot(context.Background(), node, snap); err != nil {
 			s.log.Error("xds set snapshot failed", "node", node, "err", err)
 		}
 	}
@@ -313,7 +320,7 @@ func (s *Server) connect(streamID int64, node *corev3.Node) error {
 	}
 	nodeID := proxy.ID
 	p := &proxyState{streamID: streamID, proxy: proxy, cluster: xdsapi.ParseNodeMeta(node).ClusterID, version: userAgent(node),
-		generate: s.generatorFor(node)}
+		generate: s.generatorFor(node), cache: s.cacheFor(node)}
 	s.mu.Lock()
 	if old, ok := s.proxies[nodeID]; ok {
 		// A reconnect whose old stream is not closed yet: the new stream
@@ -419,7 +426,7 @@ func (s *Server) removeLocked(streamID int64) bool {
 	}
 	delete(s.proxies, nodeID)
 	s.log.Info("xds proxy disconnected", "node", nodeID, "stream", streamID)
-	return s.queueWriteLocked(nodeID, nil)
+	return s.queueWriteLocked(nodeID, nil, nil)
 }
 
 // Node metadata naming the generator of a node, as Istio's
@@ -433,10 +440,43 @@ const (
 // generatorFor is the generator of node: Options.GenerateGRPC when its
 // metadata GENERATOR is "grpc", else Options.Generate.
 func (s *Server) generatorFor(n *corev3.Node) Generator {
-	if n.GetMetadata().GetFields()[metaGenerator].GetStringValue() == generatorGRPC {
+	if isGRPC(n) {
 		return s.opts.GenerateGRPC
 	}
 	return s.opts.Generate
+}
+
+// cacheFor is the snapshot cache serving node: Server.grpcCache when its
+// metadata GENERATOR is "grpc", else Server.cache.
+func (s *Server) cacheFor(n *corev3.Node) cachev3.SnapshotCache {
+	if isGRPC(n) {
+		return s.grpcCache
+	}
+	return s.cache
+}
+
+// muxCache is the cache the ADS server reads: each request goes to
+// cacheFor its node, which the sotw server sets on every request of a
+// stream.
+func (s *Server) muxCache() *cachev3.MuxCache {
+	const envoyKey, grpcKey = "envoy", "grpc"
+	key := func(n *corev3.Node) string {
+		if isGRPC(n) {
+			return grpcKey
+		}
+		return envoyKey
+	}
+	return &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return key(r.GetNode()) },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return key(r.GetNode()) },
+		Caches:        map[string]cachev3.Cache{envoyKey: s.cache, grpcKey: s.grpcCache},
+	}
+}
+
+// isGRPC reports whether node is a proxyless gRPC client: its metadata
+// GENERATOR is "grpc".
+func isGRPC(n *corev3.Node) bool {
+	return n.GetMetadata().GetFields()[metaGenerator].GetStringValue() == generatorGRPC
 }
 
 // userAgent renders a node's user agent as "NAME/VERSION", "NAME", or "".

@@ -69,10 +69,22 @@ type Options struct {
 // Server is the ADS server. Create it with New, serve with Run. Its methods
 // are safe for concurrent use.
 type Server struct {
-	opts  Options
-	log   *slog.Logger
-	lis   net.Listener
+	opts Options
+	log  *slog.Logger
+	lis  net.Listener
+	// cache holds the snapshots of Envoy-style proxies (sidecars,
+	// routers). It runs in ADS mode: it answers a request only when the
+	// request names every resource of its type in the snapshot, which keeps
+	// an Envoy from seeing half of an update.
 	cache cachev3.SnapshotCache
+	// grpcCache holds the snapshots of proxyless gRPC clients (see
+	// generatorFor). It is not in ADS mode: a grpc-go client subscribes to
+	// resources one by one, by name (LDS "HOST:PORT", then its route
+	// configuration, then the clusters the routes name, then their
+	// endpoints), never to all of a type, so an ADS-mode cache, seeing
+	// snapshot resources the request does not name, would never answer.
+	// This cache answers with the requested resources the snapshot has.
+	grpcCache cachev3.SnapshotCache
 
 	// trigger holds at most one pending config-change signal (latest wins).
 	trigger chan struct{}
@@ -133,11 +145,12 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("xds: listen %s: %w", opts.Addr, err)
 	}
 	return &Server{
-		opts:    opts,
-		log:     log,
-		lis:     lis,
-		cache:   cachev3.NewSnapshotCache(true, cachev3.IDHash{}, gcpLogger{log}),
-		trigger: make(chan struct{}, 1),
+		opts:      opts,
+		log:       log,
+		lis:       lis,
+		cache:     cachev3.NewSnapshotCache(true, cachev3.IDHash{}, gcpLogger{log}),
+		grpcCache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, gcpLogger{log}),
+		trigger:   make(chan struct{}, 1),
 		// Unix nanoseconds differ between two processes of one host, and
 		// base 36 keeps them short: "1b9dzl3k0xs0".
 		versionPrefix: strconv.FormatInt(time.Now().UnixNano(), 36),
@@ -175,7 +188,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// The sotw server ends every stream when ctx is done, which lets
 	// GracefulStop finish.
-	xs := serverv3.NewServer(ctx, s.cache, s.callbacks(), sotw.WithOrderedADS(), sotw.WithLogger(gcpLogger{s.log}))
+	xs := serverv3.NewServer(ctx, s.muxCache(), s.callbacks(), sotw.WithOrderedADS(), sotw.WithLogger(gcpLogger{s.log}))
 	gs := grpc.NewServer()
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
 

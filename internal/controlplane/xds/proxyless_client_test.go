@@ -1,0 +1,155 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	xdsresolver "google.golang.org/grpc/xds"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// proxylessConfig is reviews (gRPC on 9080) with v1 and v2 on 127.0.0.1
+// at the ports given, both labelled for a sidecar, and an 80/20 split;
+// and ratings, which the client never asks for: the client's snapshot
+// holds resources of every type that it does not request.
+const proxylessConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: grpc, protocol: GRPC}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {grpc: %d}
+  labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {grpc: %d}
+  labels: {app: reviews, version: v2, security.istio.io/tlsMode: istio}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - route:
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 80}
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v2}, weight: 20}
+`
+
+// versionApp answers UnaryCall with its version in the payload.
+type versionApp struct {
+	testpb.UnimplementedTestServiceServer
+	version string
+}
+
+func (a *versionApp) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: []byte(a.version)}}, nil
+}
+
+// TestProxylessGRPCClient serves a real grpc-go xDS client (bootstrap node
+// metadata GENERATOR: grpc) with the default generators over a socket: it
+// resolves xds:///reviews.default.svc.cluster.local:9080 through LDS, RDS,
+// CDS and EDS, each subscribed to by name while the snapshot holds more of
+// the type (ratings, reviews' default cluster); it reaches both versions at
+// their own ports (not :15006), splits calls about 80/20, and ACKs every
+// type.
+func TestProxylessGRPCClient(t *testing.T) {
+	const node = "sidecar~127.0.0.20~client.default~default.svc.cluster.local"
+	var ports []int
+	for _, v := range []string{"v1", "v2"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer()
+		testpb.RegisterTestServiceServer(gs, &versionApp{version: v})
+		done := make(chan struct{})
+		go func() { defer close(done); _ = gs.Serve(ln) }()
+		t.Cleanup(func() { gs.Stop(); <-done })
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	rs, errs := config.Decode("reviews.yaml", fmt.Appendf(nil, proxylessConfig, ports[0], ports[1]))
+	if err := errs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &fakeConfig{snap: config.NewSnapshot(1, rs)}
+	s := startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: cfg})
+
+	bootstrap := fmt.Sprintf(`{
+  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "node": {"id": %q, "metadata": {"GENERATOR": "grpc"}}
+}`, s.Addr(), node)
+	resolver, err := xdsresolver.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+reviewsHost+":9080",
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := testpb.NewTestServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	counts := map[string]int{}
+	const n = 500
+	for i := range n {
+		r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		counts[string(r.GetPayload().GetBody())]++
+	}
+	// Random picks: v1 ~ binomial(500, 0.8), σ ≈ 9; 340..460 is beyond ±6σ.
+	if counts["v1"]+counts["v2"] != n || counts["v1"] < 340 || counts["v1"] > 460 {
+		t.Fatalf("versions over %d calls = %v, want about 400 v1 and the rest v2", n, counts)
+	}
+	// grpc-go NACKs a resource it cannot use with its reason; every type
+	// must end ACKed at the version sent.
+	for _, url := range xdsapi.TypeURLs {
+		ts := waitStatus(t, s, node, url, func(ts TypeStatus) bool { return ts.Sent != "" && ts.Acked == ts.Sent || ts.Nacked != "" })
+		if ts.Nacked != "" {
+			t.Errorf("%s NACKed: %s", ts.Short, ts.NackError)
+		}
+	}
+}
