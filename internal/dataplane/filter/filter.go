@@ -53,13 +53,16 @@ const (
 	FlagDelayInjected Flags = 1 << iota // DI
 	FlagFaultInjected                   // FI
 	FlagRateLimited                     // RL
+	FlagUnauthorizedExternal            // UAEX: denied by an external authorization service
+	FlagRateLimitServiceError           // RLSE: the rate limit service failed, request refused
 )
 
 // flagNames are the flags' Envoy names in Envoy's %RESPONSE_FLAGS% order.
 var flagNames = [...]struct {
 	f    Flags
 	name string
-}{{FlagDelayInjected, "DI"}, {FlagFaultInjected, "FI"}, {FlagRateLimited, "RL"}}
+}{{FlagDelayInjected, "DI"}, {FlagFaultInjected, "FI"}, {FlagRateLimited, "RL"},
+	{FlagUnauthorizedExternal, "UAEX"}, {FlagRateLimitServiceError, "RLSE"}}
 
 // String returns the flags as Envoy prints them, in Envoy's order
 // ("DI,FI,RL"), or "" for none.
@@ -115,6 +118,27 @@ type State struct {
 	ReplyCode    int
 	ReplyDetails string
 	ReplyBytes   int64
+	// Metadata is Envoy's dynamic metadata of the request: one namespace
+	// per filter name (such as "envoy.filters.http.jwt_authn"), holding
+	// that filter's fields with values as encoding/json decodes them
+	// (map[string]any, []any, string, float64, bool, nil). A filter writes
+	// its own namespace with SetMetadata; later filters (rbac's metadata
+	// matchers) and the access log read it. Nil until the first write.
+	Metadata map[string]map[string]any
+}
+
+// SetMetadata sets key in namespace ns of s.Metadata, allocating as
+// needed.
+func (s *State) SetMetadata(ns, key string, v any) {
+	if s.Metadata == nil {
+		s.Metadata = map[string]map[string]any{}
+	}
+	m := s.Metadata[ns]
+	if m == nil {
+		m = map[string]any{}
+		s.Metadata[ns] = m
+	}
+	m[key] = v
 }
 
 type stateKey struct{}
