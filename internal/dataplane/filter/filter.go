@@ -50,11 +50,11 @@ type Flags uint8
 
 // Response flags filters set.
 const (
-	FlagDelayInjected Flags = 1 << iota // DI
-	FlagFaultInjected                   // FI
-	FlagRateLimited                     // RL
-	FlagUnauthorizedExternal            // UAEX: denied by an external authorization service
-	FlagRateLimitServiceError           // RLSE: the rate limit service failed, request refused
+	FlagDelayInjected         Flags = 1 << iota // DI
+	FlagFaultInjected                           // FI
+	FlagRateLimited                             // RL
+	FlagUnauthorizedExternal                    // UAEX: denied by an external authorization service
+	FlagRateLimitServiceError                   // RLSE: the rate limit service failed, request refused
 )
 
 // flagNames are the flags' Envoy names in Envoy's %RESPONSE_FLAGS% order.
