@@ -29,3 +29,13 @@ func TestSetMetadata(t *testing.T) {
 		t.Fatalf("Metadata = %#v", s.Metadata)
 	}
 }
+
+func TestPeerPrincipal(t *testing.T) {
+	var nilConn *Connection
+	if got := nilConn.PeerPrincipal(); got != "" {
+		t.Fatalf("nil connection principal = %q", got)
+	}
+	if got := (&Connection{}).PeerPrincipal(); got != "" {
+		t.Fatalf("plaintext principal = %q", got)
+	}
+}

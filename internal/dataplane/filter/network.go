@@ -1,0 +1,96 @@
+package filter
+
+import (
+	"context"
+	"crypto/tls"
+	"net/http"
+	"net/netip"
+
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Connection describes one downstream connection, as HTTP and network
+// filters see it. The listener makes it once per accepted connection,
+// after its listener filters and TLS handshake; it is immutable and safe
+// for concurrent use.
+type Connection struct {
+	// Source is the peer's address (Envoy's connection remote address,
+	// RBAC source_ip / direct_remote_ip).
+	Source netip.AddrPort
+	// Destination is the address the peer connected to: the original
+	// destination (SO_ORIGINAL_DST) on an intercepted listener with
+	// use_original_dst, else the socket's local address (RBAC
+	// destination_ip and destination_port).
+	Destination netip.AddrPort
+	// ServerName is the SNI the client sent, "" for none; set for
+	// terminated and passed-through TLS alike (tls_inspector's
+	// requested_server_name, RBAC requested_server_name).
+	ServerName string
+	// TLS is the terminated TLS session; nil for plaintext or passed-through
+	// TLS. Its PeerCertificates are verified when the filter chain
+	// requires a client certificate.
+	TLS *tls.ConnectionState
+	// FilterChain names the matched filter chain (FilterChain.name).
+	FilterChain string
+}
+
+// PeerPrincipal is the peer certificate's first URI SAN (a SPIFFE ID,
+// "spiffe://cluster.local/ns/default/sa/sleep"), else its subject, as
+// Envoy's RBAC authenticated.principal_name reads it; "" for a connection
+// without a verified peer certificate.
+func (c *Connection) PeerPrincipal() string {
+	if c == nil || c.TLS == nil || len(c.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	leaf := c.TLS.PeerCertificates[0]
+	if len(leaf.URIs) > 0 {
+		return leaf.URIs[0].String()
+	}
+	return leaf.Subject.String()
+}
+
+type connKey struct{}
+
+// WithConnection returns a child of ctx that carries c; the listener sets
+// it as the base of every request's context on the connection
+// (http.Server.ConnContext).
+func WithConnection(ctx context.Context, c *Connection) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// ConnectionFrom returns the Connection in ctx, or nil.
+func ConnectionFrom(ctx context.Context) *Connection {
+	c, _ := ctx.Value(connKey{}).(*Connection)
+	return c
+}
+
+// RequestConnection returns the Connection r arrived on, or nil.
+func RequestConnection(r *http.Request) *Connection { return ConnectionFrom(r.Context()) }
+
+// NetworkFactory parses and builds one kind of network (L4) filter that
+// runs on a filter chain before its terminal filter (tcp_proxy or the HTTP
+// connection manager), such as envoy.filters.network.rbac. Implementations
+// are stateless and safe for concurrent use.
+type NetworkFactory interface {
+	// Name is the filter's canonical Envoy name.
+	Name() string
+	// TypeURLs are the typed_config type URLs the factory accepts.
+	TypeURLs() []string
+	// Parse validates the typed_config; the error names the offending
+	// field.
+	Parse(cfg *anypb.Any) (Config, error)
+	// Build makes the filter of one filter chain, once per generation.
+	Build(cfg Config) (NetworkFilter, error)
+}
+
+// NetworkFilter decides on one downstream connection before any of its
+// bytes are proxied. It is called concurrently.
+type NetworkFilter interface {
+	// OnConnection is called once per connection, after the TLS handshake
+	// if any. A non-nil error closes the connection; its text becomes the
+	// access log's connection termination details (Envoy's, as
+	// "rbac_access_denied_matched_policy[none]"). It may block (an
+	// external check) until ctx, which ends with the connection's drain,
+	// is done.
+	OnConnection(ctx context.Context, c *Connection) error
+}
