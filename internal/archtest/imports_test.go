@@ -25,6 +25,8 @@ var rules = []rule{
 		why: "the planes share only xDS: dataplane must not import controlplane or client-go"},
 	{from: module + "/internal/xdsapi", forbidden: []string{module + "/internal/", "k8s.io/", "istio.io/"},
 		why: "xdsapi is the shared leaf: it imports only envoy protos and the standard library"},
+	{from: module + "/internal/bootstraptoken", forbidden: []string{module + "/internal/", "k8s.io/", "istio.io/", "google.golang.org/", "github.com/"},
+		why: "bootstraptoken is a leaf both planes and loomctl share: it imports only the standard library"},
 	{from: module + "/internal/controlplane/translate", forbidden: []string{module + "/internal/controlplane/xds", module + "/internal/controlplane/api", "k8s.io/client-go"},
 		why: "translate reads only model"},
 	{from: module + "/internal/controlplane/model", forbidden: []string{"k8s.io/client-go", "github.com/envoyproxy/"},
