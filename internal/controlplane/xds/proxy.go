@@ -13,6 +13,8 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -285,10 +287,28 @@ func equalResources(a, b []types.Resource) bool {
 // callbacks tracks streams and their ACKs and NACKs.
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
+		StreamOpenFunc:     s.onStreamOpen,
 		StreamRequestFunc:  s.onStreamRequest,
 		StreamResponseFunc: s.onStreamResponse,
 		StreamClosedFunc:   s.onStreamClosed,
 	}
+}
+
+// onStreamOpen records the verified client certificate of a stream on the
+// TLS port, for connect to authorize.
+func (s *Server) onStreamOpen(ctx context.Context, streamID int64, _ string) error {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	s.peers[streamID] = ti.State.VerifiedChains[0][0]
+	s.mu.Unlock()
+	return nil
 }
 
 // onStreamRequest registers a stream's proxy on its first request (see
@@ -310,7 +330,9 @@ func (s *Server) onStreamRequest(streamID int64, req *discoverygrpc.DiscoveryReq
 
 // connect registers the proxy of a stream's first request and generates
 // its first snapshot before the cache answers the request. A node ID that
-// does not parse ends the stream with codes.InvalidArgument; a failed
+// does not parse ends the stream with codes.InvalidArgument; a client
+// certificate that SecureOptions.Authorize refuses for the node, with
+// codes.PermissionDenied; a failed
 // generation ends it with codes.Internal, as a proxy given no config would
 // otherwise wait on its stream forever.
 func (s *Server) connect(streamID int64, node *corev3.Node) error {
@@ -319,6 +341,15 @@ func (s *Server) connect(streamID int64, node *corev3.Node) error {
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	nodeID := proxy.ID
+	s.mu.Lock()
+	leaf := s.peers[streamID]
+	s.mu.Unlock()
+	if leaf != nil && s.opts.Secure != nil && s.opts.Secure.Authorize != nil {
+		if err := s.opts.Secure.Authorize(leaf, proxy.Namespace, proxy.ServiceAccount); err != nil {
+			s.log.Warn("xds stream refused: the client certificate does not match the node", "node", nodeID, "stream", streamID, "err", err)
+			return status.Errorf(codes.PermissionDenied, "authorization failed: %v", err)
+		}
+	}
 	p := &proxyState{streamID: streamID, proxy: proxy, cluster: xdsapi.ParseNodeMeta(node).ClusterID, version: userAgent(node),
 		generate: s.generatorFor(node), cache: s.cacheFor(node)}
 	s.mu.Lock()
@@ -402,6 +433,7 @@ func (s *Server) onStreamResponse(_ context.Context, streamID int64, _ *discover
 // node over.
 func (s *Server) onStreamClosed(streamID int64, _ *corev3.Node) {
 	s.mu.Lock()
+	delete(s.peers, streamID)
 	nodeID := s.streams[streamID]
 	flush := s.removeLocked(streamID)
 	s.mu.Unlock()

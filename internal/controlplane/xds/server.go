@@ -2,6 +2,8 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/grpcgen"
@@ -64,6 +67,30 @@ type Options struct {
 	DebounceMax time.Duration
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
+	// Secure, when set, serves the same ADS over TLS on a second address
+	// (Istio's 15012), beside the plaintext Addr.
+	Secure *SecureOptions
+}
+
+// SecureOptions configure the TLS port. Everything served on Addr is
+// served there too, with the same proxies and snapshots.
+type SecureOptions struct {
+	// Addr is the TLS listen address, "127.0.0.1:15012". Port 0 picks a free
+	// port; Server.SecureAddr tells which. Required.
+	Addr string
+	// TLS is the server's TLS config (loomd's: ca.ServerTLS). A client
+	// certificate it verified is handed to Authorize. Required.
+	TLS *tls.Config
+	// Register, when set, adds more services to the TLS port's gRPC
+	// server (loomd's CA: IstioCertificateService).
+	Register func(*grpc.Server)
+	// Authorize, when set, is called when a stream on the TLS port whose
+	// client presented a verified certificate (leaf, the first of its
+	// verified chain) sends its first request, with the node's namespace
+	// and service account (node metadata). An error ends the stream with
+	// codes.PermissionDenied. A stream without a client certificate is
+	// served as on the plaintext port. (loomd: ca.CheckNodeIdentity.)
+	Authorize func(leaf *x509.Certificate, namespace, serviceAccount string) error
 }
 
 // Server is the ADS server. Create it with New, serve with Run. Its methods
@@ -72,6 +99,8 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	lis  net.Listener
+	// secureLis is the TLS port's listener; nil without Options.Secure.
+	secureLis net.Listener
 	// cache holds the snapshots of Envoy-style proxies (sidecars,
 	// routers). It runs in ADS mode: it answers a request only when the
 	// request names every resource of its type in the snapshot, which keeps
@@ -108,6 +137,10 @@ type Server struct {
 	version uint64
 	proxies map[string]*proxyState // by node ID
 	streams map[int64]string       // stream ID -> node ID, set on its first request
+	// peers holds the verified client certificate (leaf) of each open
+	// stream of the TLS port whose client presented one, from the stream's
+	// opening to its close.
+	peers map[int64]*x509.Certificate
 	// writes holds the pending snapshot cache writes, by node ID; see
 	// queueWriteLocked.
 	writes map[string]*cacheWrite
@@ -140,14 +173,25 @@ func New(opts Options) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "xds")
+	if sec := opts.Secure; sec != nil && (sec.Addr == "" || sec.TLS == nil) {
+		return nil, errors.New("xds: options: Secure needs Addr and TLS")
+	}
 	lis, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("xds: listen %s: %w", opts.Addr, err)
+	}
+	var secureLis net.Listener
+	if opts.Secure != nil {
+		if secureLis, err = net.Listen("tcp", opts.Secure.Addr); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("xds: listen %s: %w", opts.Secure.Addr, err)
+		}
 	}
 	return &Server{
 		opts:      opts,
 		log:       log,
 		lis:       lis,
+		secureLis: secureLis,
 		cache:     cachev3.NewSnapshotCache(true, cachev3.IDHash{}, gcpLogger{log}),
 		grpcCache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, gcpLogger{log}),
 		trigger:   make(chan struct{}, 1),
@@ -157,6 +201,7 @@ func New(opts Options) (*Server, error) {
 		version:       1,
 		proxies:       map[string]*proxyState{},
 		streams:       map[int64]string{},
+		peers:         map[int64]*x509.Certificate{},
 		writes:        map[string]*cacheWrite{},
 	}, nil
 }
@@ -164,11 +209,24 @@ func New(opts Options) (*Server, error) {
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
+// SecureAddr is the address of the TLS port; "" without Options.Secure.
+func (s *Server) SecureAddr() string {
+	if s.secureLis == nil {
+		return ""
+	}
+	return s.secureLis.Addr().String()
+}
+
 // Serving reports whether Run is serving.
 func (s *Server) Serving() bool { return s.serving.Load() }
 
-// Close releases the listener of a Server whose Run was never called.
-func (s *Server) Close() error { return s.lis.Close() }
+// Close releases the listeners of a Server whose Run was never called.
+func (s *Server) Close() error {
+	if s.secureLis != nil {
+		s.secureLis.Close()
+	}
+	return s.lis.Close()
+}
 
 // Trigger signals a config change. It never blocks: triggers coalesce into
 // one pending push, which happens after DebounceAfter of quiet and at most
@@ -191,13 +249,23 @@ func (s *Server) Run(ctx context.Context) error {
 	xs := serverv3.NewServer(ctx, s.muxCache(), s.callbacks(), sotw.WithOrderedADS(), sotw.WithLogger(gcpLogger{s.log}))
 	gs := grpc.NewServer()
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, xs)
+	servers := []*grpc.Server{gs}
 
 	var wg sync.WaitGroup
 	wg.Go(func() { s.debounce(ctx) })
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	wg.Go(func() { serveErr <- gs.Serve(s.lis) })
+	if sec := s.opts.Secure; sec != nil {
+		tgs := grpc.NewServer(grpc.Creds(credentials.NewTLS(sec.TLS)))
+		discoverygrpc.RegisterAggregatedDiscoveryServiceServer(tgs, xs)
+		if sec.Register != nil {
+			sec.Register(tgs)
+		}
+		servers = append(servers, tgs)
+		wg.Go(func() { serveErr <- tgs.Serve(s.secureLis) })
+	}
 	s.serving.Store(true)
-	s.log.Debug("xds serving", "addr", s.Addr())
+	s.log.Debug("xds serving", "addr", s.Addr(), "secure_addr", s.SecureAddr())
 
 	var err error
 	select {
@@ -210,13 +278,19 @@ func (s *Server) Run(ctx context.Context) error {
 	stopped := make(chan struct{})
 	wg.Go(func() {
 		defer close(stopped)
-		gs.GracefulStop()
+		var stops sync.WaitGroup
+		for _, g := range servers {
+			stops.Go(g.GracefulStop)
+		}
+		stops.Wait()
 	})
 	t := time.NewTimer(gracefulStopTimeout)
 	select {
 	case <-stopped:
 	case <-t.C:
-		gs.Stop()
+		for _, g := range servers {
+			g.Stop()
+		}
 	}
 	t.Stop()
 	wg.Wait()
