@@ -12,6 +12,24 @@
 // logged while the last good one keeps serving. A bad file at start is an
 // error.
 //
+// With --data-dir, loomd runs its certificate authority (Istio's
+// Citadel) and serves xDS and Istio's CSR API
+// (IstioCertificateService/CreateCertificate) over TLS on
+// --secure-xds-addr (15012):
+//
+//	loomd --config-dir DIR --data-dir DIR [--secure-xds-addr 127.0.0.1:15012]
+//	      [--cacerts-dir DIR] [--trust-domain cluster.local]
+//	      [--workload-cert-ttl 24h] [--max-workload-cert-ttl 2160h]
+//
+// The data directory (0700) keeps the self-signed root (created on first
+// start, never replaced), the published trust bundle root-cert.pem, and
+// the bootstrap-token registry tokens/ that `loomctl token create` writes.
+// --cacerts-dir is a plug-in CA in Istio's cacerts layout instead of the
+// self-signed root; SIGHUP re-reads it. A CA that cannot start (a corrupt
+// key, a plug-in key that does not match its certificate) stops loomd with
+// an error naming the file. Without --data-dir there is no CA and no TLS
+// port. docs/security.md has the threat model.
+//
 // Bad config never stops loomd: it logs the errors, serves the last good
 // (at first, empty) config and reports the errors on /debug/configz. It
 // exits non-zero only for bad flags or an address it cannot bind.
@@ -23,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,6 +52,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/loom-mesh/loom/internal/controlplane/api"
+	"github.com/loom-mesh/loom/internal/controlplane/ca"
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
@@ -50,6 +70,14 @@ type options struct {
 	debounceMax    time.Duration
 	logLevel       string
 	meshConfig     string
+
+	// The CA and the TLS port; off when dataDir is empty.
+	dataDir            string
+	cacertsDir         string
+	trustDomain        string
+	secureXDSAddr      string
+	workloadCertTTL    time.Duration
+	maxWorkloadCertTTL time.Duration
 }
 
 func main() {
@@ -90,6 +118,12 @@ func newCommand(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.debounceMax, "debounce-max", xds.DefaultDebounceMax, "longest a push waits after the first change")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.meshConfig, "mesh-config", "", "YAML MeshConfig file, watched (default: Istio's defaults, outboundTrafficPolicy ALLOW_ANY)")
+	f.StringVar(&o.dataDir, "data-dir", "", "the CA's directory (root key, trust bundle, token registry); empty: no CA and no TLS port")
+	f.StringVar(&o.cacertsDir, "cacerts-dir", "", "plug-in CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) instead of the self-signed root; SIGHUP reloads it")
+	f.StringVar(&o.trustDomain, "trust-domain", ca.DefaultTrustDomain, "SPIFFE trust domain of the workload certificates")
+	f.StringVar(&o.secureXDSAddr, "secure-xds-addr", "127.0.0.1:15012", "xDS and CSR API over TLS listen address (with --data-dir)")
+	f.DurationVar(&o.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadCertTTL, "lifetime of a workload certificate whose request names none")
+	f.DurationVar(&o.maxWorkloadCertTTL, "max-workload-cert-ttl", ca.DefaultMaxWorkloadCertTTL, "longest lifetime a certificate request may ask for")
 	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
 		panic(err)
 	}
@@ -139,8 +173,12 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
 		return translate.GenerateMesh(pc, p, mesh.Current())
 	}
+	authority, secure, err := newCA(o, log)
+	if err != nil {
+		return err
+	}
 	xdsSrv, err := xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
-		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log})
+		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure})
 	if err != nil {
 		return err
 	}
@@ -178,6 +216,23 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 			log.Error("mesh config watch failed; changes to it will not be seen until restart", "err", err)
 		}
 	})
+	if authority != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		wg.Go(func() {
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := authority.Reload(); err != nil {
+						log.Error("CA reload failed; the CA keeps its current certificates", "err", err)
+					}
+				}
+			}
+		})
+	}
 	wg.Go(func() {
 		for {
 			select {
@@ -192,7 +247,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	})
 
 	log.Info("loomd serving", "xds", xdsSrv.Addr(), "monitoring", apiSrv.Addr(), "config-dir", o.configDir,
-		"resources", store.Snapshot().Len())
+		"resources", store.Snapshot().Len(), "secure-xds", xdsSrv.SecureAddr())
 	<-ctx.Done()
 	wg.Wait()
 	close(errc)
@@ -205,4 +260,42 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	log.Info("loomd stopped")
 	return nil
+}
+
+// newCA starts the CA of o.dataDir and returns it with the options of the
+// TLS port that serves its CSR API beside xDS; nil and nil without a data
+// directory.
+func newCA(o options, log *slog.Logger) (*ca.CA, *xds.SecureOptions, error) {
+	if o.dataDir == "" {
+		if o.cacertsDir != "" {
+			return nil, nil, errors.New("--cacerts-dir needs --data-dir (the token registry and trust bundle live there)")
+		}
+		log.Info("no --data-dir: the CA and the TLS port are off")
+		return nil, nil, nil
+	}
+	host, _, err := net.SplitHostPort(o.secureXDSAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--secure-xds-addr %q: %w", o.secureXDSAddr, err)
+	}
+	authority, err := ca.New(ca.Options{DataDir: o.dataDir, PluginDir: o.cacertsDir, TrustDomain: o.trustDomain,
+		WorkloadCertTTL: o.workloadCertTTL, MaxWorkloadCertTTL: o.maxWorkloadCertTTL, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	auth, err := ca.NewTokenAuthenticator(authority.TokenDir(), log)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The serving certificate names the bind IP too, for clients that
+	// verify the address they dial.
+	var ips []net.IP
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		ips = []net.IP{ip}
+	}
+	return authority, &xds.SecureOptions{
+		Addr:      o.secureXDSAddr,
+		TLS:       authority.ServerTLS([]string{ca.ServingDNSName}, ips),
+		Register:  ca.NewServer(authority, auth, log).Register,
+		Authorize: ca.CheckNodeIdentity,
+	}, nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -320,5 +322,73 @@ func TestReady(t *testing.T) {
 				t.Fatalf("ready = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCARefusesCorruptKey: loomd does not start on a data directory whose
+// root key is corrupt, and names the file; the file is left as it was.
+func TestCARefusesCorruptKey(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(data, "ca-key.pem")
+	corrupt := "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+	os.WriteFile(key, []byte(corrupt), 0o600)
+	os.WriteFile(filepath.Join(data, "ca-cert.pem"), []byte("x"), 0o600)
+	o := options{configDir: t.TempDir(), xdsAddr: "127.0.0.1:0", monitoringAddr: "127.0.0.1:0",
+		debounceAfter: time.Millisecond, debounceMax: time.Second, dataDir: data, secureXDSAddr: "127.0.0.1:0"}
+	err := run(context.Background(), o, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), key) {
+		t.Fatalf("run with a corrupt CA key: %v, want an error naming %s", err, key)
+	}
+	if b, _ := os.ReadFile(key); string(b) != corrupt {
+		t.Fatal("the corrupt key was replaced")
+	}
+}
+
+// TestServesTLSPort: with --data-dir, loomd serves xDS and the CSR API
+// over TLS with a certificate of its CA for istiod.istio-system.svc.
+func TestServesTLSPort(t *testing.T) {
+	logs := &testutil.SyncBuffer{}
+	data := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	o := options{configDir: t.TempDir(), xdsAddr: "127.0.0.1:0", monitoringAddr: "127.0.0.1:0",
+		debounceAfter: time.Millisecond, debounceMax: time.Second, dataDir: data, secureXDSAddr: "127.0.0.1:0",
+		trustDomain: "cluster.local", workloadCertTTL: time.Hour, maxWorkloadCertTTL: 24 * time.Hour}
+	go func() { done <- run(ctx, o, slog.New(slog.NewTextHandler(logs, nil))) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	re := regexp.MustCompile(`msg="loomd serving" .* secure-xds=(\S+)`)
+	var addr string
+	deadline := time.Now().Add(10 * time.Second)
+	for addr == "" {
+		if m := re.FindStringSubmatch(logs.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no serving line with secure-xds:\n%s", logs)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	roots, err := os.ReadFile(filepath.Join(data, "root-cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(roots) {
+		t.Fatal("root-cert.pem holds no certificate")
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "istiod.istio-system.svc", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatalf("TLS to %s: %v", addr, err)
+	}
+	conn.Close()
+	if strings.Contains(logs.String(), "PRIVATE KEY") {
+		t.Errorf("a key reached the logs:\n%s", logs)
 	}
 }
