@@ -6,6 +6,16 @@
 //	loom-proxy sidecar --ip 127.0.0.13 --name reviews-v1 --namespace default --labels app=reviews,version=v1
 //	loom-proxy router --ip 127.0.0.10 --name istio-ingressgateway --namespace istio-system
 //	loom-proxy --bootstrap envoy.yaml
+//
+// With --ca-addr, the proxy's certificate agent gets the workload
+// certificate from loomd's CA (Istio's CSR API on 15012) with the bootstrap
+// token of --token-file, trusting --root-cert for that connection, and
+// keeps it rotated in the secrets "default" and "ROOTCA" (see /certs and
+// /agent on the admin port); --xds-mtls then sends xDS over mTLS to
+// --xds-addr (loomd's 15012):
+//
+//	loom-proxy sidecar ... --service-account bookinfo-reviews \
+//	    --ca-addr 127.0.0.1:15012 --token-file reviews-v1.token --root-cert DATA_DIR/root-cert.pem
 package main
 
 import (
@@ -20,6 +30,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/loom-mesh/loom/internal/dataplane/agent"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -45,6 +56,13 @@ type flags struct {
 	adminAddr      string
 	logLevel       string
 	accessLog      bool
+
+	// The certificate agent; off without caAddr.
+	caAddr      string
+	tokenFile   string
+	rootCert    string
+	trustDomain string
+	xdsMTLS     bool
 }
 
 func newRootCommand() *cobra.Command {
@@ -84,7 +102,12 @@ func newRootCommand() *cobra.Command {
 		fl.StringVar(&f.labels, "labels", "", "workload labels, k=v,k2=v2")
 		fl.StringVar(&f.serviceAccount, "service-account", "", "workload service account")
 		fl.StringVar(&f.locality, "locality", "", "where the proxy runs, region/zone/subzone (the node's locality, for locality load balancing)")
-		fl.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:15010", "loomd's plaintext xDS address")
+		fl.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:15010", "loomd's xDS address (plaintext, or TLS with --xds-mtls)")
+		fl.StringVar(&f.caAddr, "ca-addr", "", "loomd's CA (CSR API over TLS, 15012); empty: no workload certificate")
+		fl.StringVar(&f.tokenFile, "token-file", "", "the workload's bootstrap token file, for --ca-addr (loomctl token create)")
+		fl.StringVar(&f.rootCert, "root-cert", "", "PEM roots to trust for --ca-addr (loomd's DATA_DIR/root-cert.pem)")
+		fl.StringVar(&f.trustDomain, "trust-domain", agent.DefaultTrustDomain, "SPIFFE trust domain of the workload identity")
+		fl.BoolVar(&f.xdsMTLS, "xds-mtls", false, "connect to --xds-addr over mTLS with the workload certificate (needs --ca-addr)")
 		root.AddCommand(sub)
 	}
 	return root
@@ -131,6 +154,16 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 		if opts.AdminAddr == "" {
 			opts.AdminAddr = fmt.Sprintf("%s:%d", f.ip, xdsapi.PortProxyAdmin)
 		}
+		if f.caAddr != "" {
+			if f.tokenFile == "" || f.rootCert == "" || f.serviceAccount == "" {
+				return fmt.Errorf("--ca-addr needs --token-file, --root-cert and --service-account")
+			}
+			opts.Agent = &agent.Options{CAAddr: f.caAddr, TokenFile: f.tokenFile, RootCertFile: f.rootCert,
+				TrustDomain: f.trustDomain, Namespace: f.namespace, ServiceAccount: f.serviceAccount}
+		} else if f.xdsMTLS {
+			return fmt.Errorf("--xds-mtls needs --ca-addr")
+		}
+		opts.XDSMTLS = f.xdsMTLS
 	}
 	p, err := New(opts)
 	if err != nil {

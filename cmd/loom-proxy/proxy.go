@@ -15,11 +15,14 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/loom-mesh/loom/internal/dataplane/admin"
+	"github.com/loom-mesh/loom/internal/dataplane/agent"
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/dataplane/tcp"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
@@ -41,6 +44,12 @@ type Options struct {
 	// AccessLog receives the access log; nil disables it.
 	AccessLog io.Writer
 	Logger    *slog.Logger
+	// Agent, when set, runs the certificate agent (its Store is the
+	// proxy's, set by New) that keeps "default" and "ROOTCA" fresh.
+	Agent *agent.Options
+	// XDSMTLS connects to XDSAddr over mTLS with the agent's certificate
+	// (loomd's 15012), once the agent has one. Needs Agent.
+	XDSMTLS bool
 }
 
 // Proxy is the wired data plane: config source -> generation -> clusters,
@@ -55,12 +64,27 @@ type Proxy struct {
 	conns     *dphttp.ConnectionManager
 	listeners *listener.Manager
 	static    *config.Generation // from Bootstrap
+	// secrets holds the TLS secrets by name: the agent's "default" and
+	// "ROOTCA".
+	secrets *secret.Store
+	agent   *agent.Agent // nil without Options.Agent
 }
 
 // New wires a Proxy. With Bootstrap it reads and builds the file, failing
 // on an invalid one.
 func New(opts Options) (*Proxy, error) {
-	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), metrics: telemetry.NewMetrics()}
+	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), metrics: telemetry.NewMetrics(), secrets: secret.NewStore()}
+	if opts.Agent != nil {
+		ao := *opts.Agent
+		ao.Store, ao.Logger = p.secrets, opts.Logger
+		a, err := agent.New(ao)
+		if err != nil {
+			return nil, err
+		}
+		p.agent = a
+	} else if opts.XDSMTLS {
+		return nil, errors.New("proxy: xDS over mTLS needs the certificate agent (--ca-addr)")
+	}
 	if opts.Bootstrap != "" {
 		adminAddr, res, err := loadBootstrap(opts.Bootstrap)
 		if err != nil {
@@ -126,7 +150,12 @@ func (p *Proxy) apply(g *config.Generation) {
 // requests for up to 5s, and returns nil. It fails when the admin address
 // cannot be bound or the xDS client cannot start.
 func (p *Proxy) Run(ctx context.Context) error {
-	adm, err := admin.New(admin.Options{Addr: p.opts.AdminAddr, Generation: &p.current, Gatherer: p.metrics.Registry, Logger: p.opts.Logger})
+	ao := admin.Options{Addr: p.opts.AdminAddr, Generation: &p.current, Gatherer: p.metrics.Registry,
+		Secrets: p.secrets, Logger: p.opts.Logger}
+	if p.agent != nil {
+		ao.AgentStatus = func() any { return p.agent.Status() }
+	}
+	adm, err := admin.New(ao)
 	if err != nil {
 		return err
 	}
@@ -134,7 +163,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -149,22 +178,42 @@ func (p *Proxy) Run(ctx context.Context) error {
 
 	srcCtx, stopSrc := context.WithCancel(ctx)
 	defer stopSrc()
+	if p.agent != nil {
+		// The agent runs until the sources stop; its failures are retried
+		// and logged, never fatal.
+		wg.Go(func() {
+			if err := p.agent.Run(srcCtx); err != nil {
+				errc <- err
+			}
+		})
+	}
 	if p.static != nil {
 		p.apply(p.static)
 	} else {
-		c, err := xdsclient.New(xdsclient.Options{Addr: p.opts.XDSAddr, Node: p.opts.Node, Logger: p.opts.Logger, Apply: p.apply})
+		xo := xdsclient.Options{Addr: p.opts.XDSAddr, Node: p.opts.Node, Logger: p.opts.Logger, Apply: p.apply}
+		if p.opts.XDSMTLS {
+			xo.Creds = credentials.NewTLS(p.agent.XDSTLS())
+		}
+		c, err := xdsclient.New(xo)
 		if err != nil {
+			stopSrc()
 			stopBg()
 			wg.Wait()
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
+			if p.opts.XDSMTLS {
+				// mTLS needs the workload certificate first.
+				select {
+				case <-p.agent.Ready():
+				case <-srcCtx.Done():
+					return
+				}
+			}
 			if err := c.Run(srcCtx); err != nil {
 				errc <- err
 			}
-		}()
+		})
 	}
 
 	var runErr error

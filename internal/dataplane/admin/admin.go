@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
 )
 
 // Options configures a Server.
@@ -27,7 +28,14 @@ type Options struct {
 	Generation *atomic.Pointer[config.Generation]
 	// Gatherer is served on /stats/prometheus; nil serves no metrics.
 	Gatherer prometheus.Gatherer
-	Logger   *slog.Logger
+	// Secrets are listed on /certs (Envoy's admin /certs: certificates and
+	// trust bundles, never keys); nil lists none.
+	Secrets *secret.Store
+	// AgentStatus, when set, is served as JSON on /agent: the certificate
+	// agent's state (serial, expiry, last rotation, last error). It must
+	// return a value encoding/json can encode, and hold no secret.
+	AgentStatus func() any
+	Logger      *slog.Logger
 }
 
 // Server is the admin HTTP server. Its handler is safe for concurrent use.
@@ -49,6 +57,10 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /config_dump", s.configDump)
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /clusters", s.clusters)
+	s.mux.HandleFunc("GET /certs", s.certs)
+	if opts.AgentStatus != nil {
+		s.mux.HandleFunc("GET /agent", s.agent)
+	}
 	// Go's profiler, the counterpart of Envoy's /cpuprofiler and
 	// /heapprofiler: `go tool pprof http://ADMIN/debug/pprof/profile`.
 	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)

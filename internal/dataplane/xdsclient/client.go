@@ -14,6 +14,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
@@ -30,9 +31,12 @@ const (
 
 // Options configure a Client.
 type Options struct {
-	// Addr is the control plane's plaintext xDS address, "host:port".
-	// Default DefaultAddr (loomd's 127.0.0.1:15010).
+	// Addr is the control plane's xDS address, "host:port": plaintext
+	// unless Creds is set. Default DefaultAddr (loomd's 127.0.0.1:15010).
 	Addr string
+	// Creds, when set, secures the connection (loomd's 15012 with the
+	// agent's mTLS config, agent.XDSTLS). Nil means plaintext.
+	Creds credentials.TransportCredentials
 	// Node identifies the proxy on the stream (Istio node ID and metadata,
 	// see xdsapi.BuildNode). Required.
 	Node *corev3.Node
@@ -142,7 +146,11 @@ func (c *Client) Status() Status {
 // it returns nil when ctx is done and an error only if the gRPC client
 // cannot be created. Run must be called once.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.opts.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := c.opts.Creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(c.opts.Addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("xds client %s: %w", c.opts.Addr, err)
 	}
