@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/loom-mesh/loom/internal/bootstraptoken"
 	"github.com/loom-mesh/loom/internal/local"
 	"github.com/loom-mesh/loom/internal/loomctl"
 )
@@ -115,6 +116,43 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 
+	var tok struct {
+		dataDir, namespace, serviceAccount, workload, out string
+	}
+	tokenCmd := &cobra.Command{Use: "token", Short: "Bootstrap tokens of local mode (how a workload's proxy proves its identity to loomd's CA)"}
+	tokenCreate := &cobra.Command{
+		Use:   "create --data-dir DIR --service-account SA --workload NAME --out FILE",
+		Short: "Mint a workload's bootstrap token: write it to --out (0600) and register it in loomd's data directory",
+		Long: "Mint a bootstrap token for one workload. The token goes to --out (mode 0600), which the\n" +
+			"workload's loom-proxy reads (--token-file); its SHA-256 and the namespace and service account\n" +
+			"it stands for go to DATA_DIR/tokens/NAMESPACE.WORKLOAD.json, which loomd reads. Minting again\n" +
+			"for the same workload replaces (revokes) its old token; removing the registry file revokes it.\n" +
+			"The token is never printed.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b := bootstraptoken.Binding{Namespace: tok.namespace, ServiceAccount: tok.serviceAccount, Workload: tok.workload}
+			reg := bootstraptoken.RegistryDir(tok.dataDir)
+			if err := bootstraptoken.Mint(reg, tok.out, b); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token for %s/%s (workload %s) written to %s and registered in %s\n",
+				b.Namespace, b.ServiceAccount, b.Workload, tok.out, reg)
+			return nil
+		},
+	}
+	tf := tokenCreate.Flags()
+	tf.StringVar(&tok.dataDir, "data-dir", "", "loomd's --data-dir (required)")
+	tf.StringVar(&tok.namespace, "namespace", "default", "the workload's namespace")
+	tf.StringVar(&tok.serviceAccount, "service-account", "", "the workload's service account (required)")
+	tf.StringVar(&tok.workload, "workload", "", "the workload's name, e.g. reviews-v1 (required)")
+	tf.StringVar(&tok.out, "out", "", "file to write the token to, mode 0600 (required)")
+	for _, f := range []string{"data-dir", "service-account", "workload", "out"} {
+		if err := tokenCreate.MarkFlagRequired(f); err != nil {
+			panic(err)
+		}
+	}
+	tokenCmd.AddCommand(tokenCreate)
+
 	var demo local.Options
 	var logLevel string
 	demoCmd := &cobra.Command{
@@ -142,6 +180,6 @@ func newRootCmd() *cobra.Command {
 	demoCmd.Flags().StringVar(&demo.LogsDir, "logs-dir", "", "directory of the processes' logs (default: beside a temporary config directory)")
 	demoCmd.Flags().StringVar(&logLevel, "log-level", "warn", "loomctl's own log level")
 
-	root.AddCommand(apply, del, validate, proxyStatus, demoCmd)
+	root.AddCommand(apply, del, validate, proxyStatus, demoCmd, tokenCmd)
 	return root
 }

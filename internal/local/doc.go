@@ -5,11 +5,13 @@
 // config directory (ServiceEntries, WorkloadEntries and Istio's
 // bookinfo-gateway.yaml), starts loomd, the Bookinfo apps with their
 // sidecars (explicit HTTP-proxy mode) and the ingress gateway as child
-// processes, forwards a port of 127.0.0.1 to the gateway, waits until every
-// proxy is in sync and the product page answers, and stops everything on
-// cancel.
+// processes, mints a bootstrap token per proxy (so that each gets its
+// certificate from loomd's CA), forwards a port of 127.0.0.1 to the
+// gateway, waits until every proxy is in sync and the product page answers,
+// and stops everything on cancel.
 //
 // It runs the loomd, loom-proxy and bookinfo binaries and talks to loomd
 // over HTTP; it imports neither plane's internals (only internal/xdsapi for
-// node IDs and internal/loomctl for loomd's API client).
+// node IDs, internal/loomctl for loomd's API client and
+// internal/bootstraptoken for the tokens).
 package local

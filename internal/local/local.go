@@ -34,6 +34,11 @@ type Options struct {
 	// LogsDir gets one log file per child process. Default: "logs" beside a
 	// temporary config directory, else a new temporary directory.
 	LogsDir string
+	// StateDir holds loomd's data directory (its CA and token registry,
+	// "loomd") and the proxies' bootstrap token files ("workloads"), both
+	// mode 0700. Default: beside a temporary config directory, else a new
+	// temporary directory.
+	StateDir string
 	// Subnet is the loopback /24 the mesh's IPs are taken from. Default
 	// "127.0.0.0/24".
 	Subnet string
@@ -144,12 +149,16 @@ func (r *Runtime) LoomdAddr() string { return r.ip(loomdOctet) + ":15014" }
 // that child's log). On any return every child has been stopped: SIGTERM,
 // then SIGKILL after Options.StopTimeout.
 func (r *Runtime) Run(ctx context.Context) error {
-	configDir, logsDir, err := r.prepareDirs()
+	configDir, logsDir, stateDir, err := r.prepareDirs()
 	if err != nil {
 		return err
 	}
+	loomd, rest, proxies, tokens := plan(r.prefix, configDir, stateDir, randomSuffix)
+	if err := mintTokens(stateDir, tokens); err != nil {
+		return err
+	}
 	out := r.opts.Out
-	fmt.Fprintf(out, "Loom demo mesh on %s\n  config: %s\n  logs:   %s\n", r.opts.Subnet, configDir, logsDir)
+	fmt.Fprintf(out, "Loom demo mesh on %s\n  config: %s\n  logs:   %s\n  state:  %s\n", r.opts.Subnet, configDir, logsDir, stateDir)
 
 	fwdAddr := fmt.Sprintf("127.0.0.1:%d", r.opts.IngressPort)
 	ln, err := net.Listen("tcp", fwdAddr)
@@ -164,7 +173,6 @@ func (r *Runtime) Run(ctx context.Context) error {
 	sup := &supervisor{logsDir: logsDir, exited: make(chan childExit, 32), log: r.log, stopTimeout: r.opts.StopTimeout}
 	defer sup.stopAll()
 
-	loomd, rest, proxies := plan(r.prefix, configDir, randomSuffix)
 	client := loomctl.NewClient(r.LoomdAddr(), &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}})
 
 	readyCtx, cancelReady := context.WithTimeout(ctx, r.opts.ReadyTimeout)
@@ -325,33 +333,44 @@ func sampleDir() string {
 	return "ISTIO_CHECKOUT/samples/bookinfo/networking"
 }
 
-// prepareDirs creates the config and logs directories and writes the
-// mesh's config files.
-func (r *Runtime) prepareDirs() (configDir, logsDir string, err error) {
-	configDir, logsDir = r.opts.ConfigDir, r.opts.LogsDir
+// prepareDirs creates the config, logs and state directories and writes
+// the mesh's config files.
+func (r *Runtime) prepareDirs() (configDir, logsDir, stateDir string, err error) {
+	configDir, logsDir, stateDir = r.opts.ConfigDir, r.opts.LogsDir, r.opts.StateDir
 	if configDir == "" {
 		base, err := os.MkdirTemp("", "loom-demo-")
 		if err != nil {
-			return "", "", fmt.Errorf("create config directory: %w", err)
+			return "", "", "", fmt.Errorf("create config directory: %w", err)
 		}
 		configDir = filepath.Join(base, "config")
 		if logsDir == "" {
 			logsDir = filepath.Join(base, "logs")
 		}
+		if stateDir == "" {
+			stateDir = filepath.Join(base, "state")
+		}
 	}
 	if logsDir == "" {
 		if logsDir, err = os.MkdirTemp("", "loom-demo-logs-"); err != nil {
-			return "", "", fmt.Errorf("create logs directory: %w", err)
+			return "", "", "", fmt.Errorf("create logs directory: %w", err)
 		}
+	}
+	if stateDir == "" {
+		if stateDir, err = os.MkdirTemp("", "loom-demo-state-"); err != nil {
+			return "", "", "", fmt.Errorf("create state directory: %w", err)
+		}
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", "", "", fmt.Errorf("create state directory: %w", err)
 	}
 	for _, d := range []string{configDir, logsDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return "", "", fmt.Errorf("create directory: %w", err)
+			return "", "", "", fmt.Errorf("create directory: %w", err)
 		}
 	}
 	services, err := servicesYAML()
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	files := map[string][]byte{
 		"services.yaml":         services,
@@ -365,10 +384,10 @@ func (r *Runtime) prepareDirs() (configDir, logsDir string, err error) {
 	sort.Strings(names)
 	for _, n := range names {
 		if err := os.WriteFile(filepath.Join(configDir, n), files[n], 0o644); err != nil {
-			return "", "", fmt.Errorf("write config: %w", err)
+			return "", "", "", fmt.Errorf("write config: %w", err)
 		}
 	}
-	return configDir, logsDir, nil
+	return configDir, logsDir, stateDir, nil
 }
 
 // childExit says that a child process ended.

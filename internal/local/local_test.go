@@ -2,6 +2,7 @@ package local
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/loom-mesh/loom/internal/bootstraptoken"
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 )
 
@@ -42,8 +44,9 @@ func TestSubnetPrefix(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
-	loomd, rest, proxies := plan("127.42.0", "/cfg", func() string { return "abcde" })
-	want := process{Name: "loomd", Binary: "loomd", Args: []string{"--config-dir", "/cfg", "--xds-addr", "127.42.0.1:15010", "--monitoring-addr", "127.42.0.1:15014"}}
+	loomd, rest, proxies, tokens := plan("127.42.0", "/cfg", "/st", func() string { return "abcde" })
+	want := process{Name: "loomd", Binary: "loomd", Args: []string{"--config-dir", "/cfg", "--xds-addr", "127.42.0.1:15010", "--monitoring-addr", "127.42.0.1:15014",
+		"--data-dir", "/st/loomd", "--secure-xds-addr", "127.42.0.1:15012"}}
 	if diff := cmp.Diff(want, loomd); diff != "" {
 		t.Errorf("loomd (-want +got):\n%s", diff)
 	}
@@ -56,8 +59,11 @@ func TestPlan(t *testing.T) {
 	}
 	wantProcs := []process{
 		{Name: "reviews-v2", Binary: "bookinfo", Args: []string{"reviews", "--listen", "127.42.0.14:9080", "--version", "v2", "--instance", "reviews-v2-abcde"}, HTTPProxy: "http://127.42.0.14:15001"},
-		{Name: "reviews-v2-proxy", Binary: "loom-proxy", Args: []string{"sidecar", "--ip", "127.42.0.14", "--name", "reviews-v2", "--namespace", "default", "--labels", "app=reviews,version=v2", "--service-account", "bookinfo-reviews", "--xds-addr", "127.42.0.1:15010"}},
-		{Name: "istio-ingressgateway", Binary: "loom-proxy", Args: []string{"router", "--ip", "127.42.0.10", "--name", "istio-ingressgateway", "--namespace", "istio-system", "--labels", "istio=ingressgateway,app=istio-ingressgateway", "--xds-addr", "127.42.0.1:15010"}},
+		{Name: "reviews-v2-proxy", Binary: "loom-proxy", Args: []string{"sidecar", "--ip", "127.42.0.14", "--name", "reviews-v2", "--namespace", "default", "--labels", "app=reviews,version=v2", "--service-account", "bookinfo-reviews", "--xds-addr", "127.42.0.1:15010",
+			"--ca-addr", "127.42.0.1:15012", "--token-file", "/st/workloads/reviews-v2.token", "--root-cert", "/st/loomd/root-cert.pem"}},
+		{Name: "istio-ingressgateway", Binary: "loom-proxy", Args: []string{"router", "--ip", "127.42.0.10", "--name", "istio-ingressgateway", "--namespace", "istio-system", "--labels", "istio=ingressgateway,app=istio-ingressgateway",
+			"--service-account", "istio-ingressgateway-service-account", "--xds-addr", "127.42.0.1:15010",
+			"--ca-addr", "127.42.0.1:15012", "--token-file", "/st/workloads/istio-ingressgateway.token", "--root-cert", "/st/loomd/root-cert.pem"}},
 	}
 	for _, w := range wantProcs {
 		if diff := cmp.Diff(w, byName[w.Name]); diff != "" {
@@ -66,6 +72,13 @@ func TestPlan(t *testing.T) {
 	}
 	if len(proxies) != 7 {
 		t.Fatalf("got %d proxies, want 7", len(proxies))
+	}
+	if len(tokens) != 7 {
+		t.Fatalf("got %d tokens, want one per proxy", len(tokens))
+	}
+	if diff := cmp.Diff(workloadToken{File: "/st/workloads/istio-ingressgateway.token", Binding: bootstraptoken.Binding{
+		Namespace: "istio-system", ServiceAccount: "istio-ingressgateway-service-account", Workload: "istio-ingressgateway"}}, tokens[6]); diff != "" {
+		t.Errorf("gateway token (-want +got):\n%s", diff)
 	}
 	if got, want := proxies[0].NodeID, "sidecar~127.42.0.11~productpage-v1.default~default.svc.cluster.local"; got != want {
 		t.Errorf("first proxy = %q, want %q", got, want)
@@ -266,8 +279,9 @@ func TestSupervisorReportsEarlyExit(t *testing.T) {
 
 func TestPrepareDirs(t *testing.T) {
 	var out bytes.Buffer
-	r := &Runtime{opts: Options{ConfigDir: filepath.Join(t.TempDir(), "cfg"), LogsDir: filepath.Join(t.TempDir(), "logs"), Out: &out}, prefix: "127.42.0"}
-	cfg, logs, err := r.prepareDirs()
+	state := filepath.Join(t.TempDir(), "state")
+	r := &Runtime{opts: Options{ConfigDir: filepath.Join(t.TempDir(), "cfg"), LogsDir: filepath.Join(t.TempDir(), "logs"), StateDir: state, Out: &out}, prefix: "127.42.0"}
+	cfg, logs, gotState, err := r.prepareDirs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,5 +292,47 @@ func TestPrepareDirs(t *testing.T) {
 	}
 	if fi, err := os.Stat(logs); err != nil || !fi.IsDir() {
 		t.Errorf("logs dir: %v", err)
+	}
+	if fi, err := os.Stat(gotState); gotState != state || err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir %q: %v %v", gotState, fi.Mode(), err)
+	}
+}
+
+// TestMintTokens: every proxy of the plan gets a token file (0600) whose
+// token loomd's registry binds to the proxy's namespace and service
+// account.
+func TestMintTokens(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	_, _, _, tokens := plan("127.42.0", "/cfg", state, func() string { return "abcde" })
+	if err := mintTokens(state, tokens); err != nil {
+		t.Fatal(err)
+	}
+	entries, bad, err := bootstraptoken.LoadRegistry(bootstraptoken.RegistryDir(filepath.Join(state, "loomd")))
+	if err != nil || len(bad) != 0 || len(entries) != 7 {
+		t.Fatalf("registry: %d entries, bad %v, err %v", len(entries), bad, err)
+	}
+	byWorkload := map[string]bootstraptoken.Entry{}
+	for _, e := range entries {
+		byWorkload[e.Workload] = e
+	}
+	for _, tok := range tokens {
+		fi, err := os.Stat(tok.File)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("token file %s: %v %v", tok.File, fi.Mode(), err)
+		}
+		v, err := bootstraptoken.ReadFile(tok.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := byWorkload[tok.Binding.Workload]
+		sum := bootstraptoken.Hash(v)
+		if e.SHA256 != hex.EncodeToString(sum[:]) || e.Binding != tok.Binding {
+			t.Errorf("%s: registry entry %+v does not bind its token to %+v", tok.File, e, tok.Binding)
+		}
+	}
+	for _, d := range []string{filepath.Join(state, "loomd"), filepath.Join(state, "workloads")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v", d, fi.Mode(), err)
+		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/loom-mesh/loom/internal/bootstraptoken"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 	"github.com/loom-mesh/loom/samples/bookinfo"
 )
@@ -41,18 +43,43 @@ type proxyIdentity struct {
 	NodeID string
 }
 
-// plan lists the processes of the mesh in start order (loomd first) and
-// the proxies loomd must see. suffix gives the random part of each app's
-// instance name.
-func plan(prefix, configDir string, suffix func() string) (loomd process, rest []process, proxies []proxyIdentity) {
+// workloadToken is a bootstrap token to mint before the mesh starts: its
+// file (the proxy's --token-file) and what it stands for.
+type workloadToken struct {
+	File    string
+	Binding bootstraptoken.Binding
+}
+
+// ingressServiceAccount is the ingress gateway's service account, Istio's
+// default for istio-ingressgateway.
+const ingressServiceAccount = "istio-ingressgateway-service-account"
+
+// plan lists the processes of the mesh in start order (loomd first), the
+// proxies loomd must see, and the bootstrap tokens to mint. stateDir holds
+// loomd's data directory (stateDir/loomd: its CA) and the proxies' token
+// files (stateDir/workloads/NAME.token); every proxy runs the certificate
+// agent against loomd's CA on 15012, while xDS stays on plaintext 15010.
+// suffix gives the random part of each app's instance name.
+func plan(prefix, configDir, stateDir string, suffix func() string) (loomd process, rest []process, proxies []proxyIdentity, tokens []workloadToken) {
 	ip := func(octet int) string { return fmt.Sprintf("%s.%d", prefix, octet) }
 	xdsAddr := ip(loomdOctet) + ":15010"
+	caAddr := ip(loomdOctet) + ":15012"
+	dataDir := filepath.Join(stateDir, "loomd")
+	rootCert := filepath.Join(dataDir, "root-cert.pem")
+	// agentArgs are a proxy's certificate agent flags, and its token.
+	agentArgs := func(name, ns, sa string) []string {
+		file := filepath.Join(stateDir, "workloads", name+".token")
+		tokens = append(tokens, workloadToken{File: file, Binding: bootstraptoken.Binding{Namespace: ns, ServiceAccount: sa, Workload: name}})
+		return []string{"--ca-addr", caAddr, "--token-file", file, "--root-cert", rootCert}
+	}
 	loomd = process{
 		Name:   "loomd",
 		Binary: "loomd",
 		Args: []string{"--config-dir", configDir,
 			"--xds-addr", xdsAddr,
-			"--monitoring-addr", ip(loomdOctet) + ":15014"},
+			"--monitoring-addr", ip(loomdOctet) + ":15014",
+			"--data-dir", dataDir,
+			"--secure-xds-addr", caAddr},
 	}
 	for _, w := range bookinfo.Workloads {
 		wip := ip(w.HostOctet)
@@ -68,9 +95,10 @@ func plan(prefix, configDir string, suffix func() string) (loomd process, rest [
 		rest = append(rest, process{
 			Name:   w.Name + "-proxy",
 			Binary: "loom-proxy",
-			Args: []string{"sidecar", "--ip", wip, "--name", w.Name, "--namespace", "default",
+			Args: append([]string{"sidecar", "--ip", wip, "--name", w.Name, "--namespace", "default",
 				"--labels", "app=" + w.App + ",version=" + w.Version,
 				"--service-account", w.ServiceAccount, "--xds-addr", xdsAddr},
+				agentArgs(w.Name, "default", w.ServiceAccount)...),
 		})
 		proxies = append(proxies, proxyIdentity{
 			Name:   w.Name + ".default",
@@ -81,14 +109,34 @@ func plan(prefix, configDir string, suffix func() string) (loomd process, rest [
 	rest = append(rest, process{
 		Name:   "istio-ingressgateway",
 		Binary: "loom-proxy",
-		Args: []string{"router", "--ip", gw, "--name", "istio-ingressgateway", "--namespace", "istio-system",
-			"--labels", "istio=ingressgateway,app=istio-ingressgateway", "--xds-addr", xdsAddr},
+		Args: append([]string{"router", "--ip", gw, "--name", "istio-ingressgateway", "--namespace", "istio-system",
+			"--labels", "istio=ingressgateway,app=istio-ingressgateway",
+			"--service-account", ingressServiceAccount, "--xds-addr", xdsAddr},
+			agentArgs("istio-ingressgateway", "istio-system", ingressServiceAccount)...),
 	})
 	proxies = append(proxies, proxyIdentity{
 		Name:   "istio-ingressgateway.istio-system",
 		NodeID: xdsapi.NodeID{Type: xdsapi.Router, IP: gw, Name: "istio-ingressgateway", Namespace: "istio-system", Domain: "istio-system.svc.cluster.local"}.String(),
 	})
-	return loomd, rest, proxies
+	return loomd, rest, proxies, tokens
+}
+
+// mintTokens creates loomd's data directory (0700) and the workloads'
+// token directory (0700), and mints every token: its file (0600) and its
+// entry in loomd's registry.
+func mintTokens(stateDir string, tokens []workloadToken) error {
+	reg := bootstraptoken.RegistryDir(filepath.Join(stateDir, "loomd"))
+	for _, d := range []string{filepath.Join(stateDir, "loomd"), filepath.Join(stateDir, "workloads")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	for _, t := range tokens {
+		if err := bootstraptoken.Mint(reg, t.File, t.Binding); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // randomSuffix returns five characters as Kubernetes' pod-name suffixes

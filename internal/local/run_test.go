@@ -43,7 +43,8 @@ func fakeMain(name string, args []string) int {
 	monitoring := fs.String("monitoring-addr", "", "")
 	ip := fs.String("ip", "", "")
 	listen := fs.String("listen", "", "")
-	for _, f := range []string{"config-dir", "xds-addr", "name", "namespace", "labels", "service-account", "version", "instance"} {
+	for _, f := range []string{"config-dir", "xds-addr", "name", "namespace", "labels", "service-account", "version", "instance",
+		"data-dir", "secure-xds-addr", "ca-addr", "token-file", "root-cert"} {
 		fs.String(f, "", "")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -59,7 +60,7 @@ func fakeMain(name string, args []string) int {
 	case name == "loomd":
 		addr = *monitoring
 		prefix := strings.TrimSuffix(strings.Split(addr, ":")[0], ".1")
-		_, _, proxies := plan(prefix, "", randomSuffix)
+		_, _, proxies, _ := plan(prefix, "", "", randomSuffix)
 		var ss []loomctl.SyncStatus
 		for _, p := range proxies {
 			s := loomctl.SyncStatus{ID: p.NodeID}
