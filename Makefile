@@ -25,11 +25,12 @@ lint:
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-# Benchmarks: Go micro-benchmarks of the proxy's hot path, then the shared
+# Benchmarks: Go micro-benchmarks of the proxy's hot path and of the CA's
+# issuance rate (certs/s), then the shared
 # proxy-overhead harness (needs nginx, haproxy, caddy and fortio; the script
 # installs what is missing) and the config-propagation measurement.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/...
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/... ./internal/controlplane/ca/
 	bench/run.sh
 
 clean:
