@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/loom-mesh/loom/internal/atomicfile"
 )
 
 // Prefix starts every token, so that secret scanners and people can tell one
@@ -75,7 +77,7 @@ func Mint(registryDir, tokenFile string, b Binding) error {
 	}
 	tok := Generate()
 	h := Hash(tok)
-	if err := writeFileAtomic(tokenFile, []byte(tok+"\n")); err != nil {
+	if err := atomicfile.Write(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write token file %s: %w", tokenFile, err)
 	}
 	if err := os.MkdirAll(registryDir, 0o700); err != nil {
@@ -86,7 +88,7 @@ func Mint(registryDir, tokenFile string, b Binding) error {
 		return err
 	}
 	path := filepath.Join(registryDir, name+".json")
-	if err := writeFileAtomic(path, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write token registry entry %s: %w", path, err)
 	}
 	return nil
@@ -146,34 +148,4 @@ func LoadRegistry(dir string) (entries []Entry, bad []error, err error) {
 		entries = append(entries, e)
 	}
 	return entries, bad, nil
-}
-
-// writeFileAtomic writes data to path with mode 0600 through a temporary
-// file in the same directory, renamed over path.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	// CreateTemp makes the file 0600; Chmod keeps that true under any umask.
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/loom-mesh/loom/internal/atomicfile"
 	"github.com/loom-mesh/loom/internal/bootstraptoken"
 )
 
@@ -138,10 +139,10 @@ func createSelfSigned(keyPath, certPath string, td spiffeid.TrustDomain, now tim
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	if err := writeFileAtomic(certPath, certPEM, 0o600); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", certPath, err)
 	}
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", keyPath, err)
 	}
 	return nil
@@ -232,7 +233,7 @@ func newBundle(cert *x509.Certificate, key crypto.Signer, chain, roots []*x509.C
 // are public; the directory's 0700 still limits who reaches it).
 func (c *CA) publish(b *signingBundle) error {
 	path := rootCertPath(c.opts.DataDir)
-	if err := writeFileAtomic(path, b.rootsPEM, 0o644); err != nil {
+	if err := atomicfile.Write(path, b.rootsPEM, 0o644); err != nil {
 		return fmt.Errorf("publish trust bundle %s: %w", path, err)
 	}
 	return nil
@@ -341,37 +342,4 @@ func exists(path string) (bool, error) {
 		return false, nil
 	}
 	return false, err
-}
-
-// writeFileAtomic writes data to path with mode through a temporary file in
-// the same directory, renamed over path.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

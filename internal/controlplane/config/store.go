@@ -19,6 +19,8 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/loom-mesh/loom/internal/atomicfile"
 )
 
 // ErrDefinedInFile is wrapped by the error Apply and Delete return when a
@@ -603,27 +605,8 @@ func writeAll(ws []fileWrite) error {
 	return nil
 }
 
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
-}
+// writeAtomic replaces path with data, mode 0600, whole or not at all.
+func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }
 
 // storeError is a list of resource errors of one kind (ErrDefinedInFile or
 // ErrNotFound): errors.Is matches the kind, errors.As finds the Errors, and
