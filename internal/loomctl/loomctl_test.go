@@ -24,6 +24,7 @@ func TestFormatResult(t *testing.T) {
 		{Result{Key: "VirtualService default/reviews", Action: "configured"}, "virtualservice.networking.istio.io/reviews configured"},
 		{Result{Key: "DestinationRule default/ratings", Action: "created"}, "destinationrule.networking.istio.io/ratings created"},
 		{Result{Key: "Gateway istio-system/gw", Action: "deleted"}, "gateway.networking.istio.io/gw deleted"},
+		{Result{Key: "AuthorizationPolicy default/allow-nothing", Action: "created"}, "authorizationpolicy.security.istio.io/allow-nothing created"},
 		{Result{Key: "weird", Action: "unchanged"}, "weird unchanged"},
 	}
 	for _, tt := range tests {

@@ -11,7 +11,8 @@ import (
 )
 
 // FormatResult renders one apply or delete result as kubectl does:
-// "virtualservice.networking.istio.io/reviews configured". A key it cannot
+// "virtualservice.networking.istio.io/reviews configured",
+// "authorizationpolicy.security.istio.io/deny-all created". A key it cannot
 // parse is printed as it came.
 func FormatResult(r Result) string {
 	kind, nsName, ok := strings.Cut(r.Key, " ")
@@ -22,7 +23,11 @@ func FormatResult(r Result) string {
 	if !ok {
 		name = nsName
 	}
-	return fmt.Sprintf("%s.%s/%s %s", strings.ToLower(kind), config.GroupNetworking, name, r.Action)
+	group := config.Group(config.Kind(kind))
+	if group == "" {
+		group = config.GroupNetworking
+	}
+	return fmt.Sprintf("%s.%s/%s %s", strings.ToLower(kind), group, name, r.Action)
 }
 
 // The states of one xDS type in proxy-status, istioctl's words.

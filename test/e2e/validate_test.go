@@ -19,8 +19,8 @@ import (
 const crdCorpus = "../../../shared/istio-samples/validation-crds"
 
 // TestLoomctlValidateAgreesWithIstio runs the real loomctl binary on every
-// DestinationRule, ServiceEntry and WorkloadEntry document of Istio's
-// corpus, one file per document with `_err` stripped: a valid document
+// DestinationRule, ServiceEntry, WorkloadEntry, AuthorizationPolicy and
+// PeerAuthentication document of Istio's corpus, one file per document with `_err` stripped: a valid document
 // must exit 0, an invalid one must exit 1 naming the field Istio names.
 func TestLoomctlValidateAgreesWithIstio(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(crdCorpus, "expected.json"))
@@ -40,7 +40,8 @@ func TestLoomctlValidateAgreesWithIstio(t *testing.T) {
 	if err := json.Unmarshal(data, &expected); err != nil {
 		t.Fatal(err)
 	}
-	kinds := map[string]bool{"DestinationRule": true, "ServiceEntry": true, "WorkloadEntry": true}
+	kinds := map[string]bool{"DestinationRule": true, "ServiceEntry": true, "WorkloadEntry": true,
+		"AuthorizationPolicy": true, "PeerAuthentication": true}
 	docs := map[string][]*yaml.Node{}
 	dir := t.TempDir()
 	checked := 0
@@ -77,10 +78,13 @@ func TestLoomctlValidateAgreesWithIstio(t *testing.T) {
 				t.Errorf("%s doc %d (%s %s): Istio rejects it (%q), loomctl validate exit %d:\n%s%s", c.File, c.Doc, c.Kind, c.Name, c.Error, code, stdout, stderr)
 				continue
 			}
-			// Istio's text is "FIELD.PATH: Reason" or a sentence; ours must
+			// Istio's text is "FIELD.PATH: Reason", the schema's
+			// "FIELD.PATH in body should ...", or a sentence; ours must
 			// name the same field, or say the same sentence.
 			want := c.Error
 			if path, _, ok := strings.Cut(c.Error, ": "); ok && strings.HasPrefix(path, "spec") {
+				want = path
+			} else if path, _, ok := strings.Cut(c.Error, " in body "); ok && strings.HasPrefix(path, "spec") {
 				want = path
 			}
 			if !strings.Contains(stdout, want) {

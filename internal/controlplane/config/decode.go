@@ -182,6 +182,19 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 				}
 				return fp, fmt.Sprintf("must be a map, not %s", describe(val))
 			}
+			if msg, ok := minProperties[fd.FullName()]; ok && len(mm) == 0 {
+				return fp, msg
+			}
+			if p, msg := checkMapKeys(fp, mm, fd.MapKey()); p != "" {
+				return p, msg
+			}
+			if fd.MapValue().Kind() == protoreflect.EnumKind {
+				for _, k := range sortedKeys(mm) {
+					if p, msg := checkEnum(fmt.Sprintf("%s[%s]", fp, k), mm[k], fd.MapValue().Enum()); p != "" {
+						return p, msg
+					}
+				}
+			}
 			if fd.MapValue().Kind() == protoreflect.MessageKind {
 				mk := make([]string, 0, len(mm))
 				for k := range mm {
@@ -202,12 +215,22 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 				}
 				return fp, fmt.Sprintf("must be a list, not %s", describe(val))
 			}
-			if fd.Kind() == protoreflect.MessageKind {
-				for i, e := range l {
-					if p, msg := checkFields(fmt.Sprintf("%s[%d]", fp, i), e, fd.Message()); p != "" {
+			for i, e := range l {
+				ep := fmt.Sprintf("%s[%d]", fp, i)
+				switch fd.Kind() {
+				case protoreflect.MessageKind:
+					if p, msg := checkFields(ep, e, fd.Message()); p != "" {
+						return p, msg
+					}
+				case protoreflect.EnumKind:
+					if p, msg := checkEnum(ep, e, fd.Enum()); p != "" {
 						return p, msg
 					}
 				}
+			}
+		case fd.Kind() == protoreflect.EnumKind:
+			if p, msg := checkEnum(fp, val, fd.Enum()); p != "" {
+				return p, msg
 			}
 		case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Duration":
 			if s, ok := val.(string); ok {
@@ -220,6 +243,69 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		}
 	}
 	return "", ""
+}
+
+// minProperties are the map fields whose CRD schema says
+// MinProperties=1: written as an empty map ({}) they are refused, where
+// protojson alone would take {} as unset.
+var minProperties = map[protoreflect.FullName]string{
+	"istio.security.v1beta1.PeerAuthentication.port_level_mtls": "Invalid value: {}: port level mTLS, if defined, must have at least one element",
+}
+
+// checkEnum refuses an enum value written as a name the enum does not
+// have, with the Kubernetes schema's words ('Unsupported value: "BLAH":
+// supported values: ...'); numbers and other shapes are left to protojson.
+func checkEnum(path string, v any, ed protoreflect.EnumDescriptor) (string, string) {
+	s, ok := v.(string)
+	if !ok || ed.Values().ByName(protoreflect.Name(s)) != nil {
+		return "", ""
+	}
+	names := make([]string, ed.Values().Len())
+	for i := range names {
+		names[i] = strconv.Quote(string(ed.Values().Get(i).Name()))
+	}
+	return path, fmt.Sprintf("Unsupported value: %q: supported values: %s", s, strings.Join(names, ", "))
+}
+
+// checkMapKeys refuses a key of an integer-keyed map (PeerAuthentication's
+// portLevelMtls) that is not a number of the key's type, with the
+// Kubernetes schema's words.
+func checkMapKeys(path string, m map[string]any, kd protoreflect.FieldDescriptor) (string, string) {
+	bits := 0
+	signed := false
+	switch kd.Kind() {
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		bits = 32
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		bits = 64
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		bits, signed = 32, true
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		bits, signed = 64, true
+	default:
+		return "", ""
+	}
+	for _, k := range sortedKeys(m) {
+		var err error
+		if signed {
+			_, err = strconv.ParseInt(k, 10, bits)
+		} else {
+			_, err = strconv.ParseUint(k, 10, bits)
+		}
+		if err != nil {
+			return fmt.Sprintf("%s[%s]", path, k), fmt.Sprintf("Invalid value: %q: type conversion error from string to %s", k, kd.Kind())
+		}
+	}
+	return "", ""
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // protoDuration rewrites a Go-style duration ("3m", "1h30m", "8ms") to

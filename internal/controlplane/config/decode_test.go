@@ -9,6 +9,7 @@ import (
 	"time"
 
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 const samples = "../../../../shared/istio-samples"
@@ -122,7 +123,55 @@ spec:
 		{name: "malformed", in: "apiVersion: [\n", wantErr: "f.yaml: malformed YAML"},
 		{name: "no name", in: "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {}\n", wantErr: "metadata.name: required"},
 		{name: "wrong type", in: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: r\n", wantErr: "spec.hosts: must be a list"},
-		{name: "bad enum", in: "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r}\nspec:\n  hosts: [a]\n  resolution: SOMETIMES\n", wantErr: "SOMETIMES"},
+		{name: "bad enum", in: "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r}\nspec:\n  hosts: [a]\n  resolution: SOMETIMES\n",
+			wantErr: `spec.resolution: Unsupported value: "SOMETIMES": supported values: "NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"`},
+		{
+			name: "security kinds in both versions",
+			in: `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: foo, annotations: {istio.io/dry-run: "true"}}
+spec:
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/a/sa/b]}}]
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: {mode: STRICT}
+  portLevelMtls:
+    "8080": {mode: DISABLE}
+`,
+			check: func(t *testing.T, rs []*Resource) {
+				if len(rs) != 2 {
+					t.Fatalf("got %d resources", len(rs))
+				}
+				ap := rs[0].Spec.(*security.AuthorizationPolicy)
+				if rs[0].Kind != KindAuthorizationPolicy || ap.Action != security.AuthorizationPolicy_DENY ||
+					ap.Rules[0].From[0].Source.Principals[0] != "cluster.local/ns/a/sa/b" || rs[0].Annotations["istio.io/dry-run"] != "true" {
+					t.Fatalf("policy = %v, %+v", ap, rs[0])
+				}
+				pa := rs[1].Spec.(*security.PeerAuthentication)
+				if rs[1].Kind != KindPeerAuthentication || pa.Mtls.Mode != security.PeerAuthentication_MutualTLS_STRICT ||
+					pa.PortLevelMtls[8080].Mode != security.PeerAuthentication_MutualTLS_DISABLE {
+					t.Fatalf("peer authentication = %v", pa)
+				}
+			},
+		},
+		{name: "security kind in a networking version", in: "apiVersion: security.istio.io/v1alpha3\nkind: PeerAuthentication\nmetadata: {name: r}\n",
+			wantErr: "security.istio.io/{v1,v1beta1}"},
+		{name: "bad nested enum", in: "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: r}\nspec:\n  mtls: {mode: BLAH}\n",
+			wantErr: `spec.mtls.mode: Unsupported value: "BLAH": supported values: "UNSET", "DISABLE", "PERMISSIVE", "STRICT"`},
+		{name: "bad enum in a map", in: "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {a: b}}\n  portLevelMtls: {\"80\": {mode: SOMETIMES}}\n",
+			wantErr: `spec.portLevelMtls[80].mode: Unsupported value: "SOMETIMES"`},
+		{name: "non-numeric map key", in: "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {a: b}}\n  portLevelMtls: {acd: {mode: STRICT}}\n",
+			wantErr: `spec.portLevelMtls[acd]: Invalid value: "acd": type conversion error from string to uint32`},
+		{name: "empty port level map", in: "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: r}\nspec:\n  selector: {matchLabels: {a: b}}\n  portLevelMtls: {}\n",
+			wantErr: `spec.portLevelMtls: Invalid value: {}: port level mTLS, if defined, must have at least one element`},
+		{name: "bad enum in a list", in: "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: r}\nspec:\n  egress: [{hosts: [\"./*\"], captureMode: SOMETIMES}]\n",
+			wantErr: `spec.egress[0].captureMode: Unsupported value: "SOMETIMES"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

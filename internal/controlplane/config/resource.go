@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 )
 
 // Kind is a resource kind, as written in YAML: "VirtualService".
@@ -25,8 +26,18 @@ const (
 	KindEnvoyFilter Kind = "EnvoyFilter"
 )
 
+// The security.istio.io kinds. Both versions (v1, v1beta1) decode into the
+// istio.io/api security/v1beta1 types, as in Istio.
+const (
+	KindAuthorizationPolicy Kind = "AuthorizationPolicy"
+	KindPeerAuthentication  Kind = "PeerAuthentication"
+)
+
 // GroupNetworking is the API group of the networking kinds.
 const GroupNetworking = "networking.istio.io"
+
+// GroupSecurity is the API group of the security kinds.
+const GroupSecurity = "security.istio.io"
 
 // kindInfo says which API versions a kind is served in and how to make an
 // empty spec of it.
@@ -44,9 +55,19 @@ var kinds = map[Kind]kindInfo{
 	KindWorkloadEntry:   {GroupNetworking, networkingVersions, func() proto.Message { return &networking.WorkloadEntry{} }},
 	KindSidecar:         {GroupNetworking, networkingVersions, func() proto.Message { return &networking.Sidecar{} }},
 	KindEnvoyFilter:     {GroupNetworking, []string{"v1alpha3"}, func() proto.Message { return &networking.EnvoyFilter{} }},
+
+	// security.istio.io, alphabetical.
+	KindAuthorizationPolicy: {GroupSecurity, securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }},
+	KindPeerAuthentication:  {GroupSecurity, securityVersions, func() proto.Message { return &security.PeerAuthentication{} }},
 }
 
 var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
+
+var securityVersions = []string{"v1", "v1beta1"}
+
+// Group returns the API group kind is served in ("networking.istio.io",
+// "security.istio.io"), or "" for a kind Loom does not read.
+func Group(kind Kind) string { return kinds[kind].group }
 
 // Kinds lists the known kinds, sorted.
 func Kinds() []Kind {

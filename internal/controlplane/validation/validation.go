@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 )
@@ -40,6 +41,10 @@ func Validate(r *config.Resource) config.Errors {
 		c.sidecar(spec)
 	case *networking.EnvoyFilter:
 		c.envoyFilter(spec)
+	case *security.AuthorizationPolicy:
+		c.authorizationPolicy(spec)
+	case *security.PeerAuthentication:
+		c.peerAuthentication(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:
