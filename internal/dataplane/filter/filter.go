@@ -125,6 +125,13 @@ type State struct {
 	// its own namespace with SetMetadata; later filters (rbac's metadata
 	// matchers) and the access log read it. Nil until the first write.
 	Metadata map[string]map[string]any
+	// XFF is how the listener's connection manager trusts
+	// X-Forwarded-For; filters that need the client's address read it
+	// through TrustedClientAddress.
+	XFF XFF
+	// Upstreams lets a filter call a cluster of the current generation
+	// (ext_authz's check); nil when the connection manager has none.
+	Upstreams Upstreams
 }
 
 // SetMetadata sets key in namespace ns of s.Metadata, allocating as
@@ -169,5 +176,15 @@ func StateFrom(r *http.Request) *State {
 		return c.s // the common case: no context was stacked on top
 	}
 	s, _ := r.Context().Value(stateKey{}).(*State)
+	return s
+}
+
+// StateFromContext returns the State carried by ctx (a request's context,
+// or the context a network filter chain runs with), or nil.
+func StateFromContext(ctx context.Context) *State {
+	if c, ok := ctx.(*stateCtx); ok {
+		return c.s
+	}
+	s, _ := ctx.Value(stateKey{}).(*State)
 	return s
 }

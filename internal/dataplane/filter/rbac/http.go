@@ -1,0 +1,236 @@
+package rbac
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
+)
+
+// Names and type URLs of the HTTP filter.
+const (
+	Name                = "envoy.filters.http.rbac"
+	TypeURL             = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+	PerRouteTypeURL     = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
+	NetworkName         = "envoy.filters.network.rbac"
+	NetworkTypeURL      = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+	commonMetadataNS    = "envoy.common"
+	accessLogHintKey    = "access_log_hint"
+	shadowPolicyIDKey   = "shadow_effective_policy_id"
+	shadowEngineResult  = "shadow_engine_result"
+	shadowResultAllowed = "allowed"
+	shadowResultDenied  = "denied"
+)
+
+// DeniedBody is the body of Envoy's RBAC denial, the text Istio's users
+// see ("RBAC: access denied").
+const DeniedBody = "RBAC: access denied"
+
+// DeniedDetails is Envoy's response code details of a denial by policy
+// name ("none" when an ALLOW engine matched nothing).
+func DeniedDetails(policy string) string {
+	if policy == "" {
+		policy = "none"
+	}
+	return "rbac_access_denied_matched_policy[" + policy + "]"
+}
+
+// Config is the parsed envoy.extensions.filters.http.rbac.v3.RBAC (or a
+// route's RBACPerRoute): the enforced engine and the shadow engine, each
+// nil when absent. It is immutable.
+type Config struct {
+	Rules  *Engine
+	Shadow *Engine
+	// ShadowStatPrefix prefixes the shadow result's metadata keys
+	// (shadow_rules_stat_prefix): Istio's ext_authz reads
+	// "istio_ext_authz_shadow_effective_policy_id".
+	ShadowStatPrefix string
+	// Disabled is a route's RBACPerRoute without rbac: the filter does
+	// nothing for the route.
+	Disabled bool
+}
+
+// Factory builds the HTTP RBAC filter (envoy.filters.http.rbac).
+type Factory struct{}
+
+var _ filter.Factory = Factory{}
+
+// Name implements filter.Factory.
+func (Factory) Name() string { return Name }
+
+// TypeURLs implements filter.Factory.
+func (Factory) TypeURLs() []string { return []string{TypeURL, PerRouteTypeURL} }
+
+// Parse validates an envoy.extensions.filters.http.rbac.v3.RBAC; nil is
+// an empty one, which lets every request through. The matcher and
+// shadow_matcher forms (Envoy's generic matcher API) are refused.
+func (Factory) Parse(a *anypb.Any) (filter.Config, error) {
+	var m rbachttpv3.RBAC
+	if a != nil {
+		if a.GetTypeUrl() != TypeURL {
+			return nil, fmt.Errorf("type_url = %q: must be %s", a.GetTypeUrl(), TypeURL)
+		}
+		if err := a.UnmarshalTo(&m); err != nil {
+			return nil, fmt.Errorf("decode RBAC: %w", err)
+		}
+	}
+	return parseHTTP(&m)
+}
+
+// ParseOverride validates a route's RBACPerRoute: its rbac replaces the
+// listener's for the route; an RBACPerRoute without rbac disables the
+// filter on the route, as in Envoy.
+func (Factory) ParseOverride(a *anypb.Any) (filter.Config, error) {
+	if a.GetTypeUrl() != PerRouteTypeURL {
+		return nil, fmt.Errorf("type_url = %q: must be %s", a.GetTypeUrl(), PerRouteTypeURL)
+	}
+	var m rbachttpv3.RBACPerRoute
+	if err := a.UnmarshalTo(&m); err != nil {
+		return nil, fmt.Errorf("decode RBACPerRoute: %w", err)
+	}
+	if m.GetRbac() == nil {
+		return &Config{Disabled: true}, nil
+	}
+	c, err := parseHTTP(m.GetRbac())
+	if err != nil {
+		return nil, fmt.Errorf("rbac.%w", err)
+	}
+	return c, nil
+}
+
+func parseHTTP(m *rbachttpv3.RBAC) (*Config, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("violates Envoy's constraints: %w", err)
+	}
+	if m.GetMatcher() != nil {
+		return nil, fmt.Errorf("matcher: not supported (use rules)")
+	}
+	if m.GetShadowMatcher() != nil {
+		return nil, fmt.Errorf("shadow_matcher: not supported (use shadow_rules)")
+	}
+	c := &Config{ShadowStatPrefix: m.GetShadowRulesStatPrefix()}
+	var err error
+	if m.GetRules() != nil {
+		if c.Rules, err = NewEngine(m.GetRules()); err != nil {
+			return nil, fmt.Errorf("rules.%w", err)
+		}
+	}
+	if m.GetShadowRules() != nil {
+		if c.Shadow, err = NewEngine(m.GetShadowRules()); err != nil {
+			return nil, fmt.Errorf("shadow_rules.%w", err)
+		}
+	}
+	return c, nil
+}
+
+// Build implements filter.Factory.
+func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+	c, ok := cfg.(*Config)
+	if !ok {
+		return nil, fmt.Errorf("rbac: config %T", cfg)
+	}
+	return &httpFilter{cfg: c}, nil
+}
+
+// httpFilter is Envoy's RoleBasedAccessControlFilter: it evaluates the
+// shadow engine (recording its result in the request's dynamic metadata
+// under envoy.filters.http.rbac) and then the enforced one, answering
+// 403 "RBAC: access denied" when it denies.
+type httpFilter struct{ cfg *Config }
+
+func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	st := filter.StateFrom(r)
+	cfg := f.cfg
+	if st != nil {
+		if o, ok := st.Override.(*Config); ok {
+			cfg = o
+		}
+	}
+	if cfg.Disabled || (cfg.Rules == nil && cfg.Shadow == nil) {
+		next.ServeHTTP(w, r)
+		return
+	}
+	q := HTTPRequest(r, st)
+	if cfg.Shadow != nil {
+		allowed, id := cfg.Shadow.Allowed(&q)
+		if st != nil {
+			if id != "" {
+				st.SetMetadata(Name, cfg.ShadowStatPrefix+shadowPolicyIDKey, id)
+			}
+			res := shadowResultDenied
+			if allowed {
+				res = shadowResultAllowed
+			}
+			st.SetMetadata(Name, cfg.ShadowStatPrefix+shadowEngineResult, res)
+			q.Metadata = st.Metadata
+		}
+	}
+	if cfg.Rules != nil {
+		allowed, id := cfg.Rules.Allowed(&q)
+		if cfg.Rules.Action == Log && st != nil {
+			st.SetMetadata(commonMetadataNS, accessLogHintKey, id != "")
+		}
+		if !allowed {
+			n := deny(w, r)
+			if st != nil {
+				st.ReplyCode, st.ReplyDetails, st.ReplyBytes = n.code, DeniedDetails(id), n.bytes
+			}
+			return
+		}
+	}
+	next.ServeHTTP(w, r)
+}
+
+type reply struct {
+	code  int
+	bytes int64
+}
+
+// deny writes Envoy's local reply of a denial: 403 with "RBAC: access
+// denied", or for a gRPC request 200 with grpc-status 7
+// (PERMISSION_DENIED) and the text as grpc-message, as Envoy maps a local
+// reply for gRPC clients.
+func deny(w http.ResponseWriter, r *http.Request) reply {
+	h := w.Header()
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		h["Content-Type"] = []string{"application/grpc"}
+		h["Grpc-Status"] = []string{"7"}
+		h["Grpc-Message"] = []string{DeniedBody}
+		h["Content-Length"] = []string{"0"}
+		w.WriteHeader(http.StatusOK)
+		return reply{code: http.StatusOK}
+	}
+	h["Content-Type"] = []string{"text/plain"}
+	h["Content-Length"] = []string{strconv.Itoa(len(DeniedBody))}
+	w.WriteHeader(http.StatusForbidden)
+	n, _ := io.WriteString(w, DeniedBody)
+	return reply{code: http.StatusForbidden, bytes: int64(n)}
+}
+
+// HTTPRequest gathers the facts Envoy's RBAC reads of r: its normalized
+// path, the connection's addresses, SNI and TLS session (from the
+// listener's filter.Connection, else net/http's view), the trusted client
+// address under st's X-Forwarded-For settings, and st's dynamic metadata.
+// st may be nil.
+func HTTPRequest(r *http.Request, st *filter.State) Request {
+	src, dst := filter.RequestAddresses(r)
+	q := Request{R: r, Path: NormalizePath(matcher.RequestPath(r)), Source: src, Destination: dst}
+	if c := filter.RequestConnection(r); c != nil {
+		q.ServerName, q.TLS = c.ServerName, c.TLS
+	} else if r.TLS != nil {
+		q.ServerName, q.TLS = r.TLS.ServerName, r.TLS
+	}
+	var x filter.XFF
+	if st != nil {
+		x, q.Metadata = st.XFF, st.Metadata
+	}
+	q.Remote = filter.TrustedClientAddress(r, src.Addr(), x)
+	return q
+}
