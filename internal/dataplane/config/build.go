@@ -408,6 +408,7 @@ func buildHCM(fb *filterBuilder, rl *Listener, hcm *hcmv3.HttpConnectionManager)
 		return nil, err
 	}
 	rl.HTTPFilters = chain
+	rl.XFF = filter.XFF{UseRemoteAddress: hcm.GetUseRemoteAddress().GetValue(), TrustedHops: hcm.GetXffNumTrustedHops()}
 	if rl.Upgrades, err = buildHCMUpgrades(hcm.GetUpgradeConfigs()); err != nil {
 		return nil, err
 	}

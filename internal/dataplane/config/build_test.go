@@ -229,8 +229,8 @@ func TestBuildErrors(t *testing.T) {
 			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
 		}), `listener "virtualOutbound": listener_filters[0].name = "envoy.filters.listener.original_dst": not supported`},
 		{"unknown http filter", hcmWith(func(h *hcmv3.HttpConnectionManager) {
-			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.ext_authz"}}, h.HttpFilters...)
-		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.ext_authz": unknown HTTP filter (not is_optional)`},
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.lua"}}, h.HttpFilters...)
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.lua": unknown HTTP filter (not is_optional)`},
 		{"http filter not router", hcmWith(func(h *hcmv3.HttpConnectionManager) {
 			h.HttpFilters[0].Name = "envoy.filters.http.cors"
 			h.HttpFilters[0].ConfigType = nil

@@ -13,8 +13,10 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/cors"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/extauthz"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
 )
 
 // builtinFilters are the HTTP filters this version implements besides the
@@ -24,6 +26,21 @@ var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
 		fault.Factory{},
 		cors.Factory{},
 		localratelimit.Factory{},
+		rbac.Factory{},
+		extauthz.Factory{},
+	)
+})
+
+// BuiltinNetworkFilters are the network filters this version implements
+// before a filter chain's terminal filter (tcp_proxy or the HTTP
+// connection manager), listed explicitly: Envoy's RBAC and ext_authz, as
+// Istio's AuthorizationPolicy puts them on TCP filter chains. The
+// listener finds each filter chain's factories here and runs them with
+// filter.NetworkChain.
+var BuiltinNetworkFilters = sync.OnceValues(func() (*filter.NetworkRegistry, error) {
+	return filter.NewNetworkRegistry(
+		rbac.NetworkFactory{},
+		extauthz.NetworkFactory{},
 	)
 })
 

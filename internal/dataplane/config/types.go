@@ -71,6 +71,10 @@ type Listener struct {
 	// Upgrades are the HCM's upgrade_configs: upgrade type (lower case,
 	// "websocket") to enabled; nil when none (see UpgradeAllowed).
 	Upgrades Upgrades
+	// XFF is the HCM's use_remote_address and xff_num_trusted_hops: how
+	// far X-Forwarded-For is trusted for the client's address (RBAC
+	// remote_ip).
+	XFF filter.XFF
 	// TCPProxy is set when the only network filter is
 	// envoy.filters.network.tcp_proxy instead of the HCM; StatPrefix is
 	// then its stat_prefix and the HTTP fields are empty.

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"google.golang.org/grpc"
 )
 
 // XFF is an HTTP connection manager's trust in X-Forwarded-For: Envoy's
@@ -79,20 +81,22 @@ func RequestAddresses(r *http.Request) (source, destination netip.AddrPort) {
 }
 
 // Upstreams lets a filter make its own calls to a cluster of the proxy,
-// with the cluster's load balancing and connection pools (ext_authz's
-// authorization service). The proxy's cluster manager implements it; it is
-// safe for concurrent use.
+// with the cluster's load balancing, circuit breakers and outlier
+// detection (ext_authz's authorization service). The proxy's cluster
+// manager implements it; it is safe for concurrent use.
 type Upstreams interface {
 	// RoundTrip sends req to an endpoint of cluster picked by the
 	// cluster's load balancer, over the cluster's HTTP/1.1 or h2c pool;
-	// req.URL's scheme and host are set by RoundTrip. It fails when the
-	// cluster is unknown, has no healthy endpoint or the round trip
-	// fails.
+	// RoundTrip sets req.URL's scheme and host. The caller must close the
+	// response body. It fails when the cluster is unknown or has no
+	// healthy endpoint, or the round trip fails.
 	RoundTrip(cluster string, req *http.Request) (*http.Response, error)
-	// DialContext connects to an endpoint of cluster picked by its load
-	// balancer, for a client that keeps its own long-lived connection
-	// (a gRPC service).
-	DialContext(ctx context.Context, cluster string) (net.Conn, error)
+	// GRPC returns the long-lived gRPC client connection to cluster:
+	// one per cluster, kept across generations and closed when the
+	// cluster goes; each (re)connection goes to an endpoint the cluster's
+	// balancer picks. authority is the :authority of its calls, set by
+	// the first caller. It fails when the cluster is unknown.
+	GRPC(cluster, authority string) (grpc.ClientConnInterface, error)
 }
 
 type upstreamsKey struct{}

@@ -248,15 +248,16 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 	if l == nil || len(l.HTTPFilters) == 0 {
 		return cm.route(w, r, gen, route, host, body, e)
 	}
-	return cm.serveChain(w, r, st, l.HTTPFilters, gen, route, host, body)
+	return cm.serveChain(w, r, st, l, gen, route, host, body)
 }
 
 // serveChain runs chain with st as its next handler; the router runs
 // after the last filter, unless a filter answered or the client left.
 // The route timeout starts in the router, so a delay does not use it up.
-func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, st *reqState, chain []config.HTTPFilter,
+func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, st *reqState, l *config.Listener,
 	gen *config.Generation, route *config.Route, host string, body *countingBody) (abort bool) {
-	st.fs = filter.State{}
+	chain := l.HTTPFilters
+	st.fs = filter.State{XFF: l.XFF, Upstreams: cm.clusters}
 	st.chain, st.next, st.cm, st.gen, st.route, st.host, st.body = chain, 0, cm, gen, route, host, body
 	st.routed, st.abort = false, false
 	r = r.WithContext(filter.NewContext(r.Context(), &st.fs))

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 )
 
@@ -83,6 +85,15 @@ type clusterState struct {
 	h1   *h1Transport
 	h2c  atomic.Pointer[http.Transport] // built on first use by an h2c cluster
 	opts *Options
+
+	// cfg is the cluster's config as of the latest Update, for filters'
+	// own calls (sidecalls.go).
+	cfg atomic.Pointer[config.Cluster]
+	// grpcMu guards grpc, the cluster's gRPC connection for filters'
+	// calls (made on first use), and grpcClosed.
+	grpcMu     sync.Mutex
+	grpc       *grpc.ClientConn
+	grpcClosed bool
 }
 
 // New makes an empty ClusterManager.
@@ -121,6 +132,7 @@ func (m *ClusterManager) Update(gen *config.Generation) {
 		st.updateLB(c)
 		st.updatePolicy(c)
 		st.updateEgress(c)
+		st.cfg.Store(c)
 		st.lastSeen = m.epoch
 		next[name] = st
 	}
@@ -272,6 +284,7 @@ func (st *clusterState) newH2CTransport() *http.Transport {
 }
 
 func (st *clusterState) close() {
+	st.closeGRPC()
 	st.h1.close()
 	if t := st.h2c.Load(); t != nil {
 		t.CloseIdleConnections()
