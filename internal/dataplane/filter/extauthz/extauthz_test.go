@@ -215,7 +215,9 @@ func TestCheckFailures(t *testing.T) {
 		failMark bool
 	}{
 		{"refused, fail closed", dead, nil, false, 403, false},
-		{"refused, status_on_error", dead, func(m *extauthzv3.ExtAuthz) { m.StatusOnError = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable} }, false, 503, false},
+		{"refused, status_on_error", dead, func(m *extauthzv3.ExtAuthz) {
+			m.StatusOnError = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
+		}, false, 503, false},
 		{"refused, fail open", dead, func(m *extauthzv3.ExtAuthz) { m.FailureModeAllow = true }, true, 200, false},
 		{"refused, fail open marked", dead, func(m *extauthzv3.ExtAuthz) { m.FailureModeAllow, m.FailureModeAllowHeaderAdd = true, true }, true, 200, true},
 		{"timeout, fail closed", slow.Addr, nil, false, 403, false},
@@ -254,8 +256,8 @@ func httpAuthz() *extauthzv3.ExtAuthz {
 		TransportApiVersion: corev3.ApiVersion_V3,
 		AllowedHeaders:      &matcherv3.ListStringMatcher{Patterns: []*matcherv3.StringMatcher{ignoreCase("x-ext-authz")}},
 		Services: &extauthzv3.ExtAuthz_HttpService{HttpService: &extauthzv3.HttpService{
-			PathPrefix: "/check",
-			ServerUri:  &corev3.HttpUri{Uri: "http://ext-authz.foo.svc.cluster.local", HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: httpCluster}, Timeout: durationpb.New(5 * time.Second)},
+			PathPrefix:           "/check",
+			ServerUri:            &corev3.HttpUri{Uri: "http://ext-authz.foo.svc.cluster.local", HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: httpCluster}, Timeout: durationpb.New(5 * time.Second)},
 			AuthorizationRequest: &extauthzv3.AuthorizationRequest{HeadersToAdd: []*corev3.HeaderValue{{Key: "x-header-1", Value: "value-1"}}},
 			AuthorizationResponse: &extauthzv3.AuthorizationResponse{
 				AllowedUpstreamHeaders: &matcherv3.ListStringMatcher{Patterns: []*matcherv3.StringMatcher{ignoreCase(extauthztest.ResultHeader)}},
@@ -373,7 +375,11 @@ func TestParseRefuses(t *testing.T) {
 		"services":          {},
 		"google_grpc":       {Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_GoogleGrpc_{GoogleGrpc: &corev3.GrpcService_GoogleGrpc{TargetUri: "x", StatPrefix: "x"}}}}},
 		"clear_route_cache": func() *extauthzv3.ExtAuthz { m := grpcAuthz(time.Second); m.ClearRouteCache = true; return m }(),
-		"filter_enabled":    func() *extauthzv3.ExtAuthz { m := grpcAuthz(time.Second); m.FilterEnabled = &corev3.RuntimeFractionalPercent{}; return m }(),
+		"filter_enabled": func() *extauthzv3.ExtAuthz {
+			m := grpcAuthz(time.Second)
+			m.FilterEnabled = &corev3.RuntimeFractionalPercent{}
+			return m
+		}(),
 		"path_prefix": func() *extauthzv3.ExtAuthz {
 			m := httpAuthz()
 			m.GetHttpService().PathPrefix = "check"
