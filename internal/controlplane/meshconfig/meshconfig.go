@@ -1,6 +1,9 @@
 // Package meshconfig reads loomd's mesh config: a YAML file of Istio's
 // MeshConfig (istio.io/api/mesh/v1alpha1), given by loomd --mesh-config,
-// and watches it. Translation reads only outboundTrafficPolicy today.
+// and watches it. Translation reads outboundTrafficPolicy, trustDomain,
+// trustDomainAliases and the ext_authz extensionProviders
+// (envoyExtAuthzHttp, envoyExtAuthzGrpc) that AuthorizationPolicy CUSTOM
+// actions name.
 //
 // It sits beside the config store: loomd passes Watcher.Current to
 // translate.GenerateMesh and triggers a push on every change. It imports
@@ -15,6 +18,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -25,12 +30,16 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// DefaultTrustDomain is Istio's trust domain when the mesh config names
+// none.
+const DefaultTrustDomain = "cluster.local"
+
 // Default returns Istio's default mesh config as far as Loom reads it:
-// outboundTrafficPolicy ALLOW_ANY.
+// outboundTrafficPolicy ALLOW_ANY and trust domain cluster.local.
 func Default() *meshv1alpha1.MeshConfig {
 	return &meshv1alpha1.MeshConfig{OutboundTrafficPolicy: &meshv1alpha1.MeshConfig_OutboundTrafficPolicy{
 		Mode: meshv1alpha1.MeshConfig_OutboundTrafficPolicy_ALLOW_ANY,
-	}}
+	}, TrustDomain: DefaultTrustDomain}
 }
 
 // Parse decodes a MeshConfig from YAML (or JSON) with protojson, as the
@@ -63,7 +72,69 @@ func Parse(name string, data []byte) (*meshv1alpha1.MeshConfig, error) {
 	if raw.OutboundTrafficPolicy == nil || raw.OutboundTrafficPolicy.Mode == nil {
 		mc.OutboundTrafficPolicy = Default().OutboundTrafficPolicy
 	}
+	if mc.TrustDomain == "" {
+		mc.TrustDomain = DefaultTrustDomain
+	}
+	if err := Validate(mc); err != nil {
+		return nil, fmt.Errorf("mesh config %s: %w", name, err)
+	}
 	return mc, nil
+}
+
+// Validate checks what Loom reads of mc as Istio's mesh config validation
+// does: extension providers have unique, non-empty names, and each
+// envoyExtAuthzHttp or envoyExtAuthzGrpc provider a service, a port
+// 1-65535, a statusOnError that is an HTTP status and (HTTP) a pathPrefix
+// starting with "/"; clearRouteCache, which the proxy does not
+// implement, is refused. Providers of other kinds (tracing, logging) are not
+// read and not checked. The error names the provider by index and name.
+func Validate(mc *meshv1alpha1.MeshConfig) error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, p := range mc.GetExtensionProviders() {
+		at := fmt.Sprintf("extensionProviders[%d]", i)
+		switch {
+		case p.GetName() == "":
+			errs = append(errs, fmt.Errorf("%s.name: must not be empty", at))
+		case seen[p.GetName()]:
+			errs = append(errs, fmt.Errorf("%s.name: %q: must be unique", at, p.GetName()))
+		}
+		seen[p.GetName()] = true
+		switch pr := p.GetProvider().(type) {
+		case *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExtAuthzHttp:
+			h := pr.EnvoyExtAuthzHttp
+			errs = append(errs, extAuthzService(at+".envoyExtAuthzHttp", h.GetService(), h.GetPort(), h.GetStatusOnError())...)
+			if h.GetPathPrefix() != "" && !strings.HasPrefix(h.GetPathPrefix(), "/") {
+				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzHttp.pathPrefix: %q: must begin with /", at, h.GetPathPrefix()))
+			}
+			if h.GetClearRouteCache() {
+				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzHttp.clearRouteCache: not supported by this version of Loom (the route is chosen before the check)", at))
+			}
+		case *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExtAuthzGrpc:
+			g := pr.EnvoyExtAuthzGrpc
+			errs = append(errs, extAuthzService(at+".envoyExtAuthzGrpc", g.GetService(), g.GetPort(), g.GetStatusOnError())...)
+			if g.GetClearRouteCache() {
+				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzGrpc.clearRouteCache: not supported by this version of Loom (the route is chosen before the check)", at))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func extAuthzService(at, service string, port uint32, statusOnError string) []error {
+	var errs []error
+	if service == "" {
+		errs = append(errs, fmt.Errorf("%s.service: must not be empty", at))
+	}
+	if port == 0 || port > 65535 {
+		errs = append(errs, fmt.Errorf("%s.port: %d: must be 1-65535", at, port))
+	}
+	if statusOnError != "" {
+		if c, err := strconv.Atoi(statusOnError); err != nil || c < 100 || c > 599 {
+			errs = append(errs, fmt.Errorf("%s.statusOnError: %q: must be an HTTP status code", at, statusOnError))
+		}
+	}
+	return errs
 }
 
 // Load reads and parses the mesh config file path.

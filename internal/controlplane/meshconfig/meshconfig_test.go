@@ -125,3 +125,44 @@ func TestNewWatcherRefusesBadFile(t *testing.T) {
 		t.Fatalf("no path: %v, %v", w, err)
 	}
 }
+
+func TestParseAuthz(t *testing.T) {
+	mc, err := Parse("m.yaml", []byte(`
+trustDomainAliases: [old-td]
+extensionProviders:
+- name: ext-authz-http
+  envoyExtAuthzHttp:
+    service: ext-authz.foo.svc.cluster.local
+    port: 8000
+    includeRequestHeadersInCheck: [x-ext-authz]
+- name: ext-authz-grpc
+  envoyExtAuthzGrpc: {service: foo/ext-authz.foo.svc.cluster.local, port: 9000, timeout: 0.5s, statusOnError: "503"}
+- name: otel
+  opentelemetry: {service: otel.istio-system.svc.cluster.local, port: 4317}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mc.GetTrustDomain() != DefaultTrustDomain || mc.GetTrustDomainAliases()[0] != "old-td" || len(mc.GetExtensionProviders()) != 3 ||
+		mc.GetExtensionProviders()[0].GetEnvoyExtAuthzHttp().GetIncludeRequestHeadersInCheck()[0] != "x-ext-authz" {
+		t.Errorf("mesh config = %v", mc)
+	}
+	if td := Default().GetTrustDomain(); td != "cluster.local" {
+		t.Errorf("default trust domain %q", td)
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: s, port: 1}}, {name: a, envoyExtAuthzGrpc: {service: s, port: 1}}]",
+			`extensionProviders[1].name: "a": must be unique`},
+		{"extensionProviders: [{envoyExtAuthzGrpc: {service: s, port: 1}}]", "extensionProviders[0].name: must not be empty"},
+		{"extensionProviders: [{name: a, envoyExtAuthzHttp: {service: s, port: 999999, pathPrefix: check, statusOnError: \"999\"}}]",
+			"extensionProviders[0].envoyExtAuthzHttp.port: 999999: must be 1-65535"},
+		{"extensionProviders: [{name: a, envoyExtAuthzHttp: {service: s, port: 1, pathPrefix: check}}]", `pathPrefix: "check": must begin with /`},
+		{"extensionProviders: [{name: a, envoyExtAuthzHttp: {service: s, port: 1, statusOnError: \"999\"}}]", `statusOnError: "999": must be an HTTP status code`},
+		{"extensionProviders: [{name: a, envoyExtAuthzGrpc: {port: 1}}]", "envoyExtAuthzGrpc.service: must not be empty"},
+		{"extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: s, port: 1, clearRouteCache: true}}]", "clearRouteCache: not supported"},
+	} {
+		if _, err := Parse("m.yaml", []byte(tt.in)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Parse(%s) = %v, want %q", tt.in, err, tt.want)
+		}
+	}
+}

@@ -131,6 +131,10 @@ type PushContext struct {
 
 	gateways []*Gateway
 
+	// authz indexes the AuthorizationPolicies by namespace (the mesh-wide
+	// context's; views read their base's).
+	authz authzIndex
+
 	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
 	sidecar *Sidecar
 
@@ -229,6 +233,7 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 		}
 		pc.gateways = append(pc.gateways, &Gateway{Name: r.Name, Namespace: r.Namespace, Spec: spec})
 	}
+	pc.authz = newAuthzIndex(snap)
 	return pc
 }
 

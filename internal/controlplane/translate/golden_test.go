@@ -31,6 +31,8 @@ func TestGolden(t *testing.T) {
 		{"fault", productpageSidecar()},
 		{"route-actions", productpageSidecar()},
 		{"gateway-redirect", ingressRouter()},
+		{"authz", productpageSidecar()},
+		{"authz-gateway", ingressRouter()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

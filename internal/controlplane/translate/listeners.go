@@ -12,6 +12,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
@@ -30,15 +31,26 @@ const (
 // proxy's IP but the name stays Istio's.
 const gatewayBind = "0.0.0.0"
 
-// sidecarListeners returns the explicit-mode sidecar's two listeners.
-func sidecarListeners(p *model.Proxy) ([]*listenerv3.Listener, error) {
+// hcmOptions are what differs between the HTTP connection managers of
+// listeners: the inbound and gateway ones carry authorization filters
+// (authz.go), and a gateway's trusts the peer's address rather than
+// X-Forwarded-For (Istio's use_remote_address on gateways).
+type hcmOptions struct {
+	// authz are HTTP filters placed before the others, in their order.
+	authz            []*hcmv3.HttpFilter
+	useRemoteAddress bool
+}
+
+// sidecarListeners returns the explicit-mode sidecar's two listeners; the
+// inbound one carries the authorization filters inbound.
+func sidecarListeners(p *model.Proxy, inbound []*hcmv3.HttpFilter) ([]*listenerv3.Listener, error) {
 	out, err := httpListener(xdsapi.VirtualOutboundListener, p.IP, xdsapi.PortOutbound, corev3.TrafficDirection_OUTBOUND,
-		"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute)
+		"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute, hcmOptions{})
 	if err != nil {
 		return nil, err
 	}
 	in, err := httpListener(xdsapi.VirtualInboundListener, p.IP, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND,
-		"inbound_"+p.IP+"_15006", xdsapi.InboundRoute)
+		"inbound_"+p.IP+"_15006", xdsapi.InboundRoute, hcmOptions{authz: inbound})
 	if err != nil {
 		return nil, err
 	}
@@ -88,13 +100,14 @@ func gatewayServers(pc *model.PushContext, p *model.Proxy) []gatewayPort {
 }
 
 // gatewayListeners returns a listener per gateway port, named as Istio's
-// ("0.0.0.0_8080") but bound to the proxy's IP.
-func gatewayListeners(p *model.Proxy, ports []gatewayPort) ([]*listenerv3.Listener, error) {
+// ("0.0.0.0_8080") but bound to the proxy's IP, each with the gateway's
+// authorization filters authz.
+func gatewayListeners(p *model.Proxy, ports []gatewayPort, authz []*hcmv3.HttpFilter) ([]*listenerv3.Listener, error) {
 	var out []*listenerv3.Listener
 	for _, gp := range ports {
 		name := xdsapi.GatewayListenerName(gatewayBind, gp.port)
 		l, err := httpListener(name, p.IP, gp.port, corev3.TrafficDirection_OUTBOUND,
-			"outbound_"+name, xdsapi.GatewayRouteName(gp.port))
+			"outbound_"+name, xdsapi.GatewayRouteName(gp.port), hcmOptions{authz: authz, useRemoteAddress: true})
 		if err != nil {
 			return nil, err
 		}
@@ -109,15 +122,17 @@ const websocketUpgrade = "websocket"
 
 // httpListener is a listener whose only filter is an HTTP connection
 // manager taking its routes from RDS over ADS, with Istio's HTTP filters
-// in Istio's order: the fault filter and the CORS filter, both empty (no
-// fault and no CORS unless a route configures them), then the router. As
+// in Istio's order: the authorization filters of opts, the fault filter
+// and the CORS filter, both empty (no fault and no CORS unless a route
+// configures them), then the router. With opts.useRemoteAddress the
+// manager trusts the peer's address as the client's (use_remote_address). As
 // Istio's buildHTTPConnectionManager, the manager allows WebSocket upgrades
 // (upgrade_configs [{upgrade_type: websocket}]) and disables the stream
 // idle timeout (stream_idle_timeout 0s: gRPC streams and WebSockets may
 // stay quiet for long). Codec AUTO serves HTTP/1.1 and h2c (HTTP/2 with
 // prior knowledge, which gRPC clients use) on the same port. It fails
 // only when a typed config cannot be packed.
-func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string) (*listenerv3.Listener, error) {
+func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string, opts hcmOptions) (*listenerv3.Listener, error) {
 	cors, err := packAny(&corsv3.Cors{})
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", name, err)
@@ -137,18 +152,21 @@ func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, sta
 			RouteConfigName: routeName,
 			ConfigSource:    adsConfigSource(),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
+		HttpFilters: append(slices.Clone(opts.authz), &hcmv3.HttpFilter{
 			Name:       faultFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: fault},
-		}, {
+		}, &hcmv3.HttpFilter{
 			Name:       corsFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cors},
-		}, {
+		}, &hcmv3.HttpFilter{
 			Name:       routerFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
-		}},
+		}),
 		UpgradeConfigs:    []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: websocketUpgrade}},
 		StreamIdleTimeout: durationpb.New(0),
+	}
+	if opts.useRemoteAddress {
+		hcm.UseRemoteAddress = wrapperspb.Bool(true)
 	}
 	hcmAny, err := packAny(hcm)
 	if err != nil {

@@ -47,10 +47,13 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 }
 
 // GenerateMesh is Generate under mesh config mesh (nil: Istio's defaults).
-// Of the mesh config only outboundTrafficPolicy is read: a sidecar's
-// http_proxy table ends with the "allow_any" virtual host to
+// Of the mesh config, outboundTrafficPolicy decides how a sidecar's
+// http_proxy table ends: the "allow_any" virtual host to
 // PassthroughCluster (ALLOW_ANY, the default) or "block_all" answering 502
-// (REGISTRY_ONLY), and every proxy gets PassthroughCluster.
+// (REGISTRY_ONLY); every proxy gets PassthroughCluster. trustDomain,
+// trustDomainAliases and extensionProviders shape the authorization
+// filters of the AuthorizationPolicies that apply to the proxy (authz.go),
+// on a sidecar's inbound listener and on a gateway's listeners.
 func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) (*Resources, error) {
 	if pc == nil || p == nil {
 		return nil, errors.New("translate: nil push context or proxy")
@@ -67,10 +70,14 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 	// overrides the mesh's.
 	pc = pc.ForProxy(p)
 	mesh = sidecarMeshConfig(pc.Sidecar(), mesh)
+	authz, err := newAuthzBuilder(pc, p, mesh).httpFilters()
+	if err != nil {
+		return nil, fmt.Errorf("translate proxy %q: authorization: %w", p.ID, err)
+	}
 	var r *Resources
 	switch p.Type {
 	case model.SidecarProxy:
-		listeners, err := sidecarListeners(p)
+		listeners, err := sidecarListeners(p, authz)
 		if err == nil {
 			listeners, err = appendTCPListeners(listeners, pc, p)
 		}
@@ -102,7 +109,7 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 		}
 	case model.RouterProxy:
 		servers := gatewayServers(pc, p)
-		listeners, err := gatewayListeners(p, servers)
+		listeners, err := gatewayListeners(p, servers, authz)
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}

@@ -236,7 +236,7 @@ func TestPackErrors(t *testing.T) {
 	if _, err := packAny(&routev3.Route{Name: "\xff"}); err == nil {
 		t.Error("packAny: want error for invalid UTF-8")
 	}
-	if _, err := httpListener("l", "127.0.0.1", 8080, corev3.TrafficDirection_OUTBOUND, "\xff", "r"); err == nil {
+	if _, err := httpListener("l", "127.0.0.1", 8080, corev3.TrafficDirection_OUTBOUND, "\xff", "r", hcmOptions{}); err == nil {
 		t.Error("httpListener: want error for invalid UTF-8 stat prefix")
 	}
 }
