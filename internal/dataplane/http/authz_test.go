@@ -201,5 +201,16 @@ func TestRemoteIPOverSockets(t *testing.T) {
 		if r := p.do("GET", "httpbin", "/", map[string]string{"X-Forwarded-For": tc.xff}, nil); r.code != tc.code {
 			t.Errorf("use_remote_address %v, X-Forwarded-For %s: %d, want %d", tc.useRemote, tc.xff, r.code, tc.code)
 		}
+		// With use_remote_address the proxy appends its peer, so that the
+		// next hop's remote_ip is the client it saw.
+		if tc.code == 200 {
+			want := tc.xff
+			if tc.useRemote {
+				want += ",127.0.0.1"
+			}
+			if got := be.last.Load().Header.Get("X-Forwarded-For"); got != want {
+				t.Errorf("use_remote_address %v: upstream X-Forwarded-For %q, want %q", tc.useRemote, got, want)
+			}
+		}
 	}
 }

@@ -228,6 +228,9 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 	if gen != nil {
 		if l = gen.Listeners[listener]; l != nil {
 			e.DownstreamLocalAddress = l.Address
+			if l.XFF.UseRemoteAddress {
+				appendForwardedFor(r)
+			}
 			if rt := gen.Routes[l.RouteConfigName]; rt != nil {
 				if vh := rt.VirtualHostFor(host); vh != nil {
 					for _, ro := range vh.Routes {
@@ -249,6 +252,23 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return cm.route(w, r, gen, route, host, body, e)
 	}
 	return cm.serveChain(w, r, st, l, gen, route, host, body)
+}
+
+// appendForwardedFor appends the peer's address to X-Forwarded-For, as
+// Envoy's connection manager does with use_remote_address (Istio's
+// gateways): the next hop's remote_ip is then the client this proxy saw,
+// whatever X-Forwarded-For the client sent.
+func appendForwardedFor(r *http.Request) {
+	src, _ := filter.RequestAddresses(r)
+	if !src.IsValid() {
+		return
+	}
+	ip := src.Addr().String()
+	if vs := r.Header["X-Forwarded-For"]; len(vs) > 0 {
+		vs[len(vs)-1] += "," + ip
+		return
+	}
+	r.Header["X-Forwarded-For"] = []string{ip}
 }
 
 // serveChain runs chain with st as its next handler; the router runs
