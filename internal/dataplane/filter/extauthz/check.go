@@ -120,8 +120,8 @@ var alwaysSent = map[string]bool{":authority": true, ":method": true, ":path": t
 
 // checkHTTP sends the check as a plain HTTP request: the original method,
 // path_prefix + the original :path, the allowed headers and
-// headers_to_add; a 200 allows, any other status denies with that
-// response.
+// headers_to_add; a 200 allows, a 5xx is a failed check, any other status
+// denies with that response.
 func checkHTTP(ctx context.Context, up filter.Upstreams, svc *HTTPService, cfg *Config, r *http.Request, body []byte, partial bool) decision {
 	if up == nil {
 		return decision{outcome: failed, err: errNoUpstreams}
@@ -155,6 +155,11 @@ func checkHTTP(ctx context.Context, up filter.Upstreams, svc *HTTPService, cfg *
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	if err != nil {
 		return decision{outcome: failed, err: err}
+	}
+	if resp.StatusCode >= 500 {
+		// Istio's failOpen covers "the authorization service has returned
+		// a HTTP 5xx error": a failed check, not a denial.
+		return decision{outcome: failed, err: fmt.Errorf("authorization service: %s", resp.Status)}
 	}
 	if resp.StatusCode != http.StatusOK {
 		d := decision{outcome: denied, status: resp.StatusCode, body: string(rb)}

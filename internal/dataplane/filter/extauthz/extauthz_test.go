@@ -303,6 +303,19 @@ func TestHTTPCheck(t *testing.T) {
 	if res.st.Flags != filter.FlagUnauthorizedExternal || res.st.ReplyDetails != extauthz.DetailsDenied {
 		t.Errorf("state = %+v", res.st)
 	}
+
+	// A 5xx from the service is a failed check: failOpen lets it through.
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	t.Cleanup(broken.Close)
+	up2, _ := clusters(t, "127.0.0.1:1", strings.TrimPrefix(broken.URL, "http://"))
+	for _, failOpen := range []bool{false, true} {
+		cfg := httpAuthz()
+		cfg.FailureModeAllow = failOpen
+		res := run(build(t, cfg), up2, httptest.NewRequest("GET", "/", nil), nil)
+		if (res.upstream != nil) != failOpen || (!failOpen && (res.w.Code != 403 || res.st.ReplyDetails != extauthz.DetailsError)) {
+			t.Errorf("503 from the service, failOpen %v: passed %v, %d %q", failOpen, res.upstream != nil, res.w.Code, res.st.ReplyDetails)
+		}
+	}
 }
 
 func TestRequestBody(t *testing.T) {
