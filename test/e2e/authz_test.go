@@ -243,4 +243,3 @@ func readResponse(t *testing.T, resp *http.Response) response {
 	}
 	return response{resp.StatusCode, string(b)}
 }
-
