@@ -168,15 +168,20 @@ func oracleFilters(t *testing.T, c AuthzOracleCase) []proto.Message {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return asMessages(got, c.TCP)
+}
+
+// asMessages is got's TCP or HTTP filters.
+func asMessages(got *translate.AuthzFilters, tcp bool) []proto.Message {
 	var out []proto.Message
-	if c.TCP {
+	if tcp {
 		for _, f := range got.TCP {
 			out = append(out, f)
 		}
-	} else {
-		for _, f := range got.HTTP {
-			out = append(out, f)
-		}
+		return out
+	}
+	for _, f := range got.HTTP {
+		out = append(out, f)
 	}
 	return out
 }

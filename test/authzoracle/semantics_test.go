@@ -176,15 +176,7 @@ spec:
 				if err != nil {
 					t.Fatal(err)
 				}
-				if tt.tcp {
-					for _, x := range got.TCP {
-						fs = append(fs, x)
-					}
-				} else {
-					for _, x := range got.HTTP {
-						fs = append(fs, x)
-					}
-				}
+				fs = asMessages(got, tt.tcp)
 			}
 			ch := compile(t, tt.tcp, fs)
 			for _, c := range tt.checks {

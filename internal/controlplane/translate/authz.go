@@ -422,36 +422,85 @@ func (b *authzBuilder) rule(p *model.AuthorizationPolicy, r *security.Rule, forT
 		permissions = append(permissions, basePerm)
 	}
 
-	pol := &rbacv3.Policy{}
-	for _, rl := range permissions {
-		var and []*rbacv3.Permission
+	perms, err := assemble(permissionKind, permissions, forTCP, action)
+	if err != nil {
+		return nil, err
+	}
+	princs, err := assemble(principalKind, principals, forTCP, action)
+	if err != nil {
+		return nil, err
+	}
+	return &rbacv3.Policy{Permissions: perms, Principals: princs}, nil
+}
+
+// matcherKind is what building rules needs to know of Permission or
+// Principal: how to ask a generator for one, and how to combine them.
+type matcherKind[T comparable] struct {
+	gen   func(g generator, key, v string, forTCP bool) (T, error)
+	ext   func(g extendedGenerator, key string, vs []string, forTCP bool) (T, error)
+	and   func([]T) T
+	or    func([]T) T
+	not   func(T) T
+	match T // matches anything
+}
+
+var permissionKind = matcherKind[*rbacv3.Permission]{
+	gen: func(g generator, key, v string, forTCP bool) (*rbacv3.Permission, error) {
+		return g.permission(key, v, forTCP)
+	},
+	ext: func(g extendedGenerator, key string, vs []string, forTCP bool) (*rbacv3.Permission, error) {
+		return g.extendedPermission(key, vs, forTCP)
+	},
+	and: func(ps []*rbacv3.Permission) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: ps}}}
+	},
+	or: func(ps []*rbacv3.Permission) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: ps}}}
+	},
+	not: func(p *rbacv3.Permission) *rbacv3.Permission {
+		return &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}}
+	},
+	match: permissionAny(),
+}
+
+var principalKind = matcherKind[*rbacv3.Principal]{
+	gen: func(g generator, key, v string, forTCP bool) (*rbacv3.Principal, error) {
+		return g.principal(key, v, forTCP)
+	},
+	ext: func(g extendedGenerator, key string, vs []string, forTCP bool) (*rbacv3.Principal, error) {
+		return g.extendedPrincipal(key, vs, forTCP)
+	},
+	and: func(ps []*rbacv3.Principal) *rbacv3.Principal {
+		return &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: ps}}}
+	},
+	or: func(ps []*rbacv3.Principal) *rbacv3.Principal {
+		return &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: ps}}}
+	},
+	not: func(p *rbacv3.Principal) *rbacv3.Principal {
+		return &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
+	},
+	match: principalAny(),
+}
+
+// assemble makes one and_rules / and_ids per entry list (one per `to` or
+// `from`), "any" when an entry list yields nothing.
+func assemble[T comparable](k matcherKind[T], lists [][]ruleEntry, forTCP bool, action rbacv3.RBAC_Action) ([]T, error) {
+	var out []T
+	for _, rl := range lists {
+		var and []T
 		for _, e := range rl {
-			ps, err := entryPermissions(e, forTCP, action)
+			ms, err := entryMatchers(k, e, forTCP, action)
 			if err != nil {
 				return nil, err
 			}
-			and = append(and, ps...)
+			and = append(and, ms...)
 		}
 		if len(and) == 0 {
-			and = append(and, permissionAny())
+			and = append(and, k.match)
 		}
-		pol.Permissions = append(pol.Permissions, &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: and}}})
+		out = append(out, k.and(and))
 	}
-	for _, rl := range principals {
-		var and []*rbacv3.Principal
-		for _, e := range rl {
-			ps, err := entryPrincipals(e, forTCP, action)
-			if err != nil {
-				return nil, err
-			}
-			and = append(and, ps...)
-		}
-		if len(and) == 0 {
-			and = append(and, principalAny())
-		}
-		pol.Principals = append(pol.Principals, &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: and}}})
-	}
-	return pol, nil
+	return out, nil
 }
 
 // keep is Istio's checkError: in an ALLOW policy an ungeneratable value
@@ -464,94 +513,48 @@ func keep(action rbacv3.RBAC_Action, err error) error {
 	return nil
 }
 
-func entryPermissions(e ruleEntry, forTCP bool, action rbacv3.RBAC_Action) ([]*rbacv3.Permission, error) {
-	var out []*rbacv3.Permission
-	if eg, ok := e.g.(extendedGenerator); ok {
-		if len(e.values) > 0 {
-			p, err := eg.extendedPermission(e.key, e.values, forTCP)
-			if err := keep(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil && err == nil {
-				out = append(out, p)
-			}
-		}
-		if len(e.notValues) > 0 {
-			p, err := eg.extendedPermission(e.key, e.notValues, forTCP)
-			if err := keep(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil && err == nil {
-				out = append(out, &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}})
-			}
-		}
-		return out, nil
-	}
+// entryMatchers makes the matchers of one entry: an or of its values and
+// a not of an or of its notValues (for an extended generator, its one
+// matcher of the values and a not of its one matcher of the notValues).
+func entryMatchers[T comparable](k matcherKind[T], e ruleEntry, forTCP bool, action rbacv3.RBAC_Action) ([]T, error) {
+	var out, zero []T
+	var none T
 	for i, vs := range [][]string{e.values, e.notValues} {
-		var or []*rbacv3.Permission
-		for _, v := range vs {
-			p, err := e.g.permission(e.key, v, forTCP)
-			if err := keep(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil && err == nil {
-				or = append(or, p)
-			}
-		}
-		if len(or) == 0 {
+		if len(vs) == 0 {
 			continue
 		}
-		p := &rbacv3.Permission{Rule: &rbacv3.Permission_OrRules{OrRules: &rbacv3.Permission_Set{Rules: or}}}
-		if i == 1 {
-			p = &rbacv3.Permission{Rule: &rbacv3.Permission_NotRule{NotRule: p}}
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-func entryPrincipals(e ruleEntry, forTCP bool, action rbacv3.RBAC_Action) ([]*rbacv3.Principal, error) {
-	var out []*rbacv3.Principal
-	if eg, ok := e.g.(extendedGenerator); ok {
-		if len(e.values) > 0 {
-			p, err := eg.extendedPrincipal(e.key, e.values, forTCP)
+		var m T
+		if eg, ok := e.g.(extendedGenerator); ok {
+			var err error
+			m, err = k.ext(eg, e.key, vs, forTCP)
 			if err := keep(action, err); err != nil {
-				return nil, err
+				return zero, err
 			}
-			if p != nil && err == nil {
-				out = append(out, p)
+			if err != nil {
+				m = none
 			}
-		}
-		if len(e.notValues) > 0 {
-			p, err := eg.extendedPrincipal(e.key, e.notValues, forTCP)
-			if err := keep(action, err); err != nil {
-				return nil, err
+		} else {
+			var or []T
+			for _, v := range vs {
+				x, err := k.gen(e.g, e.key, v, forTCP)
+				if err := keep(action, err); err != nil {
+					return zero, err
+				}
+				if err == nil && x != none {
+					or = append(or, x)
+				}
 			}
-			if p != nil && err == nil {
-				out = append(out, &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}})
-			}
-		}
-		return out, nil
-	}
-	for i, vs := range [][]string{e.values, e.notValues} {
-		var or []*rbacv3.Principal
-		for _, v := range vs {
-			p, err := e.g.principal(e.key, v, forTCP)
-			if err := keep(action, err); err != nil {
-				return nil, err
-			}
-			if p != nil && err == nil {
-				or = append(or, p)
+			if len(or) > 0 {
+				m = k.or(or)
 			}
 		}
-		if len(or) == 0 {
+		if m == none {
 			continue
 		}
-		p := &rbacv3.Principal{Identifier: &rbacv3.Principal_OrIds{OrIds: &rbacv3.Principal_Set{Ids: or}}}
 		if i == 1 {
-			p = &rbacv3.Principal{Identifier: &rbacv3.Principal_NotId{NotId: p}}
+			m = k.not(m)
 		}
-		out = append(out, p)
+		out = append(out, m)
 	}
 	return out, nil
 }

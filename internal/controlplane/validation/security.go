@@ -155,10 +155,7 @@ func (c *checker) authzRule(p string, i int, r *security.Rule) {
 }
 
 func (c *checker) authzSource(p string, i int, s *security.Source) {
-	lists := []struct {
-		field  string
-		values []string
-	}{
+	if c.valueLists(p, []namedValues{
 		{"principals", s.Principals}, {"notPrincipals", s.NotPrincipals},
 		{"requestPrincipals", s.RequestPrincipals}, {"notRequestPrincipals", s.NotRequestPrincipals},
 		{"namespaces", s.Namespaces}, {"notNamespaces", s.NotNamespaces},
@@ -166,15 +163,7 @@ func (c *checker) authzSource(p string, i int, s *security.Source) {
 		{"ipBlocks", s.IpBlocks}, {"notIpBlocks", s.NotIpBlocks},
 		{"remoteIpBlocks", s.RemoteIpBlocks}, {"notRemoteIpBlocks", s.NotRemoteIpBlocks},
 		{"trustDomains", s.TrustDomains}, {"notTrustDomains", s.NotTrustDomains},
-	}
-	empty := true
-	for _, l := range lists {
-		if len(l.values) > 0 {
-			empty = false
-		}
-		c.nonEmptyValues(p+"."+l.field, l.values)
-	}
-	if empty {
+	}) {
 		c.errf(p, "Required value: `from.source` must not be empty, found at rule %d", i)
 	}
 	if (s.ServiceAccounts != nil || s.NotServiceAccounts != nil) &&
@@ -211,21 +200,10 @@ func (c *checker) serviceAccounts(p string, sas []string) {
 }
 
 func (c *checker) authzOperation(p string, i int, o *security.Operation) {
-	lists := []struct {
-		field  string
-		values []string
-	}{
+	if c.valueLists(p, []namedValues{
 		{"hosts", o.Hosts}, {"notHosts", o.NotHosts}, {"ports", o.Ports}, {"notPorts", o.NotPorts},
 		{"methods", o.Methods}, {"notMethods", o.NotMethods}, {"paths", o.Paths}, {"notPaths", o.NotPaths},
-	}
-	empty := true
-	for _, l := range lists {
-		if len(l.values) > 0 {
-			empty = false
-		}
-		c.nonEmptyValues(p+"."+l.field, l.values)
-	}
-	if empty {
+	}) {
 		c.errf(p, "Required value: `to.operation` must not be empty, found at rule %d", i)
 	}
 	c.authzPorts(p+".ports", o.Ports)
@@ -264,6 +242,25 @@ func (c *checker) authzCondition(p string, w *security.Condition) {
 		c.authzPorts(p+".values", w.Values)
 		c.authzPorts(p+".notValues", w.NotValues)
 	}
+}
+
+// namedValues is one list field of a Source or an Operation.
+type namedValues struct {
+	field  string
+	values []string
+}
+
+// valueLists applies Istio's CheckEmptyValues to each list under p and
+// reports whether every list is empty.
+func (c *checker) valueLists(p string, lists []namedValues) (empty bool) {
+	empty = true
+	for _, l := range lists {
+		if len(l.values) > 0 {
+			empty = false
+		}
+		c.nonEmptyValues(p+"."+l.field, l.values)
+	}
+	return empty
 }
 
 // nonEmptyValues applies Istio's CheckEmptyValues.

@@ -3,7 +3,6 @@ package filter
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"net/http"
 	"net/netip"
 
@@ -112,35 +111,3 @@ func NetworkChain(ctx context.Context, c *Connection, up Upstreams, fs []Network
 	}
 	return st, nil
 }
-
-// NetworkRegistry finds NetworkFactories by type URL and by name. It is
-// immutable after NewNetworkRegistry and safe for concurrent use.
-type NetworkRegistry struct {
-	byType map[string]NetworkFactory
-	byName map[string]NetworkFactory
-}
-
-// NewNetworkRegistry indexes fs. It fails when two factories claim the
-// same name or type URL.
-func NewNetworkRegistry(fs ...NetworkFactory) (*NetworkRegistry, error) {
-	r := &NetworkRegistry{byType: map[string]NetworkFactory{}, byName: map[string]NetworkFactory{}}
-	for _, f := range fs {
-		if _, dup := r.byName[f.Name()]; dup {
-			return nil, fmt.Errorf("network filter registry: duplicate name %q", f.Name())
-		}
-		r.byName[f.Name()] = f
-		for _, u := range f.TypeURLs() {
-			if _, dup := r.byType[u]; dup {
-				return nil, fmt.Errorf("network filter registry: duplicate type URL %q", u)
-			}
-			r.byType[u] = f
-		}
-	}
-	return r, nil
-}
-
-// ByTypeURL returns the NetworkFactory of typed_config type URL u, or nil.
-func (r *NetworkRegistry) ByTypeURL(u string) NetworkFactory { return r.byType[u] }
-
-// ByName returns the NetworkFactory whose Name is name, or nil.
-func (r *NetworkRegistry) ByName(name string) NetworkFactory { return r.byName[name] }

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -107,22 +106,8 @@ func FuzzPolicyMatching(f *testing.F) {
 		_, allowed := allowEngine.Match(&q)
 
 		// The chain sees the same facts through the connection and State.
-		st := &filter.State{Metadata: q.Metadata}
-		ctx := filter.WithConnection(r.Context(), &filter.Connection{Source: q.Source, Destination: q.Destination, TLS: q.TLS})
-		r = r.WithContext(filter.NewContext(ctx, st))
-		passed := false
-		var next func(i int) http.Handler
-		next = func(i int) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if i == len(fs) {
-					passed = true
-					return
-				}
-				fs[i].ServeHTTP(w, r, next(i+1))
-			})
-		}
-		w := httptest.NewRecorder()
-		next(0).ServeHTTP(w, r)
+		r = r.WithContext(filter.WithConnection(r.Context(), &filter.Connection{Source: q.Source, Destination: q.Destination, TLS: q.TLS}))
+		w, st, passed := serveWith(fs, r, nil, &filter.State{Metadata: q.Metadata})
 
 		if denied && passed {
 			t.Fatalf("%s %s from %s: a DENY policy matched and the request went through", method, target, src)

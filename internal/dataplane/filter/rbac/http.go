@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -42,16 +43,67 @@ func DeniedDetails(policy string) string {
 	return "rbac_access_denied_matched_policy[" + policy + "]"
 }
 
-// Config is the parsed envoy.extensions.filters.http.rbac.v3.RBAC (or a
-// route's RBACPerRoute): the enforced engine and the shadow engine, each
-// nil when absent. It is immutable.
-type Config struct {
+// Engines are an RBAC filter's enforced engine and shadow engine, each
+// nil when absent. They are immutable.
+type Engines struct {
 	Rules  *Engine
 	Shadow *Engine
 	// ShadowStatPrefix prefixes the shadow result's metadata keys
 	// (shadow_rules_stat_prefix): Istio's ext_authz reads
 	// "istio_ext_authz_shadow_effective_policy_id".
 	ShadowStatPrefix string
+}
+
+// newEngines compiles rules and shadow rules (either may be nil).
+func newEngines(rules, shadow *rbacv3.RBAC, shadowPrefix string) (Engines, error) {
+	e := Engines{ShadowStatPrefix: shadowPrefix}
+	var err error
+	if rules != nil {
+		if e.Rules, err = NewEngine(rules); err != nil {
+			return e, fmt.Errorf("rules.%w", err)
+		}
+	}
+	if shadow != nil {
+		if e.Shadow, err = NewEngine(shadow); err != nil {
+			return e, fmt.Errorf("shadow_rules.%w", err)
+		}
+	}
+	return e, nil
+}
+
+// decide is Envoy's RBAC filter on q: the shadow engine's result goes to
+// st's dynamic metadata under namespace ns (when st is not nil), then the
+// enforced engine decides; LOG leaves envoy.common/access_log_hint. It
+// returns whether q may go on and the enforced engine's matched policy.
+func (e *Engines) decide(q *Request, st *filter.State, ns string) (bool, string) {
+	if e.Shadow != nil {
+		allowed, id := e.Shadow.Allowed(q)
+		if st != nil {
+			if id != "" {
+				st.SetMetadata(ns, e.ShadowStatPrefix+shadowPolicyIDKey, id)
+			}
+			res := shadowResultDenied
+			if allowed {
+				res = shadowResultAllowed
+			}
+			st.SetMetadata(ns, e.ShadowStatPrefix+shadowEngineResult, res)
+			q.Metadata = st.Metadata
+		}
+	}
+	if e.Rules == nil {
+		return true, ""
+	}
+	allowed, id := e.Rules.Allowed(q)
+	if e.Rules.Action == Log && st != nil {
+		st.SetMetadata(commonMetadataNS, accessLogHintKey, id != "")
+	}
+	return allowed, id
+}
+
+// Config is the parsed envoy.extensions.filters.http.rbac.v3.RBAC (or a
+// route's RBACPerRoute). It is immutable.
+type Config struct {
+	Engines
 	// Disabled is a route's RBACPerRoute without rbac: the filter does
 	// nothing for the route.
 	Disabled bool
@@ -115,19 +167,11 @@ func parseHTTP(m *rbachttpv3.RBAC) (*Config, error) {
 	if m.GetShadowMatcher() != nil {
 		return nil, fmt.Errorf("shadow_matcher: not supported (use shadow_rules)")
 	}
-	c := &Config{ShadowStatPrefix: m.GetShadowRulesStatPrefix()}
-	var err error
-	if m.GetRules() != nil {
-		if c.Rules, err = NewEngine(m.GetRules()); err != nil {
-			return nil, fmt.Errorf("rules.%w", err)
-		}
+	e, err := newEngines(m.GetRules(), m.GetShadowRules(), m.GetShadowRulesStatPrefix())
+	if err != nil {
+		return nil, err
 	}
-	if m.GetShadowRules() != nil {
-		if c.Shadow, err = NewEngine(m.GetShadowRules()); err != nil {
-			return nil, fmt.Errorf("shadow_rules.%w", err)
-		}
-	}
-	return c, nil
+	return &Config{Engines: e}, nil
 }
 
 // Build implements filter.Factory.
@@ -158,32 +202,12 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 		return
 	}
 	q := HTTPRequest(r, st)
-	if cfg.Shadow != nil {
-		allowed, id := cfg.Shadow.Allowed(&q)
+	if allowed, id := cfg.decide(&q, st, Name); !allowed {
+		n := deny(w, r)
 		if st != nil {
-			if id != "" {
-				st.SetMetadata(Name, cfg.ShadowStatPrefix+shadowPolicyIDKey, id)
-			}
-			res := shadowResultDenied
-			if allowed {
-				res = shadowResultAllowed
-			}
-			st.SetMetadata(Name, cfg.ShadowStatPrefix+shadowEngineResult, res)
-			q.Metadata = st.Metadata
+			st.ReplyCode, st.ReplyDetails, st.ReplyBytes = n.code, DeniedDetails(id), n.bytes
 		}
-	}
-	if cfg.Rules != nil {
-		allowed, id := cfg.Rules.Allowed(&q)
-		if cfg.Rules.Action == Log && st != nil {
-			st.SetMetadata(commonMetadataNS, accessLogHintKey, id != "")
-		}
-		if !allowed {
-			n := deny(w, r)
-			if st != nil {
-				st.ReplyCode, st.ReplyDetails, st.ReplyBytes = n.code, DeniedDetails(id), n.bytes
-			}
-			return
-		}
+		return
 	}
 	next.ServeHTTP(w, r)
 }

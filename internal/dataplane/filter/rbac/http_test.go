@@ -46,7 +46,11 @@ func buildHTTP(t testing.TB, m *rbachttpv3.RBAC) filter.Filter {
 // manager does, and returns the recorder, the State and whether the
 // request got through.
 func serve(fs []filter.Filter, r *http.Request, override filter.Config) (*httptest.ResponseRecorder, *filter.State, bool) {
-	st := &filter.State{}
+	return serveWith(fs, r, override, &filter.State{})
+}
+
+// serveWith is serve with st as the request's State.
+func serveWith(fs []filter.Filter, r *http.Request, override filter.Config, st *filter.State) (*httptest.ResponseRecorder, *filter.State, bool) {
 	r = r.WithContext(filter.NewContext(r.Context(), st))
 	w := httptest.NewRecorder()
 	passed := false

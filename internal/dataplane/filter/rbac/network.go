@@ -14,10 +14,8 @@ import (
 // NetworkConfig is the parsed
 // envoy.extensions.filters.network.rbac.v3.RBAC. It is immutable.
 type NetworkConfig struct {
-	Rules            *Engine
-	Shadow           *Engine
-	ShadowStatPrefix string
-	StatPrefix       string
+	Engines
+	StatPrefix string
 }
 
 // NetworkFactory builds the network RBAC filter
@@ -60,19 +58,11 @@ func (NetworkFactory) Parse(a *anypb.Any) (filter.Config, error) {
 	case m.GetDelayDeny() != nil:
 		return nil, errors.New("delay_deny: not supported")
 	}
-	c := &NetworkConfig{ShadowStatPrefix: m.GetShadowRulesStatPrefix(), StatPrefix: m.GetStatPrefix()}
-	var err error
-	if m.GetRules() != nil {
-		if c.Rules, err = NewEngine(m.GetRules()); err != nil {
-			return nil, fmt.Errorf("rules.%w", err)
-		}
+	e, err := newEngines(m.GetRules(), m.GetShadowRules(), m.GetShadowRulesStatPrefix())
+	if err != nil {
+		return nil, err
 	}
-	if m.GetShadowRules() != nil {
-		if c.Shadow, err = NewEngine(m.GetShadowRules()); err != nil {
-			return nil, fmt.Errorf("shadow_rules.%w", err)
-		}
-	}
-	return c, nil
+	return &NetworkConfig{Engines: e, StatPrefix: m.GetStatPrefix()}, nil
 }
 
 // Build implements filter.NetworkFactory.
@@ -109,28 +99,8 @@ func (f *networkFilter) OnConnection(ctx context.Context, c *filter.Connection) 
 	if st != nil {
 		q.Metadata = st.Metadata
 	}
-	if cfg.Shadow != nil {
-		allowed, id := cfg.Shadow.Allowed(&q)
-		if st != nil {
-			if id != "" {
-				st.SetMetadata(NetworkName, cfg.ShadowStatPrefix+shadowPolicyIDKey, id)
-			}
-			res := shadowResultDenied
-			if allowed {
-				res = shadowResultAllowed
-			}
-			st.SetMetadata(NetworkName, cfg.ShadowStatPrefix+shadowEngineResult, res)
-			q.Metadata = st.Metadata
-		}
-	}
-	if cfg.Rules != nil {
-		allowed, id := cfg.Rules.Allowed(&q)
-		if cfg.Rules.Action == Log && st != nil {
-			st.SetMetadata(commonMetadataNS, accessLogHintKey, id != "")
-		}
-		if !allowed {
-			return &DeniedError{Policy: id}
-		}
+	if allowed, id := cfg.decide(&q, st, NetworkName); !allowed {
+		return &DeniedError{Policy: id}
 	}
 	return nil
 }
