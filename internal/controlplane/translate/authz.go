@@ -384,13 +384,7 @@ func (b *authzBuilder) rule(p *model.AuthorizationPolicy, r *security.Rule, forT
 				{key: "remote.ip", values: s.GetRemoteIpBlocks(), notValues: s.GetNotRemoteIpBlocks(), g: remoteIPGenerator{}},
 				{key: "source.ip", values: s.GetIpBlocks(), notValues: s.GetNotIpBlocks(), g: srcIPGenerator{}},
 			}
-			var set []ruleEntry
-			for _, e := range front {
-				if len(e.values) > 0 || len(e.notValues) > 0 {
-					set = append(set, e)
-				}
-			}
-			merged = append(set, merged...)
+			merged = append(withValues(front), merged...)
 		}
 		principals = append(principals, merged)
 	}
@@ -408,13 +402,7 @@ func (b *authzBuilder) rule(p *model.AuthorizationPolicy, r *security.Rule, forT
 				{key: "path", values: o.GetPaths(), notValues: o.GetNotPaths(), g: pathGenerator{}},
 				{key: "destination.port", values: o.GetPorts(), notValues: o.GetNotPorts(), g: destPortGenerator{}},
 			}
-			var set []ruleEntry
-			for _, e := range front {
-				if len(e.values) > 0 || len(e.notValues) > 0 {
-					set = append(set, e)
-				}
-			}
-			merged = append(set, merged...)
+			merged = append(withValues(front), merged...)
 		}
 		permissions = append(permissions, merged)
 	}
@@ -501,6 +489,17 @@ func assemble[T comparable](k matcherKind[T], lists [][]ruleEntry, forTCP bool, 
 		out = append(out, k.and(and))
 	}
 	return out, nil
+}
+
+// withValues keeps the entries that have values or notValues.
+func withValues(es []ruleEntry) []ruleEntry {
+	var out []ruleEntry
+	for _, e := range es {
+		if len(e.values) > 0 || len(e.notValues) > 0 {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // keep is Istio's checkError: in an ALLOW policy an ungeneratable value
