@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -201,8 +202,14 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 		next.ServeHTTP(w, r)
 		return
 	}
-	q := HTTPRequest(r, st)
-	if allowed, id := cfg.decide(&q, st, Name); !allowed {
+	// The facts escape into the matchers' interface calls: pooled, so a
+	// request costs no allocation for them.
+	q := requestPool.Get().(*Request)
+	*q = HTTPRequest(r, st)
+	allowed, id := cfg.decide(q, st, Name)
+	*q = Request{}
+	requestPool.Put(q)
+	if !allowed {
 		n := deny(w, r)
 		if st != nil {
 			st.ReplyCode, st.ReplyDetails, st.ReplyBytes = n.code, DeniedDetails(id), n.bytes
@@ -211,6 +218,8 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 	}
 	next.ServeHTTP(w, r)
 }
+
+var requestPool = sync.Pool{New: func() any { return new(Request) }}
 
 type reply struct {
 	code  int
