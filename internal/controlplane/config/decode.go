@@ -217,12 +217,17 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 			}
 			for i, e := range l {
 				ep := fmt.Sprintf("%s[%d]", fp, i)
-				switch fd.Kind() {
-				case protoreflect.MessageKind:
+				switch {
+				case fd.Kind() == protoreflect.MessageKind && e == nil:
+					// Kubernetes' schema refuses a null list item ("in body
+					// must be of type object"); protojson would only say
+					// "unexpected token null" about the whole spec.
+					return ep, `Invalid value: "null": must be of type object`
+				case fd.Kind() == protoreflect.MessageKind:
 					if p, msg := checkFields(ep, e, fd.Message()); p != "" {
 						return p, msg
 					}
-				case protoreflect.EnumKind:
+				case fd.Kind() == protoreflect.EnumKind:
 					if p, msg := checkEnum(ep, e, fd.Enum()); p != "" {
 						return p, msg
 					}
@@ -234,7 +239,12 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 			}
 		case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Duration":
 			if s, ok := val.(string); ok {
-				m[k] = protoDuration(s)
+				d := protoDuration(s)
+				if !isProtoDuration(d) {
+					// Istio's CRDs give every duration this rule and message.
+					return fp, fmt.Sprintf("Invalid value: %q: must be a valid duration greater than 1ms", s)
+				}
+				m[k] = d
 			}
 		case fd.Kind() == protoreflect.MessageKind:
 			if p, msg := checkFields(fp, val, fd.Message()); p != "" {
@@ -323,6 +333,17 @@ func protoDuration(s string) string {
 		return s
 	}
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
+// isProtoDuration reports whether s is protojson's form of a
+// google.protobuf.Duration: decimal seconds with an "s" suffix.
+func isProtoDuration(s string) bool {
+	num, ok := strings.CutSuffix(s, "s")
+	if !ok || num == "" || strings.ContainsAny(num, "eE") {
+		return false
+	}
+	_, err := strconv.ParseFloat(num, 64)
+	return err == nil
 }
 
 func describe(v any) string {

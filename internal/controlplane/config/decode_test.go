@@ -172,6 +172,26 @@ spec:
 			wantErr: `spec.portLevelMtls: Invalid value: {}: port level mTLS, if defined, must have at least one element`},
 		{name: "bad enum in a list", in: "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: r}\nspec:\n  egress: [{hosts: [\"./*\"], captureMode: SOMETIMES}]\n",
 			wantErr: `spec.egress[0].captureMode: Unsupported value: "SOMETIMES"`},
+		{
+			name:    "null list item",
+			in:      "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra}\nspec:\n  jwtRules:\n  -\n",
+			wantErr: `f.yaml:1: RequestAuthentication default/ra: spec.jwtRules[0]: Invalid value: "null": must be of type object`,
+		},
+		{
+			name:    "unknown enum value",
+			in:      "apiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata: {name: ra}\nspec:\n  jwtRules: [{issuer: i, presence: MANDATORY}]\n",
+			wantErr: `spec.jwtRules[0].presence: Unsupported value: "MANDATORY": supported values: "OPTIONAL", "REQUIRED"`,
+		},
+		{
+			name:    "not a duration",
+			in:      "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra}\nspec:\n  jwtRules: [{issuer: i, timeout: apple}]\n",
+			wantErr: `spec.jwtRules[0].timeout: Invalid value: "apple": must be a valid duration greater than 1ms`,
+		},
+		{
+			name:    "security kinds are not served as v1alpha3",
+			in:      "apiVersion: security.istio.io/v1alpha3\nkind: RequestAuthentication\nmetadata: {name: ra}\n",
+			wantErr: `apiVersion: "security.istio.io/v1alpha3": RequestAuthentication is served as security.istio.io/{v1,v1beta1}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

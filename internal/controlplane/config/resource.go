@@ -29,8 +29,9 @@ const (
 // The security.istio.io kinds. Both versions (v1, v1beta1) decode into the
 // istio.io/api security/v1beta1 types, as in Istio.
 const (
-	KindAuthorizationPolicy Kind = "AuthorizationPolicy"
-	KindPeerAuthentication  Kind = "PeerAuthentication"
+	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
+	KindPeerAuthentication    Kind = "PeerAuthentication"
+	KindRequestAuthentication Kind = "RequestAuthentication"
 )
 
 // GroupNetworking is the API group of the networking kinds.
@@ -57,8 +58,9 @@ var kinds = map[Kind]kindInfo{
 	KindEnvoyFilter:     {GroupNetworking, []string{"v1alpha3"}, func() proto.Message { return &networking.EnvoyFilter{} }},
 
 	// security.istio.io, alphabetical.
-	KindAuthorizationPolicy: {GroupSecurity, securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }},
-	KindPeerAuthentication:  {GroupSecurity, securityVersions, func() proto.Message { return &security.PeerAuthentication{} }},
+	KindAuthorizationPolicy:   {GroupSecurity, securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }},
+	KindPeerAuthentication:    {GroupSecurity, securityVersions, func() proto.Message { return &security.PeerAuthentication{} }},
+	KindRequestAuthentication: {GroupSecurity, securityVersions, func() proto.Message { return &security.RequestAuthentication{} }},
 }
 
 var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,7 +46,7 @@ var (
 )
 
 func (c *checker) authorizationPolicy(ap *security.AuthorizationPolicy) {
-	c.policyTargets(ap.GetSelector(), ap.GetTargetRef(), ap.GetTargetRefs())
+	c.policyTargets(ap.GetSelector(), ap.GetTargetRef(), ap.GetTargetRefs(), true)
 	rulesNil := ap.Rules == nil
 	switch ap.GetAction() {
 	case security.AuthorizationPolicy_CUSTOM:
@@ -346,9 +347,10 @@ func pathTemplateError(path string) string {
 }
 
 // policyTargets checks the exclusive selector, targetRef and targetRefs of
-// a security policy, as Istio's CRD rule and validatePolicyTargetReference
-// do, and refuses targets, which Loom does not serve.
-func (c *checker) policyTargets(sel *typev1beta1.WorkloadSelector, ref *typev1beta1.PolicyTargetReference, refs []*typev1beta1.PolicyTargetReference) {
+// a security policy, as Istio's CRD rules, validateWorkloadSelector and
+// validatePolicyTargetReference do. With refuseTargets a target is refused
+// as not served (a policy Loom would silently not apply).
+func (c *checker) policyTargets(sel *typev1beta1.WorkloadSelector, ref *typev1beta1.PolicyTargetReference, refs []*typev1beta1.PolicyTargetReference, refuseTargets bool) {
 	set := 0
 	for _, b := range []bool{sel != nil, ref != nil, len(refs) > 0} {
 		if b {
@@ -360,27 +362,71 @@ func (c *checker) policyTargets(sel *typev1beta1.WorkloadSelector, ref *typev1be
 	}
 	if sel != nil {
 		c.selector("spec.selector.matchLabels", sel.GetMatchLabels())
+		if _, ok := sel.GetMatchLabels()[""]; ok {
+			c.errf("spec.selector.matchLabels", "Invalid value: key must not be empty")
+		}
 	}
 	if len(refs) > maxPolicyTargetRefs {
 		c.errf("spec.targetRefs", "Too many: %d: must have at most %d items", len(refs), maxPolicyTargetRefs)
 	}
 	check := func(p string, r *typev1beta1.PolicyTargetReference) {
-		if r.GetName() == "" {
-			c.errf(p+".name", "Required value")
+		c.policyTargetRef(p, r)
+		if refuseTargets {
+			c.unsupported(p)
 		}
-		if r.GetNamespace() != "" {
-			c.errf(p+".namespace", "Invalid value: %q: cross namespace referencing is not currently supported", r.GetNamespace())
-		}
-		if r.GetKind() == "" {
-			c.errf(p+".kind", "Required value")
-		}
-		c.unsupported(p)
 	}
 	if ref != nil {
 		check("spec.targetRef", ref)
 	}
 	for i, r := range refs {
 		check(fmt.Sprintf("spec.targetRefs[%d]", i), r)
+	}
+}
+
+var (
+	targetGroupRE = regexp.MustCompile(`^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	targetKindRE  = regexp.MustCompile(`^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
+)
+
+// policyTargetKinds are the group/kind pairs Istio's webhook lets a policy
+// target ("" and "core" are the core group).
+var policyTargetKinds = map[string]bool{
+	"core/Service":                           true,
+	"networking.istio.io/ServiceEntry":       true,
+	"gateway.networking.k8s.io/Gateway":      true,
+	"gateway.networking.k8s.io/GatewayClass": true,
+}
+
+func (c *checker) policyTargetRef(p string, r *typev1beta1.PolicyTargetReference) {
+	if r == nil {
+		c.errf(p, `Invalid value: "null": must be of type object`)
+		return
+	}
+	if g := r.GetGroup(); len(g) > 253 || !targetGroupRE.MatchString(g) {
+		c.errf(p+".group", "Invalid value: %q: %s.group in body should match '%s'", g, p, targetGroupRE)
+	}
+	switch k := r.GetKind(); {
+	case k == "":
+		c.errf(p+".kind", "Required value")
+	case len(k) > 63 || !targetKindRE.MatchString(k):
+		c.errf(p+".kind", "Invalid value: %q: %s.kind in body should match '%s'", k, p, targetKindRE)
+	default:
+		group := r.GetGroup()
+		if group == "" {
+			group = "core"
+		}
+		if !policyTargetKinds[group+"/"+k] {
+			c.errf(p, "Invalid value: targetRef must be to one of Service, ServiceEntry, gateway.networking.k8s.io Gateway or GatewayClass but was %s/%s", r.GetGroup(), k)
+		}
+	}
+	switch n := r.GetName(); {
+	case n == "":
+		c.errf(p+".name", "Required value")
+	case len(n) > 253:
+		c.errf(p+".name", "Too long: must have at most 253 bytes")
+	}
+	if r.GetNamespace() != "" {
+		c.errf(p+".namespace", "Invalid value: %q: cross namespace referencing is not currently supported", r.GetNamespace())
 	}
 }
 

@@ -45,6 +45,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.authorizationPolicy(spec)
 	case *security.PeerAuthentication:
 		c.peerAuthentication(spec)
+	case *security.RequestAuthentication:
+		c.requestAuthentication(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:
