@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # -race in CI and locally; the e2e binaries are built without it inside the test.
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build demo test lint bench clean
+.PHONY: all build demo test lint fuzz bench clean
 
 all: build
 
@@ -24,6 +24,18 @@ lint:
 
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
+	$(MAKE) fuzz
+
+# Fuzz targets, each run briefly beyond its seed corpus (which plain
+# `go test` runs): "package:FuzzName" pairs.
+FUZZ_TARGETS ?= ./internal/dataplane/filter/jwtauthn:FuzzVerify
+FUZZTIME     ?= 10s
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
 
 # Benchmarks: Go micro-benchmarks of the proxy's hot path and of the CA's
 # issuance rate (certs/s), then the shared

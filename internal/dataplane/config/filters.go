@@ -15,6 +15,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter/cors"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/extauthz"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/jwtauthn"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
 )
@@ -26,6 +27,7 @@ var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
 		fault.Factory{},
 		cors.Factory{},
 		localratelimit.Factory{},
+		jwtauthn.Factory{},
 		rbac.Factory{},
 		extauthz.Factory{},
 	)
