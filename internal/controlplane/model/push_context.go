@@ -135,6 +135,10 @@ type PushContext struct {
 	// context's; views read their base's).
 	authz authzIndex
 
+	// requestAuthns are every RequestAuthentication; read from the
+	// mesh-wide context by views.
+	requestAuthns []*RequestAuthentication
+
 	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
 	sidecar *Sidecar
 
@@ -234,6 +238,7 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 		pc.gateways = append(pc.gateways, &Gateway{Name: r.Name, Namespace: r.Namespace, Spec: spec})
 	}
 	pc.authz = newAuthzIndex(snap)
+	pc.requestAuthns = requestAuthentications(snap)
 	return pc
 }
 

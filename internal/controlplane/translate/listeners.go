@@ -36,7 +36,8 @@ const gatewayBind = "0.0.0.0"
 // (authz.go), and a gateway's trusts the peer's address rather than
 // X-Forwarded-For (Istio's use_remote_address on gateways).
 type hcmOptions struct {
-	// authz are HTTP filters placed before the others, in their order.
+	// authz are HTTP filters placed before the others, in their order:
+	// jwt_authn (request authentication), then the authorization filters.
 	authz            []*hcmv3.HttpFilter
 	useRemoteAddress bool
 }

@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -43,7 +44,19 @@ type Resources struct {
 // It fails when p is nil, its IP is missing or not an IP address, it is of
 // an unknown type, or a typed config cannot be packed into an Any.
 func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
-	return GenerateMesh(pc, p, nil)
+	return GenerateWith(pc, p, Options{})
+}
+
+// Options are translation's inputs besides the push context and the
+// proxy: what loomd holds outside the config store. The zero value is
+// Istio's defaults with nothing fetched.
+type Options struct {
+	// Mesh is the mesh config (nil: Istio's defaults).
+	Mesh *meshv1alpha1.MeshConfig
+	// Jwks are the JWKS loomd fetched for RequestAuthentication rules
+	// without inline jwks (nil: none yet; such rules get a placeholder key
+	// set that fails every token, as Istio's FakeJwks).
+	Jwks *model.JwksSet
 }
 
 // GenerateMesh is Generate under mesh config mesh (nil: Istio's defaults).
@@ -55,6 +68,15 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*Resources, error) {
 // filters of the AuthorizationPolicies that apply to the proxy (authz.go),
 // on a sidecar's inbound listener and on a gateway's listeners.
 func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) (*Resources, error) {
+	return GenerateWith(pc, p, Options{Mesh: mesh})
+}
+
+// GenerateWith is Generate under o. A RequestAuthentication that applies
+// to the proxy puts Envoy's jwt_authn filter (jwtFilter) first on its
+// inbound HTTP connection manager (sidecar) or on every gateway listener
+// (router); outbound listeners get none, as in Istio.
+func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources, error) {
+	mesh := o.Mesh
 	if pc == nil || p == nil {
 		return nil, errors.New("translate: nil push context or proxy")
 	}
@@ -73,6 +95,14 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 	authz, err := newAuthzBuilder(pc, p, mesh).httpFilters()
 	if err != nil {
 		return nil, fmt.Errorf("translate proxy %q: authorization: %w", p.ID, err)
+	}
+	// Authentication before authorization, as Istio orders them.
+	jwt, err := jwtFilter(pc, p, o.Jwks)
+	if err != nil {
+		return nil, fmt.Errorf("translate proxy %q: request authentication: %w", p.ID, err)
+	}
+	if jwt != nil {
+		authz = append([]*hcmv3.HttpFilter{jwt}, authz...)
 	}
 	var r *Resources
 	switch p.Type {
