@@ -4,7 +4,7 @@
 //
 //	loomd --config-dir DIR [--xds-addr 127.0.0.1:15010] [--monitoring-addr 127.0.0.1:15014]
 //	      [--debounce-after 100ms] [--debounce-max 1s] [--log-level info]
-//	      [--mesh-config FILE]
+//	      [--mesh-config FILE] [--jwks-ca-file FILE] [--jwks-refresh-interval 20m]
 //
 // --mesh-config is a YAML MeshConfig (Istio's meshConfig; only
 // outboundTrafficPolicy is read). Without it the mesh is Istio's default,
@@ -30,6 +30,12 @@
 // an error naming the file. Without --data-dir there is no CA and no TLS
 // port. docs/security.md has the threat model.
 //
+// The JWKS of RequestAuthentication rules without inline jwks are fetched
+// by loomd (from jwksUri, or the issuer's OpenID discovery document),
+// refreshed every --jwks-refresh-interval and inlined into the proxies'
+// config, as istiod does by default. https servers are verified against
+// the system roots plus --jwks-ca-file (PEM).
+//
 // Bad config never stops loomd: it logs the errors, serves the last good
 // (at first, empty) config and reports the errors on /debug/configz. It
 // exits non-zero only for bad flags or an address it cannot bind.
@@ -37,6 +43,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +61,7 @@ import (
 	"github.com/loom-mesh/loom/internal/controlplane/api"
 	"github.com/loom-mesh/loom/internal/controlplane/ca"
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/jwks"
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/translate"
@@ -78,6 +86,10 @@ type options struct {
 	secureXDSAddr      string
 	workloadCertTTL    time.Duration
 	maxWorkloadCertTTL time.Duration
+
+	// JWKS fetching for RequestAuthentication.
+	jwksCAFile  string
+	jwksRefresh time.Duration
 }
 
 func main() {
@@ -124,6 +136,8 @@ func newCommand(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.secureXDSAddr, "secure-xds-addr", "127.0.0.1:15012", "xDS and CSR API over TLS listen address (with --data-dir)")
 	f.DurationVar(&o.workloadCertTTL, "workload-cert-ttl", ca.DefaultWorkloadCertTTL, "lifetime of a workload certificate whose request names none")
 	f.DurationVar(&o.maxWorkloadCertTTL, "max-workload-cert-ttl", ca.DefaultMaxWorkloadCertTTL, "longest lifetime a certificate request may ask for")
+	f.StringVar(&o.jwksCAFile, "jwks-ca-file", "", "PEM roots trusted, besides the system's, for https jwksUri fetches")
+	f.DurationVar(&o.jwksRefresh, "jwks-refresh-interval", jwks.DefaultRefreshInterval, "how often a fetched JWKS is fetched again")
 	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
 		panic(err)
 	}
@@ -143,6 +157,27 @@ func parseLevel(s string) (slog.Level, error) {
 // /debug/configz, not by unreadiness) and xDS is serving.
 func ready(store interface{ Loaded() bool }, xdsSrv interface{ Serving() bool }) func() bool {
 	return func() bool { return store.Loaded() && xdsSrv.Serving() }
+}
+
+// jwksRoots is the system pool plus the PEM certificates of file (none
+// when file is empty); an unreadable file or one without a certificate is
+// an error.
+func jwksRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--jwks-ca-file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("--jwks-ca-file %s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // run serves until ctx is done. It returns an error only when an address
@@ -170,14 +205,24 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
-		return translate.GenerateMesh(pc, p, mesh.Current())
+	roots, err := jwksRoots(o.jwksCAFile)
+	if err != nil {
+		return err
 	}
 	authority, secure, err := newCA(o, log)
 	if err != nil {
 		return err
 	}
-	xdsSrv, err := xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
+	// The resolver's changes trigger pushes; xdsSrv is set before Run
+	// starts the resolver, so before any change can be announced.
+	var xdsSrv *xds.Server
+	keys := jwks.New(jwks.Options{RootCAs: roots, RefreshInterval: o.jwksRefresh, Logger: log,
+		OnChange: func() { xdsSrv.Trigger() }})
+	keys.Update(store.Snapshot())
+	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
+		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current()})
+	}
+	xdsSrv, err = xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
 		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure})
 	if err != nil {
 		return err
@@ -234,11 +279,17 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		})
 	}
 	wg.Go(func() {
+		if err := keys.Run(ctx); err != nil {
+			log.Error("jwks resolver stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-changes:
+				keys.Update(store.Snapshot())
 				xdsSrv.Trigger()
 			case <-mesh.Changes():
 				xdsSrv.Trigger()
