@@ -66,6 +66,12 @@ const clientOctet = 100
 // loomd and the sidecars, and waits until every proxy is SYNCED.
 func startAppMesh(t *testing.T, prefix string, workloads []appWorkload, extra string) *appMesh {
 	t.Helper()
+	return startAppMeshArgs(t, prefix, workloads, extra)
+}
+
+// startAppMeshArgs is startAppMesh with extra loomd flags.
+func startAppMeshArgs(t *testing.T, prefix string, workloads []appWorkload, extra string, loomdArgs ...string) *appMesh {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
@@ -100,8 +106,8 @@ func startAppMesh(t *testing.T, prefix string, workloads []appWorkload, extra st
 		t.Cleanup(func() { srv.Close() })
 	}
 	xds := m.ip(1) + ":15010"
-	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1)+":15014",
-		"--mesh-config", m.meshConfig)
+	m.start("loomd", "loomd", append([]string{"--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1) + ":15014",
+		"--mesh-config", m.meshConfig}, loomdArgs...)...)
 	var want []string
 	for _, w := range workloads {
 		args := []string{"sidecar", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "default",
