@@ -137,7 +137,7 @@ spec:
     matchLabels: {app: httpbin}
   jwtRules:
   - issuer: testing@secure.istio.io
-    jwks: '` + readShared(t, "jwt/jwks.json") + `'
+    jwks: '`+readShared(t, "jwt/jwks.json")+`'
     outputPayloadToHeader: x-jwt-payload
 `, "httpbin-v1")
 	step := "inline jwks"
@@ -162,10 +162,10 @@ spec:
     matchLabels: {app: httpbin}
   jwtRules:
   - issuer: testing@secure.istio.io
-    jwks: '` + readShared(t, "jwt/jwks.json") + `'
+    jwks: '`+readShared(t, "jwt/jwks.json")+`'
     outputPayloadToHeader: x-jwt-payload
   - issuer: test-issuer-1@istio.io
-    jwksUri: ` + jwksURI + `
+    jwksUri: `+jwksURI+`
 `, "httpbin-v1")
 	step = "jwksUri"
 	if !poll(15*time.Second, func() bool { code, _, _ := get(issuer1); return code == 200 }) {
@@ -243,7 +243,7 @@ spec:
     matchLabels: {app: httpbin}
   jwtRules:
   - issuer: testing@secure.istio.io
-    jwks: '` + readShared(t, "jwt/jwks.json") + `'
+    jwks: '`+readShared(t, "jwt/jwks.json")+`'
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
