@@ -56,7 +56,24 @@ func (headersApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// startJWKSServer serves jwks over HTTPS with the jwt-server's test
+// taskPolicy is the RequestAuthentication of Istio's JWT task on httpbin
+// (the task's JWKS inline, outputPayloadToHeader x-jwt-payload) with
+// moreRules (YAML list items) added to its jwtRules.
+func taskPolicy(t *testing.T, moreRules string) string {
+	return `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt-example, namespace: default}
+spec:
+  selector:
+    matchLabels: {app: httpbin}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '` + readShared(t, "jwt/jwks.json") + `'
+    outputPayloadToHeader: x-jwt-payload
+` + moreRules
+}
+
+// startE2EJWKSServer serves jwks over HTTPS with the jwt-server's test
 // certificate at https://localhost:PORT/jwks and counts the fetches. The
 // certificate's CA is written to a file for loomd's --jwks-ca-file.
 func startE2EJWKSServer(t *testing.T, jwks string) (uri, caFile string, hits *atomic.Int64) {
@@ -129,17 +146,7 @@ func TestRequestAuthentication(t *testing.T) {
 	// Before any policy every request passes.
 	expect("no policy", "invalid token", "invalidToken", 200, "")
 
-	m.applyFor(`apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt-example, namespace: default}
-spec:
-  selector:
-    matchLabels: {app: httpbin}
-  jwtRules:
-  - issuer: testing@secure.istio.io
-    jwks: '`+readShared(t, "jwt/jwks.json")+`'
-    outputPayloadToHeader: x-jwt-payload
-`, "httpbin-v1")
+	m.applyFor(taskPolicy(t, ""), "httpbin-v1")
 	step := "inline jwks"
 	expect(step, "invalid token", "invalidToken", 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
 	expect(step, "no token", "", 200, "")
@@ -154,19 +161,7 @@ spec:
 		}
 	}
 
-	m.applyFor(`apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt-example, namespace: default}
-spec:
-  selector:
-    matchLabels: {app: httpbin}
-  jwtRules:
-  - issuer: testing@secure.istio.io
-    jwks: '`+readShared(t, "jwt/jwks.json")+`'
-    outputPayloadToHeader: x-jwt-payload
-  - issuer: test-issuer-1@istio.io
-    jwksUri: `+jwksURI+`
-`, "httpbin-v1")
+	m.applyFor(taskPolicy(t, "  - issuer: test-issuer-1@istio.io\n    jwksUri: "+jwksURI+"\n"), "httpbin-v1")
 	step = "jwksUri"
 	if !poll(15*time.Second, func() bool { code, _, _ := get(issuer1); return code == 200 }) {
 		t.Fatalf("%s: TokenIssuer1 is not accepted 15 s after the policy (%d JWKS fetches)\n%s", step, fetches.Load(), m.tails())
@@ -235,16 +230,7 @@ func TestRequestAuthenticationWithAuthorization(t *testing.T) {
 		code, _, _ := getBody(t, hc, url, hdr)
 		return code
 	}
-	m.applyFor(`apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt-example, namespace: default}
-spec:
-  selector:
-    matchLabels: {app: httpbin}
-  jwtRules:
-  - issuer: testing@secure.istio.io
-    jwks: '`+readShared(t, "jwt/jwks.json")+`'
----
+	m.applyFor(taskPolicy(t, "")+`---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: require-jwt, namespace: default}
