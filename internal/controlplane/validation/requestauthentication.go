@@ -118,19 +118,20 @@ func jwksURI(s string) string {
 }
 
 // ParseJWKS checks that s is a JSON Web Key Set (RFC 7517 section 5)
-// whose every key go-jose can read, as Istio's validation parses a jwks.
+// whose every key go-jose can read, as Istio's validation parses a jwks
+// (an empty set is one; a lone JWK is not).
 // It is what loomd checks a fetched JWKS with before serving it.
 func ParseJWKS(s string) error {
 	var set struct {
-		Keys []json.RawMessage `json:"keys"`
+		Keys *[]json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal([]byte(s), &set); err != nil {
 		return fmt.Errorf("not a JSON Web Key Set: %w", err)
 	}
-	if len(set.Keys) == 0 {
-		return fmt.Errorf("no keys")
+	if set.Keys == nil {
+		return fmt.Errorf(`not a JSON Web Key Set: no "keys" member`)
 	}
-	for i, raw := range set.Keys {
+	for i, raw := range *set.Keys {
 		var k jose.JSONWebKey
 		if err := k.UnmarshalJSON(raw); err != nil {
 			return fmt.Errorf("keys[%d]: %w", i, err)
