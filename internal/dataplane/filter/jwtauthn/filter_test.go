@@ -556,3 +556,27 @@ func mustAny(t testing.TB, m proto.Message) *anypb.Any {
 	}
 	return a
 }
+
+// BenchmarkVerify is one request with demo.jwt through Istio's filter for
+// the task: extraction, parsing, claims, an RS256 signature check and the
+// metadata.
+func BenchmarkVerify(b *testing.B) {
+	c := mustConfig(b, istioConfig(rule{issuer: taskIssuer, jwks: readSample(b, "jwks.json")}), time.Time{})
+	f, err := Factory{}.Build(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok := readSample(b, "demo.jwt")
+	next := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodGet, "http://a/", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		st := &filter.State{}
+		r = r.WithContext(filter.NewContext(r.Context(), st))
+		f.ServeHTTP(nil, r, next)
+		if st.Metadata == nil {
+			b.Fatal("not verified")
+		}
+	}
+}
