@@ -17,8 +17,8 @@ import (
 // issuer or a jwksUri, non-empty audiences, token locations and
 // spaceDelimitedClaims, an http(s) jwksUri or else a jwks that parses,
 // outputClaimToHeaders with a claim and a header name of [-_A-Za-z0-9],
-// and a timeout of at least 1ms. Beyond Istio, outputPayloadToHeader
-// must be a header name, since the proxy sets that header.
+// and a timeout of at least 1ms. Beyond Istio, outputPayloadToHeader and
+// fromHeaders names must be HTTP header names, which the proxy requires.
 func (c *checker) requestAuthentication(ra *security.RequestAuthentication) {
 	// Targets are accepted (Istio's corpus has one): they name waypoints
 	// and Kubernetes Gateways, which Loom has not, so the policy applies
@@ -61,8 +61,11 @@ func (c *checker) jwtRule(p string, r *security.JWTRule) {
 		}
 	}
 	for i, h := range r.GetFromHeaders() {
-		if h.GetName() == "" {
+		switch n := h.GetName(); {
+		case n == "":
 			c.errf(fmt.Sprintf("%s.fromHeaders[%d].name", p, i), "Required value: location header name must be non-empty string")
+		case !isHeaderName(n) || strings.HasPrefix(n, ":"):
+			c.errf(fmt.Sprintf("%s.fromHeaders[%d].name", p, i), "Invalid value: %q: must be an HTTP header name", n)
 		}
 	}
 	for i, q := range r.GetFromParams() {

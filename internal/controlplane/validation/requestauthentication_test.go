@@ -57,7 +57,9 @@ func TestRequestAuthentication(t *testing.T) {
   - issuer: i
     outputPayloadToHeader: "bad header"
     outputClaimToHeaders: [{header: "x.y", claim: c}]
+    fromHeaders: [{name: ":path"}]
 `), []string{
+			`spec.jwtRules[0].fromHeaders[0].name: Invalid value: ":path": must be an HTTP header name`,
 			`spec.jwtRules[0].outputClaimToHeaders[0].header: Invalid value: "x.y": header in body should match '^[-_A-Za-z0-9]+$'`,
 			`spec.jwtRules[0].outputPayloadToHeader: Invalid value: "bad header": must be an HTTP header name`,
 		}},
