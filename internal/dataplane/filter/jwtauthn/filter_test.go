@@ -17,10 +17,9 @@ import (
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
 // outcome is what a request through the filter came to.
@@ -467,12 +466,12 @@ func TestPerRouteAndRules(t *testing.T) {
 	m.Rules = append([]*jwtv3.RequirementRule{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/public"}}}}, m.Rules...)
 	c := mustConfig(t, m, time.Time{})
 
-	disabled, err := Factory{}.ParseOverride(mustAny(t, &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_Disabled{Disabled: true}}))
+	disabled, err := Factory{}.ParseOverride(xdstest.MustAny(t, &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_Disabled{Disabled: true}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	named, _ := Factory{}.ParseOverride(mustAny(t, &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_RequirementName{RequirementName: "strict"}}))
-	unknown, _ := Factory{}.ParseOverride(mustAny(t, &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_RequirementName{RequirementName: "nope"}}))
+	named, _ := Factory{}.ParseOverride(xdstest.MustAny(t, &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_RequirementName{RequirementName: "strict"}}))
+	unknown, _ := Factory{}.ParseOverride(xdstest.MustAny(t, &jwtv3.PerRouteConfig{RequirementSpecifier: &jwtv3.PerRouteConfig_RequirementName{RequirementName: "nope"}}))
 
 	bad := bearer("garbage")
 	preflight := httptest.NewRequest(http.MethodOptions, "/", nil)
@@ -546,15 +545,6 @@ func TestParseRefuses(t *testing.T) {
 	if got := run(t, c, bearer(readSample(t, "demo.jwt")), nil); got.code != 401 || got.body != JwksNoValidKeys.String() {
 		t.Fatalf("unreadable JWKS: got %d %q", got.code, got.body)
 	}
-}
-
-func mustAny(t testing.TB, m proto.Message) *anypb.Any {
-	t.Helper()
-	a, err := anypb.New(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 // BenchmarkVerify is one request with demo.jwt through Istio's filter for
