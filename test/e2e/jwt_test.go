@@ -210,13 +210,13 @@ func TestRequestAuthentication(t *testing.T) {
 }
 
 // TestRequestAuthenticationWithAuthorization is the rest of Istio's JWT
-// task, which needs AuthorizationPolicy: with require-jwt
+// task, with AuthorizationPolicy reading the payload jwt_authn leaves in
+// the dynamic metadata: with require-jwt
 // (requestPrincipals testing@secure.istio.io/testing@secure.istio.io) a
 // request without a token gets 403 and demo.jwt 200; with the groups
 // condition (request.auth.claims[groups] in [group1]) groups-scope.jwt
 // gets 200 and demo.jwt 403.
 func TestRequestAuthenticationWithAuthorization(t *testing.T) {
-	t.Skip("needs AuthorizationPolicy and the rbac HTTP filter (branch authz): enable after merging it")
 	m := startAppMeshArgs(t, "127.92.0", []appWorkload{{Name: "httpbin-v1", App: "httpbin", Version: "v1", Octet: 11, Handler: headersApp{}}}, "")
 	hc := m.client(5 * time.Second)
 	const url = "http://httpbin:9080/headers"
