@@ -326,6 +326,8 @@ func (a *Agent) renew(ctx context.Context, client pb.IstioCertificateServiceClie
 	a.status.Rotations++
 	a.status.LastRotation = now
 	a.status.LastError, a.status.LastErrorTime = "", time.Time{}
+	// Set here too, before Ready, so a status read after Ready is whole.
+	a.status.NextAttempt = next
 	first := a.status.Rotations == 1
 	a.mu.Unlock()
 	a.readyOnce.Do(func() { close(a.ready) })
