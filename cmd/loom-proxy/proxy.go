@@ -50,6 +50,10 @@ type Options struct {
 	// XDSMTLS connects to XDSAddr over mTLS with the agent's certificate
 	// (loomd's 15012), once the agent has one. Needs Agent.
 	XDSMTLS bool
+	// SecretPollInterval is how often file-backed secrets (file-cert:,
+	// file-root:) are checked for a change; 0 is
+	// secret.DefaultFilePollInterval.
+	SecretPollInterval time.Duration
 }
 
 // Proxy is the wired data plane: config source -> generation -> clusters,
@@ -64,9 +68,10 @@ type Proxy struct {
 	conns     *dphttp.ConnectionManager
 	listeners *listener.Manager
 	static    *config.Generation // from Bootstrap
-	// secrets holds the TLS secrets by name: the agent's "default" and
-	// "ROOTCA".
+	// secrets holds the TLS secrets handshakes resolve by name: the
+	// agent's ("default", "ROOTCA"), files', and those fetched over ADS.
 	secrets *secret.Store
+	files   *secret.Files
 	agent   *agent.Agent // nil without Options.Agent
 }
 
@@ -74,6 +79,7 @@ type Proxy struct {
 // on an invalid one.
 func New(opts Options) (*Proxy, error) {
 	p := &Proxy{opts: opts, log: opts.Logger.With("component", "proxy"), metrics: telemetry.NewMetrics(), secrets: secret.NewStore()}
+	p.files = secret.NewFiles(p.secrets, opts.SecretPollInterval, opts.Logger)
 	if opts.Agent != nil {
 		ao := *opts.Agent
 		ao.Store, ao.Logger = p.secrets, opts.Logger
@@ -101,7 +107,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
 	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
-	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster})
+	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster, Secrets: p.secrets})
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
 		Metrics: p.metrics, Logger: opts.Logger})
 	if err != nil {
@@ -123,10 +129,10 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger,
-		Handler: func(l *config.Listener) http.Handler { return cm.Handler(l.Name) },
-		TCP: func(l *config.Listener) listener.ConnHandler {
-			return func(ctx context.Context, c net.Conn) { tp.ServeConn(ctx, l.Name, c) }
+	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger, Secrets: p.secrets,
+		Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) },
+		TCP: func(l *config.Listener, fc *config.FilterChain) listener.ConnHandler {
+			return func(ctx context.Context, c net.Conn) { tp.ServeConn(ctx, l.Name, fc, c) }
 		}})
 	if err != nil {
 		return nil, err
@@ -134,9 +140,13 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// apply publishes g: cluster state first (so that requests on g find their
+// apply publishes g: the file secrets it names first (so that its first
+// handshakes find them), cluster state (so that requests on g find their
 // pools), then the pointer, then the listeners.
 func (p *Proxy) apply(g *config.Generation) {
+	if err := p.files.Watch(g.LocalSecretNames()); err != nil {
+		p.log.Warn("file secrets not loaded; retried at each poll", "error", err)
+	}
 	p.clusters.Update(g)
 	p.current.Store(g)
 	if err := p.listeners.Update(g); err != nil {
@@ -164,7 +174,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 	defer stopBg()
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		_ = p.files.Run(bgCtx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := adm.Run(bgCtx); err != nil {
@@ -190,7 +204,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.static != nil {
 		p.apply(p.static)
 	} else {
-		xo := xdsclient.Options{Addr: p.opts.XDSAddr, Node: p.opts.Node, Logger: p.opts.Logger, Apply: p.apply}
+		xo := xdsclient.Options{Addr: p.opts.XDSAddr, Node: p.opts.Node, Logger: p.opts.Logger, Apply: p.apply,
+			Secrets: p.secrets}
 		if p.opts.XDSMTLS {
 			xo.Creds = credentials.NewTLS(p.agent.XDSTLS())
 		}

@@ -18,6 +18,11 @@ const (
 	RouteType    = resourcev3.RouteType
 )
 
+// SecretType is the type URL of SDS secrets (TLS certificates and trust
+// bundles) a proxy asks for by name over its ADS stream; it is not in
+// TypeURLs, which are subscribed to as wildcards.
+const SecretType = resourcev3.SecretType
+
 // TypeURLs lists the served types in apply order.
 var TypeURLs = []string{ClusterType, EndpointType, ListenerType, RouteType}
 
@@ -32,6 +37,8 @@ func ShortType(typeURL string) string {
 		return "LDS"
 	case RouteType:
 		return "RDS"
+	case SecretType:
+		return "SDS"
 	}
 	return typeURL
 }

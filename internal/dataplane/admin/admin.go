@@ -29,7 +29,8 @@ type Options struct {
 	// Gatherer is served on /stats/prometheus; nil serves no metrics.
 	Gatherer prometheus.Gatherer
 	// Secrets are listed on /certs (Envoy's admin /certs: certificates and
-	// trust bundles, never keys); nil lists none.
+	// trust bundles, never keys) and at the end of /config_dump
+	// (SecretsConfigDump, private keys redacted); nil lists none.
 	Secrets *secret.Store
 	// AgentStatus, when set, is served as JSON on /agent: the certificate
 	// agent's state (serial, expiry, last rotation, last error). It must
@@ -112,7 +113,23 @@ func (s *Server) configDump(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "no configuration applied yet", http.StatusServiceUnavailable)
 		return
 	}
-	b, err := g.ConfigDump()
+	var (
+		b   []byte
+		err error
+	)
+	if s.opts.Secrets != nil {
+		names := s.opts.Secrets.Names()
+		slices.Sort(names)
+		secs := make([]*secret.Secret, 0, len(names))
+		for _, n := range names {
+			if sec := s.opts.Secrets.Get(n); sec != nil {
+				secs = append(secs, sec)
+			}
+		}
+		b, err = g.ConfigDumpWithSecrets(secs)
+	} else {
+		b, err = g.ConfigDump()
+	}
 	if err != nil {
 		http.Error(w, fmt.Sprintf("config dump: %v", err), http.StatusInternalServerError)
 		return

@@ -34,7 +34,7 @@ func TestLoadBenchBootstrap(t *testing.T) {
 	if l == nil || l.Address != "127.0.0.1:18080" {
 		t.Fatalf("listener = %+v", l)
 	}
-	rt := g.Routes[l.RouteConfigName]
+	rt := g.Routes[l.FilterChains[0].RouteConfigName]
 	vh := rt.VirtualHostFor("anything:1")
 	if vh == nil || len(vh.Routes) != 1 || config.PickCluster(vh.Routes[0], 0) != "upstream" || vh.Routes[0].Timeout != 0 {
 		t.Fatalf("route table = %+v", rt)
@@ -134,7 +134,7 @@ func TestLoadBenchFeaturesBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
-	l := g.Listeners["bench"]
+	l := g.Listeners["bench"].FilterChains[0]
 	r := g.Routes[l.RouteConfigName].VirtualHostFor("anything").Routes[0]
 	if r.Retry == nil || r.Retry.NumRetries != 2 {
 		t.Errorf("route retry policy = %+v, want Istio's default (2 retries)", r.Retry)

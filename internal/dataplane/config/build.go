@@ -20,7 +20,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -47,9 +46,10 @@ const (
 )
 
 // InlineRouteName is the key in Generation.Routes of the inline
-// route_config of listener name: "inline:" + listener name. RDS names never
-// take this form in Loom.
-func InlineRouteName(listener string) string { return "inline:" + listener }
+// route_config of the filter chain whose Key is chain in listener:
+// "inline:" + listener + "/" + chain. RDS names never take this form in
+// Loom.
+func InlineRouteName(listener, chain string) string { return "inline:" + listener + "/" + chain }
 
 // Build validates a complete set of xDS resources and compiles them into a
 // new Generation. It is pure and safe for concurrent use; res is not
@@ -89,7 +89,7 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 	}
 
 	// Endpoints first: clusters pick them up by name.
-	clas := make(map[string][]Endpoint, len(res.Endpoints))
+	clas := make(map[string]loadAssignment, len(res.Endpoints))
 	for i, m := range res.Endpoints {
 		cla, ok := m.(*endpointv3.ClusterLoadAssignment)
 		if !ok {
@@ -165,19 +165,94 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 		if _, dup := g.Listeners[l.GetName()]; dup {
 			return nil, resErr("listener", l.GetName(), ferr("name", "duplicate"))
 		}
-		rl, inline, err := buildListener(fb, l)
+		rl, inlines, err := buildListener(fb, l)
 		if err == nil {
 			err = envoyValidate(l)
 		}
 		if err != nil {
 			return nil, resErr("listener", l.GetName(), err)
 		}
-		if inline != nil {
-			g.Routes[inline.Name] = inline
+		for _, rt := range inlines {
+			g.Routes[rt.Name] = rt
 		}
 		g.Listeners[rl.Name] = rl
 	}
+	g.SecretRefs = secretRefs(g)
+	g.byAddress = make(map[string]*Listener, len(g.Listeners))
+	for _, name := range slices.Sorted(maps.Keys(g.Listeners)) {
+		l := g.Listeners[name]
+		k := listenerAddressKey(l.Address)
+		if _, dup := g.byAddress[k]; !dup {
+			g.byAddress[k] = l
+		}
+	}
 	return g, nil
+}
+
+// secretRefs lists the secrets g's listeners and clusters name, sorted by
+// name, once each.
+func secretRefs(g *Generation) []SecretRef {
+	seen := map[SecretRef]bool{}
+	add := func(c *CommonTLS) {
+		for _, r := range c.SecretRefs() {
+			seen[r] = true
+		}
+	}
+	for _, l := range g.Listeners {
+		for _, fc := range l.AllChains() {
+			if fc.TLS != nil {
+				add(&fc.TLS.CommonTLS)
+			}
+		}
+	}
+	for _, c := range g.Clusters {
+		for _, t := range c.Transports {
+			if t.TLS != nil {
+				add(&t.TLS.CommonTLS)
+			}
+		}
+	}
+	out := slices.Collect(maps.Keys(seen))
+	slices.SortFunc(out, func(a, b SecretRef) int {
+		if a.Name != b.Name {
+			return strings.Compare(a.Name, b.Name)
+		}
+		return int(a.Source) - int(b.Source)
+	})
+	return out
+}
+
+// ADSSecretNames returns the names of the secrets g fetches over ADS
+// (SecretADS), sorted.
+func (g *Generation) ADSSecretNames() []string {
+	var out []string
+	for _, r := range g.SecretRefs {
+		if r.Source == SecretADS && (len(out) == 0 || out[len(out)-1] != r.Name) {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// LocalSecretNames returns the names of the secrets g resolves in-process
+// (SecretLocal: "default", "ROOTCA", file-cert: and file-root: names),
+// sorted.
+func (g *Generation) LocalSecretNames() []string {
+	var out []string
+	for _, r := range g.SecretRefs {
+		if r.Source == SecretLocal && (len(out) == 0 || out[len(out)-1] != r.Name) {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// listenerAddressKey normalizes "ip:port" ("::0" and "::" alike).
+func listenerAddressKey(addr string) string {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
+	return addr
 }
 
 // envoyValidate runs the protoc-gen-validate rules of Envoy's protos (the
@@ -301,80 +376,10 @@ func anyTo(a *anypb.Any, m proto.Message) error {
 
 // ---- listeners ----
 
-func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, *RouteTable, error) {
-	rl := &Listener{Name: l.GetName()}
-	addr, err := socketAddress("address", l.GetAddress())
-	if err != nil {
-		return nil, nil, err
-	}
-	rl.Address = addr
-	if len(l.GetAdditionalAddresses()) > 0 {
-		return nil, nil, ferr("additional_addresses", "not supported")
-	}
-	switch l.GetTrafficDirection() {
-	case corev3.TrafficDirection_UNSPECIFIED:
-		rl.Direction = DirectionUnspecified
-	case corev3.TrafficDirection_INBOUND:
-		rl.Direction = DirectionInbound
-	case corev3.TrafficDirection_OUTBOUND:
-		rl.Direction = DirectionOutbound
-	default:
-		return nil, nil, verr("traffic_direction", l.GetTrafficDirection().String(), "must be UNSPECIFIED, INBOUND or OUTBOUND")
-	}
-	for i, lf := range l.GetListenerFilters() {
-		switch lf.GetName() {
-		case "envoy.filters.listener.http_inspector", "envoy.filters.listener.tls_inspector":
-			// Harmless: this version matches filter chains on nothing they detect.
-		default:
-			return nil, nil, verr(idx("listener_filters", i)+".name", lf.GetName(), "not supported")
-		}
-	}
-	if l.GetDefaultFilterChain() != nil {
-		return nil, nil, ferr("default_filter_chain", "not supported")
-	}
-	if l.GetUseOriginalDst().GetValue() {
-		return nil, nil, ferr("use_original_dst", "not supported")
-	}
-	if n := len(l.GetFilterChains()); n != 1 {
-		return nil, nil, verr("filter_chains", strconv.Itoa(n)+" chains", "must have exactly one filter chain")
-	}
-	fc := l.GetFilterChains()[0]
-	if fcm := fc.GetFilterChainMatch(); fcm != nil && !proto.Equal(fcm, &listenerv3.FilterChainMatch{}) {
-		return nil, nil, ferr("filter_chains[0].filter_chain_match", "not supported")
-	}
-	if fc.GetTransportSocket() != nil {
-		return nil, nil, ferr("filter_chains[0].transport_socket", "not supported (no TLS in this version)")
-	}
-	if n := len(fc.GetFilters()); n != 1 {
-		return nil, nil, verr("filter_chains[0].filters", strconv.Itoa(n)+" filters", "must have exactly one filter, "+HCMFilterName+" or "+TCPProxyFilterName)
-	}
-	f := fc.GetFilters()[0]
-	if f.GetName() == TCPProxyFilterName {
-		var tp tcpv3.TcpProxy
-		if err := anyTo(f.GetTypedConfig(), &tp); err != nil {
-			return nil, nil, ferr("filter_chains[0].filters[0].typed_config", "%v", err)
-		}
-		if rl.TCPProxy, err = buildTCPProxy(&tp); err != nil {
-			return nil, nil, under("filter_chains[0].filters[0].typed_config", err)
-		}
-		rl.StatPrefix = rl.TCPProxy.StatPrefix
-		return rl, nil, nil
-	}
-	if f.GetName() != HCMFilterName {
-		return nil, nil, verr("filter_chains[0].filters[0].name", f.GetName(), "must be "+HCMFilterName+" or "+TCPProxyFilterName)
-	}
-	var hcm hcmv3.HttpConnectionManager
-	if err := anyTo(f.GetTypedConfig(), &hcm); err != nil {
-		return nil, nil, ferr("filter_chains[0].filters[0].typed_config", "%v", err)
-	}
-	inline, err := buildHCM(fb, rl, &hcm)
-	if err != nil {
-		return nil, nil, under("filter_chains[0].filters[0].typed_config", err)
-	}
-	return rl, inline, nil
-}
-
-func buildHCM(fb *filterBuilder, rl *Listener, hcm *hcmv3.HttpConnectionManager) (*RouteTable, error) {
+// buildHCM fills chain c (of listener) from its HTTP connection manager;
+// it returns the inline route table, if any.
+func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.HttpConnectionManager) (*RouteTable, error) {
+	rl := c
 	rl.StatPrefix = hcm.GetStatPrefix()
 	if rl.StatPrefix == "" {
 		return nil, ferr("stat_prefix", "must not be empty")
@@ -393,7 +398,7 @@ func buildHCM(fb *filterBuilder, rl *Listener, hcm *hcmv3.HttpConnectionManager)
 		}
 		rl.RouteConfigName = rs.Rds.GetRouteConfigName()
 	case *hcmv3.HttpConnectionManager_RouteConfig:
-		name := InlineRouteName(rl.Name)
+		name := InlineRouteName(listener, c.Key)
 		rt, err := buildRouteTable(fb, name, rs.RouteConfig)
 		if err != nil {
 			return nil, under("route_config", err)

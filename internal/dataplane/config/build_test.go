@@ -114,9 +114,11 @@ func TestBuildGood(t *testing.T) {
 	if g.Number != 7 {
 		t.Errorf("Number = %d, want 7", g.Number)
 	}
-	wantL := &Listener{Name: "virtualOutbound", Address: "127.0.0.13:15001", Direction: DirectionOutbound,
-		StatPrefix: "outbound_0.0.0.0_15001", RouteConfigName: "http_proxy"}
-	if diff := cmp.Diff(wantL, g.Listeners["virtualOutbound"]); diff != "" {
+	gotL := g.Listeners["virtualOutbound"]
+	wantL := &Listener{Name: "virtualOutbound", Address: "127.0.0.13:15001", Direction: DirectionOutbound, BindToPort: true,
+		ListenerFiltersTimeout: DefaultListenerFiltersTimeout,
+		FilterChains: []*FilterChain{{Key: "", Hash: gotL.FilterChains[0].Hash, StatPrefix: "outbound_0.0.0.0_15001", RouteConfigName: "http_proxy"}}}
+	if diff := cmp.Diff(wantL, gotL); diff != "" {
 		t.Errorf("listener (-want +got):\n%s", diff)
 	}
 	wantC := &Cluster{Name: reviewsV1, ConnectTimeout: 2 * time.Second, LBPolicy: "ROUND_ROBIN",
@@ -176,8 +178,8 @@ func TestBuildStaticInlineH2(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Build: %v", err)
 	}
-	l := g.Listeners["virtualOutbound"]
-	if l.RouteConfigName != InlineRouteName("virtualOutbound") || g.Routes[l.RouteConfigName] == nil {
+	l := g.Listeners["virtualOutbound"].FilterChains[0]
+	if l.RouteConfigName != InlineRouteName("virtualOutbound", "") || g.Routes[l.RouteConfigName] == nil {
 		t.Errorf("inline route: listener %+v, routes %v", l, g.Routes)
 	}
 	want := &Cluster{Name: reviewsV1, ConnectTimeout: 2 * time.Second, LBPolicy: "ROUND_ROBIN", HTTP2: true,
@@ -216,8 +218,8 @@ func TestBuildErrors(t *testing.T) {
 	}{
 		{"filter not HCM", listenerWith(func(l *listenerv3.Listener) { l.FilterChains[0].Filters[0].Name = "envoy.filters.network.redis_proxy" }),
 			`listener "virtualOutbound": filter_chains[0].filters[0].name = "envoy.filters.network.redis_proxy": must be envoy.filters.network.http_connection_manager or envoy.filters.network.tcp_proxy`},
-		{"two filter chains", listenerWith(func(l *listenerv3.Listener) { l.FilterChains = append(l.FilterChains, l.FilterChains[0]) }),
-			`listener "virtualOutbound": filter_chains = "2 chains": must have exactly one filter chain`},
+		{"two filter chains with one match", listenerWith(func(l *listenerv3.Listener) { l.FilterChains = append(l.FilterChains, l.FilterChains[0]) }),
+			`listener "virtualOutbound": filter_chains[1].filter_chain_match: must differ from filter_chains[0]'s (multiple filter chains with the same matching rules)`},
 		{"HCM typed_config wrong type", listenerWith(func(l *listenerv3.Listener) {
 			l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, &routerv3.Router{})}
 		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config: type_url "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router": must be type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`},
@@ -226,8 +228,8 @@ func TestBuildErrors(t *testing.T) {
 		{"listener hostname", listenerWith(func(l *listenerv3.Listener) { l.Address = xdstest.SocketAddress("localhost", 80) }),
 			`listener "virtualOutbound": address.socket_address.address = "localhost": must be an IP address`},
 		{"listener filter", listenerWith(func(l *listenerv3.Listener) {
-			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
-		}), `listener "virtualOutbound": listener_filters[0].name = "envoy.filters.listener.original_dst": not supported`},
+			l.ListenerFilters = []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.proxy_protocol"}}
+		}), `listener "virtualOutbound": listener_filters[0].name = "envoy.filters.listener.proxy_protocol": must be envoy.filters.listener.tls_inspector, envoy.filters.listener.http_inspector or envoy.filters.listener.original_dst`},
 		{"unknown http filter", hcmWith(func(h *hcmv3.HttpConnectionManager) {
 			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: "envoy.filters.http.lua"}}, h.HttpFilters...)
 		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.http_filters[0].name = "envoy.filters.http.lua": unknown HTTP filter (not is_optional)`},
@@ -307,8 +309,8 @@ func TestBuildErrors(t *testing.T) {
 		{"protocol options key", clusterWith(func(c *clusterv3.Cluster) {
 			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions": xdstest.MustAny(t, &httpv3.HttpProtocolOptions{})}
 		}), `cluster "outbound|9080|v1|reviews.default.svc.cluster.local": typed_extension_protocol_options["envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions"]: must be envoy.extensions.upstreams.http.v3.HttpProtocolOptions`},
-		{"upstream TLS", clusterWith(func(c *clusterv3.Cluster) { c.TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
-			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": transport_socket: not supported (no upstream TLS in this version)`},
+		{"upstream TLS without config", clusterWith(func(c *clusterv3.Cluster) { c.TransportSocket = &corev3.TransportSocket{Name: "tls"} }),
+			`cluster "outbound|9080|v1|reviews.default.svc.cluster.local": transport_socket.typed_config: must be set`},
 		{"static bad endpoint", clusterWith(func(c *clusterv3.Cluster) {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 			c.LoadAssignment = testCLA(c.Name, "not-an-ip")

@@ -60,21 +60,29 @@ type Cluster struct {
 	CircuitBreakers CircuitBreakers
 	Outlier         *OutlierDetection // nil: no outlier detection
 	Conn            ConnectionOptions
+	// Transports are the cluster's transport_socket (index 0) and its
+	// transport_socket_matches (1..n), indexed by Endpoint.Transport; nil
+	// when the cluster sets neither (every endpoint plaintext).
+	Transports []UpstreamTransport
 }
 
 // DefaultOriginalDstHeader is original_dst_lb_config.http_header_name when
 // empty (Envoy's x-envoy-original-dst-host).
 const DefaultOriginalDstHeader = "x-envoy-original-dst-host"
 
-// OriginalDstConfig is envoy.config.cluster.v3.Cluster.OriginalDstLbConfig
-// with use_http_header true, the only form the proxy serves: it has no
-// transparent interception, so the destination always comes from a request
-// header.
+// OriginalDstConfig is envoy.config.cluster.v3.Cluster.OriginalDstLbConfig:
+// a request goes to the destination a header names (use_http_header), else
+// to its connection's original destination (restored by the original_dst
+// listener filter on an intercepted connection). A connection whose
+// destination was not restored has no original destination: its request
+// fails 503 UF.
 type OriginalDstConfig struct {
 	// Header is http_header_name, lower-cased; DefaultOriginalDstHeader when
-	// unset. ":authority" and "host" both name the request's authority.
-	// Its value is "HOST[:PORT]"; a host name in it is resolved by the proxy
-	// at dial time (a Loom extension: Envoy takes only IP:PORT).
+	// unset; "" when use_http_header is false. ":authority" and "host" both
+	// name the request's authority. Its value is "HOST[:PORT]"; a host name
+	// in it is resolved by the proxy at dial time (a Loom extension: Envoy
+	// takes only IP:PORT). A request without the header goes to its
+	// connection's original destination.
 	Header string
 	// PortOverride is upstream_port_override (1-65535); 0 when unset.
 	PortOverride uint32
@@ -83,6 +91,10 @@ type OriginalDstConfig struct {
 // Authority reports whether the destination is read from the request's
 // authority (Header ":authority" or "host").
 func (o *OriginalDstConfig) Authority() bool { return o.Header == ":authority" || o.Header == "host" }
+
+// UseHeader reports whether a request header may name the destination
+// (use_http_header).
+func (o *OriginalDstConfig) UseHeader() bool { return o.Header != "" }
 
 // Load-balancing policies (Cluster.lb_policy) this version implements.
 const (
@@ -190,30 +202,44 @@ type Endpoint struct {
 	// (>= 1); 0 when unset. Read only when the cluster is
 	// LocalityWeighted, where a locality without a weight takes no traffic.
 	LocalityWeight uint32
+	// Transport indexes the cluster's Transports: the transport socket
+	// its transport_socket_matches chose (0: the cluster's own).
+	Transport int
 }
 
 // ---- endpoints ----
 
-func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]Endpoint, error) {
+// loadAssignment is a ClusterLoadAssignment's endpoints with the metadata
+// transport_socket_matches read (parallel slices).
+type loadAssignment struct {
+	eps  []Endpoint
+	meta []endpointMeta
+}
+
+func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) (loadAssignment, error) {
 	return buildEndpointsWith(cla, socketAddress)
 }
 
 // buildEndpointsWith is buildEndpoints with addr parsing each endpoint's
 // address into "host:port".
-func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path string, a *corev3.Address) (string, error)) ([]Endpoint, error) {
+func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path string, a *corev3.Address) (string, error)) (la loadAssignment, err error) {
+	defer func() {
+		if err != nil {
+			la = loadAssignment{}
+		}
+	}()
 	if len(cla.GetNamedEndpoints()) > 0 {
-		return nil, ferr("named_endpoints", "not supported")
+		return la, ferr("named_endpoints", "not supported")
 	}
 	if len(cla.GetPolicy().GetDropOverloads()) > 0 {
-		return nil, ferr("policy.drop_overloads", "not supported")
+		return la, ferr("policy.drop_overloads", "not supported")
 	}
 	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil && f.GetValue() != DefaultOverprovisioningFactor {
-		return nil, verr("policy.overprovisioning_factor.value", strconv.FormatUint(uint64(f.GetValue()), 10), "must be %d (unset)", DefaultOverprovisioningFactor)
+		return la, verr("policy.overprovisioning_factor.value", strconv.FormatUint(uint64(f.GetValue()), 10), "must be %d (unset)", DefaultOverprovisioningFactor)
 	}
 	if cla.GetPolicy().GetWeightedPriorityHealth() {
-		return nil, verr("policy.weighted_priority_health", "true", "not supported")
+		return la, verr("policy.weighted_priority_health", "true", "not supported")
 	}
-	var eps []Endpoint
 	type prioLocality struct {
 		prio     uint32
 		locality string
@@ -229,33 +255,33 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 		// Envoy: "duplicate locality ... found in priority ...".
 		k := prioLocality{le.GetPriority(), locality}
 		if seen[k] {
-			return nil, verr(lp+".locality", locality, "must not repeat a locality of priority %d", le.GetPriority())
+			return la, verr(lp+".locality", locality, "must not repeat a locality of priority %d", le.GetPriority())
 		}
 		seen[k] = true
 		var lw uint32
 		if w := le.GetLoadBalancingWeight(); w != nil {
 			if w.GetValue() == 0 {
-				return nil, verr(lp+".load_balancing_weight", "0", "must be at least 1")
+				return la, verr(lp+".load_balancing_weight", "0", "must be at least 1")
 			}
 			lw = w.GetValue()
 		}
 		if le.GetLedsClusterLocalityConfig() != nil {
-			return nil, ferr(lp+".leds_cluster_locality_config", "not supported")
+			return la, ferr(lp+".leds_cluster_locality_config", "not supported")
 		}
 		if le.GetLbConfig() != nil {
-			return nil, ferr(lp+".load_balancer_config", "not supported")
+			return la, ferr(lp+".load_balancer_config", "not supported")
 		}
 		for j, lb := range le.GetLbEndpoints() {
 			p := idx(lp+".lb_endpoints", j)
 			if lb.GetEndpointName() != "" {
-				return nil, ferr(p+".endpoint_name", "not supported")
+				return la, ferr(p+".endpoint_name", "not supported")
 			}
 			a, err := addr(p+".endpoint.address", lb.GetEndpoint().GetAddress())
 			if err != nil {
-				return nil, err
+				return la, err
 			}
 			if len(lb.GetEndpoint().GetAdditionalAddresses()) > 0 {
-				return nil, ferr(p+".endpoint.additional_addresses", "not supported")
+				return la, ferr(p+".endpoint.additional_addresses", "not supported")
 			}
 			ep := Endpoint{Address: a, Weight: 1, Priority: le.GetPriority(), Locality: locality, LocalityWeight: lw}
 			switch lb.GetHealthStatus() {
@@ -266,19 +292,20 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 			}
 			if w := lb.GetLoadBalancingWeight(); w != nil {
 				if w.GetValue() == 0 {
-					return nil, verr(p+".load_balancing_weight", "0", "must be at least 1")
+					return la, verr(p+".load_balancing_weight", "0", "must be at least 1")
 				}
 				ep.Weight = w.GetValue()
 			}
-			eps = append(eps, ep)
+			la.eps = append(la.eps, ep)
+			la.meta = append(la.meta, endpointMeta{endpoint: transportSocketMeta(lb.GetMetadata()), locality: transportSocketMeta(le.GetMetadata())})
 		}
 	}
-	return eps, nil
+	return la, nil
 }
 
 // ---- clusters ----
 
-func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, error) {
+func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluster, error) {
 	rc := &Cluster{Name: c.GetName()}
 	var err error
 	if rc.ConnectTimeout, err = duration(c.GetConnectTimeout(), "connect_timeout", DefaultConnectTimeout); err != nil {
@@ -289,9 +316,6 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 	}
 	if err := buildLB(c, rc); err != nil {
 		return nil, err
-	}
-	if c.GetTransportSocket() != nil || len(c.GetTransportSocketMatches()) > 0 {
-		return nil, ferr("transport_socket", "not supported (no upstream TLS in this version)")
 	}
 	if err := buildClusterPolicy(c, rc); err != nil {
 		return nil, err
@@ -325,6 +349,7 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 		}
 	}
 
+	var meta []endpointMeta
 	switch c.GetClusterDiscoveryType().(type) {
 	case *clusterv3.Cluster_Type:
 	default:
@@ -340,17 +365,18 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 		if sn := c.GetEdsClusterConfig().GetServiceName(); sn != "" {
 			key = sn
 		}
-		rc.Endpoints = clas[key]
+		la := clas[key]
+		rc.Endpoints, meta = la.eps, la.meta
 	case clusterv3.Cluster_STATIC:
 		if la := c.GetLoadAssignment(); la != nil {
 			eps, err := buildEndpoints(la)
 			if err != nil {
 				return nil, under("load_assignment", err)
 			}
-			rc.Endpoints = eps
+			rc.Endpoints, meta = eps.eps, eps.meta
 		}
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
-		if err := buildDNSCluster(c, rc); err != nil {
+		if meta, err = buildDNSCluster(c, rc); err != nil {
 			return nil, err
 		}
 	case clusterv3.Cluster_ORIGINAL_DST:
@@ -362,6 +388,9 @@ func buildCluster(c *clusterv3.Cluster, clas map[string][]Endpoint) (*Cluster, e
 	}
 	if c.GetType() != clusterv3.Cluster_ORIGINAL_DST && c.GetOriginalDstLbConfig() != nil {
 		return nil, ferr("original_dst_lb_config", "must be set only on an ORIGINAL_DST cluster")
+	}
+	if err := buildClusterTransports(c, rc, meta); err != nil {
+		return nil, err
 	}
 	return rc, nil
 }

@@ -19,16 +19,16 @@ import (
 // dns_refresh_rate, dns_jitter, dns_failure_refresh_rate and
 // respect_dns_ttl are therefore accepted and have no effect; a custom
 // resolver is refused.
-func buildDNSCluster(c *clusterv3.Cluster, rc *Cluster) error {
+func buildDNSCluster(c *clusterv3.Cluster, rc *Cluster) ([]endpointMeta, error) {
 	switch {
 	case len(c.GetDnsResolvers()) > 0: //nolint:staticcheck // deprecated field still refused.
-		return ferr("dns_resolvers", "not supported (the proxy uses the system resolver)")
+		return nil, ferr("dns_resolvers", "not supported (the proxy uses the system resolver)")
 	case c.GetDnsResolutionConfig() != nil: //nolint:staticcheck // deprecated field still refused.
-		return ferr("dns_resolution_config", "not supported (the proxy uses the system resolver)")
+		return nil, ferr("dns_resolution_config", "not supported (the proxy uses the system resolver)")
 	case c.GetTypedDnsResolverConfig() != nil:
-		return ferr("typed_dns_resolver_config", "not supported (the proxy uses the system resolver)")
+		return nil, ferr("typed_dns_resolver_config", "not supported (the proxy uses the system resolver)")
 	case c.GetUseTcpForDnsLookups(): //nolint:staticcheck // deprecated field still refused.
-		return verr("use_tcp_for_dns_lookups", "true", "not supported (the proxy uses the system resolver)")
+		return nil, verr("use_tcp_for_dns_lookups", "true", "not supported (the proxy uses the system resolver)")
 	}
 	switch c.GetDnsLookupFamily() {
 	case clusterv3.Cluster_V4_ONLY:
@@ -38,23 +38,23 @@ func buildDNSCluster(c *clusterv3.Cluster, rc *Cluster) error {
 	case clusterv3.Cluster_AUTO, clusterv3.Cluster_V4_PREFERRED, clusterv3.Cluster_ALL:
 		rc.DNSNetwork = "tcp"
 	default:
-		return verr("dns_lookup_family", c.GetDnsLookupFamily().String(), "must be AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED or ALL")
+		return nil, verr("dns_lookup_family", c.GetDnsLookupFamily().String(), "must be AUTO, V4_ONLY, V6_ONLY, V4_PREFERRED or ALL")
 	}
 	la := c.GetLoadAssignment()
 	if la == nil {
-		return ferr("load_assignment", "must be set on a %s cluster", c.GetType())
+		return nil, ferr("load_assignment", "must be set on a %s cluster", c.GetType())
 	}
 	eps, err := buildEndpointsWith(la, dnsSocketAddress)
 	if err != nil {
-		return under("load_assignment", err)
+		return nil, under("load_assignment", err)
 	}
 	// Envoy: a LOGICAL_DNS cluster has exactly one locality with one endpoint.
 	if c.GetType() == clusterv3.Cluster_LOGICAL_DNS &&
 		(len(la.GetEndpoints()) != 1 || len(la.GetEndpoints()[0].GetLbEndpoints()) != 1) {
-		return ferr("load_assignment.endpoints", "must hold exactly one lb_endpoint on a LOGICAL_DNS cluster")
+		return nil, ferr("load_assignment.endpoints", "must hold exactly one lb_endpoint on a LOGICAL_DNS cluster")
 	}
-	rc.Endpoints = eps
-	return nil
+	rc.Endpoints = eps.eps
+	return eps.meta, nil
 }
 
 // buildOriginalDstCluster parses an ORIGINAL_DST cluster into rc. It must
@@ -66,18 +66,20 @@ func buildOriginalDstCluster(c *clusterv3.Cluster, rc *Cluster) error {
 		return ferr("load_assignment", "must be empty on an ORIGINAL_DST cluster")
 	}
 	cfg := c.GetOriginalDstLbConfig()
-	if !cfg.GetUseHttpHeader() {
-		return verr("original_dst_lb_config.use_http_header", "false", "must be true (the proxy intercepts no connections)")
-	}
 	if cfg.GetMetadataKey() != nil {
 		return ferr("original_dst_lb_config.metadata_key", "not supported")
 	}
-	od := &OriginalDstConfig{Header: strings.ToLower(cfg.GetHttpHeaderName())}
-	if od.Header == "" {
-		od.Header = DefaultOriginalDstHeader
-	}
-	if !od.Authority() && !validHeaderName(od.Header) {
-		return verr("original_dst_lb_config.http_header_name", cfg.GetHttpHeaderName(), "must be a header name")
+	od := &OriginalDstConfig{}
+	if cfg.GetUseHttpHeader() {
+		od.Header = strings.ToLower(cfg.GetHttpHeaderName())
+		if od.Header == "" {
+			od.Header = DefaultOriginalDstHeader
+		}
+		if !od.Authority() && !validHeaderName(od.Header) {
+			return verr("original_dst_lb_config.http_header_name", cfg.GetHttpHeaderName(), "must be a header name")
+		}
+	} else if cfg.GetHttpHeaderName() != "" {
+		return verr("original_dst_lb_config.http_header_name", cfg.GetHttpHeaderName(), "must be empty without use_http_header")
 	}
 	if p := cfg.GetUpstreamPortOverride(); p != nil {
 		if p.GetValue() == 0 || p.GetValue() > 65535 {

@@ -77,8 +77,10 @@ func TestBuildClusterEgress(t *testing.T) {
 		{"static host name still refused", func() *clusterv3.Cluster {
 			return dnsCluster(clusterv3.Cluster_STATIC, egressEndpoint("external.test", 80))
 		}(), nil, `load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address = "external.test": must be an IP address`},
-		{"original dst without header", originalDst(nil), nil,
-			`original_dst_lb_config.use_http_header = "false": must be true (the proxy intercepts no connections)`},
+		// Istio's PassthroughCluster: the connection's original destination.
+		{"original dst without header", originalDst(nil), &Cluster{LBPolicy: LBClusterProvided, OriginalDst: &OriginalDstConfig{}}, ""},
+		{"original dst header name without use_http_header", originalDst(&clusterv3.Cluster_OriginalDstLbConfig{HttpHeaderName: "x-dst"}), nil,
+			`original_dst_lb_config.http_header_name = "x-dst": must be empty without use_http_header`},
 		{"original dst round robin", func() *clusterv3.Cluster {
 			c := originalDst(&clusterv3.Cluster_OriginalDstLbConfig{UseHttpHeader: true})
 			c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -17,7 +18,19 @@ import (
 // EndpointsConfigDump, in that order. Resources of a type with a version in
 // g.Versions (from xDS) are listed as dynamic with that version_info;
 // the others (a bootstrap file) as static. It is safe for concurrent use.
-func (g *Generation) ConfigDump() ([]byte, error) {
+func (g *Generation) ConfigDump() ([]byte, error) { return g.configDump(nil) }
+
+// ConfigDumpWithSecrets is ConfigDump followed by a SecretsConfigDump of
+// secs (SecretsConfigDump: private keys redacted), as Envoy's
+// /config_dump lists secrets last.
+func (g *Generation) ConfigDumpWithSecrets(secs []*secret.Secret) ([]byte, error) {
+	if secs == nil {
+		secs = []*secret.Secret{}
+	}
+	return g.configDump(secs)
+}
+
+func (g *Generation) configDump(secs []*secret.Secret) ([]byte, error) {
 	src := g.Source
 	version := func(typeURL string) (string, bool) {
 		v, ok := g.Versions[typeURL]
@@ -36,11 +49,11 @@ func (g *Generation) ConfigDump() ([]byte, error) {
 	if v, dyn := version(xdsapi.ClusterType); dyn {
 		cds.VersionInfo = v
 		for _, m := range src.Clusters {
-			cds.DynamicActiveClusters = append(cds.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: v, Cluster: pack(m)})
+			cds.DynamicActiveClusters = append(cds.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: v, Cluster: pack(redacted(m))})
 		}
 	} else {
 		for _, m := range src.Clusters {
-			cds.StaticClusters = append(cds.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: pack(m)})
+			cds.StaticClusters = append(cds.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: pack(redacted(m))})
 		}
 	}
 
@@ -54,12 +67,12 @@ func (g *Generation) ConfigDump() ([]byte, error) {
 			}
 			lds.DynamicListeners = append(lds.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
 				Name:        name,
-				ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: v, Listener: pack(m)},
+				ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: v, Listener: pack(redacted(m))},
 			})
 		}
 	} else {
 		for _, m := range src.Listeners {
-			lds.StaticListeners = append(lds.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: pack(m)})
+			lds.StaticListeners = append(lds.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: pack(redacted(m))})
 		}
 	}
 
@@ -86,6 +99,9 @@ func (g *Generation) ConfigDump() ([]byte, error) {
 	}
 
 	dump := &adminv3.ConfigDump{Configs: []*anypb.Any{pack(cds), pack(lds), pack(rds), pack(eds)}}
+	if secs != nil {
+		dump.Configs = append(dump.Configs, pack(SecretsConfigDump(secs)))
+	}
 	if errOut != nil {
 		return nil, errOut
 	}

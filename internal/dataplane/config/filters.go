@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -46,6 +47,7 @@ var BuiltinNetworkFilters = sync.OnceValues(func() (*filter.NetworkRegistry, err
 	)
 })
 
+
 const (
 	routerTypeURL       = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 	filterConfigTypeURL = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
@@ -57,6 +59,7 @@ const (
 // Route.FilterOverrides and HTTPFilter.Slot.
 type filterBuilder struct {
 	reg   *filter.Registry
+	net   *filter.NetworkRegistry
 	slots map[string]int
 }
 
@@ -65,7 +68,48 @@ func newFilterBuilder() (*filterBuilder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &filterBuilder{reg: reg, slots: map[string]int{}}, nil
+	nreg, err := BuiltinNetworkFilters()
+	if err != nil {
+		return nil, err
+	}
+	return &filterBuilder{reg: reg, net: nreg, slots: map[string]int{}}, nil
+}
+
+// networkFactory returns the factory of a network filter, by its
+// typed_config's type URL, else by its name; nil when unknown.
+func (b *filterBuilder) networkFactory(f *listenerv3.Filter) filter.NetworkFactory {
+	if tc := f.GetTypedConfig(); tc != nil {
+		return b.net.ByTypeURL(tc.GetTypeUrl())
+	}
+	return b.net.ByName(f.GetName())
+}
+
+// networkFilter parses and builds a network filter that is not a chain's
+// terminal filter. Paths are relative to the Filter.
+func (b *filterBuilder) networkFilter(f *listenerv3.Filter) (NetworkFilter, error) {
+	if err := onlyFields("", f, "name", "typed_config"); err != nil {
+		return NetworkFilter{}, err
+	}
+	switch f.GetName() {
+	case HCMFilterName, TCPProxyFilterName:
+		return NetworkFilter{}, verr("name", f.GetName(), "must be the last filter of the chain")
+	}
+	nf := b.networkFactory(f)
+	if nf == nil {
+		if tc := f.GetTypedConfig(); tc != nil {
+			return NetworkFilter{}, verr("typed_config.type_url", tc.GetTypeUrl(), "unknown network filter %q", f.GetName())
+		}
+		return NetworkFilter{}, verr("name", f.GetName(), "unknown network filter")
+	}
+	cfg, err := nf.Parse(f.GetTypedConfig())
+	if err != nil {
+		return NetworkFilter{}, ferr("typed_config", "%s", err)
+	}
+	flt, err := nf.Build(cfg)
+	if err != nil {
+		return NetworkFilter{}, ferr("", "build %s: %v", nf.Name(), err)
+	}
+	return NetworkFilter{Name: f.GetName(), Filter: flt}, nil
 }
 
 func (b *filterBuilder) slot(name string) int {

@@ -107,7 +107,7 @@ func TestBuildHTTPFilters(t *testing.T) {
 				t.Fatalf("Build: %v", err)
 			}
 			var names []string
-			for _, f := range g.Listeners["virtualOutbound"].HTTPFilters {
+			for _, f := range g.Listeners["virtualOutbound"].FilterChains[0].HTTPFilters {
 				names = append(names, f.Name)
 			}
 			if diff := cmp.Diff(tt.wantChain, names); diff != "" {
@@ -138,7 +138,7 @@ func TestBuildFilterOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain := g.Listeners["virtualOutbound"].HTTPFilters
+	chain := g.Listeners["virtualOutbound"].FilterChains[0].HTTPFilters
 	if len(chain) != 1 {
 		t.Fatalf("chain has %d filters, want 1", len(chain))
 	}

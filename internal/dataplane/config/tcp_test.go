@@ -64,7 +64,7 @@ func TestBuildTCPProxy(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
-			l := g.Listeners["0.0.0.0_9000"]
+			l := g.Listeners["0.0.0.0_9000"].FilterChains[0]
 			if diff := cmp.Diff(tt.want, l.TCPProxy, cmpopts.IgnoreUnexported(TCPProxy{})); diff != "" {
 				t.Errorf("TCPProxy (-want +got):\n%s", diff)
 			}

@@ -26,6 +26,13 @@ type Generation struct {
 	// Source is the protos this generation was built from, for /config_dump
 	// only; the request path never reads it.
 	Source Resources
+	// SecretRefs are the secrets the listeners' and clusters' TLS
+	// contexts name, sorted by name, once each; the proxy feeds its
+	// secret sources from them (files, ADS subscriptions).
+	SecretRefs []SecretRef
+	// byAddress indexes Listeners by normalized address, for
+	// HandOffTarget.
+	byAddress map[string]*Listener
 }
 
 // Resources is a full set of xDS resources of the four types, as received.
@@ -49,37 +56,6 @@ const (
 	DirectionInbound
 	DirectionOutbound
 )
-
-// Listener is one bound socket and its HTTP connection manager or TCP proxy.
-// Implements envoy.config.listener.v3.Listener with one filter chain whose
-// only network filter is envoy.filters.network.http_connection_manager or
-// envoy.filters.network.tcp_proxy.
-type Listener struct {
-	Name      string
-	Address   string // "host:port"
-	Direction Direction
-	// StatPrefix is the HCM's stat_prefix.
-	StatPrefix string
-	// RouteConfigName names the route table in Generation.Routes (HCM rds).
-	// When the HCM has an inline route_config it is stored in Routes under
-	// a name derived from the listener's, and RouteConfigName names it.
-	RouteConfigName string
-	// HTTPFilters is the HCM's http_filters chain, compiled, without the
-	// terminal router (always last); empty when the router is the only
-	// filter. Filters that are is_optional and unknown are left out.
-	HTTPFilters []HTTPFilter
-	// Upgrades are the HCM's upgrade_configs: upgrade type (lower case,
-	// "websocket") to enabled; nil when none (see UpgradeAllowed).
-	Upgrades Upgrades
-	// XFF is the HCM's use_remote_address and xff_num_trusted_hops: how
-	// far X-Forwarded-For is trusted for the client's address (RBAC
-	// remote_ip).
-	XFF filter.XFF
-	// TCPProxy is set when the only network filter is
-	// envoy.filters.network.tcp_proxy instead of the HCM; StatPrefix is
-	// then its stat_prefix and the HTTP fields are empty.
-	TCPProxy *TCPProxy
-}
 
 // HTTPFilter is one compiled filter of a listener's chain
 // (HttpConnectionManager.http_filters[i]).
@@ -210,6 +186,7 @@ const (
 	MatchSuffix
 	MatchRegex
 	MatchPresent
+	MatchContains // StringMatcher.contains (SAN matchers)
 )
 
 // HeaderMatcher is envoy.config.route.v3.HeaderMatcher.

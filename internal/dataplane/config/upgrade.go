@@ -8,16 +8,16 @@ import (
 )
 
 // Upgrades maps an HTTP upgrade type, lower-cased ("websocket"), to whether
-// it is enabled: HttpConnectionManager.upgrade_configs on a Listener,
+// it is enabled: HttpConnectionManager.upgrade_configs on a FilterChain,
 // RouteAction.upgrade_configs on a Route. A nil map has no entry.
 type Upgrades map[string]bool
 
 // UpgradeAllowed reports whether a request asking to upgrade to typ (its
 // Upgrade header; case is ignored) may be upgraded on route r of listener
-// l, as Envoy's createUpgradeFilterChain decides: the route's entry for
-// typ wins (enabled or disabled); without one, the listener's entry must
-// exist and be enabled. Either of l and r may be nil.
-func UpgradeAllowed(l *Listener, r *Route, typ string) bool {
+// filter chain l, as Envoy's createUpgradeFilterChain decides: the route's
+// entry for typ wins (enabled or disabled); without one, the chain's HCM
+// entry must exist and be enabled. Either of l and r may be nil.
+func UpgradeAllowed(l *FilterChain, r *Route, typ string) bool {
 	typ = strings.ToLower(typ)
 	if r != nil {
 		if on, ok := r.Upgrades[typ]; ok {

@@ -12,7 +12,7 @@ import (
 // buildUpgrades builds testResources with hcmUCs on the listener and
 // routeUCs on the route_config's third route, and returns the listener,
 // that route and the error.
-func buildUpgrades(t *testing.T, hcmUCs []*hcmv3.HttpConnectionManager_UpgradeConfig, routeUCs []*routev3.RouteAction_UpgradeConfig) (*Listener, *Route, error) {
+func buildUpgrades(t *testing.T, hcmUCs []*hcmv3.HttpConnectionManager_UpgradeConfig, routeUCs []*routev3.RouteAction_UpgradeConfig) (*FilterChain, *Route, error) {
 	t.Helper()
 	res := testResources(t)
 	h := testHCM(t)
@@ -24,7 +24,7 @@ func buildUpgrades(t *testing.T, hcmUCs []*hcmv3.HttpConnectionManager_UpgradeCo
 	if err != nil {
 		return nil, nil, err
 	}
-	return g.Listeners["virtualOutbound"], g.Routes["http_proxy"].VirtualHosts[0].Routes[2], nil
+	return g.Listeners["virtualOutbound"].FilterChains[0], g.Routes["http_proxy"].VirtualHosts[0].Routes[2], nil
 }
 
 func TestBuildUpgrades(t *testing.T) {

@@ -22,6 +22,11 @@ type Connection struct {
 	// use_original_dst, else the socket's local address (RBAC
 	// destination_ip and destination_port).
 	Destination netip.AddrPort
+	// OriginalDst is true when Destination was restored by the
+	// original_dst listener filter (SO_ORIGINAL_DST of an intercepted
+	// connection): an ORIGINAL_DST cluster without use_http_header sends
+	// the connection's requests there.
+	OriginalDst bool
 	// ServerName is the SNI the client sent, "" for none; set for
 	// terminated and passed-through TLS alike (tls_inspector's
 	// requested_server_name, RBAC requested_server_name).

@@ -118,17 +118,32 @@ func (cm *ConnectionManager) Close() error {
 	return nil
 }
 
-// Handler returns the http.Handler of the listener named listener. The
-// handler resolves the listener in the generation current at each request,
-// so one handler serves every generation; when the listener is gone from
-// the generation, requests get 404 NR.
-func (cm *ConnectionManager) Handler(listener string) http.Handler {
-	return &listenerHandler{cm: cm, name: listener}
+// Handler returns the http.Handler of filter chain fc of the listener
+// named listener. The handler resolves the chain (by listener name and
+// chain Key) in the generation current at each request, so one handler
+// serves every generation in which the chain is unchanged; a request on a
+// connection whose chain changed or left the config (the connection is
+// draining) is served with fc as it was, against the current route tables
+// and clusters.
+func (cm *ConnectionManager) Handler(listener string, fc *config.FilterChain) http.Handler {
+	return &listenerHandler{cm: cm, name: listener, own: fc}
 }
 
 type listenerHandler struct {
 	cm   *ConnectionManager
 	name string
+	own  *config.FilterChain
+}
+
+// chain returns the handler's filter chain in gen: the current one when
+// it is unchanged, else its own.
+func (h *listenerHandler) chain(gen *config.Generation) *config.FilterChain {
+	if gen != nil {
+		if fc := gen.Listeners[h.name].Chain(h.own.Key); fc != nil && fc.Hash == h.own.Hash {
+			return fc
+		}
+	}
+	return h.own
 }
 
 // reqState is the per-request scratch space, pooled. Nothing in it is
@@ -198,7 +213,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 
-	abort := cm.serve(w, r, st, h.name, host, body)
+	abort := cm.serve(w, r, st, h, host, body)
 
 	if body != nil {
 		e.BytesReceived += body.n.Load() // an upgraded tunnel counted its own bytes
@@ -218,40 +233,43 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serve matches r's route, runs the listener's HTTP filters, if any, and
 // routes r, filling st.entry.
-func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *reqState, listener, host string, body *countingBody) (abort bool) {
+func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *reqState, h *listenerHandler, host string, body *countingBody) (abort bool) {
 	e := &st.entry
 	gen := cm.gen.Load()
-	var (
-		l     *config.Listener
-		route *config.Route
-	)
+	fc := h.chain(gen)
+	var route *config.Route
+	if cm.log.Enabled() {
+		if conn := filter.RequestConnection(r); conn != nil {
+			e.DownstreamLocalAddress = conn.Destination.String()
+			e.RequestedServerName = conn.ServerName
+		} else if gen != nil && gen.Listeners[h.name] != nil {
+			e.DownstreamLocalAddress = gen.Listeners[h.name].Address
+		}
+	}
 	if gen != nil {
-		if l = gen.Listeners[listener]; l != nil {
-			e.DownstreamLocalAddress = l.Address
-			if l.XFF.UseRemoteAddress {
-				appendForwardedFor(r)
-			}
-			if rt := gen.Routes[l.RouteConfigName]; rt != nil {
-				if vh := rt.VirtualHostFor(host); vh != nil {
-					for _, ro := range vh.Routes {
-						if ro.Matches(r) {
-							route = ro
-							break
-						}
+		if fc.XFF.UseRemoteAddress {
+			appendForwardedFor(r)
+		}
+		if rt := gen.Routes[fc.RouteConfigName]; rt != nil {
+			if vh := rt.VirtualHostFor(host); vh != nil {
+				for _, ro := range vh.Routes {
+					if ro.Matches(r) {
+						route = ro
+						break
 					}
 				}
 			}
 		}
 	}
-	if upgradeRejected(r, l, route) {
+	if upgradeRejected(r, fc, route) {
 		// Before the filters, as Envoy's connection manager decides.
 		localReply(w, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
 		return false
 	}
-	if l == nil || len(l.HTTPFilters) == 0 {
+	if len(fc.HTTPFilters) == 0 {
 		return cm.route(w, r, gen, route, host, body, e)
 	}
-	return cm.serveChain(w, r, st, l, gen, route, host, body)
+	return cm.serveChain(w, r, st, fc, gen, route, host, body)
 }
 
 // appendForwardedFor appends the peer's address to X-Forwarded-For, as
@@ -274,10 +292,10 @@ func appendForwardedFor(r *http.Request) {
 // serveChain runs chain with st as its next handler; the router runs
 // after the last filter, unless a filter answered or the client left.
 // The route timeout starts in the router, so a delay does not use it up.
-func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, st *reqState, l *config.Listener,
+func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, st *reqState, fc *config.FilterChain,
 	gen *config.Generation, route *config.Route, host string, body *countingBody) (abort bool) {
-	chain := l.HTTPFilters
-	st.fs = filter.State{XFF: l.XFF, Upstreams: cm.clusters}
+	chain := fc.HTTPFilters
+	st.fs = filter.State{XFF: fc.XFF, Upstreams: cm.clusters}
 	st.chain, st.next, st.cm, st.gen, st.route, st.host, st.body = chain, 0, cm, gen, route, host, body
 	st.routed, st.abort = false, false
 	r = r.WithContext(filter.NewContext(r.Context(), &st.fs))
@@ -425,6 +443,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	}
 
 	pick := upstream.PickOptions{Authority: host}
+	if conn := filter.RequestConnection(r); conn != nil && conn.OriginalDst {
+		pick.Destination = conn.Destination
+	}
 	var setCookie *http.Cookie
 	if len(route.HashPolicies) > 0 {
 		ip := r.RemoteAddr
@@ -650,6 +671,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			localReply(w, e, http.StatusGatewayTimeout, withURX(FlagUpstreamTimeout, urx), "upstream_per_try_timeout", "upstream request timeout")
 		case failConnect:
 			e.UpstreamFailureReason = "connection_failure"
+			if r := upstream.TransportFailureReason(lastErr); r != "" {
+				e.UpstreamFailureReason = r
+			}
 			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnFail, urx),
 				"upstream_reset_before_response_started{connection_failure}",
 				"upstream connect error or disconnect/reset before headers. reset reason: connection failure")

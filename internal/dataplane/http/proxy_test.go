@@ -59,7 +59,7 @@ func startProxyMirrors(t testing.TB, g *config.Generation, maxMirrors int) *prox
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.lm, err = listener.New(listener.Options{Handler: func(l *config.Listener) http.Handler { return cm.Handler(l.Name) }})
+	p.lm, err = listener.New(listener.Options{Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,10 +50,10 @@ func headerHasToken(vv []string, token string) bool {
 	return false
 }
 
-// upgradeRejected reports whether r asks for an upgrade that listener l
-// and route do not allow (Envoy answers it 403 upgrade_failed before the
+// upgradeRejected reports whether r asks for an upgrade that filter chain
+// l and route do not allow (Envoy answers it 403 upgrade_failed before the
 // filter chain runs). A request with no route is left to the router's 404.
-func upgradeRejected(r *http.Request, l *config.Listener, route *config.Route) bool {
+func upgradeRejected(r *http.Request, l *config.FilterChain, route *config.Route) bool {
 	if _, ok := r.Header["Upgrade"]; !ok || l == nil || route == nil {
 		return false
 	}

@@ -7,80 +7,103 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/transport"
 )
 
-// DefaultDrainTimeout bounds how long a removed listener waits for its
-// in-flight requests before closing their connections.
+// DefaultDrainTimeout bounds how long a removed listener or filter chain
+// waits for its in-flight requests before closing their connections.
 const DefaultDrainTimeout = 5 * time.Second
 
-// ConnHandler serves one connection accepted on a TCP listener: it owns c,
-// must close it, and returns when the connection is over. ctx ends when
-// the listener's drain is over (or the manager's shutdown is cut short):
-// the handler must then close c and return.
+// ConnHandler serves one connection a tcp_proxy filter chain accepted: it
+// owns c, must close it, and returns when the connection is over. ctx
+// carries the connection's facts (filter.ConnectionFrom) and ends when the
+// chain's drain is over (or the manager's shutdown is cut short): the
+// handler must then close c and return.
 type ConnHandler func(ctx context.Context, c net.Conn)
 
 // Options configures a Manager.
 type Options struct {
-	// Handler makes the handler of an HTTP listener, once per socket.
-	// Required.
-	Handler func(l *config.Listener) http.Handler
-	// TCP makes the handler of a listener whose filter chain is a
-	// tcp_proxy (Listener.TCPProxy set), once per socket. When nil such a
-	// listener fails to bind.
-	TCP    func(l *config.Listener) ConnHandler
-	Logger *slog.Logger
-	// DrainTimeout bounds the drain of a removed listener. Default
-	// DefaultDrainTimeout.
+	// Handler makes the handler of a filter chain whose terminal filter
+	// is the HTTP connection manager, once per chain (a chain that keeps
+	// its Key and Hash across generations keeps its handler). Required.
+	Handler func(l *config.Listener, fc *config.FilterChain) http.Handler
+	// TCP makes the handler of a tcp_proxy filter chain, once per chain.
+	// When nil, connections to such a chain are closed.
+	TCP func(l *config.Listener, fc *config.FilterChain) ConnHandler
+	// Secrets resolves the certificates and trust bundles of TLS filter
+	// chains at each handshake. When nil, TLS handshakes that name a
+	// secret fail.
+	Secrets transport.Secrets
+	Logger  *slog.Logger
+	// DrainTimeout bounds the drain of a removed listener or filter
+	// chain. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// IdleTimeout closes downstream keep-alive connections idle this long.
 	// Default 5 minutes.
 	IdleTimeout time.Duration
+	// OriginalDst reads a redirected connection's original destination;
+	// nil uses SO_ORIGINAL_DST (Linux). Tests replace it.
+	OriginalDst func(c net.Conn) (netip.AddrPort, bool)
 }
 
-// Manager owns the listening sockets. Its methods are safe for concurrent
-// use; Update and Shutdown block while sockets are bound or drained.
+// Manager owns the listening sockets and the filter chains behind them.
+// A socket is keyed by listener name and address and survives
+// generations; a filter chain is keyed by listener name and chain Key and
+// survives generations while its Hash is unchanged (Envoy's
+// filter-chain-only update): a changed or removed chain drains only its
+// own connections. Its methods are safe for concurrent use; Update and
+// Shutdown block while sockets are bound or drained.
 type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	// updateMu serializes Update, so that two updates do not bind the
-	// same socket; it is held across binds, never by a request.
+	// view is what accepted connections are matched with.
+	view atomic.Pointer[view]
+
+	// updateMu serializes Update; it is held across binds, never by a
+	// connection.
 	updateMu sync.Mutex
 
-	// mu guards active and closed. No I/O happens while it is held.
-	mu     sync.Mutex
-	active map[key]*served
-	closed bool
+	// mu guards sockets, chains and closed. No I/O happens while it is
+	// held.
+	mu      sync.Mutex
+	sockets map[sockKey]*socket
+	chains  map[chainKey]*chainServer
+	closed  bool
 
-	wg sync.WaitGroup // serve and drain goroutines
-}
-
-// key identifies a socket; a listener that switches between HTTP and TCP
-// gets a new one.
-type key struct {
-	name, addr string
-	tcp        bool
-}
-
-type served struct {
-	key key
-	ln  net.Listener
-	srv *http.Server // HTTP listeners
-	tcp *tcpServer   // TCP listeners
-}
-
-// tcpServer is the accept loop of a TCP listener and its connections.
-type tcpServer struct {
-	handler ConnHandler
-	// ctx ends the connections still open after a drain; cancel ends it.
+	// ctx ends at Shutdown: connections still in their listener filters
+	// are closed.
 	ctx    context.Context
 	cancel context.CancelFunc
-	conns  sync.WaitGroup // accept loop and connection goroutines
+	wg     sync.WaitGroup // accept loops, connection setup, chain servers and drains
+
+	handshakeErrors atomic.Uint64
+	noChain         atomic.Uint64
+}
+
+// view is one generation's listeners and the chain servers of their
+// filter chains.
+type view struct {
+	gen    *config.Generation
+	chains map[chainKey]*chainServer
+}
+
+type sockKey struct{ name, addr string }
+
+type chainKey struct{ listener, key string }
+
+type socket struct {
+	key sockKey
+	ln  net.Listener
 }
 
 // New makes a Manager with no listener.
@@ -97,63 +120,121 @@ func New(opts Options) (*Manager, error) {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 5 * time.Minute
 	}
-	return &Manager{opts: opts, log: opts.Logger.With("component", "listener"), active: map[key]*served{}}, nil
+	if opts.OriginalDst == nil {
+		opts.OriginalDst = originalDst
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{opts: opts, log: opts.Logger.With("component", "listener"), sockets: map[sockKey]*socket{},
+		chains: map[chainKey]*chainServer{}, ctx: ctx, cancel: cancel}
+	m.view.Store(&view{gen: &config.Generation{}, chains: map[chainKey]*chainServer{}})
+	return m, nil
 }
 
-// Update makes the bound listeners those of gen: it binds new ones, keeps
-// those whose name and address are unchanged (same socket), and drains the
-// rest in the background. A removed listener's socket is closed before the
-// new ones are bound, so a listener renamed on the same address binds. It
-// returns the bind errors, joined; listeners that bound keep serving.
+// Stats are the manager's connection counters.
+type Stats struct {
+	// HandshakeErrors counts downstream TLS handshakes that failed
+	// (Envoy's ssl.connection_error).
+	HandshakeErrors uint64
+	// NoFilterChain counts connections closed because no filter chain
+	// matched (Envoy's no_filter_chain_match).
+	NoFilterChain uint64
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (m *Manager) Stats() Stats {
+	return Stats{HandshakeErrors: m.handshakeErrors.Load(), NoFilterChain: m.noChain.Load()}
+}
+
+// Update makes gen's listeners the ones served. Filter chains new to gen,
+// or whose Hash changed, get a new server; the servers of removed or
+// changed chains drain in the background (their connections finish, up to
+// DrainTimeout). Listeners with bind_to_port are bound: a socket whose
+// listener name and address are unchanged is kept; removed ones stop
+// accepting first, so that a listener renamed on the same address binds.
+// It returns the bind errors, joined; listeners that bound keep serving.
 // Concurrent calls are serialized.
 func (m *Manager) Update(gen *config.Generation) error {
 	m.updateMu.Lock()
 	defer m.updateMu.Unlock()
 
-	want := make(map[key]*config.Listener, len(gen.Listeners))
-	for _, l := range gen.Listeners {
-		want[key{l.Name, l.Address, l.TCPProxy != nil}] = l
-	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return errors.New("listener manager: closed")
 	}
-	var stale []*served
-	for k, s := range m.active {
-		if _, ok := want[k]; !ok {
-			delete(m.active, k)
-			stale = append(stale, s)
+	next := map[chainKey]*chainServer{}
+	var fresh []*chainServer
+	for _, l := range gen.Listeners {
+		for _, fc := range l.AllChains() {
+			k := chainKey{l.Name, fc.Key}
+			if cs := m.chains[k]; cs != nil && cs.fc.Hash == fc.Hash {
+				next[k] = cs
+				continue
+			}
+			cs := m.newChainServer(l, fc)
+			next[k] = cs
+			fresh = append(fresh, cs)
 		}
 	}
-	m.wg.Add(len(stale)) // their drains, counted before Shutdown can wait
-
-	keys := make([]key, 0, len(want))
+	var staleChains []*chainServer
+	for k, cs := range m.chains {
+		if next[k] != cs {
+			staleChains = append(staleChains, cs)
+		}
+	}
+	m.chains = next
+	for _, cs := range fresh {
+		m.startChain(cs)
+	}
+	want := map[sockKey]*config.Listener{}
+	for _, l := range gen.Listeners {
+		if l.BindToPort {
+			want[sockKey{l.Name, l.Address}] = l
+		}
+	}
+	var staleSockets []*socket
+	for k, s := range m.sockets {
+		if _, ok := want[k]; !ok {
+			delete(m.sockets, k)
+			staleSockets = append(staleSockets, s)
+		}
+	}
+	var keys []sockKey
 	for k := range want {
-		if _, ok := m.active[k]; !ok {
+		if _, ok := m.sockets[k]; !ok {
 			keys = append(keys, k)
 		}
 	}
+	m.wg.Add(len(staleChains)) // their drains, counted before Shutdown can wait
 	m.mu.Unlock()
 
-	// Stop accepting on removed listeners now, so that their addresses are
-	// free for this update; their connections drain in the background.
-	for _, s := range stale {
-		m.log.Info("drain listener", "listener", s.key.name, "address", s.key.addr)
+	// Connections accepted from now on see gen; then the replaced chains
+	// drain (a connection that raced onto one is matched again).
+	m.view.Store(&view{gen: gen, chains: next})
+	for _, cs := range staleChains {
+		m.log.Debug("drain filter chain", "listener", cs.listener, "filter_chain", cs.fc.Key)
+		go func() {
+			defer m.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), m.opts.DrainTimeout)
+			defer cancel()
+			_ = cs.shutdown(ctx)
+		}()
+	}
+	for _, s := range staleSockets {
+		m.log.Info("stop listener", "listener", s.key.name, "address", s.key.addr)
 		_ = s.ln.Close()
-		m.drain(s)
 	}
 
 	var errs []error
 	sort.Slice(keys, func(i, j int) bool { return keys[i].name < keys[j].name })
-	bound := make([]*served, 0, len(keys))
+	var bound []*socket
 	for _, k := range keys {
-		s, err := m.bind(want[k])
+		nl, err := net.Listen("tcp", k.addr)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("bind listener %q on %s: %w", k.name, k.addr, err))
 			continue
 		}
-		bound = append(bound, s)
+		bound = append(bound, &socket{key: k, ln: &onceCloseListener{Listener: nl}})
 	}
 
 	m.mu.Lock()
@@ -161,125 +242,22 @@ func (m *Manager) Update(gen *config.Generation) error {
 	if m.closed { // Shutdown ran meanwhile
 		for _, s := range bound {
 			_ = s.ln.Close()
-			if s.tcp != nil {
-				s.tcp.cancel()
-			}
 		}
 		return errors.Join(append(errs, errors.New("listener manager: closed"))...)
 	}
 	for _, s := range bound {
-		m.active[s.key] = s
-		m.serve(s)
+		m.sockets[s.key] = s
+		m.wg.Add(1)
+		go m.accept(s)
 		m.log.Info("listening", "listener", s.key.name, "address", s.ln.Addr().String())
 	}
 	return errors.Join(errs...)
 }
 
-// onceCloseListener is a net.Listener whose Close may be called more than
-// once (by Update, then by http.Server.Shutdown) and reports no error on
-// the later calls.
-type onceCloseListener struct {
-	net.Listener
-	once sync.Once
-	err  error
-}
-
-func (l *onceCloseListener) Close() error {
-	l.once.Do(func() { l.err = l.Listener.Close() })
-	return l.err
-}
-
-// bind listens on l.Address and makes its server; serve starts it. It is
-// called without mu held.
-func (m *Manager) bind(l *config.Listener) (*served, error) {
-	if l.TCPProxy != nil && m.opts.TCP == nil {
-		return nil, fmt.Errorf("bind listener %q on %s: no TCP proxy configured", l.Name, l.Address)
-	}
-	nl, err := net.Listen("tcp", l.Address)
-	if err != nil {
-		return nil, fmt.Errorf("bind listener %q on %s: %w", l.Name, l.Address, err)
-	}
-	ln := &onceCloseListener{Listener: nl}
-	if l.TCPProxy != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		ts := &tcpServer{handler: m.opts.TCP(l), ctx: ctx, cancel: cancel}
-		return &served{key: key{l.Name, l.Address, true}, ln: ln, tcp: ts}, nil
-	}
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true) // h2c with prior knowledge (HCM codec_type AUTO)
-	srv := &http.Server{
-		Handler:           m.opts.Handler(l),
-		Protocols:         p,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       m.opts.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
-	}
-	return &served{key: key{l.Name, l.Address, false}, ln: ln, srv: srv}, nil
-}
-
-// serve starts s's accept loop. Called with mu held, before Shutdown: the
-// goroutine is counted in wg.
-func (m *Manager) serve(s *served) {
-	if s.tcp != nil {
-		s.tcp.conns.Add(1)
-		go m.acceptTCP(s)
-		return
-	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		// Update closes a removed listener before draining it: Serve then
-		// returns net.ErrClosed, which is not a failure.
-		if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			m.log.Error("listener stopped", "listener", s.key.name, "error", err)
-		}
-	}()
-}
-
-// drain stops s accepting and waits, in the background, up to
-// DrainTimeout for its requests; then closes what is left. The caller has
-// counted the goroutine in wg.
-func (m *Manager) drain(s *served) {
-	go func() {
-		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), m.opts.DrainTimeout)
-		defer cancel()
-		_ = s.shutdown(ctx)
-	}()
-}
-
-// shutdown stops s accepting, waits until its requests or connections are
-// over or ctx ends, then closes what is left; it returns ctx's error when
-// cut short.
-func (s *served) shutdown(ctx context.Context) error {
-	if s.tcp == nil {
-		err := s.srv.Shutdown(ctx)
-		if err != nil {
-			_ = s.srv.Close()
-		}
-		return err
-	}
-	_ = s.ln.Close()
-	done := make(chan struct{})
-	go func() { s.tcp.conns.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	s.tcp.cancel() // handlers close their connections
-	<-done
-	return err
-}
-
-// acceptTCP accepts connections on a TCP listener until its socket is
-// closed, each served on its own goroutine counted in s.tcp.conns. The
-// caller has counted this goroutine in s.tcp.conns.
-func (m *Manager) acceptTCP(s *served) {
-	ts := s.tcp
-	defer ts.conns.Done()
+// accept accepts connections on s until its socket is closed, each set up
+// on its own goroutine. The caller has counted this goroutine in wg.
+func (m *Manager) accept(s *socket) {
+	defer m.wg.Done()
 	var backoff time.Duration
 	for {
 		c, err := s.ln.Accept()
@@ -294,54 +272,182 @@ func (m *Manager) acceptTCP(s *served) {
 			select {
 			case <-time.After(backoff):
 				continue
-			case <-ts.ctx.Done():
+			case <-m.ctx.Done():
 				return
 			}
 		}
 		backoff = 0
-		ts.conns.Add(1)
-		go func() {
-			defer ts.conns.Done()
-			ts.handler(ts.ctx, c)
-		}()
+		m.wg.Add(1) // this goroutine is counted: wg is not zero
+		go m.handle(s.key.name, c)
 	}
 }
 
-// Addrs returns the bound address of each listener by name (useful when a
-// listener's address has port 0).
+// handle runs the listener filters of the listener named name on c, hands
+// it to another listener when use_original_dst says so, selects its filter
+// chain and gives it to the chain's server. The caller has counted this
+// goroutine in wg.
+func (m *Manager) handle(name string, c net.Conn) {
+	defer m.wg.Done()
+	stop := context.AfterFunc(m.ctx, func() { _ = c.Close() })
+	pc := &peekConn{Conn: c}
+	info := &filter.Connection{}
+	info.Source, _ = netip.ParseAddrPort(c.RemoteAddr().String())
+	info.Destination, _ = netip.ParseAddrPort(c.LocalAddr().String())
+	in := &config.MatchInput{Source: info.Source, Destination: info.Destination, TransportProtocol: config.TransportRawBuffer}
+	var d detected
+
+	for attempt := 0; attempt < 3; attempt++ {
+		v := m.view.Load()
+		l := v.gen.Listeners[name]
+		if l == nil {
+			break
+		}
+		if err := m.listenerFilters(l, pc, info, in, &d); err != nil {
+			m.log.Debug("connection closed by listener filters", "listener", l.Name, "peer", c.RemoteAddr(), "error", err)
+			break
+		}
+		if l.UseOriginalDst && info.OriginalDst {
+			if t := v.gen.HandOffTarget(info.Destination); t != nil && t != l {
+				l = t
+				if err := m.listenerFilters(l, pc, info, in, &d); err != nil {
+					m.log.Debug("connection closed by listener filters", "listener", l.Name, "peer", c.RemoteAddr(), "error", err)
+					break
+				}
+			}
+		}
+		fc := l.Select(in)
+		if fc == nil {
+			m.noChain.Add(1)
+			m.log.Debug("no filter chain matched; closing (NR)", "listener", l.Name, "peer", c.RemoteAddr(),
+				"destination", info.Destination, "server_name", in.ServerName, "transport", in.TransportProtocol)
+			break
+		}
+		cs := v.chains[chainKey{l.Name, fc.Key}]
+		if cs == nil {
+			break
+		}
+		if !stop() {
+			return // Shutdown closed c
+		}
+		if cs.serve(pc, info) {
+			return
+		}
+		// The chain drains: match again with the newest view.
+		stop = context.AfterFunc(m.ctx, func() { _ = c.Close() })
+	}
+	stop()
+	_ = c.Close()
+}
+
+// detected remembers which listener filters ran on a connection, so that
+// a hand-off target's filters do not inspect it twice.
+type detected struct {
+	tls, http, origDst bool
+}
+
+// listenerFilters runs l's listener filters on c within l's
+// listener_filters_timeout, filling info and in. It returns an error when
+// the connection must be closed.
+func (m *Manager) listenerFilters(l *config.Listener, pc *peekConn, info *filter.Connection, in *config.MatchInput, d *detected) error {
+	if len(l.ListenerFilters) == 0 {
+		return nil
+	}
+	if l.ListenerFiltersTimeout > 0 {
+		_ = pc.SetReadDeadline(time.Now().Add(l.ListenerFiltersTimeout))
+		defer pc.SetReadDeadline(time.Time{})
+	}
+	for _, f := range l.ListenerFilters {
+		if f.Disabled != nil && f.Disabled.Matches(info.Destination.Port()) {
+			continue
+		}
+		var err error
+		switch f.Kind {
+		case config.OriginalDst:
+			if d.origDst {
+				continue
+			}
+			d.origDst = true
+			if dst, ok := m.opts.OriginalDst(pc.Conn); ok {
+				info.Destination, info.OriginalDst = dst, true
+				in.Destination = dst
+			}
+		case config.TLSInspector:
+			if d.tls {
+				continue
+			}
+			d.tls = true
+			var hello *tlsHello
+			if hello, err = inspectTLS(pc); hello != nil {
+				in.TransportProtocol = config.TransportTLS
+				in.ServerName, info.ServerName = hello.serverName, hello.serverName
+				in.ApplicationProtocols = hello.alpn
+			}
+		case config.HTTPInspector:
+			if d.http || in.TransportProtocol == config.TransportTLS {
+				continue // Envoy's http_inspector skips TLS
+			}
+			d.http = true
+			var proto string
+			if proto, err = inspectHTTP(pc); proto != "" {
+				in.ApplicationProtocols = []string{proto}
+			}
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && l.ContinueOnListenerFiltersTimeout {
+				return nil // Envoy: go on with what was found
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Addrs returns the bound address of each bound listener by name (useful
+// when a listener's address has port 0).
 func (m *Manager) Addrs() map[string]string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make(map[string]string, len(m.active))
-	for k, s := range m.active {
+	out := make(map[string]string, len(m.sockets))
+	for k, s := range m.sockets {
 		out[k.name] = s.ln.Addr().String()
 	}
 	return out
 }
 
-// Shutdown stops every listener accepting, waits for in-flight requests
-// until ctx ends, then closes remaining connections. It returns ctx's error
+// Shutdown stops every listener accepting, closes connections still in
+// their listener filters, waits for in-flight requests and connections
+// until ctx ends, then closes the remaining ones. It returns ctx's error
 // when the drain was cut short. Update fails after Shutdown.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
-	all := make([]*served, 0, len(m.active))
-	for k, s := range m.active {
-		all = append(all, s)
-		delete(m.active, k)
-	}
+	socks := m.sockets
+	chains := m.chains
+	m.sockets, m.chains = map[sockKey]*socket{}, map[chainKey]*chainServer{}
 	m.mu.Unlock()
 
+	for _, s := range socks {
+		_ = s.ln.Close()
+	}
+	m.cancel()
 	var wg sync.WaitGroup
-	errs := make([]error, len(all))
-	for i, s := range all {
+	errs := make([]error, 0, len(chains))
+	var emu sync.Mutex
+	for _, cs := range chains {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.shutdown(ctx)
+			if err := cs.shutdown(ctx); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
 		}()
 	}
 	wg.Wait()
 	m.wg.Wait()
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
 }

@@ -27,6 +27,18 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// httpL is a bound listener whose one filter chain is an HCM.
+func httpL(name, addr string) *config.Listener {
+	return &config.Listener{Name: name, Address: addr, BindToPort: true,
+		FilterChains: []*config.FilterChain{{Hash: 1, RouteConfigName: "r"}}}
+}
+
+// tcpL is a bound listener whose one filter chain is a tcp_proxy.
+func tcpL(name, addr string) *config.Listener {
+	return &config.Listener{Name: name, Address: addr, BindToPort: true,
+		FilterChains: []*config.FilterChain{{Hash: 2, TCPProxy: &config.TCPProxy{}}}}
+}
+
 func gen(ls ...*config.Listener) *config.Generation {
 	g := &config.Generation{Listeners: map[string]*config.Listener{}}
 	for _, l := range ls {
@@ -53,7 +65,7 @@ func rawGet(t *testing.T, c net.Conn, br *bufio.Reader) string {
 func TestSocketsSurviveAndDrain(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	m, err := New(Options{Handler: func(l *config.Listener) http.Handler {
+	m, err := New(Options{Handler: func(l *config.Listener, _ *config.FilterChain) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/slow" {
 				entered <- struct{}{}
@@ -67,7 +79,7 @@ func TestSocketsSurviveAndDrain(t *testing.T) {
 	}
 	defer m.Shutdown(context.Background())
 	addrA, addrB := freeAddr(t), freeAddr(t)
-	a := &config.Listener{Name: "a", Address: addrA}
+	a := httpL("a", addrA)
 	if err := m.Update(gen(a)); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +94,7 @@ func TestSocketsSurviveAndDrain(t *testing.T) {
 	}
 
 	// Generation 2 adds b and keeps a: a's socket and its open connection stay.
-	if err := m.Update(gen(a, &config.Listener{Name: "b", Address: addrB})); err != nil {
+	if err := m.Update(gen(a, httpL("b", addrB))); err != nil {
 		t.Fatal(err)
 	}
 	if got := rawGet(t, conn, br); got != "a" {
@@ -106,7 +118,7 @@ func TestSocketsSurviveAndDrain(t *testing.T) {
 		done <- string(b)
 	}()
 	<-entered
-	if err := m.Update(gen(&config.Listener{Name: "b", Address: addrB})); err != nil {
+	if err := m.Update(gen(httpL("b", addrB))); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -143,13 +155,13 @@ func TestBindError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	m, err := New(Options{Handler: func(*config.Listener) http.Handler { return http.NotFoundHandler() }})
+	m, err := New(Options{Handler: func(*config.Listener, *config.FilterChain) http.Handler { return http.NotFoundHandler() }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Shutdown(context.Background())
-	ok := &config.Listener{Name: "ok", Address: freeAddr(t)}
-	err = m.Update(gen(ok, &config.Listener{Name: "busy", Address: busy.Addr().String()}))
+	ok := httpL("ok", freeAddr(t))
+	err = m.Update(gen(ok, httpL("busy", busy.Addr().String())))
 	if err == nil || !strings.Contains(err.Error(), `"busy"`) {
 		t.Fatalf("Update error = %v, want a bind error naming busy", err)
 	}
@@ -159,7 +171,7 @@ func TestBindError(t *testing.T) {
 }
 
 func TestRenameOnSameAddress(t *testing.T) {
-	m, err := New(Options{Handler: func(l *config.Listener) http.Handler {
+	m, err := New(Options{Handler: func(l *config.Listener, _ *config.FilterChain) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, l.Name) })
 	}})
 	if err != nil {
@@ -173,7 +185,7 @@ func TestRenameOnSameAddress(t *testing.T) {
 	for _, name := range []string{"old", "new", "newer"} {
 		// One Update removes the previous name and adds this one on the
 		// same address: the old socket must be closed before the bind.
-		if err := m.Update(gen(&config.Listener{Name: name, Address: addr})); err != nil {
+		if err := m.Update(gen(httpL(name, addr))); err != nil {
 			t.Fatalf("update to %q: %v", name, err)
 		}
 		resp, err := client.Get("http://" + addr + "/")
@@ -193,7 +205,7 @@ func TestRenameOnSameAddress(t *testing.T) {
 
 // echoConns is a ConnHandler that echoes each line prefixed with the
 // listener's name, and closes the connection when ctx ends.
-func echoConns(l *config.Listener) ConnHandler {
+func echoConns(l *config.Listener, _ *config.FilterChain) ConnHandler {
 	return func(ctx context.Context, c net.Conn) {
 		defer c.Close()
 		stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -213,7 +225,7 @@ func echoConns(l *config.Listener) ConnHandler {
 
 func TestTCPListener(t *testing.T) {
 	m, err := New(Options{
-		Handler: func(l *config.Listener) http.Handler {
+		Handler: func(l *config.Listener, _ *config.FilterChain) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "http") })
 		},
 		TCP:          echoConns,
@@ -224,7 +236,7 @@ func TestTCPListener(t *testing.T) {
 	}
 	defer m.Shutdown(context.Background())
 	addr := freeAddr(t)
-	tcp := &config.Listener{Name: "l", Address: addr, TCPProxy: &config.TCPProxy{}}
+	tcp := tcpL("l", addr)
 	if err := m.Update(gen(tcp)); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +255,7 @@ func TestTCPListener(t *testing.T) {
 	// The same name and address turn HTTP: a new socket serves HTTP, and
 	// the open TCP connection is closed when the 200 ms drain is over.
 	start := time.Now()
-	if err := m.Update(gen(&config.Listener{Name: "l", Address: addr})); err != nil {
+	if err := m.Update(gen(httpL("l", addr))); err != nil {
 		t.Fatal(err)
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
@@ -266,13 +278,22 @@ func TestTCPListener(t *testing.T) {
 }
 
 func TestTCPListenerWithoutHandler(t *testing.T) {
-	m, err := New(Options{Handler: func(*config.Listener) http.Handler { return http.NotFoundHandler() }})
+	m, err := New(Options{Handler: func(*config.Listener, *config.FilterChain) http.Handler { return http.NotFoundHandler() }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Shutdown(context.Background())
-	err = m.Update(gen(&config.Listener{Name: "t", Address: freeAddr(t), TCPProxy: &config.TCPProxy{}}))
-	if err == nil || !strings.Contains(err.Error(), "no TCP proxy") {
-		t.Fatalf("Update error = %v, want no TCP proxy configured", err)
+	addr := freeAddr(t)
+	if err := m.Update(gen(tcpL("t", addr))); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read = %d, %v; want EOF: a tcp_proxy chain without a TCP handler closes its connections", n, err)
 	}
 }

@@ -31,9 +31,31 @@ type Secret struct {
 	// status pages (certificates are public; keys are never kept as PEM).
 	Roots    *x509.CertPool
 	RootsPEM []byte
+	// CertificatePEM is Certificate's chain as read, for status pages and
+	// /config_dump (never the key); nil for a trust bundle or when the
+	// source gave none.
+	CertificatePEM []byte
+	// Source says where the secret came from, for status pages: SourceADS,
+	// SourceFile, SourceAgent, or "" when unknown.
+	Source string
+	// Version is the source's version of the secret (the xDS version_info
+	// of an ADS secret, a file's modification time); "" when unknown.
+	Version string
 	// Updated is when this version was stored.
 	Updated time.Time
 }
+
+// Sources of secrets (Secret.Source).
+const (
+	// SourceADS: fetched over the xDS stream (sds_config ads).
+	SourceADS = "ads"
+	// SourceFile: read by the proxy from files (Istio's file-cert: and
+	// file-root: names).
+	SourceFile = "file"
+	// SourceAgent: the workload certificate and trust bundle the agent
+	// obtained ("default", "ROOTCA").
+	SourceAgent = "agent"
+)
 
 // NotAfter is the leaf certificate's expiry; zero for a trust bundle.
 func (s *Secret) NotAfter() time.Time {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 )
@@ -60,22 +61,31 @@ func New(opts Options) (*Proxy, error) {
 	return &Proxy{opts: opts, log: opts.Logger.With("component", "tcp")}, nil
 }
 
-// ServeConn proxies down, accepted on the listener named listener, with
-// that listener's TcpProxy in the current Generation: it picks a cluster
-// and one of its endpoints, dials it within the cluster's connect_timeout
-// and copies bytes both ways. When one side ends its stream the other side
-// is half-closed (CloseWrite) and the copy the other way goes on; the
-// connection ends when both are done, on an error of either side, when
-// idle_timeout passes with no byte moved either way, or when ctx ends.
+// ServeConn proxies down, accepted on the listener named listener and
+// matched to filter chain fc (whose TCPProxy is set): it picks a cluster
+// and one of its endpoints, connects to it within the cluster's
+// connect_timeout over the endpoint's transport socket (TLS origination
+// when the cluster's transport_socket_matches say so) and copies bytes
+// both ways. ctx carries the connection's facts (filter.ConnectionFrom):
+// an ORIGINAL_DST cluster connects to its original destination. When one
+// side ends its stream the other side is half-closed (CloseWrite) and the
+// copy the other way goes on; the connection ends when both are done, on
+// an error of either side, when idle_timeout passes with no byte moved
+// either way, or when ctx ends.
 //
 // Without a usable upstream (no such cluster NC, no endpoint UH, a full
-// circuit breaker UO, a failed connect UF) down is closed at once. It
-// blocks until the connection is over, always closes down, and writes one
-// access log line.
-func (p *Proxy) ServeConn(ctx context.Context, listener string, down net.Conn) {
+// circuit breaker UO, a failed connect or TLS handshake UF) down is
+// closed at once. It blocks until the connection is over, always closes
+// down, and writes one access log line.
+func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.FilterChain, down net.Conn) {
 	start := time.Now()
 	e := telemetry.Entry{StartTime: start, UpstreamServiceTime: -1,
 		DownstreamLocalAddress: down.LocalAddr().String(), DownstreamRemoteAddress: down.RemoteAddr().String()}
+	conn := filter.ConnectionFrom(ctx)
+	if conn != nil {
+		e.DownstreamLocalAddress = conn.Destination.String()
+		e.RequestedServerName = conn.ServerName
+	}
 	defer func() {
 		_ = down.Close()
 		e.Duration = time.Since(start)
@@ -83,13 +93,11 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, down net.Conn) {
 	}()
 
 	var tp *config.TCPProxy
-	gen := p.opts.Generation.Load()
-	if gen != nil {
-		if l := gen.Listeners[listener]; l != nil {
-			tp = l.TCPProxy
-		}
+	if fc != nil {
+		tp = fc.TCPProxy
 	}
-	if tp == nil { // the listener left the config since the accept
+	gen := p.opts.Generation.Load()
+	if tp == nil || gen == nil {
 		e.ResponseFlags = FlagNoClusterFound
 		return
 	}
@@ -100,7 +108,11 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, down net.Conn) {
 		e.ResponseFlags = FlagNoClusterFound
 		return
 	}
-	h, err := p.opts.Clusters.Pick(c, upstream.PickOptions{})
+	var pick upstream.PickOptions
+	if conn != nil && conn.OriginalDst {
+		pick.Destination = conn.Destination
+	}
+	h, err := p.opts.Clusters.Pick(c, pick)
 	switch {
 	case errors.Is(err, upstream.ErrOverflow):
 		e.ResponseFlags = FlagUpstreamOverflow
@@ -110,12 +122,14 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, down net.Conn) {
 		return
 	}
 	e.UpstreamHost = h.Addr
-	d := net.Dialer{Timeout: c.ConnectTimeout}
-	up, err := d.DialContext(ctx, "tcp", h.Addr)
+	up, err := h.Dial(ctx)
 	if err != nil {
 		h.Done(upstream.Result{LocalOrigin: true})
 		e.ResponseFlags = FlagUpstreamConnFail
 		e.UpstreamFailureReason = "connection_failure"
+		if r := upstream.TransportFailureReason(err); r != "" {
+			e.UpstreamFailureReason = r
+		}
 		p.log.Debug("upstream connect failed", "cluster", name, "host", h.Addr, "error", err)
 		return
 	}

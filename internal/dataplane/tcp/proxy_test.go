@@ -122,7 +122,7 @@ func start(t *testing.T, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *ha
 			h.wg.Add(1)
 			go func() {
 				defer h.wg.Done()
-				p.ServeConn(ctx, "tcp", c)
+				p.ServeConn(ctx, "tcp", gen.Load().Listeners["tcp"].FilterChains[0], c)
 			}()
 		}
 	}()

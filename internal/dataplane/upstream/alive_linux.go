@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 )
@@ -9,7 +10,15 @@ import (
 // upstream closed (EOF) or that has unexpected bytes waiting is not alive.
 // One recvfrom(MSG_PEEK|MSG_DONTWAIT) per reuse replaces the goroutine
 // per connection that net/http keeps reading to notice the same thing.
+// Under TLS the socket is peeked and waiting bytes count as alive: a TLS
+// 1.3 server sends session tickets after the handshake, which the next
+// read consumes (a close_notify there fails the round trip, which is then
+// replayed on a new connection when it can be).
 func connAlive(nc net.Conn) bool {
+	tlsConn := false
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc, tlsConn = tc.NetConn(), true
+	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return true
@@ -21,10 +30,10 @@ func connAlive(nc net.Conn) bool {
 	alive := true
 	var buf [1]byte
 	err = raw.Read(func(fd uintptr) bool {
-		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// EAGAIN, nothing to read, is the healthy idle state; EOF (n == 0),
 		// an error, or bytes nobody asked for are not.
-		alive = rerr == syscall.EAGAIN || rerr == syscall.EINTR
+		alive = rerr == syscall.EAGAIN || rerr == syscall.EINTR || tlsConn && rerr == nil && n > 0
 		return true // never wait for readiness
 	})
 	return err == nil && alive

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/transport"
 )
 
 // Defaults of the per-cluster connection pool.
@@ -52,6 +53,10 @@ type Options struct {
 	// OnForget, if set, is called with the name of each cluster whose
 	// state is dropped (to drop its metrics too). It must not block.
 	OnForget func(cluster string)
+	// Secrets resolves the client certificates and trust bundles of TLS
+	// transport sockets at each handshake. When nil, a handshake that
+	// names a secret fails (UF).
+	Secrets transport.Secrets
 }
 
 // ClusterManager keeps per-cluster upstream state across generations.
@@ -84,6 +89,7 @@ type clusterState struct {
 
 	h1   *h1Transport
 	h2c  atomic.Pointer[http.Transport] // built on first use by an h2c cluster
+	tls  atomic.Pointer[map[string]*tlsTransport] // by UpstreamTransport.Key (tls.go)
 	opts *Options
 
 	// cfg is the cluster's config as of the latest Update, for filters'
@@ -106,6 +112,9 @@ func New(opts Options) *ClusterManager {
 	}
 	if opts.IdleConnTimeout <= 0 {
 		opts.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if opts.Secrets == nil {
+		opts.Secrets = noSecrets{}
 	}
 	m := &ClusterManager{opts: opts, log: opts.Logger.With("component", "upstream")}
 	empty := map[string]*clusterState{}
@@ -133,6 +142,7 @@ func (m *ClusterManager) Update(gen *config.Generation) {
 		st.updatePolicy(c)
 		st.updateEgress(c)
 		st.cfg.Store(c)
+		st.updateTransports(c)
 		st.lastSeen = m.epoch
 		next[name] = st
 	}
@@ -212,7 +222,7 @@ func (m *ClusterManager) state(name string) *clusterState {
 func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error) {
 	st := m.state(c.Name)
 	if c.OriginalDst != nil {
-		return st.pickOriginalDst(c, opts.Authority)
+		return st.pickOriginalDst(c, opts)
 	}
 	t := st.tableFor(c)
 	i := st.choose(t, &opts)
@@ -223,11 +233,26 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 		return nil, err
 	}
 	t.active[i].Add(1)
-	h := &Host{Addr: t.eps[i].Address, RT: st.h1, st: st, idx: int(i)}
-	if t.src.HTTP2 {
-		h.RT = st.h2cTransport()
-	}
+	h := &Host{Addr: t.eps[i].Address, st: st, idx: int(i)}
+	st.setTransport(h, t.src, t.src.Transport(&t.eps[i]))
 	return h, nil
+}
+
+// setTransport sets h's round tripper for transport ut of cluster c:
+// the HTTP/1.1 pool or h2c for plaintext, the same over TLS otherwise.
+func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport) {
+	if ut.TLS == nil {
+		h.RT = st.h1
+		if c.HTTP2 {
+			h.RT = st.h2cTransport()
+		}
+		return
+	}
+	h.tls = st.tlsTransport(ut)
+	h.RT = h1Via{t: st.h1, tt: h.tls}
+	if c.HTTP2 {
+		h.RT = h.tls.h2RT()
+	}
 }
 
 func (st *clusterState) setConnectTimeout(d time.Duration) {
@@ -288,5 +313,10 @@ func (st *clusterState) close() {
 	st.h1.close()
 	if t := st.h2c.Load(); t != nil {
 		t.CloseIdleConnections()
+	}
+	if m := st.tls.Load(); m != nil {
+		for _, tt := range *m {
+			tt.close()
+		}
 	}
 }

@@ -51,40 +51,55 @@ func (st *clusterState) dialNetwork(network string) string {
 // destination from the request when the round trip starts, as
 // originalDstRT documents; its Addr is that destination when the cluster
 // reads the authority and authority is a valid one, "" otherwise.
-func (st *clusterState) pickOriginalDst(c *config.Cluster, authority string) (*Host, error) {
+func (st *clusterState) pickOriginalDst(c *config.Cluster, opts PickOptions) (*Host, error) {
 	if err := st.admit(); err != nil {
 		return nil, err
 	}
-	var next http.RoundTripper = st.h1
-	if c.HTTP2 {
-		next = st.h2cTransport()
+	h := &Host{st: st, idx: -1}
+	st.setTransport(h, c, c.Transport(nil))
+	var fallback string
+	if opts.Destination.IsValid() {
+		port := opts.Destination.Port()
+		if p := c.OriginalDst.PortOverride; p != 0 {
+			port = uint16(p)
+		}
+		fallback = netip.AddrPortFrom(opts.Destination.Addr().Unmap(), port).String()
+		h.Addr = fallback
 	}
-	h := &Host{RT: &originalDstRT{cfg: c.OriginalDst, next: next}, st: st, idx: -1}
-	if c.OriginalDst.Authority() && authority != "" {
-		h.Addr, _ = OriginalDstAddr(authority, c.OriginalDst.PortOverride)
+	h.RT = &originalDstRT{cfg: c.OriginalDst, next: h.RT, fallback: fallback}
+	if c.OriginalDst.Authority() && opts.Authority != "" {
+		h.Addr, _ = OriginalDstAddr(opts.Authority, c.OriginalDst.PortOverride)
 	}
 	return h, nil
 }
 
 // originalDstRT sends a request to the destination its header names
 // (original_dst_lb_config.http_header_name; the authority for ":authority"
-// or "host"), as OriginalDstAddr parses it, over next. A request without
-// a usable destination fails with a *ConnectError wrapping
-// ErrNoOriginalDst, before any connection is made.
+// or "host"), as OriginalDstAddr parses it, over next; without the header
+// (or with use_http_header false) to fallback, the connection's original
+// destination. A request without a usable destination fails with a
+// *ConnectError wrapping ErrNoOriginalDst, before any connection is made.
 type originalDstRT struct {
-	cfg  *config.OriginalDstConfig
-	next http.RoundTripper
+	cfg      *config.OriginalDstConfig
+	next     http.RoundTripper
+	fallback string // "ip:port"; "" for none
 }
 
 func (o *originalDstRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	var v string
-	if o.cfg.Authority() {
+	switch {
+	case o.cfg.Authority():
 		v = req.Host
-	} else {
+	case o.cfg.UseHeader():
 		v = req.Header.Get(o.cfg.Header)
 	}
-	addr, err := OriginalDstAddr(v, o.cfg.PortOverride)
-	if err != nil {
+	var (
+		addr string
+		err  error
+	)
+	if v == "" && o.fallback != "" {
+		addr = o.fallback
+	} else if addr, err = OriginalDstAddr(v, o.cfg.PortOverride); err != nil {
 		return nil, &ConnectError{Addr: v, Err: err}
 	}
 	out := *req // shallow: only the URL changes.

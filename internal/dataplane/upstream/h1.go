@@ -43,7 +43,7 @@ type h1Transport struct {
 	// mu guards the fields below. No I/O or blocking send happens while
 	// it is held.
 	mu     sync.Mutex
-	idle   map[string][]*h1Conn // by endpoint address; newest last
+	idle   map[string][]*h1Conn // by pool key (transport and endpoint address); newest last
 	closed bool
 	// open counts connections open or being dialled, in use or idle,
 	// across all endpoints: max_connections applies per cluster.
@@ -57,8 +57,8 @@ type h1Transport struct {
 // h1Waiter is a pending request waiting for a connection to addr. It is
 // granted at most one h1Grant, after it was removed from waiters.
 type h1Waiter struct {
-	addr string
-	ch   chan h1Grant // buffered: a grant never blocks
+	key string       // pool key: transport and address
+	ch  chan h1Grant // buffered: a grant never blocks
 }
 
 // h1Grant hands a waiter an idle connection to its endpoint, or (c nil)
@@ -69,7 +69,7 @@ var _ http.RoundTripper = (*h1Transport)(nil)
 
 type h1Conn struct {
 	t         *h1Transport
-	addr      string
+	key       string // pool key (poolKey): transport and address
 	nc        net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
@@ -108,16 +108,41 @@ func newH1Transport(dial func(context.Context, string, string) (net.Conn, error)
 	return t
 }
 
-// RoundTrip sends req to req.URL.Host over a pooled connection. A reused
-// connection that turns out to be dead before any response byte arrived is
-// replaced by a new one once, when the request can be sent again (no body,
-// or GetBody). Dial errors wrap *ConnectError.
+// RoundTrip sends req to req.URL.Host over a pooled plaintext
+// connection; see roundTrip.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req, nil)
+}
+
+// h1Via is the h1Transport of a cluster bound to one TLS transport
+// socket: its connections are TLS and pooled apart from the plaintext
+// ones and those of other transports.
+type h1Via struct {
+	t  *h1Transport
+	tt *tlsTransport
+}
+
+func (v h1Via) RoundTrip(req *http.Request) (*http.Response, error) { return v.t.roundTrip(req, v.tt) }
+
+// poolKey keys a connection to addr over tt (nil: plaintext).
+func poolKey(addr string, tt *tlsTransport) string {
+	if tt == nil {
+		return addr
+	}
+	return tt.key + "|" + addr
+}
+
+// roundTrip sends req to req.URL.Host over a pooled connection of
+// transport tt (nil: plaintext). A reused connection that turns out to be
+// dead before any response byte arrived is replaced by a new one once,
+// when the request can be sent again (no body, or GetBody). Dial and TLS
+// handshake errors wrap *ConnectError.
+func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.acquire(ctx, addr)
+		c, reused, err := t.acquire(ctx, addr, tt)
 		if err != nil {
 			return nil, err
 		}
@@ -341,10 +366,11 @@ func (b *h1Body) Close() error {
 // one freed, waiting as a pending request. With max_pending_requests
 // already waiting it fails at once with ErrOverflow. Dial errors wrap
 // *ConnectError; a cancelled ctx ends the wait with ctx.Err().
-func (t *h1Transport) acquire(ctx context.Context, addr string) (c *h1Conn, reused bool, err error) {
+func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport) (c *h1Conn, reused bool, err error) {
+	key := poolKey(addr, tt)
 	for {
 		t.mu.Lock()
-		c := t.popIdleLocked(addr)
+		c := t.popIdleLocked(key)
 		if c != nil {
 			t.mu.Unlock()
 			if t.fresh(c) {
@@ -356,7 +382,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string) (c *h1Conn, reus
 		if t.open < t.maxConns {
 			t.open++
 			t.mu.Unlock()
-			c, err := t.dialSlot(ctx, addr)
+			c, err := t.dialSlot(ctx, addr, tt)
 			return c, false, err
 		}
 		// At the limit, an idle connection to another endpoint gives its
@@ -364,7 +390,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string) (c *h1Conn, reus
 		if other := t.popOtherIdleLocked(); other != nil {
 			t.mu.Unlock()
 			other.retire()
-			c, err := t.dialSlot(ctx, addr)
+			c, err := t.dialSlot(ctx, addr, tt)
 			return c, false, err
 		}
 		t.cxOverflow.Add(1)
@@ -373,7 +399,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string) (c *h1Conn, reus
 			t.pendingOverflow.Add(1)
 			return nil, false, ErrOverflow
 		}
-		w := &h1Waiter{addr: addr, ch: make(chan h1Grant, 1)}
+		w := &h1Waiter{key: key, ch: make(chan h1Grant, 1)}
 		t.waiters = append(t.waiters, w)
 		t.mu.Unlock()
 		var g h1Grant
@@ -399,20 +425,23 @@ func (t *h1Transport) acquire(ctx context.Context, addr string) (c *h1Conn, reus
 		if g.c != nil {
 			return g.c, true, nil
 		}
-		c, err := t.dialSlot(ctx, addr)
+		c, err := t.dialSlot(ctx, addr, tt)
 		return c, false, err
 	}
 }
 
-// dialSlot dials addr with a slot already counted in open; a failed dial
-// gives the slot back.
-func (t *h1Transport) dialSlot(ctx context.Context, addr string) (*h1Conn, error) {
+// dialSlot dials addr over tt (nil: plaintext) with a slot already
+// counted in open; a failed dial or handshake gives the slot back.
+func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTransport) (*h1Conn, error) {
 	nc, err := t.dial(ctx, "tcp", addr)
+	if err == nil && tt != nil {
+		nc, err = tt.handshake(ctx, nc, addr)
+	}
 	if err != nil {
 		t.slotFreed()
 		return nil, err
 	}
-	c := &h1Conn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, t.bufSize), created: time.Now()}
+	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, br: bufio.NewReaderSize(nc, t.bufSize), created: time.Now()}
 	c.bw = bufio.NewWriterSize(countingConn{nc, c}, t.bufSize)
 	return c, nil
 }
@@ -444,25 +473,25 @@ func (t *h1Transport) fresh(c *h1Conn) bool {
 	return now.Sub(c.idleSince) < idleTimeout && c.reusable(now) && c.br.Buffered() == 0 && connAlive(c.nc)
 }
 
-func (t *h1Transport) popIdleLocked(addr string) *h1Conn {
-	l := t.idle[addr]
+func (t *h1Transport) popIdleLocked(key string) *h1Conn {
+	l := t.idle[key]
 	if len(l) == 0 {
 		return nil
 	}
 	c := l[len(l)-1]
 	l[len(l)-1] = nil
-	t.idle[addr] = l[:len(l)-1]
+	t.idle[key] = l[:len(l)-1]
 	return c
 }
 
 // popOtherIdleLocked takes the oldest idle connection of any endpoint.
 func (t *h1Transport) popOtherIdleLocked() *h1Conn {
-	for addr, l := range t.idle {
+	for key, l := range t.idle {
 		if len(l) == 0 {
 			continue
 		}
 		c := l[0]
-		t.idle[addr] = slices.Delete(l, 0, 1)
+		t.idle[key] = slices.Delete(l, 0, 1)
 		return c
 	}
 	return nil
@@ -508,7 +537,7 @@ func (t *h1Transport) putIdle(c *h1Conn) {
 		return
 	}
 	for i, w := range t.waiters {
-		if w.addr == c.addr {
+		if w.key == c.key {
 			t.waiters = slices.Delete(t.waiters, i, i+1)
 			t.mu.Unlock()
 			w.ch <- h1Grant{c: c}
@@ -523,13 +552,29 @@ func (t *h1Transport) putIdle(c *h1Conn) {
 		w.ch <- h1Grant{}
 		return
 	}
-	if len(t.idle[c.addr]) >= t.maxIdle {
+	if len(t.idle[c.key]) >= t.maxIdle {
 		t.mu.Unlock()
 		c.close()
 		return
 	}
-	t.idle[c.addr] = append(t.idle[c.addr], c)
+	t.idle[c.key] = append(t.idle[c.key], c)
 	t.mu.Unlock()
+}
+
+// closeIdleWhere closes the idle connections whose pool key matches.
+func (t *h1Transport) closeIdleWhere(match func(key string) bool) {
+	var drop []*h1Conn
+	t.mu.Lock()
+	for k, l := range t.idle {
+		if match(k) {
+			drop = append(drop, l...)
+			delete(t.idle, k)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range drop {
+		c.close()
+	}
 }
 
 // CloseIdleConnections closes every idle connection; connections in use

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 )
 
 // ErrOverflow is returned by Pick, or by a Host's RoundTrip, when a
@@ -25,17 +26,25 @@ type PickOptions struct {
 	// its Host's Addr by it, so that the access log shows where the
 	// request went; the round trip reads the request itself either way.
 	Authority string
+	// Destination is the downstream connection's original destination
+	// (filter.Connection.Destination when OriginalDst): where an
+	// ORIGINAL_DST cluster sends a request without a destination header.
+	// The zero value means none.
+	Destination netip.AddrPort
 }
 
 // Host is one endpoint chosen for one attempt. The caller must call Done
 // exactly once, when the attempt is over (response body read to its end
 // or abandoned, or the round trip failed).
 type Host struct {
-	Addr string            // "ip:port"
-	RT   http.RoundTripper // reaches Addr (HTTP/1.1 pool, or h2c when the cluster is HTTP2)
+	Addr string // "ip:port"
+	// RT reaches Addr over the endpoint's transport socket: the HTTP/1.1
+	// pool, or HTTP/2 when the cluster is HTTP2 (h2c, or h2 over TLS).
+	RT http.RoundTripper
 
 	st  *clusterState
-	idx int // the endpoint's index in the cluster's endpoints, for the load balancer
+	tls *tlsTransport // the endpoint's TLS transport socket; nil for plaintext
+	idx int           // the endpoint's index in the cluster's endpoints, for the load balancer
 }
 
 // Result is how an attempt ended, for outlier detection and for the

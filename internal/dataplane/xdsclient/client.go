@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -50,6 +53,12 @@ type Options struct {
 	// after each failed stream and resets after a stream that received a
 	// response. Defaults DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// Secrets receives the secrets fetched over ADS: the client asks for
+	// the names the applied generation's TLS contexts give with
+	// sds_config ads (type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret),
+	// and stores each accepted one. Nil: no secret is fetched, and TLS
+	// handshakes that need one fail.
+	Secrets *secret.Store
 }
 
 // Client is an ADS state-of-the-world client. Create it with New and
@@ -62,6 +71,12 @@ type Client struct {
 	accepted map[string][]proto.Message // latest accepted resources per type URL
 	versions map[string]string          // latest accepted version_info per type URL
 	gen      *config.Generation         // latest applied generation
+	// secretNames are the secret names subscribed to on the stream (sent);
+	// secretNonce is the nonce of the last Secret response; stored are the
+	// names this client put in Options.Secrets.
+	secretNames []string
+	secretNonce string
+	stored      map[string]bool
 
 	// mu guards the fields below.
 	mu        sync.Mutex
@@ -73,7 +88,7 @@ type Client struct {
 // TypeStatus is the state of one resource type on the stream.
 type TypeStatus struct {
 	TypeURL string
-	Short   string // CDS, EDS, LDS or RDS
+	Short   string // CDS, EDS, LDS, RDS or SDS
 	// Version is the version_info last accepted (ACKed); "" before the first.
 	Version string
 	// Nonce is the nonce of the last response received.
@@ -88,7 +103,7 @@ type TypeStatus struct {
 type Status struct {
 	// Connected is true while a stream is open.
 	Connected bool
-	// Types lists CDS, EDS, LDS and RDS in that order.
+	// Types lists CDS, EDS, LDS, RDS and SDS in that order.
 	Types []TypeStatus
 	// Generation is the Number of the latest applied generation, 0 before
 	// the first.
@@ -122,8 +137,9 @@ func New(opts Options) (*Client, error) {
 		accepted: map[string][]proto.Message{},
 		versions: map[string]string{},
 		status:   map[string]*TypeStatus{},
+		stored:   map[string]bool{},
 	}
-	for _, t := range xdsapi.TypeURLs {
+	for _, t := range statusTypes {
 		c.status[t] = &TypeStatus{TypeURL: t, Short: xdsapi.ShortType(t)}
 	}
 	return c, nil
@@ -134,11 +150,14 @@ func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := Status{Connected: c.connected, Generation: c.genNumber}
-	for _, t := range xdsapi.TypeURLs {
+	for _, t := range statusTypes {
 		s.Types = append(s.Types, *c.status[t])
 	}
 	return s
 }
+
+// statusTypes are the types Status reports: the wildcard ones, then SDS.
+var statusTypes = append(slices.Clone(xdsapi.TypeURLs), xdsapi.SecretType)
 
 // Run keeps an ADS stream open to Options.Addr until ctx is done,
 // reconnecting with exponential backoff (MinBackoff..MaxBackoff). On a new
@@ -199,6 +218,11 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn) (received bo
 			return false, fmt.Errorf("subscribe %s: %w", xdsapi.ShortType(t), err)
 		}
 	}
+	// Secrets are asked for by name, on a new stream as on the old one.
+	c.secretNames, c.secretNonce = nil, ""
+	if err := c.subscribeSecrets(st); err != nil {
+		return false, err
+	}
 	c.setConnected(true)
 	for {
 		resp, err := st.Recv()
@@ -206,10 +230,118 @@ func (c *Client) stream(ctx context.Context, conn *grpc.ClientConn) (received bo
 			return received, fmt.Errorf("receive: %w", err)
 		}
 		received = true
-		if err := st.Send(c.handle(resp)); err != nil {
+		var ack *discoveryv3.DiscoveryRequest
+		if resp.GetTypeUrl() == xdsapi.SecretType {
+			ack = c.handleSecrets(resp)
+		} else {
+			ack = c.handle(resp)
+		}
+		if err := st.Send(ack); err != nil {
 			return received, fmt.Errorf("send ack: %w", err)
 		}
+		if err := c.subscribeSecrets(st); err != nil {
+			return received, err
+		}
 	}
+}
+
+// subscribeSecrets asks for the ADS secrets the applied generation names
+// when they differ from those asked for on this stream (a SotW request
+// naming the new set; an empty set unsubscribes).
+func (c *Client) subscribeSecrets(st discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {
+	if c.opts.Secrets == nil || c.gen == nil {
+		return nil
+	}
+	want := c.gen.ADSSecretNames()
+	if slices.Equal(want, c.secretNames) {
+		return nil
+	}
+	req := &discoveryv3.DiscoveryRequest{Node: c.opts.Node, TypeUrl: xdsapi.SecretType, ResourceNames: want,
+		VersionInfo: c.versions[xdsapi.SecretType], ResponseNonce: c.secretNonce}
+	if want == nil {
+		req.ResourceNames = []string{}
+	}
+	if err := st.Send(req); err != nil {
+		return fmt.Errorf("subscribe SDS: %w", err)
+	}
+	c.secretNames = want
+	for n := range c.stored { // no longer named: gone from the store
+		if !slices.Contains(want, n) {
+			c.opts.Secrets.Delete(n)
+			delete(c.stored, n)
+		}
+	}
+	return nil
+}
+
+// handleSecrets validates a Secret response and, when every secret in it
+// is valid, stores them (a rotated certificate applies to the next
+// handshake) and returns the ACK; otherwise it returns the NACK and the
+// stored secrets stay.
+func (c *Client) handleSecrets(resp *discoveryv3.DiscoveryResponse) *discoveryv3.DiscoveryRequest {
+	typ := resp.GetTypeUrl()
+	c.secretNonce = resp.GetNonce()
+	req := &discoveryv3.DiscoveryRequest{Node: c.opts.Node, TypeUrl: typ, ResponseNonce: resp.GetNonce(), ResourceNames: c.secretNames}
+	secs, err := c.buildSecrets(resp)
+	if err != nil {
+		req.VersionInfo = c.versions[typ]
+		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+		c.log.Warn("xds update rejected (NACK)", "type", xdsapi.ShortType(typ), "version", resp.GetVersionInfo(),
+			"kept_version", c.versions[typ], "error", err)
+		c.mu.Lock()
+		s := c.status[typ]
+		s.Nonce, s.NackVersion, s.NackError = resp.GetNonce(), resp.GetVersionInfo(), err.Error()
+		c.mu.Unlock()
+		return req
+	}
+	got := map[string]bool{}
+	for _, sec := range secs {
+		sec.Source, sec.Version = secret.SourceADS, resp.GetVersionInfo()
+		c.opts.Secrets.Set(sec)
+		c.stored[sec.Name], got[sec.Name] = true, true
+	}
+	for n := range c.stored { // SotW: a named secret left out no longer exists
+		if !got[n] {
+			c.opts.Secrets.Delete(n)
+			delete(c.stored, n)
+		}
+	}
+	c.versions[typ] = resp.GetVersionInfo()
+	req.VersionInfo = resp.GetVersionInfo()
+	c.log.Debug("xds secrets applied", "version", resp.GetVersionInfo(), "secrets", len(secs))
+	c.mu.Lock()
+	s := c.status[typ]
+	s.Version, s.Nonce, s.NackVersion, s.NackError = resp.GetVersionInfo(), resp.GetNonce(), "", ""
+	c.mu.Unlock()
+	return req
+}
+
+// buildSecrets decodes and validates every secret of a response.
+func (c *Client) buildSecrets(resp *discoveryv3.DiscoveryResponse) ([]*secret.Secret, error) {
+	if c.opts.Secrets == nil {
+		return nil, errors.New("secrets are not accepted: no secret store")
+	}
+	var out []*secret.Secret
+	seen := map[string]bool{}
+	for i, a := range resp.GetResources() {
+		var s tlsv3.Secret
+		if a.GetTypeUrl() != xdsapi.SecretType {
+			return nil, fmt.Errorf("resources[%d]: type_url %q: must be %s", i, a.GetTypeUrl(), xdsapi.SecretType)
+		}
+		if err := a.UnmarshalTo(&s); err != nil {
+			return nil, fmt.Errorf("resources[%d]: decode %s: %w", i, xdsapi.SecretType, err)
+		}
+		sec, err := config.BuildSecret(&s)
+		if err != nil {
+			return nil, err
+		}
+		if seen[sec.Name] {
+			return nil, fmt.Errorf("secret %q: name: duplicate", sec.Name)
+		}
+		seen[sec.Name] = true
+		out = append(out, sec)
+	}
+	return out, nil
 }
 
 // handle builds a generation from resp and returns the ACK or NACK.

@@ -1,0 +1,203 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
+	"github.com/loom-mesh/loom/internal/dataplane/transport"
+)
+
+// TLSError is wrapped (in a *ConnectError) by a round trip or dial whose
+// TLS handshake with the upstream failed, or could not start because a
+// secret is missing: Envoy's UF with an upstream transport failure reason.
+type TLSError struct{ Err error }
+
+func (e *TLSError) Error() string { return "TLS_error: " + e.Err.Error() }
+func (e *TLSError) Unwrap() error { return e.Err }
+
+// tlsTransport is one TLS transport socket of a cluster (an
+// UpstreamTransport with TLS, by its Key): its session cache and, for an
+// HTTP/2 cluster, its HTTP/2 transport. Its HTTP/1.1 connections live in
+// the cluster's h1Transport under their own pool keys. It is safe for
+// concurrent use.
+type tlsTransport struct {
+	key      string
+	cfg      *config.UpstreamTLS
+	st       *clusterState
+	sessions tls.ClientSessionCache
+	h2       atomic.Pointer[http.Transport]
+}
+
+// tlsTransports returns the cluster's TLS transport of ut, making it on
+// first use.
+func (st *clusterState) tlsTransport(ut *config.UpstreamTransport) *tlsTransport {
+	for {
+		m := st.tls.Load()
+		if m != nil {
+			if tt := (*m)[ut.Key]; tt != nil {
+				return tt
+			}
+		}
+		next := map[string]*tlsTransport{}
+		if m != nil {
+			for k, v := range *m {
+				next[k] = v
+			}
+		}
+		tt := st.newTLSTransport(ut)
+		next[ut.Key] = tt
+		if st.tls.CompareAndSwap(m, &next) {
+			return tt
+		}
+	}
+}
+
+func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport) *tlsTransport {
+	tt := &tlsTransport{key: ut.Key, cfg: ut.TLS, st: st}
+	if ut.TLS.MaxSessionKeys > 0 {
+		tt.sessions = tls.NewLRUClientSessionCache(ut.TLS.MaxSessionKeys)
+	}
+	return tt
+}
+
+// updateTransports keeps the TLS transports c's generation names and
+// closes the idle connections of the others.
+func (st *clusterState) updateTransports(c *config.Cluster) {
+	old := st.tls.Load()
+	next := map[string]*tlsTransport{}
+	for i := range c.Transports {
+		ut := &c.Transports[i]
+		if ut.TLS == nil {
+			continue
+		}
+		if old != nil && (*old)[ut.Key] != nil {
+			next[ut.Key] = (*old)[ut.Key]
+			continue
+		}
+		next[ut.Key] = st.newTLSTransport(ut)
+	}
+	st.tls.Store(&next)
+	if old == nil {
+		return
+	}
+	for k, tt := range *old {
+		if next[k] == nil {
+			tt.close()
+		}
+	}
+}
+
+// close closes tt's idle connections.
+func (tt *tlsTransport) close() {
+	prefix := tt.key + "|"
+	tt.st.h1.closeIdleWhere(func(key string) bool { return strings.HasPrefix(key, prefix) })
+	if t := tt.h2.Load(); t != nil {
+		t.CloseIdleConnections()
+	}
+}
+
+// handshake runs the TLS client handshake on nc, a fresh connection to
+// addr, within ctx and the cluster's connect_timeout, with the client
+// certificate and trust bundle the secret store holds now. On failure it
+// closes nc and returns a *ConnectError wrapping a *TLSError.
+func (tt *tlsTransport) handshake(ctx context.Context, nc net.Conn, addr string) (net.Conn, error) {
+	cfg, err := transport.ClientConfig(tt.cfg, tt.st.opts.Secrets, tt.sessions)
+	if err != nil {
+		_ = nc.Close()
+		return nil, &ConnectError{Addr: addr, Err: &TLSError{Err: err}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(tt.st.connectTimeout.Load()))
+	defer cancel()
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		return nil, &ConnectError{Addr: addr, Err: &TLSError{Err: err}}
+	}
+	return tc, nil
+}
+
+// h2RT returns the round tripper of an HTTP/2 cluster over tt: net/http's
+// HTTP/2 transport dialing TLS connections that negotiate "h2" (ALPN).
+func (tt *tlsTransport) h2RT() http.RoundTripper {
+	t := tt.h2.Load()
+	if t == nil {
+		st := tt.st
+		nt := &http.Transport{
+			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nc, err := st.dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return tt.handshake(ctx, nc, addr)
+			},
+			MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
+			IdleConnTimeout:        st.opts.IdleConnTimeout,
+			DisableCompression:     true,
+			WriteBufferSize:        32 << 10,
+			ReadBufferSize:         32 << 10,
+			MaxResponseHeaderBytes: 1 << 20,
+			Protocols:              new(http.Protocols),
+			HTTP2:                  &http.HTTP2Config{},
+		}
+		nt.Protocols.SetHTTP2(true)
+		tt.h2.CompareAndSwap(nil, nt) // a racing loser's transport has no connections yet
+		t = tt.h2.Load()
+	}
+	return h2TLSRT{t}
+}
+
+// h2TLSRT sends requests over an HTTP/2-over-TLS transport: net/http
+// dials TLS (DialTLSContext) only for "https" URLs.
+type h2TLSRT struct{ t *http.Transport }
+
+func (r h2TLSRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	out := *req
+	u := *req.URL
+	u.Scheme = "https"
+	out.URL = &u
+	return r.t.RoundTrip(&out)
+}
+
+// Dial opens a connection to h.Addr for the TCP proxy, over the transport
+// socket the endpoint's transport_socket_matches chose (TLS origination
+// included), within ctx and the cluster's connect_timeout. Errors wrap
+// *ConnectError (and *TLSError for a failed handshake).
+func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
+	if h.st == nil {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", h.Addr)
+		if err != nil {
+			return nil, &ConnectError{Addr: h.Addr, Err: err}
+		}
+		return c, nil
+	}
+	nc, err := h.st.dial(ctx, "tcp", h.Addr)
+	if err != nil || h.tls == nil {
+		return nc, err
+	}
+	return h.tls.handshake(ctx, nc, h.Addr)
+}
+
+// TransportFailureReason returns Envoy's upstream transport failure reason
+// for a round trip or dial error ("TLS_error: ..."), "" when err is no TLS
+// failure.
+func TransportFailureReason(err error) string {
+	var te *TLSError
+	if errors.As(err, &te) {
+		return te.Error()
+	}
+	return ""
+}
+
+// noSecrets resolves nothing.
+type noSecrets struct{}
+
+func (noSecrets) Get(string) *secret.Secret { return nil }
