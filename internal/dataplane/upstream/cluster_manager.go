@@ -88,7 +88,7 @@ type clusterState struct {
 	egress egressState // egress.go
 
 	h1   *h1Transport
-	h2c  atomic.Pointer[http.Transport] // built on first use by an h2c cluster
+	h2c  atomic.Pointer[http.Transport]           // built on first use by an h2c cluster
 	tls  atomic.Pointer[map[string]*tlsTransport] // by UpstreamTransport.Key (tls.go)
 	opts *Options
 
