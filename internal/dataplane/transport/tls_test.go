@@ -1,0 +1,163 @@
+package transport
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
+	"github.com/loom-mesh/loom/internal/testutil"
+)
+
+func exact(t config.SANType, v string) config.SANMatcher {
+	return config.SANMatcher{Type: t, Matcher: config.StringMatcher{Kind: config.MatchExact, Value: v}}
+}
+
+func TestMatchSANs(t *testing.T) {
+	ca := testutil.NewCA(t, "root")
+	spiffe := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/sleep"}}).Cert
+	dns := ca.Issue(t, testutil.LeafOptions{DNS: []string{"*.example.com", "exact.test"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}}).Cert
+	tests := []struct {
+		name string
+		cert int // 0 spiffe, 1 dns
+		sans []config.SANMatcher
+		want bool
+	}{
+		{"istio URI exact", 0, []config.SANMatcher{exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/sleep")}, true},
+		{"URI of another service account", 0, []config.SANMatcher{exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/other")}, false},
+		{"any of several", 0, []config.SANMatcher{exact(config.SANURI, "spiffe://x"), exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/sleep")}, true},
+		{"URI prefix", 0, []config.SANMatcher{{Type: config.SANURI, Matcher: config.StringMatcher{Kind: config.MatchPrefix, Value: "spiffe://cluster.local/ns/default/"}}}, true},
+		{"legacy matcher reads URIs", 0, []config.SANMatcher{exact(config.SANAny, "spiffe://cluster.local/ns/default/sa/sleep")}, true},
+		{"DNS type does not read URIs", 0, []config.SANMatcher{exact(config.SANDNS, "spiffe://cluster.local/ns/default/sa/sleep")}, false},
+		{"DNS wildcard in the certificate, one label", 1, []config.SANMatcher{exact(config.SANDNS, "api.example.com")}, true},
+		{"DNS wildcard covers one label only", 1, []config.SANMatcher{exact(config.SANDNS, "a.b.example.com")}, false},
+		{"DNS wildcard does not cover the apex", 1, []config.SANMatcher{exact(config.SANDNS, "example.com")}, false},
+		{"DNS case", 1, []config.SANMatcher{exact(config.SANDNS, "EXACT.test")}, true},
+		{"DNS suffix matcher reads the SAN as text", 1, []config.SANMatcher{{Type: config.SANDNS, Matcher: config.StringMatcher{Kind: config.MatchSuffix, Value: ".example.com"}}}, true},
+		{"IP", 1, []config.SANMatcher{exact(config.SANIP, "10.0.0.1")}, true},
+		{"regex", 1, []config.SANMatcher{{Type: config.SANDNS, Matcher: config.StringMatcher{Kind: config.MatchRegex, Regex: regexp.MustCompile(`^exact\.[a-z]+$`)}}}, true},
+	}
+	certs := [...]*x509.Certificate{spiffe, dns}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := MatchSANs(certs[tt.cert], tt.sans); got != tt.want {
+				t.Errorf("MatchSANs = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestHandshakes runs real handshakes over net.Pipe between ServerConfig
+// and ClientConfig with secrets resolved from a store.
+func TestHandshakes(t *testing.T) {
+	ca := testutil.NewCA(t, "root")
+	other := testutil.NewCA(t, "other")
+	server := ca.Issue(t, testutil.LeafOptions{DNS: []string{"svc.test"}, URIs: []string{"spiffe://cluster.local/ns/default/sa/server"}})
+	client := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/client"}})
+	stranger := other.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/client"}})
+
+	store := secret.NewStore()
+	put := func(name string, l *testutil.Leaf) {
+		s, err := secret.ParseCertificate(name, l.CertPEM, l.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.Set(s)
+	}
+	put("server", server)
+	put("client", client)
+	put("stranger", stranger)
+	roots, err := secret.ParseRoots("ROOTCA", ca.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Set(roots)
+
+	ref := func(n string) *config.SecretRef { return &config.SecretRef{Name: n, Source: config.SecretLocal} }
+	common := func(cert string, sans ...config.SANMatcher) config.CommonTLS {
+		c := config.CommonTLS{Validation: &config.ValidationContext{Ref: ref("ROOTCA"), SANs: sans},
+			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
+		if cert != "" {
+			c.Certificates = []config.CertSource{{Ref: ref(cert)}}
+		}
+		return c
+	}
+	tests := []struct {
+		name       string
+		down       *config.DownstreamTLS
+		up         *config.UpstreamTLS
+		wantErr    string // in the client's handshake or config error
+		wantPeerOf string // the principal the server saw
+		// wantSrvErr is in the server's handshake error: in TLS 1.3 the
+		// client finishes before the server has checked its certificate.
+		wantSrvErr string
+	}{
+		{"mTLS", &config.DownstreamTLS{CommonTLS: common("server"), RequireClientCertificate: true},
+			&config.UpstreamTLS{CommonTLS: common("client", exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/server"))},
+			"", "spiffe://cluster.local/ns/default/sa/client", ""},
+		{"server SAN mismatch", &config.DownstreamTLS{CommonTLS: common("server"), RequireClientCertificate: true},
+			&config.UpstreamTLS{CommonTLS: common("client", exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/other"))},
+			"no subject alternative name", "", ""},
+		{"client from another CA", &config.DownstreamTLS{CommonTLS: common("server"), RequireClientCertificate: true},
+			&config.UpstreamTLS{CommonTLS: common("stranger")}, "", "", "certificate signed by unknown authority"},
+		{"client certificate required", &config.DownstreamTLS{CommonTLS: common("server"), RequireClientCertificate: true},
+			&config.UpstreamTLS{CommonTLS: common("")}, "", "", "client didn't provide a certificate"},
+		{"client certificate optional", &config.DownstreamTLS{CommonTLS: common("server")},
+			&config.UpstreamTLS{CommonTLS: common("")}, "", "", ""},
+		{"missing client secret", &config.DownstreamTLS{CommonTLS: common("server")},
+			&config.UpstreamTLS{CommonTLS: common("nope")}, "secret not available", "", ""},
+		{"missing server secret", &config.DownstreamTLS{CommonTLS: common("nope")},
+			&config.UpstreamTLS{CommonTLS: common("client")}, "internal error", "", ""},
+		{"require SNI", &config.DownstreamTLS{CommonTLS: common("server"), RequireSNI: true},
+			&config.UpstreamTLS{CommonTLS: common("client")}, "internal error", "", ""},
+		{"SNI given", &config.DownstreamTLS{CommonTLS: common("server"), RequireSNI: true},
+			&config.UpstreamTLS{CommonTLS: common("client"), SNI: "svc.test"}, "", "spiffe://cluster.local/ns/default/sa/client", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cc, err := ClientConfig(tt.up, store, nil)
+			if err != nil {
+				if tt.wantErr == "" || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ClientConfig: %v, want %q", err, tt.wantErr)
+				}
+				if !errors.Is(err, ErrSecretUnavailable) {
+					t.Errorf("error %v does not wrap ErrSecretUnavailable", err)
+				}
+				return
+			}
+			a, b := net.Pipe()
+			srv := tls.Server(a, ServerConfig(tt.down, store))
+			done := make(chan error, 1)
+			go func() { done <- srv.Handshake() }()
+			cerr := tls.Client(b, cc).Handshake()
+			b.Close()
+			serr := <-done
+			a.Close()
+			if tt.wantErr != "" {
+				if cerr == nil || !strings.Contains(cerr.Error(), tt.wantErr) {
+					t.Fatalf("client handshake: %v; want an error containing %q (server: %v)", cerr, tt.wantErr, serr)
+				}
+				return
+			}
+			if tt.wantSrvErr != "" {
+				if serr == nil || !strings.Contains(serr.Error(), tt.wantSrvErr) {
+					t.Fatalf("server handshake: %v; want an error containing %q", serr, tt.wantSrvErr)
+				}
+				return
+			}
+			if cerr != nil || serr != nil {
+				t.Fatalf("handshake: client %v, server %v", cerr, serr)
+			}
+			st := srv.ConnectionState()
+			if got := (&filter.Connection{TLS: &st}).PeerPrincipal(); got != tt.wantPeerOf {
+				t.Errorf("server saw peer %q, want %q", got, tt.wantPeerOf)
+			}
+		})
+	}
+}
