@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -41,7 +42,7 @@ func ServerConfig(d *config.DownstreamTLS, secrets Secrets) *tls.Config {
 		}
 		cfg := &tls.Config{
 			Certificates:           certs,
-			NextProtos:             d.ALPN,
+			NextProtos:             serverALPN(d.ALPN, chi.SupportedProtos),
 			MinVersion:             d.MinVersion,
 			MaxVersion:             d.MaxVersion,
 			CipherSuites:           d.CipherSuites,
@@ -67,6 +68,20 @@ func ServerConfig(d *config.DownstreamTLS, secrets Secrets) *tls.Config {
 		return cfg, nil
 	}
 	return base
+}
+
+// serverALPN returns the server's ALPN list for a client offering
+// offered: the configured one when the two share a protocol, else none, so
+// that the handshake goes on without ALPN as BoringSSL's does (Go's
+// server would refuse it: Istio's clients offer "istio-peer-exchange"
+// and "istio" to servers that list "h2" and "http/1.1").
+func serverALPN(configured, offered []string) []string {
+	for _, p := range offered {
+		if slices.Contains(configured, p) {
+			return configured
+		}
+	}
+	return nil
 }
 
 // ClientConfig returns the tls.Config of one upstream connection with u,

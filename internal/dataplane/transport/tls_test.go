@@ -88,6 +88,7 @@ func TestHandshakes(t *testing.T) {
 		}
 		return c
 	}
+	withALPN := func(c config.CommonTLS, protos ...string) config.CommonTLS { c.ALPN = protos; return c }
 	tests := []struct {
 		name       string
 		down       *config.DownstreamTLS
@@ -116,6 +117,8 @@ func TestHandshakes(t *testing.T) {
 			&config.UpstreamTLS{CommonTLS: common("client")}, "internal error", "", ""},
 		{"require SNI", &config.DownstreamTLS{CommonTLS: common("server"), RequireSNI: true},
 			&config.UpstreamTLS{CommonTLS: common("client")}, "internal error", "", ""},
+		{"ALPN without a common protocol goes on without ALPN", &config.DownstreamTLS{CommonTLS: withALPN(common("server"), "h2", "http/1.1")},
+			&config.UpstreamTLS{CommonTLS: withALPN(common("client"), "istio-peer-exchange", "istio")}, "", "spiffe://cluster.local/ns/default/sa/client", ""},
 		{"SNI given", &config.DownstreamTLS{CommonTLS: common("server"), RequireSNI: true},
 			&config.UpstreamTLS{CommonTLS: common("client"), SNI: "svc.test"}, "", "spiffe://cluster.local/ns/default/sa/client", ""},
 	}
