@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # -race in CI and locally; the e2e binaries are built without it inside the test.
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build demo test lint fuzz bench clean
+.PHONY: all build demo test test-deps lint fuzz bench clean
 
 all: build
 
@@ -22,7 +22,21 @@ lint:
 	  if [ -n "$$fmt_out" ]; then echo "gofmt needed:"; echo "$$fmt_out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: lint
+# Tools tests need, installed when missing (as root, with apt-get):
+# iptables and iproute2 for the original_dst test's network namespace.
+test-deps:
+	@missing=""; \
+	  command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
+	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing$$missing"; \
+	      DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    else echo "missing$$missing: tests that need them skip"; fi; \
+	  fi
+
+test: lint test-deps
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(MAKE) fuzz
 
