@@ -22,7 +22,9 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/transport"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/testutil"
 )
@@ -51,15 +53,27 @@ func startProxy(t testing.TB, g *config.Generation) *proxy {
 // requests in flight (0: the default).
 func startProxyMirrors(t testing.TB, g *config.Generation, maxMirrors int) *proxy {
 	t.Helper()
+	return startProxyWith(t, g, maxMirrors, nil)
+}
+
+// startProxyWith is startProxy with at most maxMirrors mirrored requests
+// in flight (0: the default) and the TLS secrets of secrets (nil: none).
+func startProxyWith(t testing.TB, g *config.Generation, maxMirrors int, secrets *secret.Store) *proxy {
+	t.Helper()
 	p := &proxy{t: t, logBuf: &testutil.SyncBuffer{}, metrics: telemetry.NewMetrics()}
-	p.clusters = upstream.New(upstream.Options{})
+	var ts transport.Secrets
+	if secrets != nil {
+		ts = secrets
+	}
+	p.clusters = upstream.New(upstream.Options{Secrets: ts})
 	p.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: p.logBuf})
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, AccessLog: p.log, Metrics: p.metrics,
 		MaxMirrorsInFlight: maxMirrors})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.lm, err = listener.New(listener.Options{Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) }})
+	p.lm, err = listener.New(listener.Options{Secrets: ts,
+		Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) }})
 	if err != nil {
 		t.Fatal(err)
 	}
