@@ -31,7 +31,10 @@ const DefaultFilePollInterval = 5 * time.Second
 func ParseFileName(name string) (cert, key, root string, ok bool) {
 	if rest, found := strings.CutPrefix(name, FileCertPrefix); found {
 		cert, key, found = strings.Cut(rest, "~")
-		return cert, key, "", found && cert != "" && key != ""
+		if !found || cert == "" || key == "" {
+			return "", "", "", false
+		}
+		return cert, key, "", true
 	}
 	if rest, found := strings.CutPrefix(name, FileRootPrefix); found {
 		return "", "", rest, rest != ""
