@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,37 @@ import (
 
 const nodeID = "sidecar~127.0.0.1~nack-test.default~default.svc.cluster.local"
 
+// binDir holds the loom-proxy binary the tests of this package build once.
+var (
+	binDir   string
+	binOnce  sync.Once
+	binErr   error
+	binBuild []byte
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// proxyBinary builds the loom-proxy binary once per test run.
+func proxyBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "loom-proxy-test-"); binErr != nil {
+			return
+		}
+		binBuild, binErr = exec.Command("go", "build", "-o", filepath.Join(binDir, "loom-proxy"), ".").CombinedOutput()
+	})
+	if binErr != nil {
+		t.Fatalf("go build: %v\n%s", binErr, binBuild)
+	}
+	return filepath.Join(binDir, "loom-proxy")
+}
+
 // TestNACKKeepsLastGoodGeneration runs the loom-proxy binary against a
 // go-control-plane ADS server: a good config routes a request; a bad one
 // (invalid regex) is NACKed and the proxy keeps routing with the old
@@ -46,62 +78,17 @@ func TestNACKKeepsLastGoodGeneration(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the loom-proxy binary")
 	}
-	bin := filepath.Join(t.TempDir(), "loom-proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := proxyBinary(t)
 
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello from upstream")
 	}))
 	defer up.Close()
 
-	// The ADS server, recording NACKs.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var mu sync.Mutex
-	var nacks []*discoveryv3.DiscoveryRequest
-	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
-		if req.GetErrorDetail() != nil {
-			mu.Lock()
-			nacks = append(nacks, req)
-			mu.Unlock()
-		}
-		return nil
-	}}
-	snaps := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	gs := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, snaps, cb))
-	xdsLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = gs.Serve(xdsLn) }()
-	defer func() { gs.Stop(); <-served }()
-
+	ads := startADS(t)
 	proxyAddr, adminAddr := freeAddr(t), freeAddr(t)
-	setSnapshot(t, snaps, "1", proxyAddr, up.Listener.Addr().String(), "/.*")
-
-	cmd := exec.Command(bin, "sidecar", "--ip", "127.0.0.1", "--name", "nack-test", "--namespace", "default",
-		"--labels", "app=nack-test,version=v1", "--xds-addr", xdsLn.Addr().String(), "--admin-addr", adminAddr, "--log-level", "debug")
-	var stdout, stderr testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill() // by PID, only when the test failed before SIGTERM
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("proxy stderr:\n%s\nproxy stdout:\n%s", stderr.String(), stdout.String())
-		}
-	}()
+	setSnapshot(t, ads.snaps, "1", proxyAddr, up.Listener.Addr().String(), "/.*")
+	p := runProxy(t, bin, ads.addr, adminAddr)
 
 	pu, _ := url.Parse("http://" + proxyAddr)
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}, Timeout: 2 * time.Second}
@@ -124,19 +111,8 @@ func TestNACKKeepsLastGoodGeneration(t *testing.T) {
 	}
 
 	// A bad route: the regex does not compile.
-	setSnapshot(t, snaps, "2", proxyAddr, up.Listener.Addr().String(), "(")
-	var nack *discoveryv3.DiscoveryRequest
-	waitFor(t, "a NACK of version 2", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, n := range nacks {
-			if n.GetTypeUrl() == xdsapi.RouteType && n.GetResponseNonce() != "" {
-				nack = n
-				return true
-			}
-		}
-		return false
-	})
+	setSnapshot(t, ads.snaps, "2", proxyAddr, up.Listener.Addr().String(), "(")
+	nack := ads.waitNACK(t, xdsapi.RouteType)
 	if nack.GetVersionInfo() == "2" {
 		t.Errorf("NACK carries version_info 2; want the last accepted version")
 	}
@@ -151,23 +127,116 @@ func TestNACKKeepsLastGoodGeneration(t *testing.T) {
 	}
 	// The access log is flushed at least every 100ms.
 	waitFor(t, "an access log line on stdout", func() bool {
-		return strings.Contains(stdout.String(), `"GET /hello HTTP/1.1" 200 - via_upstream`)
+		return strings.Contains(p.stdout.String(), `"GET /hello HTTP/1.1" 200 - via_upstream`)
 	})
 
 	// SIGTERM: drain and exit 0.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.terminate(); err != nil {
+		t.Errorf("proxy exit after SIGTERM: %v", err)
+	}
+}
+
+// adsServer is a go-control-plane ADS server on loopback that records the
+// NACKs it receives.
+type adsServer struct {
+	snaps cachev3.SnapshotCache
+	addr  string
+	mu    sync.Mutex
+	nacks []*discoveryv3.DiscoveryRequest
+}
+
+func startADS(t *testing.T) *adsServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &adsServer{snaps: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)}
+	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+		if req.GetErrorDetail() != nil {
+			a.mu.Lock()
+			a.nacks = append(a.nacks, req)
+			a.mu.Unlock()
+		}
+		return nil
+	}}
+	gs := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, a.snaps, cb))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	stopped = true
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("proxy exit after SIGTERM: %v", err)
+	a.addr = ln.Addr().String()
+	served := make(chan struct{})
+	go func() { defer close(served); _ = gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(); <-served; cancel() })
+	return a
+}
+
+// waitNACK waits for a NACK of type typ and returns it.
+func (a *adsServer) waitNACK(t *testing.T, typ string) *discoveryv3.DiscoveryRequest {
+	t.Helper()
+	var nack *discoveryv3.DiscoveryRequest
+	waitFor(t, "a NACK of "+xdsapi.ShortType(typ), func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, n := range a.nacks {
+			if n.GetTypeUrl() == typ && n.GetResponseNonce() != "" {
+				nack = n
+				return true
+			}
 		}
+		return false
+	})
+	return nack
+}
+
+// proxyProc is a running loom-proxy process.
+type proxyProc struct {
+	t              *testing.T
+	cmd            *exec.Cmd
+	stdout, stderr testutil.SyncBuffer
+	exited         chan error
+	stopped        bool
+}
+
+// runProxy starts bin as a sidecar fed by xdsAddr; it is killed (by its
+// PID) at cleanup unless terminate stopped it.
+func runProxy(t *testing.T, bin, xdsAddr, adminAddr string) *proxyProc {
+	t.Helper()
+	p := &proxyProc{t: t, exited: make(chan error, 1)}
+	p.cmd = exec.Command(bin, "sidecar", "--ip", "127.0.0.1", "--name", "nack-test", "--namespace", "default",
+		"--labels", "app=nack-test,version=v1", "--xds-addr", xdsAddr, "--admin-addr", adminAddr, "--log-level", "debug")
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !p.stopped {
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("proxy stderr:\n%s\nproxy stdout:\n%s", p.stderr.String(), p.stdout.String())
+		}
+	})
+	return p
+}
+
+// terminate sends SIGTERM and returns the process's exit error; it fails
+// the test when the process does not exit within 10s.
+func (p *proxyProc) terminate() error {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	p.stopped = true
+	select {
+	case err := <-p.exited:
+		return err
 	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		t.Fatal("proxy did not exit within 10s of SIGTERM")
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		p.t.Fatal("proxy did not exit within 10s of SIGTERM")
+		return nil
 	}
 }
 
@@ -175,6 +244,13 @@ func TestNACKKeepsLastGoodGeneration(t *testing.T) {
 // the http_proxy route table (every host, path regex pathRegex) to an EDS
 // cluster whose endpoint is upstream.
 func setSnapshot(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upstream, pathRegex string) {
+	t.Helper()
+	setSnapshotWith(t, c, version, proxyAddr, upstream, pathRegex, nil)
+}
+
+// setSnapshotWith is setSnapshot with mutate applied to the listener
+// (nil: none).
+func setSnapshotWith(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upstream, pathRegex string, mutate func(*listenerv3.Listener)) {
 	t.Helper()
 	const cluster = "outbound|9080||up.default.svc.cluster.local"
 	hcm := &hcmv3.HttpConnectionManager{
@@ -207,6 +283,9 @@ func setSnapshot(t *testing.T, c cachev3.SnapshotCache, version, proxyAddr, upst
 		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: &corev3.ConfigSource{
 			ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}},
 		ConnectTimeout: durationpb.New(time.Second),
+	}
+	if mutate != nil {
+		mutate(l)
 	}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
