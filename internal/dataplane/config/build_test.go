@@ -118,7 +118,7 @@ func TestBuildGood(t *testing.T) {
 	wantL := &Listener{Name: "virtualOutbound", Address: "127.0.0.13:15001", Direction: DirectionOutbound, BindToPort: true,
 		ListenerFiltersTimeout: DefaultListenerFiltersTimeout,
 		FilterChains:           []*FilterChain{{Key: "", Hash: gotL.FilterChains[0].Hash, StatPrefix: "outbound_0.0.0.0_15001", RouteConfigName: "http_proxy"}}}
-	if diff := cmp.Diff(wantL, gotL); diff != "" {
+	if diff := cmp.Diff(wantL, gotL, cmpopts.IgnoreUnexported(Listener{})); diff != "" {
 		t.Errorf("listener (-want +got):\n%s", diff)
 	}
 	wantC := &Cluster{Name: reviewsV1, ConnectTimeout: 2 * time.Second, LBPolicy: "ROUND_ROBIN",

@@ -78,13 +78,20 @@ type Listener struct {
 	// matches; nil closes them.
 	FilterChains       []*FilterChain
 	DefaultFilterChain *FilterChain
+
+	// byKey indexes FilterChains and DefaultFilterChain by Key (Build
+	// fills it; a hand-made Listener is searched).
+	byKey map[string]*FilterChain
 }
 
 // Chain returns the filter chain (or the default chain) whose Key is key,
-// or nil.
+// or nil. It is called per request: one map lookup.
 func (l *Listener) Chain(key string) *FilterChain {
 	if l == nil {
 		return nil
+	}
+	if l.byKey != nil {
+		return l.byKey[key]
 	}
 	for _, fc := range l.FilterChains {
 		if fc.Key == key {
@@ -525,6 +532,10 @@ func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, []*Rou
 			inlines = append(inlines, inline)
 		}
 		rl.DefaultFilterChain = c
+	}
+	rl.byKey = make(map[string]*FilterChain, len(rl.FilterChains)+1)
+	for _, fc := range rl.AllChains() {
+		rl.byKey[fc.Key] = fc
 	}
 	return rl, inlines, nil
 }

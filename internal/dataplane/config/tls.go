@@ -135,8 +135,8 @@ type CommonTLS struct {
 	// Envoy's default list); TLS 1.3 suites are not configurable, in Envoy
 	// as in Go.
 	CipherSuites []uint16
-	// Curves are tls_params.ecdh_curves; nil is Envoy's default (X25519,
-	// P-256).
+	// Curves are tls_params.ecdh_curves, or Envoy's default: X25519,
+	// P-256.
 	Curves []tls.CurveID
 }
 
@@ -190,6 +190,9 @@ var cipherSuites = map[string]uint16{
 	"AES128-SHA":                    tls.TLS_RSA_WITH_AES_128_CBC_SHA,
 	"AES256-SHA":                    tls.TLS_RSA_WITH_AES_256_CBC_SHA,
 }
+
+// Envoy's default ECDH curves (non-FIPS builds).
+var defaultCurves = []tls.CurveID{tls.X25519, tls.CurveP256}
 
 var curves = map[string]tls.CurveID{
 	"X25519": tls.X25519, "P-256": tls.CurveP256, "P-384": tls.CurveP384, "P-521": tls.CurveP521,
@@ -374,6 +377,7 @@ func buildTLSParams(p *tlsv3.TlsParameters, c *CommonTLS, upstream bool) error {
 		c.MaxVersion = tls.VersionTLS12
 	}
 	c.CipherSuites = defaultCipherSuites
+	c.Curves = defaultCurves
 	if p == nil {
 		return nil
 	}
@@ -406,6 +410,9 @@ func buildTLSParams(p *tlsv3.TlsParameters, c *CommonTLS, upstream bool) error {
 				c.CipherSuites = append(c.CipherSuites, id)
 			}
 		}
+	}
+	if len(p.GetEcdhCurves()) > 0 {
+		c.Curves = nil
 	}
 	for i, name := range p.GetEcdhCurves() {
 		id, ok := curves[name]

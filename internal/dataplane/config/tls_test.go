@@ -87,6 +87,7 @@ func TestBuildDownstreamTLS(t *testing.T) {
 			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
 			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 				tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256},
+			Curves: []tls.CurveID{tls.X25519, tls.CurveP256},
 		},
 		RequireClientCertificate: true,
 	}

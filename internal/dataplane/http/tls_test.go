@@ -68,14 +68,25 @@ type tlsBackend struct {
 
 func startTLSBackend(t testing.TB, m *mesh, mtls, h2 bool) *tlsBackend {
 	t.Helper()
-	b := &tlsBackend{}
-	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return startTLSBackendWith(t, m, mtls, h2, func(w http.ResponseWriter, r *http.Request) {
 		peer := "-"
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && len(r.TLS.PeerCertificates[0].URIs) > 0 {
 			peer = r.TLS.PeerCertificates[0].URIs[0].String()
 		}
 		fmt.Fprintf(w, "%s %s tls=%v", peer, r.Proto, r.TLS != nil)
-	}))
+	})
+}
+
+// startTLSBackendFunc is an mTLS HTTP/1.1 backend answering with h.
+func startTLSBackendFunc(t testing.TB, m *mesh, h http.HandlerFunc) *tlsBackend {
+	t.Helper()
+	return startTLSBackendWith(t, m, true, false, h)
+}
+
+func startTLSBackendWith(t testing.TB, m *mesh, mtls, h2 bool, h http.HandlerFunc) *tlsBackend {
+	t.Helper()
+	b := &tlsBackend{}
+	s := httptest.NewUnstartedServer(h)
 	leaf := m.ca.Issue(t, testutil.LeafOptions{DNS: []string{"reviews.test"}, URIs: []string{backendSPIFFE}})
 	s.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
 	if mtls {
@@ -249,6 +260,14 @@ func TestPoolsKeyedByTransport(t *testing.T) {
 	}
 }
 
+// serverTLS is a DownstreamTlsContext with the proxy's "default"
+// certificate, offering h2 and http/1.1.
+func serverTLS(t testing.TB) *corev3.TransportSocket {
+	return xdstest.TLSSocket(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		AlpnProtocols:                  []string{"h2", "http/1.1"},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{xdstest.SDSGRPC(secret.WorkloadCertificate)}}})
+}
+
 // TestH2OverTLSBothSides: a client speaks HTTP/2 over TLS (ALPN h2) to a
 // TLS filter chain, and the proxy speaks HTTP/2 over TLS to an HTTP/2
 // cluster.
@@ -259,9 +278,7 @@ func TestH2OverTLSBothSides(t *testing.T) {
 	c := staticCluster(t, "reviews", true, be.addr)
 	c.TransportSocket = istioMutual(t, backendSPIFFE, "h2")
 	ls, rcs, cs := oneRoute(t, lAddr, c)
-	ls[0].FilterChains[0].TransportSocket = xdstest.TLSSocket(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		AlpnProtocols:                  []string{"h2", "http/1.1"},
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{xdstest.SDSGRPC(secret.WorkloadCertificate)}}})
+	ls[0].FilterChains[0].TransportSocket = serverTLS(t)
 	startProxyWith(t, build(t, nil, ls, rcs, cs), 0, m.store)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: m.ca.Pool, ServerName: "proxy.test"}, Protocols: new(http.Protocols)}
 	tr.Protocols.SetHTTP2(true)
