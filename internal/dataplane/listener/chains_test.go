@@ -419,7 +419,9 @@ func (d *denyFilter) OnConnection(_ context.Context, c *filter.Connection) error
 }
 
 // allowFilter records the connection it saw.
-type allowFilter struct{ got atomic.Pointer[filter.Connection] }
+type allowFilter struct {
+	got atomic.Pointer[filter.Connection]
+}
 
 func (a *allowFilter) OnConnection(_ context.Context, c *filter.Connection) error {
 	a.got.Store(c)
