@@ -417,10 +417,39 @@ func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.Htt
 	if rl.Upgrades, err = buildHCMUpgrades(hcm.GetUpgradeConfigs()); err != nil {
 		return nil, err
 	}
+	if rl.XFCC, err = buildXFCC(hcm); err != nil {
+		return nil, err
+	}
 	if err := hcm.Validate(); err != nil {
 		return nil, ferr("", "violates Envoy's constraints: %v", err)
 	}
 	return inline, nil
+}
+
+// buildXFCC reads forward_client_cert_details and
+// set_current_client_cert_details.
+func buildXFCC(hcm *hcmv3.HttpConnectionManager) (XFCC, error) {
+	var x XFCC
+	switch m := hcm.GetForwardClientCertDetails(); m {
+	case hcmv3.HttpConnectionManager_SANITIZE:
+		x.Mode = XFCCSanitize
+	case hcmv3.HttpConnectionManager_FORWARD_ONLY:
+		x.Mode = XFCCForwardOnly
+	case hcmv3.HttpConnectionManager_APPEND_FORWARD:
+		x.Mode = XFCCAppendForward
+	case hcmv3.HttpConnectionManager_SANITIZE_SET:
+		x.Mode = XFCCSanitizeSet
+	case hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
+		x.Mode = XFCCAlwaysForwardOnly
+	default:
+		return x, verr("forward_client_cert_details", m.String(), "must be SANITIZE, FORWARD_ONLY, APPEND_FORWARD, SANITIZE_SET or ALWAYS_FORWARD_ONLY")
+	}
+	d := hcm.GetSetCurrentClientCertDetails()
+	if err := onlyFields("set_current_client_cert_details", d, "subject", "cert", "chain", "dns", "uri"); err != nil {
+		return x, err
+	}
+	x.Subject, x.URI, x.Cert, x.Chain, x.DNS = d.GetSubject().GetValue(), d.GetUri(), d.GetCert(), d.GetChain(), d.GetDns()
+	return x, nil
 }
 
 // ---- routes ----

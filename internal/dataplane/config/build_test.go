@@ -247,6 +247,9 @@ func TestBuildErrors(t *testing.T) {
 			rc.VirtualHosts[0].Routes[1].Match.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "["}}
 			h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
 		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.route_config.virtual_hosts[0].routes[1].match.safe_regex.regex = "[": must be RE2: error parsing regexp: missing closing ]: ` + "`[`"},
+		{"xfcc issuer", hcmWith(func(h *hcmv3.HttpConnectionManager) {
+			h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Issuer: true}
+		}), `listener "virtualOutbound": filter_chains[0].filters[0].typed_config.set_current_client_cert_details.issuer = "true": not supported`},
 		{"empty stat_prefix", hcmWith(func(h *hcmv3.HttpConnectionManager) { h.StatPrefix = "" }),
 			`listener "virtualOutbound": filter_chains[0].filters[0].typed_config.stat_prefix: must not be empty`},
 		{"route regex", routeWith(func(rc *routev3.RouteConfiguration) {

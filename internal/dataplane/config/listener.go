@@ -252,9 +252,34 @@ type FilterChain struct {
 	// far X-Forwarded-For is trusted for the client's address (RBAC
 	// remote_ip).
 	XFF filter.XFF
+	// XFCC is the HCM's forward_client_cert_details and
+	// set_current_client_cert_details.
+	XFCC XFCC
 	// TCPProxy is set when the terminal filter is
 	// envoy.filters.network.tcp_proxy; the HTTP fields are then empty.
 	TCPProxy *TCPProxy
+}
+
+// XFCCMode is HttpConnectionManager.forward_client_cert_details: what the
+// connection manager does with the x-forwarded-client-cert header.
+type XFCCMode int
+
+// XFCC modes, Envoy's names.
+const (
+	XFCCSanitize          XFCCMode = iota // remove the header (the default)
+	XFCCForwardOnly                       // forward it on mTLS connections
+	XFCCAppendForward                     // on mTLS, append the client's details
+	XFCCSanitizeSet                       // on mTLS, replace it with the client's details
+	XFCCAlwaysForwardOnly                 // forward it on every connection
+)
+
+// XFCC is how a filter chain's HCM treats x-forwarded-client-cert: Mode,
+// and which details of the client certificate APPEND_FORWARD and
+// SANITIZE_SET write besides By (the proxy's URI SANs) and Hash (the
+// SHA-256 of the client certificate).
+type XFCC struct {
+	Mode                           XFCCMode
+	Subject, URI, Cert, Chain, DNS bool
 }
 
 // DefaultHandshakeTimeout bounds a downstream TLS handshake when the

@@ -3,6 +3,7 @@ package filter
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/netip"
 
@@ -37,6 +38,10 @@ type Connection struct {
 	TLS *tls.ConnectionState
 	// FilterChain names the matched filter chain (FilterChain.name).
 	FilterChain string
+	// LocalCertificate is the certificate the proxy presented on a
+	// terminated TLS connection (its URI SANs are XFCC's By); nil
+	// otherwise.
+	LocalCertificate *x509.Certificate
 }
 
 // PeerPrincipal is the peer certificate's first URI SAN (a SPIFFE ID,

@@ -261,6 +261,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 			}
 		}
 	}
+	applyXFCC(r.Header, &fc.XFCC, r)
 	if upgradeRejected(r, fc, route) {
 		// Before the filters, as Envoy's connection manager decides.
 		localReply(w, e, http.StatusForbidden, "", detailsUpgradeFailed, "")

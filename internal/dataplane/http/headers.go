@@ -2,11 +2,19 @@ package http
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 )
 
 // hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1) a proxy
@@ -146,4 +154,80 @@ func bytesReader(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b
 func isGRPC(h http.Header) bool {
 	ct := h["Content-Type"]
 	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
+}
+
+// xfccHeader is x-forwarded-client-cert, canonical.
+const xfccHeader = "X-Forwarded-Client-Cert"
+
+// applyXFCC is Envoy's XFCC handling (forward_client_cert_details) for a
+// request that arrived on c: SANITIZE removes the header; FORWARD_ONLY
+// keeps it on an mTLS connection; APPEND_FORWARD and SANITIZE_SET, on an
+// mTLS connection, append to it or replace it with the client's element
+// ("By=<proxy URI SAN>;Hash=<hex SHA-256 of the client certificate>"
+// and the details x asks for, in Envoy's order Subject, URI, Cert,
+// Chain, DNS); ALWAYS_FORWARD_ONLY leaves it. Without a client
+// certificate, every mode but ALWAYS_FORWARD_ONLY removes it.
+func applyXFCC(h http.Header, x *config.XFCC, r *http.Request) {
+	switch x.Mode {
+	case config.XFCCAlwaysForwardOnly:
+		return
+	case config.XFCCSanitize:
+		delete(h, xfccHeader)
+		return
+	}
+	c := filter.RequestConnection(r)
+	if c == nil || c.TLS == nil || len(c.TLS.PeerCertificates) == 0 {
+		delete(h, xfccHeader)
+		return
+	}
+	if x.Mode == config.XFCCForwardOnly {
+		return
+	}
+	el := xfccElement(x, c)
+	if old := h[xfccHeader]; x.Mode == config.XFCCAppendForward && len(old) > 0 {
+		el = strings.Join(old, ",") + "," + el
+	}
+	h[xfccHeader] = []string{el}
+}
+
+func xfccElement(x *config.XFCC, c *filter.Connection) string {
+	peer := c.TLS.PeerCertificates[0]
+	var parts []string
+	if lc := c.LocalCertificate; lc != nil {
+		for _, u := range lc.URIs {
+			parts = append(parts, "By="+u.String())
+		}
+	}
+	sum := sha256.Sum256(peer.Raw)
+	parts = append(parts, "Hash="+hex.EncodeToString(sum[:]))
+	if x.Subject {
+		parts = append(parts, `Subject="`+peer.Subject.String()+`"`)
+	}
+	if x.URI {
+		for _, u := range peer.URIs {
+			parts = append(parts, "URI="+u.String())
+		}
+	}
+	if x.Cert {
+		parts = append(parts, `Cert="`+urlEncodePEM(peer)+`"`)
+	}
+	if x.Chain {
+		parts = append(parts, `Chain="`+urlEncodePEM(c.TLS.PeerCertificates...)+`"`)
+	}
+	if x.DNS {
+		for _, d := range peer.DNSNames {
+			parts = append(parts, "DNS="+d)
+		}
+	}
+	return strings.Join(parts, ";")
+}
+
+// urlEncodePEM is the certificates as PEM, percent-encoded as Envoy's
+// XFCC Cert and Chain values.
+func urlEncodePEM(certs ...*x509.Certificate) string {
+	var b []byte
+	for _, c := range certs {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return strings.ReplaceAll(url.QueryEscape(string(b)), "+", "%20")
 }

@@ -23,14 +23,22 @@ import (
 // Istio sets [websocket] on every HCM.
 func withUpgrades(t testing.TB, l *listenerv3.Listener, types ...string) *listenerv3.Listener {
 	t.Helper()
+	return withHCM(t, l, func(hcm *hcmv3.HttpConnectionManager) {
+		for _, ty := range types {
+			hcm.UpgradeConfigs = append(hcm.UpgradeConfigs, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: ty})
+		}
+	})
+}
+
+// withHCM returns l with mutate applied to its first chain's HCM.
+func withHCM(t testing.TB, l *listenerv3.Listener, mutate func(*hcmv3.HttpConnectionManager)) *listenerv3.Listener {
+	t.Helper()
 	var hcm hcmv3.HttpConnectionManager
 	f := l.FilterChains[0].Filters[0]
 	if err := f.GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
 	}
-	for _, ty := range types {
-		hcm.UpgradeConfigs = append(hcm.UpgradeConfigs, &hcmv3.HttpConnectionManager_UpgradeConfig{UpgradeType: ty})
-	}
+	mutate(&hcm)
 	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, &hcm)}
 	return l
 }

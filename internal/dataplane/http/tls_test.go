@@ -1,7 +1,9 @@
 package http_test
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -328,5 +331,65 @@ func TestMissingSecretFailsCleanly(t *testing.T) {
 	m.store.Set(s)
 	if r := p.do("GET", "reviews", "/", nil, nil); r.code != 200 {
 		t.Fatalf("after the secret arrived: %d %q", r.code, r.body)
+	}
+}
+
+// TestXFCC: forward_client_cert_details as Istio's sidecars (APPEND_FORWARD
+// with Subject and URI) and gateways (SANITIZE_SET) set it, and the
+// default (SANITIZE), with the header a client sent.
+func TestXFCC(t *testing.T) {
+	m := newMesh(t)
+	be := startBackend(t, "up", false, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-Client-Cert"))
+	})
+	client := m.ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/sleep"}})
+	sum := sha256.Sum256(client.Cert.Raw)
+	hash := hex.EncodeToString(sum[:])
+	tests := []struct {
+		name string
+		mode hcmv3.HttpConnectionManager_ForwardClientCertDetails
+		mtls bool
+		want string
+	}{
+		{"sanitize", hcmv3.HttpConnectionManager_SANITIZE, true, ""},
+		{"append forward", hcmv3.HttpConnectionManager_APPEND_FORWARD, true,
+			`By=spiffe://a;Hash=b,By=` + proxySPIFFE + `;Hash=` + hash + `;Subject="";URI=spiffe://cluster.local/ns/default/sa/sleep`},
+		{"sanitize set", hcmv3.HttpConnectionManager_SANITIZE_SET, true,
+			`By=` + proxySPIFFE + `;Hash=` + hash + `;Subject="";URI=spiffe://cluster.local/ns/default/sa/sleep`},
+		{"forward only", hcmv3.HttpConnectionManager_FORWARD_ONLY, true, "By=spiffe://a;Hash=b"},
+		{"append forward without mTLS", hcmv3.HttpConnectionManager_APPEND_FORWARD, false, ""},
+		{"always forward only without mTLS", hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY, false, "By=spiffe://a;Hash=b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lAddr := closedAddr(t)
+			ls, rcs, cs := oneRoute(t, lAddr, staticCluster(t, "up", false, be.addr))
+			withHCM(t, ls[0], func(h *hcmv3.HttpConnectionManager) {
+				h.ForwardClientCertDetails = tt.mode
+				h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Subject: wrapperspb.Bool(true), Uri: true}
+			})
+			ls[0].FilterChains[0].TransportSocket = xdstest.TLSSocket(t, &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+				TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{xdstest.SDSGRPC(secret.WorkloadCertificate)},
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+					ValidationContextSdsSecretConfig: xdstest.SDSGRPC(secret.RootCA)}}})
+			startProxyWith(t, build(t, nil, ls, rcs, cs), 0, m.store)
+			cfg := &tls.Config{RootCAs: m.ca.Pool, ServerName: "proxy.test"}
+			if tt.mtls {
+				cfg.Certificates = []tls.Certificate{client.TLS}
+			}
+			tr := &http.Transport{TLSClientConfig: cfg}
+			defer tr.CloseIdleConnections()
+			req, _ := http.NewRequest("GET", "https://"+lAddr+"/", nil)
+			req.Header.Set("X-Forwarded-Client-Cert", "By=spiffe://a;Hash=b")
+			resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != tt.want {
+				t.Errorf("upstream saw XFCC\n %q\nwant\n %q", b, tt.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -101,6 +102,11 @@ type acceptedConn struct {
 	*peekConn
 	info *filter.Connection
 }
+
+// SetLocalCertificate records the certificate the proxy presented
+// (transport.LocalCertificateRecorder); called from the handshake, before
+// the Connection is shared.
+func (c *acceptedConn) SetLocalCertificate(cert *x509.Certificate) { c.info.LocalCertificate = cert }
 
 // connectionOf returns the facts of a connection a chain server
 // accepted, or nil.

@@ -41,7 +41,7 @@ func ServerConfig(d *config.DownstreamTLS, secrets Secrets) *tls.Config {
 			return nil, err
 		}
 		cfg := &tls.Config{
-			Certificates:           certs,
+			GetCertificate:         presentCertificate(certs),
 			NextProtos:             serverALPN(d.ALPN, chi.SupportedProtos),
 			MinVersion:             d.MinVersion,
 			MaxVersion:             d.MaxVersion,
@@ -68,6 +68,33 @@ func ServerConfig(d *config.DownstreamTLS, secrets Secrets) *tls.Config {
 		return cfg, nil
 	}
 	return base
+}
+
+// LocalCertificateRecorder is implemented by a connection that records the
+// certificate the server presented on it (the listener's accepted
+// connections: XFCC's By is its URI SANs). ServerConfig calls it from the
+// handshake when the net.Conn given to tls.Server implements it.
+type LocalCertificateRecorder interface {
+	SetLocalCertificate(*x509.Certificate)
+}
+
+// presentCertificate picks the first of certs the client supports (its
+// signature schemes, curves and SNI-independent checks, as crypto/tls's
+// own choice), else the first, and tells the connection.
+func presentCertificate(certs []tls.Certificate) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c := &certs[0]
+		for i := range certs {
+			if chi.SupportsCertificate(&certs[i]) == nil {
+				c = &certs[i]
+				break
+			}
+		}
+		if r, ok := chi.Conn.(LocalCertificateRecorder); ok {
+			r.SetLocalCertificate(c.Leaf)
+		}
+		return c, nil
+	}
 }
 
 // serverALPN returns the server's ALPN list for a client offering
