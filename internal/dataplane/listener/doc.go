@@ -1,17 +1,31 @@
-// Package listener binds the proxy's listening sockets and serves HTTP/1.1
-// and h2c (HTTP/2 with prior knowledge) on them through net/http, or, for a
-// listener whose filter chain is a tcp_proxy, hands each accepted
-// connection to a ConnHandler (the TCP proxy).
+// Package listener binds the proxy's listening sockets and serves the
+// filter chains behind them, as Envoy's listeners do.
 //
-// Sockets are keyed by listener name and address, so a listener whose
-// address does not change keeps its socket across generations; a listener
-// that leaves the config stops accepting and drains its in-flight requests
-// (a TCP listener: its open connections, closed when the drain times out).
+// Each accepted connection runs its listener's listener filters
+// (original_dst restores an iptables-redirected destination with
+// SO_ORIGINAL_DST; tls_inspector has crypto/tls parse the ClientHello for
+// SNI and ALPN without consuming it; http_inspector tells HTTP/1.x from
+// h2c), within listener_filters_timeout. A use_original_dst listener then
+// hands the connection to the listener of its original destination (those
+// have bind_to_port false and are never bound). The listener's filter
+// chain is selected by Envoy's FilterChainMatch rules
+// (config.Listener.Select); no match closes the connection.
 //
-// Data flow: the proxy calls Manager.Update with each published Generation;
-// accepted requests go to the handler made by Options.Handler (the HTTP
-// connection manager) or to the ConnHandler made by Options.TCP, which
-// read the Generation themselves.
+// Every filter chain has a server of its own, keyed by listener name and
+// chain key: it terminates TLS (certificates resolved by name in the
+// secret store at each handshake), runs the chain's network filters, and
+// gives the connection to its http.Server (HCM chains: HTTP/1.1, h2c, h2
+// over TLS) or to its TCP handler (tcp_proxy chains). Every request's
+// context, and a TCP handler's, carries the connection's facts
+// (filter.Connection). A chain unchanged in a new generation (same key and
+// hash) keeps its server and connections; a changed or removed one drains
+// alone. Sockets are keyed by listener name and address and survive
+// generations.
+//
+// Data flow: the proxy calls Manager.Update with each published
+// Generation; HTTP chains serve through the handler Options.Handler makes
+// (the HTTP connection manager), TCP chains through Options.TCP's (the TCP
+// proxy).
 //
 // It must not import internal/controlplane.
 package listener
