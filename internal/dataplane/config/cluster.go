@@ -392,6 +392,18 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 	if err := buildClusterTransports(c, rc, meta); err != nil {
 		return nil, err
 	}
+	if rc.HTTP2 {
+		// crypto/tls speaks HTTP/2 to a TLS upstream only after ALPN chose it.
+		for i, t := range rc.Transports {
+			if t.TLS != nil && !slices.Contains(t.TLS.ALPN, "h2") {
+				p := "transport_socket"
+				if i > 0 {
+					p = idx("transport_socket_matches", i-1) + ".transport_socket"
+				}
+				return nil, ferr(p+".typed_config.common_tls_context.alpn_protocols", "must include h2 on an HTTP/2 cluster")
+			}
+		}
+	}
 	return rc, nil
 }
 

@@ -322,6 +322,11 @@ func TestBuildUpstreamTLSErrors(t *testing.T) {
 			uc.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 				TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: "/nonexistent/root.pem"}}}}
 		}), p + `common_tls_context.validation_context.trusted_ca.filename = "/nonexistent/root.pem": cannot be read`},
+		{"HTTP/2 without h2 in ALPN", func() *clusterv3.Cluster {
+			c := withUC(func(*tlsv3.UpstreamTlsContext) {})
+			c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{} //nolint:staticcheck // the deprecated form is read too
+			return c
+		}(), p + "common_tls_context.alpn_protocols: must include h2 on an HTTP/2 cluster"},
 		{"matcher api", func() *clusterv3.Cluster {
 			c := withUC(func(*tlsv3.UpstreamTlsContext) {})
 			c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{{Name: "m"}}
