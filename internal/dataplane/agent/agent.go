@@ -313,8 +313,8 @@ func (a *Agent) renew(ctx context.Context, client pb.IstioCertificateServiceClie
 	}
 	// The new roots first: a peer may already present a certificate from a
 	// root that the old bundle lacks.
-	a.opts.Store.Set(&secret.Secret{Name: secret.RootCA, Roots: pool, RootsPEM: rootsPEM.Bytes()})
-	a.opts.Store.Set(&secret.Secret{Name: secret.WorkloadCertificate, Certificate: tc})
+	a.opts.Store.Set(&secret.Secret{Name: secret.RootCA, Roots: pool, RootsPEM: rootsPEM.Bytes(), Source: secret.SourceAgent})
+	a.opts.Store.Set(&secret.Secret{Name: secret.WorkloadCertificate, Certificate: tc, Source: secret.SourceAgent})
 
 	now := time.Now()
 	ratio := a.opts.GraceRatio + a.opts.Jitter*(2*mrand.Float64()-1)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/pem"
 	"fmt"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -77,8 +78,14 @@ func SecretsConfigDump(secs []*secret.Secret) *adminv3.SecretsConfigDump {
 		m := &tlsv3.Secret{Name: s.Name}
 		switch {
 		case s.Certificate != nil:
+			chain := s.CertificatePEM
+			if chain == nil {
+				for _, der := range s.Certificate.Certificate {
+					chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+				}
+			}
 			m.Type = &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: s.CertificatePEM}},
+				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: chain}},
 				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: RedactedKey}},
 			}}
 		case s.Roots != nil:

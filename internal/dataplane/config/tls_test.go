@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -374,7 +375,9 @@ func TestBuildSecretAndDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec.Source, sec.Version = secret.SourceADS, "7"
-	b, err := g.ConfigDumpWithSecrets([]*secret.Secret{sec, roots})
+	agentLeaf := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/proxy"}})
+	agentSecret := &secret.Secret{Name: "default", Certificate: &agentLeaf.TLS, Source: secret.SourceAgent} // no CertificatePEM
+	b, err := g.ConfigDumpWithSecrets([]*secret.Secret{sec, roots, agentSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +395,8 @@ func TestBuildSecretAndDump(t *testing.T) {
 		t.Fatalf("last config is %v", last["@type"])
 	}
 	flat := strings.Join(strings.Fields(string(b)), "")
-	for _, want := range []string{`"name":"kubernetes://gw"`, `"versionInfo":"7"`, `"privateKey":{"inlineString":"[redacted]"}`, `"trustedCa":{"inlineBytes":`} {
+	for _, want := range []string{`"name":"kubernetes://gw"`, `"versionInfo":"7"`, `"name":"default"`,
+		`"certificateChain":{"inlineBytes":"` + base64.StdEncoding.EncodeToString(agentLeaf.CertPEM) + `"}`, `"privateKey":{"inlineString":"[redacted]"}`, `"trustedCa":{"inlineBytes":`} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("config dump lacks %s", want)
 		}
