@@ -526,25 +526,19 @@ func buildStringMatcher(path string, m *matcherv3.StringMatcher) (StringMatcher,
 	if m == nil {
 		return sm, ferr(path, "must be set")
 	}
-	sm.IgnoreCase = m.GetIgnoreCase()
 	switch p := m.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		sm.Kind, sm.Value = MatchExact, p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		sm.Kind, sm.Value = MatchPrefix, p.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		sm.Kind, sm.Value = MatchSuffix, p.Suffix
+	case nil:
+		return sm, ferr(path, "must be exact, prefix, suffix, contains or safe_regex")
 	case *matcherv3.StringMatcher_Contains:
 		sm.Kind, sm.Value = MatchContains, p.Contains
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := compileRegex(path+".safe_regex", p.SafeRegex)
-		if err != nil {
+	default:
+		var err error
+		if sm.Kind, sm.Value, sm.Regex, err = buildStringMatch(path, m); err != nil {
 			return sm, err
 		}
-		sm.Kind, sm.Regex, sm.IgnoreCase = MatchRegex, re, false
-	default:
-		return sm, ferr(path, "must be exact, prefix, suffix, contains or safe_regex")
 	}
+	// ignore_case does not apply to a regex, as in Envoy.
+	sm.IgnoreCase = m.GetIgnoreCase() && sm.Kind != MatchRegex
 	if sm.IgnoreCase {
 		sm.Value = strings.ToLower(sm.Value)
 	}

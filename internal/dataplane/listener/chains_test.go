@@ -176,6 +176,19 @@ func setCert(t testing.TB, store *secret.Store, name string, l *testutil.Leaf) {
 	store.Set(s)
 }
 
+// dial connects to addr with a 5s deadline; the connection is closed at
+// the end of the test.
+func dial(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
 // ---- tests ----
 
 // TestTLSInspectorSelectsBySNI: tls_inspector reads the ClientHello's SNI
@@ -200,10 +213,7 @@ func TestTLSInspectorSelectsBySNI(t *testing.T) {
 	for _, tt := range []struct{ sni, want string }{
 		{"a.example.com", "exact"}, {"b.example.com", "wild"}, {"x.b.example.com", "wild"}, {"other.test", "tls-other"}, {"", "tls-other"},
 	} {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dial(t, addr)
 		tc := tls.Client(c, &tls.Config{ServerName: tt.sni, InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // no server cert here
 		tc.SetDeadline(time.Now().Add(5 * time.Second))
 		_ = tc.Handshake() // the chain's handler answers plaintext: the handshake fails
@@ -213,10 +223,7 @@ func TestTLSInspectorSelectsBySNI(t *testing.T) {
 			t.Errorf("SNI %q: chain %q, sni %q, first byte %#x; want %q, the SNI, and the ClientHello replayed", tt.sni, s.chain, s.sni, s.first[0], tt.want)
 		}
 	}
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, addr)
 	defer c.Close()
 	io.WriteString(c, "hello")
 	if s := <-ch; s.chain != "plain" || s.first != "hello" {
@@ -251,10 +258,7 @@ func TestHTTPInspector(t *testing.T) {
 	if body, _ := get(t, h2c, "http://"+addr+"/"); !strings.HasPrefix(body, "h2c - HTTP/2.0 false") {
 		t.Errorf("h2c served by %q", body)
 	}
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, addr)
 	defer c.Close()
 	io.WriteString(c, "\x00\x01binary")
 	if s := <-ch; s.chain != "tcp" || s.first != "\x00\x01bin" {
@@ -444,19 +448,12 @@ func TestNetworkFilters(t *testing.T) {
 	if err := m.Update(g); err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", addrD)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dial(t, addrD)
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF || deny.calls.Load() != 1 {
 		t.Errorf("denied connection: read %v, filter called %d times; want EOF after one call", err, deny.calls.Load())
 	}
 	c.Close()
-	c, err = net.Dial("tcp", addrA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = dial(t, addrA)
 	defer c.Close()
 	io.WriteString(c, "hello")
 	s := <-ch
@@ -476,12 +473,8 @@ func TestNoFilterChainCloses(t *testing.T) {
 		FilterChains:    []*listenerv3.FilterChain{hcmChain(t, "tls-only", &listenerv3.FilterChainMatch{TransportProtocol: "tls"})}})); err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, addr)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("a connection no chain matches was served")
@@ -516,11 +509,7 @@ func TestListenerFiltersTimeout(t *testing.T) {
 		addr string
 		want string
 	}{{addrClose, ""}, {addrGoOn, "220 ready\n"}} {
-		c, err := net.Dial("tcp", tt.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c := dial(t, tt.addr)
 		start := time.Now()
 		got, _ := bufio.NewReader(c).ReadString('\n')
 		c.Close()

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,43 +80,24 @@ func proxyWithListener(t *testing.T, secrets *secret.Store, l *listenerv3.Listen
 // line with "<server name> <client principal> <line>".
 func tlsServer(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				tc.SetDeadline(time.Now().Add(10 * time.Second))
-				if tc.Handshake() != nil {
-					return
-				}
-				st := tc.ConnectionState()
-				peer := "-"
-				if len(st.PeerCertificates) > 0 && len(st.PeerCertificates[0].URIs) > 0 {
-					peer = st.PeerCertificates[0].URIs[0].String()
-				}
-				line, err := bufio.NewReader(tc).ReadString('\n')
-				if err != nil {
-					return
-				}
-				io.WriteString(tc, st.ServerName+" "+peer+" "+line)
-			}()
+	return server(t, func(c *net.TCPConn) {
+		tc := tls.Server(c, cfg)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if tc.Handshake() != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
+		st := tc.ConnectionState()
+		peer := "-"
+		if len(st.PeerCertificates) > 0 && len(st.PeerCertificates[0].URIs) > 0 {
+			peer = st.PeerCertificates[0].URIs[0].String()
+		}
+		line, err := bufio.NewReader(tc).ReadString('\n')
+		if err != nil {
+			return
+		}
+		io.WriteString(tc, st.ServerName+" "+peer+" "+line)
+		tc.Close()
+	})
 }
 
 // TestSNIPassthrough is a gateway's PASSTHROUGH (Istio's tls routes): the

@@ -274,6 +274,22 @@ func (c *Client) subscribeSecrets(st discoveryv3.AggregatedDiscoveryService_Stre
 	return nil
 }
 
+// nack fills req as the NACK of resp for err (version_info stays the last
+// accepted), records it for Status, and returns req.
+func (c *Client) nack(req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse, err error) *discoveryv3.DiscoveryRequest {
+	typ := resp.GetTypeUrl()
+	req.VersionInfo = c.versions[typ]
+	req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+	c.log.Warn("xds update rejected (NACK)", "type", xdsapi.ShortType(typ), "version", resp.GetVersionInfo(),
+		"kept_version", c.versions[typ], "error", err)
+	c.mu.Lock()
+	if s := c.status[typ]; s != nil {
+		s.Nonce, s.NackVersion, s.NackError = resp.GetNonce(), resp.GetVersionInfo(), err.Error()
+	}
+	c.mu.Unlock()
+	return req
+}
+
 // handleSecrets validates a Secret response and, when every secret in it
 // is valid, stores them (a rotated certificate applies to the next
 // handshake) and returns the ACK; otherwise it returns the NACK and the
@@ -284,15 +300,7 @@ func (c *Client) handleSecrets(resp *discoveryv3.DiscoveryResponse) *discoveryv3
 	req := &discoveryv3.DiscoveryRequest{Node: c.opts.Node, TypeUrl: typ, ResponseNonce: resp.GetNonce(), ResourceNames: c.secretNames}
 	secs, err := c.buildSecrets(resp)
 	if err != nil {
-		req.VersionInfo = c.versions[typ]
-		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-		c.log.Warn("xds update rejected (NACK)", "type", xdsapi.ShortType(typ), "version", resp.GetVersionInfo(),
-			"kept_version", c.versions[typ], "error", err)
-		c.mu.Lock()
-		s := c.status[typ]
-		s.Nonce, s.NackVersion, s.NackError = resp.GetNonce(), resp.GetVersionInfo(), err.Error()
-		c.mu.Unlock()
-		return req
+		return c.nack(req, resp, err)
 	}
 	got := map[string]bool{}
 	for _, sec := range secs {
@@ -350,16 +358,7 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) *discoveryv3.Discov
 	req := &discoveryv3.DiscoveryRequest{Node: c.opts.Node, TypeUrl: typ, ResponseNonce: resp.GetNonce()}
 	g, err := c.build(resp)
 	if err != nil {
-		req.VersionInfo = c.versions[typ]
-		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-		c.log.Warn("xds update rejected (NACK)", "type", xdsapi.ShortType(typ), "version", resp.GetVersionInfo(),
-			"kept_version", c.versions[typ], "error", err)
-		c.mu.Lock()
-		if s := c.status[typ]; s != nil {
-			s.Nonce, s.NackVersion, s.NackError = resp.GetNonce(), resp.GetVersionInfo(), err.Error()
-		}
-		c.mu.Unlock()
-		return req
+		return c.nack(req, resp, err)
 	}
 	c.versions[typ] = resp.GetVersionInfo()
 	c.gen = g

@@ -151,16 +151,14 @@ func (a *applied) last() (*config.Generation, int) {
 	return a.gens[len(a.gens)-1], len(a.gens)
 }
 
-func TestClientACKNACK(t *testing.T) {
-	defer goleak.VerifyNone(t)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// startServer runs a go-control-plane ADS server on loopback until the
+// test ends, recording the requests it receives.
+func startServer(t *testing.T, ctx context.Context) (*recorder, cachev3.SnapshotCache, string) {
+	t.Helper()
 	rec := &recorder{wake: make(chan struct{}, 1)}
 	snaps := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	srv := serverv3.NewServer(ctx, snaps, serverv3.CallbackFuncs{StreamRequestFunc: rec.onRequest})
 	gs := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, srv)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, snaps, serverv3.CallbackFuncs{StreamRequestFunc: rec.onRequest}))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -170,25 +168,41 @@ func TestClientACKNACK(t *testing.T) {
 		defer close(serveDone)
 		_ = gs.Serve(lis)
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		gs.Stop()
 		<-serveDone
-	}()
+	})
+	return rec, snaps, lis.Addr().String()
+}
 
-	app := &applied{}
-	c, err := New(Options{Addr: lis.Addr().String(), Node: &corev3.Node{Id: nodeID}, Apply: app.apply})
+// runClient runs a Client with opts until the test ends, and checks that
+// Run returned nil.
+func runClient(t *testing.T, ctx context.Context, opts Options) *Client {
+	t.Helper()
+	c, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- c.Run(runCtx) }()
-	defer func() {
+	t.Cleanup(func() {
 		stop()
 		if err := <-runDone; err != nil {
 			t.Errorf("Run = %v", err)
 		}
-	}()
+	})
+	return c
+}
+
+func TestClientACKNACK(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) }) // after the server stops (cleanups run last-first)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec, snaps, addr := startServer(t, ctx)
+	app := &applied{}
+	c := runClient(t, ctx, Options{Addr: addr, Node: &corev3.Node{Id: nodeID}, Apply: app.apply})
 
 	// 1. A good snapshot: applied and ACKed for every type.
 	v1 := map[string]string{xdsapi.ClusterType: "1", xdsapi.EndpointType: "1", xdsapi.ListenerType: "1", xdsapi.RouteType: "1"}

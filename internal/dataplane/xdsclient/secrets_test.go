@@ -2,7 +2,6 @@ package xdsclient
 
 import (
 	"context"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -13,9 +12,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/testutil"
@@ -53,20 +50,10 @@ func secretSnapshot(t *testing.T, v string, sec *tlsv3.Secret) *cachev3.Snapshot
 // version replaces it: rotation); an invalid one is NACKed and the stored
 // one stays.
 func TestSecretsOverADS(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	t.Cleanup(func() { goleak.VerifyNone(t) }) // after the server stops (cleanups run last-first)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	rec := &recorder{wake: make(chan struct{}, 1)}
-	snaps := cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)
-	gs := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, snaps, serverv3.CallbackFuncs{StreamRequestFunc: rec.onRequest}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveDone := make(chan struct{})
-	go func() { defer close(serveDone); _ = gs.Serve(lis) }()
-	defer func() { gs.Stop(); <-serveDone }()
+	rec, snaps, addr := startServer(t, ctx)
 
 	ca := testutil.NewCA(t, "root")
 	first, second := ca.Issue(t, testutil.LeafOptions{DNS: []string{"bookinfo.example.com"}}), ca.Issue(t, testutil.LeafOptions{DNS: []string{"bookinfo.example.com"}})
@@ -75,19 +62,7 @@ func TestSecretsOverADS(t *testing.T) {
 	}
 	store := secret.NewStore()
 	app := &applied{}
-	c, err := New(Options{Addr: lis.Addr().String(), Node: &corev3.Node{Id: nodeID}, Apply: app.apply, Secrets: store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	runDone := make(chan error, 1)
-	go func() { runDone <- c.Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-runDone; err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	}()
+	c := runClient(t, ctx, Options{Addr: addr, Node: &corev3.Node{Id: nodeID}, Apply: app.apply, Secrets: store})
 
 	serial := func() string {
 		s := store.Get(gatewaySecret)
