@@ -129,7 +129,7 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger, Secrets: p.secrets,
+	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger, Secrets: p.secrets, Upstreams: p.clusters,
 		Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) },
 		TCP: func(l *config.Listener, fc *config.FilterChain) listener.ConnHandler {
 			return func(ctx context.Context, c net.Conn) { tp.ServeConn(ctx, l.Name, fc, c) }

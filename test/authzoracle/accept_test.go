@@ -71,7 +71,7 @@ spec:
 					// CUSTOM's rbac and ext_authz, AUDIT, DENY and ALLOW rbac,
 					// fault and cors, before the router.
 					var names []string
-					for _, f := range g.Listeners["virtualInbound"].HTTPFilters {
+					for _, f := range g.Listeners["virtualInbound"].FilterChains[0].HTTPFilters {
 						names = append(names, f.Name)
 					}
 					want := []string{"envoy.filters.http.rbac", "envoy.filters.http.ext_authz", "envoy.filters.http.rbac", "envoy.filters.http.rbac",

@@ -26,6 +26,8 @@ type chainServer struct {
 	listener string
 	fc       *config.FilterChain
 	tlsConf  *tls.Config // nil: plaintext
+	// netFilters are fc's network filters, run before the terminal one.
+	netFilters []filter.NetworkFilter
 
 	// ctx ends when the drain is over: TCP handlers and handshakes stop.
 	ctx    context.Context
@@ -47,6 +49,9 @@ type chainServer struct {
 func (m *Manager) newChainServer(l *config.Listener, fc *config.FilterChain) *chainServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	cs := &chainServer{m: m, listener: l.Name, fc: fc, ctx: ctx, cancel: cancel}
+	for _, nf := range fc.NetworkFilters {
+		cs.netFilters = append(cs.netFilters, nf.Filter)
+	}
 	if fc.TLS != nil {
 		secrets := m.opts.Secrets
 		if secrets == nil {
@@ -143,13 +148,18 @@ func (cs *chainServer) serve(pc *peekConn, info *filter.Connection) bool {
 		nc = tc
 	}
 	ctx := filter.WithConnection(cs.ctx, info)
-	for _, f := range cs.fc.NetworkFilters {
-		if err := f.Filter.OnConnection(ctx, info); err != nil {
+	if len(cs.netFilters) > 0 {
+		// One State for the chain's filters (rbac's shadow result reaches
+		// ext_authz), with the cluster manager for side calls; the TCP
+		// handler gets it too.
+		st, err := filter.NetworkChain(ctx, info, cs.m.opts.Upstreams, cs.netFilters)
+		if err != nil {
 			cs.m.log.Debug("connection refused by a network filter", "listener", cs.listener, "filter_chain", cs.fc.Key,
-				"filter", f.Name, "peer", pc.RemoteAddr(), "details", err.Error())
+				"peer", pc.RemoteAddr(), "details", err.Error())
 			_ = nc.Close()
 			return true
 		}
+		ctx = filter.NewContext(ctx, st)
 	}
 	switch {
 	case cs.srv != nil:

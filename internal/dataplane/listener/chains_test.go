@@ -17,10 +17,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -575,5 +578,47 @@ func TestFilterChainOnlyUpdate(t *testing.T) {
 	b1after, _ := get(t, h1, "http://"+addr+"/")
 	if remote(b1after) != remote(b1) || !strings.HasPrefix(b1after, "h1 ") {
 		t.Errorf("the unchanged chain's connection was dropped: %q then %q", b1, b1after)
+	}
+}
+
+// TestNetworkRBACOnMTLSChain: Istio's TCP AuthorizationPolicy shape, a
+// network RBAC filter before tcp_proxy on an mTLS chain: the filter reads
+// the peer's SPIFFE ID from the connection the listener built.
+func TestNetworkRBACOnMTLSChain(t *testing.T) {
+	ca := testutil.NewCA(t, "mesh root")
+	ch := make(chan seen, 1)
+	m := startManager(t, Options{Secrets: workloadSecrets(t, ca), TCP: recordingTCP(ch)})
+	addr := freeAddr(t)
+	policy := &rbacnetv3.RBAC{StatPrefix: "tcp.", Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{
+		"ns[default]-policy[tcp]-rule[0]": {
+			Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+			Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
+				PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://cluster.local/ns/default/sa/sleep"}}}}}},
+		}}}}
+	fc := tcpChain(t, "tcp-mtls", nil)
+	fc.TransportSocket = istioServerTLS(t, true)
+	fc.Filters = append([]*listenerv3.Filter{{Name: "envoy.filters.network.rbac",
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, policy)}}}, fc.Filters...)
+	if err := m.Update(buildGen(t, &listenerv3.Listener{Name: "in", Address: xdstest.HostPortAddress(t, addr),
+		FilterChains: []*listenerv3.FilterChain{fc}})); err != nil {
+		t.Fatal(err)
+	}
+	try := func(sa string) (string, error) {
+		leaf := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/" + sa}})
+		c := tls.Client(dial(t, addr), &tls.Config{RootCAs: ca.Pool, ServerName: "server.test", Certificates: []tls.Certificate{leaf.TLS}})
+		defer c.Close()
+		if _, err := io.WriteString(c, "hello"); err != nil {
+			return "", err
+		}
+		return bufio.NewReader(c).ReadString('\n')
+	}
+	if got, err := try("sleep"); err != nil || got != "tcp-mtls\n" {
+		t.Fatalf("allowed identity: %q, %v", got, err)
+	}
+	if s := <-ch; s.conn.PeerPrincipal() != "spiffe://cluster.local/ns/default/sa/sleep" || s.first != "hello" {
+		t.Errorf("handler saw principal %q, first bytes %q", s.conn.PeerPrincipal(), s.first)
+	}
+	if got, err := try("intruder"); err == nil {
+		t.Errorf("a denied identity was proxied: %q", got)
 	}
 }

@@ -43,6 +43,9 @@ type Options struct {
 	// chains at each handshake. When nil, TLS handshakes that name a
 	// secret fail.
 	Secrets transport.Secrets
+	// Upstreams lets network filters call clusters (ext_authz); nil
+	// gives them none.
+	Upstreams filter.Upstreams
 	Logger  *slog.Logger
 	// DrainTimeout bounds the drain of a removed listener or filter
 	// chain. Default DefaultDrainTimeout.

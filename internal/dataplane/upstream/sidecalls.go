@@ -71,7 +71,8 @@ func (b *doneBody) Close() error {
 // GRPC implements filter.Upstreams. The connection is made on first use
 // and kept in the cluster's state, so it survives generations; it is
 // closed when the cluster is forgotten or the manager closed. Its
-// connections are plaintext HTTP/2.
+// connections are HTTP/2 over each endpoint's transport socket (TLS when
+// the cluster's transport_socket_matches say so).
 func (m *ClusterManager) GRPC(cluster, authority string) (grpc.ClientConnInterface, error) {
 	if _, _, err := m.cluster(cluster); err != nil {
 		return nil, err
@@ -99,7 +100,7 @@ func (m *ClusterManager) GRPC(cluster, authority string) (grpc.ClientConnInterfa
 // dialCluster connects to an endpoint of cluster picked by its balancer.
 // The pick is one attempt, done when the connection is made or fails.
 func (m *ClusterManager) dialCluster(ctx context.Context, cluster string) (net.Conn, error) {
-	c, st, err := m.cluster(cluster)
+	c, _, err := m.cluster(cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +108,7 @@ func (m *ClusterManager) dialCluster(ctx context.Context, cluster string) (net.C
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", cluster, err)
 	}
-	conn, err := st.dial(ctx, "tcp", h.Addr)
+	conn, err := h.Dial(ctx) // over the endpoint's transport socket
 	if err != nil {
 		h.Done(Result{LocalOrigin: true})
 		return nil, err
