@@ -47,7 +47,6 @@ var BuiltinNetworkFilters = sync.OnceValues(func() (*filter.NetworkRegistry, err
 	)
 })
 
-
 const (
 	routerTypeURL       = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 	filterConfigTypeURL = "type.googleapis.com/envoy.config.route.v3.FilterConfig"

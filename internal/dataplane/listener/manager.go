@@ -46,7 +46,7 @@ type Options struct {
 	// Upstreams lets network filters call clusters (ext_authz); nil
 	// gives them none.
 	Upstreams filter.Upstreams
-	Logger  *slog.Logger
+	Logger    *slog.Logger
 	// DrainTimeout bounds the drain of a removed listener or filter
 	// chain. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
