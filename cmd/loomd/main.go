@@ -56,6 +56,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/loom-mesh/loom/internal/controlplane/api"
@@ -213,6 +215,13 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// istiod's /metrics on 15014: the Go runtime's and the process's, then
+	// pilot_*, citadel_server_* and galley_validation_* from the servers.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if authority != nil {
+		reg.MustRegister(ca.NewCollector(authority))
+	}
 	// The resolver's changes trigger pushes; xdsSrv is set before Run
 	// starts the resolver, so before any change can be announced.
 	var xdsSrv *xds.Server
@@ -223,12 +232,12 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current()})
 	}
 	xdsSrv, err = xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
-		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure})
+		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure, Registerer: reg})
 	if err != nil {
 		return err
 	}
 	apiSrv, err := api.New(api.Options{Addr: o.monitoringAddr, Store: store, Sync: xdsSrv,
-		Ready: ready(store, xdsSrv), MeshConfigErr: mesh.Err, Logger: log})
+		Ready: ready(store, xdsSrv), MeshConfigErr: mesh.Err, Logger: log, Metrics: reg})
 	if err != nil {
 		xdsSrv.Close()
 		return err

@@ -16,6 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/xds"
 )
@@ -72,6 +75,12 @@ type Options struct {
 	MeshConfigErr func() error
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
+	// Metrics, when set, is served on /metrics (Prometheus text format) and
+	// gets the server's own metrics: galley_validation_passed and
+	// galley_validation_failed (see admissionMetrics), and
+	// loom_config_errors, the errors of the config directory's latest
+	// read. Nil serves no /metrics.
+	Metrics *prometheus.Registry
 }
 
 // yamlContentTypes are the Content-Types validate, apply and delete
@@ -87,6 +96,7 @@ type Server struct {
 	lis     net.Listener
 	mux     *http.ServeMux
 	handler http.Handler // mux behind sameOrigin
+	admit   *admissionMetrics
 }
 
 // New checks opts and binds opts.Addr, so that a port in use is reported
@@ -107,14 +117,24 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: listen %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, log: log.With("component", "api"), lis: lis, mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: log.With("component", "api"), lis: lis, mux: http.NewServeMux(), admit: newAdmissionMetrics()}
+	if opts.Metrics != nil {
+		for _, c := range []prometheus.Collector{s.admit.passed, s.admit.failed, configErrors(opts.Store)} {
+			if err := opts.Metrics.Register(c); err != nil {
+				lis.Close()
+				return nil, fmt.Errorf("api: register metrics: %w", err)
+			}
+		}
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}))
+	}
 	s.mux.HandleFunc("GET /debug/syncz", s.syncz)
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /debug/configz", s.configz)
 	s.mux.HandleFunc("GET /api/v1/config", s.listConfig)
-	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate))
-	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply))
-	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete))
+	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate, true))
+	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply, true))
+	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete, false))
 	s.handler = sameOrigin(s.mux)
 	return s, nil
 }
@@ -255,8 +275,9 @@ type ChangeResponse struct {
 	Results []ResultItem `json:"results"`
 }
 
-// change serves validate, apply and delete with op.
-func (s *Server) change(op func(source string, data []byte) ([]config.Result, error)) http.HandlerFunc {
+// change serves validate, apply and delete with op; admit says whether the
+// body's resources count in the admission metrics (validate and apply).
+func (s *Server) change(op func(source string, data []byte) ([]config.Result, error), admit bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !yamlContentType(r) {
 			w.Header().Set("Accept-Post", strings.Join(yamlContentTypes, ", "))
@@ -279,6 +300,9 @@ func (s *Server) change(op func(source string, data []byte) ([]config.Result, er
 			return
 		}
 		results, err := op(source, data)
+		if admit {
+			s.admit.record(source, data, err)
+		}
 		if err != nil {
 			code := statusOf(err)
 			if code == http.StatusInternalServerError {
