@@ -81,6 +81,9 @@ type Options struct {
 	// loom_config_errors, the errors of the config directory's latest
 	// read. Nil serves no /metrics.
 	Metrics *prometheus.Registry
+	// DashboardURL is the dashboard's URL, which /api/v1/dashboard gives
+	// (`loomctl dashboard` opens it); "" when loomd serves none.
+	DashboardURL string
 }
 
 // yamlContentTypes are the Content-Types validate, apply and delete
@@ -132,6 +135,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /debug/configz", s.configz)
 	s.mux.HandleFunc("GET /api/v1/config", s.listConfig)
+	s.mux.HandleFunc("GET /api/v1/dashboard", s.dashboard)
 	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate, true))
 	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply, true))
 	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete, false))
@@ -261,6 +265,20 @@ func (s *Server) listConfig(w http.ResponseWriter, _ *http.Request) {
 		items = append(items, ConfigItem{Kind: string(r.Kind), Namespace: r.Namespace, Name: r.Name, Source: r.Source.String()})
 	}
 	writeJSON(w, http.StatusOK, items)
+}
+
+// Dashboard is the JSON body of /api/v1/dashboard.
+type Dashboard struct {
+	URL string `json:"url"` // "http://127.0.0.1:20001/"
+}
+
+// dashboard answers the dashboard's URL, or 404 when loomd serves none.
+func (s *Server) dashboard(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.DashboardURL == "" {
+		writeText(w, http.StatusNotFound, "loomd serves no dashboard (--dashboard-addr off, or its address was taken)")
+		return
+	}
+	writeJSON(w, http.StatusOK, Dashboard{URL: s.opts.DashboardURL})
 }
 
 // ResultItem is one resource of a validate, apply or delete answer.
