@@ -406,11 +406,20 @@ func (m *meshView) serviceWarnings(s *registry.Service, refs []ConfigRef) []stri
 }
 
 // configErrorsAbout returns the config directory's errors about one of
-// refs' resources, or whose text names host.
+// refs' resources, whose text names host, or about a VirtualService,
+// DestinationRule or ServiceEntry of host's namespace named after it (as
+// Istio's samples name them: an invalid resource is not in the serving
+// config, so its hosts are not known).
 func (m *meshView) configErrorsAbout(refs []ConfigRef, host string) []string {
 	out := []string{}
+	name, rest, _ := strings.Cut(host, ".")
+	ns, _, _ := strings.Cut(rest, ".")
 	for _, e := range m.errs {
 		about := host != "" && strings.Contains(e.Error(), host)
+		switch e.Key.Kind {
+		case config.KindVirtualService, config.KindDestinationRule, config.KindServiceEntry:
+			about = about || (host != "" && e.Key.Name == name && e.Key.Namespace == ns)
+		}
 		for _, r := range refs {
 			if string(e.Key.Kind) == r.Kind && e.Key.Namespace == r.Namespace && e.Key.Name == r.Name {
 				about = true
