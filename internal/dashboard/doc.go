@@ -60,7 +60,7 @@
 //	/api/services/{namespace}/{host}?span=10m&step=15s
 //	    One service, plus config [{kind, namespace, name, source, why}]
 //	    (the ServiceEntry, VirtualServices, DestinationRules and the
-//	    policies of its workloads) and traffic {step_seconds, inbound,
+//	    policies of its workloads) and traffic {span_seconds, step_seconds, inbound,
 //	    outbound: [{t (Unix ms), rps, errors (per second), p95_ms|null}],
 //	    error?}.
 //	/api/workloads

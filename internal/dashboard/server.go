@@ -216,6 +216,7 @@ type PointJSON struct {
 
 // Traffic is the inbound and outbound series of a service or workload.
 type Traffic struct {
+	SpanSeconds float64     `json:"span_seconds"`
 	StepSeconds float64     `json:"step_seconds"`
 	Inbound     []PointJSON `json:"inbound"`
 	Outbound    []PointJSON `json:"outbound"`
@@ -247,7 +248,7 @@ func (s *Server) traffic(r *http.Request, in, out Query) (Traffic, error) {
 		return Traffic{}, err
 	}
 	step = max(step, span/maxPoints)
-	t := Traffic{StepSeconds: step.Seconds(), Inbound: []PointJSON{}, Outbound: []PointJSON{}}
+	t := Traffic{SpanSeconds: span.Seconds(), StepSeconds: step.Seconds(), Inbound: []PointJSON{}, Outbound: []PointJSON{}}
 	for _, x := range []struct {
 		q   Query
 		dst *[]PointJSON

@@ -368,6 +368,7 @@ func TestIndex(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /: %s %s", resp.Status, resp.Header.Get("Content-Type"))
 	}
+	t.Logf("bundle built: %v", BundleBuilt())
 	if BundleBuilt() {
 		if !strings.Contains(string(b), `src="dist/app.js"`) {
 			t.Errorf("index lacks the bundle:\n%s", b)
