@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/loom-mesh/loom/internal/metricnames"
 	"github.com/loom-mesh/loom/internal/testutil"
 	"github.com/loom-mesh/loom/internal/testutil/promtest"
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -521,6 +522,24 @@ func TestControlPlaneMetrics(t *testing.T) {
 			t.Fatalf("metrics: %v", fams.Names())
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	// Everything loomd exports under istiod's prefixes and Loom's is in
+	// the one list the Grafana dashboards are checked against, with its
+	// type; the runtime metrics the dashboards use are there too.
+	for name, fam := range fams {
+		if !strings.HasPrefix(name, "pilot_") && !strings.HasPrefix(name, "galley_") &&
+			!strings.HasPrefix(name, "citadel_") && !strings.HasPrefix(name, "loom_") {
+			continue
+		}
+		typ, ok := metricnames.ControlPlane[name]
+		if got := strings.ToLower(fam.GetType().String()); !ok || string(typ) != got {
+			t.Errorf("loomd exports %s (%s), which internal/metricnames.ControlPlane lists as %q", name, got, typ)
+		}
+	}
+	for name := range metricnames.Runtime {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("loomd does not export %s, which internal/metricnames.Runtime lists", name)
+		}
 	}
 	if exp, _ := fams.Value("citadel_server_root_cert_expiry_timestamp", nil); exp < float64(time.Now().Add(9*365*24*time.Hour).Unix()) {
 		t.Errorf("root expiry %v: a new self-signed root lives 10 years", exp)
