@@ -33,6 +33,7 @@ type fakeProxy struct {
 
 	mu       sync.Mutex // guards the fields below
 	status   int        // answer this status instead of metrics when set
+	text     bool       // answer the text format whatever the client asks
 	handler  http.Handler
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -44,8 +45,11 @@ func newFakeProxy(t testing.TB) *fakeProxy {
 	p.restart()
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
-		st, h := p.status, p.handler
+		st, h, text := p.status, p.handler, p.text
 		p.mu.Unlock()
+		if text {
+			r.Header.Del("Accept") // promhttp then answers text
+		}
 		if st != 0 {
 			http.Error(w, "unavailable", st)
 			return
@@ -69,6 +73,14 @@ func (p *fakeProxy) restart() {
 }
 
 func (p *fakeProxy) url() string { return p.srv.URL + "/stats/prometheus" }
+
+// textOnly makes the proxy answer the text format only, as a server
+// without protobuf negotiation does.
+func (p *fakeProxy) textOnly() {
+	p.mu.Lock()
+	p.text = true
+	p.mu.Unlock()
+}
 
 func (p *fakeProxy) fail(status int) {
 	p.mu.Lock()

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,16 +25,19 @@ import (
 
 // Bounds and defaults of ScraperOptions.
 const (
-	DefaultScrapeInterval  = 5 * time.Second
-	MinScrapeInterval      = time.Second
-	MaxScrapeInterval      = time.Minute
-	DefaultRetention       = 10 * time.Minute
-	MaxRetention           = time.Hour
-	DefaultMaxSeries       = 20000
-	DefaultMaxBodyBytes    = 16 << 20
-	DefaultScrapeParallel  = 8
-	maxScrapeTimeout       = 5 * time.Second
-	acceptPrometheusText   = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+	DefaultScrapeInterval = 5 * time.Second
+	MinScrapeInterval     = time.Second
+	MaxScrapeInterval     = time.Minute
+	DefaultRetention      = 10 * time.Minute
+	MaxRetention          = time.Hour
+	DefaultMaxSeries      = 20000
+	DefaultMaxBodyBytes   = 16 << 20
+	DefaultScrapeParallel = 8
+	maxScrapeTimeout      = 5 * time.Second
+	// acceptMetrics asks for Prometheus's delimited protobuf, else text,
+	// as Prometheus's own scrapes do.
+	acceptMetrics = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7," +
+		"text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
 	scrapeErrorBodyExcerpt = 200
 )
 
@@ -111,8 +115,15 @@ type Scraper struct {
 	// merged and while a query reads the ring, never during I/O.
 	mu      sync.Mutex
 	targets map[string]*targetState
-	ring    []slot // oldest first; at most capacity
+	ring    []slot // oldest first; at most cap
 	cap     int
+	// keys interns the aggregated series the ring refers to by index, so
+	// that a slot holds 12-byte deltas rather than copies of their labels;
+	// keyIndex is its reverse. Rebuilt from the ring once per retention
+	// (compactKeys), so keys of edges long gone do not pile up.
+	keys     []seriesKey
+	keyIndex map[seriesKey]uint32
+	merges   int // since the last compaction
 }
 
 // targetState is what the last scrape of a target left.
@@ -124,11 +135,17 @@ type targetState struct {
 }
 
 // slot is one scrape of every target: the increase of each series since
-// the scrape before, summed per seriesKey.
+// the scrape before, summed per seriesKey, by its index in Scraper.keys.
 type slot struct {
 	at     time.Time
 	dt     time.Duration // since the scrape before; 0 for the first
-	deltas map[seriesKey]float64
+	deltas []keyDelta
+}
+
+// keyDelta is the increase of one interned seriesKey.
+type keyDelta struct {
+	key uint32
+	d   float64
 }
 
 // seriesKind is what a seriesKey counts.
@@ -182,7 +199,9 @@ func NewScraper(opts ScraperOptions) (*Scraper, error) {
 		opts.Parallel = DefaultScrapeParallel
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * opts.Interval}}
+		// Uncompressed: gzip costs both ends CPU for nothing on loopback.
+		opts.Client = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, IdleConnTimeout: 2 * opts.Interval,
+			DisableCompression: true}}
 	}
 	log := opts.Logger
 	if log == nil {
@@ -282,7 +301,7 @@ func (s *Scraper) fetch(ctx context.Context, url string) (map[string]rawSample, 
 	if err != nil {
 		return nil, 0, fmt.Errorf("scrape %s: %w", url, err)
 	}
-	req.Header.Set("Accept", acceptPrometheusText)
+	req.Header.Set("Accept", acceptMetrics)
 	resp, err := s.opts.Client.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("scrape %s: %w", url, err)
@@ -300,13 +319,80 @@ func (s *Scraper) fetch(ctx context.Context, url string) (map[string]rawSample, 
 	if int64(len(data)) > s.opts.MaxBodyBytes {
 		return nil, 0, fmt.Errorf("scrape %s: body larger than %d bytes", url, s.opts.MaxBodyBytes)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(data)))
+	fams, err := decodeFamilies(data, expfmt.ResponseFormat(resp.Header))
 	if err != nil {
 		return nil, 0, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	series, dropped := istioSeries(fams, s.opts.MaxSeries)
 	return series, dropped, nil
+}
+
+// wantedFamilies are the families the dashboard reads.
+var wantedFamilies = map[string]bool{metricRequests: true, metricDuration: true, metricTCPSent: true, metricTCPReceived: true}
+
+// decodeFamilies decodes the wanted families of a scrape: Prometheus's
+// delimited protobuf (what client_golang's promhttp answers when asked, the
+// cheaper to decode), else the text format, whose other families' lines
+// are dropped before expfmt's text parser reads it (it allocates per
+// label, and a proxy exports many more families than the dashboard reads).
+func decodeFamilies(data []byte, format expfmt.Format) (map[string]*dto.MetricFamily, error) {
+	if format.FormatType() == expfmt.TypeProtoDelim {
+		fams := map[string]*dto.MetricFamily{}
+		dec := expfmt.NewDecoder(bytes.NewReader(data), format)
+		for {
+			mf := &dto.MetricFamily{}
+			if err := dec.Decode(mf); err != nil {
+				if errors.Is(err, io.EOF) {
+					return fams, nil
+				}
+				return nil, err
+			}
+			if wantedFamilies[mf.GetName()] {
+				fams[mf.GetName()] = mf
+			}
+		}
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(bytes.NewReader(wantedLines(data)))
+}
+
+// wantedLines keeps the lines of a text exposition that belong to the
+// wanted families: their samples (a histogram's _bucket, _sum and _count
+// too) and their # HELP and # TYPE lines.
+func wantedLines(data []byte) []byte {
+	out := make([]byte, 0, len(data)/2)
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i+1], data[i+1:]
+		} else {
+			data = nil
+		}
+		name := line
+		if rest, ok := bytes.CutPrefix(line, []byte("# HELP ")); ok {
+			name = rest
+		} else if rest, ok := bytes.CutPrefix(line, []byte("# TYPE ")); ok {
+			name = rest
+		} else if len(line) > 0 && line[0] == '#' {
+			continue
+		}
+		if i := bytes.IndexAny(name, "{ \t\n"); i >= 0 {
+			name = name[:i]
+		}
+		n := string(name)
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(n, suffix); ok && base == metricDuration {
+				n = base
+			}
+		}
+		if wantedFamilies[n] {
+			out = append(out, line...)
+			if line[len(line)-1] != '\n' {
+				out = append(out, '\n')
+			}
+		}
+	}
+	return out
 }
 
 // istioSeries picks the series of Istio's standard metrics out of a
@@ -394,7 +480,8 @@ func seriesID(name string, lps []*dto.LabelPair) string {
 func (s *Scraper) merge(now time.Time, results []scrapeResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sl := slot{at: now, deltas: map[seriesKey]float64{}}
+	sl := slot{at: now}
+	sums := map[uint32]float64{}
 	if n := len(s.ring); n > 0 {
 		sl.dt = now.Sub(s.ring[n-1].at)
 	}
@@ -453,8 +540,12 @@ func (s *Scraper) merge(now time.Time, results []scrapeResult) {
 			} else if d == 0 {
 				continue
 			}
-			sl.deltas[smp.key] += d
+			sums[s.intern(smp.key)] += d
 		}
+	}
+	sl.deltas = make([]keyDelta, 0, len(sums))
+	for k, d := range sums {
+		sl.deltas = append(sl.deltas, keyDelta{k, d})
 	}
 	for id := range s.targets {
 		if !seen[id] {
@@ -465,6 +556,37 @@ func (s *Scraper) merge(now time.Time, results []scrapeResult) {
 	if len(s.ring) > s.cap {
 		copy(s.ring, s.ring[len(s.ring)-s.cap:])
 		s.ring = s.ring[:s.cap]
+	}
+	if s.merges++; s.merges >= s.cap {
+		s.compactKeys()
+	}
+}
+
+// intern returns k's index in s.keys, adding it when new. s.mu must be
+// held.
+func (s *Scraper) intern(k seriesKey) uint32 {
+	if i, ok := s.keyIndex[k]; ok {
+		return i
+	}
+	if s.keyIndex == nil {
+		s.keyIndex = map[seriesKey]uint32{}
+	}
+	i := uint32(len(s.keys))
+	s.keys = append(s.keys, k)
+	s.keyIndex[k] = i
+	return i
+}
+
+// compactKeys keeps only the keys the ring refers to, renumbering them.
+// s.mu must be held.
+func (s *Scraper) compactKeys() {
+	s.merges = 0
+	old := s.keys
+	s.keys, s.keyIndex = nil, nil
+	for i := range s.ring {
+		for j, kd := range s.ring[i].deltas {
+			s.ring[i].deltas[j].key = s.intern(old[kd.key])
+		}
 	}
 }
 
@@ -492,8 +614,8 @@ func (s *Scraper) Edges(_ context.Context, window time.Duration) ([]EdgeStats, e
 	set, secs := edgeSet{}, 0.0
 	for _, sl := range s.slotsIn(end.Add(-window), end) {
 		secs += sl.dt.Seconds()
-		for k, d := range sl.deltas {
-			addDelta(set, k, d)
+		for _, kd := range sl.deltas {
+			addDelta(set, s.keys[kd.key], kd.d)
 		}
 	}
 	if secs == 0 {
@@ -543,7 +665,8 @@ func (s *Scraper) Series(_ context.Context, q Query, span, step time.Duration) (
 		buckets := map[float64]float64{}
 		for _, sl := range s.slotsIn(t.Add(-smooth), t) {
 			secs += sl.dt.Seconds()
-			for k, d := range sl.deltas {
+			for _, kd := range sl.deltas {
+				k, d := s.keys[kd.key], kd.d
 				if !match(k) {
 					continue
 				}

@@ -11,6 +11,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/testing/protocmp"
 	"go.uber.org/goleak"
 )
 
@@ -48,7 +52,17 @@ var nanEqual = cmp.Comparer(func(a, b float64) bool {
 // is the baseline; the second, 10 s later, gives rates, error share, p95
 // and mTLS from the increases.
 func TestScraperRates(t *testing.T) {
+	for _, format := range []string{"protobuf", "text"} {
+		t.Run(format, func(t *testing.T) { testScraperRates(t, format == "text") })
+	}
+}
+
+func testScraperRates(t *testing.T, text bool) {
 	pp, rv := newFakeProxy(t), newFakeProxy(t)
+	if text {
+		pp.textOnly()
+		rv.textOnly()
+	}
 	c := newClock()
 	s := newTestScraper(t, ScraperOptions{Targets: staticTargets(
 		Target{ID: "productpage", URLs: []string{pp.url()}}, Target{ID: "reviews", URLs: []string{rv.url()}})}, c)
@@ -206,12 +220,23 @@ func TestScraperBounds(t *testing.T) {
 	if h.Series != 3 || h.Dropped != 5+5*20-3 {
 		t.Errorf("series %d, dropped %d: want 3 and %d", h.Series, h.Dropped, 5+5*20-3)
 	}
+	p.record(call{reporter: "source", src: "productpage-v1", dst: "reviews-v1", service: "reviews", code: "200", ms: 1, n: 1})
+	c.advance(s.opts.Interval)
+	s.ScrapeOnce(context.Background())
+	if len(s.keys) == 0 {
+		t.Fatal("a scrape with new requests interned no series")
+	}
 	for range 3 * s.cap {
 		c.advance(s.opts.Interval)
 		s.merge(c.now(), nil)
 	}
 	if len(s.ring) != s.cap || s.cap != int(MaxRetention/MaxScrapeInterval)+1 {
 		t.Errorf("ring of %d slots (cap %d) after %d scrapes", len(s.ring), s.cap, 3*s.cap+1)
+	}
+	// Once the scrape that had them left the ring, its series are
+	// forgotten.
+	if len(s.keys) != 0 || len(s.keyIndex) != 0 {
+		t.Errorf("%d interned series remain after their slots left the ring", len(s.keys))
 	}
 	fast, err := NewScraper(ScraperOptions{Interval: time.Millisecond, Targets: staticTargets()})
 	if err != nil {
@@ -243,6 +268,48 @@ func TestScraperRun(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWantedLines: the text format's other families are dropped before
+// parsing, and what is kept parses as the full exposition's wanted
+// families do.
+func TestWantedLines(t *testing.T) {
+	const text = `# HELP go_goroutines Goroutines.
+# TYPE go_goroutines gauge
+go_goroutines 12
+# HELP istio_requests_total Requests.
+# TYPE istio_requests_total counter
+istio_requests_total{reporter="source",response_code="200"} 7
+istio_requests_total{reporter="source",response_code="503"} 1
+# TYPE istio_request_bytes histogram
+istio_request_bytes_bucket{le="+Inf"} 3
+istio_request_bytes_sum 3
+istio_request_bytes_count 3
+# TYPE istio_request_duration_milliseconds histogram
+istio_request_duration_milliseconds_bucket{reporter="source",le="1"} 2
+istio_request_duration_milliseconds_bucket{reporter="source",le="+Inf"} 8
+istio_request_duration_milliseconds_sum{reporter="source"} 40
+istio_request_duration_milliseconds_count{reporter="source"} 8
+# an odd comment
+istio_tcp_sent_bytes_total{reporter="source"} 1024`
+	got, err := decodeFamilies([]byte(text), expfmt.NewFormat(expfmt.TypeTextPlain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	all, err := parser.TextToMetricFamilies(strings.NewReader(text + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]*dto.MetricFamily{}
+	for name, mf := range all {
+		if wantedFamilies[name] {
+			want[name] = mf
+		}
+	}
+	if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
+		t.Errorf("wanted families (-want +got)\n%s", d)
 	}
 }
 
