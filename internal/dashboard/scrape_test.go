@@ -14,8 +14,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/testing/protocmp"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/testing/protocmp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
