@@ -106,10 +106,16 @@ type call struct {
 	mtls                        bool
 	ms                          float64 // each request's duration
 	n                           int
+	// bareSource leaves the source's app and version labels "unknown", as
+	// a destination reports a peer whose metadata lacked them.
+	bareSource bool
 }
 
 func (c call) labels() prometheus.Labels {
 	s, d := wl(c.src), wl(c.dst)
+	if c.bareSource {
+		s.App, s.Version = unknown, unknown
+	}
 	host := c.service + ".default.svc.cluster.local"
 	sec := "unknown"
 	if c.mtls && c.reporter == reporterDestination {

@@ -118,7 +118,7 @@ func (p *Prometheus) Edges(ctx context.Context, window time.Duration) ([]EdgeSta
 	// only a destination reported.
 	for _, s := range vec {
 		l := labelsOf(s.Metric)
-		a := set[edgeOf(l)]
+		a := set[idOf(edgeOf(l))]
 		v := float64(s.Value)
 		if a == nil || math.IsNaN(v) {
 			continue

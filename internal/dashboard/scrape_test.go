@@ -77,7 +77,10 @@ func testScraperRates(t *testing.T, text bool) {
 
 	pp.record(call{reporter: "source", src: "productpage-v1", dst: "reviews-v1", service: "reviews", code: "200", ms: 20, n: 50})
 	pp.record(call{reporter: "source", src: "productpage-v1", dst: "reviews-v1", service: "reviews", code: "500", ms: 300, n: 10})
-	rv.record(call{reporter: "destination", src: "productpage-v1", dst: "reviews-v1", service: "reviews", code: "200", mtls: true, ms: 18, n: 60})
+	// The destination's report knows the caller by name only: still the
+	// same edge.
+	rv.record(call{reporter: "destination", src: "productpage-v1", dst: "reviews-v1", service: "reviews", code: "200", mtls: true, ms: 18, n: 60,
+		bareSource: true})
 	// A caller outside the mesh, only the destination knows of.
 	pp.record(call{reporter: "destination", src: unknown, dst: "productpage-v1", service: "productpage", code: "200", ms: 5, n: 20})
 	c.advance(10 * time.Second)

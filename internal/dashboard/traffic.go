@@ -155,9 +155,33 @@ func orUnknown(s string) string {
 	return s
 }
 
+// edgeID identifies an edge by its workloads' names and namespaces and its
+// service: the two reporters may disagree on the other labels (a peer's
+// app or version label the metadata exchange did not carry), never on
+// these.
+type edgeID struct {
+	srcNamespace, srcName, dstNamespace, dstName, service string
+}
+
+func idOf(k EdgeKey) edgeID {
+	return edgeID{k.Source.Namespace, k.Source.Name, k.Dest.Namespace, k.Dest.Name, k.Service}
+}
+
+// merge fills w's unknown app and version from o.
+func (w *Workload) merge(o Workload) {
+	if w.App == "" || w.App == unknown {
+		w.App = o.App
+	}
+	if w.Version == "" || w.Version == unknown {
+		w.Version = o.Version
+	}
+}
+
 // edgeAcc accumulates one edge's counts (or rates) before they are divided
 // by the window.
 type edgeAcc struct {
+	// key names the edge with the labels the reporters gave, merged.
+	key      EdgeKey
 	protocol string
 	// srcReq and srcErr are reported by the source; dstReq and dstErr by the
 	// destination, used when no source reported the edge.
@@ -174,14 +198,18 @@ type edgeAcc struct {
 }
 
 // edgeSet accumulates edges.
-type edgeSet map[EdgeKey]*edgeAcc
+type edgeSet map[edgeID]*edgeAcc
 
 func (s edgeSet) get(k EdgeKey) *edgeAcc {
-	a := s[k]
+	id := idOf(k)
+	a := s[id]
 	if a == nil {
-		a = &edgeAcc{p95: math.NaN()}
-		s[k] = a
+		a = &edgeAcc{key: k, p95: math.NaN()}
+		s[id] = a
+		return a
 	}
+	a.key.Source.merge(k.Source)
+	a.key.Dest.merge(k.Dest)
 	return a
 }
 
@@ -236,7 +264,8 @@ func (s edgeSet) addTCP(k EdgeKey, n float64) {
 // with no traffic are left out.
 func (s edgeSet) stats(seconds float64) []EdgeStats {
 	out := make([]EdgeStats, 0, len(s))
-	for k, a := range s {
+	for _, a := range s {
+		k := a.key
 		req, errs, buckets := a.srcReq, a.srcErr, a.buckets
 		if req == 0 && a.dstReq > 0 {
 			// Only the destination saw it: a client outside the mesh.
