@@ -73,7 +73,7 @@ fuzz:
 # proxy-overhead harness (needs nginx, haproxy, caddy and fortio; the script
 # installs what is missing) and the config-propagation measurement.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/... ./internal/controlplane/ca/
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/... ./internal/controlplane/ca/ ./internal/dashboard/
 	bench/run.sh
 
 clean:
