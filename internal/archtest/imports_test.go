@@ -30,6 +30,8 @@ var rules = []rule{
 		why: "bootstraptoken is a leaf both planes and loomctl share: it imports only the standard library and atomicfile"},
 	{from: module + "/internal/atomicfile", forbidden: []string{module + "/", "k8s.io/", "istio.io/", "google.golang.org/", "github.com/"},
 		why: "atomicfile is a leaf: it imports only the standard library"},
+	{from: module + "/internal/httpserve", forbidden: []string{module + "/", "k8s.io/", "istio.io/", "google.golang.org/", "github.com/"},
+		why: "httpserve is a leaf: it imports only the standard library"},
 	{from: module + "/internal/metricnames", forbidden: []string{module + "/", "k8s.io/", "istio.io/", "google.golang.org/", "github.com/"},
 		why: "metricnames is the one list of metric names both planes and the dashboards share: standard library only"},
 	{from: module + "/internal/dashboard", forbidden: []string{module + "/internal/dataplane", "k8s.io/client-go"},

@@ -9,44 +9,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/loom-mesh/loom/internal/dashboard/dashboardtest"
 	"github.com/loom-mesh/loom/internal/testutil/browsertest"
 )
-
-// graphState is what the page's window.loomGraph.state() reports.
-type graphState struct {
-	Refreshes int      `json:"refreshes"`
-	Nodes     []string `json:"nodes"`
-	Edges     []struct {
-		ID        string   `json:"id"`
-		Source    string   `json:"source"`
-		Target    string   `json:"target"`
-		RPS       float64  `json:"rps"`
-		ErrorRate float64  `json:"error_rate"`
-		State     string   `json:"state"`
-		MTLS      *float64 `json:"mtls"`
-		Color     string   `json:"color"`
-		Label     string   `json:"label"`
-	} `json:"edges"`
-}
-
-// Colors cytoscape reports for the graph's edges (graph.js GREEN, RED).
-const (
-	colorOK    = "rgb(46,125,50)"
-	colorError = "rgb(211,47,47)"
-)
-
-// pollGraph waits until the page's graph satisfies cond (a JavaScript
-// expression over s, the graph's state) and returns the state.
-func pollGraph(t *testing.T, ctx context.Context, what, cond string) graphState {
-	t.Helper()
-	expr := fmt.Sprintf(`(() => { const g = window.loomGraph; if (!g) return false; const s = g.state(); return (%s) ? s : false; })()`, cond)
-	st, err := chromedp.Run(ctx, chromedp.Poll[graphState](expr, chromedp.WithPollingTimeout(45*time.Second), chromedp.WithPollingInterval(200*time.Millisecond)))
-	if err != nil {
-		last, _ := chromedp.Run(ctx, chromedp.Evaluate[any](`window.loomGraph ? window.loomGraph.state() : "no graph"`))
-		t.Fatalf("graph never showed %s: %v\nlast state: %+v", what, err, last)
-	}
-	return st
-}
 
 // TestBrowserGraph drives the real page in headless Chromium against the
 // embedded scraper of four real metrics endpoints that serve Istio's
@@ -127,11 +92,11 @@ func TestBrowserGraph(t *testing.T) {
 	edge := func(src, dst string) string {
 		return fmt.Sprintf(`s.edges.some(e => e.source === %q && e.target === %q && e.rps > 0 && e.state === "ok")`, src, dst)
 	}
-	st := pollGraph(t, bctx, "the Bookinfo edges with traffic",
-		edge(gwN, ppN)+" && "+edge(ppN, rvN)+" && "+edge(rvN, rtN))
+	st := dashboardtest.PollGraph(t, bctx, "the Bookinfo edges with traffic",
+		edge(gwN, ppN)+" && "+edge(ppN, rvN)+" && "+edge(rvN, rtN), 45*time.Second)
 	for _, e := range st.Edges {
-		if e.Color != colorOK {
-			t.Errorf("edge %s drawn %s, want green %s", e.ID, e.Color, colorOK)
+		if e.Color != dashboardtest.ColorOK {
+			t.Errorf("edge %s drawn %s, want green %s", e.ID, e.Color, dashboardtest.ColorOK)
 		}
 		if e.Source == ppN && (e.MTLS == nil || *e.MTLS != 1) {
 			t.Errorf("productpage -> reviews-v2 mTLS %v, want 1 (a lock)", e.MTLS)
@@ -149,8 +114,8 @@ func TestBrowserGraph(t *testing.T) {
 
 	abort.Store(true)
 	const bad = "svc:ratings.default.svc.cluster.local"
-	st = pollGraph(t, bctx, "the aborted reviews-v2 -> ratings edge in red",
-		fmt.Sprintf(`s.edges.some(e => e.source === %q && e.target === %q && e.state === "error" && e.color === %q)`, rvN, bad, colorError))
+	st = dashboardtest.PollGraph(t, bctx, "the aborted reviews-v2 -> ratings edge in red",
+		fmt.Sprintf(`s.edges.some(e => e.source === %q && e.target === %q && e.state === "error" && e.color === %q)`, rvN, bad, dashboardtest.ColorError), 45*time.Second)
 	for _, e := range st.Edges {
 		if e.Source == rvN && e.Target == bad && (e.ErrorRate != 1 || e.RPS <= 0) {
 			t.Errorf("aborted edge %+v: want every request failing", e)

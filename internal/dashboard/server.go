@@ -11,8 +11,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/httpserve"
 )
 
 // Defaults and bounds of the API's query parameters.
@@ -114,21 +115,9 @@ func (s *Server) Close() error { return s.lis.Close() }
 func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	errc := make(chan error, 1)
-	wg.Go(func() { errc <- hs.Serve(s.lis) })
-	select {
-	case err := <-errc:
-		return fmt.Errorf("dashboard: serve: %w", err)
-	case <-ctx.Done():
+	if err := httpserve.Serve(ctx, hs, s.lis, shutdownTimeout); err != nil {
+		return fmt.Errorf("dashboard: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		hs.Close()
-	}
-	<-errc
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/loom-mesh/loom/internal/dashboard/dashboardtest"
 	"github.com/loom-mesh/loom/internal/metricnames"
 	"github.com/loom-mesh/loom/internal/testutil/browsertest"
 	"github.com/loom-mesh/loom/internal/testutil/promtest"
@@ -116,17 +117,18 @@ func TestDashboardBookinfo(t *testing.T) {
 	edge := func(src, dstPrefix string) string {
 		return fmt.Sprintf(`s.edges.some(e => e.source === %q && e.target.startsWith(%q) && e.rps > 0)`, src, dstPrefix)
 	}
-	st := pollDashboardGraph(t, bctx, "Bookinfo's edges with traffic",
+	st := dashboardtest.PollGraph(t, bctx, "Bookinfo's edges with traffic",
 		edge(gw, pp)+" && "+edge(pp, "wl:default/details-v1")+" && "+edge(pp, "wl:default/reviews-v")+
-			" && "+edge("wl:default/reviews-v2", "wl:default/ratings-v1"))
+			" && "+edge("wl:default/reviews-v2", "wl:default/ratings-v1"), time.Minute)
 	t.Logf("graph before the fault: %d nodes, %d edges", len(st.Nodes), len(st.Edges))
 
 	applyAt(t, dashLoomdAddr, sample("destination-rule-all.yaml"), "destinationrule.networking.istio.io/ratings ")
 	applyAt(t, dashLoomdAddr, sample("virtual-service-all-v1.yaml"), "virtualservice.networking.istio.io/ratings ")
 	applyAt(t, dashLoomdAddr, sample("virtual-service-reviews-test-v2.yaml"), "virtualservice.networking.istio.io/reviews ")
 	applyAt(t, dashLoomdAddr, sample("virtual-service-ratings-test-abort.yaml"), "virtualservice.networking.istio.io/ratings ")
-	st = pollDashboardGraph(t, bctx, "the reviews-v2 -> ratings edge in red after the abort",
-		`s.edges.some(e => e.source === "wl:default/reviews-v2" && e.target.includes("ratings") && e.state === "error" && e.color === "rgb(211,47,47)")`)
+	st = dashboardtest.PollGraph(t, bctx, "the reviews-v2 -> ratings edge in red after the abort",
+		fmt.Sprintf(`s.edges.some(e => e.source === "wl:default/reviews-v2" && e.target.includes("ratings") && e.state === "error" && e.color === %q)`,
+			dashboardtest.ColorError), time.Minute)
 	browsertest.Screenshot(t, bctx, "dashboard-graph-bookinfo.png")
 	for _, e := range st.Edges {
 		if e.State == "error" && !(e.Source == "wl:default/reviews-v2" && strings.Contains(e.Target, "ratings")) {
@@ -134,33 +136,6 @@ func TestDashboardBookinfo(t *testing.T) {
 			t.Logf("edge %s has errors as well: %+v", e.ID, e)
 		}
 	}
-}
-
-// dashboardState is window.loomGraph.state() of the dashboard's page.
-type dashboardState struct {
-	Nodes []string `json:"nodes"`
-	Edges []struct {
-		ID     string  `json:"id"`
-		Source string  `json:"source"`
-		Target string  `json:"target"`
-		RPS    float64 `json:"rps"`
-		State  string  `json:"state"`
-		Color  string  `json:"color"`
-	} `json:"edges"`
-}
-
-// pollDashboardGraph waits up to 60 s until the page's graph state s
-// satisfies cond, a JavaScript expression.
-func pollDashboardGraph(t *testing.T, ctx context.Context, what, cond string) dashboardState {
-	t.Helper()
-	expr := fmt.Sprintf(`(() => { const g = window.loomGraph; if (!g) return false; const s = g.state(); return (%s) ? s : false; })()`, cond)
-	st, err := chromedp.Run(ctx, chromedp.Poll[dashboardState](expr, chromedp.WithPollingTimeout(60*time.Second),
-		chromedp.WithPollingInterval(250*time.Millisecond)))
-	if err != nil {
-		last, _ := chromedp.Run(ctx, chromedp.Evaluate[any](`window.loomGraph ? window.loomGraph.state() : "no graph"`))
-		t.Fatalf("the dashboard never showed %s: %v\nlast state: %+v", what, err, last)
-	}
-	return st
 }
 
 // startTraffic loads the product page as anon and as jason, ten times a

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/xds"
+	"github.com/loom-mesh/loom/internal/httpserve"
 )
 
 // MaxBodyBytes bounds the YAML body of validate, apply and delete requests.
@@ -159,21 +159,9 @@ func (s *Server) Close() error { return s.lis.Close() }
 func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	errc := make(chan error, 1)
-	wg.Go(func() { errc <- hs.Serve(s.lis) })
-	select {
-	case err := <-errc:
-		return fmt.Errorf("api: serve: %w", err)
-	case <-ctx.Done():
+	if err := httpserve.Serve(ctx, hs, s.lis, shutdownTimeout); err != nil {
+		return fmt.Errorf("api: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		hs.Close()
-	}
-	<-errc
 	return nil
 }
 
