@@ -6,16 +6,43 @@ PKGS    ?= ./...
 # -race in CI and locally; the e2e binaries are built without it inside the test.
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build demo test test-deps lint fuzz bench clean
+.PHONY: all build demo test test-deps lint fuzz bench clean ui browser-deps node-deps
 
 all: build
 
-build:
+build: ui
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/loomd ./cmd/loom-proxy ./cmd/loomctl ./samples/bookinfo/cmd/bookinfo
 
 demo: build
 	$(BIN)/loomctl demo $(DEMO_ARGS)
+
+# The dashboard's front end: npm ci (from the committed package-lock.json)
+# and esbuild bundle internal/dashboard/ui into internal/dashboard/web/dist,
+# which loomd embeds. Rebuilt only when its sources change. Plain
+# `go build ./...` works without it (loomd then says the page is not built).
+UI_DIR := internal/dashboard/ui
+UI_OUT := internal/dashboard/web/dist/app.js
+UI_SRC := $(wildcard $(UI_DIR)/src/*) $(UI_DIR)/package.json $(UI_DIR)/package-lock.json
+
+ui: $(UI_OUT)
+
+$(UI_DIR)/node_modules/.installed: $(UI_DIR)/package.json $(UI_DIR)/package-lock.json | node-deps
+	cd $(UI_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+$(UI_OUT): $(UI_DIR)/node_modules/.installed $(UI_SRC)
+	cd $(UI_DIR) && npm run build
+
+# Node.js and npm from Debian when missing (this machine image has them).
+node-deps:
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+
+# Headless Chromium for the dashboard's browser tests, and a font with the
+# lock glyph the graph draws, from Debian when missing.
+browser-deps:
+	@command -v chromium >/dev/null && dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-noto-color-emoji; }
 
 lint:
 	@fmt_out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -36,8 +63,10 @@ test-deps:
 	    else echo "missing$$missing: tests that need them skip"; fi; \
 	  fi
 
-test: lint test-deps
-	$(GO) test $(TESTFLAGS) $(PKGS)
+# LOOM_REQUIRE_BROWSER=1: the browser tests fail, rather than skip, without
+# Chromium or the front-end bundle.
+test: lint test-deps ui browser-deps
+	LOOM_REQUIRE_BROWSER=1 $(GO) test $(TESTFLAGS) $(PKGS)
 	$(MAKE) fuzz
 
 # Fuzz targets, each run briefly beyond its seed corpus (which plain
@@ -58,8 +87,9 @@ fuzz:
 # proxy-overhead harness (needs nginx, haproxy, caddy and fortio; the script
 # installs what is missing) and the config-propagation measurement.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/... ./internal/controlplane/ca/
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/... ./internal/controlplane/ca/ ./internal/dashboard/
 	bench/run.sh
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(UI_DIR)/node_modules
+	find internal/dashboard/web/dist -type f ! -name README.md ! -name .gitignore -delete

@@ -148,7 +148,7 @@ func run(ctx context.Context, binDir, prefix string, n int) error {
 		procs = append(procs, c)
 		return nil
 	}
-	if err := start("loomd", "--config-dir", cfg, "--xds-addr", prefix+"1:15010", "--monitoring-addr", prefix+"1:15014", "--log-level", "warn"); err != nil {
+	if err := start("loomd", "--config-dir", cfg, "--xds-addr", prefix+"1:15010", "--monitoring-addr", prefix+"1:15014", "--dashboard-addr", "off", "--log-level", "warn"); err != nil {
 		return err
 	}
 	if err := start("loom-proxy", "sidecar", "--ip", prefix+"2", "--name", "client", "--namespace", "default",

@@ -159,7 +159,7 @@ func run(ctx context.Context, binDir, prefix string, n int, settle time.Duration
 		procs = append(procs, c)
 		return c, nil
 	}
-	loomd, err := start("loomd", "--config-dir", cfg, "--xds-addr", prefix+"1:15010", "--monitoring-addr", prefix+"1:15014", "--log-level", "warn")
+	loomd, err := start("loomd", "--config-dir", cfg, "--xds-addr", prefix+"1:15010", "--monitoring-addr", prefix+"1:15014", "--dashboard-addr", "off", "--log-level", "warn")
 	if err != nil {
 		return err
 	}

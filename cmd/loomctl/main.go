@@ -116,6 +116,19 @@ func newRootCmd() *cobra.Command {
 		},
 	}
 
+	var noBrowser bool
+	dashboardCmd := &cobra.Command{
+		Use:   "dashboard",
+		Short: "Print the URL of loomd's dashboard and open it in a browser",
+		Long: "Ask loomd for the URL of its dashboard (the live service graph, services, workloads,\n" +
+			"proxies and config), print it, and open it in the default browser when there is one.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return loomctl.Dashboard(cmd.Context(), client(), !noBrowser, loomctl.OpenBrowser, cmd.OutOrStdout())
+		},
+	}
+	dashboardCmd.Flags().BoolVar(&noBrowser, "no-browser", false, "only print the URL")
+
 	var tok struct {
 		dataDir, namespace, serviceAccount, workload, out string
 	}
@@ -180,6 +193,6 @@ func newRootCmd() *cobra.Command {
 	demoCmd.Flags().StringVar(&demo.LogsDir, "logs-dir", "", "directory of the processes' logs (default: beside a temporary config directory)")
 	demoCmd.Flags().StringVar(&logLevel, "log-level", "warn", "loomctl's own log level")
 
-	root.AddCommand(apply, del, validate, proxyStatus, demoCmd, tokenCmd)
+	root.AddCommand(apply, del, validate, proxyStatus, dashboardCmd, demoCmd, tokenCmd)
 	return root
 }

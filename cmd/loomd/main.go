@@ -36,12 +36,26 @@
 // config, as istiod does by default. https servers are verified against
 // the system roots plus --jwks-ca-file (PEM).
 //
+// loomd serves its dashboard (Kiali's role: a live service graph, pages per
+// service and workload, proxy sync state, config status) and its JSON API
+// on --dashboard-addr; "off" serves none. The traffic it shows comes from
+// scraping every connected proxy's Prometheus endpoint every
+// --scrape-interval (ports --scrape-ports, /stats/prometheus), or, with
+// --prometheus-url, from that Prometheus server:
+//
+//	loomd ... [--dashboard-addr 127.0.0.1:20001] [--scrape-interval 5s]
+//	      [--scrape-ports 15090,15000] [--prometheus-url URL]
+//
+// A dashboard address given on the command line that cannot be bound stops
+// loomd; the default one, when taken (another loomd), is only logged.
+//
 // Bad config never stops loomd: it logs the errors, serves the last good
 // (at first, empty) config and reports the errors on /debug/configz. It
 // exits non-zero only for bad flags or an address it cannot bind.
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -56,6 +70,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/loom-mesh/loom/internal/controlplane/api"
@@ -67,6 +83,7 @@ import (
 	"github.com/loom-mesh/loom/internal/controlplane/translate"
 	"github.com/loom-mesh/loom/internal/controlplane/validation"
 	"github.com/loom-mesh/loom/internal/controlplane/xds"
+	"github.com/loom-mesh/loom/internal/dashboard"
 )
 
 // options are loomd's flags.
@@ -90,6 +107,14 @@ type options struct {
 	// JWKS fetching for RequestAuthentication.
 	jwksCAFile  string
 	jwksRefresh time.Duration
+	// The dashboard; off when dashboardAddr is "" or "off".
+	dashboardAddr string
+	// dashboardRequired makes a dashboard address that cannot be bound an
+	// error (it was given on the command line).
+	dashboardRequired bool
+	prometheusURL     string
+	scrapeInterval    time.Duration
+	scrapePorts       []int
 }
 
 func main() {
@@ -118,6 +143,7 @@ func newCommand(stderr io.Writer) *cobra.Command {
 			if o.debounceAfter <= 0 || o.debounceMax < o.debounceAfter {
 				return fmt.Errorf("--debounce-after (%v) must be > 0 and <= --debounce-max (%v)", o.debounceAfter, o.debounceMax)
 			}
+			o.dashboardRequired = cmd.Flags().Changed("dashboard-addr")
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 			return run(cmd.Context(), o, log)
 		},
@@ -138,6 +164,10 @@ func newCommand(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.maxWorkloadCertTTL, "max-workload-cert-ttl", ca.DefaultMaxWorkloadCertTTL, "longest lifetime a certificate request may ask for")
 	f.StringVar(&o.jwksCAFile, "jwks-ca-file", "", "PEM roots trusted, besides the system's, for https jwksUri fetches")
 	f.DurationVar(&o.jwksRefresh, "jwks-refresh-interval", jwks.DefaultRefreshInterval, "how often a fetched JWKS is fetched again")
+	f.StringVar(&o.dashboardAddr, "dashboard-addr", dashboard.DefaultAddr, `dashboard and its JSON API listen address; "off" for none`)
+	f.StringVar(&o.prometheusURL, "prometheus-url", "", "Prometheus server the dashboard reads traffic from (default: loomd scrapes the proxies itself)")
+	f.DurationVar(&o.scrapeInterval, "scrape-interval", dashboard.DefaultScrapeInterval, "how often loomd scrapes the proxies for the dashboard (1s to 1m)")
+	f.IntSliceVar(&o.scrapePorts, "scrape-ports", dashboard.DefaultScrapePorts, "proxy ports to scrape /stats/prometheus on, tried in order")
 	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
 		panic(err)
 	}
@@ -213,6 +243,13 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// istiod's /metrics on 15014: the Go runtime's and the process's, then
+	// pilot_*, citadel_server_* and galley_validation_* from the servers.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if authority != nil {
+		reg.MustRegister(ca.NewCollector(authority))
+	}
 	// The resolver's changes trigger pushes; xdsSrv is set before Run
 	// starts the resolver, so before any change can be announced.
 	var xdsSrv *xds.Server
@@ -223,13 +260,25 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current()})
 	}
 	xdsSrv, err = xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
-		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure})
+		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure, Registerer: reg})
 	if err != nil {
 		return err
 	}
-	apiSrv, err := api.New(api.Options{Addr: o.monitoringAddr, Store: store, Sync: xdsSrv,
-		Ready: ready(store, xdsSrv), MeshConfigErr: mesh.Err, Logger: log})
+	dash, scraper, err := newDashboard(o, store, xdsSrv, log)
 	if err != nil {
+		xdsSrv.Close()
+		return err
+	}
+	dashURL := ""
+	if dash != nil {
+		dashURL = dash.URL()
+	}
+	apiSrv, err := api.New(api.Options{Addr: o.monitoringAddr, Store: store, Sync: xdsSrv,
+		Ready: ready(store, xdsSrv), MeshConfigErr: mesh.Err, Logger: log, Metrics: reg, DashboardURL: dashURL})
+	if err != nil {
+		if dash != nil {
+			dash.Close()
+		}
 		xdsSrv.Close()
 		return err
 	}
@@ -237,7 +286,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	// runs a server; its failure stops loomd.
 	serve := func(name string, f func(context.Context) error) {
 		wg.Go(func() {
@@ -249,6 +298,12 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	serve("xds", xdsSrv.Run)
 	serve("api", apiSrv.Run)
+	if dash != nil {
+		serve("dashboard", dash.Run)
+	}
+	if scraper != nil {
+		serve("dashboard scraper", scraper.Run)
+	}
 	wg.Go(func() {
 		// A watch that cannot be set up leaves loomd serving what it has.
 		if err := store.Run(ctx); err != nil {
@@ -298,7 +353,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	})
 
 	log.Info("loomd serving", "xds", xdsSrv.Addr(), "monitoring", apiSrv.Addr(), "config-dir", o.configDir,
-		"resources", store.Snapshot().Len(), "secure-xds", xdsSrv.SecureAddr())
+		"resources", store.Snapshot().Len(), "secure-xds", xdsSrv.SecureAddr(), "dashboard", cmp.Or(dashURL, "off"))
 	<-ctx.Done()
 	wg.Wait()
 	close(errc)
@@ -311,6 +366,52 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	log.Info("loomd stopped")
 	return nil
+}
+
+// newDashboard builds the dashboard of o and its traffic source: the
+// embedded scraper of the xDS server's proxies (returned, to be run), or
+// o.prometheusURL's server. Both are nil when the dashboard is off, or
+// when its default address is taken (logged).
+func newDashboard(o options, store *config.Store, xdsSrv *xds.Server, log *slog.Logger) (*dashboard.Server, *dashboard.Scraper, error) {
+	if o.dashboardAddr == "" || o.dashboardAddr == "off" {
+		return nil, nil, nil
+	}
+	dopts := dashboard.Options{Addr: o.dashboardAddr, Config: store, Proxies: xdsSrv, Logger: log}
+	var scraper *dashboard.Scraper
+	if o.prometheusURL != "" {
+		p, err := dashboard.NewPrometheus(dashboard.PrometheusOptions{URL: o.prometheusURL})
+		if err != nil {
+			return nil, nil, err
+		}
+		dopts.Traffic = p
+	} else {
+		if o.scrapeInterval < dashboard.MinScrapeInterval || o.scrapeInterval > dashboard.MaxScrapeInterval {
+			return nil, nil, fmt.Errorf("--scrape-interval %v: must be from %v to %v", o.scrapeInterval, dashboard.MinScrapeInterval, dashboard.MaxScrapeInterval)
+		}
+		ports := o.scrapePorts
+		if len(ports) == 0 {
+			ports = dashboard.DefaultScrapePorts
+		}
+		var err error
+		scraper, err = dashboard.NewScraper(dashboard.ScraperOptions{Targets: dashboard.ProxyTargets(xdsSrv, ports),
+			Interval: o.scrapeInterval, Logger: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		dopts.Traffic, dopts.Health = scraper, scraper.Health
+	}
+	dash, err := dashboard.New(dopts)
+	if err != nil {
+		if !o.dashboardRequired {
+			log.Warn("dashboard not served: its default address is taken (another loomd?); choose one with --dashboard-addr", "err", err)
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	if !dashboard.BundleBuilt() {
+		log.Warn("the dashboard's front end is not built into this loomd (make build builds it); its JSON API is served", "dashboard", dash.URL())
+	}
+	return dash, scraper, nil
 }
 
 // newCA starts the CA of o.dataDir and returns it with the options of the

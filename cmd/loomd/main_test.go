@@ -19,12 +19,15 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/loom-mesh/loom/internal/metricnames"
 	"github.com/loom-mesh/loom/internal/testutil"
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -36,12 +39,24 @@ var servingRE = regexp.MustCompile(`msg="loomd serving" xds=(\S+) monitoring=(\S
 // address and the log line it printed when serving.
 func start(t *testing.T, dir string) (monitoring string, logs *testutil.SyncBuffer) {
 	t.Helper()
+	return startWith(t, testOptions(dir))
+}
+
+// testOptions are loomd's options for a test: config dir dir, free ports,
+// short debounce, no dashboard.
+func testOptions(dir string) options {
+	return options{configDir: dir, xdsAddr: "127.0.0.1:0", monitoringAddr: "127.0.0.1:0",
+		debounceAfter: 10 * time.Millisecond, debounceMax: 100 * time.Millisecond}
+}
+
+// startWith runs loomd in-process with o until the test ends, and returns
+// its monitoring address and its logs once it printed its serving line.
+func startWith(t *testing.T, o options) (monitoring string, logs *testutil.SyncBuffer) {
+	t.Helper()
 	logs = &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	o := options{configDir: dir, xdsAddr: "127.0.0.1:0", monitoringAddr: "127.0.0.1:0",
-		debounceAfter: 10 * time.Millisecond, debounceMax: 100 * time.Millisecond}
 	go func() { done <- run(ctx, o, log) }()
 	t.Cleanup(func() {
 		cancel()
@@ -212,65 +227,18 @@ func TestPipeline(t *testing.T) {
 	mon, logs := start(t, dir)
 	xdsAddr := servingRE.FindStringSubmatch(logs.String())[1]
 
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := xdsapi.BuildNode(
-		xdsapi.NodeID{Type: xdsapi.Sidecar, IP: "127.0.0.16", Name: "ratings-v1", Namespace: "default", Domain: "default.svc.cluster.local"},
-		xdsapi.NodeMeta{Labels: map[string]string{"app": "ratings", "version": "v1"}, Namespace: "default", InterceptionMode: xdsapi.InterceptionNone})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: xdsapi.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	recvCDS := func() (*discoverygrpc.DiscoveryResponse, []string) {
-		t.Helper()
-		for {
-			r, err := stream.Recv() // bounded by ctx's timeout
-			if err != nil {
-				t.Fatalf("recv: %v", err)
-			}
-			if r.GetTypeUrl() != xdsapi.ClusterType {
-				continue
-			}
-			var names []string
-			for _, a := range r.GetResources() {
-				var c clusterv3.Cluster
-				if err := a.UnmarshalTo(&c); err != nil {
-					t.Fatal(err)
-				}
-				names = append(names, c.GetName())
-			}
-			return r, names
-		}
-	}
-	r1, names := recvCDS()
+	a := dialADS(t, xdsAddr, "127.0.0.16", "ratings-v1", "ratings")
+	r1, names := a.recvCDS()
 	if !slices.Contains(names, "outbound|9080||reviews.default.svc.cluster.local") ||
 		slices.Contains(names, "outbound|9080||ratings.default.svc.cluster.local") {
 		t.Fatalf("first clusters %v", names)
 	}
-	ack := func(r *discoverygrpc.DiscoveryResponse) {
-		t.Helper()
-		if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: r.GetTypeUrl(),
-			VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ack(r1)
+	a.ack(r1)
 	wantSyncz := `"acked": "` + r1.GetVersionInfo() + `"`
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, body := get(t, "http://"+mon+"/debug/syncz")
-		if strings.Contains(body, node.GetId()) && strings.Contains(body, wantSyncz) {
+		if strings.Contains(body, a.node.GetId()) && strings.Contains(body, wantSyncz) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -288,11 +256,77 @@ func TestPipeline(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"action": "created"`) {
 		t.Fatalf("apply: %d %s", resp.StatusCode, body)
 	}
-	r2, names := recvCDS()
+	r2, names := a.recvCDS()
 	if r2.GetVersionInfo() == r1.GetVersionInfo() || !slices.Contains(names, "outbound|9080||ratings.default.svc.cluster.local") {
 		t.Fatalf("after apply: version %s (was %s), clusters %v", r2.GetVersionInfo(), r1.GetVersionInfo(), names)
 	}
-	cancel()
+}
+
+// adsStream is one proxy's ADS stream to loomd, asking for clusters.
+type adsStream struct {
+	t      *testing.T
+	node   *corev3.Node
+	stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+}
+
+// dialADS opens an ADS stream as sidecar name (app label app) at ip and
+// subscribes to clusters. The stream ends with the test, or after 20 s.
+func dialADS(t *testing.T, xdsAddr, ip, name, app string) *adsStream {
+	t.Helper()
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(func() { cancel(); conn.Close() })
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := xdsapi.BuildNode(
+		xdsapi.NodeID{Type: xdsapi.Sidecar, IP: ip, Name: name, Namespace: "default", Domain: "default.svc.cluster.local"},
+		xdsapi.NodeMeta{Labels: map[string]string{"app": app, "version": "v1"}, Namespace: "default", InterceptionMode: xdsapi.InterceptionNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: xdsapi.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	return &adsStream{t: t, node: node, stream: stream}
+}
+
+// recvCDS waits for the next CDS response and returns it with its
+// clusters' names.
+func (a *adsStream) recvCDS() (*discoverygrpc.DiscoveryResponse, []string) {
+	t := a.t
+	t.Helper()
+	for {
+		r, err := a.stream.Recv() // bounded by the stream's timeout
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if r.GetTypeUrl() != xdsapi.ClusterType {
+			continue
+		}
+		var names []string
+		for _, any := range r.GetResources() {
+			var c clusterv3.Cluster
+			if err := any.UnmarshalTo(&c); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, c.GetName())
+		}
+		return r, names
+	}
+}
+
+// ack ACKs r.
+func (a *adsStream) ack(r *discoverygrpc.DiscoveryResponse) {
+	a.t.Helper()
+	if err := a.stream.Send(&discoverygrpc.DiscoveryRequest{Node: a.node, TypeUrl: r.GetTypeUrl(),
+		VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()}); err != nil {
+		a.t.Fatal(err)
+	}
 }
 
 type fakeLoaded bool
@@ -390,5 +424,124 @@ func TestServesTLSPort(t *testing.T) {
 	conn.Close()
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Errorf("a key reached the logs:\n%s", logs)
+	}
+}
+
+// badVirtualService fails validation: weights sum to 60.
+const badVirtualService = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews}, weight: 60}
+`
+
+// TestControlPlaneMetrics: after real xDS activity, config admissions
+// through the API and a bad file in the config directory, loomd's
+// /metrics on the monitoring port parses with Prometheus's text parser
+// and carries istiod's pilot_*, galley_* and citadel_server_* metrics.
+func TestControlPlaneMetrics(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "se.yaml"), []byte(serviceEntry), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions(dir)
+	o.dataDir, o.secureXDSAddr = filepath.Join(t.TempDir(), "data"), "127.0.0.1:0"
+	o.trustDomain, o.workloadCertTTL, o.maxWorkloadCertTTL = "cluster.local", time.Hour, 24*time.Hour
+	mon, logs := startWith(t, o)
+	xdsAddr := servingRE.FindStringSubmatch(logs.String())[1]
+
+	a := dialADS(t, xdsAddr, "127.0.0.16", "ratings-v1", "ratings")
+	r1, _ := a.recvCDS()
+	a.ack(r1)
+
+	post := func(path, body string, want int) {
+		t.Helper()
+		resp, err := http.Post("http://"+mon+path, "application/yaml", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("POST %s: %d %s, want %d", path, resp.StatusCode, b, want)
+		}
+	}
+	post("/api/v1/apply", badVirtualService, http.StatusBadRequest)
+	post("/api/v1/validate", "apiVersion: networking.istio.io/v1\nkind: Nonsense\nmetadata: {name: x}\nspec: {}\n", http.StatusBadRequest)
+	post("/api/v1/apply", ratingsServiceEntry, http.StatusOK)
+	r2, _ := a.recvCDS() // the applied ServiceEntry's push
+	a.ack(r2)
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte(badVirtualService), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	want := []struct {
+		name   string
+		labels map[string]string
+		value  float64 // -1: present with any positive value
+	}{
+		{"pilot_xds", nil, 1},
+		{"pilot_xds_pushes", map[string]string{"type": "cds"}, 2},
+		{"pilot_proxy_convergence_time", nil, 1},
+		{"pilot_services", nil, 2},
+		{"galley_validation_failed", map[string]string{"group": "networking.istio.io", "version": "v1",
+			"resource": "virtualservices", "reason": "invalid_resource"}, 1},
+		{"galley_validation_failed", map[string]string{"reason": "unknown_type"}, 1},
+		{"galley_validation_passed", map[string]string{"group": "networking.istio.io", "version": "v1",
+			"resource": "serviceentries"}, 1},
+		{"loom_config_errors", nil, -1},
+		{"citadel_server_csr_count", nil, 0},
+		{"citadel_server_root_cert_expiry_timestamp", nil, -1},
+		{"go_goroutines", nil, -1},
+	}
+	var fams promtest.Families
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if fams, err = promtest.Scrape("http://" + mon + "/metrics"); err != nil {
+			t.Fatal(err)
+		}
+		missing := 0
+		for _, w := range want {
+			v, ok := fams.Value(w.name, w.labels)
+			if !ok || (w.value >= 0 && v != w.value) || (w.value < 0 && v <= 0) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, w := range want {
+				v, ok := fams.Value(w.name, w.labels)
+				t.Errorf("%s%v = %v (present %v), want %v", w.name, w.labels, v, ok, w.value)
+			}
+			t.Fatalf("metrics: %v", fams.Names())
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	// Everything loomd exports under istiod's prefixes and Loom's is in
+	// the one list the Grafana dashboards are checked against, with its
+	// type; the runtime metrics the dashboards use are there too.
+	for name, fam := range fams {
+		if !strings.HasPrefix(name, "pilot_") && !strings.HasPrefix(name, "galley_") &&
+			!strings.HasPrefix(name, "citadel_") && !strings.HasPrefix(name, "loom_") {
+			continue
+		}
+		typ, ok := metricnames.ControlPlane[name]
+		if got := strings.ToLower(fam.GetType().String()); !ok || string(typ) != got {
+			t.Errorf("loomd exports %s (%s), which internal/metricnames.ControlPlane lists as %q", name, got, typ)
+		}
+	}
+	for name := range metricnames.Runtime {
+		if _, ok := fams[name]; !ok {
+			t.Errorf("loomd does not export %s, which internal/metricnames.Runtime lists", name)
+		}
+	}
+	if exp, _ := fams.Value("citadel_server_root_cert_expiry_timestamp", nil); exp < float64(time.Now().Add(9*365*24*time.Hour).Unix()) {
+		t.Errorf("root expiry %v: a new self-signed root lives 10 years", exp)
 	}
 }

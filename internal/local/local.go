@@ -143,6 +143,9 @@ func (r *Runtime) ip(octet int) string { return fmt.Sprintf("%s.%d", r.prefix, o
 // `loomctl --loomd` takes it.
 func (r *Runtime) LoomdAddr() string { return r.ip(loomdOctet) + ":15014" }
 
+// DashboardURL is the URL of loomd's dashboard in this mesh.
+func (r *Runtime) DashboardURL() string { return "http://" + r.ip(loomdOctet) + ":20001/" }
+
 // Run writes the config, starts every process, waits until the mesh
 // serves, prints the ready banner, and then runs until ctx is cancelled
 // (it returns nil) or a child exits (it returns an error with the tail of
@@ -308,6 +311,7 @@ func (r *Runtime) printBanner(pageURL, configDir, logsDir string) {
 	fmt.Fprintf(r.opts.Out, `
 %s%s
 
+  dashboard:  %s (loomctl%s dashboard)
   config dir: %s
   logs dir:   %s
 
@@ -319,7 +323,7 @@ Next:
   curl -s -b /tmp/loom-jar %s/productpage | grep -o 'reviews-v[0-9]-[a-z0-9]*'
 
 (the sample files are Istio's own, unchanged; README.md has a five-minute tour). Press Ctrl-C to stop.
-`, ReadyPrefix, pageURL, configDir, logsDir, loomdFlag, loomdFlag, samples, loomdFlag, samples, base, base)
+`, ReadyPrefix, pageURL, r.DashboardURL(), loomdFlag, configDir, logsDir, loomdFlag, loomdFlag, samples, loomdFlag, samples, base, base)
 }
 
 // sampleDir is where Istio's bookinfo networking samples are, as a path the

@@ -46,6 +46,7 @@ func TestSubnetPrefix(t *testing.T) {
 func TestPlan(t *testing.T) {
 	loomd, rest, proxies, tokens := plan("127.42.0", "/cfg", "/st", func() string { return "abcde" })
 	want := process{Name: "loomd", Binary: "loomd", Args: []string{"--config-dir", "/cfg", "--xds-addr", "127.42.0.1:15010", "--monitoring-addr", "127.42.0.1:15014",
+		"--dashboard-addr", "127.42.0.1:20001",
 		"--data-dir", "/st/loomd", "--secure-xds-addr", "127.42.0.1:15012"}}
 	if diff := cmp.Diff(want, loomd); diff != "" {
 		t.Errorf("loomd (-want +got):\n%s", diff)

@@ -78,6 +78,7 @@ func plan(prefix, configDir, stateDir string, suffix func() string) (loomd proce
 		Args: []string{"--config-dir", configDir,
 			"--xds-addr", xdsAddr,
 			"--monitoring-addr", ip(loomdOctet) + ":15014",
+			"--dashboard-addr", ip(loomdOctet) + ":20001",
 			"--data-dir", dataDir,
 			"--secure-xds-addr", caAddr},
 	}

@@ -44,7 +44,7 @@ func fakeMain(name string, args []string) int {
 	ip := fs.String("ip", "", "")
 	listen := fs.String("listen", "", "")
 	for _, f := range []string{"config-dir", "xds-addr", "name", "namespace", "labels", "service-account", "version", "instance",
-		"data-dir", "secure-xds-addr", "ca-addr", "token-file", "root-cert"} {
+		"data-dir", "secure-xds-addr", "ca-addr", "token-file", "root-cert", "dashboard-addr"} {
 		fs.String(f, "", "")
 	}
 	if err := fs.Parse(args); err != nil {

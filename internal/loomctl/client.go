@@ -148,6 +148,27 @@ func (c *Client) Syncz(ctx context.Context) ([]SyncStatus, error) {
 	return out, nil
 }
 
+// DashboardURL asks loomd for its dashboard's URL (/api/v1/dashboard). It
+// returns *APIError 404 when loomd serves no dashboard and
+// *UnreachableError when loomd does not answer.
+func (c *Client) DashboardURL(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/api/v1/dashboard"), nil)
+	if err != nil {
+		return "", fmt.Errorf("get /api/v1/dashboard: %w", err)
+	}
+	body, err := c.do(req)
+	if err != nil {
+		return "", err
+	}
+	var d struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal(body, &d); err != nil || d.URL == "" {
+		return "", fmt.Errorf("get /api/v1/dashboard: decode answer %q: %v", body, err)
+	}
+	return d.URL, nil
+}
+
 // Ready reports whether loomd's /ready answers 200. It returns
 // *UnreachableError when loomd does not answer.
 func (c *Client) Ready(ctx context.Context) (bool, error) {

@@ -70,3 +70,43 @@ spec:
 		}
 	}
 }
+
+// TestDashboard: `loomctl dashboard` prints the URL loomd's API gives and
+// opens it only when asked; a loomd without a dashboard is an error that
+// says so.
+func TestDashboard(t *testing.T) {
+	serve := func(url string) *Client {
+		t.Helper()
+		store, err := config.NewStore(config.StoreOptions{Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		as, err := api.New(api.Options{Addr: "127.0.0.1:0", Store: store, Sync: noSync{}, DashboardURL: url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		as.Close()
+		srv := httptest.NewServer(as.Handler())
+		t.Cleanup(srv.Close)
+		return NewClient(strings.TrimPrefix(srv.URL, "http://"), nil)
+	}
+	const url = "http://127.0.0.1:20001/"
+	for _, open := range []bool{false, true} {
+		var opened []string
+		var out strings.Builder
+		err := Dashboard(context.Background(), serve(url), open, func(u string) error { opened = append(opened, u); return nil }, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != "Loom dashboard: "+url+"\n" {
+			t.Errorf("open=%v printed %q", open, out.String())
+		}
+		if want := map[bool]int{false: 0, true: 1}[open]; len(opened) != want {
+			t.Errorf("open=%v opened %v", open, opened)
+		}
+	}
+	err := Dashboard(context.Background(), serve(""), false, nil, &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), "serves no dashboard") {
+		t.Errorf("without a dashboard: %v", err)
+	}
+}

@@ -107,7 +107,7 @@ func startAppMeshArgs(t *testing.T, prefix string, workloads []appWorkload, extr
 	}
 	xds := m.ip(1) + ":15010"
 	m.start("loomd", "loomd", append([]string{"--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1) + ":15014",
-		"--mesh-config", m.meshConfig}, loomdArgs...)...)
+		"--dashboard-addr", m.ip(1) + ":20001", "--mesh-config", m.meshConfig}, loomdArgs...)...)
 	var want []string
 	for _, w := range workloads {
 		args := []string{"sidecar", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "default",

@@ -109,7 +109,7 @@ func TestCertificateAuthority(t *testing.T) {
 	httpbinToken, sleepToken := mint("httpbin-v1", "httpbin"), mint("sleep-v1", "sleep")
 
 	xds, secure := m.ip(1)+":15010", m.ip(1)+":15012"
-	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1)+":15014",
+	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xds, "--monitoring-addr", m.ip(1)+":15014", "--dashboard-addr", m.ip(1)+":20001",
 		"--data-dir", dataDir, "--secure-xds-addr", secure, "--workload-cert-ttl", "4s", "--log-level", "debug")
 	m.loomd = loomapi.NewClient(m.ip(1)+":15014", &http.Client{Timeout: 2 * time.Second})
 	rootCert := filepath.Join(dataDir, "root-cert.pem")

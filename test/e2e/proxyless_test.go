@@ -97,7 +97,7 @@ func TestProxylessGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	xdsAddr := m.ip(1) + ":15010"
-	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xdsAddr, "--monitoring-addr", m.ip(1)+":15014")
+	m.start("loomd", "loomd", "--config-dir", m.configDir, "--xds-addr", xdsAddr, "--monitoring-addr", m.ip(1)+":15014", "--dashboard-addr", m.ip(1)+":20001")
 	if !poll(30*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", xdsAddr, time.Second)
 		if err == nil {

@@ -13,11 +13,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/xds"
+	"github.com/loom-mesh/loom/internal/httpserve"
 )
 
 // MaxBodyBytes bounds the YAML body of validate, apply and delete requests.
@@ -72,6 +75,15 @@ type Options struct {
 	MeshConfigErr func() error
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
+	// Metrics, when set, is served on /metrics (Prometheus text format) and
+	// gets the server's own metrics: galley_validation_passed and
+	// galley_validation_failed (see admissionMetrics), and
+	// loom_config_errors, the errors of the config directory's latest
+	// read. Nil serves no /metrics.
+	Metrics *prometheus.Registry
+	// DashboardURL is the dashboard's URL, which /api/v1/dashboard gives
+	// (`loomctl dashboard` opens it); "" when loomd serves none.
+	DashboardURL string
 }
 
 // yamlContentTypes are the Content-Types validate, apply and delete
@@ -87,6 +99,7 @@ type Server struct {
 	lis     net.Listener
 	mux     *http.ServeMux
 	handler http.Handler // mux behind sameOrigin
+	admit   *admissionMetrics
 }
 
 // New checks opts and binds opts.Addr, so that a port in use is reported
@@ -107,14 +120,25 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: listen %s: %w", opts.Addr, err)
 	}
-	s := &Server{opts: opts, log: log.With("component", "api"), lis: lis, mux: http.NewServeMux()}
+	s := &Server{opts: opts, log: log.With("component", "api"), lis: lis, mux: http.NewServeMux(), admit: newAdmissionMetrics()}
+	if opts.Metrics != nil {
+		for _, c := range []prometheus.Collector{s.admit.passed, s.admit.failed, configErrors(opts.Store)} {
+			if err := opts.Metrics.Register(c); err != nil {
+				lis.Close()
+				return nil, fmt.Errorf("api: register metrics: %w", err)
+			}
+		}
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}))
+	}
 	s.mux.HandleFunc("GET /debug/syncz", s.syncz)
 	s.mux.HandleFunc("GET /ready", s.ready)
 	s.mux.HandleFunc("GET /debug/configz", s.configz)
 	s.mux.HandleFunc("GET /api/v1/config", s.listConfig)
-	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate))
-	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply))
-	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete))
+	s.mux.HandleFunc("GET /api/v1/dashboard", s.dashboard)
+	s.mux.HandleFunc("POST /api/v1/validate", s.change(opts.Store.Validate, true))
+	s.mux.HandleFunc("POST /api/v1/apply", s.change(opts.Store.Apply, true))
+	s.mux.HandleFunc("POST /api/v1/delete", s.change(opts.Store.Delete, false))
 	s.handler = sameOrigin(s.mux)
 	return s, nil
 }
@@ -135,21 +159,9 @@ func (s *Server) Close() error { return s.lis.Close() }
 func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	errc := make(chan error, 1)
-	wg.Go(func() { errc <- hs.Serve(s.lis) })
-	select {
-	case err := <-errc:
-		return fmt.Errorf("api: serve: %w", err)
-	case <-ctx.Done():
+	if err := httpserve.Serve(ctx, hs, s.lis, shutdownTimeout); err != nil {
+		return fmt.Errorf("api: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		hs.Close()
-	}
-	<-errc
 	return nil
 }
 
@@ -243,6 +255,20 @@ func (s *Server) listConfig(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, items)
 }
 
+// Dashboard is the JSON body of /api/v1/dashboard.
+type Dashboard struct {
+	URL string `json:"url"` // "http://127.0.0.1:20001/"
+}
+
+// dashboard answers the dashboard's URL, or 404 when loomd serves none.
+func (s *Server) dashboard(w http.ResponseWriter, _ *http.Request) {
+	if s.opts.DashboardURL == "" {
+		writeText(w, http.StatusNotFound, "loomd serves no dashboard (--dashboard-addr off, or its address was taken)")
+		return
+	}
+	writeJSON(w, http.StatusOK, Dashboard{URL: s.opts.DashboardURL})
+}
+
 // ResultItem is one resource of a validate, apply or delete answer.
 type ResultItem struct {
 	Key    string `json:"key"`    // "VirtualService default/reviews"
@@ -255,8 +281,9 @@ type ChangeResponse struct {
 	Results []ResultItem `json:"results"`
 }
 
-// change serves validate, apply and delete with op.
-func (s *Server) change(op func(source string, data []byte) ([]config.Result, error)) http.HandlerFunc {
+// change serves validate, apply and delete with op; admit says whether the
+// body's resources count in the admission metrics (validate and apply).
+func (s *Server) change(op func(source string, data []byte) ([]config.Result, error), admit bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !yamlContentType(r) {
 			w.Header().Set("Accept-Post", strings.Join(yamlContentTypes, ", "))
@@ -279,6 +306,9 @@ func (s *Server) change(op func(source string, data []byte) ([]config.Result, er
 			return
 		}
 		results, err := op(source, data)
+		if admit {
+			s.admit.record(source, data, err)
+		}
 		if err != nil {
 			code := statusOf(err)
 			if code == http.StatusInternalServerError {

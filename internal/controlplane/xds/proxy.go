@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -52,6 +53,12 @@ type proxyState struct {
 
 	// typed is the ADS sync status per served type. Guarded by Server.mu.
 	typed [4]typeState
+	// connectedAt and lastACK are when the stream's first request came and
+	// when the proxy last ACKed a response. Guarded by Server.mu.
+	connectedAt, lastACK time.Time
+	// conv is the latest push the proxy has not been sent all of; nil when
+	// none. Guarded by Server.mu.
+	conv *convergence
 }
 
 // genState is one type's resources in a proxy's current snapshot.
@@ -90,6 +97,11 @@ type ProxyStatus struct {
 	Cluster string       `json:"cluster,omitempty"` // node metadata CLUSTER_ID
 	Version string       `json:"version,omitempty"` // the proxy's user agent and version
 	Types   []TypeStatus `json:"types"`
+	// ConnectedAt is when the proxy's stream sent its first request.
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
+	// LastACK is when the proxy last ACKed a response of any type: the
+	// age of the config it serves. Zero before the first ACK.
+	LastACK time.Time `json:"last_ack,omitzero"`
 }
 
 // Syncz returns the sync status of every connected proxy, sorted by node
@@ -100,7 +112,8 @@ func (s *Server) Syncz() []ProxyStatus {
 	defer s.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(s.proxies))
 	for id, p := range s.proxies {
-		ps := ProxyStatus{ID: id, Cluster: p.cluster, Version: p.version, Types: make([]TypeStatus, len(xdsapi.TypeURLs))}
+		ps := ProxyStatus{ID: id, Cluster: p.cluster, Version: p.version, Types: make([]TypeStatus, len(xdsapi.TypeURLs)),
+			ConnectedAt: p.connectedAt, LastACK: p.lastACK}
 		for i, url := range xdsapi.TypeURLs {
 			t := &p.typed[i]
 			ps.Types[i] = TypeStatus{TypeURL: url, Short: xdsapi.ShortType(url),
@@ -154,7 +167,11 @@ func proxyFromNode(n *corev3.Node) (*model.Proxy, error) {
 // The result is dropped when p has disconnected or a generation of a
 // newer (or the same) push was kept already. It returns the generation's
 // error; p then keeps its last snapshot.
-func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64) error {
+//
+// conv, when set, is the config change the push is for: the types it
+// changes for p are then tracked until their responses are sent, for
+// pilot_proxy_convergence_time. The first config of a proxy has none.
+func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64, conv *convergence) error {
 	p.genMu.Lock()
 	defer p.genMu.Unlock()
 	if seq <= p.applied {
@@ -180,11 +197,13 @@ func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64) error 
 	version := s.versionOf(seq)
 	next := p.gen
 	snap := &cachev3.Snapshot{}
+	var changed uint8
 	for i, url := range xdsapi.TypeURLs {
 		g := &next[i]
 		if g.version == "" || !equalResources(g.resources, lists[i]) {
 			g.version = version
 			g.resources = lists[i]
+			changed |= 1 << i
 		}
 		snap.Resources[cachev3.GetResponseType(url)] = cachev3.NewResources(g.version, g.resources)
 	}
@@ -195,6 +214,19 @@ func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64) error 
 		return nil // disconnected, or replaced by a newer stream of the node
 	}
 	p.applied, p.gen = seq, next
+	if conv != nil && changed != 0 {
+		// Only the types the proxy subscribed to get a response.
+		for i := range p.typed {
+			if p.typed[i].nonce == "" {
+				changed &^= 1 << i
+			}
+		}
+		if changed != 0 {
+			c := *conv
+			c.version, c.pending = version, changed
+			p.conv = &c
+		}
+	}
 	flush := s.queueWriteLocked(p.proxy.ID, p.cache, snap)
 	s.mu.Unlock()
 	if flush {
@@ -351,7 +383,7 @@ func (s *Server) connect(streamID int64, node *corev3.Node) error {
 		}
 	}
 	p := &proxyState{streamID: streamID, proxy: proxy, cluster: xdsapi.ParseNodeMeta(node).ClusterID, version: userAgent(node),
-		generate: s.generatorFor(node), cache: s.cacheFor(node)}
+		generate: s.generatorFor(node), cache: s.cacheFor(node), connectedAt: time.Now()}
 	s.mu.Lock()
 	if old, ok := s.proxies[nodeID]; ok {
 		// A reconnect whose old stream is not closed yet: the new stream
@@ -374,7 +406,7 @@ func (s *Server) connect(streamID int64, node *corev3.Node) error {
 		s.mu.Unlock()
 	}
 
-	if err := s.update(p, pc, seq); err != nil {
+	if err := s.update(p, pc, seq, nil); err != nil {
 		s.mu.Lock()
 		flush := s.removeLocked(streamID)
 		s.mu.Unlock()
@@ -401,6 +433,7 @@ func (s *Server) recordAnswerLocked(nodeID string, req *discoverygrpc.DiscoveryR
 		return // a new subscription or a stale nonce: not an answer to our last response
 	}
 	if d := req.GetErrorDetail(); d != nil {
+		s.metrics.rejects.WithLabelValues(metricType(req.GetTypeUrl())).Inc()
 		t.nacked, t.nackError = t.sent, d.GetMessage()
 		s.log.Warn("xds NACK", "node", nodeID, "type", xdsapi.ShortType(req.GetTypeUrl()),
 			"version", t.sent, "err", d.GetMessage())
@@ -413,6 +446,7 @@ func (s *Server) recordAnswerLocked(nodeID string, req *discoverygrpc.DiscoveryR
 	}
 	t.acked = t.sent
 	t.nacked, t.nackError = "", ""
+	p.lastACK = time.Now()
 }
 
 // onStreamResponse records the version and nonce of a response about to be
@@ -427,6 +461,15 @@ func (s *Server) onStreamResponse(_ context.Context, streamID int64, _ *discover
 	}
 	p.typed[i].sent = resp.GetVersionInfo()
 	p.typed[i].nonce = resp.GetNonce()
+	s.metrics.pushes.WithLabelValues(metricType(resp.GetTypeUrl())).Inc()
+	if c := p.conv; c != nil && c.version == resp.GetVersionInfo() && c.pending&(1<<i) != 0 {
+		now := time.Now()
+		s.metrics.pushTime.WithLabelValues(metricType(resp.GetTypeUrl())).Observe(now.Sub(c.pushStart).Seconds())
+		if c.pending &^= 1 << i; c.pending == 0 {
+			s.metrics.convergence.Observe(now.Sub(c.changed).Seconds())
+			p.conv = nil
+		}
+	}
 }
 
 // onStreamClosed forgets the stream's proxy, unless a newer stream took the

@@ -17,6 +17,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -70,6 +71,9 @@ type Options struct {
 	// Secure, when set, serves the same ADS over TLS on a second address
 	// (Istio's 15012), beside the plaintext Addr.
 	Secure *SecureOptions
+	// Registerer, when set, gets the server's metrics: istiod's pilot_*
+	// (see metrics). Nil keeps them unregistered.
+	Registerer prometheus.Registerer
 }
 
 // SecureOptions configure the TLS port. Everything served on Addr is
@@ -117,8 +121,13 @@ type Server struct {
 
 	// trigger holds at most one pending config-change signal (latest wins).
 	trigger chan struct{}
-	serving atomic.Bool
-	pushes  atomic.Uint64 // number of completed pushes, for tests and logs
+	// triggered is when the pending trigger's burst began (Unix
+	// nanoseconds; 0 when none is pending): the config change a push's
+	// convergence is measured from.
+	triggered atomic.Int64
+	serving   atomic.Bool
+	metrics   *metrics
+	pushes    atomic.Uint64 // number of completed pushes, for tests and logs
 
 	// versionPrefix starts every resource version: the time New ran, in
 	// Unix nanoseconds, base 36. Versions restart their counter with each
@@ -187,7 +196,7 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("xds: listen %s: %w", opts.Secure.Addr, err)
 		}
 	}
-	return &Server{
+	s := &Server{
 		opts:      opts,
 		log:       log,
 		lis:       lis,
@@ -203,7 +212,17 @@ func New(opts Options) (*Server, error) {
 		streams:       map[int64]string{},
 		peers:         map[int64]*x509.Certificate{},
 		writes:        map[string]*cacheWrite{},
-	}, nil
+		metrics:       newMetrics(),
+	}
+	if opts.Registerer != nil {
+		for _, c := range append(s.metrics.collectors(), s) {
+			if err := opts.Registerer.Register(c); err != nil {
+				s.Close()
+				return nil, fmt.Errorf("xds: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
 }
 
 // Addr is the address the server listens on.
@@ -232,6 +251,7 @@ func (s *Server) Close() error {
 // one pending push, which happens after DebounceAfter of quiet and at most
 // DebounceMax after the first trigger.
 func (s *Server) Trigger() {
+	s.triggered.CompareAndSwap(0, time.Now().UnixNano())
 	select {
 	case s.trigger <- struct{}{}:
 	default:
@@ -327,19 +347,27 @@ func (s *Server) debounce(ctx context.Context) {
 			}
 		}
 		quiet.Stop()
-		s.push(time.Since(start))
+		// The config change is the first trigger since the last push,
+		// which may have come while that push ran.
+		changed := start
+		if t := s.triggered.Swap(0); t != 0 && t < start.UnixNano() {
+			changed = time.Unix(0, t)
+		}
+		s.push(changed, time.Since(start))
 	}
 }
 
-// push rebuilds the push context and regenerates every connected proxy.
-// It holds s.mu only to publish the push context, take the push's sequence
-// number and copy the proxy list; each proxy is generated and its snapshot
-// set without it. A proxy connecting meanwhile is generated from the new
-// push context by connect.
-func (s *Server) push(debounced time.Duration) {
+// push rebuilds the push context and regenerates every connected proxy,
+// for the config change at changed. It holds s.mu only to publish the push
+// context, take the push's sequence number and copy the proxy list; each
+// proxy is generated and its snapshot set without it. A proxy connecting
+// meanwhile is generated from the new push context by connect.
+func (s *Server) push(changed time.Time, debounced time.Duration) {
 	start := time.Now()
+	s.metrics.debounce.Observe(start.Sub(changed).Seconds())
 	snap := s.snapshot()
 	pc := model.NewPushContext(snap)
+	s.metrics.pcInit.Observe(time.Since(start).Seconds())
 	s.mu.Lock()
 	s.pc = pc
 	s.version++
@@ -350,7 +378,7 @@ func (s *Server) push(debounced time.Duration) {
 	}
 	s.mu.Unlock()
 	for _, p := range proxies {
-		if err := s.update(p, pc, seq); err != nil {
+		if err := s.update(p, pc, seq, &convergence{changed: changed, pushStart: start}); err != nil {
 			s.log.Error("xds generate failed; proxy keeps its last config", "node", p.proxy.ID, "err", err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"go.uber.org/goleak"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -296,8 +297,14 @@ func TestServesAndTracksACK(t *testing.T) {
 		{TypeURL: xdsapi.ListenerType, Short: "LDS", Sent: lds.GetVersionInfo(), Acked: lds.GetVersionInfo()},
 		{TypeURL: xdsapi.RouteType, Short: "RDS"},
 	}}}
-	if d := cmp.Diff(want, s.Syncz()); d != "" {
+	before := time.Now()
+	statuses := s.Syncz()
+	if d := cmp.Diff(want, statuses, cmpopts.IgnoreFields(ProxyStatus{}, "ConnectedAt", "LastACK")); d != "" {
 		t.Fatalf("Syncz (-want +got)\n%s", d)
+	}
+	// The stream connected before its first ACK, which came before now.
+	if p := statuses[0]; p.ConnectedAt.IsZero() || p.LastACK.Before(p.ConnectedAt) || p.LastACK.After(before) {
+		t.Errorf("connected at %v, last ACK at %v: want connected <= last ACK <= %v", p.ConnectedAt, p.LastACK, before)
 	}
 }
 
