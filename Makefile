@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # -race in CI and locally; the e2e binaries are built without it inside the test.
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build demo test lint fuzz bench clean
+.PHONY: all build demo test lint fuzz bench clean netns-tools
 
 all: build
 
@@ -14,15 +14,27 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/loomd ./cmd/loom-proxy ./cmd/loomctl ./samples/bookinfo/cmd/bookinfo
 
-demo: build
+demo: build netns-tools
 	$(BIN)/loomctl demo $(DEMO_ARGS)
+
+# Transparent interception (`loomctl demo --interception redirect` and its
+# e2e tests) needs ip (iproute2) and iptables. Installed only when missing
+# and only as root (the explicit-mode demo needs neither); idempotent.
+netns-tools:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v ip && command -v iptables-restore; } >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing iproute2 and iptables"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 iptables </dev/null; \
+	  else echo "netns-tools: install iproute2 and iptables (no apt-get here)"; fi; \
+	fi
 
 lint:
 	@fmt_out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$fmt_out" ]; then echo "gofmt needed:"; echo "$$fmt_out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: lint
+test: lint netns-tools
 	$(GO) test $(TESTFLAGS) $(PKGS)
 	$(MAKE) fuzz
 
