@@ -321,3 +321,35 @@ func servicesWithVIPs(services []byte) ([]byte, []hostsEntry, error) {
 	}
 	return out.Bytes(), hosts, nil
 }
+
+// Command is a command JoinCommands or LeaveCommands returns: its
+// arguments (Args[0] the program) and standard input.
+type Command = command
+
+// JoinCommands returns the commands that add one more network namespace,
+// PREFIX-NAME at .octet of subnet, to the bridge of a running
+// redirect-mode mesh with that prefix and subnet, with the sidecar's
+// iptables rules when redirect is set (its sidecar must then run in it
+// with --interception redirect), as the mesh's own workloads are set up.
+// It fails on a bad prefix or subnet. LeaveCommands undoes it.
+func JoinCommands(prefix, subnet, name string, octet int, redirect bool) ([]Command, error) {
+	n, err := newNetnsPlan(prefix, subnet)
+	if err != nil {
+		return nil, err
+	}
+	n.add(name, octet, redirect)
+	// The bridge exists: skip its three commands.
+	return n.setupCommands()[3:], nil
+}
+
+// LeaveCommands removes what JoinCommands added: the namespace and, if
+// still there, its veth.
+func LeaveCommands(prefix, subnet, name string, octet int) ([]Command, error) {
+	n, err := newNetnsPlan(prefix, subnet)
+	if err != nil {
+		return nil, err
+	}
+	n.add(name, octet, false)
+	cmds := n.teardownCommands()
+	return cmds[:len(cmds)-1], nil
+}

@@ -213,3 +213,27 @@ func TestRedirectPlan(t *testing.T) {
 		t.Errorf("reviews-v1 node ID %q", got)
 	}
 }
+
+// TestJoinCommands: a namespace added to a running mesh is built as the
+// mesh's own, without the bridge; leaving removes it and its veth only.
+func TestJoinCommands(t *testing.T) {
+	join, err := JoinCommands("loomt", "10.78.0.0/24", "reviews-v1", 13, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := testPlan(t)
+	if diff := cmp.Diff(n.setupCommands()[3:14], join); diff != "" {
+		t.Errorf("join (-want +got):\n%s", diff)
+	}
+	leave, err := LeaveCommands("loomt", "10.78.0.0/24", "reviews-v1", 13)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range leave {
+		got = append(got, c.String())
+	}
+	if diff := cmp.Diff([]string{"ip netns del loomt-reviews-v1", "ip link del loomth13"}, got); diff != "" {
+		t.Errorf("leave (-want +got):\n%s", diff)
+	}
+}
