@@ -492,10 +492,10 @@ type supervisor struct {
 	stopTimeout time.Duration
 	// ipBin is the ip command, for children that run in a network
 	// namespace (process.Netns).
-	ipBin string
-	log         *slog.Logger
-	exited      chan childExit // buffered for every child, so waiters never block
-	children    []*child
+	ipBin    string
+	log      *slog.Logger
+	exited   chan childExit // buffered for every child, so waiters never block
+	children []*child
 }
 
 type child struct {

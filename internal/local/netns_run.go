@@ -113,4 +113,3 @@ func isGone(out string) bool {
 	return strings.Contains(out, "Cannot find device") || strings.Contains(out, "No such file") ||
 		strings.Contains(out, "does not exist")
 }
-

@@ -381,7 +381,10 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 	clientProxy := startSidecar(t, clientNS, "client", "10.78.0.22", "app=client")
 
 	t.Run("b: tcp through both sidecars", func(t *testing.T) {
-		if !poll(30*time.Second, func() bool { got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "ping"); return err == nil && got == "ping" }) {
+		if !poll(30*time.Second, func() bool {
+			got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "ping")
+			return err == nil && got == "ping"
+		}) {
 			got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "ping")
 			t.Fatalf("echo through the VIP: %q, %v", got, err)
 		}
