@@ -62,7 +62,6 @@ const (
 	originalDstListenerFilter     = "envoy.filters.listener.original_dst"
 	tlsInspectorListenerFilter    = "envoy.filters.listener.tls_inspector"
 	httpInspectorListenerFilter   = "envoy.filters.listener.http_inspector"
-	inboundPassthroughVirtualHost = "inbound|http|0"
 	inboundPassthroughStatPrefix  = inboundPassthroughCluster
 	inboundPassthroughBindAddress = "127.0.0.6"
 	inboundPassthroughChainPort   = 0
@@ -648,29 +647,29 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 }
 
 // originalDstInboundCluster is Istio's inbound ORIGINAL_DST cluster called
-// name: CLUSTER_PROVIDED, connecting from 127.0.0.6 (upstream_bind_config),
-// with unlimited circuit breakers.
+// name: redirectOriginalDstCluster connecting from 127.0.0.6
+// (upstream_bind_config).
 func originalDstInboundCluster(name string) *clusterv3.Cluster {
-	return &clusterv3.Cluster{
-		Name:                 name,
-		ConnectTimeout:       durationpb.New(connectTimeout),
-		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
-		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
-		CircuitBreakers:      &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}},
-		UpstreamBindConfig: &corev3.BindConfig{
-			SourceAddress: &corev3.SocketAddress{
-				Address:       inboundPassthroughBindAddress,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
-			},
+	c := redirectOriginalDstCluster(name)
+	c.UpstreamBindConfig = &corev3.BindConfig{
+		SourceAddress: &corev3.SocketAddress{
+			Address:       inboundPassthroughBindAddress,
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
 		},
 	}
+	return c
 }
 
 // redirectPassthroughCluster is Istio's PassthroughCluster of transparent
 // mode: ORIGINAL_DST to the connection's original destination.
-func redirectPassthroughCluster() *clusterv3.Cluster {
+func redirectPassthroughCluster() *clusterv3.Cluster { return redirectOriginalDstCluster(PassthroughCluster) }
+
+// redirectOriginalDstCluster is an ORIGINAL_DST cluster to the
+// connection's original destination (CLUSTER_PROVIDED, no header), with
+// unlimited circuit breakers.
+func redirectOriginalDstCluster(name string) *clusterv3.Cluster {
 	return &clusterv3.Cluster{
-		Name:                 PassthroughCluster,
+		Name:                 name,
 		ConnectTimeout:       durationpb.New(connectTimeout),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
 		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
