@@ -662,7 +662,9 @@ func originalDstInboundCluster(name string) *clusterv3.Cluster {
 
 // redirectPassthroughCluster is Istio's PassthroughCluster of transparent
 // mode: ORIGINAL_DST to the connection's original destination.
-func redirectPassthroughCluster() *clusterv3.Cluster { return redirectOriginalDstCluster(PassthroughCluster) }
+func redirectPassthroughCluster() *clusterv3.Cluster {
+	return redirectOriginalDstCluster(PassthroughCluster)
+}
 
 // redirectOriginalDstCluster is an ORIGINAL_DST cluster to the
 // connection's original destination (CLUSTER_PROVIDED, no header), with
