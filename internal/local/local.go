@@ -336,13 +336,15 @@ func (r *Runtime) waitFor(ctx context.Context, sup *supervisor, what string, che
 }
 
 // proxiesSynced reports whether every wanted proxy is connected with all
-// four types SYNCED, and if not, which is not.
+// four types SYNCED, and if not, which is not, with the first NACK error
+// of an unsynced proxy (a proxy that cannot serve its config says why).
 func proxiesSynced(ss []loomctl.SyncStatus, want []proxyIdentity) (bool, string) {
 	byID := map[string]loomctl.SyncStatus{}
 	for _, s := range ss {
 		byID[s.ID] = s
 	}
 	var missing, unsynced []string
+	nack := ""
 	for _, p := range want {
 		s, ok := byID[p.NodeID]
 		switch {
@@ -350,12 +352,17 @@ func proxiesSynced(ss []loomctl.SyncStatus, want []proxyIdentity) (bool, string)
 			missing = append(missing, p.Name)
 		case !loomctl.AllSynced([]loomctl.SyncStatus{s}):
 			unsynced = append(unsynced, p.Name)
+			for _, ts := range s.Types {
+				if ts.NackError != "" && nack == "" {
+					nack = fmt.Sprintf("; %s rejected %s: %s", p.Name, ts.Short, ts.NackError)
+				}
+			}
 		}
 	}
 	if len(missing) == 0 && len(unsynced) == 0 {
 		return true, ""
 	}
-	return false, fmt.Sprintf("not connected: [%s]; not synced: [%s]", strings.Join(missing, " "), strings.Join(unsynced, " "))
+	return false, fmt.Sprintf("not connected: [%s]; not synced: [%s]%s", strings.Join(missing, " "), strings.Join(unsynced, " "), nack)
 }
 
 func get200(ctx context.Context, hc *http.Client, url string) (bool, string) {

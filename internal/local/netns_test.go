@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/loomctl"
 )
 
 // TestIptablesRules pins the rule list to Istio's istio-iptables output
@@ -235,5 +236,18 @@ func TestJoinCommands(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"ip netns del loomt-reviews-v1", "ip link del loomth13"}, got); diff != "" {
 		t.Errorf("leave (-want +got):\n%s", diff)
+	}
+}
+
+// TestProxiesSyncedSaysWhy: a proxy that NACKs its config is named with
+// its error, so a demo that never gets ready says why.
+func TestProxiesSyncedSaysWhy(t *testing.T) {
+	want := []proxyIdentity{{Name: "reviews-v1.default", NodeID: "sidecar~10.78.0.13~reviews-v1.default~default.svc.cluster.local"}}
+	ss := []loomctl.SyncStatus{{ID: want[0].NodeID, Types: []loomctl.TypeStatus{
+		{Short: "LDS", Sent: "v2", Nacked: "v2", NackError: `listener "virtualOutbound": use_original_dst: not supported`},
+	}}}
+	ok, why := proxiesSynced(ss, want)
+	if ok || !strings.Contains(why, `reviews-v1.default rejected LDS: listener "virtualOutbound": use_original_dst: not supported`) {
+		t.Errorf("proxiesSynced = %v, %q", ok, why)
 	}
 }
