@@ -4,6 +4,7 @@
 // generation, and proxies HTTP/1.1 and h2c on the listeners it describes.
 //
 //	loom-proxy sidecar --ip 127.0.0.13 --name reviews-v1 --namespace default --labels app=reviews,version=v1
+//	loom-proxy sidecar --interception redirect --ip 10.77.0.13 --name reviews-v1 ...   (inside the workload's network namespace)
 //	loom-proxy router --ip 127.0.0.10 --name istio-ingressgateway --namespace istio-system
 //	loom-proxy --bootstrap envoy.yaml
 //
@@ -56,6 +57,7 @@ type flags struct {
 	adminAddr      string
 	logLevel       string
 	accessLog      bool
+	interception   string
 
 	// The certificate agent; off without caAddr.
 	caAddr      string
@@ -108,6 +110,11 @@ func newRootCommand() *cobra.Command {
 		fl.StringVar(&f.rootCert, "root-cert", "", "PEM roots to trust for --ca-addr (loomd's DATA_DIR/root-cert.pem)")
 		fl.StringVar(&f.trustDomain, "trust-domain", agent.DefaultTrustDomain, "SPIFFE trust domain of the workload identity")
 		fl.BoolVar(&f.xdsMTLS, "xds-mtls", false, "connect to --xds-addr over mTLS with the workload certificate (needs --ca-addr)")
+		if t == xdsapi.Sidecar {
+			fl.StringVar(&f.interception, "interception", "none",
+				"how the app's traffic reaches the proxy: none (the app uses HTTP_PROXY; listeners bind --ip) or redirect "+
+					"(iptables REDIRECT in the workload's network namespace; the proxy runs with group 1337, which the rules exempt)")
+		}
 		root.AddCommand(sub)
 	}
 	return root
@@ -137,6 +144,17 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 		if err != nil {
 			return fmt.Errorf("--locality: %w", err)
 		}
+		mode, err := interceptionMode(f.interception)
+		if err != nil {
+			return err
+		}
+		if mode == xdsapi.InterceptionRedirect {
+			// Before any socket exists: every socket the proxy opens
+			// from now on belongs to the group iptables exempts.
+			if err := joinProxyGroup(); err != nil {
+				return fmt.Errorf("--interception redirect: %w", err)
+			}
+		}
 		id := xdsapi.NodeID{Type: t, IP: f.ip, Name: f.name, Namespace: f.namespace, Domain: f.namespace + ".svc.cluster.local"}
 		opts.Node, err = xdsapi.BuildNode(id, xdsapi.NodeMeta{
 			Labels:           labels,
@@ -144,7 +162,7 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 			ServiceAccount:   f.serviceAccount,
 			ClusterID:        "Kubernetes",
 			WorkloadName:     f.name,
-			InterceptionMode: xdsapi.InterceptionNone,
+			InterceptionMode: mode,
 			Locality:         locality,
 			ProxyVersion:     buildVersion(),
 		})
@@ -170,6 +188,18 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// interceptionMode maps --interception to the node's INTERCEPTION_MODE:
+// "none" (or empty, a router) to NONE, "redirect" to REDIRECT.
+func interceptionMode(s string) (string, error) {
+	switch strings.ToLower(s) {
+	case "", "none":
+		return xdsapi.InterceptionNone, nil
+	case "redirect":
+		return xdsapi.InterceptionRedirect, nil
+	}
+	return "", fmt.Errorf("--interception %q: must be none or redirect", s)
 }
 
 // parseLabels parses "k=v,k2=v2".

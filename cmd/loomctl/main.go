@@ -170,7 +170,7 @@ func newRootCmd() *cobra.Command {
 	var logLevel string
 	demoCmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run loomd, bookinfo and its sidecars and ingress gateway on loopback IPs",
+		Short: "Run loomd, bookinfo and its sidecars and ingress gateway on loopback IPs (or in network namespaces)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var lvl slog.Level
@@ -192,6 +192,12 @@ func newRootCmd() *cobra.Command {
 	demoCmd.Flags().StringVar(&demo.ConfigDir, "config-dir", "", "loomd's config directory (default: a new temporary directory)")
 	demoCmd.Flags().StringVar(&demo.LogsDir, "logs-dir", "", "directory of the processes' logs (default: beside a temporary config directory)")
 	demoCmd.Flags().StringVar(&logLevel, "log-level", "warn", "loomctl's own log level")
+	demoCmd.Flags().StringVar(&demo.Interception, "interception", local.InterceptionNone,
+		"none: apps reach their sidecars through HTTP_PROXY, on loopback IPs; redirect (root only): a network namespace "+
+			"per workload whose iptables rules send its traffic to its sidecar, as Istio's")
+	demoCmd.Flags().StringVar(&demo.NetnsSubnet, "netns-subnet", local.DefaultNetnsSubnet, "IPv4 /24 of the network namespaces (--interception redirect)")
+	demoCmd.Flags().StringVar(&demo.NetnsPrefix, "netns-prefix", local.DefaultNetnsPrefix,
+		"prefix of the namespaces, veths and bridge (--interception redirect); leftovers with it are removed at start")
 
 	root.AddCommand(apply, del, validate, proxyStatus, dashboardCmd, demoCmd, tokenCmd)
 	return root

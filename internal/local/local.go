@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +56,25 @@ type Options struct {
 	Out io.Writer
 	// Logger gets debug and warning messages. Default slog.Default().
 	Logger *slog.Logger
+	// Interception is how apps reach their sidecars: "none" (the default,
+	// explicit mode: HTTP_PROXY, loopback addresses) or "redirect"
+	// (transparent mode: a network namespace per workload with Istio's
+	// iptables rules; root only). See docs/local-mode.md.
+	Interception string
+	// NetnsPrefix begins the name of every namespace, veth and bridge of
+	// redirect mode; leftovers with this prefix are removed at start.
+	// Default DefaultNetnsPrefix ("loom").
+	NetnsPrefix string
+	// NetnsSubnet is the IPv4 /24 of redirect mode's namespaces. Default
+	// DefaultNetnsSubnet ("10.77.0.0/24").
+	NetnsSubnet string
 }
+
+// Interception modes of Options.Interception.
+const (
+	InterceptionNone     = "none"
+	InterceptionRedirect = "redirect"
+)
 
 // ReadyPrefix starts the line Run prints once the mesh serves; the product
 // page's URL follows it.
@@ -68,6 +87,10 @@ type Runtime struct {
 	prefix string
 	bins   map[string]string // binary name -> path
 	log    *slog.Logger
+	// net is redirect mode's network (nil in explicit mode); ipBin and
+	// its tools' paths are found by New.
+	net   *netnsPlan
+	ipBin string
 }
 
 // New checks opts and finds the binaries. It fails on a bad subnet or
@@ -106,7 +129,44 @@ func New(opts Options) (*Runtime, error) {
 		}
 		bins[name] = p
 	}
-	return &Runtime{opts: opts, prefix: prefix, bins: bins, log: opts.Logger.With("component", "local")}, nil
+	r := &Runtime{opts: opts, prefix: prefix, bins: bins, log: opts.Logger.With("component", "local")}
+	switch opts.Interception {
+	case "", InterceptionNone:
+	case InterceptionRedirect:
+		if err := r.newNetns(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("interception %q: must be %s or %s", opts.Interception, InterceptionNone, InterceptionRedirect)
+	}
+	return r, nil
+}
+
+// newNetns checks what redirect mode needs (root, ip and iptables-restore)
+// and plans its network: a namespace per Bookinfo workload with the
+// sidecar's iptables rules, and one without for the ingress gateway.
+func (r *Runtime) newNetns() error {
+	if os.Geteuid() != 0 {
+		return errors.New("--interception redirect needs root: it creates network namespaces, veth pairs, a bridge " +
+			"and iptables rules (run it with sudo, or leave --interception out for explicit mode, which needs no root)")
+	}
+	var err error
+	if r.ipBin, err = exec.LookPath("ip"); err != nil {
+		return errors.New("--interception redirect needs the ip command (Debian: apt-get install iproute2; `make demo` installs it)")
+	}
+	if _, err := exec.LookPath("iptables-restore"); err != nil {
+		return errors.New("--interception redirect needs iptables-restore (Debian: apt-get install iptables; `make demo` installs it)")
+	}
+	n, err := newNetnsPlan(cmp.Or(r.opts.NetnsPrefix, DefaultNetnsPrefix), cmp.Or(r.opts.NetnsSubnet, DefaultNetnsSubnet))
+	if err != nil {
+		return err
+	}
+	for _, w := range bookinfo.Workloads {
+		n.add(w.Name, w.HostOctet, true)
+	}
+	n.add(ingressName, ingressOctet, false)
+	r.net = n
+	return nil
 }
 
 // findBinary looks for name in binDir, or when binDir is empty in the
@@ -137,11 +197,19 @@ func isExecutable(p string) bool {
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
-func (r *Runtime) ip(octet int) string { return fmt.Sprintf("%s.%d", r.prefix, octet) }
+// layout is where the mesh's processes run.
+func (r *Runtime) layout() layout {
+	if r.net != nil {
+		return netnsLayout(r.net)
+	}
+	return loopbackLayout(r.prefix)
+}
+
+func (r *Runtime) ip(octet int) string { return r.layout().ip(octet) }
 
 // LoomdAddr is loomd's monitoring and API address in this mesh, as
 // `loomctl --loomd` takes it.
-func (r *Runtime) LoomdAddr() string { return r.ip(loomdOctet) + ":15014" }
+func (r *Runtime) LoomdAddr() string { return r.layout().loomdIP + ":15014" }
 
 // DashboardURL is the URL of loomd's dashboard in this mesh.
 func (r *Runtime) DashboardURL() string { return "http://" + r.ip(loomdOctet) + ":20001/" }
@@ -156,12 +224,21 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	loomd, rest, proxies, tokens := plan(r.prefix, configDir, stateDir, randomSuffix)
+	loomd, rest, proxies, tokens := planLayout(r.layout(), configDir, stateDir, randomSuffix)
 	if err := mintTokens(stateDir, tokens); err != nil {
 		return err
 	}
 	out := r.opts.Out
-	fmt.Fprintf(out, "Loom demo mesh on %s\n  config: %s\n  logs:   %s\n  state:  %s\n", r.opts.Subnet, configDir, logsDir, stateDir)
+	if r.net != nil {
+		if err := r.setupNetns(ctx); err != nil {
+			return err
+		}
+		defer r.teardownNetns()
+		fmt.Fprintf(out, "Loom demo mesh in network namespaces %s-* on %s (interception: redirect)\n  config: %s\n  logs:   %s\n  state:  %s\n",
+			r.net.Prefix, r.net.Subnet, configDir, logsDir, stateDir)
+	} else {
+		fmt.Fprintf(out, "Loom demo mesh on %s\n  config: %s\n  logs:   %s\n  state:  %s\n", r.opts.Subnet, configDir, logsDir, stateDir)
+	}
 
 	fwdAddr := fmt.Sprintf("127.0.0.1:%d", r.opts.IngressPort)
 	ln, err := net.Listen("tcp", fwdAddr)
@@ -173,7 +250,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	go func() { defer close(fwdDone); fwd.serve() }()
 	defer func() { fwd.close(); <-fwdDone }()
 
-	sup := &supervisor{logsDir: logsDir, exited: make(chan childExit, 32), log: r.log, stopTimeout: r.opts.StopTimeout}
+	sup := &supervisor{logsDir: logsDir, exited: make(chan childExit, 32), log: r.log, stopTimeout: r.opts.StopTimeout, ipBin: r.ipBin}
 	defer sup.stopAll()
 
 	client := loomctl.NewClient(r.LoomdAddr(), &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}})
@@ -184,7 +261,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	if err := sup.start(loomd, r.bins[loomd.Binary]); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Started loomd at %s (xDS %s:15010)\n", r.LoomdAddr(), r.ip(loomdOctet))
+	fmt.Fprintf(out, "Started loomd at %s (xDS %s:15010)\n", r.LoomdAddr(), r.layout().loomdIP)
 	if err := r.waitFor(readyCtx, sup, "loomd /ready", func(ctx context.Context) (bool, string) {
 		ok, err := client.Ready(ctx)
 		if err != nil {
@@ -262,13 +339,15 @@ func (r *Runtime) waitFor(ctx context.Context, sup *supervisor, what string, che
 }
 
 // proxiesSynced reports whether every wanted proxy is connected with all
-// four types SYNCED, and if not, which is not.
+// four types SYNCED, and if not, which is not, with the first NACK error
+// of an unsynced proxy (a proxy that cannot serve its config says why).
 func proxiesSynced(ss []loomctl.SyncStatus, want []proxyIdentity) (bool, string) {
 	byID := map[string]loomctl.SyncStatus{}
 	for _, s := range ss {
 		byID[s.ID] = s
 	}
 	var missing, unsynced []string
+	nack := ""
 	for _, p := range want {
 		s, ok := byID[p.NodeID]
 		switch {
@@ -276,12 +355,17 @@ func proxiesSynced(ss []loomctl.SyncStatus, want []proxyIdentity) (bool, string)
 			missing = append(missing, p.Name)
 		case !loomctl.AllSynced([]loomctl.SyncStatus{s}):
 			unsynced = append(unsynced, p.Name)
+			for _, ts := range s.Types {
+				if ts.NackError != "" && nack == "" {
+					nack = fmt.Sprintf("; %s rejected %s: %s", p.Name, ts.Short, ts.NackError)
+				}
+			}
 		}
 	}
 	if len(missing) == 0 && len(unsynced) == 0 {
 		return true, ""
 	}
-	return false, fmt.Sprintf("not connected: [%s]; not synced: [%s]", strings.Join(missing, " "), strings.Join(unsynced, " "))
+	return false, fmt.Sprintf("not connected: [%s]; not synced: [%s]%s", strings.Join(missing, " "), strings.Join(unsynced, " "), nack)
 }
 
 func get200(ctx context.Context, hc *http.Client, url string) (bool, string) {
@@ -376,9 +460,19 @@ func (r *Runtime) prepareDirs() (configDir, logsDir, stateDir string, err error)
 	if err != nil {
 		return "", "", "", err
 	}
+	workloads := workloadEntriesYAML(r.prefix)
+	if r.net != nil {
+		// Transparent mode: services get VIPs (their names resolve to
+		// them in every namespace) and workloads are REDIRECT.
+		if services, r.net.Hosts, err = servicesWithVIPs(services); err != nil {
+			return "", "", "", err
+		}
+		workloads = bookinfo.WorkloadEntriesYAMLAnnotated(strings.TrimSuffix(r.net.addr(0).String(), "0"),
+			map[string]string{annotationInterceptionMode: "REDIRECT"})
+	}
 	files := map[string][]byte{
 		"services.yaml":         services,
-		"workloads.yaml":        workloadEntriesYAML(r.prefix),
+		"workloads.yaml":        workloads,
 		"bookinfo-gateway.yaml": []byte(bookinfoGatewayYAML),
 	}
 	names := make([]string, 0, len(files))
@@ -407,9 +501,12 @@ type childExit struct {
 type supervisor struct {
 	logsDir     string
 	stopTimeout time.Duration
-	log         *slog.Logger
-	exited      chan childExit // buffered for every child, so waiters never block
-	children    []*child
+	// ipBin is the ip command, for children that run in a network
+	// namespace (process.Netns).
+	ipBin    string
+	log      *slog.Logger
+	exited   chan childExit // buffered for every child, so waiters never block
+	children []*child
 }
 
 type child struct {
@@ -425,6 +522,10 @@ func (s *supervisor) start(p process, bin string) error {
 		return fmt.Errorf("start %s: %w", p.Name, err)
 	}
 	cmd := exec.Command(bin, p.Args...)
+	if p.Netns != "" {
+		// ip netns exec execs the binary: the PID is the child's own.
+		cmd = exec.Command(s.ipBin, append([]string{"netns", "exec", p.Netns, bin}, p.Args...)...)
+	}
 	cmd.Env = childEnv(p.HTTPProxy)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = sysProcAttr()

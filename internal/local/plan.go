@@ -35,6 +35,10 @@ type process struct {
 	// HTTPProxy, when set, is the app's HTTP_PROXY (its sidecar's outbound
 	// listener).
 	HTTPProxy string
+	// Netns, when set, is the network namespace the process runs in
+	// (`ip netns exec NETNS`, which also bind-mounts /etc/netns/NETNS/hosts
+	// over /etc/hosts).
+	Netns string
 }
 
 // proxyIdentity is the node ID a proxy of the mesh connects with.
@@ -54,16 +58,55 @@ type workloadToken struct {
 // default for istio-ingressgateway.
 const ingressServiceAccount = "istio-ingressgateway-service-account"
 
-// plan lists the processes of the mesh in start order (loomd first), the
-// proxies loomd must see, and the bootstrap tokens to mint. stateDir holds
-// loomd's data directory (stateDir/loomd: its CA) and the proxies' token
-// files (stateDir/workloads/NAME.token); every proxy runs the certificate
-// agent against loomd's CA on 15012, while xDS stays on plaintext 15010.
-// suffix gives the random part of each app's instance name.
-func plan(prefix, configDir, stateDir string, suffix func() string) (loomd process, rest []process, proxies []proxyIdentity, tokens []workloadToken) {
+// layout says where the processes of a mesh run: each workload's address
+// and network namespace, and loomd's address.
+type layout struct {
+	// ip is the address of the workload at host octet octet.
+	ip func(octet int) string
+	// loomdIP is loomd's address, reachable from every workload.
+	loomdIP string
+	// netns is the network namespace of the workload called name; nil
+	// runs everything in loomctl's own.
+	netns func(name string) string
+	// redirect runs the sidecars with --interception redirect and the
+	// apps without HTTP_PROXY.
+	redirect bool
+}
+
+// loopbackLayout is explicit mode's: one loopback address per workload of
+// the /24 whose first three octets are prefix ("127.0.0"), loomd at .1.
+func loopbackLayout(prefix string) layout {
 	ip := func(octet int) string { return fmt.Sprintf("%s.%d", prefix, octet) }
-	xdsAddr := ip(loomdOctet) + ":15010"
-	caAddr := ip(loomdOctet) + ":15012"
+	return layout{ip: ip, loomdIP: ip(loomdOctet)}
+}
+
+// netnsLayout is transparent mode's: every workload, the ingress gateway
+// included, in its namespace of n at .HostOctet; loomd on the bridge.
+func netnsLayout(n *netnsPlan) layout {
+	return layout{
+		ip:       func(octet int) string { return n.addr(octet).String() },
+		loomdIP:  n.BridgeAddr().String(),
+		netns:    func(name string) string { return n.Prefix + "-" + name },
+		redirect: true,
+	}
+}
+
+// plan lists the processes of the explicit-mode mesh on the loopback /24
+// whose first three octets are prefix (planLayout).
+func plan(prefix, configDir, stateDir string, suffix func() string) (loomd process, rest []process, proxies []proxyIdentity, tokens []workloadToken) {
+	return planLayout(loopbackLayout(prefix), configDir, stateDir, suffix)
+}
+
+// planLayout lists the processes of the mesh laid out as l in start order
+// (loomd first), the proxies loomd must see, and the bootstrap tokens to
+// mint. stateDir holds loomd's data directory (stateDir/loomd: its CA) and
+// the proxies' token files (stateDir/workloads/NAME.token); every proxy
+// runs the certificate agent against loomd's CA on 15012, while xDS stays
+// on plaintext 15010. suffix gives the random part of each app's instance
+// name.
+func planLayout(l layout, configDir, stateDir string, suffix func() string) (loomd process, rest []process, proxies []proxyIdentity, tokens []workloadToken) {
+	xdsAddr := l.loomdIP + ":15010"
+	caAddr := l.loomdIP + ":15012"
 	dataDir := filepath.Join(stateDir, "loomd")
 	rootCert := filepath.Join(dataDir, "root-cert.pem")
 	// agentArgs are a proxy's certificate agent flags, and its token.
@@ -72,41 +115,51 @@ func plan(prefix, configDir, stateDir string, suffix func() string) (loomd proce
 		tokens = append(tokens, workloadToken{File: file, Binding: bootstraptoken.Binding{Namespace: ns, ServiceAccount: sa, Workload: name}})
 		return []string{"--ca-addr", caAddr, "--token-file", file, "--root-cert", rootCert}
 	}
+	netns := func(name string) string {
+		if l.netns == nil {
+			return ""
+		}
+		return l.netns(name)
+	}
 	loomd = process{
 		Name:   "loomd",
 		Binary: "loomd",
 		Args: []string{"--config-dir", configDir,
 			"--xds-addr", xdsAddr,
-			"--monitoring-addr", ip(loomdOctet) + ":15014",
-			"--dashboard-addr", ip(loomdOctet) + ":20001",
+			"--monitoring-addr", l.loomdIP + ":15014",
+			"--dashboard-addr", l.loomdIP + ":20001",
 			"--data-dir", dataDir,
 			"--secure-xds-addr", caAddr},
 	}
 	for _, w := range bookinfo.Workloads {
-		wip := ip(w.HostOctet)
-		rest = append(rest, process{
-			Name:      w.Name,
-			Binary:    "bookinfo",
-			Args:      []string{w.App, "--listen", wip + ":9080", "--version", w.Version, "--instance", w.Name + "-" + suffix()},
-			HTTPProxy: "http://" + wip + ":15001",
-		})
+		wip := l.ip(w.HostOctet)
+		p := process{
+			Name:   w.Name,
+			Binary: "bookinfo",
+			Args:   []string{w.App, "--listen", wip + ":9080", "--version", w.Version, "--instance", w.Name + "-" + suffix()},
+			Netns:  netns(w.Name),
+		}
+		if !l.redirect {
+			p.HTTPProxy = "http://" + wip + ":15001"
+		}
+		rest = append(rest, p)
 	}
 	for _, w := range bookinfo.Workloads {
-		wip := ip(w.HostOctet)
-		rest = append(rest, process{
-			Name:   w.Name + "-proxy",
-			Binary: "loom-proxy",
-			Args: append([]string{"sidecar", "--ip", wip, "--name", w.Name, "--namespace", "default",
-				"--labels", "app=" + w.App + ",version=" + w.Version,
-				"--service-account", w.ServiceAccount, "--xds-addr", xdsAddr},
-				agentArgs(w.Name, "default", w.ServiceAccount)...),
-		})
+		wip := l.ip(w.HostOctet)
+		args := append([]string{"sidecar", "--ip", wip, "--name", w.Name, "--namespace", "default",
+			"--labels", "app=" + w.App + ",version=" + w.Version,
+			"--service-account", w.ServiceAccount, "--xds-addr", xdsAddr},
+			agentArgs(w.Name, "default", w.ServiceAccount)...)
+		if l.redirect {
+			args = append(args, "--interception", "redirect")
+		}
+		rest = append(rest, process{Name: w.Name + "-proxy", Binary: "loom-proxy", Args: args, Netns: netns(w.Name)})
 		proxies = append(proxies, proxyIdentity{
 			Name:   w.Name + ".default",
 			NodeID: xdsapi.NodeID{Type: xdsapi.Sidecar, IP: wip, Name: w.Name, Namespace: "default", Domain: "default.svc.cluster.local"}.String(),
 		})
 	}
-	gw := ip(ingressOctet)
+	gw := l.ip(ingressOctet)
 	rest = append(rest, process{
 		Name:   "istio-ingressgateway",
 		Binary: "loom-proxy",
@@ -114,6 +167,7 @@ func plan(prefix, configDir, stateDir string, suffix func() string) (loomd proce
 			"--labels", "istio=ingressgateway,app=istio-ingressgateway",
 			"--service-account", ingressServiceAccount, "--xds-addr", xdsAddr},
 			agentArgs("istio-ingressgateway", "istio-system", ingressServiceAccount)...),
+		Netns: netns(ingressName),
 	})
 	proxies = append(proxies, proxyIdentity{
 		Name:   "istio-ingressgateway.istio-system",
@@ -139,6 +193,9 @@ func mintTokens(stateDir string, tokens []workloadToken) error {
 	}
 	return nil
 }
+
+// ingressName names the ingress gateway's network namespace (PREFIX-ingress).
+const ingressName = "ingress"
 
 // randomSuffix returns five characters as Kubernetes' pod-name suffixes
 // have: consonants and digits that spell no word.

@@ -34,6 +34,20 @@ const (
 // listeners bind the proxy's own IP instead of 0.0.0.0.
 const InterceptionNone = "NONE"
 
+// InterceptionRedirect is the INTERCEPTION_MODE of a proxy that iptables
+// REDIRECT feeds in its workload's network namespace (Istio's default):
+// it gets Istio's transparent listener layout (virtualOutbound and
+// virtualInbound on 0.0.0.0 with use_original_dst, per-port listeners
+// that bind no socket).
+const InterceptionRedirect = "REDIRECT"
+
+// ProxyGID is the group the proxy's own sockets belong to in REDIRECT
+// mode: the iptables rules skip redirection for "-m owner --gid-owner
+// ProxyGID", as Istio's istio-iptables does for its istio-proxy user and
+// group 1337, so the proxy's upstream connections are not sent back to
+// itself.
+const ProxyGID = 1337
+
 // NodeID is a parsed Istio node ID "TYPE~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local".
 type NodeID struct {
 	Type      NodeType

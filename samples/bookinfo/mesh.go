@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"embed"
 	"fmt"
+	"maps"
+	"slices"
 )
 
 // MeshFS holds the local-mode mesh config of Bookinfo for the default subnet
@@ -58,10 +60,28 @@ var Workloads = []Workload{
 // whose first three octets and trailing dot are subnetPrefix ("127.42.0.").
 // WorkloadEntriesYAML("127.0.0.") is mesh/workloads.yaml byte for byte.
 func WorkloadEntriesYAML(subnetPrefix string) []byte {
+	return WorkloadEntriesYAMLAnnotated(subnetPrefix, nil)
+}
+
+// WorkloadEntriesYAMLAnnotated is WorkloadEntriesYAML with annotations in
+// every entry's metadata, sorted by key (nil: none), e.g. Istio's
+// sidecar.istio.io/interceptionMode: REDIRECT for workloads whose sidecar
+// iptables feeds.
+func WorkloadEntriesYAMLAnnotated(subnetPrefix string, annotations map[string]string) []byte {
 	var b bytes.Buffer
-	b.WriteString("# Bookinfo workloads in local mode: one loopback address per workload.\n")
-	b.WriteString("# The label security.istio.io/tlsMode: istio marks a workload with a sidecar,\n")
-	b.WriteString("# so peers reach it on its sidecar's inbound port 15006.\n")
+	var meta bytes.Buffer
+	if len(annotations) > 0 {
+		meta.WriteString("  annotations:\n")
+		for _, k := range slices.Sorted(maps.Keys(annotations)) {
+			fmt.Fprintf(&meta, "    %s: %s\n", k, annotations[k])
+		}
+		b.WriteString("# Bookinfo workloads in local mode, each in its own network namespace.\n")
+		b.WriteString("# The label security.istio.io/tlsMode: istio marks a workload with a sidecar.\n")
+	} else {
+		b.WriteString("# Bookinfo workloads in local mode: one loopback address per workload.\n")
+		b.WriteString("# The label security.istio.io/tlsMode: istio marks a workload with a sidecar,\n")
+		b.WriteString("# so peers reach it on its sidecar's inbound port 15006.\n")
+	}
 	for i, w := range Workloads {
 		if i > 0 {
 			b.WriteString("---\n")
@@ -71,7 +91,7 @@ kind: WorkloadEntry
 metadata:
   name: %s
   namespace: %s
-  labels:
+%s  labels:
     app: %s
     version: %s
 spec:
@@ -81,7 +101,7 @@ spec:
     version: %s
     security.istio.io/tlsMode: istio
   serviceAccount: %s
-`, w.Name, Namespace, w.App, w.Version, w.Address(subnetPrefix), w.App, w.Version, w.ServiceAccount)
+`, w.Name, Namespace, meta.String(), w.App, w.Version, w.Address(subnetPrefix), w.App, w.Version, w.ServiceAccount)
 	}
 	return b.Bytes()
 }

@@ -195,12 +195,19 @@ func sample(name string) string { return filepath.Join(samplesDir, name) }
 // children may outlive it.
 func startDemo(t *testing.T, subnet string) *mesh {
 	t.Helper()
+	return startDemoArgs(t, "--subnet", subnet)
+}
+
+// startDemoArgs runs `loomctl demo` with the extra flags args and waits
+// for its ready line, as startDemo.
+func startDemoArgs(t *testing.T, args ...string) *mesh {
+	t.Helper()
 	port := freePort(t)
 	out := &testutil.SyncBuffer{}
 	ready := make(chan string, 1)
-	cmd := exec.Command(filepath.Join(binDir, "loomctl"), "demo",
-		"--subnet", subnet, "--ingress-port", strconv.Itoa(port), "--bin-dir", binDir,
-		"--config-dir", filepath.Join(t.TempDir(), "config"), "--logs-dir", filepath.Join(t.TempDir(), "logs"))
+	cmd := exec.Command(filepath.Join(binDir, "loomctl"), append([]string{"demo",
+		"--ingress-port", strconv.Itoa(port), "--bin-dir", binDir,
+		"--config-dir", filepath.Join(t.TempDir(), "config"), "--logs-dir", filepath.Join(t.TempDir(), "logs")}, args...)...)
 	cmd.Env = envWithout("LOOMD_ADDR")
 	cmd.SysProcAttr = demoSysProcAttr()
 	cmd.Stderr = out

@@ -146,6 +146,10 @@ type Service struct {
 	// this version: a DNS service gets no instances from its hosts.
 	Resolution networking.ServiceEntry_Resolution
 	Location   networking.ServiceEntry_Location
+	// Addresses are ServiceEntry.addresses as written: the service's
+	// virtual IPs (or CIDRs), which an intercepted client's connection is
+	// addressed to. Nil when the entry has none.
+	Addresses []string
 	// Instances are the inline endpoints and the selected WorkloadEntries,
 	// one per service port, sorted by address, service port and target port.
 	Instances []*Instance
@@ -182,7 +186,20 @@ type Instance struct {
 	// Locality is the entry's locality field, "region/zone/subzone"
 	// (any part may be empty, trailing parts omitted); empty when unset.
 	Locality string
+	// InterceptionMode is the WorkloadEntry's interception mode
+	// (Workload.InterceptionMode); empty for an inline endpoint.
+	InterceptionMode string
 }
+
+// AnnotationInterceptionMode is Istio's annotation of a workload's
+// traffic interception mode ("REDIRECT", "TPROXY" or "NONE"), read here
+// from a WorkloadEntry's metadata.annotations.
+const AnnotationInterceptionMode = "sidecar.istio.io/interceptionMode"
+
+// InterceptionRedirect is the interception mode of a workload whose
+// sidecar iptables REDIRECT feeds: peers address it at its app's own
+// ports.
+const InterceptionRedirect = "REDIRECT"
 
 // Workload is one WorkloadEntry.
 type Workload struct {
@@ -196,6 +213,11 @@ type Workload struct {
 	// Locality is WorkloadEntry.locality, "region/zone/subzone"; empty
 	// when unset.
 	Locality string
+	// InterceptionMode is the entry's sidecar.istio.io/interceptionMode
+	// annotation as written ("REDIRECT"); empty when absent, which in
+	// local mode means NONE (explicit: peers reach HTTP ports through the
+	// sidecar's inbound port 15006).
+	InterceptionMode string
 }
 
 // Key returns the WorkloadEntry's key.
@@ -221,6 +243,9 @@ func Workloads(snap *config.Snapshot) []*Workload {
 			ServiceAccount: we.GetServiceAccount(),
 			Weight:         we.GetWeight(),
 			Locality:       we.GetLocality(),
+			// Istio reads the annotation from the pod; a WorkloadEntry
+			// stands for the pod here.
+			InterceptionMode: r.Annotations[AnnotationInterceptionMode],
 		})
 	}
 	return out
@@ -258,6 +283,7 @@ func Services(snap *config.Snapshot) []*Service {
 				Ports:      ports,
 				Resolution: se.GetResolution(),
 				Location:   se.GetLocation(),
+				Addresses:  se.GetAddresses(),
 				Instances:  instances,
 			})
 		}
@@ -293,21 +319,22 @@ func servicePorts(se *networking.ServiceEntry) []Port {
 // hosts (Istio gives every host the same endpoints).
 func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, workloads []*Workload) []*Instance {
 	var out []*Instance
-	add := func(addr string, labels map[string]string, sa string, weight uint32, wl config.Key, portMap map[string]uint32, locality string) {
+	add := func(addr string, labels map[string]string, sa string, weight uint32, wl config.Key, portMap map[string]uint32, locality, mode string) {
 		for _, p := range ports {
 			target := p.TargetPort
 			if n, ok := portMap[p.Name]; ok && n != 0 {
 				target = n
 			}
 			out = append(out, &Instance{
-				Address:        addr,
-				ServicePort:    p,
-				TargetPort:     target,
-				Labels:         labels,
-				ServiceAccount: sa,
-				Weight:         weight,
-				Workload:       wl,
-				Locality:       locality,
+				Address:          addr,
+				ServicePort:      p,
+				TargetPort:       target,
+				Labels:           labels,
+				ServiceAccount:   sa,
+				Weight:           weight,
+				Workload:         wl,
+				Locality:         locality,
+				InterceptionMode: mode,
 			})
 		}
 	}
@@ -315,14 +342,14 @@ func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, 
 		if ep.GetAddress() == "" {
 			continue
 		}
-		add(ep.GetAddress(), ep.GetLabels(), ep.GetServiceAccount(), ep.GetWeight(), config.Key{}, ep.GetPorts(), ep.GetLocality())
+		add(ep.GetAddress(), ep.GetLabels(), ep.GetServiceAccount(), ep.GetWeight(), config.Key{}, ep.GetPorts(), ep.GetLocality(), "")
 	}
 	if sel := se.GetWorkloadSelector(); sel != nil {
 		for _, w := range workloads {
 			if w.Namespace != r.Namespace || !LabelsContain(w.Labels, sel.GetLabels()) {
 				continue
 			}
-			add(w.Address, w.Labels, w.ServiceAccount, w.Weight, w.Key(), w.Ports, w.Locality)
+			add(w.Address, w.Labels, w.ServiceAccount, w.Weight, w.Key(), w.Ports, w.Locality, w.InterceptionMode)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b *Instance) int {

@@ -220,3 +220,50 @@ func TestProtocolClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestInterceptionModeAndAddresses reads a WorkloadEntry's
+// sidecar.istio.io/interceptionMode annotation into its instances, and a
+// ServiceEntry's addresses into its service.
+func TestInterceptionModeAndAddresses(t *testing.T) {
+	svcs := Services(snapshot(t, `
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  addresses: [240.240.0.7]
+  ports:
+  - {number: 9000, name: tcp, protocol: TCP}
+  resolution: STATIC
+  workloadSelector: {labels: {app: echo}}
+  endpoints:
+  - {address: 10.0.0.9}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: echo-redirect
+  namespace: default
+  annotations: {sidecar.istio.io/interceptionMode: REDIRECT}
+spec: {address: 10.77.0.21, labels: {app: echo}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: echo-explicit, namespace: default}
+spec: {address: 10.77.0.22, labels: {app: echo}}
+`))
+	if len(svcs) != 1 {
+		t.Fatalf("got %d services, want 1", len(svcs))
+	}
+	if diff := cmp.Diff([]string{"240.240.0.7"}, svcs[0].Addresses); diff != "" {
+		t.Errorf("addresses (-want +got):\n%s", diff)
+	}
+	got := map[string]string{}
+	for _, in := range svcs[0].Instances {
+		got[in.Address] = in.InterceptionMode
+	}
+	want := map[string]string{"10.0.0.9": "", "10.77.0.21": InterceptionRedirect, "10.77.0.22": ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("interception modes by address (-want +got):\n%s", diff)
+	}
+}

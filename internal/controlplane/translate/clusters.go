@@ -197,12 +197,22 @@ func baseCluster(name string, proto registry.Protocol) (*clusterv3.Cluster, erro
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 	}
+	if err := setProtocolOptions(c, proto); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// setProtocolOptions sets c's upstream HTTP options for a port speaking
+// proto: h2c for HTTP2 and GRPC, nothing otherwise. It fails only when the
+// options cannot be packed.
+func setProtocolOptions(c *clusterv3.Cluster, proto registry.Protocol) error {
 	if h := httpProtocolOptions(proto); h != nil {
 		opts, err := packAny(h)
 		if err != nil {
-			return nil, fmt.Errorf("cluster %q: %w", name, err)
+			return fmt.Errorf("cluster %q: %w", c.GetName(), err)
 		}
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
 	}
-	return c, nil
+	return nil
 }

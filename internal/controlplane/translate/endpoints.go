@@ -67,10 +67,14 @@ type wrappedEndpoint struct {
 
 // instanceEndpoints returns the endpoints of outbound cluster oc: an
 // instance of its service port is in it when its labels contain the
-// subset's; its address is ADDRESS:15006 (its sidecar) when it is labelled
-// security.istio.io/tlsMode=istio and the port is HTTP, else
-// ADDRESS:targetPort: in explicit mode a sidecar cannot learn a TCP
-// connection's original destination, so TCP goes to the app directly. Duplicates are
+// subset's; its address is ADDRESS:targetPort, its app's own port, except
+// for an explicit-mode workload (its WorkloadEntry is not annotated
+// sidecar.istio.io/interceptionMode: REDIRECT) labelled
+// security.istio.io/tlsMode=istio on an HTTP port, which is reached at
+// ADDRESS:15006, its sidecar's inbound listener. (An explicit-mode sidecar
+// cannot learn a TCP connection's original destination, so TCP goes to
+// its app directly; a REDIRECT workload's iptables send every inbound
+// connection to its sidecar.) Duplicates are
 // dropped; the list is sorted by address and port. ipOnly leaves out every
 // address that is not an IP (for EDS); otherwise only unix:// sockets are
 // left out (for DNS clusters, whose host names the proxy resolves).
@@ -95,7 +99,7 @@ func collectEndpoints(oc outboundCluster, ipOnly bool) []wrappedEndpoint {
 			continue
 		}
 		port := in.TargetPort
-		if in.Labels[tlsModeLabel] == tlsModeIstio && oc.port.Protocol.IsHTTP() {
+		if in.InterceptionMode != registry.InterceptionRedirect && in.Labels[tlsModeLabel] == tlsModeIstio && oc.port.Protocol.IsHTTP() {
 			port = xdsapi.PortInbound
 		}
 		key := hostPort(in.Address, port)

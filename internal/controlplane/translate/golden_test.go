@@ -33,6 +33,8 @@ func TestGolden(t *testing.T) {
 		{"gateway-redirect", ingressRouter()},
 		{"authz", productpageSidecar()},
 		{"authz-gateway", ingressRouter()},
+		{"redirect", redirectSidecar(productpageSidecar())},
+		{"redirect-tcp", redirectSidecar(tcpEchoSidecar())},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

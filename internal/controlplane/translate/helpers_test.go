@@ -46,6 +46,25 @@ func productpageSidecar() *model.Proxy {
 	}
 }
 
+// redirectSidecar is p fed by iptables REDIRECT in its own network
+// namespace, as `loom-proxy --interception redirect` says it is.
+func redirectSidecar(p *model.Proxy) *model.Proxy {
+	p.InterceptionMode = "REDIRECT"
+	return p
+}
+
+// tcpEchoSidecar is the sidecar of testdata/redirect-tcp's tcp-echo-v1.
+func tcpEchoSidecar() *model.Proxy {
+	return &model.Proxy{
+		Type:      model.SidecarProxy,
+		ID:        "sidecar~10.77.0.21~tcp-echo-v1.default~default.svc.cluster.local",
+		IP:        "10.77.0.21",
+		Name:      "tcp-echo-v1",
+		Namespace: "default",
+		Labels:    map[string]string{"app": "tcp-echo", "version": "v1", "security.istio.io/tlsMode": "istio"},
+	}
+}
+
 func ingressRouter() *model.Proxy {
 	return &model.Proxy{
 		Type:             model.RouterProxy,

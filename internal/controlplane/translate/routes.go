@@ -33,18 +33,29 @@ const (
 // defaultRouteName is the name Istio gives a route it makes itself.
 const defaultRouteName = "default"
 
-// httpProxyRoute is the sidecar's outbound table: a virtual host per
-// (service, HTTP port), named "host:port", routed by the VirtualService
-// bound to the mesh for the host, or to the service port's cluster.
+// httpProxyRoute is the explicit-mode sidecar's outbound table
+// "http_proxy": a virtual host per (service, HTTP port) (outboundHTTPRoute).
 func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfiguration, error) {
-	rc := &routev3.RouteConfiguration{Name: xdsapi.HTTPProxyRoute, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
+	return outboundHTTPRoute(pc, p, xdsapi.HTTPProxyRoute, 0)
+}
+
+// outboundHTTPRoute is a sidecar's outbound table called name: a virtual
+// host per (service, HTTP port), named "host:port", for every HTTP port
+// of the services p sees or, when onlyPort is not 0, for that port only
+// (Istio's per-port table "9080" of transparent mode). Its domains are the
+// service's names (serviceDomains) and its virtual IPs, each with and
+// without the port, minus those an earlier virtual host took. It is routed
+// by the VirtualService bound to the mesh for the host, or to the service
+// port's cluster. It fails only when a typed config cannot be packed.
+func outboundHTTPRoute(pc *model.PushContext, p *model.Proxy, name string, onlyPort uint32) (*routev3.RouteConfiguration, error) {
+	rc := &routev3.RouteConfiguration{Name: name, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 	used := map[string]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !port.Protocol.IsHTTP() {
+			if !port.Protocol.IsHTTP() || onlyPort != 0 && port.Number != onlyPort {
 				continue
 			}
-			domains := uniqueDomains(used, serviceDomains(svc.Hostname, port.Number, p.Namespace))
+			domains := uniqueDomains(used, append(serviceDomains(svc.Hostname, port.Number, p.Namespace), vipDomains(svc, port.Number)...))
 			if len(domains) == 0 {
 				continue
 			}
@@ -76,6 +87,17 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfig
 	}
 	sortVirtualHosts(rc)
 	return rc, nil
+}
+
+// vipDomains are the virtual IPs of svc (its ServiceEntry addresses that
+// are IP addresses) as an authority would carry them, without and with
+// port, as Istio lists a service's cluster IP in its virtual host.
+func vipDomains(svc *registry.Service, port uint32) []string {
+	var out []string
+	for _, a := range serviceVIPs(svc) {
+		out = append(out, a, hostPort(a, port))
+	}
+	return out
 }
 
 // inboundRoute is the sidecar's inbound table: a virtual host per HTTP

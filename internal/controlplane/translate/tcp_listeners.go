@@ -3,6 +3,7 @@ package translate
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -85,7 +86,8 @@ func sidecarTCPListeners(pc *model.PushContext, p *model.Proxy) ([]*listenerv3.L
 	out := make([]*listenerv3.Listener, 0, len(ports))
 	for _, tp := range ports {
 		name := tcpListenerName(p.IP, tp.port)
-		proxy := tcpRouteProxy(pc, p, tp.service, tp.port)
+		// In explicit mode the client connects to its own sidecar's IP.
+		proxy := tcpRouteProxy(pc, p, tp.service, tp.port, netip.MustParseAddr(p.IP))
 		a, err := packAny(proxy)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -203,7 +204,7 @@ func TestTCPMatchApplies(t *testing.T) {
 			if err := prototextUnmarshal(tt.yaml, m); err != nil {
 				t.Fatal(err)
 			}
-			if got := tcpMatchApplies(m, p, "default", 9000); got != tt.want {
+			if got := tcpMatchApplies(m, p, "default", 9000, netip.MustParseAddr(p.IP)); got != tt.want {
 				t.Errorf("tcpMatchApplies(%s) = %v, want %v", tt.yaml, got, tt.want)
 			}
 		})

@@ -23,13 +23,13 @@ import (
 // stat_prefix is the cluster's name, or the service port's for weighted
 // clusters. idle_timeout is the DestinationRule's
 // connectionPool.tcp.idleTimeout of a single destination, when set.
-func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service, port uint32) *tcpv3.TcpProxy {
+func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service, port uint32, dst netip.Addr) *tcpv3.TcpProxy {
 	def := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
 	var dests []*networking.RouteDestination
 	vsNamespace := ""
 	if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
 		for _, tr := range vs.Spec.GetTcp() {
-			if tcpRouteApplies(tr, p, vs.Namespace, port) {
+			if tcpRouteApplies(tr, p, vs.Namespace, port, dst) {
 				dests, vsNamespace = tr.GetRoute(), vs.Namespace
 				break
 			}
@@ -91,12 +91,12 @@ func tcpIdleTimeout(pc *model.PushContext, name string) *durationpb.Duration {
 
 // tcpRouteApplies reports whether a tcp route applies on the sidecar p's
 // listener on port: it has no match, or one of its matches applies.
-func tcpRouteApplies(tr *networking.TCPRoute, p *model.Proxy, vsNamespace string, port uint32) bool {
+func tcpRouteApplies(tr *networking.TCPRoute, p *model.Proxy, vsNamespace string, port uint32, dst netip.Addr) bool {
 	if len(tr.GetMatch()) == 0 {
 		return true
 	}
 	return slices.ContainsFunc(tr.GetMatch(), func(m *networking.L4MatchAttributes) bool {
-		return tcpMatchApplies(m, p, vsNamespace, port)
+		return tcpMatchApplies(m, p, vsNamespace, port, dst)
 	})
 }
 
@@ -110,7 +110,7 @@ func tcpRouteApplies(tr *networking.TCPRoute, p *model.Proxy, vsNamespace string
 // IP, so the match applies when a subnet contains p.IP. sourceSubnet
 // (source_prefix_ranges) likewise matches the client app's address, which
 // in explicit mode is the sidecar's IP too.
-func tcpMatchApplies(m *networking.L4MatchAttributes, p *model.Proxy, vsNamespace string, port uint32) bool {
+func tcpMatchApplies(m *networking.L4MatchAttributes, p *model.Proxy, vsNamespace string, port uint32, dst netip.Addr) bool {
 	if m.GetPort() != 0 && m.GetPort() != port {
 		return false
 	}
@@ -130,7 +130,7 @@ func tcpMatchApplies(m *networking.L4MatchAttributes, p *model.Proxy, vsNamespac
 		return false
 	}
 	if subnets := m.GetDestinationSubnets(); len(subnets) > 0 && !slices.ContainsFunc(subnets, func(s string) bool {
-		return prefixContains(s, ip)
+		return dst.IsValid() && prefixContains(s, dst)
 	}) {
 		return false
 	}

@@ -32,7 +32,9 @@ type Resources struct {
 // for concurrent use: the same pc and p always give equal resources, each
 // list sorted by name.
 //
-// A sidecar gets the listeners virtualOutbound (p.IP:15001, an explicit
+// A sidecar whose INTERCEPTION_MODE is REDIRECT gets Istio's transparent
+// layout (redirectSidecarResources). Any other sidecar is in explicit
+// mode: it gets the listeners virtualOutbound (p.IP:15001, an explicit
 // HTTP proxy routed by the http_proxy table) and virtualInbound
 // (p.IP:15006, routed by inbound|http), a TCP proxy listener on p.IP:PORT
 // per TCP service port it sees (sidecarTCPListeners), an outbound EDS cluster per service
@@ -107,6 +109,16 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 	var r *Resources
 	switch p.Type {
 	case model.SidecarProxy:
+		if isRedirect(p) {
+			tcpAuthz, err := newAuthzBuilder(pc, p, mesh).tcpFilters()
+			if err != nil {
+				return nil, fmt.Errorf("translate proxy %q: authorization: %w", p.ID, err)
+			}
+			if r, err = redirectSidecarResources(pc, p, mesh, inboundAuthz{http: authz, tcp: tcpAuthz}); err != nil {
+				return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+			}
+			break
+		}
 		listeners, err := sidecarListeners(p, authz)
 		if err == nil {
 			listeners, err = appendTCPListeners(listeners, pc, p)

@@ -508,9 +508,10 @@ func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, []*Rou
 		rl.ListenerFilters = append(rl.ListenerFilters, f)
 	}
 	if rl.UseOriginalDst && !seen[OriginalDst] {
-		// Envoy hands off only connections whose destination a listener
-		// filter restored.
-		return nil, nil, ferr("use_original_dst", "needs the "+OriginalDstName+" listener filter")
+		// Envoy adds the filter itself when use_original_dst is set
+		// (ListenerImpl::buildOriginalDstListenerFilter); Istio's
+		// virtualOutbound lists no listener filters.
+		rl.ListenerFilters = append([]ListenerFilter{{Kind: OriginalDst}}, rl.ListenerFilters...)
 	}
 
 	chains := l.GetFilterChains()

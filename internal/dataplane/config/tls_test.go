@@ -97,6 +97,21 @@ func TestBuildDownstreamTLS(t *testing.T) {
 	}
 }
 
+// Envoy adds the original_dst listener filter itself when a listener has
+// use_original_dst and lists none, as Istio's virtualOutbound does.
+func TestUseOriginalDstAddsTheFilter(t *testing.T) {
+	l := tlsListener(t, istioDownstream())
+	l.UseOriginalDst = wrapperspb.Bool(true)
+	g, err := Build(Resources{Listeners: []proto.Message{l}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := g.Listeners["l"].ListenerFilters
+	if len(got) != 2 || got[0].Kind != OriginalDst || got[1].Kind != TLSInspector {
+		t.Fatalf("listener filters %+v, want original_dst then the listed tls_inspector", got)
+	}
+}
+
 func TestBuildClusterTransportSocketMatches(t *testing.T) {
 	c := testCluster()
 	c.TransportSocketMatches = []*clusterv3.Cluster_TransportSocketMatch{
@@ -256,11 +271,6 @@ func TestBuildTLSErrors(t *testing.T) {
 			l.PerConnectionBufferLimitBytes = wrapperspb.UInt32(1024)
 			return l
 		}(), `listener "l": per_connection_buffer_limit_bytes: not supported`},
-		{"use_original_dst without the filter", func() *listenerv3.Listener {
-			l := tlsListener(t, istioDownstream())
-			l.UseOriginalDst = wrapperspb.Bool(true)
-			return l
-		}(), `listener "l": use_original_dst: needs the envoy.filters.listener.original_dst listener filter`},
 		{"partial wildcard server name", func() *listenerv3.Listener {
 			l := tlsListener(t, istioDownstream())
 			l.FilterChains[0].FilterChainMatch.ServerNames = []string{"www.*.com"}

@@ -1,0 +1,680 @@
+package translate
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// Transparent mode (INTERCEPTION_MODE REDIRECT): iptables in the
+// workload's network namespace redirects the app's outbound TCP to 15001
+// and every inbound TCP connection to 15006, and the proxy reads the
+// original destination (SO_ORIGINAL_DST). The listener layout is Istio's
+// (pilot/pkg/networking/core listener_builder.go, listener_inbound.go):
+//
+//   - virtualOutbound 0.0.0.0:15001, use_original_dst: a connection is
+//     handed to the listener of its original destination (VIP:PORT, else
+//     0.0.0.0:PORT); unmatched ones take virtualOutbound-catchall-tcp to
+//     PassthroughCluster (ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY),
+//     and a connection addressed to 15001 itself virtualOutbound-blackhole;
+//   - per service port, bind_to_port false: "0.0.0.0_9080" (HTTP, RDS
+//     "9080" routed by Host) and, for TCP, "VIP_9000" per service address
+//     or "0.0.0.0_9000" for a service without one;
+//   - virtualInbound 0.0.0.0:15006 with the original_dst listener filter
+//     (and the inspectors its chains need): a filter chain per target port
+//     of the workload's services, matched on destination_port, to the
+//     inbound cluster "inbound|PORT||", plus Istio's passthrough chains to
+//     InboundPassthroughCluster for every other port.
+
+// Istio's names of transparent mode (pilot/pkg/model and networking/util).
+const (
+	virtualOutboundBlackholeChain = "virtualOutbound-blackhole"
+	virtualOutboundCatchAllTCP    = "virtualOutbound-catchall-tcp"
+	virtualInboundBlackholeChain  = "virtualInbound-blackhole"
+	virtualInboundCatchAllHTTP    = "virtualInbound-catchall-http"
+	inboundPassthroughCluster     = "InboundPassthroughCluster"
+	wildcardBind                  = "0.0.0.0"
+	rawBufferTransport            = "raw_buffer"
+	tlsTransport                  = "tls"
+	originalDstListenerFilter     = "envoy.filters.listener.original_dst"
+	tlsInspectorListenerFilter    = "envoy.filters.listener.tls_inspector"
+	httpInspectorListenerFilter   = "envoy.filters.listener.http_inspector"
+	inboundPassthroughStatPrefix  = inboundPassthroughCluster
+	inboundPassthroughBindAddress = "127.0.0.6"
+	inboundPassthroughChainPort   = 0
+)
+
+// protocolDetectionTimeout is MeshConfig.protocolDetectionTimeout's
+// default, Istio's virtualInbound listener_filters_timeout: 0, no timeout.
+const protocolDetectionTimeout = 0 * time.Second
+
+// plaintextHTTPALPNs are the application protocols http_inspector reports
+// for plaintext HTTP that Istio's chains match (without HTTP/1.0).
+var plaintextHTTPALPNs = []string{"http/1.1", "h2c"}
+
+// isRedirect reports whether iptables REDIRECT feeds proxy p (its node
+// metadata INTERCEPTION_MODE is REDIRECT). Any other mode, absent
+// included, is served the explicit layout.
+func isRedirect(p *model.Proxy) bool { return p.InterceptionMode == xdsapi.InterceptionRedirect }
+
+// inboundAuthz are the authorization filters of virtualInbound's chains
+// (authz.go): HTTP filters before an HCM's others, network filters before
+// a tcp_proxy.
+type inboundAuthz struct {
+	http []*hcmv3.HttpFilter
+	tcp  []*listenerv3.Filter
+}
+
+// redirectSidecarResources is the transparent-mode sidecar's config:
+// virtualOutbound, the per-port outbound listeners and their route tables,
+// virtualInbound (its chains carrying authz), the outbound clusters and
+// endpoints as in explicit mode, the inbound clusters, BlackHoleCluster,
+// PassthroughCluster and InboundPassthroughCluster.
+func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, authz inboundAuthz) (*Resources, error) {
+	vo, err := virtualOutboundListener(mesh)
+	if err != nil {
+		return nil, err
+	}
+	outListeners, routes, err := outboundPortListeners(pc, p, mesh)
+	if err != nil {
+		return nil, err
+	}
+	chains := inboundChainConfigs(pc, p)
+	vi, err := virtualInboundListener(chains, authz)
+	if err != nil {
+		return nil, err
+	}
+	outbound, err := outboundClusters(pc)
+	if err != nil {
+		return nil, err
+	}
+	inbound, err := redirectInboundClusters(chains)
+	if err != nil {
+		return nil, err
+	}
+	bh, err := blackHoleCluster()
+	if err != nil {
+		return nil, err
+	}
+	clusters := append(append(outbound, inbound...), bh, redirectPassthroughCluster(), originalDstInboundCluster(inboundPassthroughCluster))
+	return &Resources{
+		Listeners: append([]*listenerv3.Listener{vo, vi}, outListeners...),
+		Routes:    routes,
+		Clusters:  clusters,
+		Endpoints: outboundEndpoints(pc, p),
+	}, nil
+}
+
+// tcpProxyChain is a filter chain whose only filter is a tcp_proxy to
+// cluster, with the cluster's name as stat_prefix.
+func tcpProxyChain(name string, match *listenerv3.FilterChainMatch, cluster string, before ...*listenerv3.Filter) (*listenerv3.FilterChain, error) {
+	return tcpProxyFilterChain(name, match, &tcpv3.TcpProxy{
+		StatPrefix:       cluster,
+		ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster},
+	}, before...)
+}
+
+// tcpProxyFilterChain is a filter chain of the network filters before,
+// then tp.
+func tcpProxyFilterChain(name string, match *listenerv3.FilterChainMatch, tp *tcpv3.TcpProxy, before ...*listenerv3.Filter) (*listenerv3.FilterChain, error) {
+	a, err := packAny(tp)
+	if err != nil {
+		return nil, fmt.Errorf("filter chain %q: %w", name, err)
+	}
+	return &listenerv3.FilterChain{
+		Name:             name,
+		FilterChainMatch: match,
+		Filters: append(slices.Clone(before), &listenerv3.Filter{
+			Name:       tcpProxyFilter,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a},
+		}),
+	}, nil
+}
+
+// virtualOutboundListener is Istio's virtualOutbound: 0.0.0.0:15001,
+// use_original_dst, with the chains of buildOutboundCatchAllNetworkFilterChains:
+// virtualOutbound-blackhole for a connection whose original destination
+// port is 15001 itself (no loop), and virtualOutbound-catchall-tcp to
+// PassthroughCluster under ALLOW_ANY or BlackHoleCluster under
+// REGISTRY_ONLY for destinations no listener claims.
+func virtualOutboundListener(mesh *meshv1alpha1.MeshConfig) (*listenerv3.Listener, error) {
+	blackhole, err := tcpProxyChain(virtualOutboundBlackholeChain,
+		&listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(xdsapi.PortOutbound)}, xdsapi.BlackHoleCluster)
+	if err != nil {
+		return nil, err
+	}
+	egress := PassthroughCluster
+	if outboundPolicyMode(mesh) == meshv1alpha1.MeshConfig_OutboundTrafficPolicy_REGISTRY_ONLY {
+		egress = xdsapi.BlackHoleCluster
+	}
+	catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, egress)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:             xdsapi.VirtualOutboundListener,
+		Address:          socketAddress(wildcardBind, xdsapi.PortOutbound),
+		UseOriginalDst:   wrapperspb.Bool(true),
+		FilterChains:     []*listenerv3.FilterChain{blackhole, catchAll},
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+	}, nil
+}
+
+// proxyPorts are the ports of the sidecar itself and its agent, which get
+// no outbound listener (Istio drops listeners that conflict with its own):
+// 15000 admin, 15001, 15006, 15008 HBONE, 15010 and 15014 loomd's, 15020,
+// 15021 health, 15090 Prometheus.
+var proxyPorts = map[uint32]bool{
+	xdsapi.PortProxyAdmin: true, xdsapi.PortOutbound: true, xdsapi.PortInbound: true, 15008: true,
+	xdsapi.PortXDS: true, xdsapi.PortMonitoring: true, 15020: true, 15021: true, 15090: true,
+}
+
+// serviceVIPs returns the ServiceEntry addresses of svc that are IP
+// addresses, as written; CIDRs get no listener of their own.
+func serviceVIPs(svc *registry.Service) []string {
+	var out []string
+	for _, a := range svc.Addresses {
+		if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" {
+			out = append(out, ip.String())
+		}
+	}
+	return out
+}
+
+// listenerName is Istio's name of a listener or chain on bind:port,
+// "0.0.0.0_9080" or "240.240.0.3_9000".
+func listenerName(bind string, port uint32) string {
+	return bind + "_" + strconv.FormatUint(uint64(port), 10)
+}
+
+// outboundPortListeners returns the transparent-mode sidecar's per-port
+// outbound listeners (bind_to_port false: only virtualOutbound hands
+// connections to them) and the route tables of the HTTP ones:
+//
+//   - "0.0.0.0_PORT" per HTTP port of the services p sees, an HTTP
+//     connection manager on RDS "PORT" (outboundHTTPRoute, ending with
+//     the allow_any or block_all virtual host);
+//   - per TCP port (as isTCP) of a service, "VIP_PORT" on each of its
+//     virtual IPs, or "0.0.0.0_PORT" for a service without one (the first
+//     in host order, as Istio keeps one service on a conflicting
+//     0.0.0.0_PORT; an HTTP port takes precedence), with a tcp_proxy
+//     routed as tcpRouteProxy.
+//
+// The proxy's own ports (proxyPorts) get none. It fails only when a typed
+// config cannot be packed.
+func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.Listener, []*routev3.RouteConfiguration, error) {
+	var httpPorts []uint32
+	for _, svc := range pc.Services() {
+		for _, port := range svc.Ports {
+			if port.Protocol.IsHTTP() && !proxyPorts[port.Number] && !slices.Contains(httpPorts, port.Number) {
+				httpPorts = append(httpPorts, port.Number)
+			}
+		}
+	}
+	slices.Sort(httpPorts)
+	var listeners []*listenerv3.Listener
+	var routes []*routev3.RouteConfiguration
+	for _, port := range httpPorts {
+		name := listenerName(wildcardBind, port)
+		routeName := strconv.FormatUint(uint64(port), 10)
+		l, err := httpListener(name, wildcardBind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		l.BindToPort = wrapperspb.Bool(false)
+		rc, err := outboundHTTPRoute(pc, p, routeName, port)
+		if err != nil {
+			return nil, nil, err
+		}
+		addCatchAll(rc, mesh)
+		listeners, routes = append(listeners, l), append(routes, rc)
+	}
+	taken := map[string]bool{}
+	for _, port := range httpPorts {
+		taken[listenerName(wildcardBind, port)] = true
+	}
+	for _, svc := range pc.Services() {
+		for _, port := range svc.Ports {
+			if !isTCP(port.Protocol) || proxyPorts[port.Number] {
+				continue
+			}
+			binds := serviceVIPs(svc)
+			if len(binds) == 0 {
+				binds = []string{wildcardBind}
+			}
+			for _, bind := range binds {
+				name := listenerName(bind, port.Number)
+				if taken[name] {
+					continue
+				}
+				taken[name] = true
+				// A VIP listener's connections all go to the VIP; a
+				// wildcard one's destination is not known here.
+				var dst netip.Addr
+				if bind != wildcardBind {
+					dst, _ = netip.ParseAddr(bind)
+				}
+				chain, err := tcpProxyFilterChain("", nil, tcpRouteProxy(pc, p, svc, port.Number, dst))
+				if err != nil {
+					return nil, nil, fmt.Errorf("listener %q: %w", name, err)
+				}
+				listeners = append(listeners, &listenerv3.Listener{
+					Name:             name,
+					Address:          socketAddress(bind, port.Number),
+					BindToPort:       wrapperspb.Bool(false),
+					TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+					FilterChains:     []*listenerv3.FilterChain{chain},
+				})
+			}
+		}
+	}
+	return listeners, routes, nil
+}
+
+// listenerProtocol is Istio's ListenerProtocol of an inbound port.
+type listenerProtocol int
+
+const (
+	protocolTCP  listenerProtocol = iota // tcp_proxy
+	protocolHTTP                         // HTTP connection manager
+	protocolAuto                         // sniffed: an HTTP chain for http/1.1 and h2c, a TCP chain for the rest
+)
+
+// inboundProtocol maps a port's protocol as Istio's
+// ModelProtocolToListenerProtocol: the HTTP family is HTTP, an unknown
+// protocol is sniffed, the rest (TCP, TLS, HTTPS, Mongo, ...) is TCP.
+func inboundProtocol(p registry.Protocol) listenerProtocol {
+	switch {
+	case p == registry.Unknown:
+		return protocolAuto
+	case p.IsHTTP():
+		return protocolHTTP
+	}
+	return protocolTCP
+}
+
+// inboundChainConfig is one inbound port of the workload: Istio's
+// inboundChainConfig without TLS.
+type inboundChainConfig struct {
+	// servicePort is the service's port (virtual host name), targetPort
+	// the app's (chain match, chain and cluster names).
+	servicePort, targetPort uint32
+	protocol                registry.Protocol
+	// endpoint, when set, is the Sidecar ingress defaultEndpoint for the
+	// port, "127.0.0.1:8080": the inbound cluster is STATIC to it.
+	endpoint string
+}
+
+// clusterName is the chain's inbound cluster, keyed by target port as
+// Istio's BuildInboundSubsetKey.
+func (cc inboundChainConfig) clusterName() string {
+	return xdsapi.ClusterName(xdsapi.Inbound, cc.targetPort, "", "")
+}
+
+// inboundChainConfigs lists the inbound ports of p's workload sorted by
+// target port: one per target port of the instances of the services
+// selecting it, the first service (in host order) winning a target port
+// two of them share, as Istio's getFilterChainsByServicePort. A Sidecar
+// ingress listener on the target port with a defaultEndpoint sets the
+// port's endpoint.
+func inboundChainConfigs(pc *model.PushContext, p *model.Proxy) []inboundChainConfig {
+	endpoints := map[uint32]string{}
+	for _, in := range pc.Sidecar().GetSpec().GetIngress() {
+		if ep := in.GetDefaultEndpoint(); ep != "" && in.GetPort() != nil {
+			if _, err := netip.ParseAddrPort(ep); err == nil {
+				endpoints[in.GetPort().GetNumber()] = ep
+			}
+		}
+	}
+	var out []inboundChainConfig
+	seen := map[uint32]bool{}
+	for _, si := range pc.InstancesForProxy(p) {
+		tp := si.Instance.TargetPort
+		if seen[tp] || proxyPorts[tp] {
+			continue
+		}
+		seen[tp] = true
+		out = append(out, inboundChainConfig{
+			servicePort: si.Instance.ServicePort.Number,
+			targetPort:  tp,
+			protocol:    si.Instance.ServicePort.Protocol,
+			endpoint:    endpoints[tp],
+		})
+	}
+	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
+	return out
+}
+
+// inboundFilterChains returns the chains of one inbound port, as Istio's
+// inboundChainForOpts with plaintext options (no PeerAuthentication in
+// this version): "0.0.0.0_PORT" matching destination_port PORT and
+// transport_protocol raw_buffer, with an HTTP connection manager (HTTP)
+// or a tcp_proxy (TCP), and both for a sniffed port, the HTTP one
+// matching application_protocols http/1.1 and h2c; each after the
+// authorization filters authz (AuthorizationPolicy on TCP ports needs this
+// inbound hop).
+func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz) ([]*listenerv3.FilterChain, error) {
+	name := listenerName(wildcardBind, cc.targetPort)
+	match := func(alpn []string) *listenerv3.FilterChainMatch {
+		return &listenerv3.FilterChainMatch{
+			DestinationPort:      wrapperspb.UInt32(cc.targetPort),
+			TransportProtocol:    rawBufferTransport,
+			ApplicationProtocols: alpn,
+		}
+	}
+	httpChain := func(alpn []string) (*listenerv3.FilterChain, error) {
+		rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10))
+		return inboundHTTPChain(name, match(alpn), "inbound_"+name, rc, authz.http)
+	}
+	switch inboundProtocol(cc.protocol) {
+	case protocolHTTP:
+		c, err := httpChain(nil)
+		if err != nil {
+			return nil, err
+		}
+		return []*listenerv3.FilterChain{c}, nil
+	case protocolAuto:
+		h, err := httpChain(plaintextHTTPALPNs)
+		if err != nil {
+			return nil, err
+		}
+		t, err := tcpProxyChain(name, match(nil), cc.clusterName(), authz.tcp...)
+		if err != nil {
+			return nil, err
+		}
+		return []*listenerv3.FilterChain{h, t}, nil
+	}
+	c, err := tcpProxyChain(name, match(nil), cc.clusterName(), authz.tcp...)
+	if err != nil {
+		return nil, err
+	}
+	return []*listenerv3.FilterChain{c}, nil
+}
+
+// inboundHTTPRouteConfig is Istio's inline inbound route table: named
+// after the cluster, one virtual host "inbound|http|PORT" for any
+// authority with the route "default" to cluster (no retries: the app is
+// local).
+func inboundHTTPRouteConfig(cluster, port string) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: cluster,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    inboundVirtualHostName(port),
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{defaultRoute(cluster, nil)},
+		}},
+		MaxDirectResponseBodySizeBytes: maxDirectResponseBody,
+	}
+}
+
+// inboundHTTPChain is a chain named name with an HTTP connection manager
+// carrying rc inline, with the filters of httpListener after authz.
+func inboundHTTPChain(name string, match *listenerv3.FilterChainMatch, statPrefix string, rc *routev3.RouteConfiguration, authz []*hcmv3.HttpFilter) (*listenerv3.FilterChain, error) {
+	l, err := httpListener(name, wildcardBind, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND, statPrefix, rc.GetName(), hcmOptions{authz: authz})
+	if err != nil {
+		return nil, err
+	}
+	fc := l.GetFilterChains()[0]
+	var h hcmv3.HttpConnectionManager
+	if err := fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(&h); err != nil {
+		return nil, fmt.Errorf("filter chain %q: %w", name, err)
+	}
+	h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: rc}
+	a, err := packAny(&h)
+	if err != nil {
+		return nil, fmt.Errorf("filter chain %q: %w", name, err)
+	}
+	fc.Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: a}
+	fc.Name, fc.FilterChainMatch = name, match
+	return fc, nil
+}
+
+// inboundPassthroughChains are Istio's buildInboundPassthroughChains with
+// plaintext options: virtualInbound-blackhole for a connection addressed
+// to 15006 itself; virtualInbound-catchall-http (http/1.1 or h2c, raw
+// buffer) routing any request to InboundPassthroughCluster; and
+// virtualInbound (raw buffer) proxying any other connection there.
+func inboundPassthroughChains(authz inboundAuthz) ([]*listenerv3.FilterChain, error) {
+	blackhole, err := tcpProxyChain(virtualInboundBlackholeChain,
+		&listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(xdsapi.PortInbound)}, xdsapi.BlackHoleCluster)
+	if err != nil {
+		return nil, err
+	}
+	rc := inboundHTTPRouteConfig(inboundPassthroughCluster, strconv.Itoa(inboundPassthroughChainPort))
+	http, err := inboundHTTPChain(virtualInboundCatchAllHTTP,
+		&listenerv3.FilterChainMatch{ApplicationProtocols: plaintextHTTPALPNs, TransportProtocol: rawBufferTransport},
+		inboundPassthroughStatPrefix, rc, authz.http)
+	if err != nil {
+		return nil, err
+	}
+	tcp, err := tcpProxyChain(xdsapi.VirtualInboundListener,
+		&listenerv3.FilterChainMatch{TransportProtocol: rawBufferTransport}, inboundPassthroughCluster, authz.tcp...)
+	if err != nil {
+		return nil, err
+	}
+	return []*listenerv3.FilterChain{blackhole, http, tcp}, nil
+}
+
+// virtualInboundListener is Istio's virtualInbound: 0.0.0.0:15006, the
+// passthrough chains then the chains of every inbound port, with
+// continue_on_listener_filters_timeout, listener_filters_timeout 0s (mesh
+// protocolDetectionTimeout's default: no timeout) and the listener filters
+// of populateListenerFilters.
+func virtualInboundListener(ccs []inboundChainConfig, authz inboundAuthz) (*listenerv3.Listener, error) {
+	chains, err := inboundPassthroughChains(authz)
+	if err != nil {
+		return nil, err
+	}
+	for _, cc := range ccs {
+		cs, err := inboundFilterChains(cc, authz)
+		if err != nil {
+			return nil, err
+		}
+		chains = append(chains, cs...)
+	}
+	l := &listenerv3.Listener{
+		Name:                             xdsapi.VirtualInboundListener,
+		Address:                          socketAddress(wildcardBind, xdsapi.PortInbound),
+		FilterChains:                     chains,
+		TrafficDirection:                 corev3.TrafficDirection_INBOUND,
+		ContinueOnListenerFiltersTimeout: true,
+		ListenerFiltersTimeout:           durationpb.New(protocolDetectionTimeout),
+	}
+	if l.ListenerFilters, err = inboundListenerFilters(chains); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// inboundListenerFilters is Istio's populateListenerFilters for a listener
+// that does not bind its port: original_dst first; tls_inspector when a
+// chain matches transport_protocol tls; http_inspector when a chain
+// matches application protocol http/1.1 or h2c. Chains without a
+// destination_port (port 0) speak for every port no chain names. As
+// Istio's buildTLSInspector, tls_inspector enabled for port 0 is disabled
+// on the named ports that do not need it, else enabled only on those that
+// do; as buildHTTPInspector, http_inspector is disabled on every port
+// (0 included) that does not need it (filter_disabled).
+func inboundListenerFilters(chains []*listenerv3.FilterChain) ([]*listenerv3.ListenerFilter, error) {
+	type inspectors struct{ tls, http bool }
+	byPort := map[uint32]inspectors{}
+	for _, fc := range chains {
+		m := fc.GetFilterChainMatch()
+		port := m.GetDestinationPort().GetValue()
+		i := byPort[port]
+		i.tls = i.tls || m.GetTransportProtocol() == tlsTransport
+		i.http = i.http || slices.ContainsFunc(m.GetApplicationProtocols(), func(ap string) bool { return ap == "http/1.1" || ap == "h2c" })
+		byPort[port] = i
+	}
+	ports := make([]uint32, 0, len(byPort))
+	for p := range byPort {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	where := func(want func(inspectors) bool, skipZero bool) (out []uint32) {
+		for _, p := range ports {
+			if (p != 0 || !skipZero) && want(byPort[p]) {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	od, err := listenerFilter(originalDstListenerFilter, &originaldstv3.OriginalDst{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := []*listenerv3.ListenerFilter{od}
+	if len(where(func(i inspectors) bool { return i.tls }, false)) > 0 {
+		var pred *listenerv3.ListenerFilterChainMatchPredicate
+		if byPort[0].tls {
+			if off := where(func(i inspectors) bool { return !i.tls }, true); len(off) > 0 {
+				pred = portsPredicate(off)
+			}
+		} else if on := where(func(i inspectors) bool { return i.tls }, true); len(on) > 0 {
+			pred = &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_NotMatch{
+				NotMatch: portsPredicate(on),
+			}}
+		}
+		f, err := listenerFilter(tlsInspectorListenerFilter, &tlsinspectorv3.TlsInspector{}, pred)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	if len(where(func(i inspectors) bool { return i.http }, false)) > 0 {
+		var pred *listenerv3.ListenerFilterChainMatchPredicate
+		if off := where(func(i inspectors) bool { return !i.http }, false); len(off) > 0 {
+			pred = portsPredicate(off)
+		}
+		f, err := listenerFilter(httpInspectorListenerFilter, &httpinspectorv3.HttpInspector{}, pred)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// portsPredicate matches a connection to any of ports: a
+// destination_port_range [p, p+1) each, or-ed when there are several, as
+// Istio's listenerPredicateExcludePorts.
+func portsPredicate(ports []uint32) *listenerv3.ListenerFilterChainMatchPredicate {
+	var rules []*listenerv3.ListenerFilterChainMatchPredicate
+	for _, p := range ports {
+		rules = append(rules, &listenerv3.ListenerFilterChainMatchPredicate{
+			Rule: &listenerv3.ListenerFilterChainMatchPredicate_DestinationPortRange{
+				DestinationPortRange: &typev3.Int32Range{Start: int32(p), End: int32(p) + 1},
+			},
+		})
+	}
+	if len(rules) == 1 {
+		return rules[0]
+	}
+	return &listenerv3.ListenerFilterChainMatchPredicate{Rule: &listenerv3.ListenerFilterChainMatchPredicate_OrMatch{
+		OrMatch: &listenerv3.ListenerFilterChainMatchPredicate_MatchSet{Rules: rules},
+	}}
+}
+
+// listenerFilter packs a listener filter with its typed config.
+func listenerFilter(name string, cfg proto.Message, disabled *listenerv3.ListenerFilterChainMatchPredicate) (*listenerv3.ListenerFilter, error) {
+	a, err := packAny(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("listener filter %q: %w", name, err)
+	}
+	return &listenerv3.ListenerFilter{
+		Name:           name,
+		ConfigType:     &listenerv3.ListenerFilter_TypedConfig{TypedConfig: a},
+		FilterDisabled: disabled,
+	}, nil
+}
+
+// redirectInboundClusters returns the inbound cluster of every chain
+// config: Istio's ORIGINAL_DST cluster to the connection's original
+// destination (the app's IP and port) from 127.0.0.6, which iptables lets
+// through (ISTIO_OUTPUT returns for source 127.0.0.6 on lo); or, for a
+// Sidecar ingress defaultEndpoint, a STATIC cluster to that endpoint
+// (127.0.0.1:PORT is the app's loopback in its network namespace).
+func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, error) {
+	var out []*clusterv3.Cluster
+	for _, cc := range ccs {
+		if cc.endpoint == "" {
+			c := originalDstInboundCluster(cc.clusterName())
+			if err := setProtocolOptions(c, cc.protocol); err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+			continue
+		}
+		c, err := baseCluster(cc.clusterName(), cc.protocol)
+		if err != nil {
+			return nil, err
+		}
+		ap := netip.MustParseAddrPort(cc.endpoint)
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}}
+		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
+			ClusterName: cc.clusterName(),
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(ap.Addr().String(), uint32(ap.Port()), 1)},
+			}},
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// originalDstInboundCluster is Istio's inbound ORIGINAL_DST cluster called
+// name: redirectOriginalDstCluster connecting from 127.0.0.6
+// (upstream_bind_config).
+func originalDstInboundCluster(name string) *clusterv3.Cluster {
+	c := redirectOriginalDstCluster(name)
+	c.UpstreamBindConfig = &corev3.BindConfig{
+		SourceAddress: &corev3.SocketAddress{
+			Address:       inboundPassthroughBindAddress,
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
+		},
+	}
+	return c
+}
+
+// redirectPassthroughCluster is Istio's PassthroughCluster of transparent
+// mode: ORIGINAL_DST to the connection's original destination.
+func redirectPassthroughCluster() *clusterv3.Cluster {
+	return redirectOriginalDstCluster(PassthroughCluster)
+}
+
+// redirectOriginalDstCluster is an ORIGINAL_DST cluster to the
+// connection's original destination (CLUSTER_PROVIDED, no header), with
+// unlimited circuit breakers.
+func redirectOriginalDstCluster(name string) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ConnectTimeout:       durationpb.New(connectTimeout),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		CircuitBreakers:      &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}},
+	}
+}

@@ -1,0 +1,453 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/loom-mesh/loom/internal/local"
+)
+
+// Transparent interception end to end: `loomctl demo --interception
+// redirect` in network namespaces loomt-* on 10.78.0.0/24 (the demo's own
+// default is loom-* on 10.77.0.0/24, so a running demo is left alone),
+// plus namespaces the test adds to its bridge.
+const (
+	redirectPrefix = "loomt"
+	redirectSubnet = "10.78.0.0/24"
+	redirectLoomd  = "10.78.0.1:15014"
+	redirectXDS    = "10.78.0.1:15010"
+)
+
+// requireRoot skips t, saying why, when the test cannot create network
+// namespaces and iptables rules.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("e2e: SKIPPED: transparent interception needs root (network namespaces, veths, iptables); run the tests as root")
+	}
+}
+
+// redirectNetnsGone fails t when a namespace or link of the test's prefix
+// is left.
+func redirectNetnsGone(t *testing.T) {
+	t.Helper()
+	out, _ := exec.Command("ip", "netns", "list").CombinedOutput()
+	links, _ := exec.Command("ip", "-o", "link", "show").CombinedOutput()
+	for _, l := range strings.Split(string(out)+string(links), "\n") {
+		if strings.Contains(l, redirectPrefix+"-") || strings.Contains(l, " "+redirectPrefix+"h") {
+			t.Errorf("left after the demo stopped: %s", l)
+		}
+	}
+}
+
+// startRedirectDemo runs the Bookinfo demo in transparent mode and checks,
+// when the test ends, that it removed every namespace, veth and the
+// bridge.
+func startRedirectDemo(t *testing.T) *mesh {
+	t.Helper()
+	t.Cleanup(func() { redirectNetnsGone(t) }) // runs after the demo's stop
+	return startDemoArgs(t, "--interception", "redirect", "--netns-prefix", redirectPrefix, "--netns-subnet", redirectSubnet)
+}
+
+// TestRedirectBookinfo (a): the product page through the ingress gateway,
+// with the apps unchanged and no HTTP_PROXY, reviews balanced round robin
+// over v1, v2 and v3; Istio's virtual-service-all-v1.yaml, unchanged,
+// sends everything to v1.
+func TestRedirectBookinfo(t *testing.T) {
+	requireRoot(t)
+	m := startRedirectDemo(t)
+	anon := newClient(t)
+
+	t.Run("round robin over v1 v2 v3", func(t *testing.T) {
+		counts := countVersions(t, anon, m.pageURL, 300)
+		for _, v := range []string{"v1", "v2", "v3"} {
+			if counts[v] < 80 || counts[v] > 120 {
+				t.Errorf("300 requests were served by %v, want about 100 each of v1, v2, v3", counts)
+				break
+			}
+		}
+	})
+	t.Run("all v1", func(t *testing.T) {
+		applyAt(t, redirectLoomd, sample("destination-rule-all.yaml"), "destinationrule.networking.istio.io/reviews ")
+		applyAt(t, redirectLoomd, sample("virtual-service-all-v1.yaml"), "virtualservice.networking.istio.io/reviews ")
+		pollUntil(t, "10 requests in a row served by reviews-v1", func() bool { return allServedBy(t, anon, m.pageURL, 10, "v1") })
+		if counts := countVersions(t, anon, m.pageURL, 100); counts["v1"] != 100 {
+			t.Errorf("100 requests with all traffic on v1 were served by %v", counts)
+		}
+	})
+}
+
+// netnsFd opens the network namespace name (ip netns keeps it at
+// /var/run/netns/NAME).
+func netnsFd(t *testing.T, name string) *os.File {
+	t.Helper()
+	f, err := os.Open(filepath.Join("/var/run/netns", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// inNetns runs f on an OS thread switched into network namespace ns: a
+// socket f creates belongs to ns for its whole life, whichever thread
+// uses it later. The thread is switched back before it is unlocked: a
+// thread that exits would fire the parent-death signal of every child
+// process forked from it (the demo's included).
+func inNetns(t *testing.T, ns string, f func() error) error {
+	t.Helper()
+	target := netnsFd(t, ns)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		own, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer own.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Stay locked: the goroutine's exit ends the thread.
+			errc <- fmt.Errorf("setns back from %s: %w", ns, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// listenIn listens on addr inside ns.
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := inNetns(t, ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dialIn connects to addr from inside ns, as an app there would.
+func dialIn(t *testing.T, ns, addr string) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	err := inNetns(t, ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return err })
+	return c, err
+}
+
+// joinNetns adds namespace loomt-NAME at .octet to the demo's bridge (with
+// a sidecar's iptables rules when redirect) and removes it in t.Cleanup.
+func joinNetns(t *testing.T, name string, octet int, redirect bool) string {
+	t.Helper()
+	leave, err := local.LeaveCommands(redirectPrefix, redirectSubnet, name, octet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll := func(cmds []local.Command, check bool) {
+		for _, c := range cmds {
+			cmd := exec.Command(c.Args[0], c.Args[1:]...)
+			cmd.Stdin = strings.NewReader(c.Stdin)
+			if out, err := cmd.CombinedOutput(); err != nil && check {
+				t.Fatalf("%s: %v: %s", strings.Join(c.Args, " "), err, out)
+			}
+		}
+	}
+	runAll(leave, false) // a leftover of an earlier run
+	join, err := local.JoinCommands(redirectPrefix, redirectSubnet, name, octet, redirect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { runAll(leave, false) })
+	runAll(join, true)
+	return redirectPrefix + "-" + name
+}
+
+// proc is a process the test started.
+type proc struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// startIn runs bin with args inside ns (ip netns exec), its output in a
+// log file; it is stopped by PID (SIGTERM, then SIGKILL) in t.Cleanup.
+func startIn(t *testing.T, ns, name, bin string, args ...string) *proc {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, filepath.Join(binDir, bin)}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, log: log, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			data, _ := os.ReadFile(log)
+			t.Logf("%s log:\n%s", name, tailLines(string(data), 30))
+		}
+	})
+	return p
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// logHas reports whether p's log has a line containing every one of subs.
+func (p *proc) logHas(subs ...string) bool {
+	f, err := os.Open(p.log)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(sc.Text(), s)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// startSidecar runs loom-proxy --interception redirect in ns for the
+// workload name at ip.
+func startSidecar(t *testing.T, ns, name, ip, labels string) *proc {
+	t.Helper()
+	return startIn(t, ns, name+"-proxy", "loom-proxy", "sidecar", "--interception", "redirect", "--ip", ip, "--name", name,
+		"--namespace", "default", "--labels", labels, "--xds-addr", redirectXDS)
+}
+
+// serveEcho echoes every connection accepted on ln.
+func serveEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+	}
+}
+
+// echoOnce sends msg on a new connection from ns to addr and returns
+// what came back.
+func echoOnce(t *testing.T, ns, addr, msg string) (string, error) {
+	t.Helper()
+	c, err := dialIn(t, ns, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.WriteString(c, msg); err != nil {
+		return "", err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return "", err
+	}
+	return string(buf), nil
+}
+
+// tcpEchoYAML is a TCP service with a VIP, whose one workload is
+// annotated as Istio's REDIRECT mode.
+const tcpEchoYAML = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: tcp-echo
+  namespace: default
+spec:
+  hosts:
+  - tcp-echo.default.svc.cluster.local
+  addresses:
+  - 240.240.0.90
+  location: MESH_INTERNAL
+  ports:
+  - number: 9000
+    name: tcp
+    protocol: TCP
+  resolution: STATIC
+  workloadSelector:
+    labels:
+      app: tcp-echo
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: tcp-echo-v1
+  namespace: default
+  annotations:
+    sidecar.istio.io/interceptionMode: REDIRECT
+spec:
+  address: 10.78.0.21
+  labels:
+    app: tcp-echo
+    version: v1
+    security.istio.io/tlsMode: istio
+`
+
+// registryOnlyYAML blocks traffic to unknown destinations for the client
+// workload only (Istio's Sidecar outboundTrafficPolicy).
+const registryOnlyYAML = `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: client-registry-only
+  namespace: default
+spec:
+  workloadSelector:
+    labels:
+      app: client
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+`
+
+// TestRedirectTCPAndEgress runs, beside the Bookinfo demo, a TCP echo
+// workload and a client workload (each in a namespace with a sidecar), an
+// external server and a plain client (namespaces without sidecar):
+//
+//	(b) the client's connection to the service VIP goes through both
+//	    sidecars; the server's sidecar logs it on inbound|9000||;
+//	(c) the client reaches the external server through PassthroughCluster
+//	    under ALLOW_ANY, and not under REGISTRY_ONLY;
+//	(d) the plain client connecting to the echo workload's app port is
+//	    redirected into its sidecar, which logs it: what STRICT mTLS will
+//	    refuse.
+func TestRedirectTCPAndEgress(t *testing.T) {
+	requireRoot(t)
+	startRedirectDemo(t)
+
+	echoNS := joinNetns(t, "echo", 21, true)
+	clientNS := joinNetns(t, "client", 22, true)
+	plainNS := joinNetns(t, "plain", 23, false)
+	extNS := joinNetns(t, "ext", 24, false)
+
+	go serveEcho(listenIn(t, echoNS, "10.78.0.21:9000"))
+	ext := listenIn(t, extNS, "10.78.0.24:8000")
+	go func() {
+		_ = http.Serve(ext, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "external") }))
+	}()
+
+	f := filepath.Join(t.TempDir(), "tcp-echo.yaml")
+	if err := os.WriteFile(f, []byte(tcpEchoYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	applyAt(t, redirectLoomd, f, "serviceentry.networking.istio.io/tcp-echo ")
+	echoProxy := startSidecar(t, echoNS, "tcp-echo-v1", "10.78.0.21", "app=tcp-echo,version=v1")
+	clientProxy := startSidecar(t, clientNS, "client", "10.78.0.22", "app=client")
+
+	t.Run("b: tcp through both sidecars", func(t *testing.T) {
+		if !poll(30*time.Second, func() bool {
+			got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "ping")
+			return err == nil && got == "ping"
+		}) {
+			got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "ping")
+			t.Fatalf("echo through the VIP: %q, %v", got, err)
+		}
+		for i := 0; i < 20; i++ {
+			msg := fmt.Sprintf("hello %d", i)
+			if got, err := echoOnce(t, clientNS, "240.240.0.90:9000", msg); err != nil || got != msg {
+				t.Fatalf("echo %d: %q, %v", i, got, err)
+			}
+		}
+		pollUntil(t, "the client sidecar's outbound log line", func() bool {
+			return clientProxy.logHas("outbound|9000||tcp-echo.default.svc.cluster.local", "240.240.0.90:9000")
+		})
+		pollUntil(t, "the server sidecar's inbound log line from the client sidecar", func() bool {
+			return echoProxy.logHas("inbound|9000||", "10.78.0.22:")
+		})
+	})
+
+	t.Run("d: a client without sidecar is redirected into the server's sidecar", func(t *testing.T) {
+		if got, err := echoOnce(t, plainNS, "10.78.0.21:9000", "plain"); err != nil || got != "plain" {
+			t.Fatalf("plain echo: %q, %v", got, err)
+		}
+		pollUntil(t, "the server sidecar's inbound log line from the plain client", func() bool {
+			return echoProxy.logHas("inbound|9000||", "10.78.0.23:")
+		})
+	})
+
+	get := func() (string, error) {
+		c, err := dialIn(t, clientNS, "10.78.0.24:8000")
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: 10.78.0.24:8000\r\nConnection: close\r\n\r\n"); err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	t.Run("c: ALLOW_ANY passes through", func(t *testing.T) {
+		body, err := get()
+		if err != nil || !strings.HasSuffix(body, "external") {
+			t.Fatalf("GET the external server: %q, %v", body, err)
+		}
+		pollUntil(t, "the client sidecar's PassthroughCluster log line", func() bool {
+			return clientProxy.logHas("PassthroughCluster", "10.78.0.24:8000")
+		})
+	})
+	t.Run("c: REGISTRY_ONLY blocks", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "registry-only.yaml")
+		if err := os.WriteFile(f, []byte(registryOnlyYAML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		applyAt(t, redirectLoomd, f, "sidecar.networking.istio.io/client-registry-only ")
+		if !poll(15*time.Second, func() bool { body, _ := get(); return !strings.Contains(body, "external") }) {
+			t.Fatal("the external server still answers under REGISTRY_ONLY")
+		}
+		pollUntil(t, "the client sidecar's BlackHoleCluster log line", func() bool {
+			return clientProxy.logHas("BlackHoleCluster", "10.78.0.24:8000")
+		})
+		// The mesh service still works.
+		if got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "still"); err != nil || got != "still" {
+			t.Errorf("echo under REGISTRY_ONLY: %q, %v", got, err)
+		}
+	})
+}
