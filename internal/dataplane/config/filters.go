@@ -18,6 +18,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter/jwtauthn"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/ratelimit"
 )
 
 // builtinFilters are the HTTP filters this version implements besides the
@@ -30,6 +31,7 @@ var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
 		jwtauthn.Factory{},
 		rbac.Factory{},
 		extauthz.Factory{},
+		ratelimit.Factory{},
 	)
 })
 
@@ -58,14 +60,15 @@ const (
 type filterBuilder struct {
 	reg   *filter.Registry
 	slots map[string]int
+	deps  filter.Deps // for Factory.Build
 }
 
-func newFilterBuilder() (*filterBuilder, error) {
+func newFilterBuilder(deps filter.Deps) (*filterBuilder, error) {
 	reg, err := builtinFilters()
 	if err != nil {
 		return nil, err
 	}
-	return &filterBuilder{reg: reg, slots: map[string]int{}}, nil
+	return &filterBuilder{reg: reg, slots: map[string]int{}, deps: deps}, nil
 }
 
 func (b *filterBuilder) slot(name string) int {
@@ -191,7 +194,7 @@ func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) ([]HTTPFilter, 
 		if err != nil {
 			return nil, ferr(p+".typed_config", "%s", err)
 		}
-		flt, err := f.Build(cfg)
+		flt, err := f.Build(cfg, b.deps)
 		if err != nil {
 			return nil, ferr(p, "build %s: %v", f.Name(), err)
 		}

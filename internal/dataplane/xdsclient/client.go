@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -50,6 +51,10 @@ type Options struct {
 	// after each failed stream and resets after a stream that received a
 	// response. Defaults DefaultMinBackoff and DefaultMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
+	// FilterDeps are the proxy's services the HTTP filters of each
+	// generation are built with (config.BuildWith); the zero value has
+	// none.
+	FilterDeps filter.Deps
 }
 
 // Client is an ADS state-of-the-world client. Create it with New and
@@ -276,7 +281,7 @@ func (c *Client) build(resp *discoveryv3.DiscoveryResponse) (*config.Generation,
 		Endpoints: pick(xdsapi.EndpointType),
 		Versions:  versions,
 	}
-	g, err := config.Build(res, c.gen)
+	g, err := config.BuildWith(res, c.gen, c.opts.FilterDeps)
 	if err != nil {
 		return nil, err
 	}

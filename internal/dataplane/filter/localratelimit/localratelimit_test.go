@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
@@ -127,24 +128,29 @@ func TestParse(t *testing.T) {
 		{name: "istio task", want: &Config{
 			StatPrefix: "http_local_rate_limiter", Status: 429, Bucket: &TokenBucket{4, 4, time.Minute},
 			Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100},
-			ResponseHeaders: []Header{{Key: "X-Local-Rate-Limit", Value: "true", Overwrite: true}},
+			ResponseHeaders:      []Header{{Key: "X-Local-Rate-Limit", Value: "true", Overwrite: true}},
+			AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20,
 		}},
 		{name: "defaults: 0 % enabled, one token per fill, status below 400 is 429", mod: func(m *lrlv3.LocalRateLimit) {
 			m.FilterEnabled, m.FilterEnforced, m.ResponseHeadersToAdd = nil, nil, nil
 			m.TokenBucket.TokensPerFill = nil
 			m.Status = &typev3.HttpStatus{Code: typev3.StatusCode_OK}
 		}, want: &Config{StatPrefix: "http_local_rate_limiter", Status: 429, Bucket: &TokenBucket{4, 1, time.Minute},
-			Enabled: Fraction{0, 100}, Enforced: Fraction{0, 100}}},
+			Enabled: Fraction{0, 100}, Enforced: Fraction{0, 100}, AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20}},
 		{name: "no token bucket at the HCM level limits nothing", mod: func(m *lrlv3.LocalRateLimit) {
 			m.TokenBucket, m.ResponseHeadersToAdd = nil, nil
 			m.Status = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
-		}, want: &Config{StatPrefix: "http_local_rate_limiter", Status: 503, Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100}}},
+		}, want: &Config{StatPrefix: "http_local_rate_limiter", Status: 503, Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100},
+			AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20}},
 		{name: "override needs a token bucket", override: true, mod: func(m *lrlv3.LocalRateLimit) { m.TokenBucket = nil },
 			wantErr: "token_bucket: must be set in a route or virtual host override"},
 		{name: "stat_prefix", mod: func(m *lrlv3.LocalRateLimit) { m.StatPrefix = "" }, wantErr: "stat_prefix: must not be empty"},
-		{name: "descriptors", mod: func(m *lrlv3.LocalRateLimit) {
+		{name: "empty descriptor", mod: func(m *lrlv3.LocalRateLimit) {
 			m.Descriptors = append(m.Descriptors, nil)
-		}, wantErr: "descriptors: not supported"},
+		}, wantErr: "descriptors[0].entries: must not be empty"},
+		{name: "filter-level rate_limits", mod: func(m *lrlv3.LocalRateLimit) {
+			m.RateLimits = append(m.RateLimits, &routev3.RateLimit{})
+		}, wantErr: "rate_limits: not supported"},
 		{name: "per connection", mod: func(m *lrlv3.LocalRateLimit) { m.LocalRateLimitPerDownstreamConnection = true },
 			wantErr: "local_rate_limit_per_downstream_connection: not supported"},
 		{name: "short fill interval", mod: func(m *lrlv3.LocalRateLimit) { m.TokenBucket.FillInterval = durationpb.New(time.Millisecond) },
@@ -211,7 +217,7 @@ func build(t *testing.T, m *lrlv3.LocalRateLimit, override bool) (*Config, filte
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Factory{}.Build(cfg)
+	f, err := Factory{}.Build(cfg, filter.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
