@@ -5,6 +5,7 @@
 //	loomd --config-dir DIR [--xds-addr 127.0.0.1:15010] [--monitoring-addr 127.0.0.1:15014]
 //	      [--debounce-after 100ms] [--debounce-max 1s] [--log-level info]
 //	      [--mesh-config FILE] [--jwks-ca-file FILE] [--jwks-refresh-interval 20m]
+//	      [--ratelimit-addr IP:PORT --ratelimit-redis HOST:PORT [--ratelimit-config FILE|DIR]]
 //
 // --mesh-config is a YAML MeshConfig (Istio's meshConfig; only
 // outboundTrafficPolicy is read). Without it the mesh is Istio's default,
@@ -35,6 +36,14 @@
 // refreshed every --jwks-refresh-interval and inlined into the proxies'
 // config, as istiod does by default. https servers are verified against
 // the system roots plus --jwks-ca-file (PEM).
+//
+// --ratelimit-addr starts the rate limit service (Envoy's
+// envoy.service.ratelimit.v3, envoyproxy/ratelimit's semantics) on that
+// address, counting in the Redis at --ratelimit-redis. Proxies reach it at
+// that address, which must be an IP they can dial. Its configuration is the
+// files of --ratelimit-config (envoyproxy/ratelimit's YAML, read at start)
+// plus the domain "loom" generated from the RateLimitPolicies of the config
+// dir. Without it, RateLimitPolicy global limits are refused.
 //
 // Bad config never stops loomd: it logs the errors, serves the last good
 // (at first, empty) config and reports the errors on /debug/configz. It
@@ -90,6 +99,11 @@ type options struct {
 	// JWKS fetching for RequestAuthentication.
 	jwksCAFile  string
 	jwksRefresh time.Duration
+	// The rate limit service: listen address, Redis, and the files of
+	// its own config; none when rateLimitAddr is "".
+	rateLimitAddr   string
+	rateLimitRedis  string
+	rateLimitConfig string
 }
 
 func main() {
@@ -118,6 +132,9 @@ func newCommand(stderr io.Writer) *cobra.Command {
 			if o.debounceAfter <= 0 || o.debounceMax < o.debounceAfter {
 				return fmt.Errorf("--debounce-after (%v) must be > 0 and <= --debounce-max (%v)", o.debounceAfter, o.debounceMax)
 			}
+			if err := checkRateLimitFlags(o); err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 			return run(cmd.Context(), o, log)
 		},
@@ -138,6 +155,9 @@ func newCommand(stderr io.Writer) *cobra.Command {
 	f.DurationVar(&o.maxWorkloadCertTTL, "max-workload-cert-ttl", ca.DefaultMaxWorkloadCertTTL, "longest lifetime a certificate request may ask for")
 	f.StringVar(&o.jwksCAFile, "jwks-ca-file", "", "PEM roots trusted, besides the system's, for https jwksUri fetches")
 	f.DurationVar(&o.jwksRefresh, "jwks-refresh-interval", jwks.DefaultRefreshInterval, "how often a fetched JWKS is fetched again")
+	f.StringVar(&o.rateLimitAddr, "ratelimit-addr", "", "serve the rate limit service (gRPC) on this IP:PORT, which proxies dial (default: none)")
+	f.StringVar(&o.rateLimitRedis, "ratelimit-redis", "", "the rate limit service's Redis, HOST:PORT (required with --ratelimit-addr)")
+	f.StringVar(&o.rateLimitConfig, "ratelimit-config", "", "rate limit service config: an envoyproxy/ratelimit YAML file or a directory of them, read at start")
 	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
 		panic(err)
 	}
@@ -183,9 +203,23 @@ func jwksRoots(file string) (*x509.CertPool, error) {
 // run serves until ctx is done. It returns an error only when an address
 // cannot be bound or a server fails.
 func run(ctx context.Context, o options, log *slog.Logger) error {
-	store, err := config.NewStore(config.StoreOptions{Dir: o.configDir, Validate: validation.ValidateAll, Logger: log})
+	validate := validation.ValidateAll
+	if o.rateLimitAddr == "" {
+		validate = func(rs []*config.Resource) config.Errors {
+			return append(validation.ValidateAll(rs), validation.RateLimitServiceRequired(rs)...)
+		}
+	}
+	store, err := config.NewStore(config.StoreOptions{Dir: o.configDir, Validate: validate, Logger: log})
 	if err != nil {
 		return err
+	}
+	rls, err := newRateLimitService(o, store, log)
+	if err != nil {
+		return err
+	}
+	rlsAddr := ""
+	if rls != nil {
+		rlsAddr = rls.svc.Addr()
 	}
 	// Subscribed before the first load, so no change is missed.
 	changes := store.Subscribe()
@@ -220,7 +254,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		OnChange: func() { xdsSrv.Trigger() }})
 	keys.Update(store.Snapshot())
 	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
-		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current()})
+		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current(), RateLimitService: rlsAddr})
 	}
 	xdsSrv, err = xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
 		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure})
@@ -249,6 +283,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	serve("xds", xdsSrv.Run)
 	serve("api", apiSrv.Run)
+	if rls != nil {
+		serve("ratelimit", rls.svc.Run)
+		wg.Go(func() { rls.watch(ctx) })
+	}
 	wg.Go(func() {
 		// A watch that cannot be set up leaves loomd serving what it has.
 		if err := store.Run(ctx); err != nil {
