@@ -82,7 +82,7 @@ func TestRateLimitServiceRequired(t *testing.T) {
 func TestRateLimitPolicyDecode(t *testing.T) {
 	for doc, want := range map[string]string{
 		"apiVersion: networking.istio.io/v1\nkind: RateLimitPolicy\nmetadata: {name: p}\nspec: {}\n": `in.yaml:1: RateLimitPolicy default/p: apiVersion: "networking.istio.io/v1": RateLimitPolicy is served as loom.dev/{v1alpha1}`,
-		rlpDoc("  limits: [{requestsPerUnit: 1, unit: second, burst: 2}]\n"):                          `in.yaml:1: RateLimitPolicy default/p: spec.limits[0].burst: unknown field`,
+		rlpDoc("  limits: [{requestsPerUnit: 1, unit: second, burst: 2}]\n"):                         `in.yaml:1: RateLimitPolicy default/p: spec.limits[0].burst: unknown field`,
 	} {
 		_, errs := config.Decode("in.yaml", []byte(doc))
 		if len(errs) != 1 || errs[0].Error() != want {

@@ -90,7 +90,7 @@ func (f *fakeRLS) ShouldRateLimit(_ context.Context, req *rlsv3.RateLimitRequest
 		b.WriteString(" " + k)
 		f.counts[k]++
 		st := &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK,
-			CurrentLimit: &rlsv3.RateLimitResponse_RateLimit{RequestsPerUnit: uint32(f.limit), Unit: rlsv3.RateLimitResponse_RateLimit_MINUTE},
+			CurrentLimit:   &rlsv3.RateLimitResponse_RateLimit{RequestsPerUnit: uint32(f.limit), Unit: rlsv3.RateLimitResponse_RateLimit_MINUTE},
 			LimitRemaining: uint32(max(f.limit-f.counts[k], 0)), DurationUntilReset: durationpb.New(42 * time.Second)}
 		if f.counts[k] > f.limit {
 			st.Code, resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT, rlsv3.RateLimitResponse_OVER_LIMIT
