@@ -86,6 +86,17 @@ const (
 	VHRateLimitsIgnore
 )
 
+// VHRateLimitsOf converts the value of either proto enum of the option
+// (envoy.extensions.common.ratelimit.v3.VhRateLimitsOptions and
+// RateLimitPerRoute.VhRateLimitsOptions, both OVERRIDE 0, INCLUDE 1,
+// IGNORE 2); false for any other value.
+func VHRateLimitsOf(v int32) (VHRateLimits, bool) {
+	if v < int32(VHRateLimitsOverride) || v > int32(VHRateLimitsIgnore) {
+		return 0, false
+	}
+	return VHRateLimits(v), true
+}
+
 // DescriptorEntry is one (key, value) of a rate limit descriptor
 // (envoy.extensions.common.ratelimit.v3.RateLimitDescriptor.Entry).
 type DescriptorEntry struct{ Key, Value string }

@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -160,17 +159,7 @@ func startRateLimitProxy(t *testing.T) *rlProxy {
 // them.
 func (p *rlProxy) apply(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) {
 	p.t.Helper()
-	var res config.Resources
-	for _, l := range ls {
-		res.Listeners = append(res.Listeners, l)
-	}
-	for _, r := range rcs {
-		res.Routes = append(res.Routes, r)
-	}
-	for _, c := range cs {
-		res.Clusters = append(res.Clusters, c)
-	}
-	g, err := config.BuildWith(res, p.gen.Load(), filter.Deps{GRPC: p.grpc, ServiceCluster: "gateway"})
+	g, err := config.BuildWith(resources(ls, rcs, cs), p.gen.Load(), filter.Deps{GRPC: p.grpc, ServiceCluster: "gateway"})
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -358,9 +347,9 @@ func TestRateLimitNACKs(t *testing.T) {
 		res  config.Resources
 		want string
 	}{
-		{"unknown cluster", config.Resources{Listeners: toMsgs(rateLimitListener(t, lAddr, "rc", istioRateLimit(true)))},
+		{"unknown cluster", resources([]*listenerv3.Listener{rateLimitListener(t, lAddr, "rc", istioRateLimit(true))}, nil, nil),
 			`rate_limit_service.grpc_service.envoy_grpc.cluster_name = "rate_limit_cluster": must name a cluster of the config`},
-		{"metadata action", config.Resources{Routes: toMsgs(routeConfig("rc", vhost("vh", []string{"*"}, rt)))},
+		{"metadata action", resources(nil, []*routev3.RouteConfiguration{routeConfig("rc", vhost("vh", []string{"*"}, rt))}, nil),
 			`route_config "rc": virtual_hosts[0].routes[0].route.rate_limits[0].actions[0].metadata: not supported`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -370,12 +359,4 @@ func TestRateLimitNACKs(t *testing.T) {
 			}
 		})
 	}
-}
-
-func toMsgs[M proto.Message](ms ...M) []proto.Message {
-	out := make([]proto.Message, len(ms))
-	for i, m := range ms {
-		out[i] = m
-	}
-	return out
 }

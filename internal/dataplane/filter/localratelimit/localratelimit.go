@@ -205,16 +205,11 @@ func fromProto(m *lrlv3.LocalRateLimit, override bool) (*Config, error) {
 		AlwaysConsumeDefault:  true,
 		MaxDynamicDescriptors: defaultMaxDynamicDescriptors,
 	}
-	switch m.GetVhRateLimits() {
-	case ratelimitcommonv3.VhRateLimitsOptions_OVERRIDE:
-		c.VHRateLimits = filter.VHRateLimitsOverride
-	case ratelimitcommonv3.VhRateLimitsOptions_INCLUDE:
-		c.VHRateLimits = filter.VHRateLimitsInclude
-	case ratelimitcommonv3.VhRateLimitsOptions_IGNORE:
-		c.VHRateLimits = filter.VHRateLimitsIgnore
-	default:
+	vh, ok := filter.VHRateLimitsOf(int32(m.GetVhRateLimits()))
+	if !ok {
 		return nil, fmt.Errorf("vh_rate_limits = %s: must be OVERRIDE, INCLUDE or IGNORE", m.GetVhRateLimits())
 	}
+	c.VHRateLimits = vh
 	if v := m.GetAlwaysConsumeDefaultTokenBucket(); v != nil {
 		c.AlwaysConsumeDefault = v.GetValue()
 	}

@@ -227,17 +227,11 @@ func (Factory) ParseOverride(cfg *anypb.Any) (filter.Config, error) {
 	if err := cfg.UnmarshalTo(&m); err != nil {
 		return nil, fmt.Errorf("decode RateLimitPerRoute: %w", err)
 	}
-	pr := &PerRoute{Domain: m.GetDomain()}
-	switch m.GetVhRateLimits() {
-	case rlv3.RateLimitPerRoute_OVERRIDE:
-		pr.VHRateLimits = filter.VHRateLimitsOverride
-	case rlv3.RateLimitPerRoute_INCLUDE:
-		pr.VHRateLimits = filter.VHRateLimitsInclude
-	case rlv3.RateLimitPerRoute_IGNORE:
-		pr.VHRateLimits = filter.VHRateLimitsIgnore
-	default:
+	vh, ok := filter.VHRateLimitsOf(int32(m.GetVhRateLimits()))
+	if !ok {
 		return nil, fmt.Errorf("vh_rate_limits = %s: must be OVERRIDE, INCLUDE or IGNORE", m.GetVhRateLimits())
 	}
+	pr := &PerRoute{Domain: m.GetDomain(), VHRateLimits: vh}
 	switch {
 	case m.GetOverrideOption() != rlv3.RateLimitPerRoute_DEFAULT:
 		return nil, fmt.Errorf("override_option = %s: not supported (must be DEFAULT)", m.GetOverrideOption())
