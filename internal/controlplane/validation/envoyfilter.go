@@ -46,8 +46,12 @@ var ProxyHTTPFilterTypes = []string{
 	"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
 	"type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
 	RateLimitTypeURL,
-	RateLimitPerRouteTypeURL,
 }
+
+// proxyOverrideTypes are the typed_per_filter_config types loom-proxy
+// reads besides ProxyHTTPFilterTypes' (a per-route type is not a filter's
+// config).
+var proxyOverrideTypes = []string{RateLimitPerRouteTypeURL}
 
 // Type URLs of the global rate limit filter's config and per-route
 // override.
@@ -401,7 +405,7 @@ func (c *checker) mergeValue(p string, raw *structpb.Struct, val proto.Message) 
 		c.rateLimits(p, v.GetRateLimits())
 	}
 	for _, k := range sortedKeys(tpfc) {
-		if u := FilterTypeURL(tpfc[k]); !slices.Contains(ProxyHTTPFilterTypes, u) {
+		if u := FilterTypeURL(tpfc[k]); !slices.Contains(ProxyHTTPFilterTypes, u) && !slices.Contains(proxyOverrideTypes, u) {
 			c.errf(fmt.Sprintf("%s.typed_per_filter_config[%s]", p, k), "Unsupported value: %q: %s", u, Unsupported)
 		}
 	}

@@ -118,10 +118,14 @@ func TestEnvoyFilter(t *testing.T) {
           "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
           rate_limit_service: {grpc_service: {google_grpc: {target_uri: "rls:8081", stat_prefix: rls}}}
           rate_limits: [{actions: [{generic_key: {descriptor_value: x}}]}]
+  - applyTo: HTTP_FILTER
+    patch: {operation: INSERT_FIRST, value: {name: y, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute}}}
   - applyTo: VIRTUAL_HOST
     patch:
       operation: MERGE
       value:
+        typed_per_filter_config:
+          envoy.filters.http.ratelimit: {"@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute, vh_rate_limits: INCLUDE}
         rate_limits:
         - stage: 11
           actions: [{metadata: {descriptor_key: k, metadata_key: {key: a, path: [{key: b}]}}}, {request_headers: {header_name: x-user, descriptor_key: user}}]
@@ -130,9 +134,10 @@ func TestEnvoyFilter(t *testing.T) {
 		`spec.configPatches[0].patch.value.typed_config.domain: Required value: the rate limit domain`,
 		`spec.configPatches[0].patch.value.typed_config.rate_limit_service.grpc_service.google_grpc: not supported by this version of Loom (use envoy_grpc)`,
 		`spec.configPatches[0].patch.value.typed_config.rate_limits: not supported by this version of Loom (set rate_limits on the route or virtual host)`,
-		`spec.configPatches[1].patch.value.rate_limits[0].stage: Invalid value: 11: must be 0-10`,
-		`spec.configPatches[1].patch.value.rate_limits[0].actions[0]: not supported by this version of Loom (supported actions: source_cluster, destination_cluster, request_headers, remote_address, generic_key, header_value_match, masked_remote_address, query_parameters, query_parameter_value_match)`,
-		`spec.configPatches[1].patch.value.rate_limits[1].actions: Required value: at least one action`,
+		`spec.configPatches[1].patch.value.typed_config: Unsupported value: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": the HTTP filter "y" is not supported by this version of Loom`,
+		`spec.configPatches[2].patch.value.rate_limits[0].stage: Invalid value: 11: must be 0-10`,
+		`spec.configPatches[2].patch.value.rate_limits[0].actions[0]: not supported by this version of Loom (supported actions: source_cluster, destination_cluster, request_headers, remote_address, generic_key, header_value_match, masked_remote_address, query_parameters, query_parameter_value_match)`,
+		`spec.configPatches[2].patch.value.rate_limits[1].actions: Required value: at least one action`,
 	}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
