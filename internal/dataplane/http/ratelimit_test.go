@@ -27,7 +27,6 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
-	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
@@ -141,29 +140,24 @@ func pathAction() *routev3.RateLimit {
 		RequestHeaders: &routev3.RateLimit_Action_RequestHeaders{HeaderName: ":path", DescriptorKey: "PATH"}}}}}
 }
 
-// rlProxy is a proxy with gRPC clients, as loom-proxy wires them.
-type rlProxy struct {
-	*proxy
-	grpc *upstream.GRPCClients
-}
+// rlProxy is a proxy whose generations are built with the filter deps
+// loom-proxy gives (the service cluster "gateway"); filters reach clusters
+// through the cluster manager, as in loom-proxy.
+type rlProxy struct{ *proxy }
 
 func startRateLimitProxy(t *testing.T) *rlProxy {
 	t.Helper()
-	p := startProxy(t, build(t, nil, nil, nil, nil))
-	gc := upstream.NewGRPCClients(p.clusters, &p.gen, nil)
-	t.Cleanup(func() { gc.Close() })
-	return &rlProxy{proxy: p, grpc: gc}
+	return &rlProxy{startProxy(t, build(t, nil, nil, nil, nil))}
 }
 
-// apply builds the resources with the proxy's gRPC clients and applies
+// apply builds the resources with the proxy's filter deps and applies
 // them.
 func (p *rlProxy) apply(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) {
 	p.t.Helper()
-	g, err := config.BuildWith(resources(ls, rcs, cs), p.gen.Load(), filter.Deps{GRPC: p.grpc, ServiceCluster: "gateway"})
+	g, err := config.BuildWith(resources(ls, rcs, cs), p.gen.Load(), filter.Deps{ServiceCluster: "gateway"})
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	p.grpc.Update(g)
 	p.proxy.apply(g)
 }
 

@@ -111,10 +111,13 @@ func (okRLS) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.R
 	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 }
 
-// dialer is a filter.GRPCClients with one connection to addr.
-type dialer struct{ cc *grpc.ClientConn }
+// upstreams is a filter.Upstreams with one gRPC connection.
+type upstreams struct{ cc *grpc.ClientConn }
 
-func (d dialer) ClientConn(string) (grpc.ClientConnInterface, error) { return d.cc, nil }
+func (u upstreams) GRPC(string, string) (grpc.ClientConnInterface, error) { return u.cc, nil }
+func (upstreams) RoundTrip(string, *http.Request) (*http.Response, error) {
+	return nil, http.ErrNotSupported
+}
 
 // BenchmarkFilter measures what the filter adds to a request whose route
 // has one rate limit: the descriptor, the ShouldRateLimit call to an
@@ -138,7 +141,7 @@ func BenchmarkFilter(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f, err := Factory{}.Build(cfg, filter.Deps{HasCluster: func(string) bool { return true }, GRPC: dialer{cc}})
+	f, err := Factory{}.Build(cfg, filter.Deps{HasCluster: func(string) bool { return true }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -148,7 +151,7 @@ func BenchmarkFilter(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			st := &filter.State{Route: &filter.RouteInfo{Cluster: "be", ClusterExists: true, RateLimits: policy}}
+			st := &filter.State{Upstreams: upstreams{cc}, Route: &filter.RouteInfo{Cluster: "be", ClusterExists: true, RateLimits: policy}}
 			r := httptest.NewRequest(http.MethodGet, "/productpage", nil)
 			r = r.WithContext(filter.NewContext(r.Context(), st))
 			w := httptest.NewRecorder()
