@@ -17,8 +17,8 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/jwtauthn"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
-	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/ratelimit"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
 )
 
 // builtinFilters are the HTTP filters this version implements besides the
