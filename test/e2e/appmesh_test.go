@@ -62,7 +62,6 @@ type appWorkload struct {
 	Gateway bool
 }
 
-
 // clientOctet is the client workload's address in every appMesh.
 const clientOctet = 100
 
