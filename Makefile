@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # -race in CI and locally; the e2e binaries are built without it inside the test.
 TESTFLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build demo test test-deps lint fuzz bench clean ui browser-deps node-deps
+.PHONY: all build demo test test-deps lint fuzz bench clean ui browser-deps node-deps proto redis
 
 all: build
 
@@ -65,7 +65,7 @@ test-deps:
 
 # LOOM_REQUIRE_BROWSER=1: the browser tests fail, rather than skip, without
 # Chromium or the front-end bundle.
-test: lint test-deps ui browser-deps
+test: lint test-deps redis ui browser-deps
 	LOOM_REQUIRE_BROWSER=1 $(GO) test $(TESTFLAGS) $(PKGS)
 	$(MAKE) fuzz
 
@@ -81,6 +81,24 @@ fuzz:
 	  echo "fuzz $$name ($$pkg, $(FUZZTIME))"; \
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
+
+# The rate limit service's tests run a real redis-server (Debian's); install
+# it when it is missing (as root, or with sudo), without starting the
+# system service.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (for the rate limit service's tests)" >&2; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
+
+# Loom's own API types (loom.dev): regenerate the Go code from the .proto
+# files with protoc (Debian's protobuf-compiler) and protoc-gen-go at the
+# module's google.golang.org/protobuf version.
+PROTOS = $(shell find internal/controlplane/loomapi -name '*.proto')
+proto:
+	@command -v protoc >/dev/null || { echo "protoc is missing: apt-get install protobuf-compiler" >&2; exit 1; }
+	GOFLAGS= GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
+	PATH=$(CURDIR)/bin:$$PATH protoc -I internal/controlplane --go_out=internal/controlplane --go_opt=paths=source_relative $(PROTOS:internal/controlplane/%=%)
 
 # Benchmarks: Go micro-benchmarks of the proxy's hot path and of the CA's
 # issuance rate (certs/s), then the shared

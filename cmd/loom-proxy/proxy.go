@@ -20,6 +20,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/admin"
 	"github.com/loom-mesh/loom/internal/dataplane/agent"
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
@@ -73,6 +74,14 @@ type Proxy struct {
 	secrets *secret.Store
 	files   *secret.Files
 	agent   *agent.Agent // nil without Options.Agent
+	// bootstrapRes are the Bootstrap's resources, built into static.
+	bootstrapRes config.Resources
+}
+
+// filterDeps are what the HTTP filters of every generation are built
+// with: the node's cluster (Envoy's service cluster).
+func (p *Proxy) filterDeps() filter.Deps {
+	return filter.Deps{ServiceCluster: p.opts.Node.GetCluster()}
 }
 
 // New wires a Proxy. With Bootstrap it reads and builds the file, failing
@@ -99,15 +108,19 @@ func New(opts Options) (*Proxy, error) {
 		if p.opts.AdminAddr == "" {
 			p.opts.AdminAddr = adminAddr
 		}
-		if p.static, err = config.Build(res, nil); err != nil {
-			return nil, fmt.Errorf("bootstrap %s: %w", opts.Bootstrap, err)
-		}
+		p.bootstrapRes = res
 	} else if opts.Node == nil {
 		return nil, errors.New("proxy: a node or a bootstrap file is required")
 	}
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
 	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
 	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster, Secrets: p.secrets})
+	if opts.Bootstrap != "" {
+		var err error
+		if p.static, err = config.BuildWith(p.bootstrapRes, nil, p.filterDeps()); err != nil {
+			return nil, fmt.Errorf("bootstrap %s: %w", opts.Bootstrap, err)
+		}
+	}
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
 		Metrics: p.metrics, Logger: opts.Logger})
 	if err != nil {
@@ -205,7 +218,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.apply(p.static)
 	} else {
 		xo := xdsclient.Options{Addr: p.opts.XDSAddr, Node: p.opts.Node, Logger: p.opts.Logger, Apply: p.apply,
-			Secrets: p.secrets}
+			Secrets: p.secrets, FilterDeps: p.filterDeps()}
 		if p.opts.XDSMTLS {
 			xo.Creds = credentials.NewTLS(p.agent.XDSTLS())
 		}

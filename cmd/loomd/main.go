@@ -5,6 +5,7 @@
 //	loomd --config-dir DIR [--xds-addr 127.0.0.1:15010] [--monitoring-addr 127.0.0.1:15014]
 //	      [--debounce-after 100ms] [--debounce-max 1s] [--log-level info]
 //	      [--mesh-config FILE] [--jwks-ca-file FILE] [--jwks-refresh-interval 20m]
+//	      [--ratelimit-addr IP:PORT --ratelimit-redis HOST:PORT [--ratelimit-config FILE|DIR]]
 //
 // --mesh-config is a YAML MeshConfig (Istio's meshConfig; only
 // outboundTrafficPolicy is read). Without it the mesh is Istio's default,
@@ -48,6 +49,14 @@
 //
 // A dashboard address given on the command line that cannot be bound stops
 // loomd; the default one, when taken (another loomd), is only logged.
+//
+// --ratelimit-addr starts the rate limit service (Envoy's
+// envoy.service.ratelimit.v3, envoyproxy/ratelimit's semantics) on that
+// address, counting in the Redis at --ratelimit-redis. Proxies reach it at
+// that address, which must be an IP they can dial. Its configuration is the
+// files of --ratelimit-config (envoyproxy/ratelimit's YAML, read at start)
+// plus the domain "loom" generated from the RateLimitPolicies of the config
+// dir. Without it, RateLimitPolicy global limits are refused.
 //
 // Bad config never stops loomd: it logs the errors, serves the last good
 // (at first, empty) config and reports the errors on /debug/configz. It
@@ -115,6 +124,11 @@ type options struct {
 	prometheusURL     string
 	scrapeInterval    time.Duration
 	scrapePorts       []int
+	// The rate limit service: listen address, Redis, and the files of
+	// its own config; none when rateLimitAddr is "".
+	rateLimitAddr   string
+	rateLimitRedis  string
+	rateLimitConfig string
 }
 
 func main() {
@@ -144,6 +158,9 @@ func newCommand(stderr io.Writer) *cobra.Command {
 				return fmt.Errorf("--debounce-after (%v) must be > 0 and <= --debounce-max (%v)", o.debounceAfter, o.debounceMax)
 			}
 			o.dashboardRequired = cmd.Flags().Changed("dashboard-addr")
+			if err := checkRateLimitFlags(o); err != nil {
+				return err
+			}
 			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 			return run(cmd.Context(), o, log)
 		},
@@ -168,6 +185,9 @@ func newCommand(stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.prometheusURL, "prometheus-url", "", "Prometheus server the dashboard reads traffic from (default: loomd scrapes the proxies itself)")
 	f.DurationVar(&o.scrapeInterval, "scrape-interval", dashboard.DefaultScrapeInterval, "how often loomd scrapes the proxies for the dashboard (1s to 1m)")
 	f.IntSliceVar(&o.scrapePorts, "scrape-ports", dashboard.DefaultScrapePorts, "proxy ports to scrape /stats/prometheus on, tried in order")
+	f.StringVar(&o.rateLimitAddr, "ratelimit-addr", "", "serve the rate limit service (gRPC) on this IP:PORT, which proxies dial (default: none)")
+	f.StringVar(&o.rateLimitRedis, "ratelimit-redis", "", "the rate limit service's Redis, HOST:PORT (required with --ratelimit-addr)")
+	f.StringVar(&o.rateLimitConfig, "ratelimit-config", "", "rate limit service config: an envoyproxy/ratelimit YAML file or a directory of them, read at start")
 	if err := cmd.MarkFlagRequired("config-dir"); err != nil {
 		panic(err)
 	}
@@ -213,9 +233,23 @@ func jwksRoots(file string) (*x509.CertPool, error) {
 // run serves until ctx is done. It returns an error only when an address
 // cannot be bound or a server fails.
 func run(ctx context.Context, o options, log *slog.Logger) error {
-	store, err := config.NewStore(config.StoreOptions{Dir: o.configDir, Validate: validation.ValidateAll, Logger: log})
+	validate := validation.ValidateAll
+	if o.rateLimitAddr == "" {
+		validate = func(rs []*config.Resource) config.Errors {
+			return append(validation.ValidateAll(rs), validation.RateLimitServiceRequired(rs)...)
+		}
+	}
+	store, err := config.NewStore(config.StoreOptions{Dir: o.configDir, Validate: validate, Logger: log})
 	if err != nil {
 		return err
+	}
+	rls, err := newRateLimitService(o, store, log)
+	if err != nil {
+		return err
+	}
+	rlsAddr := ""
+	if rls != nil {
+		rlsAddr = rls.svc.Addr()
 	}
 	// Subscribed before the first load, so no change is missed.
 	changes := store.Subscribe()
@@ -257,7 +291,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		OnChange: func() { xdsSrv.Trigger() }})
 	keys.Update(store.Snapshot())
 	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
-		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current()})
+		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current(), RateLimitService: rlsAddr})
 	}
 	xdsSrv, err = xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
 		DebounceAfter: o.debounceAfter, DebounceMax: o.debounceMax, Logger: log, Secure: secure, Registerer: reg})
@@ -303,6 +337,10 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	if scraper != nil {
 		serve("dashboard scraper", scraper.Run)
+	}
+	if rls != nil {
+		serve("ratelimit", rls.svc.Run)
+		wg.Go(func() { rls.watch(ctx) })
 	}
 	wg.Go(func() {
 		// A watch that cannot be set up leaves loomd serving what it has.

@@ -186,6 +186,12 @@ func TestBadFlags(t *testing.T) {
 		{"bad log level", []string{"--config-dir", t.TempDir(), "--log-level", "loud"}, `--log-level "loud"`},
 		{"bad debounce", []string{"--config-dir", t.TempDir(), "--debounce-after", "2s", "--debounce-max", "1s"}, "--debounce-after"},
 		{"extra arg", []string{"--config-dir", t.TempDir(), "extra"}, "unknown command"},
+		{"ratelimit on 0.0.0.0", []string{"--config-dir", t.TempDir(), "--ratelimit-addr", "0.0.0.0:8081", "--ratelimit-redis", "127.0.0.1:6379"},
+			"must be an IP address proxies can dial"},
+		{"ratelimit without redis", []string{"--config-dir", t.TempDir(), "--ratelimit-addr", "127.0.0.1:8081"}, "needs --ratelimit-redis"},
+		{"redis without ratelimit", []string{"--config-dir", t.TempDir(), "--ratelimit-redis", "127.0.0.1:6379"}, "need --ratelimit-addr"},
+		{"bad ratelimit config", []string{"--config-dir", t.TempDir(), "--ratelimit-addr", "127.0.0.1:0", "--ratelimit-redis", "127.0.0.1:6379",
+			"--ratelimit-config", "/nonexistent.yaml"}, "--ratelimit-config"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

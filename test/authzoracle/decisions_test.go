@@ -103,7 +103,7 @@ func compile(t *testing.T, tcp bool, fs []proto.Message) *chain {
 			if err != nil {
 				t.Fatalf("the proxy refuses %s: %v", f.GetName(), err)
 			}
-			hf, err := rbac.Factory{}.Build(cfg)
+			hf, err := rbac.Factory{}.Build(cfg, filter.Deps{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +113,7 @@ func compile(t *testing.T, tcp bool, fs []proto.Message) *chain {
 			if err != nil {
 				t.Fatalf("the proxy refuses %s: %v", f.GetName(), err)
 			}
-			if _, err := (extauthz.Factory{}).Build(cfg); err != nil {
+			if _, err := (extauthz.Factory{}).Build(cfg, filter.Deps{}); err != nil {
 				t.Fatal(err)
 			}
 			c.http, c.enabled = append(c.http, nil), append(c.enabled, cfg.(*extauthz.Config))

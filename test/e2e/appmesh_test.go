@@ -56,6 +56,10 @@ type appWorkload struct {
 	// Locality is the WorkloadEntry's locality and the proxy's
 	// --locality, "region/zone/subzone"; none when empty.
 	Locality string
+	// Gateway makes the workload an ingress gateway: a `loom-proxy
+	// router` in istio-system labelled istio=ingressgateway (App is its
+	// app label), with no app, ServiceEntry or WorkloadEntry.
+	Gateway bool
 }
 
 // clientOctet is the client workload's address in every appMesh.
@@ -110,6 +114,12 @@ func startAppMeshArgs(t *testing.T, prefix string, workloads []appWorkload, extr
 		"--dashboard-addr", m.ip(1) + ":20001", "--mesh-config", m.meshConfig}, loomdArgs...)...)
 	var want []string
 	for _, w := range workloads {
+		if w.Gateway {
+			m.start(w.Name+"-proxy", "loom-proxy", "router", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "istio-system",
+				"--labels", "app="+w.App+",istio=ingressgateway", "--service-account", w.App, "--xds-addr", xds)
+			want = append(want, xdsapi.NodeID{Type: xdsapi.Router, IP: m.ip(w.Octet), Name: w.Name, Namespace: "istio-system", Domain: "istio-system.svc.cluster.local"}.String())
+			continue
+		}
 		args := []string{"sidecar", "--ip", m.ip(w.Octet), "--name", w.Name, "--namespace", "default",
 			"--labels", "app=" + w.App + ",version=" + w.Version, "--service-account", w.App, "--xds-addr", xds}
 		if w.Locality != "" {
@@ -316,6 +326,7 @@ func (m *appMesh) tails() string {
 // 9080 unless the app's workloads set Port) and a WorkloadEntry per workload, in the mesh with sidecars.
 func meshYAML(prefix string, ws []appWorkload) string {
 	protocols, ports := map[string]string{}, map[string]int{}
+	ws = slices.DeleteFunc(slices.Clone(ws), func(w appWorkload) bool { return w.Gateway })
 	for _, w := range ws {
 		p := w.Protocol
 		if p == "" {

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+
+	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
 )
 
 // Kind is a resource kind, as written in YAML: "VirtualService".
@@ -24,6 +26,9 @@ const (
 	KindSidecar         Kind = "Sidecar"
 	// KindEnvoyFilter is served in v1alpha3 only, as in Istio.
 	KindEnvoyFilter Kind = "EnvoyFilter"
+	// KindRateLimitPolicy is Loom's own (group loom.dev, v1alpha1): Istio
+	// has no rate limit resource.
+	KindRateLimitPolicy Kind = "RateLimitPolicy"
 )
 
 // The security.istio.io kinds. Both versions (v1, v1beta1) decode into the
@@ -34,8 +39,13 @@ const (
 	KindRequestAuthentication Kind = "RequestAuthentication"
 )
 
-// GroupNetworking is the API group of the networking kinds.
-const GroupNetworking = "networking.istio.io"
+// API groups of the kinds.
+const (
+	// GroupNetworking is the API group of Istio's networking kinds.
+	GroupNetworking = "networking.istio.io"
+	// GroupLoom is the API group of Loom's own kinds.
+	GroupLoom = "loom.dev"
+)
 
 // GroupSecurity is the API group of the security kinds.
 const GroupSecurity = "security.istio.io"
@@ -61,6 +71,9 @@ var kinds = map[Kind]kindInfo{
 	KindAuthorizationPolicy:   {GroupSecurity, securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }},
 	KindPeerAuthentication:    {GroupSecurity, securityVersions, func() proto.Message { return &security.PeerAuthentication{} }},
 	KindRequestAuthentication: {GroupSecurity, securityVersions, func() proto.Message { return &security.RequestAuthentication{} }},
+
+	// loom.dev: Loom's own.
+	KindRateLimitPolicy: {GroupLoom, []string{"v1alpha1"}, func() proto.Message { return &loomv1alpha1.RateLimitPolicy{} }},
 }
 
 var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
@@ -68,7 +81,7 @@ var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
 var securityVersions = []string{"v1", "v1beta1"}
 
 // Group returns the API group kind is served in ("networking.istio.io",
-// "security.istio.io"), or "" for a kind Loom does not read.
+// "security.istio.io", "loom.dev"), or "" for a kind Loom does not read.
 func Group(kind Kind) string { return kinds[kind].group }
 
 // Kinds lists the known kinds, sorted.

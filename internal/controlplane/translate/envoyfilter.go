@@ -11,9 +11,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	// Filter types EnvoyFilter patch values name, for protojson's "@type".
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/validation"
@@ -38,7 +38,39 @@ func applyEnvoyFilters(r *Resources, pt model.ProxyType, efs []*model.EnvoyFilte
 			}
 		}
 	}
+	if len(efs) > 0 {
+		return checkRateLimitClusters(r)
+	}
 	return nil
+}
+
+// checkRateLimitClusters fails when a ratelimit filter an EnvoyFilter
+// inserted names a cluster r does not have (its CLUSTER patch did not
+// apply to this proxy): the proxy would NACK it, as Envoy refuses an
+// unknown gRPC client cluster.
+func checkRateLimitClusters(r *Resources) error {
+	have := map[string]bool{}
+	for _, c := range r.Clusters {
+		have[c.GetName()] = true
+	}
+	var missing error
+	for _, l := range r.Listeners {
+		err := patchHCMs(l, func(h *hcmv3.HttpConnectionManager) {
+			for _, hf := range h.GetHttpFilters() {
+				var rl ratelimitv3.RateLimit
+				if hf.GetTypedConfig().GetTypeUrl() != validation.RateLimitTypeURL || hf.GetTypedConfig().UnmarshalTo(&rl) != nil {
+					continue
+				}
+				if c := rl.GetRateLimitService().GetGrpcService().GetEnvoyGrpc().GetClusterName(); !have[c] && missing == nil {
+					missing = fmt.Errorf("listener %q: HTTP filter %q: rate_limit_service cluster %q is not in this proxy's config (add it with a CLUSTER patch of the same context)", l.GetName(), hf.GetName(), c)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return missing
 }
 
 func applyPatch(r *Resources, pt model.ProxyType, cp *networking.EnvoyFilter_EnvoyConfigObjectPatch) error {

@@ -174,3 +174,42 @@ func TestEnvoyFiltersForProxyOrder(t *testing.T) {
 		t.Errorf("order (-want +got):\n%s", diff)
 	}
 }
+
+// TestEnvoyFilterRateLimitClusterMissing: a ratelimit filter whose
+// CLUSTER patch does not apply to the proxy (another context) fails the
+// proxy's generation instead of being sent for the proxy to NACK; with the
+// cluster present it is generated.
+func TestEnvoyFilterRateLimitClusterMissing(t *testing.T) {
+	doc := func(clusterContext string) string {
+		return `apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: rl, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: envoy.filters.http.router}}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          domain: d
+          rate_limit_service: {grpc_service: {envoy_grpc: {cluster_name: rls}}}
+  - applyTo: CLUSTER
+    match: {context: ` + clusterContext + `}
+    patch: {operation: ADD, value: {name: rls, type: STATIC, connect_timeout: 1s}}
+`
+	}
+	for ctx, wantErr := range map[string]bool{"GATEWAY": true, "SIDECAR_INBOUND": false} {
+		f := filepath.Join(t.TempDir(), "ef.yaml")
+		if err := os.WriteFile(f, []byte(doc(ctx)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Generate(loadPushContext(t, meshFile, f), productpageSidecar())
+		if (err != nil) != wantErr {
+			t.Errorf("cluster patch in context %s: Generate error %v, want error %v", ctx, err, wantErr)
+		}
+	}
+}

@@ -24,23 +24,30 @@ func TestGolden(t *testing.T) {
 	tests := []struct {
 		name  string
 		proxy *model.Proxy
+		opts  Options
 	}{
-		{"bookinfo", productpageSidecar()},
-		{"gateway", ingressRouter()},
-		{"reviews-50-v3", productpageSidecar()},
-		{"fault", productpageSidecar()},
-		{"route-actions", productpageSidecar()},
-		{"gateway-redirect", ingressRouter()},
-		{"authz", productpageSidecar()},
-		{"authz-gateway", ingressRouter()},
-		{"redirect", redirectSidecar(productpageSidecar())},
-		{"redirect-tcp", redirectSidecar(tcpEchoSidecar())},
+		{"bookinfo", productpageSidecar(), Options{}},
+		{"gateway", ingressRouter(), Options{}},
+		{"reviews-50-v3", productpageSidecar(), Options{}},
+		{"fault", productpageSidecar(), Options{}},
+		{"route-actions", productpageSidecar(), Options{}},
+		{"gateway-redirect", ingressRouter(), Options{}},
+		{"authz", productpageSidecar(), Options{}},
+		{"authz-gateway", ingressRouter(), Options{}},
+		{"redirect", redirectSidecar(productpageSidecar()), Options{}},
+		{"redirect-tcp", redirectSidecar(tcpEchoSidecar()), Options{}},
+		{"ratelimitpolicy-sidecar", productpageSidecar(), Options{RateLimitService: "127.0.0.1:8081"}},
+		{"ratelimitpolicy-gateway", ingressRouter(), Options{RateLimitService: "127.0.0.1:8081"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join("testdata", tt.name)
 			pc := loadPushContext(t, meshFile, filepath.Join(dir, "input.yaml"))
-			got := marshalResources(t, mustGenerate(t, pc, tt.proxy))
+			r, err := GenerateWith(pc, tt.proxy, tt.opts)
+			if err != nil {
+				t.Fatalf("GenerateWith: %v", err)
+			}
+			got := marshalResources(t, r)
 			wantFile := filepath.Join(dir, "want.json")
 			if *update {
 				if err := os.WriteFile(wantFile, got, 0o644); err != nil {

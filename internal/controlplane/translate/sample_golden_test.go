@@ -11,6 +11,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
@@ -28,9 +29,11 @@ import (
 //
 // The digest keeps what decides where traffic goes (listeners, virtual
 // hosts, each route's match and action, clusters' type, LB and breakers)
-// and leaves out the rest, so the goldens stay readable.
+// and leaves out the rest, so the goldens stay readable: HTTP filters are
+// listed only when a listener's chain is not the default, and rate limits
+// as a count where there are some.
 func TestSampleGoldens(t *testing.T) {
-	for _, dir := range []string{"bookinfo/networking", "pilot-testdata/config"} {
+	for _, dir := range []string{"bookinfo/networking", "bookinfo/policy", "pilot-testdata/config"} {
 		files, err := filepath.Glob(filepath.Join(sharedSamples, dir, "*.yaml"))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("no samples in %s (%v): shared/istio-samples must be beside the module", dir, err)
@@ -45,6 +48,11 @@ func TestSampleGoldens(t *testing.T) {
 				}
 				if dir == "bookinfo/networking" && !strings.Contains(string(data), "kind: DestinationRule") {
 					inputs = []string{meshFile, filepath.Join(sharedSamples, dir, "destination-rule-all.yaml"), f}
+				}
+				if dir == "bookinfo/policy" {
+					// The policy tasks act on the ingress gateway of Bookinfo.
+					nw := filepath.Join(sharedSamples, "bookinfo/networking")
+					inputs = []string{meshFile, filepath.Join(nw, "bookinfo-gateway.yaml"), filepath.Join(nw, "destination-rule-all.yaml"), f}
 				}
 				got := sampleDigest(t, inputs...)
 				want := filepath.Join("testdata", "samples", filepath.Base(dir), name+".txt")
@@ -114,13 +122,28 @@ func digestResources(b *strings.Builder, r *Resources) {
 		for _, fc := range l.GetFilterChains() {
 			for _, f := range fc.GetFilters() {
 				fmt.Fprintf(b, "  filter %s\n", f.GetName())
+				var h hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&h) != nil {
+					continue
+				}
+				var names []string
+				for _, hf := range h.GetHttpFilters() {
+					names = append(names, hf.GetName())
+				}
+				if chain := strings.Join(names, ","); chain != "envoy.filters.http.fault,envoy.filters.http.cors,envoy.filters.http.router" {
+					fmt.Fprintf(b, "    http_filters %s\n", chain)
+				}
 			}
 		}
 	}
 	for _, rc := range r.Routes {
 		fmt.Fprintf(b, "route config %s\n", rc.GetName())
 		for _, vh := range rc.GetVirtualHosts() {
-			fmt.Fprintf(b, "  vhost %s (%d domains)\n", vh.GetName(), len(vh.GetDomains()))
+			rl := ""
+			if n := len(vh.GetRateLimits()); n > 0 {
+				rl = fmt.Sprintf(" rate_limits=%d", n)
+			}
+			fmt.Fprintf(b, "  vhost %s (%d domains)%s\n", vh.GetName(), len(vh.GetDomains()), rl)
 			for _, rt := range vh.GetRoutes() {
 				fmt.Fprintf(b, "    %s: %s -> %s\n", rt.GetName(), digestMatch(rt.GetMatch()), digestAction(rt))
 			}
@@ -191,6 +214,9 @@ func digestAction(rt *routev3.Route) string {
 		}
 		if len(ra.GetHashPolicy()) > 0 {
 			s += fmt.Sprintf(" hash=%d", len(ra.GetHashPolicy()))
+		}
+		if len(ra.GetRateLimits()) > 0 {
+			s += fmt.Sprintf(" rate_limits=%d", len(ra.GetRateLimits()))
 		}
 	}
 	if fs := rt.GetTypedPerFilterConfig(); len(fs) > 0 {

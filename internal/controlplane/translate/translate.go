@@ -59,6 +59,10 @@ type Options struct {
 	// without inline jwks (nil: none yet; such rules get a placeholder key
 	// set that fails every token, as Istio's FakeJwks).
 	Jwks *model.JwksSet
+	// RateLimitService is the "ip:port" proxies reach loomd's rate limit
+	// service at; "" when loomd runs none (RateLimitPolicy global limits
+	// are then left out; loomd's validation refuses them).
+	RateLimitService string
 }
 
 // GenerateMesh is Generate under mesh config mesh (nil: Istio's defaults).
@@ -76,7 +80,9 @@ func GenerateMesh(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.Mesh
 // GenerateWith is Generate under o. A RequestAuthentication that applies
 // to the proxy puts Envoy's jwt_authn filter (jwtFilter) first on its
 // inbound HTTP connection manager (sidecar) or on every gateway listener
-// (router); outbound listeners get none, as in Istio.
+// (router); outbound listeners get none, as in Istio. After the
+// EnvoyFilters, the RateLimitPolicies selecting p are applied
+// (applyRateLimitPolicies).
 func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources, error) {
 	mesh := o.Mesh
 	if pc == nil || p == nil {
@@ -177,6 +183,9 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		return nil, fmt.Errorf("translate proxy %q: type %q: must be %q or %q", p.ID, p.Type, model.SidecarProxy, model.RouterProxy)
 	}
 	if err := applyEnvoyFilters(r, p.Type, pc.EnvoyFiltersForProxy(p)); err != nil {
+		return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+	}
+	if err := applyRateLimitPolicies(r, p.Type, pc.RateLimitPoliciesForProxy(p), o.RateLimitService); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 	}
 	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })

@@ -8,6 +8,8 @@ import (
 	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,8 +23,6 @@ import (
 	// protojson can resolve their "@type".
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 )
 
@@ -45,7 +45,20 @@ var ProxyHTTPFilterTypes = []string{
 	"type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
 	"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
 	"type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
+	RateLimitTypeURL,
 }
+
+// proxyOverrideTypes are the typed_per_filter_config types loom-proxy
+// reads besides ProxyHTTPFilterTypes' (a per-route type is not a filter's
+// config).
+var proxyOverrideTypes = []string{RateLimitPerRouteTypeURL}
+
+// Type URLs of the global rate limit filter's config and per-route
+// override.
+const (
+	RateLimitTypeURL         = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+	RateLimitPerRouteTypeURL = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute"
+)
 
 // EnvoyFilterValue converts a patch's value (Envoy JSON) into the Envoy
 // message applyTo names: HttpFilter, Route, VirtualHost or Cluster. Unknown
@@ -291,6 +304,66 @@ func (c *checker) httpFilterPatch(p string, op networking.EnvoyFilter_Patch_Oper
 	if hf.GetTypedConfig() == nil && !hf.GetIsOptional() {
 		c.errf(vp+".typed_config", "Required value: Envoy filter: HTTP filter %q needs a typed_config", hf.GetName())
 	}
+	var rl ratelimitv3.RateLimit
+	if hf.GetTypedConfig().GetTypeUrl() == RateLimitTypeURL && hf.GetTypedConfig().UnmarshalTo(&rl) == nil {
+		c.rateLimitFilter(vp+".typed_config", &rl)
+	}
+	var lrl localratelimitv3.LocalRateLimit
+	if hf.GetTypedConfig().GetTypeUrl() == localRateLimitTypeURL && hf.GetTypedConfig().UnmarshalTo(&lrl) == nil && len(lrl.GetRateLimits()) > 0 {
+		c.errf(vp+".typed_config.rate_limits", "%s (set rate_limits on the route or virtual host)", Unsupported)
+	}
+}
+
+const localRateLimitTypeURL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+
+// rateLimitFilter refuses what loom-proxy's envoy.filters.http.ratelimit
+// does not implement, so that no proxy NACKs it.
+func (c *checker) rateLimitFilter(p string, rl *ratelimitv3.RateLimit) {
+	if rl.GetDomain() == "" {
+		c.errf(p+".domain", "Required value: the rate limit domain")
+	}
+	gs := rl.GetRateLimitService().GetGrpcService()
+	switch {
+	case gs.GetGoogleGrpc() != nil:
+		c.errf(p+".rate_limit_service.grpc_service.google_grpc", "%s (use envoy_grpc)", Unsupported)
+	case gs.GetEnvoyGrpc().GetClusterName() == "":
+		c.errf(p+".rate_limit_service.grpc_service.envoy_grpc.cluster_name", "Required value: the rate limit service's cluster")
+	}
+	if len(rl.GetRateLimits()) > 0 {
+		c.errf(p+".rate_limits", "%s (set rate_limits on the route or virtual host)", Unsupported)
+	}
+	if rl.GetFilterEnabled() != nil || rl.GetFilterEnforced() != nil || rl.GetFailureModeDenyPercent() != nil {
+		c.errf(p, "filter_enabled, filter_enforced and failure_mode_deny_percent are %s", Unsupported)
+	}
+}
+
+// rateLimits refuses the rate limit actions and fields loom-proxy does not
+// implement in route and virtual host rate_limits.
+func (c *checker) rateLimits(p string, rls []*routev3.RateLimit) {
+	for i, rl := range rls {
+		rp := fmt.Sprintf("%s.rate_limits[%d]", p, i)
+		if rl.GetStage().GetValue() > 10 {
+			c.errf(rp+".stage", "Invalid value: %d: must be 0-10", rl.GetStage().GetValue())
+		}
+		if rl.GetLimit() != nil || rl.GetHitsAddend() != nil || rl.GetApplyOnStreamDone() || rl.GetXRatelimitOption() != routev3.RateLimit_UNSPECIFIED {
+			c.errf(rp, "limit, hits_addend, apply_on_stream_done and x_ratelimit_option are %s", Unsupported)
+		}
+		if len(rl.GetActions()) == 0 {
+			c.errf(rp+".actions", "Required value: at least one action")
+		}
+		for j, a := range rl.GetActions() {
+			ap := fmt.Sprintf("%s.actions[%d]", rp, j)
+			switch a.GetActionSpecifier().(type) {
+			case *routev3.RateLimit_Action_SourceCluster_, *routev3.RateLimit_Action_DestinationCluster_,
+				*routev3.RateLimit_Action_RequestHeaders_, *routev3.RateLimit_Action_RemoteAddress_,
+				*routev3.RateLimit_Action_GenericKey_, *routev3.RateLimit_Action_HeaderValueMatch_,
+				*routev3.RateLimit_Action_MaskedRemoteAddress_, *routev3.RateLimit_Action_QueryParameters_,
+				*routev3.RateLimit_Action_QueryParameterValueMatch_:
+			default:
+				c.errf(ap, "%s (supported actions: source_cluster, destination_cluster, request_headers, remote_address, generic_key, header_value_match, masked_remote_address, query_parameters, query_parameter_value_match)", Unsupported)
+			}
+		}
+	}
 }
 
 func (c *checker) routeConfigurationMatch(p string, rc *networking.EnvoyFilter_RouteConfigurationMatch) {
@@ -326,11 +399,13 @@ func (c *checker) mergeValue(p string, raw *structpb.Struct, val proto.Message) 
 	switch v := val.(type) {
 	case *routev3.Route:
 		tpfc = v.GetTypedPerFilterConfig()
+		c.rateLimits(p+".route", v.GetRoute().GetRateLimits())
 	case *routev3.VirtualHost:
 		tpfc = v.GetTypedPerFilterConfig()
+		c.rateLimits(p, v.GetRateLimits())
 	}
 	for _, k := range sortedKeys(tpfc) {
-		if u := FilterTypeURL(tpfc[k]); !slices.Contains(ProxyHTTPFilterTypes, u) {
+		if u := FilterTypeURL(tpfc[k]); !slices.Contains(ProxyHTTPFilterTypes, u) && !slices.Contains(proxyOverrideTypes, u) {
 			c.errf(fmt.Sprintf("%s.typed_per_filter_config[%s]", p, k), "Unsupported value: %q: %s", u, Unsupported)
 		}
 	}

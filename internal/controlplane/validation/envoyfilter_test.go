@@ -98,13 +98,47 @@ func TestEnvoyFilter(t *testing.T) {
 			`spec.configPatches[2].match.listener.name: not supported by this version of Loom`,
 			`spec.configPatches[2].match.listener.filterChain.filter.name: Unsupported value: "envoy.filters.network.tcp_proxy": not supported by this version of Loom (HTTP_FILTER patches apply in envoy.filters.network.http_connection_manager)`,
 			`spec.configPatches[2].match.listener.filterChain.filter.subFilter.name: Required value: Envoy filter: INSERT_AFTER without a subFilter would add the filter after envoy.filters.http.router (not supported by this version of Loom)`,
-			`spec.configPatches[2].patch.value.typed_config: Unsupported value: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit": the HTTP filter "x" is not supported by this version of Loom`,
+			`spec.configPatches[2].patch.value.typed_config.rate_limit_service.grpc_service.envoy_grpc.cluster_name: Required value: the rate limit service's cluster`,
 			`spec.configPatches[3].match.routeConfiguration.vhost.route.action: Unsupported value: "ROUTE": not supported by this version of Loom (only ANY)`,
 			`spec.configPatches[3].patch.value.domains: not supported by this version of Loom in a MERGE (only typed_per_filter_config and rate_limits)`,
-			`spec.configPatches[3].patch.value.typed_per_filter_config[x]: Unsupported value: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": not supported by this version of Loom`,
 			`spec.configPatches[4].patch.value: Invalid value: decode as envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter: unknown field "bogus"`,
 		}},
 	}
+	tests = append(tests, struct {
+		name string
+		doc  string
+		want []string
+	}{"rate limit actions and filter fields the proxy lacks", efDoc(`  configPatches:
+  - applyTo: HTTP_FILTER
+    patch:
+      operation: INSERT_FIRST
+      value:
+        name: envoy.filters.http.ratelimit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+          rate_limit_service: {grpc_service: {google_grpc: {target_uri: "rls:8081", stat_prefix: rls}}}
+          rate_limits: [{actions: [{generic_key: {descriptor_value: x}}]}]
+  - applyTo: HTTP_FILTER
+    patch: {operation: INSERT_FIRST, value: {name: y, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute}}}
+  - applyTo: VIRTUAL_HOST
+    patch:
+      operation: MERGE
+      value:
+        typed_per_filter_config:
+          envoy.filters.http.ratelimit: {"@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute, vh_rate_limits: INCLUDE}
+        rate_limits:
+        - stage: 11
+          actions: [{metadata: {descriptor_key: k, metadata_key: {key: a, path: [{key: b}]}}}, {request_headers: {header_name: x-user, descriptor_key: user}}]
+        - {actions: []}
+`), []string{
+		`spec.configPatches[0].patch.value.typed_config.domain: Required value: the rate limit domain`,
+		`spec.configPatches[0].patch.value.typed_config.rate_limit_service.grpc_service.google_grpc: not supported by this version of Loom (use envoy_grpc)`,
+		`spec.configPatches[0].patch.value.typed_config.rate_limits: not supported by this version of Loom (set rate_limits on the route or virtual host)`,
+		`spec.configPatches[1].patch.value.typed_config: Unsupported value: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": the HTTP filter "y" is not supported by this version of Loom`,
+		`spec.configPatches[2].patch.value.rate_limits[0].stage: Invalid value: 11: must be 0-10`,
+		`spec.configPatches[2].patch.value.rate_limits[0].actions[0]: not supported by this version of Loom (supported actions: source_cluster, destination_cluster, request_headers, remote_address, generic_key, header_value_match, masked_remote_address, query_parameters, query_parameter_value_match)`,
+		`spec.configPatches[2].patch.value.rate_limits[1].actions: Required value: at least one action`,
+	}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := fieldErrors(t, tt.doc)
@@ -116,8 +150,8 @@ func TestEnvoyFilter(t *testing.T) {
 }
 
 // TestEnvoyFilterGlobalRateLimitSample: Istio's global rate limit sample
-// decodes, and is refused only because the ratelimit filter is not
-// implemented, with the path of that filter.
+// (the ratelimit filter on the gateway, its cluster, and the virtual
+// host's :path action) is accepted unchanged.
 func TestEnvoyFilterGlobalRateLimitSample(t *testing.T) {
 	rs, errs := config.Decode("productpage_envoy_ratelimit.yaml", readSample(t, "bookinfo/policy/productpage_envoy_ratelimit.yaml"))
 	if err := errs.Err(); err != nil {
@@ -127,9 +161,7 @@ func TestEnvoyFilterGlobalRateLimitSample(t *testing.T) {
 	for _, e := range ValidateAll(rs) {
 		got = append(got, e.Key.String()+" "+e.Field+": "+e.Msg)
 	}
-	want := []string{
-		`EnvoyFilter istio-system/filter-ratelimit spec.configPatches[0].patch.value.typed_config: Unsupported value: "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit": the HTTP filter "envoy.ratelimit" is not supported by this version of Loom`,
-	}
+	var want []string
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}

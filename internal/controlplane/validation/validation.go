@@ -14,6 +14,7 @@ import (
 	security "istio.io/api/security/v1beta1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
 )
 
 // Validate checks one resource on its own, as Istio's validating webhook
@@ -47,6 +48,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.peerAuthentication(spec)
 	case *security.RequestAuthentication:
 		c.requestAuthentication(spec)
+	case *loomv1alpha1.RateLimitPolicy:
+		c.rateLimitPolicy(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:

@@ -69,6 +69,13 @@ func InlineRouteName(listener, chain string) string { return "inline:" + listene
 // unknown cluster is served 503 NC, an RDS name that has not arrived 404 NR,
 // an EDS cluster without ClusterLoadAssignment has no endpoints (503 UH).
 func Build(res Resources, prev *Generation) (*Generation, error) {
+	return BuildWith(res, prev, filter.Deps{})
+}
+
+// BuildWith is Build with the proxy's services for the HTTP filters'
+// Build (filter.Deps): gRPC clients and the service cluster. Its
+// HasCluster is set by BuildWith to the generation's own clusters.
+func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, error) {
 	g := &Generation{
 		Number:    1,
 		Versions:  maps.Clone(res.Versions),
@@ -83,7 +90,8 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 	if prev != nil {
 		g.Number = prev.Number + 1
 	}
-	fb, err := newFilterBuilder()
+	deps.HasCluster = func(name string) bool { _, ok := g.Clusters[name]; return ok }
+	fb, err := newFilterBuilder(deps)
 	if err != nil {
 		return nil, err
 	}
@@ -541,6 +549,9 @@ func buildVirtualHost(fb *filterBuilder, lv routeLevels, v *routev3.VirtualHost)
 	if lv.vhOver, err = fb.overrides(v.GetTypedPerFilterConfig()); err != nil {
 		return nil, err
 	}
+	if lv.vhRateLimits, err = buildRateLimits("rate_limits", v.GetRateLimits()); err != nil {
+		return nil, err
+	}
 	if v.GetRetryPolicy() != nil || v.GetRetryPolicyTypedConfig() != nil || v.GetHedgePolicy() != nil {
 		return nil, ferr("retry_policy", "not supported on a virtual host; set it on the route")
 	}
@@ -585,6 +596,7 @@ type routeLevels struct {
 	rcOver, vhOver   map[string]filter.Config
 	rcReq, rcResp    *HeaderMutation
 	vhReq, vhResp    *HeaderMutation
+	vhRateLimits     []filter.RateLimit
 	mostSpecificWins bool
 	maxBody          uint32 // max_direct_response_body_size_bytes
 }
@@ -648,6 +660,9 @@ func buildRoute(fb *filterBuilder, r *routev3.Route, lv routeLevels) (*Route, er
 	case *routev3.Route_Route:
 		rr.Action = ActionRoute
 		if err := buildRouteAction(rr, act.Route); err != nil {
+			return nil, under("route", err)
+		}
+		if rr.RateLimits, err = routeRateLimits(act.Route, lv.vhRateLimits); err != nil {
 			return nil, under("route", err)
 		}
 	case *routev3.Route_Redirect:

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
@@ -813,7 +814,7 @@ func TestConfigDump(t *testing.T) {
 
 func testFilterBuilder(t testing.TB) *filterBuilder {
 	t.Helper()
-	fb, err := newFilterBuilder()
+	fb, err := newFilterBuilder(filter.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

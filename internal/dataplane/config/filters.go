@@ -18,6 +18,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter/fault"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/jwtauthn"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
+	"github.com/loom-mesh/loom/internal/dataplane/filter/ratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
 )
 
@@ -31,6 +32,7 @@ var builtinFilters = sync.OnceValues(func() (*filter.Registry, error) {
 		jwtauthn.Factory{},
 		rbac.Factory{},
 		extauthz.Factory{},
+		ratelimit.Factory{},
 	)
 })
 
@@ -60,9 +62,10 @@ type filterBuilder struct {
 	reg   *filter.Registry
 	net   *filter.NetworkRegistry
 	slots map[string]int
+	deps  filter.Deps // for Factory.Build
 }
 
-func newFilterBuilder() (*filterBuilder, error) {
+func newFilterBuilder(deps filter.Deps) (*filterBuilder, error) {
 	reg, err := builtinFilters()
 	if err != nil {
 		return nil, err
@@ -71,7 +74,7 @@ func newFilterBuilder() (*filterBuilder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &filterBuilder{reg: reg, net: nreg, slots: map[string]int{}}, nil
+	return &filterBuilder{reg: reg, net: nreg, slots: map[string]int{}, deps: deps}, nil
 }
 
 // networkFactory returns the factory of a network filter, by its
@@ -234,7 +237,7 @@ func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) ([]HTTPFilter, 
 		if err != nil {
 			return nil, ferr(p+".typed_config", "%s", err)
 		}
-		flt, err := f.Build(cfg)
+		flt, err := f.Build(cfg, b.deps)
 		if err != nil {
 			return nil, ferr(p, "build %s: %v", f.Name(), err)
 		}

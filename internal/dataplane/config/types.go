@@ -138,6 +138,10 @@ type Route struct {
 	// Upgrades are RouteAction.upgrade_configs: upgrade type (lower case)
 	// to enabled, overriding the listener's; nil when none.
 	Upgrades Upgrades
+	// RateLimits are RouteAction.rate_limits and its virtual host's
+	// rate_limits, which the rate limit filters read; nil when neither
+	// has any (and for redirects and direct responses).
+	RateLimits *filter.RateLimitPolicy
 }
 
 // WeightedCluster is one destination of a route.

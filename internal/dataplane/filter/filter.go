@@ -32,8 +32,9 @@ type Factory interface {
 	// typed_per_filter_config entry for the filter (never nil).
 	ParseOverride(cfg *anypb.Any) (Config, error)
 	// Build makes the filter of one listener's chain from a Config that
-	// Parse returned. It is called once per generation.
-	Build(cfg Config) (Filter, error)
+	// Parse returned, with deps of the generation being built. It is
+	// called once per generation.
+	Build(cfg Config, deps Deps) (Filter, error)
 }
 
 // Filter is one compiled HTTP filter of a listener's chain. ServeHTTP is
@@ -118,6 +119,11 @@ type State struct {
 	ReplyCode    int
 	ReplyDetails string
 	ReplyBytes   int64
+	// Route is what filters read of the matched route: its name, the
+	// cluster the request goes to and its rate limit policy. Nil when no
+	// route matched or the route does not forward (redirect, direct
+	// response). It is valid until the filter's ServeHTTP returns.
+	Route *RouteInfo
 	// Metadata is Envoy's dynamic metadata of the request: one namespace
 	// per filter name (such as "envoy.filters.http.jwt_authn"), holding
 	// that filter's fields with values as encoding/json decodes them
@@ -146,6 +152,24 @@ func (s *State) SetMetadata(ns, key string, v any) {
 		s.Metadata[ns] = m
 	}
 	m[key] = v
+}
+
+// RouteInfo is the matched route of a request that is forwarded, as
+// filters see it (Envoy's route entry and the cluster info the rate limit
+// filters read).
+type RouteInfo struct {
+	// Name is Route.name.
+	Name string
+	// Cluster is the cluster the router sends the request to: the
+	// route's cluster, or the weighted cluster picked for this request
+	// (picked before the filters run, as Envoy's route entry is).
+	Cluster string
+	// ClusterExists is false when Cluster is not in the generation (the
+	// router answers 503 NC).
+	ClusterExists bool
+	// RateLimits are the rate_limits of the route and of its virtual
+	// host; nil when neither has any.
+	RateLimits *RateLimitPolicy
 }
 
 type stateKey struct{}

@@ -164,6 +164,9 @@ type reqState struct {
 	body   *countingBody
 	routed bool // the router ran
 	abort  bool // the router's result
+	// ri is fs.Route's value for a forwarding route: its cluster is
+	// picked before the filters run, and the router takes it.
+	ri filter.RouteInfo
 }
 
 var statePool = sync.Pool{New: func() any { return new(reqState) }}
@@ -268,7 +271,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return false
 	}
 	if len(fc.HTTPFilters) == 0 {
-		return cm.route(w, r, gen, route, host, body, e)
+		return cm.route(w, r, gen, route, "", host, body, e)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
 }
@@ -299,6 +302,13 @@ func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, 
 	st.fs = filter.State{XFF: fc.XFF, Upstreams: cm.clusters}
 	st.chain, st.next, st.cm, st.gen, st.route, st.host, st.body = chain, 0, cm, gen, route, host, body
 	st.routed, st.abort = false, false
+	if route != nil && route.Action == config.ActionRoute {
+		// Envoy's route entry names its (weighted) cluster before the
+		// filters run; the rate limit filters read it.
+		name := route.Pick()
+		st.ri = filter.RouteInfo{Name: route.Name, Cluster: name, ClusterExists: gen.Clusters[name] != nil, RateLimits: route.RateLimits}
+		st.fs.Route = &st.ri
+	}
 	r = r.WithContext(filter.NewContext(r.Context(), &st.fs))
 	st.ServeHTTP(w, r)
 
@@ -316,6 +326,7 @@ func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, 
 	}
 	abort = st.abort
 	st.fs = filter.State{}
+	st.ri = filter.RouteInfo{}
 	st.chain, st.cm, st.gen, st.route, st.body = nil, nil, nil, nil, nil
 	return abort
 }
@@ -334,7 +345,7 @@ func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.fs.Override = nil
 	st.routed = true
-	st.abort = st.cm.route(w, r, st.gen, st.route, st.host, st.body, &st.entry)
+	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry)
 }
 
 // mergeFlags adds the filters' flags to the router's, in Envoy's order
@@ -355,8 +366,9 @@ func mergeFlags(router string, f filter.Flags) string {
 	return fs + "," + router
 }
 
-// route forwards r along route (nil: none matched), filling e.
-func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
+// route forwards r along route (nil: none matched) to cluster, or when
+// cluster is "" to the cluster route.Pick gives, filling e.
+func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
 	if route == nil {
 		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false
@@ -373,7 +385,10 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 		localReply(w, e, route.DirectResponse.Status, "", "direct_response", route.DirectResponse.Body)
 		return false
 	}
-	name := route.Pick()
+	name := cluster
+	if name == "" {
+		name = route.Pick()
+	}
 	e.UpstreamCluster = name
 	c := gen.Clusters[name]
 	if c == nil {

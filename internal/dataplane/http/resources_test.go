@@ -124,8 +124,8 @@ func routeConfig(name string, vhs ...*routev3.VirtualHost) *routev3.RouteConfigu
 	return &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs}
 }
 
-func build(t testing.TB, prev *config.Generation, ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) *config.Generation {
-	t.Helper()
+// resources gathers ls, rcs and cs into a config.Resources.
+func resources(ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) config.Resources {
 	var res config.Resources
 	for _, l := range ls {
 		res.Listeners = append(res.Listeners, l)
@@ -136,7 +136,12 @@ func build(t testing.TB, prev *config.Generation, ls []*listenerv3.Listener, rcs
 	for _, c := range cs {
 		res.Clusters = append(res.Clusters, c)
 	}
-	g, err := config.Build(res, prev)
+	return res
+}
+
+func build(t testing.TB, prev *config.Generation, ls []*listenerv3.Listener, rcs []*routev3.RouteConfiguration, cs []*clusterv3.Cluster) *config.Generation {
+	t.Helper()
+	g, err := config.Build(resources(ls, rcs, cs), prev)
 	if err != nil {
 		t.Fatalf("config.Build: %v", err)
 	}

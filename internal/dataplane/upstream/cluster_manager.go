@@ -70,6 +70,8 @@ type ClusterManager struct {
 	rng func() uint64
 
 	states atomic.Pointer[map[string]*clusterState]
+	// names are the mesh's service names of the latest Update (meshnames.go).
+	names atomic.Pointer[meshNames]
 
 	// mu guards epoch and writes of states.
 	mu    sync.Mutex
@@ -91,6 +93,7 @@ type clusterState struct {
 	h2c  atomic.Pointer[http.Transport]           // built on first use by an h2c cluster
 	tls  atomic.Pointer[map[string]*tlsTransport] // by UpstreamTransport.Key (tls.go)
 	opts *Options
+	mgr  *ClusterManager // resolves mesh service names (meshnames.go)
 
 	// cfg is the cluster's config as of the latest Update, for filters'
 	// own calls (sidecalls.go).
@@ -146,6 +149,7 @@ func (m *ClusterManager) Update(gen *config.Generation) {
 		st.lastSeen = m.epoch
 		next[name] = st
 	}
+	m.updateMeshNames(gen)
 	for name, st := range old {
 		if _, ok := next[name]; ok {
 			continue
@@ -174,7 +178,7 @@ func (m *ClusterManager) Close() error {
 }
 
 func (m *ClusterManager) newState(name string) *clusterState {
-	st := &clusterState{name: name, opts: &m.opts}
+	st := &clusterState{name: name, opts: &m.opts, mgr: m}
 	st.lb.rng = m.rng
 	st.h1 = newH1Transport(st.dial, m.opts.MaxIdleConnsPerHost, m.opts.IdleConnTimeout)
 	return st
@@ -274,6 +278,9 @@ func (st *clusterState) h2cTransport() *http.Transport {
 
 func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
+	if st.mgr != nil {
+		addr = st.mgr.meshEndpoint(addr)
+	}
 	c, err := d.DialContext(ctx, st.dialNetwork(network), addr)
 	if err != nil {
 		return nil, &ConnectError{Addr: addr, Err: err}

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -68,6 +70,12 @@ func (b *doneBody) Close() error {
 	return err
 }
 
+// grpcBackoff is how soon a filter's gRPC connection redials its cluster
+// after a failure: quickly, so that a service that comes back (the rate
+// limit service after a restart) is used within seconds; grpc-go's
+// default waits up to two minutes.
+var grpcBackoff = backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}
+
 // GRPC implements filter.Upstreams. The connection is made on first use
 // and kept in the cluster's state, so it survives generations; it is
 // closed when the cluster is forgotten or the manager closed. Its
@@ -89,6 +97,7 @@ func (m *ClusterManager) GRPC(cluster, authority string) (grpc.ClientConnInterfa
 	cc, err := grpc.NewClient("passthrough:///"+cluster,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithAuthority(authority),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcBackoff, MinConnectTimeout: time.Second}),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return m.dialCluster(ctx, cluster) }))
 	if err != nil {
 		return nil, fmt.Errorf("cluster %q: grpc: %w", cluster, err)

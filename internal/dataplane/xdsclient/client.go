@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
@@ -59,6 +60,10 @@ type Options struct {
 	// and stores each accepted one. Nil: no secret is fetched, and TLS
 	// handshakes that need one fail.
 	Secrets *secret.Store
+	// FilterDeps are the proxy's services the HTTP filters of each
+	// generation are built with (config.BuildWith); the zero value has
+	// none.
+	FilterDeps filter.Deps
 }
 
 // Client is an ADS state-of-the-world client. Create it with New and
@@ -407,7 +412,7 @@ func (c *Client) build(resp *discoveryv3.DiscoveryResponse) (*config.Generation,
 		Endpoints: pick(xdsapi.EndpointType),
 		Versions:  versions,
 	}
-	g, err := config.Build(res, c.gen)
+	g, err := config.BuildWith(res, c.gen, c.opts.FilterDeps)
 	if err != nil {
 		return nil, err
 	}

@@ -213,7 +213,7 @@ func perMillion(path string, f *typev3.FractionalPercent) (uint32, error) {
 }
 
 // Build implements filter.Factory.
-func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+func (Factory) Build(cfg filter.Config, _ filter.Deps) (filter.Filter, error) {
 	if _, ok := cfg.(*Config); !ok {
 		return nil, fmt.Errorf("cors: config is %T, want *cors.Config", cfg)
 	}

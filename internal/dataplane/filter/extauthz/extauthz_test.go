@@ -81,7 +81,7 @@ func build(t *testing.T, m *extauthzv3.ExtAuthz) filter.Filter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := extauthz.Factory{}.Build(cfg)
+	f, err := extauthz.Factory{}.Build(cfg, filter.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ const (
 )
 
 // Build implements filter.Factory.
-func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+func (Factory) Build(cfg filter.Config, _ filter.Deps) (filter.Filter, error) {
 	c, ok := cfg.(*Config)
 	if !ok || c.override {
 		return nil, fmt.Errorf("ext_authz: config %T", cfg)

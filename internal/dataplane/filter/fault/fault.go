@@ -89,7 +89,7 @@ func (Factory) Parse(cfg *anypb.Any) (filter.Config, error) {
 func (Factory) ParseOverride(cfg *anypb.Any) (filter.Config, error) { return parse(cfg) }
 
 // Build implements filter.Factory.
-func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+func (Factory) Build(cfg filter.Config, _ filter.Deps) (filter.Filter, error) {
 	c, ok := cfg.(*Config)
 	if !ok {
 		return nil, fmt.Errorf("fault: config is %T, want *fault.Config", cfg)

@@ -242,7 +242,7 @@ func (Factory) ParseOverride(cfg *anypb.Any) (filter.Config, error) {
 }
 
 // Build implements filter.Factory.
-func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+func (Factory) Build(cfg filter.Config, _ filter.Deps) (filter.Filter, error) {
 	c, ok := cfg.(*Config)
 	if !ok {
 		return nil, fmt.Errorf("jwt_authn: config is %T, want *jwtauthn.Config", cfg)

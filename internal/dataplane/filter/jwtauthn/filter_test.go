@@ -35,7 +35,7 @@ type outcome struct {
 // run sends r through a filter of c and reports the outcome.
 func run(t testing.TB, c *Config, r *http.Request, override filter.Config) outcome {
 	t.Helper()
-	f, err := Factory{}.Build(c)
+	f, err := Factory{}.Build(c, filter.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +504,7 @@ func TestGRPCReply(t *testing.T) {
 	c := mustConfig(t, istioConfig(rule{issuer: taskIssuer, jwks: readSample(t, "jwks.json")}), time.Time{})
 	r := bearer("garbage")
 	r.Header.Set("Content-Type", "application/grpc")
-	f, _ := Factory{}.Build(c)
+	f, _ := Factory{}.Build(c, filter.Deps{})
 	rec := httptest.NewRecorder()
 	f.ServeHTTP(rec, r, http.NotFoundHandler())
 	if rec.Code != 200 || rec.Header().Get("Grpc-Status") != "16" || rec.Header().Get("Grpc-Message") != JwtBadFormat.String() {
@@ -552,7 +552,7 @@ func TestParseRefuses(t *testing.T) {
 // metadata.
 func BenchmarkVerify(b *testing.B) {
 	c := mustConfig(b, istioConfig(rule{issuer: taskIssuer, jwks: readSample(b, "jwks.json")}), time.Time{})
-	f, err := Factory{}.Build(c)
+	f, err := Factory{}.Build(c, filter.Deps{})
 	if err != nil {
 		b.Fatal(err)
 	}

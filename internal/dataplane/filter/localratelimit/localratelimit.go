@@ -55,28 +55,7 @@ func (f Fraction) sample() bool {
 
 // Header is one HeaderValueOption of response_headers_to_add or
 // request_headers_to_add_when_not_enforced: a literal value.
-type Header struct {
-	Key, Value string
-	// Overwrite replaces existing values (OVERWRITE_IF_EXISTS_OR_ADD, or
-	// the deprecated append: false); otherwise the value is appended.
-	Overwrite bool
-	// IfAbsent adds the header only when it is not there (ADD_IF_ABSENT).
-	IfAbsent bool
-	// IfExists sets it only when it is there (OVERWRITE_IF_EXISTS).
-	IfExists bool
-}
-
-func (h Header) apply(hdr http.Header) {
-	_, present := hdr[h.Key]
-	switch {
-	case h.IfAbsent && present, h.IfExists && !present:
-		return
-	case h.Overwrite || h.IfExists:
-		hdr[h.Key] = []string{h.Value}
-	default:
-		hdr[h.Key] = append(hdr[h.Key], h.Value)
-	}
-}
+type Header = filter.HeaderOption
 
 // Config is a parsed LocalRateLimit. A nil Bucket (no token_bucket) limits
 // nothing at this level: Envoy allows an HCM-level config without one so
@@ -100,8 +79,39 @@ type Config struct {
 	// ResourceExhausted is rate_limited_as_resource_exhausted: gRPC
 	// requests get grpc-status 8 instead of 14.
 	ResourceExhausted bool
+	// Descriptors are the descriptors' own buckets, strictest (fewest
+	// tokens per second) first, as Envoy consumes them. A request's
+	// descriptors come from its route's rate limits of Stage, with the
+	// virtual host's per VHRateLimits.
+	Descriptors  []Descriptor
+	Stage        uint32 // 0-10
+	VHRateLimits filter.VHRateLimits
+	// AlwaysConsumeDefault is always_consume_default_token_bucket (true
+	// by default): the default bucket is taken from even when a
+	// descriptor matched; false takes it only when none did.
+	AlwaysConsumeDefault bool
+	// MaxDynamicDescriptors bounds the buckets each wildcard descriptor
+	// keeps, least recently used out first (max_dynamic_descriptors,
+	// 20 by default).
+	MaxDynamicDescriptors uint32
 
 	bucket *bucket // nil when Bucket is nil
+}
+
+// Descriptor is one LocalRateLimitDescriptor
+// (envoy.extensions.common.ratelimit.v3.LocalRateLimitDescriptor): a
+// request descriptor with the same keys and values gets Bucket. An entry
+// whose Value is "" is a wildcard: it matches any value, and each distinct
+// value gets a bucket of its own (Envoy's dynamic descriptors).
+type Descriptor struct {
+	Entries []filter.DescriptorEntry
+	Bucket  TokenBucket
+	// ShadowMode takes tokens but never limits (shadow_mode).
+	ShadowMode bool
+
+	wildcard bool
+	bucket   *bucket         // when not wildcard
+	dynamic  *dynamicBuckets // when wildcard
 }
 
 // Factory is the filter.Factory of the local rate limit filter.
@@ -132,12 +142,12 @@ func (Factory) ParseOverride(cfg *anypb.Any) (filter.Config, error) { return par
 // Build implements filter.Factory. The HCM-level bucket is made here, so
 // it is shared by every connection of the listener's chain; it starts full
 // with each new generation.
-func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+func (Factory) Build(cfg filter.Config, deps filter.Deps) (filter.Filter, error) {
 	c, ok := cfg.(*Config)
 	if !ok {
 		return nil, fmt.Errorf("local_ratelimit: config is %T, want *localratelimit.Config", cfg)
 	}
-	return &rateLimitFilter{base: c}, nil
+	return &rateLimitFilter{base: c, serviceCluster: deps.ServiceCluster}, nil
 }
 
 func parse(a *anypb.Any, override bool) (*Config, error) {
@@ -152,20 +162,31 @@ func parse(a *anypb.Any, override bool) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Bucket != nil {
-		c.bucket = newBucket(*c.Bucket, time.Now)
-	}
+	c.init(time.Now)
 	return c, nil
+}
+
+// init makes c's bucket state: the default bucket and each descriptor's.
+func (c *Config) init(now func() time.Time) {
+	if c.Bucket != nil {
+		c.bucket = newBucket(*c.Bucket, now)
+	}
+	for i := range c.Descriptors {
+		d := &c.Descriptors[i]
+		if d.wildcard {
+			d.dynamic = newDynamicBuckets(d.Bucket, int(c.MaxDynamicDescriptors), now)
+		} else {
+			d.bucket = newBucket(d.Bucket, now)
+		}
+	}
 }
 
 func fromProto(m *lrlv3.LocalRateLimit, override bool) (*Config, error) {
 	switch {
 	case m.GetStatPrefix() == "":
 		return nil, errors.New("stat_prefix: must not be empty")
-	case len(m.GetDescriptors()) > 0:
-		return nil, errors.New("descriptors: not supported")
 	case len(m.GetRateLimits()) > 0:
-		return nil, errors.New("rate_limits: not supported")
+		return nil, errors.New("rate_limits: not supported (set rate_limits on the route or virtual host)")
 	case m.GetStage() > 10:
 		return nil, fmt.Errorf("stage = %d: must be 0-10", m.GetStage())
 	case m.GetLocalRateLimitPerDownstreamConnection():
@@ -175,14 +196,34 @@ func fromProto(m *lrlv3.LocalRateLimit, override bool) (*Config, error) {
 	case m.GetEnableXRatelimitHeaders() != ratelimitcommonv3.XRateLimitHeadersRFCVersion_OFF:
 		return nil, fmt.Errorf("enable_x_ratelimit_headers = %s: not supported (must be OFF)", m.GetEnableXRatelimitHeaders())
 	}
-	// vh_rate_limits, always_consume_default_token_bucket and
-	// max_dynamic_descriptors only act on descriptors, refused above.
 	c := &Config{
-		StatPrefix:        m.GetStatPrefix(),
-		Status:            http.StatusTooManyRequests,
-		RetryAfter:        m.GetEnableRetryAfterHeader(),
-		ResourceExhausted: m.GetRateLimitedAsResourceExhausted(),
+		StatPrefix:            m.GetStatPrefix(),
+		Status:                http.StatusTooManyRequests,
+		RetryAfter:            m.GetEnableRetryAfterHeader(),
+		ResourceExhausted:     m.GetRateLimitedAsResourceExhausted(),
+		Stage:                 m.GetStage(),
+		AlwaysConsumeDefault:  true,
+		MaxDynamicDescriptors: defaultMaxDynamicDescriptors,
 	}
+	vh, ok := filter.VHRateLimitsOf(int32(m.GetVhRateLimits()))
+	if !ok {
+		return nil, fmt.Errorf("vh_rate_limits = %s: must be OVERRIDE, INCLUDE or IGNORE", m.GetVhRateLimits())
+	}
+	c.VHRateLimits = vh
+	if v := m.GetAlwaysConsumeDefaultTokenBucket(); v != nil {
+		c.AlwaysConsumeDefault = v.GetValue()
+	}
+	if v := m.GetMaxDynamicDescriptors(); v != nil {
+		if v.GetValue() < 1 {
+			return nil, errors.New("max_dynamic_descriptors = 0: must be at least 1")
+		}
+		c.MaxDynamicDescriptors = v.GetValue()
+	}
+	ds, err := descriptors(m.GetDescriptors())
+	if err != nil {
+		return nil, err
+	}
+	c.Descriptors = ds
 	if s := m.GetStatus(); s != nil && s.GetCode() >= 400 {
 		if s.GetCode() > 599 {
 			return nil, fmt.Errorf("status.code = %d: must be 400-599", s.GetCode())
@@ -198,17 +239,16 @@ func fromProto(m *lrlv3.LocalRateLimit, override bool) (*Config, error) {
 	} else if override {
 		return nil, errors.New("token_bucket: must be set in a route or virtual host override")
 	}
-	var err error
 	if c.Enabled, err = fraction("filter_enabled", m.GetFilterEnabled()); err != nil {
 		return nil, err
 	}
 	if c.Enforced, err = fraction("filter_enforced", m.GetFilterEnforced()); err != nil {
 		return nil, err
 	}
-	if c.ResponseHeaders, err = headers("response_headers_to_add", m.GetResponseHeadersToAdd()); err != nil {
+	if c.ResponseHeaders, err = filter.ParseHeaderOptions("response_headers_to_add", m.GetResponseHeadersToAdd()); err != nil {
 		return nil, err
 	}
-	if c.RequestHeaders, err = headers("request_headers_to_add_when_not_enforced", m.GetRequestHeadersToAddWhenNotEnforced()); err != nil {
+	if c.RequestHeaders, err = filter.ParseHeaderOptions("request_headers_to_add_when_not_enforced", m.GetRequestHeadersToAddWhenNotEnforced()); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -260,49 +300,12 @@ func fraction(path string, p *corev3.RuntimeFractionalPercent) (Fraction, error)
 	return Fraction{Numerator: min(dv.GetNumerator(), den), Denominator: den}, nil
 }
 
-func headers(path string, opts []*corev3.HeaderValueOption) ([]Header, error) {
-	var out []Header
-	for i, o := range opts {
-		p := path + "[" + strconv.Itoa(i) + "]"
-		hv := o.GetHeader()
-		k := http.CanonicalHeaderKey(hv.GetKey())
-		switch {
-		case hv == nil:
-			return nil, fmt.Errorf("%s.header: must be set", p)
-		case k == "" || strings.HasPrefix(k, ":"):
-			return nil, fmt.Errorf("%s.header.key = %q: must be a header name (not empty, not a pseudo-header)", p, hv.GetKey())
-		case len(hv.GetRawValue()) > 0:
-			return nil, fmt.Errorf("%s.header.raw_value: not supported (use value)", p)
-		case strings.Contains(hv.GetValue(), "%"):
-			return nil, fmt.Errorf("%s.header.value = %q: must be literal (%%COMMAND%% substitution is not supported)", p, hv.GetValue())
-		}
-		h := Header{Key: k, Value: hv.GetValue()}
-		if ap := o.GetAppend(); ap != nil {
-			if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
-				return nil, fmt.Errorf("%s: append and append_action must not both be set", p)
-			}
-			h.Overwrite = !ap.GetValue()
-		} else {
-			switch o.GetAppendAction() {
-			case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
-			case corev3.HeaderValueOption_ADD_IF_ABSENT:
-				h.IfAbsent = true
-			case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
-				h.Overwrite = true
-			case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-				h.IfExists = true
-			default:
-				return nil, fmt.Errorf("%s.append_action = %s: unknown append action", p, o.GetAppendAction())
-			}
-		}
-		out = append(out, h)
-	}
-	return out, nil
-}
-
 // rateLimitFilter applies its route's override, or else base.
 type rateLimitFilter struct {
 	base *Config
+	// serviceCluster is the proxy's service cluster, which source_cluster
+	// rate limit actions read.
+	serviceCluster string
 }
 
 func (f *rateLimitFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Handler) {
@@ -311,18 +314,18 @@ func (f *rateLimitFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 	if st != nil && st.Override != nil {
 		c = st.Override.(*Config)
 	}
-	if c.bucket == nil || !c.Enabled.sample() {
+	if (c.bucket == nil && len(c.Descriptors) == 0) || !c.Enabled.sample() {
 		next.ServeHTTP(w, r)
 		return
 	}
-	ok, wait := c.bucket.take()
+	ok, wait := c.take(r, st, f.serviceCluster)
 	if ok {
 		next.ServeHTTP(w, r)
 		return
 	}
 	if !c.Enforced.sample() {
 		for _, h := range c.RequestHeaders {
-			h.apply(r.Header)
+			h.Apply(r.Header)
 		}
 		next.ServeHTTP(w, r)
 		return
@@ -342,7 +345,7 @@ func (c *Config) reply(w http.ResponseWriter, r *http.Request, wait time.Duratio
 	h := w.Header()
 	h["X-Envoy-Ratelimited"] = []string{"true"}
 	for _, hd := range c.ResponseHeaders {
-		hd.apply(h)
+		hd.Apply(h)
 	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		gs := "14"

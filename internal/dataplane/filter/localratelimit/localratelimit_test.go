@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	ratelimitcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
@@ -127,24 +129,29 @@ func TestParse(t *testing.T) {
 		{name: "istio task", want: &Config{
 			StatPrefix: "http_local_rate_limiter", Status: 429, Bucket: &TokenBucket{4, 4, time.Minute},
 			Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100},
-			ResponseHeaders: []Header{{Key: "X-Local-Rate-Limit", Value: "true", Overwrite: true}},
+			ResponseHeaders:      []Header{{Key: "X-Local-Rate-Limit", Value: "true", Overwrite: true}},
+			AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20,
 		}},
 		{name: "defaults: 0 % enabled, one token per fill, status below 400 is 429", mod: func(m *lrlv3.LocalRateLimit) {
 			m.FilterEnabled, m.FilterEnforced, m.ResponseHeadersToAdd = nil, nil, nil
 			m.TokenBucket.TokensPerFill = nil
 			m.Status = &typev3.HttpStatus{Code: typev3.StatusCode_OK}
 		}, want: &Config{StatPrefix: "http_local_rate_limiter", Status: 429, Bucket: &TokenBucket{4, 1, time.Minute},
-			Enabled: Fraction{0, 100}, Enforced: Fraction{0, 100}}},
+			Enabled: Fraction{0, 100}, Enforced: Fraction{0, 100}, AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20}},
 		{name: "no token bucket at the HCM level limits nothing", mod: func(m *lrlv3.LocalRateLimit) {
 			m.TokenBucket, m.ResponseHeadersToAdd = nil, nil
 			m.Status = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
-		}, want: &Config{StatPrefix: "http_local_rate_limiter", Status: 503, Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100}}},
+		}, want: &Config{StatPrefix: "http_local_rate_limiter", Status: 503, Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100},
+			AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20}},
 		{name: "override needs a token bucket", override: true, mod: func(m *lrlv3.LocalRateLimit) { m.TokenBucket = nil },
 			wantErr: "token_bucket: must be set in a route or virtual host override"},
 		{name: "stat_prefix", mod: func(m *lrlv3.LocalRateLimit) { m.StatPrefix = "" }, wantErr: "stat_prefix: must not be empty"},
-		{name: "descriptors", mod: func(m *lrlv3.LocalRateLimit) {
+		{name: "empty descriptor", mod: func(m *lrlv3.LocalRateLimit) {
 			m.Descriptors = append(m.Descriptors, nil)
-		}, wantErr: "descriptors: not supported"},
+		}, wantErr: "descriptors[0].entries: must not be empty"},
+		{name: "filter-level rate_limits", mod: func(m *lrlv3.LocalRateLimit) {
+			m.RateLimits = append(m.RateLimits, &routev3.RateLimit{})
+		}, wantErr: "rate_limits: not supported"},
 		{name: "per connection", mod: func(m *lrlv3.LocalRateLimit) { m.LocalRateLimitPerDownstreamConnection = true },
 			wantErr: "local_rate_limit_per_downstream_connection: not supported"},
 		{name: "short fill interval", mod: func(m *lrlv3.LocalRateLimit) { m.TokenBucket.FillInterval = durationpb.New(time.Millisecond) },
@@ -211,7 +218,7 @@ func build(t *testing.T, m *lrlv3.LocalRateLimit, override bool) (*Config, filte
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Factory{}.Build(cfg)
+	f, err := Factory{}.Build(cfg, filter.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,5 +361,110 @@ func TestFlagsString(t *testing.T) {
 		if got := tt.f.String(); got != tt.want {
 			t.Errorf("Flags(%#x).String() = %q, want %q", uint8(tt.f), got, tt.want)
 		}
+	}
+}
+
+// policyState is a request state whose route has one rate limit per
+// action list (stage 0).
+func policyState(actions ...[]filter.RateLimitAction) *filter.State {
+	p := &filter.RateLimitPolicy{}
+	for _, a := range actions {
+		p.Route = append(p.Route, filter.RateLimit{Actions: a})
+	}
+	return &filter.State{Route: &filter.RouteInfo{Name: "r", Cluster: "c", ClusterExists: true, RateLimits: p}}
+}
+
+func genericKey(k, v string) filter.RateLimitAction {
+	return filter.RateLimitAction{Kind: filter.ActionGenericKey, Key: k, Value: v}
+}
+
+func userHeader() filter.RateLimitAction {
+	return filter.RateLimitAction{Kind: filter.ActionRequestHeaders, Key: "user", Name: "X-User"}
+}
+
+func descriptor(max uint32, fill time.Duration, entries ...*ratelimitcommonv3.RateLimitDescriptor_Entry) *ratelimitcommonv3.LocalRateLimitDescriptor {
+	return &ratelimitcommonv3.LocalRateLimitDescriptor{Entries: entries,
+		TokenBucket: &typev3.TokenBucket{MaxTokens: max, TokensPerFill: wrapperspb.UInt32(max), FillInterval: durationpb.New(fill)}}
+}
+
+func entry(k, v string) *ratelimitcommonv3.RateLimitDescriptor_Entry {
+	return &ratelimitcommonv3.RateLimitDescriptor_Entry{Key: k, Value: v}
+}
+
+// TestDescriptors: a request whose route's actions make a configured
+// descriptor takes from that descriptor's bucket; a descriptor entry
+// without a value gives each value its own bucket, at most
+// max_dynamic_descriptors of them; without a match the default bucket
+// applies, and with always_consume_default_token_bucket false only then.
+func TestDescriptors(t *testing.T) {
+	m := istioTask()
+	m.TokenBucket.MaxTokens = 3 // the default bucket
+	m.AlwaysConsumeDefaultTokenBucket = wrapperspb.Bool(false)
+	m.MaxDynamicDescriptors = wrapperspb.UInt32(2)
+	m.Descriptors = []*ratelimitcommonv3.LocalRateLimitDescriptor{
+		descriptor(2, time.Minute, entry("limit", "a")),
+		descriptor(1, time.Minute, entry("limit", "per-user"), entry("user", "")),
+	}
+	_, f := build(t, m, false)
+	run := func(n int, st func() *filter.State, hdr http.Header) (passed int) {
+		for range n {
+			if _, ok := serve(f, st(), hdr); ok {
+				passed++
+			}
+		}
+		return passed
+	}
+	limitA := func() *filter.State { return policyState([]filter.RateLimitAction{genericKey("limit", "a")}) }
+	perUser := func() *filter.State {
+		return policyState([]filter.RateLimitAction{genericKey("limit", "per-user"), userHeader()})
+	}
+	if got := run(5, limitA, nil); got != 2 {
+		t.Fatalf("descriptor limit=a: %d of 5 passed, want 2", got)
+	}
+	for _, u := range []string{"ann", "bob"} {
+		if got := run(3, perUser, http.Header{"X-User": {u}}); got != 1 {
+			t.Fatalf("user %s: %d of 3 passed, want 1 (a bucket per value)", u, got)
+		}
+	}
+	// A third user pushes ann's bucket out (2 kept): ann starts afresh.
+	run(1, perUser, http.Header{"X-User": {"carl"}})
+	if got := run(2, perUser, http.Header{"X-User": {"ann"}}); got != 1 {
+		t.Fatalf("ann after eviction: %d of 2 passed, want 1", got)
+	}
+	// No header: the per-user descriptor is not made; the default bucket
+	// (3) applies, untouched so far since every request above matched.
+	if got := run(5, perUser, nil); got != 3 {
+		t.Fatalf("without x-user: %d of 5 passed, want the default bucket's 3", got)
+	}
+}
+
+// TestDescriptorsStageAndShadow: rate limits of another stage make no
+// descriptor; a shadow descriptor never refuses; matched descriptors take
+// from the default bucket too when always_consume_default_token_bucket is
+// true (the default).
+func TestDescriptorsStageAndShadow(t *testing.T) {
+	m := istioTask()
+	m.TokenBucket.MaxTokens = 2
+	m.Stage = 1
+	sh := descriptor(1, time.Minute, entry("k", "shadow"))
+	sh.ShadowMode = true
+	m.Descriptors = []*ratelimitcommonv3.LocalRateLimitDescriptor{sh, descriptor(100, time.Minute, entry("k", "v"))}
+	_, f := build(t, m, false)
+	st := func(stage uint32, v string) *filter.State {
+		s := policyState([]filter.RateLimitAction{genericKey("k", v)})
+		s.Route.RateLimits.Route[0].Stage = stage
+		return s
+	}
+	for i := range 3 {
+		if _, ok := serve(f, st(1, "shadow"), nil); !ok && i < 2 {
+			t.Fatalf("shadow request %d refused", i+1)
+		}
+	}
+	// The shadow requests took the default bucket's 2 tokens.
+	if _, ok := serve(f, st(1, "v"), nil); ok {
+		t.Fatal("a matched request passed with the default bucket empty (always_consume_default_token_bucket)")
+	}
+	if _, ok := serve(f, st(0, "v"), nil); ok {
+		t.Fatal("a stage-0 request passed with the default bucket empty")
 	}
 }

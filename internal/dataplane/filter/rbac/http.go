@@ -176,7 +176,7 @@ func parseHTTP(m *rbachttpv3.RBAC) (*Config, error) {
 }
 
 // Build implements filter.Factory.
-func (Factory) Build(cfg filter.Config) (filter.Filter, error) {
+func (Factory) Build(cfg filter.Config, _ filter.Deps) (filter.Filter, error) {
 	c, ok := cfg.(*Config)
 	if !ok {
 		return nil, fmt.Errorf("rbac: config %T", cfg)

@@ -35,7 +35,7 @@ func buildHTTP(t testing.TB, m *rbachttpv3.RBAC) filter.Filter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Factory{}.Build(cfg)
+	f, err := Factory{}.Build(cfg, filter.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
