@@ -1,9 +1,11 @@
 // Package meshconfig reads loomd's mesh config: a YAML file of Istio's
 // MeshConfig (istio.io/api/mesh/v1alpha1), given by loomd --mesh-config,
 // and watches it. Translation reads outboundTrafficPolicy, trustDomain,
-// trustDomainAliases and the ext_authz extensionProviders
+// trustDomainAliases, the ext_authz extensionProviders
 // (envoyExtAuthzHttp, envoyExtAuthzGrpc) that AuthorizationPolicy CUSTOM
-// actions name.
+// actions name, and tracing: defaultProviders.tracing, the opentelemetry
+// and zipkin extensionProviders, and defaultConfig.tracing (sampling,
+// customTags, maxPathTagLength, enableIstioTags).
 //
 // It sits beside the config store: loomd passes Watcher.Current to
 // translate.GenerateMesh and triggers a push on every change. It imports
@@ -86,8 +88,11 @@ func Parse(name string, data []byte) (*meshv1alpha1.MeshConfig, error) {
 // envoyExtAuthzHttp or envoyExtAuthzGrpc provider a service, a port
 // 1-65535, a statusOnError that is an HTTP status and (HTTP) a pathPrefix
 // starting with "/"; clearRouteCache, which the proxy does not
-// implement, is refused. Providers of other kinds (tracing, logging) are not
-// read and not checked. The error names the provider by index and name.
+// implement, is refused. opentelemetry and zipkin tracing providers need a
+// service and a port; of them, OTLP over HTTP, samplers, resource
+// detectors and Zipkin headers and timeout are refused as not supported.
+// Providers of other kinds (logging, other tracers) are not read and not
+// checked. The error names the provider by index and name.
 func Validate(mc *meshv1alpha1.MeshConfig) error {
 	var errs []error
 	seen := map[string]bool{}
@@ -110,6 +115,25 @@ func Validate(mc *meshv1alpha1.MeshConfig) error {
 			if h.GetClearRouteCache() {
 				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzHttp.clearRouteCache: not supported by this version of Loom (the route is chosen before the check)", at))
 			}
+		case *meshv1alpha1.MeshConfig_ExtensionProvider_Opentelemetry:
+			errs = append(errs, tracingProvider(at+".opentelemetry", pr.Opentelemetry.GetService(), pr.Opentelemetry.GetPort())...)
+			if pr.Opentelemetry.GetHttp() != nil {
+				errs = append(errs, fmt.Errorf("%s.opentelemetry.http: not supported by this version of Loom (export over grpc)", at))
+			}
+			if pr.Opentelemetry.GetSampling() != nil {
+				errs = append(errs, fmt.Errorf("%s.opentelemetry.dynatraceSampler: not supported by this version of Loom", at))
+			}
+			if pr.Opentelemetry.GetResourceDetectors() != nil {
+				errs = append(errs, fmt.Errorf("%s.opentelemetry.resourceDetectors: not supported by this version of Loom", at))
+			}
+		case *meshv1alpha1.MeshConfig_ExtensionProvider_Zipkin:
+			errs = append(errs, tracingProvider(at+".zipkin", pr.Zipkin.GetService(), pr.Zipkin.GetPort())...)
+			if len(pr.Zipkin.GetHeaders()) > 0 || pr.Zipkin.GetTimeout() != nil {
+				errs = append(errs, fmt.Errorf("%s.zipkin: headers and timeout are not supported by this version of Loom", at))
+			}
+			if p := pr.Zipkin.GetPath(); p != "" && !strings.HasPrefix(p, "/") {
+				errs = append(errs, fmt.Errorf("%s.zipkin.path: %q: must begin with /", at, p))
+			}
 		case *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExtAuthzGrpc:
 			g := pr.EnvoyExtAuthzGrpc
 			errs = append(errs, extAuthzService(at+".envoyExtAuthzGrpc", g.GetService(), g.GetPort(), g.GetStatusOnError())...)
@@ -119,6 +143,20 @@ func Validate(mc *meshv1alpha1.MeshConfig) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// tracingProvider checks a tracing provider's collector service, as
+// Istio's validateExtensionProvider: a service name ("host" or
+// "namespace/host") and a port.
+func tracingProvider(at, service string, port uint32) []error {
+	var errs []error
+	if service == "" {
+		errs = append(errs, fmt.Errorf("%s.service: must not be empty", at))
+	}
+	if port == 0 || port > 65535 {
+		errs = append(errs, fmt.Errorf("%s.port: %d: must be 1-65535", at, port))
+	}
+	return errs
 }
 
 func extAuthzService(at, service string, port uint32, statusOnError string) []error {

@@ -166,3 +166,38 @@ extensionProviders:
 		}
 	}
 }
+
+func TestParseTracingProviders(t *testing.T) {
+	tests := []struct {
+		name, in, wantErr string
+	}{
+		{"otel grpc", `
+defaultProviders: {tracing: [otel]}
+extensionProviders:
+- name: otel
+  opentelemetry: {service: otel.observability.svc.cluster.local, port: 4317, maxTagLength: 100}
+defaultConfig:
+  tracing: {sampling: 10, customTags: {env: {literal: {value: prod}}}}
+`, ""},
+		{"zipkin", "extensionProviders:\n- name: z\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, path: /api/v2/spans}\n", ""},
+		{"otel without service", "extensionProviders:\n- name: otel\n  opentelemetry: {port: 4317}\n", "extensionProviders[0].opentelemetry.service: must not be empty"},
+		{"otel bad port", "extensionProviders:\n- name: otel\n  opentelemetry: {service: a.b, port: 70000}\n", "extensionProviders[0].opentelemetry.port: 70000"},
+		{"otel http", "extensionProviders:\n- name: otel\n  opentelemetry: {service: a.b, port: 4318, http: {path: /v1/traces}}\n", "extensionProviders[0].opentelemetry.http: not supported"},
+		{"zipkin relative path", "extensionProviders:\n- name: z\n  zipkin: {service: a.b, port: 9411, path: api}\n", "extensionProviders[0].zipkin.path"},
+		{"zipkin headers", "extensionProviders:\n- name: z\n  zipkin: {service: a.b, port: 9411, headers: [{name: a, value: b}]}\n", "headers and timeout are not supported"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("m.yaml", []byte(tt.in))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}

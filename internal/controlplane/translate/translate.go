@@ -63,6 +63,14 @@ type Options struct {
 	// service at; "" when loomd runs none (RateLimitPolicy global limits
 	// are then left out; loomd's validation refuses them).
 	RateLimitService string
+	// Tracing, when non-nil, gives the proxy's client and server tracing
+	// specs (the Telemetry API's resolution for the proxy); nil: those of
+	// mesh config alone (MeshTracingSpecs).
+	Tracing *TracingSpecs
+	// Warn, if non-nil, is told what translation left out for the proxy
+	// without failing (a tracing provider whose service is not in the
+	// registry, as Istio logs and skips it).
+	Warn func(msg string)
 }
 
 // GenerateMesh is Generate under mesh config mesh (nil: Istio's defaults).
@@ -181,6 +189,19 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		}
 	default:
 		return nil, fmt.Errorf("translate proxy %q: type %q: must be %q or %q", p.ID, p.Type, model.SidecarProxy, model.RouterProxy)
+	}
+	specs := MeshTracingSpecs(mesh)
+	if o.Tracing != nil {
+		specs = *o.Tracing
+	}
+	warnings, err := applyTracing(r, pc, p, mesh, specs)
+	if err != nil {
+		return nil, fmt.Errorf("translate proxy %q: tracing: %w", p.ID, err)
+	}
+	if o.Warn != nil {
+		for _, w := range warnings {
+			o.Warn(w)
+		}
 	}
 	if err := applyEnvoyFilters(r, p.Type, pc.EnvoyFiltersForProxy(p)); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
