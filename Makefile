@@ -73,7 +73,7 @@ test: lint test-deps redis ui browser-deps
 # `go test` runs): "package:FuzzName" pairs. FUZZTIME is a count of inputs
 # rather than a duration: on a loaded machine a timed run can end with the
 # fuzzer's own "context deadline exceeded".
-FUZZ_TARGETS ?= ./internal/dataplane/filter/jwtauthn:FuzzVerify ./internal/dataplane/filter/rbac:FuzzPolicyMatching
+FUZZ_TARGETS ?= ./internal/dataplane/filter/jwtauthn:FuzzVerify ./internal/dataplane/filter/rbac:FuzzPolicyMatching ./internal/dataplane/listener:FuzzSniff
 FUZZTIME     ?= 20000x
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
