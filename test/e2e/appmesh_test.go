@@ -300,6 +300,7 @@ func (m *appMesh) stop() {
 			<-done
 		}
 	}
+	checkNoSecrets(m.t, logFiles(m.t, m.logs...))
 	if m.t.Failed() {
 		m.t.Log(m.tails())
 	}

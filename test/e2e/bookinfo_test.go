@@ -40,6 +40,7 @@ type mesh struct {
 	cmd     *exec.Cmd
 	pageURL string
 	out     *testutil.SyncBuffer // demo's stdout and stderr
+	logsDir string               // the processes' logs
 	done    chan struct{}
 	waitErr error
 }
@@ -203,11 +204,12 @@ func startDemo(t *testing.T, subnet string) *mesh {
 func startDemoArgs(t *testing.T, args ...string) *mesh {
 	t.Helper()
 	port := freePort(t)
+	logsDir := filepath.Join(t.TempDir(), "logs")
 	out := &testutil.SyncBuffer{}
 	ready := make(chan string, 1)
 	cmd := exec.Command(filepath.Join(binDir, "loomctl"), append([]string{"demo",
 		"--ingress-port", strconv.Itoa(port), "--bin-dir", binDir,
-		"--config-dir", filepath.Join(t.TempDir(), "config"), "--logs-dir", filepath.Join(t.TempDir(), "logs")}, args...)...)
+		"--config-dir", filepath.Join(t.TempDir(), "config"), "--logs-dir", logsDir}, args...)...)
 	cmd.Env = envWithout("LOOMD_ADDR")
 	cmd.SysProcAttr = demoSysProcAttr()
 	cmd.Stderr = out
@@ -218,7 +220,7 @@ func startDemoArgs(t *testing.T, args ...string) *mesh {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	m := &mesh{t: t, cmd: cmd, out: out, done: make(chan struct{})}
+	m := &mesh{t: t, cmd: cmd, out: out, logsDir: logsDir, done: make(chan struct{})}
 	scanDone := make(chan struct{})
 	go func() {
 		defer close(scanDone)
@@ -288,6 +290,9 @@ func (m *mesh) stop(children []int) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	outputs := logFiles(t, m.logsDir)
+	outputs["loomctl demo"] = m.out.String()
+	checkNoSecrets(t, outputs)
 	if t.Failed() {
 		t.Logf("loomctl demo output:\n%s", m.out.String())
 	}
