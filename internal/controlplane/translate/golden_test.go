@@ -32,6 +32,7 @@ func TestGolden(t *testing.T) {
 		{"fault", productpageSidecar(), Options{}},
 		{"route-actions", productpageSidecar(), Options{}},
 		{"gateway-redirect", ingressRouter(), Options{}},
+		{"gateway-tls", ingressRouter(), Options{}},
 		{"authz", productpageSidecar(), Options{}},
 		{"authz-gateway", ingressRouter(), Options{}},
 		{"redirect", redirectSidecar(productpageSidecar()), Options{}},

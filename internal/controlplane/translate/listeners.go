@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 
@@ -13,10 +12,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
-	"github.com/loom-mesh/loom/internal/controlplane/registry"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -58,65 +55,6 @@ func sidecarListeners(p *model.Proxy, inbound []*hcmv3.HttpFilter) ([]*listenerv
 	return []*listenerv3.Listener{out, in}, nil
 }
 
-// gatewayServer is one server of a Gateway selecting the router.
-type gatewayServer struct {
-	gateway *model.Gateway
-	server  *networking.Server
-}
-
-// gatewayPort is a port the router listens on, with the servers on it.
-type gatewayPort struct {
-	port    uint32
-	servers []gatewayServer
-}
-
-// gatewayServers groups the HTTP servers of the Gateways selecting p by
-// port, sorted by port. Servers of other protocols (HTTPS, TLS, TCP) are
-// not served in this version.
-func gatewayServers(pc *model.PushContext, p *model.Proxy) []gatewayPort {
-	byPort := map[uint32]*gatewayPort{}
-	var out []*gatewayPort
-	for _, g := range pc.GatewaysForProxy(p) {
-		for _, s := range g.Spec.GetServers() {
-			port := s.GetPort()
-			proto := registry.ParseProtocol(port.GetProtocol(), port.GetName())
-			if port.GetNumber() == 0 || proto == registry.Unknown || !proto.IsHTTP() {
-				continue
-			}
-			gp := byPort[port.GetNumber()]
-			if gp == nil {
-				gp = &gatewayPort{port: port.GetNumber()}
-				byPort[gp.port] = gp
-				out = append(out, gp)
-			}
-			gp.servers = append(gp.servers, gatewayServer{gateway: g, server: s})
-		}
-	}
-	slices.SortFunc(out, func(a, b *gatewayPort) int { return cmp.Compare(a.port, b.port) })
-	ports := make([]gatewayPort, len(out))
-	for i, gp := range out {
-		ports[i] = *gp
-	}
-	return ports
-}
-
-// gatewayListeners returns a listener per gateway port, named as Istio's
-// ("0.0.0.0_8080") but bound to the proxy's IP, each with the gateway's
-// authorization filters authz.
-func gatewayListeners(p *model.Proxy, ports []gatewayPort, authz []*hcmv3.HttpFilter) ([]*listenerv3.Listener, error) {
-	var out []*listenerv3.Listener
-	for _, gp := range ports {
-		name := xdsapi.GatewayListenerName(gatewayBind, gp.port)
-		l, err := httpListener(name, p.IP, gp.port, corev3.TrafficDirection_OUTBOUND,
-			"outbound_"+name, xdsapi.GatewayRouteName(gp.port), hcmOptions{authz: authz, useRemoteAddress: true})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, nil
-}
-
 // websocketUpgrade is the upgrade_type Istio allows on every HTTP
 // connection manager.
 const websocketUpgrade = "websocket"
@@ -134,17 +72,31 @@ const websocketUpgrade = "websocket"
 // prior knowledge, which gRPC clients use) on the same port. It fails
 // only when a typed config cannot be packed.
 func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, statPrefix, routeName string, opts hcmOptions) (*listenerv3.Listener, error) {
-	cors, err := packAny(&corsv3.Cors{})
+	f, err := hcmFilter(statPrefix, routeName, opts)
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: %w", name, err)
+	}
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(ip, port),
+		TrafficDirection: dir,
+		FilterChains:     []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{f}}},
+	}, nil
+}
+
+// hcmFilter is the HTTP connection manager network filter of httpListener.
+func hcmFilter(statPrefix, routeName string, opts hcmOptions) (*listenerv3.Filter, error) {
+	cors, err := packAny(&corsv3.Cors{})
+	if err != nil {
+		return nil, err
 	}
 	fault, err := packAny(&faultv3.HTTPFault{})
 	if err != nil {
-		return nil, fmt.Errorf("listener %q: %w", name, err)
+		return nil, err
 	}
 	router, err := packAny(&routerv3.Router{})
 	if err != nil {
-		return nil, fmt.Errorf("listener %q: %w", name, err)
+		return nil, err
 	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
@@ -171,17 +123,10 @@ func httpListener(name, ip string, port uint32, dir corev3.TrafficDirection, sta
 	}
 	hcmAny, err := packAny(hcm)
 	if err != nil {
-		return nil, fmt.Errorf("listener %q: %w", name, err)
+		return nil, err
 	}
-	return &listenerv3.Listener{
-		Name:             name,
-		Address:          socketAddress(ip, port),
-		TrafficDirection: dir,
-		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{{
-				Name:       httpConnectionManagerFilter,
-				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
-			}},
-		}},
+	return &listenerv3.Filter{
+		Name:       httpConnectionManagerFilter,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
 	}, nil
 }

@@ -10,12 +10,17 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
 	"github.com/loom-mesh/loom/internal/controlplane/validation"
 )
 
@@ -104,7 +109,21 @@ func sampleDigest(t *testing.T, files ...string) string {
 		return b.String()
 	}
 	pc := model.NewPushContext(config.NewSnapshot(1, rs))
-	for _, p := range []*model.Proxy{productpageSidecar(), ingressRouter()} {
+	proxies := []*model.Proxy{productpageSidecar(), ingressRouter()}
+	// A Gateway that does not select the ingress gateway gets a router of
+	// its own, labelled with its selector, so its servers show too.
+	for _, g := range pc.Gateways() {
+		sel := g.Spec.GetSelector()
+		if registry.LabelsContain(ingressRouter().Labels, sel) {
+			continue
+		}
+		r := ingressRouter()
+		r.Name = g.Name
+		r.ID = "router~127.0.0.10~" + g.Name + "." + g.Namespace + "~" + g.Namespace + ".svc.cluster.local"
+		r.Labels = sel
+		proxies = append(proxies, r)
+	}
+	for _, p := range proxies {
 		r, err := Generate(pc, p)
 		if err != nil {
 			fmt.Fprintf(&b, "%s: generate: %v\n", p.ID, err)
@@ -119,12 +138,26 @@ func sampleDigest(t *testing.T, files ...string) string {
 func digestResources(b *strings.Builder, r *Resources) {
 	for _, l := range r.Listeners {
 		fmt.Fprintf(b, "listener %s %s:%d\n", l.GetName(), l.GetAddress().GetSocketAddress().GetAddress(), l.GetAddress().GetSocketAddress().GetPortValue())
+		for _, lf := range l.GetListenerFilters() {
+			fmt.Fprintf(b, "  listener filter %s\n", lf.GetName())
+		}
 		for _, fc := range l.GetFilterChains() {
+			if fc.GetFilterChainMatch() != nil || fc.GetTransportSocket() != nil {
+				fmt.Fprintf(b, "  chain %q%s%s\n", fc.GetName(), digestChainMatch(fc.GetFilterChainMatch()), digestTLS(fc.GetTransportSocket()))
+			}
 			for _, f := range fc.GetFilters() {
+				var tp tcpv3.TcpProxy
+				if f.GetTypedConfig().UnmarshalTo(&tp) == nil {
+					fmt.Fprintf(b, "  filter %s -> %s\n", f.GetName(), digestTCPProxy(&tp))
+					continue
+				}
 				fmt.Fprintf(b, "  filter %s\n", f.GetName())
 				var h hcmv3.HttpConnectionManager
 				if f.GetTypedConfig().UnmarshalTo(&h) != nil {
 					continue
+				}
+				if rds := h.GetRds().GetRouteConfigName(); rds != "" && fc.GetTransportSocket() != nil {
+					fmt.Fprintf(b, "    rds %s\n", rds)
 				}
 				var names []string
 				for _, hf := range h.GetHttpFilters() {
@@ -142,6 +175,9 @@ func digestResources(b *strings.Builder, r *Resources) {
 			rl := ""
 			if n := len(vh.GetRateLimits()); n > 0 {
 				rl = fmt.Sprintf(" rate_limits=%d", n)
+			}
+			if vh.GetRequireTls() != routev3.VirtualHost_NONE {
+				rl += " require_tls=" + vh.GetRequireTls().String()
 			}
 			fmt.Fprintf(b, "  vhost %s (%d domains)%s\n", vh.GetName(), len(vh.GetDomains()), rl)
 			for _, rt := range vh.GetRoutes() {
@@ -246,4 +282,59 @@ func digestBreakers(c *clusterv3.Cluster) string {
 		s += " outlier"
 	}
 	return s
+}
+
+func digestChainMatch(m *listenerv3.FilterChainMatch) string {
+	var s string
+	if n := m.GetServerNames(); len(n) > 0 {
+		s += " sni=" + strings.Join(n, ",")
+	}
+	if p := m.GetDestinationPort(); p != nil {
+		s += fmt.Sprintf(" port=%d", p.GetValue())
+	}
+	for _, r := range m.GetPrefixRanges() {
+		s += fmt.Sprintf(" dst=%s/%d", r.GetAddressPrefix(), r.GetPrefixLen().GetValue())
+	}
+	if t := m.GetTransportProtocol(); t != "" {
+		s += " transport=" + t
+	}
+	return s
+}
+
+// digestTLS names a downstream TLS context's secrets and whether it
+// requires a client certificate.
+func digestTLS(ts *corev3.TransportSocket) string {
+	if ts == nil {
+		return ""
+	}
+	var dc tlsv3.DownstreamTlsContext
+	if ts.GetTypedConfig().UnmarshalTo(&dc) != nil {
+		return " tls=?"
+	}
+	var names []string
+	for _, sc := range dc.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs() {
+		names = append(names, sc.GetName())
+	}
+	s := " tls cert=" + strings.Join(names, ",")
+	if ca := dc.GetCommonTlsContext().GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName(); ca != "" {
+		s += " ca=" + ca
+	}
+	if dc.GetRequireClientCertificate().GetValue() {
+		s += " require_client_cert"
+	}
+	if a := dc.GetCommonTlsContext().GetAlpnProtocols(); len(a) > 0 {
+		s += " alpn=" + strings.Join(a, ",")
+	}
+	return s
+}
+
+func digestTCPProxy(tp *tcpv3.TcpProxy) string {
+	if c := tp.GetCluster(); c != "" {
+		return c
+	}
+	var ws []string
+	for _, c := range tp.GetWeightedClusters().GetClusters() {
+		ws = append(ws, fmt.Sprintf("%s=%d", c.GetName(), c.GetWeight()))
+	}
+	return "[" + strings.Join(ws, " ") + "]"
 }

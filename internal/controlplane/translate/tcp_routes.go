@@ -2,8 +2,10 @@ package translate
 
 import (
 	"net/netip"
+
 	"slices"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -35,6 +37,18 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 			}
 		}
 	}
+	return tcpProxyFor(pc, vsNamespace, dests, port, def)
+}
+
+// tcpProxyFor is the tcp_proxy to the destinations dests of a tcp or tls
+// route of a VirtualService in vsNamespace, on listener port: one
+// destination is the tcp_proxy's cluster, several its weighted_clusters
+// (weight 0 destinations left out, as Istio does; two destinations of one
+// cluster add up). No destination gives the cluster def. stat_prefix is
+// the cluster's name, or def (else the first cluster's) for weighted
+// clusters. idle_timeout is the DestinationRule's
+// connectionPool.tcp.idleTimeout of a single destination, when set.
+func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, port uint32, def string) *tcpv3.TcpProxy {
 	var clusters []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight
 	for _, rd := range dests {
 		if len(dests) > 1 && rd.GetWeight() == 0 {
@@ -48,8 +62,12 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 		clusters = append(clusters, &tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: uint32(rd.GetWeight())})
 	}
 	if len(clusters) > 1 {
+		prefix := def
+		if prefix == "" {
+			prefix = clusters[0].Name
+		}
 		return &tcpv3.TcpProxy{
-			StatPrefix: def,
+			StatPrefix: prefix,
 			ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
 				Clusters: clusters,
 			}},
@@ -147,4 +165,16 @@ func prefixContains(s string, ip netip.Addr) bool {
 	}
 	a, err := netip.ParseAddr(s)
 	return err == nil && a == ip
+}
+
+// cidrRanges reads destinationSubnets (IPs and CIDRs, validated) as
+// Envoy's prefix ranges; an entry that does not parse is left out.
+func cidrRanges(subnets []string) []*corev3.CidrRange {
+	var out []*corev3.CidrRange
+	for _, s := range subnets {
+		if r, err := cidrRange(s); err == nil {
+			out = append(out, r)
+		}
+	}
+	return out
 }

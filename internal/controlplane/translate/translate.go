@@ -165,7 +165,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		}
 	case model.RouterProxy:
 		servers := gatewayServers(pc, p)
-		listeners, err := gatewayListeners(p, servers, authz)
+		listeners, err := gatewayListeners(pc, p, servers, authz)
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}

@@ -111,9 +111,6 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 			c.errf(p+".delegate", "Invalid value: a delegate VirtualService (one without hosts) cannot delegate further: only one level of delegation is allowed")
 		}
 	}
-	if len(vs.Tls) > 0 {
-		c.unsupported("spec.tls")
-	}
 	for i, t := range vs.Tcp {
 		p := fmt.Sprintf("spec.tcp[%d]", i)
 		for j, m := range t.Match {
@@ -720,10 +717,11 @@ var protocols = map[string]bool{
 
 const protocolList = "HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TCP, TLS, MONGO, REDIS, MYSQL"
 
-// gatewayProtocols are the Gateway server protocols the translator serves
-// (plain-text HTTP of any version); a server of another protocol would get
-// no listener.
-var gatewayProtocols = map[string]bool{"HTTP": true, "HTTP2": true, "GRPC": true, "GRPC-WEB": true}
+// gatewayProtocols are the Gateway server protocols the translator serves:
+// HTTP of any version, HTTPS, TLS, and what is proxied as TCP. UDP and
+// HTTP_PROXY would get no listener.
+var gatewayProtocols = map[string]bool{"HTTP": true, "HTTP2": true, "GRPC": true, "GRPC-WEB": true,
+	"HTTPS": true, "TLS": true, "TCP": true, "MONGO": true, "REDIS": true, "MYSQL": true}
 
 func (c *checker) gateway(gw *networking.Gateway) {
 	if len(gw.Servers) == 0 {
@@ -768,24 +766,124 @@ func (c *checker) gateway(gw *networking.Gateway) {
 			}
 		}
 		if s.Tls != nil {
-			c.unsupported(p + ".tls")
-		}
-		if t := s.Tls; t != nil && !t.HttpsRedirect {
-			switch t.Mode {
-			case networking.ServerTLSSettings_SIMPLE, networking.ServerTLSSettings_MUTUAL, networking.ServerTLSSettings_OPTIONAL_MUTUAL:
-				if t.CredentialName == "" && len(t.CredentialNames) == 0 && len(t.TlsCertificates) == 0 {
-					if t.ServerCertificate == "" {
-						c.errf(p+".tls.serverCertificate", "Required value: %s mode requires a server certificate or credentialName", t.Mode)
-					}
-					if t.PrivateKey == "" {
-						c.errf(p+".tls.privateKey", "Required value: %s mode requires a private key or credentialName", t.Mode)
-					}
-				}
-			}
+			c.serverTLS(p+".tls", s)
 		}
 	}
 	c.labels("spec.selector", gw.Selector)
 }
+
+// serverTLS checks a Gateway server's tls as Istio's validateTLSOptions
+// and validateServerTLS, and refuses what the translator does not serve.
+func (c *checker) serverTLS(p string, s *networking.Server) {
+	t := s.Tls
+	proto := ""
+	if s.Port != nil {
+		proto = strings.ToUpper(s.Port.Protocol)
+	}
+	if t.HttpsRedirect {
+		if proto != "HTTP" && proto != "" && gatewayProtocols[proto] && proto != "HTTP2" && proto != "GRPC" && proto != "GRPC-WEB" {
+			// Istio only redirects plain-text HTTP servers; elsewhere
+			// the flag would be ignored.
+			c.errf(p+".httpsRedirect", "Invalid value: true: httpsRedirect applies to HTTP servers only (protocol %s)", s.Port.Protocol)
+		}
+		if t.Mode == networking.ServerTLSSettings_PASSTHROUGH && !isTLSProtocol(proto) {
+			return // httpsRedirect alone: mode unset
+		}
+	}
+	if !t.HttpsRedirect && !isTLSProtocol(proto) && proto != "" {
+		c.errf(p, "Invalid value: TLS settings on a %s server: only HTTPS and TLS servers terminate or pass TLS (httpsRedirect aside)", s.Port.Protocol)
+		return
+	}
+	switch t.Mode {
+	case networking.ServerTLSSettings_SIMPLE, networking.ServerTLSSettings_MUTUAL, networking.ServerTLSSettings_OPTIONAL_MUTUAL:
+		hasCred := t.CredentialName != "" || len(t.CredentialNames) > 0 || len(t.TlsCertificates) > 0
+		if !hasCred {
+			if t.ServerCertificate == "" {
+				c.errf(p+".serverCertificate", "Required value: %s mode requires a server certificate or credentialName", t.Mode)
+			}
+			if t.PrivateKey == "" {
+				c.errf(p+".privateKey", "Required value: %s mode requires a private key or credentialName", t.Mode)
+			}
+			if t.Mode != networking.ServerTLSSettings_SIMPLE && t.CaCertificates == "" && t.CaCertCredentialName == "" {
+				c.errf(p+".caCertificates", "Required value: %s mode requires caCertificates or credentialName", t.Mode)
+			}
+		} else if t.ServerCertificate != "" || t.PrivateKey != "" || t.CaCertificates != "" {
+			c.errf(p+".credentialName", "Invalid value: %q: credentialName and serverCertificate, privateKey or caCertificates are mutually exclusive", t.CredentialName)
+		}
+		if t.CredentialName != "" {
+			if msg := dns1123Subdomain(t.CredentialName); msg != "" && !strings.Contains(t.CredentialName, "/") {
+				c.errf(p+".credentialName", "Invalid value: %q: %s", t.CredentialName, msg)
+			} else if strings.Contains(t.CredentialName, "/") {
+				c.errf(p+".credentialName", "Invalid value: %q: a credential in another namespace is %s (the Secret must be in the Gateway's namespace)", t.CredentialName, Unsupported)
+			}
+		}
+	case networking.ServerTLSSettings_PASSTHROUGH, networking.ServerTLSSettings_AUTO_PASSTHROUGH:
+		if t.ServerCertificate != "" || t.PrivateKey != "" || t.CaCertificates != "" || t.CredentialName != "" {
+			c.errf(p+".mode", "Invalid value: %s: a server that does not terminate TLS takes no certificates", t.Mode)
+		}
+		if t.Mode == networking.ServerTLSSettings_AUTO_PASSTHROUGH && proto != "TLS" {
+			c.errf(p+".mode", "Invalid value: AUTO_PASSTHROUGH: requires protocol TLS")
+		}
+	case networking.ServerTLSSettings_ISTIO_MUTUAL:
+		if t.ServerCertificate != "" || t.PrivateKey != "" || t.CaCertificates != "" || t.CredentialName != "" {
+			c.errf(p+".mode", "Invalid value: ISTIO_MUTUAL: uses the proxy's own certificate; serverCertificate, privateKey, caCertificates and credentialName must be empty")
+		}
+	}
+	if len(t.CredentialNames) > 0 {
+		c.errf(p+".credentialNames", "%s (use credentialName)", Unsupported)
+	}
+	if len(t.TlsCertificates) > 0 {
+		c.errf(p+".tlsCertificates", "%s (use serverCertificate and privateKey)", Unsupported)
+	}
+	if t.CaCrl != "" {
+		c.unsupported(p + ".caCrl")
+	}
+	if len(t.VerifyCertificateSpki) > 0 {
+		c.unsupported(p + ".verifyCertificateSpki")
+	}
+	if len(t.VerifyCertificateHash) > 0 {
+		c.unsupported(p + ".verifyCertificateHash")
+	}
+	if t.InsecureSkipVerify != nil {
+		c.unsupported(p + ".insecureSkipVerify")
+	}
+	if t.MinProtocolVersion != 0 && t.MaxProtocolVersion != 0 && t.MaxProtocolVersion < t.MinProtocolVersion {
+		c.errf(p+".maxProtocolVersion", "Invalid value: %s: below minProtocolVersion %s", t.MaxProtocolVersion, t.MinProtocolVersion)
+	}
+	for i, cs := range t.CipherSuites {
+		// "[A|B]" is BoringSSL's equal-preference group.
+		for name := range strings.SplitSeq(strings.Trim(cs, "[]"), "|") {
+			if !tlsCipherSuites[name] {
+				c.errf(fmt.Sprintf("%s.cipherSuites[%d]", p, i), "Unsupported value: %q: supported cipher suites are those of Envoy that Go's crypto/tls has (%s)", cs, cipherSuiteList)
+				break
+			}
+		}
+	}
+	for i, cv := range t.EcdhCurves {
+		switch cv {
+		case "X25519", "P-256", "P-384", "P-521", "X25519MLKEM768":
+		default:
+			c.errf(fmt.Sprintf("%s.ecdhCurves[%d]", p, i), `Unsupported value: %q: supported values: "X25519", "P-256", "P-384", "P-521", "X25519MLKEM768"`, cv)
+		}
+	}
+}
+
+// isTLSProtocol reports whether a server protocol carries TLS.
+func isTLSProtocol(proto string) bool { return proto == "HTTPS" || proto == "TLS" }
+
+// tlsCipherSuites are the BoringSSL names the proxy serves (see
+// dataplane/config's TlsParameters): ECDHE and RSA suites with AES-GCM,
+// ChaCha20-Poly1305 and AES-CBC-SHA.
+var tlsCipherSuites = map[string]bool{
+	"ECDHE-ECDSA-AES128-GCM-SHA256": true, "ECDHE-RSA-AES128-GCM-SHA256": true,
+	"ECDHE-ECDSA-AES256-GCM-SHA384": true, "ECDHE-RSA-AES256-GCM-SHA384": true,
+	"ECDHE-ECDSA-CHACHA20-POLY1305": true, "ECDHE-RSA-CHACHA20-POLY1305": true,
+	"ECDHE-ECDSA-AES128-SHA": true, "ECDHE-RSA-AES128-SHA": true,
+	"ECDHE-ECDSA-AES256-SHA": true, "ECDHE-RSA-AES256-SHA": true,
+	"AES128-GCM-SHA256": true, "AES256-GCM-SHA384": true, "AES128-SHA": true, "AES256-SHA": true,
+}
+
+const cipherSuiteList = "ECDHE-{ECDSA,RSA}-{AES128-GCM-SHA256,AES256-GCM-SHA384,CHACHA20-POLY1305,AES128-SHA,AES256-SHA}, AES128-GCM-SHA256, AES256-GCM-SHA384, AES128-SHA, AES256-SHA"
 
 // namespacedHost checks a Gateway server host: [NAMESPACE/]DNSNAME where
 // NAMESPACE is "*", "." or a label and DNSNAME may be a wildcard.

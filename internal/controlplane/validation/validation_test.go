@@ -412,7 +412,6 @@ spec:
 				"gw.yaml:1: Gateway default/gw: spec.servers[0].port.number: Invalid value: 70000: port must be between 1-65535",
 				"gw.yaml:1: Gateway default/gw: spec.servers[1].port.name: Required value: port name must be set",
 				"gw.yaml:1: Gateway default/gw: spec.servers[1].hosts: Required value: server config must contain at least one host",
-				"gw.yaml:1: Gateway default/gw: spec.servers[2].port.protocol: " + Unsupported,
 				`gw.yaml:1: Gateway default/gw: spec.servers[2].hosts[0]: Invalid value: "bad ns/foo.com": namespace must be '*', '.' or a DNS-1123 label`,
 				"gw.yaml:1: Gateway default/gw: spec.servers[2].tls: Required value: server must have TLS settings for HTTPS/TLS protocols",
 			},
@@ -480,7 +479,7 @@ func TestUnsupported(t *testing.T) {
 		{"headers", vsHead + "  http:\n  - headers: {request: {set: {x-a: b}}}\n" + route, nil},
 		{"destination headers", vsHead + "  http:\n  - route: [{destination: {host: reviews}, headers: {response: {remove: [x-a]}}}]\n", nil},
 		{"tcp", vsHead + "  tcp:\n  - match: [{port: 9000, sourceLabels: {app: client}, destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: reviews}, weight: 80}, {destination: {host: ratings}, weight: 20}]\n", nil},
-		{"tls", vsHead + "  tls:\n  - match: [{sniHosts: [reviews]}]\n    route: [{destination: {host: reviews}}]\n", []string{"spec.tls"}},
+		{"tls", vsHead + "  tls:\n  - match: [{sniHosts: [reviews]}]\n    route: [{destination: {host: reviews}}]\n", nil},
 		{"gateway https", `apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: gw}
@@ -496,7 +495,13 @@ spec:
     hosts: ["*"]
   - port: {number: 8080, name: grpc, protocol: GRPC}
     hosts: ["*"]
-`, []string{"spec.servers[0].port.protocol", "spec.servers[0].tls", "spec.servers[1].tls", "spec.servers[2].port.protocol"}},
+  - port: {number: 8443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9443, name: mtls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, caCrl: /crl.pem}
+`, []string{"spec.servers[5].tls.caCrl"}},
 		{"served match fields", vsHead + `  http:
   - match:
     - uri: {prefix: /a}

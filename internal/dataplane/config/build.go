@@ -539,8 +539,12 @@ func buildVirtualHost(fb *filterBuilder, lv routeLevels, v *routev3.VirtualHost)
 		}
 		vh.Domains = append(vh.Domains, d)
 	}
-	if v.GetRequireTls() != routev3.VirtualHost_NONE {
-		return nil, verr("require_tls", v.GetRequireTls().String(), "must be NONE")
+	switch v.GetRequireTls() {
+	case routev3.VirtualHost_NONE:
+	case routev3.VirtualHost_ALL:
+		vh.RequireTLS = true
+	default:
+		return nil, verr("require_tls", v.GetRequireTls().String(), "must be NONE or ALL")
 	}
 	var err error
 	if lv.vhReq, lv.vhResp, err = levelHeaders(v); err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/http"
 	"regexp"
 	"sync/atomic"
 	"time"
@@ -91,7 +92,17 @@ type VirtualHost struct {
 	Name    string
 	Domains []string
 	Routes  []*Route
+	// RequireTLS is require_tls ALL (Istio's Gateway httpsRedirect): a
+	// request that did not come over TLS gets a 301 to its https:// URL
+	// (SSLRedirect) instead of its route.
+	RequireTLS bool
 }
+
+// SSLRedirect is the route a RequireTLS virtual host answers plain-text
+// requests with, as Envoy's SslRedirectRoute: 301 to the same authority
+// and path with scheme https.
+var SSLRedirect = &Route{Name: "ssl_redirect", Action: ActionRedirect,
+	Redirect: &Redirect{Scheme: "https", Code: http.StatusMovedPermanently}}
 
 // Route is envoy.config.route.v3.Route: a match and what to do with
 // matching requests (Action). The first matching route in a virtual host

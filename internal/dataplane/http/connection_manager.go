@@ -254,7 +254,9 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 			appendForwardedFor(r)
 		}
 		if rt := gen.Routes[fc.RouteConfigName]; rt != nil {
-			if vh := rt.VirtualHostFor(host); vh != nil {
+			if vh := rt.VirtualHostFor(host); vh != nil && vh.RequireTLS && !secureRequest(r, fc.XFF.UseRemoteAddress) {
+				route = config.SSLRedirect
+			} else if vh != nil {
 				for _, ro := range vh.Routes {
 					if ro.Matches(r) {
 						route = ro
@@ -274,6 +276,17 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return cm.route(w, r, gen, route, "", host, body, e)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
+}
+
+// secureRequest reports whether r came over TLS, as Envoy's require_tls
+// decides: the connection is TLS, or, when the proxy does not trust only
+// its peer's address (use_remote_address off: an edge proxy in front of
+// this one terminated TLS), x-forwarded-proto says https.
+func secureRequest(r *http.Request, useRemoteAddress bool) bool {
+	if r.TLS != nil {
+		return true
+	}
+	return !useRemoteAddress && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 // appendForwardedFor appends the peer's address to X-Forwarded-For, as

@@ -58,6 +58,10 @@ func TestRouteActions(t *testing.T) {
 		{Header: &corev3.HeaderValue{Key: "x-resp", Value: "wc"}, AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD}}
 	hvh := vhost("headers", []string{"headers"}, headers)
 	hvh.RequestHeadersToAdd = []*corev3.HeaderValueOption{setHeader("x-level", "vhost")}
+	// require_tls ALL (Istio's httpsRedirect): every plain-text request
+	// gets a 301 to https, whatever its route.
+	tlsOnly := vhost("tls-only", []string{"tls-only", "tls-only:8080"}, prefixRoute("be", "/", "be"))
+	tlsOnly.RequireTls = routev3.VirtualHost_ALL
 	rc := routeConfig("rt",
 		vhost("redirect", []string{"redirect", "redirect:8080", "redirect:80"},
 			redirect("https", "/secure", &routev3.RedirectAction{SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}}),
@@ -74,7 +78,7 @@ func TestRouteActions(t *testing.T) {
 				Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "teapot"}}}},
 			ResponseHeadersToAdd: []*corev3.HeaderValueOption{setHeader("x-direct", "yes")}}),
 		vhost("rewrite", []string{"rewrite"}, rewrite, regex),
-		hvh,
+		hvh, tlsOnly,
 	)
 	rc.RequestHeadersToAdd = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-rc", Value: "1"}}}
 	g := build(t, nil, []*listenerv3.Listener{httpListener(t, "l", lAddr, "rt")}, []*routev3.RouteConfiguration{rc},
@@ -95,6 +99,11 @@ func TestRouteActions(t *testing.T) {
 		// Envoy's newUri: host_redirect replaces the authority, port too.
 		{"host redirect drops the request port", "redirect:8080", "/moved?q", nil, 301, "", map[string]string{"Location": "http://moved.example/moved?q"}},
 		{"path redirect strip query", "redirect", "/p/a?q=1", nil, 302, "", map[string]string{"Location": "http://redirect/landing"}},
+		{"require_tls", "tls-only:8080", "/a/b?c=d", nil, 301, "", map[string]string{"Location": "https://tls-only:8080/a/b?c=d"}},
+		{"require_tls without a route", "tls-only", "/", nil, 301, "", map[string]string{"Location": "https://tls-only/"}},
+		// x-forwarded-proto from an edge that terminated TLS counts when
+		// the listener does not trust only its peer (use_remote_address off).
+		{"require_tls behind an edge", "tls-only", "/", map[string]string{"X-Forwarded-Proto": "https"}, 200, "be", nil},
 		{"direct response", "direct", "/", nil, 418, "teapot", map[string]string{"X-Direct": "yes", "Content-Length": "6"}},
 		{"prefix and host rewrite", "rewrite", "/api/users?id=1", nil, 200, "be", map[string]string{
 			"X-Got-Path": "/v2/users?id=1", "X-Got-Host": "internal.example", "X-Got-Original-Path": "/api/users?id=1"}},
