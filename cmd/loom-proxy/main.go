@@ -30,6 +30,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
 
 	"github.com/loom-mesh/loom/internal/dataplane/agent"
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -128,7 +129,11 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 	}
 	// stdout is the access log's; logs go to stderr.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	opts := Options{Logger: logger, AdminAddr: f.adminAddr, XDSAddr: f.xdsAddr, Bootstrap: f.bootstrap}
+	opts := Options{Logger: logger, AdminAddr: f.adminAddr, XDSAddr: f.xdsAddr, Bootstrap: f.bootstrap, Getenv: os.Getenv}
+	// The OpenTelemetry SDK reports failed exports (a collector that is
+	// down) through its global handler: Debug, not a line per batch on
+	// stderr.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Debug("tracing export failed", "component", "tracing", "error", err) }))
 	if f.accessLog {
 		opts.AccessLog = os.Stdout
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	// file-root:) are checked for a change; 0 is
 	// secret.DefaultFilePollInterval.
 	SecretPollInterval time.Duration
+	// Getenv reads the environment custom tags of spans (Envoy's
+	// CustomTag.environment); nil sets none.
+	Getenv func(string) string
 }
 
 // Proxy is the wired data plane: config source -> generation -> clusters,
@@ -67,6 +70,7 @@ type Proxy struct {
 	accessLog *telemetry.AccessLog
 	clusters  *upstream.ClusterManager
 	conns     *dphttp.ConnectionManager
+	tracing   *telemetry.Tracing
 	listeners *listener.Manager
 	static    *config.Generation // from Bootstrap
 	// secrets holds the TLS secrets handshakes resolve by name: the
@@ -121,8 +125,14 @@ func New(opts Options) (*Proxy, error) {
 			return nil, fmt.Errorf("bootstrap %s: %w", opts.Bootstrap, err)
 		}
 	}
+	tracing, err := telemetry.NewTracing(telemetry.TracingOptions{Collectors: p.clusters, NodeID: opts.Node.GetId(),
+		Zone: opts.Node.GetLocality().GetZone(), ServiceCluster: opts.Node.GetCluster(), Getenv: opts.Getenv, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	p.tracing = tracing
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
-		Metrics: p.metrics, Logger: opts.Logger})
+		Metrics: p.metrics, Tracing: tracing, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -260,6 +270,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if err := p.conns.Close(); err != nil {
 		p.log.Warn("closing the connection manager", "error", err)
 	}
+	// The spans of the drained requests go out while the collector's
+	// cluster is still there; a collector that is down costs at most this.
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := p.tracing.Shutdown(tctx); err != nil {
+		p.log.Debug("tracing: spans not exported at exit", "error", err)
+	}
+	tcancel()
 	p.clusters.Close()
 	stopBg()
 	wg.Wait()

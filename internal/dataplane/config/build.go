@@ -428,6 +428,9 @@ func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.Htt
 	if rl.XFCC, err = buildXFCC(hcm); err != nil {
 		return nil, err
 	}
+	if rl.Tracing, err = buildTracing(hcm.GetTracing()); err != nil {
+		return nil, err
+	}
 	if err := hcm.Validate(); err != nil {
 		return nil, ferr("", "violates Envoy's constraints: %v", err)
 	}

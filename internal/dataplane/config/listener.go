@@ -255,6 +255,9 @@ type FilterChain struct {
 	// XFCC is the HCM's forward_client_cert_details and
 	// set_current_client_cert_details.
 	XFCC XFCC
+	// Tracing is the HCM's tracing; nil: no spans, no trace headers
+	// touched.
+	Tracing *Tracing
 	// TCPProxy is set when the terminal filter is
 	// envoy.filters.network.tcp_proxy; the HTTP fields are then empty.
 	TCPProxy *TCPProxy
@@ -534,6 +537,9 @@ func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, []*Rou
 		if err != nil {
 			return nil, nil, under(p, err)
 		}
+		if c.Tracing != nil {
+			c.Tracing.Egress = rl.Direction == DirectionOutbound
+		}
 		if err := checkDuplicateMatch(&c.Match, i, tuples); err != nil {
 			return nil, nil, under(p+".filter_chain_match", err)
 		}
@@ -553,6 +559,9 @@ func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, []*Rou
 		c, inline, err := buildFilterChain(fb, rl.Name, d, names[d.GetName()] == 1, true)
 		if err != nil {
 			return nil, nil, under("default_filter_chain", err)
+		}
+		if c.Tracing != nil {
+			c.Tracing.Egress = rl.Direction == DirectionOutbound
 		}
 		if inline != nil {
 			inlines = append(inlines, inline)

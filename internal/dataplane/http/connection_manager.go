@@ -62,6 +62,9 @@ type Options struct {
 	AccessLog *telemetry.AccessLog
 	// Metrics, if non-nil, counts requests.
 	Metrics *telemetry.Metrics
+	// Tracing, if non-nil, makes the spans of chains whose HCM has
+	// tracing; nil traces nothing (one nil check per request).
+	Tracing *telemetry.Tracing
 	Logger  *slog.Logger
 	// MaxMirrorsInFlight bounds the mirrored (shadow) requests under way
 	// at once; past it a mirror is dropped and counted. Default
@@ -80,6 +83,7 @@ type ConnectionManager struct {
 	clusters *upstream.ClusterManager
 	log      *telemetry.AccessLog
 	metrics  *telemetry.Metrics
+	tracing  *telemetry.Tracing
 	logger   *slog.Logger
 	mirrors  mirrorPool
 	tunnels  tunnels // upgraded (WebSocket) connections under way
@@ -101,6 +105,7 @@ func New(opts Options) (*ConnectionManager, error) {
 		clusters: opts.Clusters,
 		log:      opts.AccessLog,
 		metrics:  opts.Metrics,
+		tracing:  opts.Tracing,
 		logger:   opts.Logger.With("component", "http"),
 	}
 	cm.mirrors.init(opts.MaxMirrorsInFlight)
@@ -151,6 +156,8 @@ func (h *listenerHandler) chain(gen *config.Generation) *config.FilterChain {
 // read or close a request body after RoundTrip returned.
 type reqState struct {
 	entry telemetry.Entry
+	// span is the request's span; nil when its chain has no tracing.
+	span *telemetry.Span
 
 	// The fields below are set only for a listener with HTTP filters;
 	// reqState is then the chain's next handler (see ServeHTTP).
@@ -222,6 +229,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.BytesReceived += body.n.Load() // an upgraded tunnel counted its own bytes
 	}
 	e.Duration = time.Since(start)
+	if st.span != nil {
+		st.span.End(e)
+		st.span = nil
+	}
 	cm.metrics.Request(h.name, e.ResponseCode, e.ResponseFlags)
 	cm.log.Log(e)
 	*e = telemetry.Entry{}
@@ -266,6 +277,15 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 			}
 		}
 	}
+	if fc.Tracing != nil && cm.tracing != nil {
+		// Envoy's traceRequest, once the request ID is known; the
+		// connection manager's span is the upstream's parent unless the
+		// router spawns its own.
+		st.span = cm.tracing.StartSpan(r, fc.Tracing, host, e.RequestID)
+		if !fc.Tracing.SpawnUpstreamSpan {
+			st.span.Inject(r.Header)
+		}
+	}
 	applyXFCC(r.Header, &fc.XFCC, r)
 	if upgradeRejected(r, fc, route) {
 		// Before the filters, as Envoy's connection manager decides.
@@ -273,7 +293,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return false
 	}
 	if len(fc.HTTPFilters) == 0 {
-		return cm.route(w, r, gen, route, "", host, body, e)
+		return cm.route(w, r, gen, route, "", host, body, e, st.span)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
 }
@@ -358,7 +378,7 @@ func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.fs.Override = nil
 	st.routed = true
-	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry)
+	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span)
 }
 
 // mergeFlags adds the filters' flags to the router's, in Envoy's order
@@ -380,8 +400,10 @@ func mergeFlags(router string, f filter.Flags) string {
 }
 
 // route forwards r along route (nil: none matched) to cluster, or when
-// cluster is "" to the cluster route.Pick gives, filling e.
-func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
+// cluster is "" to the cluster route.Pick gives, filling e. span is the
+// request's span (nil: untraced); with spawn_upstream_span the router's
+// client span is its child.
+func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span) (abort bool) {
 	if route == nil {
 		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false
@@ -407,6 +429,13 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	if c == nil {
 		localReply(w, e, http.StatusServiceUnavailable, FlagNoClusterFound, "cluster_not_found", "")
 		return false
+	}
+	if span.SpawnsUpstream() {
+		up := span.StartUpstream(name)
+		up.Inject(r.Header)
+		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e)
+		up.End(e)
+		return abort
 	}
 	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e)
 }
