@@ -7,6 +7,12 @@
 // bounded by config (listener and cluster names) and by small fixed sets
 // (response codes and flags).
 //
+// Tracing makes Envoy-style spans with the OpenTelemetry SDK (tracing.go):
+// the connection manager calls Tracing.StartSpan for a chain with tracing,
+// Span.Inject before forwarding and Span.End with the request's Entry;
+// spans are batched and exported off the request path through the
+// collector's cluster.
+//
 // Data flow: internal/dataplane/http calls AccessLog.Log and
 // Metrics.Request once per request; admin serves Metrics.Registry.
 //
