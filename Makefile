@@ -91,14 +91,16 @@ redis:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; }
 
-# Loom's own API types (loom.dev): regenerate the Go code from the .proto
+# Loom's own API types (loom.dev) and the foreign configs it declares (Istio's stats.PluginConfig): regenerate the Go code from the .proto
 # files with protoc (Debian's protobuf-compiler) and protoc-gen-go at the
 # module's google.golang.org/protobuf version.
 PROTOS = $(shell find internal/controlplane/loomapi -name '*.proto')
+XDSAPI_PROTOS = $(shell find internal/xdsapi -name '*.proto')
 proto:
 	@command -v protoc >/dev/null || { echo "protoc is missing: apt-get install protobuf-compiler" >&2; exit 1; }
 	GOFLAGS= GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
 	PATH=$(CURDIR)/bin:$$PATH protoc -I internal/controlplane --go_out=internal/controlplane --go_opt=paths=source_relative $(PROTOS:internal/controlplane/%=%)
+	PATH=$(CURDIR)/bin:$$PATH protoc -I internal/xdsapi --go_out=internal/xdsapi --go_opt=paths=source_relative $(XDSAPI_PROTOS:internal/xdsapi/%=%)
 
 # Benchmarks: Go micro-benchmarks of the proxy's hot path and of the CA's
 # issuance rate (certs/s), then the shared

@@ -113,7 +113,7 @@ func TestEnvoyFilterLocalRateLimit(t *testing.T) {
 	}
 	pc := loadPushContext(t, meshFile, ef)
 	r := mustGenerate(t, pc, productpageSidecar())
-	want := []string{"envoy.filters.http.local_ratelimit", "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"}
+	want := []string{"envoy.filters.http.local_ratelimit", "envoy.filters.http.fault", "envoy.filters.http.cors", "istio.stats", "envoy.filters.http.router"}
 	if diff := cmp.Diff(want, hcmFilters(t, r, xdsapi.VirtualInboundListener)); diff != "" {
 		t.Errorf("inbound filters (-want +got):\n%s", diff)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/xdsapi"
+	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
 // istioSamples is Istio's samples/bookinfo/networking, used unchanged.
@@ -139,7 +140,7 @@ func TestHTTPFilters(t *testing.T) {
 			for _, f := range hcm.GetHttpFilters() {
 				names = append(names, f.GetName())
 			}
-			if diff := cmp.Diff([]string{faultFilter, corsFilter, routerFilter}, names); diff != "" {
+			if diff := cmp.Diff([]string{faultFilter, corsFilter, statspb.FilterName, routerFilter}, names); diff != "" {
 				t.Errorf("%s listener %s: http_filters (-want +got):\n%s", p.ID, l.GetName(), diff)
 				continue
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/xdsapi"
+	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
 // conn is an intercepted connection as the proxy sees it once
@@ -327,9 +328,9 @@ spec:
 	want := map[string][]string{
 		"virtualInbound-blackhole":     {tcpProxyFilter},
 		"virtualInbound-catchall-http": {httpConnectionManagerFilter, "envoy.filters.http.rbac"},
-		"virtualInbound":               {"envoy.filters.network.rbac", tcpProxyFilter},
-		"0.0.0.0_9000":                 {"envoy.filters.network.rbac", tcpProxyFilter},
-		"0.0.0.0_9001":                 {"envoy.filters.network.rbac", tcpProxyFilter},
+		"virtualInbound":               {"envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
+		"0.0.0.0_9000":                 {"envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
+		"0.0.0.0_9001":                 {"envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("virtualInbound chain filters (-want +got):\n%s", diff)

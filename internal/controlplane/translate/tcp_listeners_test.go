@@ -97,7 +97,8 @@ func tcpProxies(t *testing.T, r *Resources) map[string]*tcpv3.TcpProxy {
 	t.Helper()
 	out := map[string]*tcpv3.TcpProxy{}
 	for _, l := range r.Listeners {
-		f := l.GetFilterChains()[0].GetFilters()[0]
+		fs := l.GetFilterChains()[0].GetFilters()
+		f := fs[len(fs)-1]
 		if f.GetName() != tcpProxyFilter {
 			continue
 		}

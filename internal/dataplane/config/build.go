@@ -416,11 +416,12 @@ func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.Htt
 	default:
 		return nil, ferr("route_specifier", "must be rds or route_config")
 	}
-	chain, err := fb.httpFilters(hcm.GetHttpFilters())
+	chain, stats, err := fb.httpFilters(hcm.GetHttpFilters())
 	if err != nil {
 		return nil, err
 	}
 	rl.HTTPFilters = chain
+	rl.HTTPStats = stats
 	rl.XFF = filter.XFF{UseRemoteAddress: hcm.GetUseRemoteAddress().GetValue(), TrustedHops: hcm.GetXffNumTrustedHops()}
 	if rl.Upgrades, err = buildHCMUpgrades(hcm.GetUpgradeConfigs()); err != nil {
 		return nil, err

@@ -20,6 +20,8 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/ratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
+	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
 // builtinFilters are the HTTP filters this version implements besides the
@@ -63,6 +65,33 @@ type filterBuilder struct {
 	net   *filter.NetworkRegistry
 	slots map[string]int
 	deps  filter.Deps // for Factory.Build
+	// inbound is true while the chains of a listener whose
+	// traffic_direction is INBOUND are built: istio.stats then reports as
+	// destination.
+	inbound bool
+}
+
+// isStatsFilter reports whether a filter named name with typed_config tc
+// is Istio's stats filter (statspb's shape).
+func isStatsFilter(name string, tc *anypb.Any) bool {
+	if tc == nil {
+		return name == statspb.FilterName
+	}
+	return statspb.IsStats(tc)
+}
+
+// statsFilter compiles an istio.stats typed_config for the listener
+// being built. Paths are relative to the filter.
+func (b *filterBuilder) statsFilter(tc *anypb.Any) (*telemetry.StatsConfig, error) {
+	pc, err := statspb.Unpack(tc)
+	if err != nil {
+		return nil, ferr("typed_config", "%v", err)
+	}
+	sc, err := telemetry.CompileStats(pc, b.inbound)
+	if err != nil {
+		return nil, ferr("typed_config.value", "%v", err)
+	}
+	return sc, nil
 }
 
 func newFilterBuilder(deps filter.Deps) (*filterBuilder, error) {
@@ -183,37 +212,60 @@ func (b *filterBuilder) routeOverrides(levels ...map[string]filter.Config) []fil
 }
 
 // httpFilters validates an HCM's http_filters and compiles its chain: the
-// filters before the router, which must be last.
-func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) ([]HTTPFilter, error) {
+// filters before the router, which must be last. Istio's stats filter
+// (istio.stats) is not part of the chain: it observes the whole request,
+// so it is returned as stats, which the connection manager reports
+// when the request ends (as Envoy calls the filter's access log hook).
+func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) (chain []HTTPFilter, stats *telemetry.StatsConfig, err error) {
+	chain, stats, err = b.httpFilterChain(filters)
+	return
+}
+
+func (b *filterBuilder) httpFilterChain(filters []*hcmv3.HttpFilter) ([]HTTPFilter, *telemetry.StatsConfig, error) {
+	var stats *telemetry.StatsConfig
 	if len(filters) == 0 {
-		return nil, ferr("http_filters", "must not be empty; the last filter must be "+RouterFilterName)
+		return nil, nil, ferr("http_filters", "must not be empty; the last filter must be "+RouterFilterName)
 	}
 	var chain []HTTPFilter
 	last := len(filters) - 1
 	for i, hf := range filters {
 		p := idx("http_filters", i)
 		if hf.GetName() == "" {
-			return nil, ferr(p+".name", "must not be empty")
+			return nil, nil, ferr(p+".name", "must not be empty")
 		}
 		if hf.GetConfigDiscovery() != nil {
-			return nil, ferr(p+".config_discovery", "not supported")
+			return nil, nil, ferr(p+".config_discovery", "not supported")
 		}
 		tc := hf.GetTypedConfig()
 		isRouter := tc.GetTypeUrl() == routerTypeURL || (tc == nil && hf.GetName() == RouterFilterName)
 		if i == last {
 			if !isRouter {
-				return nil, verr(p+".name", hf.GetName(), "must be "+RouterFilterName+" (the last filter must be the router)")
+				return nil, nil, verr(p+".name", hf.GetName(), "must be "+RouterFilterName+" (the last filter must be the router)")
 			}
 			if tc != nil {
 				var r routerv3.Router
 				if err := anyTo(tc, &r); err != nil {
-					return nil, ferr(p+".typed_config", "%v", err)
+					return nil, nil, ferr(p+".typed_config", "%v", err)
 				}
 			}
 			break
 		}
 		if isRouter {
-			return nil, verr(p+".name", hf.GetName(), "the router must be the last filter")
+			return nil, nil, verr(p+".name", hf.GetName(), "the router must be the last filter")
+		}
+		if isStatsFilter(hf.GetName(), tc) {
+			if stats != nil {
+				return nil, nil, verr(p+".name", hf.GetName(), "a second istio.stats filter")
+			}
+			if hf.GetDisabled() {
+				return nil, nil, ferr(p+".disabled", "not supported")
+			}
+			sc, err := b.statsFilter(tc)
+			if err != nil {
+				return nil, nil, under(p, err)
+			}
+			stats = sc
+			continue
 		}
 		var f filter.Factory
 		if tc != nil {
@@ -226,24 +278,24 @@ func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) ([]HTTPFilter, 
 				continue
 			}
 			if tc != nil {
-				return nil, verr(p+".typed_config.type_url", tc.GetTypeUrl(), "unknown HTTP filter %q (not is_optional)", hf.GetName())
+				return nil, nil, verr(p+".typed_config.type_url", tc.GetTypeUrl(), "unknown HTTP filter %q (not is_optional)", hf.GetName())
 			}
-			return nil, verr(p+".name", hf.GetName(), "unknown HTTP filter (not is_optional)")
+			return nil, nil, verr(p+".name", hf.GetName(), "unknown HTTP filter (not is_optional)")
 		}
 		if hf.GetDisabled() {
-			return nil, ferr(p+".disabled", "not supported")
+			return nil, nil, ferr(p+".disabled", "not supported")
 		}
 		cfg, err := f.Parse(tc)
 		if err != nil {
-			return nil, ferr(p+".typed_config", "%s", err)
+			return nil, nil, ferr(p+".typed_config", "%s", err)
 		}
 		flt, err := f.Build(cfg, b.deps)
 		if err != nil {
-			return nil, ferr(p, "build %s: %v", f.Name(), err)
+			return nil, nil, ferr(p, "build %s: %v", f.Name(), err)
 		}
 		chain = append(chain, HTTPFilter{Name: hf.GetName(), Filter: flt, Slot: b.slot(hf.GetName())})
 	}
-	return chain, nil
+	return chain, stats, nil
 }
 
 // Override returns r's override for the filter at slot, or nil. r nil

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 )
 
 // Names of the listener filters this version implements.
@@ -261,6 +262,13 @@ type FilterChain struct {
 	// TCPProxy is set when the terminal filter is
 	// envoy.filters.network.tcp_proxy; the HTTP fields are then empty.
 	TCPProxy *TCPProxy
+	// HTTPStats is the HCM's istio.stats HTTP filter, compiled; nil when
+	// it has none. The connection manager reports every request with it.
+	HTTPStats *telemetry.StatsConfig
+	// TCPStats is the chain's istio.stats network filter (Istio puts it
+	// before tcp_proxy), compiled; nil when it has none. The TCP proxy
+	// reports every connection with it.
+	TCPStats *telemetry.StatsConfig
 }
 
 // XFCCMode is HttpConnectionManager.forward_client_cert_details: what the
@@ -528,6 +536,7 @@ func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, []*Rou
 	if d := l.GetDefaultFilterChain(); d != nil {
 		names[d.GetName()]++
 	}
+	fb.inbound = rl.Direction == DirectionInbound
 	var inlines []*RouteTable
 	tuples := map[string]int{}
 	keys := map[string]bool{}
@@ -692,6 +701,18 @@ func buildFilterChain(fb *filterBuilder, listener string, fc *listenerv3.FilterC
 	}
 	last := len(filters) - 1
 	for i, f := range filters[:last] {
+		if isStatsFilter(f.GetName(), f.GetTypedConfig()) {
+			if err := onlyFields(idx("filters", i), f, "name", "typed_config"); err != nil {
+				return nil, nil, err
+			}
+			if c.TCPStats != nil {
+				return nil, nil, verr(idx("filters", i)+".name", f.GetName(), "a second istio.stats filter")
+			}
+			if c.TCPStats, err = fb.statsFilter(f.GetTypedConfig()); err != nil {
+				return nil, nil, under(idx("filters", i), err)
+			}
+			continue
+		}
 		nf, err := fb.networkFilter(f)
 		if err != nil {
 			return nil, nil, under(idx("filters", i), err)

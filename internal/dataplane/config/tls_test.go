@@ -285,9 +285,9 @@ func TestBuildTLSErrors(t *testing.T) {
 		}(), `listener "l": filter_chains[1].filter_chain_match: must differ from filter_chains[0]'s (multiple filter chains with the same matching rules)`},
 		{"unknown network filter", func() *listenerv3.Listener {
 			l := tlsListener(t, istioDownstream())
-			l.FilterChains[0].Filters = append([]*listenerv3.Filter{{Name: "istio.stats"}}, l.FilterChains[0].Filters...)
+			l.FilterChains[0].Filters = append([]*listenerv3.Filter{{Name: "envoy.filters.network.mongo_proxy"}}, l.FilterChains[0].Filters...)
 			return l
-		}(), `listener "l": filter_chains[0].filters[0].name = "istio.stats": unknown network filter`},
+		}(), `listener "l": filter_chains[0].filters[0].name = "envoy.filters.network.mongo_proxy": unknown network filter`},
 		{"tcp_proxy not last", func() *listenerv3.Listener {
 			l := tlsListener(t, istioDownstream())
 			l.FilterChains[0].Filters = append(l.FilterChains[0].Filters, l.FilterChains[0].Filters[0])

@@ -1,0 +1,99 @@
+package telemetry
+
+// metricID is one of Istio's standard metrics.
+type metricID uint8
+
+const (
+	mRequests metricID = iota
+	mDuration
+	mRequestBytes
+	mResponseBytes
+	mRequestMessages
+	mResponseMessages
+	mTCPSent
+	mTCPReceived
+	mTCPOpened
+	mTCPClosed
+	numMetrics
+)
+
+var allMetrics = [numMetrics]metricID{mRequests, mDuration, mRequestBytes, mResponseBytes,
+	mRequestMessages, mResponseMessages, mTCPSent, mTCPReceived, mTCPOpened, mTCPClosed}
+
+// metricNames are the metrics' names as PluginConfig names them (without
+// "istio_") and as exported.
+var metricNames = [numMetrics]struct{ config, exported string }{
+	{"requests_total", "istio_requests_total"},
+	{"request_duration_milliseconds", "istio_request_duration_milliseconds"},
+	{"request_bytes", "istio_request_bytes"},
+	{"response_bytes", "istio_response_bytes"},
+	{"request_messages_total", "istio_request_messages_total"},
+	{"response_messages_total", "istio_response_messages_total"},
+	{"tcp_sent_bytes_total", "istio_tcp_sent_bytes_total"},
+	{"tcp_received_bytes_total", "istio_tcp_received_bytes_total"},
+	{"tcp_connections_opened_total", "istio_tcp_connections_opened_total"},
+	{"tcp_connections_closed_total", "istio_tcp_connections_closed_total"},
+}
+
+func metricByName(n string) (metricID, bool) {
+	for i, m := range metricNames {
+		if m.config == n {
+			return metricID(i), true
+		}
+	}
+	return 0, false
+}
+
+// tagID is one of Istio's standard tags (labels).
+type tagID uint8
+
+const (
+	tReporter tagID = iota
+	tSourceWorkload
+	tSourceCanonicalService
+	tSourceCanonicalRevision
+	tSourceWorkloadNamespace
+	tSourcePrincipal
+	tSourceApp
+	tSourceVersion
+	tSourceCluster
+	tDestinationWorkload
+	tDestinationWorkloadNamespace
+	tDestinationPrincipal
+	tDestinationApp
+	tDestinationVersion
+	tDestinationService
+	tDestinationCanonicalService
+	tDestinationCanonicalRevision
+	tDestinationServiceName
+	tDestinationServiceNamespace
+	tDestinationCluster
+	tRequestProtocol
+	tResponseCode
+	tGRPCResponseStatus
+	tResponseFlags
+	tConnectionSecurityPolicy
+	numTags
+)
+
+// tagNames are the standard tags, in Istio's filter's order.
+var tagNames = [numTags]string{
+	"reporter",
+	"source_workload", "source_canonical_service", "source_canonical_revision",
+	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal",
+	"destination_app", "destination_version", "destination_service",
+	"destination_canonical_service", "destination_canonical_revision",
+	"destination_service_name", "destination_service_namespace", "destination_cluster",
+	"request_protocol", "response_code", "grpc_response_status", "response_flags",
+	"connection_security_policy",
+}
+
+func tagByName(n string) (tagID, bool) {
+	for i, t := range tagNames {
+		if t == n {
+			return tagID(i), true
+		}
+	}
+	return 0, false
+}
