@@ -20,7 +20,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/filter/localratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/ratelimit"
 	"github.com/loom-mesh/loom/internal/dataplane/filter/rbac"
-	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
@@ -82,12 +82,12 @@ func isStatsFilter(name string, tc *anypb.Any) bool {
 
 // statsFilter compiles an istio.stats typed_config for the listener
 // being built. Paths are relative to the filter.
-func (b *filterBuilder) statsFilter(tc *anypb.Any) (*telemetry.StatsConfig, error) {
+func (b *filterBuilder) statsFilter(tc *anypb.Any) (*istiostats.Config, error) {
 	pc, err := statspb.Unpack(tc)
 	if err != nil {
 		return nil, ferr("typed_config", "%v", err)
 	}
-	sc, err := telemetry.CompileStats(pc, b.inbound)
+	sc, err := istiostats.Compile(pc, b.inbound)
 	if err != nil {
 		return nil, ferr("typed_config.value", "%v", err)
 	}
@@ -216,13 +216,13 @@ func (b *filterBuilder) routeOverrides(levels ...map[string]filter.Config) []fil
 // (istio.stats) is not part of the chain: it observes the whole request,
 // so it is returned as stats, which the connection manager reports
 // when the request ends (as Envoy calls the filter's access log hook).
-func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) (chain []HTTPFilter, stats *telemetry.StatsConfig, err error) {
+func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) (chain []HTTPFilter, stats *istiostats.Config, err error) {
 	chain, stats, err = b.httpFilterChain(filters)
 	return
 }
 
-func (b *filterBuilder) httpFilterChain(filters []*hcmv3.HttpFilter) ([]HTTPFilter, *telemetry.StatsConfig, error) {
-	var stats *telemetry.StatsConfig
+func (b *filterBuilder) httpFilterChain(filters []*hcmv3.HttpFilter) ([]HTTPFilter, *istiostats.Config, error) {
+	var stats *istiostats.Config
 	if len(filters) == 0 {
 		return nil, nil, ferr("http_filters", "must not be empty; the last filter must be "+RouterFilterName)
 	}

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
-	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
 
 // Names of the listener filters this version implements.
@@ -264,11 +264,11 @@ type FilterChain struct {
 	TCPProxy *TCPProxy
 	// HTTPStats is the HCM's istio.stats HTTP filter, compiled; nil when
 	// it has none. The connection manager reports every request with it.
-	HTTPStats *telemetry.StatsConfig
+	HTTPStats *istiostats.Config
 	// TCPStats is the chain's istio.stats network filter (Istio puts it
 	// before tcp_proxy), compiled; nil when it has none. The TCP proxy
 	// reports every connection with it.
-	TCPStats *telemetry.StatsConfig
+	TCPStats *istiostats.Config
 }
 
 // XFCCMode is HttpConnectionManager.forward_client_cert_details: what the

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
@@ -40,11 +40,11 @@ func TestBuildStatsFilters(t *testing.T) {
 	for _, tt := range []struct {
 		dir  corev3.TrafficDirection
 		cfg  *statspb.PluginConfig
-		want telemetry.Reporter
+		want istiostats.Reporter
 	}{
-		{corev3.TrafficDirection_OUTBOUND, nil, telemetry.ReporterSource},
-		{corev3.TrafficDirection_INBOUND, &statspb.PluginConfig{DisableHostHeaderFallback: true}, telemetry.ReporterDestination},
-		{corev3.TrafficDirection_INBOUND, &statspb.PluginConfig{Reporter: statspb.Reporter_SERVER_GATEWAY}, telemetry.ReporterServerGateway},
+		{corev3.TrafficDirection_OUTBOUND, nil, istiostats.ReporterSource},
+		{corev3.TrafficDirection_INBOUND, &statspb.PluginConfig{DisableHostHeaderFallback: true}, istiostats.ReporterDestination},
+		{corev3.TrafficDirection_INBOUND, &statspb.PluginConfig{Reporter: statspb.Reporter_SERVER_GATEWAY}, istiostats.ReporterServerGateway},
 	} {
 		g, err := Build(Resources{Listeners: []proto.Message{tcpStatsListener(t, tt.dir, packStats(t, tt.cfg))}}, nil)
 		if err != nil {

@@ -1,4 +1,4 @@
-package telemetry
+package istiostats
 
 // metricID is one of Istio's standard metrics.
 type metricID uint8

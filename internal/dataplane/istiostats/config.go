@@ -1,4 +1,4 @@
-package telemetry
+package istiostats
 
 import (
 	"fmt"
@@ -42,10 +42,10 @@ func (r Reporter) String() string {
 // default (Istio's native filter: 5s).
 const DefaultTCPReportingDuration = 5 * time.Second
 
-// StatsConfig is one `istio.stats` filter (HTTP or network) compiled from
+// Config is one `istio.stats` filter (HTTP or network) compiled from
 // Istio's stats.PluginConfig: immutable, built off the hot path, shared by
 // every request or connection of its filter chain.
-type StatsConfig struct {
+type Config struct {
 	// Reporter is PluginConfig.reporter resolved against the listener's
 	// traffic_direction (UNSPECIFIED: INBOUND reports as destination,
 	// anything else as source).
@@ -80,16 +80,16 @@ type extraTag struct {
 	expr *Expr
 }
 
-// CompileStats compiles c for a listener whose traffic_direction is
+// Compile compiles c for a listener whose traffic_direction is
 // INBOUND when inbound is true. A nil c is Istio's default config. The
 // error names the field of c it refuses: an unknown metric name, a
 // dimension expression outside what Expr supports, definitions (custom
 // metrics are not implemented), or a scope rotation.
-func CompileStats(c *statspb.PluginConfig, inbound bool) (*StatsConfig, error) {
+func Compile(c *statspb.PluginConfig, inbound bool) (*Config, error) {
 	if c == nil {
 		c = &statspb.PluginConfig{}
 	}
-	s := &StatsConfig{DisableHostHeaderFallback: c.GetDisableHostHeaderFallback(), TCPReportingDuration: DefaultTCPReportingDuration}
+	s := &Config{DisableHostHeaderFallback: c.GetDisableHostHeaderFallback(), TCPReportingDuration: DefaultTCPReportingDuration}
 	switch c.GetReporter() {
 	case statspb.Reporter_UNSPECIFIED:
 		if inbound {
