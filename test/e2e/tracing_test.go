@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil/otlptest"
+	"github.com/loom-mesh/loom/samples/bookinfo"
+)
+
+// tracingPrefix is the loopback /24 of the tracing tests.
+const tracingPrefix = "127.141.0"
+
+// tracingMeshConfig sends every proxy's spans to the OTLP collector
+// service at 100 %, as Istio's mesh config does it.
+const tracingMeshConfig = `
+defaultProviders:
+  tracing: [otel]
+extensionProviders:
+- name: otel
+  opentelemetry:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4317
+defaultConfig:
+  tracing:
+    sampling: 100
+`
+
+// collectorServiceEntry registers the test's collector, as a collector
+// outside the mesh is registered for Istio's LookupCluster.
+func collectorServiceEntry(ip string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: otel-collector, namespace: observability}
+spec:
+  hosts: [otel-collector.observability.svc.cluster.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 4317, name: grpc-otlp, protocol: GRPC}]
+  endpoints: [{address: %s}]
+`, ip)
+}
+
+// startTracedBookinfo runs Bookinfo's productpage, details, reviews-v2 and
+// ratings (the Go samples, served by the test process) behind real
+// sidecars and an ingress gateway, with tracing to an OTLP receiver.
+func startTracedBookinfo(t *testing.T) (*appMesh, *otlptest.OTLP, string) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	ip := func(octet int) string { return fmt.Sprintf("%s.%d", tracingPrefix, octet) }
+	collector := otlptest.StartOTLP(t, ip(200)+":4317")
+	// An app's calls go through its own sidecar (explicit mode).
+	via := func(octet int) *http.Client {
+		return &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: ip(octet) + ":15001"}),
+			MaxIdleConnsPerHost: 16}, Timeout: 10 * time.Second}
+	}
+	productpage, err := bookinfo.NewProductPage(bookinfo.ProductPageOptions{Client: via(11)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	details, err := bookinfo.NewDetails(bookinfo.DetailsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reviews, err := bookinfo.NewReviews(bookinfo.ReviewsOptions{Version: "v2", Client: via(13)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratings, err := bookinfo.NewRatings(bookinfo.RatingsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := os.ReadFile(filepath.Join(samplesDir, "bookinfo-gateway.yaml"))
+	if err != nil {
+		t.Fatalf("Istio's Bookinfo samples are missing (%v)", err)
+	}
+	m := startAppMesh(t, tracingPrefix, []appWorkload{
+		{Name: "istio-ingressgateway", App: "istio-ingressgateway", Octet: 10, Gateway: true},
+		{Name: "productpage-v1", App: "productpage", Version: "v1", Octet: 11, Handler: productpage},
+		{Name: "details-v1", App: "details", Version: "v1", Octet: 12, Handler: details},
+		{Name: "reviews-v2", App: "reviews", Version: "v2", Octet: 13, Handler: reviews},
+		{Name: "ratings-v1", App: "ratings", Version: "v1", Octet: 14, Handler: ratings},
+	}, string(gw)+"\n---\n"+collectorServiceEntry(ip(200)))
+	m.setMeshConfig(tracingMeshConfig)
+	return m, collector, "http://" + ip(10) + ":8080/productpage"
+}
+
+// pageView GETs url with hdr and checks that the page rendered reviews
+// with ratings (every hop answered).
+func pageView(t *testing.T, pageURL string, hdr map[string]string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, pageURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "reviews-v2") || strings.Contains(string(body), "Ratings service is currently unavailable") {
+		t.Fatalf("page view: %d, want 200 with reviews-v2's ratings:\n%.600s", resp.StatusCode, body)
+	}
+}
+
+// hop finds the span of trace with kind whose parent is parent and whose
+// service (the proxy's app.namespace) is service.
+func hop(spans []otlptest.Span, trace, kind, service, parent string) (otlptest.Span, bool) {
+	for _, s := range spans {
+		if s.TraceID == trace && s.Kind == kind && s.Service == service && s.ParentSpanID == parent {
+			return s, true
+		}
+	}
+	return otlptest.Span{}, false
+}
+
+// checkPageTrace waits for the spans of one page view in trace and checks
+// the chain gateway -> productpage -> reviews -> ratings: each client span
+// is the parent of the next hop's server span. root is the gateway span's
+// expected parent ("" for a new trace).
+func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) {
+	t.Helper()
+	// 2 gateway spans, then a server span per service (4) and productpage's
+	// and reviews' client spans (3): 9.
+	spans := col.Wait(t, 30*time.Second, "the 9 spans of trace "+trace, func(ss []otlptest.Span) bool {
+		n := 0
+		for _, s := range ss {
+			if s.TraceID == trace {
+				n++
+			}
+		}
+		return n >= 9
+	})
+	var all []otlptest.Span
+	for _, s := range spans {
+		if s.TraceID == trace {
+			all = append(all, s)
+		}
+	}
+	if len(all) != 9 {
+		t.Errorf("trace %s has %d spans, want 9: %+v", trace, len(all), all)
+	}
+	gwServer, ok := hop(all, trace, "SERVER", "istio-ingressgateway.istio-system", root)
+	if !ok {
+		t.Fatalf("no gateway server span with parent %q in %+v", root, all)
+	}
+	gwClient, ok := hop(all, trace, "CLIENT", "istio-ingressgateway.istio-system", gwServer.SpanID)
+	if !ok || gwClient.Attrs["upstream_cluster"] != "outbound|9080||productpage.default.svc.cluster.local" {
+		t.Fatalf("no gateway upstream span under %s to productpage: %+v", gwServer.SpanID, all)
+	}
+	ppServer, ok := hop(all, trace, "SERVER", "productpage.default", gwClient.SpanID)
+	if !ok {
+		t.Fatalf("productpage's server span is not a child of the gateway's client span %s: %+v", gwClient.SpanID, all)
+	}
+	var ppToReviews, ppToDetails otlptest.Span
+	for _, s := range all {
+		if s.Kind == "CLIENT" && s.Service == "productpage.default" && s.ParentSpanID == ppServer.SpanID {
+			switch {
+			case strings.HasPrefix(s.Attrs["upstream_cluster"], "outbound|9080||reviews."):
+				ppToReviews = s
+			case strings.HasPrefix(s.Attrs["upstream_cluster"], "outbound|9080||details."):
+				ppToDetails = s
+			}
+		}
+	}
+	if ppToReviews.SpanID == "" || ppToDetails.SpanID == "" {
+		t.Fatalf("productpage's client spans to details and reviews are not children of its server span %s: %+v", ppServer.SpanID, all)
+	}
+	if _, ok := hop(all, trace, "SERVER", "details.default", ppToDetails.SpanID); !ok {
+		t.Errorf("details' server span is not a child of productpage's client span %s", ppToDetails.SpanID)
+	}
+	rvServer, ok := hop(all, trace, "SERVER", "reviews.default", ppToReviews.SpanID)
+	if !ok {
+		t.Fatalf("reviews' server span is not a child of productpage's client span %s: %+v", ppToReviews.SpanID, all)
+	}
+	rvToRatings, ok := hop(all, trace, "CLIENT", "reviews.default", rvServer.SpanID)
+	if !ok {
+		t.Fatalf("reviews' client span is not a child of its server span %s: %+v", rvServer.SpanID, all)
+	}
+	rtServer, ok := hop(all, trace, "SERVER", "ratings.default", rvToRatings.SpanID)
+	if !ok {
+		t.Fatalf("ratings' server span is not a child of reviews' client span %s: %+v", rvToRatings.SpanID, all)
+	}
+	// Istio's tags on the way.
+	for _, s := range []otlptest.Span{gwServer, ppServer, rvToRatings, rtServer} {
+		if s.Attrs["http.status_code"] != "200" || s.Attrs["component"] != "proxy" || s.Attrs["node_id"] == "" ||
+			s.Attrs["guid:x-request-id"] == "" || s.Attrs["response_flags"] != "-" {
+			t.Errorf("span %s %s of %s: tags %v", s.Kind, s.Name, s.Service, s.Attrs)
+		}
+	}
+	if rtServer.Attrs["istio.canonical_service"] != "ratings" || rtServer.Attrs["istio.namespace"] != "default" {
+		t.Errorf("ratings' Istio tags %v", rtServer.Attrs)
+	}
+	if rtServer.Attrs["guid:x-request-id"] != gwServer.Attrs["guid:x-request-id"] {
+		t.Errorf("x-request-id changed on the way: gateway %q, ratings %q", gwServer.Attrs["guid:x-request-id"], rtServer.Attrs["guid:x-request-id"])
+	}
+}
+
+// TestTracingBookinfo: with 100 % sampling to an OTLP receiver, one page
+// view through the ingress gateway is one connected trace; a page view
+// arriving with a W3C traceparent or with B3 headers continues that trace.
+func TestTracingBookinfo(t *testing.T) {
+	_, col, pageURL := startTracedBookinfo(t)
+
+	t.Run("new trace", func(t *testing.T) {
+		pageView(t, pageURL, map[string]string{"X-Request-Id": "e2e-trace-new"})
+		var trace string
+		col.Wait(t, 30*time.Second, "the gateway's root span", func(ss []otlptest.Span) bool {
+			for _, s := range ss {
+				if s.Kind == "SERVER" && s.ParentSpanID == "" && s.Attrs["guid:x-request-id"] == "e2e-trace-new" {
+					trace = s.TraceID
+					return true
+				}
+			}
+			return false
+		})
+		checkPageTrace(t, col, trace, "")
+	})
+	t.Run("w3c traceparent", func(t *testing.T) {
+		const trace, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+		pageView(t, pageURL, map[string]string{"Traceparent": "00-" + trace + "-" + parent + "-01"})
+		checkPageTrace(t, col, trace, parent)
+	})
+	t.Run("b3 multi header", func(t *testing.T) {
+		const trace, parent = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+		pageView(t, pageURL, map[string]string{"X-B3-Traceid": trace, "X-B3-Spanid": parent, "X-B3-Sampled": "1"})
+		checkPageTrace(t, col, trace, parent)
+	})
+	t.Run("b3 single header", func(t *testing.T) {
+		const trace, parent = "80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1"
+		pageView(t, pageURL, map[string]string{"B3": trace + "-" + parent + "-1"})
+		checkPageTrace(t, col, trace, parent)
+	})
+}
