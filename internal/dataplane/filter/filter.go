@@ -138,6 +138,13 @@ type State struct {
 	// Upstreams lets a filter call a cluster of the current generation
 	// (ext_authz's check); nil when the connection manager has none.
 	Upstreams Upstreams
+	// ResponseHeaders are headers a filter sets over the upstream
+	// response's own, as Envoy's encoder filters do (the CORS filter's
+	// Access-Control-* setInline): the router writes them after copying
+	// the upstream's headers and applying the route's response header
+	// mutations. Nil when no filter set any. A filter that also wants
+	// them on local replies sets them on the ResponseWriter too.
+	ResponseHeaders http.Header
 }
 
 // SetMetadata sets key in namespace ns of s.Metadata, allocating as

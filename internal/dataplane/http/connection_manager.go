@@ -766,6 +766,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	copyResponseHeaders(hdr, resp.Header)
 	hdr["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(e.UpstreamServiceTime.Milliseconds(), 10)}
 	route.ResponseHeaders.Apply(hdr, wcResp)
+	if fs := filter.StateFrom(r); fs != nil {
+		for k, v := range fs.ResponseHeaders {
+			hdr[k] = v
+		}
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		cm.tunnel(w, resp, hdr, e)
 		return false

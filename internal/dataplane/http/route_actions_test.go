@@ -231,9 +231,33 @@ func TestCORS(t *testing.T) {
 		AllowOriginStringMatch: []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "https://ok.example"}}},
 		AllowMethods:           "GET,POST", AllowHeaders: "x-a", ExposeHeaders: "x-b", MaxAge: "600",
 		AllowCredentials: wrapperspb.Bool(true)})}
+	// "star": an exact "*" allows every origin (Envoy matches each matcher
+	// against "*" too); allow_methods and allow_headers "*" echo the
+	// request's; the upstream's own Access-Control-Allow-Origin is replaced.
+	// "ignore": unmatchedPreflights IGNORE (forward_not_matching_preflights
+	// false) answers a preflight of another origin itself, without
+	// Access-Control-Allow-Origin. "kinds": prefix and regex origins.
+	own := startBackend(t, "own", false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "https://upstream.example")
+		io.WriteString(w, "own")
+	})
+	star := prefixRoute("s", "/", "own")
+	star.TypedPerFilterConfig = map[string]*anypb.Any{cors.Name: xdstest.MustAny(t, &corsv3.CorsPolicy{
+		AllowOriginStringMatch: []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "*"}}},
+		AllowMethods:           "*", AllowHeaders: "*"})}
+	ignore := prefixRoute("i", "/", "be")
+	ignore.TypedPerFilterConfig = map[string]*anypb.Any{cors.Name: xdstest.MustAny(t, &corsv3.CorsPolicy{
+		AllowOriginStringMatch: []*matcherv3.StringMatcher{{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "https://ok.example"}}},
+		AllowMethods:           "GET", MaxAge: "60", ForwardNotMatchingPreflights: wrapperspb.Bool(false)})}
+	kinds := prefixRoute("k", "/", "be")
+	kinds.TypedPerFilterConfig = map[string]*anypb.Any{cors.Name: xdstest.MustAny(t, &corsv3.CorsPolicy{
+		AllowOriginStringMatch: []*matcherv3.StringMatcher{
+			{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "https://app."}},
+			{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: `https://[a-z]+\.example\.org`}}}}})}
 	g := build(t, nil, []*listenerv3.Listener{corsListener(t, "l", lAddr, "rt")},
-		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("c", []string{"c"}, route), vhost("plain", []string{"plain"}, prefixRoute("p", "/", "be")))},
-		[]*clusterv3.Cluster{staticCluster(t, "be", false, be.addr)})
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("c", []string{"c"}, route), vhost("plain", []string{"plain"}, prefixRoute("p", "/", "be")),
+			vhost("star", []string{"star"}, star), vhost("ignore", []string{"ignore"}, ignore), vhost("kinds", []string{"kinds"}, kinds))},
+		[]*clusterv3.Cluster{staticCluster(t, "be", false, be.addr), staticCluster(t, "own", false, own.addr)})
 	p := startProxy(t, g)
 
 	acHeaders := func(h http.Header) map[string]string {
@@ -261,15 +285,31 @@ func TestCORS(t *testing.T) {
 			"Access-Control-Allow-Origin": "https://ok.example", "Access-Control-Allow-Credentials": "true", "Access-Control-Expose-Headers": "x-b"}},
 		{"actual other origin", "GET", "c", map[string]string{"Origin": "https://evil.example"}, 200, true, map[string]string{}},
 		{"no policy", "OPTIONS", "plain", preflight, 200, true, map[string]string{}},
+		{"star preflight echoes method and headers", "OPTIONS", "star", map[string]string{"Origin": "https://any.example",
+			"Access-Control-Request-Method": "PATCH", "Access-Control-Request-Headers": "x-one,x-two"}, 200, false, map[string]string{
+			"Access-Control-Allow-Origin": "https://any.example", "Access-Control-Allow-Methods": "PATCH", "Access-Control-Allow-Headers": "x-one,x-two"}},
+		{"star actual overrides the upstream's origin", "GET", "star", map[string]string{"Origin": "https://any.example"}, 200, true, map[string]string{
+			"Access-Control-Allow-Origin": "https://any.example"}},
+		{"star without Origin keeps the upstream's", "GET", "star", nil, 200, true, map[string]string{
+			"Access-Control-Allow-Origin": "https://upstream.example"}},
+		{"ignore answers an unmatched preflight", "OPTIONS", "ignore", map[string]string{"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}, 200, false, map[string]string{
+			"Access-Control-Allow-Methods": "GET", "Access-Control-Max-Age": "60"}},
+		{"ignore matched preflight", "OPTIONS", "ignore", map[string]string{"Origin": "https://ok.example", "Access-Control-Request-Method": "GET"}, 200, false, map[string]string{
+			"Access-Control-Allow-Origin": "https://ok.example", "Access-Control-Allow-Methods": "GET", "Access-Control-Max-Age": "60"}},
+		{"prefix origin", "GET", "kinds", map[string]string{"Origin": "https://app.example"}, 200, true, map[string]string{"Access-Control-Allow-Origin": "https://app.example"}},
+		{"regex origin", "GET", "kinds", map[string]string{"Origin": "https://shop.example.org"}, 200, true, map[string]string{"Access-Control-Allow-Origin": "https://shop.example.org"}},
+		{"regex is anchored", "GET", "kinds", map[string]string{"Origin": "https://shop.example.org.evil"}, 200, true, map[string]string{}},
+		{"OPTIONS without request method is no preflight", "OPTIONS", "c", map[string]string{"Origin": "https://ok.example"}, 200, true, map[string]string{
+			"Access-Control-Allow-Origin": "https://ok.example", "Access-Control-Allow-Credentials": "true", "Access-Control-Expose-Headers": "x-b"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := be.hits.Load()
+			before := be.hits.Load() + own.hits.Load()
 			r := p.do(tc.method, tc.host, "/", tc.hdr, nil)
 			if r.code != tc.wantCode {
 				t.Fatalf("status %d, want %d", r.code, tc.wantCode)
 			}
-			if got := be.hits.Load() > before; got != tc.wantUpstream {
+			if got := be.hits.Load()+own.hits.Load() > before; got != tc.wantUpstream {
 				t.Errorf("reached upstream = %v, want %v", got, tc.wantUpstream)
 			}
 			if diff := cmp.Diff(tc.want, acHeaders(r.header)); diff != "" {

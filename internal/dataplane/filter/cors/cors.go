@@ -72,7 +72,7 @@ type Policy struct {
 	EnabledPerMillion uint32
 	// ForwardNotMatchingPreflights passes a preflight from an origin that
 	// is not allowed on upstream (default true); false answers it 200
-	// without CORS headers.
+	// without Access-Control-Allow-Origin.
 	ForwardNotMatchingPreflights bool
 	// AllowPrivateNetworkAccess answers Access-Control-Request-Private-Network.
 	AllowPrivateNetworkAccess bool
@@ -226,22 +226,35 @@ func (p *Policy) enabled() bool {
 	return p.EnabledPerMillion >= 1_000_000 || uint32(rand.Uint64()%1_000_000) < p.EnabledPerMillion
 }
 
+// originAllowed is Envoy's isOriginAllowed: a matcher that matches o, or
+// that matches the literal "*" (so that an exact "*", a prefix "*" or a
+// regex ".*" allows every origin), allows it.
 func (p *Policy) originAllowed(o string) bool {
 	for i := range p.AllowOrigins {
-		if p.AllowOrigins[i].matches(o) {
+		if p.AllowOrigins[i].matches("*") || p.AllowOrigins[i].matches(o) {
 			return true
 		}
 	}
 	return false
 }
 
-// ServeHTTP implements Envoy's CorsFilter: without a policy, or for a
-// request without Origin, it does nothing. A preflight (OPTIONS with
-// Origin and Access-Control-Request-Method) from an allowed origin gets a
-// local 200 with Access-Control-Allow-Origin, -Credentials, -Methods,
-// -Headers and -Max-Age; other requests from an allowed origin get
-// Access-Control-Allow-Origin (and -Credentials, -Expose-Headers) on their
-// response.
+// ServeHTTP implements Envoy's CorsFilter (cors_filter.cc): without a
+// policy, when the policy is not enabled for this request, or for a request
+// without Origin, it does nothing.
+//
+// A preflight (OPTIONS with Origin and Access-Control-Request-Method) is
+// answered locally with 200 and details "cors_response", unless its origin
+// is not allowed and forward_not_matching_preflights is true (the default;
+// Istio's unmatchedPreflights FORWARD), in which case it goes upstream. The
+// local answer carries Access-Control-Allow-Origin (the request's origin,
+// only when allowed), -Allow-Credentials, -Allow-Methods (allow_methods "*"
+// echoes the requested method), -Allow-Headers (allow_headers "*" echoes
+// Access-Control-Request-Headers), -Max-Age and -Allow-Private-Network.
+//
+// Any other request from an allowed origin gets Access-Control-Allow-Origin,
+// -Allow-Credentials and -Expose-Headers on its response, set over the
+// upstream's own headers of those names (Envoy's encodeHeaders setInline),
+// and on local replies of later filters and the router.
 func (corsFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	st := filter.StateFrom(r)
 	var p *Policy
@@ -254,25 +267,33 @@ func (corsFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Ha
 		return
 	}
 	allowed := p.originAllowed(origin)
-	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
-	h := w.Header()
-	if preflight {
-		if !allowed {
-			if p.ForwardNotMatchingPreflights {
-				next.ServeHTTP(w, r)
-				return
-			}
-			reply(w, st)
+	reqMethod := r.Header.Get("Access-Control-Request-Method")
+	if r.Method == http.MethodOptions && reqMethod != "" {
+		if !allowed && p.ForwardNotMatchingPreflights {
+			next.ServeHTTP(w, r)
 			return
 		}
-		h["Access-Control-Allow-Origin"] = []string{origin}
+		h := w.Header()
+		if allowed {
+			h["Access-Control-Allow-Origin"] = []string{origin}
+		}
 		if p.AllowCredentials {
 			h["Access-Control-Allow-Credentials"] = []string{"true"}
 		}
-		if p.AllowMethods != "" {
+		switch p.AllowMethods {
+		case "":
+		case "*":
+			h["Access-Control-Allow-Methods"] = []string{reqMethod}
+		default:
 			h["Access-Control-Allow-Methods"] = []string{p.AllowMethods}
 		}
-		if p.AllowHeaders != "" {
+		switch p.AllowHeaders {
+		case "":
+		case "*":
+			if rh := r.Header.Get("Access-Control-Request-Headers"); rh != "" {
+				h["Access-Control-Allow-Headers"] = []string{rh}
+			}
+		default:
 			h["Access-Control-Allow-Headers"] = []string{p.AllowHeaders}
 		}
 		if p.MaxAge != "" {
@@ -285,14 +306,25 @@ func (corsFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.Ha
 		return
 	}
 	if allowed {
-		// Set before the router copies the upstream's headers: an
-		// upstream's own Access-Control-* headers take precedence.
-		h["Access-Control-Allow-Origin"] = []string{origin}
+		set := http.Header{"Access-Control-Allow-Origin": {origin}}
 		if p.AllowCredentials {
-			h["Access-Control-Allow-Credentials"] = []string{"true"}
+			set["Access-Control-Allow-Credentials"] = []string{"true"}
 		}
 		if p.ExposeHeaders != "" {
-			h["Access-Control-Expose-Headers"] = []string{p.ExposeHeaders}
+			set["Access-Control-Expose-Headers"] = []string{p.ExposeHeaders}
+		}
+		h := w.Header()
+		for k, v := range set {
+			h[k] = v
+		}
+		if st != nil {
+			if st.ResponseHeaders == nil {
+				st.ResponseHeaders = set
+			} else {
+				for k, v := range set {
+					st.ResponseHeaders[k] = v
+				}
+			}
 		}
 	}
 	next.ServeHTTP(w, r)
@@ -303,6 +335,6 @@ func reply(w http.ResponseWriter, st *filter.State) {
 	w.Header()["Content-Length"] = []string{"0"}
 	w.WriteHeader(http.StatusOK)
 	if st != nil {
-		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = http.StatusOK, "cors_preflight", 0
+		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = http.StatusOK, "cors_response", 0
 	}
 }
