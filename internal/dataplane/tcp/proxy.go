@@ -122,7 +122,14 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		return
 	}
 	e.UpstreamHost = h.Addr
-	up, err := h.Dial(ctx)
+	up, release, err := h.DialCounted(ctx)
+	if errors.Is(err, upstream.ErrOverflow) {
+		// max_connections in use and max_pending_requests waiting:
+		// Envoy's tcp_proxy closes the downstream with UO.
+		h.Done(upstream.Result{})
+		e.ResponseFlags = FlagUpstreamOverflow
+		return
+	}
 	if err != nil {
 		h.Done(upstream.Result{LocalOrigin: true})
 		e.ResponseFlags = FlagUpstreamConnFail
@@ -136,6 +143,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	// A connection carried is a success for outlier detection: it resets
 	// the host's consecutive failures as a 2xx does.
 	defer h.Done(upstream.Result{Status: http.StatusOK})
+	defer release()
 	defer up.Close()
 	e.UpstreamLocalAddress = up.LocalAddr().String()
 

@@ -80,6 +80,12 @@ func cluster(t *testing.T, name string, mut func(c *clusterv3.Cluster), eps ...s
 
 func start(t *testing.T, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *harness {
 	t.Helper()
+	return startWith(t, upstream.New(upstream.Options{}), tp, clusters...)
+}
+
+// startWith is start with the given cluster manager, for its stats.
+func startWith(t *testing.T, cm *upstream.ClusterManager, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *harness {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +108,6 @@ func start(t *testing.T, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *ha
 	}
 	var gen atomic.Pointer[config.Generation]
 	gen.Store(g)
-	cm := upstream.New(upstream.Options{})
 	cm.Update(g)
 	h := &harness{addr: ln.Addr().String(), buf: &syncBuffer{}}
 	h.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: h.buf})
@@ -389,5 +394,63 @@ func TestWeightedClusters(t *testing.T) {
 	}
 	if got["one x"] != 8 || got["two x"] != 2 {
 		t.Errorf("answers of 10 connections: %v, want 8 \"one x\" and 2 \"two x\"", got)
+	}
+}
+
+// TestMaxConnections checks Envoy's tcp_proxy circuit breaker: with
+// max_connections 1, a second connection while the first is open is
+// closed at once with flag UO (not queued), counted as
+// upstream_cx_overflow; once the first closes, a new one goes through.
+func TestMaxConnections(t *testing.T) {
+	up := server(t, echo(""))
+	cm := upstream.New(upstream.Options{})
+	h := startWith(t, cm, oneCluster("cb"), cluster(t, "cb", func(c *clusterv3.Cluster) {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority: corev3.RoutingPriority_DEFAULT, MaxConnections: wrapperspb.UInt32(1)}}}
+	}, up))
+	roundTrip := func(c *net.TCPConn, b byte) error {
+		if _, err := c.Write([]byte{b}); err != nil {
+			return err
+		}
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+		if buf[0] != b {
+			return errors.New("echo mismatch")
+		}
+		return nil
+	}
+	first := dial(t, h.addr)
+	if err := roundTrip(first, 'a'); err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	second := dial(t, h.addr)
+	if b, err := io.ReadAll(second); err != nil || len(b) != 0 {
+		t.Fatalf("second connection: read %q, %v; want EOF", b, err)
+	}
+	if line := h.waitLog(t, 1)[0]; field(line, 5) != "UO" {
+		t.Errorf("access log line, want flag UO:\n%s", line)
+	}
+	if got := cm.PolicyStats("cb").UpstreamCxOverflow; got != 1 {
+		t.Errorf("upstream_cx_overflow = %d, want 1", got)
+	}
+	if err := roundTrip(first, 'b'); err != nil {
+		t.Fatalf("first connection after the overflow: %v", err)
+	}
+	first.Close()
+	// The slot comes back when the proxy sees the first connection end.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		third := dial(t, h.addr)
+		err := roundTrip(third, 'c')
+		third.Close()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection went through within 5 s of the first one's end: %v", err)
+		}
+		<-time.After(10 * time.Millisecond)
 	}
 }

@@ -393,41 +393,72 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 			c, err := t.dialSlot(ctx, addr, tt)
 			return c, false, err
 		}
-		t.cxOverflow.Add(1)
-		if len(t.waiters) >= t.maxPending {
-			t.mu.Unlock()
-			t.pendingOverflow.Add(1)
-			return nil, false, ErrOverflow
-		}
-		w := &h1Waiter{key: key, ch: make(chan h1Grant, 1)}
-		t.waiters = append(t.waiters, w)
-		t.mu.Unlock()
-		var g h1Grant
-		select {
-		case g = <-w.ch:
-		case <-ctx.Done():
-			t.mu.Lock()
-			i := slices.Index(t.waiters, w)
-			if i >= 0 {
-				t.waiters = slices.Delete(t.waiters, i, i+1)
-			}
-			t.mu.Unlock()
-			if i < 0 {
-				// Granted while giving up: pass it on.
-				if g := <-w.ch; g.c != nil {
-					t.putIdle(g.c)
-				} else {
-					t.slotFreed()
-				}
-			}
-			return nil, false, ctx.Err()
+		g, err := t.waitLocked(ctx, key)
+		if err != nil {
+			return nil, false, err
 		}
 		if g.c != nil {
 			return g.c, true, nil
 		}
-		c, err := t.dialSlot(ctx, addr, tt)
+		c, err = t.dialSlot(ctx, addr, tt)
 		return c, false, err
 	}
+}
+
+// waitLocked, called with t.mu held at max_connections, counts the
+// overflow and queues the caller as a pending request for key (the pool
+// key of the endpoint it wants, "" for a bare slot), or fails at once with
+// ErrOverflow when max_pending_requests are already waiting. It unlocks
+// t.mu and blocks until a grant or ctx's end (ctx.Err()).
+func (t *h1Transport) waitLocked(ctx context.Context, key string) (h1Grant, error) {
+	t.cxOverflow.Add(1)
+	if len(t.waiters) >= t.maxPending {
+		t.mu.Unlock()
+		t.pendingOverflow.Add(1)
+		return h1Grant{}, ErrOverflow
+	}
+	w := &h1Waiter{key: key, ch: make(chan h1Grant, 1)}
+	t.waiters = append(t.waiters, w)
+	t.mu.Unlock()
+	select {
+	case g := <-w.ch:
+		return g, nil
+	case <-ctx.Done():
+		t.mu.Lock()
+		i := slices.Index(t.waiters, w)
+		if i >= 0 {
+			t.waiters = slices.Delete(t.waiters, i, i+1)
+		}
+		t.mu.Unlock()
+		if i < 0 {
+			// Granted while giving up: pass it on.
+			if g := <-w.ch; g.c != nil {
+				t.putIdle(g.c)
+			} else {
+				t.slotFreed()
+			}
+		}
+		return h1Grant{}, ctx.Err()
+	}
+}
+
+// acquireSlot takes one of the cluster's max_connections slots for a
+// connection the caller dials itself (the TCP proxy's): Envoy counts TCP
+// and HTTP connections of a cluster against one limit. At the limit it
+// counts upstream_cx_overflow and fails at once with ErrOverflow, without
+// waiting: Envoy's tcp_proxy checks the limit before asking its pool,
+// whose queue would wait for a connection that is never released.
+// release gives the slot back; it is safe to call more than once.
+func (t *h1Transport) acquireSlot() (release func(), err error) {
+	t.mu.Lock()
+	if t.open >= t.maxConns {
+		t.mu.Unlock()
+		t.cxOverflow.Add(1)
+		return nil, ErrOverflow
+	}
+	t.open++
+	t.mu.Unlock()
+	return sync.OnceFunc(t.slotFreed), nil
 }
 
 // dialSlot dials addr over tt (nil: plaintext) with a slot already

@@ -166,6 +166,31 @@ func (r h2TLSRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	return r.t.RoundTrip(&out)
 }
 
+// DialCounted is Dial under the cluster's max_connections circuit breaker,
+// for the TCP proxy: it first takes one of the cluster's connection slots
+// (shared with its HTTP/1.1 pool, as Envoy's one resource manager per
+// cluster) and fails at once with ErrOverflow when all are in use. The
+// caller calls release once the connection is closed (it is safe to call
+// more than once); a failed dial gives the slot back itself. The
+// connection is returned unwrapped, so that copies between two TCP
+// connections still splice.
+func (h *Host) DialCounted(ctx context.Context) (conn net.Conn, release func(), err error) {
+	if h.st == nil {
+		conn, err = h.Dial(ctx)
+		return conn, func() {}, err
+	}
+	release, err = h.st.h1.acquireSlot()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err = h.Dial(ctx)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return conn, release, nil
+}
+
 // Dial opens a connection to h.Addr for the TCP proxy, over the transport
 // socket the endpoint's transport_socket_matches chose (TLS origination
 // included), within ctx and the cluster's connect_timeout. Errors wrap
