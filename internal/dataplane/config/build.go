@@ -423,6 +423,14 @@ func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.Htt
 	rl.HTTPFilters = chain
 	rl.HTTPStats = stats
 	rl.XFF = filter.XFF{UseRemoteAddress: hcm.GetUseRemoteAddress().GetValue(), TrustedHops: hcm.GetXffNumTrustedHops()}
+	rl.MaxRequestHeaderBytes = DefaultMaxRequestHeaderBytes
+	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {
+		rl.MaxRequestHeaderBytes = int(kb.GetValue()) << 10 // 1-8192, checked by Validate below
+	}
+	rl.MaxRequestHeaders = DefaultMaxRequestHeaders
+	if n := hcm.GetCommonHttpProtocolOptions().GetMaxHeadersCount(); n != nil {
+		rl.MaxRequestHeaders = int(n.GetValue()) // at least 1, checked by Validate below
+	}
 	if rl.Upgrades, err = buildHCMUpgrades(hcm.GetUpgradeConfigs()); err != nil {
 		return nil, err
 	}

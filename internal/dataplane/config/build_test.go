@@ -118,7 +118,8 @@ func TestBuildGood(t *testing.T) {
 	gotL := g.Listeners["virtualOutbound"]
 	wantL := &Listener{Name: "virtualOutbound", Address: "127.0.0.13:15001", Direction: DirectionOutbound, BindToPort: true,
 		ListenerFiltersTimeout: DefaultListenerFiltersTimeout,
-		FilterChains:           []*FilterChain{{Key: "", Hash: gotL.FilterChains[0].Hash, StatPrefix: "outbound_0.0.0.0_15001", RouteConfigName: "http_proxy"}}}
+		FilterChains: []*FilterChain{{Key: "", Hash: gotL.FilterChains[0].Hash, StatPrefix: "outbound_0.0.0.0_15001", RouteConfigName: "http_proxy",
+			MaxRequestHeaderBytes: DefaultMaxRequestHeaderBytes, MaxRequestHeaders: DefaultMaxRequestHeaders}}}
 	if diff := cmp.Diff(wantL, gotL, cmpopts.IgnoreUnexported(Listener{})); diff != "" {
 		t.Errorf("listener (-want +got):\n%s", diff)
 	}

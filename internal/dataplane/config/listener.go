@@ -217,6 +217,12 @@ type FilterChainMatch struct {
 // an optional TLS termination, network filters, and a terminal filter,
 // either the HTTP connection manager (RouteConfigName set) or a tcp_proxy
 // (TCPProxy set). It is immutable but for the counters of its filters.
+// Envoy's defaults for the HCM's request header limits.
+const (
+	DefaultMaxRequestHeaderBytes = 60 << 10
+	DefaultMaxRequestHeaders     = 100
+)
+
 type FilterChain struct {
 	// Name is FilterChain.name ("" when unnamed).
 	Name string
@@ -249,6 +255,14 @@ type FilterChain struct {
 	HTTPFilters []HTTPFilter
 	// Upgrades are the HCM's upgrade_configs; nil when none.
 	Upgrades Upgrades
+	// MaxRequestHeaderBytes is the HCM's max_request_headers_kb in bytes
+	// (DefaultMaxRequestHeaderBytes when unset): a request whose header
+	// names and values add up to more gets 431, as in Envoy.
+	MaxRequestHeaderBytes int
+	// MaxRequestHeaders is common_http_protocol_options.max_headers_count
+	// (DefaultMaxRequestHeaders when unset): a request with more header
+	// fields gets 431.
+	MaxRequestHeaders int
 	// XFF is the HCM's use_remote_address and xff_num_trusted_hops: how
 	// far X-Forwarded-For is trusted for the client's address (RBAC
 	// remote_ip).

@@ -34,6 +34,7 @@ const (
 	FlagDownstreamConnTerm = "DC"
 	FlagDownstreamProtoErr = "DPE"
 	FlagUpstreamOverflow   = "UO"
+	FlagUpstreamProtoErr   = "UPE"
 )
 
 // retryDrainBytes is how much of a retried response's body is read before
@@ -158,6 +159,9 @@ type reqState struct {
 	entry telemetry.Entry
 	// span is the request's span; nil when its chain has no tracing.
 	span *telemetry.Span
+	// ridAdded: the proxy generated the request's X-Request-Id (it is not
+	// one of the headers the client sent, for the header limits).
+	ridAdded bool
 
 	// The fields below are set only for a listener with HTTP filters;
 	// reqState is then the chain's next handler (see ServeHTTP).
@@ -210,6 +214,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e.Authority = host
 	rid := r.Header.Get("X-Request-Id")
+	st.ridAdded = rid == ""
 	if rid == "" {
 		rid = newRequestID()
 		r.Header["X-Request-Id"] = []string{rid}
@@ -260,6 +265,23 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 			e.DownstreamLocalAddress = gen.Listeners[h.name].Address
 		}
 	}
+	maxN, maxBytes := fc.MaxRequestHeaders, fc.MaxRequestHeaderBytes
+	if maxN == 0 { // a chain not made by config.Build
+		maxN, maxBytes = config.DefaultMaxRequestHeaders, config.DefaultMaxRequestHeaderBytes
+	}
+	if n, size := requestHeaderSize(r, st.ridAdded); n > maxN || size > maxBytes {
+		// Envoy's codec refuses the request before any filter or route.
+		details := "http1.headers_too_large"
+		if n > maxN {
+			details = "http1.too_many_headers"
+		}
+		if r.ProtoMajor == 2 {
+			details = "http2.headers_too_large"
+		}
+		w.Header()["Connection"] = []string{"close"}
+		localReply(w, e, http.StatusRequestHeaderFieldsTooLarge, FlagDownstreamProtoErr, details, "")
+		return false
+	}
 	if gen != nil {
 		if fc.XFF.UseRemoteAddress {
 			appendForwardedFor(r)
@@ -307,6 +329,26 @@ func secureRequest(r *http.Request, useRemoteAddress bool) bool {
 		return true
 	}
 	return !useRemoteAddress && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+// requestHeaderSize counts the header fields r came with and their bytes
+// as Envoy's codec does: every name and value, the pseudo-headers
+// :method, :path and :authority included in the bytes; ridAdded leaves
+// out the X-Request-Id the proxy generated. Only the header map's contents
+// count, so a client's header sent twice counts twice.
+func requestHeaderSize(r *http.Request, ridAdded bool) (n, size int) {
+	size = len(r.Method) + len(r.RequestURI) + len(r.Host)
+	for k, vv := range r.Header {
+		for _, v := range vv {
+			n++
+			size += len(k) + len(v)
+		}
+	}
+	if ridAdded {
+		n--
+		size -= len("X-Request-Id") + len(r.Header["X-Request-Id"][0])
+	}
+	return n, size
 }
 
 // appendForwardedFor appends the peer's address to X-Forwarded-For, as
@@ -447,6 +489,7 @@ const (
 	failNone failure = iota
 	failConnect
 	failReset
+	failProtocol // the upstream's response was not valid HTTP or broke the header limits
 	failPerTryTimeout
 	failTimeout
 	failDownstream
@@ -735,6 +778,13 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnFail, urx),
 				"upstream_reset_before_response_started{connection_failure}",
 				"upstream connect error or disconnect/reset before headers. reset reason: connection failure")
+		case failProtocol:
+			// Envoy's router since 1.18: an upstream codec error is 502,
+			// not 503.
+			cm.logger.Debug("upstream protocol error", "cluster", c.Name, "endpoint", e.UpstreamHost, "error", lastErr)
+			localReply(w, e, http.StatusBadGateway, withURX(FlagUpstreamProtoErr, urx),
+				"upstream_reset_before_response_started{protocol_error}",
+				"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
 		default:
 			cm.logger.Debug("upstream reset", "cluster", c.Name, "endpoint", e.UpstreamHost, "error", lastErr)
 			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnTerm, urx),
@@ -873,6 +923,10 @@ func classify(err error, downstream, route, try context.Context) failure {
 	if errors.As(err, &ce) {
 		return failConnect
 	}
+	var pe *upstream.ProtocolError
+	if errors.As(err, &pe) {
+		return failProtocol
+	}
 	return failReset
 }
 
@@ -943,12 +997,10 @@ func retryOnFailure(p *config.RetryPolicy, f failure) bool {
 	}
 	for _, on := range p.RetryOn {
 		switch on {
-		case "5xx", "gateway-error":
-			if f == failConnect || f == failReset || f == failPerTryTimeout {
-				return true
-			}
-		case "reset":
-			if f == failConnect || f == failReset || f == failPerTryTimeout {
+		case "5xx", "gateway-error", "reset":
+			// Envoy retries every reset reason but overflow under these,
+			// a protocol error included.
+			if f == failConnect || f == failReset || f == failProtocol || f == failPerTryTimeout {
 				return true
 			}
 		case "connect-failure", "reset-before-request":

@@ -75,8 +75,11 @@ func (m *Manager) newChainServer(l *config.Listener, fc *config.FilterChain) *ch
 		Handler:           m.opts.Handler(l, fc),
 		Protocols:         p,
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       m.opts.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
+		// net/http answers 431 itself past this (plus its 4 KiB of slack);
+		// the connection manager checks Envoy's exact count below it.
+		MaxHeaderBytes: fc.MaxRequestHeaderBytes,
+		IdleTimeout:    m.opts.IdleTimeout,
+		ErrorLog:       slog.NewLogLogger(m.log.Handler(), slog.LevelDebug),
 		// Every request's context carries its connection's facts.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if info := connectionOf(c); info != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -75,10 +76,14 @@ type h1Conn struct {
 	bw        *bufio.Writer
 	idleSince time.Time
 	created   time.Time
-	requests  uint32      // round trips started on this connection
-	closed    atomic.Bool // its slot in open was given back or handed on
-	wrote     int64       // bytes the socket accepted in the current round trip
-	werr      error       // the socket's write error in the current round trip
+	// hdrLeft is how many more bytes the reader may take from the socket
+	// while a response head is read (bounded by maxHeadPull); -1 while a
+	// body or nothing is read.
+	hdrLeft  int64
+	requests uint32      // round trips started on this connection
+	closed   atomic.Bool // its slot in open was given back or handed on
+	wrote    int64       // bytes the socket accepted in the current round trip
+	werr     error       // the socket's write error in the current round trip
 }
 
 // countingConn counts the bytes written to a connection, so that a failed
@@ -95,6 +100,99 @@ func (cc countingConn) Write(p []byte) (int, error) {
 		cc.c.werr = err
 	}
 	return n, err
+}
+
+// Envoy's default limits on an upstream response's headers
+// (common_http_protocol_options max_headers_count, and
+// max_response_headers_kb): header bytes are the names' and values' lengths
+// summed, as Envoy's header map byteSize counts them. A response beyond
+// them is a *ProtocolError.
+const (
+	MaxResponseHeaderBytes = 60 << 10
+	MaxResponseHeaders     = 100
+)
+
+// errHeadTooLarge ends a response head that runs past what the reader may
+// pull from the socket for it.
+var errHeadTooLarge = errors.New("response headers exceed the size limit")
+
+// ProtocolError is an upstream response that is not valid HTTP/1.1
+// (malformed status line or header, bad framing) or that exceeds
+// MaxResponseHeaderBytes or MaxResponseHeaders. The connection is closed.
+// The router answers 502 with flag UPE, as Envoy does for an upstream codec
+// error.
+type ProtocolError struct{ Err error }
+
+func (e *ProtocolError) Error() string { return "upstream protocol error: " + e.Err.Error() }
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// headReader is an h1Conn's socket as its bufio.Reader sees it: while a
+// response head is read, at most hdrLeft bytes are pulled, so that an
+// upstream sending endless headers cannot grow the proxy's memory.
+type headReader struct{ c *h1Conn }
+
+func (r headReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.hdrLeft < 0 {
+		return c.nc.Read(p)
+	}
+	if c.hdrLeft == 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > c.hdrLeft {
+		p = p[:c.hdrLeft]
+	}
+	n, err := c.nc.Read(p)
+	c.hdrLeft -= int64(n)
+	return n, err
+}
+
+// readResponse reads one response head from c under the head limits.
+// Errors that are not the network's (malformed HTTP, limits) are
+// *ProtocolError.
+func (c *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
+	// What the bufio.Reader pulls for a head of exactly the limit may also
+	// hold the first buffer's worth of body; the exact limits are checked
+	// on the parsed head below.
+	c.hdrLeft = int64(MaxResponseHeaderBytes + c.t.bufSize + 4<<10 - c.br.Buffered())
+	resp, err := http.ReadResponse(c.br, req)
+	c.hdrLeft = -1
+	if err != nil {
+		if isProtocolError(err) {
+			return nil, &ProtocolError{Err: err}
+		}
+		return nil, err
+	}
+	n, size := 0, 0
+	for k, vv := range resp.Header {
+		for _, v := range vv {
+			n++
+			size += len(k) + len(v)
+		}
+	}
+	switch {
+	case n > MaxResponseHeaders:
+		return nil, &ProtocolError{Err: fmt.Errorf("%d response headers: more than %d", n, MaxResponseHeaders)}
+	case size > MaxResponseHeaderBytes:
+		return nil, &ProtocolError{Err: fmt.Errorf("%d bytes of response headers: more than %d", size, MaxResponseHeaderBytes)}
+	}
+	return resp, nil
+}
+
+// isProtocolError tells a malformed response from a connection that failed
+// or closed while it was read.
+func isProtocolError(err error) bool {
+	if errors.Is(err, errHeadTooLarge) {
+		return true
+	}
+	var ne net.Error
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.As(err, &ne), errors.As(err, &errno):
+		return false
+	}
+	return true
 }
 
 // aLongTimeAgo is a deadline in the past: setting it makes pending I/O on a
@@ -152,7 +250,8 @@ func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport) (*http.Resp
 			return resp, nil
 		}
 		c.close()
-		if reused && attempt == 0 && ctx.Err() == nil && replayable {
+		var pe *ProtocolError
+		if reused && attempt == 0 && ctx.Err() == nil && replayable && !errors.As(err, &pe) {
 			if req.GetBody != nil {
 				body, gerr := req.GetBody()
 				if gerr != nil {
@@ -186,7 +285,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	var resp *http.Response
 	for {
 		var err error
-		resp, err = http.ReadResponse(c.br, req)
+		resp, err = c.readResponse(req)
 		if err != nil {
 			stop()
 			if ctx.Err() != nil {
@@ -472,7 +571,8 @@ func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTranspor
 		t.slotFreed()
 		return nil, err
 	}
-	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, br: bufio.NewReaderSize(nc, t.bufSize), created: time.Now()}
+	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1}
+	c.br = bufio.NewReaderSize(headReader{c}, t.bufSize)
 	c.bw = bufio.NewWriterSize(countingConn{nc, c}, t.bufSize)
 	return c, nil
 }
