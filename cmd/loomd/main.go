@@ -233,11 +233,21 @@ func jwksRoots(file string) (*x509.CertPool, error) {
 // run serves until ctx is done. It returns an error only when an address
 // cannot be bound or a server fails.
 func run(ctx context.Context, o options, log *slog.Logger) error {
-	validate := validation.ValidateAll
-	if o.rateLimitAddr == "" {
-		validate = func(rs []*config.Resource) config.Errors {
-			return append(validation.ValidateAll(rs), validation.RateLimitServiceRequired(rs)...)
+	mesh, err := meshconfig.NewWatcher(o.meshConfig, log)
+	if err != nil {
+		return err
+	}
+	// Beyond each resource on its own: Telemetry providers must be the
+	// mesh config's (as it is when the config is checked; a later mesh
+	// config change does not unload a Telemetry, whose unknown providers
+	// translation then ignores, as Istio does), and global rate limits need
+	// the rate limit service.
+	validate := func(rs []*config.Resource) config.Errors {
+		errs := append(validation.ValidateAll(rs), validation.TelemetryProviders(rs, mesh.Current())...)
+		if o.rateLimitAddr == "" {
+			errs = append(errs, validation.RateLimitServiceRequired(rs)...)
 		}
+		return errs
 	}
 	store, err := config.NewStore(config.StoreOptions{Dir: o.configDir, Validate: validate, Logger: log})
 	if err != nil {
@@ -265,10 +275,6 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		log.Warn("serving an empty config until the config dir is valid", "config-dir", o.configDir)
 	}
 
-	mesh, err := meshconfig.NewWatcher(o.meshConfig, log)
-	if err != nil {
-		return err
-	}
 	roots, err := jwksRoots(o.jwksCAFile)
 	if err != nil {
 		return err

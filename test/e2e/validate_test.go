@@ -20,7 +20,7 @@ const crdCorpus = "../../../shared/istio-samples/validation-crds"
 
 // TestLoomctlValidateAgreesWithIstio runs the real loomctl binary on every
 // DestinationRule, ServiceEntry, WorkloadEntry, AuthorizationPolicy,
-// PeerAuthentication and RequestAuthentication document of Istio's corpus,
+// PeerAuthentication, RequestAuthentication and Telemetry document of Istio's corpus,
 // one file per document with `_err` stripped: a valid document must exit
 // 0, an invalid one must exit 1 naming the field Istio names.
 func TestLoomctlValidateAgreesWithIstio(t *testing.T) {
@@ -42,7 +42,7 @@ func TestLoomctlValidateAgreesWithIstio(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds := map[string]bool{"DestinationRule": true, "ServiceEntry": true, "WorkloadEntry": true,
-		"AuthorizationPolicy": true, "PeerAuthentication": true, "RequestAuthentication": true}
+		"AuthorizationPolicy": true, "PeerAuthentication": true, "RequestAuthentication": true, "Telemetry": true}
 	docs := map[string][]*yaml.Node{}
 	dir := t.TempDir()
 	checked := 0

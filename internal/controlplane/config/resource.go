@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
 )
@@ -38,6 +39,14 @@ const (
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindRequestAuthentication Kind = "RequestAuthentication"
 )
+
+// KindTelemetry is Istio's Telemetry (telemetry.istio.io v1 and
+// v1alpha1, both decoded into the istio.io/api telemetry/v1alpha1 type,
+// which v1 aliases, as in Istio).
+const KindTelemetry Kind = "Telemetry"
+
+// GroupTelemetry is the API group of the Telemetry kind.
+const GroupTelemetry = "telemetry.istio.io"
 
 // API groups of the kinds.
 const (
@@ -72,6 +81,9 @@ var kinds = map[Kind]kindInfo{
 	KindPeerAuthentication:    {GroupSecurity, securityVersions, func() proto.Message { return &security.PeerAuthentication{} }},
 	KindRequestAuthentication: {GroupSecurity, securityVersions, func() proto.Message { return &security.RequestAuthentication{} }},
 
+	// telemetry.istio.io.
+	KindTelemetry: {GroupTelemetry, []string{"v1", "v1alpha1"}, func() proto.Message { return &telemetry.Telemetry{} }},
+
 	// loom.dev: Loom's own.
 	KindRateLimitPolicy: {GroupLoom, []string{"v1alpha1"}, func() proto.Message { return &loomv1alpha1.RateLimitPolicy{} }},
 }
@@ -81,7 +93,7 @@ var networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
 var securityVersions = []string{"v1", "v1beta1"}
 
 // Group returns the API group kind is served in ("networking.istio.io",
-// "security.istio.io", "loom.dev"), or "" for a kind Loom does not read.
+// "security.istio.io", "telemetry.istio.io", "loom.dev"), or "" for a kind Loom does not read.
 func Group(kind Kind) string { return kinds[kind].group }
 
 // Kinds lists the known kinds, sorted.

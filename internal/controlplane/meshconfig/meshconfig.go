@@ -298,3 +298,52 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// defaultExtensionProviders are the providers Istio's default mesh config
+// defines and a mesh config keeps unless it defines one of the same name:
+// "prometheus" (the Istio standard metrics) and "envoy" (Envoy's file
+// access log on /dev/stdout). Istio's third, "stackdriver", is left out:
+// Loom has no Stackdriver exporter.
+var defaultExtensionProviders = []*meshv1alpha1.MeshConfig_ExtensionProvider{
+	{Name: "prometheus", Provider: &meshv1alpha1.MeshConfig_ExtensionProvider_Prometheus{
+		Prometheus: &meshv1alpha1.MeshConfig_ExtensionProvider_PrometheusMetricsProvider{}}},
+	{Name: "envoy", Provider: &meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyFileAccessLog{
+		EnvoyFileAccessLog: &meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyFileAccessLogProvider{Path: "/dev/stdout"}}},
+}
+
+// ExtensionProvider returns the extension provider of mc called name,
+// compared case-insensitively as Istio's fetchProvider does, or one of
+// Istio's default providers ("prometheus", "envoy") that mc does not
+// redefine; nil when there is none. mc may be nil (Istio's defaults).
+func ExtensionProvider(mc *meshv1alpha1.MeshConfig, name string) *meshv1alpha1.MeshConfig_ExtensionProvider {
+	for _, p := range mc.GetExtensionProviders() {
+		if strings.EqualFold(p.GetName(), name) {
+			return p
+		}
+	}
+	for _, p := range defaultExtensionProviders {
+		if strings.EqualFold(p.GetName(), name) {
+			return p
+		}
+	}
+	return nil
+}
+
+// ExtensionProviderNames lists the names ExtensionProvider finds in mc:
+// mc's own, then the defaults it does not redefine.
+func ExtensionProviderNames(mc *meshv1alpha1.MeshConfig) []string {
+	var out []string
+	for _, p := range mc.GetExtensionProviders() {
+		out = append(out, p.GetName())
+	}
+	for _, p := range defaultExtensionProviders {
+		redefined := false
+		for _, q := range mc.GetExtensionProviders() {
+			redefined = redefined || strings.EqualFold(q.GetName(), p.GetName())
+		}
+		if !redefined {
+			out = append(out, p.GetName())
+		}
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
@@ -48,6 +49,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.peerAuthentication(spec)
 	case *security.RequestAuthentication:
 		c.requestAuthentication(spec)
+	case *telemetry.Telemetry:
+		c.telemetry(spec)
 	case *loomv1alpha1.RateLimitPolicy:
 		c.rateLimitPolicy(spec)
 	case nil:

@@ -36,7 +36,7 @@ func TestIstioValidationCRDs(t *testing.T) {
 	type row struct{ file, name, want, got string }
 	var disagree, gist []row
 	total := 0
-	for _, kind := range []string{"destinationrule", "serviceentry", "workloadentry"} {
+	for _, kind := range []string{"destinationrule", "serviceentry", "workloadentry", "telemetry"} {
 		for _, suffix := range []string{"valid", "invalid"} {
 			file := fmt.Sprintf("%s-%s.yaml", kind, suffix)
 			data := readSample(t, "validation-crds/"+file)
