@@ -51,10 +51,11 @@ type TelemetryConfig struct {
 	// Metrics are the metrics providers in scope, by provider name, with
 	// their per-mode overrides. A provider absent here gets no stats filter.
 	Metrics map[string]*MetricsConfig
-	// Tracing is nil when no Telemetry configures tracing and the mesh
-	// config has no defaultProviders.tracing (Istio then falls back to the
-	// mesh config's legacy tracing settings).
-	Tracing *TracingConfig
+	// Tracing is the client and server tracing specs (applyTracing's
+	// input); nil when no Telemetry configures tracing and the mesh config
+	// has no defaultProviders.tracing. Both sides are set otherwise; a side
+	// without a provider is Disabled.
+	Tracing *TracingSpecs
 }
 
 // Logs returns the access logs of mode (see ClientLogs).
@@ -113,27 +114,6 @@ type TagOverride struct {
 	Name   string
 	Remove bool
 	Value  string
-}
-
-// TracingConfig is the tracing settings of both modes.
-type TracingConfig struct {
-	Client, Server TracingSpec
-}
-
-// TracingSpec is the merged tracing of one mode, as Istio's TracingSpec.
-type TracingSpec struct {
-	// Provider is the first provider named by the last Telemetry that
-	// names one (else defaultProviders.tracing[0]); nil disables tracing.
-	Provider *meshv1alpha1.MeshConfig_ExtensionProvider
-	// Disabled is disableSpanReporting, or true when there is no provider.
-	Disabled bool
-	// RandomSamplingPercentage is 0-100; nil when no Telemetry sets it
-	// (the mesh config's default sampling applies).
-	RandomSamplingPercentage *float64
-	CustomTags               map[string]*telemetry.Tracing_CustomTag
-	// UseRequestIDForTraceSampling and EnableIstioTags default to true.
-	UseRequestIDForTraceSampling bool
-	EnableIstioTags              bool
 }
 
 // PrometheusMetricName maps the Telemetry API's standard metric names to
@@ -455,13 +435,15 @@ func metricMatches(m *telemetry.MetricSelector) []string {
 	return allMetrics
 }
 
-// mergeTracing is Istio's Telemetries.Tracing.
-func mergeTracing(tracing []*telemetry.Tracing, mesh *meshv1alpha1.MeshConfig) *TracingConfig {
+// mergeTracing is Istio's Telemetries.Tracing. Istio's
+// useRequestIdForTraceSampling is not carried: the proxy samples by its
+// own random draw.
+func mergeTracing(tracing []*telemetry.Tracing, mesh *meshv1alpha1.MeshConfig) *TracingSpecs {
 	defaults := mesh.GetDefaultProviders().GetTracing()
 	if len(tracing) == 0 && len(defaults) == 0 {
 		return nil
 	}
-	client := TracingSpec{UseRequestIDForTraceSampling: true, EnableIstioTags: true}
+	client := TracingSpec{EnableIstioTags: true}
 	server := client
 	if len(defaults) > 0 {
 		p := meshconfig.ExtensionProvider(mesh, defaults[0])
@@ -490,9 +472,6 @@ func mergeTracing(tracing []*telemetry.Tracing, mesh *meshv1alpha1.MeshConfig) *
 				v := r.GetValue()
 				s.RandomSamplingPercentage = &v
 			}
-			if u := t.GetUseRequestIdForTraceSampling(); u != nil {
-				s.UseRequestIDForTraceSampling = u.GetValue()
-			}
 			if e := t.GetEnableIstioTags(); e != nil {
 				s.EnableIstioTags = e.GetValue()
 			}
@@ -504,5 +483,5 @@ func mergeTracing(tracing []*telemetry.Tracing, mesh *meshv1alpha1.MeshConfig) *
 	if server.Provider == nil {
 		server.Disabled = true
 	}
-	return &TracingConfig{Client: client, Server: server}
+	return &TracingSpecs{Client: &client, Server: &server}
 }

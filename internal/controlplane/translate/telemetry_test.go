@@ -90,7 +90,7 @@ func telemetrySummary(tc *TelemetryConfig) []string {
 	if tc.Tracing != nil {
 		for _, s := range []struct {
 			name string
-			spec TracingSpec
+			spec *TracingSpec
 		}{{"client", tc.Tracing.Client}, {"server", tc.Tracing.Server}} {
 			line := s.name + " tracing: " + s.spec.Provider.GetName()
 			if s.spec.Disabled {
@@ -210,5 +210,41 @@ func TestTelemetrySamples(t *testing.T) {
 		"client tracing: otel-tracing sampling=0", "server tracing: otel-tracing sampling=0"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestTelemetryTracingReachesHCM: a mesh-wide Telemetry's tracing (zipkin,
+// 25 %) and a workload's client-side disableSpanReporting end up in the
+// proxy's HTTP connection managers.
+func TestTelemetryTracingReachesHCM(t *testing.T) {
+	rs, errs := config.Decode("t.yaml", []byte(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{providers: [{name: zipkin}], randomSamplingPercentage: 25}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: pp, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  tracing: [{match: {mode: CLIENT}, disableSpanReporting: true}]
+`))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	base := loadPushContext(t, meshFile, filepath.Join("testdata", "tracing", "input.yaml"))
+	pc := model.NewPushContext(config.NewSnapshot(2, append(base.Config.All(), rs...)))
+	r, err := GenerateWith(pc, productpageSidecar(), Options{Mesh: parseMesh(t, otelMesh)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := hcmTracings(t, r)
+	if tr["virtualOutbound"] != nil {
+		t.Errorf("client side disabled by the workload's Telemetry, got %v", tr["virtualOutbound"])
+	}
+	in := tr["virtualInbound"]
+	if in.GetProvider().GetName() != TracerZipkin || in.GetRandomSampling().GetValue() != 25 {
+		t.Errorf("server side: provider %q sampling %v, want zipkin 25", in.GetProvider().GetName(), in.GetRandomSampling().GetValue())
 	}
 }

@@ -64,8 +64,9 @@ type Options struct {
 	// are then left out; loomd's validation refuses them).
 	RateLimitService string
 	// Tracing, when non-nil, gives the proxy's client and server tracing
-	// specs (the Telemetry API's resolution for the proxy); nil: those of
-	// mesh config alone (MeshTracingSpecs).
+	// specs; nil: the Telemetry API's resolution for the proxy
+	// (EffectiveTelemetry), which is mesh config alone (MeshTracingSpecs)
+	// when no Telemetry configures tracing.
 	Tracing *TracingSpecs
 	// Warn, if non-nil, is told what translation left out for the proxy
 	// without failing (a tracing provider whose service is not in the
@@ -108,6 +109,9 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 	// overrides the mesh's.
 	pc = pc.ForProxy(p)
 	mesh = sidecarMeshConfig(pc.Sidecar(), mesh)
+	// The Telemetry API's settings for this proxy: tracing below, access
+	// logs and metrics on each listener.
+	tel := EffectiveTelemetry(pc, p, mesh)
 	authz, err := newAuthzBuilder(pc, p, mesh).httpFilters()
 	if err != nil {
 		return nil, fmt.Errorf("translate proxy %q: authorization: %w", p.ID, err)
@@ -196,6 +200,8 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 	specs := MeshTracingSpecs(mesh)
 	if o.Tracing != nil {
 		specs = *o.Tracing
+	} else if tel.Tracing != nil {
+		specs = *tel.Tracing
 	}
 	warnings, err := applyTracing(r, pc, p, mesh, specs)
 	if err != nil {
