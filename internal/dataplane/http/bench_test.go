@@ -8,8 +8,12 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/loom-mesh/loom/internal/testutil/otlptest"
 )
 
 // BenchmarkProxyHTTP1 measures one proxied HTTP/1.1 GET with a 1 KiB
@@ -114,5 +118,44 @@ func benchGets(b *testing.B, c *http.Client, req *http.Request) {
 		if resp.StatusCode != 200 || n != 1024 {
 			b.Fatalf("got %d, %d bytes", resp.StatusCode, n)
 		}
+	}
+}
+
+// BenchmarkProxyHTTP1Tracing is BenchmarkProxyHTTP1 on an egress listener
+// whose HTTP connection manager traces to a live OTLP receiver: "off" has
+// no tracing config (the nil check only), "1pct" samples 1 % of requests
+// (Istio's default), "100pct" every one. Requests carry no trace context,
+// so each one takes the random sampling decision and gets a context to
+// propagate.
+func BenchmarkProxyHTTP1Tracing(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		pct  float64
+		on   bool
+	}{{"off", 0, false}, {"1pct", 1, true}, {"100pct", 100, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			col := otlptest.StartOTLP(b, "127.0.0.1:0")
+			body := strings.Repeat("x", 1024)
+			up := startBackend(b, "up", false, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "1024")
+				io.WriteString(w, body)
+			})
+			lAddr := closedAddr(b)
+			var tr *hcmv3.HttpConnectionManager_Tracing
+			if tc.on {
+				tr = otelTracing(b, tc.pct, false)
+			}
+			g := build(b, nil,
+				[]*listenerv3.Listener{tracedListener(b, "l", lAddr, "rt", corev3.TrafficDirection_OUTBOUND, tr)},
+				[]*routev3.RouteConfiguration{routeConfig("rt", vhost("all", []string{"*"}, prefixRoute("r", "/", "up")))},
+				[]*clusterv3.Cluster{staticCluster(b, "up", false, up.addr), staticCluster(b, collectorCluster, true, col.Addr)})
+			p := startTracingProxy(b, g)
+			req, err := http.NewRequest("GET", "http://"+lAddr+"/bench", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Host = "svc"
+			benchGets(b, p.client, req)
+		})
 	}
 }

@@ -327,9 +327,13 @@ func (t *Tracing) StartSpan(r *http.Request, cfg *config.Tracing, host, requestI
 		return nil
 	}
 	carrier := propagation.HeaderCarrier(r.Header)
-	ctx := w3c.Extract(r.Context(), carrier)
-	parent := trace.SpanContextFromContext(ctx)
-	if !parent.IsValid() {
+	ctx := r.Context()
+	var parent trace.SpanContext
+	if _, ok := r.Header["Traceparent"]; ok {
+		ctx = w3c.Extract(ctx, carrier)
+		parent = trace.SpanContextFromContext(ctx)
+	}
+	if !parent.IsValid() && (r.Header["B3"] != nil || r.Header["X-B3-Traceid"] != nil) {
 		ctx = b3Extract.Extract(r.Context(), carrier)
 		parent = trace.SpanContextFromContext(ctx)
 	}
