@@ -9,8 +9,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
-
-	"github.com/loom-mesh/loom/internal/controlplane/registry"
 )
 
 // Istio's names for the outbound catch-all (pilot/pkg/networking/util).
@@ -118,10 +116,14 @@ func setOriginalDst(c *clusterv3.Cluster) {
 	}}
 }
 
-// isEDS reports whether the outbound cluster of svc is an EDS cluster:
-// resolution STATIC. DNS, DNS_ROUND_ROBIN and NONE are not.
-func isEDS(svc *registry.Service) bool {
-	switch svc.Resolution {
+// isEDS reports whether outbound cluster oc is an EDS cluster: its
+// service's resolution is STATIC and its loadBalancer is not PASSTHROUGH
+// (an ORIGINAL_DST cluster). DNS, DNS_ROUND_ROBIN and NONE are not.
+func isEDS(oc outboundCluster) bool {
+	if oc.policy.GetLoadBalancer().GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH {
+		return false
+	}
+	switch oc.service.Resolution {
 	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN, networking.ServiceEntry_NONE:
 		return false
 	}
@@ -136,6 +138,12 @@ func isEDS(svc *registry.Service) bool {
 // WorkloadEntry), the host itself at the port's target port (a subset
 // with labels then has none); NONE is ORIGINAL_DST on the authority, as PassthroughCluster.
 func setDiscovery(c *clusterv3.Cluster, oc outboundCluster) {
+	if c.GetType() == clusterv3.Cluster_ORIGINAL_DST && oc.service.Resolution != networking.ServiceEntry_NONE {
+		// loadBalancer PASSTHROUGH: Istio's applyLoadBalancer runs after
+		// the discovery type is set and overrides it, whatever the
+		// resolution.
+		return
+	}
 	switch oc.service.Resolution {
 	case networking.ServiceEntry_NONE:
 		setOriginalDst(c)

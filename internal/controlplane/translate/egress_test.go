@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -109,6 +110,75 @@ func TestServiceEntryResolution(t *testing.T) {
 				if c.GetDnsLookupFamily() != clusterv3.Cluster_V4_ONLY || c.GetEdsClusterConfig() != nil {
 					t.Errorf("dns_lookup_family %v, eds_cluster_config %v", c.GetDnsLookupFamily(), c.GetEdsClusterConfig())
 				}
+			}
+		})
+	}
+}
+
+// TestPassthroughLoadBalancer: a DestinationRule's loadBalancer simple
+// PASSTHROUGH makes the cluster ORIGINAL_DST (CLUSTER_PROVIDED, no
+// load_assignment, no EDS and no ClusterLoadAssignment) whatever the
+// ServiceEntry's resolution, as Istio's applyLoadBalancer overrides the
+// discovery type; subsets without it keep theirs.
+func TestPassthroughLoadBalancer(t *testing.T) {
+	drs := filepath.Join(t.TempDir(), "dr.yaml")
+	if err := os.WriteFile(drs, []byte(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: static-passthrough, namespace: default}
+spec:
+  host: static.example.com
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dns-passthrough, namespace: default}
+spec:
+  host: api.example.com
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+  subsets:
+  - name: rr
+    labels: {}
+    trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pc := loadPushContext(t, meshFile, egressFile, drs)
+	r := mustGenerate(t, pc, productpageSidecar())
+	eds := map[string]bool{}
+	for _, cla := range r.Endpoints {
+		eds[cla.GetClusterName()] = true
+	}
+	for _, tt := range []struct {
+		cluster string
+		typ     clusterv3.Cluster_DiscoveryType
+	}{
+		{"outbound|80||static.example.com", clusterv3.Cluster_ORIGINAL_DST},
+		{"outbound|80||api.example.com", clusterv3.Cluster_ORIGINAL_DST},
+		{"outbound|80|rr|api.example.com", clusterv3.Cluster_STRICT_DNS},
+	} {
+		t.Run(tt.cluster, func(t *testing.T) {
+			var c *clusterv3.Cluster
+			for _, x := range r.Clusters {
+				if x.GetName() == tt.cluster {
+					c = x
+				}
+			}
+			if c == nil {
+				t.Fatalf("no cluster %q", tt.cluster)
+			}
+			if c.GetType() != tt.typ {
+				t.Fatalf("type %v, want %v", c.GetType(), tt.typ)
+			}
+			if tt.typ != clusterv3.Cluster_ORIGINAL_DST {
+				return
+			}
+			if c.GetLbPolicy() != clusterv3.Cluster_CLUSTER_PROVIDED || c.GetLoadAssignment() != nil || c.GetEdsClusterConfig() != nil ||
+				c.GetOriginalDstLbConfig() != nil {
+				t.Errorf("lb_policy %v, load_assignment %v, eds_cluster_config %v, original_dst_lb_config %v: want CLUSTER_PROVIDED and none",
+					c.GetLbPolicy(), c.GetLoadAssignment(), c.GetEdsClusterConfig(), c.GetOriginalDstLbConfig())
+			}
+			if eds[tt.cluster] {
+				t.Error("a ClusterLoadAssignment was sent for an ORIGINAL_DST cluster")
 			}
 		})
 	}

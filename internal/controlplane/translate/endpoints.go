@@ -42,7 +42,7 @@ func outboundEndpoints(pc *model.PushContext, p *model.Proxy) []*endpointv3.Clus
 	var out []*endpointv3.ClusterLoadAssignment
 	seen := map[string]bool{}
 	for _, oc := range outboundClusterSet(pc) {
-		if seen[oc.name] || !isEDS(oc.service) {
+		if seen[oc.name] || !isEDS(oc) {
 			continue
 		}
 		seen[oc.name] = true

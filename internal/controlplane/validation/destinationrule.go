@@ -129,10 +129,6 @@ func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
 	if lb == nil {
 		return
 	}
-	if lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH {
-		// An ORIGINAL_DST cluster: the Loom proxy serves EDS and STATIC only.
-		c.unsupported(p + ".simple")
-	}
 	if ch := lb.GetConsistentHash(); ch != nil {
 		if n := ch.GetMinimumRingSize(); n > maxRingSize { //nolint:staticcheck // deprecated field still honoured.
 			c.errf(p+".consistentHash.minimumRingSize", "Invalid value: %d: must be at most %d", n, maxRingSize)

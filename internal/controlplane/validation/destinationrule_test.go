@@ -34,8 +34,7 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
       loadBalancer:
         consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}
 `, nil},
-		{"PASSTHROUGH is not served", "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n",
-			[]string{"spec.trafficPolicy.loadBalancer.simple: " + Unsupported}},
+		{"PASSTHROUGH", "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n", nil},
 		{"useClientProtocol is not served", "  trafficPolicy:\n    connectionPool:\n      http: {useClientProtocol: true}\n",
 			[]string{"spec.trafficPolicy.connectionPool.http.useClientProtocol: " + Unsupported}},
 		{"ring and table sizes", `  trafficPolicy:
