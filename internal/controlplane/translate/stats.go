@@ -10,8 +10,13 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+
+	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
@@ -32,20 +37,85 @@ const (
 	ClassGateway
 )
 
-// StatsConfig returns the config of the `istio.stats` filters on p's
-// listeners of class, or nil for no stats filter there. This is where the
-// Telemetry API's metric overrides (tags added or removed, metrics
-// dropped) come in; without them it is Istio's default
-// (pilot's telemetry.go): an empty config, with
-// disable_host_header_fallback on inbound and gateway listeners, whose
-// Host header comes from outside the proxy's control.
-func StatsConfig(pc *model.PushContext, p *model.Proxy, class ListenerClass) *statspb.PluginConfig {
-	_, _ = pc, p
+// StatsConfig returns the config of the `istio.stats` filters on a
+// proxy's listeners of class given the proxy's Telemetry API settings tel
+// (EffectiveTelemetry), or nil for no stats filter there. As Istio's
+// generateStatsConfig: the filter exists when a metrics provider of type
+// prometheus is in scope (by default "prometheus") and ALL_METRICS is not
+// disabled for the class's mode (client: outbound and gateway listeners,
+// server: inbound); each merged metric override becomes a MetricConfig
+// (drop for disabled, tags_to_remove for REMOVE, dimensions for UPSERT),
+// with the Telemetry's reportingInterval as tcp_reporting_duration.
+// disable_host_header_fallback is on for inbound and gateway listeners,
+// whose Host header comes from outside the proxy's control.
+//
+// Beyond Istio, a REMOVE of a tag that is not one of Istio's standard
+// tags is left out: it removes nothing in Istio's filter, and Loom's
+// proxy refuses it. An UPSERT value outside the expressions the proxy
+// evaluates (validation.StatsExpr) is sent as the literal 'unknown', the
+// value Istio's filter reports when an evaluation fails.
+func StatsConfig(tel *TelemetryConfig, class ListenerClass) *statspb.PluginConfig {
+	var mc *MetricsConfig
+	for _, name := range sortedKeys(tel.Metrics) {
+		if _, ok := meshconfig.ExtensionProvider(tel.mesh, name).GetProvider().(*meshv1alpha1.MeshConfig_ExtensionProvider_Prometheus); ok {
+			mc = tel.Metrics[name]
+			break
+		}
+	}
+	if mc == nil {
+		return nil
+	}
+	mode := ModeClient
+	if class == ClassSidecarInbound {
+		mode = ModeServer
+	}
+	mm := mc.Mode(mode)
+	if mm.Disabled {
+		return nil
+	}
 	c := &statspb.PluginConfig{}
 	if class == ClassSidecarInbound || class == ClassGateway {
 		c.DisableHostHeaderFallback = true
 	}
+	if mc.ReportingInterval > 0 {
+		c.TcpReportingDuration = durationpb.New(mc.ReportingInterval)
+	}
+	for _, o := range mm.Overrides {
+		m := &statspb.MetricConfig{Name: PrometheusMetricName(o.Name), Drop: o.Disabled}
+		for _, t := range o.Tags {
+			switch {
+			case t.Remove && slices.Contains(StandardTags, t.Name):
+				m.TagsToRemove = append(m.TagsToRemove, t.Name)
+			case !t.Remove:
+				if m.Dimensions == nil {
+					m.Dimensions = map[string]string{}
+				}
+				v := t.Value
+				if validation.StatsExpr(v) != nil {
+					// Istio's filter reports a value it cannot evaluate
+					// as "unknown"; the proxy would refuse the expression.
+					v = "'unknown'"
+				}
+				m.Dimensions[t.Name] = v
+			}
+		}
+		c.Metrics = append(c.Metrics, m)
+	}
 	return c
+}
+
+// StandardTags are the labels of Istio's standard metrics
+// (https://istio.io/latest/docs/reference/config/metrics/#labels).
+var StandardTags = []string{
+	"reporter",
+	"source_workload", "source_canonical_service", "source_canonical_revision",
+	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal",
+	"destination_app", "destination_version", "destination_service",
+	"destination_canonical_service", "destination_canonical_revision",
+	"destination_service_name", "destination_service_namespace", "destination_cluster",
+	"request_protocol", "response_code", "grpc_response_status", "response_flags",
+	"connection_security_policy",
 }
 
 // listenerClass is l's class on a proxy of type pt.
@@ -66,14 +136,14 @@ func listenerClass(pt model.ProxyType, l *listenerv3.Listener) ListenerClass {
 // class as an xds.type.v3.TypedStruct. It runs before the EnvoyFilters, so
 // that their patches can name istio.stats as a subFilter, as Istio's
 // users' EnvoyFilters do.
-func addStatsFilters(r *Resources, pc *model.PushContext, p *model.Proxy) error {
+func addStatsFilters(r *Resources, p *model.Proxy, tel *TelemetryConfig) error {
 	configs := map[ListenerClass]*statsFilters{}
 	for _, l := range r.Listeners {
 		class := listenerClass(p.Type, l)
 		sf, ok := configs[class]
 		if !ok {
 			var err error
-			if sf, err = newStatsFilters(StatsConfig(pc, p, class)); err != nil {
+			if sf, err = newStatsFilters(StatsConfig(tel, class)); err != nil {
 				return fmt.Errorf("listener %q: %w", l.GetName(), err)
 			}
 			configs[class] = sf

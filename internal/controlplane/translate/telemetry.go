@@ -56,6 +56,9 @@ type TelemetryConfig struct {
 	// has no defaultProviders.tracing. Both sides are set otherwise; a side
 	// without a provider is Disabled.
 	Tracing *TracingSpecs
+
+	// mesh resolves provider names (StatsConfig reads a provider's type).
+	mesh *meshv1alpha1.MeshConfig
 }
 
 // Logs returns the access logs of mode (see ClientLogs).
@@ -181,7 +184,7 @@ func EffectiveTelemetry(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha
 		}
 		tracing = append(tracing, t.Spec.GetTracing()...)
 	}
-	out := &TelemetryConfig{Metrics: mergeMetrics(metrics, mesh), Tracing: mergeTracing(tracing, mesh)}
+	out := &TelemetryConfig{Metrics: mergeMetrics(metrics, mesh), Tracing: mergeTracing(tracing, mesh), mesh: mesh}
 	if len(logs) > 0 || len(mesh.GetDefaultProviders().GetAccessLogging()) > 0 {
 		out.ClientLogs = accessLogConfigs(mergeLogs(logs, mesh, ModeClient), mesh)
 		out.ServerLogs = accessLogConfigs(mergeLogs(logs, mesh, ModeServer), mesh)

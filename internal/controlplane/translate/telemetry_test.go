@@ -7,13 +7,18 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
+	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
 // telemetryMesh is a mesh config with the providers the cases name.
@@ -246,5 +251,59 @@ spec:
 	in := tr["virtualInbound"]
 	if in.GetProvider().GetName() != TracerZipkin || in.GetRandomSampling().GetValue() != 25 {
 		t.Errorf("server side: provider %q sampling %v, want zipkin 25", in.GetProvider().GetName(), in.GetRandomSampling().GetValue())
+	}
+}
+
+// TestStatsConfigFromTelemetry: metric overrides of the Telemetry API
+// become the istio.stats config of each listener class, as Istio's
+// generateStatsConfig makes them.
+func TestStatsConfigFromTelemetry(t *testing.T) {
+	rs, errs := config.Decode("t.yaml", []byte(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: pp, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  metrics:
+  - reportingInterval: 10s
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: SERVER}
+      disabled: true
+    - match: {metric: REQUEST_DURATION}
+      tagOverrides:
+        request_protocol: {operation: REMOVE}
+        not_a_tag: {operation: REMOVE}
+        request_host: {value: request.host}
+        foo: {value: add}
+    - match: {metric: ALL_METRICS, mode: CLIENT}
+      disabled: true
+`))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if errs := validation.ValidateAll(rs); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	pc := model.NewPushContext(config.NewSnapshot(1, rs))
+	tel := EffectiveTelemetry(pc, productpageSidecar(), nil)
+	if c := StatsConfig(tel, ClassSidecarOutbound); c != nil {
+		t.Errorf("client side: ALL_METRICS disabled, got %v", c)
+	}
+	want := &statspb.PluginConfig{
+		DisableHostHeaderFallback: true,
+		TcpReportingDuration:      durationpb.New(10 * time.Second),
+		Metrics: []*statspb.MetricConfig{
+			{Name: "requests_total", Drop: true},
+			{Name: "request_duration_milliseconds", TagsToRemove: []string{"request_protocol"},
+				Dimensions: map[string]string{"request_host": "request.host", "foo": "'unknown'"}},
+		},
+	}
+	if diff := cmp.Diff(want, StatsConfig(tel, ClassSidecarInbound), protocmp.Transform()); diff != "" {
+		t.Errorf("server side (-want +got):\n%s", diff)
+	}
+	// Another workload keeps Istio's default.
+	other := productpageSidecar()
+	other.Labels = map[string]string{"app": "reviews"}
+	if diff := cmp.Diff(&statspb.PluginConfig{}, StatsConfig(EffectiveTelemetry(pc, other, nil), ClassSidecarOutbound), protocmp.Transform()); diff != "" {
+		t.Errorf("other workload (-want +got):\n%s", diff)
 	}
 }

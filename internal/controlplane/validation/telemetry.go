@@ -32,9 +32,12 @@ import (
 //     validateTelemetryFilter).
 //
 // Beyond Istio's webhook, which leaves them to the stats plugin to report
-// at run time, a tag override's UPSERT value must parse as CEL too: the
-// proxy evaluates it per request, and a value that never evaluates would
-// only turn into a silent "unknown".
+// at run time, a tag override's UPSERT value must parse as CEL, and its tag
+// be a Prometheus label name (the proxy would refuse the whole update for
+// it). A value that parses but that the proxy cannot evaluate (Istio's
+// corpus has `value: add`) is accepted, as by Istio, and sent as
+// 'unknown', what Istio's filter reports when an evaluation fails (see
+// translate.StatsConfig).
 //
 // Whether the providers exist is a question for the mesh config: see
 // TelemetryProviders.
@@ -66,6 +69,9 @@ func (c *checker) telemetry(t *telemetry.Telemetry) {
 				}
 				switch to.GetOperation() {
 				case telemetry.MetricsOverrides_TagOverride_UPSERT:
+					if tag != "" && !promLabelRE.MatchString(tag) {
+						c.errf(tp, "Invalid value: %q: a tag must be a Prometheus label name", tag)
+					}
 					if to.GetValue() == "" {
 						c.errf(tp, "Invalid value: value must be set when operation is UPSERT")
 					} else if err := ParseCEL(to.GetValue()); err != nil {
