@@ -139,6 +139,10 @@ type PushContext struct {
 	// mesh-wide context by views.
 	requestAuthns []*RequestAuthentication
 
+	// peerAuthns are every PeerAuthentication; read from the mesh-wide
+	// context by views.
+	peerAuthns []*peerAuthn
+
 	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
 	sidecar *Sidecar
 
@@ -239,6 +243,7 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 	}
 	pc.authz = newAuthzIndex(snap)
 	pc.requestAuthns = requestAuthentications(snap)
+	pc.peerAuthns = peerAuthentications(snap)
 	return pc
 }
 

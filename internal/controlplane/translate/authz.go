@@ -28,7 +28,6 @@ import (
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	security "istio.io/api/security/v1beta1"
 
-	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 )
 
@@ -85,16 +84,7 @@ type authzBuilder struct {
 
 func newAuthzBuilder(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) *authzBuilder {
 	b := &authzBuilder{pc: pc, policies: pc.AuthorizationPoliciesFor(p.Namespace, p.Labels), providers: map[string]*meshv1alpha1.MeshConfig_ExtensionProvider{}}
-	td := mesh.GetTrustDomain()
-	if td == "" {
-		td = meshconfig.DefaultTrustDomain
-	}
-	b.trustDomains = []string{td}
-	for _, a := range mesh.GetTrustDomainAliases() {
-		if a != "" && !slices.Contains(b.trustDomains, a) {
-			b.trustDomains = append(b.trustDomains, a)
-		}
-	}
+	b.trustDomains = trustDomains(mesh)
 	for _, ep := range mesh.GetExtensionProviders() {
 		if _, dup := b.providers[ep.GetName()]; !dup {
 			b.providers[ep.GetName()] = ep

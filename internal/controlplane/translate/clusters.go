@@ -82,8 +82,10 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 
 // outboundClusters returns a cluster per outbound cluster of pc, with its
 // DestinationRule traffic policy applied (applyTrafficPolicy), discovered
-// as its ServiceEntry's resolution says (setDiscovery).
-func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
+// as its ServiceEntry's resolution says (setDiscovery), and its transport
+// socket chosen by the DestinationRule's tls or auto mTLS under env
+// (applyClusterTLS).
+func outboundClusters(pc *model.PushContext, env clusterTLSEnv) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[string]bool{}
 	for _, oc := range outboundClusterSet(pc) {
@@ -96,6 +98,9 @@ func outboundClusters(pc *model.PushContext) ([]*clusterv3.Cluster, error) {
 			return nil, err
 		}
 		setDiscovery(c, oc)
+		if err := applyClusterTLS(c, oc, env); err != nil {
+			return nil, err
+		}
 		out = append(out, c)
 	}
 	return out, nil

@@ -99,15 +99,23 @@ func collectEndpoints(oc outboundCluster, ipOnly bool) []wrappedEndpoint {
 			continue
 		}
 		port := in.TargetPort
+		// sidecar: the endpoint is the workload's sidecar, which takes
+		// mTLS (Istio's tlsMode endpoint metadata).
+		sidecar := in.Labels[tlsModeLabel] == tlsModeIstio && in.InterceptionMode == registry.InterceptionRedirect
 		if in.InterceptionMode != registry.InterceptionRedirect && in.Labels[tlsModeLabel] == tlsModeIstio && oc.port.Protocol.IsHTTP() {
 			port = xdsapi.PortInbound
+			sidecar = true
 		}
 		key := hostPort(in.Address, port)
 		if addrs[key] {
 			continue
 		}
 		addrs[key] = true
-		out = append(out, wrappedEndpoint{lb: lbEndpoint(in.Address, port, in.Weight), locality: in.Locality, labels: in.Labels})
+		lb := lbEndpoint(in.Address, port, in.Weight)
+		if sidecar {
+			lb.Metadata = tlsModeMetadata()
+		}
+		out = append(out, wrappedEndpoint{lb: lb, locality: in.Locality, labels: in.Labels})
 	}
 	slices.SortFunc(out, func(a, b wrappedEndpoint) int {
 		sa := a.lb.GetEndpoint().GetAddress().GetSocketAddress()

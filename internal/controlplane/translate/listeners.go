@@ -9,9 +9,12 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -37,22 +40,115 @@ type hcmOptions struct {
 	// jwt_authn (request authentication), then the authorization filters.
 	authz            []*hcmv3.HttpFilter
 	useRemoteAddress bool
+	// inbound marks a sidecar's inbound manager: Istio's
+	// forward_client_cert_details APPEND_FORWARD with the peer
+	// certificate's subject, URI and DNS SANs in XFCC, so the app sees
+	// the caller's SPIFFE ID.
+	inbound bool
 }
 
 // sidecarListeners returns the explicit-mode sidecar's two listeners; the
-// inbound one carries the authorization filters inbound.
-func sidecarListeners(p *model.Proxy, inbound []*hcmv3.HttpFilter) ([]*listenerv3.Listener, error) {
+// inbound one (explicitInboundListener) carries the authorization filters
+// inbound.
+func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, inbound []*hcmv3.HttpFilter) ([]*listenerv3.Listener, error) {
 	out, err := httpListener(xdsapi.VirtualOutboundListener, p.IP, xdsapi.PortOutbound, corev3.TrafficDirection_OUTBOUND,
 		"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute, hcmOptions{})
 	if err != nil {
 		return nil, err
 	}
-	in, err := httpListener(xdsapi.VirtualInboundListener, p.IP, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND,
-		"inbound_"+p.IP+"_15006", xdsapi.InboundRoute, hcmOptions{authz: inbound})
+	in, err := explicitInboundListener(pc, p, mesh, inbound)
 	if err != nil {
 		return nil, err
 	}
 	return []*listenerv3.Listener{out, in}, nil
+}
+
+// Names of the explicit-mode inbound listener's chains.
+const (
+	explicitInboundMTLSChain      = "virtualInbound-mtls"
+	explicitInboundPlaintextChain = "virtualInbound-plaintext"
+)
+
+// explicitInboundListener is virtualInbound on p.IP:15006, an HTTP
+// connection manager routed by inbound|http, under the PeerAuthentication
+// of p's workload. The listener cannot tell the workload ports apart before
+// the request is read, so it has a chain per kind of connection that some
+// HTTP port takes (any port when the workload has none): an mTLS chain
+// (transport tls, ALPN istio/istio-peer-exchange...) for ports not
+// DISABLE, a plaintext chain (raw_buffer) for ports not STRICT, chosen by
+// tls_inspector as Istio's PERMISSIVE chains are; a connection no chain
+// takes is closed. When portLevelMtls gives the ports different modes,
+// each chain's route table keeps only the ports of its kind (inline, in
+// place of RDS), so a STRICT port is never served in plaintext. With only
+// DISABLE the listener is the single plaintext chain, without inspector.
+func explicitInboundListener(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, authz []*hcmv3.HttpFilter) (*listenerv3.Listener, error) {
+	mtls := pc.MutualTLSFor(p.Namespace, p.Labels)
+	modes := map[model.MTLSMode]bool{}
+	for _, si := range pc.InstancesForProxy(p) {
+		if si.Instance.ServicePort.Protocol.IsHTTP() {
+			modes[mtls.ForPort(si.Instance.TargetPort)] = true
+		}
+	}
+	if len(modes) == 0 {
+		modes[mtls.Mode] = true
+	}
+	opts := hcmOptions{authz: authz, inbound: true}
+	l, err := httpListener(xdsapi.VirtualInboundListener, p.IP, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND,
+		"inbound_"+p.IP+"_15006", xdsapi.InboundRoute, opts)
+	if err != nil {
+		return nil, err
+	}
+	takesTLS := modes[model.MTLSStrict] || modes[model.MTLSPermissive]
+	takesPlain := modes[model.MTLSDisable] || modes[model.MTLSPermissive]
+	if !takesTLS {
+		return l, nil
+	}
+	mixed := len(modes) > 1
+	chain := func(name string, opt chainOption, keep func(model.MTLSMode) bool) (*listenerv3.FilterChain, error) {
+		match := &listenerv3.FilterChainMatch{TransportProtocol: opt.transport, ApplicationProtocols: opt.alpn}
+		var fc *listenerv3.FilterChain
+		var err error
+		if mixed {
+			rc := inboundRouteFor(pc, p, func(targetPort uint32) bool { return keep(mtls.ForPort(targetPort)) })
+			fc, err = inboundHTTPChain(name, match, "inbound_"+p.IP+"_15006", rc, opts)
+		} else {
+			fc = proto.Clone(l.GetFilterChains()[0]).(*listenerv3.FilterChain)
+			fc.Name, fc.FilterChainMatch = name, match
+		}
+		if err == nil {
+			err = setInboundTLS(fc, opt, mesh)
+		}
+		return fc, err
+	}
+	var chains []*listenerv3.FilterChain
+	// The PERMISSIVE options of an HTTP port: mTLS from a sidecar, then
+	// plaintext.
+	opts2 := inboundChainOptions(protocolHTTP, model.MTLSPermissive)
+	tlsOpt := opts2[0]
+	if !takesPlain {
+		tlsOpt = inboundChainOptions(protocolHTTP, model.MTLSStrict)[0]
+	}
+	fc, err := chain(explicitInboundMTLSChain, tlsOpt, func(m model.MTLSMode) bool { return m != model.MTLSDisable })
+	if err != nil {
+		return nil, err
+	}
+	chains = append(chains, fc)
+	if takesPlain {
+		fc, err := chain(explicitInboundPlaintextChain, opts2[1], func(m model.MTLSMode) bool { return m != model.MTLSStrict })
+		if err != nil {
+			return nil, err
+		}
+		chains = append(chains, fc)
+	}
+	l.FilterChains = chains
+	l.ContinueOnListenerFiltersTimeout = true
+	l.ListenerFiltersTimeout = durationpb.New(protocolDetectionTimeout)
+	tlsInspector, err := listenerFilter(tlsInspectorListenerFilter, &tlsinspectorv3.TlsInspector{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	l.ListenerFilters = []*listenerv3.ListenerFilter{tlsInspector}
+	return l, nil
 }
 
 // websocketUpgrade is the upgrade_type Istio allows on every HTTP
@@ -120,6 +216,10 @@ func hcmFilter(statPrefix, routeName string, opts hcmOptions) (*listenerv3.Filte
 	}
 	if opts.useRemoteAddress {
 		hcm.UseRemoteAddress = wrapperspb.Bool(true)
+	}
+	if opts.inbound {
+		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
+		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{Subject: wrapperspb.Bool(true), Uri: true, Dns: true}
 	}
 	hcmAny, err := packAny(hcm)
 	if err != nil {

@@ -3,6 +3,7 @@ package translate
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -93,7 +94,7 @@ type inboundAuthz struct {
 // virtualInbound (its chains carrying authz), the outbound clusters and
 // endpoints as in explicit mode, the inbound clusters, BlackHoleCluster,
 // PassthroughCluster and InboundPassthroughCluster.
-func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, authz inboundAuthz) (*Resources, error) {
+func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, o Options, authz inboundAuthz) (*Resources, error) {
 	vo, err := virtualOutboundListener(mesh)
 	if err != nil {
 		return nil, err
@@ -103,11 +104,11 @@ func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv
 		return nil, err
 	}
 	chains := inboundChainConfigs(pc, p)
-	vi, err := virtualInboundListener(chains, authz)
+	vi, err := virtualInboundListener(chains, authz, pc.MutualTLSFor(p.Namespace, p.Labels), mesh)
 	if err != nil {
 		return nil, err
 	}
-	outbound, err := outboundClusters(pc)
+	outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o))
 	if err != nil {
 		return nil, err
 	}
@@ -369,49 +370,39 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy) []inboundChainCo
 }
 
 // inboundFilterChains returns the chains of one inbound port, as Istio's
-// inboundChainForOpts with plaintext options (no PeerAuthentication in
-// this version): "0.0.0.0_PORT" matching destination_port PORT and
-// transport_protocol raw_buffer, with an HTTP connection manager (HTTP)
-// or a tcp_proxy (TCP), and both for a sniffed port, the HTTP one
-// matching application_protocols http/1.1 and h2c; each after the
-// authorization filters authz (AuthorizationPolicy on TCP ports needs this
-// inbound hop).
-func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz) ([]*listenerv3.FilterChain, error) {
+// inboundChainForOpts: one per option of inboundChainOptions for the
+// port's protocol and its PeerAuthentication mode, each named
+// "0.0.0.0_PORT" and matching destination_port PORT with the option's
+// transport and application protocols; an HTTP option gets an HTTP
+// connection manager, a TCP one a tcp_proxy, each after the authorization
+// filters authz (AuthorizationPolicy on TCP ports needs this inbound hop),
+// and an mTLS option terminates TLS (inboundTLSContext under mesh).
+func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.MTLSMode, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.FilterChain, error) {
 	name := listenerName(wildcardBind, cc.targetPort)
-	match := func(alpn []string) *listenerv3.FilterChainMatch {
-		return &listenerv3.FilterChainMatch{
+	var out []*listenerv3.FilterChain
+	for _, opt := range inboundChainOptions(inboundProtocol(cc.protocol), mode) {
+		match := &listenerv3.FilterChainMatch{
 			DestinationPort:      wrapperspb.UInt32(cc.targetPort),
-			TransportProtocol:    rawBufferTransport,
-			ApplicationProtocols: alpn,
+			TransportProtocol:    opt.transport,
+			ApplicationProtocols: opt.alpn,
 		}
-	}
-	httpChain := func(alpn []string) (*listenerv3.FilterChain, error) {
-		rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10))
-		return inboundHTTPChain(name, match(alpn), "inbound_"+name, rc, authz.http)
-	}
-	switch inboundProtocol(cc.protocol) {
-	case protocolHTTP:
-		c, err := httpChain(nil)
+		var fc *listenerv3.FilterChain
+		var err error
+		if opt.http {
+			rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10))
+			fc, err = inboundHTTPChain(name, match, "inbound_"+name, rc, hcmOptions{authz: authz.http, inbound: true})
+		} else {
+			fc, err = tcpProxyChain(name, match, cc.clusterName(), authz.tcp...)
+		}
+		if err == nil {
+			err = setInboundTLS(fc, opt, mesh)
+		}
 		if err != nil {
 			return nil, err
 		}
-		return []*listenerv3.FilterChain{c}, nil
-	case protocolAuto:
-		h, err := httpChain(plaintextHTTPALPNs)
-		if err != nil {
-			return nil, err
-		}
-		t, err := tcpProxyChain(name, match(nil), cc.clusterName(), authz.tcp...)
-		if err != nil {
-			return nil, err
-		}
-		return []*listenerv3.FilterChain{h, t}, nil
+		out = append(out, fc)
 	}
-	c, err := tcpProxyChain(name, match(nil), cc.clusterName(), authz.tcp...)
-	if err != nil {
-		return nil, err
-	}
-	return []*listenerv3.FilterChain{c}, nil
+	return out, nil
 }
 
 // inboundHTTPRouteConfig is Istio's inline inbound route table: named
@@ -432,8 +423,8 @@ func inboundHTTPRouteConfig(cluster, port string) *routev3.RouteConfiguration {
 
 // inboundHTTPChain is a chain named name with an HTTP connection manager
 // carrying rc inline, with the filters of httpListener after authz.
-func inboundHTTPChain(name string, match *listenerv3.FilterChainMatch, statPrefix string, rc *routev3.RouteConfiguration, authz []*hcmv3.HttpFilter) (*listenerv3.FilterChain, error) {
-	l, err := httpListener(name, wildcardBind, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND, statPrefix, rc.GetName(), hcmOptions{authz: authz})
+func inboundHTTPChain(name string, match *listenerv3.FilterChainMatch, statPrefix string, rc *routev3.RouteConfiguration, opts hcmOptions) (*listenerv3.FilterChain, error) {
+	l, err := httpListener(name, wildcardBind, xdsapi.PortInbound, corev3.TrafficDirection_INBOUND, statPrefix, rc.GetName(), opts)
 	if err != nil {
 		return nil, err
 	}
@@ -452,30 +443,55 @@ func inboundHTTPChain(name string, match *listenerv3.FilterChainMatch, statPrefi
 	return fc, nil
 }
 
-// inboundPassthroughChains are Istio's buildInboundPassthroughChains with
-// plaintext options: virtualInbound-blackhole for a connection addressed
-// to 15006 itself; virtualInbound-catchall-http (http/1.1 or h2c, raw
-// buffer) routing any request to InboundPassthroughCluster; and
-// virtualInbound (raw buffer) proxying any other connection there.
-func inboundPassthroughChains(authz inboundAuthz) ([]*listenerv3.FilterChain, error) {
+// inboundPassthroughChains are Istio's buildInboundPassthroughChains:
+// virtualInbound-blackhole for a connection addressed to 15006 itself;
+// then, for the workload's PeerAuthentication mode (port 0: every port no
+// other chain names) and for each portLevelMtls port that is not one of
+// the workload's service ports (ports, matched on destination_port), the
+// chains of a sniffed port (inboundChainOptions): the HTTP ones named
+// virtualInbound-catchall-http routing any request to
+// InboundPassthroughCluster, the TCP ones named virtualInbound proxying
+// there.
+func inboundPassthroughChains(authz inboundAuthz, mtls model.MTLSPolicy, ports []uint32, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.FilterChain, error) {
 	blackhole, err := tcpProxyChain(virtualInboundBlackholeChain,
 		&listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(xdsapi.PortInbound)}, xdsapi.BlackHoleCluster)
 	if err != nil {
 		return nil, err
 	}
-	rc := inboundHTTPRouteConfig(inboundPassthroughCluster, strconv.Itoa(inboundPassthroughChainPort))
-	http, err := inboundHTTPChain(virtualInboundCatchAllHTTP,
-		&listenerv3.FilterChainMatch{ApplicationProtocols: plaintextHTTPALPNs, TransportProtocol: rawBufferTransport},
-		inboundPassthroughStatPrefix, rc, authz.http)
-	if err != nil {
-		return nil, err
+	out := []*listenerv3.FilterChain{blackhole}
+	type portMode struct {
+		port uint32
+		mode model.MTLSMode
 	}
-	tcp, err := tcpProxyChain(xdsapi.VirtualInboundListener,
-		&listenerv3.FilterChainMatch{TransportProtocol: rawBufferTransport}, inboundPassthroughCluster, authz.tcp...)
-	if err != nil {
-		return nil, err
+	pms := []portMode{{0, mtls.Mode}}
+	for _, port := range slices.Sorted(maps.Keys(mtls.Ports)) {
+		if !slices.Contains(ports, port) && port != xdsapi.PortInbound {
+			pms = append(pms, portMode{port, mtls.Ports[port]})
+		}
 	}
-	return []*listenerv3.FilterChain{blackhole, http, tcp}, nil
+	for _, pm := range pms {
+		for _, opt := range inboundChainOptions(protocolAuto, pm.mode) {
+			match := &listenerv3.FilterChainMatch{TransportProtocol: opt.transport, ApplicationProtocols: opt.alpn}
+			if pm.port != 0 {
+				match.DestinationPort = wrapperspb.UInt32(pm.port)
+			}
+			var fc *listenerv3.FilterChain
+			if opt.http {
+				rc := inboundHTTPRouteConfig(inboundPassthroughCluster, strconv.Itoa(inboundPassthroughChainPort))
+				fc, err = inboundHTTPChain(virtualInboundCatchAllHTTP, match, inboundPassthroughStatPrefix, rc, hcmOptions{authz: authz.http, inbound: true})
+			} else {
+				fc, err = tcpProxyChain(xdsapi.VirtualInboundListener, match, inboundPassthroughCluster, authz.tcp...)
+			}
+			if err == nil {
+				err = setInboundTLS(fc, opt, mesh)
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, fc)
+		}
+	}
+	return out, nil
 }
 
 // virtualInboundListener is Istio's virtualInbound: 0.0.0.0:15006, the
@@ -483,13 +499,17 @@ func inboundPassthroughChains(authz inboundAuthz) ([]*listenerv3.FilterChain, er
 // continue_on_listener_filters_timeout, listener_filters_timeout 0s (mesh
 // protocolDetectionTimeout's default: no timeout) and the listener filters
 // of populateListenerFilters.
-func virtualInboundListener(ccs []inboundChainConfig, authz inboundAuthz) (*listenerv3.Listener, error) {
-	chains, err := inboundPassthroughChains(authz)
+func virtualInboundListener(ccs []inboundChainConfig, authz inboundAuthz, mtls model.MTLSPolicy, mesh *meshv1alpha1.MeshConfig) (*listenerv3.Listener, error) {
+	var ports []uint32
+	for _, cc := range ccs {
+		ports = append(ports, cc.targetPort)
+	}
+	chains, err := inboundPassthroughChains(authz, mtls, ports, mesh)
 	if err != nil {
 		return nil, err
 	}
 	for _, cc := range ccs {
-		cs, err := inboundFilterChains(cc, authz)
+		cs, err := inboundFilterChains(cc, authz, mtls.ForPort(cc.targetPort), mesh)
 		if err != nil {
 			return nil, err
 		}

@@ -105,13 +105,20 @@ func vipDomains(svc *registry.Service, port uint32) []string {
 // those services' names, routed to "inbound|PORT||"; and a "*" virtual host
 // to the lowest such port for any other authority.
 func inboundRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfiguration {
+	return inboundRouteFor(pc, p, nil)
+}
+
+// inboundRouteFor is inboundRoute with only the instances whose target
+// port keep accepts (nil: all); the catch-all goes to the lowest service
+// port kept, and there is none when nothing is kept.
+func inboundRouteFor(pc *model.PushContext, p *model.Proxy, keep func(targetPort uint32) bool) *routev3.RouteConfiguration {
 	rc := &routev3.RouteConfiguration{Name: xdsapi.InboundRoute, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 	byPort := map[uint32]*routev3.VirtualHost{}
 	var ports []uint32
 	used := map[string]bool{}
 	for _, si := range pc.InstancesForProxy(p) {
 		port := si.Instance.ServicePort
-		if !port.Protocol.IsHTTP() {
+		if !port.Protocol.IsHTTP() || keep != nil && !keep(si.Instance.TargetPort) {
 			continue
 		}
 		vh := byPort[port.Number]

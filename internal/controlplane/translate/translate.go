@@ -72,6 +72,11 @@ type Options struct {
 	// without failing (a tracing provider whose service is not in the
 	// registry, as Istio logs and skips it).
 	Warn func(msg string)
+	// WithoutCA says that no proxy has a workload certificate (loomd runs
+	// no CA): clients then never originate auto mTLS, which would fail
+	// every handshake. The zero value is Istio's: a CA, auto mTLS on
+	// (unless MeshConfig.enableAutoMtls is false).
+	WithoutCA bool
 }
 
 // GenerateMesh is Generate under mesh config mesh (nil: Istio's defaults).
@@ -132,19 +137,19 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 			if err != nil {
 				return nil, fmt.Errorf("translate proxy %q: authorization: %w", p.ID, err)
 			}
-			if r, err = redirectSidecarResources(pc, p, mesh, inboundAuthz{http: authz, tcp: tcpAuthz}); err != nil {
+			if r, err = redirectSidecarResources(pc, p, mesh, o, inboundAuthz{http: authz, tcp: tcpAuthz}); err != nil {
 				return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 			}
 			break
 		}
-		listeners, err := sidecarListeners(p, authz)
+		listeners, err := sidecarListeners(pc, p, mesh, authz)
 		if err == nil {
 			listeners, err = appendTCPListeners(listeners, pc, p)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
-		outbound, err := outboundClusters(pc)
+		outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o))
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
@@ -173,7 +178,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
-		outbound, err := outboundClusters(pc)
+		outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o))
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}

@@ -279,6 +279,16 @@ func (c *checker) clientTLS(p string, t *networking.ClientTLSSettings) {
 			c.errf(p, "Invalid value: cannot specify certificates, keys or credentialName with mode ISTIO_MUTUAL")
 		}
 	}
+	// Loom's proxies read TLS origination's credentials from files only
+	// (file-cert:/file-root: secrets); a credentialName would be dropped
+	// and the cluster would send plaintext, as Istio's sidecars do, so it
+	// is refused until Kubernetes secrets are served.
+	if t.CredentialName != "" && t.Mode != networking.ClientTLSSettings_ISTIO_MUTUAL {
+		c.unsupported(p + ".credentialName")
+	}
+	if t.CaCrl != "" {
+		c.unsupported(p + ".caCrl")
+	}
 }
 
 // maxRingSize is Envoy's bound on ring_hash_lb_config.minimum_ring_size.

@@ -148,10 +148,40 @@ func (f *Files) Poll() {
 
 func paths(name string) []string {
 	cert, key, root, _ := ParseFileName(name)
+	if root == SystemRoots {
+		return []string{systemRootsPath()}
+	}
 	if root != "" {
 		return []string{root}
 	}
 	return []string{cert, key}
+}
+
+// SystemRoots is the ROOT of "file-root:system", Istio's name for the
+// operating system's trust bundle (a DestinationRule SIMPLE or MUTUAL
+// without caCertificates).
+const SystemRoots = "system"
+
+// systemRootFiles are where Linux distributions keep their trust bundle,
+// in the order Istio's agent looks (security.GetOSRootFilePath).
+var systemRootFiles = []string{
+	"/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Gentoo, Arch
+	"/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+	"/etc/ssl/ca-bundle.pem",                            // OpenSUSE
+	"/etc/pki/tls/cacert.pem",                           // OpenELEC
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+	"/etc/ssl/cert.pem",                                 // Alpine, macOS
+}
+
+// systemRootsPath is the first of systemRootFiles that exists, else the
+// first (whose read then fails with its name).
+func systemRootsPath() string {
+	for _, p := range systemRootFiles {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return systemRootFiles[0]
 }
 
 func stat(name string) ([]fileStamp, error) {

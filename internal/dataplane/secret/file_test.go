@@ -109,3 +109,20 @@ func TestFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestFilesSystemRoots: "file-root:system" is the operating system's
+// trust bundle, as Istio's agent resolves it.
+func TestFilesSystemRoots(t *testing.T) {
+	p := systemRootsPath()
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("no system trust bundle on this machine (%v)", err)
+	}
+	st := NewStore()
+	f := NewFiles(st, 0, nil)
+	if err := f.Watch([]string{FileRootPrefix + SystemRoots}); err != nil {
+		t.Fatal(err)
+	}
+	if sec := st.Get(FileRootPrefix + SystemRoots); sec == nil || sec.Source != SourceFile {
+		t.Fatalf("system roots not loaded from %s: %+v", p, sec)
+	}
+}
