@@ -101,14 +101,11 @@ spec:
 
 // Bookinfo's page texts the task's steps show.
 const (
-	pageTitle            = "Simple Bookstore App"
-	detailsFetchError    = "Error fetching product details"
-	reviewsFetchError    = "Error fetching product reviews"
-	ratingsNotAvailable  = "Ratings service is currently unavailable"
-	rbacDeniedBody       = "RBAC: access denied"
-	mtlsNeededSkipReason = "needs mutual TLS (branch mtls, issue 4): the viewer policies match the peer's SPIFFE principal " +
-		"(cluster.local/ns/default/sa/bookinfo-productpage), which a sidecar only knows from the client certificate; " +
-		"in explicit plaintext mode every caller is unauthenticated, so these steps would deny. Enable after merging mTLS."
+	pageTitle           = "Simple Bookstore App"
+	detailsFetchError   = "Error fetching product details"
+	reviewsFetchError   = "Error fetching product reviews"
+	ratingsNotAvailable = "Ratings service is currently unavailable"
+	rbacDeniedBody      = "RBAC: access denied"
 )
 
 // TestAuthorizationHTTP follows Istio's HTTP authorization task on the
@@ -175,7 +172,6 @@ func TestAuthorizationHTTP(t *testing.T) {
 	})
 
 	t.Run("details-viewer and reviews-viewer", func(t *testing.T) {
-		t.Skip(mtlsNeededSkipReason)
 		applyPolicy(t, "details-viewer", detailsViewerYAML)
 		applyPolicy(t, "reviews-viewer", reviewsViewerYAML)
 		pollUntil(t, "details and reviews on the page", func() bool {
@@ -190,7 +186,6 @@ func TestAuthorizationHTTP(t *testing.T) {
 	})
 
 	t.Run("ratings-viewer", func(t *testing.T) {
-		t.Skip(mtlsNeededSkipReason)
 		applyPolicy(t, "ratings-viewer", ratingsViewerYAML)
 		pollUntil(t, "stars on the page", func() bool {
 			r := get(t, anon, m.pageURL)
