@@ -298,7 +298,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	keys.Update(store.Snapshot())
 	generate := func(pc *model.PushContext, p *model.Proxy) (*translate.Resources, error) {
 		return translate.GenerateWith(pc, p, translate.Options{Mesh: mesh.Current(), Jwks: keys.Current(), RateLimitService: rlsAddr,
-			Warn: func(msg string) { log.Warn("translation left a feature out", "proxy", p.ID, "reason", msg) },
+			Warn:      func(msg string) { log.Warn("translation left a feature out", "proxy", p.ID, "reason", msg) },
 			WithoutCA: authority == nil})
 	}
 	xdsSrv, err = xds.New(xds.Options{Addr: o.xdsAddr, Config: store, Generate: generate,
