@@ -11,11 +11,14 @@
 #      routed by the new rule), through real loomd and loom-proxy processes;
 #   4. sidecar memory: bench/sidecarmem, one sidecar holding the routes of
 #      1000 services (SIDECARMEM_N), then the same with a Sidecar resource
-#      importing a tenth of them.
+#      importing a tenth of them;
+#   5. mTLS overhead: the same harness, direct plus two loom-proxy sidecars in
+#      a row (bench/twohop.sh), in plaintext and then with Istio's mTLS
+#      between them, so the two differ only in the transport socket.
 # Results land in bench/results/ (raw data is git-ignored); bench/RESULTS.md
 # is written by hand from them.
 # Knobs: REPS (default 3), SKIP_OVERHEAD=1, SKIP_FEATURES=1, SKIP_PROPAGATION=1,
-# SKIP_SIDECARMEM=1.
+# SKIP_SIDECARMEM=1, SKIP_TWOHOP=1.
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${SHARED:-$ROOT/../shared/bench}
@@ -71,4 +74,17 @@ fi
 if [[ ${SKIP_SIDECARMEM:-0} != 1 ]]; then
   (cd "$ROOT" && go run ./bench/sidecarmem -bin-dir "$BIN" -services "${SIDECARMEM_N:-1000}")
   (cd "$ROOT" && go run ./bench/sidecarmem -bin-dir "$BIN" -services "${SIDECARMEM_N:-1000}" -scoped)
+fi
+
+if [[ ${SKIP_TWOHOP:-0} != 1 ]]; then
+  [[ -d $SHARED ]] || { echo "bench: $SHARED not found (shared/ must be beside the project)" >&2; exit 1; }
+  command -v fortio >/dev/null || GOFLAGS= go install fortio.org/fortio@v1.68.2
+  mkdir -p "$ROOT/bench/results"
+  for variant in plain mtls; do
+    RESULTS_DIR="$ROOT/bench/results/twohop-$variant" REPS=${REPS:-3} TARGETS=direct \
+      CANDIDATE_NAME=loom-2hop-$variant \
+      CANDIDATE_DESC="two loom-proxy sidecars in a row (bench/twohop.sh $variant), GOMAXPROCS=\$WORKERS each, access log off" \
+      CANDIDATE_CMD="BIN=$BIN exec $ROOT/bench/twohop.sh $variant" \
+      "$SHARED/proxy-overhead.sh"
+  done
 fi
