@@ -31,6 +31,7 @@ const (
 	redirectSubnet = "10.78.0.0/24"
 	redirectLoomd  = "10.78.0.1:15014"
 	redirectXDS    = "10.78.0.1:15010"
+	redirectCA     = "10.78.0.1:15012"
 )
 
 // requireRoot skips t, saying why, when the test cannot create network
@@ -257,10 +258,32 @@ func (p *proc) logHas(subs ...string) bool {
 
 // startSidecar runs loom-proxy --interception redirect in ns for the
 // workload name at ip.
-func startSidecar(t *testing.T, ns, name, ip, labels string) *proc {
+func startSidecar(t *testing.T, m *mesh, ns, name, ip, labels, sa string) *proc {
 	t.Helper()
+	// Its certificate: a bootstrap token minted into the demo's CA, as
+	// loomctl demo does for its own workloads; without one the sidecar
+	// could neither originate nor take mTLS.
+	dataDir := filepath.Join(demoStateDir(t, m), "loomd")
+	token := filepath.Join(t.TempDir(), name+".token")
+	if out, err := exec.Command(filepath.Join(binDir, "loomctl"), "token", "create", "--data-dir", dataDir,
+		"--service-account", sa, "--workload", name, "--out", token).CombinedOutput(); err != nil {
+		t.Fatalf("loomctl token create: %v\n%s", err, out)
+	}
 	return startIn(t, ns, name+"-proxy", "loom-proxy", "sidecar", "--interception", "redirect", "--ip", ip, "--name", name,
-		"--namespace", "default", "--labels", labels, "--xds-addr", redirectXDS)
+		"--namespace", "default", "--labels", labels, "--service-account", sa, "--xds-addr", redirectXDS,
+		"--ca-addr", redirectCA, "--token-file", token, "--root-cert", filepath.Join(dataDir, "root-cert.pem"))
+}
+
+// demoStateDir is the state directory loomctl demo printed ("state: DIR").
+func demoStateDir(t *testing.T, m *mesh) string {
+	t.Helper()
+	for _, line := range strings.Split(m.out.String(), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "state:"); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	t.Fatalf("loomctl demo printed no state directory:\n%s", m.out.String())
+	return ""
 }
 
 // serveEcho echoes every connection accepted on ln.
@@ -293,6 +316,20 @@ func echoOnce(t *testing.T, ns, addr, msg string) (string, error) {
 	}
 	return string(buf), nil
 }
+
+// tcpEchoStrictYAML makes the echo workload take mTLS only.
+const tcpEchoStrictYAML = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: tcp-echo-strict
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: tcp-echo
+  mtls:
+    mode: STRICT
+`
 
 // tcpEchoYAML is a TCP service with a VIP, whose one workload is
 // annotated as Istio's REDIRECT mode.
@@ -329,6 +366,7 @@ spec:
     app: tcp-echo
     version: v1
     security.istio.io/tlsMode: istio
+  serviceAccount: tcp-echo
 `
 
 // registryOnlyYAML blocks traffic to unknown destinations for the client
@@ -355,11 +393,13 @@ spec:
 //	(c) the client reaches the external server through PassthroughCluster
 //	    under ALLOW_ANY, and not under REGISTRY_ONLY;
 //	(d) the plain client connecting to the echo workload's app port is
-//	    redirected into its sidecar, which logs it: what STRICT mTLS will
-//	    refuse.
+//	    redirected into its sidecar, which logs it;
+//	(e) under a STRICT PeerAuthentication for the echo workload, the plain
+//	    client's connection is closed while the client's sidecar still
+//	    gets through (mTLS, the sidecars' certificates from the demo's CA).
 func TestRedirectTCPAndEgress(t *testing.T) {
 	requireRoot(t)
-	startRedirectDemo(t)
+	m := startRedirectDemo(t)
 
 	echoNS := joinNetns(t, "echo", 21, true)
 	clientNS := joinNetns(t, "client", 22, true)
@@ -377,8 +417,8 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	applyAt(t, redirectLoomd, f, "serviceentry.networking.istio.io/tcp-echo ")
-	echoProxy := startSidecar(t, echoNS, "tcp-echo-v1", "10.78.0.21", "app=tcp-echo,version=v1")
-	clientProxy := startSidecar(t, clientNS, "client", "10.78.0.22", "app=client")
+	echoProxy := startSidecar(t, m, echoNS, "tcp-echo-v1", "10.78.0.21", "app=tcp-echo,version=v1", "tcp-echo")
+	clientProxy := startSidecar(t, m, clientNS, "client", "10.78.0.22", "app=client", "client")
 
 	t.Run("b: tcp through both sidecars", func(t *testing.T) {
 		if !poll(30*time.Second, func() bool {
@@ -409,6 +449,28 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 		pollUntil(t, "the server sidecar's inbound log line from the plain client", func() bool {
 			return echoProxy.logHas("inbound|9000||", "10.78.0.23:")
 		})
+	})
+
+	t.Run("e: STRICT refuses the client without sidecar, the sidecar client still echoes over mTLS", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "strict.yaml")
+		if err := os.WriteFile(f, []byte(tcpEchoStrictYAML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		applyAt(t, redirectLoomd, f, "peerauthentication.security.istio.io/tcp-echo-strict ")
+		if !poll(15*time.Second, func() bool { _, err := echoOnce(t, plainNS, "10.78.0.21:9000", "plain"); return err != nil }) {
+			t.Fatal("STRICT: the client without sidecar is still echoed")
+		}
+		for i := range 5 {
+			if got, err := echoOnce(t, plainNS, "10.78.0.21:9000", "plain"); err == nil {
+				t.Fatalf("STRICT: plain echo %d answered %q", i, got)
+			}
+		}
+		for i := range 10 {
+			msg := fmt.Sprintf("mtls %d", i)
+			if got, err := echoOnce(t, clientNS, "240.240.0.90:9000", msg); err != nil || got != msg {
+				t.Fatalf("STRICT: echo %d through both sidecars: %q, %v", i, got, err)
+			}
+		}
 	})
 
 	get := func() (string, error) {

@@ -86,7 +86,7 @@ spec:
 // sees a byte.
 func TestAuthorizationTCP(t *testing.T) {
 	requireRoot(t)
-	startRedirectDemo(t)
+	m := startRedirectDemo(t)
 
 	echoNS := joinNetns(t, "tcpauthz-echo", 31, true)
 	clientNS := joinNetns(t, "tcpauthz-client", 32, true)
@@ -102,8 +102,8 @@ func TestAuthorizationTCP(t *testing.T) {
 		applyAt(t, redirectLoomd, f, wantLine)
 	}
 	apply(tcpAuthzEchoYAML, "serviceentry.networking.istio.io/tcp-echo-authz ")
-	startSidecar(t, echoNS, "tcp-echo-authz", "10.78.0.31", "app=tcp-echo-authz,version=v1")
-	startSidecar(t, clientNS, "tcpauthz-client", "10.78.0.32", "app=tcpauthz-client")
+	startSidecar(t, m, echoNS, "tcp-echo-authz", "10.78.0.31", "app=tcp-echo-authz,version=v1", "tcp-echo-authz")
+	startSidecar(t, m, clientNS, "tcpauthz-client", "10.78.0.32", "app=tcpauthz-client", "tcpauthz-client")
 
 	addrs := map[int]string{9000: "240.240.0.91:9000", 9001: "240.240.0.91:9001", 9002: "10.78.0.31:9002"}
 	open := func(port int) bool {
