@@ -31,6 +31,12 @@ func applyTrafficPolicy(c *clusterv3.Cluster, tp *networking.TrafficPolicy, prot
 		cp = &networking.ConnectionPoolSettings{}
 	}
 	opts = applyConnectionPool(c, cp, opts)
+	if cp.GetHttp().GetUseClientProtocol() {
+		// Istio's applyConnectionPool: the upstream protocol follows the
+		// downstream's, even on an HTTP/2 port; an UPGRADE below still wins,
+		// as Istio's applyH2Upgrade runs after it.
+		opts = setUseDownstreamProtocol(opts)
+	}
 	if cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE {
 		// The mesh default (h2UpgradePolicy DO_NOT_UPGRADE) upgrades nothing;
 		// a DestinationRule's UPGRADE upgrades the port whatever it speaks.
@@ -166,6 +172,22 @@ func setH2(opts *upstreamhttpv3.HttpProtocolOptions) *upstreamhttpv3.HttpProtoco
 			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
 				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
 			},
+		},
+	}
+	return opts
+}
+
+// setUseDownstreamProtocol makes opts (nil: new options) use Envoy's
+// use_downstream_protocol_config with HTTP/1.1 and HTTP/2 options (Istio's
+// useClientProtocol), keeping its common_http_protocol_options.
+func setUseDownstreamProtocol(opts *upstreamhttpv3.HttpProtocolOptions) *upstreamhttpv3.HttpProtocolOptions {
+	if opts == nil {
+		opts = &upstreamhttpv3.HttpProtocolOptions{}
+	}
+	opts.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+		UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
 		},
 	}
 	return opts

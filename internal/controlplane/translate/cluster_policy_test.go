@@ -210,6 +210,30 @@ trafficPolicy:
 				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(nil, &corev3.Http2ProtocolOptions{}))
 			})
 		}},
+		{"useClientProtocol on an HTTP/2 port", registry.GRPC, `host: httpbin
+trafficPolicy:
+  connectionPool:
+    http:
+      useClientProtocol: true
+      idleTimeout: 30s
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				c.TypedExtensionProtocolOptions = mustPack(t, &upstreamhttpv3.HttpProtocolOptions{
+					CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(30 * time.Second)},
+					UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+						UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+							HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})
+			})
+		}},
+		{"useClientProtocol and UPGRADE: UPGRADE wins", registry.HTTP, `host: httpbin
+trafficPolicy:
+  connectionPool:
+    http: {useClientProtocol: true, h2UpgradePolicy: UPGRADE}
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(nil, &corev3.Http2ProtocolOptions{}))
+			})
+		}},
 		{"ROUND_ROBIN with warmupDurationSecs", registry.HTTP, `host: httpbin
 trafficPolicy:
   loadBalancer:

@@ -228,11 +228,6 @@ func (c *checker) connectionPool(p string, cp *networking.ConnectionPoolSettings
 			}
 		}
 		c.duration(p+".http.idleTimeout", h.IdleTimeout)
-		if h.UseClientProtocol {
-			// use_downstream_protocol_config: the Loom proxy picks the
-			// upstream protocol from explicit_http_config only.
-			c.unsupported(p + ".http.useClientProtocol")
-		}
 		if ka := h.Http2KeepAlive; ka != nil {
 			c.duration(p+".http.http2KeepAlive.interval", ka.Interval)
 			c.duration(p+".http.http2KeepAlive.timeout", ka.Timeout)

@@ -35,8 +35,7 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
         consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}
 `, nil},
 		{"PASSTHROUGH", "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n", nil},
-		{"useClientProtocol is not served", "  trafficPolicy:\n    connectionPool:\n      http: {useClientProtocol: true}\n",
-			[]string{"spec.trafficPolicy.connectionPool.http.useClientProtocol: " + Unsupported}},
+		{"useClientProtocol", "  trafficPolicy:\n    connectionPool:\n      http: {useClientProtocol: true}\n", nil},
 		{"ring and table sizes", `  trafficPolicy:
     loadBalancer:
       consistentHash: {httpHeaderName: x-user, minimumRingSize: 8388609}

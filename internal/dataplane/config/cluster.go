@@ -49,6 +49,12 @@ type Cluster struct {
 	// HTTP2 is true when the upstream speaks HTTP/2 cleartext (h2c): the
 	// cluster's HttpProtocolOptions has explicit_http_config.http2_protocol_options.
 	HTTP2 bool
+	// DownstreamHTTP2 is use_downstream_protocol_config with
+	// http2_protocol_options (Istio's useClientProtocol): a request that
+	// came over HTTP/2 goes upstream over HTTP/2 (over TLS only when the
+	// transport socket offers h2 in ALPN), others over HTTP/1.1. HTTP2 is
+	// then false.
+	DownstreamHTTP2 bool
 	// LocalityWeighted is common_lb_config.locality_weighted_lb_config
 	// (not for RING_HASH or MAGLEV, as Envoy): within a priority, a
 	// locality is chosen first, in proportion to its LocalityWeight scaled
@@ -335,9 +341,17 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 		if err := anyTo(c.GetTypedExtensionProtocolOptions()[k], &opts); err != nil {
 			return nil, ferr(p, "%v", err)
 		}
+		if ud := opts.GetUseDownstreamProtocolConfig(); ud != nil {
+			if ud.GetHttp3ProtocolOptions() != nil {
+				return nil, ferr(p+".use_downstream_protocol_config.http3_protocol_options", "not supported")
+			}
+			rc.HTTP2 = false
+			rc.DownstreamHTTP2 = ud.GetHttp2ProtocolOptions() != nil
+			continue
+		}
 		exp := opts.GetExplicitHttpConfig()
 		if exp == nil {
-			return nil, ferr(p+".upstream_protocol_options", "must be explicit_http_config")
+			return nil, ferr(p+".upstream_protocol_options", "must be explicit_http_config or use_downstream_protocol_config")
 		}
 		switch {
 		case exp.GetHttp2ProtocolOptions() != nil:
@@ -394,6 +408,8 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 	}
 	if rc.HTTP2 {
 		// crypto/tls speaks HTTP/2 to a TLS upstream only after ALPN chose it.
+		// (A DownstreamHTTP2 cluster uses HTTP/1.1 over a TLS transport
+		// that does not offer h2.)
 		for i, t := range rc.Transports {
 			if t.TLS != nil && !slices.Contains(t.TLS.ALPN, "h2") {
 				p := "transport_socket"

@@ -543,7 +543,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		}
 	}
 
-	pick := upstream.PickOptions{Authority: host}
+	pick := upstream.PickOptions{Authority: host, DownstreamHTTP2: r.ProtoMajor == 2}
 	if conn := filter.RequestConnection(r); conn != nil && conn.OriginalDst {
 		pick.Destination = conn.Destination
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,8 +17,11 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
@@ -206,6 +210,50 @@ func TestRequestHeaderLimits(t *testing.T) {
 			}
 			if reached := be.hits.Load() > before; reached != (tc.wantCode == 200) {
 				t.Errorf("reached the upstream = %v, want %v", reached, tc.wantCode == 200)
+			}
+		})
+	}
+}
+
+// TestUseDownstreamProtocol checks use_downstream_protocol_config (Istio's
+// useClientProtocol): an HTTP/1.1 request goes upstream over HTTP/1.1 and
+// an HTTP/2 (h2c) request over h2c, to the same endpoint.
+func TestUseDownstreamProtocol(t *testing.T) {
+	both := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	both.Config.Protocols = new(http.Protocols)
+	both.Config.Protocols.SetHTTP1(true)
+	both.Config.Protocols.SetUnencryptedHTTP2(true)
+	both.Start()
+	t.Cleanup(both.Close)
+	c := staticCluster(t, "both", false, both.Listener.Addr().String())
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{config.HTTPProtocolOptionsKey: xdstest.MustAny(t, &httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})}
+	lAddr := closedAddr(t)
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", lAddr, "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("both", []string{"*"}, prefixRoute("both", "/", "both")))},
+		[]*clusterv3.Cluster{c}))
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		want   string
+	}{
+		{"HTTP/1.1", p.client, "HTTP/1.1"},
+		{"h2c", h2cClient(), "HTTP/2.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 3 { // the pools stay apart
+				resp, err := tc.client.Get("http://" + p.addr("l") + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != tc.want {
+					t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, b, tc.want)
+				}
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,23 +239,27 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 	}
 	t.active[i].Add(1)
 	h := &Host{Addr: t.eps[i].Address, st: st, idx: int(i)}
-	st.setTransport(h, t.src, t.src.Transport(&t.eps[i]))
+	st.setTransport(h, t.src, t.src.Transport(&t.eps[i]), opts.DownstreamHTTP2)
 	return h, nil
 }
 
 // setTransport sets h's round tripper for transport ut of cluster c:
 // the HTTP/1.1 pool or h2c for plaintext, the same over TLS otherwise.
-func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport) {
+// HTTP/2 is used when c speaks it, or when c follows the downstream's
+// protocol and downstreamH2 says the request came over HTTP/2.
+func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport, downstreamH2 bool) {
+	h2 := c.HTTP2 || (c.DownstreamHTTP2 && downstreamH2 && (ut.TLS == nil || slices.Contains(ut.TLS.ALPN, "h2")))
+	h.HTTP2 = h2
 	if ut.TLS == nil {
 		h.RT = st.h1
-		if c.HTTP2 {
+		if h2 {
 			h.RT = st.h2cTransport()
 		}
 		return
 	}
 	h.tls = st.tlsTransport(ut)
 	h.RT = h1Via{t: st.h1, tt: h.tls}
-	if c.HTTP2 {
+	if h2 {
 		h.RT = h.tls.h2RT()
 	}
 }

@@ -31,6 +31,10 @@ type PickOptions struct {
 	// ORIGINAL_DST cluster sends a request without a destination header.
 	// The zero value means none.
 	Destination netip.AddrPort
+	// DownstreamHTTP2 says the request came over HTTP/2: a cluster with
+	// DownstreamHTTP2 (use_downstream_protocol_config) then reaches the
+	// host over HTTP/2 too.
+	DownstreamHTTP2 bool
 }
 
 // Host is one endpoint chosen for one attempt. The caller must call Done
@@ -41,6 +45,8 @@ type Host struct {
 	// RT reaches Addr over the endpoint's transport socket: the HTTP/1.1
 	// pool, or HTTP/2 when the cluster is HTTP2 (h2c, or h2 over TLS).
 	RT http.RoundTripper
+	// HTTP2 says RT speaks HTTP/2 (h2c or h2 over TLS).
+	HTTP2 bool
 
 	st  *clusterState
 	tls *tlsTransport // the endpoint's TLS transport socket; nil for plaintext
