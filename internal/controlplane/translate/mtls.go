@@ -170,8 +170,9 @@ func newClusterTLSEnv(pc *model.PushContext, mesh *meshv1alpha1.MeshConfig, o Op
 //     the workload's certificate, its sni (else the cluster's name) and
 //     its subjectAltNames (else the service's SPIFFE IDs), to every
 //     endpoint;
-//   - without one, auto mTLS: when it is on, the service is in the mesh
-//     and its namespace's PeerAuthentication mode is not DISABLE,
+//   - without one, auto mTLS: when it is on, the cluster is not
+//     ORIGINAL_DST, the service is in the mesh and its namespace's
+//     PeerAuthentication mode is not DISABLE,
 //     transport_socket_matches "tlsMode-istio" (ISTIO_MUTUAL, to endpoints
 //     whose metadata says tlsMode: istio) then "tlsMode-disabled"
 //     (plaintext, to the others).
@@ -201,7 +202,9 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 		c.TransportSocket = ts
 		return nil
 	}
-	if !env.autoMTLS || oc.service.Location == networking.ServiceEntry_MESH_EXTERNAL ||
+	// An ORIGINAL_DST cluster (DestinationRule loadBalancer PASSTHROUGH)
+	// has no endpoint metadata to match: Istio leaves it out.
+	if !env.autoMTLS || c.GetType() == clusterv3.Cluster_ORIGINAL_DST || oc.service.Location == networking.ServiceEntry_MESH_EXTERNAL ||
 		env.pc.NamespaceMutualTLSMode(oc.service.Namespace) == model.MTLSDisable {
 		return nil
 	}

@@ -313,6 +313,7 @@ func TestAutoMTLSClusters(t *testing.T) {
 		{name: "no CA", o: Options{WithoutCA: true}, wantNone: true},
 		{name: "enableAutoMtls false", o: Options{Mesh: &meshv1alpha1.MeshConfig{EnableAutoMtls: wrapperspbBool(false)}}, wantNone: true},
 		{name: "namespace DISABLE", yaml: peerAuthnYAML("default", "default", "", "DISABLE", ""), wantNone: true},
+		{name: "ORIGINAL_DST (loadBalancer PASSTHROUGH)", yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec:\n  host: details\n  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}\n", wantNone: true},
 		{name: "DR DISABLE", yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec:\n  host: details\n  trafficPolicy: {tls: {mode: DISABLE}}\n", wantNone: true},
 		{name: "DR ISTIO_MUTUAL with sni and SANs", yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec:\n  host: details\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: details.example, subjectAltNames: [spiffe://x/y]}}\n",
 			wantSNI: "details.example", wantSANs: []string{"spiffe://x/y"}},
