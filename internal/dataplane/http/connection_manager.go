@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -944,6 +945,11 @@ func retryOnResponse(p *config.RetryPolicy, resp *http.Response) bool {
 		return false
 	}
 	if retryOnStatus(p, resp.StatusCode) {
+		return true
+	}
+	if _, ok := resp.Header["X-Envoy-Ratelimited"]; ok && slices.Contains(p.RetryOn, "envoy-ratelimited") {
+		// Envoy's envoy-ratelimited: an upstream Envoy's rate limit
+		// filter marked the response.
 		return true
 	}
 	if gs, ok := resp.Header["Grpc-Status"]; ok && len(gs) == 1 {
