@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,7 +52,7 @@ spec:
 // startTracedBookinfo runs Bookinfo's productpage, details, reviews-v2 and
 // ratings (the Go samples, served by the test process) behind real
 // sidecars and an ingress gateway, with tracing to an OTLP receiver.
-func startTracedBookinfo(t *testing.T) (*appMesh, *otlptest.OTLP, string) {
+func startTracedBookinfo(t *testing.T, meshConfig string) (*appMesh, *otlptest.OTLP, string) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -90,7 +91,19 @@ func startTracedBookinfo(t *testing.T) (*appMesh, *otlptest.OTLP, string) {
 		{Name: "reviews-v2", App: "reviews", Version: "v2", Octet: 13, Handler: reviews},
 		{Name: "ratings-v1", App: "ratings", Version: "v1", Octet: 14, Handler: ratings},
 	}, string(gw)+"\n---\n"+collectorServiceEntry(ip(200)))
-	m.setMeshConfig(tracingMeshConfig)
+	if strings.Contains(meshConfig, "defaultProviders") {
+		m.setMeshConfig(meshConfig) // tracing on: every proxy gets a push
+	} else {
+		// No proxy's config changes: nothing to wait for here (see
+		// applyWhenAccepted).
+		tmp := m.meshConfig + ".tmp"
+		if err := os.WriteFile(tmp, []byte(meshConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, m.meshConfig); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return m, collector, "http://" + ip(10) + ":8080/productpage"
 }
 
@@ -132,7 +145,7 @@ func hop(spans []otlptest.Span, trace, kind, service, parent string) (otlptest.S
 // the chain gateway -> productpage -> reviews -> ratings: each client span
 // is the parent of the next hop's server span. root is the gateway span's
 // expected parent ("" for a new trace).
-func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) {
+func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) []otlptest.Span {
 	t.Helper()
 	// 2 gateway spans, then a server span per service (4) and productpage's
 	// and reviews' client spans (3): 9.
@@ -208,13 +221,14 @@ func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) {
 	if rtServer.Attrs["guid:x-request-id"] != gwServer.Attrs["guid:x-request-id"] {
 		t.Errorf("x-request-id changed on the way: gateway %q, ratings %q", gwServer.Attrs["guid:x-request-id"], rtServer.Attrs["guid:x-request-id"])
 	}
+	return all
 }
 
 // TestTracingBookinfo: with 100 % sampling to an OTLP receiver, one page
 // view through the ingress gateway is one connected trace; a page view
 // arriving with a W3C traceparent or with B3 headers continues that trace.
 func TestTracingBookinfo(t *testing.T) {
-	_, col, pageURL := startTracedBookinfo(t)
+	_, col, pageURL := startTracedBookinfo(t, tracingMeshConfig)
 
 	t.Run("new trace", func(t *testing.T) {
 		pageView(t, pageURL, map[string]string{"X-Request-Id": "e2e-trace-new"})
@@ -245,4 +259,141 @@ func TestTracingBookinfo(t *testing.T) {
 		pageView(t, pageURL, map[string]string{"B3": trace + "-" + parent + "-1"})
 		checkPageTrace(t, col, trace, parent)
 	})
+}
+
+// TestTracingTelemetryAPI drives tracing with Telemetry resources at the
+// three scopes, on a mesh whose config only defines the provider: a
+// mesh-wide Telemetry turns tracing on with custom tags, a namespace's
+// replaces the tags of its workloads only, and a workload's
+// disableSpanReporting silences that workload only.
+func TestTracingTelemetryAPI(t *testing.T) {
+	const providerOnly = `
+extensionProviders:
+- name: otel
+  opentelemetry:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4317
+`
+	m, col, pageURL := startTracedBookinfo(t, providerOnly)
+	wl := []string{"productpage-v1", "details-v1", "reviews-v2", "ratings-v1"}
+
+	// traceOf waits for the gateway's root span of request rid.
+	traceOf := func(t *testing.T, rid string) string {
+		t.Helper()
+		var trace string
+		col.Wait(t, 30*time.Second, "the root span of "+rid, func(ss []otlptest.Span) bool {
+			for _, s := range ss {
+				if s.Kind == "SERVER" && s.ParentSpanID == "" && s.Attrs["guid:x-request-id"] == rid {
+					trace = s.TraceID
+					return true
+				}
+			}
+			return false
+		})
+		return trace
+	}
+
+	t.Run("mesh-wide", func(t *testing.T) {
+		applyWhenAccepted(t, m, `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - providers: [{name: otel}]
+    randomSamplingPercentage: 100
+    customTags:
+      team: {literal: {value: bookinfo}}
+      rid: {header: {name: x-request-id, defaultValue: none}}
+      home: {environment: {name: LOOM_E2E_UNSET_VARIABLE, defaultValue: none}}
+`)
+		pageView(t, pageURL, map[string]string{"X-Request-Id": "e2e-tel-mesh"})
+		spans := checkPageTrace(t, col, traceOf(t, "e2e-tel-mesh"), "")
+		for _, s := range spans {
+			if s.Attrs["team"] != "bookinfo" || s.Attrs["rid"] != "e2e-tel-mesh" || s.Attrs["home"] != "none" {
+				t.Errorf("span %s of %s: custom tags %v", s.Name, s.Service, s.Attrs)
+			}
+		}
+	})
+	t.Run("namespace", func(t *testing.T) {
+		m.applyFor(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ns-default, namespace: default}
+spec:
+  tracing:
+  - customTags:
+      ns: {literal: {value: default-namespace}}
+`, wl...)
+		pageView(t, pageURL, map[string]string{"X-Request-Id": "e2e-tel-ns"})
+		spans := checkPageTrace(t, col, traceOf(t, "e2e-tel-ns"), "")
+		for _, s := range spans {
+			inDefault := s.Service != "istio-ingressgateway.istio-system"
+			if inDefault && (s.Attrs["ns"] != "default-namespace" || s.Attrs["team"] != "") {
+				t.Errorf("span %s of %s (namespace default): tags %v, want the namespace's tags only", s.Name, s.Service, s.Attrs)
+			}
+			if !inDefault && (s.Attrs["team"] != "bookinfo" || s.Attrs["ns"] != "") {
+				t.Errorf("gateway span %s: tags %v, want the mesh's", s.Name, s.Attrs)
+			}
+		}
+	})
+	t.Run("workload", func(t *testing.T) {
+		m.applyFor(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ratings-quiet, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  tracing:
+  - disableSpanReporting: true
+`, "ratings-v1")
+		pageView(t, pageURL, map[string]string{"X-Request-Id": "e2e-tel-wl"})
+		trace := traceOf(t, "e2e-tel-wl")
+		// Everything but ratings' server span: 8 spans.
+		col.Wait(t, 30*time.Second, "the 8 spans outside ratings", func(ss []otlptest.Span) bool {
+			n := 0
+			for _, s := range ss {
+				if s.TraceID == trace && s.Service != "ratings.default" {
+					n++
+				}
+			}
+			return n >= 8
+		})
+		// ratings' proxy exports within its 1 s batch timeout; give it
+		// several to show that it does not.
+		deadline := time.Now().Add(4 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, s := range col.Spans() {
+				if s.TraceID == trace && s.Service == "ratings.default" {
+					t.Fatalf("ratings reported a span with disableSpanReporting: %+v", s)
+				}
+			}
+			<-time.After(100 * time.Millisecond) // polling for an absence over a bounded window
+		}
+		// And reviews' client span to ratings is still there.
+		found := false
+		for _, s := range col.Spans() {
+			if s.TraceID == trace && s.Service == "reviews.default" && s.Kind == "CLIENT" {
+				found = true
+			}
+		}
+		if !found {
+			t.Error("reviews' client span to ratings is missing")
+		}
+	})
+}
+
+// applyWhenAccepted applies yaml once loomd accepts it (a Telemetry naming
+// a provider is refused until loomd has read the mesh config defining it)
+// and waits for every proxy to ACK the push that follows.
+func applyWhenAccepted(t *testing.T, m *appMesh, yaml string) {
+	t.Helper()
+	before := m.ackedVersions()
+	var lastErr error
+	if !poll(10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, lastErr = m.loomd.Apply(ctx, "e2e", []byte(yaml))
+		return lastErr == nil
+	}) {
+		t.Fatalf("apply: %v", lastErr)
+	}
+	m.waitPushedSince(before)
 }

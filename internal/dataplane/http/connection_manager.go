@@ -474,7 +474,7 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 		return false
 	}
 	if span.SpawnsUpstream() {
-		up := span.StartUpstream(name)
+		up := span.StartUpstream(r, name)
 		up.Inject(r.Header)
 		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e)
 		up.End(e)

@@ -353,7 +353,8 @@ func TestTracingSpawnUpstreamSpan(t *testing.T) {
 	if client.ParentSpanID != server.SpanID || server.ParentSpanID != "" {
 		t.Errorf("client's parent %q (want %q), server's parent %q (want root)", client.ParentSpanID, server.SpanID, server.ParentSpanID)
 	}
-	if client.Attrs["http.status_code"] != "200" || client.Attrs["upstream_address"] != app.addr {
+	if client.Attrs["http.status_code"] != "200" || client.Attrs["upstream_address"] != app.addr ||
+		client.Attrs["istio.canonical_service"] != "productpage" || client.Attrs["user"] != "anon" {
 		t.Errorf("upstream span tags %v", client.Attrs)
 	}
 	if tp := app.last.Load().Header.Get("Traceparent"); !strings.Contains(tp, "-"+client.SpanID+"-") {

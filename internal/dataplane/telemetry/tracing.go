@@ -428,6 +428,11 @@ func (s *Span) requestTags(r *http.Request, host, requestID string) {
 	if v := r.Header.Get("X-Client-Trace-Id"); v != "" {
 		attrs = append(attrs, attribute.String("guid:x-client-trace-id", v))
 	}
+	s.span.SetAttributes(s.customTags(attrs, r)...)
+}
+
+// customTags appends the custom tags' values for r to attrs.
+func (s *Span) customTags(attrs []attribute.KeyValue, r *http.Request) []attribute.KeyValue {
 	for i := range s.cfg.CustomTags {
 		ct := &s.cfg.CustomTags[i]
 		var v string
@@ -452,7 +457,7 @@ func (s *Span) requestTags(r *http.Request, host, requestID string) {
 		}
 		attrs = append(attrs, attribute.String(ct.Tag, v))
 	}
-	s.span.SetAttributes(attrs...)
+	return attrs
 }
 
 // Inject writes the span's context into h for the upstream request:
@@ -498,9 +503,10 @@ func (s *Span) TraceID() string {
 // under s (spawn_upstream_span); false for nil.
 func (s *Span) SpawnsUpstream() bool { return s != nil && s.cfg.SpawnUpstreamSpan }
 
-// StartUpstream starts the router's client span under s for cluster
-// (spawn_upstream_span), named as Envoy's "router CLUSTER egress".
-func (s *Span) StartUpstream(cluster string) *Span {
+// StartUpstream starts the router's client span under s for r to cluster
+// (spawn_upstream_span), named as Envoy's "router CLUSTER egress", with
+// Envoy's upstream tags and the custom tags.
+func (s *Span) StartUpstream(r *http.Request, cluster string) *Span {
 	if s == nil {
 		return nil
 	}
@@ -508,8 +514,13 @@ func (s *Span) StartUpstream(cluster string) *Span {
 	ctx, span := s.tr.tr.Start(s.ctx, "router "+cluster+" egress", trace.WithSpanKind(trace.SpanKindClient))
 	c := &Span{t: s.t, tr: s.tr, cfg: s.cfg, ctx: ctx, span: span, b3single: s.b3single, parent: s.span.SpanContext().SpanID()}
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("component", "proxy"), attribute.String("upstream_cluster", cluster),
-			attribute.String("upstream_cluster.name", cluster))
+		protocol := r.Proto
+		if r.ProtoMajor == 2 {
+			protocol = "HTTP/2"
+		}
+		span.SetAttributes(c.customTags([]attribute.KeyValue{attribute.String("component", "proxy"),
+			attribute.String("upstream_cluster", cluster), attribute.String("upstream_cluster.name", cluster),
+			attribute.String("http.protocol", protocol)}, r)...)
 	}
 	return c
 }
