@@ -308,7 +308,7 @@ func (st *clusterState) newH2CTransport() *http.Transport {
 	t := &http.Transport{
 		DialContext:            st.dial,
 		MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:        st.opts.IdleConnTimeout,
+		IdleConnTimeout:        st.idleTimeout(),
 		DisableCompression:     true, // the proxy forwards bytes as they are
 		WriteBufferSize:        32 << 10,
 		ReadBufferSize:         32 << 10,
@@ -318,6 +318,31 @@ func (st *clusterState) newH2CTransport() *http.Transport {
 	}
 	t.Protocols.SetUnencryptedHTTP2(true)
 	return t
+}
+
+// idleTimeout is how long an idle upstream connection of the cluster's
+// net/http transports lives: the cluster's idle_timeout
+// (common_http_protocol_options, Istio's connectionPool idleTimeout), else
+// the proxy's default.
+func (st *clusterState) idleTimeout() time.Duration {
+	if d := st.h1.connOpts.Load().IdleTimeout; d > 0 {
+		return d
+	}
+	return st.opts.IdleConnTimeout
+}
+
+// renewH2C replaces the cluster's h2c transport, when it has one, by one
+// built with the current connection options; the old one's idle
+// connections close, those in use finish their streams. A net/http
+// transport's settings cannot change once it is in use.
+func (st *clusterState) renewH2C() {
+	old := st.h2c.Load()
+	if old == nil || old.IdleConnTimeout == st.idleTimeout() {
+		return
+	}
+	if st.h2c.CompareAndSwap(old, st.newH2CTransport()) {
+		old.CloseIdleConnections()
+	}
 }
 
 func (st *clusterState) close() {

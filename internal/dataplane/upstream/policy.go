@@ -66,6 +66,7 @@ func (st *clusterState) updatePolicy(c *config.Cluster) {
 	lim := c.CircuitBreakers.Limits()
 	st.pol.limits.Store(&lim)
 	st.h1.setPolicy(lim.MaxConnections, lim.MaxPendingRequests, c.Conn)
+	st.renewH2C()
 	st.pol.od.update(c.Outlier, c.Endpoints)
 }
 

@@ -139,7 +139,7 @@ func (tt *tlsTransport) h2RT() http.RoundTripper {
 				return tt.handshake(ctx, nc, addr)
 			},
 			MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
-			IdleConnTimeout:        st.opts.IdleConnTimeout,
+			IdleConnTimeout:        st.idleTimeout(),
 			DisableCompression:     true,
 			WriteBufferSize:        32 << 10,
 			ReadBufferSize:         32 << 10,
