@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
@@ -137,7 +138,8 @@ func TestRouteActionFields(t *testing.T) {
 	a.RetryPolicy = &routev3.RetryPolicy{RetryOn: "unavailable,5xx", HostSelectionRetryMaxAttempts: 5,
 		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{Name: PreviousHostsPredicateName,
 			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: xdstest.MustAny(t, &previoushostsv3.PreviousHostsPredicate{})}}},
-		RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: PreviousPrioritiesName}}
+		RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: PreviousPrioritiesName,
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: xdstest.MustAny(t, &previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: 2})}}}
 	rt, err := buildRouteTable(testFilterBuilder(t), "http_proxy", rc)
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +151,8 @@ func TestRouteActionFields(t *testing.T) {
 	if diff := cmp.Diff([]MirrorPolicy{{Cluster: "m", Percent: Fraction{25, 100}}, {Cluster: "all", Percent: Fraction{100, 100}}}, got.Mirrors); diff != "" {
 		t.Errorf("mirrors (-want +got):\n%s", diff)
 	}
-	if !got.Retry.AvoidPreviousHosts || got.Retry.HostSelectionMaxAttempts != 5 {
-		t.Errorf("retry = %+v, want previous_hosts and 5 host selection attempts", got.Retry)
+	if !got.Retry.AvoidPreviousHosts || got.Retry.HostSelectionMaxAttempts != 5 || got.Retry.PreviousPrioritiesEvery != 2 {
+		t.Errorf("retry = %+v, want previous_hosts, 5 host selection attempts and previous_priorities every 2", got.Retry)
 	}
 	// Envoy's default order: route, virtual host, route configuration:
 	// the least specific level wins.

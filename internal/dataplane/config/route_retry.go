@@ -3,8 +3,10 @@ package config
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 )
 
 // Names and type URLs of the retry extensions this version accepts.
@@ -38,7 +40,16 @@ func buildRetryExtensions(rp *routev3.RetryPolicy, pol *RetryPolicy) error {
 		tc := pr.GetTypedConfig()
 		switch {
 		case tc != nil && tc.GetTypeUrl() == previousPrioritiesTypeURL:
+			var cfg previousprioritiesv3.PreviousPrioritiesConfig
+			if err := anyTo(tc, &cfg); err != nil {
+				return ferr("retry_priority.typed_config", "%v", err)
+			}
+			if cfg.GetUpdateFrequency() <= 0 {
+				return verr("retry_priority.typed_config.update_frequency", strconv.Itoa(int(cfg.GetUpdateFrequency())), "must be greater than 0")
+			}
+			pol.PreviousPrioritiesEvery = uint32(cfg.GetUpdateFrequency())
 		case tc == nil && pr.GetName() == PreviousPrioritiesName:
+			return ferr("retry_priority.typed_config", "must be set (update_frequency is required)")
 		case tc != nil:
 			return verr("retry_priority.typed_config.type_url", tc.GetTypeUrl(), "must be %s", previousPrioritiesTypeURL)
 		default:

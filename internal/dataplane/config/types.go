@@ -265,8 +265,22 @@ type RetryPolicy struct {
 	// host_selection_retry_max_attempts; 0 is Envoy's default, 1.
 	AvoidPreviousHosts       bool
 	HostSelectionMaxAttempts int64
+	// PreviousPrioritiesEvery is retry_priority
+	// envoy.retry_priorities.previous_priorities' update_frequency (Istio's
+	// retryRemoteLocalities): after every this many attempts, the priority
+	// levels attempted so far are avoided. 0: no retry priority.
+	PreviousPrioritiesEvery uint32
 	// BaseInterval and MaxInterval are retry_back_off; 0 means Envoy's
 	// defaults (25ms, and 10 times the base interval).
 	BaseInterval time.Duration
 	MaxInterval  time.Duration
+}
+
+// PreviousPrioritiesFor returns p's PreviousPrioritiesEvery; 0 for a nil
+// policy.
+func (p *RetryPolicy) PreviousPrioritiesFor() uint32 {
+	if p == nil {
+		return 0
+	}
+	return p.PreviousPrioritiesEvery
 }

@@ -657,7 +657,13 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		}
 		return rel, ok
 	}
+	var triedPriorities uint64 // previous_priorities: levels attempted, bit per level
 	for attempt := 0; ; attempt++ {
+		if every := retry.PreviousPrioritiesFor(); attempt > 0 && every > 0 && uint32(attempt)%every == 0 {
+			// Envoy's PreviousPrioritiesRetryPriority: every
+			// update_frequency attempts, avoid the levels tried so far.
+			pick.AvoidPriorities = triedPriorities
+		}
 		h, err := cm.clusters.Pick(c, pick)
 		if err != nil {
 			done(upstream.Result{})
@@ -669,6 +675,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			return false
 		}
 		uh = h
+		if h.Priority < 64 {
+			triedPriorities |= 1 << h.Priority
+		}
 		addr, rt := h.Addr, h.RT
 		e.UpstreamHost = addr
 		if retry != nil && retry.AvoidPreviousHosts {

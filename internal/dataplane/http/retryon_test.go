@@ -9,6 +9,10 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
 // TestRetryOnResponseConditions checks which first responses each of
@@ -84,5 +88,39 @@ func TestRetryOnResponseConditions(t *testing.T) {
 				t.Errorf("retry_on %q: the upstream saw %d attempts, want retried = %v", tc.retryOn, n, tc.wantRetry)
 			}
 		})
+	}
+}
+
+// TestRetryPreviousPriorities checks retry_priority previous_priorities
+// (Istio's retryRemoteLocalities, update_frequency 2): the priority-0
+// endpoint always fails; after two attempts there the third goes to the
+// priority-1 endpoint. Without the retry priority every attempt stays on
+// priority 0, whose endpoint is healthy to the balancer.
+func TestRetryPreviousPriorities(t *testing.T) {
+	bad := startBackend(t, "bad", false, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+	good := startBackend(t, "good", false, nil)
+	c := staticCluster(t, "c", false, bad.addr)
+	c.LoadAssignment.Endpoints = append(c.LoadAssignment.Endpoints, staticCluster(t, "x", false, good.addr).LoadAssignment.Endpoints[0])
+	c.LoadAssignment.Endpoints[1].Priority = 1
+	prio := func(r *routev3.Route, every uint32) *routev3.Route {
+		r.GetRoute().RetryPolicy.RetryPriority = &routev3.RetryPolicy_RetryPriority{Name: config.PreviousPrioritiesName,
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: xdstest.MustAny(t, &previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: int32(every)})}}
+		return r
+	}
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt",
+			vhost("two", []string{"two"}, prio(withRetry(prefixRoute("two", "/", "c"), "5xx", 2), 2)),
+			vhost("one", []string{"one"}, prio(withRetry(prefixRoute("one", "/", "c"), "5xx", 1), 2)),
+			vhost("none", []string{"none"}, withRetry(prefixRoute("none", "/", "c"), "5xx", 2)))},
+		[]*clusterv3.Cluster{c}))
+	for _, tc := range []struct {
+		host string
+		want int
+	}{{"two", 200}, {"one", 503}, {"none", 503}} {
+		for i := range 3 {
+			if r := p.do("GET", tc.host, "/", nil, nil); r.code != tc.want {
+				t.Errorf("%s, request %d: %d %q, want %d", tc.host, i, r.code, r.body, tc.want)
+			}
+		}
 	}
 }

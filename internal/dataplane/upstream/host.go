@@ -35,6 +35,14 @@ type PickOptions struct {
 	// DownstreamHTTP2 (use_downstream_protocol_config) then reaches the
 	// host over HTTP/2 too.
 	DownstreamHTTP2 bool
+	// AvoidPriorities excludes priority levels from the pick (bit k: level
+	// k, 0 the highest), as Envoy's previous_priorities retry priority
+	// does: their load goes to the others. It is ignored when it would
+	// leave no level with usable endpoints.
+	AvoidPriorities uint64
+
+	// level is the priority level the balancer picked from (output).
+	level int
 }
 
 // Host is one endpoint chosen for one attempt. The caller must call Done
@@ -42,6 +50,10 @@ type PickOptions struct {
 // or abandoned, or the round trip failed).
 type Host struct {
 	Addr string // "ip:port"
+	// Priority is the priority level (0 the highest) of the cluster's
+	// endpoints the host was picked from: a retry with previous_priorities
+	// avoids it (PickOptions.AvoidPriorities).
+	Priority int
 	// RT reaches Addr over the endpoint's transport socket: the HTTP/1.1
 	// pool, or HTTP/2 when the cluster is HTTP2 (h2c, or h2 over TLS).
 	RT http.RoundTripper

@@ -655,6 +655,24 @@ func (st *clusterState) levelPicker(t *lbTable, opts *PickOptions) (picker, bool
 		counts = append(counts, u, avail)
 		total += avail
 	}
+	if av := opts.AvoidPriorities; av != 0 {
+		// previous_priorities: the avoided levels' availability goes to
+		// the others, unless none of those has any.
+		var kept uint64
+		for k := range t.levels {
+			if k >= 64 || av&(1<<k) == 0 {
+				kept += counts[2*k+1]
+			}
+		}
+		if kept > 0 {
+			for k := range t.levels {
+				if k < 64 && av&(1<<k) != 0 {
+					counts[2*k+1] = 0
+				}
+			}
+			total = kept
+		}
+	}
 	total = min(total, 100)
 	p := picker{st: st, t: t, avoid: opts.Avoid}
 	var level int
@@ -671,6 +689,7 @@ func (st *clusterState) levelPicker(t *lbTable, opts *PickOptions) (picker, bool
 			r -= uint64(l.n)
 		}
 		p.set = t.levels[level].all
+		opts.level = level
 		return p, true
 	}
 	r := st.rand() % 100
@@ -691,6 +710,7 @@ func (st *clusterState) levelPicker(t *lbTable, opts *PickOptions) (picker, bool
 	if level < 0 {
 		level = first // the rounding's rest
 	}
+	opts.level = level
 	l := t.levels[level]
 	u := counts[2*level]
 	if u*100 < uint64(t.panicPct)*uint64(l.n) {

@@ -194,3 +194,36 @@ func TestLocalityWeighted(t *testing.T) {
 		})
 	}
 }
+
+// TestAvoidPriorities checks previous_priorities' exclusion: an avoided
+// level's load goes to the next levels, the picked host reports its level,
+// and avoiding every level with usable endpoints is ignored.
+func TestAvoidPriorities(t *testing.T) {
+	m := New(Options{})
+	defer m.Close()
+	m.rng = counter()
+	c, prio := leveled(level{2, 0}, level{2, 0}, level{2, 2})
+	m.Update(gen(c))
+	for _, tc := range []struct {
+		name  string
+		avoid uint64
+		want  int
+	}{
+		{"none", 0, 0},
+		{"P0 avoided", 1, 1},
+		{"P0 and P1 avoided: P2 has no usable endpoint, ignored", 3, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 20 {
+				h, err := m.Pick(c, PickOptions{AvoidPriorities: tc.avoid})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if prio[h.Addr] != tc.want || h.Priority != tc.want {
+					t.Fatalf("picked %s of priority %d (Host.Priority %d), want priority %d", h.Addr, prio[h.Addr], h.Priority, tc.want)
+				}
+				h.Done(Result{Status: 200})
+			}
+		})
+	}
+}
