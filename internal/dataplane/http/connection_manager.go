@@ -579,10 +579,19 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	hasBody := body != nil && r.ContentLength != 0
 	// A gRPC request body of unknown length may be a client or
 	// bidirectional stream whose end comes after responses: buffering it
-	// for a retry would hold the call. It is streamed, not retried.
+	// before sending would hold the call. It is streamed with a bounded
+	// copy (tee), and retried only when the whole body had arrived by the
+	// time the attempt failed, before any response went downstream (a
+	// unary call, or a finished client stream), as Envoy retries from its
+	// buffered copy.
 	grpcStream := hasBody && r.ContentLength < 0 && isGRPC(r.Header)
+	var tee *teeBody
 	switch {
 	case !hasBody:
+	case grpcStream && attempts > 1 && len(mirrors) == 0:
+		tee = &teeBody{src: r.Body, limit: MaxRetryBodyBytes}
+		stream = tee
+		length = -1
 	case grpcStream:
 		stream = r.Body
 		length = -1
@@ -703,6 +712,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			out.Body = bytesReader(buffered)
 			out.ContentLength = length
 			out.GetBody = func() (io.ReadCloser, error) { return bytesReader(buffered), nil }
+		case tee != nil && attempt > 0:
+			out.Body = bytesReader(tee.buf)
+			out.ContentLength = int64(len(tee.buf))
 		case stream != nil:
 			out.Body = stream
 			out.ContentLength = length
@@ -713,7 +725,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		lastTryCtx = tryCtx
 		if err == nil {
 			cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
-			if attempt+1 < attempts && retryOnResponse(retry, resp) {
+			if attempt+1 < attempts && tee.replayable() && retryOnResponse(retry, resp) {
 				rel, ok := tryRetry()
 				if !ok {
 					break // the max_retries breaker is full: this response is final
@@ -753,7 +765,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		if fail == failDownstream || fail == failTimeout || fail == failDownstreamBody {
 			break
 		}
-		if attempt+1 < attempts && retryOnFailure(retry, fail) {
+		if attempt+1 < attempts && tee.replayable() && retryOnFailure(retry, fail) {
 			rel, ok := tryRetry()
 			if !ok {
 				break
@@ -1136,6 +1148,41 @@ func (c *countingBody) Close() error {
 	c.closed.Store(true)
 	return c.rc.Close()
 }
+
+// teeBody is a streamed request body that keeps a copy of what it read,
+// up to limit bytes, so that an attempt that failed after the whole body
+// arrived can be retried from the copy. Only the first attempt's transport
+// reads it; the router calls replayable, and reads buf only when that
+// says the copy is whole (done is stored after the last append, so buf
+// is then immutable and visible).
+type teeBody struct {
+	src      io.ReadCloser
+	limit    int
+	buf      []byte
+	overflow bool
+	done     atomic.Bool // src reached EOF with the whole body in buf
+}
+
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.src.Read(p)
+	if n > 0 && !t.overflow {
+		if len(t.buf)+n > t.limit {
+			t.overflow, t.buf = true, nil
+		} else {
+			t.buf = append(t.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF && !t.overflow {
+		t.done.Store(true)
+	}
+	return n, err
+}
+
+func (t *teeBody) Close() error { return t.src.Close() }
+
+// replayable reports whether a next attempt may send the body again: there
+// is no teeBody (the body is buffered or absent), or its copy is whole.
+func (t *teeBody) replayable() bool { return t == nil || t.done.Load() }
 
 type readCloser struct {
 	io.Reader

@@ -1,8 +1,10 @@
 package http_test
 
 import (
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -122,5 +124,52 @@ func TestRetryPreviousPriorities(t *testing.T) {
 				t.Errorf("%s, request %d: %d %q, want %d", tc.host, i, r.code, r.body, tc.want)
 			}
 		}
+	}
+}
+
+// TestGRPCRetryStreamedBody checks that a gRPC request whose body has no
+// length (as every gRPC call's) is retried from the proxy's copy when the
+// upstream fails it with a retriable grpc-status after the whole body
+// arrived: the retry carries the same body.
+func TestGRPCRetryStreamedBody(t *testing.T) {
+	var mu sync.Mutex
+	var bodies []string
+	be := startBackend(t, "be", true, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		n := len(bodies)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/grpc")
+		if n == 1 {
+			w.Header().Set("Grpc-Status", "14") // trailers-only UNAVAILABLE
+			w.WriteHeader(200)
+			return
+		}
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.WriteHeader(200)
+		w.Write(b)
+		w.Header().Set("Grpc-Status", "0")
+	})
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("g", []string{"*"}, withRetry(prefixRoute("g", "/", "be"), "unavailable", 2)))},
+		[]*clusterv3.Cluster{staticCluster(t, "be", true, be.addr)}))
+	msg := strings.Repeat("m", 3000)
+	req, _ := http.NewRequest("POST", "http://"+p.addr("l")+"/svc/Unary", io.MultiReader(strings.NewReader(msg[:1000]), strings.NewReader(msg[1000:])))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.ContentLength = -1
+	resp, err := h2cClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Trailer.Get("Grpc-Status") != "0" || string(got) != msg {
+		t.Fatalf("got %d grpc-status %q body %d bytes, want 200, 0 and the request body echoed", resp.StatusCode, resp.Trailer.Get("Grpc-Status"), len(got))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 2 || bodies[0] != msg || bodies[1] != msg {
+		t.Fatalf("the upstream saw %d attempts, want 2 with the whole body each", len(bodies))
 	}
 }
