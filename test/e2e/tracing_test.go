@@ -16,6 +16,9 @@ import (
 	"github.com/loom-mesh/loom/samples/bookinfo"
 )
 
+// tracedZipkin is the Zipkin receiver startTracedBookinfo started last.
+var tracedZipkin *otlptest.Zipkin
+
 // tracingPrefix is the loopback /24 of the tracing tests.
 const tracingPrefix = "127.141.0"
 
@@ -36,7 +39,7 @@ defaultConfig:
 
 // collectorServiceEntry registers the test's collector, as a collector
 // outside the mesh is registered for Istio's LookupCluster.
-func collectorServiceEntry(ip string) string {
+func collectorServiceEntry(ip, zipkinIP string) string {
 	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: otel-collector, namespace: observability}
@@ -45,8 +48,18 @@ spec:
   location: MESH_EXTERNAL
   resolution: STATIC
   ports: [{number: 4317, name: grpc-otlp, protocol: GRPC}]
-  endpoints: [{address: %s}]
-`, ip)
+  endpoints: [{address: %[1]s}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: zipkin, namespace: istio-system}
+spec:
+  hosts: [zipkin.istio-system.svc.cluster.local]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 9411, name: http-zipkin, protocol: HTTP}]
+  endpoints: [{address: %[2]s}]
+`, ip, zipkinIP)
 }
 
 // startTracedBookinfo runs Bookinfo's productpage, details, reviews-v2 and
@@ -59,6 +72,7 @@ func startTracedBookinfo(t *testing.T, meshConfig string) (*appMesh, *otlptest.O
 	}
 	ip := func(octet int) string { return fmt.Sprintf("%s.%d", tracingPrefix, octet) }
 	collector := otlptest.StartOTLP(t, ip(200)+":4317")
+	tracedZipkin = otlptest.StartZipkin(t, ip(201)+":9411")
 	// An app's calls go through its own sidecar (explicit mode).
 	via := func(octet int) *http.Client {
 		return &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: ip(octet) + ":15001"}),
@@ -90,7 +104,7 @@ func startTracedBookinfo(t *testing.T, meshConfig string) (*appMesh, *otlptest.O
 		{Name: "details-v1", App: "details", Version: "v1", Octet: 12, Handler: details},
 		{Name: "reviews-v2", App: "reviews", Version: "v2", Octet: 13, Handler: reviews},
 		{Name: "ratings-v1", App: "ratings", Version: "v1", Octet: 14, Handler: ratings},
-	}, string(gw)+"\n---\n"+collectorServiceEntry(ip(200)))
+	}, string(gw)+"\n---\n"+collectorServiceEntry(ip(200), ip(201)))
 	if strings.Contains(meshConfig, "defaultProviders") {
 		m.setMeshConfig(meshConfig) // tracing on: every proxy gets a push
 	} else {
@@ -147,6 +161,23 @@ func hop(spans []otlptest.Span, trace, kind, service, parent string) (otlptest.S
 // expected parent ("" for a new trace).
 func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) []otlptest.Span {
 	t.Helper()
+	return checkTrace(t, col, trace, root, otlpServices)
+}
+
+// spanWaiter is a receiver of spans (OTLP or Zipkin).
+type spanWaiter interface {
+	Wait(t testing.TB, timeout time.Duration, what string, cond func([]otlptest.Span) bool) []otlptest.Span
+}
+
+// otlpServices are the OTLP service names of the page view's proxies
+// (OpenTelemetryConfig.service_name: app.namespace).
+var otlpServices = map[string]string{"gateway": "istio-ingressgateway.istio-system", "productpage": "productpage.default",
+	"details": "details.default", "reviews": "reviews.default", "ratings": "ratings.default"}
+
+// checkTrace is checkPageTrace on any receiver, with the proxies' service
+// names svc.
+func checkTrace(t *testing.T, col spanWaiter, trace, root string, svc map[string]string) []otlptest.Span {
+	t.Helper()
 	// 2 gateway spans, then a server span per service (4) and productpage's
 	// and reviews' client spans (3): 9.
 	spans := col.Wait(t, 30*time.Second, "the 9 spans of trace "+trace, func(ss []otlptest.Span) bool {
@@ -167,21 +198,21 @@ func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) []otlp
 	if len(all) != 9 {
 		t.Errorf("trace %s has %d spans, want 9: %+v", trace, len(all), all)
 	}
-	gwServer, ok := hop(all, trace, "SERVER", "istio-ingressgateway.istio-system", root)
+	gwServer, ok := hop(all, trace, "SERVER", svc["gateway"], root)
 	if !ok {
 		t.Fatalf("no gateway server span with parent %q in %+v", root, all)
 	}
-	gwClient, ok := hop(all, trace, "CLIENT", "istio-ingressgateway.istio-system", gwServer.SpanID)
+	gwClient, ok := hop(all, trace, "CLIENT", svc["gateway"], gwServer.SpanID)
 	if !ok || gwClient.Attrs["upstream_cluster"] != "outbound|9080||productpage.default.svc.cluster.local" {
 		t.Fatalf("no gateway upstream span under %s to productpage: %+v", gwServer.SpanID, all)
 	}
-	ppServer, ok := hop(all, trace, "SERVER", "productpage.default", gwClient.SpanID)
+	ppServer, ok := hop(all, trace, "SERVER", svc["productpage"], gwClient.SpanID)
 	if !ok {
 		t.Fatalf("productpage's server span is not a child of the gateway's client span %s: %+v", gwClient.SpanID, all)
 	}
 	var ppToReviews, ppToDetails otlptest.Span
 	for _, s := range all {
-		if s.Kind == "CLIENT" && s.Service == "productpage.default" && s.ParentSpanID == ppServer.SpanID {
+		if s.Kind == "CLIENT" && s.Service == svc["productpage"] && s.ParentSpanID == ppServer.SpanID {
 			switch {
 			case strings.HasPrefix(s.Attrs["upstream_cluster"], "outbound|9080||reviews."):
 				ppToReviews = s
@@ -193,18 +224,18 @@ func checkPageTrace(t *testing.T, col *otlptest.OTLP, trace, root string) []otlp
 	if ppToReviews.SpanID == "" || ppToDetails.SpanID == "" {
 		t.Fatalf("productpage's client spans to details and reviews are not children of its server span %s: %+v", ppServer.SpanID, all)
 	}
-	if _, ok := hop(all, trace, "SERVER", "details.default", ppToDetails.SpanID); !ok {
+	if _, ok := hop(all, trace, "SERVER", svc["details"], ppToDetails.SpanID); !ok {
 		t.Errorf("details' server span is not a child of productpage's client span %s", ppToDetails.SpanID)
 	}
-	rvServer, ok := hop(all, trace, "SERVER", "reviews.default", ppToReviews.SpanID)
+	rvServer, ok := hop(all, trace, "SERVER", svc["reviews"], ppToReviews.SpanID)
 	if !ok {
 		t.Fatalf("reviews' server span is not a child of productpage's client span %s: %+v", ppToReviews.SpanID, all)
 	}
-	rvToRatings, ok := hop(all, trace, "CLIENT", "reviews.default", rvServer.SpanID)
+	rvToRatings, ok := hop(all, trace, "CLIENT", svc["reviews"], rvServer.SpanID)
 	if !ok {
 		t.Fatalf("reviews' client span is not a child of its server span %s: %+v", rvServer.SpanID, all)
 	}
-	rtServer, ok := hop(all, trace, "SERVER", "ratings.default", rvToRatings.SpanID)
+	rtServer, ok := hop(all, trace, "SERVER", svc["ratings"], rvToRatings.SpanID)
 	if !ok {
 		t.Fatalf("ratings' server span is not a child of reviews' client span %s: %+v", rvToRatings.SpanID, all)
 	}
@@ -396,4 +427,38 @@ func applyWhenAccepted(t *testing.T, m *appMesh, yaml string) {
 		t.Fatalf("apply: %v", lastErr)
 	}
 	m.waitPushedSince(before)
+}
+
+// TestTracingZipkin: with the zipkin provider (Istio's default B3
+// propagation, no traceparent injected), a page view is still one
+// connected trace at a real Zipkin v2 JSON receiver: Bookinfo carries the
+// x-b3-* headers.
+func TestTracingZipkin(t *testing.T) {
+	_, _, pageURL := startTracedBookinfo(t, `
+defaultProviders:
+  tracing: [zipkin]
+extensionProviders:
+- name: zipkin
+  zipkin:
+    service: zipkin.istio-system.svc.cluster.local
+    port: 9411
+defaultConfig:
+  tracing:
+    sampling: 100
+`)
+	z := tracedZipkin
+	pageView(t, pageURL, map[string]string{"X-Request-Id": "e2e-zipkin"})
+	var trace string
+	z.Wait(t, 30*time.Second, "the gateway's root span", func(ss []otlptest.Span) bool {
+		for _, s := range ss {
+			if s.Kind == "SERVER" && s.ParentSpanID == "" && s.Attrs["guid:x-request-id"] == "e2e-zipkin" {
+				trace = s.TraceID
+				return true
+			}
+		}
+		return false
+	})
+	// Zipkin's service name is the node's cluster: the workload's name.
+	checkTrace(t, z, trace, "", map[string]string{"gateway": "istio-ingressgateway", "productpage": "productpage-v1",
+		"details": "details-v1", "reviews": "reviews-v2", "ratings": "ratings-v1"})
 }
