@@ -318,7 +318,8 @@ func inboundProtocol(p registry.Protocol) listenerProtocol {
 }
 
 // inboundChainConfig is one inbound port of the workload: Istio's
-// inboundChainConfig without TLS.
+// inboundChainConfig; its mTLS mode is the workload's PeerAuthentication
+// for targetPort (model.MTLSPolicy.ForPort).
 type inboundChainConfig struct {
 	// servicePort is the service's port (virtual host name), targetPort
 	// the app's (chain match, chain and cluster names).
@@ -495,7 +496,8 @@ func inboundPassthroughChains(authz inboundAuthz, mtls model.MTLSPolicy, ports [
 }
 
 // virtualInboundListener is Istio's virtualInbound: 0.0.0.0:15006, the
-// passthrough chains then the chains of every inbound port, with
+// passthrough chains then the chains of every inbound port, each under the
+// workload's PeerAuthentication mtls (TLS terminated under mesh), with
 // continue_on_listener_filters_timeout, listener_filters_timeout 0s (mesh
 // protocolDetectionTimeout's default: no timeout) and the listener filters
 // of populateListenerFilters.
