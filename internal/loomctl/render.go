@@ -23,6 +23,10 @@ func FormatResult(r Result) string {
 	if !ok {
 		name = nsName
 	}
+	if config.Kind(kind) == config.KindSecret {
+		// The core group: kubectl prints "secret/NAME".
+		return fmt.Sprintf("secret/%s %s", name, r.Action)
+	}
 	group := config.Group(config.Kind(kind))
 	if group == "" {
 		group = config.GroupNetworking

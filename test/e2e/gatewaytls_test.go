@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -155,6 +156,9 @@ spec:
   - port: {number: 8443, name: https-mutual, protocol: HTTPS}
     hosts: [mtls.example.com]
     tls: {mode: MUTUAL, serverCertificate: %[1]s, privateKey: %[2]s, caCertificates: %[3]s}
+  - port: {number: 8443, name: https-cred, protocol: HTTPS}
+    hosts: [cred.example.com]
+    tls: {mode: SIMPLE, credentialName: web-cred}
   - port: {number: 8443, name: tls-passthrough, protocol: TLS}
     hosts: ["*.pass.example.com"]
     tls: {mode: PASSTHROUGH}
@@ -165,7 +169,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: web, namespace: default}
 spec:
-  hosts: [web.example.com, mtls.example.com]
+  hosts: [web.example.com, mtls.example.com, cred.example.com]
   gateways: [ingress-gw]
   http:
   - route: [{destination: {host: web.default.svc.cluster.local, port: {number: 9080}}}]
@@ -255,6 +259,69 @@ spec:
 				t.Errorf("%s: %d %q, want 200 %q", tc.name, resp.StatusCode, b, "web https")
 			}
 		}
+	})
+
+	t.Run("credentialName", func(t *testing.T) {
+		// The Secret is applied in the gateway proxy's namespace
+		// (istio-system), as Istio's gateways read their own namespace's.
+		secret := func(leaf *testutil.Leaf, ns string) string {
+			return fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: web-cred, namespace: %s}\ntype: kubernetes.io/tls\ndata: {tls.crt: %s, tls.key: %s}\n",
+				ns, base64.StdEncoding.EncodeToString(leaf.CertPEM), base64.StdEncoding.EncodeToString(leaf.KeyPEM))
+		}
+		issuer := func(roots *x509.CertPool) (string, error) {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", gw+":8443",
+				&tls.Config{ServerName: "cred.example.com", RootCAs: roots})
+			if err != nil {
+				return "", err
+			}
+			defer c.Close()
+			return c.ConnectionState().PeerCertificates[0].Issuer.CommonName, nil
+		}
+		// A Secret in another namespace is not the gateway's.
+		applyTCP(t, m, secret(serverCA.Issue(t, testutil.LeafOptions{DNS: []string{"cred.example.com"}}), "default"))
+		if _, err := issuer(serverCA.Pool); err == nil {
+			t.Errorf("the gateway served a credential from the default namespace")
+		}
+		applyTCP(t, m, secret(serverCA.Issue(t, testutil.LeafOptions{DNS: []string{"cred.example.com"}}), "istio-system"))
+		var resp *http.Response
+		var err error
+		if !poll(20*time.Second, func() bool {
+			resp, err = gatewayTLSClient(gw+":8443", serverCA.Pool).Get("https://cred.example.com:8443/")
+			return err == nil
+		}) {
+			t.Fatalf("no answer with the credential's certificate within 20 s: %v\n%s", err, m.tails())
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "web https" {
+			t.Errorf("got %d %q, want 200 %q", resp.StatusCode, b, "web https")
+		}
+		// A new certificate in the Secret is served without a restart.
+		otherCA := testutil.NewCA(t, "rotated CA")
+		applyTCP(t, m, secret(otherCA.Issue(t, testutil.LeafOptions{DNS: []string{"cred.example.com"}}), "istio-system"))
+		if !poll(20*time.Second, func() bool { cn, err := issuer(otherCA.Pool); return err == nil && cn == "rotated CA" }) {
+			t.Fatalf("the rotated certificate was not served within 20 s\n%s", m.tails())
+		}
+		// The key reached the proxy (its config_dump names the secret) and
+		// nothing shows it: config_dump, loomd's configz and config list.
+		outputs := map[string]string{}
+		for name, url := range map[string]string{
+			"config_dump": "http://" + gw + ":15000/config_dump",
+			"configz":     "http://" + m.ip(1) + ":15014/debug/configz",
+			"config list": "http://" + m.ip(1) + ":15014/api/v1/config",
+		} {
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			outputs[name] = string(b)
+		}
+		if !strings.Contains(outputs["config_dump"], "kubernetes://web-cred") {
+			t.Fatalf("the gateway's config_dump lacks the secret kubernetes://web-cred: the leak check would look at the wrong config")
+		}
+		checkNoSecrets(t, outputs)
 	})
 
 	t.Run("PASSTHROUGH", func(t *testing.T) {

@@ -99,6 +99,12 @@ func decodeMap(src Source, obj map[string]any) (*Resource, error) {
 	if !ok {
 		return nil, fail("kind", "unknown kind %q: Loom reads %s", kindStr, kindList())
 	}
+	if kind == KindSecret {
+		if apiVersion != "v1" {
+			return nil, fail("apiVersion", "%q: Secret is served as v1", apiVersion)
+		}
+		return decodeSecret(src, obj, key, md)
+	}
 	group, version, _ := strings.Cut(apiVersion, "/")
 	if group != info.group || !contains(info.versions, version) {
 		return nil, fail("apiVersion", "%q: %s is served as %s/{%s}", apiVersion, kind, info.group, strings.Join(info.versions, ","))

@@ -48,6 +48,11 @@ const KindTelemetry Kind = "Telemetry"
 // GroupTelemetry is the API group of the Telemetry kind.
 const GroupTelemetry = "telemetry.istio.io"
 
+// KindSecret is Kubernetes' core/v1 Secret (apiVersion v1), read from the
+// config directory in local mode for Gateway credentialName. Its body is a
+// *loomv1alpha1.KubernetesSecret; its values are secret.
+const KindSecret Kind = "Secret"
+
 // API groups of the kinds.
 const (
 	// GroupNetworking is the API group of Istio's networking kinds.
@@ -83,6 +88,9 @@ var kinds = map[Kind]kindInfo{
 
 	// telemetry.istio.io.
 	KindTelemetry: {GroupTelemetry, []string{"v1", "v1alpha1"}, func() proto.Message { return &telemetry.Telemetry{} }},
+
+	// core (""), version v1: Kubernetes' Secret.
+	KindSecret: {"", []string{"v1"}, func() proto.Message { return &loomv1alpha1.KubernetesSecret{} }},
 
 	// loom.dev: Loom's own.
 	KindRateLimitPolicy: {GroupLoom, []string{"v1alpha1"}, func() proto.Message { return &loomv1alpha1.RateLimitPolicy{} }},

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/atomicfile"
+	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
 )
 
 // ErrDefinedInFile is wrapped by the error Apply and Delete return when a
@@ -531,6 +533,21 @@ func encodeResource(r *Resource) ([]byte, error) {
 		md["annotations"] = r.Annotations
 	}
 	doc := []any{"apiVersion", r.APIVersion, "kind", string(r.Kind), "metadata", md, "spec", spec}
+	if sec, ok := r.Spec.(*loomv1alpha1.KubernetesSecret); ok {
+		// Kubernetes' shape: no spec; data base64, as kubectl writes it.
+		data := map[string]string{}
+		for k, v := range sec.GetData() {
+			data[k] = base64.StdEncoding.EncodeToString(v)
+		}
+		doc = []any{"apiVersion", r.APIVersion, "kind", string(r.Kind), "metadata", md}
+		if sec.GetType() != "" {
+			doc = append(doc, "type", sec.GetType())
+		}
+		doc = append(doc, "data", data)
+		if sec.GetImmutable() {
+			doc = append(doc, "immutable", true)
+		}
+	}
 	n := &yaml.Node{Kind: yaml.MappingNode}
 	for i := 0; i < len(doc); i += 2 {
 		var k, v yaml.Node

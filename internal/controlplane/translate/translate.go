@@ -13,6 +13,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -26,6 +27,10 @@ type Resources struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
+	// Secrets are the SDS secrets the listeners and clusters name over
+	// ADS (credentialSecrets): they hold private keys, so they go to this
+	// proxy only and are never logged.
+	Secrets []*tlsv3.Secret
 }
 
 // Generate builds the xDS resources of proxy p from pc. It is pure and safe
@@ -223,6 +228,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 	if err := applyRateLimitPolicies(r, p.Type, pc.RateLimitPoliciesForProxy(p), o.RateLimitService); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 	}
+	r.Secrets = credentialSecrets(pc, p, r)
 	slices.SortFunc(r.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(r.Routes, func(a, b *routev3.RouteConfiguration) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	slices.SortFunc(r.Clusters, func(a, b *clusterv3.Cluster) int { return cmp.Compare(a.GetName(), b.GetName()) })

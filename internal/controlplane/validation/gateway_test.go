@@ -1,11 +1,14 @@
 package validation
 
 import (
+	"encoding/base64"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // TestGatewayTLS checks the tls settings of Gateway servers, as Istio's
@@ -57,5 +60,62 @@ func TestGatewayTLS(t *testing.T) {
 				t.Errorf("errors (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestCredentialSecretErrors checks that an invalid credential Secret is
+// refused with its file, resource and key, and that no error holds any of
+// its material.
+func TestCredentialSecretErrors(t *testing.T) {
+	ca := testutil.NewCA(t, "test CA")
+	a := ca.Issue(t, testutil.LeafOptions{DNS: []string{"a.example.com"}})
+	b := ca.Issue(t, testutil.LeafOptions{DNS: []string{"b.example.com"}})
+	b64 := func(p []byte) string { return base64.StdEncoding.EncodeToString(p) }
+	head := "apiVersion: v1\nkind: Secret\nmetadata: {name: cred, namespace: istio-system}\n"
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"valid tls", "type: kubernetes.io/tls\ndata: {tls.crt: " + b64(a.CertPEM) + ", tls.key: " + b64(a.KeyPEM) + "}\n", nil},
+		{"key of another certificate", "type: kubernetes.io/tls\ndata: {tls.crt: " + b64(a.CertPEM) + ", tls.key: " + b64(b.KeyPEM) + "}\n",
+			[]string{"sec.yaml:1: Secret istio-system/cred: data[tls.key]: Invalid value (not shown): tls: private key does not match public key"}},
+		{"tls without key", "type: kubernetes.io/tls\ndata: {tls.crt: " + b64(a.CertPEM) + "}\n",
+			[]string{"sec.yaml:1: Secret istio-system/cred: data[tls.key]: Required value: a kubernetes.io/tls Secret needs tls.crt and tls.key"}},
+		{"generic key without cert", "data: {key: " + b64(a.KeyPEM) + "}\n",
+			[]string{"sec.yaml:1: Secret istio-system/cred: data[cert]: Required value: the certificate of data[key]"}},
+		{"key where the certificate goes", "data: {cert: " + b64(a.KeyPEM) + ", key: " + b64(a.KeyPEM) + "}\n",
+			[]string{`sec.yaml:1: Secret istio-system/cred: data[cert]: Invalid value (not shown): a PEM block of type "PRIVATE KEY" where certificates were expected`}},
+		{"cacert only", "data: {cacert: " + b64(ca.PEM) + "}\n", nil},
+		{"garbage bundle", "data: {ca.crt: " + b64([]byte("not a certificate")) + "}\n",
+			[]string{"sec.yaml:1: Secret istio-system/cred: data[ca.crt]: Invalid value (not shown): no PEM certificate"}},
+		{"not a credential", "type: Opaque\ndata: {password: " + b64([]byte("hunter2")) + "}\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, errs := config.Decode("sec.yaml", []byte(head+tt.body))
+			if err := errs.Err(); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			var got []string
+			for _, e := range ValidateAll(rs) {
+				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+			for _, e := range got {
+				for _, secret := range []string{"PRIVATE KEY-----", b64(a.KeyPEM)[:40], "BEGIN CERTIFICATE"} {
+					if strings.Contains(e, secret) {
+						t.Errorf("error %q holds Secret material", e)
+					}
+				}
+			}
+		})
+	}
+	// A value that is not base64 is refused by the decoder, naming the
+	// key and not the value.
+	_, errs := config.Decode("sec.yaml", []byte(head+"data: {tls.key: \"-----BEGIN PRIVATE KEY----- abc\"}\n"))
+	if len(errs) != 1 || errs[0].Error() != "sec.yaml:1: Secret istio-system/cred: data[tls.key]: invalid base64 (value not shown); put PEM text under stringData instead" {
+		t.Errorf("decode errors: %v", errs)
 	}
 }

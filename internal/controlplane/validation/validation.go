@@ -1,6 +1,7 @@
 package validation
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -53,6 +54,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.telemetry(spec)
 	case *loomv1alpha1.RateLimitPolicy:
 		c.rateLimitPolicy(spec)
+	case *loomv1alpha1.KubernetesSecret:
+		c.kubernetesSecret(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:
@@ -146,6 +149,23 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 			c.gatewayNames(mp+".gateways", m.Gateways)
 		}
 		c.routeDestinations(p, t.Route)
+	}
+}
+
+// kubernetesSecret checks a Secret meant as a TLS credential
+// (config.IsCredential) with config.ParseCredential; other Secrets are
+// not Loom's to judge. Messages never hold a value.
+func (c *checker) kubernetesSecret(s *loomv1alpha1.KubernetesSecret) {
+	if !config.IsCredential(s) {
+		return
+	}
+	if _, err := config.ParseCredential(s); err != nil {
+		var ce *config.CredentialError
+		if errors.As(err, &ce) {
+			c.errf(ce.Field, "%s", ce.Msg)
+			return
+		}
+		c.errf("data", "%v", err)
 	}
 }
 

@@ -50,6 +50,10 @@ type proxyState struct {
 	// gen holds, per served type (index into xdsapi.TypeURLs), the
 	// resources of the current snapshot and their version.
 	gen [4]genState
+	// secrets is the SDS part of the current snapshot: the secrets the
+	// proxy's config names over ADS (translate.Resources.Secrets), asked
+	// for by name, so outside xdsapi.TypeURLs.
+	secrets genState
 
 	// typed is the ADS sync status per served type. Guarded by Server.mu.
 	typed [4]typeState
@@ -208,12 +212,22 @@ func (s *Server) update(p *proxyState, pc *model.PushContext, seq uint64, conv *
 		snap.Resources[cachev3.GetResponseType(url)] = cachev3.NewResources(g.version, g.resources)
 	}
 
+	secrets := p.secrets
+	var secretList []types.Resource
+	for _, r := range res.Secrets {
+		secretList = append(secretList, r)
+	}
+	if secrets.version == "" || !equalResources(secrets.resources, secretList) {
+		secrets = genState{version: version, resources: secretList}
+	}
+	snap.Resources[cachev3.GetResponseType(xdsapi.SecretType)] = cachev3.NewResources(secrets.version, secrets.resources)
+
 	s.mu.Lock()
 	if s.proxies[p.proxy.ID] != p {
 		s.mu.Unlock()
 		return nil // disconnected, or replaced by a newer stream of the node
 	}
-	p.applied, p.gen = seq, next
+	p.applied, p.gen, p.secrets = seq, next, secrets
 	if conv != nil && changed != 0 {
 		// Only the types the proxy subscribed to get a response.
 		for i := range p.typed {
