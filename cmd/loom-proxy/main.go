@@ -56,6 +56,9 @@ type flags struct {
 	locality       string
 	xdsAddr        string
 	adminAddr      string
+	statsAddr      string
+	mergedAddr     string
+	appMetricsURL  string
 	logLevel       string
 	accessLog      bool
 	interception   string
@@ -86,6 +89,9 @@ func newRootCommand() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.bootstrap, "bootstrap", "", "static Envoy-bootstrap-shaped YAML file to run from, with no control plane")
 	pf.StringVar(&f.adminAddr, "admin-addr", "", "admin listen address (default IP:15000, or the bootstrap's admin address)")
+	pf.StringVar(&f.statsAddr, "stats-addr", "", "Prometheus listen address serving /stats/prometheus (default IP:15090; \"off\": none)")
+	pf.StringVar(&f.mergedAddr, "merged-metrics-addr", "", "listen address of the proxy's metrics merged with the app's, as Istio's agent on 15020 (default IP:15020; \"off\": none)")
+	pf.StringVar(&f.appMetricsURL, "app-metrics-url", "", "the app's Prometheus endpoint merged on --merged-metrics-addr (Istio reads it from the prometheus.io/port and prometheus.io/path annotations)")
 	pf.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.BoolVar(&f.accessLog, "access-log", true, "write the access log to stdout")
 
@@ -129,7 +135,8 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 	}
 	// stdout is the access log's; logs go to stderr.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	opts := Options{Logger: logger, AdminAddr: f.adminAddr, XDSAddr: f.xdsAddr, Bootstrap: f.bootstrap, Getenv: os.Getenv}
+	opts := Options{Logger: logger, AdminAddr: f.adminAddr, XDSAddr: f.xdsAddr, Bootstrap: f.bootstrap, Getenv: os.Getenv,
+		StatsAddr: defaultAddr(f.statsAddr, "", 0), MergedAddr: defaultAddr(f.mergedAddr, "", 0), AppMetricsURL: f.appMetricsURL}
 	// The OpenTelemetry SDK reports failed exports (a collector that is
 	// down) through its global handler: Debug, not a line per batch on
 	// stderr.
@@ -177,6 +184,8 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 		if opts.AdminAddr == "" {
 			opts.AdminAddr = fmt.Sprintf("%s:%d", f.ip, xdsapi.PortProxyAdmin)
 		}
+		opts.StatsAddr = defaultAddr(f.statsAddr, f.ip, xdsapi.PortProxyStats)
+		opts.MergedAddr = defaultAddr(f.mergedAddr, f.ip, xdsapi.PortMergedMetrics)
 		if f.caAddr != "" {
 			if f.tokenFile == "" || f.rootCert == "" || f.serviceAccount == "" {
 				return fmt.Errorf("--ca-addr needs --token-file, --root-cert and --service-account")
@@ -230,4 +239,18 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// defaultAddr is a metrics listen address: flag when set ("off": none),
+// else ip:port, else none.
+func defaultAddr(flag, ip string, port int) string {
+	switch {
+	case flag == "off":
+		return ""
+	case flag != "":
+		return flag
+	case ip != "" && port != 0:
+		return fmt.Sprintf("%s:%d", ip, port)
+	}
+	return ""
 }

@@ -22,12 +22,14 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/dataplane/tcp"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/dataplane/xdsclient"
+	"github.com/loom-mesh/loom/internal/httpserve"
 )
 
 // drainTimeout bounds the wait for in-flight requests on SIGTERM.
@@ -42,6 +44,16 @@ type Options struct {
 	Bootstrap string
 	// AdminAddr is the admin listen address; "" takes the bootstrap's.
 	AdminAddr string
+	// StatsAddr serves the proxy's metrics on /stats/prometheus alone, as
+	// Envoy's 15090 listener in Istio ("IP:15090"); "" serves none.
+	StatsAddr string
+	// MergedAddr serves the proxy's metrics merged with the app's on
+	// /stats/prometheus, as Istio's agent does on 15020; "" serves none.
+	MergedAddr string
+	// AppMetricsURL is the app's metrics endpoint MergedAddr merges
+	// (Istio takes it from the prometheus.io/port and path annotations);
+	// "" merges none.
+	AppMetricsURL string
 	// AccessLog receives the access log; nil disables it.
 	AccessLog io.Writer
 	Logger    *slog.Logger
@@ -67,6 +79,8 @@ type Proxy struct {
 	log       *slog.Logger
 	current   atomic.Pointer[config.Generation]
 	metrics   *telemetry.Metrics
+	istio     *istiostats.Metrics
+	exchange  *istiostats.Exchange
 	accessLog *telemetry.AccessLog
 	clusters  *upstream.ClusterManager
 	conns     *dphttp.ConnectionManager
@@ -116,6 +130,9 @@ func New(opts Options) (*Proxy, error) {
 	} else if opts.Node == nil {
 		return nil, errors.New("proxy: a node or a bootstrap file is required")
 	}
+	p.istio = istiostats.NewMetrics(0)
+	p.metrics.Registry.MustRegister(p.istio)
+	p.exchange = istiostats.NewExchange(opts.Node)
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
 	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
 	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster, Secrets: p.secrets})
@@ -132,7 +149,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.tracing = tracing
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
-		Metrics: p.metrics, Tracing: tracing, Logger: opts.Logger})
+		Metrics: p.metrics, Tracing: tracing, IstioStats: p.istio, Exchange: p.exchange, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +165,8 @@ func New(opts Options) (*Proxy, error) {
 		return telemetry.ClusterPolicyStats{CxOverflow: s.UpstreamCxOverflow,
 			EjectionsEnforced: s.EjectionsEnforcedTotal, EjectionsOverflow: s.EjectionsOverflow, EjectionsActive: s.EjectionsActive}
 	})
-	tp, err := tcp.New(tcp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog, Logger: opts.Logger})
+	tp, err := tcp.New(tcp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
+		IstioStats: p.istio, Self: &p.exchange.Self, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +214,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 8)
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
@@ -212,6 +230,30 @@ func (p *Proxy) Run(ctx context.Context) error {
 		defer wg.Done()
 		_ = p.accessLog.Run(bgCtx)
 	}()
+	for _, srv := range []struct {
+		addr string
+		h    http.Handler
+	}{
+		{p.opts.StatsAddr, admin.StatsHandler(p.metrics.Registry)},
+		{p.opts.MergedAddr, admin.MergedHandler(admin.MergedOptions{Gatherer: p.metrics.Registry,
+			AppURL: p.opts.AppMetricsURL, Logger: p.opts.Logger})},
+	} {
+		if srv.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", srv.addr)
+		if err != nil {
+			stopBg()
+			wg.Wait()
+			return fmt.Errorf("metrics listen %s: %w", srv.addr, err)
+		}
+		wg.Go(func() {
+			hs := &http.Server{Handler: srv.h, ReadHeaderTimeout: 10 * time.Second}
+			if err := httpserve.Serve(bgCtx, hs, ln, time.Second); err != nil {
+				errc <- err
+			}
+		})
+	}
 
 	srcCtx, stopSrc := context.WithCancel(ctx)
 	defer stopSrc()

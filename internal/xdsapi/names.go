@@ -65,8 +65,12 @@ const (
 	PortOutbound   = 15001
 	PortInbound    = 15006
 	PortProxyAdmin = 15000
-	PortXDS        = 15010
-	PortMonitoring = 15014
+	// PortProxyStats is Envoy's Prometheus listener in Istio (/stats/prometheus).
+	PortProxyStats = 15090
+	// PortMergedMetrics is Istio's agent's merged (proxy and app) metrics.
+	PortMergedMetrics = 15020
+	PortXDS           = 15010
+	PortMonitoring    = 15014
 )
 
 // GatewayRouteName is the route configuration name of a gateway server on

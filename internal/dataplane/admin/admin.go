@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
@@ -69,7 +68,7 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	if opts.Gatherer != nil {
-		s.mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+		s.mux.Handle("GET /stats/prometheus", promhttpHandler(opts.Gatherer))
 	}
 	return s, nil
 }

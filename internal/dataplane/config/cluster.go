@@ -1,10 +1,12 @@
 package config
 
 import (
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"maps"
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -17,7 +19,11 @@ import (
 // ClusterLoadAssignment of the same name for EDS clusters, from
 // load_assignment for STATIC ones).
 type Cluster struct {
-	Name           string
+	Name string
+	// IstioService is the first of the cluster's metadata
+	// filter_metadata.istio.services (host, name, namespace), the service
+	// Istio's stats report as destination_service; zero when absent.
+	IstioService   istiostats.Service
 	ConnectTimeout time.Duration
 	// DNSNetwork is the network a STRICT_DNS or LOGICAL_DNS cluster dials
 	// its host names on, from dns_lookup_family: "tcp4" (V4_ONLY), "tcp6"
@@ -313,6 +319,13 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 
 func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluster, error) {
 	rc := &Cluster{Name: c.GetName()}
+	if svcs := c.GetMetadata().GetFilterMetadata()["istio"].GetFields()["services"].GetListValue().GetValues(); len(svcs) > 0 {
+		f := svcs[0].GetStructValue().GetFields()
+		rc.IstioService = istiostats.Service{Host: f["host"].GetStringValue(), Name: f["name"].GetStringValue(), Namespace: f["namespace"].GetStringValue()}
+		if rc.IstioService.Name == "" {
+			rc.IstioService.Name, _, _ = strings.Cut(rc.IstioService.Host, ".")
+		}
+	}
 	var err error
 	if rc.ConnectTimeout, err = duration(c.GetConnectTimeout(), "connect_timeout", DefaultConnectTimeout); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/netip"
+	"sync"
 
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -42,6 +43,31 @@ type Connection struct {
 	// terminated TLS connection (its URI SANs are XFCC's By); nil
 	// otherwise.
 	LocalCertificate *x509.Certificate
+
+	principals struct {
+		once        sync.Once
+		peer, local string
+	}
+}
+
+// Principals returns the first URI SANs of the peer's verified
+// certificate and of the proxy's own certificate on the connection, ""
+// for each that is missing: Istio's stats read them (source_principal,
+// destination_principal; both set means mutual_tls). They are computed
+// once per connection.
+func (c *Connection) Principals() (peer, local string) {
+	if c == nil {
+		return "", ""
+	}
+	c.principals.once.Do(func() {
+		if c.TLS != nil && len(c.TLS.PeerCertificates) > 0 && len(c.TLS.PeerCertificates[0].URIs) > 0 {
+			c.principals.peer = c.TLS.PeerCertificates[0].URIs[0].String()
+		}
+		if c.LocalCertificate != nil && len(c.LocalCertificate.URIs) > 0 {
+			c.principals.local = c.LocalCertificate.URIs[0].String()
+		}
+	})
+	return c.principals.peer, c.principals.local
 }
 
 // PeerPrincipal is the peer certificate's first URI SAN (a SPIFFE ID,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 )
@@ -67,7 +68,14 @@ type Options struct {
 	// Tracing, if non-nil, makes the spans of chains whose HCM has
 	// tracing; nil traces nothing (one nil check per request).
 	Tracing *telemetry.Tracing
-	Logger  *slog.Logger
+	// IstioStats, if non-nil, counts Istio's standard metrics of the
+	// requests of chains with an istio.stats filter (config.FilterChain.HTTPStats).
+	IstioStats *istiostats.Metrics
+	// Exchange is the proxy's side of Istio's HTTP metadata exchange,
+	// done on chains with an istio.stats filter; nil sends no identity
+	// (peers still have theirs read and stripped).
+	Exchange *istiostats.Exchange
+	Logger   *slog.Logger
 	// MaxMirrorsInFlight bounds the mirrored (shadow) requests under way
 	// at once; past it a mirror is dropped and counted. Default
 	// DefaultMaxMirrorsInFlight.
@@ -86,6 +94,8 @@ type ConnectionManager struct {
 	log      *telemetry.AccessLog
 	metrics  *telemetry.Metrics
 	tracing  *telemetry.Tracing
+	istio    *istiostats.Metrics
+	exchange *istiostats.Exchange
 	logger   *slog.Logger
 	mirrors  mirrorPool
 	tunnels  tunnels // upgraded (WebSocket) connections under way
@@ -108,6 +118,8 @@ func New(opts Options) (*ConnectionManager, error) {
 		log:      opts.AccessLog,
 		metrics:  opts.Metrics,
 		tracing:  opts.Tracing,
+		istio:    opts.IstioStats,
+		exchange: opts.Exchange,
 		logger:   opts.Logger.With("component", "http"),
 	}
 	cm.mirrors.init(opts.MaxMirrorsInFlight)
@@ -163,6 +175,15 @@ type reqState struct {
 	// ridAdded: the proxy generated the request's X-Request-Id (it is not
 	// one of the headers the client sent, for the header limits).
 	ridAdded bool
+	// stats is the chain's istio.stats config, nil for none; peer is the
+	// downstream peer a destination reporter read from the request.
+	stats  *istiostats.Config
+	peer   *istiostats.Peer
+	labels istiostats.Labels
+	// routeCluster is the cluster the matched route picked before the
+	// filters ran ("" when none); istio.stats reports a request a filter
+	// answered under it, as Envoy's route entry names it.
+	routeCluster string
 
 	// The fields below are set only for a listener with HTTP filters;
 	// reqState is then the chain's next handler (see ServeHTTP).
@@ -240,6 +261,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.span = nil
 	}
 	cm.metrics.Request(h.name, e.ResponseCode, e.ResponseFlags)
+	if st.stats != nil {
+		cm.reportIstio(w, r, st)
+		st.stats, st.peer, st.routeCluster = nil, nil, ""
+	}
 	cm.log.Log(e)
 	*e = telemetry.Entry{}
 	statePool.Put(st)
@@ -307,6 +332,18 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		st.span = cm.tracing.StartSpan(r, fc.Tracing, host, e.RequestID)
 		if !fc.Tracing.SpawnUpstreamSpan {
 			st.span.Inject(r.Header)
+		}
+	}
+	if fc.HTTPStats != nil {
+		// Istio's metadata exchange: a server takes the client's identity
+		// off the request and answers with its own; a client sends its
+		// own upstream and takes the server's off the response (forward).
+		st.stats = fc.HTTPStats
+		if fc.HTTPStats.Reporter == istiostats.ReporterSource {
+			cm.exchange.Set(r.Header)
+		} else {
+			st.peer = cm.exchange.Take(r.Header)
+			cm.exchange.Set(w.Header())
 		}
 	}
 	applyXFCC(r.Header, &fc.XFCC, r)
@@ -402,6 +439,7 @@ func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, 
 	}
 	abort = st.abort
 	st.fs = filter.State{}
+	st.routeCluster = st.ri.Cluster
 	st.ri = filter.RouteInfo{}
 	st.chain, st.cm, st.gen, st.route, st.body = nil, nil, nil, nil, nil
 	return abort
@@ -833,6 +871,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		localReply(w, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
 			"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
 		return false
+	}
+	if _, ok := resp.Header[istiostats.HeaderPeerMetadata]; ok {
+		// The server's sidecar's identity (metadata exchange), for the
+		// client's istio.stats; the app never sees it.
+		e.UpstreamPeer = cm.exchange.Take(resp.Header)
 	}
 	hdr := w.Header()
 	copyResponseHeaders(hdr, resp.Header)

@@ -194,3 +194,8 @@ func mapsKeys(m map[string]string) func(func(string) bool) {
 func validLabelName(s string) bool {
 	return !strings.HasPrefix(s, "__") && model.LegacyValidation.IsValidLabelName(s)
 }
+
+// HasOverrides reports whether c changes the standard metrics (tags added,
+// changed or removed, metrics dropped): requests then carry Attributes for
+// the dimension expressions.
+func (c *Config) HasOverrides() bool { return c != nil && c.metrics != nil }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 )
@@ -39,7 +40,13 @@ type Options struct {
 	Clusters *upstream.ClusterManager
 	// AccessLog gets one line per connection; nil logs nothing.
 	AccessLog *telemetry.AccessLog
-	Logger    *slog.Logger
+	// IstioStats, if non-nil, counts Istio's TCP metrics of the
+	// connections of chains with an istio.stats network filter
+	// (config.FilterChain.TCPStats); Self is the proxy's own identity for
+	// their labels (nil: unknown).
+	IstioStats *istiostats.Metrics
+	Self       *istiostats.Peer
+	Logger     *slog.Logger
 }
 
 // Proxy serves connections of listeners whose filter chain is a
@@ -89,6 +96,9 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	defer func() {
 		_ = down.Close()
 		e.Duration = time.Since(start)
+		if fc != nil && fc.TCPStats != nil {
+			p.reportIstio(fc.TCPStats, conn, &e)
+		}
 		p.opts.AccessLog.Log(&e)
 	}()
 
@@ -227,4 +237,44 @@ func (b *bridge) pipe(dst, src net.Conn) int64 {
 func (b *bridge) closeBoth() {
 	_ = b.down.Close()
 	_ = b.up.Close()
+}
+
+// reportIstio counts a finished connection in Istio's TCP metrics. With no
+// TCP metadata exchange the peer is known only by its mTLS principal, and
+// the connection is reported when it ends, as Istio's filter reports a
+// connection whose peer metadata never came: opened, bytes both ways and
+// closed at once.
+func (p *Proxy) reportIstio(c *istiostats.Config, conn *filter.Connection, e *telemetry.Entry) {
+	if p.opts.IstioStats == nil {
+		return
+	}
+	f := istiostats.Facts{Cluster: e.UpstreamCluster, Protocol: "tcp", Flags: e.ResponseFlags}
+	if gen := p.opts.Generation.Load(); gen != nil {
+		if cl := gen.Clusters[e.UpstreamCluster]; cl != nil {
+			f.Service = cl.IstioService
+		}
+	}
+	if f.Service.Host == "" {
+		f.Service = istiostats.ServiceOfCluster(e.UpstreamCluster)
+	}
+	if c.Reporter != istiostats.ReporterSource && conn != nil {
+		f.PeerPrincipal, f.LocalPrincipal = conn.Principals()
+	}
+	self := p.opts.Self
+	if self == nil {
+		self = &istiostats.Peer{}
+	}
+	var l istiostats.Labels
+	c.Fill(self, &f, &l)
+	ev := istiostats.TCPEvent{Labels: &l, Opened: true, Closed: true,
+		SentBytes: uint64(max(e.BytesSent, 0)), RecvBytes: uint64(max(e.BytesReceived, 0))}
+	if c.HasOverrides() {
+		a := &istiostats.Attributes{Flags: e.ResponseFlags, Cluster: e.UpstreamCluster, UpstreamHost: e.UpstreamHost,
+			RequestBytes: e.BytesReceived, ResponseBytes: e.BytesSent, MTLS: f.PeerPrincipal != "" && f.LocalPrincipal != ""}
+		if conn != nil {
+			a.Source, a.Destination, a.SNI = conn.Source.String(), conn.Destination.String(), conn.ServerName
+		}
+		ev.Attributes = a
+	}
+	p.opts.IstioStats.RecordTCP(c, &ev)
 }

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"io"
 	"strconv"
 	"sync"
@@ -37,6 +38,9 @@ type Entry struct {
 	DownstreamRemoteAddress string
 	RequestedServerName     string
 	RouteName               string
+	// UpstreamPeer is the upstream's sidecar identity its response
+	// carried (Istio's metadata exchange); nil when none.
+	UpstreamPeer *istiostats.Peer
 }
 
 // AccessLogOptions configures an AccessLog.
