@@ -34,9 +34,8 @@ const (
 // and edges with non-zero rates, and Istio's ratings fault abort for jason
 // turns the reviews-v2 -> ratings edge red; a screenshot is saved.
 //
-// The browser part needs Istio's standard metrics on the proxies' 15090,
-// which the metrics branch (issue 5) adds; until the proxies serve them it
-// is skipped, saying so.
+// The browser part reads Istio's standard metrics the proxies serve on
+// 15090.
 func TestDashboardBookinfo(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -84,9 +83,7 @@ func TestDashboardBookinfo(t *testing.T) {
 		return strings.Contains(body, "istio_requests_total{")
 	})
 	if !ok {
-		t.Skipf("SKIPPED the dashboard's browser test on real traffic: productpage's proxy serves no istio_requests_total on %s "+
-			"(Istio's standard metrics come with the metrics branch, issue 5); the same page is tested on Istio-format metrics "+
-			"by internal/dashboard TestBrowserGraph. Got: %.200q", scrape, body)
+		t.Fatalf("productpage's proxy serves no istio_requests_total on %s after traffic. Got: %.200q", scrape, body)
 	}
 
 	// Istio's standard metrics the proxy exports are in the one list the

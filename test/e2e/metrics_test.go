@@ -64,8 +64,8 @@ func TestIstioMetricsBookinfo(t *testing.T) {
 		"destination_cluster": "Kubernetes", "request_protocol": "http", "response_code": "200", "response_flags": "-",
 		"grpc_response_status": "",
 	}
-	src := with(edge, map[string]string{"reporter": "source", "destination_service": "reviews.default.svc.cluster.local",
-		"connection_security_policy": "unknown"})
+	edge["destination_service"] = "reviews.default.svc.cluster.local"
+	src := with(edge, map[string]string{"reporter": "source", "connection_security_policy": "unknown"})
 	dst := with(edge, map[string]string{"reporter": "destination"})
 
 	before := func(url string, labels map[string]string) float64 {

@@ -3,12 +3,15 @@ package translate
 import (
 	"cmp"
 	"fmt"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
@@ -177,6 +180,12 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(p.IP, cmp.Or(appPorts[si.Instance.TargetPort], si.Instance.TargetPort), 1)},
 			}},
 		}
+		if si.Service != nil {
+			// Istio's telemetry metadata: the service the inbound
+			// cluster serves, which the stats filter reports as
+			// destination_service.
+			c.Metadata = istioServiceMetadata(si.Service.Hostname, si.Service.Namespace)
+		}
 		out = append(out, c)
 	}
 	return out, nil
@@ -220,4 +229,19 @@ func setProtocolOptions(c *clusterv3.Cluster, proto registry.Protocol) error {
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: opts}
 	}
 	return nil
+}
+
+// istioServiceMetadata is Istio's cluster metadata
+// filter_metadata.istio.services: [{host, name, namespace}], with name the
+// host's first label, as istiod writes it for the stats filter.
+func istioServiceMetadata(host, namespace string) *corev3.Metadata {
+	name, _, _ := strings.Cut(host, ".")
+	svc := &structpb.Struct{Fields: map[string]*structpb.Value{
+		"host":      structpb.NewStringValue(host),
+		"name":      structpb.NewStringValue(name),
+		"namespace": structpb.NewStringValue(namespace),
+	}}
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": {Fields: map[string]*structpb.Value{
+		"services": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStructValue(svc)}}),
+	}}}}
 }
