@@ -107,8 +107,29 @@ func sidecarTCPListeners(pc *model.PushContext, p *model.Proxy) ([]*listenerv3.L
 	return out, nil
 }
 
-// appendTCPListeners appends sidecarTCPListeners to ls.
+// appendTCPListeners appends sidecarTCPListeners and then
+// sidecarTLSListeners, on the ports neither a TCP listener nor the
+// proxy's own workload (or the sidecar itself) has, to ls.
 func appendTCPListeners(ls []*listenerv3.Listener, pc *model.PushContext, p *model.Proxy) ([]*listenerv3.Listener, error) {
 	tcp, err := sidecarTCPListeners(pc, p)
-	return append(ls, tcp...), err
+	if err != nil {
+		return nil, err
+	}
+	ports, skipped := sidecarTCPPorts(pc, p)
+	taken := map[uint32]bool{xdsapi.PortOutbound: true, xdsapi.PortInbound: true, xdsapi.PortProxyAdmin: true,
+		xdsapi.PortXDS: true, xdsapi.PortMonitoring: true}
+	for _, tp := range ports {
+		taken[tp.port] = true
+	}
+	for _, n := range skipped {
+		taken[n] = true
+	}
+	for _, si := range pc.InstancesForProxy(p) {
+		taken[si.Instance.TargetPort] = true
+	}
+	tls, err := sidecarTLSListeners(pc, p, taken)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(ls, tcp...), tls...), nil
 }

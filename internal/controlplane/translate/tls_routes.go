@@ -1,0 +1,187 @@
+package translate
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// isTLS reports whether a port carries TLS the sidecar routes by SNI
+// without terminating it (Istio's outbound TLS and HTTPS ports).
+func isTLS(p registry.Protocol) bool { return p == registry.TLS || p == registry.HTTPS }
+
+// sidecarTLSChains returns the outbound filter chains of a sidecar's TLS
+// listener on port for the services svcs (each has port as a TLS or HTTPS
+// port), as Istio's buildSidecarOutboundTLSFilterChainOpts: first, for
+// each VirtualService bound to the mesh for one of the services (once
+// each, in service order), each tls route, each match that applies
+// (tlsMatchApplies), a chain matching its sniHosts (and
+// destinationSubnets) with a tcp_proxy to the route's destinations
+// (weighted); then, for each service no applying tls route covers, a
+// chain to its cluster "outbound|PORT||HOST" that matches the SNI
+// HOST when sniDefault (a wildcard listener, where SNI is the only way to
+// tell services apart) or any connection (a listener on the service's own
+// virtual IP). A server name goes to the first chain that claims it. dst
+// is the destination address a connection on this listener has (the
+// sidecar's own IP in explicit mode, the VIP, or invalid when unknown).
+func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs []*registry.Service, dst netip.Addr, sniDefault bool) ([]*listenerv3.FilterChain, error) {
+	var claims sniClaims
+	var out []*listenerv3.FilterChain
+	covered := map[string]bool{}
+	var seen []*model.VirtualService
+	for _, svc := range svcs {
+		vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname)
+		if vs == nil || slices.Contains(seen, vs) {
+			continue
+		}
+		seen = append(seen, vs)
+		for i, tr := range vs.Spec.GetTls() {
+			for j, m := range tr.GetMatch() {
+				if !tlsMatchApplies(m, p, vs.Namespace, port, dst) {
+					continue
+				}
+				snis := slices.Clone(m.GetSniHosts())
+				if slices.Contains(snis, "*") {
+					snis = nil
+				}
+				slices.Sort(snis)
+				names, ok := claims.claim(slices.Compact(snis))
+				if !ok {
+					continue
+				}
+				for _, s := range svcs {
+					if slices.ContainsFunc(m.GetSniHosts(), func(h string) bool { return model.HostMatches(h, s.Hostname) }) {
+						covered[s.Hostname] = true
+					}
+				}
+				match := sniMatch(names)
+				if ranges := cidrRanges(m.GetDestinationSubnets()); len(ranges) > 0 && dst.IsValid() {
+					if match == nil {
+						match = &listenerv3.FilterChainMatch{}
+					}
+					match.PrefixRanges = ranges
+				}
+				name := fmt.Sprintf("tls.%d.%s.%s.tls[%d].match[%d]", port, vs.Namespace, vs.Name, i, j)
+				chain, err := tcpProxyFilterChain(name, match, tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, ""))
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, chain)
+			}
+		}
+	}
+	for _, svc := range svcs {
+		if covered[svc.Hostname] {
+			continue
+		}
+		var want []string
+		if sniDefault {
+			want = []string{svc.Hostname}
+		}
+		names, ok := claims.claim(want)
+		if !ok {
+			continue
+		}
+		cluster := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
+		chain, err := tcpProxyChain(cluster, sniMatch(names), cluster)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, chain)
+	}
+	return out, nil
+}
+
+// tlsMatchApplies evaluates a TLSMatchAttributes on the sidecar p's
+// listener on port as tcpMatchApplies does its L4 match: port,
+// sourceLabels, sourceNamespace, gateways ("mesh") and
+// destinationSubnets; sniHosts become the chain's server names.
+func tlsMatchApplies(m *networking.TLSMatchAttributes, p *model.Proxy, vsNamespace string, port uint32, dst netip.Addr) bool {
+	return tcpMatchApplies(&networking.L4MatchAttributes{
+		DestinationSubnets: m.GetDestinationSubnets(),
+		Port:               m.GetPort(),
+		SourceLabels:       m.GetSourceLabels(),
+		Gateways:           m.GetGateways(),
+		SourceNamespace:    m.GetSourceNamespace(),
+	}, p, vsNamespace, port, dst)
+}
+
+// tlsListener is a listener on bind:port named name with tls_inspector
+// and chains; bindToPort false leaves it to virtualOutbound's hand-off.
+func tlsListener(name, bind string, port uint32, chains []*listenerv3.FilterChain, bindToPort bool) (*listenerv3.Listener, error) {
+	inspector, err := listenerFilter(tlsInspectorListenerFilter, &tlsinspectorv3.TlsInspector{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	l := &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(bind, port),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters:  []*listenerv3.ListenerFilter{inspector},
+		FilterChains:     chains,
+	}
+	if !bindToPort {
+		l.BindToPort = wrapperspb.Bool(false)
+	}
+	return l, nil
+}
+
+// tlsPorts groups the services p sees by TLS (or HTTPS) port, sorted by
+// port, each port's services in host order; ports in skip are left out.
+func tlsPorts(pc *model.PushContext, skip func(uint32) bool) ([]uint32, map[uint32][]*registry.Service) {
+	byPort := map[uint32][]*registry.Service{}
+	var ports []uint32
+	for _, svc := range pc.Services() {
+		for _, port := range svc.Ports {
+			if !isTLS(port.Protocol) || skip(port.Number) {
+				continue
+			}
+			if _, ok := byPort[port.Number]; !ok {
+				ports = append(ports, port.Number)
+			}
+			if !slices.Contains(byPort[port.Number], svc) {
+				byPort[port.Number] = append(byPort[port.Number], svc)
+			}
+		}
+	}
+	slices.Sort(ports)
+	return ports, byPort
+}
+
+// sidecarTLSListeners returns the explicit-mode sidecar's outbound TLS
+// listeners: one on p.IP:PORT per TLS or HTTPS port of the services p
+// sees, unless a TCP listener or the proxy's own workload has the port
+// (taken), with sidecarTLSChains matching by SNI (the client app
+// connects to its own sidecar's IP, so only the SNI tells services
+// apart). A port with no chain gets no listener.
+func sidecarTLSListeners(pc *model.PushContext, p *model.Proxy, taken map[uint32]bool) ([]*listenerv3.Listener, error) {
+	ports, byPort := tlsPorts(pc, func(n uint32) bool { return taken[n] })
+	dst := netip.MustParseAddr(p.IP)
+	var out []*listenerv3.Listener
+	for _, port := range ports {
+		name := tcpListenerName(p.IP, port)
+		chains, err := sidecarTLSChains(pc, p, port, byPort[port], dst, true)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		if len(chains) == 0 {
+			continue
+		}
+		l, err := tlsListener(name, p.IP, port, chains, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}

@@ -1,0 +1,75 @@
+package translate
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestSidecarTLSRoutes checks the explicit-mode sidecar's outbound TLS
+// listener: tls routes by sniHosts, a weighted one, a match whose
+// sourceLabels do not fit the proxy left out, and a service no tls route
+// covers reached by its own name as SNI.
+func TestSidecarTLSRoutes(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "in.yaml")
+	doc := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: other, namespace: default}
+spec:
+  hosts: [c.example.com]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  tls:
+  - match: [{sniHosts: [a.example.com], sourceLabels: {app: reviews}}]
+    route: [{destination: {host: b.example.com}}]
+  - match: [{sniHosts: [a.example.com, b.example.com], port: 443}]
+    route:
+    - {destination: {host: a.example.com}, weight: 90}
+    - {destination: {host: b.example.com}, weight: 10}
+`
+	if err := os.WriteFile(in, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	digestResources(&b, mustGenerate(t, loadPushContext(t, meshFile, in), productpageSidecar()))
+	var got []string
+	on := false
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "listener ") {
+			on = strings.HasPrefix(l, "listener 127.0.0.11_443 ")
+		}
+		if on && !strings.Contains(l, "istio.stats") {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		"listener 127.0.0.11_443 127.0.0.11:443",
+		"  listener filter envoy.filters.listener.tls_inspector",
+		`  chain "tls.443.default.ext.tls[1].match[0]" sni=a.example.com,b.example.com`,
+		"  filter envoy.filters.network.tcp_proxy -> [outbound|443||a.example.com=90 outbound|443||b.example.com=10]",
+		`  chain "outbound|443||c.example.com" sni=c.example.com`,
+		"  filter envoy.filters.network.tcp_proxy -> outbound|443||c.example.com",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("TLS listener (-want +got):\n%s", diff)
+	}
+}
