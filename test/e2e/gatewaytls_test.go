@@ -108,7 +108,8 @@ func gatewayTLSClient(addr string, roots *x509.CertPool, certs ...tls.Certificat
 //     the TLS backend tls-a, and the client sees tls-a's own certificate;
 //     split.pass.example.com is weighted 80/20 between tls-a and tls-b
 //     (±5 % over 500 connections);
-//   - a TCP server on 31400 routed by a tcp route to tcp-echo.
+//   - a TCP server on 31400 routed by a tcp route to tcp-echo;
+//   - a tls route on the client's sidecar splitting tls-a's SNI 50/50.
 func TestGatewayTLS(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -137,8 +138,8 @@ func TestGatewayTLS(t *testing.T) {
 		{Name: "tcp-echo", App: "tcp-echo", Version: "v1", Octet: 14, Protocol: "TCP", Port: tcpEchoPort},
 		{Name: "ingress", App: "ingress", Octet: gwOctet, Gateway: true},
 	}
-	startTLSNamer(t, ip(12)+":8443", "A", backendCA.Issue(t, testutil.LeafOptions{DNS: []string{"a.pass.example.com", "split.pass.example.com"}}).TLS)
-	startTLSNamer(t, ip(13)+":8443", "B", backendCA.Issue(t, testutil.LeafOptions{DNS: []string{"split.pass.example.com"}}).TLS)
+	startTLSNamer(t, ip(12)+":8443", "A", backendCA.Issue(t, testutil.LeafOptions{DNS: []string{"a.pass.example.com", "split.pass.example.com", "tls-a.default.svc.cluster.local"}}).TLS)
+	startTLSNamer(t, ip(13)+":8443", "B", backendCA.Issue(t, testutil.LeafOptions{DNS: []string{"split.pass.example.com", "tls-a.default.svc.cluster.local", "tls-b.default.svc.cluster.local"}}).TLS)
 	startTCPEcho(t, ip(14)+":9000", "echo")
 
 	extra := fmt.Sprintf(`apiVersion: networking.istio.io/v1
@@ -196,6 +197,17 @@ spec:
   gateways: [ingress-gw]
   tcp:
   - route: [{destination: {host: tcp-echo.default.svc.cluster.local, port: {number: 9000}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls-mesh, namespace: default}
+spec:
+  hosts: [tls-a.default.svc.cluster.local]
+  tls:
+  - match: [{sniHosts: [tls-a.default.svc.cluster.local]}]
+    route:
+    - {destination: {host: tls-a.default.svc.cluster.local}, weight: 50}
+    - {destination: {host: tls-b.default.svc.cluster.local}, weight: 50}
 `, certFile, keyFile, caFile)
 	m := startAppMesh(t, prefix, ws, extra)
 	gw := ip(gwOctet)
@@ -352,6 +364,27 @@ spec:
 			t.Errorf("tls-b answered %d of %d (%.1f %%), want 20 ±5 %%", counts["B"], n, 100*share)
 		}
 		t.Logf("%d connections to split.pass.example.com: tls-a %d, tls-b %d", n, counts["A"], counts["B"])
+	})
+
+	t.Run("sidecar tls route", func(t *testing.T) {
+		// The client app connects to its own sidecar's IP on the TLS port;
+		// the SNI picks the route: tls-a's is split 50/50, tls-b's is the
+		// service's own chain.
+		sidecar := ip(clientOctet) + ":8443"
+		counts := map[string]int{}
+		for i := range 40 {
+			line, _, err := tlsLine(sidecar, "tls-a.default.svc.cluster.local", backendCA.Pool)
+			if err != nil {
+				t.Fatalf("connection %d through the client sidecar: %v\n%s", i, err, m.tails())
+			}
+			counts[line]++
+		}
+		if counts["A"] < 14 || counts["B"] < 14 || counts["A"]+counts["B"] != 40 {
+			t.Errorf("40 connections to tls-a's SNI: %v, want about 20 each (50/50)", counts)
+		}
+		if line, _, err := tlsLine(sidecar, "tls-b.default.svc.cluster.local", backendCA.Pool); err != nil || line != "B" {
+			t.Errorf("tls-b's SNI: %q, %v, want B", line, err)
+		}
 	})
 
 	t.Run("TCP", func(t *testing.T) {
