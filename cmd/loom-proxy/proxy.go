@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"maps"
@@ -75,11 +76,15 @@ type Options struct {
 // Proxy is the wired data plane: config source -> generation -> clusters,
 // listeners and admin.
 type Proxy struct {
-	opts      Options
-	log       *slog.Logger
-	current   atomic.Pointer[config.Generation]
-	metrics   *telemetry.Metrics
-	istio     *istiostats.Metrics
+	opts    Options
+	log     *slog.Logger
+	current atomic.Pointer[config.Generation]
+	metrics *telemetry.Metrics
+	istio   *istiostats.Metrics
+	// xds is the ADS client (nil with a bootstrap, or before Run);
+	// appliedAt is when the last generation was applied (Unix ns).
+	xds       atomic.Pointer[xdsclient.Client]
+	appliedAt atomic.Int64
 	exchange  *istiostats.Exchange
 	accessLog *telemetry.AccessLog
 	clusters  *upstream.ClusterManager
@@ -132,6 +137,24 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.istio = istiostats.NewMetrics(0)
 	p.metrics.Registry.MustRegister(p.istio)
+	p.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "envoy_control_plane_connected_state",
+		Help: "1 while the xDS stream to the control plane is open, else 0 (Envoy's control_plane.connected_state).",
+	}, func() float64 {
+		if c := p.xds.Load(); c != nil && c.Status().Connected {
+			return 1
+		}
+		return 0
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "loom_proxy_config_age_seconds",
+		Help: "Seconds since the proxy applied its current configuration generation; -1 before the first.",
+	}, func() float64 {
+		at := p.appliedAt.Load()
+		if at == 0 {
+			return -1
+		}
+		return time.Since(time.Unix(0, at)).Seconds()
+	}))
 	p.exchange = istiostats.NewExchange(opts.Node)
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
 	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
@@ -190,6 +213,7 @@ func (p *Proxy) apply(g *config.Generation) {
 	}
 	p.clusters.Update(g)
 	p.current.Store(g)
+	p.appliedAt.Store(time.Now().UnixNano())
 	if err := p.listeners.Update(g); err != nil {
 		p.log.Error("listeners not bound", "generation", g.Number, "error", err)
 	}
@@ -275,6 +299,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 			xo.Creds = credentials.NewTLS(p.agent.XDSTLS())
 		}
 		c, err := xdsclient.New(xo)
+		if err == nil {
+			p.xds.Store(c)
+		}
 		if err != nil {
 			stopSrc()
 			stopBg()

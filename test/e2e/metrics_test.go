@@ -116,6 +116,12 @@ func TestIstioMetricsBookinfo(t *testing.T) {
 				t.Errorf("proxy .%d exports %s (%s), which internal/metricnames.Proxy lists as %q", octet, name, got, typ)
 			}
 		}
+		if v, ok := fams.Value("envoy_control_plane_connected_state", nil); !ok || v != 1 {
+			t.Errorf("proxy .%d: envoy_control_plane_connected_state = %v (present %v), want 1", octet, v, ok)
+		}
+		if v, ok := fams.Value("loom_proxy_config_age_seconds", nil); !ok || v < 0 {
+			t.Errorf("proxy .%d: loom_proxy_config_age_seconds = %v (present %v), want >= 0", octet, v, ok)
+		}
 		if octet == octetGateway {
 			if _, ok := fams.Value("istio_requests_total", map[string]string{"reporter": "source", "destination_workload": "productpage-v1",
 				"destination_service_name": "productpage", "response_code": "200"}); !ok {
