@@ -64,6 +64,14 @@ spec:
     tls: {mode: SIMPLE, sni: ratings.example, caCertificates: /etc/ca.pem, subjectAltNames: [ratings.example]}
     portLevelSettings: [{port: {number: 9080}, tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, insecureSkipVerify: true}}]
 `,
+		"destination-rule-credential": `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details, namespace: default}
+spec:
+  host: details
+  trafficPolicy: {tls: {mode: MUTUAL, credentialName: client-cred}}
+  subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: SIMPLE, credentialName: client-cred}}}]
+`,
 	}
 	proxies := []*model.Proxy{
 		{Type: model.SidecarProxy, ID: "sidecar~127.0.0.11~productpage-v1.default~default.svc.cluster.local", IP: "127.0.0.11",

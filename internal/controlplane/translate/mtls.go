@@ -271,7 +271,7 @@ func upstreamTLSParams() *tlsv3.TlsParameters {
 }
 
 // upstreamFileTLSContext is Istio's constructUpstreamTLS for SIMPLE and
-// MUTUAL with files, for a cluster to host: the client certificate
+// MUTUAL with files or credentialName, for a cluster to host: the client certificate
 // (MUTUAL) as the file secret "file-cert:CERT~KEY"; unless
 // insecureSkipVerify, the server verified against "file-root:CA"
 // (caCertificates, else the operating system's bundle, "file-root:system",
@@ -281,7 +281,10 @@ func upstreamTLSParams() *tlsv3.TlsParameters {
 // and the SAN checked are the request's Host), Loom's proxy has neither:
 // the SNI is host, and without subjectAltNames the server's certificate
 // must have the DNS SAN host, which is what Envoy checks for requests
-// whose Host is the service's name. A wildcard host gets neither.
+// whose Host is the service's name. A wildcard host gets neither. With
+// credentialName, the certificate is the Secret's "kubernetes://NAME" and
+// the trust bundle "kubernetes://NAME-cacert", which loomd serves over ADS
+// from the Secrets of the proxy's namespace (credentialSecrets).
 func upstreamFileTLSContext(tls *networking.ClientTLSSettings, host string, h2 bool) *tlsv3.UpstreamTlsContext {
 	ctx := &tlsv3.UpstreamTlsContext{
 		Sni:              tls.GetSni(),
@@ -291,10 +294,16 @@ func upstreamFileTLSContext(tls *networking.ClientTLSSettings, host string, h2 b
 	if ctx.Sni == "" && !wildcard {
 		ctx.Sni = host
 	}
+	cert := fileCertPrefix + tls.GetClientCertificate() + "~" + tls.GetPrivateKey()
+	root := fileRootPrefix + cmpOr(tls.GetCaCertificates(), systemRootsName)
+	if name := tls.GetCredentialName(); name != "" {
+		// Istio's SDS names for a Secret of the proxy's namespace:
+		// its certificate and key, and its ca.crt/cacert (or the Secret
+		// NAME-cacert) as the trust bundle.
+		cert, root = CredentialSecretName(name), CredentialCASecretName(name)
+	}
 	if tls.GetMode() == networking.ClientTLSSettings_MUTUAL {
-		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{
-			sdsConfig(fileCertPrefix + tls.GetClientCertificate() + "~" + tls.GetPrivateKey()),
-		}
+		ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsConfig(cert)}
 	}
 	if !tls.GetInsecureSkipVerify().GetValue() {
 		dvc := &tlsv3.CertificateValidationContext{MatchSubjectAltNames: exactMatchers(tls.GetSubjectAltNames())}
@@ -307,7 +316,7 @@ func upstreamFileTLSContext(tls *networking.ClientTLSSettings, host string, h2 b
 		ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
 			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         dvc,
-				ValidationContextSdsSecretConfig: sdsConfig(fileRootPrefix + cmpOr(tls.GetCaCertificates(), systemRootsName)),
+				ValidationContextSdsSecretConfig: sdsConfig(root),
 			},
 		}
 	}

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +16,7 @@ import (
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // mtlsPushContext is the bookinfo mesh plus extra YAML.
@@ -405,5 +408,63 @@ spec:
 		if got := see(name); !slices.Equal(got.sans, want.sans) || got.sni != want.sni || got.cert != want.cert || got.root != want.root || got.dnsSAN != want.dnsSAN {
 			t.Errorf("%s: %+v, want %+v", name, got, want)
 		}
+	}
+}
+
+// TestDestinationRuleCredentialName: a DestinationRule's credentialName
+// names the Secret of the proxy's namespace as Istio's SDS names
+// ("kubernetes://NAME" for MUTUAL's client certificate,
+// "kubernetes://NAME-cacert" for the trust bundle), and loomd serves
+// those secrets to that sidecar with the cluster that uses them.
+func TestDestinationRuleCredentialName(t *testing.T) {
+	ca := testutil.NewCA(t, "upstream CA")
+	leaf := ca.Issue(t, testutil.LeafOptions{DNS: []string{"client.example"}})
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	extra := fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: client-cred, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: %s, tls.key: %s, ca.crt: %s}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: d, namespace: default}
+spec:
+  host: details
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: client-cred, sni: d.example}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tls: {mode: SIMPLE, credentialName: client-cred}
+`, b64(leaf.CertPEM), b64(leaf.KeyPEM), b64(ca.PEM))
+	r, err := Generate(mtlsPushContext(t, extra), productpageSidecar())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][2]string{
+		"outbound|9080||details.default.svc.cluster.local":   {"kubernetes://client-cred", "kubernetes://client-cred-cacert"},
+		"outbound|9080|v1|details.default.svc.cluster.local": {"", "kubernetes://client-cred-cacert"},
+	} {
+		u := upstreamTLS(t, findCluster(r, name))
+		var cert string
+		if cs := u.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs(); len(cs) > 0 {
+			cert = cs[0].GetName()
+			if cs[0].GetSdsConfig().GetAds() == nil {
+				t.Errorf("%s: the certificate does not come over ADS", name)
+			}
+		}
+		root := u.GetCommonTlsContext().GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName()
+		if cert != want[0] || root != want[1] {
+			t.Errorf("%s: certificate %q, trust bundle %q; want %q, %q", name, cert, root, want[0], want[1])
+		}
+	}
+	served := map[string]bool{}
+	for _, s := range r.Secrets {
+		served[s.GetName()] = true
+	}
+	if !served["kubernetes://client-cred"] || !served["kubernetes://client-cred-cacert"] {
+		t.Errorf("secrets served to the sidecar: %v, want the Secret's certificate and trust bundle", served)
 	}
 }

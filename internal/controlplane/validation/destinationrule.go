@@ -2,6 +2,7 @@ package validation
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -274,12 +275,12 @@ func (c *checker) clientTLS(p string, t *networking.ClientTLSSettings) {
 			c.errf(p, "Invalid value: cannot specify certificates, keys or credentialName with mode ISTIO_MUTUAL")
 		}
 	}
-	// Loom's proxies read TLS origination's credentials from files only
-	// (file-cert:/file-root: secrets); a credentialName would be dropped
-	// and the cluster would send plaintext, as Istio's sidecars do, so it
-	// is refused until Kubernetes secrets are served.
-	if t.CredentialName != "" && t.Mode != networking.ClientTLSSettings_ISTIO_MUTUAL {
-		c.unsupported(p + ".credentialName")
+	if t.CredentialName != "" && (t.ClientCertificate != "" || t.PrivateKey != "" || t.CaCertificates != "") {
+		c.errf(p+".credentialName", "Invalid value: %q: cannot specify client certificates or CA certificate if credentialName is set", t.CredentialName)
+	}
+	// loomd serves a Secret to the proxies of its own namespace only.
+	if strings.Contains(t.CredentialName, "/") {
+		c.errf(p+".credentialName", "Invalid value: %q: a credential in another namespace is %s (the Secret must be in the proxy's namespace)", t.CredentialName, Unsupported)
 	}
 	if t.CaCrl != "" {
 		c.unsupported(p + ".caCrl")

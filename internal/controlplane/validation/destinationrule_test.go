@@ -35,6 +35,21 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
         consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}
 `, nil},
 		{"PASSTHROUGH", "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n", nil},
+		{"tls credentialName", `  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: client-cred}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tls: {mode: SIMPLE, credentialName: client-cred, caCertificates: /ca.pem}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      tls: {mode: MUTUAL, credentialName: other/client-cred}
+`, []string{
+			`spec.subsets[0].trafficPolicy.tls.credentialName: Invalid value: "client-cred": cannot specify client certificates or CA certificate if credentialName is set`,
+			`spec.subsets[1].trafficPolicy.tls.credentialName: Invalid value: "other/client-cred": a credential in another namespace is ` + Unsupported + ` (the Secret must be in the proxy's namespace)`,
+		}},
 		{"useClientProtocol", "  trafficPolicy:\n    connectionPool:\n      http: {useClientProtocol: true}\n", nil},
 		{"ring and table sizes", `  trafficPolicy:
     loadBalancer:

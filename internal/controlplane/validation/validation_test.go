@@ -525,7 +525,7 @@ spec:
   exportTo: ["."]
   trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}, tls: {mode: ISTIO_MUTUAL}}
 `, nil},
-		{"destination rule tls: files, sni, SANs and insecureSkipVerify are served; credentialName and caCrl are not", `apiVersion: networking.istio.io/v1
+		{"destination rule tls: files, credentialName, sni, SANs and insecureSkipVerify are served; caCrl is not", `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews}
 spec:
@@ -534,7 +534,7 @@ spec:
     tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, sni: r.example, subjectAltNames: [r.example], caCrl: /crl.pem}
     portLevelSettings: [{port: {number: 9080}, tls: {mode: SIMPLE, insecureSkipVerify: true}}]
   subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: SIMPLE, credentialName: reviews-cert}}}]
-`, []string{"spec.trafficPolicy.tls.caCrl", "spec.subsets[0].trafficPolicy.tls.credentialName"}},
+`, []string{"spec.trafficPolicy.tls.caCrl"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
