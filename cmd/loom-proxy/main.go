@@ -93,7 +93,7 @@ func newRootCommand() *cobra.Command {
 	pf.StringVar(&f.mergedAddr, "merged-metrics-addr", "", "listen address of the proxy's metrics merged with the app's, as Istio's agent on 15020 (default IP:15020; \"off\": none)")
 	pf.StringVar(&f.appMetricsURL, "app-metrics-url", "", "the app's Prometheus endpoint merged on --merged-metrics-addr (Istio reads it from the prometheus.io/port and prometheus.io/path annotations)")
 	pf.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	pf.BoolVar(&f.accessLog, "access-log", true, "write the access log to stdout")
+	pf.BoolVar(&f.accessLog, "access-log", true, "write the access logs the listeners configure for /dev/stdout and /dev/stderr (false: drop them)")
 
 	for _, t := range []xdsapi.NodeType{xdsapi.Sidecar, xdsapi.Router} {
 		sub := &cobra.Command{
@@ -142,7 +142,7 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 	// stderr.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Debug("tracing export failed", "component", "tracing", "error", err) }))
 	if f.accessLog {
-		opts.AccessLog = os.Stdout
+		opts.AccessLog, opts.AccessLogStderr = os.Stdout, os.Stderr
 	}
 	if f.bootstrap == "" {
 		if f.ip == "" || f.name == "" {

@@ -55,9 +55,14 @@ type Options struct {
 	// (Istio takes it from the prometheus.io/port and path annotations);
 	// "" merges none.
 	AppMetricsURL string
-	// AccessLog receives the access log; nil disables it.
+	// AccessLog receives the access log lines whose path is /dev/stdout;
+	// nil drops them. Which requests are logged, where and how is the
+	// listeners' access_log config.
 	AccessLog io.Writer
-	Logger    *slog.Logger
+	// AccessLogStderr receives those whose path is /dev/stderr; nil drops
+	// them.
+	AccessLogStderr io.Writer
+	Logger          *slog.Logger
 	// Agent, when set, runs the certificate agent (its Store is the
 	// proxy's, set by New) that keeps "default" and "ROOTCA" fresh.
 	Agent *agent.Options
@@ -87,6 +92,8 @@ type Proxy struct {
 	appliedAt atomic.Int64
 	exchange  *istiostats.Exchange
 	accessLog *telemetry.AccessLog
+	// sinks are the access log paths (stdout: accessLog; files).
+	sinks     *telemetry.Sinks
 	clusters  *upstream.ClusterManager
 	conns     *dphttp.ConnectionManager
 	tracing   *telemetry.Tracing
@@ -158,6 +165,7 @@ func New(opts Options) (*Proxy, error) {
 	p.exchange = istiostats.NewExchange(opts.Node)
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
 	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
+	p.sinks = telemetry.NewSinks(p.accessLog, telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLogStderr}), opts.Logger)
 	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster, Secrets: p.secrets})
 	if opts.Bootstrap != "" {
 		var err error
@@ -171,7 +179,7 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	p.tracing = tracing
-	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
+	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, Sinks: p.sinks,
 		Metrics: p.metrics, Tracing: tracing, IstioStats: p.istio, Exchange: p.exchange, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
@@ -188,7 +196,7 @@ func New(opts Options) (*Proxy, error) {
 		return telemetry.ClusterPolicyStats{CxOverflow: s.UpstreamCxOverflow,
 			EjectionsEnforced: s.EjectionsEnforcedTotal, EjectionsOverflow: s.EjectionsOverflow, EjectionsActive: s.EjectionsActive}
 	})
-	tp, err := tcp.New(tcp.Options{Generation: &p.current, Clusters: p.clusters, AccessLog: p.accessLog,
+	tp, err := tcp.New(tcp.Options{Generation: &p.current, Clusters: p.clusters, Sinks: p.sinks,
 		IstioStats: p.istio, Self: &p.exchange.Self, Logger: opts.Logger})
 	if err != nil {
 		return nil, err
@@ -278,6 +286,11 @@ func (p *Proxy) Run(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.sinks.Run(bgCtx)
+	}()
 
 	srcCtx, stopSrc := context.WithCancel(ctx)
 	defer stopSrc()

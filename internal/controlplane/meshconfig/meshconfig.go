@@ -41,13 +41,19 @@ const DefaultTrustDomain = "cluster.local"
 func Default() *meshv1alpha1.MeshConfig {
 	return &meshv1alpha1.MeshConfig{OutboundTrafficPolicy: &meshv1alpha1.MeshConfig_OutboundTrafficPolicy{
 		Mode: meshv1alpha1.MeshConfig_OutboundTrafficPolicy_ALLOW_ANY,
-	}, TrustDomain: DefaultTrustDomain}
+	}, TrustDomain: DefaultTrustDomain, AccessLogFile: DefaultAccessLogFile}
 }
+
+// DefaultAccessLogFile is Loom's accessLogFile when the mesh config does
+// not set the field: the proxies' stdout, as Istio's demo profile has it
+// (Istio's own default is "", no access log). Setting accessLogFile: ""
+// turns the mesh-wide access log off.
+const DefaultAccessLogFile = "/dev/stdout"
 
 // Parse decodes a MeshConfig from YAML (or JSON) with protojson, as the
 // config store decodes specs, over Istio's defaults as far as Loom reads
 // them: an empty document, or one without outboundTrafficPolicy.mode, is
-// ALLOW_ANY. Unknown fields
+// ALLOW_ANY; one without accessLogFile logs to DefaultAccessLogFile. Unknown fields
 // and bad enum values are refused: the error names the file and the field.
 func Parse(name string, data []byte) (*meshv1alpha1.MeshConfig, error) {
 	js, err := yaml.YAMLToJSON(data)
@@ -67,6 +73,7 @@ func Parse(name string, data []byte) (*meshv1alpha1.MeshConfig, error) {
 		OutboundTrafficPolicy *struct {
 			Mode json.RawMessage `json:"mode"`
 		} `json:"outboundTrafficPolicy"`
+		AccessLogFile *string `json:"accessLogFile"`
 	}
 	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, fmt.Errorf("mesh config %s: %w", name, err)
@@ -76,6 +83,9 @@ func Parse(name string, data []byte) (*meshv1alpha1.MeshConfig, error) {
 	}
 	if mc.TrustDomain == "" {
 		mc.TrustDomain = DefaultTrustDomain
+	}
+	if raw.AccessLogFile == nil {
+		mc.AccessLogFile = DefaultAccessLogFile
 	}
 	if err := Validate(mc); err != nil {
 		return nil, fmt.Errorf("mesh config %s: %w", name, err)

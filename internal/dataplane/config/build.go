@@ -437,6 +437,9 @@ func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.Htt
 	if rl.XFCC, err = buildXFCC(hcm); err != nil {
 		return nil, err
 	}
+	if rl.AccessLogs, err = buildAccessLogs("access_log", hcm.GetAccessLog()); err != nil {
+		return nil, err
+	}
 	if rl.Tracing, err = buildTracing(hcm.GetTracing()); err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
@@ -283,6 +284,10 @@ type FilterChain struct {
 	// before tcp_proxy), compiled; nil when it has none. The TCP proxy
 	// reports every connection with it.
 	TCPStats *istiostats.Config
+	// AccessLogs are the HCM's or the tcp_proxy's access_log, compiled:
+	// each request (connection) is written to every logger whose filter
+	// matches. None: nothing is logged, as in Envoy.
+	AccessLogs []*accesslog.AccessLogger
 }
 
 // XFCCMode is HttpConnectionManager.forward_client_cert_details: what the
@@ -745,6 +750,9 @@ func buildFilterChain(fb *filterBuilder, listener string, fc *listenerv3.FilterC
 			return nil, nil, ferr(p+".typed_config", "%v", err)
 		}
 		if c.TCPProxy, err = buildTCPProxy(&tp); err != nil {
+			return nil, nil, under(p+".typed_config", err)
+		}
+		if c.AccessLogs, err = buildAccessLogs("access_log", tp.GetAccessLog()); err != nil {
 			return nil, nil, under(p+".typed_config", err)
 		}
 		c.StatPrefix = c.TCPProxy.StatPrefix

@@ -44,8 +44,7 @@ func (p *TCPProxy) Pick() string { return p.route.Pick() }
 
 // buildTCPProxy validates a TcpProxy. Fields that would change behaviour
 // and that this version does not implement are refused; access_log is
-// accepted and ignored, since every connection is written to the proxy's
-// own access log.
+// compiled by the caller (buildAccessLogs).
 func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 	p := &TCPProxy{StatPrefix: tp.GetStatPrefix()}
 	if p.StatPrefix == "" {

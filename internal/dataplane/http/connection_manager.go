@@ -61,8 +61,16 @@ type Options struct {
 	Generation *atomic.Pointer[config.Generation]
 	// Clusters picks endpoints and holds the connection pools. Required.
 	Clusters *upstream.ClusterManager
-	// AccessLog, if non-nil, gets one line per request.
+	// AccessLog, if non-nil, is the proxy's stdout access log: the sink of
+	// the chains' access_log entries with path /dev/stdout (Envoy's
+	// stdout logger, Istio's accessLogFile /dev/stdout). Ignored when
+	// Sinks is set.
 	AccessLog *telemetry.AccessLog
+	// Sinks, if non-nil, resolves every access log path (stdout, stderr,
+	// files); nil: only /dev/stdout, to AccessLog. A request is logged
+	// only by the access_log entries of its chain (config.FilterChain.
+	// AccessLogs), as in Envoy.
+	Sinks *telemetry.Sinks
 	// Metrics, if non-nil, counts requests.
 	Metrics *telemetry.Metrics
 	// Tracing, if non-nil, makes the spans of chains whose HCM has
@@ -91,7 +99,7 @@ type Options struct {
 type ConnectionManager struct {
 	gen      *atomic.Pointer[config.Generation]
 	clusters *upstream.ClusterManager
-	log      *telemetry.AccessLog
+	sinks    *telemetry.Sinks
 	metrics  *telemetry.Metrics
 	tracing  *telemetry.Tracing
 	istio    *istiostats.Metrics
@@ -115,12 +123,15 @@ func New(opts Options) (*ConnectionManager, error) {
 	cm := &ConnectionManager{
 		gen:      opts.Generation,
 		clusters: opts.Clusters,
-		log:      opts.AccessLog,
+		sinks:    opts.Sinks,
 		metrics:  opts.Metrics,
 		tracing:  opts.Tracing,
 		istio:    opts.IstioStats,
 		exchange: opts.Exchange,
 		logger:   opts.Logger.With("component", "http"),
+	}
+	if cm.sinks == nil {
+		cm.sinks = telemetry.NewSinks(opts.AccessLog, nil, opts.Logger)
 	}
 	cm.mirrors.init(opts.MaxMirrorsInFlight)
 	return cm, nil
@@ -170,6 +181,8 @@ func (h *listenerHandler) chain(gen *config.Generation) *config.FilterChain {
 // read or close a request body after RoundTrip returned.
 type reqState struct {
 	entry telemetry.Entry
+	// fc is the request's filter chain (its access logs).
+	fc *config.FilterChain
 	// span is the request's span; nil when its chain has no tracing.
 	span *telemetry.Span
 	// ridAdded: the proxy generated the request's X-Request-Id (it is not
@@ -213,15 +226,16 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := statePool.Get().(*reqState)
 	e := &st.entry
 	*e = telemetry.Entry{StartTime: start, Method: r.Method, UpstreamServiceTime: -1}
-	if cm.log.Enabled() {
+	{
 		// Fields only the access log reads.
 		e.ForwardedFor = r.Header.Get("X-Forwarded-For")
 		e.UserAgent = r.Header.Get("User-Agent")
 		e.DownstreamRemoteAddress = r.RemoteAddr
+		e.RequestURI = r.URL.RequestURI()
 		if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
 			e.Path = p
 		} else {
-			e.Path = r.URL.RequestURI()
+			e.Path = e.RequestURI
 		}
 		switch r.ProtoMajor {
 		case 2:
@@ -265,8 +279,12 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.reportIstio(w, r, st)
 		st.stats, st.peer, st.routeCluster = nil, nil, ""
 	}
-	cm.log.Log(e)
+	if st.fc != nil && len(st.fc.AccessLogs) > 0 {
+		e.RequestHeader, e.ResponseHeader = r.Header, w.Header()
+		cm.sinks.Log(st.fc.AccessLogs, e)
+	}
 	*e = telemetry.Entry{}
+	st.fc = nil
 	statePool.Put(st)
 	if abort {
 		// The response is cut short after its headers went out: reset
@@ -282,8 +300,9 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 	e := &st.entry
 	gen := cm.gen.Load()
 	fc := h.chain(gen)
+	st.fc = fc
 	var route *config.Route
-	if cm.log.Enabled() {
+	{
 		if conn := filter.RequestConnection(r); conn != nil {
 			e.DownstreamLocalAddress = conn.Destination.String()
 			e.RequestedServerName = conn.ServerName

@@ -19,6 +19,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/goleak"
 
+	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
@@ -95,6 +96,7 @@ func startProxyWith(t testing.TB, g *config.Generation, maxMirrors int, secrets 
 // apply publishes g as the proxy's main does: clusters, pointer, listeners.
 func (p *proxy) apply(g *config.Generation) {
 	p.t.Helper()
+	logEveryChain(g)
 	p.clusters.Update(g)
 	p.gen.Store(g)
 	if err := p.lm.Update(g); err != nil {
@@ -529,5 +531,22 @@ func TestH2CDownstream(t *testing.T) {
 	rid := a.last.Load().Header.Get("X-Request-Id")
 	if line := p.logLine(rid); !strings.Contains(line, `"GET /h2 HTTP/2" 200`) {
 		t.Errorf("access log line %q", line)
+	}
+}
+
+// logEveryChain gives each chain of g without access_log one line per
+// request in Istio's default format to /dev/stdout, as loomd's default
+// mesh config (accessLogFile /dev/stdout) asks for.
+func logEveryChain(g *config.Generation) {
+	if g == nil {
+		return
+	}
+	f, _ := accesslog.ParseTextFormat(accesslog.IstioTextFormat)
+	for _, l := range g.Listeners {
+		for _, fc := range append(append([]*config.FilterChain{}, l.FilterChains...), l.DefaultFilterChain) {
+			if fc != nil && fc.AccessLogs == nil {
+				fc.AccessLogs = []*accesslog.AccessLogger{{Path: "/dev/stdout", Format: f}}
+			}
+		}
 	}
 }

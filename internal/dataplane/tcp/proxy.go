@@ -38,7 +38,8 @@ type Options struct {
 	// Clusters picks endpoints (load balancer, circuit breakers, outlier
 	// detection). Required.
 	Clusters *upstream.ClusterManager
-	// AccessLog gets one line per connection; nil logs nothing.
+	// AccessLog is the proxy's stdout access log (access_log entries with
+	// path /dev/stdout); ignored when Sinks is set.
 	AccessLog *telemetry.AccessLog
 	// IstioStats, if non-nil, counts Istio's TCP metrics of the
 	// connections of chains with an istio.stats network filter
@@ -46,7 +47,11 @@ type Options struct {
 	// their labels (nil: unknown).
 	IstioStats *istiostats.Metrics
 	Self       *istiostats.Peer
-	Logger     *slog.Logger
+	// Sinks resolves every access log path; nil: only /dev/stdout, to
+	// AccessLog. A connection is logged only by its chain's tcp_proxy
+	// access_log entries, as in Envoy.
+	Sinks  *telemetry.Sinks
+	Logger *slog.Logger
 }
 
 // Proxy serves connections of listeners whose filter chain is a
@@ -64,6 +69,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Sinks == nil {
+		opts.Sinks = telemetry.NewSinks(opts.AccessLog, nil, opts.Logger)
 	}
 	return &Proxy{opts: opts, log: opts.Logger.With("component", "tcp")}, nil
 }
@@ -99,7 +107,9 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		if fc != nil && fc.TCPStats != nil {
 			p.reportIstio(fc.TCPStats, conn, &e)
 		}
-		p.opts.AccessLog.Log(&e)
+		if fc != nil && len(fc.AccessLogs) > 0 {
+			p.opts.Sinks.Log(fc.AccessLogs, &e)
+		}
 	}()
 
 	var tp *config.TCPProxy

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
@@ -106,6 +107,7 @@ func startWith(t *testing.T, cm *upstream.ClusterManager, tp *tcpv3.TcpProxy, cl
 		ln.Close()
 		t.Fatal(err)
 	}
+	logEveryChain(g)
 	var gen atomic.Pointer[config.Generation]
 	gen.Store(g)
 	cm.Update(g)
@@ -452,5 +454,19 @@ func TestMaxConnections(t *testing.T) {
 			t.Fatalf("no connection went through within 5 s of the first one's end: %v", err)
 		}
 		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// logEveryChain gives each chain of g without access_log one line per
+// connection in Istio's default format to /dev/stdout, as loomd's default
+// mesh config (accessLogFile /dev/stdout) asks for.
+func logEveryChain(g *config.Generation) {
+	f, _ := accesslog.ParseTextFormat(accesslog.IstioTextFormat)
+	for _, l := range g.Listeners {
+		for _, fc := range append(append([]*config.FilterChain{}, l.FilterChains...), l.DefaultFilterChain) {
+			if fc != nil && fc.AccessLogs == nil {
+				fc.AccessLogs = []*accesslog.AccessLogger{{Path: "/dev/stdout", Format: f}}
+			}
+		}
 	}
 }

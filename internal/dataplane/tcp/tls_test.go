@@ -41,6 +41,7 @@ func proxyWithListener(t *testing.T, secrets *secret.Store, l *listenerv3.Listen
 	if err != nil {
 		t.Fatal(err)
 	}
+	logEveryChain(g)
 	var gen atomic.Pointer[config.Generation]
 	gen.Store(g)
 	var ts transport.Secrets

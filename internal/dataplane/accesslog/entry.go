@@ -1,0 +1,123 @@
+package accesslog
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
+)
+
+// Entry is one request as the access log sees it. Empty strings and
+// negative numbers print as "-".
+type Entry struct {
+	StartTime     time.Time
+	Method        string
+	Path          string // X-Envoy-Original-Path, else :path
+	Protocol      string // "HTTP/1.1", "HTTP/2"
+	ResponseCode  int
+	ResponseFlags string // "NR", "UH", "UF,URX", ...; "" for none
+	// ResponseCodeDetails is Envoy's %RESPONSE_CODE_DETAILS%: "via_upstream",
+	// "route_not_found", ...
+	ResponseCodeDetails     string
+	UpstreamFailureReason   string
+	BytesReceived           int64
+	BytesSent               int64
+	Duration                time.Duration
+	UpstreamServiceTime     time.Duration // < 0: no upstream response
+	ForwardedFor            string
+	UserAgent               string
+	RequestID               string
+	Authority               string
+	UpstreamHost            string
+	UpstreamCluster         string
+	UpstreamLocalAddress    string
+	DownstreamLocalAddress  string
+	DownstreamRemoteAddress string
+	RequestedServerName     string
+	RouteName               string
+	// RequestURI is the request's :path as received; Path is
+	// X-Envoy-Original-Path when set, else it.
+	RequestURI string
+	// RequestHeader and ResponseHeader are the request's and response's
+	// headers, for %REQ(X)%, %RESP(X)% and access log filters; nil for
+	// TCP. They are read while the request's handler still runs.
+	RequestHeader, ResponseHeader http.Header
+	// UpstreamPeer is the upstream's sidecar identity its response
+	// carried (Istio's metadata exchange); nil when none.
+	UpstreamPeer *istiostats.Peer
+}
+
+// AppendEntry appends e to b in Istio's default access log format, with a
+// trailing newline:
+//
+//	[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%
+func AppendEntry(b []byte, e *Entry) []byte {
+	b = append(b, '[')
+	b = e.StartTime.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
+	b = append(b, "] \""...)
+	b = appendStr(b, e.Method)
+	b = append(b, ' ')
+	b = appendStr(b, e.Path)
+	b = append(b, ' ')
+	b = appendStr(b, e.Protocol)
+	b = append(b, "\" "...)
+	b = strconv.AppendInt(b, int64(e.ResponseCode), 10)
+	b = append(b, ' ')
+	b = appendStr(b, e.ResponseFlags)
+	b = append(b, ' ')
+	b = appendStr(b, e.ResponseCodeDetails)
+	b = append(b, " - \""...) // CONNECTION_TERMINATION_DETAILS: none in this version
+	b = appendStr(b, e.UpstreamFailureReason)
+	b = append(b, "\" "...)
+	b = strconv.AppendInt(b, e.BytesReceived, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.BytesSent, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.Duration.Milliseconds(), 10)
+	b = append(b, ' ')
+	if e.UpstreamServiceTime >= 0 {
+		b = strconv.AppendInt(b, e.UpstreamServiceTime.Milliseconds(), 10)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, " \""...)
+	b = appendStr(b, e.ForwardedFor)
+	b = append(b, "\" \""...)
+	b = appendStr(b, e.UserAgent)
+	b = append(b, "\" \""...)
+	b = appendStr(b, e.RequestID)
+	b = append(b, "\" \""...)
+	b = appendStr(b, e.Authority)
+	b = append(b, "\" \""...)
+	b = appendStr(b, e.UpstreamHost)
+	b = append(b, "\" "...)
+	b = appendStr(b, e.UpstreamCluster)
+	b = append(b, ' ')
+	b = appendStr(b, e.UpstreamLocalAddress)
+	b = append(b, ' ')
+	b = appendStr(b, e.DownstreamLocalAddress)
+	b = append(b, ' ')
+	b = appendStr(b, e.DownstreamRemoteAddress)
+	b = append(b, ' ')
+	b = appendStr(b, e.RequestedServerName)
+	b = append(b, ' ')
+	b = appendStr(b, e.RouteName)
+	return append(b, '\n')
+}
+
+// appendStr appends s, or "-" when empty. Control characters and quotes
+// are replaced so that a header cannot forge a line or a field.
+func appendStr(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == '"' || c == 0x7f {
+			c = '_'
+		}
+		b = append(b, c)
+	}
+	return b
+}

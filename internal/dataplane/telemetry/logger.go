@@ -1,0 +1,108 @@
+package telemetry
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
+)
+
+// Sinks owns the writers of access log paths: the proxy's stdout and
+// stderr logs, and files opened on first use (append, created 0644) and
+// kept for the process's life, so that a generation swap never reopens
+// them. Its methods are safe for concurrent use.
+type Sinks struct {
+	stdout, stderr *AccessLog
+	log            *slog.Logger
+
+	// mu guards files.
+	mu    sync.Mutex
+	files map[string]*AccessLog
+}
+
+// NewSinks makes Sinks over the proxy's stdout and stderr logs (either
+// nil: those paths log nothing, as `loom-proxy --access-log=false`).
+func NewSinks(stdout, stderr *AccessLog, log *slog.Logger) *Sinks {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Sinks{stdout: stdout, stderr: stderr, log: log, files: map[string]*AccessLog{}}
+}
+
+// Get returns path's writer, opening the file the first time; nil when
+// it cannot be opened (logged once per attempt).
+func (s *Sinks) Get(path string) *AccessLog {
+	if s == nil {
+		return nil
+	}
+	switch path {
+	case "/dev/stdout":
+		return s.stdout
+	case "/dev/stderr":
+		return s.stderr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.files[path]; ok {
+		return a
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		s.log.Error("access log file cannot be opened", "path", path, "err", err)
+		s.files[path] = nil
+		return nil
+	}
+	a := NewAccessLog(AccessLogOptions{Writer: f})
+	s.files[path] = a
+	return a
+}
+
+// Run flushes the file logs every 100ms until ctx is done, then flushes
+// them once more and closes the files. (The stdout and stderr logs are
+// run by their owner.)
+func (s *Sinks) Run(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.each(func(a *AccessLog) {
+				a.Flush()
+				if c, ok := a.w.(*os.File); ok {
+					_ = c.Close()
+				}
+			})
+			return
+		case <-t.C:
+			s.each((*AccessLog).Flush)
+		}
+	}
+}
+
+func (s *Sinks) each(f func(*AccessLog)) {
+	s.mu.Lock()
+	var all []*AccessLog
+	for _, a := range s.files {
+		if a != nil {
+			all = append(all, a)
+		}
+	}
+	s.mu.Unlock()
+	for _, a := range all {
+		f(a)
+	}
+}
+
+// Log writes e to every logger of ls whose filter matches it. It does not
+// block on a writer.
+func (s *Sinks) Log(ls []*accesslog.AccessLogger, e *Entry) {
+	for _, l := range ls {
+		if l.Filter != nil && !l.Filter.Match(e) {
+			continue
+		}
+		s.Get(l.Path).LogWith(l.Format, e)
+	}
+}
