@@ -18,6 +18,22 @@ const (
 	Histogram Type = "histogram"
 )
 
+// ProxyLabels are the labels of Istio's standard metrics, in the order
+// of Istio's stats filter
+// (https://istio.io/latest/docs/reference/config/metrics/#labels): loomd
+// checks Telemetry tag overrides against them, the proxy emits them.
+var ProxyLabels = []string{
+	"reporter",
+	"source_workload", "source_canonical_service", "source_canonical_revision",
+	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal",
+	"destination_app", "destination_version", "destination_service",
+	"destination_canonical_service", "destination_canonical_revision",
+	"destination_service_name", "destination_service_namespace", "destination_cluster",
+	"request_protocol", "response_code", "grpc_response_status", "response_flags",
+	"connection_security_policy",
+}
+
 // Proxy are Istio's standard metrics as every proxy exports them, with
 // Istio's labels (reporter, source_*, destination_*, request_protocol,
 // response_code, grpc_response_status, response_flags,

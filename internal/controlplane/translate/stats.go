@@ -14,6 +14,7 @@ import (
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
+	"github.com/loom-mesh/loom/internal/metricnames"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/validation"
@@ -84,7 +85,7 @@ func StatsConfig(tel *TelemetryConfig, class ListenerClass) *statspb.PluginConfi
 		m := &statspb.MetricConfig{Name: PrometheusMetricName(o.Name), Drop: o.Disabled}
 		for _, t := range o.Tags {
 			switch {
-			case t.Remove && slices.Contains(StandardTags, t.Name):
+			case t.Remove && slices.Contains(metricnames.ProxyLabels, t.Name):
 				m.TagsToRemove = append(m.TagsToRemove, t.Name)
 			case !t.Remove:
 				if m.Dimensions == nil {
@@ -102,20 +103,6 @@ func StatsConfig(tel *TelemetryConfig, class ListenerClass) *statspb.PluginConfi
 		c.Metrics = append(c.Metrics, m)
 	}
 	return c
-}
-
-// StandardTags are the labels of Istio's standard metrics
-// (https://istio.io/latest/docs/reference/config/metrics/#labels).
-var StandardTags = []string{
-	"reporter",
-	"source_workload", "source_canonical_service", "source_canonical_revision",
-	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
-	"destination_workload", "destination_workload_namespace", "destination_principal",
-	"destination_app", "destination_version", "destination_service",
-	"destination_canonical_service", "destination_canonical_revision",
-	"destination_service_name", "destination_service_namespace", "destination_cluster",
-	"request_protocol", "response_code", "grpc_response_status", "response_flags",
-	"connection_security_policy",
 }
 
 // listenerClass is l's class on a proxy of type pt.

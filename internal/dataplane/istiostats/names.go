@@ -1,5 +1,7 @@
 package istiostats
 
+import "github.com/loom-mesh/loom/internal/metricnames"
+
 // metricID is one of Istio's standard metrics.
 type metricID uint8
 
@@ -76,18 +78,10 @@ const (
 	numTags
 )
 
-// tagNames are the standard tags, in Istio's filter's order.
-var tagNames = [numTags]string{
-	"reporter",
-	"source_workload", "source_canonical_service", "source_canonical_revision",
-	"source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
-	"destination_workload", "destination_workload_namespace", "destination_principal",
-	"destination_app", "destination_version", "destination_service",
-	"destination_canonical_service", "destination_canonical_revision",
-	"destination_service_name", "destination_service_namespace", "destination_cluster",
-	"request_protocol", "response_code", "grpc_response_status", "response_flags",
-	"connection_security_policy",
-}
+// tagNames are the standard tags, in Istio's filter's order (the
+// tagID constants'); the conversion panics at start if the lists differ
+// in length.
+var tagNames = [numTags]string(metricnames.ProxyLabels)
 
 func tagByName(n string) (tagID, bool) {
 	for i, t := range tagNames {
