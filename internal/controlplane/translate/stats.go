@@ -14,10 +14,9 @@ import (
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
-	"github.com/loom-mesh/loom/internal/metricnames"
-
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/validation"
+	"github.com/loom-mesh/loom/internal/metricnames"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
