@@ -10,7 +10,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	networking "istio.io/api/networking/v1alpha3"
@@ -176,17 +175,11 @@ func gatewayListeners(pc *model.PushContext, p *model.Proxy, ports []gatewayPort
 			if len(chains) == 0 {
 				continue
 			}
-			inspector, err := listenerFilter(tlsInspectorListenerFilter, &tlsinspectorv3.TlsInspector{}, nil)
+			l, err := tlsListener(name, p.IP, gp.port, chains, true)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, &listenerv3.Listener{
-				Name:             name,
-				Address:          socketAddress(p.IP, gp.port),
-				TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-				ListenerFilters:  []*listenerv3.ListenerFilter{inspector},
-				FilterChains:     chains,
-			})
+			out = append(out, l)
 		case portTCP:
 			gs := gp.servers[0]
 			tp := gatewayTCPProxy(pc, gs)
@@ -361,18 +354,15 @@ func serverHostsFor(gs gatewayServer, vs *model.VirtualService) []string {
 
 // l4MatchAppliesToGateway reports whether a tls or tcp route match applies
 // on gateway gs: its gateways, when set, name gs's Gateway, and its port,
-// when set, is the server's; sourceLabels must be contained in the
-// router's labels, as Istio's gateway l4 match.
-func l4MatchAppliesToGateway(gateways []string, port uint32, sourceLabels map[string]string, gs gatewayServer, vsNamespace string, p *model.Proxy) bool {
+// when set, is the server's. sourceLabels never apply on a router, as in
+// Istio's gateway l4 match.
+func l4MatchAppliesToGateway(gateways []string, port uint32, gs gatewayServer, vsNamespace string) bool {
 	if port != 0 && port != gs.server.GetPort().GetNumber() {
 		return false
 	}
-	if len(gateways) > 0 && !slices.ContainsFunc(gateways, func(g string) bool {
+	return len(gateways) == 0 || slices.ContainsFunc(gateways, func(g string) bool {
 		return model.ResolveGatewayName(g, vsNamespace) == gs.gateway.Ref()
-	}) {
-		return false
-	}
-	return p == nil || registry.LabelsContain(p.Labels, sourceLabels)
+	})
 }
 
 // gatewayTCPProxy is the tcp_proxy of a TCP or TLS-terminating server: the
@@ -386,7 +376,7 @@ func gatewayTCPProxy(pc *model.PushContext, gs gatewayServer) *tcpv3.TcpProxy {
 	for _, vs := range gatewayVirtualServices(pc, gs) {
 		for _, tr := range vs.Spec.GetTcp() {
 			applies := len(tr.GetMatch()) == 0 || slices.ContainsFunc(tr.GetMatch(), func(m *networking.L4MatchAttributes) bool {
-				return l4MatchAppliesToGateway(m.GetGateways(), m.GetPort(), nil, gs, vs.Namespace, nil)
+				return l4MatchAppliesToGateway(m.GetGateways(), m.GetPort(), gs, vs.Namespace)
 			})
 			if applies && len(tr.GetRoute()) > 0 {
 				return tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, "")
@@ -409,7 +399,7 @@ func gatewayPassthroughChains(pc *model.PushContext, gs gatewayServer, claims *s
 		hosts := serverHostsFor(gs, vs)
 		for i, tr := range vs.Spec.GetTls() {
 			for j, m := range tr.GetMatch() {
-				if !l4MatchAppliesToGateway(m.GetGateways(), m.GetPort(), m.GetSourceLabels(), gs, vs.Namespace, nil) {
+				if !l4MatchAppliesToGateway(m.GetGateways(), m.GetPort(), gs, vs.Namespace) {
 					continue
 				}
 				snis := sniHostsWithin(m.GetSniHosts(), hosts)

@@ -6,7 +6,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
@@ -115,10 +114,7 @@ func gatewayTransportSocket(gs gatewayServer) (*corev3.TransportSocket, error) {
 	dc := &tlsv3.DownstreamTlsContext{CommonTlsContext: common}
 	switch t.GetMode() {
 	case networking.ServerTLSSettings_MUTUAL, networking.ServerTLSSettings_OPTIONAL_MUTUAL, networking.ServerTLSSettings_ISTIO_MUTUAL:
-		var sans []*matcherv3.StringMatcher
-		for _, san := range t.GetSubjectAltNames() {
-			sans = append(sans, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: san}})
-		}
+		sans := exactMatchers(t.GetSubjectAltNames())
 		common.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{
 			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				//nolint:staticcheck // match_subject_alt_names is what Istio writes; the proxy reads both forms.
@@ -130,11 +126,11 @@ func gatewayTransportSocket(gs gatewayServer) (*corev3.TransportSocket, error) {
 			dc.RequireClientCertificate = wrapperspb.Bool(true)
 		}
 	}
-	a, err := packAny(dc)
+	ts, err := tlsTransportSocketOf(dc)
 	if err != nil {
 		return nil, fmt.Errorf("server %s: %w", gs.routeName(), err)
 	}
-	return &corev3.TransportSocket{Name: transportSocketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+	return ts, nil
 }
 
 // tlsParams are a server's protocol versions, cipher suites and curves;

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -189,7 +190,7 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 			if sans == nil {
 				sans = serviceSPIFFEIDs(oc.service, env.trustDomains)
 			}
-			ctx = istioMutualTLSContext(cmpOr(tls.GetSni(), c.GetName()), sans, h2)
+			ctx = istioMutualTLSContext(cmp.Or(tls.GetSni(), c.GetName()), sans, h2)
 		case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 			ctx = upstreamFileTLSContext(tls, oc.service.Hostname, h2)
 		default:
@@ -227,13 +228,6 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 		{Name: tlsModeMatchDisabled, Match: &structpb.Struct{}, TransportSocket: raw},
 	}
 	return nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // istioMutualTLSContext is Istio's ISTIO_MUTUAL UpstreamTlsContext: TLS
@@ -295,7 +289,7 @@ func upstreamFileTLSContext(tls *networking.ClientTLSSettings, host string, h2 b
 		ctx.Sni = host
 	}
 	cert := fileCertPrefix + tls.GetClientCertificate() + "~" + tls.GetPrivateKey()
-	root := fileRootPrefix + cmpOr(tls.GetCaCertificates(), systemRootsName)
+	root := fileRootPrefix + cmp.Or(tls.GetCaCertificates(), systemRootsName)
 	if name := tls.GetCredentialName(); name != "" {
 		// Istio's SDS names for a Secret of the proxy's namespace:
 		// its certificate and key, and its ca.crt/cacert (or the Secret
@@ -330,7 +324,7 @@ func upstreamFileTLSContext(tls *networking.ClientTLSSettings, host string, h2 b
 func exactMatchers(ss []string) []*matcherv3.StringMatcher {
 	var out []*matcherv3.StringMatcher
 	for _, s := range ss {
-		out = append(out, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: s}})
+		out = append(out, exactMatcher(s))
 	}
 	return out
 }
