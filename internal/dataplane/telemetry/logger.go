@@ -60,10 +60,13 @@ func (s *Sinks) Get(path string) *AccessLog {
 	return a
 }
 
-// Run flushes the file logs every 100ms until ctx is done, then flushes
-// them once more and closes the files. (The stdout and stderr logs are
-// run by their owner.)
+// Run flushes the file logs every 100ms and runs the stderr log until
+// ctx is done, then flushes them once more and closes the files. (The
+// stdout log is run by its owner, which writes to it too.)
 func (s *Sinks) Run(ctx context.Context) {
+	stderrDone := make(chan struct{})
+	go func() { defer close(stderrDone); _ = s.stderr.Run(ctx) }()
+	defer func() { <-stderrDone }()
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
