@@ -76,6 +76,10 @@ type Policy struct {
 	ForwardNotMatchingPreflights bool
 	// AllowPrivateNetworkAccess answers Access-Control-Request-Private-Network.
 	AllowPrivateNetworkAccess bool
+
+	// allowAny: a matcher of AllowOrigins matches the literal "*", so
+	// every origin is allowed (decided once, when the policy is built).
+	allowAny bool
 }
 
 // Config is the HCM-level Cors: empty.
@@ -183,6 +187,7 @@ func parsePolicy(m policyProto) (*Policy, error) {
 			return nil, fmt.Errorf("allow_origin_string_match[%d]: must be exact, prefix, suffix, contains or safe_regex", i)
 		}
 		p.AllowOrigins = append(p.AllowOrigins, om)
+		p.allowAny = p.allowAny || om.matches("*")
 	}
 	if fe := m.GetFilterEnabled(); fe != nil {
 		n, err := perMillion("filter_enabled.default_value", fe.GetDefaultValue())
@@ -230,8 +235,11 @@ func (p *Policy) enabled() bool {
 // that matches the literal "*" (so that an exact "*", a prefix "*" or a
 // regex ".*" allows every origin), allows it.
 func (p *Policy) originAllowed(o string) bool {
+	if p.allowAny {
+		return true
+	}
 	for i := range p.AllowOrigins {
-		if p.AllowOrigins[i].matches("*") || p.AllowOrigins[i].matches(o) {
+		if p.AllowOrigins[i].matches(o) {
 			return true
 		}
 	}
