@@ -300,7 +300,11 @@ func (m *appMesh) stop() {
 			<-done
 		}
 	}
-	checkNoSecrets(m.t, logFiles(m.t, m.logs...))
+	outputs := logFiles(m.t, m.logs...)
+	if len(m.logs) > 0 && len(outputs) == 0 {
+		m.t.Error("the leak check read no process log")
+	}
+	checkNoSecrets(m.t, outputs)
 	if m.t.Failed() {
 		m.t.Log(m.tails())
 	}

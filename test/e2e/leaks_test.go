@@ -46,15 +46,20 @@ func logFiles(t *testing.T, paths ...string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, p := range paths {
-		_ = filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
+		err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
-				return nil
+				return err
 			}
-			if b, err := os.ReadFile(path); err == nil {
-				out[filepath.Base(path)] = string(b)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
 			}
+			out[filepath.Base(path)] = string(b)
 			return nil
 		})
+		if err != nil {
+			t.Errorf("the leak check cannot read %s: %v", p, err)
+		}
 	}
 	return out
 }
