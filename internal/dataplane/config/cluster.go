@@ -22,7 +22,8 @@ type Cluster struct {
 	Name string
 	// IstioService is the first of the cluster's metadata
 	// filter_metadata.istio.services (host, name, namespace), the service
-	// Istio's stats report as destination_service; zero when absent.
+	// Istio's stats report as destination_service; zero when absent
+	// (Generation.IstioServiceOf then falls back on the cluster's name).
 	IstioService   istiostats.Service
 	ConnectTimeout time.Duration
 	// DNSNetwork is the network a STRICT_DNS or LOGICAL_DNS cluster dials
@@ -622,4 +623,17 @@ func isPrime(n uint64) bool {
 		}
 	}
 	return true
+}
+
+// IstioServiceOf is the destination service Istio's stats report for
+// traffic sent to cluster: its Cluster's IstioService when the metadata
+// gave one, else the service the cluster's outbound name says. It does
+// not allocate.
+func (g *Generation) IstioServiceOf(cluster string) istiostats.Service {
+	if g != nil {
+		if cl := g.Clusters[cluster]; cl != nil && cl.IstioService.Host != "" {
+			return cl.IstioService
+		}
+	}
+	return istiostats.ServiceOfCluster(cluster)
 }

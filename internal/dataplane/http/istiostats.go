@@ -38,14 +38,7 @@ func (cm *ConnectionManager) reportIstio(w http.ResponseWriter, r *http.Request,
 		f.Protocol = "grpc"
 		f.GRPCStatus = grpcStatus(w.Header())
 	}
-	if gen := cm.gen.Load(); gen != nil {
-		if cl := gen.Clusters[cluster]; cl != nil && cl.IstioService.Host != "" {
-			f.Service = cl.IstioService
-		}
-	}
-	if f.Service.Host == "" {
-		f.Service = istiostats.ServiceOfCluster(cluster)
-	}
+	f.Service = cm.gen.Load().IstioServiceOf(cluster)
 	if c.Reporter == istiostats.ReporterSource {
 		f.Peer = e.UpstreamPeer
 	} else {

@@ -259,14 +259,7 @@ func (p *Proxy) reportIstio(c *istiostats.Config, conn *filter.Connection, e *te
 		return
 	}
 	f := istiostats.Facts{Cluster: e.UpstreamCluster, Protocol: "tcp", Flags: e.ResponseFlags}
-	if gen := p.opts.Generation.Load(); gen != nil {
-		if cl := gen.Clusters[e.UpstreamCluster]; cl != nil {
-			f.Service = cl.IstioService
-		}
-	}
-	if f.Service.Host == "" {
-		f.Service = istiostats.ServiceOfCluster(e.UpstreamCluster)
-	}
+	f.Service = p.opts.Generation.Load().IstioServiceOf(e.UpstreamCluster)
 	if c.Reporter != istiostats.ReporterSource && conn != nil {
 		f.PeerPrincipal, f.LocalPrincipal = conn.Principals()
 	}
