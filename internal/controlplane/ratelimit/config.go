@@ -14,6 +14,8 @@ import (
 	ratelimitcommonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"go.yaml.in/yaml/v3"
+
+	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
 )
 
 // DomainConfig is one configuration document of envoyproxy/ratelimit: a
@@ -103,18 +105,6 @@ func (c *Config) Domains() []string {
 	return out
 }
 
-// unitWindows are envoyproxy/ratelimit's units, with their windows in
-// seconds.
-var unitWindows = map[string]struct {
-	unit   rlsv3.RateLimitResponse_RateLimit_Unit
-	window int64
-}{
-	"SECOND": {rlsv3.RateLimitResponse_RateLimit_SECOND, 1},
-	"MINUTE": {rlsv3.RateLimitResponse_RateLimit_MINUTE, 60},
-	"HOUR":   {rlsv3.RateLimitResponse_RateLimit_HOUR, 3600},
-	"DAY":    {rlsv3.RateLimitResponse_RateLimit_DAY, 86400},
-}
-
 // NewConfig builds the configuration of docs; src names each document in
 // errors (a file name). A domain may be defined once; within a level a
 // key and value pair once, as envoyproxy/ratelimit requires.
@@ -174,15 +164,16 @@ func (n *node) load(parent string, ds []DescriptorConfig) error {
 
 func newLimit(key string, rl *RateLimitConfig, shadow bool) (*Limit, error) {
 	l := &Limit{Key: key, Unlimited: rl.Unlimited, ShadowMode: shadow, Name: rl.Name}
-	u, ok := unitWindows[strings.ToUpper(rl.Unit)]
+	u, ok := loomv1alpha1.NormalUnit(rl.Unit)
 	switch {
 	case rl.Unlimited && ok:
 		return nil, fmt.Errorf("%s: rate_limit: should not specify a unit when unlimited", key)
 	case !rl.Unlimited && !ok:
 		return nil, fmt.Errorf("%s: rate_limit.unit = %q: must be second, minute, hour or day", key, rl.Unit)
 	}
-	l.Limit = &rlsv3.RateLimitResponse_RateLimit{Name: rl.Name, RequestsPerUnit: rl.RequestsPerUnit, Unit: u.unit}
-	l.Window = u.window
+	unit := rlsv3.RateLimitResponse_RateLimit_Unit(rlsv3.RateLimitResponse_RateLimit_Unit_value[strings.ToUpper(u)])
+	l.Limit = &rlsv3.RateLimitResponse_RateLimit{Name: rl.Name, RequestsPerUnit: rl.RequestsPerUnit, Unit: unit}
+	l.Window = loomv1alpha1.UnitSeconds[u]
 	for _, r := range rl.Replaces {
 		switch {
 		case r.Name == "":
