@@ -271,7 +271,7 @@ func (m *meshView) serviceConfig(s *registry.Service) []ConfigRef {
 		}
 	}
 	for _, w := range m.serviceWorkloads(s) {
-		for _, r := range m.workloadPolicies(w.Namespace, w.Labels) {
+		for _, r := range m.workloadPolicies(&model.Proxy{Type: model.SidecarProxy, Namespace: w.Namespace, Labels: w.Labels}) {
 			add(config.Key{Kind: config.Kind(r.Kind), Namespace: r.Namespace, Name: r.Name}, r.Why)
 		}
 	}
@@ -324,11 +324,13 @@ func (m *meshView) serviceWorkloads(s *registry.Service) []*registry.Workload {
 	return out
 }
 
-// workloadPolicies lists the security and proxy config that applies to a
-// workload of namespace ns with labels: AuthorizationPolicies (as Istio
-// selects them), PeerAuthentications, Sidecars and EnvoyFilters whose
-// selector its labels contain, in the root namespace or ns.
-func (m *meshView) workloadPolicies(ns string, labels map[string]string) []ConfigRef {
+// workloadPolicies lists the security and proxy config in effect for proxy
+// p (a workload's namespace, labels and proxy type), as the control plane
+// selects it for p's config: AuthorizationPolicies
+// (AuthorizationPoliciesFor), the PeerAuthentications its mTLS mode comes
+// from (PeerAuthenticationsFor), the one Sidecar that applies
+// (SidecarForProxy) and EnvoyFilters (EnvoyFiltersForProxy).
+func (m *meshView) workloadPolicies(p *model.Proxy) []ConfigRef {
 	var refs []ConfigRef
 	scope := func(rns string, sel map[string]string) string {
 		switch {
@@ -339,33 +341,25 @@ func (m *meshView) workloadPolicies(ns string, labels map[string]string) []Confi
 		}
 		return "namespace-wide"
 	}
-	ap := m.pc.AuthorizationPoliciesFor(ns, labels)
+	ap := m.pc.AuthorizationPoliciesFor(p.Namespace, p.Labels)
 	for _, l := range [][]*model.AuthorizationPolicy{ap.Custom, ap.Deny, ap.Allow, ap.Audit} {
-		for _, p := range l {
-			refs = append(refs, m.ref(config.KindAuthorizationPolicy, p.Namespace, p.Name, scope(p.Namespace, p.Spec.GetSelector().GetMatchLabels())))
+		for _, a := range l {
+			refs = append(refs, m.ref(config.KindAuthorizationPolicy, a.Namespace, a.Name, scope(a.Namespace, a.Spec.GetSelector().GetMatchLabels())))
 		}
 	}
-	for _, r := range m.snap.List(config.KindPeerAuthentication) {
-		pa, ok := r.Spec.(*security.PeerAuthentication)
-		if !ok || (r.Namespace != ns && r.Namespace != model.RootNamespace) {
-			continue
+	for _, k := range m.pc.PeerAuthenticationsFor(p.Namespace, p.Labels) {
+		var sel map[string]string
+		if r := m.snap.Get(k); r != nil {
+			if pa, ok := r.Spec.(*security.PeerAuthentication); ok {
+				sel = pa.GetSelector().GetMatchLabels()
+			}
 		}
-		sel := pa.GetSelector().GetMatchLabels()
-		if registry.LabelsContain(labels, sel) {
-			refs = append(refs, m.ref(config.KindPeerAuthentication, r.Namespace, r.Name, scope(r.Namespace, sel)))
-		}
+		refs = append(refs, m.ref(k.Kind, k.Namespace, k.Name, scope(k.Namespace, sel)))
 	}
-	for _, r := range m.snap.List(config.KindSidecar) {
-		sc, ok := r.Spec.(*networking.Sidecar)
-		if !ok || (r.Namespace != ns && r.Namespace != model.RootNamespace) {
-			continue
-		}
-		sel := sc.GetWorkloadSelector().GetLabels()
-		if registry.LabelsContain(labels, sel) {
-			refs = append(refs, m.ref(config.KindSidecar, r.Namespace, r.Name, scope(r.Namespace, sel)))
-		}
+	if sc := m.pc.SidecarForProxy(p); sc != nil {
+		refs = append(refs, m.ref(config.KindSidecar, sc.Namespace, sc.Name, scope(sc.Namespace, sc.Spec.GetWorkloadSelector().GetLabels())))
 	}
-	for _, ef := range m.pc.EnvoyFiltersForProxy(&model.Proxy{Namespace: ns, Labels: labels}) {
+	for _, ef := range m.pc.EnvoyFiltersForProxy(p) {
 		refs = append(refs, m.ref(config.KindEnvoyFilter, ef.Namespace, ef.Name, scope(ef.Namespace, ef.Spec.GetWorkloadSelector().GetLabels())))
 	}
 	return refs
@@ -505,6 +499,7 @@ func (m *meshView) workload(ns, name string, full bool) WorkloadView {
 		}
 	}
 	var refs []ConfigRef
+	proxy := &model.Proxy{Type: model.SidecarProxy, Namespace: ns}
 	if we != nil {
 		v.Address, v.Labels = we.Address, we.Labels
 		refs = append(refs, m.ref(config.KindWorkloadEntry, ns, name, "defines"))
@@ -520,6 +515,9 @@ func (m *meshView) workload(ns, name string, full bool) WorkloadView {
 		if v.Address == "" {
 			v.Address = pv.IP
 		}
+		if pv.Type == string(xdsapi.Router) {
+			proxy.Type = model.RouterProxy
+		}
 		if pv.Type == string(xdsapi.Router) && v.Labels == nil {
 			// A gateway has no WorkloadEntry: its Gateways select it by the
 			// labels it connected with, which the node ID does not carry.
@@ -532,7 +530,8 @@ func (m *meshView) workload(ns, name string, full bool) WorkloadView {
 	if v.App == "" {
 		v.App = name
 	}
-	refs = append(refs, m.workloadPolicies(ns, v.Labels)...)
+	proxy.Labels = v.Labels
+	refs = append(refs, m.workloadPolicies(proxy)...)
 	host := ""
 	if len(v.Services) == 1 {
 		host = v.Services[0]

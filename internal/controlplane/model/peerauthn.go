@@ -62,11 +62,34 @@ func peerAuthentications(snap *config.Snapshot) []*peerAuthn {
 // Only the workload policy's portLevelMtls counts (validation refuses it
 // elsewhere); an UNSET port inherits the workload's resolved mode.
 func (pc *PushContext) MutualTLSFor(ns string, labels map[string]string) MTLSPolicy {
+	mesh, namespace, workload := pc.selectPeerAuthns(ns, labels)
+	out := MTLSPolicy{Mode: MTLSPermissive}
+	if from := modeSource(mesh, namespace, workload); from != nil {
+		out.Mode = from.spec.GetMtls().GetMode()
+	}
+	if workload != nil && len(workload.spec.GetPortLevelMtls()) > 0 {
+		out.Ports = make(map[uint32]MTLSMode, len(workload.spec.GetPortLevelMtls()))
+		for port, m := range workload.spec.GetPortLevelMtls() {
+			mode := m.GetMode()
+			if mode == security.PeerAuthentication_MutualTLS_UNSET {
+				mode = out.Mode
+			}
+			out.Ports[port] = mode
+		}
+	}
+	return out
+}
+
+// selectPeerAuthns picks, as Istio's ComposePeerAuthentication, the
+// PeerAuthentications that may apply to a workload of namespace ns with
+// labels: the first mesh-wide one (RootNamespace, no selector), the first
+// namespace-wide one of ns and the first of ns whose selector labels
+// contains. Any may be nil.
+func (pc *PushContext) selectPeerAuthns(ns string, labels map[string]string) (mesh, namespace, workload *peerAuthn) {
 	all := pc.peerAuthns
 	if pc.base != nil {
 		all = pc.base.peerAuthns
 	}
-	var mesh, namespace, workload *peerAuthn
 	for _, pa := range all {
 		if pa.namespace != RootNamespace && pa.namespace != ns {
 			continue
@@ -85,23 +108,44 @@ func (pc *PushContext) MutualTLSFor(ns string, labels map[string]string) MTLSPol
 			workload = pa
 		}
 	}
-	out := MTLSPolicy{Mode: MTLSPermissive}
-	for _, pa := range []*peerAuthn{mesh, namespace, workload} {
-		if pa != nil && pa.spec.GetMtls().GetMode() != security.PeerAuthentication_MutualTLS_UNSET {
-			out.Mode = pa.spec.GetMtls().GetMode()
-		}
+	return mesh, namespace, workload
+}
+
+// PeerAuthenticationsFor returns the keys of the PeerAuthentications in
+// effect for a workload of namespace ns with labels, the ones whose
+// settings MutualTLSFor's result comes from: the policy that sets the
+// mode (the last of mesh, namespace, workload whose mtls mode is not
+// UNSET; none when the mode is the default PERMISSIVE), then the workload
+// policy when it sets portLevelMtls. A policy another one overrides, or
+// one that is not the first of its level, is not listed.
+func (pc *PushContext) PeerAuthenticationsFor(ns string, labels map[string]string) []config.Key {
+	mesh, namespace, workload := pc.selectPeerAuthns(ns, labels)
+	modeFrom := modeSource(mesh, namespace, workload)
+	var out []config.Key
+	if modeFrom != nil {
+		out = append(out, modeFrom.key())
 	}
-	if workload != nil && len(workload.spec.GetPortLevelMtls()) > 0 {
-		out.Ports = make(map[uint32]MTLSMode, len(workload.spec.GetPortLevelMtls()))
-		for port, m := range workload.spec.GetPortLevelMtls() {
-			mode := m.GetMode()
-			if mode == security.PeerAuthentication_MutualTLS_UNSET {
-				mode = out.Mode
-			}
-			out.Ports[port] = mode
-		}
+	if workload != nil && workload != modeFrom && len(workload.spec.GetPortLevelMtls()) > 0 {
+		out = append(out, workload.key())
 	}
 	return out
+}
+
+// modeSource is the policy whose mtls mode a workload gets: the last of
+// levels (mesh, namespace, workload order) whose mode is not UNSET, or nil
+// (the default PERMISSIVE).
+func modeSource(levels ...*peerAuthn) *peerAuthn {
+	var from *peerAuthn
+	for _, pa := range levels {
+		if pa != nil && pa.spec.GetMtls().GetMode() != security.PeerAuthentication_MutualTLS_UNSET {
+			from = pa
+		}
+	}
+	return from
+}
+
+func (pa *peerAuthn) key() config.Key {
+	return config.Key{Kind: config.KindPeerAuthentication, Namespace: pa.namespace, Name: pa.name}
 }
 
 // NamespaceMutualTLSMode is the mode the policies without a selector give
