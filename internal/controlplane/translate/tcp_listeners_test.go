@@ -4,7 +4,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/google/go-cmp/cmp"
@@ -154,6 +156,49 @@ func TestSidecarTCPListeners(t *testing.T) {
 			got := tcpProxies(t, mustGenerate(t, pc, tcpSidecar("127.0.0.100", tt.labels)))
 			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("TCP listeners (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSidecarTCPMaxConnectionDuration checks that a DestinationRule's
+// connectionPool.tcp.maxConnectionDuration becomes the tcp_proxy's
+// max_downstream_connection_duration, as Istio sets it, with the subset's
+// policy over the top-level one; weighted clusters get none.
+func TestSidecarTCPMaxConnectionDuration(t *testing.T) {
+	mesh := strings.Replace(tcpMesh, `trafficPolicy: {connectionPool: {tcp: {idleTimeout: 30s}}}
+  subsets:
+  - {name: v1, labels: {version: v1}}`, `trafficPolicy: {connectionPool: {tcp: {idleTimeout: 30s, maxConnectionDuration: 1h}}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 90s}}}}`, 1)
+	if mesh == tcpMesh {
+		t.Fatal("the DestinationRule of tcpMesh changed; update this test")
+	}
+	withMax := func(tp *tcpv3.TcpProxy, d time.Duration) *tcpv3.TcpProxy {
+		tp.MaxDownstreamConnectionDuration = durationpb.New(d)
+		return tp
+	}
+	tests := []struct {
+		name   string
+		yaml   string
+		labels map[string]string
+		want   *tcpv3.TcpProxy
+	}{
+		{"service port: top-level policy", mesh, nil, withMax(single(echo9000, durationpb.New(30e9)), time.Hour)},
+		{"subset v2: top-level policy", mesh + tcpVS, map[string]string{"track": "canary"}, withMax(single(echoV2, durationpb.New(30e9)), time.Hour)},
+		{"weighted clusters: none", mesh + tcpVS, nil, &tcpv3.TcpProxy{StatPrefix: echo9000, ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{
+			WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{
+				{Name: echoV1, Weight: 80}, {Name: echoV2, Weight: 20}}}}}},
+		{"subset v1: its own policy", mesh + strings.Replace(tcpVS, "subset: v2}}]\n  - match: [{port: 9000, destinationSubnets", "subset: v1}}]\n  - match: [{port: 9000, destinationSubnets", 1),
+			// The subset's connectionPool replaces the top-level one whole,
+			// as Istio merges traffic policies: no idle_timeout.
+			map[string]string{"track": "canary"}, withMax(single(echoV1, nil), 90*time.Second)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tcpProxies(t, mustGenerate(t, tcpPushContext(t, tt.yaml), tcpSidecar("127.0.0.100", tt.labels)))["127.0.0.100_9000"]
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("tcp_proxy of port 9000 (-want +got):\n%s", diff)
 			}
 		})
 	}

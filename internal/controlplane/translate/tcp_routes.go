@@ -46,8 +46,10 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 // (weight 0 destinations left out, as Istio does; two destinations of one
 // cluster add up). No destination gives the cluster def. stat_prefix is
 // the cluster's name, or def (else the first cluster's) for weighted
-// clusters. idle_timeout is the DestinationRule's
-// connectionPool.tcp.idleTimeout of a single destination, when set.
+// clusters. idle_timeout and max_downstream_connection_duration are the
+// DestinationRule's connectionPool.tcp.idleTimeout and
+// maxConnectionDuration of a single destination, when set (Istio sets
+// neither from a DestinationRule on weighted clusters).
 func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, port uint32, def string) *tcpv3.TcpProxy {
 	var clusters []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight
 	for _, rd := range dests {
@@ -81,13 +83,15 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 		StatPrefix:       name,
 		ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: name},
 		IdleTimeout:      tcpIdleTimeout(pc, name),
+
+		MaxDownstreamConnectionDuration: tcpMaxConnectionDuration(pc, name),
 	}
 }
 
-// tcpIdleTimeout returns connectionPool.tcp.idleTimeout of the
-// DestinationRule traffic policy of the outbound cluster name (its port
-// and subset level applied), or nil.
-func tcpIdleTimeout(pc *model.PushContext, name string) *durationpb.Duration {
+// tcpSettings returns connectionPool.tcp of the DestinationRule traffic
+// policy of the outbound cluster name (its port and subset level applied),
+// or nil.
+func tcpSettings(pc *model.PushContext, name string) *networking.ConnectionPoolSettings_TCPSettings {
 	_, port, subset, host, ok := xdsapi.ParseClusterName(name)
 	if !ok {
 		return nil
@@ -100,7 +104,28 @@ func tcpIdleTimeout(pc *model.PushContext, name string) *durationpb.Duration {
 	if subset != "" {
 		ss = dr.Subset(subset)
 	}
-	d := clusterTrafficPolicy(dr.Spec, ss, port).GetConnectionPool().GetTcp().GetIdleTimeout()
+	return clusterTrafficPolicy(dr.Spec, ss, port).GetConnectionPool().GetTcp()
+}
+
+// tcpIdleTimeout returns connectionPool.tcp.idleTimeout of the
+// DestinationRule traffic policy of the outbound cluster name, or nil.
+func tcpIdleTimeout(pc *model.PushContext, name string) *durationpb.Duration {
+	return cloneDuration(tcpSettings(pc, name).GetIdleTimeout())
+}
+
+// tcpMaxConnectionDuration returns connectionPool.tcp.maxConnectionDuration
+// of the DestinationRule traffic policy of the outbound cluster name, or
+// nil: Istio sets it as the tcp_proxy's max_downstream_connection_duration
+// (besides the cluster's common_http_protocol_options, see
+// applyConnectionPool), so a TCP connection is closed, both sides, that
+// long after it was accepted.
+func tcpMaxConnectionDuration(pc *model.PushContext, name string) *durationpb.Duration {
+	return cloneDuration(tcpSettings(pc, name).GetMaxConnectionDuration())
+}
+
+// cloneDuration copies d (nil stays nil), so that emitted resources never
+// share messages with the push context.
+func cloneDuration(d *durationpb.Duration) *durationpb.Duration {
 	if d == nil {
 		return nil
 	}

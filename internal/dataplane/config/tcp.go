@@ -30,6 +30,12 @@ type TCPProxy struct {
 	// this long (TcpProxy.idle_timeout); 0 disables it. Unset means
 	// DefaultTCPIdleTimeout.
 	IdleTimeout time.Duration
+	// MaxDownstreamConnectionDuration closes the connection, both sides,
+	// this long after the tcp_proxy took it, bytes in flight or not
+	// (TcpProxy.max_downstream_connection_duration, at least 1ms; Istio's
+	// connectionPool.tcp.maxConnectionDuration); the access log shows
+	// response flag DT. 0: no limit.
+	MaxDownstreamConnectionDuration time.Duration
 
 	// route carries Clusters for Route.Pick, so that TCP connections are
 	// spread by the same golden-ratio sequence as HTTP requests.
@@ -88,6 +94,12 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 	if p.IdleTimeout, err = duration(tp.GetIdleTimeout(), "idle_timeout", DefaultTCPIdleTimeout); err != nil {
 		return nil, err
 	}
+	if p.MaxDownstreamConnectionDuration, err = duration(tp.GetMaxDownstreamConnectionDuration(), "max_downstream_connection_duration", 0); err != nil {
+		return nil, err
+	}
+	if d := tp.GetMaxDownstreamConnectionDuration(); d != nil && p.MaxDownstreamConnectionDuration < time.Millisecond {
+		return nil, verr("max_downstream_connection_duration", p.MaxDownstreamConnectionDuration.String(), "must be at least 1ms")
+	}
 	switch {
 	case tp.GetOnDemand() != nil:
 		return nil, ferr("on_demand", "not supported")
@@ -103,8 +115,8 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 		return nil, ferr("hash_policy", "not supported")
 	case tp.GetTunnelingConfig() != nil:
 		return nil, ferr("tunneling_config", "not supported")
-	case tp.GetMaxDownstreamConnectionDuration() != nil:
-		return nil, ferr("max_downstream_connection_duration", "not supported")
+	case tp.GetMaxDownstreamConnectionDurationJitterPercentage() != nil:
+		return nil, ferr("max_downstream_connection_duration_jitter_percentage", "not supported")
 	case len(tp.GetProxyProtocolTlvs()) > 0:
 		return nil, ferr("proxy_protocol_tlvs", "not supported")
 	case tp.GetUpstreamConnectMode() != tcpv3.UpstreamConnectMode_IMMEDIATE:

@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/proto"
@@ -57,6 +58,11 @@ func TestBuildTCPProxy(t *testing.T) {
 			&tcpv3.TcpProxy{StatPrefix: "s", IdleTimeout: durationpb.New(3 * time.Second), MaxConnectAttempts: wrapperspb.UInt32(1),
 				ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"}},
 			&TCPProxy{StatPrefix: "s", Clusters: []WeightedCluster{{Name: "a", Weight: 1}}, TotalWeight: 1, IdleTimeout: 3 * time.Second}},
+		{"max_downstream_connection_duration",
+			&tcpv3.TcpProxy{StatPrefix: "s", MaxDownstreamConnectionDuration: durationpb.New(90 * time.Second),
+				ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"}},
+			&TCPProxy{StatPrefix: "s", Clusters: []WeightedCluster{{Name: "a", Weight: 1}}, TotalWeight: 1, IdleTimeout: time.Hour,
+				MaxDownstreamConnectionDuration: 90 * time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,6 +105,13 @@ func TestBuildTCPProxyErrors(t *testing.T) {
 			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.max_connect_attempts = "3": must be 1 (connect retries are not supported)`},
 		{"tunneling", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, TunnelingConfig: &tcpv3.TcpProxy_TunnelingConfig{Hostname: "h"}},
 			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.tunneling_config: not supported`},
+		{"max_downstream_connection_duration under 1ms", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one,
+			MaxDownstreamConnectionDuration: durationpb.New(time.Microsecond)},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.max_downstream_connection_duration = "1µs": must be at least 1ms`},
+		{"max_downstream_connection_duration jitter", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one,
+			MaxDownstreamConnectionDuration:                 durationpb.New(time.Second),
+			MaxDownstreamConnectionDurationJitterPercentage: &typev3.Percent{Value: 10}},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.max_downstream_connection_duration_jitter_percentage: not supported`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,7 +25,14 @@ const (
 	FlagNoHealthyUpstream = "UH"
 	FlagUpstreamConnFail  = "UF"
 	FlagUpstreamOverflow  = "UO"
+	// FlagDurationTimeout: the connection was closed when
+	// max_downstream_connection_duration passed (Envoy's DT).
+	FlagDurationTimeout = "DT"
 )
+
+// errMaxDuration is the cause of a connection's context ending at
+// max_downstream_connection_duration.
+var errMaxDuration = errors.New("max_downstream_connection_duration reached")
 
 // minIdleTick bounds how often an idle check wakes a connection up.
 const minIdleTick = 10 * time.Millisecond
@@ -86,7 +93,9 @@ func New(opts Options) (*Proxy, error) {
 // side ends its stream the other side is half-closed (CloseWrite) and the
 // copy the other way goes on; the connection ends when both are done, on
 // an error of either side, when idle_timeout passes with no byte moved
-// either way, or when ctx ends.
+// either way, when max_downstream_connection_duration passes since
+// ServeConn began (both sides closed, flag DT, as Envoy's timer armed when
+// the tcp_proxy gets the connection), or when ctx ends.
 //
 // Without a usable upstream (no such cluster NC, no endpoint UH, a full
 // circuit breaker UO, a failed connect or TLS handshake UF) down is
@@ -120,6 +129,16 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	if tp == nil || gen == nil {
 		e.ResponseFlags = FlagNoClusterFound
 		return
+	}
+	if d := tp.MaxDownstreamConnectionDuration; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, d, errMaxDuration)
+		defer cancel()
+		defer func() {
+			if errors.Is(context.Cause(ctx), errMaxDuration) {
+				e.ResponseFlags = FlagDurationTimeout
+			}
+		}()
 	}
 	name := tp.Pick()
 	e.UpstreamCluster = name

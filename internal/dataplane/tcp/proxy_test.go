@@ -311,6 +311,82 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestMaxDownstreamConnectionDuration checks Envoy's
+// max_downstream_connection_duration: a connection that keeps moving
+// bytes is still closed, on both sides, once the duration has passed since
+// the proxy took it, and its access log line has flag DT.
+func TestMaxDownstreamConnectionDuration(t *testing.T) {
+	upClosed := make(chan time.Time, 1)
+	up := server(t, func(c *net.TCPConn) {
+		echo("")(c)
+		upClosed <- time.Now()
+	})
+	tp := oneCluster("echo")
+	tp.MaxDownstreamConnectionDuration = durationpb.New(500 * time.Millisecond)
+	h := start(t, tp, cluster(t, "echo", nil, up))
+	opened := time.Now()
+	c := dial(t, h.addr)
+	buf := make([]byte, 1)
+	// A byte each way every 20 ms: the connection is never idle. The
+	// first exchange well inside the duration must work.
+	var err error
+	var i int
+	for i = 0; ; i++ {
+		if _, err = c.Write([]byte{'a'}); err != nil {
+			break
+		}
+		if _, err = io.ReadFull(c, buf); err != nil {
+			break
+		}
+		if time.Since(opened) > 5*time.Second {
+			t.Fatal("connection still open after 5 s, want it closed after 500 ms")
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	took := time.Since(opened)
+	if i < 5 {
+		t.Fatalf("connection failed after %d exchanges (%v): %v; want it to carry bytes until 500 ms", i, took, err)
+	}
+	if took < 450*time.Millisecond || took > 3*time.Second {
+		t.Errorf("active connection closed after %v, want about 500 ms", took)
+	}
+	select {
+	case at := <-upClosed:
+		if d := at.Sub(opened); d < 450*time.Millisecond {
+			t.Errorf("upstream connection ended after %v, before the duration", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream connection still open 5 s after the downstream was closed")
+	}
+	line := h.waitLog(t, 1)[0]
+	if field(line, 5) != FlagDurationTimeout {
+		t.Errorf("response flags = %q, want DT\n%s", field(line, 5), line)
+	}
+}
+
+// TestMaxDownstreamConnectionDurationNotReached checks that a connection
+// that ends before max_downstream_connection_duration is logged without
+// DT.
+func TestMaxDownstreamConnectionDurationNotReached(t *testing.T) {
+	up := server(t, echo(""))
+	tp := oneCluster("echo")
+	tp.MaxDownstreamConnectionDuration = durationpb.New(time.Minute)
+	h := start(t, tp, cluster(t, "echo", nil, up))
+	c := dial(t, h.addr)
+	if _, err := io.WriteString(c, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(c); err != nil || string(got) != "hi" {
+		t.Fatalf("read %q, %v; want hi", got, err)
+	}
+	if line := h.waitLog(t, 1)[0]; field(line, 5) != "-" {
+		t.Errorf("response flags = %q, want -\n%s", field(line, 5), line)
+	}
+}
+
 func TestConnectFailure(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
