@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 )
 
 // serveApp listens on addr with srv (an app the harness does not start:
@@ -202,6 +204,38 @@ func TestGRPC(t *testing.T) {
 		}
 		if _, err := s.Recv(); !errors.Is(err, io.EOF) {
 			t.Errorf("after CloseSend: %v, want EOF (grpc-status 0 in the trailers)", err)
+		}
+	})
+
+	// Istio's gRPC message counters on both reporters: every call above
+	// ended with grpc-status 0 on one label set, so its series holds
+	// exactly the messages sent: 1+1+3 by the client, 1+3+3 by the server.
+	t.Run("istio message counters", func(t *testing.T) {
+		labels := map[string]string{"request_protocol": "grpc", "response_code": "200", "grpc_response_status": "0",
+			"source_workload": "client", "destination_workload": "grpc-v1", "destination_service_name": "grpc"}
+		for _, r := range []struct {
+			reporter string
+			octet    int
+		}{{"source", clientOctet}, {"destination", 10}} {
+			url := "http://" + m.ip(r.octet) + ":15090/stats/prometheus"
+			l := with(labels, map[string]string{"reporter": r.reporter})
+			var got [3]float64
+			// The server's proxy may report a stream just after the
+			// client saw its end.
+			ok := poll(10*time.Second, func() bool {
+				fams, err := promtest.Scrape(url)
+				if err != nil {
+					return false
+				}
+				got[0], _ = fams.Value("istio_requests_total", l)
+				got[1], _ = fams.Value("istio_request_messages_total", l)
+				got[2], _ = fams.Value("istio_response_messages_total", l)
+				return got == [3]float64{3, 5, 7}
+			})
+			if !ok {
+				t.Errorf("%s reporter: requests, request messages, response messages = %v, want [3 5 7]", r.reporter, got)
+				dumpSeries(t, url, "istio_request_messages_total")
+			}
 		}
 	})
 

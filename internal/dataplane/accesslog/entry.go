@@ -46,6 +46,10 @@ type Entry struct {
 	// UpstreamPeer is the upstream's sidecar identity its response
 	// carried (Istio's metadata exchange); nil when none.
 	UpstreamPeer *istiostats.Peer
+	// GRPCMessages are a gRPC request's message counts (Envoy's
+	// grpc_stats filter state), kept where istio.stats reports the
+	// request; nil otherwise.
+	GRPCMessages *istiostats.GRPCMessages
 }
 
 // AppendEntry appends e to b in Istio's default access log format, with a

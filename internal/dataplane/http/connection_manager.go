@@ -364,6 +364,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 			st.peer = cm.exchange.Take(r.Header)
 			cm.exchange.Set(w.Header())
 		}
+		startGRPCMessages(r, body, e)
 	}
 	applyXFCC(r.Header, &fc.XFCC, r)
 	if upgradeRejected(r, fc, route) {
@@ -918,7 +919,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		hdr.Add("Trailer", k)
 	}
 	w.WriteHeader(resp.StatusCode)
-	n, err := copyBody(w, resp.Body, resp.ContentLength < 0)
+	n, err := copyBody(w, countResponseMessages(resp.Body, e), resp.ContentLength < 0)
 	e.BytesSent = n
 	if len(resp.Trailer) > 0 {
 		for k, vv := range resp.Trailer {
@@ -1187,11 +1188,17 @@ type countingBody struct {
 	n       atomic.Int64
 	readErr atomic.Pointer[error]
 	closed  atomic.Bool
+	// frames counts a gRPC request's messages (startGRPCMessages); nil
+	// when not counted.
+	frames *istiostats.FrameCounter
 }
 
 func (c *countingBody) Read(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
 	c.n.Add(int64(n))
+	if c.frames != nil {
+		c.frames.Feed(p[:n])
+	}
 	if err != nil && err != io.EOF && !c.closed.Load() {
 		c.readErr.CompareAndSwap(nil, &err)
 	}

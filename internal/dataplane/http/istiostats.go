@@ -61,6 +61,9 @@ func (cm *ConnectionManager) reportIstio(w http.ResponseWriter, r *http.Request,
 		ResponseBytes:  e.BytesSent,
 		GRPC:           grpc,
 	}
+	if m := e.GRPCMessages; m != nil {
+		req.RequestMessages, req.ResponseMessages = m.Request.Count(), m.Response.Count()
+	}
 	if c.HasOverrides() {
 		a := &istiostats.Attributes{Request: r, ResponseHeader: w.Header(), ResponseCode: e.ResponseCode,
 			CodeDetails: e.ResponseCodeDetails, Flags: e.ResponseFlags, GRPCStatus: f.GRPCStatus,
