@@ -34,6 +34,8 @@ var rules = []rule{
 		why: "httpserve is a leaf: it imports only the standard library"},
 	{from: module + "/internal/metricnames", forbidden: []string{module + "/", "k8s.io/", "istio.io/", "google.golang.org/", "github.com/"},
 		why: "metricnames is the one list of metric names both planes and the dashboards share: standard library only"},
+	{from: module + "/internal/statsexpr", forbidden: []string{module + "/", "k8s.io/", "istio.io/", "google.golang.org/", "github.com/"},
+		why: "statsexpr is the one parser of metric tag expressions both planes share: standard library only"},
 	{from: module + "/internal/dashboard", forbidden: []string{module + "/internal/dataplane", "k8s.io/client-go"},
 		why: "the dashboard is loomd's: it reads the control plane and the proxies' metrics endpoints, never proxy code"},
 	{from: module + "/internal/controlplane/translate", forbidden: []string{module + "/internal/controlplane/xds", module + "/internal/controlplane/api", "k8s.io/client-go"},

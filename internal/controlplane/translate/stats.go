@@ -15,8 +15,8 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
-	"github.com/loom-mesh/loom/internal/controlplane/validation"
 	"github.com/loom-mesh/loom/internal/metricnames"
+	"github.com/loom-mesh/loom/internal/statsexpr"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
@@ -52,7 +52,7 @@ const (
 // Beyond Istio, a REMOVE of a tag that is not one of Istio's standard
 // tags is left out: it removes nothing in Istio's filter, and Loom's
 // proxy refuses it. An UPSERT value outside the expressions the proxy
-// evaluates (validation.StatsExpr) is sent as the literal 'unknown', the
+// evaluates (statsexpr.Parse, the parser the proxy uses) is sent as the literal 'unknown', the
 // value Istio's filter reports when an evaluation fails.
 func StatsConfig(tel *TelemetryConfig, class ListenerClass) *statspb.PluginConfig {
 	var mc *MetricsConfig
@@ -91,7 +91,7 @@ func StatsConfig(tel *TelemetryConfig, class ListenerClass) *statspb.PluginConfi
 					m.Dimensions = map[string]string{}
 				}
 				v := t.Value
-				if validation.StatsExpr(v) != nil {
+				if _, err := statsexpr.Parse(v); err != nil {
 					// Istio's filter reports a value it cannot evaluate
 					// as "unknown"; the proxy would refuse the expression.
 					v = "'unknown'"

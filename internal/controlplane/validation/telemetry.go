@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -16,6 +17,9 @@ import (
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 )
+
+// promLabelRE is a Prometheus label name.
+var promLabelRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // telemetry checks a Telemetry (telemetry.istio.io v1, v1alpha1) as
 // Istio's CRD schema and webhook (ValidateTelemetry) do:
