@@ -288,7 +288,8 @@ func TestAutoMTLSClusters(t *testing.T) {
 			t.Fatalf("transport_socket_matches %v", ms)
 		}
 		u := upstreamTLS(t, c)
-		if u.GetSni() != details || !slices.Equal(u.GetCommonTlsContext().GetAlpnProtocols(), []string{"istio-peer-exchange", "istio"}) {
+		// Istio's istioMtlsSni, the name AUTO_PASSTHROUGH gateways route by.
+		if u.GetSni() != "outbound_.9080_._.details.default.svc.cluster.local" || !slices.Equal(u.GetCommonTlsContext().GetAlpnProtocols(), []string{"istio-peer-exchange", "istio"}) {
 			t.Errorf("sni %q alpn %v", u.GetSni(), u.GetCommonTlsContext().GetAlpnProtocols())
 		}
 		sans := u.GetCommonTlsContext().GetCombinedValidationContext().GetDefaultValidationContext().GetMatchSubjectAltNames()
@@ -320,6 +321,8 @@ func TestAutoMTLSClusters(t *testing.T) {
 		{name: "DR DISABLE", yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec:\n  host: details\n  trafficPolicy: {tls: {mode: DISABLE}}\n", wantNone: true},
 		{name: "DR ISTIO_MUTUAL with sni and SANs", yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec:\n  host: details\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: details.example, subjectAltNames: [spiffe://x/y]}}\n",
 			wantSNI: "details.example", wantSANs: []string{"spiffe://x/y"}},
+		{name: "DR ISTIO_MUTUAL without sni", yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: default}\nspec:\n  host: details\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n",
+			wantSNI: "outbound_.9080_._.details.default.svc.cluster.local", wantSANs: []string{"spiffe://cluster.local/ns/default/sa/bookinfo-details"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o
