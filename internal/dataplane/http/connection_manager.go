@@ -1,7 +1,6 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -50,10 +49,6 @@ const (
 	retryBaseInterval = 25 * time.Millisecond
 	retryMaxInterval  = 10 * retryBaseInterval
 )
-
-// MaxRetryBodyBytes is the largest request body buffered so that the
-// request can be retried; a larger one is streamed and not retried.
-const MaxRetryBodyBytes = 64 << 10
 
 // Options configures a ConnectionManager.
 type Options struct {
@@ -625,72 +620,30 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		mirrors = nil
 	}
 
-	// The request body: none, buffered (retriable, mirrored) or streamed
-	// (one attempt, no mirror). The buffer is allocated per request, sized
-	// to the body, and not pooled: net/http's HTTP/2 transport may read it
-	// after RoundTrip returned, and a mirror reads it on its own goroutine.
+	// The request body streams to the upstream as it arrives, as Envoy's
+	// router streams it. When the request may be retried or is mirrored it
+	// is read through a requestBody, which keeps up to DefaultBufferLimit
+	// bytes so that a retry replays them and then goes on with the live
+	// body (a gRPC stream still open included), and hands each shadow the
+	// bytes as they come. Otherwise the attempt reads r.Body itself.
 	var (
-		buffered []byte
-		stream   io.ReadCloser
-		length   int64
+		stream io.ReadCloser
+		rb     *requestBody
 	)
-	hasBody := body != nil && r.ContentLength != 0
-	// A gRPC request body of unknown length may be a client or
-	// bidirectional stream whose end comes after responses: buffering it
-	// before sending would hold the call. It is streamed with a bounded
-	// copy (tee), and retried only when the whole body had arrived by the
-	// time the attempt failed, before any response went downstream (a
-	// unary call, or a finished client stream), as Envoy retries from its
-	// buffered copy.
-	grpcStream := hasBody && r.ContentLength < 0 && isGRPC(r.Header)
-	var tee *teeBody
-	switch {
-	case !hasBody:
-	case grpcStream && attempts > 1 && len(mirrors) == 0:
-		tee = &teeBody{src: r.Body, limit: MaxRetryBodyBytes}
-		stream = tee
-		length = -1
-	case grpcStream:
-		stream = r.Body
-		length = -1
-		attempts = 1
-	case (attempts > 1 || len(mirrors) > 0) && r.ContentLength <= MaxRetryBodyBytes:
-		var (
-			buf []byte
-			err error
-		)
-		if r.ContentLength > 0 {
-			buf = make([]byte, r.ContentLength)
-			var n int
-			n, err = io.ReadFull(r.Body, buf)
-			buf = buf[:n]
-		} else {
-			// Unknown length: read one byte past the limit to know.
-			buf, err = io.ReadAll(io.LimitReader(r.Body, MaxRetryBodyBytes+1))
-		}
-		if err != nil {
-			cm.bodyError(w, r, e)
-			return false
-		}
-		if len(buf) <= MaxRetryBodyBytes {
-			buffered = buf
-			if buffered == nil {
-				buffered = []byte{}
+	if body != nil && r.ContentLength != 0 {
+		if attempts > 1 || len(mirrors) > 0 {
+			limit := 0
+			if attempts > 1 {
+				limit = DefaultBufferLimit
 			}
-			length = int64(len(buf))
+			rb = newRequestBody(r.Body, r.ContentLength, limit, cm.metrics, c.Name)
+			defer rb.end()
 		} else {
-			// Longer than MaxRetryBodyBytes: stream, no retry, no mirror.
-			stream = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
-			length = r.ContentLength
-			attempts = 1
+			stream = r.Body
 		}
-	default:
-		stream = r.Body
-		length = r.ContentLength
-		attempts = 1
 	}
 	if len(mirrors) > 0 {
-		cm.mirror(gen, route, r, host, upPath, upRawPath, buffered, stream != nil)
+		cm.mirror(gen, route, r, host, upPath, upRawPath, rb)
 	}
 
 	var (
@@ -726,6 +679,19 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	}
 	var triedPriorities uint64 // previous_priorities: levels attempted, bit per level
 	for attempt := 0; ; attempt++ {
+		var attemptBody io.ReadCloser
+		if rb != nil {
+			var ok bool
+			if attemptBody, ok = rb.attempt(attempt); !ok {
+				// The body outgrew the retry buffer during the back-off
+				// (a superseded attempt's transport read on): Envoy's
+				// local reply for a retry that can no longer be made.
+				done(upstream.Result{})
+				localReply(w, e, http.StatusInsufficientStorage, "", "request_payload_exceeded_retry_buffer_limit",
+					"exceeded request buffer limit while retrying upstream")
+				return false
+			}
+		}
 		if every := retry.PreviousPrioritiesFor(); attempt > 0 && every > 0 && uint32(attempt)%every == 0 {
 			// Envoy's PreviousPrioritiesRetryPriority: every
 			// update_frequency attempts, avoid the levels tried so far.
@@ -766,16 +732,15 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			Host:       host,
 		}
 		switch {
-		case buffered != nil:
-			out.Body = bytesReader(buffered)
-			out.ContentLength = length
-			out.GetBody = func() (io.ReadCloser, error) { return bytesReader(buffered), nil }
-		case tee != nil && attempt > 0:
-			out.Body = bytesReader(tee.buf)
-			out.ContentLength = int64(len(tee.buf))
+		case rb != nil:
+			out.Body = attemptBody
+			out.ContentLength = r.ContentLength
+			if rb.limit > 0 {
+				out.GetBody = rb.getBody
+			}
 		case stream != nil:
 			out.Body = stream
-			out.ContentLength = length
+			out.ContentLength = r.ContentLength
 		}
 		out = out.WithContext(tryCtx)
 		tryStart = time.Now()
@@ -783,7 +748,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		lastTryCtx = tryCtx
 		if err == nil {
 			cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
-			if attempt+1 < attempts && tee.replayable() && retryOnResponse(retry, resp) {
+			if attempt+1 < attempts && rb.replayable() && retryOnResponse(retry, resp) {
 				rel, ok := tryRetry()
 				if !ok {
 					break // the max_retries breaker is full: this response is final
@@ -823,7 +788,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		if fail == failDownstream || fail == failTimeout || fail == failDownstreamBody {
 			break
 		}
-		if attempt+1 < attempts && tee.replayable() && retryOnFailure(retry, fail) {
+		if attempt+1 < attempts && rb.replayable() && retryOnFailure(retry, fail) {
 			rel, ok := tryRetry()
 			if !ok {
 				break
@@ -840,7 +805,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	}
 
 	if resp == nil {
-		urx := attempts > 1 && retryOnFailure(retry, fail)
+		// Envoy drops the retry state when the body outgrows the buffer:
+		// no URX then.
+		urx := attempts > 1 && rb.replayable() && retryOnFailure(retry, fail)
 		switch fail {
 		case failDownstreamBody:
 			cm.bodyError(w, r, e)
@@ -881,7 +848,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	e.UpstreamServiceTime = time.Since(tryStart)
 	e.ResponseCode = resp.StatusCode
 	e.ResponseCodeDetails = "via_upstream"
-	if attempts > 1 && retryOnResponse(retry, resp) {
+	if attempts > 1 && rb.replayable() && retryOnResponse(retry, resp) {
 		e.ResponseFlags = FlagRetryLimitExceeded
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols && upgrade == "" {
@@ -1216,44 +1183,4 @@ func (c *countingBody) err() error {
 func (c *countingBody) Close() error {
 	c.closed.Store(true)
 	return c.rc.Close()
-}
-
-// teeBody is a streamed request body that keeps a copy of what it read,
-// up to limit bytes, so that an attempt that failed after the whole body
-// arrived can be retried from the copy. Only the first attempt's transport
-// reads it; the router calls replayable, and reads buf only when that
-// says the copy is whole (done is stored after the last append, so buf
-// is then immutable and visible).
-type teeBody struct {
-	src      io.ReadCloser
-	limit    int
-	buf      []byte
-	overflow bool
-	done     atomic.Bool // src reached EOF with the whole body in buf
-}
-
-func (t *teeBody) Read(p []byte) (int, error) {
-	n, err := t.src.Read(p)
-	if n > 0 && !t.overflow {
-		if len(t.buf)+n > t.limit {
-			t.overflow, t.buf = true, nil
-		} else {
-			t.buf = append(t.buf, p[:n]...)
-		}
-	}
-	if err == io.EOF && !t.overflow {
-		t.done.Store(true)
-	}
-	return n, err
-}
-
-func (t *teeBody) Close() error { return t.src.Close() }
-
-// replayable reports whether a next attempt may send the body again: there
-// is no teeBody (the body is buffered or absent), or its copy is whole.
-func (t *teeBody) replayable() bool { return t == nil || t.done.Load() }
-
-type readCloser struct {
-	io.Reader
-	io.Closer
 }

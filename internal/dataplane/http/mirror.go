@@ -16,10 +16,6 @@ import (
 // DefaultMaxMirrorsInFlight is Options.MaxMirrorsInFlight when unset.
 const DefaultMaxMirrorsInFlight = 256
 
-// mirrorDrainBytes is how much of a mirror's response is read before it
-// is closed (the response is discarded).
-const mirrorDrainBytes = 64 << 10
-
 // mirrorPool owns the goroutines of mirrored requests: at most cap(sem)
 // at once, each bounded by its route's timeout, all cancelled by close.
 type mirrorPool struct {
@@ -73,11 +69,14 @@ func (p *mirrorPool) close() {
 // (RouteAction.request_mirror_policies), sampled by its runtime_fraction,
 // on the pool's goroutines: the primary request never waits for them and
 // their responses are discarded. The copy has r's headers as they go
-// upstream, its authority host with "-shadow" (config.ShadowHost), the
-// upstream path and the buffered body. A mirror is dropped (and counted)
-// when the pool is full, when its cluster is unknown or when the body
-// was too large to buffer (streamed).
-func (cm *ConnectionManager) mirror(gen *config.Generation, route *config.Route, r *http.Request, host, path, rawPath string, body []byte, streamed bool) {
+// upstream, its authority host with "-shadow" (config.ShadowHost) and the
+// upstream path; its body, when rb is not nil, streams as the primary's
+// does (Envoy's streaming shadows): each shadow gets the bytes as the
+// primary reads them, through a shadowPipe that drops the shadow when it
+// falls mirrorBacklogBytes behind. A mirror is dropped (and counted) when
+// the pool is full, when its cluster is unknown or when it falls behind.
+// Call it before the primary's first attempt reads the body.
+func (cm *ConnectionManager) mirror(gen *config.Generation, route *config.Route, r *http.Request, host, path, rawPath string, rb *requestBody) {
 	timeout := route.Timeout
 	if timeout <= 0 {
 		timeout = config.DefaultRouteTimeout
@@ -88,7 +87,7 @@ func (cm *ConnectionManager) mirror(gen *config.Generation, route *config.Route,
 			continue
 		}
 		c := gen.Clusters[m.Cluster]
-		if c == nil || streamed {
+		if c == nil {
 			cm.metrics.MirrorDropped(m.Cluster)
 			continue
 		}
@@ -105,38 +104,59 @@ func (cm *ConnectionManager) mirror(gen *config.Generation, route *config.Route,
 			Header:     r.Header.Clone(),
 			Host:       h,
 		}
-		if body != nil {
-			out.ContentLength = int64(len(body))
-			out.GetBody = func() (io.ReadCloser, error) { return bytesReader(body), nil }
+		var pipe *shadowPipe
+		if rb != nil {
+			pipe = newShadowPipe(mirrorBacklogBytes)
+			out.Body = pipe
+			out.ContentLength = r.ContentLength
 		}
-		if !cm.mirrors.start(func(ctx context.Context) { cm.sendMirror(ctx, c, out, body, timeout) }) {
+		if !cm.mirrors.start(func(ctx context.Context) { cm.sendMirror(ctx, c, out, pipe, timeout) }) {
 			cm.metrics.MirrorDropped(m.Cluster)
+			continue
+		}
+		if pipe != nil {
+			rb.addShadow(pipe)
 		}
 	}
 }
 
-// sendMirror sends one mirrored request and discards the response.
-func (cm *ConnectionManager) sendMirror(ctx context.Context, c *config.Cluster, out *http.Request, body []byte, timeout time.Duration) {
+// sendMirror sends one mirrored request, its body read from pipe (nil:
+// none), and discards the response.
+func (cm *ConnectionManager) sendMirror(ctx context.Context, c *config.Cluster, out *http.Request, pipe *shadowPipe, timeout time.Duration) {
 	uh, err := cm.clusters.Pick(c, upstream.PickOptions{})
 	if err != nil {
+		if pipe != nil {
+			pipe.Close()
+		}
 		cm.metrics.MirrorDropped(c.Name)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out.URL.Host = uh.Addr
-	if body != nil {
-		out.Body = bytesReader(body)
+	if pipe != nil {
+		pipe.setCancel(cancel)
 	}
+	out.URL.Host = uh.Addr
 	resp, err := uh.RT.RoundTrip(out.WithContext(ctx))
 	if err != nil {
+		if pipe != nil && pipe.wasDropped() {
+			// The proxy gave up on it: not the host's failure.
+			cm.metrics.MirrorDropped(c.Name)
+			uh.Done(upstream.Result{})
+			return
+		}
 		cm.metrics.UpstreamRequest(c.Name, 0)
 		uh.Done(upstream.Result{LocalOrigin: ctx.Err() == nil || ctx.Err() == context.DeadlineExceeded})
 		cm.logger.Debug("mirror failed", "cluster", c.Name, "endpoint", uh.Addr, "error", err)
 		return
 	}
 	cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
-	_, _ = io.CopyN(io.Discard, resp.Body, mirrorDrainBytes)
+	// Discard the whole response, as Envoy's shadow does: closing it
+	// early would reset a stream whose request body is still flowing.
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if pipe != nil && pipe.wasDropped() {
+		cm.metrics.MirrorDropped(c.Name)
+	}
 	uh.Done(upstream.Result{Status: resp.StatusCode})
 }

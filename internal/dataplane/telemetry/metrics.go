@@ -24,6 +24,7 @@ type Metrics struct {
 	overflow     *prometheus.CounterVec
 	retryOver    *prometheus.CounterVec
 	mirrorDrop   *prometheus.CounterVec
+	abandoned    *prometheus.CounterVec
 	requestCache sync.Map // requestKey -> prometheus.Counter
 	clusterCache sync.Map // string (cluster name) -> *clusterCounters
 }
@@ -37,6 +38,7 @@ type requestKey struct {
 type clusterCounters struct {
 	total, connectFail, retry       prometheus.Counter
 	overflow, retryOver, mirrorDrop prometheus.Counter
+	abandoned                       prometheus.Counter
 	xx                              [6]prometheus.Counter // by code/100; [0] for unknown
 }
 
@@ -74,11 +76,15 @@ func NewMetrics() *Metrics {
 		}, []string{"cluster_name"}),
 		mirrorDrop: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "loom_mirror_dropped_total",
-			Help: "Mirrored (shadow) requests to a cluster not sent: too many in flight, or a request body too large to copy.",
+			Help: "Mirrored (shadow) requests to a cluster dropped: too many in flight, or its body fell too far behind the primary's.",
+		}, []string{"cluster_name"}),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envoy_cluster_retry_or_shadow_abandoned",
+			Help: "Requests to a cluster whose body outgrew the retry buffer, so that they were no longer retried.",
 		}, []string{"cluster_name"}),
 	}
 	m.Registry.MustRegister(m.requests, m.upstreamRq, m.upstreamXX, m.connectFail, m.retries,
-		m.overflow, m.retryOver, m.mirrorDrop,
+		m.overflow, m.retryOver, m.mirrorDrop, m.abandoned,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -179,6 +185,7 @@ func (m *Metrics) cluster(name string) *clusterCounters {
 		overflow:    m.overflow.WithLabelValues(name),
 		retryOver:   m.retryOver.WithLabelValues(name),
 		mirrorDrop:  m.mirrorDrop.WithLabelValues(name),
+		abandoned:   m.abandoned.WithLabelValues(name),
 	}
 	for i := range cc.xx {
 		class := "unknown"
@@ -249,6 +256,16 @@ func (m *Metrics) MirrorDropped(cluster string) {
 	m.cluster(cluster).mirrorDrop.Inc()
 }
 
+// RetryOrShadowAbandoned counts one request to cluster whose body outgrew
+// the retry buffer, so that it was no longer retried (Envoy's cluster stat
+// retry_or_shadow_abandoned).
+func (m *Metrics) RetryOrShadowAbandoned(cluster string) {
+	if m == nil {
+		return
+	}
+	m.cluster(cluster).abandoned.Inc()
+}
+
 // ForgetCluster drops the cached counters of a cluster no longer
 // configured, so that removed clusters do not grow the label set forever.
 func (m *Metrics) ForgetCluster(name string) {
@@ -262,5 +279,6 @@ func (m *Metrics) ForgetCluster(name string) {
 	m.overflow.DeleteLabelValues(name)
 	m.retryOver.DeleteLabelValues(name)
 	m.mirrorDrop.DeleteLabelValues(name)
+	m.abandoned.DeleteLabelValues(name)
 	m.upstreamXX.DeletePartialMatch(prometheus.Labels{"cluster_name": name})
 }
