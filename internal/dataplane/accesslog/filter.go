@@ -3,11 +3,13 @@ package accesslog
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/interpreter"
 )
 
 // AccessLogger is one compiled access_log entry of an HTTP connection
@@ -74,9 +76,13 @@ func CompileFilter(expr string) (*Filter, error) {
 	return &Filter{prg: prg, expr: expr}, nil
 }
 
-// Match evaluates the filter for e.
-func (f *Filter) Match(e *Entry) bool {
-	out, _, err := f.prg.Eval(attributes(e))
+// Match evaluates the filter for e. To evaluate several filters on one
+// request, share one Activation with MatchIn.
+func (f *Filter) Match(e *Entry) bool { return f.MatchIn(NewActivation(e)) }
+
+// MatchIn evaluates the filter on a's request.
+func (f *Filter) MatchIn(a *Activation) bool {
+	out, _, err := f.prg.Eval(a)
 	if err != nil {
 		return false
 	}
@@ -84,50 +90,117 @@ func (f *Filter) Match(e *Entry) bool {
 	return ok && b
 }
 
-func attributes(e *Entry) map[string]any {
-	urlPath, _, _ := strings.Cut(e.RequestURI, "?")
-	reqH := map[string]string{}
-	for k, v := range e.RequestHeader {
-		if len(v) > 0 {
-			reqH[strings.ToLower(k)] = v[0]
+// The filter's variables, in Activation.vars order.
+const (
+	varRequest = iota
+	varResponse
+	varSource
+	varDestination
+	varUpstream
+	varConnection
+	varXDS
+	numVars
+)
+
+// Activation is the attributes of one request for Filter.MatchIn
+// (cel-go's interpreter.Activation). Each variable's map is built the
+// first time an expression reads it and kept, so the filters of every
+// access logger of a request share one set of maps, and a filter that
+// reads only response.code never builds the header maps. One Activation
+// serves one request on one goroutine; it reads e, which must not change
+// while it is in use.
+type Activation struct {
+	e    *Entry
+	vars [numVars]map[string]any
+}
+
+// NewActivation makes the lazy attributes of e.
+func NewActivation(e *Entry) *Activation { return &Activation{e: e} }
+
+// Parent implements interpreter.Activation: there is none.
+func (a *Activation) Parent() interpreter.Activation { return nil }
+
+// ResolveName implements interpreter.Activation for the variables the
+// filter environment declares (celEnv).
+func (a *Activation) ResolveName(name string) (any, bool) {
+	var i int
+	switch name {
+	case "request":
+		i = varRequest
+	case "response":
+		i = varResponse
+	case "source":
+		i = varSource
+	case "destination":
+		i = varDestination
+	case "upstream":
+		i = varUpstream
+	case "connection":
+		i = varConnection
+	case "xds":
+		i = varXDS
+	default:
+		return nil, false
+	}
+	if a.vars[i] == nil {
+		a.vars[i] = a.build(i)
+	}
+	return a.vars[i], true
+}
+
+// build makes variable i's map from a.e: Envoy's attribute names and
+// types (strings, int64 sizes and ports, a duration, a timestamp).
+func (a *Activation) build(i int) map[string]any {
+	e := a.e
+	switch i {
+	case varRequest:
+		urlPath, _, _ := strings.Cut(e.RequestURI, "?")
+		scheme := "http"
+		if e.RequestedServerName != "" {
+			scheme = "https"
 		}
-	}
-	respH := map[string]string{}
-	for k, v := range e.ResponseHeader {
-		if len(v) > 0 {
-			respH[strings.ToLower(k)] = v[0]
-		}
-	}
-	scheme := "http"
-	if e.RequestedServerName != "" {
-		scheme = "https"
-	}
-	host := func(hp string) (string, int64) {
-		h, p, err := net.SplitHostPort(hp)
-		if err != nil {
-			return hp, 0
-		}
-		n, _ := strconv.ParseInt(p, 10, 64)
-		_ = h
-		return hp, n
-	}
-	src, srcPort := host(e.DownstreamRemoteAddress)
-	dst, dstPort := host(e.DownstreamLocalAddress)
-	up, upPort := host(e.UpstreamHost)
-	return map[string]any{
-		"request": map[string]any{
+		return map[string]any{
 			"path": e.RequestURI, "url_path": urlPath, "host": e.Authority, "scheme": scheme, "method": e.Method,
-			"headers": reqH, "useragent": e.UserAgent, "id": e.RequestID, "protocol": e.Protocol,
+			"headers": lowerHeaders(e.RequestHeader), "useragent": e.UserAgent, "id": e.RequestID, "protocol": e.Protocol,
 			"duration": e.Duration, "size": e.BytesReceived, "time": e.StartTime,
-		},
-		"response": map[string]any{
+		}
+	case varResponse:
+		return map[string]any{
 			"code": int64(e.ResponseCode), "code_details": e.ResponseCodeDetails, "flags": e.ResponseFlags,
-			"headers": respH, "size": e.BytesSent,
-		},
-		"source":      map[string]any{"address": src, "port": srcPort},
-		"destination": map[string]any{"address": dst, "port": dstPort},
-		"upstream":    map[string]any{"address": up, "port": upPort},
-		"connection":  map[string]any{"requested_server_name": e.RequestedServerName},
-		"xds":         map[string]any{"cluster_name": e.UpstreamCluster, "route_name": e.RouteName},
+			"headers": lowerHeaders(e.ResponseHeader), "size": e.BytesSent,
+		}
+	case varSource:
+		return addressAttrs(e.DownstreamRemoteAddress)
+	case varDestination:
+		return addressAttrs(e.DownstreamLocalAddress)
+	case varUpstream:
+		return addressAttrs(e.UpstreamHost)
+	case varConnection:
+		return map[string]any{"requested_server_name": e.RequestedServerName}
+	default: // varXDS
+		return map[string]any{"cluster_name": e.UpstreamCluster, "route_name": e.RouteName}
 	}
+}
+
+// lowerHeaders is h's first values under lower-case names, as Envoy's
+// header attribute maps are keyed.
+func lowerHeaders(h http.Header) map[string]string {
+	m := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			m[strings.ToLower(k)] = v[0]
+		}
+	}
+	return m
+}
+
+// addressAttrs is an {address, port} attribute map of "ip:port" hp:
+// Envoy's address attributes are the whole "ip:port" string, the port
+// also on its own (0 when hp has none).
+func addressAttrs(hp string) map[string]any {
+	var port int64
+	if _, p, err := net.SplitHostPort(hp); err == nil {
+		port, _ = strconv.ParseInt(p, 10, 64)
+	}
+	return map[string]any{"address": hp, "port": port}
 }

@@ -31,9 +31,22 @@ const IstioTextFormat = `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PA
 // format string (text) or a JSON object whose values are format strings
 // (json_format). It is immutable and safe for concurrent use.
 type Formatter struct {
-	istio bool      // the text format is IstioTextFormat: AppendEntry
-	text  []segment // text format
-	json  []jsonField
+	istio  bool      // the text format is IstioTextFormat: AppendEntry
+	text   []segment // text format
+	isJSON bool      // json_format (json may be empty: "{}")
+	json   []jsonField
+	// omitEmpty is SubstitutionFormatString.omit_empty_values: an empty
+	// operator prints "" instead of "-" in text (and inside a JSON string
+	// of several parts), and a JSON key whose whole value is one empty
+	// operator is left out instead of being null.
+	omitEmpty bool
+}
+
+// FormatOptions are the SubstitutionFormatString fields besides the
+// format itself.
+type FormatOptions struct {
+	// OmitEmptyValues is Envoy's omit_empty_values (see Formatter).
+	OmitEmptyValues bool
 }
 
 // segment is literal text or one command.
@@ -43,8 +56,11 @@ type segment struct {
 }
 
 type jsonField struct {
-	key  string
-	segs []segment
+	key string
+	// prefix is the key as JSON with its colon, `"key":`, encoded once by
+	// encoding/json when the format is parsed.
+	prefix []byte
+	segs   []segment
 	// single: the value is exactly one command, whose type Envoy keeps
 	// (a number stays a number, a missing value is null).
 	single bool
@@ -62,22 +78,22 @@ type command struct {
 // ParseTextFormat parses an Envoy text format string. Every command must be
 // one this version implements (see commands); the error names the first
 // that is not.
-func ParseTextFormat(s string) (*Formatter, error) {
-	if s == IstioTextFormat {
+func ParseTextFormat(s string, opts FormatOptions) (*Formatter, error) {
+	if s == IstioTextFormat && !opts.OmitEmptyValues {
 		return &Formatter{istio: true}, nil
 	}
 	segs, err := parseSegments(s)
 	if err != nil {
 		return nil, err
 	}
-	return &Formatter{text: segs}, nil
+	return &Formatter{text: segs, omitEmpty: opts.OmitEmptyValues}, nil
 }
 
 // ParseJSONFormat parses an Envoy json_format: each value is a format
-// string (other JSON values are refused). Keys are written sorted, one
-// object per line.
-func ParseJSONFormat(fields map[string]string) (*Formatter, error) {
-	f := &Formatter{}
+// string (other JSON values are refused). Keys are written sorted (as
+// Envoy does), one compact object per line.
+func ParseJSONFormat(fields map[string]string, opts FormatOptions) (*Formatter, error) {
+	f := &Formatter{isJSON: true, omitEmpty: opts.OmitEmptyValues}
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
@@ -88,7 +104,11 @@ func ParseJSONFormat(fields map[string]string) (*Formatter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", k, err)
 		}
-		f.json = append(f.json, jsonField{key: k, segs: segs, single: len(segs) == 1 && segs[0].op != nil})
+		kj, err := json.Marshal(k)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", k, err)
+		}
+		f.json = append(f.json, jsonField{key: k, prefix: append(kj, ':'), segs: segs, single: len(segs) == 1 && segs[0].op != nil})
 	}
 	return f, nil
 }
@@ -363,41 +383,8 @@ func (f *Formatter) Append(b []byte, e *Entry) []byte {
 	switch {
 	case f.istio:
 		return AppendEntry(b, e)
-	case f.json != nil:
-		obj := make(map[string]any, len(f.json))
-		for _, jf := range f.json {
-			if jf.single {
-				s, n, isNum := jf.segs[0].op.value(e)
-				switch {
-				case isNum:
-					obj[jf.key] = n
-				case s == "":
-					obj[jf.key] = nil
-				default:
-					obj[jf.key] = s
-				}
-				continue
-			}
-			var sb strings.Builder
-			for _, sg := range jf.segs {
-				if sg.op == nil {
-					sb.WriteString(sg.lit)
-					continue
-				}
-				s, _, _ := sg.op.value(e)
-				if s == "" {
-					s = "-"
-				}
-				sb.WriteString(s)
-			}
-			obj[jf.key] = sb.String()
-		}
-		js, err := json.Marshal(obj) // sorted keys; escapes what would break the line
-		if err != nil {
-			return b
-		}
-		b = append(b, js...)
-		return append(b, '\n')
+	case f.isJSON:
+		return f.appendJSON(b, e)
 	}
 	for _, sg := range f.text {
 		if sg.op == nil {
@@ -405,7 +392,99 @@ func (f *Formatter) Append(b []byte, e *Entry) []byte {
 			continue
 		}
 		s, _, _ := sg.op.value(e)
+		if s == "" && f.omitEmpty {
+			continue
+		}
 		b = appendStr(b, s)
 	}
 	return b
+}
+
+// appendJSON writes the object in the fields' precomputed (sorted) order:
+// the same bytes json.Marshal of a map of them gives, without building
+// the map. A value that is exactly one command keeps its type (a number
+// stays a number; an empty one is null, or left out with omitEmpty); any
+// other value is a string in which an empty command is "-" ("" with
+// omitEmpty).
+func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
+	b = append(b, '{')
+	first := true
+	var scratch [256]byte
+	for i := range f.json {
+		jf := &f.json[i]
+		if jf.single {
+			s, n, isNum := jf.segs[0].op.value(e)
+			if !isNum && s == "" && f.omitEmpty {
+				continue
+			}
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = append(b, jf.prefix...)
+			switch {
+			case isNum:
+				b = strconv.AppendInt(b, n, 10)
+			case s == "":
+				b = append(b, "null"...)
+			default:
+				b = appendJSONString(b, s)
+			}
+			continue
+		}
+		v := scratch[:0]
+		for _, sg := range jf.segs {
+			if sg.op == nil {
+				v = append(v, sg.lit...)
+				continue
+			}
+			s, _, _ := sg.op.value(e)
+			if s == "" && !f.omitEmpty {
+				s = "-"
+			}
+			v = append(v, s...)
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, jf.prefix...)
+		b = appendJSONBytes(b, v)
+	}
+	return append(b, '}', '\n')
+}
+
+// jsonPlain reports whether c is written as itself inside a JSON string
+// by encoding/json (with its default HTML escaping): printable ASCII but
+// the quote, the backslash and <, >, &.
+func jsonPlain(c byte) bool {
+	return c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+}
+
+// appendJSONString appends s as a JSON string. A string that needs no
+// escaping is copied between quotes; any other is encoded by
+// encoding/json, so escaping (control characters, invalid UTF-8,
+// U+2028/9, HTML characters) is exactly json.Marshal's.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if !jsonPlain(s[i]) {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendJSONBytes is appendJSONString for the bytes of v.
+func appendJSONBytes(b, v []byte) []byte {
+	for _, c := range v {
+		if !jsonPlain(c) {
+			return appendJSONString(b, string(v))
+		}
+	}
+	b = append(b, '"')
+	b = append(b, v...)
+	return append(b, '"')
 }

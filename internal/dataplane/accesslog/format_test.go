@@ -19,7 +19,7 @@ func TestFormats(t *testing.T) {
 		{`%START_TIME(%Y/%m/%d %H:%M:%S.%E3S)%`, `2026/01/02 03:04:05.05.678`},
 	}
 	for _, tt := range tests {
-		f, err := ParseTextFormat(tt.format)
+		f, err := ParseTextFormat(tt.format, FormatOptions{})
 		if err != nil {
 			t.Fatalf("%q: %v", tt.format, err)
 		}
@@ -28,7 +28,7 @@ func TestFormats(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"%NOPE%", "%REQ%", "%REQ()%", "%START_TIME(%Q)%", "%DURATION(x)%", "100% done"} {
-		if _, err := ParseTextFormat(bad); err == nil {
+		if _, err := ParseTextFormat(bad, FormatOptions{}); err == nil {
 			t.Errorf("%q: accepted", bad)
 		}
 	}

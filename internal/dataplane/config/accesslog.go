@@ -27,7 +27,7 @@ const (
 // or the deprecated format/json_format), envoy.access_loggers.stdout and
 // .stderr (log_format), told apart by their typed_config's type; a
 // log_format of text_format, text_format_source (inline_string) or
-// json_format (string values only); a filter of the CEL extension filter
+// json_format (string values only), with omit_empty_values; a filter of the CEL extension filter
 // (envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter).
 // No log_format is Envoy's default format. An unknown format command, a
 // CEL expression that does not compile, or any other field is NACKed with
@@ -102,8 +102,9 @@ func buildAccessLogs(path string, als []*accesslogv3.AccessLog) ([]*accesslog.Ac
 
 func buildLogFormat(p string, lf *corev3.SubstitutionFormatString) (*accesslog.Formatter, error) {
 	if lf == nil {
-		return accesslog.ParseTextFormat(accesslog.EnvoyDefaultFormat)
+		return accesslog.ParseTextFormat(accesslog.EnvoyDefaultFormat, accesslog.FormatOptions{})
 	}
+	opts := accesslog.FormatOptions{OmitEmptyValues: lf.GetOmitEmptyValues()}
 	if err := onlyFields(p, lf, "text_format", "json_format", "text_format_source", "omit_empty_values"); err != nil {
 		return nil, err
 	}
@@ -113,13 +114,13 @@ func buildLogFormat(p string, lf *corev3.SubstitutionFormatString) (*accesslog.F
 	)
 	switch t := lf.GetFormat().(type) {
 	case *corev3.SubstitutionFormatString_TextFormat:
-		f, err = accesslog.ParseTextFormat(t.TextFormat)
+		f, err = accesslog.ParseTextFormat(t.TextFormat, opts)
 		p += ".text_format"
 	case *corev3.SubstitutionFormatString_TextFormatSource:
 		if err := onlyFields(p+".text_format_source", t.TextFormatSource, "inline_string"); err != nil {
 			return nil, err
 		}
-		f, err = accesslog.ParseTextFormat(t.TextFormatSource.GetInlineString())
+		f, err = accesslog.ParseTextFormat(t.TextFormatSource.GetInlineString(), opts)
 		p += ".text_format_source.inline_string"
 	case *corev3.SubstitutionFormatString_JsonFormat:
 		fields := map[string]string{}
@@ -130,10 +131,10 @@ func buildLogFormat(p string, lf *corev3.SubstitutionFormatString) (*accesslog.F
 			}
 			fields[k] = s.StringValue
 		}
-		f, err = accesslog.ParseJSONFormat(fields)
+		f, err = accesslog.ParseJSONFormat(fields, opts)
 		p += ".json_format"
 	default:
-		return accesslog.ParseTextFormat(accesslog.EnvoyDefaultFormat)
+		return accesslog.ParseTextFormat(accesslog.EnvoyDefaultFormat, opts)
 	}
 	if err != nil {
 		return nil, ferr(p, "%s", strings.TrimSpace(err.Error()))

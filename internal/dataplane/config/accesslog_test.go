@@ -11,6 +11,9 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
 )
 
 func alAny(t *testing.T, m proto.Message) *anypb.Any {
@@ -58,6 +61,35 @@ func TestBuildAccessLogs(t *testing.T) {
 		_, err := buildAccessLogs("access_log", []*accesslogv3.AccessLog{tt.al})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("got %v, want %q", err, tt.want)
+		}
+	}
+}
+
+// TestBuildAccessLogsOmitEmptyValues: log_format.omit_empty_values is
+// served, not only accepted: an empty operator prints nothing instead of
+// "-" (text) and its key is left out (JSON).
+func TestBuildAccessLogsOmitEmptyValues(t *testing.T) {
+	js, err := structpb.NewStruct(map[string]any{"up": "%UPSTREAM_HOST%", "m": "%REQ(:METHOD)%"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		lf   *corev3.SubstitutionFormatString
+		want string
+	}{
+		{&corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "[%UPSTREAM_HOST%]"}}, "[-]"},
+		{&corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_TextFormat{TextFormat: "[%UPSTREAM_HOST%]"}, OmitEmptyValues: true}, "[]"},
+		{&corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: js}}, `{"m":"GET","up":null}` + "\n"},
+		{&corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: js}, OmitEmptyValues: true}, `{"m":"GET"}` + "\n"},
+	} {
+		ls, err := buildAccessLogs("access_log", []*accesslogv3.AccessLog{{Name: FileAccessLogName,
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: alAny(t, &filev3.FileAccessLog{Path: "/dev/stdout",
+				AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: tt.lf}})}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(ls[0].Format.Append(nil, &accesslog.Entry{Method: "GET"})); got != tt.want {
+			t.Errorf("omit_empty_values=%v: got %q, want %q", tt.lf.OmitEmptyValues, got, tt.want)
 		}
 	}
 }

@@ -176,8 +176,10 @@ func (h *listenerHandler) chain(gen *config.Generation) *config.FilterChain {
 // read or close a request body after RoundTrip returned.
 type reqState struct {
 	entry telemetry.Entry
-	// fc is the request's filter chain (its access logs).
-	fc *config.FilterChain
+	// fc is the request's filter chain (its access logs); logged: one of
+	// them writes somewhere, and the entry's access-log fields are filled.
+	fc     *config.FilterChain
+	logged bool
 	// span is the request's span; nil when its chain has no tracing.
 	span *telemetry.Span
 	// ridAdded: the proxy generated the request's X-Request-Id (it is not
@@ -221,23 +223,16 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := statePool.Get().(*reqState)
 	e := &st.entry
 	*e = telemetry.Entry{StartTime: start, Method: r.Method, UpstreamServiceTime: -1}
-	{
-		// Fields only the access log reads.
-		e.ForwardedFor = r.Header.Get("X-Forwarded-For")
-		e.UserAgent = r.Header.Get("User-Agent")
-		e.DownstreamRemoteAddress = r.RemoteAddr
-		e.RequestURI = r.URL.RequestURI()
-		if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
-			e.Path = p
-		} else {
-			e.Path = e.RequestURI
-		}
-		switch r.ProtoMajor {
-		case 2:
-			e.Protocol = "HTTP/2"
-		default:
-			e.Protocol = r.Proto
-		}
+	gen := cm.gen.Load()
+	fc := h.chain(gen)
+	st.fc = fc
+	// The access log's own fields are taken as the request arrived, before
+	// any filter or route rewrites it, and only when one of the chain's
+	// access logs writes somewhere: metrics and tracing read neither them
+	// nor the strings they cost.
+	st.logged = cm.sinks.Enabled(fc.AccessLogs)
+	if st.logged {
+		fillAccessLogFields(e, r, gen, h.name)
 	}
 	host := r.Host
 	if r.URL.Host != "" {
@@ -259,7 +254,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 
-	abort := cm.serve(w, r, st, h, host, body)
+	abort := cm.serve(w, r, st, gen, fc, host, body)
 
 	if body != nil {
 		e.BytesReceived += body.n.Load() // an upgraded tunnel counted its own bytes
@@ -274,12 +269,12 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		cm.reportIstio(w, r, st)
 		st.stats, st.peer, st.routeCluster = nil, nil, ""
 	}
-	if st.fc != nil && len(st.fc.AccessLogs) > 0 {
+	if st.logged {
 		e.RequestHeader, e.ResponseHeader = r.Header, w.Header()
 		cm.sinks.Log(st.fc.AccessLogs, e)
 	}
 	*e = telemetry.Entry{}
-	st.fc = nil
+	st.fc, st.logged = nil, false
 	statePool.Put(st)
 	if abort {
 		// The response is cut short after its headers went out: reset
@@ -289,22 +284,41 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// fillAccessLogFields sets the fields of e that only access logs read
+// (formats and CEL filters), from r as it arrived on listener listener of
+// gen.
+func fillAccessLogFields(e *telemetry.Entry, r *http.Request, gen *config.Generation, listener string) {
+	e.ForwardedFor = r.Header.Get("X-Forwarded-For")
+	e.UserAgent = r.Header.Get("User-Agent")
+	e.DownstreamRemoteAddress = r.RemoteAddr
+	e.RequestURI = r.URL.RequestURI()
+	if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
+		e.Path = p
+	} else {
+		e.Path = e.RequestURI
+	}
+	switch r.ProtoMajor {
+	case 2:
+		e.Protocol = "HTTP/2"
+	default:
+		e.Protocol = r.Proto
+	}
+	if conn := filter.RequestConnection(r); conn != nil {
+		e.DownstreamLocalAddress = conn.Destination.String()
+		e.RequestedServerName = conn.ServerName
+	} else if gen != nil && gen.Listeners[listener] != nil {
+		e.DownstreamLocalAddress = gen.Listeners[listener].Address
+	}
+}
+
 // serve matches r's route, runs the listener's HTTP filters, if any, and
 // routes r, filling st.entry.
-func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *reqState, h *listenerHandler, host string, body *countingBody) (abort bool) {
+//
+// gen is the generation current when r arrived and fc r's filter chain
+// in it.
+func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *reqState, gen *config.Generation, fc *config.FilterChain, host string, body *countingBody) (abort bool) {
 	e := &st.entry
-	gen := cm.gen.Load()
-	fc := h.chain(gen)
-	st.fc = fc
 	var route *config.Route
-	{
-		if conn := filter.RequestConnection(r); conn != nil {
-			e.DownstreamLocalAddress = conn.Destination.String()
-			e.RequestedServerName = conn.ServerName
-		} else if gen != nil && gen.Listeners[h.name] != nil {
-			e.DownstreamLocalAddress = gen.Listeners[h.name].Address
-		}
-	}
 	maxN, maxBytes := fc.MaxRequestHeaders, fc.MaxRequestHeaderBytes
 	if maxN == 0 { // a chain not made by config.Build
 		maxN, maxBytes = config.DefaultMaxRequestHeaders, config.DefaultMaxRequestHeaderBytes

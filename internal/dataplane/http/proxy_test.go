@@ -541,7 +541,7 @@ func logEveryChain(g *config.Generation) {
 	if g == nil {
 		return
 	}
-	f, _ := accesslog.ParseTextFormat(accesslog.IstioTextFormat)
+	f, _ := accesslog.ParseTextFormat(accesslog.IstioTextFormat, accesslog.FormatOptions{})
 	for _, l := range g.Listeners {
 		for _, fc := range append(append([]*config.FilterChain{}, l.FilterChains...), l.DefaultFilterChain) {
 			if fc != nil && fc.AccessLogs == nil {

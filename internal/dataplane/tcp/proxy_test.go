@@ -537,7 +537,7 @@ func TestMaxConnections(t *testing.T) {
 // connection in Istio's default format to /dev/stdout, as loomd's default
 // mesh config (accessLogFile /dev/stdout) asks for.
 func logEveryChain(g *config.Generation) {
-	f, _ := accesslog.ParseTextFormat(accesslog.IstioTextFormat)
+	f, _ := accesslog.ParseTextFormat(accesslog.IstioTextFormat, accesslog.FormatOptions{})
 	for _, l := range g.Listeners {
 		for _, fc := range append(append([]*config.FilterChain{}, l.FilterChains...), l.DefaultFilterChain) {
 			if fc != nil && fc.AccessLogs == nil {

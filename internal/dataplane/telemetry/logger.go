@@ -18,7 +18,10 @@ type Sinks struct {
 	stdout, stderr *AccessLog
 	log            *slog.Logger
 
-	// mu guards files.
+	// open is files as a sync.Map (path -> *AccessLog, nil for a file
+	// that could not be opened), read on every request without a lock;
+	// mu serializes opening and guards files.
+	open  sync.Map
 	mu    sync.Mutex
 	files map[string]*AccessLog
 }
@@ -44,20 +47,37 @@ func (s *Sinks) Get(path string) *AccessLog {
 	case "/dev/stderr":
 		return s.stderr
 	}
+	if a, ok := s.open.Load(path); ok {
+		return a.(*AccessLog)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a, ok := s.files[path]; ok {
 		return a
 	}
+	var a *AccessLog
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		s.log.Error("access log file cannot be opened", "path", path, "err", err)
-		s.files[path] = nil
-		return nil
+	} else {
+		a = NewAccessLog(AccessLogOptions{Writer: f})
 	}
-	a := NewAccessLog(AccessLogOptions{Writer: f})
 	s.files[path] = a
+	s.open.Store(path, a)
 	return a
+}
+
+// Enabled reports whether any logger of ls writes somewhere: false when
+// ls is empty or every path is one that logs nothing (stdout with
+// `--access-log=false`, a file that cannot be opened). The connection
+// manager fills the fields only access logs read when it is true.
+func (s *Sinks) Enabled(ls []*accesslog.AccessLogger) bool {
+	for _, l := range ls {
+		if s.Get(l.Path) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Run flushes the file logs every 100ms and runs the stderr log until
@@ -100,12 +120,23 @@ func (s *Sinks) each(f func(*AccessLog)) {
 }
 
 // Log writes e to every logger of ls whose filter matches it. It does not
-// block on a writer.
+// block on a writer. The filters share one lazy set of attribute maps
+// (accesslog.Activation), built only when a logger has a filter.
 func (s *Sinks) Log(ls []*accesslog.AccessLogger, e *Entry) {
+	var act *accesslog.Activation
 	for _, l := range ls {
-		if l.Filter != nil && !l.Filter.Match(e) {
+		a := s.Get(l.Path)
+		if a == nil {
 			continue
 		}
-		s.Get(l.Path).LogWith(l.Format, e)
+		if l.Filter != nil {
+			if act == nil {
+				act = accesslog.NewActivation(e)
+			}
+			if !l.Filter.MatchIn(act) {
+				continue
+			}
+		}
+		a.LogWith(l.Format, e)
 	}
 }
