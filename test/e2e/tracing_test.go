@@ -246,6 +246,23 @@ func checkTrace(t *testing.T, col spanWaiter, trace, root string, svc map[string
 			t.Errorf("span %s %s of %s: tags %v", s.Kind, s.Name, s.Service, s.Attrs)
 		}
 	}
+	// Istio's span names, its route decorators "HOST:PORT/PATH": a server
+	// span takes its client's (x-envoy-decorator-operation).
+	for _, c := range []struct {
+		s    otlptest.Span
+		want string
+	}{
+		{gwServer, "productpage.default.svc.cluster.local:9080/productpage"},
+		{ppServer, "productpage.default.svc.cluster.local:9080/productpage"},
+		{ppToReviews, "reviews.default.svc.cluster.local:9080/*"},
+		{rvServer, "reviews.default.svc.cluster.local:9080/*"},
+		{rvToRatings, "ratings.default.svc.cluster.local:9080/*"},
+		{rtServer, "ratings.default.svc.cluster.local:9080/*"},
+	} {
+		if c.s.Name != c.want {
+			t.Errorf("%s span of %s named %q, want %q", c.s.Kind, c.s.Service, c.s.Name, c.want)
+		}
+	}
 	if rtServer.Attrs["istio.canonical_service"] != "ratings" || rtServer.Attrs["istio.namespace"] != "default" {
 		t.Errorf("ratings' Istio tags %v", rtServer.Attrs)
 	}

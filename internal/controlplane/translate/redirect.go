@@ -325,6 +325,8 @@ type inboundChainConfig struct {
 	// the app's (chain match, chain and cluster names).
 	servicePort, targetPort uint32
 	protocol                registry.Protocol
+	// hostname is the service's, for the route's span name.
+	hostname string
 	// endpoint, when set, is the Sidecar ingress defaultEndpoint for the
 	// port, "127.0.0.1:8080": the inbound cluster is STATIC to it.
 	endpoint string
@@ -363,6 +365,7 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy) []inboundChainCo
 			servicePort: si.Instance.ServicePort.Number,
 			targetPort:  tp,
 			protocol:    si.Instance.ServicePort.Protocol,
+			hostname:    si.Service.Hostname,
 			endpoint:    endpoints[tp],
 		})
 	}
@@ -390,7 +393,7 @@ func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.M
 		var fc *listenerv3.FilterChain
 		var err error
 		if opt.http {
-			rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10))
+			rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10), traceOperation(cc.hostname, cc.servicePort))
 			fc, err = inboundHTTPChain(name, match, "inbound_"+name, rc, hcmOptions{authz: authz.http, inbound: true})
 		} else {
 			fc, err = tcpProxyChain(name, match, cc.clusterName(), authz.tcp...)
@@ -409,14 +412,16 @@ func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.M
 // inboundHTTPRouteConfig is Istio's inline inbound route table: named
 // after the cluster, one virtual host "inbound|http|PORT" for any
 // authority with the route "default" to cluster (no retries: the app is
-// local).
-func inboundHTTPRouteConfig(cluster, port string) *routev3.RouteConfiguration {
+// local), decorated with op (nil: none, as the passthrough chain).
+func inboundHTTPRouteConfig(cluster, port string, op *routev3.Decorator) *routev3.RouteConfiguration {
+	r := defaultRoute(cluster, nil)
+	r.Decorator = op
 	return &routev3.RouteConfiguration{
 		Name: cluster,
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    inboundVirtualHostName(port),
 			Domains: []string{"*"},
-			Routes:  []*routev3.Route{defaultRoute(cluster, nil)},
+			Routes:  []*routev3.Route{r},
 		}},
 		MaxDirectResponseBodySizeBytes: maxDirectResponseBody,
 	}
@@ -478,7 +483,7 @@ func inboundPassthroughChains(authz inboundAuthz, mtls model.MTLSPolicy, ports [
 			}
 			var fc *listenerv3.FilterChain
 			if opt.http {
-				rc := inboundHTTPRouteConfig(inboundPassthroughCluster, strconv.Itoa(inboundPassthroughChainPort))
+				rc := inboundHTTPRouteConfig(inboundPassthroughCluster, strconv.Itoa(inboundPassthroughChainPort), nil)
 				fc, err = inboundHTTPChain(virtualInboundCatchAllHTTP, match, inboundPassthroughStatPrefix, rc, hcmOptions{authz: authz.http, inbound: true})
 			} else {
 				fc, err = tcpProxyChain(xdsapi.VirtualInboundListener, match, inboundPassthroughCluster, authz.tcp...)

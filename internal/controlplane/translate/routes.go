@@ -76,6 +76,7 @@ func outboundHTTPRoute(pc *model.PushContext, p *model.Proxy, name string, onlyP
 				}
 				r := defaultRoute(xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname), rp)
 				r.GetRoute().HashPolicy = hp
+				r.Decorator = traceOperation(svc.Hostname, port.Number)
 				routes = []*routev3.Route{r}
 			}
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
@@ -123,9 +124,11 @@ func inboundRouteFor(pc *model.PushContext, p *model.Proxy, keep func(targetPort
 		}
 		vh := byPort[port.Number]
 		if vh == nil {
+			r := defaultRoute(xdsapi.ClusterName(xdsapi.Inbound, port.Number, "", ""), nil)
+			r.Decorator = traceOperation(si.Service.Hostname, port.Number)
 			vh = &routev3.VirtualHost{
 				Name:   inboundVirtualHostName(strconv.FormatUint(uint64(port.Number), 10)),
-				Routes: []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Inbound, port.Number, "", ""), nil)},
+				Routes: []*routev3.Route{r},
 			}
 			byPort[port.Number] = vh
 			ports = append(ports, port.Number)
@@ -137,10 +140,11 @@ func inboundRouteFor(pc *model.PushContext, p *model.Proxy, keep func(targetPort
 		rc.VirtualHosts = append(rc.VirtualHosts, byPort[n])
 	}
 	if len(ports) > 0 {
+		// The catch-all is the lowest port's route under another name.
 		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 			Name:    inboundVirtualHostName("*"),
 			Domains: []string{"*"},
-			Routes:  []*routev3.Route{defaultRoute(xdsapi.ClusterName(xdsapi.Inbound, ports[0], "", ""), nil)},
+			Routes:  []*routev3.Route{proto.Clone(byPort[ports[0]].Routes[0]).(*routev3.Route)},
 		})
 	}
 	sortVirtualHosts(rc)
@@ -205,6 +209,7 @@ func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.Virtu
 		if len(hr.GetMatch()) == 0 {
 			base.Name = hr.GetName()
 			base.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+			base.Decorator = routeOperation(base, vs.Name, port)
 			return append(out, base), nil
 		}
 		for _, m := range hr.GetMatch() {
@@ -214,6 +219,7 @@ func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.Virtu
 			r := proto.Clone(base).(*routev3.Route)
 			r.Name = routeName(hr, m)
 			r.Match = routeMatch(m)
+			r.Decorator = routeOperation(r, vs.Name, port)
 			out = append(out, r)
 			if isCatchAll(r.GetMatch()) {
 				return out, nil
@@ -221,6 +227,33 @@ func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.Virtu
 		}
 	}
 	return out, nil
+}
+
+// routeOperation is the route's Decorator, the span name of requests it
+// routes, as Istio's getRouteOperation: "HOST:PORT" of its one cluster
+// (else "VSNAME:LISTENERPORT") followed by the match's path: "PREFIX*",
+// the exact path or the regex, and "/*" when it matches any path.
+func routeOperation(r *routev3.Route, vsName string, port uint32) *routev3.Decorator {
+	path := "/*"
+	switch ps := r.GetMatch().GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		path = ps.Prefix + "*"
+	case *routev3.RouteMatch_Path:
+		path = ps.Path
+	case *routev3.RouteMatch_SafeRegex:
+		path = ps.SafeRegex.GetRegex()
+	}
+	if _, p, _, host, ok := xdsapi.ParseClusterName(r.GetRoute().GetCluster()); ok && host != "" {
+		return &routev3.Decorator{Operation: hostPort(host, p) + path}
+	}
+	return &routev3.Decorator{Operation: hostPort(vsName, port) + path}
+}
+
+// traceOperation is the Decorator of the routes Istio makes without a
+// VirtualService (the default outbound and the inbound route):
+// "HOST:PORT/*".
+func traceOperation(host string, port uint32) *routev3.Decorator {
+	return &routev3.Decorator{Operation: hostPort(host, port) + "/*"}
 }
 
 // isCatchAll reports whether m matches every request, as Istio's

@@ -659,6 +659,13 @@ func mutations(mostSpecificWins bool, route, vh, rc *HeaderMutation) HeaderMutat
 
 func buildRoute(fb *filterBuilder, r *routev3.Route, lv routeLevels) (*Route, error) {
 	rr := &Route{Name: r.GetName()}
+	if d := r.GetDecorator(); d != nil {
+		if d.GetOperation() == "" {
+			return nil, ferr("decorator.operation", "must not be empty")
+		}
+		rr.Operation = d.GetOperation()
+		rr.PropagateOperation = d.GetPropagate() == nil || d.GetPropagate().GetValue()
+	}
 	m, err := buildMatch(r.GetMatch())
 	if err != nil {
 		return nil, under("match", err)

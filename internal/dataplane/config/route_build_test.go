@@ -101,6 +101,9 @@ func TestBuildRouteActionErrors(t *testing.T) {
 		{"retriable header", func(_ *routev3.RouteConfiguration, r *routev3.Route) {
 			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*routev3.HeaderMatcher{{Name: ""}}}
 		}, pre + `routes[2].route.retry_policy.retriable_headers[0].name: must not be empty`},
+		{"empty decorator", func(_ *routev3.RouteConfiguration, r *routev3.Route) {
+			r.Decorator = &routev3.Decorator{}
+		}, pre + `routes[2].decorator.operation: must not be empty`},
 		{"retry backoff", func(_ *routev3.RouteConfiguration, r *routev3.Route) {
 			r.GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryBackOff: &routev3.RetryPolicy_RetryBackOff{
 				BaseInterval: durationpb.New(100e6), MaxInterval: durationpb.New(10e6)}}
@@ -145,6 +148,9 @@ func TestRouteActionFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := rt.VirtualHosts[0].Routes[2]
+	if got.Operation != "" || got.PropagateOperation {
+		t.Errorf("no decorator: operation %q, propagate %v", got.Operation, got.PropagateOperation)
+	}
 	if diff := cmp.Diff(&Rewrite{Prefix: "/v2/", Host: "new.example"}, got.Rewrite); diff != "" {
 		t.Errorf("rewrite (-want +got):\n%s", diff)
 	}
@@ -215,6 +221,26 @@ func TestShadowHost(t *testing.T) {
 	} {
 		if got := ShadowHost(in); got != want {
 			t.Errorf("ShadowHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestRouteDecorator: Route.decorator's operation names the span and
+// propagates unless propagate is false (Envoy's default true).
+func TestRouteDecorator(t *testing.T) {
+	for _, tc := range []struct {
+		propagate *wrapperspb.BoolValue
+		want      bool
+	}{{nil, true}, {wrapperspb.Bool(true), true}, {wrapperspb.Bool(false), false}} {
+		rc := testRouteConfig()
+		route2(rc).Decorator = &routev3.Decorator{Operation: "reviews.default.svc.cluster.local:9080/*", Propagate: tc.propagate}
+		rt, err := buildRouteTable(testFilterBuilder(t), "http_proxy", rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := rt.VirtualHosts[0].Routes[2]
+		if got.Operation != "reviews.default.svc.cluster.local:9080/*" || got.PropagateOperation != tc.want {
+			t.Errorf("propagate %v: operation %q, propagate %v; want %v", tc.propagate, got.Operation, got.PropagateOperation, tc.want)
 		}
 	}
 }

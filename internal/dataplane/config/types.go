@@ -110,6 +110,12 @@ var SSLRedirect = &Route{Name: "ssl_redirect", Action: ActionRedirect,
 type Route struct {
 	Name  string
 	Match RouteMatch
+	// Operation is Route.decorator.operation, the span name of the
+	// requests the route takes ("" none); PropagateOperation is its
+	// propagate (default true): an egress span sends it upstream, an
+	// ingress span downstream, in x-envoy-decorator-operation.
+	Operation          string
+	PropagateOperation bool
 	// Action is route (forward to Clusters), redirect (Redirect) or
 	// direct_response (DirectResponse).
 	Action         ActionKind

@@ -357,10 +357,12 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		// Envoy's traceRequest, once the request ID is known; the
 		// connection manager's span is the upstream's parent unless the
 		// router spawns its own.
-		st.span = cm.tracing.StartSpan(r, fc.Tracing, host, e.RequestID)
+		st.span = cm.tracing.StartSpan(r, fc.Tracing, host, e.RequestID, route)
 		if !fc.Tracing.SpawnUpstreamSpan {
 			st.span.Inject(r.Header)
 		}
+		// Local replies carry it too, as Envoy sets it when encoding.
+		st.span.DecorateResponse(w.Header())
 	}
 	if fc.HTTPStats != nil {
 		// Istio's metadata exchange: a server takes the client's identity
@@ -543,11 +545,11 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	if span.SpawnsUpstream() {
 		up := span.StartUpstream(r, name)
 		up.Inject(r.Header)
-		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e)
+		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span)
 		up.End(e)
 		return abort
 	}
-	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e)
+	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span)
 }
 
 // failure is why an attempt got no response.
@@ -567,9 +569,10 @@ const (
 // forward sends r to c, retrying per route.Retry, mirrors it per
 // route.Mirrors, and streams the response to w. wc is the picked weighted
 // cluster (its header mutations), nil when none. body is r.Body's counting
-// wrapper, nil when r has none.
+// wrapper, nil when r has none. span is the connection manager's span
+// (nil: none), which the response's decorator operation names.
 func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route,
-	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry) (abort bool) {
+	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span) (abort bool) {
 	ctx := r.Context()
 	if route.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -880,6 +883,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	}
 	hdr := w.Header()
 	copyResponseHeaders(hdr, resp.Header)
+	span.DecorateResponse(hdr)
 	hdr["X-Envoy-Upstream-Service-Time"] = []string{strconv.FormatInt(e.UpstreamServiceTime.Milliseconds(), 10)}
 	route.ResponseHeaders.Apply(hdr, wcResp)
 	if fs := filter.StateFrom(r); fs != nil {

@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -125,16 +126,24 @@ func startTracingProxy(t testing.TB, g *config.Generation) *tracingProxy {
 // routing to its own ingress listener "in" (the next sidecar's inbound),
 // which routes to app: two hops of a mesh in one process.
 func twoHops(t *testing.T, collector string, pct float64, app *backend) *tracingProxy {
+	return twoHopsDecorated(t, collector, pct, app, nil, nil)
+}
+
+// twoHopsDecorated is twoHops whose outbound and inbound routes carry the
+// decorators out and in (nil: none).
+func twoHopsDecorated(t *testing.T, collector string, pct float64, app *backend, out, in *routev3.Decorator) *tracingProxy {
 	t.Helper()
 	lAddr, inAddr := closedAddr(t), closedAddr(t)
+	outRoute, inRoute := prefixRoute("reviews", "/", "outbound|9080||reviews"), prefixRoute("app", "/", "inbound|9080||")
+	outRoute.Decorator, inRoute.Decorator = out, in
 	g := build(t, nil,
 		[]*listenerv3.Listener{
 			tracedListener(t, "l", lAddr, "out", corev3.TrafficDirection_OUTBOUND, otelTracing(t, pct, false)),
 			tracedListener(t, "in", inAddr, "inbound", corev3.TrafficDirection_INBOUND, otelTracing(t, pct, false)),
 		},
 		[]*routev3.RouteConfiguration{
-			routeConfig("out", vhost("reviews", []string{"*"}, prefixRoute("reviews", "/", "outbound|9080||reviews"))),
-			routeConfig("inbound", vhost("inbound", []string{"*"}, prefixRoute("app", "/", "inbound|9080||"))),
+			routeConfig("out", vhost("reviews", []string{"*"}, outRoute)),
+			routeConfig("inbound", vhost("inbound", []string{"*"}, inRoute)),
 		},
 		[]*clusterv3.Cluster{
 			staticCluster(t, "outbound|9080||reviews", false, inAddr),
@@ -214,6 +223,53 @@ func TestTracingW3C(t *testing.T) {
 	}
 	if got := last.Header.Get("X-B3-Parentspanid"); got != client.SpanID {
 		t.Errorf("app got x-b3-parentspanid %q, want %q", got, client.SpanID)
+	}
+}
+
+// TestTracingDecorator: route decorators name the spans as Envoy's do
+// (Istio's "HOST:PORT/PATH" span names). The egress route's operation
+// names the client span and, propagated in x-envoy-decorator-operation,
+// the server span; without propagation the ingress route names its own
+// span and returns its operation, which renames the client span. Neither
+// the app nor the client ever sees the header.
+func TestTracingDecorator(t *testing.T) {
+	const outOp, inOp = "reviews.default.svc.cluster.local:9080/*", "reviews.default.svc.cluster.local:9080/inbound*"
+	tests := []struct {
+		name                 string
+		propagate            bool
+		wantClient, wantServ string
+	}{
+		{"propagate", true, outOp, outOp},
+		{"no propagate", false, inOp, inOp},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			col := otlptest.StartOTLP(t, "127.0.0.1:0")
+			app := startBackend(t, "reviews", false, nil)
+			out := &routev3.Decorator{Operation: outOp}
+			if !tt.propagate {
+				out.Propagate = wrapperspb.Bool(false)
+			}
+			p := twoHopsDecorated(t, col.Addr, 100, app, out, &routev3.Decorator{Operation: inOp})
+			traceID := fmt.Sprintf("%032x", i+1)
+			r := p.do("GET", "reviews:9080", "/", map[string]string{"Traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}, nil)
+			if r.code != 200 {
+				t.Fatalf("status %d", r.code)
+			}
+			if v, ok := r.header[telemetry.HeaderDecoratorOperation]; ok {
+				t.Errorf("client got %s: %q; the egress proxy must remove it", telemetry.HeaderDecoratorOperation, v)
+			}
+			if v, ok := app.last.Load().Header[telemetry.HeaderDecoratorOperation]; ok {
+				t.Errorf("app got %s: %q; the ingress proxy must remove it", telemetry.HeaderDecoratorOperation, v)
+			}
+			spans := col.Wait(t, 10*time.Second, "a client and a server span", func(s []otlptest.Span) bool {
+				return len(byKind(s, traceID, "CLIENT")) == 1 && len(byKind(s, traceID, "SERVER")) == 1
+			})
+			client, server := byKind(spans, traceID, "CLIENT")[0], byKind(spans, traceID, "SERVER")[0]
+			if client.Name != tt.wantClient || server.Name != tt.wantServ {
+				t.Errorf("span names client %q, server %q; want %q, %q", client.Name, server.Name, tt.wantClient, tt.wantServ)
+			}
+		})
 	}
 }
 

@@ -308,6 +308,60 @@ type Span struct {
 	// b3single: the request carried the single b3 header, which is then
 	// rewritten rather than left stale.
 	b3single bool
+	// responseOperation is the ingress route's decorator the response
+	// carries back in x-envoy-decorator-operation ("" none).
+	responseOperation string
+}
+
+// HeaderDecoratorOperation carries a route decorator's operation between
+// proxies, as Envoy's x-envoy-decorator-operation: an egress proxy sends
+// its route's upstream and the ingress proxy names its server span with
+// it; an ingress proxy returns its own in the response and the egress
+// proxy names its client span with that.
+const HeaderDecoratorOperation = "X-Envoy-Decorator-Operation"
+
+// decorate applies Envoy's traceRequest to the request headers h: egress
+// sends route's operation upstream when it propagates; ingress takes the
+// operation a client sent, which it returns (removing the header so the
+// app never sees it). It returns that client's operation, "" when none.
+func decorate(h http.Header, egress bool, route *config.Route) string {
+	if egress {
+		if route != nil && route.Operation != "" && route.PropagateOperation {
+			h[HeaderDecoratorOperation] = []string{route.Operation}
+		}
+		return ""
+	}
+	v, ok := h[HeaderDecoratorOperation]
+	if !ok {
+		return ""
+	}
+	delete(h, HeaderDecoratorOperation)
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// DecorateResponse applies Envoy's decorator rules to the response
+// headers h before they go downstream: an ingress span returns its route's
+// operation; an egress span takes the upstream's as its name and removes
+// it, so the app never sees it. Nil-safe.
+func (s *Span) DecorateResponse(h http.Header) {
+	if s == nil {
+		return
+	}
+	if !s.cfg.Egress {
+		if s.responseOperation != "" {
+			h[HeaderDecoratorOperation] = []string{s.responseOperation}
+		}
+		return
+	}
+	if v, ok := h[HeaderDecoratorOperation]; ok {
+		if len(v) > 0 && v[0] != "" {
+			s.span.SetName(v[0])
+		}
+		delete(h, HeaderDecoratorOperation)
+	}
 }
 
 // StartSpan starts the connection manager's span for r under cfg, as
@@ -315,10 +369,11 @@ type Span struct {
 // sampling decision the parent's flag, else x-envoy-force-trace, else
 // x-client-trace-id with client_sampling, else random_sampling; then
 // overall_sampling. host is the request's authority, requestID its
-// x-request-id. An unsampled span is not recorded, but its context is
-// propagated (flags 00). It returns nil when t is nil or the provider is
-// unusable.
-func (t *Tracing) StartSpan(r *http.Request, cfg *config.Tracing, host, requestID string) *Span {
+// x-request-id, route the matched route (nil: none), whose decorator
+// names the span (DecorateRequest). An unsampled span is not recorded, but
+// its context is propagated (flags 00). It returns nil when t is nil or
+// the provider is unusable.
+func (t *Tracing) StartSpan(r *http.Request, cfg *config.Tracing, host, requestID string, route *config.Route) *Span {
 	if t == nil {
 		return nil
 	}
@@ -359,8 +414,18 @@ func (t *Tracing) StartSpan(r *http.Request, cfg *config.Tracing, host, requestI
 	if !cfg.Egress || cfg.SpawnUpstreamSpan {
 		kind = trace.SpanKindServer
 	}
+	if route != nil && route.Operation != "" {
+		name = route.Operation
+	}
+	op := decorate(r.Header, cfg.Egress, route)
+	if op != "" {
+		name = op
+	}
 	ctx, span := tr.tr.Start(ctx, name, trace.WithSpanKind(kind))
 	s := &Span{t: t, tr: tr, cfg: cfg, ctx: ctx, span: span, b3single: r.Header.Get("B3") != ""}
+	if !cfg.Egress && op == "" && route != nil && route.PropagateOperation {
+		s.responseOperation = route.Operation
+	}
 	if parent.IsValid() {
 		s.parent = parent.SpanID()
 	}

@@ -57,7 +57,7 @@ func BenchmarkSpan(b *testing.B) {
 				r.Header = h
 				var s *Span
 				if tc.cfg != nil && t != nil {
-					s = t.StartSpan(r, tc.cfg, "reviews:9080", "rid")
+					s = t.StartSpan(r, tc.cfg, "reviews:9080", "rid", nil)
 				}
 				s.Inject(h)
 				s.End(e)
