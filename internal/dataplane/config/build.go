@@ -273,26 +273,14 @@ func envoyValidate(m interface{ Validate() error }) error {
 	return nil
 }
 
-// fieldError is a validation failure at a field path inside one resource.
-type fieldError struct {
-	path  string
-	value *string
-	msg   string
-}
+// fieldError is a validation failure at a field path inside one resource;
+// the filters' parsers return the same type.
+type fieldError = filter.FieldError
 
-func (e *fieldError) Error() string {
-	if e.value != nil {
-		return fmt.Sprintf("%s = %q: %s", e.path, *e.value, e.msg)
-	}
-	return e.path + ": " + e.msg
-}
-
-func ferr(path, format string, args ...any) error {
-	return &fieldError{path: path, msg: fmt.Sprintf(format, args...)}
-}
+func ferr(path, format string, args ...any) error { return filter.FieldErr(path, format, args...) }
 
 func verr(path, value, format string, args ...any) error {
-	return &fieldError{path: path, value: &value, msg: fmt.Sprintf(format, args...)}
+	return filter.ValueErr(path, value, format, args...)
 }
 
 // under prefixes the path of a fieldError with parent.
@@ -300,12 +288,12 @@ func under(parent string, err error) error {
 	var fe *fieldError
 	if errors.As(err, &fe) {
 		c := *fe
-		if c.path == "" {
-			c.path = parent
-		} else if strings.HasPrefix(c.path, "[") {
-			c.path = parent + c.path
+		if c.Path == "" {
+			c.Path = parent
+		} else if strings.HasPrefix(c.Path, "[") {
+			c.Path = parent + c.Path
 		} else {
-			c.path = parent + "." + c.path
+			c.Path = parent + "." + c.Path
 		}
 		return &c
 	}

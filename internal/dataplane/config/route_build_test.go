@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
@@ -176,7 +177,7 @@ func TestRouteActionFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	req = httptest.NewRequest("GET", "/", nil)
-	rt.VirtualHosts[0].Routes[2].RequestHeaders.Apply(req.Header, &HeaderMutation{Add: []HeaderValue{{Name: "X-Level", Value: "wc", Action: AddIfAbsent}}})
+	rt.VirtualHosts[0].Routes[2].RequestHeaders.Apply(req.Header, &HeaderMutation{Add: []filter.HeaderOption{{Key: "X-Level", Value: "wc", Action: filter.AddIfAbsent}}})
 	if got := req.Header["X-Level"]; !cmp.Equal(got, []string{"route"}) {
 		t.Errorf("most specific wins: X-Level = %q, want [route]", got)
 	}
@@ -189,15 +190,15 @@ func TestHeaderMutationApply(t *testing.T) {
 		m    HeaderMutation
 		want map[string][]string
 	}{
-		{"append", HeaderMutation{Add: []HeaderValue{{Name: "A", Value: "2"}, {Name: "B", Value: "3"}}},
+		{"append", HeaderMutation{Add: []filter.HeaderOption{{Key: "A", Value: "2"}, {Key: "B", Value: "3"}}},
 			map[string][]string{"A": {"1", "2"}, "B": {"3"}, "R": {"x"}}},
-		{"add if absent", HeaderMutation{Add: []HeaderValue{{Name: "A", Value: "2", Action: AddIfAbsent}, {Name: "B", Value: "3", Action: AddIfAbsent}}},
+		{"add if absent", HeaderMutation{Add: []filter.HeaderOption{{Key: "A", Value: "2", Action: filter.AddIfAbsent}, {Key: "B", Value: "3", Action: filter.AddIfAbsent}}},
 			map[string][]string{"A": {"1"}, "B": {"3"}, "R": {"x"}}},
-		{"overwrite or add", HeaderMutation{Add: []HeaderValue{{Name: "A", Value: "2", Action: OverwriteIfExistsOrAdd}, {Name: "B", Value: "3", Action: OverwriteIfExistsOrAdd}}},
+		{"overwrite or add", HeaderMutation{Add: []filter.HeaderOption{{Key: "A", Value: "2", Action: filter.OverwriteIfExistsOrAdd}, {Key: "B", Value: "3", Action: filter.OverwriteIfExistsOrAdd}}},
 			map[string][]string{"A": {"2"}, "B": {"3"}, "R": {"x"}}},
-		{"overwrite if exists", HeaderMutation{Add: []HeaderValue{{Name: "A", Value: "2", Action: OverwriteIfExists}, {Name: "B", Value: "3", Action: OverwriteIfExists}}},
+		{"overwrite if exists", HeaderMutation{Add: []filter.HeaderOption{{Key: "A", Value: "2", Action: filter.OverwriteIfExists}, {Key: "B", Value: "3", Action: filter.OverwriteIfExists}}},
 			map[string][]string{"A": {"2"}, "R": {"x"}}},
-		{"remove before add", HeaderMutation{Remove: []string{"R", "A"}, Add: []HeaderValue{{Name: "A", Value: "2"}}},
+		{"remove before add", HeaderMutation{Remove: []string{"R", "A"}, Add: []filter.HeaderOption{{Key: "A", Value: "2"}}},
 			map[string][]string{"A": {"2"}}},
 	}
 	for _, tc := range tests {

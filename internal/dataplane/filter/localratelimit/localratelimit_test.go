@@ -129,7 +129,7 @@ func TestParse(t *testing.T) {
 		{name: "istio task", want: &Config{
 			StatPrefix: "http_local_rate_limiter", Status: 429, Bucket: &TokenBucket{4, 4, time.Minute},
 			Enabled: Fraction{100, 100}, Enforced: Fraction{100, 100},
-			ResponseHeaders:      []Header{{Key: "X-Local-Rate-Limit", Value: "true", Overwrite: true}},
+			ResponseHeaders:      []Header{{Key: "X-Local-Rate-Limit", Value: "true", Action: filter.OverwriteIfExistsOrAdd}},
 			AlwaysConsumeDefault: true, MaxDynamicDescriptors: 20,
 		}},
 		{name: "defaults: 0 % enabled, one token per fill, status below 400 is 429", mod: func(m *lrlv3.LocalRateLimit) {
@@ -159,7 +159,11 @@ func TestParse(t *testing.T) {
 		{name: "max_tokens 0", mod: func(m *lrlv3.LocalRateLimit) { m.TokenBucket.MaxTokens = 0 },
 			wantErr: "token_bucket.max_tokens = 0: must be greater than 0"},
 		{name: "substitution", mod: func(m *lrlv3.LocalRateLimit) { m.ResponseHeadersToAdd[0].Header.Value = "%START_TIME%" },
-			wantErr: `response_headers_to_add[0].header.value = "%START_TIME%": must be literal`},
+			wantErr: `response_headers_to_add[0].header.value = "%START_TIME%": must be a literal`},
+		{name: "host", mod: func(m *lrlv3.LocalRateLimit) { m.ResponseHeadersToAdd[0].Header.Key = "Host" },
+			wantErr: `response_headers_to_add[0].header.key = "Host": must not be a pseudo-header or host`},
+		{name: "pseudo-header", mod: func(m *lrlv3.LocalRateLimit) { m.ResponseHeadersToAdd[0].Header.Key = ":status" },
+			wantErr: `response_headers_to_add[0].header.key = ":status": must not be a pseudo-header or host`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,6 +263,47 @@ func TestFilterIstioTask(t *testing.T) {
 	want := []int{200, 200, 200, 200, 429, 429, 429, 429, 429, 429}
 	if diff := cmp.Diff(want, codes); diff != "" {
 		t.Fatalf("codes (-want +got):\n%s", diff)
+	}
+}
+
+// TestReplyHeadersAsEnvoy: response_headers_to_add of a rate limited reply
+// follow Envoy's HeaderValueOption, as route headers do: "%%" is a percent
+// sign, raw_value is the value, an empty value is dropped unless
+// keep_empty_value, and OVERWRITE_IF_EXISTS adds nothing when the header
+// is absent.
+func TestReplyHeadersAsEnvoy(t *testing.T) {
+	m := istioTask()
+	m.TokenBucket.MaxTokens, m.TokenBucket.TokensPerFill = 1, wrapperspb.UInt32(1)
+	m.ResponseHeadersToAdd = []*corev3.HeaderValueOption{
+		{Header: &corev3.HeaderValue{Key: "x-quota", Value: "100%% used"}},
+		{Header: &corev3.HeaderValue{Key: "x-raw", RawValue: []byte("raw")}},
+		{Header: &corev3.HeaderValue{Key: "x-dropped"}},
+		{Header: &corev3.HeaderValue{Key: "x-kept"}, KeepEmptyValue: true},
+		{Header: &corev3.HeaderValue{Key: "x-absent", Value: "v"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS},
+	}
+	_, f := build(t, m, false)
+	if _, reached := serve(f, &filter.State{}, nil); !reached {
+		t.Fatal("first request was limited")
+	}
+	w, reached := serve(f, &filter.State{}, nil)
+	if reached || w.Code != 429 {
+		t.Fatalf("second request: %d (reached %v), want 429", w.Code, reached)
+	}
+	h := w.Header()
+	if got := h.Values("X-Quota"); !cmp.Equal(got, []string{"100% used"}) {
+		t.Errorf("x-quota = %q, want [100%% used]", got)
+	}
+	if got := h.Values("X-Raw"); !cmp.Equal(got, []string{"raw"}) {
+		t.Errorf("x-raw = %q, want [raw]", got)
+	}
+	if _, ok := h["X-Dropped"]; ok {
+		t.Errorf("x-dropped = %q: an empty value without keep_empty_value must not be added", h["X-Dropped"])
+	}
+	if got, ok := h["X-Kept"]; !ok || !cmp.Equal(got, []string{""}) {
+		t.Errorf("x-kept = %q (present %v), want one empty value", got, ok)
+	}
+	if _, ok := h["X-Absent"]; ok {
+		t.Errorf("x-absent was added by OVERWRITE_IF_EXISTS")
 	}
 }
 
