@@ -32,7 +32,7 @@ type CircuitBreakers struct {
 // every unset field resolved to Envoy's default. All limits count per
 // cluster, across its endpoints.
 type Thresholds struct {
-	MaxConnections     uint32 // open upstream connections (HTTP/1.1); Istio tcp.maxConnections
+	MaxConnections     uint32 // open upstream connections (HTTP/1.1, HTTP/2 and TCP alike); Istio tcp.maxConnections
 	MaxPendingRequests uint32 // requests waiting for a connection; Istio http.http1MaxPendingRequests
 	MaxRequests        uint32 // outstanding requests; Istio http.http2MaxRequests
 	MaxRetries         uint32 // concurrent retries; Istio http.maxRetries
@@ -115,8 +115,9 @@ type ConnectionOptions struct {
 	// requests; 0: no limit. Istio http.maxRequestsPerConnection.
 	MaxRequestsPerConnection uint32
 	// MaxConcurrentStreams is http2_protocol_options.max_concurrent_streams
-	// (Istio http.maxConcurrentStreams); 0 when unset. Accepted but not
-	// enforced: net/http's HTTP/2 client follows the server's SETTINGS.
+	// (Istio http.maxConcurrentStreams): the most streams open at once on
+	// one HTTP/2 upstream connection; 0 when unset (only the server's
+	// SETTINGS_MAX_CONCURRENT_STREAMS limits them).
 	MaxConcurrentStreams uint32
 }
 

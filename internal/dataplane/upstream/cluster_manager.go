@@ -90,11 +90,14 @@ type clusterState struct {
 	pol    policyState // policy.go
 	egress egressState // egress.go
 
-	h1   *h1Transport
-	h2c  atomic.Pointer[http.Transport]           // built on first use by an h2c cluster
-	tls  atomic.Pointer[map[string]*tlsTransport] // by UpstreamTransport.Key (tls.go)
-	opts *Options
-	mgr  *ClusterManager // resolves mesh service names (meshnames.go)
+	h1 *h1Transport
+	// h2cPool is the cluster's pool of h2c connections (h2.go); h2c makes
+	// them, built on first use.
+	h2cPool *h2Pool
+	h2c     atomic.Pointer[http.Transport]
+	tls     atomic.Pointer[map[string]*tlsTransport] // by UpstreamTransport.Key (tls.go)
+	opts    *Options
+	mgr     *ClusterManager // resolves mesh service names (meshnames.go)
 
 	// cfg is the cluster's config as of the latest Update, for filters'
 	// own calls (sidecalls.go).
@@ -182,6 +185,7 @@ func (m *ClusterManager) newState(name string) *clusterState {
 	st := &clusterState{name: name, opts: &m.opts, mgr: m}
 	st.lb.rng = m.rng
 	st.h1 = newH1Transport(st.dial, m.opts.MaxIdleConnsPerHost, m.opts.IdleConnTimeout)
+	st.h2cPool = newH2Pool(st.h1, nil, st.h2cTransport)
 	return st
 }
 
@@ -253,14 +257,14 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 	if ut.TLS == nil {
 		h.RT = st.h1
 		if h2 {
-			h.RT = st.h2cTransport()
+			h.RT = st.h2cPool
 		}
 		return
 	}
 	h.tls = st.tlsTransport(ut)
 	h.RT = h1Via{t: st.h1, tt: h.tls}
 	if h2 {
-		h.RT = h.tls.h2RT()
+		h.RT = h.tls.h2
 	}
 }
 
@@ -301,9 +305,10 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 	return c, nil
 }
 
-// newH2CTransport makes the net/http transport of h2c clusters: HTTP/2
-// with prior knowledge over cleartext (Envoy's http2_protocol_options on a
-// plaintext cluster). HTTP/1.1 clusters use h1Transport instead.
+// newH2CTransport makes the net/http transport that makes the connections
+// of the cluster's h2c pool: HTTP/2 with prior knowledge over cleartext
+// (Envoy's http2_protocol_options on a plaintext cluster). HTTP/1.1
+// clusters use h1Transport instead.
 func (st *clusterState) newH2CTransport() *http.Transport {
 	t := &http.Transport{
 		DialContext:            st.dial,
@@ -332,7 +337,7 @@ func (st *clusterState) idleTimeout() time.Duration {
 }
 
 // renewH2C replaces the cluster's h2c transport, when it has one, by one
-// built with the current connection options; the old one's idle
+// built with the current connection options; the h2c pool's idle
 // connections close, those in use finish their streams. A net/http
 // transport's settings cannot change once it is in use.
 func (st *clusterState) renewH2C() {
@@ -341,16 +346,14 @@ func (st *clusterState) renewH2C() {
 		return
 	}
 	if st.h2c.CompareAndSwap(old, st.newH2CTransport()) {
-		old.CloseIdleConnections()
+		st.h2cPool.drainAll()
 	}
 }
 
 func (st *clusterState) close() {
 	st.closeGRPC()
 	st.h1.close()
-	if t := st.h2c.Load(); t != nil {
-		t.CloseIdleConnections()
-	}
+	st.h2cPool.drainAll()
 	if m := st.tls.Load(); m != nil {
 		for _, tt := range *m {
 			tt.close()

@@ -51,20 +51,30 @@ type h1Transport struct {
 	open       int
 	maxConns   int // circuit_breakers max_connections
 	maxPending int // circuit_breakers max_pending_requests
-	// waiters are the pending requests, oldest first; at most maxPending.
+	// waiters are the pending requests, oldest first, of this pool and
+	// of the cluster's HTTP/2 pools (h2.go); with h2Pending at most
+	// maxPending.
 	waiters []*h1Waiter
+	// h2Pending counts the requests of the cluster's HTTP/2 pools waiting
+	// for a connection being established: pending requests too.
+	h2Pending int
 }
 
 // h1Waiter is a pending request waiting for a connection to addr. It is
 // granted at most one h1Grant, after it was removed from waiters.
 type h1Waiter struct {
-	key string       // pool key: transport and address
+	key string       // pool key: transport and address (the address for an HTTP/2 pool)
+	h2  *h2Pool      // the HTTP/2 pool the request waits in; nil for HTTP/1.1
 	ch  chan h1Grant // buffered: a grant never blocks
 }
 
-// h1Grant hands a waiter an idle connection to its endpoint, or (c nil)
-// a connection slot, already counted in open, to dial with.
-type h1Grant struct{ c *h1Conn }
+// h1Grant hands a waiter an idle connection to its endpoint (c), a stream
+// reserved on an HTTP/2 connection of its pool (h2), or (both nil) a
+// connection slot, already counted in open, to dial with.
+type h1Grant struct {
+	c  *h1Conn
+	h2 *h2Conn
+}
 
 var _ http.RoundTripper = (*h1Transport)(nil)
 
@@ -492,7 +502,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 			c, err := t.dialSlot(ctx, addr, tt)
 			return c, false, err
 		}
-		g, err := t.waitLocked(ctx, key)
+		g, err := t.waitLocked(ctx, &h1Waiter{key: key, ch: make(chan h1Grant, 1)})
 		if err != nil {
 			return nil, false, err
 		}
@@ -505,18 +515,16 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 }
 
 // waitLocked, called with t.mu held at max_connections, counts the
-// overflow and queues the caller as a pending request for key (the pool
-// key of the endpoint it wants, "" for a bare slot), or fails at once with
+// overflow and queues w as a pending request, or fails at once with
 // ErrOverflow when max_pending_requests are already waiting. It unlocks
 // t.mu and blocks until a grant or ctx's end (ctx.Err()).
-func (t *h1Transport) waitLocked(ctx context.Context, key string) (h1Grant, error) {
+func (t *h1Transport) waitLocked(ctx context.Context, w *h1Waiter) (h1Grant, error) {
 	t.cxOverflow.Add(1)
-	if len(t.waiters) >= t.maxPending {
+	if len(t.waiters)+t.h2Pending >= t.maxPending {
 		t.mu.Unlock()
 		t.pendingOverflow.Add(1)
 		return h1Grant{}, ErrOverflow
 	}
-	w := &h1Waiter{key: key, ch: make(chan h1Grant, 1)}
 	t.waiters = append(t.waiters, w)
 	t.mu.Unlock()
 	select {
@@ -531,9 +539,12 @@ func (t *h1Transport) waitLocked(ctx context.Context, key string) (h1Grant, erro
 		t.mu.Unlock()
 		if i < 0 {
 			// Granted while giving up: pass it on.
-			if g := <-w.ch; g.c != nil {
+			switch g := <-w.ch; {
+			case g.c != nil:
 				t.putIdle(g.c)
-			} else {
+			case g.h2 != nil:
+				g.h2.p.streamDone(g.h2)
+			default:
 				t.slotFreed()
 			}
 		}
@@ -668,7 +679,7 @@ func (t *h1Transport) putIdle(c *h1Conn) {
 		return
 	}
 	for i, w := range t.waiters {
-		if w.key == c.key {
+		if w.h2 == nil && w.key == c.key {
 			t.waiters = slices.Delete(t.waiters, i, i+1)
 			t.mu.Unlock()
 			w.ch <- h1Grant{c: c}

@@ -24,16 +24,18 @@ func (e *TLSError) Error() string { return "TLS_error: " + e.Err.Error() }
 func (e *TLSError) Unwrap() error { return e.Err }
 
 // tlsTransport is one TLS transport socket of a cluster (an
-// UpstreamTransport with TLS, by its Key): its session cache and, for an
-// HTTP/2 cluster, its HTTP/2 transport. Its HTTP/1.1 connections live in
-// the cluster's h1Transport under their own pool keys. It is safe for
-// concurrent use.
+// UpstreamTransport with TLS, by its Key): its session cache and its
+// HTTP/2 pool. Its HTTP/1.1 connections live in the cluster's h1Transport
+// under their own pool keys. It is safe for concurrent use.
 type tlsTransport struct {
 	key      string
 	cfg      *config.UpstreamTLS
 	st       *clusterState
 	sessions tls.ClientSessionCache
-	h2       atomic.Pointer[http.Transport]
+	// h2 is the pool of HTTP/2 connections over this socket (h2.go);
+	// h2t makes them, built on first use.
+	h2  *h2Pool
+	h2t atomic.Pointer[http.Transport]
 }
 
 // tlsTransports returns the cluster's TLS transport of ut, making it on
@@ -62,6 +64,7 @@ func (st *clusterState) tlsTransport(ut *config.UpstreamTransport) *tlsTransport
 
 func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport) *tlsTransport {
 	tt := &tlsTransport{key: ut.Key, cfg: ut.TLS, st: st}
+	tt.h2 = newH2Pool(st.h1, tt, tt.h2Transport)
 	if ut.TLS.MaxSessionKeys > 0 {
 		tt.sessions = tls.NewLRUClientSessionCache(ut.TLS.MaxSessionKeys)
 	}
@@ -99,9 +102,7 @@ func (st *clusterState) updateTransports(c *config.Cluster) {
 func (tt *tlsTransport) close() {
 	prefix := tt.key + "|"
 	tt.st.h1.closeIdleWhere(func(key string) bool { return strings.HasPrefix(key, prefix) })
-	if t := tt.h2.Load(); t != nil {
-		t.CloseIdleConnections()
-	}
+	tt.h2.drainAll()
 }
 
 // handshake runs the TLS client handshake on nc, a fresh connection to
@@ -124,46 +125,33 @@ func (tt *tlsTransport) handshake(ctx context.Context, nc net.Conn, addr string)
 	return tc, nil
 }
 
-// h2RT returns the round tripper of an HTTP/2 cluster over tt: net/http's
-// HTTP/2 transport dialing TLS connections that negotiate "h2" (ALPN).
-func (tt *tlsTransport) h2RT() http.RoundTripper {
-	t := tt.h2.Load()
-	if t == nil {
-		st := tt.st
-		nt := &http.Transport{
-			DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				nc, err := st.dial(ctx, network, addr)
-				if err != nil {
-					return nil, err
-				}
-				return tt.handshake(ctx, nc, addr)
-			},
-			MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
-			IdleConnTimeout:        st.idleTimeout(),
-			DisableCompression:     true,
-			WriteBufferSize:        32 << 10,
-			ReadBufferSize:         32 << 10,
-			MaxResponseHeaderBytes: 1 << 20,
-			Protocols:              new(http.Protocols),
-			HTTP2:                  &http.HTTP2Config{},
-		}
-		nt.Protocols.SetHTTP2(true)
-		tt.h2.CompareAndSwap(nil, nt) // a racing loser's transport has no connections yet
-		t = tt.h2.Load()
+// h2Transport returns the net/http transport that makes the connections
+// of tt's HTTP/2 pool: TLS connections that negotiate "h2" (ALPN).
+func (tt *tlsTransport) h2Transport() *http.Transport {
+	if t := tt.h2t.Load(); t != nil {
+		return t
 	}
-	return h2TLSRT{t}
-}
-
-// h2TLSRT sends requests over an HTTP/2-over-TLS transport: net/http
-// dials TLS (DialTLSContext) only for "https" URLs.
-type h2TLSRT struct{ t *http.Transport }
-
-func (r h2TLSRT) RoundTrip(req *http.Request) (*http.Response, error) {
-	out := *req
-	u := *req.URL
-	u.Scheme = "https"
-	out.URL = &u
-	return r.t.RoundTrip(&out)
+	st := tt.st
+	nt := &http.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := st.dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return tt.handshake(ctx, nc, addr)
+		},
+		MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:        st.idleTimeout(),
+		DisableCompression:     true,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
+		MaxResponseHeaderBytes: 1 << 20,
+		Protocols:              new(http.Protocols),
+		HTTP2:                  &http.HTTP2Config{},
+	}
+	nt.Protocols.SetHTTP2(true)
+	tt.h2t.CompareAndSwap(nil, nt) // a racing loser's transport has made no connection
+	return tt.h2t.Load()
 }
 
 // DialCounted is Dial under the cluster's max_connections circuit breaker,

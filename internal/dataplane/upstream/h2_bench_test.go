@@ -1,0 +1,29 @@
+package upstream
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
+)
+
+// BenchmarkH2C measures one request over the h2c pool of a cluster with no
+// connection limits: Pick, RoundTrip, body read to EOF, Done.
+func BenchmarkH2C(b *testing.B) {
+	srv := newH2CServer(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", HTTP2: true, Endpoints: []config.Endpoint{{Address: srv.addr()}}}
+	m.Update(gen(c))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := send(context.Background(), m, c); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
