@@ -370,3 +370,80 @@ func TestHTTPRetryLargeBody(t *testing.T) {
 		t.Errorf("envoy_cluster_retry_or_shadow_abandoned = %v, want 1", v)
 	}
 }
+
+// echoServer is a gRPC TestService whose FullDuplexCall fails its first
+// call with UNAVAILABLE after one message, before any response, and
+// echoes every message of later calls.
+type echoServer struct {
+	testgrpc.UnimplementedTestServiceServer
+	calls atomic.Int32
+}
+
+func (s *echoServer) FullDuplexCall(stream grpc.BidiStreamingServer[testgrpc.StreamingOutputCallRequest, testgrpc.StreamingOutputCallResponse]) error {
+	first := s.calls.Add(1) == 1
+	for {
+		in, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if first {
+			return status.Error(codes.Unavailable, "try again")
+		}
+		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: in.GetPayload()}); err != nil {
+			return err
+		}
+	}
+}
+
+// TestGRPCRetryBidiStream: a bidirectional call whose first attempt
+// fails with UNAVAILABLE after the first message is retried while the
+// client waits for its answer: the retry gets the message replayed,
+// answers it, and the rest of the ping-pong goes over the retry. The
+// first attempt's transport was still reading the request body when it
+// was given up; the message it takes in then goes to the retry.
+func TestGRPCRetryBidiStream(t *testing.T) {
+	srv := &echoServer{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, srv)
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"}, grpcRoute()))},
+		[]*clusterv3.Cluster{staticCluster(t, "grpc", true, ln.Addr().String())}))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := uploadClient(t, p.addr("l")).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		body := bytes.Repeat([]byte{byte('a' + i)}, 1000*(i+1))
+		if err := stream.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: body}}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		msg, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv %d: %v (upstream calls %d)", i, err, srv.calls.Load())
+		}
+		if !bytes.Equal(msg.GetPayload().GetBody(), body) {
+			t.Fatalf("echo %d: %d bytes, want %d of %q", i, len(msg.GetPayload().GetBody()), len(body), rune('a'+i))
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Errorf("after CloseSend: %v, want EOF", err)
+	}
+	if n := srv.calls.Load(); n != 2 {
+		t.Errorf("upstream calls = %d, want 2", n)
+	}
+}

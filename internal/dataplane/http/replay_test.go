@@ -1,0 +1,87 @@
+package http
+
+import (
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+// TestRequestBodyHandOff: bytes a superseded attempt's reader takes in
+// after the retry started go to the retry, after the replayed prefix;
+// once the body outgrows the limit no further attempt is possible, and a
+// shadow gets every byte once, then the end.
+func TestRequestBodyHandOff(t *testing.T) {
+	pr, pw := io.Pipe()
+	rb := newRequestBody(pr, -1, 8, nil, "c")
+	shadow := newShadowPipe(1 << 10)
+	rb.addShadow(shadow)
+	a0, _ := rb.attempt(0)
+	go pw.Write([]byte("abc"))
+	buf := make([]byte, 16)
+	if n, err := a0.Read(buf); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("attempt 0 read %q, %v", buf[:n], err)
+	}
+	stale := make(chan error, 1)
+	go func() { // attempt 0's transport reads on, blocked in the downstream
+		_, err := a0.Read(make([]byte, 16))
+		stale <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let it block (the test holds either way)
+	a1, ok := rb.attempt(1)
+	if !ok {
+		t.Fatal("attempt 1 refused with 3 of 8 bytes kept")
+	}
+	if n, err := a1.Read(buf); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("attempt 1 replay %q, %v", buf[:n], err)
+	}
+	go pw.Write([]byte("def"))
+	if n, err := a1.Read(buf); err != nil || string(buf[:n]) != "def" {
+		t.Fatalf("attempt 1 live read %q, %v", buf[:n], err)
+	}
+	if err := <-stale; !errors.Is(err, errAttemptEnded) {
+		t.Fatalf("superseded reader: %v, want errAttemptEnded", err)
+	}
+	if !rb.replayable() {
+		t.Fatal("6 of 8 bytes: not replayable")
+	}
+	go func() { pw.Write([]byte("ghijk")); pw.Close() }()
+	if n, err := a1.Read(buf); err != nil || string(buf[:n]) != "ghijk" {
+		t.Fatalf("attempt 1 read past the limit %q, %v", buf[:n], err)
+	}
+	if rb.replayable() {
+		t.Fatal("11 bytes of 8: still replayable")
+	}
+	if _, ok := rb.attempt(2); ok {
+		t.Fatal("attempt 2 allowed after the body outgrew the limit")
+	}
+	if n, err := a1.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("attempt 1 at the end: %d, %v; want EOF", n, err)
+	}
+	got, err := io.ReadAll(shadow)
+	if err != nil || string(got) != "abcdefghijk" {
+		t.Fatalf("shadow got %q, %v; want every byte once and EOF", got, err)
+	}
+	rb.end()
+}
+
+// TestShadowPipeDrops: a shadow that falls more than its limit behind is
+// dropped, its reads fail and its cancel runs; a shadow cut short by the
+// primary's end reads errPrimaryEnded.
+func TestShadowPipeDrops(t *testing.T) {
+	s := newShadowPipe(4)
+	cancelled := false
+	s.setCancel(func() { cancelled = true })
+	s.write([]byte("ab"))
+	s.write([]byte("cde"))
+	if _, err := s.Read(make([]byte, 8)); !errors.Is(err, errShadowDropped) || !s.wasDropped() || !cancelled {
+		t.Fatalf("read after overflow: %v (dropped %v, cancelled %v), want errShadowDropped", err, s.wasDropped(), cancelled)
+	}
+	rb := newRequestBody(io.MultiReader(), 10, 0, nil, "c")
+	s2 := newShadowPipe(16)
+	rb.addShadow(s2)
+	rb.end()
+	if _, err := s2.Read(make([]byte, 8)); !errors.Is(err, errPrimaryEnded) {
+		t.Fatalf("shadow of an ended primary: %v, want errPrimaryEnded", err)
+	}
+}
