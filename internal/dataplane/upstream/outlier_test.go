@@ -32,7 +32,10 @@ func TestOutlierEjectsAndReturns(t *testing.T) {
 		}))
 	}
 	bad := addrOf(srvs[1])
-	const base = 150 * time.Millisecond
+	// Long enough that round 2's requests land well within base of the
+	// host's return even on a loaded machine: after base of health Envoy
+	// lowers the multiplier again, and round 2 would last 1 × base.
+	const base = 500 * time.Millisecond
 	m := New(Options{})
 	defer m.Close()
 	c := &config.Cluster{Name: "c", Outlier: testOutlier(base)}
