@@ -167,11 +167,7 @@ func virtualOutboundListener(mesh *meshv1alpha1.MeshConfig) (*listenerv3.Listene
 	if err != nil {
 		return nil, err
 	}
-	egress := PassthroughCluster
-	if outboundPolicyMode(mesh) == meshv1alpha1.MeshConfig_OutboundTrafficPolicy_REGISTRY_ONLY {
-		egress = xdsapi.BlackHoleCluster
-	}
-	catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, egress)
+	catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +178,16 @@ func virtualOutboundListener(mesh *meshv1alpha1.MeshConfig) (*listenerv3.Listene
 		FilterChains:     []*listenerv3.FilterChain{blackhole, catchAll},
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 	}, nil
+}
+
+// catchAllCluster is where virtualOutbound sends a connection no listener
+// claims: PassthroughCluster under ALLOW_ANY, BlackHoleCluster under
+// REGISTRY_ONLY.
+func catchAllCluster(mesh *meshv1alpha1.MeshConfig) string {
+	if outboundPolicyMode(mesh) == meshv1alpha1.MeshConfig_OutboundTrafficPolicy_REGISTRY_ONLY {
+		return xdsapi.BlackHoleCluster
+	}
+	return PassthroughCluster
 }
 
 // proxyPorts are the ports of the sidecar itself and its agent, which get
@@ -222,7 +228,9 @@ func listenerName(bind string, port uint32) string {
 //     virtual IPs, or "0.0.0.0_PORT" for a service without one (the first
 //     in host order, as Istio keeps one service on a conflicting
 //     0.0.0.0_PORT; an HTTP port takes precedence), with a tcp_proxy
-//     routed as tcpRouteProxy.
+//     routed as tcpRouteProxy;
+//   - per TLS or HTTPS port, the listeners of redirectTLSListeners (tls
+//     routes by SNI), on the names the above leave free.
 //
 // The proxy's own ports (proxyPorts) get none. It fails only when a typed
 // config cannot be packed.
@@ -292,7 +300,11 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			}
 		}
 	}
-	return listeners, routes, nil
+	tls, err := redirectTLSListeners(pc, p, mesh, taken)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(listeners, tls...), routes, nil
 }
 
 // listenerProtocol is Istio's ListenerProtocol of an inbound port.

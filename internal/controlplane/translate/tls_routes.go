@@ -8,7 +8,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
@@ -184,4 +186,85 @@ func sidecarTLSListeners(pc *model.PushContext, p *model.Proxy, taken map[uint32
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// redirectTLSListeners returns the transparent-mode sidecar's outbound TLS
+// listeners (bind_to_port false: virtualOutbound hands connections to
+// them by original destination), as Istio builds a TLS or HTTPS service
+// port's outbound listener with buildSidecarOutboundTLSFilterChainOpts:
+//
+//   - "VIP_PORT" on each virtual IP of a service: the chains of
+//     sidecarTLSChains for that service alone (tls routes by sniHosts,
+//     else any connection to the service's cluster), destinationSubnets
+//     evaluated against the VIP;
+//   - "0.0.0.0_PORT" for the services without one: their chains matching
+//     by SNI (the host name of a service no tls route covers, the
+//     sniHosts of a route), then, unless a chain already matches every
+//     connection, a last chain to the catch-all's cluster
+//     (PassthroughCluster under ALLOW_ANY, BlackHoleCluster under
+//     REGISTRY_ONLY), so that TLS to a name no service or route claims
+//     goes where virtualOutbound would have sent it.
+//
+// Listener names in taken (an HTTP or TCP listener has the port) and the
+// proxy's own ports get none; the names it uses are added to taken.
+func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, taken map[string]bool) ([]*listenerv3.Listener, error) {
+	ports, byPort := tlsPorts(pc, func(n uint32) bool { return proxyPorts[n] })
+	var out []*listenerv3.Listener
+	for _, port := range ports {
+		var wild []*registry.Service
+		for _, svc := range byPort[port] {
+			vips := serviceVIPs(svc)
+			if len(vips) == 0 {
+				wild = append(wild, svc)
+				continue
+			}
+			for _, vip := range vips {
+				name := listenerName(vip, port)
+				if taken[name] {
+					continue
+				}
+				taken[name] = true
+				chains, err := sidecarTLSChains(pc, p, port, []*registry.Service{svc}, netip.MustParseAddr(vip), false)
+				if err != nil {
+					return nil, fmt.Errorf("listener %q: %w", name, err)
+				}
+				if len(chains) == 0 {
+					continue
+				}
+				l, err := tlsListener(name, vip, port, chains, false)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, l)
+			}
+		}
+		name := listenerName(wildcardBind, port)
+		if len(wild) == 0 || taken[name] {
+			continue
+		}
+		taken[name] = true
+		chains, err := sidecarTLSChains(pc, p, port, wild, netip.Addr{}, true)
+		if err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		if !slices.ContainsFunc(chains, matchesAll) {
+			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
+			if err != nil {
+				return nil, fmt.Errorf("listener %q: %w", name, err)
+			}
+			chains = append(chains, catchAll)
+		}
+		l, err := tlsListener(name, wildcardBind, port, chains, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// matchesAll reports whether fc's filter_chain_match is empty, so that it
+// takes every connection no more specific chain takes.
+func matchesAll(fc *listenerv3.FilterChain) bool {
+	return fc.GetFilterChainMatch() == nil || proto.Equal(fc.GetFilterChainMatch(), &listenerv3.FilterChainMatch{})
 }

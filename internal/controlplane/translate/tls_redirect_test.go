@@ -1,0 +1,188 @@
+package translate
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-mesh/loom/internal/xdsapi"
+)
+
+// tlsRedirectDoc has TLS services a transparent sidecar reaches by SNI:
+// a.example.com and b.example.com (no VIP) split 90/10 by a tls route,
+// c.example.com (HTTPS, no VIP) by its own name, and secure (VIP
+// 240.240.0.50) whose tls route sends SNI v2.secure.example to the v2
+// subset, its other connections to its service cluster.
+const tlsRedirectDoc = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: other, namespace: default}
+spec:
+  hosts: [c.example.com]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+  location: MESH_EXTERNAL
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.default.svc.cluster.local]
+  addresses: [240.240.0.50]
+  ports: [{number: 8443, name: tls, protocol: TLS}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{address: 10.77.0.50, labels: {version: v1}}, {address: 10.77.0.51, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: secure, namespace: default}
+spec:
+  host: secure.default.svc.cluster.local
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.default.svc.cluster.local]
+  tls:
+  - match: [{sniHosts: [v2.secure.example]}]
+    route: [{destination: {host: secure.default.svc.cluster.local, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  tls:
+  - match: [{sniHosts: [a.example.com], sourceLabels: {app: reviews}}]
+    route: [{destination: {host: b.example.com}}]
+  - match: [{sniHosts: [a.example.com, b.example.com], port: 443}]
+    route:
+    - {destination: {host: a.example.com}, weight: 90}
+    - {destination: {host: b.example.com}, weight: 10}
+`
+
+// TestRedirectTLSRoutes checks the transparent sidecar's outbound TLS
+// listeners, as Istio builds them: a wildcard 0.0.0.0_443 matching by
+// SNI, with a last chain to PassthroughCluster for names nobody claims,
+// and a VIP listener whose tls route takes its SNI and whose service
+// takes every other connection. Then it follows connections by original
+// destination and SNI.
+func TestRedirectTLSRoutes(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "in.yaml")
+	if err := os.WriteFile(in, []byte(tlsRedirectDoc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := mustGenerate(t, loadPushContext(t, meshFile, in), redirectSidecar(productpageSidecar()))
+	var b strings.Builder
+	digestResources(&b, r)
+	var got []string
+	on := false
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "listener ") {
+			on = strings.HasPrefix(l, "listener 0.0.0.0_443 ") || strings.HasPrefix(l, "listener 240.240.0.50_8443 ")
+		}
+		if on && !strings.Contains(l, "istio.stats") {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		"listener 0.0.0.0_443 0.0.0.0:443",
+		"  listener filter envoy.filters.listener.tls_inspector",
+		`  chain "tls.443.default.ext.tls[1].match[0]" sni=a.example.com,b.example.com`,
+		"  filter envoy.filters.network.tcp_proxy -> [outbound|443||a.example.com=90 outbound|443||b.example.com=10]",
+		`  chain "outbound|443||c.example.com" sni=c.example.com`,
+		"  filter envoy.filters.network.tcp_proxy -> outbound|443||c.example.com",
+		"  filter envoy.filters.network.tcp_proxy -> PassthroughCluster",
+		"listener 240.240.0.50_8443 240.240.0.50:8443",
+		"  listener filter envoy.filters.listener.tls_inspector",
+		`  chain "tls.8443.default.secure.tls[0].match[0]" sni=v2.secure.example`,
+		"  filter envoy.filters.network.tcp_proxy -> outbound|8443|v2|secure.default.svc.cluster.local",
+		"  filter envoy.filters.network.tcp_proxy -> outbound|8443||secure.default.svc.cluster.local",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("TLS listeners (-want +got):\n%s", diff)
+	}
+	for _, l := range r.Listeners {
+		if (l.GetName() == "0.0.0.0_443" || l.GetName() == "240.240.0.50_8443") && (l.GetBindToPort() == nil || l.GetBindToPort().GetValue()) {
+			t.Errorf("listener %s binds its port; want only virtualOutbound's hand-off", l.GetName())
+		}
+	}
+
+	for _, tt := range []struct {
+		dst, sni, want string
+	}{
+		{"203.0.113.7:443", "a.example.com", "0.0.0.0_443/tls.443.default.ext.tls[1].match[0]"},
+		{"203.0.113.7:443", "c.example.com", "0.0.0.0_443/outbound|443||c.example.com -> outbound|443||c.example.com"},
+		{"203.0.113.7:443", "www.example.org", "0.0.0.0_443/virtualOutbound-catchall-tcp -> PassthroughCluster"},
+		{"240.240.0.50:8443", "v2.secure.example", "240.240.0.50_8443/tls.8443.default.secure.tls[0].match[0] -> outbound|8443|v2|secure.default.svc.cluster.local"},
+		{"240.240.0.50:8443", "secure.default.svc.cluster.local", "240.240.0.50_8443/outbound|8443||secure.default.svc.cluster.local -> outbound|8443||secure.default.svc.cluster.local"},
+		{"10.1.2.3:8443", "v2.secure.example", "virtualOutbound/virtualOutbound-catchall-tcp -> PassthroughCluster"},
+	} {
+		if got := simulateTLSConn(t, r, tt.dst, tt.sni); got != tt.want {
+			t.Errorf("TLS to %s with SNI %s:\ngot  %s\nwant %s", tt.dst, tt.sni, got, tt.want)
+		}
+	}
+}
+
+// simulateTLSConn follows a TLS connection with SNI sni to the original
+// destination dst through r's virtualOutbound as the proxy does: the
+// listener bound to dst, else 0.0.0.0 on its port, else virtualOutbound
+// itself; then the chain with an exact server name, else one without
+// server names. It returns "listener/chain -> cluster" (weighted
+// tcp_proxies: "listener/chain").
+func simulateTLSConn(t *testing.T, r *Resources, dst, sni string) string {
+	t.Helper()
+	port := dst[strings.LastIndex(dst, ":")+1:]
+	var l *listenerv3.Listener
+	for _, want := range []string{strings.Replace(dst, ":", "_", 1), "0.0.0.0_" + port, xdsapi.VirtualOutboundListener} {
+		if i := slices.IndexFunc(r.Listeners, func(l *listenerv3.Listener) bool { return l.GetName() == want }); i >= 0 {
+			l = r.Listeners[i]
+			break
+		}
+	}
+	var fc *listenerv3.FilterChain
+	for _, c := range l.GetFilterChains() {
+		if slices.Contains(c.GetFilterChainMatch().GetServerNames(), sni) {
+			fc = c
+			break
+		}
+	}
+	if fc == nil {
+		for _, c := range l.GetFilterChains() {
+			if m := c.GetFilterChainMatch(); len(m.GetServerNames()) == 0 && m.GetDestinationPort() == nil {
+				fc = c
+				break
+			}
+		}
+	}
+	if fc == nil {
+		return l.GetName() + "/no chain"
+	}
+	where := l.GetName() + "/" + fc.GetName()
+	fs := fc.GetFilters()
+	var tp tcpv3.TcpProxy
+	if err := fs[len(fs)-1].GetTypedConfig().UnmarshalTo(&tp); err != nil {
+		t.Fatal(err)
+	}
+	if tp.GetCluster() == "" {
+		return where
+	}
+	return where + " -> " + tp.GetCluster()
+}
