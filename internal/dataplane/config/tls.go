@@ -3,7 +3,6 @@ package config
 import (
 	"crypto/tls"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 )
 
@@ -76,40 +76,10 @@ const (
 // SANMatcher is one match_typed_subject_alt_names (or
 // match_subject_alt_names) entry.
 type SANMatcher struct {
-	Type    SANType
-	Matcher StringMatcher
-}
-
-// StringMatcher is envoy.type.matcher.v3.StringMatcher.
-type StringMatcher struct {
-	// Kind is MatchExact, MatchPrefix, MatchSuffix, MatchContains or
-	// MatchRegex.
-	Kind  StringMatchKind
-	Value string         // lower-cased when IgnoreCase
-	Regex *regexp.Regexp // anchored
-	// IgnoreCase applies to every kind but MatchRegex, as in Envoy.
-	IgnoreCase bool
-}
-
-// Match reports whether s matches.
-func (m *StringMatcher) Match(s string) bool {
-	if m.Kind == MatchRegex {
-		return m.Regex.MatchString(s)
-	}
-	if m.IgnoreCase {
-		s = strings.ToLower(s)
-	}
-	switch m.Kind {
-	case MatchExact:
-		return s == m.Value
-	case MatchPrefix:
-		return strings.HasPrefix(s, m.Value)
-	case MatchSuffix:
-		return strings.HasSuffix(s, m.Value)
-	case MatchContains:
-		return strings.Contains(s, m.Value)
-	}
-	return false
+	Type SANType
+	// Matcher is the compiled StringMatcher (ignore_case folded in once,
+	// when the generation is built).
+	Matcher matcher.String
 }
 
 // ValidationContext is how the peer's certificate is verified: against
@@ -521,26 +491,15 @@ func buildValidationContext(vc *tlsv3.CertificateValidationContext) (*Validation
 	return out, nil
 }
 
-func buildStringMatcher(path string, m *matcherv3.StringMatcher) (StringMatcher, error) {
-	var sm StringMatcher
+// buildStringMatcher compiles the SAN matcher at path with matcher.String,
+// the proxy's one StringMatcher.
+func buildStringMatcher(path string, m *matcherv3.StringMatcher) (matcher.String, error) {
 	if m == nil {
-		return sm, ferr(path, "must be set")
+		return matcher.String{}, ferr(path, "must be set")
 	}
-	switch p := m.GetMatchPattern().(type) {
-	case nil:
-		return sm, ferr(path, "must be exact, prefix, suffix, contains or safe_regex")
-	case *matcherv3.StringMatcher_Contains:
-		sm.Kind, sm.Value = MatchContains, p.Contains
-	default:
-		var err error
-		if sm.Kind, sm.Value, sm.Regex, err = buildStringMatch(path, m); err != nil {
-			return sm, err
-		}
-	}
-	// ignore_case does not apply to a regex, as in Envoy.
-	sm.IgnoreCase = m.GetIgnoreCase() && sm.Kind != MatchRegex
-	if sm.IgnoreCase {
-		sm.Value = strings.ToLower(sm.Value)
+	sm, err := matcher.NewString(m)
+	if err != nil {
+		return sm, ferr(path, "%v", err)
 	}
 	return sm, nil
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/testutil"
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -83,7 +84,8 @@ func TestBuildDownstreamTLS(t *testing.T) {
 		CommonTLS: CommonTLS{
 			Certificates: []CertSource{{Ref: &SecretRef{Name: "default", Source: SecretLocal}}},
 			Validation: &ValidationContext{Ref: &SecretRef{Name: "ROOTCA", Source: SecretLocal},
-				SANs: []SANMatcher{{Type: SANURI, Matcher: StringMatcher{Kind: MatchPrefix, Value: "spiffe://cluster.local/"}}}},
+				SANs: []SANMatcher{{Type: SANURI, Matcher: matcher.MustString(&matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://cluster.local/"}})}}},
 			ALPN:       []string{"h2", "http/1.1"},
 			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
 			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
@@ -92,7 +94,7 @@ func TestBuildDownstreamTLS(t *testing.T) {
 		},
 		RequireClientCertificate: true,
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(matcher.String{})); diff != "" {
 		t.Errorf("DownstreamTLS (-want +got):\n%s", diff)
 	}
 }

@@ -207,7 +207,6 @@ const (
 	MatchSuffix
 	MatchRegex
 	MatchPresent
-	MatchContains // StringMatcher.contains (SAN matchers)
 )
 
 // HeaderMatcher is envoy.config.route.v3.HeaderMatcher.

@@ -123,6 +123,17 @@ func (s *String) Match(v string) bool {
 	return false
 }
 
+// Exact returns the pattern of an exact matcher (ASCII-lower-cased when
+// ignore_case) and true; "" and false for every other kind. Envoy's SAN
+// check needs it: a DNS SAN and an exact pattern compare by DNS wildcard
+// rules (dnsNameMatch), not as text.
+func (s *String) Exact() (string, bool) {
+	if s.kind != Exact {
+		return "", false
+	}
+	return s.value, true
+}
+
 // hasPrefixFold reports whether v starts with lower, an ASCII-lower-cased
 // string, comparing ASCII letters of v case-insensitively.
 func hasPrefixFold(v, lower string) bool {

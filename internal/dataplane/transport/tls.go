@@ -218,7 +218,7 @@ func MatchSANs(cert *x509.Certificate, sans []config.SANMatcher) bool {
 		t := m.Type
 		if t == config.SANAny || t == config.SANDNS {
 			for _, d := range cert.DNSNames {
-				if m.Matcher.Kind == config.MatchExact && dnsNameMatch(m.Matcher.Value, d) || m.Matcher.Kind != config.MatchExact && m.Matcher.Match(d) {
+				if exact, ok := m.Matcher.Exact(); ok && dnsNameMatch(exact, d) || !ok && m.Matcher.Match(d) {
 					return true
 				}
 			}

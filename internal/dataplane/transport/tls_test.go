@@ -5,18 +5,24 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
-	"regexp"
 	"strings"
 	"testing"
 
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 func exact(t config.SANType, v string) config.SANMatcher {
-	return config.SANMatcher{Type: t, Matcher: config.StringMatcher{Kind: config.MatchExact, Value: v}}
+	return san(t, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: v}})
+}
+
+func san(t config.SANType, m *matcherv3.StringMatcher) config.SANMatcher {
+	return config.SANMatcher{Type: t, Matcher: matcher.MustString(m)}
 }
 
 func TestMatchSANs(t *testing.T) {
@@ -32,16 +38,20 @@ func TestMatchSANs(t *testing.T) {
 		{"istio URI exact", 0, []config.SANMatcher{exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/sleep")}, true},
 		{"URI of another service account", 0, []config.SANMatcher{exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/other")}, false},
 		{"any of several", 0, []config.SANMatcher{exact(config.SANURI, "spiffe://x"), exact(config.SANURI, "spiffe://cluster.local/ns/default/sa/sleep")}, true},
-		{"URI prefix", 0, []config.SANMatcher{{Type: config.SANURI, Matcher: config.StringMatcher{Kind: config.MatchPrefix, Value: "spiffe://cluster.local/ns/default/"}}}, true},
+		{"URI prefix", 0, []config.SANMatcher{san(config.SANURI, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://cluster.local/ns/default/"}})}, true},
+		{"URI prefix, ignore_case", 0, []config.SANMatcher{san(config.SANURI, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "SPIFFE://Cluster.Local/ns/"}, IgnoreCase: true})}, true},
+		{"URI prefix, case matters", 0, []config.SANMatcher{san(config.SANURI, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "SPIFFE://Cluster.Local/ns/"}})}, false},
+		{"URI contains", 0, []config.SANMatcher{san(config.SANURI, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: "/sa/sleep"}})}, true},
+		{"URI exact, ignore_case", 0, []config.SANMatcher{san(config.SANURI, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "spiffe://cluster.local/ns/default/sa/SLEEP"}, IgnoreCase: true})}, true},
 		{"legacy matcher reads URIs", 0, []config.SANMatcher{exact(config.SANAny, "spiffe://cluster.local/ns/default/sa/sleep")}, true},
 		{"DNS type does not read URIs", 0, []config.SANMatcher{exact(config.SANDNS, "spiffe://cluster.local/ns/default/sa/sleep")}, false},
 		{"DNS wildcard in the certificate, one label", 1, []config.SANMatcher{exact(config.SANDNS, "api.example.com")}, true},
 		{"DNS wildcard covers one label only", 1, []config.SANMatcher{exact(config.SANDNS, "a.b.example.com")}, false},
 		{"DNS wildcard does not cover the apex", 1, []config.SANMatcher{exact(config.SANDNS, "example.com")}, false},
 		{"DNS case", 1, []config.SANMatcher{exact(config.SANDNS, "EXACT.test")}, true},
-		{"DNS suffix matcher reads the SAN as text", 1, []config.SANMatcher{{Type: config.SANDNS, Matcher: config.StringMatcher{Kind: config.MatchSuffix, Value: ".example.com"}}}, true},
+		{"DNS suffix matcher reads the SAN as text", 1, []config.SANMatcher{san(config.SANDNS, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Suffix{Suffix: ".example.com"}})}, true},
 		{"IP", 1, []config.SANMatcher{exact(config.SANIP, "10.0.0.1")}, true},
-		{"regex", 1, []config.SANMatcher{{Type: config.SANDNS, Matcher: config.StringMatcher{Kind: config.MatchRegex, Regex: regexp.MustCompile(`^exact\.[a-z]+$`)}}}, true},
+		{"regex", 1, []config.SANMatcher{san(config.SANDNS, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: `exact\.[a-z]+`}}})}, true},
 	}
 	certs := [...]*x509.Certificate{spiffe, dns}
 	for _, tt := range tests {
