@@ -287,10 +287,12 @@ func (st *clusterState) h2cTransport() *http.Transport {
 
 func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
+	done := func(error) {}
 	if st.mgr != nil {
-		addr = st.mgr.meshEndpoint(addr)
+		addr, done = st.mgr.meshEndpoint(addr)
 	}
 	c, err := d.DialContext(ctx, st.dialNetwork(network), addr)
+	done(err)
 	if err != nil {
 		return nil, &ConnectError{Addr: addr, Err: err}
 	}

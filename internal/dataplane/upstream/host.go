@@ -76,6 +76,18 @@ type Result struct {
 	LocalOrigin bool
 }
 
+// dialDone ends an attempt that is a connection and nothing more (a
+// filter's gRPC connection, a DNS cluster's dial of a mesh service name):
+// a failed dial is a local-origin failure; a connection made is a
+// success (Envoy's LocalOriginConnectSuccessFinal), reported as a 200.
+func (h *Host) dialDone(err error) {
+	if err != nil {
+		h.Done(Result{LocalOrigin: true})
+		return
+	}
+	h.Done(Result{Status: http.StatusOK})
+}
+
 // Done reports the end of the attempt to the load balancer (active
 // requests) and to the circuit breakers and outlier detection.
 func (h *Host) Done(res Result) {

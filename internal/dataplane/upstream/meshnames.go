@@ -36,27 +36,31 @@ func (m *ClusterManager) updateMeshNames(gen *config.Generation) {
 // meshEndpoint returns the address to dial for addr ("host:port"): an
 // endpoint of the mesh service it names, picked by that service's
 // cluster's balancer, or addr itself when it is an IP address or names no
-// service.
-func (m *ClusterManager) meshEndpoint(addr string) string {
+// service. The pick is one attempt of the service's cluster, as
+// dialCluster's: the caller calls done with the dial's error once the dial
+// is over (never nil; a no-op when nothing was picked), so that the
+// balancer's active count, the circuit breaker and outlier detection see
+// the connection's outcome.
+func (m *ClusterManager) meshEndpoint(addr string) (dial string, done func(error)) {
+	noop := func(error) {}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return addr
+		return addr, noop
 	}
 	if _, err := netip.ParseAddr(host); err == nil {
-		return addr
+		return addr, noop
 	}
 	np := m.names.Load()
 	if np == nil {
-		return addr
+		return addr, noop
 	}
 	c := (*np)[addr]
 	if c == nil {
-		return addr
+		return addr, noop
 	}
 	h, err := m.Pick(c, PickOptions{})
 	if err != nil {
-		return addr // the resolver will say the name is unknown
+		return addr, noop // the resolver will say the name is unknown
 	}
-	h.Done(Result{})
-	return h.Addr
+	return h.Addr, h.dialDone
 }

@@ -118,11 +118,10 @@ func (m *ClusterManager) dialCluster(ctx context.Context, cluster string) (net.C
 		return nil, fmt.Errorf("cluster %q: %w", cluster, err)
 	}
 	conn, err := h.Dial(ctx) // over the endpoint's transport socket
+	h.dialDone(err)
 	if err != nil {
-		h.Done(Result{LocalOrigin: true})
 		return nil, err
 	}
-	h.Done(Result{Status: http.StatusOK})
 	return conn, nil
 }
 
