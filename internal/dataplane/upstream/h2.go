@@ -114,6 +114,13 @@ func (p *h2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := c.cc.RoundTrip(out)
 		if err != nil {
+			if h2Retryable(err) {
+				// The connection takes no more streams (GOAWAY) though
+				// net/http has not closed it yet: stop picking it.
+				p.t.mu.Lock()
+				p.drainLocked(c)
+				p.t.mu.Unlock()
+			}
 			p.streamDone(c)
 			if attempt == 0 && replayable && ctx.Err() == nil && h2Retryable(err) {
 				if req.GetBody != nil {
@@ -489,9 +496,8 @@ func (p *h2Pool) drainAll() {
 	p.t.mu.Lock()
 	for _, l := range p.conns {
 		for _, c := range slices.Clone(l) {
-			if c.cc == nil {
-				continue
-			}
+			// One still connecting is closed by connect once its
+			// streams are over.
 			p.drainLocked(c)
 			if c := p.serveLocked(c); c != nil {
 				closing = append(closing, c)

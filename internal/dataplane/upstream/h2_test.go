@@ -348,3 +348,29 @@ func TestH2ResponseHeaderLimits(t *testing.T) {
 		}
 	}
 }
+
+func TestH2GoAwayMovesToANewConnection(t *testing.T) {
+	srv := newH2CServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/bye" {
+			// net/http's HTTP/2 server sends GOAWAY and closes the
+			// connection once idle.
+			w.Header().Set("Connection", "close")
+		}
+		io.WriteString(w, "ok")
+	})
+	m := New(Options{})
+	defer m.Close()
+	c := h2Cluster(srv.addr(), nil, config.ConnectionOptions{})
+	m.Update(gen(c))
+	if err := sendPath(m, c, "/bye"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := sendPath(m, c, "/"); err != nil {
+			t.Fatalf("request %d after the upstream's GOAWAY: %v", i+1, err)
+		}
+	}
+	if accepted, _, _, _ := srv.stats(); accepted != 2 {
+		t.Errorf("server accepted %d connections, want 2 (a new one after GOAWAY)", accepted)
+	}
+}
