@@ -18,6 +18,7 @@ func BenchmarkH2C(b *testing.B) {
 	c := &config.Cluster{Name: "c", HTTP2: true, Endpoints: []config.Endpoint{{Address: srv.addr()}}}
 	m.Update(gen(c))
 	b.ReportAllocs()
+	defer func() { accepted, _, _, _ := srv.stats(); b.ReportMetric(float64(accepted), "conns") }()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := send(context.Background(), m, c); err != nil {
@@ -26,4 +27,20 @@ func BenchmarkH2C(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkH2CSerial is BenchmarkH2C one request at a time: the latency of
+// the pool's path without contention.
+func BenchmarkH2CSerial(b *testing.B) {
+	srv := newH2CServer(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", HTTP2: true, Endpoints: []config.Endpoint{{Address: srv.addr()}}}
+	m.Update(gen(c))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := send(context.Background(), m, c); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
