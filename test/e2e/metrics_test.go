@@ -63,6 +63,11 @@ func TestIstioMetricsBookinfo(t *testing.T) {
 		"destination_version": "v1", "destination_service_name": "reviews", "destination_service_namespace": "default",
 		"destination_cluster": "Kubernetes", "request_protocol": "http", "response_code": "200", "response_flags": "-",
 		"grpc_response_status": "",
+		// mTLS between the sidecars: the source reporter reads both
+		// principals off its upstream connection, the destination off
+		// its downstream one.
+		"source_principal":      "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+		"destination_principal": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
 	}
 	edge["destination_service"] = "reviews.default.svc.cluster.local"
 	src := with(edge, map[string]string{"reporter": "source", "connection_security_policy": "unknown"})

@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"crypto/tls"
 	"net/http"
 	"strconv"
 	"time"
@@ -50,6 +51,12 @@ type Entry struct {
 	// grpc_stats filter state), kept where istio.stats reports the
 	// request; nil otherwise.
 	GRPCMessages *istiostats.GRPCMessages
+	// UpstreamTLS is the upstream connection's TLS state (Envoy's
+	// upstreamSslConnection), nil for plaintext or no upstream;
+	// UpstreamLocalPrincipal is the URI SAN of the certificate the proxy
+	// presented on it ("" none). Istio's client-side stats read both.
+	UpstreamTLS            *tls.ConnectionState
+	UpstreamLocalPrincipal string
 }
 
 // AppendEntry appends e to b in Istio's default access log format, with a

@@ -865,6 +865,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	e.UpstreamServiceTime = time.Since(tryStart)
 	e.ResponseCode = resp.StatusCode
 	e.ResponseCodeDetails = "via_upstream"
+	noteUpstreamTLS(e, uh, resp)
 	if attempts > 1 && rb.replayable() && retryOnResponse(retry, resp) {
 		e.ResponseFlags = FlagRetryLimitExceeded
 	}

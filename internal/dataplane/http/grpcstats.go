@@ -6,7 +6,18 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 )
+
+// noteUpstreamTLS keeps the TLS state of the connection resp came on, and
+// the certificate h presented on it, for Istio's client-side principals.
+func noteUpstreamTLS(e *telemetry.Entry, h *upstream.Host, resp *http.Response) {
+	if resp.TLS == nil {
+		return
+	}
+	e.UpstreamTLS = resp.TLS
+	e.UpstreamLocalPrincipal = h.LocalPrincipal()
+}
 
 // startGRPCMessages starts counting the messages of r, a request on a
 // chain with istio.stats, when it is gRPC: Envoy's grpc_stats filter with

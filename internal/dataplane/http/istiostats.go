@@ -11,7 +11,8 @@ import (
 // reportIstio counts the finished request st in Istio's standard metrics,
 // with the labels Istio's stats filter gives it (istiostats.Config.Fill):
 // the peer from the metadata exchange, principals from the downstream
-// connection's mTLS (destination reporter), the service from the
+// connection's mTLS (destination reporter) or the upstream one's (source
+// reporter), the service from the
 // upstream cluster. Sizes are body bytes (Envoy's are wire bytes).
 func (cm *ConnectionManager) reportIstio(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if cm.istio == nil {
@@ -41,6 +42,7 @@ func (cm *ConnectionManager) reportIstio(w http.ResponseWriter, r *http.Request,
 	f.Service = cm.gen.Load().IstioServiceOf(cluster)
 	if c.Reporter == istiostats.ReporterSource {
 		f.Peer = e.UpstreamPeer
+		f.PeerPrincipal, f.LocalPrincipal = istiostats.PeerPrincipal(e.UpstreamTLS), e.UpstreamLocalPrincipal
 	} else {
 		f.Peer = st.peer
 		if conn := filter.RequestConnection(r); conn != nil {

@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -185,6 +186,12 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	defer release()
 	defer up.Close()
 	e.UpstreamLocalAddress = up.LocalAddr().String()
+	if tc, ok := up.(*tls.Conn); ok {
+		// Istio's client-side principals: the upstream's certificate and
+		// the one the proxy presented.
+		cs := tc.ConnectionState()
+		e.UpstreamTLS, e.UpstreamLocalPrincipal = &cs, h.LocalPrincipal()
+	}
 
 	stop := context.AfterFunc(ctx, func() {
 		_ = down.Close()
@@ -279,7 +286,10 @@ func (p *Proxy) reportIstio(c *istiostats.Config, conn *filter.Connection, e *te
 	}
 	f := istiostats.Facts{Cluster: e.UpstreamCluster, Protocol: "tcp", Flags: e.ResponseFlags}
 	f.Service = p.opts.Generation.Load().IstioServiceOf(e.UpstreamCluster)
-	if c.Reporter != istiostats.ReporterSource && conn != nil {
+	switch {
+	case c.Reporter == istiostats.ReporterSource:
+		f.PeerPrincipal, f.LocalPrincipal = istiostats.PeerPrincipal(e.UpstreamTLS), e.UpstreamLocalPrincipal
+	case conn != nil:
 		f.PeerPrincipal, f.LocalPrincipal = conn.Principals()
 	}
 	self := p.opts.Self

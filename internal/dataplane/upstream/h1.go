@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -94,6 +95,9 @@ type h1Conn struct {
 	closed   atomic.Bool // its slot in open was given back or handed on
 	wrote    int64       // bytes the socket accepted in the current round trip
 	werr     error       // the socket's write error in the current round trip
+	// tls is the connection's TLS state (nil for plaintext), handed to
+	// every response as resp.TLS, as net/http's Transport does; immutable.
+	tls *tls.ConnectionState
 }
 
 // countingConn counts the bytes written to a connection, so that a failed
@@ -255,8 +259,10 @@ func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport) (*http.Resp
 			return nil, err
 		}
 		c.wrote, c.werr = 0, nil
+		cs := c.tls // c may be handed to another request once the body is read
 		resp, err := c.roundTrip(ctx, req)
 		if err == nil {
+			resp.TLS = cs
 			return resp, nil
 		}
 		c.close()
@@ -583,6 +589,10 @@ func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTranspor
 		return nil, err
 	}
 	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1}
+	if tc, ok := nc.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		c.tls = &cs
+	}
 	c.br = bufio.NewReaderSize(headReader{c}, t.bufSize)
 	c.bw = bufio.NewWriterSize(countingConn{nc, c}, t.bufSize)
 	return c, nil

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -36,6 +37,15 @@ type tlsTransport struct {
 	// h2t makes them, built on first use.
 	h2  *h2Pool
 	h2t atomic.Pointer[http.Transport]
+	// local caches the URI SAN of the client certificate last resolved
+	// (localPrincipal).
+	local atomic.Pointer[localPrincipal]
+}
+
+// localPrincipal is a client certificate and its first URI SAN.
+type localPrincipal struct {
+	cert *tls.Certificate
+	san  string
 }
 
 // tlsTransports returns the cluster's TLS transport of ut, making it on
@@ -123,6 +133,47 @@ func (tt *tlsTransport) handshake(ctx context.Context, nc net.Conn, addr string)
 		return nil, &ConnectError{Addr: addr, Err: &TLSError{Err: err}}
 	}
 	return tc, nil
+}
+
+// LocalPrincipal is the first URI SAN (a SPIFFE ID) of the client
+// certificate h's TLS transport socket presents now, "" for a plaintext
+// endpoint or a socket without a certificate: what Envoy's upstream
+// connection reports as uriSanLocalCertificate, which Istio's stats use as
+// source_principal on the client side. It costs a secret lookup; the SAN
+// is parsed once per certificate.
+func (h *Host) LocalPrincipal() string {
+	if h == nil || h.tls == nil {
+		return ""
+	}
+	return h.tls.localPrincipal()
+}
+
+func (tt *tlsTransport) localPrincipal() string {
+	if len(tt.cfg.Certificates) == 0 {
+		return ""
+	}
+	src := tt.cfg.Certificates[0]
+	sec := src.Inline
+	if src.Ref != nil {
+		sec = tt.st.opts.Secrets.Get(src.Ref.Name)
+	}
+	if sec == nil || sec.Certificate == nil {
+		return ""
+	}
+	cert := sec.Certificate
+	if lp := tt.local.Load(); lp != nil && lp.cert == cert {
+		return lp.san
+	}
+	leaf := cert.Leaf
+	if leaf == nil && len(cert.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	san := ""
+	if leaf != nil && len(leaf.URIs) > 0 {
+		san = leaf.URIs[0].String()
+	}
+	tt.local.Store(&localPrincipal{cert: cert, san: san})
+	return san
 }
 
 // h2Transport returns the net/http transport that makes the connections
