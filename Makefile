@@ -105,7 +105,9 @@ proto:
 # Benchmarks: Go micro-benchmarks of the proxy's hot path and of the CA's
 # issuance rate (certs/s), then the shared
 # proxy-overhead harness (needs nginx, haproxy, caddy and fortio; the script
-# installs what is missing) and the config-propagation measurement.
+# installs what is missing): loom-proxy against the baselines, route features
+# and full telemetry each against a plain proxy (variants alternated run by
+# run, medians by bench/abmedian), then the config-propagation measurement.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/dataplane/... ./internal/controlplane/ca/ ./internal/dashboard/
 	bench/run.sh
