@@ -143,6 +143,10 @@ type PushContext struct {
 	// context by views.
 	peerAuthns []*peerAuthn
 
+	// rateLimitPolicies are every RateLimitPolicy, normalized once per
+	// push; read from the mesh-wide context by views.
+	rateLimitPolicies []*RateLimitPolicy
+
 	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
 	sidecar *Sidecar
 
@@ -244,6 +248,7 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 	pc.authz = newAuthzIndex(snap)
 	pc.requestAuthns = requestAuthentications(snap)
 	pc.peerAuthns = peerAuthentications(snap)
+	pc.rateLimitPolicies = RateLimitPolicies(snap)
 	return pc
 }
 

@@ -60,8 +60,15 @@ type RateLimit struct {
 func (l *RateLimit) Path() string { return cmp.Or(l.PathExact, l.PathPrefix) }
 
 // RateLimitPolicies returns every RateLimitPolicy of the config, ordered by
-// namespace and name.
-func (pc *PushContext) RateLimitPolicies() []*RateLimitPolicy { return RateLimitPolicies(pc.Config) }
+// namespace and name, normalized once when the push context was built (not
+// per proxy). The slice and the policies are shared: callers must not
+// modify them.
+func (pc *PushContext) RateLimitPolicies() []*RateLimitPolicy {
+	if pc.base != nil {
+		return pc.base.rateLimitPolicies
+	}
+	return pc.rateLimitPolicies
+}
 
 // RateLimitPolicies returns every RateLimitPolicy of snap, ordered by
 // namespace and name: what the rate limit service counts, without the

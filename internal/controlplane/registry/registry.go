@@ -153,6 +153,36 @@ type Service struct {
 	// Instances are the inline endpoints and the selected WorkloadEntries,
 	// one per service port, sorted by address, service port and target port.
 	Instances []*Instance
+	// Accounts are the distinct service accounts of Instances, by
+	// namespace then name: what Istio's push context indexes as a
+	// service's ServiceAccounts, and what clients check the service's
+	// certificates against. Computed once with the service.
+	Accounts []Account
+}
+
+// Account is a service account of a service's instances: Name in
+// Namespace (the WorkloadEntry's, else the service's).
+type Account struct {
+	Namespace, Name string
+}
+
+// serviceAccounts lists the distinct Accounts of instances; ns is the
+// service's namespace, for inline endpoints.
+func serviceAccounts(instances []*Instance, ns string) []Account {
+	var out []Account
+	for _, in := range instances {
+		if in.ServiceAccount == "" {
+			continue
+		}
+		a := Account{Namespace: cmp.Or(in.Workload.Namespace, ns), Name: in.ServiceAccount}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, func(a, b Account) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
 }
 
 // Port returns the service port numbered n.
@@ -270,6 +300,7 @@ func Services(snap *config.Snapshot) []*Service {
 		}
 		ports := servicePorts(se)
 		instances := seInstances(r, se, ports, workloads)
+		accounts := serviceAccounts(instances, r.Namespace)
 		for _, h := range se.GetHosts() {
 			k := hostNS{h, r.Namespace}
 			if h == "" || seen[k] {
@@ -285,6 +316,7 @@ func Services(snap *config.Snapshot) []*Service {
 				Location:   se.GetLocation(),
 				Addresses:  se.GetAddresses(),
 				Instances:  instances,
+				Accounts:   accounts,
 			})
 		}
 	}

@@ -267,3 +267,41 @@ spec: {address: 10.77.0.22, labels: {app: echo}}
 		t.Errorf("interception modes by address (-want +got):\n%s", diff)
 	}
 }
+
+// TestServiceAccounts: a service's Accounts are its instances' distinct
+// service accounts, an inline endpoint's in the service's namespace, a
+// WorkloadEntry's in its own, sorted; an instance without one adds none.
+func TestServiceAccounts(t *testing.T) {
+	snap := snapshot(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings.default.svc.cluster.local, ratings.example]
+  ports: [{number: 9080, name: http, protocol: HTTP}, {number: 9443, name: https, protocol: HTTPS}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: ratings}}
+  endpoints:
+  - {address: 10.0.0.9, serviceAccount: legacy}
+  - {address: 10.0.0.8}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ratings-v1, namespace: default}
+spec: {address: 10.0.0.1, labels: {app: ratings}, serviceAccount: bookinfo-ratings}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ratings-v2, namespace: default}
+spec: {address: 10.0.0.2, labels: {app: ratings}, serviceAccount: bookinfo-ratings}
+`)
+	want := []Account{{"default", "bookinfo-ratings"}, {"default", "legacy"}}
+	svcs := Services(snap)
+	if len(svcs) != 2 {
+		t.Fatalf("%d services, want one per host", len(svcs))
+	}
+	for _, s := range svcs {
+		if diff := cmp.Diff(want, s.Accounts); diff != "" {
+			t.Errorf("%s accounts (-want +got):\n%s", s.Hostname, diff)
+		}
+	}
+}

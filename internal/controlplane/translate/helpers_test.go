@@ -16,7 +16,7 @@ import (
 var meshFile = filepath.Join("testdata", "bookinfo", "mesh.yaml")
 
 // loadPushContext decodes files and indexes them; any decode error fails t.
-func loadPushContext(t *testing.T, files ...string) *model.PushContext {
+func loadPushContext(t testing.TB, files ...string) *model.PushContext {
 	t.Helper()
 	var rs []*config.Resource
 	for _, f := range files {

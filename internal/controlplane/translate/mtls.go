@@ -345,28 +345,21 @@ func exactMatchers(ss []string) []*matcherv3.StringMatcher {
 }
 
 // serviceSPIFFEIDs is Istio's service accounts of a service:
-// spiffe://DOMAIN/ns/NS/sa/SA of every instance with a service account
-// (NS is its WorkloadEntry's namespace, else the service's), for the
-// trust domain and each alias, sorted.
+// spiffe://DOMAIN/ns/NS/sa/SA of every account of its instances
+// (registry.Service.Accounts, computed once per push), for the trust
+// domain and each alias, sorted.
 func serviceSPIFFEIDs(svc *registry.Service, domains []string) []string {
-	var out []string
-	for _, in := range svc.Instances {
-		if in.ServiceAccount == "" {
-			continue
-		}
-		ns := in.Workload.Namespace
-		if ns == "" {
-			ns = svc.Namespace
-		}
+	if len(svc.Accounts) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(svc.Accounts)*len(domains))
+	for _, a := range svc.Accounts {
 		for _, td := range domains {
-			id := spiffePrefix + td + "/ns/" + ns + "/sa/" + in.ServiceAccount
-			if !slices.Contains(out, id) {
-				out = append(out, id)
-			}
+			out = append(out, spiffePrefix+td+"/ns/"+a.Namespace+"/sa/"+a.Name)
 		}
 	}
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 // isHTTP2Cluster reports whether c speaks HTTP/2 upstream (explicit
