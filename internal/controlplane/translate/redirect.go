@@ -337,8 +337,9 @@ type inboundChainConfig struct {
 	// the app's (chain match, chain and cluster names).
 	servicePort, targetPort uint32
 	protocol                registry.Protocol
-	// hostname is the service's, for the route's span name.
-	hostname string
+	// hostname is the service's, for the route's span name and the
+	// cluster's istio.services metadata; namespace the service's.
+	hostname, namespace string
 	// endpoint, when set, is the Sidecar ingress defaultEndpoint for the
 	// port, "127.0.0.1:8080": the inbound cluster is STATIC to it.
 	endpoint string
@@ -378,6 +379,7 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy) []inboundChainCo
 			targetPort:  tp,
 			protocol:    si.Instance.ServicePort.Protocol,
 			hostname:    si.Service.Hostname,
+			namespace:   si.Service.Namespace,
 			endpoint:    endpoints[tp],
 		})
 	}
@@ -656,6 +658,10 @@ func listenerFilter(name string, cfg proto.Message, disabled *listenerv3.Listene
 // through (ISTIO_OUTPUT returns for source 127.0.0.6 on lo); or, for a
 // Sidecar ingress defaultEndpoint, a STATIC cluster to that endpoint
 // (127.0.0.1:PORT is the app's loopback in its network namespace).
+//
+// Each carries Istio's filter_metadata.istio.services of the port's
+// service, as in explicit mode (inboundClusters): the destination
+// reporter's destination_service.
 func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	for _, cc := range ccs {
@@ -664,6 +670,7 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 			if err := setProtocolOptions(c, cc.protocol); err != nil {
 				return nil, err
 			}
+			c.Metadata = istioServiceMetadata(cc.hostname, cc.namespace)
 			out = append(out, c)
 			continue
 		}
@@ -680,6 +687,7 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(ap.Addr().String(), uint32(ap.Port()), 1)},
 			}},
 		}
+		c.Metadata = istioServiceMetadata(cc.hostname, cc.namespace)
 		out = append(out, c)
 	}
 	return out, nil

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -334,5 +335,42 @@ spec:
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("virtualInbound chain filters (-want +got):\n%s", diff)
+	}
+}
+
+// TestRedirectInboundClusterMetadata: a REDIRECT sidecar's inbound
+// clusters carry Istio's filter_metadata.istio.services of their port's
+// service, as explicit-mode ones do, so that the destination reporter's
+// destination_service is the service and not unknown.
+func TestRedirectInboundClusterMetadata(t *testing.T) {
+	pc := loadPushContext(t, meshFile, filepath.Join("testdata", "redirect-tcp", "input.yaml"))
+	tcp := mustGenerate(t, pc, redirectSidecar(tcpEchoSidecar()))
+	http := mustGenerate(t, redirectInput(t), redirectSidecar(productpageSidecar()))
+	for _, tt := range []struct {
+		r                  *Resources
+		cluster            string
+		host, name, namesp string
+	}{
+		{tcp, "inbound|9000||", "tcp-echo.default.svc.cluster.local", "tcp-echo", "default"},
+		{tcp, "inbound|9001||", "tcp-echo.default.svc.cluster.local", "tcp-echo", "default"},
+		{http, "inbound|9080||", "productpage.default.svc.cluster.local", "productpage", "default"},
+	} {
+		var c *clusterv3.Cluster
+		for _, x := range tt.r.Clusters {
+			if x.GetName() == tt.cluster {
+				c = x
+			}
+		}
+		if c == nil {
+			t.Fatalf("no cluster %q", tt.cluster)
+		}
+		svcs := c.GetMetadata().GetFilterMetadata()["istio"].GetFields()["services"].GetListValue().GetValues()
+		if len(svcs) != 1 {
+			t.Fatalf("%s: istio.services = %v, want one service", tt.cluster, svcs)
+		}
+		f := svcs[0].GetStructValue().GetFields()
+		if got := [3]string{f["host"].GetStringValue(), f["name"].GetStringValue(), f["namespace"].GetStringValue()}; got != [3]string{tt.host, tt.name, tt.namesp} {
+			t.Errorf("%s: istio.services[0] host, name, namespace = %q, want %q", tt.cluster, got, [3]string{tt.host, tt.name, tt.namesp})
+		}
 	}
 }
