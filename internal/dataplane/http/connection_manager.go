@@ -653,7 +653,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			if attempts > 1 {
 				limit = DefaultBufferLimit
 			}
-			rb = newRequestBody(r.Body, r.ContentLength, limit, cm.metrics, c.Name)
+			// HTTP/2 upstreams read the body on a transport goroutine
+			// that a reset stream waits for: pump it (see requestBody).
+			rb = newRequestBody(r.Body, r.ContentLength, limit, c.HTTP2 || (c.DownstreamHTTP2 && r.ProtoMajor == 2), cm.metrics, c.Name)
 			defer rb.end()
 		} else {
 			stream = r.Body

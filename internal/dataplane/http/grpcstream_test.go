@@ -447,3 +447,65 @@ func TestGRPCRetryBidiStream(t *testing.T) {
 		t.Errorf("upstream calls = %d, want 2", n)
 	}
 }
+
+// TestRetryResetOpenStream: retryOn reset retries a streamed request
+// whose first attempt the upstream resets (RST_STREAM, no response)
+// while the client is still sending: the retry gets the 100 KiB read so
+// far replayed and the rest as the client sends it.
+func TestRetryResetOpenStream(t *testing.T) {
+	const part = 100 << 10
+	var resetCalls atomic.Int32
+	be := startBackend(t, "be", true, func(w http.ResponseWriter, r *http.Request) {
+		b := make([]byte, part)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return
+		}
+		if !bytes.Equal(b, bytes.Repeat([]byte("a"), part)) {
+			w.WriteHeader(400)
+			return
+		}
+		if n := resetCalls.Add(1); n == 1 {
+			panic(http.ErrAbortHandler) // RST_STREAM before any response
+		}
+		rest, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		fmt.Fprint(w, part+len(rest))
+	})
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("be", []string{"*"}, withRetry(prefixRoute("r", "/", "be"), "reset", 2)))},
+		[]*clusterv3.Cluster{staticCluster(t, "be", true, be.addr)}))
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequest("POST", "http://"+p.addr("l")+"/upload", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "be"
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pw.Write(bytes.Repeat([]byte("a"), part))
+		deadline := time.Now().Add(10 * time.Second)
+		for be.hits.Load() < 2 && time.Now().Before(deadline) {
+			pollPause()
+		}
+		pw.Write(bytes.Repeat([]byte("b"), part))
+		pw.Close()
+	}()
+	resp, err := h2cClient().Do(req)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	<-done
+	if resp.StatusCode != 200 || string(got) != fmt.Sprint(2*part) {
+		t.Fatalf("got %d %q, want 200 and %d bytes seen by the retry", resp.StatusCode, got, 2*part)
+	}
+	if n := be.hits.Load(); n != 2 {
+		t.Errorf("upstream hits = %d, want 2", n)
+	}
+}

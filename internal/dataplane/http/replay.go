@@ -51,6 +51,14 @@ var (
 // pulled from the downstream are kept for the current attempt, so none
 // is lost when a transport still reads an old attempt's body after
 // RoundTrip returned. It is safe for concurrent use.
+//
+// With pump set, src is read by a goroutine of rb's own, on demand, and
+// an attempt's reader only waits for it, so that Close ends a blocked
+// Read at once: the HTTP/2 transport reads the body on a goroutine of its
+// own and its RoundTrip waits, once the stream is reset, for that read to
+// end, which could otherwise be as long as the client keeps its stream
+// open without sending. Without pump (the HTTP/1.1 transport, which reads
+// the body on RoundTrip's goroutine) readers read src themselves.
 type requestBody struct {
 	src     io.Reader
 	length  int64 // the body's length; -1: unknown
@@ -61,8 +69,14 @@ type requestBody struct {
 	// readMu is held across src.Read: one reader of src at a time, so a
 	// superseded attempt's blocked read hands its bytes to the current one.
 	readMu sync.Mutex
+	pump   bool
 
 	mu sync.Mutex
+	// cond wakes readers waiting for the pump; pumpCond wakes the pump
+	// when a reader wants bytes (want) or the request ended.
+	cond, pumpCond sync.Cond
+	want, pumping  bool
+	ended          bool
 	// buf holds src's bytes from stream offset base on: the whole body
 	// read so far while it fits limit (base 0), afterwards only the bytes
 	// the current attempt has not read yet.
@@ -77,9 +91,11 @@ type requestBody struct {
 }
 
 // newRequestBody wraps src, of length bytes (-1: unknown), keeping up to
-// limit bytes of it for retries of the request to cluster (0: none).
-func newRequestBody(src io.Reader, length int64, limit int, m *telemetry.Metrics, cluster string) *requestBody {
-	rb := &requestBody{src: src, length: length, limit: limit, metrics: m, cluster: cluster, overflowed: limit <= 0}
+// limit bytes of it for retries of the request to cluster (0: none);
+// pump: src is read on a goroutine of rb's own (see requestBody).
+func newRequestBody(src io.Reader, length int64, limit int, pump bool, m *telemetry.Metrics, cluster string) *requestBody {
+	rb := &requestBody{src: src, length: length, limit: limit, pump: pump, metrics: m, cluster: cluster, overflowed: limit <= 0}
+	rb.cond.L, rb.pumpCond.L = &rb.mu, &rb.mu
 	if limit > 0 && length > 0 {
 		rb.buf = make([]byte, 0, min(length, int64(limit)))
 	}
@@ -148,6 +164,9 @@ func (rb *requestBody) end() {
 	defer rb.mu.Unlock()
 	rb.cur++
 	rb.overflowed, rb.buf = true, nil
+	rb.ended = true
+	rb.cond.Broadcast()
+	rb.pumpCond.Signal()
 	for _, s := range rb.shadows {
 		s.finish(errPrimaryEnded)
 	}
@@ -159,6 +178,11 @@ func (rb *requestBody) end() {
 func (rb *requestBody) fromKept(n uint32, p []byte) (k int, done bool, err error) {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
+	return rb.fromKeptLocked(n, p)
+}
+
+// fromKeptLocked is fromKept with rb.mu held.
+func (rb *requestBody) fromKeptLocked(n uint32, p []byte) (k int, done bool, err error) {
 	if n != rb.cur {
 		return 0, true, errAttemptEnded
 	}
@@ -223,14 +247,45 @@ func (rb *requestBody) abandon() {
 	}
 }
 
+// runPump reads src whenever a reader wants bytes, until src ends or
+// the request does; the bytes are kept for the current attempt.
+func (rb *requestBody) runPump() {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	for {
+		rb.mu.Lock()
+		for !rb.want && !rb.ended {
+			rb.pumpCond.Wait()
+		}
+		if rb.ended {
+			rb.mu.Unlock()
+			return
+		}
+		rb.want = false
+		rb.mu.Unlock()
+		k, err := rb.src.Read(*bp)
+		rb.mu.Lock()
+		rb.record((*bp)[:k], err, false)
+		rb.cond.Broadcast()
+		rb.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
 // attemptBody is the body one attempt's transport reads.
 type attemptBody struct {
-	rb *requestBody
-	n  uint32
+	rb     *requestBody
+	n      uint32
+	closed bool // by its transport; guarded by rb.mu (pump mode)
 }
 
 func (a *attemptBody) Read(p []byte) (int, error) {
 	rb := a.rb
+	if rb.pump {
+		return a.pumpRead(p)
+	}
 	if k, done, err := rb.fromKept(a.n, p); done {
 		return k, err
 	}
@@ -252,9 +307,41 @@ func (a *attemptBody) Read(p []byte) (int, error) {
 	return k, err
 }
 
+// pumpRead is Read in pump mode: it waits for the pump's bytes, or for
+// the attempt to be closed or superseded.
+func (a *attemptBody) pumpRead(p []byte) (int, error) {
+	rb := a.rb
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	for {
+		if a.closed {
+			return 0, errAttemptEnded
+		}
+		if k, done, err := rb.fromKeptLocked(a.n, p); done {
+			return k, err
+		}
+		if !rb.pumping {
+			rb.pumping = true
+			go rb.runPump()
+		}
+		rb.want = true
+		rb.pumpCond.Signal()
+		rb.cond.Wait()
+	}
+}
+
 // Close does not close the downstream body: a later attempt may still
-// read it. The server closes it when the handler returns.
-func (a *attemptBody) Close() error { return nil }
+// read it (the server closes it when the handler returns). In pump mode
+// it ends a Read under way.
+func (a *attemptBody) Close() error {
+	if a.rb.pump {
+		a.rb.mu.Lock()
+		a.closed = true
+		a.rb.cond.Broadcast()
+		a.rb.mu.Unlock()
+	}
+	return nil
+}
 
 // shadowPipe is a mirrored request's body: the primary's reads write to
 // it without ever blocking, the shadow's transport reads it. A shadow that

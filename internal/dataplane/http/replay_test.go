@@ -13,7 +13,7 @@ import (
 // shadow gets every byte once, then the end.
 func TestRequestBodyHandOff(t *testing.T) {
 	pr, pw := io.Pipe()
-	rb := newRequestBody(pr, -1, 8, nil, "c")
+	rb := newRequestBody(pr, -1, 8, false, nil, "c")
 	shadow := newShadowPipe(1 << 10)
 	rb.addShadow(shadow)
 	a0, _ := rb.attempt(0)
@@ -77,11 +77,50 @@ func TestShadowPipeDrops(t *testing.T) {
 	if _, err := s.Read(make([]byte, 8)); !errors.Is(err, errShadowDropped) || !s.wasDropped() || !cancelled {
 		t.Fatalf("read after overflow: %v (dropped %v, cancelled %v), want errShadowDropped", err, s.wasDropped(), cancelled)
 	}
-	rb := newRequestBody(io.MultiReader(), 10, 0, nil, "c")
+	rb := newRequestBody(io.MultiReader(), 10, 0, false, nil, "c")
 	s2 := newShadowPipe(16)
 	rb.addShadow(s2)
 	rb.end()
 	if _, err := s2.Read(make([]byte, 8)); !errors.Is(err, errPrimaryEnded) {
 		t.Fatalf("shadow of an ended primary: %v, want errPrimaryEnded", err)
 	}
+}
+
+// TestRequestBodyPumpClose: in pump mode, closing an attempt's body ends
+// a Read waiting for the downstream at once (the HTTP/2 transport waits
+// for that read once its stream is reset), and the bytes the pump takes
+// in later go to the next attempt after the replayed prefix.
+func TestRequestBodyPumpClose(t *testing.T) {
+	pr, pw := io.Pipe()
+	rb := newRequestBody(pr, -1, 1<<10, true, nil, "c")
+	a0, _ := rb.attempt(0)
+	go pw.Write([]byte("abc"))
+	buf := make([]byte, 16)
+	if n, err := a0.Read(buf); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("attempt 0 read %q, %v", buf[:n], err)
+	}
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := a0.Read(make([]byte, 16))
+		blocked <- err
+	}()
+	a0.Close()
+	select {
+	case err := <-blocked:
+		if !errors.Is(err, errAttemptEnded) {
+			t.Fatalf("read of a closed attempt: %v, want errAttemptEnded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end the blocked Read")
+	}
+	a1, ok := rb.attempt(1)
+	if !ok {
+		t.Fatal("attempt 1 refused")
+	}
+	go func() { pw.Write([]byte("def")); pw.Close() }()
+	got, err := io.ReadAll(a1)
+	if err != nil || string(got) != "abcdef" {
+		t.Fatalf("attempt 1 read %q, %v; want the prefix replayed, then the rest", got, err)
+	}
+	rb.end()
 }
