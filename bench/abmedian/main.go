@@ -105,6 +105,17 @@ func col(rs []run, f func(run) float64) []float64 {
 	return out
 }
 
+// paired is f(rs[i]) - f(ref[i]) for the repetitions both have: run i of
+// each variant were taken next to each other.
+func paired(ref, rs []run, f func(run) float64) []float64 {
+	n := min(len(rs), len(ref))
+	out := make([]float64, n)
+	for i := range n {
+		out[i] = f(rs[i]) - f(ref[i])
+	}
+	return out
+}
+
 func main() {
 	dir := flag.String("results", "bench/results", "results directory of bench/run.sh")
 	group := flag.String("group", "", "measurement group, e.g. telemetry or route")
@@ -158,13 +169,10 @@ func main() {
 	for _, v := range vs[1:] {
 		rs := runs[v]
 		n := min(len(rs), len(ref))
-		var dCPU, dP50, dP99, dAdd99 []float64
-		for i := 0; i < n; i++ {
-			dCPU = append(dCPU, rs[i].vcpu-ref[i].vcpu)
-			dP50 = append(dP50, rs[i].p50-ref[i].p50)
-			dP99 = append(dP99, rs[i].p99-ref[i].p99)
-			dAdd99 = append(dAdd99, rs[i].addP99-ref[i].addP99)
-		}
+		dCPU := paired(ref, rs, func(r run) float64 { return r.vcpu })
+		dP50 := paired(ref, rs, func(r run) float64 { return r.p50 })
+		dP99 := paired(ref, rs, func(r run) float64 { return r.p99 })
+		dAdd99 := paired(ref, rs, func(r run) float64 { return r.addP99 })
 		fmt.Printf("\n%s minus %s, paired by repetition (%d pairs), median (min – max): vCPU / 1k rps %s; p50 %s ms; p99 %s ms; added p99 %s ms\n",
 			v, vs[0], n, spread(dCPU, "%+.3f"), spread(dP50, "%+.3f"), spread(dP99, "%+.3f"), spread(dAdd99, "%+.3f"))
 	}
