@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -452,9 +453,9 @@ func sniHostsWithin(sniHosts, hosts []string) []string {
 // gatewayAutoPassthroughChains returns the chains of an AUTO_PASSTHROUGH
 // server: for each service port (and DestinationRule subset) whose host
 // the server's hosts cover, a chain matching the SNI Istio's clients send
-// for it, "outbound_.PORT_.SUBSET_.HOST", with a tcp_proxy to its cluster.
-// This is what Istio's sni_cluster filter does with one chain; Loom lists
-// the names instead.
+// for it, "outbound_.PORT_.SUBSET_.HOST", with a tcp_proxy to the
+// SNI-DNAT cluster of that name (sniDNATClusters). This is what Istio's
+// sni_cluster filter does with one chain; Loom lists the names instead.
 func gatewayAutoPassthroughChains(pc *model.PushContext, gs gatewayServer, claims *sniClaims) ([]*listenerv3.FilterChain, error) {
 	var out []*listenerv3.FilterChain
 	for _, svc := range pc.Services() {
@@ -478,14 +479,68 @@ func gatewayAutoPassthroughChains(pc *model.PushContext, gs gatewayServer, claim
 				if !ok {
 					continue
 				}
-				cluster := xdsapi.ClusterName(xdsapi.Outbound, port.Number, subset, svc.Hostname)
-				chain, err := tcpProxyChain(sni, sniMatch(names), cluster)
+				// The SNI-DNAT cluster of that name (sniDNATClusters).
+				chain, err := tcpProxyChain(sni, sniMatch(names), sni)
 				if err != nil {
 					return nil, err
 				}
 				out = append(out, chain)
 			}
 		}
+	}
+	return out, nil
+}
+
+// sniDNATClusters returns Istio's SNI-DNAT clusters of a gateway with
+// AUTO_PASSTHROUGH servers (buildOutboundSniDnatClusters): for each
+// outbound cluster whose host an AUTO_PASSTHROUGH server's hosts cover, a
+// cluster named by the SNI a client sends for it,
+// "outbound_.PORT_.SUBSET_.HOST", with the same endpoints (EDS
+// service_name: the outbound cluster's name; a DNS cluster's own
+// load_assignment) and DestinationRule policy, but no TLS of its own: the
+// gateway passes the client's mTLS through to the endpoint's sidecar
+// untouched, where the outbound cluster would wrap it in a second
+// ISTIO_MUTUAL. None without such a server.
+func sniDNATClusters(pc *model.PushContext, ports []gatewayPort) ([]*clusterv3.Cluster, error) {
+	var hosts []string
+	for _, gp := range ports {
+		for _, gs := range gp.servers {
+			if gs.kind != serverAutoPassthrough {
+				continue
+			}
+			for _, sh := range gs.server.GetHosts() {
+				_, h := splitServerHost(sh)
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, nil
+	}
+	var out []*clusterv3.Cluster
+	seen := map[string]bool{}
+	for _, oc := range outboundClusterSet(pc) {
+		if !slices.ContainsFunc(hosts, func(h string) bool { return model.HostMatches(h, oc.service.Hostname) }) {
+			continue
+		}
+		_, port, subset, host, ok := xdsapi.ParseClusterName(oc.name)
+		name := autoPassthroughSNI(port, subset, host)
+		if !ok || seen[name] {
+			continue
+		}
+		seen[name] = true
+		c, err := buildOutboundCluster(name, registry.TCP, oc.policy)
+		if err != nil {
+			return nil, err
+		}
+		setDiscovery(c, oc)
+		if c.GetEdsClusterConfig() != nil {
+			c.EdsClusterConfig.ServiceName = oc.name
+		}
+		if c.GetLoadAssignment() != nil {
+			c.LoadAssignment.ClusterName = name
+		}
+		out = append(out, c)
 	}
 	return out, nil
 }

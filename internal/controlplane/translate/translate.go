@@ -187,6 +187,11 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
+		dnat, err := sniDNATClusters(pc, servers)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		outbound = append(outbound, dnat...)
 		bh, err := blackHoleCluster()
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
