@@ -165,16 +165,22 @@ func BenchmarkProxyHTTP1Tracing(b *testing.B) {
 // retry policy (2 attempts, "connect-failure,refused-stream,unavailable,
 // cancelled,retriable-status-codes"; no attempt fails): the cost of
 // keeping the body for a retry that is not needed ("no-retry") against
-// the same POST on a route without retries ("plain").
+// the same POST on a route without retries ("plain"). The "h2c-" cases
+// reach an h2c upstream, where the body is pumped by a goroutine of the
+// request when it may be retried.
 func BenchmarkProxyHTTP1PostRetry(b *testing.B) {
-	for _, retry := range []bool{false, true} {
+	for _, tc := range []struct{ retry, h2 bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		retry := tc.retry
 		name := "plain"
 		if retry {
 			name = "no-retry"
 		}
+		if tc.h2 {
+			name = "h2c-" + name
+		}
 		b.Run(name, func(b *testing.B) {
 			resp := strings.Repeat("x", 1024)
-			up := startBackend(b, "up", false, func(w http.ResponseWriter, r *http.Request) {
+			up := startBackend(b, "up", tc.h2, func(w http.ResponseWriter, r *http.Request) {
 				io.Copy(io.Discard, r.Body)
 				w.Header().Set("Content-Length", "1024")
 				io.WriteString(w, resp)
@@ -187,7 +193,7 @@ func BenchmarkProxyHTTP1PostRetry(b *testing.B) {
 			g := build(b, nil,
 				[]*listenerv3.Listener{httpListener(b, "l", lAddr, "rt")},
 				[]*routev3.RouteConfiguration{routeConfig("rt", vhost("all", []string{"*"}, route))},
-				[]*clusterv3.Cluster{staticCluster(b, "up", false, up.addr)})
+				[]*clusterv3.Cluster{staticCluster(b, "up", tc.h2, up.addr)})
 			p := startProxy(b, g)
 			body := strings.NewReader(strings.Repeat("b", 4096))
 			req, err := http.NewRequest("POST", "http://"+lAddr+"/bench", body)
