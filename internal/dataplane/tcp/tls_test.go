@@ -13,25 +13,37 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/transport"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/testutil"
+	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
 // proxyWithListener runs the TCP proxy behind a real listener.Manager
 // serving l, with clusters and secrets (nil: none).
 func proxyWithListener(t *testing.T, secrets *secret.Store, l *listenerv3.Listener, clusters ...*clusterv3.Cluster) (addr string, log func(n int) []string) {
+	t.Helper()
+	return proxyWithStats(t, secrets, nil, l, clusters...)
+}
+
+// proxyWithStats is proxyWithListener counting Istio's metrics in stats
+// (nil: none).
+func proxyWithStats(t *testing.T, secrets *secret.Store, stats *istiostats.Metrics, l *listenerv3.Listener, clusters ...*clusterv3.Cluster) (addr string, log func(n int) []string) {
 	t.Helper()
 	res := config.Resources{Listeners: []proto.Message{l}}
 	for _, c := range clusters {
@@ -52,7 +64,7 @@ func proxyWithListener(t *testing.T, secrets *secret.Store, l *listenerv3.Listen
 	cm.Update(g)
 	buf := &syncBuffer{}
 	alog := telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: buf})
-	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: alog})
+	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: alog, IstioStats: stats})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +193,46 @@ func TestTCPOriginatesMTLS(t *testing.T) {
 		t.Fatalf("through mTLS: %q, %v", got, err)
 	}
 
+	// Istio's client side reads both principals off the upstream mTLS
+	// connection: its own certificate's and the upstream's URI SANs.
+	stats := istiostats.NewMetrics(0)
+	withStats := &listenerv3.Listener{Name: "stats", Address: xdstest.HostPortAddress(t, freeAddr(t)), TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{chain("s", "tcp-echo")}}
+	statsCfg, err := statspb.Pack(&statspb.PluginConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withStats.FilterChains[0].Filters = append([]*listenerv3.Filter{{Name: statspb.FilterName,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: statsCfg}}}, withStats.FilterChains[0].Filters...)
+	addr, log := proxyWithStats(t, store, stats, withStats, cluster(t, "tcp-echo", mtls("spiffe://cluster.local/ns/default/sa/tcp-echo"), up))
+	c = dial(t, addr)
+	io.WriteString(c, "ping\n")
+	if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	log(1)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(stats)
+	var text strings.Builder
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "istio_tcp_connections_closed_total" {
+			expfmt.MetricFamilyToText(&text, mf)
+		}
+	}
+	for _, want := range []string{`reporter="source"`, `source_principal="spiffe://cluster.local/ns/default/sa/client"`,
+		`destination_principal="spiffe://cluster.local/ns/default/sa/tcp-echo"`, `destination_workload_namespace="default"`} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("istio_tcp_connections_closed_total: want %s in\n%s", want, text.String())
+		}
+	}
+
 	bad := &listenerv3.Listener{Name: "bad", Address: xdstest.HostPortAddress(t, freeAddr(t)), FilterChains: []*listenerv3.FilterChain{chain("b", "tcp-echo")}}
-	addr, log := proxyWithListener(t, store, bad, cluster(t, "tcp-echo", mtls("spiffe://cluster.local/ns/default/sa/impostor"), up))
+	addr, log = proxyWithListener(t, store, bad, cluster(t, "tcp-echo", mtls("spiffe://cluster.local/ns/default/sa/impostor"), up))
 	c = dial(t, addr)
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("a connection to an upstream with the wrong identity was carried")
