@@ -1,0 +1,128 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// autoPassthroughYAML is an east-west gateway (Istio's
+// cross-network-gateway, AUTO_PASSTHROUGH on 15443) and what a client in
+// namespace remote sees of httpbin: Istio gives a proxy on another
+// network httpbin's endpoints as the gateway's address on 15443; Loom
+// has no network-based endpoint rewrite, so a ServiceEntry of the same
+// host in the client's own namespace (which a proxy prefers, as Istio)
+// says so, with a DestinationRule for ISTIO_MUTUAL to httpbin's identity.
+const autoPassthroughYAML = `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cross-network-gateway, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*.local"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin-via-gateway, namespace: remote}
+spec:
+  hosts: [httpbin.default.svc.cluster.local]
+  exportTo: ["."]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: %GW%, ports: {http: 15443}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin-via-gateway, namespace: remote}
+spec:
+  host: httpbin.default.svc.cluster.local
+  exportTo: ["."]
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/default/sa/httpbin]}
+`
+
+// TestAutoPassthroughGateway: a sidecar client calls httpbin through an
+// east-west gateway with an AUTO_PASSTHROUGH server. The client's sidecar
+// originates ISTIO_MUTUAL with Istio's SNI
+// outbound_.9080_._.httpbin.default.svc.cluster.local; the gateway routes
+// the connection by that SNI to httpbin's sidecar without terminating it;
+// httpbin's sidecar terminates the client's own mTLS, so the app sees the
+// client's SPIFFE ID in x-forwarded-client-cert (a gateway that
+// terminated and re-originated would show its own).
+func TestAutoPassthroughGateway(t *testing.T) {
+	m := startMTLSMesh(t, "127.139.0", []appWorkload{
+		{Name: "httpbin-v1", App: "httpbin", Version: "v1", Octet: 11, Handler: xfccApp},
+	}, "1h")
+	gw := m.ip(2)
+	token := func(ns, sa, workload string) string {
+		file := filepath.Join(t.TempDir(), workload+".token")
+		if out, err := exec.Command(filepath.Join(binDir, "loomctl"), "token", "create", "--data-dir", m.dataDir,
+			"--namespace", ns, "--service-account", sa, "--workload", workload, "--out", file).CombinedOutput(); err != nil {
+			t.Fatalf("loomctl token create: %v\n%s", err, out)
+		}
+		return file
+	}
+	if err := os.WriteFile(filepath.Join(m.configDir, "autopassthrough.yaml"),
+		[]byte(strings.ReplaceAll(autoPassthroughYAML, "%GW%", gw)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	xds, secure := m.ip(1)+":15010", m.ip(1)+":15012"
+	m.start("eastwest-proxy", "loom-proxy", "router", "--ip", gw, "--name", "istio-eastwestgateway", "--namespace", "istio-system",
+		"--labels", "app=istio-eastwestgateway,istio=eastwestgateway", "--service-account", "istio-eastwestgateway",
+		"--xds-addr", xds, "--ca-addr", secure, "--token-file", token("istio-system", "istio-eastwestgateway", "istio-eastwestgateway"),
+		"--root-cert", m.rootCert)
+	m.start("client-proxy", "loom-proxy", "sidecar", "--ip", m.ip(clientOctet), "--name", "sleep", "--namespace", "remote",
+		"--labels", "app=sleep,version=v1", "--service-account", "sleep", "--xds-addr", xds,
+		"--ca-addr", secure, "--token-file", token("remote", "sleep", "sleep"), "--root-cert", m.rootCert)
+
+	const clientID = "URI=spiffe://cluster.local/ns/remote/sa/sleep"
+	mesh := m.client(5 * time.Second)
+	var xfcc string
+	var err error
+	if !poll(40*time.Second, func() bool {
+		xfcc, err = xfccOf(mesh, "http://httpbin.default.svc.cluster.local:9080/", "")
+		return err == nil && strings.Contains(xfcc, clientID)
+	}) {
+		t.Fatalf("through the gateway: XFCC %q, %v; want the client's %s\n%s", xfcc, err, clientID, m.tails())
+	}
+	if !strings.Contains(xfcc, "By=spiffe://cluster.local/ns/default/sa/httpbin") {
+		t.Errorf("XFCC %q: want By= httpbin's SPIFFE ID", xfcc)
+	}
+	for i := range 20 {
+		x, err := xfccOf(mesh, "http://httpbin.default.svc.cluster.local:9080/", "")
+		if err != nil || !strings.Contains(x, clientID) || strings.Contains(x, "istio-eastwestgateway") {
+			t.Fatalf("call %d through the gateway: XFCC %q, %v; want the client's identity only", i, x, err)
+		}
+	}
+	const sni = "outbound_.9080_._.httpbin.default.svc.cluster.local"
+	logHas := func(name string, subs ...string) bool {
+		b, err := os.ReadFile(filepath.Join(m.logsDir, name+".log"))
+		if err != nil {
+			return false
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			ok := true
+			for _, s := range subs {
+				ok = ok && strings.Contains(l, s)
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}
+	// httpbin's sidecar saw the client's own SNI: the gateway passed the
+	// TLS stream on as it came.
+	pollUntil(t, "httpbin's sidecar's inbound line with the client's SNI", func() bool {
+		return logHas("httpbin-v1-proxy", "inbound|9080||", sni+" ")
+	})
+	pollUntil(t, "the client sidecar's line to the gateway", func() bool {
+		return logHas("client-proxy", "outbound|9080||httpbin.default.svc.cluster.local", gw+":15443")
+	})
+}
