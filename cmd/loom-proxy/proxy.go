@@ -179,6 +179,8 @@ func New(opts Options) (*Proxy, error) {
 		return nil, err
 	}
 	p.tracing = tracing
+	p.sinks.ExportOTel(telemetry.OTelLogOptions{Collectors: p.clusters, NodeID: opts.Node.GetId(),
+		Zone: opts.Node.GetLocality().GetZone(), ServiceCluster: opts.Node.GetCluster()})
 	cm, err := dphttp.New(dphttp.Options{Generation: &p.current, Clusters: p.clusters, Sinks: p.sinks,
 		Metrics: p.metrics, Tracing: tracing, IstioStats: p.istio, Exchange: p.exchange, Logger: opts.Logger})
 	if err != nil {

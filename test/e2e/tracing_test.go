@@ -479,3 +479,51 @@ defaultConfig:
 	checkTrace(t, z, trace, "", map[string]string{"gateway": "istio-ingressgateway", "productpage": "productpage-v1",
 		"details": "details-v1", "reviews": "reviews-v2", "ratings": "ratings-v1"})
 }
+
+// TestOTelAccessLogBookinfo: Istio's otel-loki-accesslog sample, applied
+// unchanged, with an envoyOtelAls provider named otel in mesh config: every
+// proxy on a page view's path exports its access log entry as an OTLP log
+// record to the collector, the body in Istio's text format.
+func TestOTelAccessLogBookinfo(t *testing.T) {
+	const meshConfig = `
+extensionProviders:
+- name: otel
+  envoyOtelAls:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4317
+`
+	m, col, pageURL := startTracedBookinfo(t, meshConfig)
+	sample, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "istio-samples", "telemetry", "otel-loki-accesslog-telemetry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyWhenAccepted(t, m, string(sample))
+	// The gateway, productpage (in and out), details, reviews (in and
+	// out) and ratings log the request, each with the page's request id.
+	const rid = "e2e-otel-accesslog"
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pageView(t, pageURL, map[string]string{"X-Request-Id": rid})
+		logs := col.WaitLogs(t, 30*time.Second, "access log records", func(ls []otlptest.Log) bool { return len(ls) > 0 })
+		nodes := map[string]bool{}
+		for _, l := range logs {
+			if strings.Contains(l.Body, `"`+rid+`"`) {
+				nodes[l.Resource["node_name"]] = true
+				if !strings.HasPrefix(l.Body, "[") || !strings.Contains(l.Body, `"GET /`) || strings.HasSuffix(l.Body, "\n") {
+					t.Fatalf("record body %q, want one line in Istio's text format", l.Body)
+				}
+				if l.Resource["log_name"] != "otel_envoy_accesslog" {
+					t.Fatalf("record resource %v, want log_name otel_envoy_accesslog", l.Resource)
+				}
+			}
+		}
+		// 5 proxies: ingress gateway, productpage, details, reviews, ratings.
+		if len(nodes) >= 5 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("records of %s from %d proxies (%v), want all 5", rid, len(nodes), nodes)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

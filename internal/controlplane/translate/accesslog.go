@@ -10,8 +10,12 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
+	grpcalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	otelv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
@@ -60,7 +64,10 @@ var IstioJSONLogFormat = map[string]string{
 // Envoy's names of the access logger and filter Loom emits.
 const (
 	fileAccessLogName = "envoy.access_loggers.file"
-	celFilterName     = "envoy.access_loggers.extension_filters.cel"
+	otelAccessLogName = "envoy.access_loggers.open_telemetry"
+	// otelAccessLogDefaultName is envoyOtelAls.logName's default.
+	otelAccessLogDefaultName = "otel_envoy_accesslog"
+	celFilterName            = "envoy.access_loggers.extension_filters.cel"
 )
 
 // accessLogs returns the access_log of a listener of mode on a proxy
@@ -70,15 +77,26 @@ const (
 // or labels, else Istio's text format; a filter expression becomes Envoy's
 // CEL filter), else meshConfig.accessLogFile (empty: none) with
 // accessLogEncoding and accessLogFormat. Providers of other kinds
-// (OpenTelemetry and gRPC access log services) are not served by Loom's
-// proxy: they are left out and reported through warn.
-func accessLogs(tel *TelemetryConfig, mode WorkloadMode, mesh *meshv1alpha1.MeshConfig, warn func(string)) ([]*accesslogv3.AccessLog, error) {
+// envoyOtelAls providers become Envoy's OpenTelemetry access log
+// (otelAccessLog); one whose collector is not in the registry is left out
+// and reported through warn, as are the gRPC access log services, which
+// Loom's proxy does not serve.
+func accessLogs(pc *model.PushContext, tel *TelemetryConfig, mode WorkloadMode, mesh *meshv1alpha1.MeshConfig, warn func(string)) ([]*accesslogv3.AccessLog, error) {
 	if logs := tel.Logs(mode); logs != nil {
 		var out []*accesslogv3.AccessLog
 		for _, l := range logs {
+			if op := l.Provider.GetEnvoyOtelAls(); op != nil {
+				al, err := otelAccessLog(pc, op, l.Filter)
+				if err != nil {
+					warn(fmt.Sprintf("access log provider %q: %v", l.Provider.GetName(), err))
+					continue
+				}
+				out = append(out, al)
+				continue
+			}
 			fp := l.Provider.GetEnvoyFileAccessLog()
 			if fp == nil {
-				warn(fmt.Sprintf("access log provider %q: only envoyFileAccessLog providers are served by this version of Loom", l.Provider.GetName()))
+				warn(fmt.Sprintf("access log provider %q: only envoyFileAccessLog and envoyOtelAls providers are served by this version of Loom", l.Provider.GetName()))
 				continue
 			}
 			f := &filev3.FileAccessLog{Path: fp.GetPath()}
@@ -90,7 +108,7 @@ func accessLogs(tel *TelemetryConfig, mode WorkloadMode, mesh *meshv1alpha1.Mesh
 			default:
 				f.AccessLogFormat = textLogFormat("")
 			}
-			al, err := fileAccessLog(f, l.Filter)
+			al, err := accessLog(fileAccessLogName, f, l.Filter)
 			if err != nil {
 				return nil, err
 			}
@@ -124,7 +142,7 @@ func accessLogs(tel *TelemetryConfig, mode WorkloadMode, mesh *meshv1alpha1.Mesh
 	} else {
 		f.AccessLogFormat = textLogFormat(mesh.GetAccessLogFormat())
 	}
-	al, err := fileAccessLog(f, "")
+	al, err := accessLog(fileAccessLogName, f, "")
 	if err != nil {
 		return nil, err
 	}
@@ -159,12 +177,56 @@ func jsonLogFormat(labels *structpb.Struct) *filev3.FileAccessLog_LogFormat {
 		Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: st}}}
 }
 
-func fileAccessLog(f *filev3.FileAccessLog, filter string) (*accesslogv3.AccessLog, error) {
-	a, err := packAny(f)
+// otelAccessLog is Istio's buildOpenTelemetryAccessLogConfig for an
+// envoyOtelAls provider: log records to the collector service's outbound
+// cluster over gRPC, named log_name (default "otel_envoy_accesslog"), the
+// body logFormat.text (default Istio's text format, without its trailing
+// newline: a record is not a line) and the attributes logFormat.labels.
+// It fails when the collector is not in the registry.
+func otelAccessLog(pc *model.PushContext, op *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyOpenTelemetryLogProvider, filter string) (*accesslogv3.AccessLog, error) {
+	host, cluster, err := lookupProviderCluster(pc, op.GetService(), op.GetPort())
 	if err != nil {
 		return nil, err
 	}
-	al := &accesslogv3.AccessLog{Name: fileAccessLogName, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}
+	name := op.GetLogName()
+	if name == "" {
+		name = otelAccessLogDefaultName
+	}
+	body := op.GetLogFormat().GetText()
+	if body == "" {
+		body = strings.TrimSuffix(IstioTextLogFormat, "\n")
+	}
+	cfg := &otelv3.OpenTelemetryAccessLogConfig{
+		CommonConfig: &grpcalsv3.CommonGrpcAccessLogConfig{
+			LogName: name,
+			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster, Authority: host}}},
+			TransportApiVersion: corev3.ApiVersion_V3,
+		},
+		Body: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: body}},
+	}
+	if labels := op.GetLogFormat().GetLabels().GetFields(); len(labels) > 0 {
+		kv := &commonpb.KeyValueList{}
+		for _, k := range sortedKeys(labels) {
+			v, ok := labels[k].GetKind().(*structpb.Value_StringValue)
+			if !ok {
+				return nil, fmt.Errorf("logFormat.labels[%s]: only string values are served", k)
+			}
+			kv.Values = append(kv.Values, &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.StringValue}}})
+		}
+		cfg.Attributes = kv
+	}
+	return accessLog(otelAccessLogName, cfg, filter)
+}
+
+// accessLog is an access_log entry named name with typed config cfg and,
+// when filter is not empty, Envoy's CEL filter of it.
+func accessLog(name string, cfg proto.Message, filter string) (*accesslogv3.AccessLog, error) {
+	a, err := packAny(cfg)
+	if err != nil {
+		return nil, err
+	}
+	al := &accesslogv3.AccessLog{Name: name, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: a}}
 	if filter != "" {
 		fa, err := packAny(&celv3.ExpressionFilter{Expression: filter})
 		if err != nil {
@@ -180,7 +242,7 @@ func fileAccessLog(f *filev3.FileAccessLog, filter string) (*accesslogv3.AccessL
 // tcp_proxy of r's listeners for proxy p (client mode: a sidecar's
 // outbound listeners and every gateway listener; server mode: a sidecar's
 // inbound listeners), replacing what they had.
-func applyAccessLogs(r *Resources, p *model.Proxy, tel *TelemetryConfig, mesh *meshv1alpha1.MeshConfig, warn func(string)) error {
+func applyAccessLogs(r *Resources, pc *model.PushContext, p *model.Proxy, tel *TelemetryConfig, mesh *meshv1alpha1.MeshConfig, warn func(string)) error {
 	byMode := map[WorkloadMode][]*accesslogv3.AccessLog{}
 	seen := map[string]bool{}
 	dedup := func(msg string) {
@@ -190,7 +252,7 @@ func applyAccessLogs(r *Resources, p *model.Proxy, tel *TelemetryConfig, mesh *m
 		}
 	}
 	for _, m := range []WorkloadMode{ModeClient, ModeServer} {
-		als, err := accessLogs(tel, m, mesh, dedup)
+		als, err := accessLogs(pc, tel, m, mesh, dedup)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	otelv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -305,5 +307,82 @@ spec:
 	other.Labels = map[string]string{"app": "reviews"}
 	if diff := cmp.Diff(&statspb.PluginConfig{}, StatsConfig(EffectiveTelemetry(pc, other, nil), ClassSidecarOutbound), protocmp.Transform()); diff != "" {
 		t.Errorf("other workload (-want +got):\n%s", diff)
+	}
+}
+
+// TestOTelAccessLogFromSample: Istio's otel-loki-accesslog sample with an
+// envoyOtelAls provider named otel gives every HTTP connection manager
+// Envoy's OpenTelemetry access log to the collector's outbound cluster,
+// with Istio's default body and the provider's labels as attributes; a
+// provider whose collector is not in the registry is left out with a
+// warning.
+func TestOTelAccessLogFromSample(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(sharedSamples, "telemetry", "otel-loki-accesslog-telemetry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, errs := config.Decode("otel-loki-accesslog-telemetry.yaml", data)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	base := loadPushContext(t, meshFile, filepath.Join("testdata", "tracing", "input.yaml"))
+	pc := model.NewPushContext(config.NewSnapshot(2, append(base.Config.All(), rs...)))
+	for _, tc := range []struct {
+		name, service string
+		wantLog       bool
+	}{{"collector in the registry", "otel-collector.observability.svc.cluster.local", true}, {"unknown collector", "nowhere.example.com", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			mesh := parseMesh(t, `
+extensionProviders:
+- name: otel
+  envoyOtelAls:
+    service: `+tc.service+`
+    port: 4317
+    logFormat: {labels: {status: "%RESPONSE_CODE%"}}
+`)
+			var warnings []string
+			r, err := GenerateWith(pc, productpageSidecar(), Options{Mesh: mesh, Warn: func(w string) { warnings = append(warnings, w) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, l := range r.Listeners {
+				for _, fc := range l.GetFilterChains() {
+					for _, f := range fc.GetFilters() {
+						if f.GetName() != httpConnectionManagerFilter {
+							continue
+						}
+						var h hcmv3.HttpConnectionManager
+						if err := f.GetTypedConfig().UnmarshalTo(&h); err != nil {
+							t.Fatal(err)
+						}
+						for _, al := range h.GetAccessLog() {
+							var o otelv3.OpenTelemetryAccessLogConfig
+							if al.GetName() != otelAccessLogName || al.GetTypedConfig().UnmarshalTo(&o) != nil {
+								t.Fatalf("listener %s: access log %v, want only Envoy's OpenTelemetry one", l.GetName(), al)
+							}
+							n++
+							eg := o.GetCommonConfig().GetGrpcService().GetEnvoyGrpc()
+							if eg.GetClusterName() != "outbound|4317||otel-collector.observability.svc.cluster.local" ||
+								eg.GetAuthority() != "otel-collector.observability.svc.cluster.local" || o.GetCommonConfig().GetLogName() != "otel_envoy_accesslog" {
+								t.Errorf("listener %s: common config %v", l.GetName(), o.GetCommonConfig())
+							}
+							if got := o.GetBody().GetStringValue(); got != strings.TrimSuffix(IstioTextLogFormat, "\n") {
+								t.Errorf("listener %s: body %q, want Istio's text format", l.GetName(), got)
+							}
+							if a := o.GetAttributes().GetValues(); len(a) != 1 || a[0].GetKey() != "status" || a[0].GetValue().GetStringValue() != "%RESPONSE_CODE%" {
+								t.Errorf("listener %s: attributes %v", l.GetName(), a)
+							}
+						}
+					}
+				}
+			}
+			if tc.wantLog && n == 0 {
+				t.Error("no HTTP connection manager has the OpenTelemetry access log")
+			}
+			if !tc.wantLog && (n != 0 || !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "nowhere.example.com") })) {
+				t.Errorf("%d OpenTelemetry logs, warnings %q; want none and a warning naming the collector", n, warnings)
+			}
+		})
 	}
 }

@@ -231,7 +231,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 	if warn == nil {
 		warn = func(string) {}
 	}
-	if err := applyAccessLogs(r, p, tel, mesh, warn); err != nil {
+	if err := applyAccessLogs(r, pc, p, tel, mesh, warn); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: access log: %w", p.ID, err)
 	}
 	if err := applyEnvoyFilters(r, p.Type, pc.EnvoyFiltersForProxy(p)); err != nil {

@@ -18,11 +18,43 @@ import (
 // requests are logged. It is immutable and safe for concurrent use.
 type AccessLogger struct {
 	// Path is the file's path; "/dev/stdout" (stdout logger) and
-	// "/dev/stderr" are the proxy's own streams.
+	// "/dev/stderr" are the proxy's own streams. It is "" for an
+	// OpenTelemetry logger.
 	Path   string
 	Format *Formatter
+	// OTel, when set, exports log records over OTLP/gRPC instead of
+	// writing lines (Format is then unused).
+	OTel *OTelLog
 	// Filter, if non-nil, logs only the requests it matches.
 	Filter *Filter
+}
+
+// OTelLog is Envoy's envoy.access_loggers.open_telemetry
+// (OpenTelemetryAccessLogConfig; Istio's envoyOtelAls provider): each
+// request becomes an OTLP LogRecord whose body and attributes are format
+// strings over the entry, exported to Cluster's LogsService.
+type OTelLog struct {
+	// Cluster and Authority are the grpc_service's envoy_grpc.
+	Cluster, Authority string
+	// LogName is log_name (Envoy's builtin "log_name" resource label).
+	LogName string
+	// Body formats the record's body; nil: no body.
+	Body *Formatter
+	// Attributes are the record's attributes, in config order.
+	Attributes []OTelAttribute
+	// ResourceAttributes are resource_attributes (literal strings), and
+	// BuiltinLabels is !disable_builtin_labels: Envoy's log_name,
+	// zone_name, cluster_name and node_name resource attributes.
+	ResourceAttributes []OTelAttribute
+	BuiltinLabels      bool
+}
+
+// OTelAttribute is one attribute: Value formats it, or Literal is a
+// resource attribute's fixed value.
+type OTelAttribute struct {
+	Key     string
+	Value   *Formatter
+	Literal string
 }
 
 // Filter is a compiled CEL access log filter

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
@@ -17,6 +18,8 @@ import (
 type Sinks struct {
 	stdout, stderr *AccessLog
 	log            *slog.Logger
+	// otel exports OpenTelemetry access logs; nil until ExportOTel.
+	otel atomic.Pointer[otelLogs]
 
 	// open is files as a sync.Map (path -> *AccessLog, nil for a file
 	// that could not be opened), read on every request without a lock;
@@ -33,6 +36,12 @@ func NewSinks(stdout, stderr *AccessLog, log *slog.Logger) *Sinks {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Sinks{stdout: stdout, stderr: stderr, log: log, files: map[string]*AccessLog{}}
+}
+
+// ExportOTel makes OpenTelemetry access loggers export through
+// o.Collectors; until then they log nothing. Call it once, before Run.
+func (s *Sinks) ExportOTel(o OTelLogOptions) {
+	s.otel.Store(newOTelLogs(o))
 }
 
 // Get returns path's writer, opening the file the first time; nil when
@@ -72,7 +81,16 @@ func (s *Sinks) Get(path string) *AccessLog {
 // `--access-log=false`, a file that cannot be opened). The connection
 // manager fills the fields only access logs read when it is true.
 func (s *Sinks) Enabled(ls []*accesslog.AccessLogger) bool {
+	if s == nil {
+		return false
+	}
 	for _, l := range ls {
+		if l.OTel != nil {
+			if s.otel.Load() != nil {
+				return true
+			}
+			continue
+		}
 		if s.Get(l.Path) != nil {
 			return true
 		}
@@ -92,6 +110,13 @@ func (s *Sinks) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			if o := s.otel.Load(); o != nil {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if err := o.shutdown(sctx); err != nil {
+					s.log.Warn("OpenTelemetry access log: last export failed", "err", err)
+				}
+				cancel()
+			}
 			s.each(func(a *AccessLog) {
 				a.Flush()
 				if c, ok := a.w.(*os.File); ok {
@@ -123,10 +148,18 @@ func (s *Sinks) each(f func(*AccessLog)) {
 // block on a writer. The filters share one lazy set of attribute maps
 // (accesslog.Activation), built only when a logger has a filter.
 func (s *Sinks) Log(ls []*accesslog.AccessLogger, e *Entry) {
+	if s == nil {
+		return
+	}
 	var act *accesslog.Activation
 	for _, l := range ls {
-		a := s.Get(l.Path)
-		if a == nil {
+		var a *AccessLog
+		var o *otelLogs
+		if l.OTel != nil {
+			if o = s.otel.Load(); o == nil {
+				continue
+			}
+		} else if a = s.Get(l.Path); a == nil {
 			continue
 		}
 		if l.Filter != nil {
@@ -137,6 +170,10 @@ func (s *Sinks) Log(ls []*accesslog.AccessLogger, e *Entry) {
 				continue
 			}
 		}
-		a.LogWith(l.Format, e)
+		if o != nil {
+			o.log(l.OTel, e)
+		} else {
+			a.LogWith(l.Format, e)
+		}
 	}
 }

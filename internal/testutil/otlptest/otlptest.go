@@ -1,7 +1,8 @@
-// Package otlptest is a trace collector for tests: the real OTLP
-// TraceService (go.opentelemetry.io/proto/otlp) over gRPC, and a Zipkin
-// v2 JSON endpoint (openzipkin's model), both keeping every span they
-// receive, flattened, for assertions. It imports no Loom package.
+// Package otlptest is a trace and log collector for tests: the real OTLP
+// TraceService and LogsService (go.opentelemetry.io/proto/otlp) over
+// gRPC, and a Zipkin v2 JSON endpoint (openzipkin's model), all keeping
+// every span or log record they receive, flattened, for assertions. It
+// imports no Loom package.
 package otlptest
 
 import (
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	zipkinmodel "github.com/openzipkin/zipkin-go/model"
+	collectorlogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -33,70 +35,96 @@ type Span struct {
 	Error        bool // OTLP status ERROR, or Zipkin's error tag
 }
 
-// store keeps spans; its methods are safe for concurrent use.
-type store struct {
-	// mu guards spans.
-	mu    sync.Mutex
-	spans []Span
-	more  chan struct{} // closed and replaced on every add
+// Log is one received OTLP log record, with its string body and
+// attributes and its resource's attributes.
+type Log struct {
+	Body     string
+	Attrs    map[string]string
+	Resource map[string]string
+	Time     time.Time
 }
 
-func newStore() *store { return &store{more: make(chan struct{})} }
+// items keeps what a receiver got; its methods are safe for concurrent
+// use.
+type items[T any] struct {
+	// mu guards all.
+	mu   sync.Mutex
+	all  []T
+	more chan struct{} // closed and replaced on every add
+}
 
-func (s *store) add(sp ...Span) {
+func newItems[T any]() *items[T] { return &items[T]{more: make(chan struct{})} }
+
+func (s *items[T]) add(x ...T) {
 	s.mu.Lock()
-	s.spans = append(s.spans, sp...)
+	s.all = append(s.all, x...)
 	close(s.more)
 	s.more = make(chan struct{})
 	s.mu.Unlock()
 }
 
-// Spans returns a copy of the spans received so far.
-func (s *store) Spans() []Span {
+func (s *items[T]) snapshot() []T {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]Span(nil), s.spans...)
+	return append([]T(nil), s.all...)
 }
+
+func (s *items[T]) wait(t testing.TB, timeout time.Duration, what string, cond func([]T) bool) []T {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		all := append([]T(nil), s.all...)
+		more := s.more
+		s.mu.Unlock()
+		if cond(all) {
+			return all
+		}
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("timed out after %v waiting for %s; got %d: %+v", timeout, what, len(all), all)
+		}
+	}
+}
+
+// store keeps spans.
+type store struct{ items *items[Span] }
+
+func newStore() *store { return &store{newItems[Span]()} }
+
+func (s *store) add(sp ...Span) { s.items.add(sp...) }
+
+// Spans returns a copy of the spans received so far.
+func (s *store) Spans() []Span { return s.items.snapshot() }
 
 // Wait returns the spans once cond holds for them, or fails t after
 // timeout.
 func (s *store) Wait(t testing.TB, timeout time.Duration, what string, cond func([]Span) bool) []Span {
 	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		s.mu.Lock()
-		spans := append([]Span(nil), s.spans...)
-		more := s.more
-		s.mu.Unlock()
-		if cond(spans) {
-			return spans
-		}
-		select {
-		case <-more:
-		case <-deadline:
-			t.Fatalf("timed out after %v waiting for %s; got %d spans: %+v", timeout, what, len(spans), spans)
-		}
-	}
+	return s.items.wait(t, timeout, what, cond)
 }
 
-// OTLP is a running OTLP/gRPC trace receiver.
+// OTLP is a running OTLP/gRPC receiver of traces and logs.
 type OTLP struct {
 	*store
 	collectortrace.UnimplementedTraceServiceServer
 	Addr string
 	srv  *grpc.Server
+	logs *items[Log]
 }
 
-// StartOTLP serves the OTLP TraceService on addr ("127.0.0.1:0" for any
-// port) until the test ends.
+// StartOTLP serves the OTLP TraceService and LogsService on addr
+// ("127.0.0.1:0" for any port) until the test ends.
 func StartOTLP(t testing.TB, addr string) *OTLP {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &OTLP{store: newStore(), Addr: ln.Addr().String(), srv: grpc.NewServer()}
+	o := &OTLP{store: newStore(), Addr: ln.Addr().String(), srv: grpc.NewServer(), logs: newItems[Log]()}
 	collectortrace.RegisterTraceServiceServer(o.srv, o)
+	collectorlogs.RegisterLogsServiceServer(o.srv, logService{logs: o.logs})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -134,6 +162,37 @@ func (o *OTLP) Export(_ context.Context, req *collectortrace.ExportTraceServiceR
 	}
 	o.add(out...)
 	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+// Logs returns a copy of the log records received so far.
+func (o *OTLP) Logs() []Log { return o.logs.snapshot() }
+
+// WaitLogs returns the log records once cond holds for them, or fails t
+// after timeout.
+func (o *OTLP) WaitLogs(t testing.TB, timeout time.Duration, what string, cond func([]Log) bool) []Log {
+	t.Helper()
+	return o.logs.wait(t, timeout, what, cond)
+}
+
+// logService is the OTLP LogsService of an OTLP receiver.
+type logService struct {
+	collectorlogs.UnimplementedLogsServiceServer
+	logs *items[Log]
+}
+
+func (l logService) Export(_ context.Context, req *collectorlogs.ExportLogsServiceRequest) (*collectorlogs.ExportLogsServiceResponse, error) {
+	var out []Log
+	for _, rl := range req.GetResourceLogs() {
+		res := attrs(rl.GetResource().GetAttributes())
+		for _, sl := range rl.GetScopeLogs() {
+			for _, lr := range sl.GetLogRecords() {
+				out = append(out, Log{Body: lr.GetBody().GetStringValue(), Attrs: attrs(lr.GetAttributes()), Resource: res,
+					Time: time.Unix(0, int64(lr.GetTimeUnixNano()))})
+			}
+		}
+	}
+	l.logs.add(out...)
+	return &collectorlogs.ExportLogsServiceResponse{}, nil
 }
 
 func kindName(k tracepb.Span_SpanKind) string {
