@@ -190,7 +190,15 @@ func (rb *requestBody) fromKeptLocked(n uint32, p []byte) (k int, done bool, err
 		k = copy(p, rb.buf[rb.pos-rb.base:])
 		rb.pos += int64(k)
 		if rb.overflowed && rb.pos == end {
-			rb.buf, rb.base = nil, rb.pos // consumed and never replayed
+			// Consumed and never replayed. A pump passes every read
+			// through buf: keep one read's worth of capacity for the
+			// next (readers copy out of buf, nothing aliases it).
+			if cap(rb.buf) <= 32<<10 {
+				rb.buf = rb.buf[:0]
+			} else {
+				rb.buf = nil
+			}
+			rb.base = rb.pos
 		}
 		return k, true, nil
 	}
