@@ -3,6 +3,7 @@ package http
 import (
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -27,7 +28,15 @@ func TestRequestBodyHandOff(t *testing.T) {
 		_, err := a0.Read(make([]byte, 16))
 		stale <- err
 	}()
-	time.Sleep(10 * time.Millisecond) // let it block (the test holds either way)
+	// Wait until it holds src, blocked in the pipe: the hand-off is what
+	// this test is for.
+	for deadline := time.Now().Add(10 * time.Second); rb.readMu.TryLock(); {
+		rb.readMu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the superseded reader never reached src")
+		}
+		runtime.Gosched()
+	}
 	a1, ok := rb.attempt(1)
 	if !ok {
 		t.Fatal("attempt 1 refused with 3 of 8 bytes kept")
@@ -123,4 +132,29 @@ func TestRequestBodyPumpClose(t *testing.T) {
 		t.Fatalf("attempt 1 read %q, %v; want the prefix replayed, then the rest", got, err)
 	}
 	rb.end()
+}
+
+// zeros is an endless body.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestRequestBodyPumpReadsAllocateNothing: a pumped body past its limit
+// (or never kept, as a mirrored HTTP/2 request's) passes every read
+// through the kept buffer, which is reused rather than made anew per read.
+func TestRequestBodyPumpReadsAllocateNothing(t *testing.T) {
+	rb := newRequestBody(zeros{}, -1, 0, true, nil, "c")
+	defer rb.end()
+	a0, _ := rb.attempt(0)
+	buf := make([]byte, 32<<10)
+	if _, err := io.ReadFull(a0, buf); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := io.ReadFull(a0, buf); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per 32 KiB read, want 0", n)
+	}
 }
