@@ -1,12 +1,14 @@
 package istiostats
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/loom-mesh/loom/internal/metricnames"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
@@ -162,4 +164,12 @@ func gatherText(t *testing.T, reg prometheus.Gatherer, name string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestTagNamesAreProxyLabels: the proxy's tags are exactly the labels
+// loomd validates Telemetry overrides against, none cut off.
+func TestTagNamesAreProxyLabels(t *testing.T) {
+	if !slices.Equal(tagNames[:], metricnames.ProxyLabels) {
+		t.Errorf("tagNames %q\nProxyLabels %q", tagNames, metricnames.ProxyLabels)
+	}
 }

@@ -79,8 +79,9 @@ const (
 )
 
 // tagNames are the standard tags, in Istio's filter's order (the
-// tagID constants'); the conversion panics at start if the lists differ
-// in length.
+// tagID constants'). The conversion panics at start when ProxyLabels is
+// shorter; TestTagNamesAreProxyLabels fails when it is longer (the
+// conversion would cut it silently).
 var tagNames = [numTags]string(metricnames.ProxyLabels)
 
 func tagByName(n string) (tagID, bool) {
