@@ -21,12 +21,11 @@ type Sinks struct {
 	// otel exports OpenTelemetry access logs; nil until ExportOTel.
 	otel atomic.Pointer[otelLogs]
 
-	// open is files as a sync.Map (path -> *AccessLog, nil for a file
-	// that could not be opened), read on every request without a lock;
-	// mu serializes opening and guards files.
-	open  sync.Map
-	mu    sync.Mutex
-	files map[string]*AccessLog
+	// open is the files: path -> *AccessLog, nil for a file that could
+	// not be opened; read on every request without a lock. mu serializes
+	// opening.
+	open sync.Map
+	mu   sync.Mutex
 }
 
 // NewSinks makes Sinks over the proxy's stdout and stderr logs (either
@@ -35,7 +34,7 @@ func NewSinks(stdout, stderr *AccessLog, log *slog.Logger) *Sinks {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Sinks{stdout: stdout, stderr: stderr, log: log, files: map[string]*AccessLog{}}
+	return &Sinks{stdout: stdout, stderr: stderr, log: log}
 }
 
 // ExportOTel makes OpenTelemetry access loggers export through
@@ -45,7 +44,7 @@ func (s *Sinks) ExportOTel(o OTelLogOptions) {
 }
 
 // Get returns path's writer, opening the file the first time; nil when
-// it cannot be opened (logged once per attempt).
+// it cannot be opened (logged once: the failure is kept too).
 func (s *Sinks) Get(path string) *AccessLog {
 	if s == nil {
 		return nil
@@ -61,8 +60,8 @@ func (s *Sinks) Get(path string) *AccessLog {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a, ok := s.files[path]; ok {
-		return a
+	if a, ok := s.open.Load(path); ok {
+		return a.(*AccessLog)
 	}
 	var a *AccessLog
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -71,7 +70,6 @@ func (s *Sinks) Get(path string) *AccessLog {
 	} else {
 		a = NewAccessLog(AccessLogOptions{Writer: f})
 	}
-	s.files[path] = a
 	s.open.Store(path, a)
 	return a
 }
@@ -131,17 +129,12 @@ func (s *Sinks) Run(ctx context.Context) {
 }
 
 func (s *Sinks) each(f func(*AccessLog)) {
-	s.mu.Lock()
-	var all []*AccessLog
-	for _, a := range s.files {
-		if a != nil {
-			all = append(all, a)
+	s.open.Range(func(_, v any) bool {
+		if a := v.(*AccessLog); a != nil {
+			f(a)
 		}
-	}
-	s.mu.Unlock()
-	for _, a := range all {
-		f(a)
-	}
+		return true
+	})
 }
 
 // Log writes e to every logger of ls whose filter matches it. It does not
