@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"regexp"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 )
 
 // Name is the filter's Envoy name, the key of its typed_per_filter_config.
@@ -29,39 +29,11 @@ const (
 	RoutePolicyTypeURL = "type.googleapis.com/envoy.config.route.v3.CorsPolicy"
 )
 
-// OriginMatcher is one allow_origin_string_match StringMatcher.
-type OriginMatcher struct {
-	Kind       string // "exact", "prefix", "suffix", "contains" or "regex"
-	Value      string
-	Regex      *regexp.Regexp // anchored, for "regex"
-	IgnoreCase bool
-}
-
-func (m *OriginMatcher) matches(o string) bool {
-	v, x := o, m.Value
-	if m.IgnoreCase && m.Kind != "regex" {
-		v, x = strings.ToLower(v), strings.ToLower(x)
-	}
-	switch m.Kind {
-	case "exact":
-		return v == x
-	case "prefix":
-		return strings.HasPrefix(v, x)
-	case "suffix":
-		return strings.HasSuffix(v, x)
-	case "contains":
-		return strings.Contains(v, x)
-	case "regex":
-		return m.Regex.MatchString(o)
-	}
-	return false
-}
-
 // Policy is a parsed CorsPolicy (a route's, virtual host's or route
 // configuration's override; the most specific wins).
 type Policy struct {
-	AllowOrigins  []OriginMatcher
-	AllowMethods  string // Access-Control-Allow-Methods, as configured
+	AllowOrigins  []matcher.String // allow_origin_string_match
+	AllowMethods  string           // Access-Control-Allow-Methods, as configured
 	AllowHeaders  string
 	ExposeHeaders string
 	MaxAge        string // seconds, as configured
@@ -167,27 +139,12 @@ func parsePolicy(m policyProto) (*Policy, error) {
 		return nil, fmt.Errorf("max_age = %q: must be a number of seconds", p.MaxAge)
 	}
 	for i, sm := range m.GetAllowOriginStringMatch() {
-		om := OriginMatcher{IgnoreCase: sm.GetIgnoreCase()}
-		switch pt := sm.GetMatchPattern().(type) {
-		case *matcherv3.StringMatcher_Exact:
-			om.Kind, om.Value = "exact", pt.Exact
-		case *matcherv3.StringMatcher_Prefix:
-			om.Kind, om.Value = "prefix", pt.Prefix
-		case *matcherv3.StringMatcher_Suffix:
-			om.Kind, om.Value = "suffix", pt.Suffix
-		case *matcherv3.StringMatcher_Contains:
-			om.Kind, om.Value = "contains", pt.Contains
-		case *matcherv3.StringMatcher_SafeRegex:
-			re, err := regexp.Compile(pt.SafeRegex.GetRegex())
-			if err != nil {
-				return nil, fmt.Errorf("allow_origin_string_match[%d].safe_regex.regex = %q: must be RE2: %v", i, pt.SafeRegex.GetRegex(), err)
-			}
-			om.Kind, om.Regex = "regex", regexp.MustCompile(`^(?:`+re.String()+`)$`)
-		default:
-			return nil, fmt.Errorf("allow_origin_string_match[%d]: must be exact, prefix, suffix, contains or safe_regex", i)
+		om, err := matcher.NewString(sm)
+		if err != nil {
+			return nil, fmt.Errorf("allow_origin_string_match[%d].%w", i, err)
 		}
 		p.AllowOrigins = append(p.AllowOrigins, om)
-		p.allowAny = p.allowAny || om.matches("*")
+		p.allowAny = p.allowAny || om.Match("*")
 	}
 	if fe := m.GetFilterEnabled(); fe != nil {
 		n, err := perMillion("filter_enabled.default_value", fe.GetDefaultValue())
@@ -239,7 +196,7 @@ func (p *Policy) originAllowed(o string) bool {
 		return true
 	}
 	for i := range p.AllowOrigins {
-		if p.AllowOrigins[i].matches(o) {
+		if p.AllowOrigins[i].Match(o) {
 			return true
 		}
 	}
