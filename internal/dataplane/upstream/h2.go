@@ -114,15 +114,17 @@ func (p *h2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, err := c.cc.RoundTrip(out)
 		if err != nil {
-			if h2Retryable(err) {
-				// The connection takes no more streams (GOAWAY) though
-				// net/http has not closed it yet: stop picking it.
+			retryable := h2Retryable(err)
+			if retryable {
+				// The connection refused the stream or takes no more
+				// (GOAWAY) though net/http has not closed it yet: stop
+				// picking it.
 				p.t.mu.Lock()
 				p.drainLocked(c)
 				p.t.mu.Unlock()
 			}
 			p.streamDone(c)
-			if attempt == 0 && replayable && ctx.Err() == nil && h2Retryable(err) {
+			if attempt == 0 && replayable && ctx.Err() == nil && retryable {
 				if req.GetBody != nil {
 					body, gerr := req.GetBody()
 					if gerr != nil {
@@ -151,12 +153,26 @@ func (p *h2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 // h2Retryable reports whether a stream failed before the upstream saw it,
 // as net/http's HTTP/2 transport decides when it retries a request on
 // another connection (http2canRetryError): the connection was unusable or
-// got a GOAWAY, or the peer refused the stream. Its errors are unexported,
-// so they are known by their text.
+// got a graceful GOAWAY before the stream was sent, or the peer reset the
+// stream with REFUSED_STREAM (or PROTOCOL_ERROR, golang/go#47635). Those
+// errors are unexported, so they are known by their whole text: a
+// GoAwayError, whose text carries the peer's debug data and error code,
+// is for streams the upstream may have processed and is never retried.
 func h2Retryable(err error) bool {
 	s := err.Error()
-	return strings.Contains(s, "client conn not usable") || strings.Contains(s, "graceful shutdown GOAWAY") ||
-		strings.Contains(s, "REFUSED_STREAM")
+	if s == "http2: client conn not usable" || s == "http2: Transport received Server's graceful shutdown GOAWAY" {
+		return true
+	}
+	// http2StreamError: "stream error: stream ID N; CODE[; cause]".
+	rest, ok := strings.CutPrefix(s, "stream error: stream ID ")
+	if !ok {
+		return false
+	}
+	if _, rest, ok = strings.Cut(rest, "; "); !ok {
+		return false
+	}
+	code, cause, _ := strings.Cut(rest, "; ")
+	return code == "REFUSED_STREAM" || code == "PROTOCOL_ERROR" && cause == "received from peer"
 }
 
 // checkResponseHead applies Envoy's upstream header limits

@@ -374,3 +374,27 @@ func TestH2GoAwayMovesToANewConnection(t *testing.T) {
 		t.Errorf("server accepted %d connections, want 2 (a new one after GOAWAY)", accepted)
 	}
 }
+
+// TestH2Retryable: only the errors net/http itself retries on another
+// connection are; a GOAWAY for streams the upstream may have processed
+// is not, whatever its debug data or code says.
+func TestH2Retryable(t *testing.T) {
+	for _, tc := range []struct {
+		err  string
+		want bool
+	}{
+		{"http2: client conn not usable", true},
+		{"http2: Transport received Server's graceful shutdown GOAWAY", true},
+		{"stream error: stream ID 3; REFUSED_STREAM", true},
+		{"stream error: stream ID 3; PROTOCOL_ERROR; received from peer", true},
+		{"stream error: stream ID 3; PROTOCOL_ERROR", false},
+		{"stream error: stream ID 3; CANCEL; received from peer", false},
+		{"http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=REFUSED_STREAM, debug=\"\"", false},
+		{"http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=NO_ERROR, debug=\"graceful shutdown GOAWAY\"", false},
+		{"unexpected EOF", false},
+	} {
+		if got := h2Retryable(errors.New(tc.err)); got != tc.want {
+			t.Errorf("h2Retryable(%q) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
