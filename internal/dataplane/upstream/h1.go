@@ -59,6 +59,10 @@ type h1Transport struct {
 	// h2Pending counts the requests of the cluster's HTTP/2 pools waiting
 	// for a connection being established: pending requests too.
 	h2Pending int
+	// h2pools are the cluster's HTTP/2 pools (h2c, and one per TLS
+	// transport socket in use): their idle connections give up their slot
+	// to a request at max_connections as idle HTTP/1.1 ones do.
+	h2pools []*h2Pool
 }
 
 // h1Waiter is a pending request waiting for a connection to addr. It is
@@ -502,9 +506,9 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		}
 		// At the limit, an idle connection to another endpoint gives its
 		// slot to this request rather than make it wait.
-		if other := t.popOtherIdleLocked(); other != nil {
+		if retire := t.retireIdleLocked(); retire != nil {
 			t.mu.Unlock()
-			other.retire()
+			retire()
 			c, err := t.dialSlot(ctx, addr, tt)
 			return c, false, err
 		}
@@ -634,6 +638,24 @@ func (t *h1Transport) popIdleLocked(key string) *h1Conn {
 	l[len(l)-1] = nil
 	t.idle[key] = l[:len(l)-1]
 	return c
+}
+
+// retireIdleLocked takes an idle connection of the cluster out of its
+// pool for a request that found max_connections in use, the oldest idle
+// HTTP/1.1 connection of any endpoint first, else an idle HTTP/2
+// connection of any pool: its slot in open passes to that request. It
+// returns what closes the connection (call it after unlocking t.mu), nil
+// when no connection is idle.
+func (t *h1Transport) retireIdleLocked() (retire func()) {
+	if c := t.popOtherIdleLocked(); c != nil {
+		return c.retire
+	}
+	for _, p := range t.h2pools {
+		if c := p.retireIdleLocked(); c != nil {
+			return c.close
+		}
+	}
+	return nil
 }
 
 // popOtherIdleLocked takes the oldest idle connection of any endpoint.

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -52,9 +51,6 @@ type h2Pool struct {
 	// ready), by endpoint address, oldest first. Draining connections
 	// leave it but keep their slot in t.open until closed.
 	conns map[string][]*h2Conn
-
-	// connects counts connections made (tests).
-	connects atomic.Uint64
 }
 
 // h2Conn is one HTTP/2 connection of an h2Pool. Its counters are guarded
@@ -83,7 +79,36 @@ func newH2Pool(t *h1Transport, tt *tlsTransport, transport func() *http.Transpor
 	if tt != nil {
 		p.scheme = "https"
 	}
+	t.mu.Lock()
+	t.h2pools = append(t.h2pools, p)
+	t.mu.Unlock()
 	return p
+}
+
+// release drains p for good and takes it off the cluster's pools (its TLS
+// transport socket is no longer used).
+func (p *h2Pool) release() {
+	p.drainAll()
+	p.t.mu.Lock()
+	p.t.h2pools = slices.DeleteFunc(p.t.h2pools, func(q *h2Pool) bool { return q == p })
+	p.t.mu.Unlock()
+}
+
+// retireIdleLocked takes one established connection of p with no stream
+// out of the pool, its slot in t.open passing to the caller's request, and
+// returns it for the caller to close; nil when p has none.
+func (p *h2Pool) retireIdleLocked() *h2Conn {
+	for _, l := range p.conns {
+		for _, c := range l {
+			if c.cc != nil && c.streams == 0 && !c.draining && !c.gone {
+				p.drainLocked(c)
+				c.gone = true
+				c.stopTimer()
+				return c
+			}
+		}
+	}
+	return nil
 }
 
 var _ http.RoundTripper = (*h2Pool)(nil)
@@ -252,12 +277,12 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 		t.mu.Unlock()
 		return p.await(ctx, c, false)
 	}
-	// At the limit, an idle HTTP/1.1 connection of the cluster gives its
-	// slot to this request rather than make it wait (as h1Transport.acquire).
-	if other := t.popOtherIdleLocked(); other != nil {
+	// At the limit, an idle connection of the cluster gives its slot to
+	// this request rather than make it wait (as h1Transport.acquire).
+	if retire := t.retireIdleLocked(); retire != nil {
 		c := p.connectLocked(addr, o)
 		t.mu.Unlock()
-		other.retire()
+		retire()
 		return p.await(ctx, c, false)
 	}
 	g, err := t.waitLocked(ctx, &h1Waiter{key: addr, h2: p, ch: make(chan h1Grant, 1)})
@@ -347,7 +372,6 @@ func (p *h2Pool) connectLocked(addr string, o *config.ConnectionOptions) *h2Conn
 }
 
 func (p *h2Pool) connect(c *h2Conn) {
-	p.connects.Add(1)
 	cc, err := p.transport().NewClientConn(context.Background(), p.scheme, c.addr)
 	t := p.t
 	t.mu.Lock()

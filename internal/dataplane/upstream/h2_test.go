@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,4 +399,64 @@ func TestH2Retryable(t *testing.T) {
 			t.Errorf("h2Retryable(%q) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
+}
+
+// sendWithin sends a GET to a host of c picked with opts, failing after d.
+func sendWithin(m *ClusterManager, c *config.Cluster, opts PickOptions, d time.Duration) error {
+	h, err := m.Pick(c, opts)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+h.Addr+"/", nil)
+	resp, err := h.RT.RoundTrip(req)
+	if err != nil {
+		h.Done(Result{LocalOrigin: true})
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	h.Done(Result{Status: resp.StatusCode})
+	return err
+}
+
+// TestIdleConnectionGivesUpItsSlot: at max_connections 1, an idle
+// connection of the cluster, HTTP/2 or HTTP/1.1, gives its slot to a
+// request for another endpoint or protocol rather than leave it waiting
+// for a stream that never ends.
+func TestIdleConnectionGivesUpItsSlot(t *testing.T) {
+	th := &config.Thresholds{MaxConnections: 1, MaxPendingRequests: 10, MaxRequests: 100}
+	t.Run("HTTP/2 endpoints", func(t *testing.T) {
+		a, b := newH2CServer(t, func(w http.ResponseWriter, r *http.Request) {}), newH2CServer(t, func(w http.ResponseWriter, r *http.Request) {})
+		m := New(Options{})
+		defer m.Close()
+		c := h2Cluster(a.addr(), th, config.ConnectionOptions{})
+		c.LBPolicy = config.LBRoundRobin
+		c.Endpoints = append(c.Endpoints, config.Endpoint{Address: b.addr()})
+		m.Update(gen(c))
+		for i := range 4 {
+			if err := sendWithin(m, c, PickOptions{}, 3*time.Second); err != nil {
+				t.Fatalf("request %d: %v", i+1, err)
+			}
+		}
+	})
+	t.Run("HTTP/2 then HTTP/1.1", func(t *testing.T) {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		srv.Config.Protocols = new(http.Protocols)
+		srv.Config.Protocols.SetHTTP1(true)
+		srv.Config.Protocols.SetUnencryptedHTTP2(true)
+		srv.Start()
+		defer srv.Close()
+		m := New(Options{})
+		defer m.Close()
+		c := &config.Cluster{Name: "c", DownstreamHTTP2: true, Endpoints: []config.Endpoint{{Address: strings.TrimPrefix(srv.URL, "http://")}},
+			CircuitBreakers: config.CircuitBreakers{Thresholds: th}}
+		m.Update(gen(c))
+		for i, h2 := range []bool{true, false, true} {
+			if err := sendWithin(m, c, PickOptions{DownstreamHTTP2: h2}, 3*time.Second); err != nil {
+				t.Fatalf("request %d (HTTP/2 %v): %v", i+1, h2, err)
+			}
+		}
+	})
 }

@@ -112,7 +112,7 @@ func (st *clusterState) updateTransports(c *config.Cluster) {
 func (tt *tlsTransport) close() {
 	prefix := tt.key + "|"
 	tt.st.h1.closeIdleWhere(func(key string) bool { return strings.HasPrefix(key, prefix) })
-	tt.h2.drainAll()
+	tt.h2.release()
 }
 
 // handshake runs the TLS client handshake on nc, a fresh connection to
