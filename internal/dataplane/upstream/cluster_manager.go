@@ -312,9 +312,18 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 // (Envoy's http2_protocol_options on a plaintext cluster). HTTP/1.1
 // clusters use h1Transport instead.
 func (st *clusterState) newH2CTransport() *http.Transport {
-	t := &http.Transport{
-		DialContext:            st.dial,
-		MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
+	t := st.newH2Transport()
+	t.DialContext = st.dial
+	t.Protocols.SetUnencryptedHTTP2(true)
+	return t
+}
+
+// newH2Transport is the net/http transport an h2Pool makes its
+// connections with (Transport.NewClientConn), without its dialer and
+// protocol: the settings the h2c and TLS pools share. Its connections live
+// in the pool, not in the transport's idle pool, so it has no idle limit.
+func (st *clusterState) newH2Transport() *http.Transport {
+	return &http.Transport{
 		IdleConnTimeout:        st.idleTimeout(),
 		DisableCompression:     true, // the proxy forwards bytes as they are
 		WriteBufferSize:        32 << 10,
@@ -323,8 +332,6 @@ func (st *clusterState) newH2CTransport() *http.Transport {
 		Protocols:              new(http.Protocols),
 		HTTP2:                  &http.HTTP2Config{},
 	}
-	t.Protocols.SetUnencryptedHTTP2(true)
-	return t
 }
 
 // idleTimeout is how long an idle upstream connection of the cluster's

@@ -306,7 +306,12 @@ func TestH2MaxConnectionDuration(t *testing.T) {
 	// the connection then closes and the next request opens another.
 	errs := sendAll(m, c, 1)
 	waitFor(t, "the request in the handler", func() bool { _, _, active, _ := srv.stats(); return active == 1 })
-	time.Sleep(age + 50*time.Millisecond) // let the connection pass its age (not an assertion)
+	waitFor(t, "the connection to drain at its age", func() bool {
+		st := m.state("c")
+		st.h1.mu.Lock()
+		defer st.h1.mu.Unlock()
+		return len(st.h2cPool.conns) == 0
+	})
 	if err := sendPath(m, c, "/fast"); err != nil {
 		t.Fatal(err)
 	}

@@ -183,22 +183,13 @@ func (tt *tlsTransport) h2Transport() *http.Transport {
 		return t
 	}
 	st := tt.st
-	nt := &http.Transport{
-		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			nc, err := st.dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return tt.handshake(ctx, nc, addr)
-		},
-		MaxIdleConnsPerHost:    st.opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:        st.idleTimeout(),
-		DisableCompression:     true,
-		WriteBufferSize:        32 << 10,
-		ReadBufferSize:         32 << 10,
-		MaxResponseHeaderBytes: 1 << 20,
-		Protocols:              new(http.Protocols),
-		HTTP2:                  &http.HTTP2Config{},
+	nt := st.newH2Transport()
+	nt.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := st.dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return tt.handshake(ctx, nc, addr)
 	}
 	nt.Protocols.SetHTTP2(true)
 	tt.h2t.CompareAndSwap(nil, nt) // a racing loser's transport has made no connection
