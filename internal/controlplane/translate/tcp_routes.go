@@ -79,12 +79,17 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 	if len(clusters) == 1 {
 		name = clusters[0].Name
 	}
+	// connectionPool.tcp's idleTimeout, and its maxConnectionDuration,
+	// which Istio sets as the tcp_proxy's max_downstream_connection_duration
+	// too (besides the cluster's, see applyConnectionPool): a connection is
+	// closed, both sides, that long after it was accepted.
+	tcp := tcpSettings(pc, name)
 	return &tcpv3.TcpProxy{
 		StatPrefix:       name,
 		ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: name},
-		IdleTimeout:      tcpIdleTimeout(pc, name),
+		IdleTimeout:      cloneDuration(tcp.GetIdleTimeout()),
 
-		MaxDownstreamConnectionDuration: tcpMaxConnectionDuration(pc, name),
+		MaxDownstreamConnectionDuration: cloneDuration(tcp.GetMaxConnectionDuration()),
 	}
 }
 
@@ -105,22 +110,6 @@ func tcpSettings(pc *model.PushContext, name string) *networking.ConnectionPoolS
 		ss = dr.Subset(subset)
 	}
 	return clusterTrafficPolicy(dr.Spec, ss, port).GetConnectionPool().GetTcp()
-}
-
-// tcpIdleTimeout returns connectionPool.tcp.idleTimeout of the
-// DestinationRule traffic policy of the outbound cluster name, or nil.
-func tcpIdleTimeout(pc *model.PushContext, name string) *durationpb.Duration {
-	return cloneDuration(tcpSettings(pc, name).GetIdleTimeout())
-}
-
-// tcpMaxConnectionDuration returns connectionPool.tcp.maxConnectionDuration
-// of the DestinationRule traffic policy of the outbound cluster name, or
-// nil: Istio sets it as the tcp_proxy's max_downstream_connection_duration
-// (besides the cluster's common_http_protocol_options, see
-// applyConnectionPool), so a TCP connection is closed, both sides, that
-// long after it was accepted.
-func tcpMaxConnectionDuration(pc *model.PushContext, name string) *durationpb.Duration {
-	return cloneDuration(tcpSettings(pc, name).GetMaxConnectionDuration())
 }
 
 // cloneDuration copies d (nil stays nil), so that emitted resources never
