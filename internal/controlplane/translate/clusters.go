@@ -32,12 +32,19 @@ type outboundCluster struct {
 	name    string
 	service *registry.Service
 	port    registry.Port
-	// subsetLabels select the instances of a subset cluster; nil for the
-	// service port's own cluster.
+	// subset and subsetLabels name and select the instances of a subset
+	// cluster; "" and nil for the service port's own cluster.
+	subset       string
 	subsetLabels map[string]string
 	// policy is the DestinationRule traffic policy merged for this port and
 	// subset (clusterTrafficPolicy); nil when none applies.
 	policy *networking.TrafficPolicy
+}
+
+// sni is the SNI Istio's clients send to the cluster over ISTIO_MUTUAL,
+// which an AUTO_PASSTHROUGH gateway routes by (autoPassthroughSNI).
+func (oc outboundCluster) sni() string {
+	return autoPassthroughSNI(oc.port.Number, oc.subset, oc.service.Hostname)
 }
 
 // outboundClusterSet lists the outbound clusters of pc: per service port
@@ -74,6 +81,7 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 					name:         xdsapi.ClusterName(xdsapi.Outbound, port.Number, ss.GetName(), svc.Hostname),
 					service:      svc,
 					port:         port,
+					subset:       ss.GetName(),
 					subsetLabels: labels,
 					policy:       clusterTrafficPolicy(drSpec, ss, port.Number),
 				})

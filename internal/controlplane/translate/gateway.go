@@ -457,38 +457,39 @@ func sniHostsWithin(sniHosts, hosts []string) []string {
 // SNI-DNAT cluster of that name (sniDNATClusters). This is what Istio's
 // sni_cluster filter does with one chain; Loom lists the names instead.
 func gatewayAutoPassthroughChains(pc *model.PushContext, gs gatewayServer, claims *sniClaims) ([]*listenerv3.FilterChain, error) {
+	var hosts []string
+	for _, sh := range gs.server.GetHosts() {
+		_, h := splitServerHost(sh)
+		hosts = append(hosts, h)
+	}
 	var out []*listenerv3.FilterChain
-	for _, svc := range pc.Services() {
-		covered := slices.ContainsFunc(gs.server.GetHosts(), func(sh string) bool {
-			_, host := splitServerHost(sh)
-			return model.HostMatches(host, svc.Hostname)
-		})
-		if !covered {
+	for _, oc := range autoPassthroughClusters(pc, hosts) {
+		sni := oc.sni()
+		names, ok := claims.claim([]string{sni})
+		if !ok {
 			continue
 		}
-		subsets := []string{""}
-		if dr := pc.DestinationRule(svc.Hostname); dr != nil {
-			for _, ss := range dr.Spec.GetSubsets() {
-				subsets = append(subsets, ss.GetName())
-			}
+		// The SNI-DNAT cluster of that name (sniDNATClusters).
+		chain, err := tcpProxyChain(sni, sniMatch(names), sni)
+		if err != nil {
+			return nil, err
 		}
-		for _, port := range svc.Ports {
-			for _, subset := range subsets {
-				sni := autoPassthroughSNI(port.Number, subset, svc.Hostname)
-				names, ok := claims.claim([]string{sni})
-				if !ok {
-					continue
-				}
-				// The SNI-DNAT cluster of that name (sniDNATClusters).
-				chain, err := tcpProxyChain(sni, sniMatch(names), sni)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, chain)
-			}
-		}
+		out = append(out, chain)
 	}
 	return out, nil
+}
+
+// autoPassthroughClusters are the outbound clusters of pc whose host one
+// of hosts (an AUTO_PASSTHROUGH server's) covers: those a gateway passes
+// mTLS through to, by their SNI.
+func autoPassthroughClusters(pc *model.PushContext, hosts []string) []outboundCluster {
+	var out []outboundCluster
+	for _, oc := range outboundClusterSet(pc) {
+		if slices.ContainsFunc(hosts, func(h string) bool { return model.HostMatches(h, oc.service.Hostname) }) {
+			out = append(out, oc)
+		}
+	}
+	return out
 }
 
 // sniDNATClusters returns Istio's SNI-DNAT clusters of a gateway with
@@ -518,17 +519,8 @@ func sniDNATClusters(pc *model.PushContext, ports []gatewayPort) ([]*clusterv3.C
 		return nil, nil
 	}
 	var out []*clusterv3.Cluster
-	seen := map[string]bool{}
-	for _, oc := range outboundClusterSet(pc) {
-		if !slices.ContainsFunc(hosts, func(h string) bool { return model.HostMatches(h, oc.service.Hostname) }) {
-			continue
-		}
-		_, port, subset, host, ok := xdsapi.ParseClusterName(oc.name)
-		name := autoPassthroughSNI(port, subset, host)
-		if !ok || seen[name] {
-			continue
-		}
-		seen[name] = true
+	for _, oc := range autoPassthroughClusters(pc, hosts) {
+		name := oc.sni()
 		c, err := buildOutboundCluster(name, registry.TCP, oc.policy)
 		if err != nil {
 			return nil, err

@@ -22,7 +22,6 @@ import (
 	"github.com/loom-mesh/loom/internal/controlplane/meshconfig"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/registry"
-	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 // Mutual TLS between sidecars, as Istio builds it
@@ -169,7 +168,7 @@ func newClusterTLSEnv(pc *model.PushContext, mesh *meshv1alpha1.MeshConfig, o Op
 //   - the DestinationRule's tls (merged for the port and subset) wins:
 //     DISABLE is plaintext, SIMPLE and MUTUAL originate TLS with the
 //     files it names (upstreamFileTLS), ISTIO_MUTUAL originates mTLS with
-//     the workload's certificate, its sni (else istioMTLSSNI) and
+//     the workload's certificate, its sni (else outboundCluster.sni) and
 //     its subjectAltNames (else the service's SPIFFE IDs), to every
 //     endpoint;
 //   - without one, auto mTLS: when it is on, the cluster is not
@@ -191,7 +190,7 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 			if sans == nil {
 				sans = serviceSPIFFEIDs(oc.service, env.trustDomains)
 			}
-			ctx = istioMutualTLSContext(cmp.Or(tls.GetSni(), istioMTLSSNI(c.GetName())), sans, h2)
+			ctx = istioMutualTLSContext(cmp.Or(tls.GetSni(), oc.sni()), sans, h2)
 		case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 			ctx = upstreamFileTLSContext(tls, oc.service.Hostname, h2)
 		default:
@@ -210,7 +209,7 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 		env.pc.NamespaceMutualTLSMode(oc.service.Namespace) == model.MTLSDisable {
 		return nil
 	}
-	ts, err := tlsTransportSocketOf(istioMutualTLSContext(istioMTLSSNI(c.GetName()), serviceSPIFFEIDs(oc.service, env.trustDomains), h2))
+	ts, err := tlsTransportSocketOf(istioMutualTLSContext(oc.sni(), serviceSPIFFEIDs(oc.service, env.trustDomains), h2))
 	if err != nil {
 		return fmt.Errorf("cluster %q: %w", c.GetName(), err)
 	}
@@ -229,20 +228,6 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 		{Name: tlsModeMatchDisabled, Match: &structpb.Struct{}, TransportSocket: raw},
 	}
 	return nil
-}
-
-// istioMTLSSNI is the SNI of ISTIO_MUTUAL to the outbound cluster name
-// "outbound|PORT|SUBSET|HOST": its DNS SRV form
-// "outbound_.PORT_.SUBSET_.HOST" (Istio's istioMtlsSni,
-// BuildDNSSrvSubsetKey; "outbound_.9080_._.reviews.default.svc.cluster.local"
-// without a subset), which an AUTO_PASSTHROUGH gateway routes by
-// (gatewayAutoPassthroughChains). A name of another shape is its own SNI.
-func istioMTLSSNI(cluster string) string {
-	dir, port, subset, host, ok := xdsapi.ParseClusterName(cluster)
-	if !ok || dir != xdsapi.Outbound {
-		return cluster
-	}
-	return autoPassthroughSNI(port, subset, host)
 }
 
 // istioMutualTLSContext is Istio's ISTIO_MUTUAL UpstreamTlsContext: TLS
