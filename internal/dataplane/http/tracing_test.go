@@ -126,15 +126,19 @@ func startTracingProxy(t testing.TB, g *config.Generation) *tracingProxy {
 // routing to its own ingress listener "in" (the next sidecar's inbound),
 // which routes to app: two hops of a mesh in one process.
 func twoHops(t *testing.T, collector string, pct float64, app *backend) *tracingProxy {
-	return twoHopsDecorated(t, collector, pct, app, nil, nil)
+	return twoHopsDecorated(t, collector, pct, app, nil, nil, false)
 }
 
 // twoHopsDecorated is twoHops whose outbound and inbound routes carry the
-// decorators out and in (nil: none).
-func twoHopsDecorated(t *testing.T, collector string, pct float64, app *backend, out, in *routev3.Decorator) *tracingProxy {
+// decorators out and in (nil: none); with inLocal the inbound route
+// answers 418 itself (a direct response) instead of routing to app.
+func twoHopsDecorated(t *testing.T, collector string, pct float64, app *backend, out, in *routev3.Decorator, inLocal bool) *tracingProxy {
 	t.Helper()
 	lAddr, inAddr := closedAddr(t), closedAddr(t)
 	outRoute, inRoute := prefixRoute("reviews", "/", "outbound|9080||reviews"), prefixRoute("app", "/", "inbound|9080||")
+	if inLocal {
+		inRoute.Action = &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: http.StatusTeapot}}
+	}
 	outRoute.Decorator, inRoute.Decorator = out, in
 	g := build(t, nil,
 		[]*listenerv3.Listener{
@@ -236,11 +240,13 @@ func TestTracingDecorator(t *testing.T) {
 	const outOp, inOp = "reviews.default.svc.cluster.local:9080/*", "reviews.default.svc.cluster.local:9080/inbound*"
 	tests := []struct {
 		name                 string
-		propagate            bool
+		propagate, inLocal   bool
 		wantClient, wantServ string
 	}{
-		{"propagate", true, outOp, outOp},
-		{"no propagate", false, inOp, inOp},
+		{"propagate", true, false, outOp, outOp},
+		{"no propagate", false, false, inOp, inOp},
+		// A local reply carries the ingress operation back too.
+		{"no propagate, local reply", false, true, inOp, inOp},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,16 +256,17 @@ func TestTracingDecorator(t *testing.T) {
 			if !tt.propagate {
 				out.Propagate = wrapperspb.Bool(false)
 			}
-			p := twoHopsDecorated(t, col.Addr, 100, app, out, &routev3.Decorator{Operation: inOp})
+			p := twoHopsDecorated(t, col.Addr, 100, app, out, &routev3.Decorator{Operation: inOp}, tt.inLocal)
 			traceID := fmt.Sprintf("%032x", i+1)
 			r := p.do("GET", "reviews:9080", "/", map[string]string{"Traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}, nil)
-			if r.code != 200 {
-				t.Fatalf("status %d", r.code)
+			if want := map[bool]int{false: 200, true: http.StatusTeapot}[tt.inLocal]; r.code != want {
+				t.Fatalf("status %d, want %d", r.code, want)
 			}
 			if v, ok := r.header[telemetry.HeaderDecoratorOperation]; ok {
 				t.Errorf("client got %s: %q; the egress proxy must remove it", telemetry.HeaderDecoratorOperation, v)
 			}
-			if v, ok := app.last.Load().Header[telemetry.HeaderDecoratorOperation]; ok {
+			if last := app.last.Load(); last != nil && last.Header[telemetry.HeaderDecoratorOperation] != nil {
+				v := last.Header[telemetry.HeaderDecoratorOperation]
 				t.Errorf("app got %s: %q; the ingress proxy must remove it", telemetry.HeaderDecoratorOperation, v)
 			}
 			spans := col.Wait(t, 10*time.Second, "a client and a server span", func(s []otlptest.Span) bool {
