@@ -40,7 +40,10 @@ need() { # need BIN DEBIAN_PACKAGE
   fi
 }
 
-[[ -x $BIN/loom-proxy && -x $BIN/loomd ]] || (cd "$ROOT" && make build)
+# Always build: the binaries measured are the tree's (go's cache makes it
+# quick), and the summaries name that tree.
+(cd "$ROOT" && make build)
+TREE="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 
 if [[ ${SKIP_OVERHEAD:-0} != 1 ]]; then
   [[ -d $SHARED ]] || { echo "bench: $SHARED not found (shared/ must be beside the project)" >&2; exit 1; }
@@ -83,8 +86,11 @@ interleaved() {
     done
   done
   local IFS=,
-  (cd "$ROOT" && go run ./bench/abmedian -results bench/results -group "$group" -variants "${variants[*]}" -stamp "$stamp") |
-    tee "$ROOT/bench/results/$group-$stamp.md"
+  {
+    echo "Tree measured: $TREE"
+    echo
+    (cd "$ROOT" && go run ./bench/abmedian -results bench/results -group "$group" -variants "${variants[*]}" -stamp "$stamp")
+  } | tee "$ROOT/bench/results/$group-$stamp.md"
 }
 
 variant_file() {
@@ -124,6 +130,13 @@ if [[ ${SKIP_TELEMETRY:-0} != 1 ]]; then
   "$SINKDIR/otlpsink" -addr "$OTLP_ADDR" -max-duration 3h 2>"$SINKDIR/otlpsink.log" &
   SINK_PID=$!
   trap 'kill "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; rm -rf "$SINKDIR"' EXIT
+  # The full variant must not measure an exporter with no collector.
+  for ((i = 0; i < 50; i++)); do
+    grep -q serving "$SINKDIR/otlpsink.log" 2>/dev/null && break
+    kill -0 "$SINK_PID" 2>/dev/null || { cat "$SINKDIR/otlpsink.log" >&2; echo "bench: otlpsink did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  grep -q serving "$SINKDIR/otlpsink.log" || { echo "bench: otlpsink not serving after 5s" >&2; exit 1; }
   interleaved telemetry none full
   kill "$SINK_PID" && wait "$SINK_PID" || true
   cat "$SINKDIR/otlpsink.log" >&2
