@@ -267,14 +267,54 @@ func strftime(f string) (string, error) {
 
 var hostname, _ = os.Hostname()
 
+// number is c's value for e when c is a number (RESPONSE_CODE,
+// BYTES_RECEIVED, BYTES_SENT, DURATION in ms), so that writers append it
+// without making a string.
+func (c *command) number(e *Entry) (n int64, ok bool) {
+	switch c.name {
+	case "RESPONSE_CODE":
+		return int64(e.ResponseCode), true
+	case "BYTES_RECEIVED":
+		return e.BytesReceived, true
+	case "BYTES_SENT":
+		return e.BytesSent, true
+	case "DURATION":
+		return e.Duration.Milliseconds(), true
+	}
+	return 0, false
+}
+
+// appendTime appends START_TIME for e in c's format (Envoy's default
+// 2006-01-02T15:04:05.000Z).
+func (c *command) appendTime(b []byte, e *Entry) []byte {
+	f := c.timefmt
+	if f == "" {
+		f = "2006-01-02T15:04:05.000Z"
+	}
+	return e.StartTime.UTC().AppendFormat(b, f)
+}
+
+// appendText appends c's text for e as value gives it, numbers and times
+// without an intermediate string; empty is true when there is none.
+func (c *command) appendText(b []byte, e *Entry) (out []byte, empty bool) {
+	if n, ok := c.number(e); ok {
+		return strconv.AppendInt(b, n, 10), false
+	}
+	if c.name == "START_TIME" {
+		return c.appendTime(b, e), false
+	}
+	s, _, _ := c.value(e)
+	return append(b, s...), s == ""
+}
+
 // value renders c for e: the text ("" when missing) and, for a number, ok.
 func (c *command) value(e *Entry) (s string, num int64, isNum bool) {
+	if n, ok := c.number(e); ok {
+		return strconv.FormatInt(n, 10), n, true
+	}
 	switch c.name {
 	case "START_TIME":
-		if c.timefmt == "" {
-			return e.StartTime.UTC().Format("2006-01-02T15:04:05.000Z"), 0, false
-		}
-		return e.StartTime.UTC().Format(c.timefmt), 0, false
+		return string(c.appendTime(nil, e)), 0, false
 	case "REQ":
 		s = reqHeader(e, c.header)
 		if s == "" && c.alt != "" {
@@ -287,21 +327,12 @@ func (c *command) value(e *Entry) (s string, num int64, isNum bool) {
 		}
 	case "PROTOCOL":
 		s = e.Protocol
-	case "RESPONSE_CODE":
-		return strconv.Itoa(e.ResponseCode), int64(e.ResponseCode), true
 	case "RESPONSE_FLAGS":
 		s = e.ResponseFlags
 	case "RESPONSE_CODE_DETAILS":
 		s = e.ResponseCodeDetails
 	case "UPSTREAM_TRANSPORT_FAILURE_REASON":
 		s = e.UpstreamFailureReason
-	case "BYTES_RECEIVED":
-		return strconv.FormatInt(e.BytesReceived, 10), e.BytesReceived, true
-	case "BYTES_SENT":
-		return strconv.FormatInt(e.BytesSent, 10), e.BytesSent, true
-	case "DURATION":
-		ms := e.Duration.Milliseconds()
-		return strconv.FormatInt(ms, 10), ms, true
 	case "UPSTREAM_HOST", "UPSTREAM_REMOTE_ADDRESS":
 		s = e.UpstreamHost
 	case "UPSTREAM_CLUSTER", "UPSTREAM_CLUSTER_RAW":
@@ -391,7 +422,11 @@ func (f *Formatter) Append(b []byte, e *Entry) []byte {
 			b = append(b, sg.lit...)
 			continue
 		}
-		s, _, _ := sg.op.value(e)
+		if n, ok := sg.op.number(e); ok {
+			b = strconv.AppendInt(b, n, 10)
+			continue
+		}
+		s, _, _ := sg.op.value(e) // START_TIME too: appendStr sanitizes it
 		if s == "" && f.omitEmpty {
 			continue
 		}
@@ -413,9 +448,15 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 	for i := range f.json {
 		jf := &f.json[i]
 		if jf.single {
-			s, n, isNum := jf.segs[0].op.value(e)
-			if !isNum && s == "" && f.omitEmpty {
-				continue
+			op := jf.segs[0].op
+			n, isNum := op.number(e)
+			var s string
+			isTime := op.name == "START_TIME"
+			if !isNum && !isTime {
+				s, _, _ = op.value(e)
+				if s == "" && f.omitEmpty {
+					continue
+				}
 			}
 			if !first {
 				b = append(b, ',')
@@ -425,6 +466,8 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 			switch {
 			case isNum:
 				b = strconv.AppendInt(b, n, 10)
+			case isTime:
+				b = appendJSONBytes(b, op.appendTime(scratch[:0], e))
 			case s == "":
 				b = append(b, "null"...)
 			default:
@@ -438,11 +481,10 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 				v = append(v, sg.lit...)
 				continue
 			}
-			s, _, _ := sg.op.value(e)
-			if s == "" && !f.omitEmpty {
-				s = "-"
+			var empty bool
+			if v, empty = sg.op.appendText(v, e); empty && !f.omitEmpty {
+				v = append(v, '-')
 			}
-			v = append(v, s...)
 		}
 		if !first {
 			b = append(b, ',')
