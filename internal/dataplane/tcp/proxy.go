@@ -186,9 +186,10 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	defer release()
 	defer up.Close()
 	e.UpstreamLocalAddress = up.LocalAddr().String()
-	if tc, ok := up.(*tls.Conn); ok {
-		// Istio's client-side principals: the upstream's certificate and
-		// the one the proxy presented.
+	if tc, ok := up.(*tls.Conn); ok && fc != nil && fc.TCPStats != nil && fc.TCPStats.Reporter == istiostats.ReporterSource {
+		// Istio's client-side principals, which only the source
+		// reporter reads: the upstream's certificate and the one the
+		// proxy presented.
 		cs := tc.ConnectionState()
 		e.UpstreamTLS, e.UpstreamLocalPrincipal = &cs, h.LocalPrincipal()
 	}
