@@ -18,11 +18,16 @@ import (
 
 // send picks a host of c and runs a GET to it, reading the whole body.
 func send(ctx context.Context, m *ClusterManager, c *config.Cluster) (int, error) {
-	h, err := m.Pick(c, PickOptions{})
+	return sendReq(ctx, m, c, PickOptions{}, "/")
+}
+
+// sendReq is send with pick options and a path.
+func sendReq(ctx context.Context, m *ClusterManager, c *config.Cluster, opts PickOptions, path string) (int, error) {
+	h, err := m.Pick(c, opts)
 	if err != nil {
 		return 0, err
 	}
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+h.Addr+"/", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+h.Addr+path, nil)
 	resp, err := h.RT.RoundTrip(req)
 	if err != nil {
 		h.Done(Result{LocalOrigin: true})

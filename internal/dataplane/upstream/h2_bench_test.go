@@ -12,11 +12,7 @@ import (
 // BenchmarkH2C measures one request over the h2c pool of a cluster with no
 // connection limits: Pick, RoundTrip, body read to EOF, Done.
 func BenchmarkH2C(b *testing.B) {
-	srv := newH2CServer(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	m := New(Options{})
-	defer m.Close()
-	c := &config.Cluster{Name: "c", HTTP2: true, Endpoints: []config.Endpoint{{Address: srv.addr()}}}
-	m.Update(gen(c))
+	srv, m, c := benchH2C(b)
 	b.ReportAllocs()
 	defer func() { accepted, _, _, _ := srv.stats(); b.ReportMetric(float64(accepted), "conns") }()
 	b.RunParallel(func(pb *testing.PB) {
@@ -32,15 +28,22 @@ func BenchmarkH2C(b *testing.B) {
 // BenchmarkH2CSerial is BenchmarkH2C one request at a time: the latency of
 // the pool's path without contention.
 func BenchmarkH2CSerial(b *testing.B) {
-	srv := newH2CServer(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	m := New(Options{})
-	defer m.Close()
-	c := &config.Cluster{Name: "c", HTTP2: true, Endpoints: []config.Endpoint{{Address: srv.addr()}}}
-	m.Update(gen(c))
+	_, m, c := benchH2C(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := send(context.Background(), m, c); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchH2C is an h2c upstream answering "ok" and a cluster manager with
+// the h2c cluster "c" to it, without connection limits.
+func benchH2C(b *testing.B) (*h2cServer, *ClusterManager, *config.Cluster) {
+	srv := newH2CServer(b, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	m := New(Options{})
+	b.Cleanup(func() { m.Close() })
+	c := h2Cluster(srv.addr(), nil, config.ConnectionOptions{})
+	m.Update(gen(c))
+	return srv, m, c
 }

@@ -63,19 +63,7 @@ func collect(t *testing.T, errs chan error, n int) []error {
 
 // sendPath sends a GET for path to a host of c.
 func sendPath(m *ClusterManager, c *config.Cluster, path string) error {
-	h, err := m.Pick(c, PickOptions{})
-	if err != nil {
-		return err
-	}
-	req, _ := http.NewRequest("GET", "http://"+h.Addr+path, nil)
-	resp, err := h.RT.RoundTrip(req)
-	if err != nil {
-		h.Done(Result{LocalOrigin: true})
-		return err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	h.Done(Result{Status: resp.StatusCode})
+	_, err := sendReq(context.Background(), m, c, PickOptions{}, path)
 	return err
 }
 
@@ -408,21 +396,9 @@ func TestH2Retryable(t *testing.T) {
 
 // sendWithin sends a GET to a host of c picked with opts, failing after d.
 func sendWithin(m *ClusterManager, c *config.Cluster, opts PickOptions, d time.Duration) error {
-	h, err := m.Pick(c, opts)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+h.Addr+"/", nil)
-	resp, err := h.RT.RoundTrip(req)
-	if err != nil {
-		h.Done(Result{LocalOrigin: true})
-		return err
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	h.Done(Result{Status: resp.StatusCode})
+	_, err := sendReq(ctx, m, c, opts, "/")
 	return err
 }
 
