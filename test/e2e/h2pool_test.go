@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -66,35 +65,8 @@ spec:
 	// The DestinationRule reaches the client sidecar with the next push:
 	// wait until a burst overflows before counting.
 	burst := func() (ok, overflow, other int32) {
-		var okN, overflowN, otherN atomic.Int32
-		var wg sync.WaitGroup
-		for range 3 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for range 10 {
-					resp, err := hc.Get("http://h2.default.svc.cluster.local:9080/")
-					if err != nil {
-						t.Logf("GET h2: %v", err)
-						otherN.Add(1)
-						continue
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					switch {
-					case resp.StatusCode == http.StatusOK && resp.ProtoMajor == 2:
-						okN.Add(1)
-					case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("x-envoy-overloaded") == "true":
-						overflowN.Add(1)
-					default:
-						t.Logf("GET h2: %d %s, x-envoy-overloaded %q", resp.StatusCode, resp.Proto, resp.Header.Get("x-envoy-overloaded"))
-						otherN.Add(1)
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return okN.Load(), overflowN.Load(), otherN.Load()
+		return circuitBurst(t, func() *http.Client { return hc }, "http://h2.default.svc.cluster.local:9080/",
+			func(resp *http.Response) bool { return resp.StatusCode == http.StatusOK && resp.ProtoMajor == 2 })
 	}
 	const cluster = "outbound|9080||h2.default.svc.cluster.local"
 	var before float64

@@ -102,47 +102,54 @@ spec:
       baseEjectionTime: 3m
       maxEjectionPercent: 100
 `)
-	var ok, overflow, other atomic.Int32
+	ok, overflow, other := circuitBurst(t, func() *http.Client { return m.client(10 * time.Second) }, "http://httpbin:9080/get",
+		func(resp *http.Response) bool { return resp.StatusCode == http.StatusOK })
+	t.Logf("30 requests on 3 connections: %d 200, %d 503 overflow, %d other", ok, overflow, other)
+	if ok == 0 || overflow == 0 || other != 0 {
+		t.Fatalf("want some 200s, some 503s marked x-envoy-overloaded, and nothing else")
+	}
+	// The access log says UO for each, and the stats count them.
+	if !poll(5*time.Second, func() bool { return countLogFlag(t, m.logPath("client-proxy"), "503 UO") == int(overflow) }) {
+		t.Errorf("the client sidecar's access log has %d lines with 503 UO, want %d", countLogFlag(t, m.logPath("client-proxy"), "503 UO"), overflow)
+	}
+	if n := statValue(t, m.ip(clientOctet), "envoy_cluster_upstream_rq_pending_overflow", "outbound|9080||httpbin.default.svc.cluster.local"); n != float64(overflow) {
+		t.Errorf("envoy_cluster_upstream_rq_pending_overflow = %v, want %d", n, overflow)
+	}
+}
+
+// circuitBurst is the load of Istio's circuit-breaking task: 3 clients
+// (client makes each) send 10 GETs to url each, at once. A response is ok
+// when isOK says so, an overflow when it is a 503 marked
+// x-envoy-overloaded, other otherwise (logged, as are errors).
+func circuitBurst(t *testing.T, client func() *http.Client, url string, isOK func(*http.Response) bool) (ok, overflow, other int32) {
+	var okN, overflowN, otherN atomic.Int32
 	var wg sync.WaitGroup
 	for range 3 {
-		hc := m.client(10 * time.Second)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		hc := client()
+		wg.Go(func() {
 			for range 10 {
-				req, _ := http.NewRequest(http.MethodGet, "http://httpbin:9080/get", nil)
-				resp, err := hc.Do(req)
+				resp, err := hc.Get(url)
 				if err != nil {
-					t.Logf("GET httpbin: %v", err)
-					other.Add(1)
+					t.Logf("GET %s: %v", url, err)
+					otherN.Add(1)
 					continue
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				switch {
-				case resp.StatusCode == http.StatusOK:
-					ok.Add(1)
+				case isOK(resp):
+					okN.Add(1)
 				case resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("x-envoy-overloaded") == "true":
-					overflow.Add(1)
+					overflowN.Add(1)
 				default:
-					t.Logf("GET httpbin: %d, x-envoy-overloaded %q", resp.StatusCode, resp.Header.Get("x-envoy-overloaded"))
-					other.Add(1)
+					t.Logf("GET %s: %d %s, x-envoy-overloaded %q", url, resp.StatusCode, resp.Proto, resp.Header.Get("x-envoy-overloaded"))
+					otherN.Add(1)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	t.Logf("30 requests on 3 connections: %d 200, %d 503 overflow, %d other", ok.Load(), overflow.Load(), other.Load())
-	if ok.Load() == 0 || overflow.Load() == 0 || other.Load() != 0 {
-		t.Fatalf("want some 200s, some 503s marked x-envoy-overloaded, and nothing else")
-	}
-	// The access log says UO for each, and the stats count them.
-	if !poll(5*time.Second, func() bool { return countLogFlag(t, m.logPath("client-proxy"), "503 UO") == int(overflow.Load()) }) {
-		t.Errorf("the client sidecar's access log has %d lines with 503 UO, want %d", countLogFlag(t, m.logPath("client-proxy"), "503 UO"), overflow.Load())
-	}
-	if n := statValue(t, m.ip(clientOctet), "envoy_cluster_upstream_rq_pending_overflow", "outbound|9080||httpbin.default.svc.cluster.local"); n != float64(overflow.Load()) {
-		t.Errorf("envoy_cluster_upstream_rq_pending_overflow = %v, want %d", n, overflow.Load())
-	}
+	return okN.Load(), overflowN.Load(), otherN.Load()
 }
 
 // TestMirroring follows Istio's mirroring task: v1 serves, v2 receives a
