@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,14 +59,6 @@ func TestAutoPassthroughGateway(t *testing.T) {
 		{Name: "httpbin-v1", App: "httpbin", Version: "v1", Octet: 11, Handler: xfccApp},
 	}, "1h")
 	gw := m.ip(2)
-	token := func(ns, sa, workload string) string {
-		file := filepath.Join(t.TempDir(), workload+".token")
-		if out, err := exec.Command(filepath.Join(binDir, "loomctl"), "token", "create", "--data-dir", m.dataDir,
-			"--namespace", ns, "--service-account", sa, "--workload", workload, "--out", file).CombinedOutput(); err != nil {
-			t.Fatalf("loomctl token create: %v\n%s", err, out)
-		}
-		return file
-	}
 	if err := os.WriteFile(filepath.Join(m.configDir, "autopassthrough.yaml"),
 		[]byte(strings.ReplaceAll(autoPassthroughYAML, "%GW%", gw)), 0o644); err != nil {
 		t.Fatal(err)
@@ -75,11 +66,11 @@ func TestAutoPassthroughGateway(t *testing.T) {
 	xds, secure := m.ip(1)+":15010", m.ip(1)+":15012"
 	m.start("eastwest-proxy", "loom-proxy", "router", "--ip", gw, "--name", "istio-eastwestgateway", "--namespace", "istio-system",
 		"--labels", "app=istio-eastwestgateway,istio=eastwestgateway", "--service-account", "istio-eastwestgateway",
-		"--xds-addr", xds, "--ca-addr", secure, "--token-file", token("istio-system", "istio-eastwestgateway", "istio-eastwestgateway"),
+		"--xds-addr", xds, "--ca-addr", secure, "--token-file", mintToken(t, m.dataDir, "istio-system", "istio-eastwestgateway", "istio-eastwestgateway"),
 		"--root-cert", m.rootCert)
 	m.start("client-proxy", "loom-proxy", "sidecar", "--ip", m.ip(clientOctet), "--name", "sleep", "--namespace", "remote",
 		"--labels", "app=sleep,version=v1", "--service-account", "sleep", "--xds-addr", xds,
-		"--ca-addr", secure, "--token-file", token("remote", "sleep", "sleep"), "--root-cert", m.rootCert)
+		"--ca-addr", secure, "--token-file", mintToken(t, m.dataDir, "remote", "sleep", "sleep"), "--root-cert", m.rootCert)
 
 	const clientID = "URI=spiffe://cluster.local/ns/remote/sa/sleep"
 	mesh := m.client(5 * time.Second)
@@ -101,28 +92,12 @@ func TestAutoPassthroughGateway(t *testing.T) {
 		}
 	}
 	const sni = "outbound_.9080_._.httpbin.default.svc.cluster.local"
-	logHas := func(name string, subs ...string) bool {
-		b, err := os.ReadFile(filepath.Join(m.logsDir, name+".log"))
-		if err != nil {
-			return false
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			ok := true
-			for _, s := range subs {
-				ok = ok && strings.Contains(l, s)
-			}
-			if ok {
-				return true
-			}
-		}
-		return false
-	}
 	// httpbin's sidecar saw the client's own SNI: the gateway passed the
 	// TLS stream on as it came.
 	pollUntil(t, "httpbin's sidecar's inbound line with the client's SNI", func() bool {
-		return logHas("httpbin-v1-proxy", "inbound|9080||", sni+" ")
+		return fileHasLine(filepath.Join(m.logsDir, "httpbin-v1-proxy.log"), "inbound|9080||", sni+" ")
 	})
 	pollUntil(t, "the client sidecar's line to the gateway", func() bool {
-		return logHas("client-proxy", "outbound|9080||httpbin.default.svc.cluster.local", gw+":15443")
+		return fileHasLine(filepath.Join(m.logsDir, "client-proxy.log"), "outbound|9080||httpbin.default.svc.cluster.local", gw+":15443")
 	})
 }

@@ -47,12 +47,7 @@ func startMTLSMesh(t *testing.T, prefix string, ws []appWorkload, ttl string) *m
 	}
 	tokens := map[string]string{}
 	for _, w := range ws {
-		file := filepath.Join(t.TempDir(), w.Name+".token")
-		if out, err := exec.Command(filepath.Join(binDir, "loomctl"), "token", "create", "--data-dir", m.dataDir,
-			"--service-account", w.App, "--workload", w.Name, "--out", file).CombinedOutput(); err != nil {
-			t.Fatalf("loomctl token create: %v\n%s", err, out)
-		}
-		tokens[w.Name] = file
+		tokens[w.Name] = mintToken(t, m.dataDir, "", w.App, w.Name)
 	}
 	for _, w := range ws {
 		if w.Handler == nil {
@@ -337,4 +332,21 @@ func TestMutualTLSRotation(t *testing.T) {
 	if endS-startS < 8 || endC-startC < 8 {
 		t.Errorf("rotations during the load: httpbin %d, client %d; want 8 or more each", endS-startS, endC-startC)
 	}
+}
+
+// mintToken runs loomctl token create against loomd's data dir dataDir: a
+// bootstrap token for workload with service account sa (in namespace ns;
+// "" is loomctl's default), in a file under t's temporary directory,
+// whose path it returns.
+func mintToken(t *testing.T, dataDir, ns, sa, workload string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), workload+".token")
+	args := []string{"token", "create", "--data-dir", dataDir, "--service-account", sa, "--workload", workload, "--out", file}
+	if ns != "" {
+		args = append(args, "--namespace", ns)
+	}
+	if out, err := exec.Command(filepath.Join(binDir, "loomctl"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("loomctl token create: %v\n%s", err, out)
+	}
+	return file
 }

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -237,24 +236,7 @@ func tailLines(s string, n int) string {
 }
 
 // logHas reports whether p's log has a line containing every one of subs.
-func (p *proc) logHas(subs ...string) bool {
-	f, err := os.Open(p.log)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		ok := true
-		for _, s := range subs {
-			ok = ok && strings.Contains(sc.Text(), s)
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
+func (p *proc) logHas(subs ...string) bool { return fileHasLine(p.log, subs...) }
 
 // startSidecar runs loom-proxy --interception redirect in ns for the
 // workload name at ip.
@@ -264,11 +246,7 @@ func startSidecar(t *testing.T, m *mesh, ns, name, ip, labels, sa string) *proc 
 	// loomctl demo does for its own workloads; without one the sidecar
 	// could neither originate nor take mTLS.
 	dataDir := filepath.Join(demoStateDir(t, m), "loomd")
-	token := filepath.Join(t.TempDir(), name+".token")
-	if out, err := exec.Command(filepath.Join(binDir, "loomctl"), "token", "create", "--data-dir", dataDir,
-		"--service-account", sa, "--workload", name, "--out", token).CombinedOutput(); err != nil {
-		t.Fatalf("loomctl token create: %v\n%s", err, out)
-	}
+	token := mintToken(t, dataDir, "", sa, name)
 	return startIn(t, ns, name+"-proxy", "loom-proxy", "sidecar", "--interception", "redirect", "--ip", ip, "--name", name,
 		"--namespace", "default", "--labels", labels, "--service-account", sa, "--xds-addr", redirectXDS,
 		"--ca-addr", redirectCA, "--token-file", token, "--root-cert", filepath.Join(dataDir, "root-cert.pem"))

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +43,21 @@ func logHas(t *testing.T, m *appMesh, proxy, s string) bool {
 		t.Fatal(err)
 	}
 	return strings.Contains(string(b), s)
+}
+
+// fileHasLine reports whether a line of the file at path contains every
+// one of subs; false when the file cannot be read (yet).
+func fileHasLine(path string, subs ...string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if !slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(l, s) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // requestsTotal sums the source reporter's istio_requests_total on the
