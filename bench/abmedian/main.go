@@ -16,14 +16,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 // result is the part of loom-proxy-bench/v1 read here.
 type result struct {
-	Name string `json:"name"`
-	Env  struct {
+	Env struct {
 		Load string `json:"loadavg_at_start"`
 	} `json:"env"`
 	Targets []struct {
@@ -38,11 +39,12 @@ type result struct {
 
 // run is one repetition's figures for the variant.
 type run struct {
-	name, load                string
-	valid                     bool
-	vcpu, rss, p50, p90, p99  float64
-	addP50, addP90, addP99    float64
-	directP99, maxRPS, fixRPS float64
+	rep                      int // the repetition, N of the file's -rN
+	load                     string
+	valid                    bool
+	vcpu, rss, p50, p90, p99 float64
+	addP50, addP99           float64
+	directP99, maxRPS        float64
 }
 
 func load(path string) (run, error) {
@@ -54,7 +56,7 @@ func load(path string) (run, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return run{}, fmt.Errorf("%s: %v", path, err)
 	}
-	out := run{name: r.Name, load: r.Env.Load, valid: true}
+	out := run{load: r.Env.Load, valid: true}
 	found := false
 	for _, t := range r.Targets {
 		m := func(k string) float64 { return t.Metrics[k].Median }
@@ -66,8 +68,8 @@ func load(path string) (run, error) {
 		found = true
 		out.vcpu, out.rss = m("fixed.proxy_vcpu_per_1k_rps"), m("fixed.proxy_peak_rss_mib")
 		out.p50, out.p90, out.p99 = m("fixed.p50_ms"), m("fixed.p90_ms"), m("fixed.p99_ms")
-		out.addP50, out.addP90, out.addP99 = t.Added["p50"], t.Added["p90"], t.Added["p99"]
-		out.maxRPS, out.fixRPS = m("max.rps"), m("fixed.rps")
+		out.addP50, out.addP99 = t.Added["p50"], t.Added["p99"]
+		out.maxRPS = m("max.rps")
 	}
 	if !found {
 		return run{}, fmt.Errorf("%s: no candidate target", path)
@@ -105,13 +107,40 @@ func col(rs []run, f func(run) float64) []float64 {
 	return out
 }
 
-// paired is f(rs[i]) - f(ref[i]) for the repetitions both have: run i of
-// each variant were taken next to each other.
+// paired is f(r) - f(the reference's run of the same repetition) for each
+// run r of rs: runs of one repetition were taken next to each other.
 func paired(ref, rs []run, f func(run) float64) []float64 {
-	n := min(len(rs), len(ref))
-	out := make([]float64, n)
-	for i := range n {
-		out[i] = f(rs[i]) - f(ref[i])
+	var out []float64
+	for _, r := range rs {
+		for _, q := range ref {
+			if q.rep == r.rep {
+				out = append(out, f(r)-f(q))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// repOf is N of a result file named ...-rN.json.
+func repOf(path string) (int, error) {
+	base := strings.TrimSuffix(filepath.Base(path), ".json")
+	i := strings.LastIndex(base, "-r")
+	if i < 0 {
+		return 0, fmt.Errorf("%s: no -rN repetition in the name", path)
+	}
+	n, err := strconv.Atoi(base[i+2:])
+	if err != nil {
+		return 0, fmt.Errorf("%s: repetition %q: %v", path, base[i+2:], err)
+	}
+	return n, nil
+}
+
+// reps are the repetitions of rs, in order.
+func reps(rs []run) []int {
+	var out []int
+	for _, r := range rs {
+		out = append(out, r.rep)
 	}
 	return out
 }
@@ -130,9 +159,11 @@ func main() {
 	runs := map[string][]run{}
 	for _, v := range vs {
 		files, _ := filepath.Glob(filepath.Join(*dir, *group+"-"+v, "loom-"+*group+"-"+v+"-"+*stamp+"-r*.json"))
-		sort.Strings(files)
 		for _, f := range files {
 			r, err := load(f)
+			if err == nil {
+				r.rep, err = repOf(f)
+			}
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "abmedian:", err)
 				os.Exit(1)
@@ -141,6 +172,13 @@ func main() {
 		}
 		if len(runs[v]) == 0 {
 			fmt.Fprintf(os.Stderr, "abmedian: no results for %s-%s at stamp %s in %s\n", *group, v, *stamp, *dir)
+			os.Exit(1)
+		}
+		slices.SortFunc(runs[v], func(a, b run) int { return a.rep - b.rep })
+		// Pairs are by repetition: a variant missing one would pair the
+		// wrong runs or drop some silently.
+		if got, want := reps(runs[v]), reps(runs[vs[0]]); !slices.Equal(got, want) {
+			fmt.Fprintf(os.Stderr, "abmedian: %s has repetitions %v, %s has %v\n", v, got, vs[0], want)
 			os.Exit(1)
 		}
 	}
@@ -168,7 +206,7 @@ func main() {
 	ref := runs[vs[0]]
 	for _, v := range vs[1:] {
 		rs := runs[v]
-		n := min(len(rs), len(ref))
+		n := len(rs)
 		dCPU := paired(ref, rs, func(r run) float64 { return r.vcpu })
 		dP50 := paired(ref, rs, func(r run) float64 { return r.p50 })
 		dP99 := paired(ref, rs, func(r run) float64 { return r.p99 })

@@ -31,10 +31,19 @@ func TestLoadMedianPaired(t *testing.T) {
 	if m := median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Errorf("median of 4 = %v", m)
 	}
-	ref := []run{{vcpu: 1}, {vcpu: 2}, {vcpu: 3}}
-	got := paired(ref, []run{{vcpu: 1.5}, {vcpu: 2.1}}, func(r run) float64 { return r.vcpu })
+	ref := []run{{rep: 1, vcpu: 1}, {rep: 2, vcpu: 2}, {rep: 3, vcpu: 3}}
+	got := paired(ref, []run{{rep: 1, vcpu: 1.5}, {rep: 2, vcpu: 2.1}}, func(r run) float64 { return r.vcpu })
 	if len(got) != 2 || got[0] != 0.5 || got[1] < 0.0999 || got[1] > 0.1001 {
 		t.Errorf("paired = %v, want [0.5 0.1]", got)
+	}
+	// Repetitions come from the file name, numerically (r10 after r2).
+	for name, want := range map[string]int{"loom-telemetry-full-20261202-1918-r2.json": 2, "loom-route-plain-x-r10.json": 10} {
+		if n, err := repOf(name); err != nil || n != want {
+			t.Errorf("repOf(%q) = %d, %v; want %d", name, n, err, want)
+		}
+	}
+	if _, err := repOf("loom-telemetry-full.json"); err == nil {
+		t.Error("a name without -rN has a repetition")
 	}
 	if _, err := load(filepath.Join(t.TempDir(), "none.json")); err == nil {
 		t.Error("a missing file loads")
