@@ -158,3 +158,49 @@ func TestRequestBodyPumpReadsAllocateNothing(t *testing.T) {
 		t.Errorf("%v allocations per 32 KiB read, want 0", n)
 	}
 }
+
+// TestRequestBodySupersededReaderOverflows: bytes a superseded reader
+// takes in after the retry started are kept for the retry even past the
+// limit, but then no further attempt is possible (the router answers 507
+// request_payload_exceeded_retry_buffer_limit when it wanted one).
+func TestRequestBodySupersededReaderOverflows(t *testing.T) {
+	pr, pw := io.Pipe()
+	rb := newRequestBody(pr, -1, 8, false, nil, "c")
+	defer rb.end()
+	a0, _ := rb.attempt(0)
+	go pw.Write([]byte("abc"))
+	buf := make([]byte, 32)
+	if n, err := a0.Read(buf); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("attempt 0 read %q, %v", buf[:n], err)
+	}
+	stale := make(chan error, 1)
+	go func() {
+		_, err := a0.Read(make([]byte, 32))
+		stale <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); rb.readMu.TryLock(); {
+		rb.readMu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the superseded reader never reached src")
+		}
+		runtime.Gosched()
+	}
+	a1, ok := rb.attempt(1)
+	if !ok {
+		t.Fatal("attempt 1 refused with 3 of 8 bytes kept")
+	}
+	go func() { pw.Write([]byte("0123456789")); pw.Close() }()
+	if err := <-stale; !errors.Is(err, errAttemptEnded) {
+		t.Fatalf("superseded reader: %v, want errAttemptEnded", err)
+	}
+	if rb.replayable() {
+		t.Fatal("3 + 10 bytes of 8 kept: still replayable")
+	}
+	if _, ok := rb.attempt(2); ok {
+		t.Fatal("attempt 2 allowed after the kept bytes outgrew the limit")
+	}
+	got, err := io.ReadAll(a1)
+	if err != nil || string(got) != "abc0123456789" {
+		t.Fatalf("attempt 1 read %q, %v; want the replay, then the superseded reader's bytes", got, err)
+	}
+}
