@@ -30,6 +30,8 @@ type conn struct {
 	http string
 	// headers are the request's headers, lowercase names.
 	headers map[string]string
+	// sni, when set, makes the connection TLS with that server name.
+	sni string
 }
 
 // simulateConn follows a connection through r as Envoy would: on the
@@ -38,7 +40,8 @@ type conn struct {
 // listeners included), else on the listener it was redirected to
 // (entry); then the filter chain Envoy selects, then the tcp_proxy's
 // cluster or the HCM's route table. It returns "listener/chain -> cluster"
-// ("NR" when no route matches, "no chain" when none matches).
+// ("NR" when no route matches, "no chain" when none matches; a weighted
+// tcp_proxy: "listener/chain").
 func simulateConn(t *testing.T, r *Resources, entry string, c conn) string {
 	t.Helper()
 	byName := map[string]*listenerv3.Listener{}
@@ -60,7 +63,7 @@ func simulateConn(t *testing.T, r *Resources, entry string, c conn) string {
 			l = h
 		}
 	}
-	fc := selectChain(l, dst.Port(), c.http != "")
+	fc := selectChain(l, dst.Port(), c.http != "", c.sni)
 	if fc == nil {
 		return l.GetName() + "/no chain"
 	}
@@ -71,6 +74,9 @@ func simulateConn(t *testing.T, r *Resources, entry string, c conn) string {
 		var tp tcpv3.TcpProxy
 		if err := f.GetTypedConfig().UnmarshalTo(&tp); err != nil {
 			t.Fatal(err)
+		}
+		if tp.GetCluster() == "" {
+			return where
 		}
 		return where + " -> " + tp.GetCluster()
 	case httpConnectionManagerFilter:
@@ -96,12 +102,17 @@ func simulateConn(t *testing.T, r *Resources, entry string, c conn) string {
 }
 
 // selectChain is Envoy's filter chain selection on the fields transparent
-// mode sets: destination port, then transport protocol (raw_buffer: no
-// TLS here), then application protocols ("http/1.1" when http), keeping
+// mode sets: destination port, then server names (sni; an exact name
+// before a wildcard), then transport protocol (tls when sni is set, else
+// raw_buffer), then application protocols ("http/1.1" when http), keeping
 // at each step the chains that match most specifically; the default
 // chain when none is left. It fails t on any other match field.
-func selectChain(l *listenerv3.Listener, port uint16, http bool) *listenerv3.FilterChain {
+func selectChain(l *listenerv3.Listener, port uint16, http bool, sni string) *listenerv3.FilterChain {
 	cand := slices.Clone(l.GetFilterChains())
+	transport := rawBufferTransport
+	if sni != "" {
+		transport = "tls"
+	}
 	steps := []func(m *listenerv3.FilterChainMatch) int{
 		func(m *listenerv3.FilterChainMatch) int {
 			switch p := m.GetDestinationPort(); {
@@ -113,10 +124,26 @@ func selectChain(l *listenerv3.Listener, port uint16, http bool) *listenerv3.Fil
 			return -1
 		},
 		func(m *listenerv3.FilterChainMatch) int {
+			names := m.GetServerNames()
+			switch {
+			case len(names) == 0:
+				return 0
+			case sni == "":
+				return -1
+			case slices.Contains(names, sni):
+				return 2
+			case slices.ContainsFunc(names, func(n string) bool {
+				return strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:])
+			}):
+				return 1
+			}
+			return -1
+		},
+		func(m *listenerv3.FilterChainMatch) int {
 			switch m.GetTransportProtocol() {
 			case "":
 				return 0
-			case rawBufferTransport:
+			case transport:
 				return 1
 			}
 			return -1

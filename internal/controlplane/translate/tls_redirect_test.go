@@ -3,12 +3,9 @@ package translate
 import (
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -135,54 +132,8 @@ func TestRedirectTLSRoutes(t *testing.T) {
 		{"240.240.0.50:8443", "secure.default.svc.cluster.local", "240.240.0.50_8443/outbound|8443||secure.default.svc.cluster.local -> outbound|8443||secure.default.svc.cluster.local"},
 		{"10.1.2.3:8443", "v2.secure.example", "virtualOutbound/virtualOutbound-catchall-tcp -> PassthroughCluster"},
 	} {
-		if got := simulateTLSConn(t, r, tt.dst, tt.sni); got != tt.want {
+		if got := simulateConn(t, r, xdsapi.VirtualOutboundListener, conn{dst: tt.dst, sni: tt.sni}); got != tt.want {
 			t.Errorf("TLS to %s with SNI %s:\ngot  %s\nwant %s", tt.dst, tt.sni, got, tt.want)
 		}
 	}
-}
-
-// simulateTLSConn follows a TLS connection with SNI sni to the original
-// destination dst through r's virtualOutbound as the proxy does: the
-// listener bound to dst, else 0.0.0.0 on its port, else virtualOutbound
-// itself; then the chain with an exact server name, else one without
-// server names. It returns "listener/chain -> cluster" (weighted
-// tcp_proxies: "listener/chain").
-func simulateTLSConn(t *testing.T, r *Resources, dst, sni string) string {
-	t.Helper()
-	port := dst[strings.LastIndex(dst, ":")+1:]
-	var l *listenerv3.Listener
-	for _, want := range []string{strings.Replace(dst, ":", "_", 1), "0.0.0.0_" + port, xdsapi.VirtualOutboundListener} {
-		if i := slices.IndexFunc(r.Listeners, func(l *listenerv3.Listener) bool { return l.GetName() == want }); i >= 0 {
-			l = r.Listeners[i]
-			break
-		}
-	}
-	var fc *listenerv3.FilterChain
-	for _, c := range l.GetFilterChains() {
-		if slices.Contains(c.GetFilterChainMatch().GetServerNames(), sni) {
-			fc = c
-			break
-		}
-	}
-	if fc == nil {
-		for _, c := range l.GetFilterChains() {
-			if m := c.GetFilterChainMatch(); len(m.GetServerNames()) == 0 && m.GetDestinationPort() == nil {
-				fc = c
-				break
-			}
-		}
-	}
-	if fc == nil {
-		return l.GetName() + "/no chain"
-	}
-	where := l.GetName() + "/" + fc.GetName()
-	fs := fc.GetFilters()
-	var tp tcpv3.TcpProxy
-	if err := fs[len(fs)-1].GetTypedConfig().UnmarshalTo(&tp); err != nil {
-		t.Fatal(err)
-	}
-	if tp.GetCluster() == "" {
-		return where
-	}
-	return where + " -> " + tp.GetCluster()
 }
