@@ -39,7 +39,7 @@ func (s *uploadServer) StreamingInputCall(stream grpc.ClientStreamingServer[test
 }
 
 // startUploadServer serves s over h2c on a loopback port, with opts.
-func startUploadServer(t testing.TB, s *uploadServer, opts ...grpc.ServerOption) string {
+func startUploadServer(t testing.TB, s testgrpc.TestServiceServer, opts ...grpc.ServerOption) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,6 +50,14 @@ func startUploadServer(t testing.TB, s *uploadServer, opts ...grpc.ServerOption)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
 	return ln.Addr().String()
+}
+
+// grpcProxy is a proxy whose listener "l" routes the authority
+// grpc.example by route, to clusters.
+func grpcProxy(t *testing.T, route *routev3.Route, clusters ...*clusterv3.Cluster) *proxy {
+	t.Helper()
+	return startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"}, route))}, clusters))
 }
 
 // uploadClient is a TestService client to the proxy at addr, for the
@@ -131,9 +139,7 @@ func TestGRPCRetryOpenClientStream(t *testing.T) {
 		return stream.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
 	}}
 	beAddr := startUploadServer(t, srv)
-	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
-		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"}, grpcRoute()))},
-		[]*clusterv3.Cluster{staticCluster(t, "grpc", true, beAddr)}))
+	p := grpcProxy(t, grpcRoute(), staticCluster(t, "grpc", true, beAddr))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -194,9 +200,7 @@ func TestGRPCNoRetryPastBufferLimit(t *testing.T) {
 		return status.Error(codes.Unavailable, "try again")
 	}}
 	beAddr := startUploadServer(t, srv)
-	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
-		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"}, grpcRoute()))},
-		[]*clusterv3.Cluster{staticCluster(t, "grpc", true, beAddr)}))
+	p := grpcProxy(t, grpcRoute(), staticCluster(t, "grpc", true, beAddr))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -267,9 +271,7 @@ func TestGRPCMirrorClientStream(t *testing.T) {
 	mirrorAddr := startUploadServer(t, mirror, grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
 	route := grpcRoute()
 	route.GetRoute().RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "mirror"}}
-	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
-		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"}, route))},
-		[]*clusterv3.Cluster{staticCluster(t, "grpc", true, startUploadServer(t, primary)), staticCluster(t, "mirror", true, mirrorAddr)}))
+	p := grpcProxy(t, route, staticCluster(t, "grpc", true, startUploadServer(t, primary)), staticCluster(t, "mirror", true, mirrorAddr))
 	client := uploadClient(t, p.addr("l"))
 	upload := func(messages int) {
 		t.Helper()
@@ -406,17 +408,7 @@ func (s *echoServer) FullDuplexCall(stream grpc.BidiStreamingServer[testgrpc.Str
 // was given up; the message it takes in then goes to the retry.
 func TestGRPCRetryBidiStream(t *testing.T) {
 	srv := &echoServer{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(gs, srv)
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
-		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"}, grpcRoute()))},
-		[]*clusterv3.Cluster{staticCluster(t, "grpc", true, ln.Addr().String())}))
+	p := grpcProxy(t, grpcRoute(), staticCluster(t, "grpc", true, startUploadServer(t, srv)))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
