@@ -1,16 +1,10 @@
 package http_test
 
 import (
-	"io"
-	"net/http"
-	"strings"
 	"testing"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-
 	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 )
 
 // BenchmarkProxyHTTP1AccessLog is BenchmarkProxyHTTP1 with the chain's
@@ -61,28 +55,14 @@ func BenchmarkProxyHTTP1AccessLog(b *testing.B) {
 		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			body := strings.Repeat("x", 1024)
-			up := startBackend(b, "up", false, func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("Content-Length", "1024")
-				io.WriteString(w, body)
-			})
-			lAddr := closedAddr(b)
-			g := build(b, nil,
-				[]*listenerv3.Listener{httpListener(b, "l", lAddr, "rt")},
-				[]*routev3.RouteConfiguration{routeConfig("rt", vhost("all", []string{"*"}, prefixRoute("r", "/", "up")))},
-				[]*clusterv3.Cluster{staticCluster(b, "up", false, up.addr)})
-			if tc.loggers != nil {
+			benchProxyGET(b, func(g *config.Generation) {
+				if tc.loggers == nil {
+					return
+				}
 				for _, fc := range g.Listeners["l"].FilterChains {
 					fc.AccessLogs = tc.loggers()
 				}
-			}
-			p := startProxy(b, g)
-			req, err := http.NewRequest("GET", "http://"+lAddr+"/bench", nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			req.Host = "svc"
-			benchGets(b, p.client, req)
+			})
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/testutil/otlptest"
 )
 
@@ -21,7 +22,11 @@ import (
 // keep-alive pool -> httptest upstream, with the access log on. Allocations
 // counted include the client's and the upstream server's, which run in the
 // same process.
-func BenchmarkProxyHTTP1(b *testing.B) {
+func BenchmarkProxyHTTP1(b *testing.B) { benchProxyGET(b, nil) }
+
+// benchProxyGET runs BenchmarkProxyHTTP1's GET through a proxy whose
+// generation mutate may change first (nil: as built).
+func benchProxyGET(b *testing.B, mutate func(g *config.Generation)) {
 	body := strings.Repeat("x", 1024)
 	up := startBackend(b, "up", false, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1024")
@@ -32,6 +37,9 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 		[]*listenerv3.Listener{httpListener(b, "l", lAddr, "rt")},
 		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("all", []string{"*"}, prefixRoute("r", "/", "up")))},
 		[]*clusterv3.Cluster{staticCluster(b, "up", false, up.addr)})
+	if mutate != nil {
+		mutate(g)
+	}
 	p := startProxy(b, g)
 	req, err := http.NewRequest("GET", "http://"+lAddr+"/bench", nil)
 	if err != nil {
