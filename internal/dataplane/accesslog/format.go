@@ -56,6 +56,8 @@ type segment struct {
 }
 
 type jsonField struct {
+	// key is the field's name; writing uses prefix, the tests' encoding/json
+	// oracle (json_test.go) the key.
 	key string
 	// prefix is the key as JSON with its colon, `"key":`, encoded once by
 	// encoding/json when the format is parsed.

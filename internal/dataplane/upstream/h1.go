@@ -530,7 +530,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 // t.mu and blocks until a grant or ctx's end (ctx.Err()).
 func (t *h1Transport) waitLocked(ctx context.Context, w *h1Waiter) (h1Grant, error) {
 	t.cxOverflow.Add(1)
-	if len(t.waiters)+t.h2Pending >= t.maxPending {
+	if t.pendingFullLocked() {
 		t.mu.Unlock()
 		t.pendingOverflow.Add(1)
 		return h1Grant{}, ErrOverflow
@@ -560,6 +560,13 @@ func (t *h1Transport) waitLocked(ctx context.Context, w *h1Waiter) (h1Grant, err
 		}
 		return h1Grant{}, ctx.Err()
 	}
+}
+
+// pendingFullLocked reports whether max_pending_requests are waiting: the
+// HTTP/1.1 and HTTP/2 waiters and the HTTP/2 requests waiting for a
+// connection being established.
+func (t *h1Transport) pendingFullLocked() bool {
+	return len(t.waiters)+t.h2Pending >= t.maxPending
 }
 
 // acquireSlot takes one of the cluster's max_connections slots for a

@@ -261,7 +261,7 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 		}
 		// The connection is being established: wait for it as a pending
 		// request.
-		if len(t.waiters)+t.h2Pending >= t.maxPending {
+		if t.pendingFullLocked() {
 			t.mu.Unlock()
 			t.pendingOverflow.Add(1)
 			return nil, ErrOverflow
