@@ -24,8 +24,17 @@ type countingServer struct {
 }
 
 func newCountingServer(t *testing.T, h http.HandlerFunc) *countingServer {
+	return newCountingServerWith(t, h, nil)
+}
+
+// newCountingServerWith is newCountingServer with the server's config
+// changed by configure (nil: none) before it starts.
+func newCountingServerWith(t testing.TB, h http.Handler, configure func(*http.Server)) *countingServer {
 	cs := &countingServer{live: map[net.Conn]bool{}}
 	cs.Server = httptest.NewUnstartedServer(h)
+	if configure != nil {
+		configure(cs.Config)
+	}
 	cs.Config.ConnState = func(c net.Conn, s http.ConnState) {
 		cs.mu.Lock()
 		defer cs.mu.Unlock()

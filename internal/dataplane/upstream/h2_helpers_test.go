@@ -1,23 +1,19 @@
 package upstream
 
 import (
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 )
 
-// h2cServer is an httptest server speaking HTTP/2 with prior knowledge
-// (h2c) that counts the connections it accepts and the requests its
-// handler runs at once, so tests can see how streams are spread over
-// connections.
+// h2cServer is a countingServer speaking HTTP/2 with prior knowledge
+// (h2c) that also counts the requests its handler runs at once, so tests
+// can see how streams are spread over connections.
 type h2cServer struct {
-	*httptest.Server
-	mu       sync.Mutex
-	conns    int
-	live     map[net.Conn]bool
+	*countingServer
+	// hmu guards the handler's counters.
+	hmu      sync.Mutex
 	active   int // requests in the handler now
 	maxSeen  int // most requests in the handler at once
 	perConn  map[string]int
@@ -25,37 +21,25 @@ type h2cServer struct {
 }
 
 func newH2CServer(tb testing.TB, h http.HandlerFunc) *h2cServer {
-	s := &h2cServer{live: map[net.Conn]bool{}, perConn: map[string]int{}}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
+	s := &h2cServer{perConn: map[string]int{}}
+	s.countingServer = newCountingServerWith(tb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hmu.Lock()
 		s.active++
 		s.maxSeen = max(s.maxSeen, s.active)
 		s.perConn[r.RemoteAddr]++
 		s.maxPerCx = max(s.maxPerCx, s.perConn[r.RemoteAddr])
-		s.mu.Unlock()
+		s.hmu.Unlock()
 		defer func() {
-			s.mu.Lock()
+			s.hmu.Lock()
 			s.active--
 			s.perConn[r.RemoteAddr]--
-			s.mu.Unlock()
+			s.hmu.Unlock()
 		}()
 		h(w, r)
-	}))
-	s.Config.Protocols = new(http.Protocols)
-	s.Config.Protocols.SetUnencryptedHTTP2(true)
-	s.Config.ConnState = func(c net.Conn, st http.ConnState) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		switch st {
-		case http.StateNew:
-			s.conns++
-			s.live[c] = true
-		case http.StateClosed, http.StateHijacked:
-			delete(s.live, c)
-		}
-	}
-	s.Start()
-	tb.Cleanup(s.Close)
+	}), func(c *http.Server) {
+		c.Protocols = new(http.Protocols)
+		c.Protocols.SetUnencryptedHTTP2(true)
+	})
 	return s
 }
 
@@ -65,6 +49,9 @@ func (s *h2cServer) addr() string { return strings.TrimPrefix(s.URL, "http://") 
 // requests seen at once in all and on one connection.
 func (s *h2cServer) stats() (accepted, open, maxActive, maxPerConn int) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns, len(s.live), s.maxSeen, s.maxPerCx
+	accepted, open = s.conns, len(s.live)
+	s.mu.Unlock()
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	return accepted, open, s.maxSeen, s.maxPerCx
 }
