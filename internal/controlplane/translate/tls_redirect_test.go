@@ -1,9 +1,6 @@
 package translate
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -16,24 +13,7 @@ import (
 // c.example.com (HTTPS, no VIP) by its own name, and secure (VIP
 // 240.240.0.50) whose tls route sends SNI v2.secure.example to the v2
 // subset, its other connections to its service cluster.
-const tlsRedirectDoc = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ext, namespace: default}
-spec:
-  hosts: [a.example.com, b.example.com]
-  ports: [{number: 443, name: tls, protocol: TLS}]
-  resolution: DNS
-  location: MESH_EXTERNAL
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: other, namespace: default}
-spec:
-  hosts: [c.example.com]
-  ports: [{number: 443, name: https, protocol: HTTPS}]
-  resolution: DNS
-  location: MESH_EXTERNAL
----
+const tlsRedirectDoc = tlsRoutesDoc + `---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: secure, namespace: default}
@@ -60,19 +40,6 @@ spec:
   tls:
   - match: [{sniHosts: [v2.secure.example]}]
     route: [{destination: {host: secure.default.svc.cluster.local, subset: v2}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: ext, namespace: default}
-spec:
-  hosts: [a.example.com, b.example.com]
-  tls:
-  - match: [{sniHosts: [a.example.com], sourceLabels: {app: reviews}}]
-    route: [{destination: {host: b.example.com}}]
-  - match: [{sniHosts: [a.example.com, b.example.com], port: 443}]
-    route:
-    - {destination: {host: a.example.com}, weight: 90}
-    - {destination: {host: b.example.com}, weight: 10}
 `
 
 // TestRedirectTLSRoutes checks the transparent sidecar's outbound TLS
@@ -82,23 +49,8 @@ spec:
 // takes every other connection. Then it follows connections by original
 // destination and SNI.
 func TestRedirectTLSRoutes(t *testing.T) {
-	in := filepath.Join(t.TempDir(), "in.yaml")
-	if err := os.WriteFile(in, []byte(tlsRedirectDoc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := mustGenerate(t, loadPushContext(t, meshFile, in), redirectSidecar(productpageSidecar()))
-	var b strings.Builder
-	digestResources(&b, r)
-	var got []string
-	on := false
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(l, "listener ") {
-			on = strings.HasPrefix(l, "listener 0.0.0.0_443 ") || strings.HasPrefix(l, "listener 240.240.0.50_8443 ")
-		}
-		if on && !strings.Contains(l, "istio.stats") {
-			got = append(got, l)
-		}
-	}
+	r := mustGenerate(t, docPushContext(t, tlsRedirectDoc), redirectSidecar(productpageSidecar()))
+	got := listenerDigest(r, "0.0.0.0_443", "240.240.0.50_8443")
 	want := []string{
 		"listener 0.0.0.0_443 0.0.0.0:443",
 		"  listener filter envoy.filters.listener.tls_inspector",

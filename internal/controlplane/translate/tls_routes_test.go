@@ -3,19 +3,20 @@ package translate
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/loom-mesh/loom/internal/controlplane/model"
 )
 
-// TestSidecarTLSRoutes checks the explicit-mode sidecar's outbound TLS
-// listener: tls routes by sniHosts, a weighted one, a match whose
-// sourceLabels do not fit the proxy left out, and a service no tls route
-// covers reached by its own name as SNI.
-func TestSidecarTLSRoutes(t *testing.T) {
-	in := filepath.Join(t.TempDir(), "in.yaml")
-	doc := `apiVersion: networking.istio.io/v1
+// tlsRoutesDoc has TLS services of two ServiceEntries without VIPs:
+// a.example.com and b.example.com split 90/10 by a tls route (another of
+// its matches applies only to reviews), c.example.com (HTTPS) reached by
+// its own name.
+const tlsRoutesDoc = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: ext, namespace: default}
 spec:
@@ -46,21 +47,43 @@ spec:
     - {destination: {host: a.example.com}, weight: 90}
     - {destination: {host: b.example.com}, weight: 10}
 `
+
+// docPushContext is the push context of the config doc (YAML, several
+// documents) under meshFile.
+func docPushContext(t *testing.T, doc string) *model.PushContext {
+	t.Helper()
+	in := filepath.Join(t.TempDir(), "in.yaml")
 	if err := os.WriteFile(in, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return loadPushContext(t, meshFile, in)
+}
+
+// listenerDigest is the digest of r's listeners named names (their lines
+// of digestResources), without istio.stats filters.
+func listenerDigest(r *Resources, names ...string) []string {
 	var b strings.Builder
-	digestResources(&b, mustGenerate(t, loadPushContext(t, meshFile, in), productpageSidecar()))
+	digestResources(&b, r)
 	var got []string
 	on := false
 	for _, l := range strings.Split(b.String(), "\n") {
 		if strings.HasPrefix(l, "listener ") {
-			on = strings.HasPrefix(l, "listener 127.0.0.11_443 ")
+			on = slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(l, "listener "+n+" ") })
 		}
 		if on && !strings.Contains(l, "istio.stats") {
 			got = append(got, l)
 		}
 	}
+	return got
+}
+
+// TestSidecarTLSRoutes checks the explicit-mode sidecar's outbound TLS
+// listener: tls routes by sniHosts, a weighted one, a match whose
+// sourceLabels do not fit the proxy left out, and a service no tls route
+// covers reached by its own name as SNI.
+func TestSidecarTLSRoutes(t *testing.T) {
+	r := mustGenerate(t, docPushContext(t, tlsRoutesDoc), productpageSidecar())
+	got := listenerDigest(r, "127.0.0.11_443")
 	want := []string{
 		"listener 127.0.0.11_443 127.0.0.11:443",
 		"  listener filter envoy.filters.listener.tls_inspector",
