@@ -346,37 +346,26 @@ extensionProviders:
 				t.Fatal(err)
 			}
 			n := 0
-			for _, l := range r.Listeners {
-				for _, fc := range l.GetFilterChains() {
-					for _, f := range fc.GetFilters() {
-						if f.GetName() != httpConnectionManagerFilter {
-							continue
-						}
-						var h hcmv3.HttpConnectionManager
-						if err := f.GetTypedConfig().UnmarshalTo(&h); err != nil {
-							t.Fatal(err)
-						}
-						for _, al := range h.GetAccessLog() {
-							var o otelv3.OpenTelemetryAccessLogConfig
-							if al.GetName() != otelAccessLogName || al.GetTypedConfig().UnmarshalTo(&o) != nil {
-								t.Fatalf("listener %s: access log %v, want only Envoy's OpenTelemetry one", l.GetName(), al)
-							}
-							n++
-							eg := o.GetCommonConfig().GetGrpcService().GetEnvoyGrpc()
-							if eg.GetClusterName() != "outbound|4317||otel-collector.observability.svc.cluster.local" ||
-								eg.GetAuthority() != "otel-collector.observability.svc.cluster.local" || o.GetCommonConfig().GetLogName() != "otel_envoy_accesslog" {
-								t.Errorf("listener %s: common config %v", l.GetName(), o.GetCommonConfig())
-							}
-							if got := o.GetBody().GetStringValue(); got != strings.TrimSuffix(IstioTextLogFormat, "\n") {
-								t.Errorf("listener %s: body %q, want Istio's text format", l.GetName(), got)
-							}
-							if a := o.GetAttributes().GetValues(); len(a) != 1 || a[0].GetKey() != "status" || a[0].GetValue().GetStringValue() != "%RESPONSE_CODE%" {
-								t.Errorf("listener %s: attributes %v", l.GetName(), a)
-							}
-						}
+			eachHCM(t, r, func(listener string, h *hcmv3.HttpConnectionManager) {
+				for _, al := range h.GetAccessLog() {
+					var o otelv3.OpenTelemetryAccessLogConfig
+					if al.GetName() != otelAccessLogName || al.GetTypedConfig().UnmarshalTo(&o) != nil {
+						t.Fatalf("listener %s: access log %v, want only Envoy's OpenTelemetry one", listener, al)
+					}
+					n++
+					eg := o.GetCommonConfig().GetGrpcService().GetEnvoyGrpc()
+					if eg.GetClusterName() != "outbound|4317||otel-collector.observability.svc.cluster.local" ||
+						eg.GetAuthority() != "otel-collector.observability.svc.cluster.local" || o.GetCommonConfig().GetLogName() != "otel_envoy_accesslog" {
+						t.Errorf("listener %s: common config %v", listener, o.GetCommonConfig())
+					}
+					if got := o.GetBody().GetStringValue(); got != strings.TrimSuffix(IstioTextLogFormat, "\n") {
+						t.Errorf("listener %s: body %q, want Istio's text format", listener, got)
+					}
+					if a := o.GetAttributes().GetValues(); len(a) != 1 || a[0].GetKey() != "status" || a[0].GetValue().GetStringValue() != "%RESPONSE_CODE%" {
+						t.Errorf("listener %s: attributes %v", listener, a)
 					}
 				}
-			}
+			})
 			if tc.wantLog && n == 0 {
 				t.Error("no HTTP connection manager has the OpenTelemetry access log")
 			}

@@ -47,25 +47,32 @@ func parseMesh(t *testing.T, y string) *meshv1alpha1.MeshConfig {
 func hcmTracings(t *testing.T, r *Resources) map[string]*hcmv3.HttpConnectionManager_Tracing {
 	t.Helper()
 	out := map[string]*hcmv3.HttpConnectionManager_Tracing{}
+	eachHCM(t, r, func(key string, h *hcmv3.HttpConnectionManager) { out[key] = h.GetTracing() })
+	return out
+}
+
+// eachHCM calls f with every HTTP connection manager of r's listeners,
+// keyed by listener name ("NAME#CHAIN" past a listener's first chain).
+func eachHCM(t *testing.T, r *Resources, f func(key string, h *hcmv3.HttpConnectionManager)) {
+	t.Helper()
 	for _, l := range r.Listeners {
 		for i, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				if f.GetName() != httpConnectionManagerFilter {
+			for _, nf := range fc.GetFilters() {
+				if nf.GetName() != httpConnectionManagerFilter {
 					continue
 				}
 				var h hcmv3.HttpConnectionManager
-				if err := f.GetTypedConfig().UnmarshalTo(&h); err != nil {
+				if err := nf.GetTypedConfig().UnmarshalTo(&h); err != nil {
 					t.Fatal(err)
 				}
 				key := l.GetName()
 				if i > 0 {
 					key += "#" + fc.GetName()
 				}
-				out[key] = h.GetTracing()
+				f(key, &h)
 			}
 		}
 	}
-	return out
 }
 
 func TestTracingFromMeshConfig(t *testing.T) {

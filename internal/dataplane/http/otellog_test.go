@@ -21,7 +21,6 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
-	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/testutil/otlptest"
@@ -88,34 +87,18 @@ func TestOTelAccessLog(t *testing.T) {
 		[]*routev3.RouteConfiguration{routeConfig("out", vhost("reviews", []string{"*"}, prefixRoute("reviews", "/", "outbound|9080||reviews")))},
 		[]*clusterv3.Cluster{staticCluster(t, "outbound|9080||reviews", false, app.addr), staticCluster(t, logCollector, true, col.Addr)})
 
-	p := &proxy{t: t, metrics: telemetry.NewMetrics()}
-	p.clusters = upstream.New(upstream.Options{})
 	sinks := telemetry.NewSinks(nil, nil, nil)
-	sinks.ExportOTel(telemetry.OTelLogOptions{Collectors: p.clusters, NodeID: "sidecar~127.0.0.11~productpage-v1.default~default.svc.cluster.local",
-		Zone: "zone-a", ServiceCluster: "productpage.default", ExportInterval: 20 * time.Millisecond})
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stopSinks := context.WithCancel(context.Background())
 	sinksDone := make(chan struct{})
-	go func() { defer close(sinksDone); sinks.Run(ctx) }()
-	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, Sinks: sinks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.lm, err = listener.New(listener.Options{
-		Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.client = &http.Client{}
-	t.Cleanup(func() {
-		cm.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.lm.Shutdown(sctx)
-		stop()
+	p := startProxyOpts(t, g, nil, func(clusters *upstream.ClusterManager) dphttp.Options {
+		sinks.ExportOTel(telemetry.OTelLogOptions{Collectors: clusters, NodeID: "sidecar~127.0.0.11~productpage-v1.default~default.svc.cluster.local",
+			Zone: "zone-a", ServiceCluster: "productpage.default", ExportInterval: 20 * time.Millisecond})
+		go func() { defer close(sinksDone); sinks.Run(ctx) }()
+		return dphttp.Options{Sinks: sinks}
+	}, func() {
+		stopSinks()
 		<-sinksDone
-		p.clusters.Close()
 	})
-	p.apply(g)
 
 	if r := p.do("GET", "reviews:9080", "/teapot", nil, nil); r.code != http.StatusTeapot {
 		t.Fatalf("status %d", r.code)

@@ -61,6 +61,18 @@ func startProxyMirrors(t testing.TB, g *config.Generation, maxMirrors int) *prox
 // in flight (0: the default) and the TLS secrets of secrets (nil: none).
 func startProxyWith(t testing.TB, g *config.Generation, maxMirrors int, secrets *secret.Store) *proxy {
 	t.Helper()
+	return startProxyOpts(t, g, secrets, func(*upstream.ClusterManager) dphttp.Options {
+		return dphttp.Options{MaxMirrorsInFlight: maxMirrors}
+	}, nil)
+}
+
+// startProxyOpts starts a proxy serving g with TLS secrets secrets (nil:
+// none) whose connection manager has the options opts makes from the
+// proxy's cluster manager, with the proxy's generation, clusters, access
+// log and metrics set; stop (nil: none) runs at cleanup once the listeners
+// are shut down, before the cluster manager closes.
+func startProxyOpts(t testing.TB, g *config.Generation, secrets *secret.Store, opts func(*upstream.ClusterManager) dphttp.Options, stop func()) *proxy {
+	t.Helper()
 	p := &proxy{t: t, logBuf: &testutil.SyncBuffer{}, metrics: telemetry.NewMetrics()}
 	var ts transport.Secrets
 	if secrets != nil {
@@ -68,8 +80,9 @@ func startProxyWith(t testing.TB, g *config.Generation, maxMirrors int, secrets 
 	}
 	p.clusters = upstream.New(upstream.Options{Secrets: ts})
 	p.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: p.logBuf})
-	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, AccessLog: p.log, Metrics: p.metrics,
-		MaxMirrorsInFlight: maxMirrors})
+	o := opts(p.clusters)
+	o.Generation, o.Clusters, o.AccessLog, o.Metrics = &p.gen, p.clusters, p.log, p.metrics
+	cm, err := dphttp.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +99,9 @@ func startProxyWith(t testing.TB, g *config.Generation, maxMirrors int, secrets 
 		defer cancel()
 		if err := p.lm.Shutdown(ctx); err != nil {
 			t.Errorf("listener shutdown: %v", err)
+		}
+		if stop != nil {
+			stop()
 		}
 		p.clusters.Close()
 	})

@@ -17,26 +17,8 @@ func TestRequestBodyHandOff(t *testing.T) {
 	rb := newRequestBody(pr, -1, 8, false, nil, "c")
 	shadow := newShadowPipe(1 << 10)
 	rb.addShadow(shadow)
-	a0, _ := rb.attempt(0)
-	go pw.Write([]byte("abc"))
+	stale := readThenBlock(t, rb, pw)
 	buf := make([]byte, 16)
-	if n, err := a0.Read(buf); err != nil || string(buf[:n]) != "abc" {
-		t.Fatalf("attempt 0 read %q, %v", buf[:n], err)
-	}
-	stale := make(chan error, 1)
-	go func() { // attempt 0's transport reads on, blocked in the downstream
-		_, err := a0.Read(make([]byte, 16))
-		stale <- err
-	}()
-	// Wait until it holds src, blocked in the pipe: the hand-off is what
-	// this test is for.
-	for deadline := time.Now().Add(10 * time.Second); rb.readMu.TryLock(); {
-		rb.readMu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the superseded reader never reached src")
-		}
-		runtime.Gosched()
-	}
 	a1, ok := rb.attempt(1)
 	if !ok {
 		t.Fatal("attempt 1 refused with 3 of 8 bytes kept")
@@ -72,6 +54,34 @@ func TestRequestBodyHandOff(t *testing.T) {
 		t.Fatalf("shadow got %q, %v; want every byte once and EOF", got, err)
 	}
 	rb.end()
+}
+
+// readThenBlock has attempt 0 of rb read "abc" written to pw, then read
+// again, as a transport reading on: once that read holds src, blocked in
+// the pipe, it returns the channel the read's error comes on. A later
+// attempt then supersedes a reader that is really waiting, which is what
+// the hand-off tests are for.
+func readThenBlock(t *testing.T, rb *requestBody, pw *io.PipeWriter) <-chan error {
+	t.Helper()
+	a0, _ := rb.attempt(0)
+	go pw.Write([]byte("abc"))
+	buf := make([]byte, 16)
+	if n, err := a0.Read(buf); err != nil || string(buf[:n]) != "abc" {
+		t.Fatalf("attempt 0 read %q, %v", buf[:n], err)
+	}
+	stale := make(chan error, 1)
+	go func() {
+		_, err := a0.Read(make([]byte, 32))
+		stale <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); rb.readMu.TryLock(); {
+		rb.readMu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the superseded reader never reached src")
+		}
+		runtime.Gosched()
+	}
+	return stale
 }
 
 // TestShadowPipeDrops: a shadow that falls more than its limit behind is
@@ -167,24 +177,7 @@ func TestRequestBodySupersededReaderOverflows(t *testing.T) {
 	pr, pw := io.Pipe()
 	rb := newRequestBody(pr, -1, 8, false, nil, "c")
 	defer rb.end()
-	a0, _ := rb.attempt(0)
-	go pw.Write([]byte("abc"))
-	buf := make([]byte, 32)
-	if n, err := a0.Read(buf); err != nil || string(buf[:n]) != "abc" {
-		t.Fatalf("attempt 0 read %q, %v", buf[:n], err)
-	}
-	stale := make(chan error, 1)
-	go func() {
-		_, err := a0.Read(make([]byte, 32))
-		stale <- err
-	}()
-	for deadline := time.Now().Add(10 * time.Second); rb.readMu.TryLock(); {
-		rb.readMu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the superseded reader never reached src")
-		}
-		runtime.Gosched()
-	}
+	stale := readThenBlock(t, rb, pw)
 	a1, ok := rb.attempt(1)
 	if !ok {
 		t.Fatal("attempt 1 refused with 3 of 8 bytes kept")

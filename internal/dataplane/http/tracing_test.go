@@ -21,7 +21,6 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
-	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/testutil/otlptest"
@@ -82,43 +81,28 @@ type tracingProxy struct {
 
 func startTracingProxy(t testing.TB, g *config.Generation) *tracingProxy {
 	t.Helper()
-	p := &proxy{t: t, metrics: telemetry.NewMetrics()}
-	p.clusters = upstream.New(upstream.Options{})
-	tracing, err := telemetry.NewTracing(telemetry.TracingOptions{Collectors: p.clusters, NodeID: "sidecar~127.0.0.11~productpage-v1.default~default.svc.cluster.local",
-		Zone: "zone-a", ServiceCluster: "productpage.default", BatchTimeout: 20 * time.Millisecond,
-		Getenv: func(k string) string {
-			if k == "LOOM_TEST_REGION" {
-				return "eu-west"
-			}
-			return ""
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm, err := dphttp.New(dphttp.Options{Generation: &p.gen, Clusters: p.clusters, Tracing: tracing})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.lm, err = listener.New(listener.Options{
-		Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
-	t.Cleanup(func() {
-		cm.Close()
-		p.client.CloseIdleConnections()
+	var tracing *telemetry.Tracing
+	p := startProxyOpts(t, g, nil, func(clusters *upstream.ClusterManager) dphttp.Options {
+		var err error
+		tracing, err = telemetry.NewTracing(telemetry.TracingOptions{Collectors: clusters, NodeID: "sidecar~127.0.0.11~productpage-v1.default~default.svc.cluster.local",
+			Zone: "zone-a", ServiceCluster: "productpage.default", BatchTimeout: 20 * time.Millisecond,
+			Getenv: func(k string) string {
+				if k == "LOOM_TEST_REGION" {
+					return "eu-west"
+				}
+				return ""
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dphttp.Options{Tracing: tracing}
+	}, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := p.lm.Shutdown(ctx); err != nil {
-			t.Errorf("listener shutdown: %v", err)
-		}
 		if err := tracing.Shutdown(ctx); err != nil {
 			t.Logf("tracing shutdown: %v", err)
 		}
-		p.clusters.Close()
 	})
-	p.apply(g)
 	return &tracingProxy{proxy: p, tracing: tracing}
 }
 
