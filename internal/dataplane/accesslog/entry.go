@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
 
@@ -57,6 +59,12 @@ type Entry struct {
 	// presented on it ("" none). Istio's client-side stats read both.
 	UpstreamTLS            *tls.ConnectionState
 	UpstreamLocalPrincipal string
+	// TraceID and SpanID are the connection manager's span (Envoy's
+	// active span), sampled or not; zero when the request was not
+	// traced. The OpenTelemetry access log sets its LogRecord's trace_id
+	// and span_id from them.
+	TraceID trace.TraceID
+	SpanID  trace.SpanID
 }
 
 // AppendEntry appends e to b in Istio's default access log format, with a

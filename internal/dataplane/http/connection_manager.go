@@ -261,6 +261,11 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	e.Duration = time.Since(start)
 	if st.span != nil {
+		if st.logged {
+			// Envoy's access logs see the connection manager's span
+			// (not the router's upstream span).
+			e.TraceID, e.SpanID = st.span.IDs()
+		}
 		st.span.End(e)
 		st.span = nil
 	}

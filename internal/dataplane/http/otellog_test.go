@@ -150,3 +150,125 @@ func TestOTelAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestOTelAccessLogTraceContext: as Envoy's OpenTelemetry access logger,
+// a record's trace_id and span_id are the connection manager's span's
+// (its active span): the span exported for the request, the HCM's server
+// span and not the router's upstream span under spawn_upstream_span, and
+// an unsampled span's ids too (those propagated upstream); a request on a
+// chain without tracing has none.
+func TestOTelAccessLogTraceContext(t *testing.T) {
+	col := otlptest.StartOTLP(t, "127.0.0.1:0")
+	app := startBackend(t, "reviews", false, nil)
+	listeners := []struct {
+		name string
+		tr   *hcmv3.HttpConnectionManager_Tracing
+	}{
+		{"l", otelTracing(t, 100, false)},
+		{"spawn", otelTracing(t, 100, true)},
+		{"unsampled", otelTracing(t, 0, false)},
+		{"untraced", nil},
+	}
+	var ls []*listenerv3.Listener
+	for _, l := range listeners {
+		tl := tracedListener(t, l.name, closedAddr(t), "out", corev3.TrafficDirection_OUTBOUND, l.tr)
+		var hcm hcmv3.HttpConnectionManager
+		if err := tl.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			t.Fatal(err)
+		}
+		hcm.AccessLog = []*accesslogv3.AccessLog{otelAccessLog(t, l.name+" %REQ(X-REQUEST-ID)%", "")}
+		tl.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, &hcm)}
+		ls = append(ls, tl)
+	}
+	g := build(t, nil, ls,
+		[]*routev3.RouteConfiguration{routeConfig("out", vhost("reviews", []string{"*"}, prefixRoute("reviews", "/", "outbound|9080||reviews")))},
+		[]*clusterv3.Cluster{staticCluster(t, "outbound|9080||reviews", false, app.addr),
+			staticCluster(t, collectorCluster, true, col.Addr), staticCluster(t, logCollector, true, col.Addr)})
+
+	sinks := telemetry.NewSinks(nil, nil, nil)
+	ctx, stopSinks := context.WithCancel(context.Background())
+	sinksDone := make(chan struct{})
+	var tracing *telemetry.Tracing
+	p := startProxyOpts(t, g, nil, func(clusters *upstream.ClusterManager) dphttp.Options {
+		var err error
+		if tracing, err = telemetry.NewTracing(telemetry.TracingOptions{Collectors: clusters, BatchTimeout: 20 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		sinks.ExportOTel(telemetry.OTelLogOptions{Collectors: clusters, ExportInterval: 20 * time.Millisecond})
+		go func() { defer close(sinksDone); sinks.Run(ctx) }()
+		return dphttp.Options{Sinks: sinks, Tracing: tracing}
+	}, func() {
+		stopSinks()
+		<-sinksDone
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracing.Shutdown(sctx)
+	})
+
+	// One request per listener; the app records the traceparent each
+	// brought upstream.
+	upstreamTP := map[string]string{}
+	for _, l := range listeners {
+		req, err := http.NewRequest("GET", "http://"+p.addr(l.name)+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "reviews:9080"
+		req.Header.Set("X-Request-Id", "rid-"+l.name)
+		resp, err := p.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d", l.name, resp.StatusCode)
+		}
+		upstreamTP[l.name] = app.last.Load().Header.Get("Traceparent")
+	}
+	spans := col.Wait(t, 10*time.Second, "the spans of two sampled requests", func(s []otlptest.Span) bool { return len(s) == 3 })
+	logs := col.WaitLogs(t, 10*time.Second, "four log records", func(ls []otlptest.Log) bool { return len(ls) == 4 })
+	byBody := map[string]otlptest.Log{}
+	for _, l := range logs {
+		byBody[l.Body] = l
+	}
+	spanOf := func(requestID, kind string) otlptest.Span {
+		t.Helper()
+		for _, s := range spans {
+			if s.Attrs["guid:x-request-id"] == requestID && s.Kind == kind {
+				return s
+			}
+		}
+		t.Fatalf("no %s span for %s in %+v", kind, requestID, spans)
+		return otlptest.Span{}
+	}
+	check := func(name, wantTrace, wantSpan string) {
+		t.Helper()
+		l, ok := byBody[name+" rid-"+name]
+		if !ok {
+			t.Fatalf("no record for %s in %+v", name, logs)
+		}
+		if l.TraceID != wantTrace || l.SpanID != wantSpan {
+			t.Errorf("%s: record trace_id/span_id %q/%q, want %q/%q", name, l.TraceID, l.SpanID, wantTrace, wantSpan)
+		}
+	}
+	egress := spanOf("rid-l", "CLIENT")
+	check("l", egress.TraceID, egress.SpanID)
+	server := spanOf("rid-spawn", "SERVER")
+	upstreamSpans := 0
+	for _, s := range spans {
+		if s.Kind == "CLIENT" && s.ParentSpanID == server.SpanID {
+			upstreamSpans++
+		}
+	}
+	if upstreamSpans != 1 {
+		t.Fatalf("the router's upstream span under %s: %d in %+v", server.SpanID, upstreamSpans, spans)
+	}
+	check("spawn", server.TraceID, server.SpanID)
+	// traceparent: 00-<trace id>-<span id>-<flags>
+	if tp := strings.Split(upstreamTP["unsampled"], "-"); len(tp) != 4 || tp[3] != "00" {
+		t.Errorf("unsampled request's traceparent %q", upstreamTP["unsampled"])
+	} else {
+		check("unsampled", tp[1], tp[2])
+	}
+	check("untraced", "", "")
+}

@@ -11,6 +11,7 @@ import (
 	otellog "go.opentelemetry.io/otel/log"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/resource"
+	"go.opentelemetry.io/otel/trace"
 	collectorlogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
@@ -128,7 +129,14 @@ func (o *otelLogs) log(l *accesslog.OTelLog, e *Entry) {
 	for _, a := range l.Attributes {
 		r.AddAttributes(attribute.String(a.Key, string(a.Value.Append(nil, e))))
 	}
-	s.logger.Emit(context.Background(), r)
+	ctx := context.Background()
+	if e.TraceID.IsValid() {
+		// Envoy's OpenTelemetry access logger sets the record's trace_id
+		// and span_id from the request's active span; the SDK takes them
+		// from the context.
+		ctx = trace.ContextWithSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{TraceID: e.TraceID, SpanID: e.SpanID}))
+	}
+	s.logger.Emit(ctx, r)
 }
 
 // shutdown exports what is queued and stops every sink.
@@ -177,6 +185,14 @@ func toResourceLogs(records []sdklog.Record) []*logspb.ResourceLogs {
 		lr := &logspb.LogRecord{
 			TimeUnixNano:         uint64(r.Timestamp().UnixNano()),
 			ObservedTimeUnixNano: uint64(r.ObservedTimestamp().UnixNano()),
+		}
+		// trace_id and span_id as Envoy's populateTraceContext: set
+		// only when the request had a span; no flags.
+		if tid := r.TraceID(); tid.IsValid() {
+			lr.TraceId = tid[:]
+		}
+		if sid := r.SpanID(); sid.IsValid() {
+			lr.SpanId = sid[:]
 		}
 		if b := r.Body(); b.Type() == attribute.STRING {
 			lr.Body = stringAny(b.AsString())

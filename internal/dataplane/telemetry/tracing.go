@@ -564,6 +564,16 @@ func (s *Span) TraceID() string {
 	return s.span.SpanContext().TraceID().String()
 }
 
+// IDs are the span's trace and span id, valid whether or not it is
+// sampled (an unsampled span is propagated too); zero for nil.
+func (s *Span) IDs() (trace.TraceID, trace.SpanID) {
+	if s == nil {
+		return trace.TraceID{}, trace.SpanID{}
+	}
+	sc := s.span.SpanContext()
+	return sc.TraceID(), sc.SpanID()
+}
+
 // SpawnsUpstream reports whether the router starts its own client span
 // under s (spawn_upstream_span); false for nil.
 func (s *Span) SpawnsUpstream() bool { return s != nil && s.cfg.SpawnUpstreamSpan }

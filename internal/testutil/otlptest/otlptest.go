@@ -36,12 +36,14 @@ type Span struct {
 }
 
 // Log is one received OTLP log record, with its string body and
-// attributes and its resource's attributes.
+// attributes, its resource's attributes, and its trace context in hex
+// ("" when the record has none).
 type Log struct {
-	Body     string
-	Attrs    map[string]string
-	Resource map[string]string
-	Time     time.Time
+	Body            string
+	Attrs           map[string]string
+	Resource        map[string]string
+	Time            time.Time
+	TraceID, SpanID string
 }
 
 // items keeps what a receiver got; its methods are safe for concurrent
@@ -187,7 +189,8 @@ func (l logService) Export(_ context.Context, req *collectorlogs.ExportLogsServi
 		for _, sl := range rl.GetScopeLogs() {
 			for _, lr := range sl.GetLogRecords() {
 				out = append(out, Log{Body: lr.GetBody().GetStringValue(), Attrs: attrs(lr.GetAttributes()), Resource: res,
-					Time: time.Unix(0, int64(lr.GetTimeUnixNano()))})
+					Time: time.Unix(0, int64(lr.GetTimeUnixNano())), TraceID: hex.EncodeToString(lr.GetTraceId()),
+					SpanID: hex.EncodeToString(lr.GetSpanId())})
 			}
 		}
 	}
