@@ -26,12 +26,14 @@ const (
 	RequestReferer
 	RequestHeader // Expr.Key: the canonical header name
 	RequestSize
+	RequestTotalSize
 	ResponseCode
 	ResponseCodeDetails
 	ResponseFlags
 	ResponseGRPCStatus
 	ResponseHeader // Expr.Key: the canonical header name
 	ResponseSize
+	ResponseTotalSize
 	SourceAddress
 	SourcePort
 	DestinationAddress
@@ -67,11 +69,13 @@ var simpleAttrs = map[string]Attr{
 	"request.id":                       RequestID,
 	"request.referer":                  RequestReferer,
 	"request.size":                     RequestSize,
+	"request.total_size":               RequestTotalSize,
 	"response.code":                    ResponseCode,
 	"response.code_details":            ResponseCodeDetails,
 	"response.flags":                   ResponseFlags,
 	"response.grpc_status":             ResponseGRPCStatus,
 	"response.size":                    ResponseSize,
+	"response.total_size":              ResponseTotalSize,
 	"source.address":                   SourceAddress,
 	"source.port":                      SourcePort,
 	"destination.address":              DestinationAddress,
@@ -100,8 +104,10 @@ var peerFields = map[string]string{
 //   - an attribute: request.host, request.method, request.path,
 //     request.url_path, request.scheme, request.protocol,
 //     request.useragent, request.id, request.referer, request.size,
+//     request.total_size,
 //     request.headers['h'], response.code, response.code_details,
 //     response.flags, response.grpc_status, response.size,
+//     response.total_size,
 //     response.headers['h'], source.address, source.port,
 //     destination.address, destination.port, connection.mtls,
 //     connection.requested_server_name, upstream.address,

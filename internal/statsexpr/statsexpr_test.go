@@ -20,6 +20,8 @@ func TestParse(t *testing.T) {
 		{in: "string(response.code.value)", want: Expr{Attr: ResponseCode}},
 		{in: "connection.requested_server_name", want: Expr{Attr: ConnectionSNI}},
 		{in: "xds.cluster_name", want: Expr{Attr: ClusterName}},
+		{in: "request.total_size", want: Expr{Attr: RequestTotalSize}},
+		{in: "string(response.total_size)", want: Expr{Attr: ResponseTotalSize}},
 		{in: "request.headers['x-user']", want: Expr{Attr: RequestHeader, Key: "X-User"}},
 		{in: `response.headers["grpc-status"]`, want: Expr{Attr: ResponseHeader, Key: "Grpc-Status"}},
 		{in: "node.metadata['CLUSTER_ID']", want: Expr{Attr: NodeMetadata, Key: "CLUSTER_ID"}},

@@ -40,18 +40,24 @@ type Attributes struct {
 	CodeDetails    string
 	Flags          string
 	GRPCStatus     string
-	RequestBytes   int64
-	ResponseBytes  int64
-	Source         string // ip:port
-	Destination    string // ip:port
-	MTLS           bool
-	SNI            string
-	UpstreamHost   string
-	Cluster        string
-	Route          string
-	Node           *Node
-	UpstreamPeer   *Peer
-	DownstreamPeer *Peer
+	// RequestBytes and ResponseBytes are the body bytes (request.size,
+	// response.size); RequestTotalBytes and ResponseTotalBytes add the
+	// header maps' sizes, the response's trailers too
+	// (request.total_size, response.total_size).
+	RequestBytes       int64
+	ResponseBytes      int64
+	RequestTotalBytes  int64
+	ResponseTotalBytes int64
+	Source             string // ip:port
+	Destination        string // ip:port
+	MTLS               bool
+	SNI                string
+	UpstreamHost       string
+	Cluster            string
+	Route              string
+	Node               *Node
+	UpstreamPeer       *Peer
+	DownstreamPeer     *Peer
 }
 
 // Eval returns e's value for a.
@@ -113,6 +119,8 @@ func (e *Expr) eval(a *Attributes) string {
 		}
 	case statsexpr.RequestSize:
 		return strconv.FormatInt(a.RequestBytes, 10)
+	case statsexpr.RequestTotalSize:
+		return strconv.FormatInt(a.RequestTotalBytes, 10)
 	case statsexpr.ResponseCode:
 		return strconv.Itoa(a.ResponseCode)
 	case statsexpr.ResponseCodeDetails:
@@ -128,6 +136,8 @@ func (e *Expr) eval(a *Attributes) string {
 		return headerValue(a.ResponseHeader, e.key)
 	case statsexpr.ResponseSize:
 		return strconv.FormatInt(a.ResponseBytes, 10)
+	case statsexpr.ResponseTotalSize:
+		return strconv.FormatInt(a.ResponseTotalBytes, 10)
 	case statsexpr.SourceAddress:
 		return hostOf(a.Source)
 	case statsexpr.SourcePort:

@@ -179,8 +179,8 @@ func cutByte(s string, b byte) (string, string, bool) {
 var metricHelp = [numMetrics]string{
 	"Requests, by Istio's standard labels.",
 	"Request durations in milliseconds, from the first request byte to the last response byte.",
-	"Request sizes in bytes (body).",
-	"Response sizes in bytes (body).",
+	"Request sizes in bytes: headers and body (Envoy's request.total_size).",
+	"Response sizes in bytes: headers, body and trailers (Envoy's response.total_size).",
 	"gRPC messages sent by the client.",
 	"gRPC messages sent by the server.",
 	"Bytes sent to the downstream of a TCP connection.",
@@ -193,8 +193,12 @@ var metricHelp = [numMetrics]string{
 type Request struct {
 	Labels         *Labels
 	DurationMillis float64
-	RequestBytes   int64
-	ResponseBytes  int64
+	// RequestBytes and ResponseBytes are the sizes istio_request_bytes
+	// and istio_response_bytes record: Envoy's request.total_size and
+	// response.total_size (the header maps' byte sizes plus the body, the
+	// response's trailers too), as Istio's stats plugin recorded them.
+	RequestBytes  int64
+	ResponseBytes int64
 	// RequestMessages and ResponseMessages are gRPC messages (counted
 	// only for gRPC requests).
 	RequestMessages, ResponseMessages uint64

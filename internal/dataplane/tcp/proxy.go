@@ -303,7 +303,9 @@ func (p *Proxy) reportIstio(c *istiostats.Config, conn *filter.Connection, e *te
 		SentBytes: uint64(max(e.BytesSent, 0)), RecvBytes: uint64(max(e.BytesReceived, 0))}
 	if c.HasOverrides() {
 		a := &istiostats.Attributes{Flags: e.ResponseFlags, Cluster: e.UpstreamCluster, UpstreamHost: e.UpstreamHost,
-			RequestBytes: e.BytesReceived, ResponseBytes: e.BytesSent, MTLS: f.PeerPrincipal != "" && f.LocalPrincipal != ""}
+			RequestBytes: e.BytesReceived, ResponseBytes: e.BytesSent, MTLS: f.PeerPrincipal != "" && f.LocalPrincipal != "",
+			// No headers on a TCP stream: Envoy's total sizes are its bytes.
+			RequestTotalBytes: e.BytesReceived, ResponseTotalBytes: e.BytesSent}
 		if conn != nil {
 			a.Source, a.Destination, a.SNI = conn.Source.String(), conn.Destination.String(), conn.ServerName
 		}
