@@ -14,6 +14,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/testutil/otlptest"
 )
 
@@ -41,6 +42,30 @@ func benchProxyGET(b *testing.B, mutate func(g *config.Generation)) {
 		mutate(g)
 	}
 	p := startProxy(b, g)
+	req, err := http.NewRequest("GET", "http://"+lAddr+"/bench", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Host = "svc"
+	benchGets(b, p.client, req)
+}
+
+// BenchmarkProxyHTTP1IstioStats is BenchmarkProxyHTTP1 on a listener
+// whose chain has Istio's istio.stats filter (a source reporter, no
+// metadata exchange): the cost of Istio's standard metrics per request,
+// the request and response sizes included.
+func BenchmarkProxyHTTP1IstioStats(b *testing.B) {
+	body := strings.Repeat("x", 1024)
+	up := startBackend(b, "up", false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1024")
+		io.WriteString(w, body)
+	})
+	lAddr := closedAddr(b)
+	g := build(b, nil,
+		[]*listenerv3.Listener{statsListener(b, "l", lAddr, "rt", nil)},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("all", []string{"*"}, prefixRoute("r", "/", "up")))},
+		[]*clusterv3.Cluster{staticCluster(b, "up", false, up.addr)})
+	p := startStatsProxy(b, g, istiostats.NewMetrics(0))
 	req, err := http.NewRequest("GET", "http://"+lAddr+"/bench", nil)
 	if err != nil {
 		b.Fatal(err)
