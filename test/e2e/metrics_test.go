@@ -38,7 +38,9 @@ const (
 // known number of page views, istio_requests_total for productpage ->
 // reviews has grown by exactly that number on both reporters (productpage's
 // proxy as source, reviews-v1's as destination) with Istio's labels, the
-// peers' identities coming from the metadata exchange; with Istio's ratings
+// peers' identities coming from the metadata exchange, and the GETs'
+// istio_request_bytes count their headers (Envoy's request.total_size),
+// not only their empty bodies; with Istio's ratings
 // fault abort for jason, reviews-v2's proxy reports the aborted calls with
 // response_code 500 and response_flags FI, exactly as many as jason's page
 // views.
@@ -82,7 +84,17 @@ func TestIstioMetricsBookinfo(t *testing.T) {
 		v, _ := fams.Value("istio_requests_total", labels)
 		return v
 	}
+	reqBytes := func(url string, labels map[string]string) float64 {
+		t.Helper()
+		fams, err := promtest.Scrape(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := fams.HistogramSum("istio_request_bytes", labels)
+		return v
+	}
 	src0, dst0 := before(metricsProxy(octetProductpage), src), before(metricsProxy(octetReviewsV1), dst)
+	srcBytes0, dstBytes0 := reqBytes(metricsProxy(octetProductpage), src), reqBytes(metricsProxy(octetReviewsV1), dst)
 	const views = 40
 	for i := range views {
 		if v, err := version(anon, m.pageURL); err != nil || v != "v1" {
@@ -103,6 +115,18 @@ func TestIstioMetricsBookinfo(t *testing.T) {
 			views, srcN, dstN, views, edge)
 		dumpSeries(t, metricsProxy(octetProductpage), "istio_requests_total")
 		dumpSeries(t, metricsProxy(octetReviewsV1), "istio_requests_total")
+	}
+	// The GETs have no body; their sizes are at least the pseudo-headers'
+	// names and the fixed values (:method GET, :path /..., :scheme http).
+	const minHeaders = float64(len(":method") + len("GET") + len(":path") + len("/") + len(":authority") + len(":scheme") + len("http"))
+	var srcBytes, dstBytes float64
+	if !poll(5e9, func() bool {
+		srcBytes = reqBytes(metricsProxy(octetProductpage), src) - srcBytes0
+		dstBytes = reqBytes(metricsProxy(octetReviewsV1), dst) - dstBytes0
+		return srcBytes >= views*minHeaders && dstBytes >= views*minHeaders
+	}) {
+		t.Errorf("after %d page views: istio_request_bytes grew by %v (reporter=source) and %v (reporter=destination); want at least %v each (the GETs' headers)",
+			views, srcBytes, dstBytes, views*minHeaders)
 	}
 
 	// Every proxy's endpoint parses; its Istio families are the known ones.

@@ -80,6 +80,19 @@ func (f Families) Value(name string, labels map[string]string) (v float64, ok bo
 	return v, ok
 }
 
+// HistogramSum returns the sample sum of the histogram series of name
+// whose labels include labels (all of them when labels is empty), summed
+// over the matches. ok is false when no histogram series matches.
+func (f Families) HistogramSum(name string, labels map[string]string) (sum float64, ok bool) {
+	for _, m := range f[name].GetMetric() {
+		if h := m.GetHistogram(); h != nil && hasLabels(m, labels) {
+			sum += h.GetSampleSum()
+			ok = true
+		}
+	}
+	return sum, ok
+}
+
 // Names lists the families' names, sorted.
 func (f Families) Names() []string {
 	out := make([]string, 0, len(f))
