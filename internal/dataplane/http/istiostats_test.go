@@ -148,20 +148,21 @@ func TestIstioStatsSizes(t *testing.T) {
 		len(respBody)
 
 	var reqSum, respSum float64
-	var n uint64
+	var n, respN uint64
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		// The request is counted when the handler returns, which can
-		// be after the client has read the response.
+		// be after the client has read the response; a histogram's
+		// count moves before its sum.
 		reqSum, n = histogramSums(t, stats, "istio_request_bytes")
-		respSum, _ = histogramSums(t, stats, "istio_response_bytes")
-		if n == 1 || time.Now().After(deadline) {
+		respSum, respN = histogramSums(t, stats, "istio_response_bytes")
+		if (n == 1 && respN == 1 && int(reqSum) == wantReq && int(respSum) == wantResp) || time.Now().After(deadline) {
 			break
 		}
 		pollPause()
 	}
-	if n != 1 {
-		t.Fatalf("istio_request_bytes counted %d requests, want 1", n)
+	if n != 1 || respN != 1 {
+		t.Fatalf("istio_request_bytes counted %d requests, istio_response_bytes %d; want 1", n, respN)
 	}
 	if int(reqSum) != wantReq {
 		t.Errorf("istio_request_bytes sum = %v, want %d (headers %d + body %d)", reqSum, wantReq, wantReq-len(reqBody), len(reqBody))
