@@ -11,8 +11,9 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
 
-// Entry is one request as the access log sees it. Empty strings and
-// negative numbers print as "-".
+// Entry is one request (or TCP connection) as the access log sees it.
+// Empty strings, a negative UpstreamServiceTime and zero timings print
+// as "-".
 type Entry struct {
 	StartTime     time.Time
 	Method        string
@@ -59,6 +60,34 @@ type Entry struct {
 	// presented on it ("" none). Istio's client-side stats read both.
 	UpstreamTLS            *tls.ConnectionState
 	UpstreamLocalPrincipal string
+	// UpstreamProtocol is the protocol of the upstream response
+	// ("HTTP/1.1", "HTTP/2"; Envoy's %UPSTREAM_PROTOCOL%), "" when there
+	// was none.
+	UpstreamProtocol string
+	// UpstreamRequestAttemptCount is the number of upstream attempts
+	// (Envoy's attempt count): retries included, 0 when no host was
+	// picked.
+	UpstreamRequestAttemptCount int
+	// ConnectionID is the downstream connection's id (Envoy's
+	// %CONNECTION_ID%), unique in the process; 0 when unknown.
+	ConnectionID uint64
+	// DownstreamPeerURISAN and DownstreamLocalURISAN are the URI SANs of
+	// the downstream TLS peer's certificate and of the proxy's own on
+	// that connection, joined with ","; "" for plaintext or none.
+	DownstreamPeerURISAN, DownstreamLocalURISAN string
+	// Envoy's stream timing: offsets from StartTime at which the last
+	// request byte came from downstream, the last request byte went
+	// upstream, the first response byte came from upstream and the last
+	// response byte went downstream; 0 when it did not happen (a local
+	// reply has no upstream timing; TCP has none).
+	LastDownstreamRxByteReceived time.Duration
+	LastUpstreamTxByteSent       time.Duration
+	FirstUpstreamRxByteReceived  time.Duration
+	LastDownstreamTxByteSent     time.Duration
+	// DownstreamHandshakeDuration is a TCP connection's time from accept
+	// to the end of its TLS handshake; 0 for plaintext and, as in Envoy,
+	// for HTTP.
+	DownstreamHandshakeDuration time.Duration
 	// TraceID and SpanID are the connection manager's span (Envoy's
 	// active span), sampled or not; zero when the request was not
 	// traced. The OpenTelemetry access log sets its LogRecord's trace_id

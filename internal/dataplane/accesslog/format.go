@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // EnvoyDefaultFormat is Envoy's default access log format, used when an
@@ -71,6 +73,7 @@ type jsonField struct {
 // command is one %COMMAND(ARG):MAX% of Envoy's substitution format.
 type command struct {
 	name    string
+	op      op
 	header  string // REQ/RESP: the header, lower case
 	alt     string // REQ/RESP: the header after "?"
 	timefmt string // START_TIME: Go layout, "" for Envoy's default
@@ -165,16 +168,107 @@ func parseSegments(s string) ([]segment, error) {
 	return segs, nil
 }
 
-// commands are the commands this version implements, with Envoy's names.
-var commands = map[string]bool{
-	"START_TIME": true, "REQ": true, "RESP": true, "PROTOCOL": true, "RESPONSE_CODE": true,
-	"RESPONSE_FLAGS": true, "RESPONSE_CODE_DETAILS": true, "CONNECTION_TERMINATION_DETAILS": true,
-	"UPSTREAM_TRANSPORT_FAILURE_REASON": true, "BYTES_RECEIVED": true, "BYTES_SENT": true, "DURATION": true,
-	"UPSTREAM_HOST": true, "UPSTREAM_CLUSTER": true, "UPSTREAM_CLUSTER_RAW": true, "UPSTREAM_LOCAL_ADDRESS": true,
-	"DOWNSTREAM_LOCAL_ADDRESS": true, "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT": true,
-	"DOWNSTREAM_REMOTE_ADDRESS": true, "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT": true,
-	"DOWNSTREAM_DIRECT_REMOTE_ADDRESS": true, "REQUESTED_SERVER_NAME": true, "ROUTE_NAME": true,
-	"HOSTNAME": true, "METHOD": true, "PATH": true, "UPSTREAM_REMOTE_ADDRESS": true,
+// op is a command, resolved from its name once, when the format is
+// parsed.
+type op uint8
+
+const (
+	opNone op = iota
+	opStartTime
+	opReq
+	opResp
+	opProtocol
+	opUpstreamProtocol
+	opResponseCode
+	opResponseFlags
+	opResponseCodeDetails
+	opConnectionTerminationDetails
+	opUpstreamTransportFailureReason
+	opBytesReceived
+	opBytesSent
+	opDuration
+	opRequestDuration
+	opRequestTxDuration
+	opResponseDuration
+	opResponseTxDuration
+	opDownstreamHandshakeDuration
+	opUpstreamRequestAttemptCount
+	opConnectionID
+	opUpstreamHost
+	opUpstreamCluster
+	opUpstreamLocalAddress
+	opUpstreamLocalAddressWithoutPort
+	opUpstreamLocalPort
+	opUpstreamRemoteAddressWithoutPort
+	opUpstreamRemotePort
+	opDownstreamLocalAddress
+	opDownstreamLocalAddressWithoutPort
+	opDownstreamLocalPort
+	opDownstreamRemoteAddress
+	opDownstreamRemoteAddressWithoutPort
+	opDownstreamRemotePort
+	opRequestedServerName
+	opRouteName
+	opHostname
+	opMethod
+	opPath
+	opDownstreamPeerURISAN
+	opDownstreamLocalURISAN
+	opTraceID
+)
+
+// commands are the commands this version implements, by Envoy's names.
+// The upstream's remote address is the upstream host's; the downstream's
+// remote address is always the connection's peer (Loom does not take it
+// from x-forwarded-for or the PROXY protocol), so the DIRECT ones are the
+// same.
+var commands = map[string]op{
+	"START_TIME":                                    opStartTime,
+	"REQ":                                           opReq,
+	"RESP":                                          opResp,
+	"PROTOCOL":                                      opProtocol,
+	"UPSTREAM_PROTOCOL":                             opUpstreamProtocol,
+	"RESPONSE_CODE":                                 opResponseCode,
+	"RESPONSE_FLAGS":                                opResponseFlags,
+	"RESPONSE_CODE_DETAILS":                         opResponseCodeDetails,
+	"CONNECTION_TERMINATION_DETAILS":                opConnectionTerminationDetails,
+	"UPSTREAM_TRANSPORT_FAILURE_REASON":             opUpstreamTransportFailureReason,
+	"BYTES_RECEIVED":                                opBytesReceived,
+	"BYTES_SENT":                                    opBytesSent,
+	"DURATION":                                      opDuration,
+	"REQUEST_DURATION":                              opRequestDuration,
+	"REQUEST_TX_DURATION":                           opRequestTxDuration,
+	"RESPONSE_DURATION":                             opResponseDuration,
+	"RESPONSE_TX_DURATION":                          opResponseTxDuration,
+	"DOWNSTREAM_HANDSHAKE_DURATION":                 opDownstreamHandshakeDuration,
+	"UPSTREAM_REQUEST_ATTEMPT_COUNT":                opUpstreamRequestAttemptCount,
+	"CONNECTION_ID":                                 opConnectionID,
+	"UPSTREAM_HOST":                                 opUpstreamHost,
+	"UPSTREAM_CLUSTER":                              opUpstreamCluster,
+	"UPSTREAM_CLUSTER_RAW":                          opUpstreamCluster,
+	"UPSTREAM_LOCAL_ADDRESS":                        opUpstreamLocalAddress,
+	"UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT":           opUpstreamLocalAddressWithoutPort,
+	"UPSTREAM_LOCAL_PORT":                           opUpstreamLocalPort,
+	"UPSTREAM_REMOTE_ADDRESS":                       opUpstreamHost,
+	"UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT":          opUpstreamRemoteAddressWithoutPort,
+	"UPSTREAM_REMOTE_PORT":                          opUpstreamRemotePort,
+	"DOWNSTREAM_LOCAL_ADDRESS":                      opDownstreamLocalAddress,
+	"DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT":         opDownstreamLocalAddressWithoutPort,
+	"DOWNSTREAM_LOCAL_PORT":                         opDownstreamLocalPort,
+	"DOWNSTREAM_REMOTE_ADDRESS":                     opDownstreamRemoteAddress,
+	"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT":        opDownstreamRemoteAddressWithoutPort,
+	"DOWNSTREAM_REMOTE_PORT":                        opDownstreamRemotePort,
+	"DOWNSTREAM_DIRECT_REMOTE_ADDRESS":              opDownstreamRemoteAddress,
+	"DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT": opDownstreamRemoteAddressWithoutPort,
+	"DOWNSTREAM_DIRECT_REMOTE_PORT":                 opDownstreamRemotePort,
+	"REQUESTED_SERVER_NAME":                         opRequestedServerName,
+	"ROUTE_NAME":                                    opRouteName,
+	"HOSTNAME":                                      opHostname,
+	"METHOD":                                        opMethod,
+	"PATH":                                          opPath,
+	"DOWNSTREAM_PEER_URI_SAN":                       opDownstreamPeerURISAN,
+	"DOWNSTREAM_LOCAL_URI_SAN":                      opDownstreamLocalURISAN,
+	"TRACE_ID":                                      opTraceID,
 }
 
 func parseCommand(s string) (*command, error) {
@@ -213,8 +307,12 @@ func parseCommand(s string) (*command, error) {
 		}
 	} else if name == "REQ" || name == "RESP" {
 		return nil, fmt.Errorf("%%%s%%: a header name is required", s)
+	} else if n, _, ok := strings.Cut(name, ":"); ok && commands[n] != opNone {
+		// Envoy: only commands with an argument take a length.
+		return nil, fmt.Errorf("%%%s%%: command %s takes no length", s, n)
 	}
-	if !commands[name] {
+	c.op = commands[name]
+	if c.op == opNone {
 		return nil, fmt.Errorf("%%%s%%: unknown or unsupported command", s)
 	}
 	c.name = name
@@ -269,21 +367,146 @@ func strftime(f string) (string, error) {
 
 var hostname, _ = os.Hostname()
 
-// number is c's value for e when c is a number (RESPONSE_CODE,
-// BYTES_RECEIVED, BYTES_SENT, DURATION in ms), so that writers append it
-// without making a string.
-func (c *command) number(e *Entry) (n int64, ok bool) {
-	switch c.name {
-	case "RESPONSE_CODE":
-		return int64(e.ResponseCode), true
-	case "BYTES_RECEIVED":
-		return e.BytesReceived, true
-	case "BYTES_SENT":
-		return e.BytesSent, true
-	case "DURATION":
-		return e.Duration.Milliseconds(), true
+// kind is what a command gives for an entry.
+type kind uint8
+
+const (
+	kindNone    kind = iota // no value: "-" in text, null in JSON (Envoy's unspecified value)
+	kindStr                 // a string
+	kindNum                 // a number, which a JSON value of this command alone keeps
+	kindTime                // START_TIME, appended by appendTime
+	kindTraceID             // TRACE_ID, appended by appendTraceID
+)
+
+// eval is c's value for e, without allocating: the string s (kindStr) or
+// the number n (kindNum); kindTime and kindTraceID are appended by their
+// writers.
+func (c *command) eval(e *Entry) (s string, n int64, k kind) {
+	switch c.op {
+	case opResponseCode:
+		return "", int64(e.ResponseCode), kindNum
+	case opBytesReceived:
+		return "", e.BytesReceived, kindNum
+	case opBytesSent:
+		return "", e.BytesSent, kindNum
+	case opDuration:
+		return "", e.Duration.Milliseconds(), kindNum
+	case opUpstreamRequestAttemptCount:
+		return "", int64(e.UpstreamRequestAttemptCount), kindNum
+	case opConnectionID:
+		return "", int64(e.ConnectionID), kindNum
+	case opRequestDuration:
+		return millis(e.LastDownstreamRxByteReceived)
+	case opRequestTxDuration:
+		return millis(e.LastUpstreamTxByteSent)
+	case opResponseDuration:
+		return millis(e.FirstUpstreamRxByteReceived)
+	case opResponseTxDuration:
+		if e.FirstUpstreamRxByteReceived > 0 && e.LastDownstreamTxByteSent > 0 {
+			return "", (e.LastDownstreamTxByteSent - e.FirstUpstreamRxByteReceived).Milliseconds(), kindNum
+		}
+		return "", 0, kindNone
+	case opDownstreamHandshakeDuration:
+		return millis(e.DownstreamHandshakeDuration)
+	case opUpstreamLocalPort:
+		return port(e.UpstreamLocalAddress)
+	case opUpstreamRemotePort:
+		return port(e.UpstreamHost)
+	case opDownstreamLocalPort:
+		return port(e.DownstreamLocalAddress)
+	case opDownstreamRemotePort:
+		return port(e.DownstreamRemoteAddress)
+	case opStartTime:
+		return "", 0, kindTime
+	case opTraceID:
+		if e.TraceID.IsValid() {
+			return "", 0, kindTraceID
+		}
+		return "", 0, kindNone
+	case opReq:
+		s = reqHeader(e, c.header)
+		if s == "" && c.alt != "" {
+			s = reqHeader(e, c.alt)
+		}
+	case opResp:
+		s = respHeader(e, c.header)
+		if s == "" && c.alt != "" {
+			s = respHeader(e, c.alt)
+		}
+	case opProtocol:
+		s = e.Protocol
+	case opUpstreamProtocol:
+		s = e.UpstreamProtocol
+	case opResponseFlags:
+		s = e.ResponseFlags
+	case opResponseCodeDetails:
+		s = e.ResponseCodeDetails
+	case opUpstreamTransportFailureReason:
+		s = e.UpstreamFailureReason
+	case opUpstreamHost:
+		s = e.UpstreamHost
+	case opUpstreamCluster:
+		s = e.UpstreamCluster
+	case opUpstreamLocalAddress:
+		s = e.UpstreamLocalAddress
+	case opUpstreamLocalAddressWithoutPort:
+		s = withoutPort(e.UpstreamLocalAddress)
+	case opUpstreamRemoteAddressWithoutPort:
+		s = withoutPort(e.UpstreamHost)
+	case opDownstreamLocalAddress:
+		s = e.DownstreamLocalAddress
+	case opDownstreamLocalAddressWithoutPort:
+		s = withoutPort(e.DownstreamLocalAddress)
+	case opDownstreamRemoteAddress:
+		s = e.DownstreamRemoteAddress
+	case opDownstreamRemoteAddressWithoutPort:
+		s = withoutPort(e.DownstreamRemoteAddress)
+	case opRequestedServerName:
+		s = e.RequestedServerName
+	case opRouteName:
+		s = e.RouteName
+	case opHostname:
+		s = hostname
+	case opMethod:
+		s = e.Method
+	case opPath:
+		s = e.Path
+	case opDownstreamPeerURISAN:
+		s = e.DownstreamPeerURISAN
+	case opDownstreamLocalURISAN:
+		s = e.DownstreamLocalURISAN
 	}
-	return 0, false
+	// CONNECTION_TERMINATION_DETAILS: none in this version.
+	if s == "" {
+		return "", 0, kindNone
+	}
+	if c.max > 0 && len(s) > c.max {
+		s = s[:c.max]
+	}
+	return s, 0, kindStr
+}
+
+// millis is a duration operator's value: whole milliseconds, truncated
+// as Envoy's duration_cast; none when d is 0 (the event did not happen).
+func millis(d time.Duration) (string, int64, kind) {
+	if d <= 0 {
+		return "", 0, kindNone
+	}
+	return "", d.Milliseconds(), kindNum
+}
+
+// port is a *_PORT operator's value: the port of host:port, a number;
+// none when hp has no port.
+func port(hp string) (string, int64, kind) {
+	_, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, kindNone
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, kindNone
+	}
+	return "", int64(n), kindNum
 }
 
 // appendTime appends START_TIME for e in c's format (Envoy's default
@@ -296,72 +519,53 @@ func (c *command) appendTime(b []byte, e *Entry) []byte {
 	return e.StartTime.UTC().AppendFormat(b, f)
 }
 
-// appendText appends c's text for e as value gives it, numbers and times
-// without an intermediate string; empty is true when there is none.
-func (c *command) appendText(b []byte, e *Entry) (out []byte, empty bool) {
-	if n, ok := c.number(e); ok {
-		return strconv.AppendInt(b, n, 10), false
+// appendTraceID appends e's trace id as the active span's getTraceId
+// gives it: 32 lower-case hex digits, or 16 for a 64-bit (Zipkin
+// trace_id_128bit false) id, whose high half is zero.
+func appendTraceID(b []byte, e *Entry) []byte {
+	id := e.TraceID[:]
+	if [8]byte(id[:8]) == [8]byte{} {
+		id = id[8:]
 	}
-	if c.name == "START_TIME" {
-		return c.appendTime(b, e), false
-	}
-	s, _, _ := c.value(e)
-	return append(b, s...), s == ""
+	return hex.AppendEncode(b, id)
 }
 
-// value renders c for e: the text ("" when missing) and, for a number, ok.
+// appendValue appends c's text for e, a string sanitized (appendStr's
+// replacements) when sanitize is set; ok is false, with nothing
+// appended, when there is no value.
+func (c *command) appendValue(b []byte, e *Entry, sanitize bool) (out []byte, ok bool) {
+	s, n, k := c.eval(e)
+	switch k {
+	case kindNum:
+		return strconv.AppendInt(b, n, 10), true
+	case kindStr:
+		if sanitize {
+			return appendStr(b, s), true
+		}
+		return append(b, s...), true
+	case kindTime:
+		start := len(b)
+		b = c.appendTime(b, e)
+		if sanitize {
+			sanitizeBytes(b[start:])
+		}
+		return b, true
+	case kindTraceID:
+		return appendTraceID(b, e), true
+	}
+	return b, false
+}
+
+// value renders c for e as a string ("" when missing) and, for a number,
+// the number; it allocates (tests, and the JSON oracle).
 func (c *command) value(e *Entry) (s string, num int64, isNum bool) {
-	if n, ok := c.number(e); ok {
+	s, n, k := c.eval(e)
+	switch k {
+	case kindNum:
 		return strconv.FormatInt(n, 10), n, true
-	}
-	switch c.name {
-	case "START_TIME":
-		return string(c.appendTime(nil, e)), 0, false
-	case "REQ":
-		s = reqHeader(e, c.header)
-		if s == "" && c.alt != "" {
-			s = reqHeader(e, c.alt)
-		}
-	case "RESP":
-		s = respHeader(e, c.header)
-		if s == "" && c.alt != "" {
-			s = respHeader(e, c.alt)
-		}
-	case "PROTOCOL":
-		s = e.Protocol
-	case "RESPONSE_FLAGS":
-		s = e.ResponseFlags
-	case "RESPONSE_CODE_DETAILS":
-		s = e.ResponseCodeDetails
-	case "UPSTREAM_TRANSPORT_FAILURE_REASON":
-		s = e.UpstreamFailureReason
-	case "UPSTREAM_HOST", "UPSTREAM_REMOTE_ADDRESS":
-		s = e.UpstreamHost
-	case "UPSTREAM_CLUSTER", "UPSTREAM_CLUSTER_RAW":
-		s = e.UpstreamCluster
-	case "UPSTREAM_LOCAL_ADDRESS":
-		s = e.UpstreamLocalAddress
-	case "DOWNSTREAM_LOCAL_ADDRESS":
-		s = e.DownstreamLocalAddress
-	case "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT":
-		s = withoutPort(e.DownstreamLocalAddress)
-	case "DOWNSTREAM_REMOTE_ADDRESS", "DOWNSTREAM_DIRECT_REMOTE_ADDRESS":
-		s = e.DownstreamRemoteAddress
-	case "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT":
-		s = withoutPort(e.DownstreamRemoteAddress)
-	case "REQUESTED_SERVER_NAME":
-		s = e.RequestedServerName
-	case "ROUTE_NAME":
-		s = e.RouteName
-	case "HOSTNAME":
-		s = hostname
-	case "METHOD":
-		s = e.Method
-	case "PATH":
-		s = e.Path
-	}
-	if c.max > 0 && len(s) > c.max {
-		s = s[:c.max]
+	case kindTime, kindTraceID:
+		b, _ := c.appendValue(nil, e, false)
+		return string(b), 0, false
 	}
 	return s, 0, false
 }
@@ -411,7 +615,7 @@ func headerGet(hd http.Header, h string) string {
 }
 
 // Append appends e's line (with a trailing newline for JSON; a text
-// format carries its own) to b.
+// format carries its own) to b. It allocates nothing but b's growth.
 func (f *Formatter) Append(b []byte, e *Entry) []byte {
 	switch {
 	case f.istio:
@@ -424,15 +628,10 @@ func (f *Formatter) Append(b []byte, e *Entry) []byte {
 			b = append(b, sg.lit...)
 			continue
 		}
-		if n, ok := sg.op.number(e); ok {
-			b = strconv.AppendInt(b, n, 10)
-			continue
+		var ok bool
+		if b, ok = sg.op.appendValue(b, e, true); !ok && !f.omitEmpty {
+			b = append(b, '-')
 		}
-		s, _, _ := sg.op.value(e) // START_TIME too: appendStr sanitizes it
-		if s == "" && f.omitEmpty {
-			continue
-		}
-		b = appendStr(b, s)
 	}
 	return b
 }
@@ -440,8 +639,8 @@ func (f *Formatter) Append(b []byte, e *Entry) []byte {
 // appendJSON writes the object in the fields' precomputed (sorted) order:
 // the same bytes json.Marshal of a map of them gives, without building
 // the map. A value that is exactly one command keeps its type (a number
-// stays a number; an empty one is null, or left out with omitEmpty); any
-// other value is a string in which an empty command is "-" ("" with
+// stays a number; a missing one is null, or left out with omitEmpty); any
+// other value is a string in which a missing command is "-" ("" with
 // omitEmpty).
 func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 	b = append(b, '{')
@@ -451,29 +650,25 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 		jf := &f.json[i]
 		if jf.single {
 			op := jf.segs[0].op
-			n, isNum := op.number(e)
-			var s string
-			isTime := op.name == "START_TIME"
-			if !isNum && !isTime {
-				s, _, _ = op.value(e)
-				if s == "" && f.omitEmpty {
-					continue
-				}
+			s, n, k := op.eval(e)
+			if k == kindNone && f.omitEmpty {
+				continue
 			}
 			if !first {
 				b = append(b, ',')
 			}
 			first = false
 			b = append(b, jf.prefix...)
-			switch {
-			case isNum:
+			switch k {
+			case kindNum:
 				b = strconv.AppendInt(b, n, 10)
-			case isTime:
-				b = appendJSONBytes(b, op.appendTime(scratch[:0], e))
-			case s == "":
-				b = append(b, "null"...)
-			default:
+			case kindStr:
 				b = appendJSONString(b, s)
+			case kindTime, kindTraceID:
+				v, _ := op.appendValue(scratch[:0], e, false)
+				b = appendJSONBytes(b, v)
+			default:
+				b = append(b, "null"...)
 			}
 			continue
 		}
@@ -483,8 +678,8 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 				v = append(v, sg.lit...)
 				continue
 			}
-			var empty bool
-			if v, empty = sg.op.appendText(v, e); empty && !f.omitEmpty {
+			var ok bool
+			if v, ok = sg.op.appendValue(v, e, false); !ok && !f.omitEmpty {
 				v = append(v, '-')
 			}
 		}
@@ -496,6 +691,15 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 		b = appendJSONBytes(b, v)
 	}
 	return append(b, '}', '\n')
+}
+
+// sanitizeBytes makes appendStr's replacements in b.
+func sanitizeBytes(b []byte) {
+	for i, c := range b {
+		if c < 0x20 || c == '"' || c == 0x7f {
+			b[i] = '_'
+		}
+	}
 }
 
 // jsonPlain reports whether c is written as itself inside a JSON string

@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -43,11 +45,52 @@ type Connection struct {
 	// terminated TLS connection (its URI SANs are XFCC's By); nil
 	// otherwise.
 	LocalCertificate *x509.Certificate
+	// ID is the connection's id, unique in the process (Envoy's
+	// connection id, %CONNECTION_ID%); 0 for a Connection the listener
+	// did not make.
+	ID uint64
+	// HandshakeDuration is the time from accept to the end of the
+	// downstream TLS handshake; 0 for plaintext or passed-through TLS.
+	HandshakeDuration time.Duration
 
 	principals struct {
 		once        sync.Once
 		peer, local string
 	}
+	uriSANs struct {
+		once        sync.Once
+		peer, local string
+	}
+}
+
+// URISANs returns every URI SAN of the peer's certificate and of the
+// proxy's own certificate on the connection, each list joined with ","
+// (Envoy's %DOWNSTREAM_PEER_URI_SAN% and %DOWNSTREAM_LOCAL_URI_SAN%), ""
+// for each that has none. They are computed once per connection.
+func (c *Connection) URISANs() (peer, local string) {
+	if c == nil {
+		return "", ""
+	}
+	c.uriSANs.once.Do(func() {
+		if c.TLS != nil && len(c.TLS.PeerCertificates) > 0 {
+			c.uriSANs.peer = joinURIs(c.TLS.PeerCertificates[0])
+		}
+		if c.LocalCertificate != nil {
+			c.uriSANs.local = joinURIs(c.LocalCertificate)
+		}
+	})
+	return c.uriSANs.peer, c.uriSANs.local
+}
+
+func joinURIs(cert *x509.Certificate) string {
+	var b strings.Builder
+	for i, u := range cert.URIs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(u.String())
+	}
+	return b.String()
 }
 
 // Principals returns the first URI SANs of the peer's verified

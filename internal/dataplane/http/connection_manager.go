@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
@@ -182,6 +183,9 @@ type reqState struct {
 	logged bool
 	// span is the request's span; nil when its chain has no tracing.
 	span *telemetry.Span
+	// tx times the upstream request's last byte when logged (nil
+	// otherwise); made per request, as transports may call it late.
+	tx *wroteTimer
 	// ridAdded: the proxy generated the request's X-Request-Id (it is not
 	// one of the headers the client sent, for the header limits).
 	ridAdded bool
@@ -233,6 +237,7 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.logged = cm.sinks.Enabled(fc.AccessLogs)
 	if st.logged {
 		fillAccessLogFields(e, r, gen, h.name)
+		st.tx = newWroteTimer(start)
 	}
 	host := r.Host
 	if r.URL.Host != "" {
@@ -250,14 +255,23 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// may still hold it after this handler returned.
 	var body *countingBody
 	if r.Body != nil && r.Body != http.NoBody {
-		body = &countingBody{rc: r.Body}
+		body = &countingBody{rc: r.Body, start: start}
 		r.Body = body
+	} else {
+		// Envoy's last_downstream_rx_byte_received: the headers ended
+		// the stream.
+		e.LastDownstreamRxByteReceived = sinceStart(start)
 	}
 
 	abort := cm.serve(w, r, st, gen, fc, host, body)
 
 	if body != nil {
 		e.BytesReceived += body.n.Load() // an upgraded tunnel counted its own bytes
+		e.LastDownstreamRxByteReceived = time.Duration(body.eof.Load())
+	}
+	if st.tx != nil {
+		e.LastUpstreamTxByteSent = time.Duration(st.tx.sent.Load())
+		st.tx = nil
 	}
 	e.Duration = time.Since(start)
 	if st.span != nil {
@@ -297,6 +311,10 @@ func fillAccessLogFields(e *telemetry.Entry, r *http.Request, gen *config.Genera
 	e.UserAgent = r.Header.Get("User-Agent")
 	e.DownstreamRemoteAddress = r.RemoteAddr
 	e.RequestURI = r.URL.RequestURI()
+	if conn := filter.RequestConnection(r); conn != nil {
+		e.ConnectionID = conn.ID
+		e.DownstreamPeerURISAN, e.DownstreamLocalURISAN = conn.URISANs()
+	}
 	if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
 		e.Path = p
 	} else {
@@ -389,7 +407,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return false
 	}
 	if len(fc.HTTPFilters) == 0 {
-		return cm.route(w, r, gen, route, "", host, body, e, st.span)
+		return cm.route(w, r, gen, route, "", host, body, e, st.span, st.tx)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
 }
@@ -495,7 +513,7 @@ func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.fs.Override = nil
 	st.routed = true
-	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span)
+	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span, st.tx)
 }
 
 // mergeFlags adds the filters' flags to the router's, in Envoy's order
@@ -520,7 +538,7 @@ func mergeFlags(router string, f filter.Flags) string {
 // cluster is "" to the cluster route.Pick gives, filling e. span is the
 // request's span (nil: untraced); with spawn_upstream_span the router's
 // client span is its child.
-func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span) (abort bool) {
+func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span, tx *wroteTimer) (abort bool) {
 	if route == nil {
 		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false
@@ -550,11 +568,11 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	if span.SpawnsUpstream() {
 		up := span.StartUpstream(r, name)
 		up.Inject(r.Header)
-		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span)
+		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, tx)
 		up.End(e)
 		return abort
 	}
-	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span)
+	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, tx)
 }
 
 // failure is why an attempt got no response.
@@ -575,9 +593,11 @@ const (
 // route.Mirrors, and streams the response to w. wc is the picked weighted
 // cluster (its header mutations), nil when none. body is r.Body's counting
 // wrapper, nil when r has none. span is the connection manager's span
-// (nil: none), which the response's decorator operation names.
+// (nil: none), which the response's decorator operation names. tx, when
+// not nil, times each attempt's last request byte.
 func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route,
-	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span) (abort bool) {
+	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span,
+	tx *wroteTimer) (abort bool) {
 	ctx := r.Context()
 	if route.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -732,6 +752,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			return false
 		}
 		uh = h
+		e.UpstreamRequestAttemptCount++
 		if h.Priority < 64 {
 			triedPriorities |= 1 << h.Priority
 		}
@@ -766,7 +787,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			out.Body = stream
 			out.ContentLength = r.ContentLength
 		}
-		out = out.WithContext(tryCtx)
+		if tx != nil {
+			out = out.WithContext(httptrace.WithClientTrace(tryCtx, &tx.trace))
+		} else {
+			out = out.WithContext(tryCtx)
+		}
 		tryStart = time.Now()
 		resp, err = rt.RoundTrip(out)
 		lastTryCtx = tryCtx
@@ -870,6 +895,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	defer func() { done(res) }()
 	defer resp.Body.Close()
 	e.UpstreamServiceTime = time.Since(tryStart)
+	e.FirstUpstreamRxByteReceived = sinceStart(e.StartTime)
+	e.UpstreamProtocol = resp.Proto
+	if resp.ProtoMajor == 2 {
+		e.UpstreamProtocol = "HTTP/2"
+	}
 	e.ResponseCode = resp.StatusCode
 	e.ResponseCodeDetails = "via_upstream"
 	noteUpstreamTLS(e, uh, resp)
@@ -914,6 +944,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	w.WriteHeader(resp.StatusCode)
 	n, err := copyBody(w, countResponseMessages(resp.Body, e), resp.ContentLength < 0)
 	e.BytesSent = n
+	if err == nil {
+		// Written to the downstream connection's buffer: the server
+		// flushes it when the handler returns.
+		e.LastDownstreamTxByteSent = sinceStart(e.StartTime)
+	}
 	if len(resp.Trailer) > 0 {
 		for k, vv := range resp.Trailer {
 			hdr[http.TrailerPrefix+k] = vv
@@ -1179,6 +1214,8 @@ func (cm *ConnectionManager) bodyError(w http.ResponseWriter, r *http.Request, e
 type countingBody struct {
 	rc      io.ReadCloser
 	n       atomic.Int64
+	start   time.Time    // the request's start
+	eof     atomic.Int64 // offset from start of the first EOF read (the last byte received); 0: none yet
 	readErr atomic.Pointer[error]
 	closed  atomic.Bool
 	// frames counts a gRPC request's messages (startGRPCMessages); nil
@@ -1192,10 +1229,41 @@ func (c *countingBody) Read(p []byte) (int, error) {
 	if c.frames != nil {
 		c.frames.Feed(p[:n])
 	}
+	if err == io.EOF && c.eof.Load() == 0 {
+		c.eof.CompareAndSwap(0, int64(sinceStart(c.start)))
+	}
 	if err != nil && err != io.EOF && !c.closed.Load() {
 		c.readErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+// sinceStart is the time since start, at least 1ns: a timing offset of 0
+// means the event did not happen (telemetry.Entry).
+func sinceStart(start time.Time) time.Duration {
+	return max(time.Since(start), 1)
+}
+
+// wroteTimer records when an upstream attempt's request was written to
+// its end (Envoy's last_upstream_tx_byte_sent), through httptrace's
+// WroteRequest, which the upstream transports call, HTTP/2's on its own
+// goroutine, possibly after the response began.
+type wroteTimer struct {
+	start time.Time
+	sent  atomic.Int64 // offset from start; 0: not yet
+	trace httptrace.ClientTrace
+}
+
+func newWroteTimer(start time.Time) *wroteTimer {
+	t := &wroteTimer{start: start}
+	t.trace.WroteRequest = t.wrote
+	return t
+}
+
+func (t *wroteTimer) wrote(info httptrace.WroteRequestInfo) {
+	if info.Err == nil {
+		t.sent.Store(int64(sinceStart(t.start)))
+	}
 }
 
 // err returns the first read error other than EOF, or nil.

@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"strings"
@@ -156,7 +157,8 @@ func TestOTelAccessLog(t *testing.T) {
 // (its active span): the span exported for the request, the HCM's server
 // span and not the router's upstream span under spawn_upstream_span, and
 // an unsampled span's ids too (those propagated upstream); a request on a
-// chain without tracing has none.
+// chain without tracing has none. %TRACE_ID% in the body is the same
+// trace id.
 func TestOTelAccessLogTraceContext(t *testing.T) {
 	col := otlptest.StartOTLP(t, "127.0.0.1:0")
 	app := startBackend(t, "reviews", false, nil)
@@ -176,7 +178,7 @@ func TestOTelAccessLogTraceContext(t *testing.T) {
 		if err := tl.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 			t.Fatal(err)
 		}
-		hcm.AccessLog = []*accesslogv3.AccessLog{otelAccessLog(t, l.name+" %REQ(X-REQUEST-ID)%", "")}
+		hcm.AccessLog = []*accesslogv3.AccessLog{otelAccessLog(t, l.name+" %REQ(X-REQUEST-ID)% %TRACE_ID%", "")}
 		tl.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: xdstest.MustAny(t, &hcm)}
 		ls = append(ls, tl)
 	}
@@ -227,9 +229,9 @@ func TestOTelAccessLogTraceContext(t *testing.T) {
 	}
 	spans := col.Wait(t, 10*time.Second, "the spans of two sampled requests", func(s []otlptest.Span) bool { return len(s) == 3 })
 	logs := col.WaitLogs(t, 10*time.Second, "four log records", func(ls []otlptest.Log) bool { return len(ls) == 4 })
-	byBody := map[string]otlptest.Log{}
+	byRequest := map[string]otlptest.Log{}
 	for _, l := range logs {
-		byBody[l.Body] = l
+		byRequest[strings.Join(strings.Fields(l.Body)[:2], " ")] = l
 	}
 	spanOf := func(requestID, kind string) otlptest.Span {
 		t.Helper()
@@ -243,12 +245,16 @@ func TestOTelAccessLogTraceContext(t *testing.T) {
 	}
 	check := func(name, wantTrace, wantSpan string) {
 		t.Helper()
-		l, ok := byBody[name+" rid-"+name]
+		l, ok := byRequest[name+" rid-"+name]
 		if !ok {
 			t.Fatalf("no record for %s in %+v", name, logs)
 		}
 		if l.TraceID != wantTrace || l.SpanID != wantSpan {
 			t.Errorf("%s: record trace_id/span_id %q/%q, want %q/%q", name, l.TraceID, l.SpanID, wantTrace, wantSpan)
+		}
+		// %TRACE_ID% is the same span's.
+		if want := name + " rid-" + name + " " + cmp.Or(wantTrace, "-"); l.Body != want {
+			t.Errorf("%s: body %q, want %q", name, l.Body, want)
 		}
 	}
 	egress := spanOf("rid-l", "CLIENT")

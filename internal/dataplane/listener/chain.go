@@ -143,6 +143,7 @@ func (cs *chainServer) serve(pc *peekConn, info *filter.Connection) bool {
 			_ = tc.Close()
 			return true
 		}
+		info.HandshakeDuration = time.Since(pc.accepted)
 		st := tc.ConnectionState()
 		info.TLS = &st
 		if info.ServerName == "" {

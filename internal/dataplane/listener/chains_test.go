@@ -622,3 +622,53 @@ func TestNetworkRBACOnMTLSChain(t *testing.T) {
 		t.Errorf("a denied identity was proxied: %q", got)
 	}
 }
+
+// TestConnectionAccessLogFacts: what the access log reads off a
+// connection: a process-unique id per connection, the downstream TLS
+// handshake's duration (none for plaintext), and every URI SAN of the
+// peer's and the proxy's certificates, joined with "," as Envoy's
+// DOWNSTREAM_PEER_URI_SAN and DOWNSTREAM_LOCAL_URI_SAN.
+func TestConnectionAccessLogFacts(t *testing.T) {
+	ca := testutil.NewCA(t, "mesh root")
+	ch := make(chan seen, 1)
+	m := startManager(t, Options{Secrets: workloadSecrets(t, ca), TCP: recordingTCP(ch)})
+	mtlsAddr, plainAddr := freeAddr(t), freeAddr(t)
+	fc := tcpChain(t, "tcp-mtls", nil)
+	fc.TransportSocket = istioServerTLS(t, true)
+	if err := m.Update(buildGen(t,
+		&listenerv3.Listener{Name: "in", Address: xdstest.HostPortAddress(t, mtlsAddr), FilterChains: []*listenerv3.FilterChain{fc}},
+		&listenerv3.Listener{Name: "plain", Address: xdstest.HostPortAddress(t, plainAddr), FilterChains: []*listenerv3.FilterChain{tcpChain(t, "tcp", nil)}},
+	)); err != nil {
+		t.Fatal(err)
+	}
+	leaf := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/sleep", "spiffe://other.domain/x"}})
+	connect := func(addr string, tlsOn bool) *filter.Connection {
+		t.Helper()
+		var c net.Conn = dial(t, addr)
+		if tlsOn {
+			c = tls.Client(c, &tls.Config{RootCAs: ca.Pool, ServerName: "server.test", Certificates: []tls.Certificate{leaf.TLS}})
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "hello"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		return (<-ch).conn
+	}
+	a, b, plain := connect(mtlsAddr, true), connect(mtlsAddr, true), connect(plainAddr, false)
+	if a.ID == 0 || b.ID == 0 || plain.ID == 0 || a.ID == b.ID || b.ID == plain.ID {
+		t.Errorf("connection ids %d, %d, %d; want distinct, non-zero", a.ID, b.ID, plain.ID)
+	}
+	if a.HandshakeDuration <= 0 || plain.HandshakeDuration != 0 {
+		t.Errorf("handshake durations: mTLS %v, plaintext %v", a.HandshakeDuration, plain.HandshakeDuration)
+	}
+	peer, local := a.URISANs()
+	if peer != "spiffe://cluster.local/ns/default/sa/sleep,spiffe://other.domain/x" || local != "spiffe://cluster.local/ns/default/sa/server" {
+		t.Errorf("URI SANs: peer %q, local %q", peer, local)
+	}
+	if peer, local := plain.URISANs(); peer != "" || local != "" {
+		t.Errorf("plaintext URI SANs: %q, %q", peer, local)
+	}
+}

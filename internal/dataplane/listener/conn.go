@@ -1,6 +1,8 @@
 package listener
 
 import (
+	"time"
+
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -27,6 +29,9 @@ type peekConn struct {
 	net.Conn
 	buf []byte // read from Conn, not yet consumed by Read
 	off int    // consumed bytes of buf
+	// accepted is when the connection was accepted (Envoy's connection
+	// start, which DOWNSTREAM_HANDSHAKE_DURATION counts from).
+	accepted time.Time
 }
 
 // fill reads until at least n bytes are buffered (n <= maxPeek) and

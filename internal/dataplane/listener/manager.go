@@ -292,8 +292,8 @@ func (m *Manager) accept(s *socket) {
 func (m *Manager) handle(name string, c net.Conn) {
 	defer m.wg.Done()
 	stop := context.AfterFunc(m.ctx, func() { _ = c.Close() })
-	pc := &peekConn{Conn: c}
-	info := &filter.Connection{}
+	pc := &peekConn{Conn: c, accepted: time.Now()}
+	info := &filter.Connection{ID: nextConnectionID.Add(1)}
 	info.Source, _ = netip.ParseAddrPort(c.RemoteAddr().String())
 	info.Destination, _ = netip.ParseAddrPort(c.LocalAddr().String())
 	in := &config.MatchInput{Source: info.Source, Destination: info.Destination, TransportProtocol: config.TransportRawBuffer}
@@ -341,6 +341,10 @@ func (m *Manager) handle(name string, c net.Conn) {
 	stop()
 	_ = c.Close()
 }
+
+// nextConnectionID numbers the process's downstream connections (Envoy's
+// connection ids), from 1.
+var nextConnectionID atomic.Uint64
 
 // detected remembers which listener filters ran on a connection, so that
 // a hand-off target's filters do not inspect it twice.

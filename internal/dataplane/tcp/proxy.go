@@ -110,6 +110,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	if conn != nil {
 		e.DownstreamLocalAddress = conn.Destination.String()
 		e.RequestedServerName = conn.ServerName
+		e.ConnectionID, e.DownstreamHandshakeDuration = conn.ID, conn.HandshakeDuration
 	}
 	defer func() {
 		_ = down.Close()
@@ -118,6 +119,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 			p.reportIstio(fc.TCPStats, conn, &e)
 		}
 		if fc != nil && len(fc.AccessLogs) > 0 {
+			e.DownstreamPeerURISAN, e.DownstreamLocalURISAN = conn.URISANs()
 			p.opts.Sinks.Log(fc.AccessLogs, &e)
 		}
 	}()
@@ -162,6 +164,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		return
 	}
 	e.UpstreamHost = h.Addr
+	e.UpstreamRequestAttemptCount = 1 // tcp_proxy's connect attempts; Loom makes one
 	up, release, err := h.DialCounted(ctx)
 	if errors.Is(err, upstream.ErrOverflow) {
 		// max_connections in use and max_pending_requests waiting:

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -291,6 +292,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	werr := req.Write(c.bw)
 	if werr == nil {
 		werr = c.bw.Flush()
+	}
+	if werr == nil {
+		// As net/http's transports: the request is written to its end.
+		if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.WroteRequest != nil {
+			tr.WroteRequest(httptrace.WroteRequestInfo{})
+		}
 	}
 	if werr != nil {
 		// An upstream may answer before reading the whole body (413, 401)
