@@ -29,6 +29,27 @@ type AccessLogger struct {
 	Filter *Filter
 }
 
+// ReadsUpstreamTx reports whether a logger of ls formats
+// REQUEST_TX_DURATION (see Formatter.ReadsUpstreamTx).
+func ReadsUpstreamTx(ls []*AccessLogger) bool {
+	for _, l := range ls {
+		if l.Format.ReadsUpstreamTx() {
+			return true
+		}
+		if o := l.OTel; o != nil {
+			if o.Body.ReadsUpstreamTx() {
+				return true
+			}
+			for _, a := range o.Attributes {
+				if a.Value.ReadsUpstreamTx() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // OTelLog is Envoy's envoy.access_loggers.open_telemetry
 // (OpenTelemetryAccessLogConfig; Istio's envoyOtelAls provider): each
 // request becomes an OTLP LogRecord whose body and attributes are format

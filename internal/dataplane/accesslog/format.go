@@ -42,6 +42,8 @@ type Formatter struct {
 	// of several parts), and a JSON key whose whole value is one empty
 	// operator is left out instead of being null.
 	omitEmpty bool
+	// txTimed: the format reads REQUEST_TX_DURATION (ReadsUpstreamTx).
+	txTimed bool
 }
 
 // FormatOptions are the SubstitutionFormatString fields besides the
@@ -91,7 +93,20 @@ func ParseTextFormat(s string, opts FormatOptions) (*Formatter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Formatter{text: segs, omitEmpty: opts.OmitEmptyValues}, nil
+	return &Formatter{text: segs, omitEmpty: opts.OmitEmptyValues, txTimed: readsOp(segs, opRequestTxDuration)}, nil
+}
+
+// ReadsUpstreamTx reports whether f reads REQUEST_TX_DURATION, whose
+// timing costs the connection manager a request trace; false for nil.
+func (f *Formatter) ReadsUpstreamTx() bool { return f != nil && f.txTimed }
+
+func readsOp(segs []segment, o op) bool {
+	for _, sg := range segs {
+		if sg.op != nil && sg.op.op == o {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseJSONFormat parses an Envoy json_format: each value is a format
@@ -114,6 +129,7 @@ func ParseJSONFormat(fields map[string]string, opts FormatOptions) (*Formatter, 
 			return nil, fmt.Errorf("%s: %w", k, err)
 		}
 		f.json = append(f.json, jsonField{key: k, prefix: append(kj, ':'), segs: segs, single: len(segs) == 1 && segs[0].op != nil})
+		f.txTimed = f.txTimed || readsOp(segs, opRequestTxDuration)
 	}
 	return f, nil
 }

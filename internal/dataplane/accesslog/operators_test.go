@@ -154,3 +154,73 @@ func TestOperatorErrors(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFormatOperators: a line of the timing, attempt, connection,
+// port, SAN and trace id operators, text and JSON.
+func BenchmarkFormatOperators(b *testing.B) {
+	ops := []string{"REQUEST_DURATION", "REQUEST_TX_DURATION", "RESPONSE_DURATION", "RESPONSE_TX_DURATION",
+		"UPSTREAM_REQUEST_ATTEMPT_COUNT", "CONNECTION_ID", "UPSTREAM_PROTOCOL", "UPSTREAM_LOCAL_PORT",
+		"DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT", "DOWNSTREAM_PEER_URI_SAN", "TRACE_ID", "START_TIME"}
+	var text strings.Builder
+	fields := map[string]string{}
+	for _, op := range ops {
+		text.WriteString("%" + op + "% ")
+		fields[strings.ToLower(op)] = "%" + op + "%"
+	}
+	tf, err := ParseTextFormat(text.String(), FormatOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	jf, err := ParseJSONFormat(fields, FormatOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := operatorEntry()
+	buf := make([]byte, 0, 2048)
+	for _, f := range []struct {
+		name string
+		f    *Formatter
+	}{{"text", tf}, {"json", jf}} {
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = f.f.Append(buf[:0], e)
+			}
+		})
+	}
+}
+
+// TestReadsUpstreamTx: only a logger whose format reads
+// REQUEST_TX_DURATION asks the connection manager to time the upstream
+// request's last byte.
+func TestReadsUpstreamTx(t *testing.T) {
+	text := func(s string) *Formatter {
+		f, err := ParseTextFormat(s, FormatOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	js, err := ParseJSONFormat(map[string]string{"a": "%DURATION%", "tx": "tx=%REQUEST_TX_DURATION%"}, FormatOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	istio := text(IstioTextFormat)
+	for _, tt := range []struct {
+		name string
+		ls   []*AccessLogger
+		want bool
+	}{
+		{"none", nil, false},
+		{"istio", []*AccessLogger{{Format: istio}}, false},
+		{"text", []*AccessLogger{{Format: istio}, {Format: text("%REQUEST_DURATION% %REQUEST_TX_DURATION%")}}, true},
+		{"json", []*AccessLogger{{Format: js}}, true},
+		{"otel body", []*AccessLogger{{OTel: &OTelLog{Body: text("%REQUEST_TX_DURATION%")}}}, true},
+		{"otel attribute", []*AccessLogger{{OTel: &OTelLog{Attributes: []OTelAttribute{{Key: "k", Value: text("%REQUEST_TX_DURATION%")}}}}}, true},
+		{"otel other", []*AccessLogger{{OTel: &OTelLog{Body: text("%RESPONSE_DURATION%")}}}, false},
+	} {
+		if got := ReadsUpstreamTx(tt.ls); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
@@ -183,8 +184,9 @@ type reqState struct {
 	logged bool
 	// span is the request's span; nil when its chain has no tracing.
 	span *telemetry.Span
-	// tx times the upstream request's last byte when logged (nil
-	// otherwise); made per request, as transports may call it late.
+	// tx times the upstream request's last byte when an access log
+	// reads it (nil otherwise); made per request, as transports may call
+	// it late.
 	tx *wroteTimer
 	// ridAdded: the proxy generated the request's X-Request-Id (it is not
 	// one of the headers the client sent, for the header limits).
@@ -237,7 +239,9 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.logged = cm.sinks.Enabled(fc.AccessLogs)
 	if st.logged {
 		fillAccessLogFields(e, r, gen, h.name)
-		st.tx = newWroteTimer(start)
+		if accesslog.ReadsUpstreamTx(fc.AccessLogs) {
+			st.tx = newWroteTimer(start)
+		}
 	}
 	host := r.Host
 	if r.URL.Host != "" {
