@@ -25,6 +25,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/accesslog"
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
@@ -87,6 +88,20 @@ func start(t *testing.T, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *ha
 // startWith is start with the given cluster manager, for its stats.
 func startWith(t *testing.T, cm *upstream.ClusterManager, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *harness {
 	t.Helper()
+	return startOpts(t, cm, harnessOptions{}, tp, clusters...)
+}
+
+// harnessOptions: conn is the downstream Connection every connection's
+// context carries (nil: none, as without a listener); format the access
+// log's text format ("": Istio's).
+type harnessOptions struct {
+	conn   *filter.Connection
+	format string
+}
+
+// startOpts is startWith with o.
+func startOpts(t *testing.T, cm *upstream.ClusterManager, o harnessOptions, tp *tcpv3.TcpProxy, clusters ...*clusterv3.Cluster) *harness {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +122,13 @@ func startWith(t *testing.T, cm *upstream.ClusterManager, tp *tcpv3.TcpProxy, cl
 		ln.Close()
 		t.Fatal(err)
 	}
+	if o.format != "" {
+		f, err := accesslog.ParseTextFormat(o.format, accesslog.FormatOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Listeners["tcp"].FilterChains[0].AccessLogs = []*accesslog.AccessLogger{{Path: "/dev/stdout", Format: f}}
+	}
 	logEveryChain(g)
 	var gen atomic.Pointer[config.Generation]
 	gen.Store(g)
@@ -118,6 +140,9 @@ func startWith(t *testing.T, cm *upstream.ClusterManager, tp *tcpv3.TcpProxy, cl
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if o.conn != nil {
+		ctx = filter.WithConnection(ctx, o.conn)
+	}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -544,5 +569,34 @@ func logEveryChain(g *config.Generation) {
 				fc.AccessLogs = []*accesslog.AccessLogger{{Path: "/dev/stdout", Format: f}}
 			}
 		}
+	}
+}
+
+// TestAccessLogOperators: what a TCP connection's access log gives for
+// Envoy's operators: the listener's connection id and TLS handshake time,
+// one connect attempt (none without a cluster), and "-" for the HTTP-only
+// timings and protocol.
+func TestAccessLogOperators(t *testing.T) {
+	const format = "%CONNECTION_ID% %DOWNSTREAM_HANDSHAKE_DURATION% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_PROTOCOL% " +
+		"%REQUEST_DURATION% %RESPONSE_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_PEER_URI_SAN%\n"
+	up := server(t, echo(""))
+	_, upPort, _ := net.SplitHostPort(up)
+	for _, tt := range []struct {
+		name, cluster, want string
+	}{
+		{"connected", "echo", "7 3 1 - - - " + upPort + " -"},
+		{"no cluster", "missing", "7 3 0 - - - - -"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{conn: &filter.Connection{ID: 7, HandshakeDuration: 3900 * time.Microsecond}, format: format},
+				oneCluster(tt.cluster), cluster(t, "echo", nil, up))
+			c := dial(t, h.addr)
+			c.CloseWrite()
+			io.ReadAll(c)
+			c.Close()
+			if got := h.waitLog(t, 1)[0]; got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
