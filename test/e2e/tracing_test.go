@@ -527,3 +527,80 @@ extensionProviders:
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// TestOTelAccessLogTraceContextBookinfo: with tracing and Istio's
+// envoyOtelAls access log both on, every proxy's log record of a page view
+// carries the page's trace id and the span id of a span that proxy
+// exported for it (Envoy's active span), so a log backend joins the
+// records to the trace.
+func TestOTelAccessLogTraceContextBookinfo(t *testing.T) {
+	const meshConfig = `
+defaultProviders:
+  tracing: [otel-tracing]
+extensionProviders:
+- name: otel-tracing
+  opentelemetry:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4317
+- name: otel
+  envoyOtelAls:
+    service: otel-collector.observability.svc.cluster.local
+    port: 4317
+defaultConfig:
+  tracing:
+    sampling: 100
+`
+	m, col, pageURL := startTracedBookinfo(t, meshConfig)
+	sample, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "istio-samples", "telemetry", "otel-loki-accesslog-telemetry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyWhenAccepted(t, m, string(sample))
+	const rid = "e2e-otel-accesslog-trace"
+	// Page views until one trace has the records of all 5 proxies (the
+	// Telemetry reaches them one by one).
+	var records []otlptest.Log
+	deadline := time.Now().Add(30 * time.Second)
+	for done := false; !done; {
+		pageView(t, pageURL, map[string]string{"X-Request-Id": rid})
+		records = records[:0]
+		nodes := map[string]map[string]bool{} // trace id -> node names
+		for _, l := range col.WaitLogs(t, 30*time.Second, "access log records", func(ls []otlptest.Log) bool { return len(ls) > 0 }) {
+			if strings.Contains(l.Body, `"`+rid+`"`) {
+				records = append(records, l)
+				if nodes[l.TraceID] == nil {
+					nodes[l.TraceID] = map[string]bool{}
+				}
+				nodes[l.TraceID][l.Resource["node_name"]] = true
+			}
+		}
+		for _, n := range nodes {
+			done = done || len(n) >= 5
+		}
+		if !done && time.Now().After(deadline) {
+			t.Fatalf("records of %s by trace and proxy: %v, want one trace from all 5", rid, nodes)
+		}
+		if !done {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	// The page views before every proxy logged are traces of their own:
+	// each record's trace must hold its span.
+	spanIDs := map[string]string{} // span id -> trace id
+	col.Wait(t, 30*time.Second, "the spans of every record", func(ss []otlptest.Span) bool {
+		for _, s := range ss {
+			spanIDs[s.SpanID] = s.TraceID
+		}
+		for _, l := range records {
+			if _, ok := spanIDs[l.SpanID]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+	for _, l := range records {
+		if len(l.TraceID) != 32 || spanIDs[l.SpanID] != l.TraceID {
+			t.Errorf("record from %s: trace_id %q, span_id %q (exported in trace %q)", l.Resource["node_name"], l.TraceID, l.SpanID, spanIDs[l.SpanID])
+		}
+	}
+}
