@@ -114,9 +114,9 @@ func AppendEntry(b []byte, e *Entry) []byte {
 	b = append(b, ' ')
 	b = appendStr(b, e.ResponseFlags)
 	b = append(b, ' ')
-	b = appendStr(b, e.ResponseCodeDetails)
+	b = appendStrUnderscored(b, e.ResponseCodeDetails)
 	b = append(b, " - \""...) // CONNECTION_TERMINATION_DETAILS: none in this version
-	b = appendStr(b, e.UpstreamFailureReason)
+	b = appendStrUnderscored(b, e.UpstreamFailureReason)
 	b = append(b, "\" "...)
 	b = strconv.AppendInt(b, e.BytesReceived, 10)
 	b = append(b, ' ')
@@ -152,6 +152,15 @@ func AppendEntry(b []byte, e *Entry) []byte {
 	b = append(b, ' ')
 	b = appendStr(b, e.RouteName)
 	return append(b, '\n')
+}
+
+// appendStrUnderscored is appendStr with whitespace written as "_", as
+// Envoy writes RESPONSE_CODE_DETAILS and UPSTREAM_TRANSPORT_FAILURE_REASON.
+func appendStrUnderscored(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	return appendUnderscored(b, s, true)
 }
 
 // appendStr appends s, or "-" when empty. Control characters and quotes

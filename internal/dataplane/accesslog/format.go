@@ -79,7 +79,11 @@ type command struct {
 	header  string // REQ/RESP: the header, lower case
 	alt     string // REQ/RESP: the header after "?"
 	timefmt string // START_TIME: Go layout, "" for Envoy's default
-	max     int    // :N truncation, 0 none
+	// underscores: whitespace in the value is written as "_", as Envoy
+	// writes UPSTREAM_TRANSPORT_FAILURE_REASON and RESPONSE_CODE_DETAILS
+	// (unless RESPONSE_CODE_DETAILS(ALLOW_WHITESPACES)).
+	underscores bool
+	max         int // :N truncation, 0 none
 }
 
 // ParseTextFormat parses an Envoy text format string. Every command must be
@@ -290,6 +294,7 @@ var commands = map[string]op{
 func parseCommand(s string) (*command, error) {
 	c := &command{}
 	name := s
+	allowWhitespaces := false
 	if i := strings.IndexByte(s, '('); i >= 0 {
 		j := strings.LastIndexByte(s, ')')
 		if j < i {
@@ -318,6 +323,11 @@ func parseCommand(s string) (*command, error) {
 				return nil, fmt.Errorf("%%%s%%: %v", s, err)
 			}
 			c.timefmt = layout
+		case "RESPONSE_CODE_DETAILS":
+			if arg != "ALLOW_WHITESPACES" {
+				return nil, fmt.Errorf("%%%s%%: the argument can only be ALLOW_WHITESPACES", s)
+			}
+			allowWhitespaces = true
 		default:
 			return nil, fmt.Errorf("%%%s%%: command %s takes no argument in this version of Loom", s, name)
 		}
@@ -331,6 +341,7 @@ func parseCommand(s string) (*command, error) {
 	if c.op == opNone {
 		return nil, fmt.Errorf("%%%s%%: unknown or unsupported command", s)
 	}
+	c.underscores = c.op == opUpstreamTransportFailureReason || c.op == opResponseCodeDetails && !allowWhitespaces
 	c.name = name
 	return c, nil
 }
@@ -555,7 +566,10 @@ func (c *command) appendValue(b []byte, e *Entry, sanitize bool) (out []byte, ok
 	case kindNum:
 		return strconv.AppendInt(b, n, 10), true
 	case kindStr:
-		if sanitize {
+		switch {
+		case c.underscores:
+			return appendUnderscored(b, s, sanitize), true
+		case sanitize:
 			return appendStr(b, s), true
 		}
 		return append(b, s...), true
@@ -582,6 +596,10 @@ func (c *command) value(e *Entry) (s string, num int64, isNum bool) {
 	case kindTime, kindTraceID:
 		b, _ := c.appendValue(nil, e, false)
 		return string(b), 0, false
+	case kindStr:
+		if c.underscores {
+			return string(appendUnderscored(nil, s, false)), 0, false
+		}
 	}
 	return s, 0, false
 }
@@ -679,7 +697,12 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 			case kindNum:
 				b = strconv.AppendInt(b, n, 10)
 			case kindStr:
-				b = appendJSONString(b, s)
+				if op.underscores {
+					v, _ := op.appendValue(scratch[:0], e, false)
+					b = appendJSONBytes(b, v)
+				} else {
+					b = appendJSONString(b, s)
+				}
 			case kindTime, kindTraceID:
 				v, _ := op.appendValue(scratch[:0], e, false)
 				b = appendJSONBytes(b, v)
@@ -707,6 +730,23 @@ func (f *Formatter) appendJSON(b []byte, e *Entry) []byte {
 		b = appendJSONBytes(b, v)
 	}
 	return append(b, '}', '\n')
+}
+
+// appendUnderscored appends s with its whitespace (Envoy's
+// replaceAllEmptySpace: space, \t, \n, \v, \f, \r) written as "_", and
+// with appendStr's replacements when sanitize is set.
+func appendUnderscored(b []byte, s string, sanitize bool) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c >= '\t' && c <= '\r':
+			c = '_'
+		case sanitize && (c < 0x20 || c == '"' || c == 0x7f):
+			c = '_'
+		}
+		b = append(b, c)
+	}
+	return b
 }
 
 // sanitizeBytes makes appendStr's replacements in b.

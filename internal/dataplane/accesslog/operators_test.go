@@ -100,7 +100,8 @@ func TestOperators(t *testing.T) {
 }
 
 // TestOperatorEdges: Envoy's rules for a partial timing, a 64-bit trace
-// id, an address without a port, and omit_empty_values.
+// id, an address without a port, omit_empty_values, and the whitespace
+// Envoy writes as "_" in a transport failure reason and code details.
 func TestOperatorEdges(t *testing.T) {
 	for _, tt := range []struct {
 		name, format string
@@ -116,6 +117,10 @@ func TestOperatorEdges(t *testing.T) {
 			&Entry{DownstreamRemoteAddress: "/run/app.sock"}, false, "-|/run/app.sock"},
 		{"omit empty", "[%REQUEST_DURATION%][%UPSTREAM_PROTOCOL%][%TRACE_ID%][%CONNECTION_ID%]", &Entry{}, true, "[][][][0]"},
 		{"sanitized", `%DOWNSTREAM_PEER_URI_SAN%`, &Entry{DownstreamPeerURISAN: "spiffe://a/\"b\n"}, false, "spiffe://a/_b_"},
+		{"failure reason spaces", `"%UPSTREAM_TRANSPORT_FAILURE_REASON%"`,
+			&Entry{UpstreamFailureReason: "TLS_error: secret \"x\" not\tavailable"}, false, `"TLS_error:_secret__x__not_available"`},
+		{"details spaces", `%RESPONSE_CODE_DETAILS%`, &Entry{ResponseCodeDetails: "ext_authz denied\r\n"}, false, "ext_authz_denied__"},
+		{"details allow whitespaces", `%RESPONSE_CODE_DETAILS(ALLOW_WHITESPACES)%`, &Entry{ResponseCodeDetails: "ext_authz denied"}, false, "ext_authz denied"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f, err := ParseTextFormat(tt.format, FormatOptions{OmitEmptyValues: tt.omit})
@@ -126,6 +131,19 @@ func TestOperatorEdges(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+	// JSON gets the underscores too; Istio's text format (AppendEntry)
+	// as well.
+	e := &Entry{UpstreamFailureReason: "TLS_error: no secret", ResponseCodeDetails: "a b"}
+	u, err := ParseJSONFormat(map[string]string{"r": "%UPSTREAM_TRANSPORT_FAILURE_REASON%", "d": "%RESPONSE_CODE_DETAILS%"}, FormatOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(u.Append(nil, e)), `{"d":"a_b","r":"TLS_error:_no_secret"}`+"\n"; got != want || mapJSON(t, u, e) != want {
+		t.Errorf("json: got %s, oracle %s, want %s", got, mapJSON(t, u, e), want)
+	}
+	if got := string(AppendEntry(nil, e)); !strings.Contains(got, ` a_b - "TLS_error:_no_secret" `) {
+		t.Errorf("Istio's format: %s", got)
 	}
 	j, err := ParseJSONFormat(map[string]string{"d": "%RESPONSE_DURATION%", "p": "%UPSTREAM_PORT_NONE%"}, FormatOptions{})
 	if err == nil || !strings.Contains(err.Error(), "UPSTREAM_PORT_NONE") {
@@ -146,6 +164,7 @@ func TestOperatorErrors(t *testing.T) {
 		{"%REQUEST_DURATIONS%", "%REQUEST_DURATIONS%: unknown or unsupported command"},
 		{"%UPSTREAM_HOST:10%", "%UPSTREAM_HOST:10%: command UPSTREAM_HOST takes no length"},
 		{"%REQUEST_DURATION(ms)%", "%REQUEST_DURATION(ms)%: command REQUEST_DURATION takes no argument"},
+		{"%RESPONSE_CODE_DETAILS(X)%", "%RESPONSE_CODE_DETAILS(X)%: the argument can only be ALLOW_WHITESPACES"},
 		{"a %TRACE_ID b", `not a command at "%TRACE_ID b"`},
 	} {
 		_, err := ParseTextFormat(tt.format, FormatOptions{})

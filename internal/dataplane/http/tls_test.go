@@ -182,7 +182,7 @@ func TestUpstreamMTLS(t *testing.T) {
 		t.Fatalf("SAN mismatch: %d %q, want 503", r.code, r.body)
 	}
 	line := p.logLine("san-mismatch")
-	if !strings.Contains(line, " 503 UF ") || !strings.Contains(line, "TLS_error: ") {
+	if !strings.Contains(line, " 503 UF ") || !strings.Contains(line, "TLS_error:_") {
 		t.Errorf("access log line %q: want 503 UF and the TLS error", line)
 	}
 }
@@ -320,7 +320,7 @@ func TestMissingSecretFailsCleanly(t *testing.T) {
 	c.TransportSocket = xdstest.TLSSocket(t, uc)
 	p := startProxyWith(t, buildOne(t, lAddr, c), 0, m.store)
 	r := p.do("GET", "reviews", "/", map[string]string{"X-Request-Id": "late"}, nil)
-	if line := p.logLine("late"); r.code != 503 || !strings.Contains(line, "secret not available") {
+	if line := p.logLine("late"); r.code != 503 || !strings.Contains(line, "secret_not_available") {
 		t.Fatalf("before the secret: %d, log %q", r.code, line)
 	}
 	own := m.ca.Issue(t, testutil.LeafOptions{URIs: []string{proxySPIFFE}})
