@@ -40,6 +40,12 @@ func ServerConfig(d *config.DownstreamTLS, secrets Secrets) *tls.Config {
 		if err != nil {
 			return nil, err
 		}
+		if r, ok := chi.Conn.(LocalCertificateRecorder); ok {
+			// A resumed session presents none and GetCertificate is not
+			// called: the connection is still under the proxy's own
+			// certificate, as Envoy's uriSanLocalCertificate reads it.
+			r.SetLocalCertificate(certs[0].Leaf)
+		}
 		cfg := &tls.Config{
 			GetCertificate:         presentCertificate(certs),
 			NextProtos:             serverALPN(d.ALPN, chi.SupportedProtos),

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
@@ -173,4 +174,100 @@ func TestHandshakes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recordingConn is a connection that records the certificate the server
+// presented (LocalCertificateRecorder), as the listener's does.
+type recordingConn struct {
+	net.Conn
+	local *x509.Certificate
+}
+
+func (c *recordingConn) SetLocalCertificate(cert *x509.Certificate) { c.local = cert }
+
+// A resumed session presents no certificate, but the connection is still
+// the proxy's under its certificate (Envoy's uriSanLocalCertificate): the
+// destination principal and XFCC's By must not vanish on resumption.
+func TestLocalCertificateOnResumption(t *testing.T) {
+	ca := testutil.NewCA(t, "root")
+	server := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/server"}})
+	client := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/client"}})
+	store := secret.NewStore()
+	for name, l := range map[string]*testutil.Leaf{"server": server, "client": client} {
+		s, err := secret.ParseCertificate(name, l.CertPEM, l.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store.Set(s)
+	}
+	roots, err := secret.ParseRoots("ROOTCA", ca.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Set(roots)
+	ref := func(n string) *config.SecretRef { return &config.SecretRef{Name: n, Source: config.SecretLocal} }
+	common := func(cert string) config.CommonTLS {
+		return config.CommonTLS{Certificates: []config.CertSource{{Ref: ref(cert)}}, Validation: &config.ValidationContext{Ref: ref("ROOTCA")},
+			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
+	}
+	scfg := ServerConfig(&config.DownstreamTLS{CommonTLS: common("server"), RequireClientCertificate: true}, store)
+	sessions := tls.NewLRUClientSessionCache(4)
+	for i, wantResumed := range []bool{false, true} {
+		cc, err := ClientConfig(&config.UpstreamTLS{CommonTLS: common("client"), MaxSessionKeys: 1, SNI: "server.test"}, store, sessions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := tcpPair(t)
+		rc := &recordingConn{Conn: a}
+		srv := tls.Server(rc, scfg)
+		done := make(chan error, 1)
+		go func() {
+			err := srv.Handshake()
+			if err == nil {
+				_, err = srv.Write([]byte("x"))
+			}
+			done <- err
+		}()
+		cl := tls.Client(b, cc)
+		_ = cl.SetDeadline(time.Now().Add(5 * time.Second))
+		cerr := cl.Handshake()
+		if cerr == nil {
+			// TLS 1.3 tickets come after the handshake: read them.
+			_, cerr = cl.Read(make([]byte, 1))
+		}
+		serr := <-done
+		if cerr != nil || serr != nil {
+			t.Fatalf("handshake %d: client %v, server %v", i, cerr, serr)
+		}
+		if got := srv.ConnectionState().DidResume; got != wantResumed {
+			t.Fatalf("handshake %d resumed %v, want %v", i, got, wantResumed)
+		}
+		if rc.local == nil || len(rc.local.URIs) == 0 || rc.local.URIs[0].String() != "spiffe://cluster.local/ns/default/sa/server" {
+			t.Errorf("handshake %d (resumed %v): local certificate %v", i, wantResumed, rc.local)
+		}
+		a.Close()
+		b.Close()
+	}
+}
+
+// tcpPair is both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
 }
