@@ -166,7 +166,7 @@ func New(opts Options) (*Proxy, error) {
 	p.accessLog = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLog})
 	p.metrics.WatchAccessLog(p.accessLog) // loom_access_log_dropped_total
 	p.sinks = telemetry.NewSinks(p.accessLog, telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: opts.AccessLogStderr}), opts.Logger)
-	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster, Secrets: p.secrets})
+	p.clusters = upstream.New(upstream.Options{Logger: opts.Logger, OnForget: p.metrics.ForgetCluster, Secrets: p.secrets, Exchange: p.exchange})
 	if opts.Bootstrap != "" {
 		var err error
 		if p.static, err = config.BuildWith(p.bootstrapRes, nil, p.filterDeps()); err != nil {
@@ -203,7 +203,7 @@ func New(opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger, Secrets: p.secrets, Upstreams: p.clusters,
+	p.listeners, err = listener.New(listener.Options{Logger: opts.Logger, Secrets: p.secrets, Upstreams: p.clusters, Exchange: p.exchange,
 		Handler: func(l *config.Listener, fc *config.FilterChain) http.Handler { return cm.Handler(l.Name, fc) },
 		TCP: func(l *config.Listener, fc *config.FilterChain) listener.ConnHandler {
 			return func(ctx context.Context, c net.Conn) { tp.ServeConn(ctx, l.Name, fc, c) }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/loom-mesh/loom/internal/local"
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 )
 
 // Transparent interception end to end: `loomctl demo --interception
@@ -420,6 +421,10 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 		})
 	})
 
+	t.Run("b2: both sidecars know each other's workload (TCP metadata exchange)", func(t *testing.T) {
+		tcpExchangeMetrics(t, clientNS)
+	})
+
 	t.Run("d: a client without sidecar is redirected into the server's sidecar", func(t *testing.T) {
 		if got, err := echoOnce(t, plainNS, "10.78.0.21:9000", "plain"); err != nil || got != "plain" {
 			t.Fatalf("plain echo: %q, %v", got, err)
@@ -490,4 +495,80 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 			t.Errorf("echo under REGISTRY_ONLY: %q, %v", got, err)
 		}
 	})
+}
+
+// tcpExchangeMetrics checks Istio's TCP metrics of connections from the
+// client sidecar (10.78.0.22) to tcp-echo-v1's (10.78.0.21) over mTLS:
+// with Istio's TCP metadata exchange (ALPN istio-peer-exchange) each
+// reporter names both ends' workloads; after a known number of
+// connections each reporter's counters have grown by exactly that many,
+// and its byte counters by exactly the stream's bytes (the exchange's
+// frames are not the app's).
+func tcpExchangeMetrics(t *testing.T, clientNS string) {
+	edge := map[string]string{"source_workload": "client", "source_app": "client", "source_workload_namespace": "default",
+		"source_principal":     "spiffe://cluster.local/ns/default/sa/client",
+		"destination_workload": "tcp-echo-v1", "destination_app": "tcp-echo", "destination_version": "v1",
+		"destination_workload_namespace": "default", "destination_principal": "spiffe://cluster.local/ns/default/sa/tcp-echo",
+		"request_protocol": "tcp", "response_flags": "-"}
+	reporters := []struct {
+		url    string
+		labels map[string]string
+	}{
+		{"http://10.78.0.22:15090/stats/prometheus", with(edge, map[string]string{"reporter": "source"})},
+		{"http://10.78.0.21:15090/stats/prometheus", with(edge, map[string]string{"reporter": "destination", "connection_security_policy": "mutual_tls"})},
+	}
+	families := []string{"istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+		"istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total"}
+	values := func() [][]float64 {
+		var out [][]float64
+		for _, r := range reporters {
+			fams, err := promtest.Scrape(r.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vs := make([]float64, len(families))
+			for i, f := range families {
+				vs[i], _ = fams.Value(f, r.labels)
+			}
+			out = append(out, vs)
+		}
+		return out
+	}
+	// Earlier connections are counted once closed (the server's side
+	// may close after the client's): wait until the counts settle.
+	var base [][]float64
+	pollUntil(t, "the TCP counters to settle", func() bool {
+		now := values()
+		settled := base != nil && fmt.Sprint(now) == fmt.Sprint(base)
+		for _, vs := range now {
+			settled = settled && vs[0] > 0 && vs[0] == vs[1]
+		}
+		base = now
+		return settled
+	})
+	const n = 5
+	var bytes float64
+	for i := range n {
+		msg := fmt.Sprintf("counted %d", i)
+		if got, err := echoOnce(t, clientNS, "240.240.0.90:9000", msg); err != nil || got != msg {
+			t.Fatalf("echo %d: %q, %v", i, got, err)
+		}
+		bytes += float64(len(msg))
+	}
+	want := []float64{n, n, bytes, bytes}
+	var got [][]float64
+	if !poll(10*time.Second, func() bool {
+		got = values()
+		for i := range got {
+			for j := range got[i] {
+				got[i][j] -= base[i][j]
+			}
+		}
+		return fmt.Sprint(got) == fmt.Sprint([][]float64{want, want})
+	}) {
+		for i, r := range reporters {
+			t.Errorf("%s: %v with %v grew by %v after %d connections, want %v", r.url, families, r.labels, got[i], n, want)
+			dumpSeries(t, r.url, families[0])
+		}
+	}
 }

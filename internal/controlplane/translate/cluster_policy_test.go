@@ -364,7 +364,9 @@ trafficPolicy:
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want(t), got, protocmp.Transform()); diff != "" {
+			want := tt.want(t)
+			want.Filters = []*clusterv3.Filter{mxClusterFilter()}
+			if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("cluster (-want +got):\n%s", diff)
 			}
 		})

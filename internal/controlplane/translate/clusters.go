@@ -129,6 +129,7 @@ func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.T
 			EdsConfig:   adsConfigSource(),
 			ServiceName: name,
 		},
+		Filters: []*clusterv3.Filter{mxClusterFilter()},
 	}
 	opts := finishHTTPProtocolOptions(applyTrafficPolicy(c, tp, proto, httpProtocolOptions(proto)))
 	applyLocalityWeightedLB(c, tp)

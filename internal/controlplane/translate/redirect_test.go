@@ -356,9 +356,9 @@ spec:
 	want := map[string][]string{
 		"virtualInbound-blackhole":     {tcpProxyFilter},
 		"virtualInbound-catchall-http": {httpConnectionManagerFilter, "envoy.filters.http.rbac"},
-		"virtualInbound":               {"envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
-		"0.0.0.0_9000":                 {"envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
-		"0.0.0.0_9001":                 {"envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
+		"virtualInbound":               {mxFilterName, "envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
+		"0.0.0.0_9000":                 {mxFilterName, "envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
+		"0.0.0.0_9001":                 {mxFilterName, "envoy.filters.network.rbac", statspb.FilterName, tcpProxyFilter},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("virtualInbound chain filters (-want +got):\n%s", diff)

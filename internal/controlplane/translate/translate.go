@@ -209,6 +209,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 	default:
 		return nil, fmt.Errorf("translate proxy %q: type %q: must be %q or %q", p.ID, p.Type, model.SidecarProxy, model.RouterProxy)
 	}
+	addMetadataExchange(r, p)
 	if err := addStatsFilters(r, p, tel); err != nil {
 		return nil, fmt.Errorf("translate proxy %q: stats: %w", p.ID, err)
 	}

@@ -77,6 +77,12 @@ type Cluster struct {
 	// transport_socket_matches (1..n), indexed by Endpoint.Transport; nil
 	// when the cluster sets neither (every endpoint plaintext).
 	Transports []UpstreamTransport
+	// MetadataExchange is the ALPN protocol of the cluster's
+	// istio.metadata_exchange upstream filter ("" for none): a TLS
+	// connection to an endpoint that negotiates it runs Istio's TCP
+	// metadata exchange (istiostats.MXConn), as istiod configures every
+	// outbound cluster.
+	MetadataExchange string
 }
 
 // DefaultOriginalDstHeader is original_dst_lb_config.http_header_name when
@@ -338,6 +344,9 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 		return nil, err
 	}
 	if err := buildClusterPolicy(c, rc); err != nil {
+		return nil, err
+	}
+	if err := buildClusterFilters(c.GetFilters(), rc); err != nil {
 		return nil, err
 	}
 	if len(c.GetHealthChecks()) > 0 {

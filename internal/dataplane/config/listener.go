@@ -284,6 +284,12 @@ type FilterChain struct {
 	// before tcp_proxy), compiled; nil when it has none. The TCP proxy
 	// reports every connection with it.
 	TCPStats *istiostats.Config
+	// MetadataExchange is the ALPN protocol of the chain's
+	// istio.metadata_exchange network filter ("" for none; only before a
+	// tcp_proxy): a TLS connection that negotiated it runs Istio's TCP
+	// metadata exchange (istiostats.MXConn), as on istiod's inbound TCP
+	// chains.
+	MetadataExchange string
 	// AccessLogs are the HCM's or the tcp_proxy's access_log, compiled:
 	// each request (connection) is written to every logger whose filter
 	// matches. None: nothing is logged, as in Envoy.
@@ -728,6 +734,21 @@ func buildFilterChain(fb *filterBuilder, listener string, fc *listenerv3.FilterC
 				return nil, nil, verr(idx("filters", i)+".name", f.GetName(), "a second istio.stats filter")
 			}
 			if c.TCPStats, err = fb.statsFilter(f.GetTypedConfig()); err != nil {
+				return nil, nil, under(idx("filters", i), err)
+			}
+			continue
+		}
+		if isMetadataExchange(f.GetName(), f.GetTypedConfig()) {
+			if err := onlyFields(idx("filters", i), f, "name", "typed_config"); err != nil {
+				return nil, nil, err
+			}
+			if c.MetadataExchange != "" {
+				return nil, nil, verr(idx("filters", i)+".name", f.GetName(), "a second "+istiostats.MXFilterName)
+			}
+			if filters[last].GetName() != TCPProxyFilterName {
+				return nil, nil, verr(idx("filters", i)+".name", f.GetName(), "only on a filter chain that ends with "+TCPProxyFilterName)
+			}
+			if c.MetadataExchange, err = metadataExchange(f.GetTypedConfig()); err != nil {
 				return nil, nil, under(idx("filters", i), err)
 			}
 			continue

@@ -45,6 +45,7 @@ type Exchange struct {
 	Node     Node
 	header   []string // the HeaderPeerMetadata value, ready to set
 	headerID []string
+	frame    []byte // the TCP exchange's frame (tcpexchange.go)
 	mu       sync.RWMutex
 	peers    map[string]*Peer // by header value; guarded by mu
 }
@@ -78,6 +79,7 @@ func NewExchange(n *corev3.Node) *Exchange {
 	if n.GetId() != "" {
 		x.headerID = []string{n.GetId()}
 	}
+	x.frame = x.mxFrame(out, n.GetId())
 	return x
 }
 
@@ -142,26 +144,39 @@ func (x *Exchange) Take(h http.Header) *Peer {
 	if x == nil || len(vs) == 0 {
 		return nil
 	}
-	v := vs[0]
+	return x.cached(vs[0], func() *Peer {
+		b, err := base64.StdEncoding.DecodeString(vs[0])
+		if err != nil {
+			return nil
+		}
+		var s structpb.Struct
+		if proto.Unmarshal(b, &s) != nil {
+			return nil
+		}
+		p := peerOf(&s)
+		return &p
+	})
+}
+
+// cached returns the peer that key (an exchange header or frame) decodes
+// to, decoding it only the first time; nil decodes are kept too. A nil x
+// decodes every time.
+func (x *Exchange) cached(key string, decode func() *Peer) *Peer {
+	if x == nil {
+		return decode()
+	}
 	x.mu.RLock()
-	p, ok := x.peers[v]
+	p, ok := x.peers[key]
 	x.mu.RUnlock()
 	if ok {
 		return p
 	}
-	b, err := base64.StdEncoding.DecodeString(v)
-	if err == nil {
-		var s structpb.Struct
-		if err = proto.Unmarshal(b, &s); err == nil {
-			pp := peerOf(&s)
-			p = &pp
-		}
-	}
+	p = decode()
 	x.mu.Lock()
 	if len(x.peers) >= maxPeers {
 		clear(x.peers)
 	}
-	x.peers[v] = p
+	x.peers[key] = p
 	x.mu.Unlock()
 	return p
 }

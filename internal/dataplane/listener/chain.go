@@ -150,6 +150,11 @@ func (cs *chainServer) serve(pc *peekConn, info *filter.Connection) bool {
 			info.ServerName = st.ServerName
 		}
 		nc = tc
+		if p := cs.fc.MetadataExchange; p != "" && st.NegotiatedProtocol == p {
+			// Istio's TCP metadata exchange: the TCP proxy reads the
+			// peer from the connection (istiostats.MXConn.Peer).
+			nc = cs.m.opts.Exchange.Conn(tc)
+		}
 	}
 	ctx := filter.WithConnection(cs.ctx, info)
 	if len(cs.netFilters) > 0 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/transport"
 )
 
@@ -53,6 +54,11 @@ type Options struct {
 	// IdleTimeout closes downstream keep-alive connections idle this long.
 	// Default 5 minutes.
 	IdleTimeout time.Duration
+	// Exchange is the proxy's side of Istio's TCP metadata exchange, run
+	// on the connections of chains with an istio.metadata_exchange
+	// filter (config.FilterChain.MetadataExchange); nil sends no frame
+	// but still takes the peer's.
+	Exchange *istiostats.Exchange
 	// OriginalDst reads a redirected connection's original destination;
 	// nil uses SO_ORIGINAL_DST (Linux). Tests replace it.
 	OriginalDst func(c net.Conn) (netip.AddrPort, bool)

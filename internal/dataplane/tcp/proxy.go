@@ -112,12 +112,14 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		e.RequestedServerName = conn.ServerName
 		e.ConnectionID, e.DownstreamHandshakeDuration = conn.ID, conn.HandshakeDuration
 	}
+	var rep *istioReport
+	if fc != nil && fc.TCPStats != nil && p.opts.IstioStats != nil {
+		rep = p.newIstioReport(fc.TCPStats, conn, &e, down)
+	}
 	defer func() {
 		_ = down.Close()
 		e.Duration = time.Since(start)
-		if fc != nil && fc.TCPStats != nil {
-			p.reportIstio(fc.TCPStats, conn, &e)
-		}
+		rep.finish()
 		if fc != nil && len(fc.AccessLogs) > 0 {
 			e.DownstreamPeerURISAN, e.DownstreamLocalURISAN = conn.URISANs()
 			p.opts.Sinks.Log(fc.AccessLogs, &e)
@@ -189,12 +191,15 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	defer release()
 	defer up.Close()
 	e.UpstreamLocalAddress = up.LocalAddr().String()
-	if tc, ok := up.(*tls.Conn); ok && fc != nil && fc.TCPStats != nil && fc.TCPStats.Reporter == istiostats.ReporterSource {
-		// Istio's client-side principals, which only the source
-		// reporter reads: the upstream's certificate and the one the
-		// proxy presented.
-		cs := tc.ConnectionState()
-		e.UpstreamTLS, e.UpstreamLocalPrincipal = &cs, h.LocalPrincipal()
+	if rep != nil && rep.c.Reporter == istiostats.ReporterSource {
+		// Istio's client-side principals and peer, which only the
+		// source reporter reads: the upstream's certificate, the one
+		// the proxy presented, and the upstream's metadata exchange.
+		if tc, ok := up.(interface{ ConnectionState() tls.ConnectionState }); ok {
+			cs := tc.ConnectionState()
+			e.UpstreamTLS, e.UpstreamLocalPrincipal = &cs, h.LocalPrincipal()
+		}
+		rep.mx, _ = up.(*istiostats.MXConn)
 	}
 
 	stop := context.AfterFunc(ctx, func() {
@@ -202,21 +207,38 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		_ = up.Close()
 	})
 	defer stop()
-	b := newBridge(down, up, tp.IdleTimeout)
-	e.BytesReceived, e.BytesSent = b.run()
+	b := newBridge(down, up, tp.IdleTimeout, rep.interval())
+	rep.start(b)
+	rx, tx := b.run()
+	rep.stop() // before e changes under a tick's feet
+	e.BytesReceived, e.BytesSent = rx, tx
 }
 
 // bridge copies bytes between the two sides of one connection.
 type bridge struct {
 	down, up net.Conn
 	idle     time.Duration // 0: no idle timeout
+	// wake is how often a copy returns to note its bytes and check the
+	// idle timeout; 0: never (no idle timeout, no interim reports).
+	wake time.Duration
 	// last is when a byte last moved either way, in Unix nanoseconds; it
-	// is updated at most once per idle tick.
+	// is updated at most once per wake.
 	last atomic.Int64
+	// received and sent count the bytes read from and written to down,
+	// as of each copy's last wake.
+	received, sent atomic.Int64
 }
 
-func newBridge(down, up net.Conn, idle time.Duration) *bridge {
+// newBridge makes the bridge of down and up, with idle_timeout idle (0:
+// none) and interim byte counts at least every report (0: none).
+func newBridge(down, up net.Conn, idle, report time.Duration) *bridge {
 	b := &bridge{down: down, up: up, idle: idle}
+	if idle > 0 {
+		b.wake = max(idle/4, minIdleTick)
+	}
+	if report > 0 && (b.wake == 0 || report < b.wake) {
+		b.wake = report
+	}
 	b.last.Store(time.Now().UnixNano())
 	return b
 }
@@ -228,91 +250,52 @@ func (b *bridge) run() (received, sent int64) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		received = b.pipe(b.up, b.down)
+		b.pipe(b.up, b.down, &b.received)
 	}()
-	sent = b.pipe(b.down, b.up)
+	b.pipe(b.down, b.up, &b.sent)
 	wg.Wait()
-	return received, sent
+	return b.received.Load(), b.sent.Load()
 }
 
 // pipe copies src to dst until src's stream ends, then half-closes dst.
 // On any other end (reset, idle timeout, a closed side) it closes both
-// sides, which stops the copy the other way too. It returns the bytes
-// copied.
+// sides, which stops the copy the other way too. It adds the bytes copied
+// to total as it goes.
 //
 // io.Copy between two *net.TCPConn moves the bytes with splice(2) on
-// Linux. For the idle timeout, src gets a read deadline a quarter of
-// idle_timeout ahead; when it passes, pipe notes whether bytes moved and
+// Linux. For the idle timeout and the interim reports, src gets a read
+// deadline wake ahead; when it passes, pipe notes the bytes moved and
 // goes on, unless no byte moved either way for idle_timeout. The copy is
 // thus never read through a user-space buffer, at the cost of closing an
-// idle connection up to a quarter of idle_timeout late.
-func (b *bridge) pipe(dst, src net.Conn) int64 {
-	var total int64
-	tick := max(b.idle/4, minIdleTick)
+// idle connection up to a quarter of idle_timeout late, and of counts up
+// to one wake old.
+func (b *bridge) pipe(dst, src net.Conn, total *atomic.Int64) {
 	for {
-		if b.idle > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(tick))
+		if b.wake > 0 {
+			_ = src.SetReadDeadline(time.Now().Add(b.wake))
 		}
 		n, err := io.Copy(dst, src)
-		total += n
+		total.Add(n)
 		now := time.Now().UnixNano()
 		if n > 0 {
 			b.last.Store(now)
 		}
 		if err == nil { // src sent FIN: pass it on, keep the other way open
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-				return total
+				return
 			}
 			b.closeBoth()
-			return total
+			return
 		}
-		if b.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded) && now-b.last.Load() < int64(b.idle) {
+		if b.wake > 0 && errors.Is(err, os.ErrDeadlineExceeded) && (b.idle == 0 || now-b.last.Load() < int64(b.idle)) {
 			continue
 		}
 		b.closeBoth()
-		return total
+		return
 	}
 }
 
 func (b *bridge) closeBoth() {
 	_ = b.down.Close()
 	_ = b.up.Close()
-}
-
-// reportIstio counts a finished connection in Istio's TCP metrics. With no
-// TCP metadata exchange the peer is known only by its mTLS principal, and
-// the connection is reported when it ends, as Istio's filter reports a
-// connection whose peer metadata never came: opened, bytes both ways and
-// closed at once.
-func (p *Proxy) reportIstio(c *istiostats.Config, conn *filter.Connection, e *telemetry.Entry) {
-	if p.opts.IstioStats == nil {
-		return
-	}
-	f := istiostats.Facts{Cluster: e.UpstreamCluster, Protocol: "tcp", Flags: e.ResponseFlags}
-	f.Service = p.opts.Generation.Load().IstioServiceOf(e.UpstreamCluster)
-	switch {
-	case c.Reporter == istiostats.ReporterSource:
-		f.PeerPrincipal, f.LocalPrincipal = istiostats.PeerPrincipal(e.UpstreamTLS), e.UpstreamLocalPrincipal
-	case conn != nil:
-		f.PeerPrincipal, f.LocalPrincipal = conn.Principals()
-	}
-	self := p.opts.Self
-	if self == nil {
-		self = &istiostats.Peer{}
-	}
-	var l istiostats.Labels
-	c.Fill(self, &f, &l)
-	ev := istiostats.TCPEvent{Labels: &l, Opened: true, Closed: true,
-		SentBytes: uint64(max(e.BytesSent, 0)), RecvBytes: uint64(max(e.BytesReceived, 0))}
-	if c.HasOverrides() {
-		a := &istiostats.Attributes{Flags: e.ResponseFlags, Cluster: e.UpstreamCluster, UpstreamHost: e.UpstreamHost,
-			RequestBytes: e.BytesReceived, ResponseBytes: e.BytesSent, MTLS: f.PeerPrincipal != "" && f.LocalPrincipal != "",
-			// No headers on a TCP stream: Envoy's total sizes are its bytes.
-			RequestTotalBytes: e.BytesReceived, ResponseTotalBytes: e.BytesSent}
-		if conn != nil {
-			a.Source, a.Destination, a.SNI = conn.Source.String(), conn.Destination.String(), conn.ServerName
-		}
-		ev.Attributes = a
-	}
-	p.opts.IstioStats.RecordTCP(c, &ev)
 }

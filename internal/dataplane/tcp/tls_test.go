@@ -45,6 +45,13 @@ func proxyWithListener(t *testing.T, secrets *secret.Store, l *listenerv3.Listen
 // (nil: none).
 func proxyWithStats(t *testing.T, secrets *secret.Store, stats *istiostats.Metrics, l *listenerv3.Listener, clusters ...*clusterv3.Cluster) (addr string, log func(n int) []string) {
 	t.Helper()
+	return proxyWithExchange(t, secrets, stats, nil, l, clusters...)
+}
+
+// proxyWithExchange is proxyWithStats for a proxy whose side of Istio's
+// metadata exchange is x (nil: an anonymous proxy).
+func proxyWithExchange(t *testing.T, secrets *secret.Store, stats *istiostats.Metrics, x *istiostats.Exchange, l *listenerv3.Listener, clusters ...*clusterv3.Cluster) (addr string, log func(n int) []string) {
+	t.Helper()
 	res := config.Resources{Listeners: []proto.Message{l}}
 	for _, c := range clusters {
 		res.Clusters = append(res.Clusters, c)
@@ -60,15 +67,19 @@ func proxyWithStats(t *testing.T, secrets *secret.Store, stats *istiostats.Metri
 	if secrets != nil {
 		ts = secrets
 	}
-	cm := upstream.New(upstream.Options{Secrets: ts})
+	cm := upstream.New(upstream.Options{Secrets: ts, Exchange: x})
 	cm.Update(g)
 	buf := &syncBuffer{}
 	alog := telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: buf})
-	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: alog, IstioStats: stats})
+	var self *istiostats.Peer
+	if x != nil {
+		self = &x.Self
+	}
+	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: alog, IstioStats: stats, Self: self})
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm, err := listener.New(listener.Options{Secrets: ts,
+	lm, err := listener.New(listener.Options{Secrets: ts, Exchange: x,
 		Handler: func(*config.Listener, *config.FilterChain) http.Handler { return http.NotFoundHandler() },
 		TCP: func(l *config.Listener, fc *config.FilterChain) listener.ConnHandler {
 			return func(ctx context.Context, c net.Conn) { p.ServeConn(ctx, l.Name, fc, c) }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/transport"
 )
 
@@ -58,6 +59,11 @@ type Options struct {
 	// transport sockets at each handshake. When nil, a handshake that
 	// names a secret fails (UF).
 	Secrets transport.Secrets
+	// Exchange is the proxy's side of Istio's TCP metadata exchange, run
+	// on TLS connections of clusters with an istio.metadata_exchange
+	// filter that negotiate its protocol; nil sends no frame but still
+	// takes the peer's.
+	Exchange *istiostats.Exchange
 }
 
 // ClusterManager keeps per-cluster upstream state across generations.

@@ -132,6 +132,11 @@ func (tt *tlsTransport) handshake(ctx context.Context, nc net.Conn, addr string)
 		_ = nc.Close()
 		return nil, &ConnectError{Addr: addr, Err: &TLSError{Err: err}}
 	}
+	if c := tt.st.cfg.Load(); c != nil && c.MetadataExchange != "" && tc.ConnectionState().NegotiatedProtocol == c.MetadataExchange {
+		// Istio's TCP metadata exchange; never on an h2 connection (its
+		// ALPN is h2), so the HTTP/2 pool always gets the *tls.Conn.
+		return tt.st.opts.Exchange.Conn(tc), nil
+	}
 	return tc, nil
 }
 
