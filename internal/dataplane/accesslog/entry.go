@@ -69,8 +69,10 @@ type Entry struct {
 	// picked.
 	UpstreamRequestAttemptCount int
 	// ConnectionID is the downstream connection's id (Envoy's
-	// %CONNECTION_ID%), unique in the process; 0 when unknown.
-	ConnectionID uint64
+	// %CONNECTION_ID%) and UpstreamConnectionID the upstream one's
+	// (%UPSTREAM_CONNECTION_ID%, the last attempt's), from one sequence
+	// unique in the process; 0 when unknown or none.
+	ConnectionID, UpstreamConnectionID uint64
 	// DownstreamPeerURISAN and DownstreamLocalURISAN are the URI SANs of
 	// the downstream TLS peer's certificate and of the proxy's own on
 	// that connection, joined with ","; "" for plaintext or none.

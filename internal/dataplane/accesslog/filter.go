@@ -29,25 +29,19 @@ type AccessLogger struct {
 	Filter *Filter
 }
 
-// ReadsUpstreamTx reports whether a logger of ls formats
-// REQUEST_TX_DURATION (see Formatter.ReadsUpstreamTx).
-func ReadsUpstreamTx(ls []*AccessLogger) bool {
+// LoggersNeed is what the formats of ls read of Needs.
+func LoggersNeed(ls []*AccessLogger) Needs {
+	var n Needs
 	for _, l := range ls {
-		if l.Format.ReadsUpstreamTx() {
-			return true
-		}
+		n |= l.Format.Needs()
 		if o := l.OTel; o != nil {
-			if o.Body.ReadsUpstreamTx() {
-				return true
-			}
+			n |= o.Body.Needs()
 			for _, a := range o.Attributes {
-				if a.Value.ReadsUpstreamTx() {
-					return true
-				}
+				n |= a.Value.Needs()
 			}
 		}
 	}
-	return false
+	return n
 }
 
 // OTelLog is Envoy's envoy.access_loggers.open_telemetry

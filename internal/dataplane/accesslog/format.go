@@ -42,8 +42,9 @@ type Formatter struct {
 	// of several parts), and a JSON key whose whole value is one empty
 	// operator is left out instead of being null.
 	omitEmpty bool
-	// txTimed: the format reads REQUEST_TX_DURATION (ReadsUpstreamTx).
-	txTimed bool
+	// needs is what the format reads that costs the connection manager
+	// per request (Needs).
+	needs Needs
 }
 
 // FormatOptions are the SubstitutionFormatString fields besides the
@@ -97,20 +98,40 @@ func ParseTextFormat(s string, opts FormatOptions) (*Formatter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Formatter{text: segs, omitEmpty: opts.OmitEmptyValues, txTimed: readsOp(segs, opRequestTxDuration)}, nil
+	return &Formatter{text: segs, omitEmpty: opts.OmitEmptyValues, needs: needsOf(segs)}, nil
 }
 
-// ReadsUpstreamTx reports whether f reads REQUEST_TX_DURATION, whose
-// timing costs the connection manager a request trace; false for nil.
-func (f *Formatter) ReadsUpstreamTx() bool { return f != nil && f.txTimed }
+// Needs are the values an access log reads that the connection manager
+// records only on request, as they cost it per request.
+type Needs uint8
 
-func readsOp(segs []segment, o op) bool {
+const (
+	// NeedsUpstreamTx: REQUEST_TX_DURATION (a request trace per attempt).
+	NeedsUpstreamTx Needs = 1 << iota
+	// NeedsUpstreamConnectionID: UPSTREAM_CONNECTION_ID.
+	NeedsUpstreamConnectionID
+)
+
+// Needs reports what f reads of Needs; 0 for nil.
+func (f *Formatter) Needs() Needs {
+	if f == nil {
+		return 0
+	}
+	return f.needs
+}
+
+func needsOf(segs []segment) Needs {
+	var n Needs
 	for _, sg := range segs {
-		if sg.op != nil && sg.op.op == o {
-			return true
+		switch {
+		case sg.op == nil:
+		case sg.op.op == opRequestTxDuration:
+			n |= NeedsUpstreamTx
+		case sg.op.op == opUpstreamConnectionID:
+			n |= NeedsUpstreamConnectionID
 		}
 	}
-	return false
+	return n
 }
 
 // ParseJSONFormat parses an Envoy json_format: each value is a format
@@ -133,7 +154,7 @@ func ParseJSONFormat(fields map[string]string, opts FormatOptions) (*Formatter, 
 			return nil, fmt.Errorf("%s: %w", k, err)
 		}
 		f.json = append(f.json, jsonField{key: k, prefix: append(kj, ':'), segs: segs, single: len(segs) == 1 && segs[0].op != nil})
-		f.txTimed = f.txTimed || readsOp(segs, opRequestTxDuration)
+		f.needs |= needsOf(segs)
 	}
 	return f, nil
 }
@@ -214,6 +235,7 @@ const (
 	opDownstreamHandshakeDuration
 	opUpstreamRequestAttemptCount
 	opConnectionID
+	opUpstreamConnectionID
 	opUpstreamHost
 	opUpstreamCluster
 	opUpstreamLocalAddress
@@ -263,6 +285,7 @@ var commands = map[string]op{
 	"DOWNSTREAM_HANDSHAKE_DURATION":                 opDownstreamHandshakeDuration,
 	"UPSTREAM_REQUEST_ATTEMPT_COUNT":                opUpstreamRequestAttemptCount,
 	"CONNECTION_ID":                                 opConnectionID,
+	"UPSTREAM_CONNECTION_ID":                        opUpstreamConnectionID,
 	"UPSTREAM_HOST":                                 opUpstreamHost,
 	"UPSTREAM_CLUSTER":                              opUpstreamCluster,
 	"UPSTREAM_CLUSTER_RAW":                          opUpstreamCluster,
@@ -422,6 +445,8 @@ func (c *command) eval(e *Entry) (s string, n int64, k kind) {
 		return "", int64(e.UpstreamRequestAttemptCount), kindNum
 	case opConnectionID:
 		return "", int64(e.ConnectionID), kindNum
+	case opUpstreamConnectionID:
+		return "", int64(e.UpstreamConnectionID), kindNum
 	case opRequestDuration:
 		return millis(e.LastDownstreamRxByteReceived)
 	case opRequestTxDuration:

@@ -16,7 +16,7 @@ func operatorEntry() *Entry {
 		ResponseCode: 200, UpstreamServiceTime: -1,
 		LastDownstreamRxByteReceived: 1500 * time.Microsecond, LastUpstreamTxByteSent: 2999999 * time.Nanosecond,
 		FirstUpstreamRxByteReceived: 10999 * time.Microsecond, LastDownstreamTxByteSent: 25001 * time.Microsecond,
-		DownstreamHandshakeDuration: 7900 * time.Microsecond, UpstreamRequestAttemptCount: 3, ConnectionID: 42,
+		DownstreamHandshakeDuration: 7900 * time.Microsecond, UpstreamRequestAttemptCount: 3, ConnectionID: 42, UpstreamConnectionID: 43,
 		UpstreamProtocol: "HTTP/2", UpstreamLocalAddress: "10.0.0.9:41000", UpstreamHost: "10.0.0.1:8080",
 		DownstreamLocalAddress: "[fd00::3]:80", DownstreamRemoteAddress: "10.0.0.2:5555", RouteName: "r1",
 		RequestedServerName: "svc.example", UpstreamFailureReason: "TLS_error",
@@ -42,6 +42,7 @@ func TestOperators(t *testing.T) {
 		{"DOWNSTREAM_HANDSHAKE_DURATION", "7", "7", "-", "null"},
 		{"UPSTREAM_REQUEST_ATTEMPT_COUNT", "3", "3", "0", "0"},
 		{"CONNECTION_ID", "42", "42", "0", "0"},
+		{"UPSTREAM_CONNECTION_ID", "43", "43", "0", "0"},
 		{"UPSTREAM_PROTOCOL", "HTTP/2", `"HTTP/2"`, "-", "null"},
 		{"UPSTREAM_LOCAL_ADDRESS", "10.0.0.9:41000", `"10.0.0.9:41000"`, "-", "null"},
 		{"UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT", "10.0.0.9", `"10.0.0.9"`, "-", "null"},
@@ -160,7 +161,7 @@ func TestOperatorEdges(t *testing.T) {
 // named, as Envoy's parser does.
 func TestOperatorErrors(t *testing.T) {
 	for _, tt := range []struct{ format, want string }{
-		{"%UPSTREAM_CONNECTION_ID%", "%UPSTREAM_CONNECTION_ID%: unknown or unsupported command"},
+		{"%VIRTUAL_CLUSTER_NAME%", "%VIRTUAL_CLUSTER_NAME%: unknown or unsupported command"},
 		{"%REQUEST_DURATIONS%", "%REQUEST_DURATIONS%: unknown or unsupported command"},
 		{"%UPSTREAM_HOST:10%", "%UPSTREAM_HOST:10%: command UPSTREAM_HOST takes no length"},
 		{"%REQUEST_DURATION(ms)%", "%REQUEST_DURATION(ms)%: command REQUEST_DURATION takes no argument"},
@@ -209,10 +210,10 @@ func BenchmarkFormatOperators(b *testing.B) {
 	}
 }
 
-// TestReadsUpstreamTx: only a logger whose format reads
-// REQUEST_TX_DURATION asks the connection manager to time the upstream
-// request's last byte.
-func TestReadsUpstreamTx(t *testing.T) {
+// TestLoggersNeed: only a logger whose format reads REQUEST_TX_DURATION
+// or UPSTREAM_CONNECTION_ID asks the connection manager to observe the
+// upstream transport for it.
+func TestLoggersNeed(t *testing.T) {
 	text := func(s string) *Formatter {
 		f, err := ParseTextFormat(s, FormatOptions{})
 		if err != nil {
@@ -220,7 +221,7 @@ func TestReadsUpstreamTx(t *testing.T) {
 		}
 		return f
 	}
-	js, err := ParseJSONFormat(map[string]string{"a": "%DURATION%", "tx": "tx=%REQUEST_TX_DURATION%"}, FormatOptions{})
+	js, err := ParseJSONFormat(map[string]string{"a": "%DURATION%", "tx": "tx=%REQUEST_TX_DURATION%", "c": "%UPSTREAM_CONNECTION_ID%"}, FormatOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,18 +229,18 @@ func TestReadsUpstreamTx(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		ls   []*AccessLogger
-		want bool
+		want Needs
 	}{
-		{"none", nil, false},
-		{"istio", []*AccessLogger{{Format: istio}}, false},
-		{"text", []*AccessLogger{{Format: istio}, {Format: text("%REQUEST_DURATION% %REQUEST_TX_DURATION%")}}, true},
-		{"json", []*AccessLogger{{Format: js}}, true},
-		{"otel body", []*AccessLogger{{OTel: &OTelLog{Body: text("%REQUEST_TX_DURATION%")}}}, true},
-		{"otel attribute", []*AccessLogger{{OTel: &OTelLog{Attributes: []OTelAttribute{{Key: "k", Value: text("%REQUEST_TX_DURATION%")}}}}}, true},
-		{"otel other", []*AccessLogger{{OTel: &OTelLog{Body: text("%RESPONSE_DURATION%")}}}, false},
+		{"none", nil, 0},
+		{"istio", []*AccessLogger{{Format: istio}}, 0},
+		{"text", []*AccessLogger{{Format: istio}, {Format: text("%REQUEST_DURATION% %REQUEST_TX_DURATION%")}}, NeedsUpstreamTx},
+		{"json", []*AccessLogger{{Format: js}}, NeedsUpstreamTx | NeedsUpstreamConnectionID},
+		{"otel body", []*AccessLogger{{OTel: &OTelLog{Body: text("%UPSTREAM_CONNECTION_ID%")}}}, NeedsUpstreamConnectionID},
+		{"otel attribute", []*AccessLogger{{OTel: &OTelLog{Attributes: []OTelAttribute{{Key: "k", Value: text("%REQUEST_TX_DURATION%")}}}}}, NeedsUpstreamTx},
+		{"otel other", []*AccessLogger{{OTel: &OTelLog{Body: text("%RESPONSE_DURATION% %CONNECTION_ID%")}}}, 0},
 	} {
-		if got := ReadsUpstreamTx(tt.ls); got != tt.want {
-			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		if got := LoggersNeed(tt.ls); got != tt.want {
+			t.Errorf("%s: %b, want %b", tt.name, got, tt.want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
@@ -62,6 +63,15 @@ type Connection struct {
 		peer, local string
 	}
 }
+
+// nextConnectionID numbers the process's connections.
+var nextConnectionID atomic.Uint64
+
+// NewConnectionID returns a new connection id, unique in the process,
+// from 1: downstream (Connection.ID) and upstream connections share the
+// sequence, as Envoy's global connection counter does. Safe for
+// concurrent use.
+func NewConnectionID() uint64 { return nextConnectionID.Add(1) }
 
 // URISANs returns every URI SAN of the peer's certificate and of the
 // proxy's own certificate on the connection, each list joined with ","

@@ -21,7 +21,7 @@ import (
 // TestAccessLogOperators checks, space separated.
 const operatorsFormat = `"%REQ(X-REQUEST-ID)%" %CONNECTION_ID% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_PROTOCOL% ` +
 	`%REQUEST_DURATION% %REQUEST_TX_DURATION% %RESPONSE_DURATION% %RESPONSE_TX_DURATION% %DURATION% ` +
-	`%DOWNSTREAM_HANDSHAKE_DURATION% %DOWNSTREAM_PEER_URI_SAN%` + "\n"
+	`%DOWNSTREAM_HANDSHAKE_DURATION% %DOWNSTREAM_PEER_URI_SAN% %UPSTREAM_CONNECTION_ID%` + "\n"
 
 // logAs makes every filter chain of g log in format to /dev/stdout.
 func logAs(t *testing.T, g *config.Generation, format string) {
@@ -44,14 +44,14 @@ type opsLine struct {
 	connID, attempts                            string
 	proto                                       string
 	reqRx, reqTx, respStart, respTx, total, hsk int64
-	peerSAN                                     string
+	peerSAN, upConnID                           string
 }
 
 func (p *proxy) opsLine(rid string) opsLine {
 	p.t.Helper()
 	line := p.logLine(rid)
 	f := strings.Fields(line)
-	if len(f) != 11 {
+	if len(f) != 12 {
 		p.t.Fatalf("line %q: %d fields", line, len(f))
 	}
 	ms := func(s string) int64 {
@@ -65,7 +65,7 @@ func (p *proxy) opsLine(rid string) opsLine {
 		return n
 	}
 	return opsLine{connID: f[1], attempts: f[2], proto: f[3], reqRx: ms(f[4]), reqTx: ms(f[5]), respStart: ms(f[6]),
-		respTx: ms(f[7]), total: ms(f[8]), hsk: ms(f[9]), peerSAN: f[10]}
+		respTx: ms(f[7]), total: ms(f[8]), hsk: ms(f[9]), peerSAN: f[10], upConnID: f[11]}
 }
 
 // TestAccessLogOperators: Envoy's timing, attempt, connection and
@@ -73,7 +73,8 @@ func (p *proxy) opsLine(rid string) opsLine {
 // the upstream's delay, the response's last byte after its slow body,
 // the request's last byte after a slow upload, retries counted, local
 // replies without upstream values, keep-alive requests sharing a
-// connection id that a new connection does not.
+// connection id that a new connection does not, and the upstream
+// connection's id, from the same sequence.
 func TestAccessLogOperators(t *testing.T) {
 	var mu sync.Mutex
 	failures := map[string]int{}
@@ -167,6 +168,9 @@ func TestAccessLogOperators(t *testing.T) {
 		if l.reqRx < 0 || l.total < l.reqRx {
 			t.Errorf("%s: request duration %d of %d", tt.rid, l.reqRx, l.total)
 		}
+		if (l.upConnID != "0") != tt.upstreamTimed || l.upConnID == l.connID {
+			t.Errorf("%s: upstream connection id %s (downstream %s)", tt.rid, l.upConnID, l.connID)
+		}
 		if !tt.upstreamTimed {
 			if l.reqTx != -1 || l.respStart != -1 || l.respTx != -1 {
 				t.Errorf("%s: a local reply has upstream timing: %+v", tt.rid, l)
@@ -191,5 +195,10 @@ func TestAccessLogOperators(t *testing.T) {
 	}
 	if gl.connID == a.connID {
 		t.Errorf("a new connection has the id %s of another", gl.connID)
+	}
+	// The upstream pool keeps its connection to the app between
+	// requests; the HTTP/2 cluster's is another.
+	if a.upConnID != b.upConnID || f.upConnID == a.upConnID {
+		t.Errorf("upstream connections %s, %s (kept alive), %s (HTTP/2)", a.upConnID, b.upConnID, f.upConnID)
 	}
 }

@@ -184,10 +184,10 @@ type reqState struct {
 	logged bool
 	// span is the request's span; nil when its chain has no tracing.
 	span *telemetry.Span
-	// tx times the upstream request's last byte when an access log
-	// reads it (nil otherwise); made per request, as transports may call
-	// it late.
-	tx *wroteTimer
+	// probe records what an access log reads that only the upstream
+	// transports see (nil when none does); made per request, as
+	// transports may call it late.
+	probe *upstreamProbe
 	// ridAdded: the proxy generated the request's X-Request-Id (it is not
 	// one of the headers the client sent, for the header limits).
 	ridAdded bool
@@ -239,8 +239,8 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.logged = cm.sinks.Enabled(fc.AccessLogs)
 	if st.logged {
 		fillAccessLogFields(e, r, gen, h.name)
-		if accesslog.ReadsUpstreamTx(fc.AccessLogs) {
-			st.tx = newWroteTimer(start)
+		if needs := accesslog.LoggersNeed(fc.AccessLogs); needs != 0 {
+			st.probe = newUpstreamProbe(start, needs)
 		}
 	}
 	host := r.Host
@@ -273,9 +273,10 @@ func (h *listenerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.BytesReceived += body.n.Load() // an upgraded tunnel counted its own bytes
 		e.LastDownstreamRxByteReceived = time.Duration(body.eof.Load())
 	}
-	if st.tx != nil {
-		e.LastUpstreamTxByteSent = time.Duration(st.tx.sent.Load())
-		st.tx = nil
+	if st.probe != nil {
+		e.LastUpstreamTxByteSent = time.Duration(st.probe.sent.Load())
+		e.UpstreamConnectionID = st.probe.connID.Load()
+		st.probe = nil
 	}
 	e.Duration = time.Since(start)
 	if st.span != nil {
@@ -411,7 +412,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return false
 	}
 	if len(fc.HTTPFilters) == 0 {
-		return cm.route(w, r, gen, route, "", host, body, e, st.span, st.tx)
+		return cm.route(w, r, gen, route, "", host, body, e, st.span, st.probe)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
 }
@@ -517,7 +518,7 @@ func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.fs.Override = nil
 	st.routed = true
-	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span, st.tx)
+	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span, st.probe)
 }
 
 // mergeFlags adds the filters' flags to the router's, in Envoy's order
@@ -542,7 +543,7 @@ func mergeFlags(router string, f filter.Flags) string {
 // cluster is "" to the cluster route.Pick gives, filling e. span is the
 // request's span (nil: untraced); with spawn_upstream_span the router's
 // client span is its child.
-func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span, tx *wroteTimer) (abort bool) {
+func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span, probe *upstreamProbe) (abort bool) {
 	if route == nil {
 		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false
@@ -572,11 +573,11 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	if span.SpawnsUpstream() {
 		up := span.StartUpstream(r, name)
 		up.Inject(r.Header)
-		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, tx)
+		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, probe)
 		up.End(e)
 		return abort
 	}
-	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, tx)
+	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, probe)
 }
 
 // failure is why an attempt got no response.
@@ -597,11 +598,11 @@ const (
 // route.Mirrors, and streams the response to w. wc is the picked weighted
 // cluster (its header mutations), nil when none. body is r.Body's counting
 // wrapper, nil when r has none. span is the connection manager's span
-// (nil: none), which the response's decorator operation names. tx, when
-// not nil, times each attempt's last request byte.
+// (nil: none), which the response's decorator operation names. probe, when
+// not nil, observes each attempt's transport for the access log.
 func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route,
 	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span,
-	tx *wroteTimer) (abort bool) {
+	probe *upstreamProbe) (abort bool) {
 	ctx := r.Context()
 	if route.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -791,8 +792,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			out.Body = stream
 			out.ContentLength = r.ContentLength
 		}
-		if tx != nil {
-			out = out.WithContext(httptrace.WithClientTrace(tryCtx, &tx.trace))
+		if probe != nil {
+			out = out.WithContext(probe.attach(tryCtx))
 		} else {
 			out = out.WithContext(tryCtx)
 		}
@@ -1248,25 +1249,42 @@ func sinceStart(start time.Time) time.Duration {
 	return max(time.Since(start), 1)
 }
 
-// wroteTimer records when an upstream attempt's request was written to
-// its end (Envoy's last_upstream_tx_byte_sent), through httptrace's
-// WroteRequest, which the upstream transports call, HTTP/2's on its own
-// goroutine, possibly after the response began.
-type wroteTimer struct {
-	start time.Time
-	sent  atomic.Int64 // offset from start; 0: not yet
-	trace httptrace.ClientTrace
+// upstreamProbe records, for access logs that read them, what only the
+// upstream transports see: when an attempt's request was written to its
+// end (Envoy's last_upstream_tx_byte_sent), through httptrace's
+// WroteRequest, which HTTP/2 calls on its own goroutine, possibly after
+// the response began; and the upstream connection's id
+// (upstream.WithConnectionID).
+type upstreamProbe struct {
+	needs  accesslog.Needs
+	start  time.Time
+	sent   atomic.Int64 // offset from start; 0: not yet
+	trace  httptrace.ClientTrace
+	connID atomic.Uint64
 }
 
-func newWroteTimer(start time.Time) *wroteTimer {
-	t := &wroteTimer{start: start}
-	t.trace.WroteRequest = t.wrote
-	return t
+func newUpstreamProbe(start time.Time, needs accesslog.Needs) *upstreamProbe {
+	p := &upstreamProbe{start: start, needs: needs}
+	if needs&accesslog.NeedsUpstreamTx != 0 {
+		p.trace.WroteRequest = p.wrote
+	}
+	return p
 }
 
-func (t *wroteTimer) wrote(info httptrace.WroteRequestInfo) {
+// attach returns ctx for one attempt, observed as p needs.
+func (p *upstreamProbe) attach(ctx context.Context) context.Context {
+	if p.needs&accesslog.NeedsUpstreamTx != 0 {
+		ctx = httptrace.WithClientTrace(ctx, &p.trace)
+	}
+	if p.needs&accesslog.NeedsUpstreamConnectionID != 0 {
+		ctx = upstream.WithConnectionID(ctx, &p.connID)
+	}
+	return ctx
+}
+
+func (p *upstreamProbe) wrote(info httptrace.WroteRequestInfo) {
 	if info.Err == nil {
-		t.sent.Store(int64(sinceStart(t.start)))
+		p.sent.Store(int64(sinceStart(p.start)))
 	}
 }
 

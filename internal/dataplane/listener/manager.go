@@ -299,7 +299,7 @@ func (m *Manager) handle(name string, c net.Conn) {
 	defer m.wg.Done()
 	stop := context.AfterFunc(m.ctx, func() { _ = c.Close() })
 	pc := &peekConn{Conn: c, accepted: time.Now()}
-	info := &filter.Connection{ID: nextConnectionID.Add(1)}
+	info := &filter.Connection{ID: filter.NewConnectionID()}
 	info.Source, _ = netip.ParseAddrPort(c.RemoteAddr().String())
 	info.Destination, _ = netip.ParseAddrPort(c.LocalAddr().String())
 	in := &config.MatchInput{Source: info.Source, Destination: info.Destination, TransportProtocol: config.TransportRawBuffer}
@@ -347,10 +347,6 @@ func (m *Manager) handle(name string, c net.Conn) {
 	stop()
 	_ = c.Close()
 }
-
-// nextConnectionID numbers the process's downstream connections (Envoy's
-// connection ids), from 1.
-var nextConnectionID atomic.Uint64
 
 // detected remembers which listener filters ran on a connection, so that
 // a hand-off target's filters do not inspect it twice.

@@ -190,6 +190,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	defer h.Done(upstream.Result{Status: http.StatusOK})
 	defer release()
 	defer up.Close()
+	e.UpstreamConnectionID = filter.NewConnectionID()
 	e.UpstreamLocalAddress = up.LocalAddr().String()
 	if rep != nil && rep.c.Reporter == istiostats.ReporterSource {
 		// Istio's client-side principals and peer, which only the

@@ -574,18 +574,19 @@ func logEveryChain(g *config.Generation) {
 
 // TestAccessLogOperators: what a TCP connection's access log gives for
 // Envoy's operators: the listener's connection id and TLS handshake time,
-// one connect attempt (none without a cluster), and "-" for the HTTP-only
-// timings and protocol.
+// one connect attempt and an upstream connection id (none without a
+// cluster), and "-" for the HTTP-only timings and protocol.
 func TestAccessLogOperators(t *testing.T) {
 	const format = "%CONNECTION_ID% %DOWNSTREAM_HANDSHAKE_DURATION% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_PROTOCOL% " +
-		"%REQUEST_DURATION% %RESPONSE_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_PEER_URI_SAN%\n"
+		"%REQUEST_DURATION% %RESPONSE_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_PEER_URI_SAN% %UPSTREAM_CONNECTION_ID%\n"
 	up := server(t, echo(""))
 	_, upPort, _ := net.SplitHostPort(up)
 	for _, tt := range []struct {
 		name, cluster, want string
+		upstreamConn        bool
 	}{
-		{"connected", "echo", "7 3 1 - - - " + upPort + " -"},
-		{"no cluster", "missing", "7 3 0 - - - - -"},
+		{"connected", "echo", "7 3 1 - - - " + upPort + " -", true},
+		{"no cluster", "missing", "7 3 0 - - - - -", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{conn: &filter.Connection{ID: 7, HandshakeDuration: 3900 * time.Microsecond}, format: format},
@@ -594,8 +595,16 @@ func TestAccessLogOperators(t *testing.T) {
 			c.CloseWrite()
 			io.ReadAll(c)
 			c.Close()
-			if got := h.waitLog(t, 1)[0]; got != tt.want {
+			line := h.waitLog(t, 1)[0]
+			i := strings.LastIndexByte(line, ' ')
+			got, upConn := line[:i], line[i+1:]
+			if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			// The upstream connection's id is from the sequence of
+			// the downstream ones (7 here is the test's own).
+			if (upConn != "0") != tt.upstreamConn || upConn == "7" {
+				t.Errorf("upstream connection id %s", upConn)
 			}
 		})
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 )
 
 // h1Transport is the HTTP/1.1 keep-alive pool of one cluster. A round trip
@@ -103,6 +104,7 @@ type h1Conn struct {
 	// tls is the connection's TLS state (nil for plaintext), handed to
 	// every response as resp.TLS, as net/http's Transport does; immutable.
 	tls *tls.ConnectionState
+	id  uint64 // filter.NewConnectionID
 }
 
 // countingConn counts the bytes written to a connection, so that a failed
@@ -288,6 +290,7 @@ func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport) (*http.Resp
 
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	c.requests++
+	noteConnectionID(ctx, c.id)
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
 	werr := req.Write(c.bw)
 	if werr == nil {
@@ -606,7 +609,7 @@ func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTranspor
 		t.slotFreed()
 		return nil, err
 	}
-	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1}
+	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1, id: filter.NewConnectionID()}
 	if tc, ok := nc.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		c.tls = &cs

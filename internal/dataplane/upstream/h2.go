@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 )
 
 // h2Pool is the HTTP/2 connection pool of one cluster over one transport
@@ -72,6 +73,7 @@ type h2Conn struct {
 	// handed on (closed, failed, or retired for a waiter).
 	gone  bool
 	timer *time.Timer // max_connection_duration; nil when unset
+	id    uint64      // filter.NewConnectionID
 }
 
 func newH2Pool(t *h1Transport, tt *tlsTransport, transport func() *http.Transport) *h2Pool {
@@ -137,6 +139,7 @@ func (p *h2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		noteConnectionID(ctx, c.id)
 		resp, err := c.cc.RoundTrip(out)
 		if err != nil {
 			retryable := h2Retryable(err)
@@ -364,7 +367,7 @@ func (p *h2Pool) reserveLocked(c *h2Conn, o *config.ConnectionOptions) {
 // connect_timeout, so that a request that gives up does not fail the
 // requests waiting for the same connection.
 func (p *h2Pool) connectLocked(addr string, o *config.ConnectionOptions) *h2Conn {
-	c := &h2Conn{p: p, addr: addr, ready: make(chan struct{}), peerMax: math.MaxInt}
+	c := &h2Conn{p: p, addr: addr, ready: make(chan struct{}), peerMax: math.MaxInt, id: filter.NewConnectionID()}
 	p.conns[addr] = append(p.conns[addr], c)
 	p.reserveLocked(c, o)
 	go p.connect(c)
