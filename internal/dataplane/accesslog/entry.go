@@ -77,6 +77,13 @@ type Entry struct {
 	// the downstream TLS peer's certificate and of the proxy's own on
 	// that connection, joined with ","; "" for plaintext or none.
 	DownstreamPeerURISAN, DownstreamLocalURISAN string
+	// DownstreamTLS is the downstream connection's terminated TLS
+	// session (DOWNSTREAM_TLS_VERSION, DOWNSTREAM_TLS_CIPHER); nil for
+	// plaintext.
+	DownstreamTLS *tls.ConnectionState
+	// FilterChainName is the matched filter chain's name (Envoy's
+	// %FILTER_CHAIN_NAME%), "" when it has none.
+	FilterChainName string
 	// Envoy's stream timing: offsets from StartTime at which the last
 	// request byte came from downstream, the last request byte went
 	// upstream, the first response byte came from upstream and the last

@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -256,6 +257,9 @@ const (
 	opPath
 	opDownstreamPeerURISAN
 	opDownstreamLocalURISAN
+	opDownstreamTLSVersion
+	opDownstreamTLSCipher
+	opFilterChainName
 	opTraceID
 )
 
@@ -312,6 +316,9 @@ var commands = map[string]op{
 	"DOWNSTREAM_PEER_URI_SAN":                       opDownstreamPeerURISAN,
 	"DOWNSTREAM_LOCAL_URI_SAN":                      opDownstreamLocalURISAN,
 	"TRACE_ID":                                      opTraceID,
+	"DOWNSTREAM_TLS_VERSION":                        opDownstreamTLSVersion,
+	"DOWNSTREAM_TLS_CIPHER":                         opDownstreamTLSCipher,
+	"FILTER_CHAIN_NAME":                             opFilterChainName,
 }
 
 func parseCommand(s string) (*command, error) {
@@ -527,6 +534,16 @@ func (c *command) eval(e *Entry) (s string, n int64, k kind) {
 		s = e.DownstreamPeerURISAN
 	case opDownstreamLocalURISAN:
 		s = e.DownstreamLocalURISAN
+	case opDownstreamTLSVersion:
+		if e.DownstreamTLS != nil {
+			s = tlsVersionName(e.DownstreamTLS.Version)
+		}
+	case opDownstreamTLSCipher:
+		if e.DownstreamTLS != nil {
+			s = cipherName(e.DownstreamTLS.CipherSuite)
+		}
+	case opFilterChainName:
+		s = e.FilterChainName
 	}
 	// CONNECTION_TERMINATION_DETAILS: none in this version.
 	if s == "" {
@@ -536,6 +553,49 @@ func (c *command) eval(e *Entry) (s string, n int64, k kind) {
 		s = s[:c.max]
 	}
 	return s, 0, kindStr
+}
+
+// tlsVersionName is BoringSSL's name of a TLS version, which Envoy logs
+// ("TLSv1.2"); "" for another.
+func tlsVersionName(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return ""
+}
+
+// cipherNames are BoringSSL's (OpenSSL's) names of the cipher suites Go
+// negotiates, which Envoy logs; TLS 1.3's are the IANA names, as Go's.
+var cipherNames = map[uint16]string{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:       "ECDHE-ECDSA-AES128-GCM-SHA256",
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:         "ECDHE-RSA-AES128-GCM-SHA256",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:       "ECDHE-ECDSA-AES256-GCM-SHA384",
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384:         "ECDHE-RSA-AES256-GCM-SHA384",
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256: "ECDHE-ECDSA-CHACHA20-POLY1305",
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256:   "ECDHE-RSA-CHACHA20-POLY1305",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA:          "ECDHE-ECDSA-AES128-SHA",
+	tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA:            "ECDHE-RSA-AES128-SHA",
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA:          "ECDHE-ECDSA-AES256-SHA",
+	tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA:            "ECDHE-RSA-AES256-SHA",
+	tls.TLS_RSA_WITH_AES_128_GCM_SHA256:               "AES128-GCM-SHA256",
+	tls.TLS_RSA_WITH_AES_256_GCM_SHA384:               "AES256-GCM-SHA384",
+	tls.TLS_RSA_WITH_AES_128_CBC_SHA:                  "AES128-SHA",
+	tls.TLS_RSA_WITH_AES_256_CBC_SHA:                  "AES256-SHA",
+}
+
+// cipherName is a cipher suite's name as Envoy logs it.
+func cipherName(id uint16) string {
+	if n, ok := cipherNames[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id)
 }
 
 // millis is a duration operator's value: whole milliseconds, truncated

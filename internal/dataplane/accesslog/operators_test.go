@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"crypto/tls"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,9 @@ func operatorEntry() *Entry {
 		DownstreamLocalAddress: "[fd00::3]:80", DownstreamRemoteAddress: "10.0.0.2:5555", RouteName: "r1",
 		RequestedServerName: "svc.example", UpstreamFailureReason: "TLS_error",
 		DownstreamPeerURISAN: "spiffe://cluster.local/ns/default/sa/a,spiffe://other/x", DownstreamLocalURISAN: "spiffe://cluster.local/ns/default/sa/b",
-		TraceID: trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		DownstreamTLS:   &tls.ConnectionState{Version: tls.VersionTLS13, CipherSuite: tls.TLS_AES_128_GCM_SHA256},
+		FilterChainName: "inbound-tls",
+		TraceID:         trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
 	}
 }
 
@@ -62,6 +65,9 @@ func TestOperators(t *testing.T) {
 			`"spiffe://cluster.local/ns/default/sa/a,spiffe://other/x"`, "-", "null"},
 		{"DOWNSTREAM_LOCAL_URI_SAN", "spiffe://cluster.local/ns/default/sa/b", `"spiffe://cluster.local/ns/default/sa/b"`, "-", "null"},
 		{"TRACE_ID", "4bf92f3577b34da6a3ce929d0e0e4736", `"4bf92f3577b34da6a3ce929d0e0e4736"`, "-", "null"},
+		{"DOWNSTREAM_TLS_VERSION", "TLSv1.3", `"TLSv1.3"`, "-", "null"},
+		{"DOWNSTREAM_TLS_CIPHER", "TLS_AES_128_GCM_SHA256", `"TLS_AES_128_GCM_SHA256"`, "-", "null"},
+		{"FILTER_CHAIN_NAME", "inbound-tls", `"inbound-tls"`, "-", "null"},
 		{"ROUTE_NAME", "r1", `"r1"`, "-", "null"},
 		{"REQUESTED_SERVER_NAME", "svc.example", `"svc.example"`, "-", "null"},
 		{"UPSTREAM_TRANSPORT_FAILURE_REASON", "TLS_error", `"TLS_error"`, "-", "null"},
@@ -113,6 +119,9 @@ func TestOperatorEdges(t *testing.T) {
 		{"response tx needs both ends", "%RESPONSE_DURATION%|%RESPONSE_TX_DURATION%",
 			&Entry{FirstUpstreamRxByteReceived: 3 * time.Millisecond}, false, "3|-"},
 		{"sub-millisecond is 0", "%REQUEST_DURATION%", &Entry{LastDownstreamRxByteReceived: time.Microsecond}, false, "0"},
+		{"TLS 1.2 in OpenSSL's names", "%DOWNSTREAM_TLS_VERSION% %DOWNSTREAM_TLS_CIPHER%",
+			&Entry{DownstreamTLS: &tls.ConnectionState{Version: tls.VersionTLS12, CipherSuite: tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}},
+			false, "TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256"},
 		{"64-bit trace id", "%TRACE_ID%", &Entry{TraceID: trace.TraceID{8: 0xa3, 15: 0x36}}, false, "a300000000000036"},
 		{"no port", "%DOWNSTREAM_REMOTE_PORT%|%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
 			&Entry{DownstreamRemoteAddress: "/run/app.sock"}, false, "-|/run/app.sock"},

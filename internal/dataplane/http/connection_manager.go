@@ -319,6 +319,7 @@ func fillAccessLogFields(e *telemetry.Entry, r *http.Request, gen *config.Genera
 	if conn := filter.RequestConnection(r); conn != nil {
 		e.ConnectionID = conn.ID
 		e.DownstreamPeerURISAN, e.DownstreamLocalURISAN = conn.URISANs()
+		e.DownstreamTLS, e.FilterChainName = conn.TLS, conn.FilterChain
 	}
 	if p := r.Header.Get("X-Envoy-Original-Path"); p != "" {
 		e.Path = p

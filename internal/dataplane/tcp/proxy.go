@@ -111,6 +111,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		e.DownstreamLocalAddress = conn.Destination.String()
 		e.RequestedServerName = conn.ServerName
 		e.ConnectionID, e.DownstreamHandshakeDuration = conn.ID, conn.HandshakeDuration
+		e.DownstreamTLS, e.FilterChainName = conn.TLS, conn.FilterChain
 	}
 	var rep *istioReport
 	if fc != nil && fc.TCPStats != nil && p.opts.IstioStats != nil {

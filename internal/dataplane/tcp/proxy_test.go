@@ -3,6 +3,7 @@ package tcp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -574,22 +575,25 @@ func logEveryChain(g *config.Generation) {
 
 // TestAccessLogOperators: what a TCP connection's access log gives for
 // Envoy's operators: the listener's connection id and TLS handshake time,
-// one connect attempt and an upstream connection id (none without a
-// cluster), and "-" for the HTTP-only timings and protocol.
+// its filter chain and TLS version, one connect attempt and an upstream
+// connection id (none without a cluster), and "-" for the HTTP-only
+// timings and protocol.
 func TestAccessLogOperators(t *testing.T) {
 	const format = "%CONNECTION_ID% %DOWNSTREAM_HANDSHAKE_DURATION% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %UPSTREAM_PROTOCOL% " +
-		"%REQUEST_DURATION% %RESPONSE_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_PEER_URI_SAN% %UPSTREAM_CONNECTION_ID%\n"
+		"%REQUEST_DURATION% %RESPONSE_DURATION% %UPSTREAM_REMOTE_PORT% %DOWNSTREAM_PEER_URI_SAN% %FILTER_CHAIN_NAME% " +
+		"%DOWNSTREAM_TLS_VERSION% %UPSTREAM_CONNECTION_ID%\n"
 	up := server(t, echo(""))
 	_, upPort, _ := net.SplitHostPort(up)
 	for _, tt := range []struct {
 		name, cluster, want string
 		upstreamConn        bool
 	}{
-		{"connected", "echo", "7 3 1 - - - " + upPort + " -", true},
-		{"no cluster", "missing", "7 3 0 - - - - -", false},
+		{"connected", "echo", "7 3 1 - - - " + upPort + " - fc TLSv1.3", true},
+		{"no cluster", "missing", "7 3 0 - - - - - fc TLSv1.3", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{conn: &filter.Connection{ID: 7, HandshakeDuration: 3900 * time.Microsecond}, format: format},
+			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{conn: &filter.Connection{ID: 7, HandshakeDuration: 3900 * time.Microsecond,
+				FilterChain: "fc", TLS: &tls.ConnectionState{Version: tls.VersionTLS13}}, format: format},
 				oneCluster(tt.cluster), cluster(t, "echo", nil, up))
 			c := dial(t, h.addr)
 			c.CloseWrite()
