@@ -172,7 +172,7 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 			Labels:           labels,
 			Namespace:        f.namespace,
 			ServiceAccount:   f.serviceAccount,
-			ClusterID:        "Kubernetes",
+			ClusterID:        xdsapi.DefaultClusterID,
 			WorkloadName:     f.name,
 			InterceptionMode: mode,
 			Locality:         locality,

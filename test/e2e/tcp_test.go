@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 )
 
 // tcpEchoPort is tcp-echo's port in Istio's samples.
@@ -192,6 +194,30 @@ func TestTCPTrafficShifting(t *testing.T) {
 		t.Errorf("v2 answered %d of %d connections (%.1f %%), want 20 ±5 %%", counts["two"], n, 100*share)
 	}
 	t.Logf("1000 connections: v1 %d, v2 %d", counts["one"], counts["two"])
+
+	// The client's sidecar connects to the apps directly (explicit mode:
+	// no sidecar, no metadata exchange on the way), so it names each
+	// version's workload from the endpoints' Istio telemetry metadata.
+	for _, v := range []struct {
+		workload string
+		atLeast  int
+	}{{"tcp-echo-v1", counts["one"]}, {"tcp-echo-v2", counts["two"]}} {
+		labels := map[string]string{"reporter": "source", "source_workload": "client", "destination_workload": v.workload,
+			"destination_canonical_service": "tcp-echo", "destination_workload_namespace": "default", "destination_app": "unknown"}
+		url := fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(clientOctet))
+		var got float64
+		if !poll(10*time.Second, func() bool {
+			fams, err := promtest.Scrape(url)
+			if err != nil {
+				return false
+			}
+			got, _ = fams.Value("istio_tcp_connections_closed_total", labels)
+			return got >= float64(v.atLeast)
+		}) {
+			t.Errorf("%s counted %v connections with %v, want at least %d", url, got, labels, v.atLeast)
+			dumpSeries(t, url, "istio_tcp_connections_closed_total")
+		}
+	}
 }
 
 // applyTCP applies yaml through loomd's config API.

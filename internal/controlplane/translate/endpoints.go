@@ -10,6 +10,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -115,6 +116,7 @@ func collectEndpoints(oc outboundCluster, ipOnly bool) []wrappedEndpoint {
 		if sidecar {
 			lb.Metadata = tlsModeMetadata()
 		}
+		addWorkloadMetadata(lb, in)
 		out = append(out, wrappedEndpoint{lb: lb, locality: in.Locality, labels: in.Labels})
 	}
 	slices.SortFunc(out, func(a, b wrappedEndpoint) int {
@@ -415,4 +417,26 @@ func applyLocalityWeights(proxy xdsapi.Locality, groups []*localityGroup, distri
 		}
 		return
 	}
+}
+
+// addWorkloadMetadata writes Istio's endpoint telemetry metadata
+// (filter_metadata.istio.workload) on lb, the endpoint of instance in of
+// a WorkloadEntry: a source reporter's destination labels when the
+// metadata exchange tells it nothing (plain TCP, a peer without sidecar).
+// An inline ServiceEntry endpoint names no workload and gets none.
+func addWorkloadMetadata(lb *endpointv3.LbEndpoint, in *registry.Instance) {
+	if in.Workload.Name == "" {
+		return
+	}
+	svc, rev := xdsapi.CanonicalService(in.Labels, in.Workload.Name)
+	w := xdsapi.EndpointWorkload{Name: in.Workload.Name, Namespace: in.Workload.Namespace,
+		CanonicalService: svc, CanonicalRevision: rev, ClusterID: xdsapi.DefaultClusterID}
+	if lb.Metadata == nil {
+		lb.Metadata = &corev3.Metadata{}
+	}
+	if lb.Metadata.FilterMetadata == nil {
+		lb.Metadata.FilterMetadata = map[string]*structpb.Struct{}
+	}
+	lb.Metadata.FilterMetadata[xdsapi.EndpointMetadataNamespace] = &structpb.Struct{Fields: map[string]*structpb.Value{
+		xdsapi.EndpointMetadataWorkload: structpb.NewStringValue(w.String())}}
 }

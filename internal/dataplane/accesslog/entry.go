@@ -50,6 +50,10 @@ type Entry struct {
 	// UpstreamPeer is the upstream's sidecar identity its response
 	// carried (Istio's metadata exchange); nil when none.
 	UpstreamPeer *istiostats.Peer
+	// UpstreamWorkload is the upstream endpoint's Istio telemetry
+	// metadata (upstream.Host.Workload): a source reporter's peer when
+	// UpstreamPeer is nil, as Istio's stats filter falls back on it.
+	UpstreamWorkload *istiostats.Peer
 	// GRPCMessages are a gRPC request's message counts (Envoy's
 	// grpc_stats filter state), kept where istio.stats reports the
 	// request; nil otherwise.

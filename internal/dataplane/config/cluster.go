@@ -1,7 +1,6 @@
 package config
 
 import (
-	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"maps"
 	"math"
 	"slices"
@@ -13,6 +12,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
+	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 // Cluster is envoy.config.cluster.v3.Cluster with its endpoints (from the
@@ -224,6 +226,11 @@ type Endpoint struct {
 	// Transport indexes the cluster's Transports: the transport socket
 	// its transport_socket_matches chose (0: the cluster's own).
 	Transport int
+	// Workload is the endpoint's Istio telemetry metadata
+	// (filter_metadata.istio.workload, xdsapi.EndpointWorkload; its app
+	// and version are unknown); nil when absent or malformed. A source
+	// reporter's peer when no metadata exchange told it.
+	Workload *istiostats.Peer
 }
 
 // ---- endpoints ----
@@ -315,6 +322,7 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 				}
 				ep.Weight = w.GetValue()
 			}
+			ep.Workload = endpointWorkload(lb.GetMetadata())
 			la.eps = append(la.eps, ep)
 			la.meta = append(la.meta, endpointMeta{endpoint: transportSocketMeta(lb.GetMetadata()), locality: transportSocketMeta(le.GetMetadata())})
 		}
@@ -645,4 +653,18 @@ func (g *Generation) IstioServiceOf(cluster string) istiostats.Service {
 		}
 	}
 	return istiostats.ServiceOfCluster(cluster)
+}
+
+// endpointWorkload reads an endpoint's Istio telemetry metadata.
+func endpointWorkload(md *corev3.Metadata) *istiostats.Peer {
+	v := md.GetFilterMetadata()[xdsapi.EndpointMetadataNamespace].GetFields()[xdsapi.EndpointMetadataWorkload].GetStringValue()
+	if v == "" {
+		return nil
+	}
+	w, ok := xdsapi.ParseEndpointWorkload(v)
+	if !ok {
+		return nil
+	}
+	return &istiostats.Peer{Workload: w.Name, Namespace: w.Namespace, Service: w.CanonicalService,
+		Revision: w.CanonicalRevision, Cluster: w.ClusterID}
 }

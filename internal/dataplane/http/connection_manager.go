@@ -763,7 +763,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			triedPriorities |= 1 << h.Priority
 		}
 		addr, rt := h.Addr, h.RT
-		e.UpstreamHost = addr
+		e.UpstreamHost, e.UpstreamWorkload = addr, h.Workload
 		if retry != nil && retry.AvoidPreviousHosts {
 			pick.Avoid = append(pick.Avoid, addr)
 		}

@@ -44,6 +44,9 @@ func (cm *ConnectionManager) reportIstio(w http.ResponseWriter, r *http.Request,
 	f.Service = cm.gen.Load().IstioServiceOf(cluster)
 	if c.Reporter == istiostats.ReporterSource {
 		f.Peer = e.UpstreamPeer
+		if f.Peer == nil {
+			f.Peer = e.UpstreamWorkload
+		}
 		f.PeerPrincipal, f.LocalPrincipal = istiostats.PeerPrincipal(e.UpstreamTLS), e.UpstreamLocalPrincipal
 	} else {
 		f.Peer = st.peer
@@ -82,7 +85,9 @@ func (cm *ConnectionManager) reportIstio(w http.ResponseWriter, r *http.Request,
 			a.Node = &cm.exchange.Node
 		}
 		if c.Reporter == istiostats.ReporterSource {
-			a.UpstreamPeer = f.Peer
+			// The exchange's peer: the endpoint fallback is the stats
+			// filter's own, not the filter state CEL reads.
+			a.UpstreamPeer = e.UpstreamPeer
 		} else {
 			a.DownstreamPeer = f.Peer
 		}

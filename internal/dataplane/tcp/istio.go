@@ -152,6 +152,10 @@ func (r *istioReport) fill() {
 	if r.mx != nil {
 		f.Peer, _ = r.mx.Peer()
 	}
+	if f.Peer == nil && r.c.Reporter == istiostats.ReporterSource {
+		// Istio's client-side fallback: the endpoint's metadata.
+		f.Peer = r.e.UpstreamWorkload
+	}
 	self := r.p.opts.Self
 	if self == nil {
 		self = &istiostats.Peer{}

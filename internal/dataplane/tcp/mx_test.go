@@ -360,3 +360,32 @@ func TestTCPMetadataExchangeWithoutPeerFrame(t *testing.T) {
 	waitSample(t, m.server, "istio_tcp_connections_closed_total", map[string]string{"reporter": "destination",
 		"source_workload": "unknown", "source_principal": "spiffe://cluster.local/ns/default/sa/productpage"}, 1)
 }
+
+// Without a metadata exchange (plain TCP), a source reporter names the
+// destination workload from the endpoint's Istio telemetry metadata, as
+// Istio's stats filter falls back on it; its app and version stay
+// unknown, which the encoding does not carry.
+func TestTCPEndpointWorkloadFallback(t *testing.T) {
+	stats := istiostats.NewMetrics(0)
+	up := server(t, echo(""))
+	c := cluster(t, "outbound|9000||tcp-echo.default.svc.cluster.local", func(c *clusterv3.Cluster) {
+		c.LoadAssignment.Endpoints[0].LbEndpoints[0].Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+			"istio": {Fields: map[string]*structpb.Value{"workload": structpb.NewStringValue("tcp-echo-v1;default;tcp-echo;v1;Kubernetes")}}}}
+	}, up)
+	l := &listenerv3.Listener{Name: "0.0.0.0_9000", Address: xdstest.HostPortAddress(t, freeAddr(t)), TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{statsFilter(t, time.Hour), tcpProxyTo(t, c.GetName())}}}}
+	addr, log := proxyWithStats(t, nil, stats, l, c)
+	conn := dial(t, addr)
+	if _, err := io.WriteString(conn, "hi\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || got != "hi\n" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	conn.Close()
+	log(1)
+	waitSample(t, stats, "istio_tcp_connections_closed_total", map[string]string{"reporter": "source",
+		"destination_workload": "tcp-echo-v1", "destination_workload_namespace": "default", "destination_canonical_service": "tcp-echo",
+		"destination_canonical_revision": "v1", "destination_cluster": "Kubernetes", "destination_app": "unknown",
+		"destination_version": "unknown", "destination_principal": "unknown"}, 1)
+}

@@ -166,7 +166,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		e.ResponseFlags = FlagNoHealthyUpstream
 		return
 	}
-	e.UpstreamHost = h.Addr
+	e.UpstreamHost, e.UpstreamWorkload = h.Addr, h.Workload
 	e.UpstreamRequestAttemptCount = 1 // tcp_proxy's connect attempts; Loom makes one
 	up, release, err := h.DialCounted(ctx)
 	if errors.Is(err, upstream.ErrOverflow) {

@@ -248,7 +248,7 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 		return nil, err
 	}
 	t.active[i].Add(1)
-	h := &Host{Addr: t.eps[i].Address, Priority: opts.level, st: st, idx: int(i)}
+	h := &Host{Addr: t.eps[i].Address, Priority: opts.level, Workload: t.eps[i].Workload, st: st, idx: int(i)}
 	st.setTransport(h, t.src, t.src.Transport(&t.eps[i]), opts.DownstreamHTTP2)
 	return h, nil
 }

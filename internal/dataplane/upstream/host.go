@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
 
 // ErrOverflow is returned by Pick, or by a Host's RoundTrip, when a
@@ -59,6 +61,9 @@ type Host struct {
 	RT http.RoundTripper
 	// HTTP2 says RT speaks HTTP/2 (h2c or h2 over TLS).
 	HTTP2 bool
+	// Workload is the endpoint's Istio telemetry metadata
+	// (config.Endpoint.Workload); nil for none.
+	Workload *istiostats.Peer
 
 	st  *clusterState
 	tls *tlsTransport // the endpoint's TLS transport socket; nil for plaintext

@@ -263,7 +263,14 @@ func (t *lbTable) newLevels(c *config.Cluster) []*lbLevel {
 func sameLB(a, b *config.Cluster) bool {
 	return a.LBPolicy == b.LBPolicy && a.LocalityWeighted == b.LocalityWeighted &&
 		equalPtr(a.RingHash, b.RingHash) && equalPtr(a.Maglev, b.Maglev) &&
-		slices.Equal(a.Endpoints, b.Endpoints)
+		slices.EqualFunc(a.Endpoints, b.Endpoints, balanceAlike)
+}
+
+// balanceAlike compares two endpoints on what balancing reads: all but
+// their telemetry metadata (a pointer, new in every generation).
+func balanceAlike(a, b config.Endpoint) bool {
+	a.Workload, b.Workload = nil, nil
+	return a == b
 }
 
 func equalPtr[T comparable](a, b *T) bool {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
 
 // endpoints makes n healthy endpoints 10.0.0.1:80 ... with weight 1.
@@ -710,5 +711,22 @@ func BenchmarkUpdateLB(b *testing.B) {
 				m.Update(gen(c))
 			}
 		})
+	}
+}
+
+// A new generation's endpoints carry new telemetry metadata pointers:
+// that alone must not rebuild rings and tables.
+func TestSameLBIgnoresTelemetryMetadata(t *testing.T) {
+	ep := func(w uint32) config.Endpoint {
+		return config.Endpoint{Address: "10.0.0.1:80", Weight: w, Workload: &istiostats.Peer{Workload: "reviews-v1"}}
+	}
+	a := &config.Cluster{LBPolicy: config.LBRingHash, Endpoints: []config.Endpoint{ep(1)}}
+	b := &config.Cluster{LBPolicy: config.LBRingHash, Endpoints: []config.Endpoint{ep(1)}}
+	if !sameLB(a, b) {
+		t.Error("endpoints differing only in their telemetry metadata's pointer balance differently")
+	}
+	b.Endpoints[0].Weight = 2
+	if sameLB(a, b) {
+		t.Error("a changed weight balances alike")
 	}
 }
