@@ -31,13 +31,14 @@ func applyTrafficPolicy(c *clusterv3.Cluster, tp *networking.TrafficPolicy, prot
 		cp = &networking.ConnectionPoolSettings{}
 	}
 	opts = applyConnectionPool(c, cp, opts)
-	if cp.GetHttp().GetUseClientProtocol() {
+	switch {
+	case cp.GetHttp().GetUseClientProtocol():
 		// Istio's applyConnectionPool: the upstream protocol follows the
-		// downstream's, even on an HTTP/2 port; an UPGRADE below still wins,
-		// as Istio's applyH2Upgrade runs after it.
+		// downstream's, even on an HTTP/2 port. h2UpgradePolicy is then
+		// ineffective (istio.io/api's useClientProtocol; Istio's
+		// shouldH2Upgrade returns false).
 		opts = setUseDownstreamProtocol(opts)
-	}
-	if cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE {
+	case cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE:
 		// The mesh default (h2UpgradePolicy DO_NOT_UPGRADE) upgrades nothing;
 		// a DestinationRule's UPGRADE upgrades the port whatever it speaks.
 		opts = setH2(opts)

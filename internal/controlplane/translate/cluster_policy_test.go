@@ -225,13 +225,17 @@ trafficPolicy:
 							HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})
 			})
 		}},
-		{"useClientProtocol and UPGRADE: UPGRADE wins", registry.HTTP, `host: httpbin
+		{"useClientProtocol and UPGRADE: useClientProtocol wins", registry.HTTP, `host: httpbin
 trafficPolicy:
   connectionPool:
     http: {useClientProtocol: true, h2UpgradePolicy: UPGRADE}
 `, func(t *testing.T) *clusterv3.Cluster {
+			// istio.io/api: with useClientProtocol, h2UpgradePolicy is ineffective.
 			return wantCluster(name, func(c *clusterv3.Cluster) {
-				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(nil, &corev3.Http2ProtocolOptions{}))
+				c.TypedExtensionProtocolOptions = mustPack(t, &upstreamhttpv3.HttpProtocolOptions{
+					UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
+						UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+							HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})
 			})
 		}},
 		{"ROUND_ROBIN with warmupDurationSecs", registry.HTTP, `host: httpbin
