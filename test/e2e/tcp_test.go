@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -52,131 +54,96 @@ func startTCPEcho(t *testing.T, addr, prefix string) {
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 }
 
-// tcpEchoVirtualService is the task's tcp-echo-20-v2.yaml for the mesh
-// rather than its ingress gateway: Loom serves no TCP gateway server yet,
-// so hosts is the service and gateways is left out (the mesh); the match
-// is on the service port the client's sidecar listens on instead of the
-// gateway's 31400. The routes are the task's.
-const tcpEchoVirtualService = `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: tcp-echo
-spec:
-  hosts:
-  - tcp-echo
-  tcp:
-  - match:
-    - port: 9000
-    route:
-    - destination:
-        host: tcp-echo
-        port:
-          number: 9000
-        subset: v1
-      weight: 80
-    - destination:
-        host: tcp-echo
-        port:
-          number: 9000
-        subset: v2
-      weight: 20
-`
+// tcpEchoSamples is Istio's samples/tcp-echo, whose task files the TCP
+// traffic shifting scenario applies unchanged.
+const tcpEchoSamples = "../../../shared/istio-samples/tcp-echo"
 
-// tcpEchoAllV1 is the VirtualService of the task's tcp-echo-all-v1.yaml,
-// for the mesh as tcpEchoVirtualService is.
-const tcpEchoAllV1 = `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: tcp-echo
-spec:
-  hosts:
-  - tcp-echo
-  tcp:
-  - match:
-    - port: 9000
-    route:
-    - destination:
-        host: tcp-echo
-        port:
-          number: 9000
-        subset: v1
-`
-
-// tcpEchoDestinationRule is the DestinationRule of the task's
-// tcp-echo-all-v1.yaml, unchanged.
-const tcpEchoDestinationRule = `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: tcp-echo-destination
-spec:
-  host: tcp-echo
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-`
-
-// TestTCPTrafficShifting follows Istio's TCP traffic shifting task in
-// explicit mode: the client app connects to its own sidecar's IP on port
-// 9000, whose tcp_proxy sends every connection to tcp-echo v1 ("one ...")
-// and then, with the task's 80/20 rule, 80 % to v1 and 20 % to v2
-// ("two ..."), over 1000 connections within ±5 %.
+// TestTCPTrafficShifting follows Istio's TCP traffic shifting task with
+// its files unchanged: tcp-echo-all-v1.yaml (a Gateway with a TCP server
+// on 31400, the tcp-echo DestinationRule and a VirtualService bound to the
+// gateway) sends every connection to the ingress gateway's 31400 to
+// tcp-echo v1 ("one ..."); tcp-echo-20-v2.yaml then sends 80 % to v1 and
+// 20 % to v2 ("two ..."), over 1000 connections within ±5 %. The rules
+// name only the gateway, so the mesh keeps reaching both versions, and
+// the client's sidecar names each from the endpoints' metadata.
 func TestTCPTrafficShifting(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
+	allV1, err := os.ReadFile(filepath.Join(tcpEchoSamples, "tcp-echo-all-v1.yaml"))
+	if err != nil {
+		t.Fatalf("Istio's tcp-echo samples are missing (%v): shared/istio-samples must be beside the module", err)
+	}
+	v2at20, err := os.ReadFile(filepath.Join(tcpEchoSamples, "tcp-echo-20-v2.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	const prefix = "127.61.0"
+	const gwOctet = 2
 	ws := []appWorkload{
 		{Name: "tcp-echo-v1", App: "tcp-echo", Version: "v1", Octet: 11, Protocol: "TCP", Port: tcpEchoPort},
 		{Name: "tcp-echo-v2", App: "tcp-echo", Version: "v2", Octet: 12, Protocol: "TCP", Port: tcpEchoPort},
+		{Name: "istio-ingressgateway", App: "istio-ingressgateway", Octet: gwOctet, Gateway: true},
 	}
 	// The apps listen before their sidecars start: a sidecar leaves out
 	// the TCP listener of a port its own app serves.
 	startTCPEcho(t, fmt.Sprintf("%s.%d:%d", prefix, ws[0].Octet, tcpEchoPort), "one")
 	startTCPEcho(t, fmt.Sprintf("%s.%d:%d", prefix, ws[1].Octet, tcpEchoPort), "two")
-	m := startAppMesh(t, prefix, ws, tcpEchoDestinationRule)
+	m := startAppMesh(t, prefix, ws, "")
+	gw := fmt.Sprintf("%s:31400", m.ip(gwOctet))
 	sidecar := fmt.Sprintf("%s:%d", m.ip(clientOctet), tcpEchoPort)
 
-	// Without a VirtualService the service's cluster has both versions;
-	// once the tcp listener is bound, every connection gets an answer.
-	if !poll(20*time.Second, func() bool { _, err := tcpEchoOnce(sidecar, "hello"); return err == nil }) {
-		t.Fatalf("no answer through the client sidecar's %s within 20 s\n%s", sidecar, m.tails())
-	}
-
-	// The task's first step (tcp-echo-all-v1.yaml): all of it to v1.
-	// m.apply would wait for a push to every proxy, but the tcp-echo
-	// sidecars have no listener this rule changes: poll the answers.
-	applyTCP(t, m, tcpEchoAllV1)
-	if !poll(10*time.Second, func() bool {
+	// The task's first step: all of it to v1. m.apply would wait for a
+	// push to every proxy, but the tcp-echo sidecars have no listener
+	// these rules change: poll the answers.
+	applyTCP(t, m, string(allV1))
+	if !poll(20*time.Second, func() bool {
 		for range 10 {
-			if got, err := tcpEchoOnce(sidecar, "x"); err != nil || got != "one x" {
+			if got, err := tcpEchoOnce(gw, "x"); err != nil || got != "one x" {
 				return false
 			}
 		}
 		return true
 	}) {
-		t.Fatalf("not all of 10 connections answered by v1 within 10 s of the all-v1 rule\n%s", m.tails())
+		t.Fatalf("not all of 10 connections to the gateway's %s answered by v1 within 20 s of tcp-echo-all-v1.yaml\n%s", gw, m.tails())
 	}
 	for i := range 20 {
-		got, err := tcpEchoOnce(sidecar, fmt.Sprintf("all-v1 %d", i))
+		got, err := tcpEchoOnce(gw, fmt.Sprintf("all-v1 %d", i))
 		if err != nil || got != fmt.Sprintf("one all-v1 %d", i) {
 			t.Fatalf("with all traffic to v1, connection %d: %q, %v", i, got, err)
 		}
 	}
 
+	// The VirtualService names only the gateway: the client's sidecar
+	// still balances over both versions.
+	const meshN = 40
+	mesh := map[string]int{}
+	for i := range meshN {
+		line := fmt.Sprintf("mesh %d", i)
+		got, err := tcpEchoOnce(sidecar, line)
+		if err != nil {
+			t.Fatalf("mesh connection %d through the client sidecar's %s: %v\n%s", i, sidecar, err, m.tails())
+		}
+		v, rest, _ := strings.Cut(got, " ")
+		if rest != line {
+			t.Fatalf("mesh connection %d: answer %q does not echo %q", i, got, line)
+		}
+		mesh[v]++
+	}
+	if mesh["one"] == 0 || mesh["two"] == 0 || mesh["one"]+mesh["two"] != meshN {
+		t.Errorf("%d mesh connections with the gateway's all-v1 rule: %v, want both versions (the rule is not the mesh's)", meshN, mesh)
+	}
+
 	// The 80/20 rule: it is live once v2 answers (all-v1 never lets it).
-	applyTCP(t, m, tcpEchoVirtualService)
-	if !poll(10*time.Second, func() bool { got, err := tcpEchoOnce(sidecar, "x"); return err == nil && got == "two x" }) {
-		t.Fatalf("v2 never answered within 10 s of the 80/20 rule\n%s", m.tails())
+	applyTCP(t, m, string(v2at20))
+	if !poll(10*time.Second, func() bool { got, err := tcpEchoOnce(gw, "x"); return err == nil && got == "two x" }) {
+		t.Fatalf("v2 never answered through the gateway within 10 s of tcp-echo-20-v2.yaml\n%s", m.tails())
 	}
 	const n = 1000
 	counts := map[string]int{}
 	for i := range n {
 		line := fmt.Sprintf("hello %d", i)
-		got, err := tcpEchoOnce(sidecar, line)
+		got, err := tcpEchoOnce(gw, line)
 		if err != nil {
 			t.Fatalf("connection %d: %v\n%s", i, err, m.tails())
 		}
@@ -193,7 +160,7 @@ func TestTCPTrafficShifting(t *testing.T) {
 	if math.Abs(share-0.20) > 0.05 {
 		t.Errorf("v2 answered %d of %d connections (%.1f %%), want 20 ±5 %%", counts["two"], n, 100*share)
 	}
-	t.Logf("1000 connections: v1 %d, v2 %d", counts["one"], counts["two"])
+	t.Logf("1000 connections through the gateway: v1 %d, v2 %d; %d through the mesh: %v", counts["one"], counts["two"], meshN, mesh)
 
 	// The client's sidecar connects to the apps directly (explicit mode:
 	// no sidecar, no metadata exchange on the way), so it names each
@@ -201,7 +168,7 @@ func TestTCPTrafficShifting(t *testing.T) {
 	for _, v := range []struct {
 		workload string
 		atLeast  int
-	}{{"tcp-echo-v1", counts["one"]}, {"tcp-echo-v2", counts["two"]}} {
+	}{{"tcp-echo-v1", mesh["one"]}, {"tcp-echo-v2", mesh["two"]}} {
 		labels := map[string]string{"reporter": "source", "source_workload": "client", "destination_workload": v.workload,
 			"destination_canonical_service": "tcp-echo", "destination_workload_namespace": "default", "destination_app": "unknown"}
 		url := fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(clientOctet))
