@@ -497,7 +497,11 @@ func (c *command) eval(e *Entry) (s string, n int64, k kind) {
 	case opUpstreamProtocol:
 		s = e.UpstreamProtocol
 	case opResponseFlags:
+		// Envoy's toShortString: "-" for none, in JSON as in text.
 		s = e.ResponseFlags
+		if s == "" {
+			s = "-"
+		}
 	case opResponseCodeDetails:
 		s = e.ResponseCodeDetails
 	case opUpstreamTransportFailureReason:
