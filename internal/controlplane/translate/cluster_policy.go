@@ -30,18 +30,22 @@ func applyTrafficPolicy(c *clusterv3.Cluster, tp *networking.TrafficPolicy, prot
 	if cp == nil {
 		cp = &networking.ConnectionPoolSettings{}
 	}
-	opts = applyConnectionPool(c, cp, opts)
-	switch {
-	case cp.GetHttp().GetUseClientProtocol():
-		// Istio's applyConnectionPool: the upstream protocol follows the
-		// downstream's, even on an HTTP/2 port. h2UpgradePolicy is then
-		// ineffective (istio.io/api's useClientProtocol; Istio's
-		// shouldH2Upgrade returns false).
-		opts = setUseDownstreamProtocol(opts)
-	case cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE:
-		// The mesh default (h2UpgradePolicy DO_NOT_UPGRADE) upgrades nothing;
-		// a DestinationRule's UPGRADE upgrades the port whatever it speaks.
+	useClientProtocol := cp.GetHttp().GetUseClientProtocol()
+	if !useClientProtocol && cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE {
+		// Upgrade before the pool, as Istio's applyTrafficPolicy does, so
+		// that the pool's HTTP/2 settings (maxConcurrentStreams) land on the
+		// upgraded options. The mesh default (h2UpgradePolicy
+		// DO_NOT_UPGRADE) upgrades nothing; a DestinationRule's UPGRADE
+		// upgrades the port whatever it speaks. With useClientProtocol,
+		// h2UpgradePolicy is ineffective (istio.io/api; Istio's
+		// shouldH2Upgrade).
 		opts = setH2(opts)
+	}
+	opts = applyConnectionPool(c, cp, opts)
+	if useClientProtocol {
+		// Istio's applyConnectionPool: the upstream protocol follows the
+		// downstream's, even on an HTTP/2 port.
+		opts = setUseDownstreamProtocol(opts)
 	}
 	applyOutlierDetection(c, tp.GetOutlierDetection())
 	applyLoadBalancer(c, tp.GetLoadBalancer())

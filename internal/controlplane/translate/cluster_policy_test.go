@@ -210,6 +210,18 @@ trafficPolicy:
 				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(nil, &corev3.Http2ProtocolOptions{}))
 			})
 		}},
+		{"h2UpgradePolicy UPGRADE keeps maxConcurrentStreams", registry.HTTP, `host: httpbin
+trafficPolicy:
+  connectionPool:
+    http:
+      h2UpgradePolicy: UPGRADE
+      maxConcurrentStreams: 7
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(
+					&corev3.HttpProtocolOptions{}, &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(7)}))
+			})
+		}},
 		{"useClientProtocol on an HTTP/2 port", registry.GRPC, `host: httpbin
 trafficPolicy:
   connectionPool:
