@@ -38,14 +38,28 @@ import (
 // listed only when a listener's chain is not the default, and rate limits
 // as a count where there are some.
 func TestSampleGoldens(t *testing.T) {
-	for _, dir := range []string{"bookinfo/networking", "bookinfo/policy", "pilot-testdata/config"} {
-		files, err := filepath.Glob(filepath.Join(sharedSamples, dir, "*.yaml"))
+	for _, set := range []struct {
+		dir, glob string
+		// golden names a file's golden within testdata/samples.
+		golden func(f string) string
+	}{
+		{"bookinfo/networking", "*.yaml", baseGolden("networking")},
+		{"bookinfo/policy", "*.yaml", baseGolden("policy")},
+		{"pilot-testdata/config", "*.yaml", baseGolden("config")},
+		// Pilot's networking cases are one configs.yaml per directory,
+		// named by the directory.
+		{"pilot-testdata/networking", "*/configs.yaml", func(f string) string {
+			return filepath.Join("pilot-networking", filepath.Base(filepath.Dir(f))+".txt")
+		}},
+	} {
+		dir := set.dir
+		files, err := filepath.Glob(filepath.Join(sharedSamples, dir, set.glob))
 		if err != nil || len(files) == 0 {
 			t.Fatalf("no samples in %s (%v): shared/istio-samples must be beside the module", dir, err)
 		}
 		for _, f := range files {
-			name := strings.TrimSuffix(filepath.Base(f), ".yaml")
-			t.Run(dir+"/"+name, func(t *testing.T) {
+			golden := set.golden(f)
+			t.Run(dir+"/"+strings.TrimSuffix(golden[strings.Index(golden, "/")+1:], ".txt"), func(t *testing.T) {
 				inputs := []string{meshFile, f}
 				data, err := os.ReadFile(f)
 				if err != nil {
@@ -60,7 +74,7 @@ func TestSampleGoldens(t *testing.T) {
 					inputs = []string{meshFile, filepath.Join(nw, "bookinfo-gateway.yaml"), filepath.Join(nw, "destination-rule-all.yaml"), f}
 				}
 				got := sampleDigest(t, inputs...)
-				want := filepath.Join("testdata", "samples", filepath.Base(dir), name+".txt")
+				want := filepath.Join("testdata", "samples", golden)
 				if *update {
 					if err := os.MkdirAll(filepath.Dir(want), 0o755); err != nil {
 						t.Fatal(err)
@@ -79,6 +93,13 @@ func TestSampleGoldens(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// baseGolden names a file's golden dir/<file name without .yaml>.txt.
+func baseGolden(dir string) func(f string) string {
+	return func(f string) string {
+		return filepath.Join(dir, strings.TrimSuffix(filepath.Base(f), ".yaml")+".txt")
 	}
 }
 
