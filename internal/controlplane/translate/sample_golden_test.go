@@ -17,6 +17,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/google/go-cmp/cmp"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	"github.com/loom-mesh/loom/internal/controlplane/model"
@@ -143,6 +144,24 @@ func sampleDigest(t *testing.T, files ...string) string {
 		r.ID = "router~127.0.0.10~" + g.Name + "." + g.Namespace + "~" + g.Namespace + ".svc.cluster.local"
 		r.Labels = sel
 		proxies = append(proxies, r)
+	}
+	// Likewise a Sidecar whose workloadSelector does not select the
+	// productpage sidecar gets a sidecar of its own in its namespace, so
+	// its ingress and egress listeners show too.
+	for _, res := range rs {
+		sc, ok := res.Spec.(*networking.Sidecar)
+		sel := sc.GetWorkloadSelector().GetLabels()
+		if !ok || len(sel) == 0 || (res.Namespace == "default" && registry.LabelsContain(productpageSidecar().Labels, sel)) {
+			continue
+		}
+		p := productpageSidecar()
+		p.IP = "127.0.0.20"
+		p.Name = res.Name
+		p.Namespace = res.Namespace
+		p.ID = "sidecar~127.0.0.20~" + res.Name + "." + res.Namespace + "~" + res.Namespace + ".svc.cluster.local"
+		p.Labels = sel
+		p.ServiceAccount = res.Name
+		proxies = append(proxies, p)
 	}
 	for _, p := range proxies {
 		r, err := Generate(pc, p)

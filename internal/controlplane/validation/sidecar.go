@@ -16,8 +16,11 @@ import (
 // what the proxy sees), ingress listeners' defaultEndpoint and
 // outboundTrafficPolicy.mode. It refuses as Unsupported what it would
 // otherwise ignore: egress listeners with a port, bind or captureMode,
-// ingress bind, captureMode IPTABLES, tls and connectionPool, a unix://
-// defaultEndpoint, inboundConnectionPool and outboundTrafficPolicy.egressProxy.
+// ingress bind, tls and connectionPool, a unix:// defaultEndpoint,
+// inboundConnectionPool and outboundTrafficPolicy.egressProxy. An ingress
+// captureMode IPTABLES is served: Istio then binds no port of its own and
+// the port is reached through the inbound listener (virtualInbound,
+// 15006), which is where Loom serves every ingress port.
 
 func (c *checker) sidecar(sc *networking.Sidecar) {
 	if ws := sc.WorkloadSelector; ws != nil {
@@ -50,9 +53,6 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		}
 		if in.Bind != "" {
 			c.unsupported(p + ".bind")
-		}
-		if in.CaptureMode == networking.CaptureMode_IPTABLES {
-			c.unsupported(p + ".captureMode")
 		}
 		if in.Tls != nil {
 			c.unsupported(p + ".tls")

@@ -30,6 +30,7 @@ func TestSidecar(t *testing.T) {
     defaultEndpoint: "[::1]:8082"
     captureMode: NONE
   - port: {number: 9083, protocol: TCP}
+    captureMode: IPTABLES
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 `), nil},
 		{"empty", sidecarDoc("  workloadSelector: {labels: {app: a}}\n"),
@@ -92,7 +93,6 @@ func TestSidecar(t *testing.T) {
   ingress:
   - port: {number: 9443, protocol: HTTPS}
     bind: 0.0.0.0
-    captureMode: IPTABLES
     defaultEndpoint: unix:///var/run/app.sock
     tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
     connectionPool: {http: {http1MaxPendingRequests: 1}}
@@ -100,7 +100,6 @@ func TestSidecar(t *testing.T) {
 			"spec.inboundConnectionPool: " + Unsupported,
 			`spec.ingress[0].defaultEndpoint: Invalid value: "unix:///var/run/app.sock": unix domain socket endpoints are ` + Unsupported,
 			"spec.ingress[0].bind: " + Unsupported,
-			"spec.ingress[0].captureMode: " + Unsupported,
 			"spec.ingress[0].tls: " + Unsupported,
 			"spec.ingress[0].connectionPool: " + Unsupported,
 		}},
