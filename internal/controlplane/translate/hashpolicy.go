@@ -82,7 +82,7 @@ func portLevelConsistentHash(d *networking.Destination, tp *networking.TrafficPo
 
 // consistentHashPolicy translates a consistentHash key into an Envoy hash
 // policy, as Istio's consistentHashToHashPolicy: httpHeaderName → header,
-// httpCookie {name, path, ttl} → cookie, useSourceIp →
+// httpCookie {name, path, ttl, attributes} → cookie, useSourceIp →
 // connection_properties.source_ip, httpQueryParameterName →
 // query_parameter. Nil ch or a key of no known kind gives nil.
 func consistentHashPolicy(ch *networking.LoadBalancerSettings_ConsistentHashLB) *routev3.RouteAction_HashPolicy {
@@ -95,6 +95,9 @@ func consistentHashPolicy(ch *networking.LoadBalancerSettings_ConsistentHashLB) 
 		cookie := &routev3.RouteAction_HashPolicy_Cookie{Name: k.HttpCookie.GetName(), Path: k.HttpCookie.GetPath()}
 		if ttl := k.HttpCookie.GetTtl(); ttl != nil {
 			cookie.Ttl = durationpb.New(ttl.AsDuration())
+		}
+		for _, a := range k.HttpCookie.GetAttributes() {
+			cookie.Attributes = append(cookie.Attributes, &routev3.RouteAction_HashPolicy_CookieAttribute{Name: a.GetName(), Value: a.GetValue()})
 		}
 		return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: cookie}}
 	case *networking.LoadBalancerSettings_ConsistentHashLB_UseSourceIp:

@@ -57,7 +57,11 @@ spec:
   trafficPolicy:
     loadBalancer:
       consistentHash:
-        httpCookie: {name: user, path: /, ttl: 60s}
+        httpCookie:
+          name: user
+          path: /
+          ttl: 60s
+          attributes: [{name: SameSite, value: Lax}, {name: Secure}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -94,7 +98,8 @@ func sourceIPHash() *routev3.RouteAction_HashPolicy {
 
 func cookieHash() *routev3.RouteAction_HashPolicy {
 	return &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
-		Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "user", Path: "/", Ttl: durationpb.New(time.Minute)}}}
+		Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "user", Path: "/", Ttl: durationpb.New(time.Minute),
+			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "SameSite", Value: "Lax"}, {Name: "Secure"}}}}}
 }
 
 func dest(host, subset string, port uint32, weight int32) *networking.HTTPRouteDestination {
@@ -118,7 +123,7 @@ func TestHashPolicies(t *testing.T) {
 		{"subset over port level", []*networking.HTTPRouteDestination{dest("reviews", "v2", 9080, 0)}, []*routev3.RouteAction_HashPolicy{sourceIPHash()}},
 		{"subset port level first", []*networking.HTTPRouteDestination{dest("reviews", "v3", 9080, 0)}, []*routev3.RouteAction_HashPolicy{headerHash("x-v3-port")}},
 		{"subset port level needs destination.port", []*networking.HTTPRouteDestination{dest("reviews.default.svc.cluster.local", "v3", 0, 0)}, []*routev3.RouteAction_HashPolicy{sourceIPHash()}},
-		{"cookie with path and ttl", []*networking.HTTPRouteDestination{dest("ratings", "", 0, 0)}, []*routev3.RouteAction_HashPolicy{cookieHash()}},
+		{"cookie with path, ttl and attributes", []*networking.HTTPRouteDestination{dest("ratings", "", 0, 0)}, []*routev3.RouteAction_HashPolicy{cookieHash()}},
 		{"no consistentHash", []*networking.HTTPRouteDestination{dest("details", "", 0, 0)}, nil},
 		{"no DestinationRule", []*networking.HTTPRouteDestination{dest("productpage", "", 0, 0)}, nil},
 		{"weighted: one per destination in order", []*networking.HTTPRouteDestination{

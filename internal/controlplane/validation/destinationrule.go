@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 )
@@ -146,6 +147,18 @@ func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
 			}
 			if cookie.Ttl != nil && (cookie.Ttl.AsDuration() < 0 || !cookie.Ttl.IsValid()) {
 				c.errf(p+".consistentHash.httpCookie.ttl", "Invalid value: must not be negative")
+			}
+			// The proxy writes each attribute into Set-Cookie as
+			// "; name=value"; what would break that header is refused here
+			// rather than NACKed by the proxy.
+			for i, a := range cookie.Attributes {
+				ap := fmt.Sprintf("%s.consistentHash.httpCookie.attributes[%d]", p, i)
+				if !httpguts.ValidHeaderFieldName(a.Name) {
+					c.errf(ap+".name", "Invalid value: %q: must be a non-empty token", a.Name)
+				}
+				if !httpguts.ValidHeaderFieldValue(a.Value) || strings.ContainsRune(a.Value, ';') {
+					c.errf(ap+".value", "Invalid value: %q: must be a header value without ';'", a.Value)
+				}
 			}
 		}
 		if ch.GetHttpHeaderName() == "" {

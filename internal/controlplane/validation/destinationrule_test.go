@@ -34,6 +34,17 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
       loadBalancer:
         consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}
 `, nil},
+		{"httpCookie attributes", `  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie:
+          name: user
+          ttl: 10s
+          attributes: [{name: SameSite, value: Lax}, {name: Secure}, {name: "Same Site"}, {name: Domain, value: "a; Secure"}]
+`, []string{
+			`spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[2].name: Invalid value: "Same Site": must be a non-empty token`,
+			`spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[3].value: Invalid value: "a; Secure": must be a header value without ';'`,
+		}},
 		{"PASSTHROUGH", "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n", nil},
 		{"tls credentialName", `  trafficPolicy:
     tls: {mode: MUTUAL, credentialName: client-cred}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"golang.org/x/net/http/httpguts"
 )
 
 // HashPolicyKind says which request property a HashPolicy reads.
@@ -39,13 +40,23 @@ type HashPolicy struct {
 	// one, with Max-Age CookieTTL (0: a session cookie).
 	CookieTTL      time.Duration
 	CookieGenerate bool
+	// CookieAttributes are cookie.attributes (Istio's httpCookie
+	// attributes, e.g. SameSite=Lax), added to a generated cookie in order.
+	CookieAttributes []CookieAttribute
 	// Terminal stops the evaluation of the route's later policies once a
 	// hash has been produced.
 	Terminal bool
 }
 
-// buildHashPolicies parses RouteAction.hash_policy at path. filter_state,
-// header.regex_rewrite and cookie.attributes are refused.
+// CookieAttribute is one envoy.config.route.v3.RouteAction.HashPolicy.
+// CookieAttribute: Name (a token) and Value ("" for a flag such as Secure),
+// written as "; Name=Value" or "; Name" in a generated Set-Cookie.
+type CookieAttribute struct {
+	Name, Value string
+}
+
+// buildHashPolicies parses RouteAction.hash_policy at path. filter_state
+// and header.regex_rewrite are refused.
 // connection_properties with source_ip false produces nothing, as in Envoy.
 func buildHashPolicies(path string, hps []*routev3.RouteAction_HashPolicy) ([]HashPolicy, error) {
 	var out []HashPolicy
@@ -79,8 +90,16 @@ func buildHashPolicies(path string, hps []*routev3.RouteAction_HashPolicy) ([]Ha
 			if c.GetName() == "" {
 				return nil, ferr(p+".cookie.name", "must not be empty")
 			}
-			if len(c.GetAttributes()) > 0 {
-				return nil, ferr(p+".cookie.attributes", "not supported")
+			for j, a := range c.GetAttributes() {
+				ap := idx(p+".cookie.attributes", j)
+				if !httpguts.ValidHeaderFieldName(a.GetName()) {
+					return nil, verr(ap+".name", a.GetName(), "must be a non-empty token")
+				}
+				// A ';' would start another attribute of the Set-Cookie.
+				if !httpguts.ValidHeaderFieldValue(a.GetValue()) || strings.ContainsRune(a.GetValue(), ';') {
+					return nil, verr(ap+".value", a.GetValue(), "must be a header value without ';'")
+				}
+				pol.CookieAttributes = append(pol.CookieAttributes, CookieAttribute{Name: a.GetName(), Value: a.GetValue()})
 			}
 			pol.Kind, pol.Name, pol.CookiePath = HashCookie, c.GetName(), c.GetPath()
 			if ttl := c.GetTtl(); ttl != nil {
@@ -113,19 +132,21 @@ func buildHashPolicies(path string, hps []*routev3.RouteAction_HashPolicy) ([]Ha
 // RequestHash computes the request's hash from r.HashPolicies, as Envoy
 // does: ok is false when no policy produced a key (the load balancer then
 // picks at random). downstreamIP is the client's address for
-// connection_properties.source_ip. setCookie is non-nil when a cookie
-// policy with a ttl found no cookie and generated one: the caller adds it
-// to the response as Set-Cookie.
+// connection_properties.source_ip. setCookie is non-empty when a cookie
+// policy with a ttl found no cookie and generated one: it is the value of
+// the Set-Cookie header the caller adds to the response.
 //
 // Every key is hashed with XXHash64 (seed 0), Envoy's HashUtil::xxHash64;
 // several policies combine as Envoy's HashPolicyImpl::generateHash does:
 // hash = rotl(hash, 1) ^ next. A generated cookie's value is the 16 hex
 // digits of XXHash64(downstream remote address + local address), so every
 // request of one connection gets the same cookie (Envoy's
-// Router::Filter::addDownstreamSetCookie); it is HttpOnly and quoted.
+// Router::Filter::addDownstreamSetCookie); it is HttpOnly and quoted, and
+// carries the policy's cookie attributes before HttpOnly, as Envoy's
+// Http::Utility::makeSetCookieValue writes them.
 // Header, source IP and query parameter keys allocate nothing (except a
 // header with several values); cookies are parsed by net/http.
-func (r *Route) RequestHash(req *http.Request, downstreamIP string) (hash uint64, ok bool, setCookie *http.Cookie) {
+func (r *Route) RequestHash(req *http.Request, downstreamIP string) (hash uint64, ok bool, setCookie string) {
 	for i := range r.HashPolicies {
 		p := &r.HashPolicies[i]
 		var (
@@ -139,9 +160,9 @@ func (r *Route) RequestHash(req *http.Request, downstreamIP string) (hash uint64
 			if c, err := req.Cookie(p.Name); err == nil && c.Value != "" {
 				h, got = XXHash64(c.Value, 0), true
 			} else if p.CookieGenerate {
-				c := generatedCookie(req, p)
-				setCookie = c
-				h, got = XXHash64(c.Value, 0), true
+				var value string
+				value, setCookie = generatedCookie(req, p)
+				h, got = XXHash64(value, 0), true
 			}
 		case HashSourceIP:
 			if downstreamIP != "" {
@@ -186,23 +207,40 @@ func headerHash(req *http.Request, name string) (uint64, bool) {
 	return XXHash64(strings.Join(sorted, ""), 0), true
 }
 
-// generatedCookie makes the cookie of policy p for a request without one.
-func generatedCookie(req *http.Request, p *HashPolicy) *http.Cookie {
+// generatedCookie makes the cookie of policy p for a request without one:
+// its value and its Set-Cookie header value.
+func generatedCookie(req *http.Request, p *HashPolicy) (value, setCookie string) {
 	key := req.RemoteAddr
 	if la, ok := req.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		key += la.String()
 	}
 	var buf [16]byte
 	v := strconv.AppendUint(buf[:0], XXHash64(key, 0), 16)
-	value := strings.Repeat("0", 16-len(v)) + string(v)
-	return &http.Cookie{
-		Name:     p.Name,
-		Value:    value,
-		Quoted:   true,
-		Path:     p.CookiePath,
-		MaxAge:   int(p.CookieTTL / time.Second),
-		HttpOnly: true,
+	value = strings.Repeat("0", 16-len(v)) + string(v)
+	c := &http.Cookie{
+		Name:   p.Name,
+		Value:  value,
+		Quoted: true,
+		Path:   p.CookiePath,
+		MaxAge: int(p.CookieTTL / time.Second),
 	}
+	base := c.String()
+	if base == "" {
+		// net/http refuses the name: no cookie rather than a broken one.
+		return value, ""
+	}
+	var b strings.Builder
+	b.WriteString(base)
+	for _, a := range p.CookieAttributes {
+		b.WriteString("; ")
+		b.WriteString(a.Name)
+		if a.Value != "" {
+			b.WriteByte('=')
+			b.WriteString(a.Value)
+		}
+	}
+	b.WriteString("; HttpOnly")
+	return value, b.String()
 }
 
 // XXH64's primes.

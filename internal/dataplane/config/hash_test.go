@@ -89,9 +89,19 @@ func TestBuildHashPolicies(t *testing.T) {
 		{"bad pseudo header", hp(header(":protocol")), nil, `route.hash_policy[0].header.header_name = ":protocol": must be a header or :authority, :method, :path or :scheme`},
 		{"regex rewrite", []*routev3.RouteAction_HashPolicy{srcIP(true), rewrite}, nil, `route.hash_policy[1].header.regex_rewrite: not supported`},
 		{"cookie no name", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{})), nil, `route.hash_policy[0].cookie.name: must not be empty`},
-		{"cookie attributes", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{Name: "s",
-			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "SameSite", Value: "Lax"}}})), nil,
-			`route.hash_policy[0].cookie.attributes: not supported`},
+		{"cookie attributes", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{Name: "s", Ttl: durationpb.New(time.Minute),
+			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "SameSite", Value: "Lax"}, {Name: "Secure"}}})),
+			[]HashPolicy{{Kind: HashCookie, Name: "s", CookieTTL: time.Minute, CookieGenerate: true,
+				CookieAttributes: []CookieAttribute{{Name: "SameSite", Value: "Lax"}, {Name: "Secure"}}}}, ""},
+		{"cookie attribute no name", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{Name: "s",
+			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "Secure"}, {Value: "x"}}})), nil,
+			`route.hash_policy[0].cookie.attributes[1].name = "": must be a non-empty token`},
+		{"cookie attribute name not a token", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{Name: "s",
+			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "Same Site", Value: "Lax"}}})), nil,
+			`route.hash_policy[0].cookie.attributes[0].name = "Same Site": must be a non-empty token`},
+		{"cookie attribute value with ;", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{Name: "s",
+			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "Domain", Value: "a; Secure"}}})), nil,
+			`route.hash_policy[0].cookie.attributes[0].value = "a; Secure": must be a header value without ';'`},
 		{"cookie negative ttl", hp(cookie(&routev3.RouteAction_HashPolicy_Cookie{Name: "s", Ttl: durationpb.New(-time.Second)})), nil,
 			`route.hash_policy[0].cookie.ttl = "-1s": must not be negative`},
 		{"query no name", hp(query("")), nil, `route.hash_policy[0].query_parameter.name: must not be empty`},
@@ -180,7 +190,7 @@ func TestRequestHash(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Route{HashPolicies: tc.policies}
 			got, ok, set := r.RequestHash(tc.req, tc.ip)
-			if got != tc.want || ok != tc.wantOK || set != nil {
+			if got != tc.want || ok != tc.wantOK || set != "" {
 				t.Errorf("RequestHash = %#x, %v, %v; want %#x, %v, no cookie", got, ok, set, tc.want, tc.wantOK)
 			}
 		})
@@ -195,32 +205,37 @@ func TestRequestHashGeneratedCookie(t *testing.T) {
 	req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, net.Addr(local)))
 
 	h, ok, c := r.RequestHash(req, "10.0.0.9")
-	if c == nil || !ok {
-		t.Fatalf("RequestHash = %#x, %v, %v; want a generated cookie", h, ok, c)
+	if c == "" || !ok {
+		t.Fatalf("RequestHash = %#x, %v, %q; want a generated cookie", h, ok, c)
 	}
 	// Envoy: hex of xxHash64(remote address + local address), 16 digits.
-	wantValue := XXHash64("10.0.0.9:4100010.0.0.1:15001", 0)
-	if got, want := c.String(), `session="`+hex16(wantValue)+`"; Path=/api; Max-Age=3600; HttpOnly`; got != want {
-		t.Errorf("Set-Cookie = %s, want %s", got, want)
+	value := hex16(XXHash64("10.0.0.9:4100010.0.0.1:15001", 0))
+	if want := `session="` + value + `"; Path=/api; Max-Age=3600; HttpOnly`; c != want {
+		t.Errorf("Set-Cookie = %s, want %s", c, want)
 	}
-	if h != XXHash64(c.Value, 0) {
+	if h != XXHash64(value, 0) {
 		t.Errorf("hash = %#x, want xxHash64 of the cookie value", h)
 	}
 	// The same connection gets the same cookie; the client sending it back
 	// hashes to the same value without a new cookie.
 	_, _, again := r.RequestHash(req, "10.0.0.9")
-	if again == nil || again.Value != c.Value {
-		t.Errorf("second request's cookie = %v, want %v", again, c)
+	if again != c {
+		t.Errorf("second request's cookie = %q, want %q", again, c)
 	}
 	back := httptest.NewRequest("GET", "/api/x", nil)
-	back.AddCookie(&http.Cookie{Name: "session", Value: c.Value, Quoted: true})
-	if h2, ok2, set := r.RequestHash(back, ""); h2 != h || !ok2 || set != nil {
-		t.Errorf("with the cookie: %#x, %v, %v; want %#x, true, no cookie", h2, ok2, set, h)
+	back.AddCookie(&http.Cookie{Name: "session", Value: value, Quoted: true})
+	if h2, ok2, set := r.RequestHash(back, ""); h2 != h || !ok2 || set != "" {
+		t.Errorf("with the cookie: %#x, %v, %q; want %#x, true, no cookie", h2, ok2, set, h)
+	}
+	// Attributes go in order before HttpOnly (Envoy's makeSetCookieValue).
+	r.HashPolicies[0].CookieAttributes = []CookieAttribute{{Name: "SameSite", Value: "Strict"}, {Name: "Secure"}}
+	if _, _, sc := r.RequestHash(req, ""); !strings.HasSuffix(sc, "; Max-Age=3600; SameSite=Strict; Secure; HttpOnly") {
+		t.Errorf("cookie with attributes = %q, want SameSite=Strict; Secure before HttpOnly", sc)
 	}
 	// ttl 0: a session cookie, no Max-Age.
 	r.HashPolicies[0].CookieTTL = 0
-	if _, _, sc := r.RequestHash(req, ""); sc == nil || strings.Contains(sc.String(), "Max-Age") {
-		t.Errorf("session cookie = %v, want no Max-Age", sc)
+	if _, _, sc := r.RequestHash(req, ""); sc == "" || strings.Contains(sc, "Max-Age") {
+		t.Errorf("session cookie = %q, want no Max-Age", sc)
 	}
 }
 

@@ -649,7 +649,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	if conn := filter.RequestConnection(r); conn != nil && conn.OriginalDst {
 		pick.Destination = conn.Destination
 	}
-	var setCookie *http.Cookie
+	var setCookie string
 	if len(route.HashPolicies) > 0 {
 		ip := r.RemoteAddr
 		if h, _, err := net.SplitHostPort(ip); err == nil {
@@ -939,10 +939,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		cm.tunnel(w, resp, hdr, e)
 		return false
 	}
-	if setCookie != nil {
-		if v := setCookie.String(); v != "" {
-			hdr["Set-Cookie"] = append(hdr["Set-Cookie"][:len(hdr["Set-Cookie"]):len(hdr["Set-Cookie"])], v)
-		}
+	if setCookie != "" {
+		hdr["Set-Cookie"] = append(hdr["Set-Cookie"][:len(hdr["Set-Cookie"]):len(hdr["Set-Cookie"])], setCookie)
 	}
 	for k := range resp.Trailer {
 		hdr.Add("Trailer", k)

@@ -17,6 +17,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -355,5 +356,35 @@ func TestRetryPreviousHostsAndGRPC(t *testing.T) {
 	}
 	if !sawGRPCError {
 		t.Error("retry_on 5xx retried a grpc-status 14 response")
+	}
+}
+
+// TestHashCookieGenerated: a cookie hash policy with a ttl gives a request
+// without the cookie a Set-Cookie carrying the policy's attributes (Istio's
+// consistentHash.httpCookie.attributes).
+func TestHashCookieGenerated(t *testing.T) {
+	lAddr := closedAddr(t)
+	be := startBackend(t, "be", false, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "be") })
+	rt := prefixRoute("be", "/", "be")
+	rt.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
+		Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "session", Path: "/", Ttl: durationpb.New(time.Minute),
+			Attributes: []*routev3.RouteAction_HashPolicy_CookieAttribute{{Name: "SameSite", Value: "Lax"}, {Name: "Secure"}}}}}}
+	g := build(t, nil, []*listenerv3.Listener{httpListener(t, "l", lAddr, "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("be", []string{"*"}, rt))},
+		[]*clusterv3.Cluster{staticCluster(t, "be", false, be.addr)})
+	p := startProxy(t, g)
+
+	r := p.do("GET", "be", "/", nil, nil)
+	if r.code != 200 || r.body != "be" {
+		t.Fatalf("got %d %q, want 200 be", r.code, r.body)
+	}
+	sc := r.header.Values("Set-Cookie")
+	if len(sc) != 1 || !strings.HasPrefix(sc[0], `session="`) || !strings.HasSuffix(sc[0], `"; Path=/; Max-Age=60; SameSite=Lax; Secure; HttpOnly`) {
+		t.Errorf("Set-Cookie = %q, want one session cookie with SameSite=Lax; Secure", sc)
+	}
+	// Sending the cookie back generates none.
+	r = p.do("GET", "be", "/", map[string]string{"Cookie": strings.SplitN(sc[0], ";", 2)[0]}, nil)
+	if got := r.header.Values("Set-Cookie"); r.code != 200 || len(got) != 0 {
+		t.Errorf("with the cookie: %d, Set-Cookie %q; want 200 and none", r.code, got)
 	}
 }
