@@ -23,6 +23,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -197,11 +199,42 @@ func run(ctx context.Context, f *flags, t xdsapi.NodeType) error {
 		}
 		opts.XDSMTLS = f.xdsMTLS
 	}
+	if err := checkAppMetricsURL(f.appMetricsURL, opts.MergedAddr); err != nil {
+		return err
+	}
 	p, err := New(opts)
 	if err != nil {
 		return err
 	}
 	return p.Run(ctx)
+}
+
+// checkAppMetricsURL refuses an --app-metrics-url that is not an absolute
+// http(s) URL, or that names the merged page itself (host and port of
+// merged, or its port when merged listens on every address), which would
+// scrape itself in a loop, as Istio's agent refuses a prometheus.io/port
+// equal to its status port. "" is no app.
+func checkAppMetricsURL(raw, merged string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--app-metrics-url %q: must be an http:// or https:// URL with a host", raw)
+	}
+	mHost, mPort, err := net.SplitHostPort(merged)
+	if err != nil {
+		return nil // no merged page, or one on an address the listener will refuse
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	unspecified := mHost == "" || mHost == "0.0.0.0" || mHost == "::"
+	if port == mPort && (unspecified || strings.EqualFold(u.Hostname(), mHost)) {
+		return fmt.Errorf("--app-metrics-url %q: is the merged metrics page itself (--merged-metrics-addr %s)", raw, merged)
+	}
+	return nil
 }
 
 // interceptionMode maps --interception to the node's INTERCEPTION_MODE:
