@@ -198,10 +198,11 @@ func TestMergedHandler(t *testing.T) {
 			_, _ = w.Write([]byte("# TYPE shop_orders_total counter\nshop_orders_total{ 42\n"))
 		})},
 		{name: "app unreachable"},
-		{name: "slow app bounded by AppTimeout", app: slow, opts: MergedOptions{MaxAppBytes: 0},
-			maxElapsed: 5 * time.Second},
-		{name: "slow app bounded by the scraper's timeout", app: slow, opts: MergedOptions{},
-			hdr: http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {"0.3"}}, maxElapsed: 10 * time.Second},
+		{name: "slow app bounded by AppTimeout", app: slow, opts: MergedOptions{AppTimeout: 200 * time.Millisecond},
+			maxElapsed: 3 * time.Second},
+		{name: "slow app bounded by the scraper's timeout", app: slow,
+			opts: MergedOptions{AppTimeout: time.Minute},
+			hdr:  http.Header{"X-Prometheus-Scrape-Timeout-Seconds": {"0.3"}}, maxElapsed: 10 * time.Second},
 		{name: "app families colliding with the proxy's are left out", wantApp: true, wantDropped: 3,
 			app: withAccept("text/plain;version=0.0.4", promhttp.HandlerFor(clash, promhttp.HandlerOpts{}))},
 	}
