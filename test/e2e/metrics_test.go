@@ -73,7 +73,7 @@ func TestIstioMetricsBookinfo(t *testing.T) {
 	}
 	edge["destination_service"] = "reviews.default.svc.cluster.local"
 	src := with(edge, map[string]string{"reporter": "source", "connection_security_policy": "unknown"})
-	dst := with(edge, map[string]string{"reporter": "destination"})
+	dst := with(edge, map[string]string{"reporter": "destination", "connection_security_policy": "mutual_tls"})
 
 	before := func(url string, labels map[string]string) float64 {
 		t.Helper()

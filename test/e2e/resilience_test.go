@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 )
 
 // nameApp answers every request with its own name after delay, and can be
@@ -273,6 +275,22 @@ spec:
 	if n := bad.hits.Load() - hitsAtEjection; n > 2 {
 		t.Errorf("the ejected endpoint got %d of 200 calls", n)
 	}
+	// The client's proxy says so on its Prometheus endpoint, in Envoy's
+	// cluster stats: one host ejected now, at least one ejection so far.
+	statsURL := fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(clientOctet))
+	echoCluster := map[string]string{"cluster_name": "outbound|9080||echo.default.svc.cluster.local"}
+	ejections := func() (active, enforced float64) {
+		fams, err := promtest.Scrape(statsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		active, _ = fams.Value("envoy_cluster_outlier_detection_ejections_active", echoCluster)
+		enforced, _ = fams.Value("envoy_cluster_outlier_detection_ejections_enforced_total", echoCluster)
+		return active, enforced
+	}
+	if active, enforced := ejections(); active != 1 || enforced < 1 {
+		t.Errorf("while the bad endpoint is out: ejections_active %v, ejections_enforced_total %v; want 1 and at least 1", active, enforced)
+	}
 	// Healthy again: it is back within baseEjectionTime (3 s) plus an
 	// interval.
 	bad.status.Store(0)
@@ -282,6 +300,9 @@ spec:
 		return bad.hits.Load() > before
 	}) {
 		t.Fatal("the ejected endpoint got no traffic 8 s after it became healthy (baseEjectionTime 3 s)")
+	}
+	if active, _ := ejections(); active != 0 {
+		t.Errorf("the endpoint is back but ejections_active is %v", active)
 	}
 }
 
