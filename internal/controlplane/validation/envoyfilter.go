@@ -122,6 +122,26 @@ func resolveTypedStructs(m map[string]*anypb.Any) error {
 	return nil
 }
 
+// unknownHTTPFilterType returns the typed_config "@type" of an HTTP_FILTER
+// patch value and the filter's name when the type is one loomd does not
+// know, such as Istio's Lua sample (envoy.extensions.filters.http.lua.v3.Lua):
+// loom-proxy runs no such filter, which says more than protojson's
+// "unable to resolve". Empty for other patches, known types and optional
+// filters (Envoy ignores those it lacks).
+func unknownHTTPFilterType(applyTo networking.EnvoyFilter_ApplyTo, v *structpb.Struct) (typeURL, name string) {
+	if applyTo != networking.EnvoyFilter_HTTP_FILTER || v.GetFields()["is_optional"].GetBoolValue() {
+		return "", ""
+	}
+	u := v.GetFields()["typed_config"].GetStructValue().GetFields()["@type"].GetStringValue()
+	if u == "" {
+		return "", ""
+	}
+	if _, err := protoregistry.GlobalTypes.FindMessageByURL(u); err == nil {
+		return "", ""
+	}
+	return u, v.GetFields()["name"].GetStringValue()
+}
+
 // resolveTypedStruct returns a unchanged, or the Any a TypedStruct
 // (udpa.type.v1 or xds.type.v3) stands for.
 func resolveTypedStruct(a *anypb.Any) (*anypb.Any, error) {
@@ -227,6 +247,10 @@ func (c *checker) configPatch(p string, cp *networking.EnvoyFilter_EnvoyConfigOb
 	}
 	if cp.Patch.Value == nil {
 		c.errf(p+".patch.value", "Required value: Envoy filter: missing value")
+		return
+	}
+	if u, name := unknownHTTPFilterType(cp.ApplyTo, cp.Patch.Value); u != "" {
+		c.errf(p+".patch.value.typed_config", "Unsupported value: %q: the HTTP filter %q is %s", u, name, Unsupported)
 		return
 	}
 	val, err := EnvoyFilterValue(cp.ApplyTo, cp.Patch.Value)

@@ -103,6 +103,20 @@ func TestEnvoyFilter(t *testing.T) {
 			`spec.configPatches[3].patch.value.domains: not supported by this version of Loom in a MERGE (only typed_per_filter_config and rate_limits)`,
 			`spec.configPatches[4].patch.value: Invalid value: decode as envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter: unknown field "bogus"`,
 		}},
+		// Istio's pilot-testdata/networking/envoyfilter-without-service.
+		{"a filter type loomd does not know", efDoc(`  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: envoy.filters.http.router}}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.lua
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+          inlineCode: "function envoy_on_request(h) end"
+`), []string{
+			`spec.configPatches[0].patch.value.typed_config: Unsupported value: "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua": the HTTP filter "envoy.lua" is not supported by this version of Loom`,
+		}},
 	}
 	tests = append(tests, struct {
 		name string
