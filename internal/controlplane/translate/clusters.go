@@ -1,8 +1,8 @@
 package translate
 
 import (
-	"cmp"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -159,45 +159,75 @@ func applyLocalityWeightedLB(c *clusterv3.Cluster, tp *networking.TrafficPolicy)
 	}
 }
 
-// inboundClusters returns "inbound|PORT||" per service port of the
-// services selecting p's workload: STATIC, to the app at p.IP:targetPort.
-// When the Sidecar applying to p has an ingress listener on targetPort
-// with a defaultEndpoint (127.0.0.1:APP_PORT), the cluster goes to
-// p.IP:APP_PORT instead: in local mode the app binds its workload's IP.
+// inboundClusters returns the explicit-mode sidecar's inbound clusters,
+// STATIC each. Without Sidecar ingress listeners, "inbound|PORT||" per
+// service port of the services selecting p's workload, to the app at
+// p.IP:targetPort. With them, "inbound|PORT||" per ingress listener port
+// (sidecarIngressChainConfigs) and none for the service ports, to the
+// listener's defaultEndpoint (ingressEndpoint: in local mode the app binds
+// its workload's IP) or, without one, to p.IP:PORT.
 func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
+	if hasIngress(pc) {
+		own := netip.MustParseAddr(p.IP) // checked by GenerateWith
+		for _, cc := range sidecarIngressChainConfigs(pc, p, true) {
+			ep := cc.endpoint
+			if !ep.IsValid() {
+				ep = netip.AddrPortFrom(own, uint16(cc.targetPort))
+			}
+			c, err := staticInboundCluster(cc.clusterName(), cc.protocol, ep, cc.hostname, cc.namespace)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+		}
+		return out, nil
+	}
 	seen := map[uint32]bool{}
-	appPorts := ingressEndpointPorts(pc.Sidecar())
 	for _, si := range pc.InstancesForProxy(p) {
 		port := si.Instance.ServicePort
 		if seen[port.Number] {
 			continue
 		}
 		seen[port.Number] = true
-		name := xdsapi.ClusterName(xdsapi.Inbound, port.Number, "", "")
-		c, err := baseCluster(name, port.Protocol)
+		ep := netip.AddrPortFrom(netip.MustParseAddr(p.IP), uint16(si.Instance.TargetPort))
+		var host, ns string
+		if si.Service != nil {
+			host, ns = si.Service.Hostname, si.Service.Namespace
+		}
+		c, err := staticInboundCluster(xdsapi.ClusterName(xdsapi.Inbound, port.Number, "", ""), port.Protocol, ep, host, ns)
 		if err != nil {
 			return nil, err
-		}
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
-		// Istio's unlimited defaults, as on outbound clusters: without
-		// them Envoy's 1024 connections and 3 retries would cap the app.
-		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}}
-		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
-			ClusterName: name,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(p.IP, cmp.Or(appPorts[si.Instance.TargetPort], si.Instance.TargetPort), 1)},
-			}},
-		}
-		if si.Service != nil {
-			// Istio's telemetry metadata: the service the inbound
-			// cluster serves, which the stats filter reports as
-			// destination_service.
-			c.Metadata = istioServiceMetadata(si.Service.Hostname, si.Service.Namespace)
 		}
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// staticInboundCluster is the inbound cluster called name for a port
+// speaking proto: STATIC to ep, with Istio's unlimited circuit breakers
+// (as on outbound clusters: without them Envoy's 1024 connections and 3
+// retries would cap the app) and, when host is set, Istio's telemetry
+// metadata naming the service it serves (the stats filter's
+// destination_service). It fails only when protocol options cannot be
+// packed.
+func staticInboundCluster(name string, proto registry.Protocol, ep netip.AddrPort, host, namespace string) (*clusterv3.Cluster, error) {
+	c, err := baseCluster(name, proto)
+	if err != nil {
+		return nil, err
+	}
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}}
+	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
+		ClusterName: name,
+		Endpoints: []*endpointv3.LocalityLbEndpoints{{
+			LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(ep.Addr().String(), uint32(ep.Port()), 1)},
+		}},
+	}
+	if host != "" {
+		c.Metadata = istioServiceMetadata(host, namespace)
+	}
+	return c, nil
 }
 
 // blackHoleCluster is a STATIC cluster with no endpoints: 503 for all.

@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -48,19 +49,86 @@ type hcmOptions struct {
 }
 
 // sidecarListeners returns the explicit-mode sidecar's two listeners; the
-// inbound one (explicitInboundListener) carries the authorization filters
-// inbound.
-func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, inbound []*hcmv3.HttpFilter) ([]*listenerv3.Listener, error) {
+// inbound one (explicitInboundListener) carries the HTTP authorization
+// filters of inbound. Under Sidecar ingress listeners, the listeners of
+// explicitIngressListeners follow, with inbound's filters.
+func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, inbound inboundAuthz) ([]*listenerv3.Listener, error) {
 	out, err := httpListener(xdsapi.VirtualOutboundListener, p.IP, xdsapi.PortOutbound, corev3.TrafficDirection_OUTBOUND,
 		"outbound_"+p.IP+"_15001", xdsapi.HTTPProxyRoute, hcmOptions{})
 	if err != nil {
 		return nil, err
 	}
-	in, err := explicitInboundListener(pc, p, mesh, inbound)
+	in, err := explicitInboundListener(pc, p, mesh, inbound.http)
 	if err != nil {
 		return nil, err
 	}
-	return []*listenerv3.Listener{out, in}, nil
+	ingress, err := explicitIngressListeners(pc, p, mesh, inbound)
+	if err != nil {
+		return nil, err
+	}
+	return append([]*listenerv3.Listener{out, in}, ingress...), nil
+}
+
+// explicitIngressListeners are Istio's inbound listeners of a sidecar
+// without interception (bind_to_port, buildInboundListeners with
+// captureMode NONE): under Sidecar ingress listeners, one listener per
+// listener port bound to PROXY_IP:PORT and named so ("127.0.0.11_9080"),
+// with the chains virtualInbound has for the port (inboundFilterChains:
+// HTTP or tcp_proxy as the port's protocol says, under its
+// PeerAuthentication mode, after authz) and the inspectors they need
+// (boundListenerFilters). It is how a port no service has, and a TCP
+// port, get an inbound hop here: peers reach TCP ports at IP:PORT, and
+// HTTP ports of a service keep their IP:15006 route too. A port whose
+// endpoint is PROXY_IP:PORT itself (the app holds that socket) gets no
+// listener. It fails only when a typed config cannot be packed.
+func explicitIngressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, authz inboundAuthz) ([]*listenerv3.Listener, error) {
+	ccs, ports := explicitIngressPorts(pc, p)
+	if len(ports) == 0 {
+		return nil, nil
+	}
+	mtls := pc.MutualTLSFor(p.Namespace, p.Labels)
+	var out []*listenerv3.Listener
+	for _, cc := range ccs {
+		if !ports[cc.targetPort] {
+			continue
+		}
+		chains, err := inboundFilterChains(cc, authz, mtls.ForPort(cc.targetPort), mesh)
+		if err != nil {
+			return nil, err
+		}
+		l := &listenerv3.Listener{
+			Name:                             listenerName(p.IP, cc.targetPort),
+			Address:                          socketAddress(p.IP, cc.targetPort),
+			FilterChains:                     chains,
+			TrafficDirection:                 corev3.TrafficDirection_INBOUND,
+			ContinueOnListenerFiltersTimeout: true,
+			ListenerFiltersTimeout:           durationpb.New(protocolDetectionTimeout),
+		}
+		if l.ListenerFilters, err = boundListenerFilters(chains); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// explicitIngressPorts returns the explicit-mode Sidecar ingress chain
+// configs of p and the set of their ports that get a bound listener
+// (explicitIngressListeners): all but those whose endpoint is the
+// workload's own IP on the same port. Both nil without ingress listeners.
+func explicitIngressPorts(pc *model.PushContext, p *model.Proxy) ([]inboundChainConfig, map[uint32]bool) {
+	if !hasIngress(pc) {
+		return nil, nil
+	}
+	ccs := sidecarIngressChainConfigs(pc, p, true)
+	own := netip.MustParseAddr(p.IP) // checked by GenerateWith
+	ports := map[uint32]bool{}
+	for _, cc := range ccs {
+		if cc.endpoint.IsValid() && cc.endpoint != netip.AddrPortFrom(own, uint16(cc.targetPort)) {
+			ports[cc.targetPort] = true
+		}
+	}
+	return ccs, ports
 }
 
 // Names of the explicit-mode inbound listener's chains.
@@ -84,8 +152,15 @@ const (
 func explicitInboundListener(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, authz []*hcmv3.HttpFilter) (*listenerv3.Listener, error) {
 	mtls := pc.MutualTLSFor(p.Namespace, p.Labels)
 	modes := map[model.MTLSMode]bool{}
+	if hasIngress(pc) {
+		for _, cc := range sidecarIngressChainConfigs(pc, p, true) {
+			if inboundProtocol(cc.protocol) != protocolTCP {
+				modes[mtls.ForPort(cc.targetPort)] = true
+			}
+		}
+	}
 	for _, si := range pc.InstancesForProxy(p) {
-		if si.Instance.ServicePort.Protocol.IsHTTP() {
+		if !hasIngress(pc) && si.Instance.ServicePort.Protocol.IsHTTP() {
 			modes[mtls.ForPort(si.Instance.TargetPort)] = true
 		}
 	}

@@ -11,7 +11,6 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
@@ -103,7 +102,7 @@ func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv
 	if err != nil {
 		return nil, err
 	}
-	chains := inboundChainConfigs(pc, p)
+	chains := inboundChainConfigs(pc, p, false)
 	vi, err := virtualInboundListener(chains, authz, pc.MutualTLSFor(p.Namespace, p.Labels), mesh)
 	if err != nil {
 		return nil, err
@@ -340,9 +339,10 @@ type inboundChainConfig struct {
 	// hostname is the service's, for the route's span name and the
 	// cluster's istio.services metadata; namespace the service's.
 	hostname, namespace string
-	// endpoint, when set, is the Sidecar ingress defaultEndpoint for the
-	// port, "127.0.0.1:8080": the inbound cluster is STATIC to it.
-	endpoint string
+	// endpoint, when valid, is the Sidecar ingress defaultEndpoint of the
+	// port, resolved (ingressEndpoint): the inbound cluster is STATIC to
+	// it.
+	endpoint netip.AddrPort
 }
 
 // clusterName is the chain's inbound cluster, keyed by target port as
@@ -352,19 +352,16 @@ func (cc inboundChainConfig) clusterName() string {
 }
 
 // inboundChainConfigs lists the inbound ports of p's workload sorted by
-// target port: one per target port of the instances of the services
-// selecting it, the first service (in host order) winning a target port
-// two of them share, as Istio's getFilterChainsByServicePort. A Sidecar
-// ingress listener on the target port with a defaultEndpoint sets the
-// port's endpoint.
-func inboundChainConfigs(pc *model.PushContext, p *model.Proxy) []inboundChainConfig {
-	endpoints := map[uint32]string{}
-	for _, in := range pc.Sidecar().GetSpec().GetIngress() {
-		if ep := in.GetDefaultEndpoint(); ep != "" && in.GetPort() != nil {
-			if _, err := netip.ParseAddrPort(ep); err == nil {
-				endpoints[in.GetPort().GetNumber()] = ep
-			}
-		}
+// target port. When the Sidecar applying to p has ingress listeners, they
+// are the list (sidecarIngressChainConfigs): a service port not in it is
+// not served, a listener port no service has is. Otherwise one per target
+// port of the instances of the services selecting it, the first service
+// (in host order) winning a target port two of them share, as Istio's
+// getFilterChainsByServicePort. explicit resolves defaultEndpoints for
+// explicit mode (ingressEndpoint).
+func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) []inboundChainConfig {
+	if hasIngress(pc) {
+		return sidecarIngressChainConfigs(pc, p, explicit)
 	}
 	var out []inboundChainConfig
 	seen := map[uint32]bool{}
@@ -380,7 +377,6 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy) []inboundChainCo
 			protocol:    si.Instance.ServicePort.Protocol,
 			hostname:    si.Service.Hostname,
 			namespace:   si.Service.Namespace,
-			endpoint:    endpoints[tp],
 		})
 	}
 	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
@@ -560,6 +556,19 @@ func virtualInboundListener(ccs []inboundChainConfig, authz inboundAuthz, mtls m
 // do; as buildHTTPInspector, http_inspector is disabled on every port
 // (0 included) that does not need it (filter_disabled).
 func inboundListenerFilters(chains []*listenerv3.FilterChain) ([]*listenerv3.ListenerFilter, error) {
+	return populateListenerFilters(chains, false)
+}
+
+// boundListenerFilters is inboundListenerFilters for a listener that binds
+// its port (explicitIngressListeners): the inspectors alone, without
+// original_dst, as Istio's populateListenerFilters with bindToPort.
+func boundListenerFilters(chains []*listenerv3.FilterChain) ([]*listenerv3.ListenerFilter, error) {
+	return populateListenerFilters(chains, true)
+}
+
+// populateListenerFilters is inboundListenerFilters, with original_dst
+// unless bound.
+func populateListenerFilters(chains []*listenerv3.FilterChain, bound bool) ([]*listenerv3.ListenerFilter, error) {
 	type inspectors struct{ tls, http bool }
 	byPort := map[uint32]inspectors{}
 	for _, fc := range chains {
@@ -583,11 +592,14 @@ func inboundListenerFilters(chains []*listenerv3.FilterChain) ([]*listenerv3.Lis
 		}
 		return out
 	}
-	od, err := listenerFilter(originalDstListenerFilter, &originaldstv3.OriginalDst{}, nil)
-	if err != nil {
-		return nil, err
+	var out []*listenerv3.ListenerFilter
+	if !bound {
+		od, err := listenerFilter(originalDstListenerFilter, &originaldstv3.OriginalDst{}, nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, od)
 	}
-	out := []*listenerv3.ListenerFilter{od}
 	if len(where(func(i inspectors) bool { return i.tls }, false)) > 0 {
 		var pred *listenerv3.ListenerFilterChainMatchPredicate
 		if byPort[0].tls {
@@ -657,7 +669,8 @@ func listenerFilter(name string, cfg proto.Message, disabled *listenerv3.Listene
 // destination (the app's IP and port) from 127.0.0.6, which iptables lets
 // through (ISTIO_OUTPUT returns for source 127.0.0.6 on lo); or, for a
 // Sidecar ingress defaultEndpoint, a STATIC cluster to that endpoint
-// (127.0.0.1:PORT is the app's loopback in its network namespace).
+// (127.0.0.1:PORT is the app's loopback in its network namespace,
+// 0.0.0.0:PORT the workload's IP), as Istio's buildInboundClustersFromSidecar.
 //
 // Each carries Istio's filter_metadata.istio.services of the port's
 // service, as in explicit mode (inboundClusters): the destination
@@ -665,7 +678,7 @@ func listenerFilter(name string, cfg proto.Message, disabled *listenerv3.Listene
 func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	for _, cc := range ccs {
-		if cc.endpoint == "" {
+		if !cc.endpoint.IsValid() {
 			c := originalDstInboundCluster(cc.clusterName())
 			if err := setProtocolOptions(c, cc.protocol); err != nil {
 				return nil, err
@@ -674,20 +687,10 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 			out = append(out, c)
 			continue
 		}
-		c, err := baseCluster(cc.clusterName(), cc.protocol)
+		c, err := staticInboundCluster(cc.clusterName(), cc.protocol, cc.endpoint, cc.hostname, cc.namespace)
 		if err != nil {
 			return nil, err
 		}
-		ap := netip.MustParseAddrPort(cc.endpoint)
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
-		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{defaultThresholds()}}
-		c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
-			ClusterName: cc.clusterName(),
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(ap.Addr().String(), uint32(ap.Port()), 1)},
-			}},
-		}
-		c.Metadata = istioServiceMetadata(cc.hostname, cc.namespace)
 		out = append(out, c)
 	}
 	return out, nil

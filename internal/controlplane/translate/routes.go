@@ -112,12 +112,21 @@ func inboundRoute(pc *model.PushContext, p *model.Proxy) *routev3.RouteConfigura
 // inboundRouteFor is inboundRoute with only the instances whose target
 // port keep accepts (nil: all); the catch-all goes to the lowest service
 // port kept, and there is none when nothing is kept.
+//
+// With Sidecar ingress listeners, the table has a virtual host per HTTP
+// listener port instead (ingressInboundVirtualHosts).
 func inboundRouteFor(pc *model.PushContext, p *model.Proxy, keep func(targetPort uint32) bool) *routev3.RouteConfiguration {
 	rc := &routev3.RouteConfiguration{Name: xdsapi.InboundRoute, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 	byPort := map[uint32]*routev3.VirtualHost{}
 	var ports []uint32
 	used := map[string]bool{}
+	if hasIngress(pc) {
+		byPort, ports = ingressInboundVirtualHosts(pc, p, keep)
+	}
 	for _, si := range pc.InstancesForProxy(p) {
+		if hasIngress(pc) {
+			break
+		}
 		port := si.Instance.ServicePort
 		if !port.Protocol.IsHTTP() || keep != nil && !keep(si.Instance.TargetPort) {
 			continue
@@ -149,6 +158,40 @@ func inboundRouteFor(pc *model.PushContext, p *model.Proxy, keep func(targetPort
 	}
 	sortVirtualHosts(rc)
 	return rc
+}
+
+// ingressInboundVirtualHosts are the virtual hosts of the explicit-mode
+// inbound table under Sidecar ingress listeners, by port, and their ports
+// in order: one per HTTP listener port (sidecarIngressChainConfigs) whose
+// port keep accepts (nil: all), routed to "inbound|PORT||". Its domains
+// are the names of the services whose target port it is, on their service
+// ports (peers address them at IP:15006 with those names), and
+// PROXY_IP:PORT, the workload's own address on the port.
+func ingressInboundVirtualHosts(pc *model.PushContext, p *model.Proxy, keep func(targetPort uint32) bool) (map[uint32]*routev3.VirtualHost, []uint32) {
+	byPort := map[uint32]*routev3.VirtualHost{}
+	var ports []uint32
+	used := map[string]bool{}
+	instances := pc.InstancesForProxy(p)
+	for _, cc := range sidecarIngressChainConfigs(pc, p, true) {
+		if inboundProtocol(cc.protocol) == protocolTCP || keep != nil && !keep(cc.targetPort) {
+			continue
+		}
+		r := defaultRoute(cc.clusterName(), nil)
+		r.Decorator = traceOperation(cc.hostname, cc.servicePort)
+		vh := &routev3.VirtualHost{
+			Name:   inboundVirtualHostName(strconv.FormatUint(uint64(cc.targetPort), 10)),
+			Routes: []*routev3.Route{r},
+		}
+		for _, si := range instances {
+			if si.Instance.TargetPort == cc.targetPort && si.Service != nil {
+				vh.Domains = append(vh.Domains, uniqueDomains(used, serviceDomains(si.Service.Hostname, si.Instance.ServicePort.Number, p.Namespace))...)
+			}
+		}
+		vh.Domains = append(vh.Domains, uniqueDomains(used, []string{hostPort(p.IP, cc.targetPort)})...)
+		byPort[cc.targetPort] = vh
+		ports = append(ports, cc.targetPort)
+	}
+	return byPort, ports
 }
 
 func inboundVirtualHostName(port string) string { return "inbound|http|" + port }

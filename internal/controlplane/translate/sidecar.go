@@ -1,7 +1,10 @@
 package translate
 
 import (
+	"cmp"
 	"net"
+	"net/netip"
+	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
@@ -9,6 +12,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
 )
 
 // sidecarMeshConfig returns mesh with the outboundTrafficPolicy of Sidecar
@@ -32,31 +36,85 @@ func sidecarMeshConfig(sc *model.Sidecar, mesh *meshv1alpha1.MeshConfig) *meshv1
 	return out
 }
 
-// ingressEndpointPorts maps each ingress listener port of Sidecar sc that
-// sets a defaultEndpoint to the endpoint's port ("127.0.0.1:8080" gives
-// 8080). The inbound cluster of that port goes to the workload's IP at
-// that port: in local mode an app binds its workload's IP, so the app's
-// own address stands in for 127.0.0.1 and 0.0.0.0. Validation refuses
-// other forms. Nil when sc is nil.
-func ingressEndpointPorts(sc *model.Sidecar) map[uint32]uint32 {
-	var out map[uint32]uint32
+// hasIngress reports whether the Sidecar applying to the proxy of pc has
+// ingress listeners (Istio's SidecarScope.HasIngressListener): the
+// workload's inbound ports then come from that list alone
+// (sidecarIngressChainConfigs), not from its services' ports.
+func hasIngress(pc *model.PushContext) bool {
+	return len(pc.Sidecar().GetSpec().GetIngress()) > 0
+}
+
+// sidecarIngressChainConfigs lists the inbound ports of p's workload as
+// the ingress listeners of the Sidecar applying to it declare them, as
+// Istio's buildInboundChainConfigs with ingress listeners: one per
+// listener, its port number being both the port the chain matches and the
+// inbound cluster's ("inbound|PORT||"; the API has no targetPort), its
+// protocol and name the port's (registry.ParseProtocol). The first
+// listener wins a port two of them name; the proxy's own ports are left
+// out. The service named for telemetry is the first one selecting the
+// workload whose target port is the listener's port, else Istio's
+// stand-in "SIDECAR.NAMESPACE" in the Sidecar's namespace. The endpoint is
+// the defaultEndpoint's (ingressEndpoint); zero without one. Sorted by
+// port; nil when the Sidecar has no ingress listeners.
+func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) []inboundChainConfig {
+	sc := pc.Sidecar()
+	instances := pc.InstancesForProxy(p)
+	var out []inboundChainConfig
+	seen := map[uint32]bool{}
 	for _, in := range sc.GetSpec().GetIngress() {
-		ep := in.GetDefaultEndpoint()
-		if ep == "" || in.GetPort() == nil {
+		port := in.GetPort()
+		if port == nil || port.GetNumber() == 0 || seen[port.GetNumber()] || proxyPorts[port.GetNumber()] {
 			continue
 		}
-		_, port, err := net.SplitHostPort(ep)
-		if err != nil {
-			continue // unix://, refused by validation
+		seen[port.GetNumber()] = true
+		cc := inboundChainConfig{
+			servicePort: port.GetNumber(),
+			targetPort:  port.GetNumber(),
+			protocol:    registry.ParseProtocol(port.GetProtocol(), port.GetName()),
+			hostname:    sc.Name + "." + sc.Namespace,
+			namespace:   sc.Namespace,
+			endpoint:    ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
 		}
-		n, err := strconv.ParseUint(port, 10, 16)
-		if err != nil || n == 0 {
-			continue
+		for _, si := range instances {
+			if si.Instance.TargetPort == cc.targetPort && si.Service != nil {
+				cc.hostname, cc.namespace = si.Service.Hostname, si.Service.Namespace
+				break
+			}
 		}
-		if out == nil {
-			out = map[uint32]uint32{}
-		}
-		out[in.GetPort().GetNumber()] = uint32(n)
+		out = append(out, cc)
 	}
+	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
 	return out
+}
+
+// ingressEndpoint resolves an ingress listener's defaultEndpoint for the
+// proxy at proxyIP as Istio's buildInboundClustersFromSidecar: 0.0.0.0,
+// :: or no host mean the workload's own IP; 127.0.0.1 and ::1 the
+// workload's loopback, except in explicit mode, where there is no pod and
+// the app binds its workload's IP, so they mean proxyIP too. Zero for ""
+// (Istio's ORIGINAL_DST passthrough) and for what validation refuses
+// (unix://, other hosts).
+func ingressEndpoint(ep, proxyIP string, explicit bool) netip.AddrPort {
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return netip.AddrPort{}
+	}
+	own, err := netip.ParseAddr(proxyIP)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	switch host {
+	case "", "0.0.0.0", "::":
+		return netip.AddrPortFrom(own, uint16(n))
+	case "127.0.0.1", "::1":
+		if explicit {
+			return netip.AddrPortFrom(own, uint16(n))
+		}
+		return netip.AddrPortFrom(netip.MustParseAddr(host), uint16(n))
+	}
+	return netip.AddrPort{}
 }

@@ -40,13 +40,17 @@ type tcpPort struct {
 // (pc.Services), carried for the first service in host order that has it,
 // as Istio keeps the first service on a conflicting 0.0.0.0_PORT listener.
 // Left out, and returned in skipped, are the ports the proxy's own workload
-// listens on (a target port of its instances: its app is bound there) and
+// listens on (a target port of its instances: its app is bound there; a
+// Sidecar ingress listener's port or its defaultEndpoint's, ingressOwnPorts) and
 // the sidecar's own ports 15000, 15001, 15006, 15010 and 15014.
 func sidecarTCPPorts(pc *model.PushContext, p *model.Proxy) (ports []tcpPort, skipped []uint32) {
 	own := map[uint32]bool{xdsapi.PortOutbound: true, xdsapi.PortInbound: true, xdsapi.PortProxyAdmin: true,
 		xdsapi.PortXDS: true, xdsapi.PortMonitoring: true}
 	for _, si := range pc.InstancesForProxy(p) {
 		own[si.Instance.TargetPort] = true
+	}
+	for _, n := range ingressOwnPorts(pc, p) {
+		own[n] = true
 	}
 	taken := map[uint32]bool{}
 	for _, svc := range pc.Services() {
@@ -127,9 +131,29 @@ func appendTCPListeners(ls []*listenerv3.Listener, pc *model.PushContext, p *mod
 	for _, si := range pc.InstancesForProxy(p) {
 		taken[si.Instance.TargetPort] = true
 	}
+	for _, n := range ingressOwnPorts(pc, p) {
+		taken[n] = true
+	}
 	tls, err := sidecarTLSListeners(pc, p, taken)
 	if err != nil {
 		return nil, err
 	}
 	return append(append(ls, tcp...), tls...), nil
+}
+
+// ingressOwnPorts are the ports of PROXY_IP that the Sidecar ingress
+// listeners of p's workload hold in explicit mode: each listener's port
+// (its bound listener, or the app's socket) and each defaultEndpoint's
+// port on the workload's IP (the app's socket). No outbound listener may
+// take them.
+func ingressOwnPorts(pc *model.PushContext, p *model.Proxy) []uint32 {
+	var out []uint32
+	own := netip.MustParseAddr(p.IP) // checked by GenerateWith
+	for _, cc := range sidecarIngressChainConfigs(pc, p, true) {
+		out = append(out, cc.targetPort)
+		if cc.endpoint.IsValid() && cc.endpoint.Addr() == own {
+			out = append(out, uint32(cc.endpoint.Port()))
+		}
+	}
+	return out
 }

@@ -147,7 +147,15 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 			}
 			break
 		}
-		listeners, err := sidecarListeners(pc, p, mesh, authz)
+		// TCP authorization filters only where a Sidecar ingress
+		// listener gives TCP an inbound hop (explicitIngressListeners).
+		var tcpAuthz []*listenerv3.Filter
+		if hasIngress(pc) {
+			if tcpAuthz, err = newAuthzBuilder(pc, p, mesh).tcpFilters(); err != nil {
+				return nil, fmt.Errorf("translate proxy %q: authorization: %w", p.ID, err)
+			}
+		}
+		listeners, err := sidecarListeners(pc, p, mesh, inboundAuthz{http: authz, tcp: tcpAuthz})
 		if err == nil {
 			listeners, err = appendTCPListeners(listeners, pc, p)
 		}

@@ -13,8 +13,9 @@ import (
 
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
 // workloadSelector, one egress listener without a port (its hosts scope
-// what the proxy sees), ingress listeners' defaultEndpoint and
-// outboundTrafficPolicy.mode. It refuses as Unsupported what it would
+// what the proxy sees), ingress listeners (port number, protocol and name,
+// defaultEndpoint: they replace the services' ports as the workload's
+// inbound ports) and outboundTrafficPolicy.mode. It refuses as Unsupported what it would
 // otherwise ignore: egress listeners with a port, bind or captureMode,
 // ingress bind, tls and connectionPool, a unix:// defaultEndpoint,
 // inboundConnectionPool and outboundTrafficPolicy.egressProxy. An ingress
