@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -62,4 +64,60 @@ func configDump(t *testing.T, ip string) string {
 		t.Fatalf("GET config_dump of %s: %d, %v", ip, resp.StatusCode, err)
 	}
 	return string(body)
+}
+
+// TestSidecarIngressListeners: a Sidecar's ingress listeners, not the
+// service's ports, define the "moved" workload's inbound side. Service
+// port 9080 is mapped to an app on port 8080 (defaultEndpoint
+// 127.0.0.1:8080: in local mode the workload's own IP), and a TCP port
+// 7070 that no service has to a tcp-echo on 7071. A request through the
+// client's sidecar reaches the app through moved's sidecar (mTLS: the app
+// sees the client's SPIFFE ID in XFCC); a plaintext peer reaches it at
+// moved's IP:9080, where moved's sidecar now listens (Istio's bound
+// inbound listener), and the echo at IP:7070.
+func TestSidecarIngressListeners(t *testing.T) {
+	const prefix = "127.157.0"
+	const movedOctet = 11
+	moved := fmt.Sprintf("%s.%d", prefix, movedOctet)
+	ln, err := net.Listen("tcp", moved+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "moved xfcc=%s", r.Header.Get("X-Forwarded-Client-Cert"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	startTCPEcho(t, moved+":7071", "moved")
+
+	m := startMTLSMesh(t, prefix, []appWorkload{
+		{Name: "moved-v1", App: "moved", Version: "v1", Octet: movedOctet},
+		{Name: "client", App: "client", Version: "v1", Octet: clientOctet},
+	}, "1h")
+	m.applyFor(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: moved, namespace: default}
+spec:
+  workloadSelector: {labels: {app: moved}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 7070, protocol: TCP, name: tcp-echo}
+    defaultEndpoint: 127.0.0.1:7071
+`, "moved-v1")
+
+	hc := m.client(5 * time.Second)
+	code, body, _ := getBody(t, hc, "http://moved:9080/", nil)
+	if code != http.StatusOK || !strings.HasPrefix(body, "moved xfcc=") || !strings.Contains(body, "spiffe://cluster.local/ns/default/sa/client") {
+		t.Errorf("GET moved:9080 through the client's sidecar = %d %q, want 200 from the app on 8080 with the client's SPIFFE ID", code, body)
+	}
+
+	direct := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	if code, body, _ := getBody(t, direct, "http://"+moved+":9080/", nil); code != http.StatusOK || body != "moved xfcc=" {
+		t.Errorf("GET %s:9080 in plaintext = %d %q, want 200 %q from the app on 8080 through moved's sidecar", moved, code, body, "moved xfcc=")
+	}
+
+	if got, err := tcpEchoOnce(moved+":7070", "hello"); err != nil || got != "moved hello" {
+		t.Errorf("TCP to %s:7070 (an ingress port no service has) = %q, %v; want %q from the echo on 7071", moved, got, err, "moved hello")
+	}
 }
