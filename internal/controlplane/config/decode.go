@@ -150,7 +150,9 @@ func decodeMap(src Source, obj map[string]any) (*Resource, error) {
 // checkFields walks v against the message descriptor md and returns the
 // path of the first field md does not have, or of a value of the wrong
 // shape, so that the error points at the line a user must fix (protojson
-// alone says only 'unknown field "x"'). Well-known types are left to
+// alone says only 'unknown field "x"', and refuses two members of one
+// oneof, such as loadBalancer's simple and consistentHash, at path "spec").
+// Well-known types are left to
 // protojson, except that Go-style durations are rewritten in place
 // (protoDuration).
 func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string, string) {
@@ -169,6 +171,9 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// oneofSet is the key that set each oneof so far; protojson counts a
+	// null member as set too.
+	var oneofSet map[protoreflect.FullName]string
 	for _, k := range keys {
 		fd := md.Fields().ByJSONName(k)
 		if fd == nil {
@@ -177,6 +182,15 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		fp := path + "." + k
 		if fd == nil {
 			return fp, "unknown field"
+		}
+		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+			if prev, ok := oneofSet[od.FullName()]; ok {
+				return path, fmt.Sprintf("Invalid value: %s and %s are both set: only one of %s may be set", prev, k, oneofNames(od))
+			}
+			if oneofSet == nil {
+				oneofSet = map[protoreflect.FullName]string{}
+			}
+			oneofSet[od.FullName()] = k
 		}
 		val := m[k]
 		switch {
@@ -259,6 +273,19 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		}
 	}
 	return "", ""
+}
+
+// oneofNames lists the JSON names of oneof od's fields: "a, b or c".
+func oneofNames(od protoreflect.OneofDescriptor) string {
+	n := od.Fields().Len()
+	names := make([]string, n)
+	for i := range n {
+		names[i] = od.Fields().Get(i).JSONName()
+	}
+	if n < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:n-1], ", ") + " or " + names[n-1]
 }
 
 // minProperties are the map fields whose CRD schema says

@@ -1,7 +1,6 @@
 package validation
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -132,11 +131,25 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 }
 
 // TestConsistentHashWithSimple: Istio's schema makes simple and
-// consistentHash a oneof, so a document with both never decodes.
+// consistentHash a oneof, so a document with both never decodes; the error
+// names the loadBalancer that sets both.
 func TestConsistentHashWithSimple(t *testing.T) {
-	_, errs := config.Decode("in.yaml", []byte(drDoc("  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n      consistentHash: {useSourceIp: true}\n")))
-	err := errs.Err()
-	if err == nil || !strings.Contains(err.Error(), "lb_policy is already set") {
-		t.Fatalf("decode error = %v, want the lb_policy oneof refused", err)
+	const both = "loadBalancer: {simple: RANDOM, consistentHash: {useSourceIp: true}}"
+	tests := []struct{ name, body, wantPath string }{
+		{"trafficPolicy", "  trafficPolicy:\n    " + both + "\n", "spec.trafficPolicy.loadBalancer"},
+		{"subset", "  subsets:\n  - name: v1\n    labels: {version: v1}\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      " + both + "\n",
+			"spec.subsets[1].trafficPolicy.loadBalancer"},
+		{"portLevelSettings", "  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 9080}\n      " + both + "\n",
+			"spec.trafficPolicy.portLevelSettings[0].loadBalancer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs := config.Decode("in.yaml", []byte(drDoc(tt.body)))
+			want := "in.yaml:1: DestinationRule default/reviews: " + tt.wantPath +
+				": Invalid value: consistentHash and simple are both set: only one of simple, consistentHash or backendUtilization may be set"
+			if err := errs.Err(); err == nil || err.Error() != want {
+				t.Fatalf("decode error = %v, want %s", err, want)
+			}
+		})
 	}
 }
