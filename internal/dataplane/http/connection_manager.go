@@ -1009,14 +1009,7 @@ func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attemp
 	if p != nil && p.BaseInterval > 0 {
 		base, maxI = p.BaseInterval, p.MaxInterval
 	}
-	// Envoy's JitteredExponentialBackOffStrategy: random in
-	// [0, min((2^(n+1)-1) * base, max)).
-	limit := maxI
-	if attempt < 16 {
-		limit = min(time.Duration((1<<(attempt+1))-1)*base, maxI)
-	}
-	limit = max(limit, 1)
-	d := time.Duration(rand.Int64N(int64(limit)))
+	d := time.Duration(rand.Int64N(int64(backoffLimit(attempt, base, maxI))))
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -1025,6 +1018,18 @@ func (cm *ConnectionManager) backoff(ctx context.Context, cluster string, attemp
 	case <-t.C:
 		return true
 	}
+}
+
+// backoffLimit is the exclusive upper bound of the wait before retry
+// attempt+1 (attempt 0: the first retry), as Envoy's
+// JitteredExponentialBackOffStrategy draws it: min((2^(attempt+1)-1) *
+// base, max), at least 1ns.
+func backoffLimit(attempt int, base, maxI time.Duration) time.Duration {
+	limit := maxI
+	if attempt < 16 {
+		limit = min(time.Duration((1<<(attempt+1))-1)*base, maxI)
+	}
+	return max(limit, 1)
 }
 
 func classify(err error, downstream, route, try context.Context) failure {
