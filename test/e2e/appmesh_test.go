@@ -60,6 +60,8 @@ type appWorkload struct {
 	// router` in istio-system labelled istio=ingressgateway (App is its
 	// app label), with no app, ServiceEntry or WorkloadEntry.
 	Gateway bool
+	// ProxyArgs are extra flags of the workload's sidecar.
+	ProxyArgs []string
 }
 
 // clientOctet is the client workload's address in every appMesh.
@@ -125,6 +127,7 @@ func startAppMeshArgs(t *testing.T, prefix string, workloads []appWorkload, extr
 		if w.Locality != "" {
 			args = append(args, "--locality", w.Locality)
 		}
+		args = append(args, w.ProxyArgs...)
 		m.start(w.Name+"-proxy", "loom-proxy", args...)
 		want = append(want, xdsapi.NodeID{Type: xdsapi.Sidecar, IP: m.ip(w.Octet), Name: w.Name, Namespace: "default", Domain: "default.svc.cluster.local"}.String())
 	}
