@@ -44,7 +44,9 @@ type Resources struct {
 // (p.IP:15006, routed by inbound|http), a TCP proxy listener on p.IP:PORT
 // per TCP service port it sees (sidecarTCPListeners), an outbound EDS cluster per service
 // port and DestinationRule subset, a static inbound cluster per port of the
-// services selecting its workload, BlackHoleCluster and PassthroughCluster. A router gets a
+// services selecting its workload (per listener port, and a bound inbound
+// listener, when its Sidecar has ingress listeners: sidecarListeners),
+// BlackHoleCluster and PassthroughCluster. A router gets a
 // listener and a route table per HTTP server port of the Gateways selecting
 // it, and the same outbound clusters.
 //
