@@ -86,26 +86,6 @@ func ParseProtocol(protocol, portName string) Protocol {
 	return p
 }
 
-// ParseAppProtocol returns the protocol of a port from a Kubernetes-style
-// appProtocol (WorkloadEntry and Service ports), else from the port name
-// as ParseProtocol does, as Istio's kube.ConvertProtocol: the standard
-// names kubernetes.io/h2c (HTTP2), kubernetes.io/ws (HTTP) and
-// kubernetes.io/wss (HTTPS) are known, and any other appProtocol is read
-// as a port name would be.
-func ParseAppProtocol(appProtocol, portName string) Protocol {
-	switch appProtocol {
-	case "":
-		return ParseProtocol("", portName)
-	case "kubernetes.io/h2c":
-		return HTTP2
-	case "kubernetes.io/ws":
-		return HTTP
-	case "kubernetes.io/wss":
-		return HTTPS
-	}
-	return ParseProtocol("", appProtocol)
-}
-
 // IsHTTP reports whether traffic on the port is HTTP of any version, which
 // is what an HTTP connection manager can route. Unknown counts as HTTP: in
 // explicit HTTP-proxy mode only HTTP reaches the proxy.

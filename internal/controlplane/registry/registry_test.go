@@ -175,26 +175,6 @@ func TestParseProtocol(t *testing.T) {
 	}
 }
 
-func TestParseAppProtocol(t *testing.T) {
-	tests := []struct {
-		app, port string
-		want      Protocol
-	}{
-		{"kubernetes.io/h2c", "http", HTTP2},
-		{"kubernetes.io/ws", "tcp", HTTP},
-		{"kubernetes.io/wss", "", HTTPS},
-		{"grpc", "http", GRPC},
-		{"grpc-web", "", GRPCWeb},
-		{"", "grpc-api", GRPC},
-		{"example.com/custom", "http", Unknown},
-	}
-	for _, tt := range tests {
-		if got := ParseAppProtocol(tt.app, tt.port); got != tt.want {
-			t.Errorf("ParseAppProtocol(%q, %q) = %q, want %q", tt.app, tt.port, got, tt.want)
-		}
-	}
-}
-
 func TestProtocolClasses(t *testing.T) {
 	tests := []struct {
 		p             Protocol
