@@ -162,6 +162,29 @@ func TestTCPTrafficShifting(t *testing.T) {
 	}
 	t.Logf("1000 connections through the gateway: v1 %d, v2 %d; %d through the mesh: %v", counts["one"], counts["two"], meshN, mesh)
 
+	// The gateway, too, reports each connection it proxied as a source,
+	// naming the version it reached.
+	for _, v := range []struct {
+		workload string
+		atLeast  int
+	}{{"tcp-echo-v1", counts["one"]}, {"tcp-echo-v2", counts["two"]}} {
+		labels := map[string]string{"reporter": "source", "source_workload": "istio-ingressgateway",
+			"destination_workload": v.workload, "destination_canonical_service": "tcp-echo"}
+		url := fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(gwOctet))
+		var got float64
+		if !poll(10*time.Second, func() bool {
+			fams, err := promtest.Scrape(url)
+			if err != nil {
+				return false
+			}
+			got, _ = fams.Value("istio_tcp_connections_closed_total", labels)
+			return got >= float64(v.atLeast)
+		}) {
+			t.Errorf("%s counted %v connections with %v, want at least %d", url, got, labels, v.atLeast)
+			dumpSeries(t, url, "istio_tcp_connections_closed_total")
+		}
+	}
+
 	// The client's sidecar connects to the apps directly (explicit mode:
 	// no sidecar, no metadata exchange on the way), so it names each
 	// version's workload from the endpoints' Istio telemetry metadata.
