@@ -37,8 +37,8 @@ type MergedOptions struct {
 	// Istio's prometheus.io/port and prometheus.io/path annotations); ""
 	// merges none.
 	AppURL string
-	// Client fetches AppURL; nil uses a client of its own. Its Timeout, if
-	// any, applies on top of AppTimeout.
+	// Client fetches AppURL; nil uses a client of its own that ignores
+	// HTTP_PROXY. Its Timeout, if any, applies on top of AppTimeout.
 	Client *http.Client
 	// AppTimeout bounds one fetch of AppURL; 0 means 5s. A scraper's
 	// X-Prometheus-Scrape-Timeout-Seconds shortens it to 9/10 of that, so
@@ -77,7 +77,11 @@ const appAccept = `application/vnd.google.protobuf;proto=io.prometheus.client.Me
 // concurrent use; a request blocks for at most the app's timeout.
 func MergedHandler(o MergedOptions) http.Handler {
 	if o.Client == nil {
-		o.Client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		// The app is beside the proxy: never through HTTP_PROXY, which in
+		// explicit-proxy mode may name the proxy itself.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil
+		o.Client = &http.Client{Transport: tr}
 	}
 	if o.AppTimeout <= 0 {
 		o.AppTimeout = 5 * time.Second
