@@ -136,6 +136,11 @@ func TestBrowserGraph(t *testing.T) {
 		{"#/service/default/reviews.default.svc.cluster.local",
 			`document.querySelectorAll(".chart canvas").length >= 2 && document.body.textContent.includes("DestinationRule")`,
 			"dashboard-service-fake-metrics.png"},
+		{"#/workload/default/reviews-v2",
+			`document.querySelector("h1") !== null && document.querySelector("h1").textContent.startsWith("Workload reviews-v2") && ` +
+				`document.querySelectorAll(".chart canvas").length >= 2 && document.body.textContent.includes("DestinationRule") && ` +
+				`document.body.textContent.includes("subset v2") && document.querySelectorAll("table tr.proxy.synced").length === 1`,
+			"dashboard-workload-fake-metrics.png"},
 	}
 	for _, p := range pages {
 		// A same-document navigation: the page's router takes it.

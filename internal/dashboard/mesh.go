@@ -258,22 +258,42 @@ func (m *meshView) serviceConfig(s *registry.Service) []ConfigRef {
 		refs = append(refs, ref)
 	}
 	add(s.Source, "defines")
-	for _, vs := range m.pc.VirtualServices() {
-		if slices.ContainsFunc(vs.Hosts, func(h string) bool { return model.HostMatches(h, s.Hostname) }) {
-			add(vs.Key(), "hosts")
-		} else if routesTo(vs, s.Hostname) {
-			add(vs.Key(), "routes to")
-		}
-	}
-	for _, dr := range m.pc.DestinationRules() {
-		if model.HostMatches(dr.Host, s.Hostname) {
-			add(config.Key{Kind: config.KindDestinationRule, Namespace: dr.Namespace, Name: dr.Name}, "host")
-		}
+	for _, r := range m.routingConfig(s, nil) {
+		add(config.Key{Kind: config.Kind(r.Kind), Namespace: r.Namespace, Name: r.Name}, r.Why)
 	}
 	for _, w := range m.serviceWorkloads(s) {
 		for _, r := range m.workloadPolicies(&model.Proxy{Type: model.SidecarProxy, Namespace: w.Namespace, Labels: w.Labels}) {
 			add(config.Key{Kind: config.Kind(r.Kind), Namespace: r.Namespace, Name: r.Name}, r.Why)
 		}
+	}
+	return refs
+}
+
+// routingConfig lists the VirtualServices whose hosts cover service s or
+// whose routes go to it, and the DestinationRules whose host covers it;
+// for a workload with labels (nil for the service itself), a
+// DestinationRule one of whose subsets selects it says so ("subset v2").
+func (m *meshView) routingConfig(s *registry.Service, labels map[string]string) []ConfigRef {
+	var refs []ConfigRef
+	for _, vs := range m.pc.VirtualServices() {
+		if slices.ContainsFunc(vs.Hosts, func(h string) bool { return model.HostMatches(h, s.Hostname) }) {
+			refs = append(refs, m.ref(config.KindVirtualService, vs.Namespace, vs.Name, "hosts"))
+		} else if routesTo(vs, s.Hostname) {
+			refs = append(refs, m.ref(config.KindVirtualService, vs.Namespace, vs.Name, "routes to"))
+		}
+	}
+	for _, dr := range m.pc.DestinationRules() {
+		if !model.HostMatches(dr.Host, s.Hostname) {
+			continue
+		}
+		why := "host"
+		for _, ss := range dr.Spec.GetSubsets() {
+			if labels != nil && len(ss.GetLabels()) > 0 && registry.LabelsContain(labels, ss.GetLabels()) {
+				why = "subset " + ss.GetName()
+				break
+			}
+		}
+		refs = append(refs, m.ref(config.KindDestinationRule, dr.Namespace, dr.Name, why))
 	}
 	return refs
 }
@@ -506,6 +526,15 @@ func (m *meshView) workload(ns, name string, full bool) WorkloadView {
 		for _, s := range m.pc.Services() {
 			if slices.ContainsFunc(s.Instances, func(in *registry.Instance) bool { return in.Workload == we.Key() }) {
 				v.Services = append(v.Services, s.Hostname)
+				// The routing toward the workload: its services'
+				// VirtualServices and DestinationRules.
+				for _, r := range m.routingConfig(s, we.Labels) {
+					if !slices.ContainsFunc(refs, func(o ConfigRef) bool {
+						return o.Kind == r.Kind && o.Namespace == r.Namespace && o.Name == r.Name
+					}) {
+						refs = append(refs, r)
+					}
+				}
 			}
 		}
 	}
