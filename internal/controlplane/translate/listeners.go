@@ -115,7 +115,9 @@ func explicitIngressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv
 // explicitIngressPorts returns the explicit-mode Sidecar ingress chain
 // configs of p and the set of their ports that get a bound listener
 // (explicitIngressListeners): all but those whose endpoint is the
-// workload's own IP on the same port. Both nil without ingress listeners.
+// workload's own IP on the same port, and those whose captureMode is
+// IPTABLES (Istio binds none for them; HTTP ones stay reachable at
+// IP:15006). Both nil without ingress listeners.
 func explicitIngressPorts(pc *model.PushContext, p *model.Proxy) ([]inboundChainConfig, map[uint32]bool) {
 	if !hasIngress(pc) {
 		return nil, nil
@@ -124,7 +126,7 @@ func explicitIngressPorts(pc *model.PushContext, p *model.Proxy) ([]inboundChain
 	own := netip.MustParseAddr(p.IP) // checked by GenerateWith
 	ports := map[uint32]bool{}
 	for _, cc := range ccs {
-		if cc.endpoint.IsValid() && cc.endpoint != netip.AddrPortFrom(own, uint16(cc.targetPort)) {
+		if !cc.iptables && cc.endpoint.IsValid() && cc.endpoint != netip.AddrPortFrom(own, uint16(cc.targetPort)) {
 			ports[cc.targetPort] = true
 		}
 	}

@@ -343,6 +343,10 @@ type inboundChainConfig struct {
 	// port, resolved (ingressEndpoint): the inbound cluster is STATIC to
 	// it.
 	endpoint netip.AddrPort
+	// iptables is a Sidecar ingress listener's captureMode IPTABLES: the
+	// port is reached by redirection only, so explicit mode binds no
+	// listener of its own for it (Istio's getBindToPort).
+	iptables bool
 }
 
 // clusterName is the chain's inbound cluster, keyed by target port as

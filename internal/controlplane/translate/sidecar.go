@@ -74,6 +74,7 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 			hostname:    sc.Name + "." + sc.Namespace,
 			namespace:   sc.Namespace,
 			endpoint:    ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
+			iptables:    in.GetCaptureMode() == networking.CaptureMode_IPTABLES,
 		}
 		for _, si := range instances {
 			if si.Instance.TargetPort == cc.targetPort && si.Service != nil {

@@ -14,14 +14,14 @@ import (
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
 // workloadSelector, one egress listener without a port (its hosts scope
 // what the proxy sees), ingress listeners (port number, protocol and name,
-// defaultEndpoint: they replace the services' ports as the workload's
-// inbound ports) and outboundTrafficPolicy.mode. It refuses as Unsupported what it would
-// otherwise ignore: egress listeners with a port, bind or captureMode,
-// ingress bind, tls and connectionPool, a unix:// defaultEndpoint,
-// inboundConnectionPool and outboundTrafficPolicy.egressProxy. An ingress
-// captureMode IPTABLES is served: Istio then binds no port of its own and
-// the port is reached through the inbound listener (virtualInbound,
-// 15006), which is where Loom serves every ingress port.
+// defaultEndpoint and captureMode: they replace the services' ports as the
+// workload's inbound ports) and outboundTrafficPolicy.mode. It refuses as
+// Unsupported what it would otherwise ignore: egress listeners with a
+// port, bind or captureMode, ingress bind, tls and connectionPool, a
+// unix:// defaultEndpoint, inboundConnectionPool and
+// outboundTrafficPolicy.egressProxy. An ingress captureMode IPTABLES is
+// served as Istio's getBindToPort: the port is reached through the inbound
+// listener (virtualInbound, 15006) and no listener of its own is bound.
 
 func (c *checker) sidecar(sc *networking.Sidecar) {
 	if ws := sc.WorkloadSelector; ws != nil {
