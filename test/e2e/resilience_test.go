@@ -308,8 +308,8 @@ spec:
 
 // TestConsistentHash: with consistentHash on a header, one header value
 // always reaches the same endpoint; with an httpCookie policy with a ttl,
-// the proxy sets the cookie and the cookie keeps the client on one
-// endpoint.
+// the proxy sets the cookie, with the policy's attributes, and the cookie
+// keeps the client on one endpoint.
 func TestConsistentHash(t *testing.T) {
 	apps := []*nameApp{{name: "echo-a"}, {name: "echo-b"}, {name: "echo-c"}}
 	var ws []appWorkload
@@ -362,6 +362,7 @@ spec:
         httpCookie:
           name: loom-affinity
           ttl: 60s
+          attributes: [{name: SameSite, value: Strict}]
 `)
 	code, first, hdr := getBody(t, hc, "http://echo:9080/", nil)
 	var cookie *http.Cookie
@@ -370,8 +371,8 @@ spec:
 			cookie = c
 		}
 	}
-	if code != 200 || cookie == nil || cookie.Value == "" {
-		t.Fatalf("first request: %d, Set-Cookie %q: want 200 and a loom-affinity cookie", code, hdr.Values("Set-Cookie"))
+	if code != 200 || cookie == nil || cookie.Value == "" || cookie.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("first request: %d, Set-Cookie %q: want 200 and a loom-affinity cookie with SameSite=Strict", code, hdr.Values("Set-Cookie"))
 	}
 	for i := range 50 {
 		_, body, _ := getBody(t, hc, "http://echo:9080/", map[string]string{"Cookie": "loom-affinity=" + cookie.Value})
