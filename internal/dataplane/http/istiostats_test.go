@@ -19,6 +19,7 @@ import (
 	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 )
 
@@ -51,20 +52,13 @@ func histogramSums(t testing.TB, stats *istiostats.Metrics, name string) (sum fl
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(stats)
-	mfs, err := reg.Gather()
+	fams, err := promtest.Gather(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetHistogram().GetSampleSum()
-			count += m.GetHistogram().GetSampleCount()
-		}
-	}
-	return sum, count
+	sum, _ = fams.HistogramSum(name, nil)
+	n, _ := fams.Value(name, nil)
+	return sum, uint64(n)
 }
 
 // TestIstioStatsSizes checks istio_request_bytes and istio_response_bytes

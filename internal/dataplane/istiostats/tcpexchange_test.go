@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 func testNode(t *testing.T, id, workload, app string) *corev3.Node {
@@ -26,32 +28,6 @@ func testNode(t *testing.T, id, workload, app string) *corev3.Node {
 		t.Fatal(err)
 	}
 	return &corev3.Node{Id: id, Metadata: md}
-}
-
-// tcpPair returns both ends of a loopback TCP connection, closed at the
-// end of the test.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
 }
 
 func readN(t *testing.T, c net.Conn, n int) string {
@@ -110,7 +86,7 @@ func TestMXConnExchange(t *testing.T) {
 			name = "server-first"
 		}
 		t.Run(name, func(t *testing.T) {
-			c, s := tcpPair(t)
+			c, s := testutil.TCPPair(t)
 			mc := NewExchange(testNode(t, "c", "productpage-v1", "productpage")).Conn(c)
 			ms := NewExchange(testNode(t, "s", "reviews-v2", "reviews")).Conn(s)
 			if _, done := ms.Peer(); done {
@@ -165,7 +141,7 @@ func TestMXConnWithoutFrame(t *testing.T) {
 		{name: "implausible length", sent: append(hugeLen, 'x'), want: string(hugeLen) + "x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, s := tcpPair(t)
+			c, s := testutil.TCPPair(t)
 			ms := NewExchange(testNode(t, "s", "reviews-v2", "reviews")).Conn(s)
 			if len(tc.sent) > 0 {
 				if _, err := c.Write(tc.sent); err != nil {
@@ -201,7 +177,7 @@ func TestMXConnWithoutFrame(t *testing.T) {
 // A read deadline that cuts the frame in two does not lose it: the next
 // Read goes on.
 func TestMXConnFrameAcrossDeadline(t *testing.T) {
-	c, s := tcpPair(t)
+	c, s := testutil.TCPPair(t)
 	ms := NewExchange(nil).Conn(s)
 	f := NewExchange(testNode(t, "c", "productpage-v1", "productpage")).frame
 	if _, err := c.Write(f[:5]); err != nil {

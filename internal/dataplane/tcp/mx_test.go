@@ -27,6 +27,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/testutil"
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 	"github.com/loom-mesh/loom/internal/xdsapi/statspb"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
@@ -141,29 +142,11 @@ func sample(t *testing.T, stats *istiostats.Metrics, name string, want map[strin
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(stats)
-	mfs, err := reg.Gather()
+	fams, err := promtest.Gather(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, l := range m.GetLabel() {
-				got[l.GetName()] = l.GetValue()
-			}
-			for k, v := range want {
-				if got[k] != v {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue(), true
-		}
-	}
-	return 0, false
+	return fams.Value(name, want)
 }
 
 // waitSample waits up to 10s for the series to reach at least min.

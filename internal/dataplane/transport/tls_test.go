@@ -217,7 +217,7 @@ func TestLocalCertificateOnResumption(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, b := tcpPair(t)
+		b, a := testutil.TCPPair(t)
 		rc := &recordingConn{Conn: a}
 		srv := tls.Server(rc, scfg)
 		done := make(chan error, 1)
@@ -248,26 +248,4 @@ func TestLocalCertificateOnResumption(t *testing.T) {
 		a.Close()
 		b.Close()
 	}
-}
-
-// tcpPair is both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (server, client net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { server.Close(); client.Close() })
-	return server, client
 }

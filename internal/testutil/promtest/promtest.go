@@ -42,6 +42,23 @@ func Scrape(url string) (Families, error) {
 	return Parse(string(body))
 }
 
+// Gather collects g's families in process (a registry, or a collector's
+// registry), as a scrape of it would read them, without the text round
+// trip.
+func Gather(g interface {
+	Gather() ([]*dto.MetricFamily, error)
+}) (Families, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	f := make(Families, len(mfs))
+	for _, mf := range mfs {
+		f[mf.GetName()] = mf
+	}
+	return f, nil
+}
+
 // Parse parses Prometheus text exposition.
 func Parse(text string) (Families, error) {
 	p := expfmt.NewTextParser(model.UTF8Validation)
