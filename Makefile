@@ -50,11 +50,13 @@ lint:
 	$(GO) vet $(PKGS)
 
 # Tools tests need, installed when missing (as root, with apt-get):
-# iptables and iproute2 for the original_dst test's network namespace.
+# iptables and iproute2 for the original_dst test's network namespace;
+# prometheus (Debian's 2.42) for the dashboard's --prometheus-url test.
 test-deps:
 	@missing=""; \
 	  command -v iptables >/dev/null 2>&1 || missing="$$missing iptables"; \
 	  command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	  command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	      echo "installing$$missing"; \
