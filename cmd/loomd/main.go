@@ -427,7 +427,7 @@ func newDashboard(o options, store *config.Store, xdsSrv *xds.Server, log *slog.
 	if o.prometheusURL != "" {
 		p, err := dashboard.NewPrometheus(dashboard.PrometheusOptions{URL: o.prometheusURL})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("--prometheus-url: %w", err)
 		}
 		dopts.Traffic = p
 	} else {

@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,6 +194,8 @@ func TestBadFlags(t *testing.T) {
 		{"redis without ratelimit", []string{"--config-dir", t.TempDir(), "--ratelimit-redis", "127.0.0.1:6379"}, "need --ratelimit-addr"},
 		{"bad ratelimit config", []string{"--config-dir", t.TempDir(), "--ratelimit-addr", "127.0.0.1:0", "--ratelimit-redis", "127.0.0.1:6379",
 			"--ratelimit-config", "/nonexistent.yaml"}, "--ratelimit-config"},
+		{"prometheus url without scheme", []string{"--config-dir", t.TempDir(), "--xds-addr", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0",
+			"--dashboard-addr", "127.0.0.1:0", "--prometheus-url", "prometheus:9090"}, `--prometheus-url: dashboard: prometheus URL "prometheus:9090"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -549,5 +553,71 @@ func TestControlPlaneMetrics(t *testing.T) {
 	}
 	if exp, _ := fams.Value("citadel_server_root_cert_expiry_timestamp", nil); exp < float64(time.Now().Add(9*365*24*time.Hour).Unix()) {
 		t.Errorf("root expiry %v: a new self-signed root lives 10 years", exp)
+	}
+}
+
+// TestPrometheusURLFlag: with --prometheus-url the dashboard's graph is
+// Prometheus's, queried at that URL with Istio's request metric.
+func TestPrometheusURLFlag(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		mu.Lock()
+		queries = append(queries, r.URL.Path+" "+r.Form.Get("query"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	}))
+	t.Cleanup(prom.Close)
+
+	logs := &testutil.SyncBuffer{}
+	cmd := newCommand(logs)
+	cmd.SetArgs([]string{"--config-dir", t.TempDir(), "--xds-addr", "127.0.0.1:0", "--monitoring-addr", "127.0.0.1:0",
+		"--dashboard-addr", "127.0.0.1:0", "--prometheus-url", prom.URL + "/prom"})
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("loomd: %v", err)
+		}
+	})
+	dashRE := regexp.MustCompile(`msg="loomd serving" .* dashboard=(http://\S+)`)
+	var dash string
+	for deadline := time.Now().Add(10 * time.Second); dash == ""; {
+		if m := dashRE.FindStringSubmatch(logs.String()); m != nil {
+			dash = m[1]
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("loomd returned early: %v\n%s", err, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no serving line:\n%s", logs)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+
+	code, body := get(t, dash+"api/graph")
+	var g struct {
+		Source   string   `json:"source"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := json.Unmarshal([]byte(body), &g); code != http.StatusOK || err != nil {
+		t.Fatalf("GET /api/graph: %d %v\n%s", code, err, body)
+	}
+	if g.Source != "prometheus" || len(g.Warnings) != 0 {
+		t.Errorf("graph source %q, warnings %q; want prometheus and none", g.Source, g.Warnings)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(queries) == 0 || !strings.HasPrefix(queries[0], "/prom/api/v1/query sum(rate(istio_requests_total{") {
+		t.Errorf("prometheus got %q, want Istio's request rate at /prom/api/v1/query", queries)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -45,10 +46,16 @@ type Prometheus struct {
 
 var _ TrafficSource = (*Prometheus)(nil)
 
-// NewPrometheus checks opts; it does not contact the server.
+// NewPrometheus checks opts (URL must be http or https with a host); it
+// does not contact the server.
 func NewPrometheus(opts PrometheusOptions) (*Prometheus, error) {
 	if opts.URL == "" {
 		return nil, errors.New("dashboard: prometheus: URL is required")
+	}
+	// Without this check "prometheus:9090" parses (scheme "prometheus")
+	// and fails only at the first query.
+	if u, err := url.Parse(opts.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("dashboard: prometheus URL %q: must be http://HOST[:PORT][/PATH] or https://...", opts.URL)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultPrometheusTimeout

@@ -209,3 +209,18 @@ func TestPrometheusSeries(t *testing.T) {
 		t.Errorf("unanswered query: %v", err)
 	}
 }
+
+// TestNewPrometheusURL: a URL that is not http(s) with a host fails at
+// start, not at the first query.
+func TestNewPrometheusURL(t *testing.T) {
+	for _, u := range []string{"", "prometheus:9090", "ftp://prometheus:9090", "http://", "http://a b"} {
+		if _, err := NewPrometheus(PrometheusOptions{URL: u}); err == nil {
+			t.Errorf("URL %q: no error", u)
+		}
+	}
+	for _, u := range []string{"http://prometheus:9090", "https://10.0.0.1/prom"} {
+		if _, err := NewPrometheus(PrometheusOptions{URL: u}); err != nil {
+			t.Errorf("URL %q: %v", u, err)
+		}
+	}
+}
