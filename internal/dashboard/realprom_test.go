@@ -195,7 +195,7 @@ func TestRealPrometheus(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Logf("edges after %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("edges after %v: reviews %.3g rps, ratings %.3g rps (sent %v)", time.Since(start).Round(time.Millisecond), edgeOf(g, "reviews").RPS, edgeOf(g, "ratings").RPS, sentRPS)
 
 	if g.Source != "prometheus" || len(g.Edges) != 2 {
 		t.Fatalf("graph: source %q, %d edges, want prometheus and 2: %+v", g.Source, len(g.Edges), g.Edges)
