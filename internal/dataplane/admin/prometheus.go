@@ -186,7 +186,11 @@ func (m *merger) fetchApp(r *http.Request) ([]*dto.MetricFamily, error) {
 	timeout := m.o.AppTimeout
 	if s := r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"); s != "" {
 		if secs, err := strconv.ParseFloat(s, 64); err == nil && secs > 0 {
-			timeout = min(timeout, time.Duration(secs*float64(time.Second))*9/10)
+			// In float: a huge header must not overflow into a negative
+			// timeout.
+			if d := secs * 0.9; d < timeout.Seconds() {
+				timeout = time.Duration(d * float64(time.Second))
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)

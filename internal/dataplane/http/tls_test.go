@@ -21,14 +21,20 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	mxpb "istio.io/api/envoy/config/filter/network/metadata_exchange"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	dphttp "github.com/loom-mesh/loom/internal/dataplane/http"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/dataplane/listener"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/testutil"
+	"github.com/loom-mesh/loom/internal/testutil/promtest"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
 
@@ -392,4 +398,76 @@ func TestXFCC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHTTPOverMetadataExchange: an HTTP/1.1 cluster whose mTLS connection
+// negotiates Istio's istio-peer-exchange (a port the peer serves as TCP)
+// runs the TCP metadata exchange underneath, and the pool still reads the
+// connection's TLS state (the source reporter's destination principal)
+// and reuses it.
+func TestHTTPOverMetadataExchange(t *testing.T) {
+	m := newMesh(t)
+	// A TCP-served port's server, as a peer's TCP chain in front of an
+	// HTTP app: ALPN istio-peer-exchange, then HTTP/1.1 over the
+	// decrypted stream, with no frame of its own (Envoy's filter lets
+	// frame-less bytes through, and so does Loom's).
+	leaf := m.ca.Issue(t, testutil.LeafOptions{URIs: []string{backendSPIFFE}})
+	tln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{leaf.TLS},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: m.ca.Pool, NextProtos: []string{"istio-peer-exchange"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "app %s", r.Proto) }),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				conns.Add(1)
+			}
+		}}
+	go srv.Serve(plainListener{tln})
+	t.Cleanup(func() { srv.Close() })
+	lAddr := closedAddr(t)
+	c := staticCluster(t, "reviews", false, tln.Addr().String())
+	c.TransportSocket = istioMutual(t, backendSPIFFE, "istio-peer-exchange", "istio")
+	c.Filters = []*clusterv3.Filter{{Name: istiostats.MXFilterName,
+		TypedConfig: xdstest.MustAny(t, &mxpb.MetadataExchange{Protocol: istiostats.MXProtocol})}}
+	g := build(t, nil, []*listenerv3.Listener{statsListener(t, "l", lAddr, "rt", nil)},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("all", []string{"*"}, prefixRoute("r", "/", "reviews")))},
+		[]*clusterv3.Cluster{c})
+	stats := istiostats.NewMetrics(0)
+	p := startProxyOpts(t, g, m.store, func(*upstream.ClusterManager) dphttp.Options {
+		return dphttp.Options{IstioStats: stats}
+	}, nil)
+	for range 5 {
+		r := p.do("GET", "reviews", "/", nil, nil)
+		if r.code != 200 || r.body != "app HTTP/1.1" {
+			t.Fatalf("request: %d %q", r.code, r.body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("5 requests took %d upstream connections, want 1 (keep-alive)", n)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(stats)
+	fams, err := promtest.Gather(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := fams.Value("istio_requests_total", map[string]string{"reporter": "source",
+		"destination_principal": backendSPIFFE, "source_principal": proxySPIFFE}); v != 5 {
+		t.Errorf("istio_requests_total with both principals: %v, want 5 (the pool must read the TLS state under the exchange)", v)
+	}
+}
+
+// plainListener hands http.Server its TLS connections as plain ones, as a
+// TCP proxy hands an app the decrypted stream (http.Server refuses a
+// *tls.Conn whose ALPN it has no handler for).
+type plainListener struct{ net.Listener }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
 }

@@ -165,18 +165,28 @@ func (x *Exchange) cached(key string, decode func() *Peer) *Peer {
 	if x == nil {
 		return decode()
 	}
-	x.mu.RLock()
-	p, ok := x.peers[key]
-	x.mu.RUnlock()
-	if ok {
+	if p, ok := x.lookup(key); ok {
 		return p
 	}
-	p = decode()
+	p := decode()
+	x.store(key, p)
+	return p
+}
+
+// lookup returns the cached peer of key.
+func (x *Exchange) lookup(key string) (*Peer, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	p, ok := x.peers[key]
+	return p, ok
+}
+
+// store caches p under key, emptying a full cache first.
+func (x *Exchange) store(key string, p *Peer) {
 	x.mu.Lock()
+	defer x.mu.Unlock()
 	if len(x.peers) >= maxPeers {
 		clear(x.peers)
 	}
 	x.peers[key] = p
-	x.mu.Unlock()
-	return p
 }

@@ -36,10 +36,12 @@ const (
 	mxHeaderLen = 8
 	// maxMXPayload bounds a frame: a header announcing more is taken
 	// for stream bytes (a node's metadata is a few KiB).
-	maxMXPayload    = 64 << 10
-	mxKeyMetadata   = "x-envoy-peer-metadata"
-	mxKeyMetadataID = "x-envoy-peer-metadata-id"
-	structTypeURL   = "type.googleapis.com/google.protobuf.Struct"
+	maxMXPayload = 64 << 10
+	// maxCachedMXPayload bounds the frames kept in the peer cache.
+	maxCachedMXPayload = 8 << 10
+	mxKeyMetadata      = "x-envoy-peer-metadata"
+	mxKeyMetadataID    = "x-envoy-peer-metadata-id"
+	structTypeURL      = "type.googleapis.com/google.protobuf.Struct"
 )
 
 // mxFrame is the frame x sends: the same exchanged keys as the HTTP
@@ -64,10 +66,10 @@ func (x *Exchange) mxFrame(md *structpb.Struct, id string) []byte {
 }
 
 // decodeMXPayload returns the peer a frame's payload describes, nil when
-// it is no Any of a Struct with node metadata. A payload seen before costs
-// a map lookup.
+// it is no Any of a Struct with node metadata. A good payload of at most
+// maxCachedMXPayload bytes seen before costs a map lookup.
 func (x *Exchange) decodeMXPayload(b []byte) *Peer {
-	return x.cached(string(b), func() *Peer {
+	decode := func() *Peer {
 		var a anypb.Any
 		if proto.Unmarshal(b, &a) != nil || a.GetTypeUrl() != structTypeURL {
 			return nil
@@ -82,7 +84,21 @@ func (x *Exchange) decodeMXPayload(b []byte) *Peer {
 		}
 		p := peerOf(md)
 		return &p
-	})
+	}
+	// Only plausible frames are cached, and only good ones: a peer
+	// sending large or junk frames must not fill the cache (nor evict the
+	// HTTP exchange's peers).
+	if x == nil || len(b) > maxCachedMXPayload {
+		return decode()
+	}
+	if p, ok := x.lookup(string(b)); ok {
+		return p
+	}
+	p := decode()
+	if p != nil {
+		x.store(string(b), p)
+	}
+	return p
 }
 
 // MXConn runs the TCP metadata exchange on a connection that negotiated
@@ -236,6 +252,10 @@ func (c *MXConn) finish(p *Peer, pending []byte, err error) {
 	}
 	c.taken.Store(true)
 }
+
+// NetConn is the connection underneath (a *tls.Conn), as tls.Conn's
+// NetConn: for socket-level checks such as a pool's liveness peek.
+func (c *MXConn) NetConn() net.Conn { return c.Conn }
 
 // CloseWrite half-closes the connection when the one underneath can.
 func (c *MXConn) CloseWrite() error {

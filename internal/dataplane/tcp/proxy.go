@@ -272,11 +272,24 @@ func (b *bridge) run() (received, sent int64) {
 // idle connection up to a quarter of idle_timeout late, and of counts up
 // to one wake old.
 func (b *bridge) pipe(dst, src net.Conn, total *atomic.Int64) {
+	// A copy that cannot splice (TLS on either side) goes through one
+	// buffer for the connection's life: io.Copy would allocate 32 KiB at
+	// every wake.
+	var buf []byte
+	if !spliceable(dst) || !spliceable(src) {
+		buf = make([]byte, 32<<10)
+	}
 	for {
 		if b.wake > 0 {
 			_ = src.SetReadDeadline(time.Now().Add(b.wake))
 		}
-		n, err := io.Copy(dst, src)
+		var n int64
+		var err error
+		if buf == nil {
+			n, err = io.Copy(dst, src)
+		} else {
+			n, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf)
+		}
 		total.Add(n)
 		now := time.Now().UnixNano()
 		if n > 0 {
@@ -296,6 +309,23 @@ func (b *bridge) pipe(dst, src net.Conn, total *atomic.Int64) {
 		return
 	}
 }
+
+// spliceable reports whether c's bytes are the socket's (no TLS), so
+// that io.Copy between two such connections splices.
+func spliceable(c net.Conn) bool {
+	switch c.(type) {
+	case *tls.Conn, *istiostats.MXConn:
+		return false
+	}
+	return true
+}
+
+// writerOnly and readerOnly hide ReadFrom and WriteTo, so that
+// io.CopyBuffer uses the buffer it is given.
+type (
+	writerOnly struct{ io.Writer }
+	readerOnly struct{ io.Reader }
+)
 
 func (b *bridge) closeBoth() {
 	_ = b.down.Close()

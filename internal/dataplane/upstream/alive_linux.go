@@ -16,6 +16,9 @@ import (
 // replayed on a new connection when it can be).
 func connAlive(nc net.Conn) bool {
 	tlsConn := false
+	if mx, ok := nc.(interface{ NetConn() net.Conn }); ok && !isTLS(nc) {
+		nc = mx.NetConn() // the metadata exchange's MXConn: its *tls.Conn
+	}
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc, tlsConn = tc.NetConn(), true
 	}
@@ -38,3 +41,5 @@ func connAlive(nc net.Conn) bool {
 	})
 	return err == nil && alive
 }
+
+func isTLS(nc net.Conn) bool { _, ok := nc.(*tls.Conn); return ok }

@@ -610,7 +610,8 @@ func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTranspor
 		return nil, err
 	}
 	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1, id: filter.NewConnectionID()}
-	if tc, ok := nc.(*tls.Conn); ok {
+	// *tls.Conn, or the metadata exchange's istiostats.MXConn over one.
+	if tc, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		cs := tc.ConnectionState()
 		c.tls = &cs
 	}

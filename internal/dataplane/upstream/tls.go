@@ -133,8 +133,10 @@ func (tt *tlsTransport) handshake(ctx context.Context, nc net.Conn, addr string)
 		return nil, &ConnectError{Addr: addr, Err: &TLSError{Err: err}}
 	}
 	if c := tt.st.cfg.Load(); c != nil && c.MetadataExchange != "" && tc.ConnectionState().NegotiatedProtocol == c.MetadataExchange {
-		// Istio's TCP metadata exchange; never on an h2 connection (its
-		// ALPN is h2), so the HTTP/2 pool always gets the *tls.Conn.
+		// Istio's TCP metadata exchange: the peer's TCP chain will send
+		// its frame and wants ours, whatever rides on the connection (an
+		// HTTP/1.1 pool's too, which reads the TLS state through
+		// ConnectionState and the socket through NetConn).
 		return tt.st.opts.Exchange.Conn(tc), nil
 	}
 	return tc, nil
