@@ -171,8 +171,9 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	// oneofSet is the key that set each oneof so far; protojson counts a
-	// null member as set too.
+	// oneofSet is the key that set each oneof so far. A null member sets
+	// nothing (protojson skips it, so Istio accepts `simple:` left empty
+	// beside `consistentHash`).
 	var oneofSet map[protoreflect.FullName]string
 	for _, k := range keys {
 		fd := md.Fields().ByJSONName(k)
@@ -183,7 +184,7 @@ func checkFields(path string, v any, md protoreflect.MessageDescriptor) (string,
 		if fd == nil {
 			return fp, "unknown field"
 		}
-		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() && m[k] != nil {
 			if prev, ok := oneofSet[od.FullName()]; ok {
 				return path, fmt.Sprintf("Invalid value: %s and %s are both set: only one of %s may be set", prev, k, oneofNames(od))
 			}

@@ -695,6 +695,12 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 		if err != nil {
 			return nil, err
 		}
+		if a := cc.endpoint.Addr(); a != netip.IPv4Unspecified() && a != netip.AddrFrom4([4]byte{127, 0, 0, 1}) && a != netip.IPv6Loopback() {
+			// The workload's own IP: iptables would send the proxy's
+			// connection back to 15006 but from 127.0.0.6, as Istio's
+			// buildInboundCluster binds it (all but 127.0.0.1 and ::1).
+			c.UpstreamBindConfig = inboundBindConfig()
+		}
 		out = append(out, c)
 	}
 	return out, nil
@@ -705,13 +711,19 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 // (upstream_bind_config).
 func originalDstInboundCluster(name string) *clusterv3.Cluster {
 	c := redirectOriginalDstCluster(name)
-	c.UpstreamBindConfig = &corev3.BindConfig{
+	c.UpstreamBindConfig = inboundBindConfig()
+	return c
+}
+
+// inboundBindConfig binds an inbound cluster's connections to 127.0.0.6,
+// the source the sidecar's iptables let through to the app.
+func inboundBindConfig() *corev3.BindConfig {
+	return &corev3.BindConfig{
 		SourceAddress: &corev3.SocketAddress{
 			Address:       inboundPassthroughBindAddress,
 			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0},
 		},
 	}
-	return c
 }
 
 // redirectPassthroughCluster is Istio's PassthroughCluster of transparent

@@ -39,6 +39,9 @@ func inboundClusterSummary(r *Resources) []string {
 		if svcs := c.GetMetadata().GetFilterMetadata()["istio"].GetFields()["services"].GetListValue().GetValues(); len(svcs) > 0 {
 			s += " " + svcs[0].GetStructValue().GetFields()["host"].GetStringValue()
 		}
+		if b := c.GetUpstreamBindConfig().GetSourceAddress().GetAddress(); b != "" {
+			s += " bind=" + b
+		}
 		out = append(out, s)
 	}
 	return out
@@ -72,8 +75,10 @@ func TestSidecarIngressRedirect(t *testing.T) {
 		})
 	}
 	want := []string{
-		"inbound|7070|| STATIC 127.0.0.11:7071 productpage.default",
-		"inbound|7080|| ORIGINAL_DST productpage.default",
+		// To the workload's own IP from 127.0.0.6, which iptables lets
+		// through instead of sending it back to 15006.
+		"inbound|7070|| STATIC 127.0.0.11:7071 productpage.default bind=127.0.0.6",
+		"inbound|7080|| ORIGINAL_DST productpage.default bind=127.0.0.6",
 		"inbound|9080|| STATIC 127.0.0.1:8080 productpage.default.svc.cluster.local",
 	}
 	if diff := cmp.Diff(want, inboundClusterSummary(r)); diff != "" {

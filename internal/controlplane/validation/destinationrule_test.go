@@ -153,3 +153,17 @@ func TestConsistentHashWithSimple(t *testing.T) {
 		})
 	}
 }
+
+// An empty (null) member sets nothing: protojson skips it and Istio
+// accepts `simple:` left blank beside consistentHash (a commented-out
+// value, an empty Helm value).
+func TestOneofNullMemberIsUnset(t *testing.T) {
+	body := "  trafficPolicy:\n    loadBalancer:\n      simple:\n      consistentHash: {httpHeaderName: x-user}\n"
+	rs, errs := config.Decode("in.yaml", []byte(drDoc(body)))
+	if err := errs.Err(); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if len(rs) != 1 {
+		t.Fatalf("%d resources", len(rs))
+	}
+}
