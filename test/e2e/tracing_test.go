@@ -603,4 +603,24 @@ defaultConfig:
 			t.Errorf("record from %s: trace_id %q, span_id %q (exported in trace %q)", l.Resource["node_name"], l.TraceID, l.SpanID, spanIDs[l.SpanID])
 		}
 	}
+
+	// Istio's otel-tracing sample, unchanged, applies too: loomd accepts
+	// it (its provider is this mesh config's; no namespace, so the
+	// default namespace's) and Bookinfo's proxies there ACK the push that
+	// sets their sampling to 0 %; the mesh goes on serving and logging.
+	tracingSample, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "istio-samples", "telemetry", "otel-tracing-telemetry.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.applyFor(string(tracingSample), "productpage-v1", "details-v1", "reviews-v2", "ratings-v1")
+	const after = "e2e-otel-tracing-sample"
+	pageView(t, pageURL, map[string]string{"X-Request-Id": after})
+	col.WaitLogs(t, 30*time.Second, "a record of the page view after the otel-tracing sample", func(ls []otlptest.Log) bool {
+		for _, l := range ls {
+			if strings.Contains(l.Body, `"`+after+`"`) {
+				return true
+			}
+		}
+		return false
+	})
 }
