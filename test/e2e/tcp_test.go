@@ -168,21 +168,8 @@ func TestTCPTrafficShifting(t *testing.T) {
 		workload string
 		atLeast  int
 	}{{"tcp-echo-v1", counts["one"]}, {"tcp-echo-v2", counts["two"]}} {
-		labels := map[string]string{"reporter": "source", "source_workload": "istio-ingressgateway",
-			"destination_workload": v.workload, "destination_canonical_service": "tcp-echo"}
-		url := fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(gwOctet))
-		var got float64
-		if !poll(10*time.Second, func() bool {
-			fams, err := promtest.Scrape(url)
-			if err != nil {
-				return false
-			}
-			got, _ = fams.Value("istio_tcp_connections_closed_total", labels)
-			return got >= float64(v.atLeast)
-		}) {
-			t.Errorf("%s counted %v connections with %v, want at least %d", url, got, labels, v.atLeast)
-			dumpSeries(t, url, "istio_tcp_connections_closed_total")
-		}
+		waitClosedAtLeast(t, fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(gwOctet)), map[string]string{"reporter": "source",
+			"source_workload": "istio-ingressgateway", "destination_workload": v.workload, "destination_canonical_service": "tcp-echo"}, v.atLeast)
 	}
 
 	// The client's sidecar connects to the apps directly (explicit mode:
@@ -192,21 +179,27 @@ func TestTCPTrafficShifting(t *testing.T) {
 		workload string
 		atLeast  int
 	}{{"tcp-echo-v1", mesh["one"]}, {"tcp-echo-v2", mesh["two"]}} {
-		labels := map[string]string{"reporter": "source", "source_workload": "client", "destination_workload": v.workload,
-			"destination_canonical_service": "tcp-echo", "destination_workload_namespace": "default", "destination_app": "unknown"}
-		url := fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(clientOctet))
-		var got float64
-		if !poll(10*time.Second, func() bool {
-			fams, err := promtest.Scrape(url)
-			if err != nil {
-				return false
-			}
-			got, _ = fams.Value("istio_tcp_connections_closed_total", labels)
-			return got >= float64(v.atLeast)
-		}) {
-			t.Errorf("%s counted %v connections with %v, want at least %d", url, got, labels, v.atLeast)
-			dumpSeries(t, url, "istio_tcp_connections_closed_total")
+		waitClosedAtLeast(t, fmt.Sprintf("http://%s:15090/stats/prometheus", m.ip(clientOctet)), map[string]string{"reporter": "source",
+			"source_workload": "client", "destination_workload": v.workload, "destination_canonical_service": "tcp-echo",
+			"destination_workload_namespace": "default", "destination_app": "unknown"}, v.atLeast)
+	}
+}
+
+// waitClosedAtLeast waits up to 10 s for the proxy whose metrics are at
+// url to count at least n TCP connections closed with labels.
+func waitClosedAtLeast(t *testing.T, url string, labels map[string]string, n int) {
+	t.Helper()
+	var got float64
+	if !poll(10*time.Second, func() bool {
+		fams, err := promtest.Scrape(url)
+		if err != nil {
+			return false
 		}
+		got, _ = fams.Value("istio_tcp_connections_closed_total", labels)
+		return got >= float64(n)
+	}) {
+		t.Errorf("%s counted %v connections with %v, want at least %d", url, got, labels, n)
+		dumpSeries(t, url, "istio_tcp_connections_closed_total")
 	}
 }
 
