@@ -140,6 +140,18 @@ func startAppMeshArgs(t *testing.T, prefix string, workloads []appWorkload, extr
 
 func (m *appMesh) ip(octet int) string { return fmt.Sprintf("%s.%d", m.prefix, octet) }
 
+// pid is the PID of the process the mesh started as name ("client-proxy").
+func (m *appMesh) pid(name string) int {
+	m.t.Helper()
+	for i, l := range m.logs {
+		if filepath.Base(l) == name+".log" {
+			return m.procs[i].Process.Pid
+		}
+	}
+	m.t.Fatalf("no process %s in the mesh", name)
+	return 0
+}
+
 // start runs binary with args, its output in logsDir/name.log.
 func (m *appMesh) start(name, binary string, args ...string) {
 	t := m.t
