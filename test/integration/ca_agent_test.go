@@ -214,6 +214,14 @@ func TestAgentRotatesWithoutFailedRequests(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
+	// Certificates keep rotating (TTL 2 s): on a loaded machine the
+	// request loop may have stalled through some, so let it go on until
+	// it has seen three of the server's, for at most 10 s more. Without
+	// rotation on new handshakes it never sees a second one.
+	seen := func() int { mu.Lock(); defer mu.Unlock(); return len(serverSerial) }
+	for more := time.Now().Add(10 * time.Second); seen() < 3 && time.Now().Before(more); {
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 	close(stop)
 	<-loopDone
 
