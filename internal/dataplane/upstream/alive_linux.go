@@ -15,12 +15,18 @@ import (
 // read consumes (a close_notify there fails the round trip, which is then
 // replayed on a new connection when it can be).
 func connAlive(nc net.Conn) bool {
+	// Down to the socket through every wrapper that exposes NetConn: a
+	// *tls.Conn, the metadata exchange's MXConn over one.
 	tlsConn := false
-	if mx, ok := nc.(interface{ NetConn() net.Conn }); ok && !isTLS(nc) {
-		nc = mx.NetConn() // the metadata exchange's MXConn: its *tls.Conn
-	}
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc, tlsConn = tc.NetConn(), true
+	for {
+		if _, ok := nc.(*tls.Conn); ok {
+			tlsConn = true
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
@@ -41,5 +47,3 @@ func connAlive(nc net.Conn) bool {
 	})
 	return err == nil && alive
 }
-
-func isTLS(nc net.Conn) bool { _, ok := nc.(*tls.Conn); return ok }
