@@ -86,6 +86,62 @@ func ParseProtocol(protocol, portName string) Protocol {
 	return p
 }
 
+// Kubernetes' standard appProtocol values (core/v1 ServicePort.appProtocol).
+const (
+	// AppProtocolH2C is HTTP/2 with prior knowledge over cleartext.
+	AppProtocolH2C = "kubernetes.io/h2c"
+	// AppProtocolWS is WebSocket over cleartext.
+	AppProtocolWS = "kubernetes.io/ws"
+	// AppProtocolWSS is WebSocket over TLS.
+	AppProtocolWSS = "kubernetes.io/wss"
+)
+
+// wellKnownTCPPorts are the ports Istio's ConvertProtocol makes TCP when
+// neither name nor appProtocol says a protocol: SMTP, DNS, MySQL and
+// MongoDB, whose servers speak first and break protocol sniffing.
+var wellKnownTCPPorts = map[uint32]bool{25: true, 53: true, 3306: true, 27017: true}
+
+// KubernetesProtocol returns the protocol of a Kubernetes Service port
+// (core/v1 ServicePort) as Istio's kube registry selects it
+// (pkg/config/kube ConvertProtocol):
+//
+//   - protocol (spec.ports[].protocol) UDP is UDP, whatever the rest says;
+//   - else appProtocol when set, where kubernetes.io/h2c is HTTP2,
+//     kubernetes.io/ws HTTP and kubernetes.io/wss HTTPS, and any other value
+//     is read as a port name is; appProtocol replaces the name entirely;
+//   - else the name: "grpc-web" as a prefix is GRPC-Web, then the part
+//     before the first '-' names the protocol ("http-web" is HTTP, "tcp" is
+//     TCP), case ignored;
+//   - nothing recognised is Unknown (Istio's sniffed "auto"), except on
+//     the well-known server-first ports 25, 53, 3306 and 27017, which are
+//     TCP.
+//
+// SCTP is not special-cased, as in Istio: it goes through the same rules
+// (sidecars capture TCP only, so no SCTP reaches a listener). An
+// appProtocol Istio does not know is not an error: it gives Unknown.
+// appProtocol "" means unset (Kubernetes refuses an empty one).
+func KubernetesProtocol(port uint32, name, protocol, appProtocol string) Protocol {
+	if strings.EqualFold(protocol, "UDP") {
+		return UDP
+	}
+	if appProtocol != "" {
+		switch appProtocol {
+		case AppProtocolH2C:
+			return HTTP2
+		case AppProtocolWS:
+			return HTTP
+		case AppProtocolWSS:
+			return HTTPS
+		}
+		name = appProtocol
+	}
+	p := ParseProtocol("", name)
+	if p == Unknown && wellKnownTCPPorts[port] {
+		return TCP
+	}
+	return p
+}
+
 // IsHTTP reports whether traffic on the port is HTTP of any version, which
 // is what an HTTP connection manager can route. Unknown counts as HTTP: in
 // explicit HTTP-proxy mode only HTTP reaches the proxy.

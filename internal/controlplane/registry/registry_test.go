@@ -285,3 +285,59 @@ spec: {address: 10.0.0.2, labels: {app: ratings}, serviceAccount: bookinfo-ratin
 		}
 	}
 }
+
+// TestKubernetesProtocol follows the cases of Istio's ConvertProtocol test
+// (pkg/config/kube): appProtocol first, then the name's prefix, UDP from
+// the port's protocol, TCP for unnamed well-known ports.
+func TestKubernetesProtocol(t *testing.T) {
+	tests := []struct {
+		name                         string
+		port                         uint32
+		portName, proto, appProtocol string
+		want                         Protocol
+	}{
+		{name: "unnamed", port: 9080, want: Unknown},
+		{name: "http", port: 9080, portName: "http", want: HTTP},
+		{name: "http with suffix", port: 9080, portName: "http-web", want: HTTP},
+		{name: "upper case", port: 9080, portName: "HTTP-web", want: HTTP},
+		{name: "http2", port: 9080, portName: "http2-api", want: HTTP2},
+		{name: "grpc", port: 9080, portName: "grpc", want: GRPC},
+		{name: "grpc-web before the dash rule", port: 9080, portName: "grpc-web", want: GRPCWeb},
+		{name: "grpc-web with suffix", port: 9080, portName: "grpc-web-api", want: GRPCWeb},
+		{name: "grpcweb is no prefix", port: 9080, portName: "grpcweb", want: Unknown},
+		{name: "https", port: 443, portName: "https-x", want: HTTPS},
+		{name: "tls", port: 443, portName: "tls", want: TLS},
+		{name: "tcp", port: 9080, portName: "tcp-web", want: TCP},
+		{name: "mongo", port: 9080, portName: "mongo-db", want: Mongo},
+		{name: "redis", port: 9080, portName: "redis", want: Redis},
+		{name: "mysql", port: 9080, portName: "mysql", want: MySQL},
+		{name: "unknown prefix", port: 9080, portName: "web-http", want: Unknown},
+		{name: "udp name on a TCP port", port: 9080, portName: "udp-x", proto: "TCP", want: UDP},
+		{name: "UDP protocol wins over the name", port: 53, portName: "http-dns", proto: "UDP", want: UDP},
+		{name: "UDP protocol wins over appProtocol", port: 9080, proto: "UDP", appProtocol: "http", want: UDP},
+		{name: "SCTP goes through the name rules", port: 9080, portName: "http", proto: "SCTP", want: HTTP},
+		{name: "explicit TCP protocol", port: 9080, portName: "http", proto: "TCP", want: HTTP},
+		{name: "appProtocol over a tcp name", port: 9080, portName: "tcp-web", appProtocol: "http", want: HTTP},
+		{name: "appProtocol over an http name", port: 9080, portName: "http", appProtocol: "tcp", want: TCP},
+		{name: "appProtocol grpc", port: 9080, appProtocol: "grpc", want: GRPC},
+		{name: "appProtocol grpc-web", port: 9080, appProtocol: "grpc-web", want: GRPCWeb},
+		{name: "appProtocol HTTP2 upper case", port: 9080, appProtocol: "HTTP2", want: HTTP2},
+		{name: "appProtocol h2c", port: 9080, portName: "tcp", appProtocol: "kubernetes.io/h2c", want: HTTP2},
+		{name: "appProtocol ws", port: 9080, appProtocol: "kubernetes.io/ws", want: HTTP},
+		{name: "appProtocol wss", port: 9080, appProtocol: "kubernetes.io/wss", want: HTTPS},
+		{name: "unknown appProtocol replaces the name", port: 9080, portName: "http", appProtocol: "example.com/custom", want: Unknown},
+		{name: "unnamed DNS port is TCP", port: 53, want: TCP},
+		{name: "unnamed SMTP port is TCP", port: 25, want: TCP},
+		{name: "unnamed MySQL port is TCP", port: 3306, want: TCP},
+		{name: "unnamed MongoDB port is TCP", port: 27017, want: TCP},
+		{name: "named well-known port keeps its name", port: 3306, portName: "http", want: HTTP},
+		{name: "unknown appProtocol on a well-known port is TCP", port: 27017, appProtocol: "example.com/x", want: TCP},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := KubernetesProtocol(tt.port, tt.portName, tt.proto, tt.appProtocol); got != tt.want {
+				t.Errorf("KubernetesProtocol(%d, %q, %q, %q) = %q, want %q", tt.port, tt.portName, tt.proto, tt.appProtocol, got, tt.want)
+			}
+		})
+	}
+}
