@@ -362,7 +362,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 			details = "http2.headers_too_large"
 		}
 		w.Header()["Connection"] = []string{"close"}
-		localReply(w, e, http.StatusRequestHeaderFieldsTooLarge, FlagDownstreamProtoErr, details, "")
+		localReply(w, r, e, http.StatusRequestHeaderFieldsTooLarge, FlagDownstreamProtoErr, details, "")
 		return false
 	}
 	if gen != nil {
@@ -409,7 +409,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 	applyXFCC(r.Header, &fc.XFCC, r)
 	if upgradeRejected(r, fc, route) {
 		// Before the filters, as Envoy's connection manager decides.
-		localReply(w, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
+		localReply(w, r, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
 		return false
 	}
 	if len(fc.HTTPFilters) == 0 {
@@ -546,7 +546,7 @@ func mergeFlags(router string, f filter.Flags) string {
 // client span is its child.
 func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span, probe *upstreamProbe) (abort bool) {
 	if route == nil {
-		localReply(w, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
+		localReply(w, r, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false
 	}
 	e.RouteName = route.Name
@@ -554,11 +554,11 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	case config.ActionRedirect:
 		w.Header()["Location"] = []string{route.Location(r, host)}
 		route.ResponseHeaders.Apply(w.Header(), nil)
-		localReply(w, e, route.Redirect.Code, "", "direct_response", "")
+		localReply(w, r, e, route.Redirect.Code, "", "direct_response", "")
 		return false
 	case config.ActionDirectResponse:
 		route.ResponseHeaders.Apply(w.Header(), nil)
-		localReply(w, e, route.DirectResponse.Status, "", "direct_response", route.DirectResponse.Body)
+		localReply(w, r, e, route.DirectResponse.Status, "", "direct_response", route.DirectResponse.Body)
 		return false
 	}
 	name := cluster
@@ -568,7 +568,7 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	e.UpstreamCluster = name
 	c := gen.Clusters[name]
 	if c == nil {
-		localReply(w, e, http.StatusServiceUnavailable, FlagNoClusterFound, "cluster_not_found", "")
+		localReply(w, r, e, http.StatusServiceUnavailable, FlagNoClusterFound, "cluster_not_found", "")
 		return false
 	}
 	if span.SpawnsUpstream() {
@@ -616,7 +616,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	if upgrade != "" && c.HTTP2 {
 		// Envoy would carry it as an extended CONNECT (RFC 8441) stream;
 		// this version upgrades over HTTP/1.1 upstreams only.
-		localReply(w, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
+		localReply(w, r, e, http.StatusForbidden, "", detailsUpgradeFailed, "")
 		return false
 	}
 	prepareRequestHeaders(r.Header, r.TLS != nil)
@@ -737,7 +737,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 				// (a superseded attempt's transport read on): Envoy's
 				// local reply for a retry that can no longer be made.
 				done(upstream.Result{})
-				localReply(w, e, http.StatusInsufficientStorage, "", "request_payload_exceeded_retry_buffer_limit",
+				localReply(w, r, e, http.StatusInsufficientStorage, "", "request_payload_exceeded_retry_buffer_limit",
 					"exceeded request buffer limit while retrying upstream")
 				return false
 			}
@@ -751,10 +751,10 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		if err != nil {
 			done(upstream.Result{})
 			if errors.Is(err, upstream.ErrOverflow) {
-				cm.overflow(w, c, e)
+				cm.overflow(w, r, c, e)
 				return false
 			}
-			localReply(w, e, http.StatusServiceUnavailable, FlagNoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
+			localReply(w, r, e, http.StatusServiceUnavailable, FlagNoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 			return false
 		}
 		uh = h
@@ -827,7 +827,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		lastErr = err
 		if errors.Is(err, upstream.ErrOverflow) {
 			done(upstream.Result{})
-			cm.overflow(w, c, e)
+			cm.overflow(w, r, c, e)
 			return false
 		}
 		fail = classify(err, r.Context(), ctx, tryCtx)
@@ -869,27 +869,27 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		case failDownstream:
 			e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
 		case failTimeout:
-			localReply(w, e, http.StatusGatewayTimeout, FlagUpstreamTimeout, "upstream_response_timeout", "upstream request timeout")
+			localReply(w, r, e, http.StatusGatewayTimeout, FlagUpstreamTimeout, "upstream_response_timeout", "upstream request timeout")
 		case failPerTryTimeout:
-			localReply(w, e, http.StatusGatewayTimeout, withURX(FlagUpstreamTimeout, urx), "upstream_per_try_timeout", "upstream request timeout")
+			localReply(w, r, e, http.StatusGatewayTimeout, withURX(FlagUpstreamTimeout, urx), "upstream_per_try_timeout", "upstream request timeout")
 		case failConnect:
 			e.UpstreamFailureReason = "connection_failure"
 			if r := upstream.TransportFailureReason(lastErr); r != "" {
 				e.UpstreamFailureReason = r
 			}
-			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnFail, urx),
+			localReply(w, r, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnFail, urx),
 				"upstream_reset_before_response_started{connection_failure}",
 				"upstream connect error or disconnect/reset before headers. reset reason: connection failure")
 		case failProtocol:
 			// Envoy's router since 1.18: an upstream codec error is 502,
 			// not 503.
 			cm.logger.Debug("upstream protocol error", "cluster", c.Name, "endpoint", e.UpstreamHost, "error", lastErr)
-			localReply(w, e, http.StatusBadGateway, withURX(FlagUpstreamProtoErr, urx),
+			localReply(w, r, e, http.StatusBadGateway, withURX(FlagUpstreamProtoErr, urx),
 				"upstream_reset_before_response_started{protocol_error}",
 				"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
 		default:
 			cm.logger.Debug("upstream reset", "cluster", c.Name, "endpoint", e.UpstreamHost, "error", lastErr)
-			localReply(w, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnTerm, urx),
+			localReply(w, r, e, http.StatusServiceUnavailable, withURX(FlagUpstreamConnTerm, urx),
 				"upstream_reset_before_response_started{connection_termination}",
 				"upstream connect error or disconnect/reset before headers. reset reason: connection termination")
 		}
@@ -916,7 +916,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		// A 101 to a request that asked no upgrade: Envoy's codec takes it
 		// for a protocol error.
 		res.LocalOrigin = true
-		localReply(w, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
+		localReply(w, r, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
 			"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
 		return false
 	}
@@ -986,10 +986,10 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 // overflow answers 503 UO: a circuit breaker of c is full. As Envoy's
 // router it marks the reply x-envoy-overloaded: true, so that a client can
 // tell a shed request from an upstream's own 503.
-func (cm *ConnectionManager) overflow(w http.ResponseWriter, c *config.Cluster, e *telemetry.Entry) {
+func (cm *ConnectionManager) overflow(w http.ResponseWriter, r *http.Request, c *config.Cluster, e *telemetry.Entry) {
 	cm.metrics.UpstreamOverflow(c.Name)
 	w.Header()["X-Envoy-Overloaded"] = []string{"true"}
-	localReply(w, e, http.StatusServiceUnavailable, FlagUpstreamOverflow, "upstream_overflow",
+	localReply(w, r, e, http.StatusServiceUnavailable, FlagUpstreamOverflow, "upstream_overflow",
 		"upstream connect error or disconnect/reset before headers. reset reason: overflow")
 }
 
@@ -1154,19 +1154,13 @@ func withURX(flag string, urx bool) string {
 	return flag + "," + FlagRetryLimitExceeded
 }
 
-// localReply answers the downstream itself, as Envoy's local replies do.
-func localReply(w http.ResponseWriter, e *telemetry.Entry, code int, flags, details, body string) {
-	e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = code, flags, details
-	h := w.Header()
-	if body != "" {
-		h["Content-Type"] = []string{"text/plain"}
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(code)
-	if body != "" {
-		n, _ := io.WriteString(w, body)
-		e.BytesSent = int64(n)
-	}
+// localReply answers the downstream itself, as Envoy's local replies do;
+// a gRPC request gets a trailers-only gRPC response (filter.LocalReply)
+// with the grpc-status Envoy maps code to, and the access log records
+// the status actually sent.
+func localReply(w http.ResponseWriter, r *http.Request, e *telemetry.Entry, code int, flags, details, body string) {
+	sent, n := filter.LocalReply(w, r, code, -1, body)
+	e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails, e.BytesSent = sent, flags, details, n
 }
 
 // copyBody streams src to w with a pooled 32 KiB buffer, flushing after
@@ -1212,7 +1206,7 @@ func (cm *ConnectionManager) bodyError(w http.ResponseWriter, r *http.Request, e
 		e.ResponseCode, e.ResponseFlags, e.ResponseCodeDetails = 0, FlagDownstreamConnTerm, "downstream_remote_disconnect"
 		return
 	}
-	localReply(w, e, http.StatusBadRequest, FlagDownstreamProtoErr, "downstream_protocol_error", "bad request body")
+	localReply(w, r, e, http.StatusBadRequest, FlagDownstreamProtoErr, "downstream_protocol_error", "bad request body")
 }
 
 // countingBody counts the bytes read from a downstream request body and

@@ -85,22 +85,33 @@ func TestFault(t *testing.T) {
 		wantLog  string // substring of the access log line
 		minTime  time.Duration
 		upstream bool // the backend is called
+		reqHdr   map[string]string
 	}{
 		{name: "abort 100%", host: "abort", wantCode: 503, wantBody: fault.AbortBody, wantLog: ` 503 FI fault_filter_abort `},
 		{name: "delay 100%", host: "delay", wantCode: 200, wantBody: "be", wantLog: ` 200 DI via_upstream `, minTime: delay, upstream: true},
 		{name: "delay outlasts route timeout", host: "delay-timeout", wantCode: 200, wantBody: "be", wantLog: ` 200 DI via_upstream `, minTime: delay, upstream: true},
 		{name: "delay and abort", host: "both", wantCode: 418, wantBody: fault.AbortBody, wantLog: ` 418 DI,FI fault_filter_abort `},
 		{name: "0% untouched", host: "zero", wantCode: 200, wantBody: "be", wantLog: ` 200 - via_upstream `, upstream: true},
-		{name: "grpc abort", host: "grpc", wantCode: 200, wantHdr: map[string]string{"Grpc-Status": "14", "Content-Type": "application/grpc"},
-			wantLog: ` 200 FI fault_filter_abort `},
+		{name: "grpc abort", host: "grpc", wantCode: 200, wantHdr: map[string]string{"Grpc-Status": "14", "Content-Type": "application/grpc",
+			"Grpc-Message": fault.AbortBody}, reqHdr: map[string]string{"Content-Type": "application/grpc"}, wantLog: ` 200 FI fault_filter_abort `},
+		// As Envoy: a gRPC abort answers a non-gRPC request with a plain 200.
+		{name: "grpc abort, plain request", host: "grpc", wantCode: 200, wantBody: fault.AbortBody,
+			wantHdr: map[string]string{"Grpc-Status": "", "Content-Type": "text/plain"}, wantLog: ` 200 FI fault_filter_abort `},
+		// An HTTP abort to a gRPC client carries the grpc-status Envoy maps 503 to.
+		{name: "http abort, grpc request", host: "abort", wantCode: 200, wantHdr: map[string]string{"Grpc-Status": "14", "Content-Type": "application/grpc"},
+			reqHdr: map[string]string{"Content-Type": "application/grpc+proto"}, wantLog: ` 200 FI fault_filter_abort `},
 		{name: "route without override", host: "plain", wantCode: 200, wantBody: "be", wantLog: ` 200 - via_upstream `, upstream: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := be.hits.Load()
-			rid := "fault-" + tt.host
+			rid := "fault-" + strings.NewReplacer(" ", "-", ",", "", "%", "").Replace(tt.name)
 			start := time.Now()
-			r := p.do("GET", tt.host, "/", map[string]string{"X-Request-Id": rid}, nil)
+			hdr := map[string]string{"X-Request-Id": rid}
+			for k, v := range tt.reqHdr {
+				hdr[k] = v
+			}
+			r := p.do("GET", tt.host, "/", hdr, nil)
 			took := time.Since(start)
 			if r.code != tt.wantCode || r.body != tt.wantBody {
 				t.Errorf("got %d %q, want %d %q", r.code, r.body, tt.wantCode, tt.wantBody)

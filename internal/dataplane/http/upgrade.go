@@ -145,7 +145,7 @@ func (cm *ConnectionManager) tunnel(w http.ResponseWriter, resp *http.Response, 
 	if !ok {
 		// Only the HTTP/1.1 pool upgrades; h2c clusters never get here.
 		resp.Body.Close()
-		localReply(w, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
+		localReply(w, nil, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
 			"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
 		return
 	}
@@ -153,7 +153,7 @@ func (cm *ConnectionManager) tunnel(w http.ResponseWriter, resp *http.Response, 
 	if err != nil {
 		up.Close()
 		cm.logger.Debug("upgrade: hijack", "error", err)
-		localReply(w, e, http.StatusInternalServerError, FlagDownstreamProtoErr, detailsUpgradeFailed, "")
+		localReply(w, nil, e, http.StatusInternalServerError, FlagDownstreamProtoErr, detailsUpgradeFailed, "")
 		return
 	}
 	_ = down.SetDeadline(time.Time{}) // the server's timeouts no longer apply

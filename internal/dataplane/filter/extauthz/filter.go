@@ -3,9 +3,7 @@ package extauthz
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -70,10 +68,10 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 		body, partial, tooLarge, err = readBody(r, cfg.Body)
 		switch {
 		case err != nil:
-			f.reply(w, st, cfg.StatusOnError, DetailsError, nil, "")
+			f.reply(w, r, st, cfg.StatusOnError, DetailsError, nil, "")
 			return
 		case tooLarge:
-			f.reply(w, st, http.StatusRequestEntityTooLarge, "request_payload_too_large", nil, "Payload Too Large")
+			f.reply(w, r, st, http.StatusRequestEntityTooLarge, "request_payload_too_large", nil, "Payload Too Large")
 			return
 		}
 	}
@@ -103,11 +101,11 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 
 	switch d.outcome {
 	case denied:
-		f.reply(w, st, d.status, DetailsDenied, d.reply, d.body)
+		f.reply(w, r, st, d.status, DetailsDenied, d.reply, d.body)
 		return
 	case failed:
 		if !cfg.FailureModeAllow {
-			f.reply(w, st, cfg.StatusOnError, DetailsError, nil, "")
+			f.reply(w, r, st, cfg.StatusOnError, DetailsError, nil, "")
 			return
 		}
 		if cfg.FailureModeAllowHeaderAdd {
@@ -147,20 +145,16 @@ func setRequestHeader(r *http.Request, k, v string) {
 }
 
 // reply answers the request itself, flagging UAEX as Envoy does for a
-// denial and for a failed check.
-func (f *httpFilter) reply(w http.ResponseWriter, st *filter.State, code int, details string, hs []header, body string) {
+// denial and for a failed check. A gRPC client gets the grpc-status Envoy
+// maps code to (filter.LocalReply).
+func (f *httpFilter) reply(w http.ResponseWriter, r *http.Request, st *filter.State, code int, details string, hs []header, body string) {
 	h := w.Header()
 	for _, kv := range hs {
 		h.Add(kv.name, kv.value)
 	}
-	if body != "" && h.Get("Content-Type") == "" {
-		h.Set("Content-Type", "text/plain")
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(code)
-	n, _ := io.WriteString(w, body)
+	code, n := filter.LocalReply(w, r, code, -1, body)
 	if st != nil {
-		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = code, details, int64(n)
+		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = code, details, n
 		st.Flags |= filter.FlagUnauthorizedExternal
 	}
 }

@@ -3,10 +3,8 @@ package fault
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"time"
 
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
@@ -223,9 +221,9 @@ func (f *faultFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next htt
 		if st != nil {
 			st.Flags |= filter.FlagFaultInjected
 		}
-		n := abort(w, a)
+		code, n := abort(w, r, a)
 		if st != nil {
-			st.ReplyCode, st.ReplyDetails, st.ReplyBytes = a.status(), "fault_filter_abort", n
+			st.ReplyCode, st.ReplyDetails, st.ReplyBytes = code, "fault_filter_abort", n
 		}
 		return
 	}
@@ -239,20 +237,14 @@ func (a *Abort) status() int {
 	return a.HTTPStatus
 }
 
-// abort writes a's local reply and returns the body bytes written.
-func abort(w http.ResponseWriter, a *Abort) int64 {
-	h := w.Header()
+// abort writes a's local reply, as Envoy's fault filter sends it: an
+// HTTP abort to a gRPC client becomes the grpc-status Envoy maps its
+// status to; a gRPC abort is HTTP 200 with a.GRPCStatus. It returns the
+// status and body bytes written.
+func abort(w http.ResponseWriter, r *http.Request, a *Abort) (int, int64) {
+	gs := -1
 	if a.HTTPStatus == 0 {
-		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{strconv.FormatUint(uint64(a.GRPCStatus), 10)}
-		h["Grpc-Message"] = []string{"fault filter abort"}
-		h["Content-Length"] = []string{"0"}
-		w.WriteHeader(http.StatusOK)
-		return 0
+		gs = int(a.GRPCStatus)
 	}
-	h["Content-Type"] = []string{"text/plain"}
-	h["Content-Length"] = []string{strconv.Itoa(len(AbortBody))}
-	w.WriteHeader(a.HTTPStatus)
-	n, _ := io.WriteString(w, AbortBody)
-	return int64(n)
+	return filter.LocalReply(w, r, a.status(), gs, AbortBody)
 }

@@ -2,7 +2,6 @@ package jwtauthn
 
 import (
 	"encoding/base64"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -219,34 +218,15 @@ func realm(r *http.Request) string {
 }
 
 // reply writes Envoy's local reply: the status text as a text/plain body,
-// or for a gRPC request HTTP 200 with grpc-status UNAUTHENTICATED (16) or
-// PERMISSION_DENIED (7) and the text as grpc-message.
+// or for a gRPC request grpc-status UNAUTHENTICATED (16) or
+// PERMISSION_DENIED (7) with the text as grpc-message.
 func (f *jwtFilter) reply(w http.ResponseWriter, r *http.Request, st *filter.State, code int, text, details, auth string) {
-	h := w.Header()
 	if auth != "" {
-		h["Www-Authenticate"] = []string{auth}
+		w.Header()["Www-Authenticate"] = []string{auth}
 	}
-	var n int
-	replyCode := code
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		gs := "16"
-		if code == http.StatusForbidden {
-			gs = "7"
-		}
-		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{gs}
-		h["Grpc-Message"] = []string{text}
-		h["Content-Length"] = []string{"0"}
-		replyCode = http.StatusOK
-		w.WriteHeader(replyCode)
-	} else {
-		h["Content-Type"] = []string{"text/plain"}
-		h["Content-Length"] = []string{strconv.Itoa(len(text))}
-		w.WriteHeader(code)
-		n, _ = io.WriteString(w, text)
-	}
+	replyCode, n := filter.LocalReply(w, r, code, -1, text)
 	if st != nil {
-		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = replyCode, details, int64(n)
+		st.ReplyCode, st.ReplyDetails, st.ReplyBytes = replyCode, details, n
 	}
 }
 

@@ -3,11 +3,9 @@ package localratelimit
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -338,34 +336,23 @@ func (f *rateLimitFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 }
 
 // reply writes the local reply to a rate limited request and returns its
-// status and body bytes. A gRPC request gets HTTP 200 with grpc-status
-// UNAVAILABLE (14), or RESOURCE_EXHAUSTED (8) when so configured, as
-// Envoy's local replies to gRPC.
+// status and body bytes. A gRPC request gets HTTP 200 with the
+// grpc-status Envoy maps the status to (UNAVAILABLE, 14, for 429), or
+// RESOURCE_EXHAUSTED (8) when so configured, as Envoy's local replies to
+// gRPC.
 func (c *Config) reply(w http.ResponseWriter, r *http.Request, wait time.Duration) (int, int64) {
 	h := w.Header()
 	h["X-Envoy-Ratelimited"] = []string{"true"}
 	for _, hd := range c.ResponseHeaders {
 		hd.Apply(h)
 	}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		gs := "14"
-		if c.ResourceExhausted {
-			gs = "8"
-		}
-		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{gs}
-		h["Grpc-Message"] = []string{Body}
-		h["Content-Length"] = []string{"0"}
-		w.WriteHeader(http.StatusOK)
-		return http.StatusOK, 0
+	gs := -1
+	if c.ResourceExhausted {
+		gs = 8
 	}
-	if c.RetryAfter && c.Status == http.StatusTooManyRequests && h.Get("Retry-After") == "" {
+	if c.RetryAfter && c.Status == http.StatusTooManyRequests && h.Get("Retry-After") == "" && !filter.IsGRPC(r.Header) {
 		secs := int64((wait + time.Second - 1) / time.Second)
 		h["Retry-After"] = []string{strconv.FormatInt(max(secs, 1), 10)}
 	}
-	h["Content-Type"] = []string{"text/plain"}
-	h["Content-Length"] = []string{strconv.Itoa(len(Body))}
-	w.WriteHeader(c.Status)
-	n, _ := io.WriteString(w, Body)
-	return c.Status, int64(n)
+	return filter.LocalReply(w, r, c.Status, gs, Body)
 }

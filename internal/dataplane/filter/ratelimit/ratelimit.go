@@ -450,43 +450,9 @@ func unitSeconds(u rlsv3.RateLimitResponse_RateLimit_Unit) int64 {
 // Envoy maps code to (429 is UNAVAILABLE, 14, or RESOURCE_EXHAUSTED, 8,
 // when resourceExhausted), as Envoy's local replies to gRPC.
 func localReply(w http.ResponseWriter, r *http.Request, code int, body []byte, resourceExhausted bool) (int, int64) {
-	h := w.Header()
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		gs := grpcStatus(code)
-		if resourceExhausted && code == http.StatusTooManyRequests {
-			gs = "8"
-		}
-		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{gs}
-		if len(body) > 0 {
-			h["Grpc-Message"] = []string{string(body)}
-		}
-		h["Content-Length"] = []string{"0"}
-		w.WriteHeader(http.StatusOK)
-		return http.StatusOK, 0
+	gs := -1
+	if resourceExhausted && code == http.StatusTooManyRequests {
+		gs = 8
 	}
-	if len(body) > 0 && h.Get("Content-Type") == "" {
-		h["Content-Type"] = []string{"text/plain"}
-	}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(code)
-	n, _ := w.Write(body)
-	return code, int64(n)
-}
-
-// grpcStatus is Envoy's Grpc::Utility::httpToGrpcStatus.
-func grpcStatus(code int) string {
-	switch code {
-	case http.StatusBadRequest:
-		return "13" // INTERNAL
-	case http.StatusUnauthorized:
-		return "16" // UNAUTHENTICATED
-	case http.StatusForbidden:
-		return "7" // PERMISSION_DENIED
-	case http.StatusNotFound:
-		return "12" // UNIMPLEMENTED
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return "14" // UNAVAILABLE
-	}
-	return "2" // UNKNOWN
+	return filter.LocalReply(w, r, code, gs, string(body))
 }

@@ -2,10 +2,7 @@ package rbac
 
 import (
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -210,9 +207,11 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 	*q = Request{}
 	requestPool.Put(q)
 	if !allowed {
-		n := deny(w, r)
+		// Envoy's denial: 403 "RBAC: access denied", or grpc-status 7
+		// (PERMISSION_DENIED) for a gRPC client.
+		code, n := filter.LocalReply(w, r, http.StatusForbidden, -1, DeniedBody)
 		if st != nil {
-			st.ReplyCode, st.ReplyDetails, st.ReplyBytes = n.code, DeniedDetails(id), n.bytes
+			st.ReplyCode, st.ReplyDetails, st.ReplyBytes = code, DeniedDetails(id), n
 		}
 		return
 	}
@@ -220,32 +219,6 @@ func (f *httpFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http
 }
 
 var requestPool = sync.Pool{New: func() any { return new(Request) }}
-
-type reply struct {
-	code  int
-	bytes int64
-}
-
-// deny writes Envoy's local reply of a denial: 403 with "RBAC: access
-// denied", or for a gRPC request 200 with grpc-status 7
-// (PERMISSION_DENIED) and the text as grpc-message, as Envoy maps a local
-// reply for gRPC clients.
-func deny(w http.ResponseWriter, r *http.Request) reply {
-	h := w.Header()
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-		h["Content-Type"] = []string{"application/grpc"}
-		h["Grpc-Status"] = []string{"7"}
-		h["Grpc-Message"] = []string{DeniedBody}
-		h["Content-Length"] = []string{"0"}
-		w.WriteHeader(http.StatusOK)
-		return reply{code: http.StatusOK}
-	}
-	h["Content-Type"] = []string{"text/plain"}
-	h["Content-Length"] = []string{strconv.Itoa(len(DeniedBody))}
-	w.WriteHeader(http.StatusForbidden)
-	n, _ := io.WriteString(w, DeniedBody)
-	return reply{code: http.StatusForbidden, bytes: int64(n)}
-}
 
 // HTTPRequest gathers the facts Envoy's RBAC reads of r: its normalized
 // path, the connection's addresses, SNI and TLS session (from the

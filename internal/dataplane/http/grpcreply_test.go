@@ -1,0 +1,87 @@
+package http_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+)
+
+// slowServer answers EmptyCall after 5 s, or when the call ends.
+type slowServer struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (slowServer) EmptyCall(ctx context.Context, _ *testgrpc.Empty) (*testgrpc.Empty, error) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+	}
+	return &testgrpc.Empty{}, nil
+}
+
+// TestGRPCLocalReplies: the connection manager's own replies to a gRPC
+// client are trailers-only gRPC responses, as Envoy's sendLocalReply
+// makes them: the grpc-status Envoy maps the HTTP status to and the
+// reply's text as grpc-message. A plain HTTP 504 or 503 would reach the
+// client as "unexpected HTTP status code" with a text/plain content-type.
+func TestGRPCLocalReplies(t *testing.T) {
+	slow := startUploadServer(t, slowServer{})
+	const svc = "/grpc.testing.TestService/"
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt", vhost("grpc", []string{"grpc.example"},
+			withTimeout(prefixRoute("timeout", svc+"EmptyCall", "slow"), 100*time.Millisecond),
+			prefixRoute("dead", svc+"UnaryCall", "dead"),
+		))},
+		[]*clusterv3.Cluster{staticCluster(t, "slow", true, slow), staticCluster(t, "dead", true, closedAddr(t))}))
+	c := uploadClient(t, p.addr("l"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	tests := []struct {
+		name     string
+		call     func() error
+		code     codes.Code
+		msg      string // prefix of the status message
+		flag     string // response flag in the access log
+	}{
+		{"route timeout", func() error { _, err := c.EmptyCall(ctx, &testgrpc.Empty{}); return err },
+			codes.Unavailable, "upstream request timeout", "UT"},
+		{"connection failure", func() error { _, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{}); return err },
+			codes.Unavailable, "upstream connect error or disconnect/reset before headers", "UF"},
+		{"no route", func() error {
+			s, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv() // a server stream reports its status here
+			return err
+		}, codes.Unimplemented, "", "NR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, _ := status.FromError(tt.call())
+			if st.Code() != tt.code || !strings.HasPrefix(st.Message(), tt.msg) || strings.Contains(st.Message(), "unexpected HTTP status") {
+				t.Fatalf("status %v %q, want %v %q...", st.Code(), st.Message(), tt.code, tt.msg)
+			}
+			if tt.msg == "" && st.Message() != "" {
+				t.Errorf("message %q, want none (Envoy's reply has no body)", st.Message())
+			}
+		})
+	}
+	p.log.Flush()
+	log := p.logBuf.String()
+	for _, tt := range tests {
+		// The access log has the status sent, 200, as for every gRPC reply.
+		if want := " 200 " + tt.flag + " "; !strings.Contains(log, want) {
+			t.Errorf("access log lacks %q:\n%s", want, log)
+		}
+	}
+}
