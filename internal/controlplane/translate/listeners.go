@@ -2,7 +2,6 @@ package translate
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -71,25 +70,30 @@ func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.
 
 // explicitIngressListeners are Istio's inbound listeners of a sidecar
 // without interception (bind_to_port, buildInboundListeners with
-// captureMode NONE): under Sidecar ingress listeners, one listener per
-// listener port bound to PROXY_IP:PORT and named so ("127.0.0.11_9080"),
-// with the chains virtualInbound has for the port (inboundFilterChains:
-// HTTP or tcp_proxy as the port's protocol says, under its
-// PeerAuthentication mode, after authz) and the inspectors they need
-// (boundListenerFilters). It is how a port no service has, and a TCP
-// port, get an inbound hop here: peers reach TCP ports at IP:PORT, and
-// HTTP ports of a service keep their IP:15006 route too. A port whose
-// endpoint is PROXY_IP:PORT itself (the app holds that socket) gets no
-// listener. It fails only when a typed config cannot be packed.
+// interception NONE): under Sidecar ingress listeners, the bound listeners
+// of boundIngressListeners, on PROXY_IP:PORT and named so
+// ("127.0.0.11_9080"). It is how a port no service has, and a TCP port,
+// get an inbound hop here: peers reach TCP ports at IP:PORT, and HTTP
+// ports of a service keep their IP:15006 route too. It fails only when a
+// typed config cannot be packed.
 func explicitIngressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, authz inboundAuthz) ([]*listenerv3.Listener, error) {
-	ccs, ports := explicitIngressPorts(pc, p)
-	if len(ports) == 0 {
+	if !hasIngress(pc) {
 		return nil, nil
 	}
-	mtls := pc.MutualTLSFor(p.Namespace, p.Labels)
+	return boundIngressListeners(sidecarIngressChainConfigs(pc, p, true), p, pc.MutualTLSFor(p.Namespace, p.Labels), authz, mesh)
+}
+
+// boundIngressListeners returns a listener bound to BIND:PORT and named so
+// (Istio's inboundCustomListener) for each chain config of ccs that
+// isBound, with the chains virtualInbound would have for the port
+// (inboundFilterChains: HTTP or tcp_proxy as the port's protocol says,
+// under its PeerAuthentication mode in mtls, after authz) and the
+// inspectors they need without original_dst (boundListenerFilters). It
+// fails only when a typed config cannot be packed.
+func boundIngressListeners(ccs []inboundChainConfig, p *model.Proxy, mtls model.MTLSPolicy, authz inboundAuthz, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.Listener, error) {
 	var out []*listenerv3.Listener
 	for _, cc := range ccs {
-		if !ports[cc.targetPort] {
+		if !cc.isBound(p.IP) {
 			continue
 		}
 		chains, err := inboundFilterChains(cc, authz, mtls.ForPort(cc.targetPort), mesh)
@@ -97,8 +101,8 @@ func explicitIngressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv
 			return nil, err
 		}
 		l := &listenerv3.Listener{
-			Name:                             listenerName(p.IP, cc.targetPort),
-			Address:                          socketAddress(p.IP, cc.targetPort),
+			Name:                             cc.name(),
+			Address:                          socketAddress(cc.bind, cc.targetPort),
 			FilterChains:                     chains,
 			TrafficDirection:                 corev3.TrafficDirection_INBOUND,
 			ContinueOnListenerFiltersTimeout: true,
@@ -112,25 +116,26 @@ func explicitIngressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv
 	return out, nil
 }
 
-// explicitIngressPorts returns the explicit-mode Sidecar ingress chain
-// configs of p and the set of their ports that get a bound listener
-// (explicitIngressListeners): all but those whose endpoint is the
-// workload's own IP on the same port, and those whose captureMode is
-// IPTABLES (Istio binds none for them; HTTP ones stay reachable at
-// IP:15006). Both nil without ingress listeners.
-func explicitIngressPorts(pc *model.PushContext, p *model.Proxy) ([]inboundChainConfig, map[uint32]bool) {
-	if !hasIngress(pc) {
-		return nil, nil
+// isBound reports whether cc gets a listener of its own
+// (boundIngressListeners) on the workload at proxyIP: its captureMode
+// binds the port (bindToPort) and it has a defaultEndpoint that is not the
+// socket the listener would take. Without a defaultEndpoint the inbound
+// cluster is the app on the port itself (explicit mode) or the
+// connection's original destination, the listener itself (REDIRECT), so
+// the port is served as unbound instead: through IP:15006 in explicit
+// mode, as a virtualInbound chain under REDIRECT. An endpoint on the same
+// port at the workload's IP, at the bind address or under a wildcard bind
+// is the app's socket: no listener either (explicit mode's app binding
+// PROXY_IP:PORT itself).
+func (cc inboundChainConfig) isBound(proxyIP string) bool {
+	if !cc.bindToPort || !cc.endpoint.IsValid() {
+		return false
 	}
-	ccs := sidecarIngressChainConfigs(pc, p, true)
-	own := netip.MustParseAddr(p.IP) // checked by GenerateWith
-	ports := map[uint32]bool{}
-	for _, cc := range ccs {
-		if !cc.iptables && cc.endpoint.IsValid() && cc.endpoint != netip.AddrPortFrom(own, uint16(cc.targetPort)) {
-			ports[cc.targetPort] = true
-		}
+	if uint32(cc.endpoint.Port()) != cc.targetPort {
+		return true
 	}
-	return ccs, ports
+	ep := cc.endpoint.Addr().String()
+	return ep != proxyIP && ep != cc.bind && cc.bind != wildcardBind
 }
 
 // Names of the explicit-mode inbound listener's chains.

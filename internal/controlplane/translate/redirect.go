@@ -47,7 +47,9 @@ import (
 //     (and the inspectors its chains need): a filter chain per target port
 //     of the workload's services, matched on destination_port, to the
 //     inbound cluster "inbound|PORT||", plus Istio's passthrough chains to
-//     InboundPassthroughCluster for every other port.
+//     InboundPassthroughCluster for every other port; under Sidecar ingress
+//     listeners the ports are theirs, each chain named "BIND_PORT", and
+//     one of captureMode NONE is a listener bound to BIND:PORT instead.
 
 // Istio's names of transparent mode (pilot/pkg/model and networking/util).
 const (
@@ -90,7 +92,10 @@ type inboundAuthz struct {
 
 // redirectSidecarResources is the transparent-mode sidecar's config:
 // virtualOutbound, the per-port outbound listeners and their route tables,
-// virtualInbound (its chains carrying authz), the outbound clusters and
+// virtualInbound (its chains carrying authz), a bound listener per Sidecar
+// ingress listener of captureMode NONE (boundIngressListeners; its port
+// has no chain in virtualInbound, as Istio's buildInboundListeners), the
+// outbound clusters and
 // endpoints as in explicit mode, the inbound clusters, BlackHoleCluster,
 // PassthroughCluster and InboundPassthroughCluster.
 func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, o Options, authz inboundAuthz) (*Resources, error) {
@@ -103,7 +108,13 @@ func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv
 		return nil, err
 	}
 	chains := inboundChainConfigs(pc, p, false)
-	vi, err := virtualInboundListener(chains, authz, pc.MutualTLSFor(p.Namespace, p.Labels), mesh)
+	mtls := pc.MutualTLSFor(p.Namespace, p.Labels)
+	virtual := slices.DeleteFunc(slices.Clone(chains), func(cc inboundChainConfig) bool { return cc.isBound(p.IP) })
+	vi, err := virtualInboundListener(virtual, authz, mtls, mesh)
+	if err != nil {
+		return nil, err
+	}
+	bound, err := boundIngressListeners(chains, p, mtls, authz, mesh)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +132,7 @@ func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv
 	}
 	clusters := append(append(outbound, inbound...), bh, redirectPassthroughCluster(), originalDstInboundCluster(inboundPassthroughCluster))
 	return &Resources{
-		Listeners: append([]*listenerv3.Listener{vo, vi}, outListeners...),
+		Listeners: append(append([]*listenerv3.Listener{vo, vi}, bound...), outListeners...),
 		Routes:    routes,
 		Clusters:  clusters,
 		Endpoints: outboundEndpoints(pc, p),
@@ -336,18 +347,33 @@ type inboundChainConfig struct {
 	// the app's (chain match, chain and cluster names).
 	servicePort, targetPort uint32
 	protocol                registry.Protocol
-	// hostname is the service's, for the route's span name and the
-	// cluster's istio.services metadata; namespace the service's.
+	// bind is the address the chains, and a bound listener, are named
+	// after ("BIND_PORT", Istio's inboundChainConfig.Name) and a bound
+	// listener binds: 0.0.0.0 for a service's port, ingressBind's for a
+	// Sidecar ingress listener.
+	bind string
+	// telemetryHost is Istio's telemetryMetadata.InstanceHostname, the
+	// host of the route's trace decorator: the service's, or the
+	// SidecarScope's synthetic "SIDECAR.NAMESPACE" for an ingress
+	// listener.
+	telemetryHost string
+	// hostname is the service's, for the cluster's istio.services
+	// metadata (Istio's findOrCreateService); namespace the service's.
 	hostname, namespace string
 	// endpoint, when valid, is the Sidecar ingress defaultEndpoint of the
 	// port, resolved (ingressEndpoint): the inbound cluster is STATIC to
 	// it.
 	endpoint netip.AddrPort
-	// iptables is a Sidecar ingress listener's captureMode IPTABLES: the
-	// port is reached by redirection only, so explicit mode binds no
-	// listener of its own for it (Istio's getBindToPort).
-	iptables bool
+	// bindToPort is Istio's getBindToPort for a Sidecar ingress
+	// listener's captureMode (bindToPort): the port gets a listener of
+	// its own on bind:PORT (boundIngressListener) instead of chains of
+	// virtualInbound. False for a service's port.
+	bindToPort bool
 }
+
+// name is Istio's inboundChainConfig.Name: "BIND_PORT", the name of the
+// chains and of a bound listener.
+func (cc inboundChainConfig) name() string { return listenerName(cc.bind, cc.targetPort) }
 
 // clusterName is the chain's inbound cluster, keyed by target port as
 // Istio's BuildInboundSubsetKey.
@@ -376,11 +402,13 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) [
 		}
 		seen[tp] = true
 		out = append(out, inboundChainConfig{
-			servicePort: si.Instance.ServicePort.Number,
-			targetPort:  tp,
-			protocol:    si.Instance.ServicePort.Protocol,
-			hostname:    si.Service.Hostname,
-			namespace:   si.Service.Namespace,
+			servicePort:   si.Instance.ServicePort.Number,
+			targetPort:    tp,
+			protocol:      si.Instance.ServicePort.Protocol,
+			bind:          wildcardBind,
+			telemetryHost: si.Service.Hostname,
+			hostname:      si.Service.Hostname,
+			namespace:     si.Service.Namespace,
 		})
 	}
 	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
@@ -390,13 +418,13 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) [
 // inboundFilterChains returns the chains of one inbound port, as Istio's
 // inboundChainForOpts: one per option of inboundChainOptions for the
 // port's protocol and its PeerAuthentication mode, each named
-// "0.0.0.0_PORT" and matching destination_port PORT with the option's
+// cc.name() ("0.0.0.0_PORT" for a service's port) and matching destination_port PORT with the option's
 // transport and application protocols; an HTTP option gets an HTTP
 // connection manager, a TCP one a tcp_proxy, each after the authorization
 // filters authz (AuthorizationPolicy on TCP ports needs this inbound hop),
 // and an mTLS option terminates TLS (inboundTLSContext under mesh).
 func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.MTLSMode, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.FilterChain, error) {
-	name := listenerName(wildcardBind, cc.targetPort)
+	name := cc.name()
 	var out []*listenerv3.FilterChain
 	for _, opt := range inboundChainOptions(inboundProtocol(cc.protocol), mode) {
 		match := &listenerv3.FilterChainMatch{
@@ -407,7 +435,7 @@ func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.M
 		var fc *listenerv3.FilterChain
 		var err error
 		if opt.http {
-			rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10), traceOperation(cc.hostname, cc.servicePort))
+			rc := inboundHTTPRouteConfig(cc.clusterName(), strconv.FormatUint(uint64(cc.servicePort), 10), traceOperation(cc.telemetryHost, cc.servicePort))
 			fc, err = inboundHTTPChain(name, match, "inbound_"+name, rc, hcmOptions{authz: authz.http, inbound: true})
 		} else {
 			fc, err = tcpProxyChain(name, match, cc.clusterName(), authz.tcp...)

@@ -177,7 +177,7 @@ func ingressInboundVirtualHosts(pc *model.PushContext, p *model.Proxy, keep func
 			continue
 		}
 		r := defaultRoute(cc.clusterName(), nil)
-		r.Decorator = traceOperation(cc.hostname, cc.servicePort)
+		r.Decorator = traceOperation(cc.telemetryHost, cc.servicePort)
 		vh := &routev3.VirtualHost{
 			Name:   inboundVirtualHostName(strconv.FormatUint(uint64(cc.targetPort), 10)),
 			Routes: []*routev3.Route{r},

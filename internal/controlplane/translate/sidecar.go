@@ -51,14 +51,24 @@ func hasIngress(pc *model.PushContext) bool {
 // inbound cluster's ("inbound|PORT||"; the API has no targetPort), its
 // protocol and name the port's (registry.ParseProtocol). The first
 // listener wins a port two of them name; the proxy's own ports are left
-// out. The service named for telemetry is the first one selecting the
-// workload whose target port is the listener's port, else Istio's
-// stand-in "SIDECAR.NAMESPACE" in the Sidecar's namespace. The endpoint is
-// the defaultEndpoint's (ingressEndpoint); zero without one. Sorted by
-// port; nil when the Sidecar has no ingress listeners.
+// out. Istio names a listener's chains, and the listener it binds, after
+// the ingress listener's bind and port, not after a service: bind is
+// ingressBind's. Its telemetry hostname (the route's trace decorator) is
+// Istio's synthetic "SIDECAR.NAMESPACE" of the SidecarScope; only the
+// inbound cluster's istio.services metadata names a service, as Istio's
+// findOrCreateService: the first one selecting the workload whose target
+// port is the listener's port, else the same synthetic name in the
+// Sidecar's namespace. The endpoint is the defaultEndpoint's
+// (ingressEndpoint); zero without one. bindToPort is Istio's
+// getBindToPort for the listener's captureMode. Sorted by port; nil when
+// the Sidecar has no ingress listeners.
 func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) []inboundChainConfig {
 	sc := pc.Sidecar()
+	if len(sc.GetSpec().GetIngress()) == 0 {
+		return nil
+	}
 	instances := pc.InstancesForProxy(p)
+	scope := sc.Name + "." + sc.Namespace
 	var out []inboundChainConfig
 	seen := map[uint32]bool{}
 	for _, in := range sc.GetSpec().GetIngress() {
@@ -68,13 +78,15 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 		}
 		seen[port.GetNumber()] = true
 		cc := inboundChainConfig{
-			servicePort: port.GetNumber(),
-			targetPort:  port.GetNumber(),
-			protocol:    registry.ParseProtocol(port.GetProtocol(), port.GetName()),
-			hostname:    sc.Name + "." + sc.Namespace,
-			namespace:   sc.Namespace,
-			endpoint:    ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
-			iptables:    in.GetCaptureMode() == networking.CaptureMode_IPTABLES,
+			servicePort:   port.GetNumber(),
+			targetPort:    port.GetNumber(),
+			protocol:      registry.ParseProtocol(port.GetProtocol(), port.GetName()),
+			bind:          ingressBind(p.IP, explicit),
+			telemetryHost: scope,
+			hostname:      scope,
+			namespace:     sc.Namespace,
+			endpoint:      ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
+			bindToPort:    bindToPort(in.GetCaptureMode(), explicit),
 		}
 		for _, si := range instances {
 			if si.Instance.TargetPort == cc.targetPort && si.Service != nil {
@@ -86,6 +98,36 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 	}
 	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
 	return out
+}
+
+// ingressBind is the address an ingress listener without bind (the API's
+// bind is refused by validation) is named after and, when it binds its
+// port, bound to: Istio's getSidecarInboundBindIPs, the proxy's IP when it
+// is a global unicast address (its GlobalUnicastIP) and 0.0.0.0
+// otherwise. In explicit mode it is the proxy's IP whatever it is: local
+// mode's workloads share the host's loopback, so a wildcard bind would
+// take the port from all of them.
+func ingressBind(proxyIP string, explicit bool) string {
+	if explicit {
+		return proxyIP
+	}
+	if ip, err := netip.ParseAddr(proxyIP); err == nil && ip.IsGlobalUnicast() {
+		return ip.String()
+	}
+	return wildcardBind
+}
+
+// bindToPort is Istio's getBindToPort: whether an ingress listener of
+// captureMode mode gets a listener bound to its port (true) or is only a
+// chain of virtualInbound, fed by iptables (false). DEFAULT follows the
+// proxy's interception: bound in explicit mode (Istio's NONE), virtual
+// under REDIRECT; IPTABLES is never bound and NONE always is, in either
+// mode.
+func bindToPort(mode networking.CaptureMode, explicit bool) bool {
+	if mode == networking.CaptureMode_DEFAULT {
+		return explicit
+	}
+	return mode == networking.CaptureMode_NONE
 }
 
 // ingressEndpoint resolves an ingress listener's defaultEndpoint for the

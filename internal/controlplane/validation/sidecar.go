@@ -19,9 +19,11 @@ import (
 // Unsupported what it would otherwise ignore: egress listeners with a
 // port, bind or captureMode, ingress bind, tls and connectionPool, a
 // unix:// defaultEndpoint, inboundConnectionPool and
-// outboundTrafficPolicy.egressProxy. An ingress captureMode IPTABLES is
-// served as Istio's getBindToPort: the port is reached through the inbound
-// listener (virtualInbound, 15006) and no listener of its own is bound.
+// outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
+// Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
+// port through the inbound listener (virtualInbound, 15006) with no
+// listener of its own bound; NONE, and DEFAULT in explicit mode, bind a
+// listener to the port.
 
 func (c *checker) sidecar(sc *networking.Sidecar) {
 	if ws := sc.WorkloadSelector; ws != nil {
