@@ -25,6 +25,8 @@ func TestFormatResult(t *testing.T) {
 		{Result{Key: "DestinationRule default/ratings", Action: "created"}, "destinationrule.networking.istio.io/ratings created"},
 		{Result{Key: "Gateway istio-system/gw", Action: "deleted"}, "gateway.networking.istio.io/gw deleted"},
 		{Result{Key: "AuthorizationPolicy default/allow-nothing", Action: "created"}, "authorizationpolicy.security.istio.io/allow-nothing created"},
+		{Result{Key: "Service default/web", Action: "created"}, "service/web created"},
+		{Result{Key: "Secret istio-system/cred", Action: "configured"}, "secret/cred configured"},
 		{Result{Key: "weird", Action: "unchanged"}, "weird unchanged"},
 	}
 	for _, tt := range tests {

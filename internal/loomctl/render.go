@@ -23,9 +23,9 @@ func FormatResult(r Result) string {
 	if !ok {
 		name = nsName
 	}
-	if config.Kind(kind) == config.KindSecret {
-		// The core group: kubectl prints "secret/NAME".
-		return fmt.Sprintf("secret/%s %s", name, r.Action)
+	if k := config.Kind(kind); k == config.KindSecret || k == config.KindService {
+		// The core group: kubectl prints "secret/NAME", "service/NAME".
+		return fmt.Sprintf("%s/%s %s", strings.ToLower(kind), name, r.Action)
 	}
 	group := config.Group(config.Kind(kind))
 	if group == "" {

@@ -105,6 +105,12 @@ func decodeMap(src Source, obj map[string]any) (*Resource, error) {
 		}
 		return decodeSecret(src, obj, key, md)
 	}
+	if kind == KindService {
+		if apiVersion != "v1" {
+			return nil, fail("apiVersion", "%q: Service is served as v1", apiVersion)
+		}
+		return decodeService(src, obj, key)
+	}
 	group, version, _ := strings.Cut(apiVersion, "/")
 	if group != info.group || !contains(info.versions, version) {
 		return nil, fail("apiVersion", "%q: %s is served as %s/{%s}", apiVersion, kind, info.group, strings.Join(info.versions, ","))

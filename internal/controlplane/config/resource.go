@@ -53,6 +53,13 @@ const GroupTelemetry = "telemetry.istio.io"
 // *loomv1alpha1.KubernetesSecret; its values are secret.
 const KindSecret Kind = "Secret"
 
+// KindService is Kubernetes' core/v1 Service (apiVersion v1), read from
+// the config directory as a registry source beside ServiceEntry: the
+// registry makes it the service NAME.NAMESPACE.svc.cluster.local, its
+// protocols chosen from appProtocol and port names as Istio's kube
+// registry does. Its body is a *loomv1alpha1.KubernetesService.
+const KindService Kind = "Service"
+
 // API groups of the kinds.
 const (
 	// GroupNetworking is the API group of Istio's networking kinds.
@@ -91,6 +98,8 @@ var kinds = map[Kind]kindInfo{
 
 	// core (""), version v1: Kubernetes' Secret.
 	KindSecret: {"", []string{"v1"}, func() proto.Message { return &loomv1alpha1.KubernetesSecret{} }},
+	// core (""), version v1: Kubernetes' Service.
+	KindService: {"", []string{"v1"}, func() proto.Message { return &loomv1alpha1.KubernetesService{} }},
 
 	// loom.dev: Loom's own.
 	KindRateLimitPolicy: {GroupLoom, []string{"v1alpha1"}, func() proto.Message { return &loomv1alpha1.RateLimitPolicy{} }},

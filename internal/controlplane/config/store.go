@@ -548,6 +548,10 @@ func encodeResource(r *Resource) ([]byte, error) {
 			doc = append(doc, "immutable", true)
 		}
 	}
+	if svc, ok := r.Spec.(*loomv1alpha1.KubernetesService); ok {
+		// Kubernetes' field names and targetPort's int-or-string shape.
+		doc[len(doc)-1] = serviceToKube(svc)
+	}
 	n := &yaml.Node{Kind: yaml.MappingNode}
 	for i := 0; i < len(doc); i += 2 {
 		var k, v yaml.Node

@@ -13,7 +13,7 @@ import (
 
 // DomainSuffix is the cluster's DNS domain: short service names resolve to
 // NAME.NAMESPACE.svc.DomainSuffix.
-const DomainSuffix = "cluster.local"
+const DomainSuffix = registry.DomainSuffix
 
 // MeshGateway is the reserved gateway name of all sidecars, as in
 // VirtualService.gateways.

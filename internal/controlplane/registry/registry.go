@@ -317,18 +317,25 @@ func Workloads(snap *config.Snapshot) []*Workload {
 	return out
 }
 
-// Services returns a service per host of every ServiceEntry of snap, sorted
-// by hostname and namespace. Two ServiceEntries of one namespace that
-// declare the same host give one service: the first in namespace/name order
-// wins, the other's host is ignored.
+// Services returns a service per Kubernetes Service (kubeServices) and
+// per host of every ServiceEntry of snap, sorted by hostname and
+// namespace. Two sources of one namespace that declare the same host give
+// one service: a Kubernetes Service wins over a ServiceEntry (Istio
+// consults its Kubernetes registry first), then the first ServiceEntry in
+// namespace/name order; the other's host is ignored.
 //
-// Instances are the ServiceEntry's inline endpoints plus the WorkloadEntries
-// of its namespace whose labels contain workloadSelector.labels.
+// A ServiceEntry's instances are its inline endpoints plus the
+// WorkloadEntries of its namespace whose labels contain
+// workloadSelector.labels.
 func Services(snap *config.Snapshot) []*Service {
 	workloads := Workloads(snap)
 	type hostNS struct{ host, ns string }
 	seen := map[hostNS]bool{}
 	var out []*Service
+	for _, s := range kubeServices(snap, workloads) {
+		seen[hostNS{s.Hostname, s.Namespace}] = true
+		out = append(out, s)
+	}
 	for _, r := range snap.List(config.KindServiceEntry) {
 		se, ok := r.Spec.(*networking.ServiceEntry)
 		if !ok {

@@ -30,6 +30,7 @@ func TestGolden(t *testing.T) {
 		{"gateway", ingressRouter(), Options{}},
 		{"reviews-50-v3", productpageSidecar(), Options{}},
 		{"fault", productpageSidecar(), Options{}},
+		{"kube-service", productpageSidecar(), Options{}},
 		{"route-actions", productpageSidecar(), Options{}},
 		{"gateway-redirect", ingressRouter(), Options{}},
 		{"gateway-tls", ingressRouter(), Options{}},

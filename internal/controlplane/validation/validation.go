@@ -56,6 +56,8 @@ func Validate(r *config.Resource) config.Errors {
 		c.rateLimitPolicy(spec)
 	case *loomv1alpha1.KubernetesSecret:
 		c.kubernetesSecret(spec)
+	case *loomv1alpha1.KubernetesService:
+		c.kubernetesService(spec)
 	case nil:
 		c.errf("spec", "Required value")
 	default:

@@ -1,0 +1,96 @@
+package validation
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+)
+
+func TestKubernetesService(t *testing.T) {
+	const head = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
+	tests := []struct {
+		name string
+		in   string
+		want []string // substrings, one per error, in order
+	}{
+		{name: "valid", in: head + "spec:\n  selector: {app: web}\n  ports:\n  - {name: tcp-web, port: 80, targetPort: http, appProtocol: http}\n  - {name: grpc, port: 81, targetPort: 9081, appProtocol: kubernetes.io/h2c}\n  - {name: dns, port: 53, protocol: UDP}\n  - {name: dns-tcp, port: 53, protocol: TCP}\n"},
+		{name: "unknown appProtocol is no error", in: head + "spec:\n  ports:\n  - {port: 80, appProtocol: example.com/custom}\n"},
+		{name: "headless needs no ports", in: head + "spec:\n  clusterIP: None\n"},
+		{
+			name: "port out of range",
+			in:   head + "spec:\n  ports:\n  - {name: a, port: 80}\n  - {name: b, port: 70000}\n",
+			want: []string{"Service shop/web: spec.ports[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive"},
+		},
+		{
+			name: "duplicate port and protocol",
+			in:   head + "spec:\n  ports:\n  - {name: a, port: 80}\n  - {name: b, port: 80, protocol: TCP}\n",
+			want: []string{"spec.ports[1]: Duplicate value: {port: 80, protocol: TCP}"},
+		},
+		{
+			name: "names required and unique with several ports",
+			in:   head + "spec:\n  ports:\n  - {name: a, port: 80}\n  - {port: 81}\n  - {name: a, port: 82}\n",
+			want: []string{"spec.ports[1].name: Required value", `spec.ports[2].name: Duplicate value: "a"`},
+		},
+		{
+			name: "bad protocol and targetPort",
+			in:   head + "spec:\n  ports:\n  - {port: 80, protocol: HTTP, targetPort: my--port}\n",
+			want: []string{`spec.ports[0].protocol: Unsupported value: "HTTP"`, `spec.ports[0].targetPort: Invalid value: "my--port"`},
+		},
+		{
+			name: "no ports",
+			in:   head + "spec: {selector: {app: web}}\n",
+			want: []string{"spec.ports: Required value"},
+		},
+		{
+			name: "ExternalName is not served",
+			in:   head + "spec: {type: ExternalName, externalName: db.example.com}\n",
+			want: []string{"spec.type: " + Unsupported},
+		},
+		{
+			name: "bad clusterIP and type",
+			in:   head + "spec:\n  type: Internal\n  clusterIP: 10.0.0.300\n  ports: [{port: 80}]\n",
+			want: []string{`spec.type: Unsupported value: "Internal"`, `spec.clusterIP: Invalid value: "10.0.0.300"`},
+		},
+		{
+			name: "name is a DNS-1035 label",
+			in:   "apiVersion: v1\nkind: Service\nmetadata: {name: 9web}\nspec: {ports: [{port: 80}]}\n",
+			want: []string{`metadata.name: Invalid value: "9web": a DNS-1035 label`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, errs := config.Decode("svc.yaml", []byte(tt.in))
+			if err := errs.Err(); err != nil {
+				t.Fatal(err)
+			}
+			got := Validate(rs[0])
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d errors, want %d:\n%v", len(got), len(tt.want), got)
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i].Error(), w) {
+					t.Errorf("error %d = %q, want it to contain %q", i, got[i].Error(), w)
+				}
+			}
+		})
+	}
+}
+
+// TestKubernetesServiceSamples: Istio's samples' Services are valid.
+func TestKubernetesServiceSamples(t *testing.T) {
+	for _, f := range []string{"analyzers/service-port-name.yaml", "bookinfo/platform/kube/bookinfo.yaml"} {
+		data, err := os.ReadFile(filepath.Join("../../../../shared/istio-samples", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, _ := config.Decode(f, data) // bookinfo's Deployments are not Loom's
+		for _, r := range rs {
+			if errs := Validate(r); len(errs) > 0 {
+				t.Errorf("%s: %v", f, errs)
+			}
+		}
+	}
+}
