@@ -53,6 +53,9 @@ type appWorkload struct {
 	Protocol string
 	// Port is the ServiceEntry port's number: 9080 when 0.
 	Port int
+	// NoServiceEntry leaves the app without a ServiceEntry: its service
+	// comes from the extra YAML (a Kubernetes Service selecting app=App).
+	NoServiceEntry bool
 	// Locality is the WorkloadEntry's locality and the proxy's
 	// --locality, "region/zone/subzone"; none when empty.
 	Locality string
@@ -348,6 +351,9 @@ func meshYAML(prefix string, ws []appWorkload) string {
 	protocols, ports := map[string]string{}, map[string]int{}
 	ws = slices.DeleteFunc(slices.Clone(ws), func(w appWorkload) bool { return w.Gateway })
 	for _, w := range ws {
+		if w.NoServiceEntry {
+			continue
+		}
 		p := w.Protocol
 		if p == "" {
 			p = "HTTP"
