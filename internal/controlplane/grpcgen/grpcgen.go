@@ -215,6 +215,7 @@ func grpcVirtualHost(vh *routev3.VirtualHost) *routev3.VirtualHost {
 			}
 			a.Timeout = nil
 		}
+		a.MaxGrpcTimeout = nil //nolint:staticcheck // grpc-go reads max_stream_duration only
 		if n := a.GetRetryPolicy().GetNumRetries(); n != nil && n.GetValue() == 0 {
 			a.RetryPolicy = nil
 		}

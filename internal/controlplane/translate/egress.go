@@ -66,10 +66,7 @@ func catchAllVirtualHost(mesh *meshv1alpha1.MeshConfig) *routev3.VirtualHost {
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
 				Timeout:          durationpb.New(0),
-				MaxStreamDuration: &routev3.RouteAction_MaxStreamDuration{
-					MaxStreamDuration:    durationpb.New(0),
-					GrpcTimeoutHeaderMax: durationpb.New(0),
-				},
+				MaxGrpcTimeout:   durationpb.New(0), //nolint:staticcheck // as Istio
 			}},
 		}},
 		IncludeRequestAttemptCount: true,

@@ -487,6 +487,10 @@ func routeAction(pc *model.PushContext, vsNamespace string, hr *networking.HTTPR
 	if t := hr.GetTimeout(); t != nil {
 		ra.Timeout = durationpb.New(t.AsDuration())
 	}
+	// As Istio: a gRPC request's grpc-timeout is its timeout, capped by
+	// the route's (0: uncapped). The field is deprecated but what Istio
+	// sends; its replacement has regressions in Envoy.
+	ra.MaxGrpcTimeout = durationpb.New(ra.Timeout.AsDuration()) //nolint:staticcheck
 	if rw := hr.GetRewrite(); rw != nil {
 		if rr := rw.GetUriRegexRewrite(); rr != nil {
 			ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
@@ -673,7 +677,8 @@ func defaultRetryPolicy() *routev3.RetryPolicy {
 // validation puts on directResponse.body.
 var maxDirectResponseBody = wrapperspb.UInt32(1 << 20)
 
-// defaultRoute sends everything to cluster, with no timeout.
+// defaultRoute sends everything to cluster, with no timeout but a gRPC
+// client's own (grpc-timeout), as Istio's default routes.
 func defaultRoute(cluster string, retry *routev3.RetryPolicy) *routev3.Route {
 	return &routev3.Route{
 		Name:  defaultRouteName,
@@ -681,6 +686,7 @@ func defaultRoute(cluster string, retry *routev3.RetryPolicy) *routev3.Route {
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
 			Timeout:          durationpb.New(0),
+			MaxGrpcTimeout:   durationpb.New(0), //nolint:staticcheck // as Istio
 			RetryPolicy:      retry,
 		}},
 	}

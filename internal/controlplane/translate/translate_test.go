@@ -348,7 +348,7 @@ func TestHTTPRouteActions(t *testing.T) {
 	}{
 		{"moved", `decorator:{operation:"reviews:9080/old"} redirect:{host_redirect:"reviews.example.com" path_redirect:"/new" response_code:FOUND}`},
 		{"teapot", `decorator:{operation:"reviews:9080/teapot*"} direct_response:{status:418 body:{inline_string:"short and stout"}}`},
-		{"api", `decorator:{operation:"reviews.default.svc.cluster.local:9080/api*"} route:{cluster:"outbound|9080|v2|reviews.default.svc.cluster.local" timeout:{}
+		{"api", `decorator:{operation:"reviews.default.svc.cluster.local:9080/api*"} route:{cluster:"outbound|9080|v2|reviews.default.svc.cluster.local" timeout:{} max_grpc_timeout:{}
 			prefix_rewrite:"/v2/api" host_rewrite_literal:"reviews-v2.default.svc.cluster.local"
 			request_mirror_policies:{` + mirrorRatings + ` runtime_fraction:{default_value:{numerator:250000 denominator:MILLION}}}
 			retry_policy:{retry_on:"cancelled,unavailable,retriable-status-codes" num_retries:{value:3} retriable_status_codes:503 ` + prevHosts + `
@@ -361,7 +361,7 @@ func TestHTTPRouteActions(t *testing.T) {
 			typed_per_filter_config:{key:"envoy.filters.http.cors" value:{[type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy]:{
 				allow_origin_string_match:{exact:"https://bookinfo.example"} allow_methods:"GET,POST" allow_headers:"x-user" max_age:"3600"
 				allow_credentials:{value:true} filter_enabled:{default_value:{numerator:100}} forward_not_matching_preflights:{value:true}}}}`},
-		{"numbered", `decorator:{operation:"reviews:9080/r/[0-9]+"} route:{timeout:{} regex_rewrite:{pattern:{regex:"^/r/([0-9]+)$"} substitution:"/reviews/\\1"}
+		{"numbered", `decorator:{operation:"reviews:9080/r/[0-9]+"} route:{timeout:{} max_grpc_timeout:{} regex_rewrite:{pattern:{regex:"^/r/([0-9]+)$"} substitution:"/reviews/\\1"}
 			weighted_clusters:{
 				clusters:{name:"outbound|9080|v1|reviews.default.svc.cluster.local" weight:{value:50}
 					request_headers_to_add:{header:{key:"x-version" value:"v1"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}}
@@ -369,7 +369,7 @@ func TestHTTPRouteActions(t *testing.T) {
 					request_headers_to_add:{header:{key:"x-version" value:"v3"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}
 					host_rewrite_literal:"reviews-v3"}}
 			` + defaultRetry + `}`},
-		{"default", `decorator:{operation:"reviews.default.svc.cluster.local:9080/*"} route:{cluster:"outbound|9080|v1|reviews.default.svc.cluster.local" timeout:{}
+		{"default", `decorator:{operation:"reviews.default.svc.cluster.local:9080/*"} route:{cluster:"outbound|9080|v1|reviews.default.svc.cluster.local" timeout:{} max_grpc_timeout:{}
 			request_mirror_policies:{cluster:"outbound|9080||details.default.svc.cluster.local" trace_sampled:{} runtime_fraction:{default_value:{numerator:100000 denominator:MILLION}}}
 			request_mirror_policies:{` + mirrorRatings + ` runtime_fraction:{default_value:{numerator:100}}}
 			` + defaultRetry + `}

@@ -758,6 +758,9 @@ func buildRouteAction(rr *Route, a *routev3.RouteAction) error {
 	if rr.Timeout, err = duration(a.GetTimeout(), "timeout", DefaultRouteTimeout); err != nil {
 		return err
 	}
+	if rr.GRPCTimeout, err = buildGRPCTimeout(a); err != nil {
+		return err
+	}
 	if rr.HashPolicies, err = buildHashPolicies("hash_policy", a.GetHashPolicy()); err != nil {
 		return err
 	}
@@ -769,6 +772,40 @@ func buildRouteAction(rr *Route, a *routev3.RouteAction) error {
 		rr.Retry = pol
 	}
 	return nil
+}
+
+// buildGRPCTimeout reads max_grpc_timeout and grpc_timeout_offset (what
+// Istio sets), or their replacements in max_stream_duration; nil when
+// neither max is set. A max_stream_duration.max_stream_duration other than
+// 0 is refused: Loom bounds a stream by the route's timeout alone.
+func buildGRPCTimeout(a *routev3.RouteAction) (*GRPCTimeout, error) {
+	//nolint:staticcheck // max_grpc_timeout is deprecated, yet what Istio sends.
+	maxT, offset := a.GetMaxGrpcTimeout(), a.GetGrpcTimeoutOffset()
+	maxPath, offPath := "max_grpc_timeout", "grpc_timeout_offset"
+	if msd := a.GetMaxStreamDuration(); msd != nil {
+		if d := msd.GetMaxStreamDuration(); d != nil && d.AsDuration() != 0 {
+			return nil, verr("max_stream_duration.max_stream_duration", d.AsDuration().String(), "not supported; use timeout")
+		}
+		if maxT != nil && msd.GetGrpcTimeoutHeaderMax() != nil {
+			return nil, ferr("max_stream_duration.grpc_timeout_header_max", "must not be set with max_grpc_timeout")
+		}
+		if msd.GetGrpcTimeoutHeaderMax() != nil {
+			maxT, offset = msd.GetGrpcTimeoutHeaderMax(), msd.GetGrpcTimeoutHeaderOffset()
+			maxPath, offPath = "max_stream_duration.grpc_timeout_header_max", "max_stream_duration.grpc_timeout_header_offset"
+		}
+	}
+	if maxT == nil {
+		return nil, nil
+	}
+	g := &GRPCTimeout{}
+	var err error
+	if g.Max, err = duration(maxT, maxPath, 0); err != nil {
+		return nil, err
+	}
+	if g.Offset, err = duration(offset, offPath, 0); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // buildRewrite reads prefix_rewrite, regex_rewrite and host_rewrite_literal.

@@ -297,6 +297,17 @@ func TestBuildErrors(t *testing.T) {
 		{"retry_on unknown", routeWith(func(rc *routev3.RouteConfiguration) {
 			route2(rc).GetRoute().RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,sometimes"}
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.retry_policy.retry_on = "5xx,sometimes": condition "sometimes" is not supported`},
+		{"max_stream_duration", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).GetRoute().MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(time.Second)}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.max_stream_duration.max_stream_duration = "1s": not supported; use timeout`},
+		{"two gRPC timeout maxima", routeWith(func(rc *routev3.RouteConfiguration) {
+			a := route2(rc).GetRoute()
+			a.MaxGrpcTimeout = durationpb.New(time.Second) //nolint:staticcheck // deprecated, still read
+			a.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(time.Second)}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.max_stream_duration.grpc_timeout_header_max: must not be set with max_grpc_timeout`},
+		{"negative gRPC timeout", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).GetRoute().MaxGrpcTimeout = durationpb.New(-time.Second) //nolint:staticcheck // deprecated, still read
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].route.max_grpc_timeout = "-1s": must not be negative`},
 		{"duplicate domain", routeWith(func(rc *routev3.RouteConfiguration) {
 			rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: "other", Domains: []string{"x", "REVIEWS"}})
 		}), `route_config "http_proxy": virtual_hosts[1].domains[1] = "REVIEWS": must be unique in the route configuration`},

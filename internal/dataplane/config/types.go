@@ -3,6 +3,7 @@ package config
 import (
 	"net/http"
 	"regexp"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -142,6 +143,10 @@ type Route struct {
 	// none (Envoy: timeout 0s disables it; Istio sets 0 unless the
 	// VirtualService has timeout).
 	Timeout time.Duration
+	// GRPCTimeout, when not nil, makes a gRPC request's timeout its
+	// grpc-timeout header (RouteAction.max_grpc_timeout, or
+	// max_stream_duration.grpc_timeout_header_max); nil: Timeout applies.
+	GRPCTimeout *GRPCTimeout
 	// Retry is nil when the route does not retry.
 	Retry *RetryPolicy
 	// HashPolicies feed RING_HASH and MAGLEV clusters (RequestHash).
@@ -246,6 +251,89 @@ type QueryMatcher struct {
 	// query, false when it is not. A parameter that is absent matches no
 	// other Kind.
 	Present bool
+}
+
+// GRPCTimeout is Envoy's gRPC timeout of a route (FilterUtility::
+// finalTimeout): a gRPC request's timeout is its grpc-timeout header, less
+// Offset when that leaves it positive, capped at Max; with neither header
+// nor cap, none. Max 0 means no cap. Istio sets Max to the
+// VirtualService's timeout, so a client's deadline bounds its request in
+// the proxy too.
+type GRPCTimeout struct {
+	Max    time.Duration
+	Offset time.Duration // grpc_timeout_offset
+}
+
+// Final is the timeout of a gRPC request with grpc-timeout header value
+// header ("" when absent): 0 means none. A malformed header counts as
+// absent, as Envoy's Grpc::Common::getGrpcTimeout.
+func (g *GRPCTimeout) Final(header string) time.Duration {
+	t, _ := ParseGRPCTimeout(header)
+	if g.Offset > 0 && g.Offset < t {
+		t -= g.Offset
+	}
+	if g.Max > 0 && (t == 0 || t > g.Max) {
+		t = g.Max
+	}
+	return t
+}
+
+// ParseGRPCTimeout reads a grpc-timeout header: 1 to 8 digits and a unit
+// (H, M, S, m, u, n), per gRPC's HTTP/2 protocol. false when v is not one.
+func ParseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v)-1; i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return time.Duration(n) * unit, true
+}
+
+// FormatGRPCTimeout writes d as a grpc-timeout header in milliseconds, or
+// the coarsest unit that keeps it within 8 digits, as Envoy's
+// Grpc::Common::toGrpcTimeout.
+func FormatGRPCTimeout(d time.Duration) string {
+	const maxValue = 99999999
+	v := int64(d / time.Millisecond)
+	if v == 0 && d > 0 {
+		v = 1 // 0 would mean no time at all
+	}
+	units := [...]struct {
+		div  int64
+		name byte
+	}{{1, 'm'}, {1000, 'S'}, {60, 'M'}, {60, 'H'}}
+	u := 0
+	for v > maxValue && u < len(units)-1 {
+		u++
+		v /= units[u].div
+	}
+	if v > maxValue {
+		v = maxValue
+	}
+	return strconv.FormatInt(v, 10) + string(units[u].name)
 }
 
 // RetryPolicy is envoy.config.route.v3.RetryPolicy.

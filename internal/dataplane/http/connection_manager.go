@@ -605,9 +605,18 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span,
 	probe *upstreamProbe) (abort bool) {
 	ctx := r.Context()
-	if route.Timeout > 0 {
+	timeout := route.Timeout
+	grpcTimeout := route.GRPCTimeout != nil && filter.IsGRPC(r.Header)
+	if grpcTimeout {
+		var hv string
+		if v := r.Header["Grpc-Timeout"]; len(v) > 0 {
+			hv = v[0]
+		}
+		timeout = route.GRPCTimeout.Final(hv)
+	}
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, route.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	// An upgrade the listener and route allow (serve refused the others):
@@ -620,6 +629,17 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		return false
 	}
 	prepareRequestHeaders(r.Header, r.TLS != nil)
+	if grpcTimeout {
+		// As Envoy, tell the upstream the time it has: the per-try
+		// timeout when the route has one, else the request's.
+		expected := timeout
+		if rp := route.Retry; rp != nil && rp.PerTryTimeout > 0 {
+			expected = rp.PerTryTimeout
+		}
+		if expected > 0 {
+			r.Header["Grpc-Timeout"] = []string{config.FormatGRPCTimeout(expected)}
+		}
+	}
 	if upgrade != "" {
 		r.Header["Connection"] = []string{"Upgrade"}
 		r.Header["Upgrade"] = []string{upgrade}
