@@ -431,7 +431,7 @@ func (m *meshView) configErrorsAbout(refs []ConfigRef, host string) []string {
 	for _, e := range m.errs {
 		about := host != "" && strings.Contains(e.Error(), host)
 		switch e.Key.Kind {
-		case config.KindVirtualService, config.KindDestinationRule, config.KindServiceEntry:
+		case config.KindVirtualService, config.KindDestinationRule, config.KindServiceEntry, config.KindService:
 			about = about || (host != "" && e.Key.Name == name && e.Key.Namespace == ns)
 		}
 		for _, r := range refs {
