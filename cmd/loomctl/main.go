@@ -102,6 +102,15 @@ func newRootCmd() *cobra.Command {
 	fileFlag(validate)
 	validate.Flags().BoolVar(&offline, "offline", false, "validate the files together without asking loomd")
 
+	analyze := &cobra.Command{
+		Use:   "analyze -f FILE...",
+		Short: "Analyze Istio resources offline and print Istio's analyzer messages (IST0118 ...)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return loomctl.AnalyzeCommand(files, cmd.OutOrStdout())
+		},
+	}
+	fileFlag(analyze)
+
 	proxyStatus := &cobra.Command{
 		Use:     "proxy-status",
 		Aliases: []string{"ps"},
@@ -199,6 +208,6 @@ func newRootCmd() *cobra.Command {
 	demoCmd.Flags().StringVar(&demo.NetnsPrefix, "netns-prefix", local.DefaultNetnsPrefix,
 		"prefix of the namespaces, veths and bridge (--interception redirect); leftovers with it are removed at start")
 
-	root.AddCommand(apply, del, validate, proxyStatus, dashboardCmd, demoCmd, tokenCmd)
+	root.AddCommand(apply, del, validate, analyze, proxyStatus, dashboardCmd, demoCmd, tokenCmd)
 	return root
 }

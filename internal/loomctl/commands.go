@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/loom-mesh/loom/internal/controlplane/analysis"
+	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
 )
 
 // ErrReported is returned by the command functions when they have already
@@ -83,6 +87,43 @@ func ValidateCommand(paths []string, out io.Writer) error {
 		return ErrReported
 	}
 	fmt.Fprintf(out, "✔ %d resources valid\n", n)
+	return nil
+}
+
+// AnalyzeCommand runs Loom's analyzers (package analysis) over the files,
+// offline, as istioctl analyze -f does, and prints each message in
+// istioctl's form ("Info [IST0118] (Service default/web f.yaml:3) ...").
+// Resources that do not decode or validate are printed first, as
+// validate prints them, and left out of the analysis. It returns
+// ErrReported when any of those or an Error-level message was printed.
+func AnalyzeCommand(paths []string, out io.Writer) error {
+	rs, problems, err := decodeFiles(paths)
+	if err != nil {
+		return err
+	}
+	var valid []*config.Resource
+	for _, r := range rs {
+		if errs := validation.Validate(r); len(errs) > 0 {
+			problems = append(problems, errs...)
+			continue
+		}
+		valid = append(valid, r)
+	}
+	for _, p := range problems {
+		fmt.Fprintln(out, p.Error())
+	}
+	failed := len(problems) > 0
+	msgs := analysis.Analyze(config.NewSnapshot(0, valid))
+	for _, m := range msgs {
+		fmt.Fprintln(out, m.String())
+		failed = failed || m.Level == analysis.Error
+	}
+	if failed {
+		return ErrReported
+	}
+	if len(msgs) == 0 {
+		fmt.Fprintf(out, "✔ No validation issues found when analyzing %d resources.\n", len(valid))
+	}
 	return nil
 }
 

@@ -59,20 +59,31 @@ func ExpandFiles(paths []string) ([]string, error) {
 // files. It returns how many resources were read and every problem found,
 // decode problems first; err is only for files it cannot read.
 func ValidateFiles(paths []string) (n int, problems config.Errors, err error) {
-	files, err := ExpandFiles(paths)
+	all, problems, err := decodeFiles(paths)
 	if err != nil {
 		return 0, nil, err
 	}
+	problems = append(problems, validation.ValidateAll(all)...)
+	return len(all), problems, nil
+}
+
+// decodeFiles decodes the files (see ExpandFiles): the resources read and
+// the decode problems; err is only for files it cannot read.
+func decodeFiles(paths []string) ([]*config.Resource, config.Errors, error) {
+	files, err := ExpandFiles(paths)
+	if err != nil {
+		return nil, nil, err
+	}
 	var all []*config.Resource
+	var problems config.Errors
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return 0, nil, fmt.Errorf("read %s: %w", f, err)
+			return nil, nil, fmt.Errorf("read %s: %w", f, err)
 		}
 		rs, errs := config.Decode(f, data)
 		all = append(all, rs...)
 		problems = append(problems, errs...)
 	}
-	problems = append(problems, validation.ValidateAll(all)...)
-	return len(all), problems, nil
+	return all, problems, nil
 }
