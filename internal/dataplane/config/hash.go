@@ -166,7 +166,7 @@ func (r *Route) RequestHash(req *http.Request, downstreamIP string) (hash uint64
 			}
 		case HashSourceIP:
 			if downstreamIP != "" {
-				h, got = XXHash64(downstreamIP, 0), true
+				h, got = sourceIPHash(downstreamIP), true
 			}
 		case HashQueryParameter:
 			var v string
@@ -184,6 +184,11 @@ func (r *Route) RequestHash(req *http.Request, downstreamIP string) (hash uint64
 	}
 	return hash, ok, setCookie
 }
+
+// sourceIPHash is the key of a connection_properties.source_ip (HTTP) or
+// source_ip (tcp_proxy) hash policy: XXHash64 of the client's IP address
+// as text without port, as Envoy hashes Address::Ip::addressAsString().
+func sourceIPHash(ip string) uint64 { return XXHash64(ip, 0) }
 
 // headerHash hashes the values of header name, sorted so that their order
 // does not matter, as one concatenated key (Envoy's HeaderHashMethod).

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 )
 
 // TCPProxyFilterName is the network filter a TCP listener's filter chain
@@ -36,6 +37,10 @@ type TCPProxy struct {
 	// connectionPool.tcp.maxConnectionDuration); the access log shows
 	// response flag DT. 0: no limit.
 	MaxDownstreamConnectionDuration time.Duration
+	// HashSourceIP is TcpProxy.hash_policy [{source_ip: {}}] (Istio's
+	// consistentHash useSourceIp on a TCP port): a RING_HASH or MAGLEV
+	// cluster places the connection by the client's IP (ConnectionHash).
+	HashSourceIP bool
 
 	// route carries Clusters for Route.Pick, so that TCP connections are
 	// spread by the same golden-ratio sequence as HTTP requests.
@@ -47,6 +52,21 @@ type TCPProxy struct {
 // Route.Pick (shares hold over every window of connections). Safe for
 // concurrent use; it allocates nothing.
 func (p *TCPProxy) Pick() string { return p.route.Pick() }
+
+// ConnectionHash is the hash of a downstream connection from downstreamIP
+// (the client's IP address as text, no port; "" when unknown) for RING_HASH
+// and MAGLEV clusters: with HashSourceIP, XXHash64 of the IP's text, as
+// Envoy's tcp_proxy source_ip hash method and the same key HTTP's
+// connection_properties.source_ip hashes (Route.RequestHash), so a client
+// lands on the same endpoint over TCP and HTTP. ok is false without a hash
+// policy or an IP: the balancer then picks at random, as Envoy's does.
+// Pure; it allocates nothing.
+func (p *TCPProxy) ConnectionHash(downstreamIP string) (hash uint64, ok bool) {
+	if !p.HashSourceIP || downstreamIP == "" {
+		return 0, false
+	}
+	return sourceIPHash(downstreamIP), true
+}
 
 // buildTCPProxy validates a TcpProxy. Fields that would change behaviour
 // and that this version does not implement are refused; access_log is
@@ -111,8 +131,6 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 		return nil, verr("max_connect_attempts", strconv.FormatUint(uint64(tp.GetMaxConnectAttempts().GetValue()), 10), "must be 1 (connect retries are not supported)")
 	case tp.GetBackoffOptions() != nil:
 		return nil, ferr("backoff_options", "not supported")
-	case len(tp.GetHashPolicy()) > 0:
-		return nil, ferr("hash_policy", "not supported")
 	case tp.GetTunnelingConfig() != nil:
 		return nil, ferr("tunneling_config", "not supported")
 	case tp.GetMaxDownstreamConnectionDurationJitterPercentage() != nil:
@@ -122,6 +140,9 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 	case tp.GetUpstreamConnectMode() != tcpv3.UpstreamConnectMode_IMMEDIATE:
 		return nil, verr("upstream_connect_mode", tp.GetUpstreamConnectMode().String(), "must be IMMEDIATE")
 	}
+	if p.HashSourceIP, err = buildTCPHashPolicy(tp.GetHashPolicy()); err != nil {
+		return nil, err
+	}
 	if err := envoyValidate(tp); err != nil {
 		return nil, ferr("", "%v", err)
 	}
@@ -130,4 +151,25 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 		p.route.picks = new(atomic.Uint64)
 	}
 	return p, nil
+}
+
+// buildTCPHashPolicy parses TcpProxy.hash_policy (envoy.type.v3.HashPolicy,
+// at most one, as Envoy's validation says): source_ip gives sourceIP true;
+// filter_state is refused.
+func buildTCPHashPolicy(hps []*typev3.HashPolicy) (sourceIP bool, err error) {
+	if len(hps) > 1 {
+		return false, ferr("hash_policy", "must hold at most 1 policy, has %d", len(hps))
+	}
+	for i, hp := range hps {
+		path := idx("hash_policy", i)
+		switch hp.GetPolicySpecifier().(type) {
+		case *typev3.HashPolicy_SourceIp_:
+			sourceIP = true
+		case *typev3.HashPolicy_FilterState_:
+			return false, ferr(path+".filter_state", "not supported")
+		default:
+			return false, ferr(path+".policy_specifier", "must be source_ip")
+		}
+	}
+	return sourceIP, nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -40,6 +41,12 @@ func weighted(ws ...*tcpv3.TcpProxy_WeightedCluster_ClusterWeight) *tcpv3.TcpPro
 	return &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{Clusters: ws}}
 }
 
+// sourceIPHashPolicy is the tcp_proxy hash_policy Istio writes for
+// consistentHash useSourceIp.
+func sourceIPHashPolicy() []*typev3.HashPolicy {
+	return []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+}
+
 func TestBuildTCPProxy(t *testing.T) {
 	tests := []struct {
 		name string
@@ -63,6 +70,10 @@ func TestBuildTCPProxy(t *testing.T) {
 				ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"}},
 			&TCPProxy{StatPrefix: "s", Clusters: []WeightedCluster{{Name: "a", Weight: 1}}, TotalWeight: 1, IdleTimeout: time.Hour,
 				MaxDownstreamConnectionDuration: 90 * time.Second}},
+		{"hash_policy source_ip (Istio's useSourceIp)",
+			&tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"}, HashPolicy: sourceIPHashPolicy()},
+			&TCPProxy{StatPrefix: "s", Clusters: []WeightedCluster{{Name: "a", Weight: 1}}, TotalWeight: 1, IdleTimeout: time.Hour,
+				HashSourceIP: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +119,13 @@ func TestBuildTCPProxyErrors(t *testing.T) {
 		{"max_downstream_connection_duration under 1ms", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one,
 			MaxDownstreamConnectionDuration: durationpb.New(time.Microsecond)},
 			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.max_downstream_connection_duration = "1µs": must be at least 1ms`},
+		{"hash_policy filter_state", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, HashPolicy: []*typev3.HashPolicy{{
+			PolicySpecifier: &typev3.HashPolicy_FilterState_{FilterState: &typev3.HashPolicy_FilterState{Key: "k"}}}}},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.hash_policy[0].filter_state: not supported`},
+		{"hash_policy without policy", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, HashPolicy: []*typev3.HashPolicy{{}}},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.hash_policy[0].policy_specifier: must be source_ip`},
+		{"two hash policies", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one, HashPolicy: append(sourceIPHashPolicy(), sourceIPHashPolicy()...)},
+			`listener "0.0.0.0_9000": filter_chains[0].filters[0].typed_config.hash_policy: must hold at most 1 policy, has 2`},
 		{"max_downstream_connection_duration jitter", &tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: one,
 			MaxDownstreamConnectionDuration:                 durationpb.New(time.Second),
 			MaxDownstreamConnectionDurationJitterPercentage: &typev3.Percent{Value: 10}},
@@ -152,5 +170,36 @@ func TestTCPProxyPick(t *testing.T) {
 	}
 	if p := single.Pick(); p != "only" {
 		t.Errorf("single cluster Pick() = %q", p)
+	}
+}
+
+// TestTCPProxyConnectionHash checks that source_ip hashes the client's IP
+// as Envoy does (XXHash64 of its text), the same key as an HTTP route's
+// connection_properties.source_ip, and nothing without the policy or an IP.
+func TestTCPProxyConnectionHash(t *testing.T) {
+	hashed, err := buildTCPProxy(&tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"},
+		HashPolicy: sourceIPHashPolicy()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := buildTCPProxy(&tcpv3.TcpProxy{StatPrefix: "s", ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpRoute := &Route{HashPolicies: []HashPolicy{{Kind: HashSourceIP}}}
+	for _, ip := range []string{"10.0.0.9", "127.0.0.2", "fd00::1"} {
+		h, ok := hashed.ConnectionHash(ip)
+		if !ok || h != XXHash64(ip, 0) {
+			t.Errorf("ConnectionHash(%q) = %#x, %v; want %#x, true", ip, h, ok, XXHash64(ip, 0))
+		}
+		if hh, _, _ := httpRoute.RequestHash(httptest.NewRequest("GET", "/", nil), ip); hh != h {
+			t.Errorf("ConnectionHash(%q) = %#x, HTTP source_ip hash %#x: want the same", ip, h, hh)
+		}
+		if _, ok := plain.ConnectionHash(ip); ok {
+			t.Errorf("ConnectionHash(%q) without hash_policy: ok, want none", ip)
+		}
+	}
+	if _, ok := hashed.ConnectionHash(""); ok {
+		t.Error(`ConnectionHash("") ok, want none without an IP`)
 	}
 }

@@ -90,7 +90,9 @@ func New(opts Options) (*Proxy, error) {
 // connect_timeout over the endpoint's transport socket (TLS origination
 // when the cluster's transport_socket_matches say so) and copies bytes
 // both ways. ctx carries the connection's facts (filter.ConnectionFrom):
-// an ORIGINAL_DST cluster connects to its original destination. When one
+// an ORIGINAL_DST cluster connects to its original destination. With
+// hash_policy source_ip, a RING_HASH or MAGLEV cluster picks the endpoint
+// by the hash of down's remote IP (TCPProxy.ConnectionHash). When one
 // side ends its stream the other side is half-closed (CloseWrite) and the
 // copy the other way goes on; the connection ends when both are done, on
 // an error of either side, when idle_timeout passes with no byte moved
@@ -156,6 +158,9 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	var pick upstream.PickOptions
 	if conn != nil && conn.OriginalDst {
 		pick.Destination = conn.Destination
+	}
+	if tp.HashSourceIP {
+		pick.Hash, pick.HasHash = tp.ConnectionHash(remoteIP(down))
 	}
 	h, err := p.opts.Clusters.Pick(c, pick)
 	switch {
@@ -330,4 +335,19 @@ type (
 func (b *bridge) closeBoth() {
 	_ = b.down.Close()
 	_ = b.up.Close()
+}
+
+// remoteIP is the IP of down's peer as text without port (the key of
+// hash_policy source_ip, as the HTTP connection manager takes it from
+// RemoteAddr), or "" when the address has none.
+func remoteIP(down net.Conn) string {
+	a := down.RemoteAddr()
+	if a == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return ""
+	}
+	return host
 }

@@ -19,6 +19,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -498,6 +499,57 @@ func TestWeightedClusters(t *testing.T) {
 	}
 	if got["one x"] != 8 || got["two x"] != 2 {
 		t.Errorf("answers of 10 connections: %v, want 8 \"one x\" and 2 \"two x\"", got)
+	}
+}
+
+// TestHashPolicySourceIP checks Istio's consistentHash useSourceIp on a TCP
+// port: a tcp_proxy with hash_policy source_ip in front of a RING_HASH
+// cluster of three backends sends every connection from one client IP to
+// one backend, whatever its source port, and clients of different IPs
+// (127.0.0.x, bound as the client's local address) spread over the
+// backends.
+func TestHashPolicySourceIP(t *testing.T) {
+	backends := []string{server(t, echo("b0 ")), server(t, echo("b1 ")), server(t, echo("b2 "))}
+	ring := func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_RING_HASH }
+	tp := oneCluster("tcp-echo")
+	tp.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+	h := start(t, tp, cluster(t, "tcp-echo", ring, backends...))
+
+	// answer opens a connection from ip and returns the backend's prefix.
+	answer := func(ip string) string {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatalf("dial from %s: %v", ip, err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "x"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, err := io.ReadAll(c)
+		if err != nil || !strings.HasSuffix(string(b), " x") {
+			t.Fatalf("connection from %s: read %q, %v; want a backend's echo", ip, b, err)
+		}
+		return strings.TrimSuffix(string(b), " x")
+	}
+	const ips, perIP = 12, 6
+	seen := map[string]int{}
+	for i := range ips {
+		ip := "127.0.0." + strconv.Itoa(10+i)
+		first := answer(ip)
+		for range perIP - 1 {
+			if got := answer(ip); got != first {
+				t.Fatalf("connections from %s reached %s and %s, want one backend", ip, first, got)
+			}
+		}
+		seen[first]++
+	}
+	// 12 IPs all on one of 3 backends by chance: under 1 in 10^5.
+	if len(seen) < 2 {
+		t.Errorf("clients of %d IPs reached backends %v, want them spread", ips, seen)
 	}
 }
 
