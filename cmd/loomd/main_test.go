@@ -437,7 +437,7 @@ func TestServesTLSPort(t *testing.T) {
 	}
 }
 
-// badVirtualService fails validation: weights sum to 60.
+// badVirtualService fails validation: a negative weight.
 const badVirtualService = `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: default}
@@ -445,7 +445,7 @@ spec:
   hosts: [reviews]
   http:
   - route:
-    - {destination: {host: reviews}, weight: 60}
+    - {destination: {host: reviews}, weight: -60}
 `
 
 // TestControlPlaneMetrics: after real xDS activity, config admissions

@@ -109,7 +109,7 @@ func fakeLoomd(t *testing.T) (*httptest.Server, *[]string) {
 		if strings.Contains(string(body), "bad") {
 			w.Header().Set("Content-Type", "text/plain")
 			w.WriteHeader(http.StatusBadRequest)
-			io.WriteString(w, src+":3: VirtualService default/reviews: spec.http[0].route: weights sum to 90, must be 100\n")
+			io.WriteString(w, src+":3: VirtualService default/reviews: spec.http[0].route[1].weight: Invalid value: -30: must not be negative\n")
 			return
 		}
 		io.WriteString(w, `{"results":[{"key":"VirtualService default/reviews","action":"configured"},{"key":"DestinationRule default/reviews","action":"created"}]}`)
@@ -140,7 +140,7 @@ func TestApplyFiles(t *testing.T) {
 	if diff := cmp.Diff(wantOut, out.String()); diff != "" {
 		t.Errorf("stdout (-want +got):\n%s", diff)
 	}
-	wantErr := bad + ":3: VirtualService default/reviews: spec.http[0].route: weights sum to 90, must be 100\n"
+	wantErr := bad + ":3: VirtualService default/reviews: spec.http[0].route[1].weight: Invalid value: -30: must not be negative\n"
 	if diff := cmp.Diff(wantErr, errOut.String()); diff != "" {
 		t.Errorf("stderr (-want +got):\n%s", diff)
 	}

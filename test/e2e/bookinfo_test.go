@@ -165,8 +165,8 @@ func TestBookinfo(t *testing.T) {
 	})
 }
 
-// badReviewsVS has two errors: a regex that does not compile and weights
-// that sum to 90.
+// badReviewsVS has two errors: a regex that does not compile and a
+// negative weight.
 const badReviewsVS = `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -186,7 +186,7 @@ spec:
     - destination:
         host: reviews
         subset: v3
-      weight: 30
+      weight: -30
 `
 
 func sample(name string) string { return filepath.Join(samplesDir, name) }

@@ -3,6 +3,7 @@ package validation
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -638,24 +639,27 @@ func (c *checker) routeDestinations(p string, rs []*networking.RouteDestination)
 	c.weights(p, weights)
 }
 
-// weights applies Istio's rule: each weight is 0..100, and when there is
-// more than one destination or any weight is set, they sum to 100.
+// weights applies Istio's rule (validateHTTPRouteDestinations): weights
+// are relative, a destination getting weight/sum of the traffic, so each
+// is at least 0 and, with more than one destination, they must not all be
+// 0. Their sum must also fit Envoy's weighted_clusters (a uint32), which
+// Istio leaves to Envoy to refuse.
 func (c *checker) weights(p string, ws []int32) {
 	var total int64
-	set := false
 	ok := true
 	for i, w := range ws {
-		if w < 0 || w > 100 {
-			c.errf(fmt.Sprintf("%s.route[%d].weight", p, i), "Invalid value: %d: must be between 0 and 100", w)
+		if w < 0 {
+			c.errf(fmt.Sprintf("%s.route[%d].weight", p, i), "Invalid value: %d: must not be negative", w)
 			ok = false
-		}
-		if w != 0 {
-			set = true
 		}
 		total += int64(w)
 	}
-	if ok && (len(ws) > 1 || set) && total != 100 {
-		c.errf(p+".route", "Invalid value: total destination weight %d != 100", total)
+	switch {
+	case !ok:
+	case len(ws) > 1 && total == 0:
+		c.errf(p+".route", "Invalid value: total destination weight = 0")
+	case total > math.MaxUint32:
+		c.errf(p+".route", "Invalid value: total destination weight %d: must be at most %d", total, uint32(math.MaxUint32))
 	}
 }
 

@@ -242,7 +242,7 @@ spec:
 			want: []string{`vs.yaml:1: VirtualService prod/reviews: spec.http[0].match[0].headers[end-user].regex: Invalid value: "(?<=x)y": not an RE2 regular expression: invalid named capture: ` + "`(?<=x)y`"},
 		},
 		{
-			name: "weights 60+30",
+			name: "all weights 0",
 			files: map[string]string{"dr.yaml": drReviews, "vs.yaml": `# comment
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -253,11 +253,10 @@ spec:
   http:
   - route:
     - destination: {host: reviews, subset: v1}
-      weight: 60
+      weight: 0
     - destination: {host: reviews, subset: v2}
-      weight: 30
 `},
-			want: []string{"vs.yaml:2: VirtualService default/reviews: spec.http[0].route: Invalid value: total destination weight 90 != 100"},
+			want: []string{"vs.yaml:2: VirtualService default/reviews: spec.http[0].route: Invalid value: total destination weight = 0"},
 		},
 		{
 			name: "weight out of range",
@@ -267,16 +266,25 @@ metadata:
   name: reviews
 spec:
   hosts: [reviews]
-  http:
+  tcp:
   - route:
     - destination: {host: reviews}
       weight: 150
     - destination: {host: ratings}
       weight: -50
+  tls:
+  - match: [{sniHosts: [reviews]}]
+    route:
+    - destination: {host: reviews}
+      weight: 2147483647
+    - destination: {host: ratings}
+      weight: 2147483647
+    - destination: {host: details}
+      weight: 2147483647
 `},
 			want: []string{
-				"vs.yaml:1: VirtualService default/reviews: spec.http[0].route[0].weight: Invalid value: 150: must be between 0 and 100",
-				"vs.yaml:1: VirtualService default/reviews: spec.http[0].route[1].weight: Invalid value: -50: must be between 0 and 100",
+				"vs.yaml:1: VirtualService default/reviews: spec.tcp[0].route[1].weight: Invalid value: -50: must not be negative",
+				"vs.yaml:1: VirtualService default/reviews: spec.tls[0].route: Invalid value: total destination weight 6442450941: must be at most 4294967295",
 			},
 		},
 		{

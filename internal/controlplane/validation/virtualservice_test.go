@@ -120,7 +120,12 @@ func TestVirtualServiceHTTPRoute(t *testing.T) {
 		{"retries with zero attempts alone disable", "  - retries: {attempts: 0}\n" + route, nil},
 		{"retries gRPC conditions and remote localities", "  - retries: {attempts: 3, retryOn: \"cancelled,deadline-exceeded,internal,resource-exhausted,unavailable\", retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 0.025s}\n" + route, nil},
 		{"weights out of range", "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 120}\n    - {destination: {host: reviews, subset: v2}, weight: -20}\n",
-			[]fieldErr{{"spec.http[0].route[0].weight", "between 0 and 100"}, {"spec.http[0].route[1].weight", "between 0 and 100"}}},
+			[]fieldErr{{"spec.http[0].route[1].weight", "must not be negative"}}},
+		// Weights are relative, as in Istio: 1/1 is an even split,
+		// and one destination may carry any weight.
+		{"relative weights", "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 1}\n    - {destination: {host: reviews, subset: v2}, weight: 1}\n" +
+			"  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 33}\n    - {destination: {host: reviews, subset: v2}, weight: 33}\n    - {destination: {host: reviews, subset: v1}, weight: 33}\n" +
+			"  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 50}\n", nil},
 		{"match fields accepted", `  - match:
     - uri: {prefix: /a}
       scheme: {exact: http}
