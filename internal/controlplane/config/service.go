@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -32,7 +33,17 @@ func decodeService(src Source, obj map[string]any, key Key) (*Resource, error) {
 	if err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) && te.Field != "" {
-			return nil, fail(te.Field, "must be %s, not %s", kubeTypeName(te.Type.String()), te.Value)
+			// encoding/json's path has no list indexes ("spec.ports.port"):
+			// find the value it means in the document to name it fully.
+			field := te.Field
+			if p, ok := indexedPath(obj, strings.Split(te.Field, "."), "", te.Value); ok {
+				field = p
+			}
+			want := kubeTypeName(te.Type)
+			if strings.HasSuffix(te.Field, ".targetPort") {
+				want = "a port number or name" // intstr.IntOrString
+			}
+			return nil, fail(field, "must be %s, not %s", want, te.Value)
 		}
 		return nil, fail("", "%v", err)
 	}
@@ -54,18 +65,83 @@ func decodeService(src Source, obj map[string]any, key Key) (*Resource, error) {
 	}, nil
 }
 
+// indexedPath finds the first value at the dotted path segs of v (lists
+// walked with their indexes) whose JSON kind is what encoding/json's
+// UnmarshalTypeError.Value says ("string", "number 1.5", "object", ...),
+// and returns its path with indexes: "spec.ports[1].port",
+// "spec.selector[app]".
+func indexedPath(v any, segs []string, prefix, jsonValue string) (string, bool) {
+	if len(segs) == 0 {
+		kind, _, _ := strings.Cut(jsonValue, " ")
+		if jsonKind(v) == kind {
+			return prefix, true
+		}
+		switch t := v.(type) {
+		case []any:
+			for i, e := range t {
+				if p, ok := indexedPath(e, nil, fmt.Sprintf("%s[%d]", prefix, i), jsonValue); ok {
+					return p, true
+				}
+			}
+		case map[string]any:
+			for _, k := range sortedKeys(t) {
+				if p, ok := indexedPath(t[k], nil, fmt.Sprintf("%s[%s]", prefix, k), jsonValue); ok {
+					return p, true
+				}
+			}
+		}
+		return "", false
+	}
+	switch t := v.(type) {
+	case []any:
+		for i, e := range t {
+			if p, ok := indexedPath(e, segs, fmt.Sprintf("%s[%d]", prefix, i), jsonValue); ok {
+				return p, true
+			}
+		}
+	case map[string]any:
+		if e, ok := t[segs[0]]; ok {
+			next := segs[0]
+			if prefix != "" {
+				next = prefix + "." + segs[0]
+			}
+			return indexedPath(e, segs[1:], next, jsonValue)
+		}
+	}
+	return "", false
+}
+
+// jsonKind is the JSON kind of a decoded YAML value, in encoding/json's
+// words.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case string:
+		return "string"
+	case bool:
+		return "bool"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	case nil:
+		return "null"
+	}
+	return "number"
+}
+
 // kubeTypeName names a Go type of k8s.io/api in a schema's words.
-func kubeTypeName(t string) string {
-	switch {
-	case strings.HasPrefix(t, "int"), strings.HasPrefix(t, "uint"):
+func kubeTypeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return "an integer"
-	case t == "string", strings.HasSuffix(t, "Protocol"), strings.HasSuffix(t, "Type"):
+	case reflect.String:
 		return "a string"
-	case t == "bool":
+	case reflect.Bool:
 		return "a boolean"
-	case strings.HasPrefix(t, "map["):
+	case reflect.Map:
 		return "a map"
-	case strings.HasPrefix(t, "[]"):
+	case reflect.Slice, reflect.Array:
 		return "a list"
 	}
 	return "an object"

@@ -121,8 +121,33 @@ status:
 		},
 		{
 			name:    "wrong type",
-			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: eighty}\n",
-			wantErr: "test.yaml:1: Service default/web: spec.ports.port: must be an integer, not string",
+			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80}\n  - {port: eighty}\n",
+			wantErr: "test.yaml:1: Service default/web: spec.ports[1].port: must be an integer, not string",
+		},
+		{
+			name:    "a fraction is no port",
+			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80.5}\n",
+			wantErr: "test.yaml:1: Service default/web: spec.ports[0].port: must be an integer, not number 80.5",
+		},
+		{
+			name:    "wrong type in a string list",
+			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ipFamilies: [IPv4, 6]\n  ports: [{port: 80}]\n",
+			wantErr: "test.yaml:1: Service default/web: spec.ipFamilies[1]: must be a string, not number",
+		},
+		{
+			name:    "a selector value that is no string",
+			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web, version: 2}\n  ports: [{port: 80}]\n",
+			wantErr: "test.yaml:1: Service default/web: spec.selector[version]: must be a string, not number",
+		},
+		{
+			name:    "targetPort neither number nor name",
+			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}, {port: 81, targetPort: true}]\n",
+			wantErr: "test.yaml:1: Service default/web: spec.ports[1].targetPort: must be a port number or name, not bool",
+		},
+		{
+			name:    "ports not a list",
+			in:      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: {port: 80}\n",
+			wantErr: "test.yaml:1: Service default/web: spec.ports: must be a list, not object",
 		},
 		{
 			name:    "wrong apiVersion",
