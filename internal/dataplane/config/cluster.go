@@ -3,6 +3,7 @@ package config
 import (
 	"maps"
 	"math"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,13 @@ type Cluster struct {
 	// (Generation.IstioServiceOf then falls back on the cluster's name).
 	IstioService   istiostats.Service
 	ConnectTimeout time.Duration
+	// UpstreamBind is upstream_bind_config.source_address: the IP address
+	// (canonical form) every connection of the cluster is made from, the
+	// kernel picking the port; "" lets the kernel pick the address too.
+	// Istio binds an inbound cluster to the pod's own IP to 127.0.0.6, the
+	// source its iptables let through to the app and the peer the app
+	// sees.
+	UpstreamBind string
 	// DNSNetwork is the network a STRICT_DNS or LOGICAL_DNS cluster dials
 	// its host names on, from dns_lookup_family: "tcp4" (V4_ONLY), "tcp6"
 	// (V6_ONLY) or "tcp" (AUTO, V4_PREFERRED, ALL). Empty for other types.
@@ -348,6 +356,9 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 	if c.GetConnectTimeout() != nil && rc.ConnectTimeout == 0 {
 		return nil, verr("connect_timeout", "0s", "must be greater than 0")
 	}
+	if rc.UpstreamBind, err = buildUpstreamBind(c.GetUpstreamBindConfig()); err != nil {
+		return nil, err
+	}
 	if err := buildLB(c, rc); err != nil {
 		return nil, err
 	}
@@ -452,6 +463,46 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 		}
 	}
 	return rc, nil
+}
+
+// buildUpstreamBind parses a cluster's upstream_bind_config (Envoy's
+// BindConfig) into the address its connections are made from: "" when b
+// is nil. Only source_address, an IP address with port 0 over TCP, is
+// served; anything else is an error naming the field.
+func buildUpstreamBind(b *corev3.BindConfig) (string, error) {
+	const p = "upstream_bind_config"
+	switch {
+	case b == nil:
+		return "", nil
+	case b.GetFreebind().GetValue():
+		return "", ferr(p+".freebind", "not supported")
+	case len(b.GetSocketOptions()) > 0:
+		return "", ferr(p+".socket_options", "not supported")
+	case len(b.GetExtraSourceAddresses()) > 0:
+		return "", ferr(p+".extra_source_addresses", "not supported")
+	case len(b.GetAdditionalSourceAddresses()) > 0: //nolint:staticcheck // deprecated field still refused.
+		return "", ferr(p+".additional_source_addresses", "not supported")
+	case b.GetLocalAddressSelector() != nil:
+		return "", ferr(p+".local_address_selector", "not supported")
+	}
+	sa := b.GetSourceAddress()
+	if sa == nil {
+		return "", ferr(p+".source_address", "must be set")
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", verr(p+".source_address.protocol", sa.GetProtocol().String(), "must be TCP")
+	}
+	a, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil || a.Zone() != "" {
+		return "", verr(p+".source_address.address", sa.GetAddress(), "must be an IP address")
+	}
+	if sa.GetNamedPort() != "" {
+		return "", ferr(p+".source_address.named_port", "not supported")
+	}
+	if sa.GetPortValue() != 0 {
+		return "", verr(p+".source_address.port_value", strconv.FormatUint(uint64(sa.GetPortValue()), 10), "must be 0 (the kernel picks the source port)")
+	}
+	return a.String(), nil
 }
 
 // buildLB parses c's lb_policy, its policy's lb_config and common_lb_config

@@ -178,3 +178,50 @@ func TestIsPrime(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildClusterUpstreamBind: upstream_bind_config.source_address is the
+// cluster's UpstreamBind (Istio's 127.0.0.6 on inbound clusters); what
+// Loom does not serve of BindConfig is refused, naming the field.
+func TestBuildClusterUpstreamBind(t *testing.T) {
+	src := func(addr string, port uint32) *corev3.BindConfig {
+		return &corev3.BindConfig{SourceAddress: &corev3.SocketAddress{Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}
+	}
+	tests := []struct {
+		name    string
+		bind    *corev3.BindConfig
+		want    string
+		wantErr string
+	}{
+		{"none", nil, "", ""},
+		{"istio inbound", src("127.0.0.6", 0), "127.0.0.6", ""},
+		{"ipv6", src("::6", 0), "::6", ""},
+		{"freebind false", &corev3.BindConfig{SourceAddress: src("127.0.0.6", 0).GetSourceAddress(), Freebind: wrapperspb.Bool(false)}, "127.0.0.6", ""},
+		{"fixed port", src("127.0.0.6", 4000), "", `upstream_bind_config.source_address.port_value = "4000": must be 0 (the kernel picks the source port)`},
+		{"host name", src("localhost", 0), "", `upstream_bind_config.source_address.address = "localhost": must be an IP address`},
+		{"no source address", &corev3.BindConfig{}, "", `upstream_bind_config.source_address: must be set`},
+		{"freebind", &corev3.BindConfig{SourceAddress: src("127.0.0.6", 0).GetSourceAddress(), Freebind: wrapperspb.Bool(true)}, "", `upstream_bind_config.freebind: not supported`},
+		{"udp", &corev3.BindConfig{SourceAddress: &corev3.SocketAddress{Address: "127.0.0.6", Protocol: corev3.SocketAddress_UDP}}, "", `upstream_bind_config.source_address.protocol = "UDP": must be TCP`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := testResources(t)
+			c := testCluster()
+			c.UpstreamBindConfig = tc.bind
+			res.Clusters[0] = c
+			g, err := Build(res, nil)
+			if tc.wantErr != "" {
+				want := `cluster "` + reviewsV1 + `": ` + tc.wantErr
+				if err == nil || err.Error() != want {
+					t.Fatalf("Build error = %v, want %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			if got := g.Clusters[reviewsV1].UpstreamBind; got != tc.want {
+				t.Errorf("UpstreamBind = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -90,7 +91,10 @@ type clusterState struct {
 	name           string
 	rr             atomic.Uint64
 	connectTimeout atomic.Int64 // time.Duration
-	lastSeen       uint64       // epoch; guarded by ClusterManager.mu
+	// bind is the source address of the cluster's connections, its
+	// upstream_bind_config; nil for the kernel's choice.
+	bind     atomic.Pointer[net.TCPAddr]
+	lastSeen uint64 // epoch; guarded by ClusterManager.mu
 
 	lb     lbState     // lb.go
 	pol    policyState // policy.go
@@ -151,6 +155,7 @@ func (m *ClusterManager) Update(gen *config.Generation) {
 			st = m.newState(name)
 		}
 		st.setConnectTimeout(c.ConnectTimeout)
+		st.setBind(c.UpstreamBind)
 		st.updateLB(c)
 		st.updatePolicy(c)
 		st.updateEgress(c)
@@ -281,6 +286,17 @@ func (st *clusterState) setConnectTimeout(d time.Duration) {
 	st.connectTimeout.Store(int64(d))
 }
 
+// setBind makes addr (config.Cluster.UpstreamBind, validated) the source
+// of the cluster's new connections; "" leaves it to the kernel.
+func (st *clusterState) setBind(addr string) {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		st.bind.Store(nil)
+		return
+	}
+	st.bind.Store(&net.TCPAddr{IP: a.AsSlice()})
+}
+
 func (st *clusterState) h2cTransport() *http.Transport {
 	if t := st.h2c.Load(); t != nil {
 		return t
@@ -293,6 +309,9 @@ func (st *clusterState) h2cTransport() *http.Transport {
 
 func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
+	if b := st.bind.Load(); b != nil {
+		d.LocalAddr = b
+	}
 	done := func(error) {}
 	if st.mgr != nil {
 		addr, done = st.mgr.meshEndpoint(addr)

@@ -1,9 +1,12 @@
 package upstream
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -97,5 +100,52 @@ func TestConnectError(t *testing.T) {
 	var ce *ConnectError
 	if !errors.As(err, &ce) {
 		t.Fatalf("RoundTrip err = %v, want a *ConnectError", err)
+	}
+}
+
+// TestUpstreamBind: a cluster's upstream_bind_config address is the
+// source of its connections, HTTP and TCP proxy alike (Istio's inbound
+// clusters to the pod IP dial from 127.0.0.6); a cluster without one
+// leaves the choice to the kernel.
+func TestUpstreamBind(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		_, _ = io.WriteString(w, host)
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	m := New(Options{})
+	defer m.Close()
+	bound := &config.Cluster{Name: "bound", UpstreamBind: "127.0.0.6", Endpoints: []config.Endpoint{{Address: addr}}}
+	plain := &config.Cluster{Name: "plain", Endpoints: []config.Endpoint{{Address: addr}}}
+	m.Update(gen(bound, plain))
+	for _, tc := range []struct {
+		c    *config.Cluster
+		want string
+	}{{bound, "127.0.0.6"}, {plain, "127.0.0.1"}} {
+		h, err := m.Pick(tc.c, PickOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("GET", "http://"+h.Addr+"/", nil)
+		resp, err := h.RT.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: RoundTrip: %v", tc.c.Name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		h.Done(Result{Status: resp.StatusCode})
+		if string(body) != tc.want {
+			t.Errorf("%s: the upstream saw the request from %q, want %q", tc.c.Name, body, tc.want)
+		}
+		// The TCP proxy's dial.
+		c, err := h.Dial(context.Background())
+		if err != nil {
+			t.Fatalf("%s: Dial: %v", tc.c.Name, err)
+		}
+		if got, _, _ := net.SplitHostPort(c.LocalAddr().String()); got != tc.want {
+			t.Errorf("%s: the TCP proxy's connection is from %s, want %s", tc.c.Name, got, tc.want)
+		}
+		c.Close()
 	}
 }
