@@ -9,6 +9,7 @@ import (
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -199,6 +200,66 @@ func TestSidecarTCPMaxConnectionDuration(t *testing.T) {
 			got := tcpProxies(t, mustGenerate(t, tcpPushContext(t, tt.yaml), tcpSidecar("127.0.0.100", tt.labels)))["127.0.0.100_9000"]
 			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
 				t.Errorf("tcp_proxy of port 9000 (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSidecarTCPHashPolicy checks that DestinationRule consistentHash
+// useSourceIp puts hash_policy source_ip on the tcp_proxy, under the
+// conditions of Istio's maybeSetHashPolicy: the top-level policy of the
+// first destination's host, overridden by the subset of a single
+// destination when that subset sets a loadBalancer; weighted clusters read
+// the top-level policy only; portLevelSettings are never read.
+func TestSidecarTCPHashPolicy(t *testing.T) {
+	i := strings.Index(tcpMesh, "apiVersion: networking.istio.io/v1\nkind: DestinationRule")
+	if i < 0 {
+		t.Fatal("tcpMesh has no DestinationRule; update this test")
+	}
+	mesh := func(dr string) string {
+		return tcpMesh[:i] + "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n" +
+			"metadata: {name: tcp-echo-destination, namespace: default}\nspec:\n  host: tcp-echo\n" + dr
+	}
+	vs := func(route string) string {
+		return "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tcp-echo, namespace: default}\n" +
+			"spec:\n  hosts: [tcp-echo]\n  tcp:\n  - route: " + route + "\n"
+	}
+	const (
+		srcIP    = "{loadBalancer: {consistentHash: {useSourceIp: true}}}"
+		subsets  = "  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n"
+		toV1     = "[{destination: {host: tcp-echo, subset: v1}}]"
+		toV2     = "[{destination: {host: tcp-echo, subset: v2}}]"
+		weighted = "[{destination: {host: tcp-echo, subset: v1}, weight: 80}, {destination: {host: tcp-echo, subset: v2}, weight: 20}]"
+	)
+	sourceIP := []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+	tests := []struct {
+		name string
+		yaml string
+		want []*typev3.HashPolicy
+	}{
+		{"service port: top-level useSourceIp", mesh("  trafficPolicy: " + srcIP + "\n"), sourceIP},
+		{"service port: another hash key", mesh("  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}\n"), nil},
+		{"service port: useSourceIp false", mesh("  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: false}}}\n"), nil},
+		{"subset without loadBalancer: top-level", mesh("  trafficPolicy: "+srcIP+"\n"+
+			"  subsets:\n  - {name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {tcp: {maxConnections: 5}}}}\n") + vs(toV1), sourceIP},
+		{"subset simple LB overrides", mesh("  trafficPolicy: "+srcIP+"\n"+
+			"  subsets:\n  - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}\n") + vs(toV1), nil},
+		{"subset's own useSourceIp", mesh("  subsets:\n  - {name: v1, labels: {version: v1}, trafficPolicy: "+srcIP+"}\n") + vs(toV1), sourceIP},
+		{"another subset's useSourceIp", mesh("  subsets:\n  - {name: v1, labels: {version: v1}, trafficPolicy: "+srcIP+"}\n"+
+			"  - {name: v2, labels: {version: v2}}\n") + vs(toV2), nil},
+		{"weighted clusters: top-level", mesh("  trafficPolicy: "+srcIP+"\n"+subsets) + vs(weighted), sourceIP},
+		{"weighted clusters: subsets not read", mesh("  subsets:\n  - {name: v1, labels: {version: v1}, trafficPolicy: "+srcIP+"}\n"+
+			"  - {name: v2, labels: {version: v2}, trafficPolicy: "+srcIP+"}\n") + vs(weighted), nil},
+		{"portLevelSettings not read", mesh("  trafficPolicy: {portLevelSettings: [{port: {number: 9000}, loadBalancer: {consistentHash: {useSourceIp: true}}}]}\n"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tp := tcpProxies(t, mustGenerate(t, tcpPushContext(t, tt.yaml), tcpSidecar("127.0.0.100", nil)))["127.0.0.100_9000"]
+			if tp == nil {
+				t.Fatal("no tcp_proxy on port 9000")
+			}
+			if diff := cmp.Diff(tt.want, tp.GetHashPolicy(), protocmp.Transform()); diff != "" {
+				t.Errorf("hash_policy of port 9000 (-want +got):\n%s", diff)
 			}
 		})
 	}

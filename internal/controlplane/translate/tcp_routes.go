@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -49,7 +50,8 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 // clusters. idle_timeout and max_downstream_connection_duration are the
 // DestinationRule's connectionPool.tcp.idleTimeout and
 // maxConnectionDuration of a single destination, when set (Istio sets
-// neither from a DestinationRule on weighted clusters).
+// neither from a DestinationRule on weighted clusters). hash_policy is
+// source_ip for consistentHash useSourceIp (tcpHashPolicy).
 func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, port uint32, def string) *tcpv3.TcpProxy {
 	var clusters []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight
 	for _, rd := range dests {
@@ -63,6 +65,7 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 		}
 		clusters = append(clusters, &tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: uint32(rd.GetWeight())})
 	}
+	hash := tcpHashPolicy(pc, vsNamespace, dests, def)
 	if len(clusters) > 1 {
 		prefix := def
 		if prefix == "" {
@@ -73,6 +76,7 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 			ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
 				Clusters: clusters,
 			}},
+			HashPolicy: hash,
 		}
 	}
 	name := def
@@ -90,7 +94,42 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 		IdleTimeout:      cloneDuration(tcp.GetIdleTimeout()),
 
 		MaxDownstreamConnectionDuration: cloneDuration(tcp.GetMaxConnectionDuration()),
+		HashPolicy:                      hash,
 	}
+}
+
+// tcpHashPolicy is the tcp_proxy's hash_policy for the destinations dests
+// (def's service when none), as Istio's maybeSetHashPolicy: [source_ip]
+// when the DestinationRule of the first destination's host asks for
+// loadBalancer.consistentHash.useSourceIp, so that a RING_HASH or MAGLEV
+// cluster keeps a client on one endpoint; nil otherwise. With one
+// destination, a subset that sets loadBalancer decides alone (a simple LB,
+// or another hash key, clears it); with several (weighted clusters) only
+// the top-level policy counts. portLevelSettings are not read, as in
+// Istio: a port-level useSourceIp makes the cluster RING_HASH without a
+// hash on the tcp_proxy.
+func tcpHashPolicy(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, def string) []*typev3.HashPolicy {
+	var host, subset string
+	if len(dests) == 0 {
+		_, _, _, host, _ = xdsapi.ParseClusterName(def)
+	} else {
+		host = model.ResolveShortName(dests[0].GetDestination().GetHost(), vsNamespace)
+	}
+	if len(dests) == 1 {
+		subset = dests[0].GetDestination().GetSubset()
+	}
+	dr := pc.DestinationRule(host)
+	if dr == nil {
+		return nil
+	}
+	lb := dr.Spec.GetTrafficPolicy().GetLoadBalancer()
+	if ss := dr.Subset(subset); subset != "" && ss.GetTrafficPolicy().GetLoadBalancer() != nil {
+		lb = ss.GetTrafficPolicy().GetLoadBalancer()
+	}
+	if !lb.GetConsistentHash().GetUseSourceIp() {
+		return nil
+	}
+	return []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
 }
 
 // tcpSettings returns connectionPool.tcp of the DestinationRule traffic
