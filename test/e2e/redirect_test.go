@@ -348,6 +348,22 @@ spec:
   serviceAccount: tcp-echo
 `
 
+// extRangeYAML registers the external server by address range
+// (10.78.0.24/30, resolution NONE) on a TCP port: under REGISTRY_ONLY it
+// admits the range, not every address on port 8000.
+const extRangeYAML = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ext-range
+  namespace: default
+spec:
+  hosts: [ext-range.example]
+  addresses: [10.78.0.24/30]
+  ports: [{number: 8000, name: tcp, protocol: TCP}]
+  resolution: NONE
+  location: MESH_EXTERNAL
+`
+
 // registryOnlyYAML blocks traffic to unknown destinations for the client
 // workload only (Istio's Sidecar outboundTrafficPolicy).
 const registryOnlyYAML = `apiVersion: networking.istio.io/v1
@@ -389,6 +405,11 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 	ext := listenIn(t, extNS, "10.78.0.24:8000")
 	go func() {
 		_ = http.Serve(ext, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "external") }))
+	}()
+	// Another server on the same port, outside extRangeYAML's range.
+	outside := listenIn(t, plainNS, "10.78.0.23:8000")
+	go func() {
+		_ = http.Serve(outside, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "outside") }))
 	}()
 
 	f := filepath.Join(t.TempDir(), "tcp-echo.yaml")
@@ -456,19 +477,20 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 		}
 	})
 
-	get := func() (string, error) {
-		c, err := dialIn(t, clientNS, "10.78.0.24:8000")
+	getFrom := func(addr string) (string, error) {
+		c, err := dialIn(t, clientNS, addr)
 		if err != nil {
 			return "", err
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: 10.78.0.24:8000\r\nConnection: close\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+addr+"\r\nConnection: close\r\n\r\n"); err != nil {
 			return "", err
 		}
 		b, err := io.ReadAll(c)
 		return string(b), err
 	}
+	get := func() (string, error) { return getFrom("10.78.0.24:8000") }
 	t.Run("c: ALLOW_ANY passes through", func(t *testing.T) {
 		body, err := get()
 		if err != nil || !strings.HasSuffix(body, "external") {
@@ -494,6 +516,28 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 		if got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "still"); err != nil || got != "still" {
 			t.Errorf("echo under REGISTRY_ONLY: %q, %v", got, err)
 		}
+	})
+	t.Run("c: under REGISTRY_ONLY a ServiceEntry's address range admits its range only", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "ext-range.yaml")
+		if err := os.WriteFile(f, []byte(extRangeYAML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		applyAt(t, redirectLoomd, f, "serviceentry.networking.istio.io/ext-range ")
+		if !poll(15*time.Second, func() bool { body, _ := get(); return strings.HasSuffix(body, "external") }) {
+			body, err := get()
+			t.Fatalf("GET 10.78.0.24:8000, in the range: %q, %v", body, err)
+		}
+		pollUntil(t, "the client sidecar's log line for the range's cluster", func() bool {
+			return clientProxy.logHas("outbound|8000||ext-range.example", "10.78.0.24:8000")
+		})
+		for i := range 3 {
+			if body, _ := getFrom("10.78.0.23:8000"); strings.Contains(body, "outside") {
+				t.Fatalf("GET %d of 10.78.0.23:8000, outside the range, answered under REGISTRY_ONLY: %q", i, body)
+			}
+		}
+		pollUntil(t, "the client sidecar's BlackHoleCluster log line for the address outside the range", func() bool {
+			return clientProxy.logHas("BlackHoleCluster", "10.78.0.23:8000")
+		})
 	})
 }
 

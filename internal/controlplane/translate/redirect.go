@@ -210,7 +210,8 @@ var proxyPorts = map[uint32]bool{
 }
 
 // serviceVIPs returns the ServiceEntry addresses of svc that are IP
-// addresses, as written; CIDRs get no listener of their own.
+// addresses, as written; CIDRs get no listener of their own
+// (serviceCIDRs).
 func serviceVIPs(svc *registry.Service) []string {
 	var out []string
 	for _, a := range svc.Addresses {
@@ -219,6 +220,53 @@ func serviceVIPs(svc *registry.Service) []string {
 		}
 	}
 	return out
+}
+
+// serviceCIDRs returns the ServiceEntry addresses of svc that are CIDR
+// prefixes ("10.1.0.0/16", as Istio, any address with a "/"): a
+// transparent sidecar matches them with prefix_ranges on 0.0.0.0_PORT.
+func serviceCIDRs(svc *registry.Service) []string {
+	var out []string
+	for _, a := range svc.Addresses {
+		if pfx, err := netip.ParsePrefix(a); err == nil && pfx.Addr().Zone() == "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// outboundTCPListener is a transparent-mode outbound listener name on
+// bind:port (bind_to_port false: virtualOutbound hands connections to
+// it) with chains.
+func outboundTCPListener(name, bind string, port uint32, chains ...*listenerv3.FilterChain) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(bind, port),
+		BindToPort:       wrapperspb.Bool(false),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains:     chains,
+	}
+}
+
+// addChain appends fc to chains unless a chain already has its
+// filter_chain_match (nil and empty alike): the first service or route to
+// claim a match keeps it, as Istio's mergeTCPFilterChains, and Envoy
+// refuses two chains with one match.
+func addChain(chains []*listenerv3.FilterChain, fc *listenerv3.FilterChain) []*listenerv3.FilterChain {
+	m := fc.GetFilterChainMatch()
+	if m == nil {
+		m = &listenerv3.FilterChainMatch{}
+	}
+	for _, c := range chains {
+		cm := c.GetFilterChainMatch()
+		if cm == nil {
+			cm = &listenerv3.FilterChainMatch{}
+		}
+		if proto.Equal(m, cm) {
+			return chains
+		}
+	}
+	return append(chains, fc)
 }
 
 // listenerName is Istio's name of a listener or chain on bind:port,
@@ -235,10 +283,13 @@ func listenerName(bind string, port uint32) string {
 //     connection manager on RDS "PORT" (outboundHTTPRoute, ending with
 //     the allow_any or block_all virtual host);
 //   - per TCP port (as isTCP) of a service, "VIP_PORT" on each of its
-//     virtual IPs, or "0.0.0.0_PORT" for a service without one (the first
-//     in host order, as Istio keeps one service on a conflicting
-//     0.0.0.0_PORT; an HTTP port takes precedence), with a tcp_proxy
-//     routed as tcpRouteProxy;
+//     virtual IPs, with a tcp_proxy routed as tcpRouteProxy; and, for a
+//     service without one or with address ranges, its wildcardTCPChains
+//     on "0.0.0.0_PORT" (the services of a port merged in host order, the
+//     first to claim a match keeping it; an HTTP port takes precedence),
+//     which ends with virtualOutbound's catch-all chain unless a chain
+//     takes every connection, as Istio's
+//     appendListenerFallthroughRouteForCompleteListener;
 //   - per TLS or HTTPS port, the listeners of redirectTLSListeners (tls
 //     routes by SNI), on the names the above leave free.
 //
@@ -275,40 +326,62 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	for _, port := range httpPorts {
 		taken[listenerName(wildcardBind, port)] = true
 	}
+	// wild are the 0.0.0.0_PORT TCP listeners, in the order first met;
+	// the services of a port merge their chains there.
+	wild := map[string]*listenerv3.Listener{}
+	var wildNames []string
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
 			if !isTCP(port.Protocol) || proxyPorts[port.Number] {
 				continue
 			}
-			binds := serviceVIPs(svc)
-			if len(binds) == 0 {
-				binds = []string{wildcardBind}
-			}
-			for _, bind := range binds {
-				name := listenerName(bind, port.Number)
+			vips, cidrs := serviceVIPs(svc), serviceCIDRs(svc)
+			for _, vip := range vips {
+				name := listenerName(vip, port.Number)
 				if taken[name] {
 					continue
 				}
 				taken[name] = true
-				// A VIP listener's connections all go to the VIP; a
-				// wildcard one's destination is not known here.
-				var dst netip.Addr
-				if bind != wildcardBind {
-					dst, _ = netip.ParseAddr(bind)
-				}
-				chain, err := tcpProxyFilterChain("", nil, tcpRouteProxy(pc, p, svc, port.Number, dst))
+				// A VIP listener's connections all go to the VIP.
+				chain, err := tcpProxyFilterChain("", nil, tcpRouteProxy(pc, p, svc, port.Number, netip.MustParseAddr(vip)))
 				if err != nil {
 					return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 				}
-				listeners = append(listeners, &listenerv3.Listener{
-					Name:             name,
-					Address:          socketAddress(bind, port.Number),
-					BindToPort:       wrapperspb.Bool(false),
-					TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-					FilterChains:     []*listenerv3.FilterChain{chain},
-				})
+				listeners = append(listeners, outboundTCPListener(name, vip, port.Number, chain))
+			}
+			if len(vips) > 0 && len(cidrs) == 0 {
+				continue
+			}
+			name := listenerName(wildcardBind, port.Number)
+			l := wild[name]
+			if l == nil {
+				if taken[name] {
+					continue // an HTTP listener has the port
+				}
+				taken[name] = true
+				l = outboundTCPListener(name, wildcardBind, port.Number)
+				wild[name], wildNames = l, append(wildNames, name)
+				listeners = append(listeners, l)
+			}
+			chains, err := wildcardTCPChains(pc, p, svc, port.Number, cidrs)
+			if err != nil {
+				return nil, nil, fmt.Errorf("listener %q: %w", name, err)
+			}
+			for _, fc := range chains {
+				l.FilterChains = addChain(l.FilterChains, fc)
 			}
 		}
+	}
+	for _, name := range wildNames {
+		l := wild[name]
+		if slices.ContainsFunc(l.FilterChains, matchesAll) {
+			continue
+		}
+		catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
+		if err != nil {
+			return nil, nil, fmt.Errorf("listener %q: %w", name, err)
+		}
+		l.FilterChains = append(l.FilterChains, catchAll)
 	}
 	tls, err := redirectTLSListeners(pc, p, mesh, taken)
 	if err != nil {

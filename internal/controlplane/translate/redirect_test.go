@@ -63,7 +63,7 @@ func simulateConn(t *testing.T, r *Resources, entry string, c conn) string {
 			l = h
 		}
 	}
-	fc := selectChain(l, dst.Port(), c.http != "", c.sni)
+	fc := selectChain(l, dst, c.http != "", c.sni)
 	if fc == nil {
 		return l.GetName() + "/no chain"
 	}
@@ -102,12 +102,14 @@ func simulateConn(t *testing.T, r *Resources, entry string, c conn) string {
 }
 
 // selectChain is Envoy's filter chain selection on the fields transparent
-// mode sets: destination port, then server names (sni; an exact name
+// mode sets: destination port, then destination IP (prefix_ranges, the
+// longest range containing it), then server names (sni; an exact name
 // before a wildcard), then transport protocol (tls when sni is set, else
 // raw_buffer), then application protocols ("http/1.1" when http), keeping
 // at each step the chains that match most specifically; the default
 // chain when none is left. It fails t on any other match field.
-func selectChain(l *listenerv3.Listener, port uint16, http bool, sni string) *listenerv3.FilterChain {
+func selectChain(l *listenerv3.Listener, dst netip.AddrPort, http bool, sni string) *listenerv3.FilterChain {
+	port := dst.Port()
 	cand := slices.Clone(l.GetFilterChains())
 	transport := rawBufferTransport
 	if sni != "" {
@@ -122,6 +124,23 @@ func selectChain(l *listenerv3.Listener, port uint16, http bool, sni string) *li
 				return 1
 			}
 			return -1
+		},
+		func(m *listenerv3.FilterChainMatch) int {
+			if len(m.GetPrefixRanges()) == 0 {
+				return 0
+			}
+			best := -1
+			for _, r := range m.GetPrefixRanges() {
+				pfx, err := netip.ParseAddr(r.GetAddressPrefix())
+				if err != nil {
+					panic(err)
+				}
+				bits := int(r.GetPrefixLen().GetValue())
+				if p, err := pfx.Prefix(bits); err == nil && p.Contains(dst.Addr()) {
+					best = max(best, bits+1)
+				}
+			}
+			return best
 		},
 		func(m *listenerv3.FilterChainMatch) int {
 			names := m.GetServerNames()

@@ -2,10 +2,10 @@ package translate
 
 import (
 	"net/netip"
-
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -39,6 +39,68 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 		}
 	}
 	return tcpProxyFor(pc, vsNamespace, dests, port, def)
+}
+
+// wildcardTCPChains returns the chains of svc on a transparent sidecar's
+// 0.0.0.0_PORT listener, where a connection's destination is known only
+// to the listener, as Istio's buildSidecarOutboundTCPFilterChainOpts:
+// cidrs (the service's address ranges; none for a service without
+// addresses) are the prefix_ranges of its chains. With a VirtualService
+// for the host bound to the mesh, each tcp route in order: one without
+// match, or with an applying match (tcpMatchApplies) without
+// destinationSubnets, is a chain on cidrs and the last; the applying
+// matches' destinationSubnets otherwise are one chain on those subnets.
+// Unless a route took every connection, or its subnets are cidrs, the
+// last chain on cidrs goes to "outbound|PORT||HOST". Chains are unnamed
+// and carry tcpProxyFor's tcp_proxy.
+func wildcardTCPChains(pc *model.PushContext, p *model.Proxy, svc *registry.Service, port uint32, cidrs []string) ([]*listenerv3.FilterChain, error) {
+	match := func(subnets []string) *listenerv3.FilterChainMatch {
+		if ranges := cidrRanges(subnets); len(ranges) > 0 {
+			return &listenerv3.FilterChainMatch{PrefixRanges: ranges}
+		}
+		return nil
+	}
+	var out []*listenerv3.FilterChain
+	add := func(subnets []string, tp *tcpv3.TcpProxy) error {
+		fc, err := tcpProxyFilterChain("", match(subnets), tp)
+		if err == nil {
+			out = addChain(out, fc)
+		}
+		return err
+	}
+	def := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
+	defaultAdded := false
+	if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
+		for _, tr := range vs.Spec.GetTcp() {
+			all := len(tr.GetMatch()) == 0
+			var subnets []string
+			for _, m := range tr.GetMatch() {
+				if !tcpMatchApplies(m, p, vs.Namespace, port, netip.Addr{}) {
+					continue
+				}
+				if len(m.GetDestinationSubnets()) == 0 {
+					all = true
+					break
+				}
+				subnets = append(subnets, m.GetDestinationSubnets()...)
+			}
+			tp := tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, def)
+			if all {
+				return out, add(cidrs, tp)
+			}
+			if len(subnets) == 0 {
+				continue
+			}
+			if err := add(subnets, tp); err != nil {
+				return nil, err
+			}
+			defaultAdded = defaultAdded || slices.Equal(slices.Sorted(slices.Values(subnets)), slices.Sorted(slices.Values(cidrs)))
+		}
+	}
+	if defaultAdded {
+		return out, nil
+	}
+	return out, add(cidrs, tcpProxyFor(pc, "", nil, port, def))
 }
 
 // tcpProxyFor is the tcp_proxy to the destinations dests of a tcp or tls
@@ -177,8 +239,11 @@ func tcpRouteApplies(tr *networking.TCPRoute, p *model.Proxy, vsNamespace string
 // the proxy's labels and sourceNamespace equal its namespace; gateways,
 // when set, must include "mesh". destinationSubnets is Envoy's
 // filter_chain_match.prefix_ranges, which match the connection's
-// destination address: in explicit mode that is always the sidecar's own
-// IP, so the match applies when a subnet contains p.IP. sourceSubnet
+// destination address dst: in explicit mode that is always the sidecar's
+// own IP, so the match applies when a subnet contains p.IP; on a listener
+// of a virtual IP it is that IP. An invalid dst (a transparent sidecar's
+// 0.0.0.0_PORT, where only the connection knows it) leaves
+// destinationSubnets to the chain's prefix_ranges. sourceSubnet
 // (source_prefix_ranges) likewise matches the client app's address, which
 // in explicit mode is the sidecar's IP too.
 func tcpMatchApplies(m *networking.L4MatchAttributes, p *model.Proxy, vsNamespace string, port uint32, dst netip.Addr) bool {
@@ -200,8 +265,8 @@ func tcpMatchApplies(m *networking.L4MatchAttributes, p *model.Proxy, vsNamespac
 	if err != nil {
 		return false
 	}
-	if subnets := m.GetDestinationSubnets(); len(subnets) > 0 && !slices.ContainsFunc(subnets, func(s string) bool {
-		return dst.IsValid() && prefixContains(s, dst)
+	if subnets := m.GetDestinationSubnets(); len(subnets) > 0 && dst.IsValid() && !slices.ContainsFunc(subnets, func(s string) bool {
+		return prefixContains(s, dst)
 	}) {
 		return false
 	}

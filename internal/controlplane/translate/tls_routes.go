@@ -35,7 +35,9 @@ func isTLS(p registry.Protocol) bool { return p == registry.TLS || p == registry
 // tell services apart) or any connection (a listener on the service's own
 // virtual IP). A server name goes to the first chain that claims it. dst
 // is the destination address a connection on this listener has (the
-// sidecar's own IP in explicit mode, the VIP, or invalid when unknown).
+// sidecar's own IP in explicit mode, the VIP, or invalid when unknown:
+// then destinationSubnets, and a service's address ranges, become the
+// chains' prefix_ranges).
 func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs []*registry.Service, dst netip.Addr, sniDefault bool) ([]*listenerv3.FilterChain, error) {
 	var claims sniClaims
 	var out []*listenerv3.FilterChain
@@ -67,7 +69,7 @@ func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs [
 					}
 				}
 				match := sniMatch(names)
-				if ranges := cidrRanges(m.GetDestinationSubnets()); len(ranges) > 0 && dst.IsValid() {
+				if ranges := cidrRanges(m.GetDestinationSubnets()); len(ranges) > 0 {
 					if match == nil {
 						match = &listenerv3.FilterChainMatch{}
 					}
@@ -95,7 +97,16 @@ func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs [
 			continue
 		}
 		cluster := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
-		chain, err := tcpProxyChain(cluster, sniMatch(names), cluster)
+		match := sniMatch(names)
+		if ranges := cidrRanges(serviceCIDRs(svc)); len(ranges) > 0 && !dst.IsValid() {
+			// A range of a service on 0.0.0.0_PORT narrows its chain
+			// to the range, as Istio's destinationCIDRs.
+			if match == nil {
+				match = &listenerv3.FilterChainMatch{}
+			}
+			match.PrefixRanges = ranges
+		}
+		chain, err := tcpProxyChain(cluster, match, cluster)
 		if err != nil {
 			return nil, err
 		}
@@ -197,9 +208,10 @@ func sidecarTLSListeners(pc *model.PushContext, p *model.Proxy, taken map[uint32
 //     sidecarTLSChains for that service alone (tls routes by sniHosts,
 //     else any connection to the service's cluster), destinationSubnets
 //     evaluated against the VIP;
-//   - "0.0.0.0_PORT" for the services without one: their chains matching
-//     by SNI (the host name of a service no tls route covers, the
-//     sniHosts of a route), then, unless a chain already matches every
+//   - "0.0.0.0_PORT" for the services without one, or with address
+//     ranges: their chains matching by SNI (the host name of a service no
+//     tls route covers, within its ranges; the sniHosts of a route, within
+//     its destinationSubnets), then, unless a chain already matches every
 //     connection, a last chain to the catch-all's cluster
 //     (PassthroughCluster under ALLOW_ANY, BlackHoleCluster under
 //     REGISTRY_ONLY), so that TLS to a name no service or route claims
@@ -214,9 +226,8 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 		var wild []*registry.Service
 		for _, svc := range byPort[port] {
 			vips := serviceVIPs(svc)
-			if len(vips) == 0 {
+			if len(vips) == 0 || len(serviceCIDRs(svc)) > 0 {
 				wild = append(wild, svc)
-				continue
 			}
 			for _, vip := range vips {
 				name := listenerName(vip, port)
