@@ -231,10 +231,29 @@ func checkAppMetricsURL(raw, merged string) error {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
 	unspecified := mHost == "" || mHost == "0.0.0.0" || mHost == "::"
-	if port == mPort && (unspecified || strings.EqualFold(u.Hostname(), mHost)) {
+	if port == mPort && (unspecified || sameHost(u.Hostname(), mHost)) {
 		return fmt.Errorf("--app-metrics-url %q: is the merged metrics page itself (--merged-metrics-addr %s)", raw, merged)
 	}
 	return nil
+}
+
+// sameHost reports whether URL host h names the listener host l: the same
+// name, the same IP however written, or "localhost" for a loopback
+// listener on 127.0.0.1 or ::1.
+func sameHost(h, l string) bool {
+	if strings.EqualFold(h, l) {
+		return true
+	}
+	hip, lip := net.ParseIP(h), net.ParseIP(l)
+	switch {
+	case hip != nil && lip != nil:
+		return hip.Equal(lip)
+	case strings.EqualFold(h, "localhost") && lip != nil:
+		return lip.Equal(net.IPv4(127, 0, 0, 1)) || lip.Equal(net.IPv6loopback)
+	case strings.EqualFold(l, "localhost") && hip != nil:
+		return hip.Equal(net.IPv4(127, 0, 0, 1)) || hip.Equal(net.IPv6loopback)
+	}
+	return false
 }
 
 // interceptionMode maps --interception to the node's INTERCEPTION_MODE:
