@@ -66,7 +66,9 @@ const tcpEchoSamples = "../../../shared/istio-samples/tcp-echo"
 // tcp-echo v1 ("one ..."); tcp-echo-20-v2.yaml then sends 80 % to v1 and
 // 20 % to v2 ("two ..."), over 1000 connections within ±5 %. The rules
 // name only the gateway, so the mesh keeps reaching both versions, and
-// the client's sidecar names each from the endpoints' metadata.
+// the client's sidecar names each from the endpoints' metadata. Last, the
+// DestinationRule with consistentHash useSourceIp keeps each client IP on
+// one version through the client's sidecar.
 func TestTCPTrafficShifting(t *testing.T) {
 	if skipReason != "" {
 		t.Skip(skipReason)
@@ -190,6 +192,51 @@ func TestTCPTrafficShifting(t *testing.T) {
 	// proxy's read(2)s, which its /proc/PID/io rchar counts (splice(2)
 	// does not). A copy through a user-space buffer would add the 8 MiB.
 	spliceCheck(t, m.pid("client-proxy"), sidecar)
+
+	// consistentHash useSourceIp on the tcp-echo DestinationRule (Istio
+	// docs: for TCP connections too): the client sidecar's tcp_proxy
+	// hashes each client's IP, so every connection from one IP reaches one
+	// version, and clients of several IPs (bound as 127.61.0.200-215)
+	// reach both.
+	var dr string
+	for _, doc := range strings.Split(string(allV1), "\n---\n") {
+		if strings.Contains(doc, "kind: DestinationRule\n") {
+			dr = doc
+		}
+	}
+	hashed := strings.Replace(dr, "  host: tcp-echo\n", `  host: tcp-echo
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        useSourceIp: true
+`, 1)
+	if dr == "" || hashed == dr {
+		t.Fatalf("tcp-echo-all-v1.yaml has no DestinationRule for host tcp-echo:\n%s", allV1)
+	}
+	m.applyFor(hashed, "client")
+	byIP := map[string]int{}
+	for i := range 16 {
+		src := fmt.Sprintf("%s.%d", prefix, 200+i)
+		first := ""
+		for j := range 5 {
+			line := fmt.Sprintf("from %s %d", src, j)
+			got, err := tcpEchoFrom(src, sidecar, line)
+			if err != nil {
+				t.Fatalf("connection from %s through the client sidecar: %v\n%s", src, err, m.tails())
+			}
+			v, _, _ := strings.Cut(got, " ")
+			if first == "" {
+				first = v
+			} else if v != first {
+				t.Fatalf("with useSourceIp, connections from %s reached %s and then %s: want one version", src, first, v)
+			}
+		}
+		byIP[first]++
+	}
+	if byIP["one"] == 0 || byIP["two"] == 0 {
+		t.Errorf("with useSourceIp, clients of 16 IPs reached %v: want both versions", byIP)
+	}
+	t.Logf("useSourceIp: 5 connections from each of 16 IPs, each IP on one version; IPs per version %v", byIP)
 }
 
 // spliceCheck sends 4 MiB of 1 KiB lines through the proxy process pid
@@ -273,8 +320,15 @@ func applyTCP(t *testing.T, m *appMesh, yaml string) {
 
 // tcpEchoOnce opens a connection to addr, sends line, half-closes, and
 // returns the one line answered (without its newline).
-func tcpEchoOnce(addr, line string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+func tcpEchoOnce(addr, line string) (string, error) { return tcpEchoFrom("", addr, line) }
+
+// tcpEchoFrom is tcpEchoOnce from the local IP src ("" for any).
+func tcpEchoFrom(src, addr, line string) (string, error) {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if src != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}
