@@ -797,9 +797,11 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 			return nil, err
 		}
 		if a := cc.endpoint.Addr(); a != netip.IPv4Unspecified() && a != netip.AddrFrom4([4]byte{127, 0, 0, 1}) && a != netip.IPv6Loopback() {
-			// The workload's own IP: iptables would send the proxy's
-			// connection back to 15006 but from 127.0.0.6, as Istio's
+			// The workload's own IP: from 127.0.0.6, as Istio's
 			// buildInboundCluster binds it (all but 127.0.0.1 and ::1).
+			// The app sees that peer, and iptables lets it through
+			// where a uid-1337 proxy's call to its own IP would go back
+			// to 15006.
 			c.UpstreamBindConfig = inboundBindConfig()
 		}
 		out = append(out, c)
