@@ -19,7 +19,9 @@ import (
 //     host dropped, and PASSTHROUGH chains by the tls routes' sniHosts
 //     within the server's hosts (a weighted one; an SNI outside the
 //     server's hosts and an SNI an earlier route took left out);
-//   - a TCP server and a TLS-terminating server routed by tcp routes.
+//   - a TCP server and a TLS-terminating server routed by tcp routes;
+//   - tcp_proxy hash_policy source_ip (hash=1) wherever the first
+//     destination is tls-a, whose DestinationRule sets useSourceIp.
 func TestGatewayTLSDigest(t *testing.T) {
 	dir := filepath.Join("testdata", "gateway-tls")
 	pc := loadPushContext(t, meshFile, filepath.Join(dir, "input.yaml"))

@@ -369,12 +369,16 @@ func digestTLS(ts *corev3.TransportSocket) string {
 }
 
 func digestTCPProxy(tp *tcpv3.TcpProxy) string {
-	if c := tp.GetCluster(); c != "" {
-		return c
+	s := tp.GetCluster()
+	if s == "" {
+		var ws []string
+		for _, c := range tp.GetWeightedClusters().GetClusters() {
+			ws = append(ws, fmt.Sprintf("%s=%d", c.GetName(), c.GetWeight()))
+		}
+		s = "[" + strings.Join(ws, " ") + "]"
 	}
-	var ws []string
-	for _, c := range tp.GetWeightedClusters().GetClusters() {
-		ws = append(ws, fmt.Sprintf("%s=%d", c.GetName(), c.GetWeight()))
+	if len(tp.GetHashPolicy()) > 0 {
+		s += fmt.Sprintf(" hash=%d", len(tp.GetHashPolicy()))
 	}
-	return "[" + strings.Join(ws, " ") + "]"
+	return s
 }
