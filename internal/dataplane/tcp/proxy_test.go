@@ -503,17 +503,22 @@ func TestWeightedClusters(t *testing.T) {
 }
 
 // TestHashPolicySourceIP checks Istio's consistentHash useSourceIp on a TCP
-// port: a tcp_proxy with hash_policy source_ip in front of a RING_HASH
-// cluster of three backends sends every connection from one client IP to
-// one backend, whatever its source port, and clients of different IPs
-// (127.0.0.x, bound as the client's local address) spread over the
-// backends.
+// port: a tcp_proxy with hash_policy source_ip in front of a RING_HASH (or
+// MAGLEV) cluster of three backends sends every connection from one
+// client IP to one backend, whatever its source port, and clients of
+// different IPs (127.0.0.x, bound as the client's local address) spread
+// over the backends.
 func TestHashPolicySourceIP(t *testing.T) {
+	for _, lb := range []clusterv3.Cluster_LbPolicy{clusterv3.Cluster_RING_HASH, clusterv3.Cluster_MAGLEV} {
+		t.Run(lb.String(), func(t *testing.T) { testHashPolicySourceIP(t, lb) })
+	}
+}
+
+func testHashPolicySourceIP(t *testing.T, lb clusterv3.Cluster_LbPolicy) {
 	backends := []string{server(t, echo("b0 ")), server(t, echo("b1 ")), server(t, echo("b2 "))}
-	ring := func(c *clusterv3.Cluster) { c.LbPolicy = clusterv3.Cluster_RING_HASH }
 	tp := oneCluster("tcp-echo")
 	tp.HashPolicy = []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
-	h := start(t, tp, cluster(t, "tcp-echo", ring, backends...))
+	h := start(t, tp, cluster(t, "tcp-echo", func(c *clusterv3.Cluster) { c.LbPolicy = lb }, backends...))
 
 	// answer opens a connection from ip and returns the backend's prefix.
 	answer := func(ip string) string {
