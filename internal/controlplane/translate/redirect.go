@@ -42,7 +42,9 @@ import (
 //     and a connection addressed to 15001 itself virtualOutbound-blackhole;
 //   - per service port, bind_to_port false: "0.0.0.0_9080" (HTTP, RDS
 //     "9080" routed by Host) and, for TCP, "VIP_9000" per service address
-//     or "0.0.0.0_9000" for a service without one;
+//     or "0.0.0.0_9000" for a service without one (address ranges as
+//     prefix_ranges there); a port of unknown protocol is sniffed, HTTP
+//     to the route table, the rest to TCP chains;
 //   - virtualInbound 0.0.0.0:15006 with the original_dst listener filter
 //     (and the inspectors its chains need): a filter chain per target port
 //     of the workload's services, matched on destination_port, to the
@@ -281,12 +283,20 @@ func listenerName(bind string, port uint32) string {
 //
 //   - "0.0.0.0_PORT" per HTTP port of the services p sees, an HTTP
 //     connection manager on RDS "PORT" (outboundHTTPRoute, ending with
-//     the allow_any or block_all virtual host);
+//     the allow_any or block_all virtual host); when a service has the
+//     port with unknown protocol it is sniffed (setSniffing, Istio's
+//     outbound protocol sniffing): the HTTP chain matches application
+//     protocols http/1.1 and h2c (also within each address range of such
+//     a service), and the TCP chains below take the rest;
+//   - per port of unknown protocol of a service, "VIP_PORT" on each of
+//     its virtual IPs, sniffed too: sniffHTTP's HTTP chain, then its
+//     tcp_proxy;
 //   - per TCP port (as isTCP) of a service, "VIP_PORT" on each of its
 //     virtual IPs, with a tcp_proxy routed as tcpRouteProxy; and, for a
 //     service without one or with address ranges, its wildcardTCPChains
 //     on "0.0.0.0_PORT" (the services of a port merged in host order, the
-//     first to claim a match keeping it; an HTTP port takes precedence),
+//     first to claim a match keeping it; a port of unknown protocol is
+//     there too; an HTTP port otherwise takes precedence),
 //     which ends with virtualOutbound's catch-all chain unless a chain
 //     takes every connection, as Istio's
 //     appendListenerFallthroughRouteForCompleteListener;
@@ -307,6 +317,15 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	slices.Sort(httpPorts)
 	var listeners []*listenerv3.Listener
 	var routes []*routev3.RouteConfiguration
+	// wild are the 0.0.0.0_PORT listeners TCP chains go on, in the order
+	// first met: the services of a port merge their chains there. A
+	// sniffed port's HTTP listener is one (its HTTP chain matches the
+	// application protocols http_inspector reports); httpRanges are the
+	// address ranges of its services of unknown protocol, each of which
+	// gets an HTTP chain too.
+	wild := map[string]*listenerv3.Listener{}
+	var wildNames []string
+	httpRanges := map[string][][]*corev3.CidrRange{}
 	for _, port := range httpPorts {
 		name := listenerName(wildcardBind, port)
 		routeName := strconv.FormatUint(uint64(port), 10)
@@ -321,18 +340,19 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		}
 		addCatchAll(rc, mesh)
 		listeners, routes = append(listeners, l), append(routes, rc)
+		if sniffedPort(pc, port) {
+			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
+			wild[name], wildNames = l, append(wildNames, name)
+		}
 	}
 	taken := map[string]bool{}
 	for _, port := range httpPorts {
 		taken[listenerName(wildcardBind, port)] = true
 	}
-	// wild are the 0.0.0.0_PORT TCP listeners, in the order first met;
-	// the services of a port merge their chains there.
-	wild := map[string]*listenerv3.Listener{}
-	var wildNames []string
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !isTCP(port.Protocol) || proxyPorts[port.Number] {
+			auto := port.Protocol == registry.Unknown
+			if !isTCP(port.Protocol) && !auto || proxyPorts[port.Number] {
 				continue
 			}
 			vips, cidrs := serviceVIPs(svc), serviceCIDRs(svc)
@@ -347,7 +367,13 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 				if err != nil {
 					return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 				}
-				listeners = append(listeners, outboundTCPListener(name, vip, port.Number, chain))
+				l := outboundTCPListener(name, vip, port.Number, chain)
+				if auto {
+					if err := sniffHTTP(l, port.Number); err != nil {
+						return nil, nil, err
+					}
+				}
+				listeners = append(listeners, l)
 			}
 			if len(vips) > 0 && len(cidrs) == 0 {
 				continue
@@ -370,24 +396,86 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			for _, fc := range chains {
 				l.FilterChains = addChain(l.FilterChains, fc)
 			}
+			if r := cidrRanges(cidrs); auto && len(r) > 0 {
+				httpRanges[name] = append(httpRanges[name], r)
+			}
 		}
 	}
 	for _, name := range wildNames {
 		l := wild[name]
-		if slices.ContainsFunc(l.FilterChains, matchesAll) {
-			continue
+		if !slices.ContainsFunc(l.FilterChains, matchesAll) {
+			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
+			if err != nil {
+				return nil, nil, fmt.Errorf("listener %q: %w", name, err)
+			}
+			l.FilterChains = append(l.FilterChains, catchAll)
 		}
-		catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
-		if err != nil {
-			return nil, nil, fmt.Errorf("listener %q: %w", name, err)
+		if len(l.GetFilterChains()[0].GetFilterChainMatch().GetApplicationProtocols()) == 0 {
+			continue // a TCP listener
 		}
-		l.FilterChains = append(l.FilterChains, catchAll)
+		http := l.FilterChains[0]
+		for _, r := range httpRanges[name] {
+			fc := proto.Clone(http).(*listenerv3.FilterChain)
+			fc.FilterChainMatch.PrefixRanges = r
+			l.FilterChains = addChain(l.FilterChains, fc)
+		}
+		if err := setSniffing(l); err != nil {
+			return nil, nil, err
+		}
 	}
 	tls, err := redirectTLSListeners(pc, p, mesh, taken)
 	if err != nil {
 		return nil, nil, err
 	}
 	return append(listeners, tls...), routes, nil
+}
+
+// sniffedPort reports whether a service p sees has port of unknown
+// protocol, which a transparent sidecar sniffs on outbound as Istio's
+// ListenerProtocolAuto: HTTP (http_inspector's http/1.1 or h2c) to the
+// HTTP connection manager, anything else to TCP chains.
+func sniffedPort(pc *model.PushContext, port uint32) bool {
+	for _, svc := range pc.Services() {
+		for _, sp := range svc.Ports {
+			if sp.Number == port && sp.Protocol == registry.Unknown {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// sniffHTTP makes the TCP listener l on port, a service VIP's of unknown
+// protocol, sniffed: before its chains, an HTTP chain matching
+// application protocols http/1.1 and h2c with the HTTP connection manager
+// of route table "PORT", the one 0.0.0.0_PORT routes by Host (Istio's
+// VIP_PORT of an auto port has its own table, "HOST:PORT").
+func sniffHTTP(l *listenerv3.Listener, port uint32) error {
+	hl, err := httpListener(l.GetName(), wildcardBind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+l.GetName(), strconv.FormatUint(uint64(port), 10), hcmOptions{})
+	if err != nil {
+		return err
+	}
+	http := hl.GetFilterChains()[0]
+	http.FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
+	l.FilterChains = append([]*listenerv3.FilterChain{http}, l.FilterChains...)
+	return setSniffing(l)
+}
+
+// setSniffing gives the sniffed outbound listener l http_inspector (and
+// the other inspectors its chains need, populateListenerFilters without
+// original_dst: virtualOutbound restored the destination) and Istio's
+// listener_filters_timeout, protocolDetectionTimeout, continuing on
+// timeout as TCP. With the default (no timeout), a server-first protocol
+// on such a port waits for the client, as in Istio: declare it TCP.
+func setSniffing(l *listenerv3.Listener) error {
+	fs, err := populateListenerFilters(l.GetFilterChains(), true)
+	if err != nil {
+		return fmt.Errorf("listener %q: %w", l.GetName(), err)
+	}
+	l.ListenerFilters = fs
+	l.ContinueOnListenerFiltersTimeout = true
+	l.ListenerFiltersTimeout = durationpb.New(protocolDetectionTimeout)
+	return nil
 }
 
 // listenerProtocol is Istio's ListenerProtocol of an inbound port.

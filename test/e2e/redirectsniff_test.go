@@ -1,0 +1,162 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sniffYAML is two Kubernetes Services, as kubectl would take them, whose
+// one port each is unnamed, so of unknown protocol (Istio's sniffed
+// "auto"): pg (cluster IP 240.240.0.96, port 5432) carries raw TCP, web
+// (240.240.0.97, port 8080) HTTP; one workload in REDIRECT mode serves
+// both. A VirtualService aborts web's requests carrying x-fault: abort.
+const sniffYAML = `apiVersion: v1
+kind: Service
+metadata: {name: pg, namespace: default}
+spec:
+  type: ClusterIP
+  clusterIP: 240.240.0.96
+  selector: {app: sniff}
+  ports:
+  - port: 5432
+    targetPort: 5432
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  type: ClusterIP
+  clusterIP: 240.240.0.97
+  selector: {app: sniff}
+  ports:
+  - port: 8080
+    targetPort: 8080
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: sniff-v1
+  namespace: default
+  annotations:
+    sidecar.istio.io/interceptionMode: REDIRECT
+spec:
+  address: 10.78.0.51
+  labels: {app: sniff, version: v1, security.istio.io/tlsMode: istio}
+  serviceAccount: sniff
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  http:
+  - match:
+    - headers:
+        x-fault: {exact: abort}
+    fault:
+      abort:
+        httpStatus: 418
+        percentage: {value: 100}
+    route:
+    - destination: {host: web.default.svc.cluster.local}
+  - route:
+    - destination: {host: web.default.svc.cluster.local}
+`
+
+// startupMessage opens as a Postgres client's SSLRequest does (length 8,
+// code 80877103): binary, client first, nothing like an HTTP request line.
+const startupMessage = "\x00\x00\x00\x08\x04\xd2\x16\x2f"
+
+// TestRedirectUnknownProtocol: ports of unknown protocol (Kubernetes
+// Services with unnamed ports) are sniffed by a transparent client
+// sidecar, as Istio does: a client-first raw TCP protocol reaches the
+// server through both sidecars (it met an HTTP connection manager
+// before), and HTTP on such a port still gets HTTP routing (the
+// VirtualService's header-matched fault).
+func TestRedirectUnknownProtocol(t *testing.T) {
+	requireRoot(t)
+	m := startRedirectDemo(t)
+
+	srvNS := joinNetns(t, "sniff", 51, true)
+	clientNS := joinNetns(t, "sniff-client", 52, true)
+	go serveEcho(listenIn(t, srvNS, "10.78.0.51:5432"))
+	web := listenIn(t, srvNS, "10.78.0.51:8080")
+	go func() {
+		_ = http.Serve(web, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "web %s", r.Host) }))
+	}()
+
+	f := filepath.Join(t.TempDir(), "sniff.yaml")
+	if err := os.WriteFile(f, []byte(sniffYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	applyAt(t, redirectLoomd, f, "virtualservice.networking.istio.io/web ")
+	srvProxy := startSidecar(t, m, srvNS, "sniff-v1", "10.78.0.51", "app=sniff,version=v1", "sniff")
+	clientProxy := startSidecar(t, m, clientNS, "sniff-client", "10.78.0.52", "app=sniff-client", "sniff-client")
+
+	t.Run("raw TCP, client first, through both sidecars", func(t *testing.T) {
+		const vip = "240.240.0.96:5432"
+		msg := startupMessage + "user=loom"
+		if !poll(30*time.Second, func() bool { got, err := echoOnce(t, clientNS, vip, msg); return err == nil && got == msg }) {
+			got, err := echoOnce(t, clientNS, vip, msg)
+			t.Fatalf("raw TCP through the cluster IP: %q, %v", got, err)
+		}
+		for i := range 10 {
+			msg := fmt.Sprintf("%s#%d", startupMessage, i)
+			if got, err := echoOnce(t, clientNS, vip, msg); err != nil || got != msg {
+				t.Fatalf("raw TCP %d: %q, %v", i, got, err)
+			}
+		}
+		pollUntil(t, "the client sidecar's outbound log line", func() bool {
+			return clientProxy.logHas("outbound|5432||pg.default.svc.cluster.local", vip)
+		})
+		pollUntil(t, "the server sidecar's inbound log line", func() bool {
+			return srvProxy.logHas("inbound|5432||", "10.78.0.52:")
+		})
+	})
+
+	t.Run("HTTP on a port of unknown protocol is routed", func(t *testing.T) {
+		get := func(fault bool) (int, string, error) {
+			c, err := dialIn(t, clientNS, "240.240.0.97:8080")
+			if err != nil {
+				return 0, "", err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			req := "GET / HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\nConnection: close\r\n"
+			if fault {
+				req += "x-fault: abort\r\n"
+			}
+			if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+				return 0, "", err
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return 0, "", err
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b), err
+		}
+		if !poll(30*time.Second, func() bool { code, _, err := get(false); return err == nil && code == http.StatusOK }) {
+			code, body, err := get(false)
+			t.Fatalf("GET web:8080 = %d %q, %v; want 200", code, body, err)
+		}
+		if code, body, err := get(false); err != nil || code != http.StatusOK || !strings.HasPrefix(body, "web ") {
+			t.Fatalf("GET web:8080 = %d %q, %v; want 200 from the app", code, body, err)
+		}
+		for i := range 5 {
+			if code, body, err := get(true); err != nil || code != http.StatusTeapot {
+				t.Fatalf("GET %d with x-fault: abort = %d %q, %v; want the fault's 418", i, code, body, err)
+			}
+		}
+	})
+}
