@@ -74,7 +74,11 @@ func configDump(t *testing.T, ip string) string {
 // client's sidecar reaches the app through moved's sidecar (mTLS: the app
 // sees the client's SPIFFE ID in XFCC); a plaintext peer reaches it at
 // moved's IP:9080, where moved's sidecar now listens (Istio's bound
-// inbound listener), and the echo at IP:7070.
+// inbound listener), and the echo at IP:7070. Then the ingress
+// listener's connectionPool (maxConnections 1, http1MaxPendingRequests 1)
+// limits the inbound cluster: with one request held by the app and one
+// pending, a third is refused by moved's sidecar with 503 and
+// x-envoy-overloaded, and its pending-overflow stat counts it.
 func TestSidecarIngressListeners(t *testing.T) {
 	const prefix = "127.157.0"
 	const movedOctet = 11
@@ -83,7 +87,17 @@ func TestSidecarIngressListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// /hold reports its arrival and answers when released: it keeps the
+	// inbound cluster's one connection busy for the connectionPool case.
+	arrived, release := make(chan struct{}, 4), make(chan struct{})
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
 		fmt.Fprintf(w, "moved xfcc=%s", r.Header.Get("X-Forwarded-Client-Cert"))
 	})}
 	go srv.Serve(ln)
@@ -120,4 +134,69 @@ spec:
 	if got, err := tcpEchoOnce(moved+":7070", "hello"); err != nil || got != "moved hello" {
 		t.Errorf("TCP to %s:7070 (an ingress port no service has) = %q, %v; want %q from the echo on 7071", moved, got, err, "moved hello")
 	}
+
+	t.Run("connectionPool", func(t *testing.T) {
+		m.applyFor(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: moved, namespace: default}
+spec:
+  workloadSelector: {labels: {app: moved}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+  - port: {number: 7070, protocol: TCP, name: tcp-echo}
+    defaultEndpoint: 127.0.0.1:7071
+`, "moved-v1")
+		type result struct {
+			code       int
+			overloaded string
+			err        error
+		}
+		get := func(out chan<- result) {
+			resp, err := direct.Get("http://" + moved + ":9080/hold")
+			if err != nil {
+				out <- result{err: err}
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			out <- result{code: resp.StatusCode, overloaded: resp.Header.Get("x-envoy-overloaded")}
+		}
+		held := make(chan result, 1)
+		go get(held)
+		select {
+		case <-arrived: // the one connection is busy
+		case r := <-held:
+			t.Fatalf("the first /hold returned %+v before the app held it", r)
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first /hold never reached the app")
+		}
+		// Of two more, one waits as the one pending request and the
+		// other overflows, whichever the proxy sees first.
+		rest := make(chan result, 2)
+		go get(rest)
+		go get(rest)
+		var first result
+		select {
+		case first = <-rest:
+		case <-time.After(5 * time.Second):
+			t.Fatal("neither of two requests beyond the pool returned")
+		}
+		close(release)
+		second, last := <-rest, <-held
+		if first.err != nil || first.code != http.StatusServiceUnavailable || first.overloaded != "true" {
+			t.Errorf("the request beyond maxConnections 1 and http1MaxPendingRequests 1 = %+v, want 503 with x-envoy-overloaded true", first)
+		}
+		for _, r := range []result{second, last} {
+			if r.err != nil || r.code != http.StatusOK {
+				t.Errorf("a request within the pool = %+v, want 200", r)
+			}
+		}
+		if n := statValue(t, moved, "envoy_cluster_upstream_rq_pending_overflow", "inbound|9080||"); n != 1 {
+			t.Errorf("moved's envoy_cluster_upstream_rq_pending_overflow{inbound|9080||} = %v, want 1", n)
+		}
+	})
 }

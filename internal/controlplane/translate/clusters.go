@@ -179,6 +179,9 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 			if err != nil {
 				return nil, err
 			}
+			if err := applyInboundConnectionPool(c, cc.protocol, cc.connectionPool); err != nil {
+				return nil, err
+			}
 			out = append(out, c)
 		}
 		return out, nil
@@ -199,9 +202,36 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 		if err != nil {
 			return nil, err
 		}
+		if err := applyInboundConnectionPool(c, port.Protocol, pc.Sidecar().GetSpec().GetInboundConnectionPool()); err != nil {
+			return nil, err
+		}
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// applyInboundConnectionPool sets the Sidecar connection pool cp (its
+// ingress listener's connectionPool or its inboundConnectionPool) on
+// inbound cluster c of a port speaking proto, as Istio's
+// buildInboundCluster applies the pool InboundConnectionPoolForPort
+// returns: circuit breaker thresholds, connect timeout, keepalive and the
+// upstream HTTP options of applyConnectionPool, replacing Istio's
+// unlimited defaults. Nil cp leaves c unchanged. It fails only when
+// protocol options cannot be packed.
+func applyInboundConnectionPool(c *clusterv3.Cluster, proto registry.Protocol, cp *networking.ConnectionPoolSettings) error {
+	if cp == nil {
+		return nil
+	}
+	opts := finishHTTPProtocolOptions(applyConnectionPool(c, cp, httpProtocolOptions(proto)))
+	if opts == nil {
+		return nil
+	}
+	a, err := packAny(opts)
+	if err != nil {
+		return fmt.Errorf("cluster %q: %w", c.GetName(), err)
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: a}
+	return nil
 }
 
 // staticInboundCluster is the inbound cluster called name for a port

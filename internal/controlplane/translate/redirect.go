@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/registry"
@@ -530,6 +531,13 @@ type inboundChainConfig struct {
 	// its own on bind:PORT (boundIngressListener) instead of chains of
 	// virtualInbound. False for a service's port.
 	bindToPort bool
+	// connectionPool is the Sidecar's connection pool for the port, as
+	// Istio's SidecarScope.InboundConnectionPoolForPort: the ingress
+	// listener's connectionPool, else the Sidecar's
+	// inboundConnectionPool; nil for neither (Istio's defaults,
+	// unlimited). It replaces, not merges with, what the inbound cluster
+	// would otherwise have (applyInboundConnectionPool).
+	connectionPool *networking.ConnectionPoolSettings
 }
 
 // name is Istio's inboundChainConfig.Name: "BIND_PORT", the name of the
@@ -567,9 +575,10 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) [
 			targetPort:    tp,
 			protocol:      si.Instance.ServicePort.Protocol,
 			bind:          wildcardBind,
-			telemetryHost: si.Service.Hostname,
-			hostname:      si.Service.Hostname,
-			namespace:     si.Service.Namespace,
+			telemetryHost:  si.Service.Hostname,
+			hostname:       si.Service.Hostname,
+			namespace:      si.Service.Namespace,
+			connectionPool: pc.Sidecar().GetSpec().GetInboundConnectionPool(),
 		})
 	}
 	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
@@ -877,11 +886,17 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 				return nil, err
 			}
 			c.Metadata = istioServiceMetadata(cc.hostname, cc.namespace)
+			if err := applyInboundConnectionPool(c, cc.protocol, cc.connectionPool); err != nil {
+				return nil, err
+			}
 			out = append(out, c)
 			continue
 		}
 		c, err := staticInboundCluster(cc.clusterName(), cc.protocol, cc.endpoint, cc.hostname, cc.namespace)
 		if err != nil {
+			return nil, err
+		}
+		if err := applyInboundConnectionPool(c, cc.protocol, cc.connectionPool); err != nil {
 			return nil, err
 		}
 		if a := cc.endpoint.Addr(); a != netip.IPv4Unspecified() && a != netip.AddrFrom4([4]byte{127, 0, 0, 1}) && a != netip.IPv6Loopback() {

@@ -87,6 +87,9 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 			namespace:     sc.Namespace,
 			endpoint:      ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
 			bindToPort:    bindToPort(in.GetCaptureMode(), explicit),
+			// The port's own pool overrides the Sidecar's, as Istio's
+			// InboundConnectionPoolForPort.
+			connectionPool: cmp.Or(in.GetConnectionPool(), sc.GetSpec().GetInboundConnectionPool()),
 		}
 		for _, si := range instances {
 			if si.Instance.TargetPort == cc.targetPort && si.Service != nil {

@@ -14,12 +14,12 @@ import (
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
 // workloadSelector, one egress listener without a port (its hosts scope
 // what the proxy sees), ingress listeners (port number, protocol and name,
-// defaultEndpoint and captureMode: they replace the services' ports as the
-// workload's inbound ports) and outboundTrafficPolicy.mode. It refuses as
-// Unsupported what it would otherwise ignore: egress listeners with a
-// port, bind or captureMode, ingress bind, tls and connectionPool, a
-// unix:// defaultEndpoint, inboundConnectionPool and
-// outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
+// defaultEndpoint, captureMode and connectionPool: they replace the
+// services' ports as the workload's inbound ports), inboundConnectionPool
+// and outboundTrafficPolicy.mode; connection pools are checked as a
+// DestinationRule's. It refuses as Unsupported what it would otherwise
+// ignore: egress listeners with a port, bind or captureMode, ingress bind
+// and tls, a unix:// defaultEndpoint and outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
 // listener of its own bound; NONE, and DEFAULT in explicit mode, bind a
@@ -32,9 +32,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 	if len(sc.Egress) == 0 && len(sc.Ingress) == 0 && sc.OutboundTrafficPolicy == nil && sc.InboundConnectionPool == nil {
 		c.errf("spec", "Invalid value: sidecar: empty configuration provided")
 	}
-	if sc.InboundConnectionPool != nil {
-		c.unsupported("spec.inboundConnectionPool")
-	}
+	c.connectionPool("spec.inboundConnectionPool", sc.InboundConnectionPool)
 	ports := map[uint32]bool{}
 	for i, in := range sc.Ingress {
 		p := fmt.Sprintf("spec.ingress[%d]", i)
@@ -60,9 +58,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		if in.Tls != nil {
 			c.unsupported(p + ".tls")
 		}
-		if in.ConnectionPool != nil {
-			c.unsupported(p + ".connectionPool")
-		}
+		c.connectionPool(p+".connectionPool", in.ConnectionPool)
 	}
 	catchAll := false
 	for i, eg := range sc.Egress {

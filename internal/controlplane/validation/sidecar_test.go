@@ -89,19 +89,30 @@ func TestSidecar(t *testing.T) {
 			"spec.ingress[3].port: Required value: sidecar: port is required for ingress listeners",
 			`spec.ingress[4].defaultEndpoint: Invalid value: "127.0.0.1": sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset`,
 		}},
-		{"ingress fields not served", sidecarDoc(`  inboundConnectionPool: {tcp: {maxConnections: 10}}
+		{"connection pools", sidecarDoc(`  inboundConnectionPool: {tcp: {maxConnections: 10}, http: {http1MaxPendingRequests: 1024}}
   ingress:
+  - port: {number: 9080, protocol: HTTP}
+    connectionPool: {tcp: {maxConnections: 1, connectTimeout: 1s}, http: {http1MaxPendingRequests: 1, idleTimeout: 30s}}
+`), nil},
+		{"bad connection pools", sidecarDoc(`  inboundConnectionPool: {}
+  ingress:
+  - port: {number: 9080, protocol: HTTP}
+    connectionPool: {tcp: {maxConnections: -1}, http: {http1MaxPendingRequests: -2, idleTimeout: 0s}}
+`), []string{
+			"spec.inboundConnectionPool: Invalid value: must set either tcp or http settings",
+			"spec.ingress[0].connectionPool.tcp.maxConnections: Invalid value: -1: must not be negative",
+			"spec.ingress[0].connectionPool.http.http1MaxPendingRequests: Invalid value: -2: must not be negative",
+			"spec.ingress[0].connectionPool.http.idleTimeout: Invalid value: 0s: duration must be positive",
+		}},
+		{"ingress fields not served", sidecarDoc(`  ingress:
   - port: {number: 9443, protocol: HTTPS}
     bind: 0.0.0.0
     defaultEndpoint: unix:///var/run/app.sock
     tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
-    connectionPool: {http: {http1MaxPendingRequests: 1}}
 `), []string{
-			"spec.inboundConnectionPool: " + Unsupported,
 			`spec.ingress[0].defaultEndpoint: Invalid value: "unix:///var/run/app.sock": unix domain socket endpoints are ` + Unsupported,
 			"spec.ingress[0].bind: " + Unsupported,
 			"spec.ingress[0].tls: " + Unsupported,
-			"spec.ingress[0].connectionPool: " + Unsupported,
 		}},
 		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
   egress: [{hosts: ["./*"]}]
