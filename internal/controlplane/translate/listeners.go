@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -71,8 +72,8 @@ func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.
 // explicitIngressListeners are Istio's inbound listeners of a sidecar
 // without interception (bind_to_port, buildInboundListeners with
 // interception NONE): under Sidecar ingress listeners, the bound listeners
-// of boundIngressListeners, on PROXY_IP:PORT and named so
-// ("127.0.0.11_9080"). It is how a port no service has, and a TCP port,
+// of boundIngressListeners, on PROXY_IP:PORT (or the listener's bind) and
+// named so ("127.0.0.11_9080"). It is how a port no service has, and a TCP port,
 // get an inbound hop here: peers reach TCP ports at IP:PORT, and HTTP
 // ports of a service keep their IP:15006 route too. It fails only when a
 // typed config cannot be packed.
@@ -125,7 +126,7 @@ func boundIngressListeners(ccs []inboundChainConfig, p *model.Proxy, mtls model.
 // the port is served as unbound instead: through IP:15006 in explicit
 // mode, as a virtualInbound chain under REDIRECT. An endpoint on the same
 // port at the workload's IP, at the bind address or under a wildcard bind
-// is the app's socket: no listener either (explicit mode's app binding
+// (0.0.0.0 or ::) is the app's socket: no listener either (explicit mode's app binding
 // PROXY_IP:PORT itself).
 func (cc inboundChainConfig) isBound(proxyIP string) bool {
 	if !cc.bindToPort || !cc.endpoint.IsValid() {
@@ -135,7 +136,8 @@ func (cc inboundChainConfig) isBound(proxyIP string) bool {
 		return true
 	}
 	ep := cc.endpoint.Addr().String()
-	return ep != proxyIP && ep != cc.bind && cc.bind != wildcardBind
+	bind, err := netip.ParseAddr(cc.bind)
+	return ep != proxyIP && ep != cc.bind && err == nil && !bind.IsUnspecified()
 }
 
 // Names of the explicit-mode inbound listener's chains.

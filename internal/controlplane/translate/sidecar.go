@@ -53,7 +53,7 @@ func hasIngress(pc *model.PushContext) bool {
 // listener wins a port two of them name; the proxy's own ports are left
 // out. Istio names a listener's chains, and the listener it binds, after
 // the ingress listener's bind and port, not after a service: bind is
-// ingressBind's. Its telemetry hostname (the route's trace decorator) is
+// ingressBind's (the listener's bind, else the proxy's default). Its telemetry hostname (the route's trace decorator) is
 // Istio's synthetic "SIDECAR.NAMESPACE" of the SidecarScope; only the
 // inbound cluster's istio.services metadata names a service, as Istio's
 // findOrCreateService: the first one selecting the workload whose target
@@ -81,7 +81,7 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 			servicePort:   port.GetNumber(),
 			targetPort:    port.GetNumber(),
 			protocol:      registry.ParseProtocol(port.GetProtocol(), port.GetName()),
-			bind:          ingressBind(p.IP, explicit),
+			bind:          ingressBind(in.GetBind(), p.IP, explicit),
 			telemetryHost: scope,
 			hostname:      scope,
 			namespace:     sc.Namespace,
@@ -103,14 +103,22 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 	return out
 }
 
-// ingressBind is the address an ingress listener without bind (the API's
-// bind is refused by validation) is named after and, when it binds its
-// port, bound to: Istio's getSidecarInboundBindIPs, the proxy's IP when it
-// is a global unicast address (its GlobalUnicastIP) and 0.0.0.0
-// otherwise. In explicit mode it is the proxy's IP whatever it is: local
+// ingressBind is the address an ingress listener is named after and, when
+// it binds its port, bound to, as Istio's buildInboundChainConfigs: the
+// listener's bind when set (an IP, validated; written canonically), else
+// Istio's getSidecarInboundBindIPs, the proxy's IP when it is a global
+// unicast address (its GlobalUnicastIP) and 0.0.0.0 otherwise. In
+// explicit mode the default is the proxy's IP whatever it is: local
 // mode's workloads share the host's loopback, so a wildcard bind would
-// take the port from all of them.
-func ingressBind(proxyIP string, explicit bool) string {
+// take the port from all of them. bind only names and places the
+// listener: chains still match on the port alone (Istio's
+// ToFilterChainMatch).
+func ingressBind(bind, proxyIP string, explicit bool) string {
+	if bind != "" {
+		if ip, err := netip.ParseAddr(bind); err == nil {
+			return ip.String()
+		}
+	}
 	if explicit {
 		return proxyIP
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
+	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 // sidecarFile writes a Sidecar of spec body (indented two spaces) for
@@ -136,4 +137,86 @@ func explicitMoved() *model.Proxy {
 	p := movedSidecar()
 	p.InterceptionMode = "NONE"
 	return p
+}
+
+// TestSidecarIngressBind: an ingress listener's bind names its chains and
+// places its bound listener, as Istio's buildInboundChainConfigs (cc.bind
+// = bind, else getSidecarInboundBindIPs): under REDIRECT the
+// virtualInbound chains of a captured port are "BIND_PORT" (still matched
+// by port alone) and a NONE port's listener binds BIND:PORT; in explicit
+// mode every bound listener takes BIND:PORT instead of the proxy's IP.
+func TestSidecarIngressBind(t *testing.T) {
+	dir := filepath.Join("testdata", "sidecar-ingress-redirect")
+	sc := sidecarFile(t, "moved", `  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 0.0.0.0
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9081, protocol: TCP, name: tcp-pod}
+    bind: 127.0.0.99
+    defaultEndpoint: 0.0.0.0:8081
+  - port: {number: 9082, protocol: HTTP, name: http-none}
+    bind: 127.0.0.1
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:8082
+`)
+	pc := loadPushContext(t, meshFile, filepath.Join(dir, "services.yaml"), sc)
+	bound := func(r *Resources) []string {
+		var out []string
+		for _, l := range r.Listeners {
+			if l.GetTrafficDirection().String() == "INBOUND" && l.GetName() != xdsapi.VirtualInboundListener {
+				sa := l.GetAddress().GetSocketAddress()
+				out = append(out, l.GetName()+" @"+sa.GetAddress()+":"+strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+			}
+		}
+		return out
+	}
+
+	r := mustGenerate(t, pc, movedSidecar())
+	for _, tt := range []struct {
+		entry string
+		c     conn
+		want  string
+	}{
+		{xdsapi.VirtualInboundListener, conn{dst: "10.78.0.31:9080", http: "moved:9080"}, "virtualInbound/0.0.0.0_9080 -> inbound|9080||"},
+		{xdsapi.VirtualInboundListener, conn{dst: "10.78.0.31:9081"}, "virtualInbound/127.0.0.99_9081 -> inbound|9081||"},
+		{"127.0.0.1_9082", conn{dst: "127.0.0.1:9082", http: "moved:9082"}, "127.0.0.1_9082/127.0.0.1_9082 -> inbound|9082||"},
+	} {
+		if got := simulateConn(t, r, tt.entry, tt.c); got != tt.want {
+			t.Errorf("REDIRECT: got  %s\nwant %s", got, tt.want)
+		}
+	}
+	if diff := cmp.Diff([]string{"127.0.0.1_9082 @127.0.0.1:9082"}, bound(r)); diff != "" {
+		t.Errorf("REDIRECT: bound inbound listeners (-want +got):\n%s", diff)
+	}
+
+	r = mustGenerate(t, pc, explicitMoved())
+	want := []string{"0.0.0.0_9080 @0.0.0.0:9080", "127.0.0.1_9082 @127.0.0.1:9082", "127.0.0.99_9081 @127.0.0.99:9081"}
+	if diff := cmp.Diff(want, bound(r)); diff != "" {
+		t.Errorf("explicit: bound inbound listeners (-want +got):\n%s", diff)
+	}
+	if got, want := simulateConn(t, r, "127.0.0.99_9081", conn{dst: "127.0.0.99:9081"}), "127.0.0.99_9081/127.0.0.99_9081 -> inbound|9081||"; got != want {
+		t.Errorf("explicit: got  %s\nwant %s", got, want)
+	}
+}
+
+// TestIngressBind: bind wins over the default and is written canonically;
+// without it, Istio's getSidecarInboundBindIPs (explicit mode: the
+// proxy's IP).
+func TestIngressBind(t *testing.T) {
+	for _, tt := range []struct {
+		bind, ip string
+		explicit bool
+		want     string
+	}{
+		{"", "10.0.0.5", false, "10.0.0.5"},
+		{"", "127.0.0.11", false, "0.0.0.0"},
+		{"", "127.0.0.11", true, "127.0.0.11"},
+		{"0.0.0.0", "10.0.0.5", false, "0.0.0.0"},
+		{"127.0.0.1", "127.0.0.11", true, "127.0.0.1"},
+		{"::0", "10.0.0.5", false, "::"},
+	} {
+		if got := ingressBind(tt.bind, tt.ip, tt.explicit); got != tt.want {
+			t.Errorf("ingressBind(%q, %s, explicit %v) = %s, want %s", tt.bind, tt.ip, tt.explicit, got, tt.want)
+		}
+	}
 }

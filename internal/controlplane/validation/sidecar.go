@@ -14,12 +14,13 @@ import (
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
 // workloadSelector, one egress listener without a port (its hosts scope
 // what the proxy sees), ingress listeners (port number, protocol and name,
-// defaultEndpoint, captureMode and connectionPool: they replace the
-// services' ports as the workload's inbound ports), inboundConnectionPool
-// and outboundTrafficPolicy.mode; connection pools are checked as a
-// DestinationRule's. It refuses as Unsupported what it would otherwise
-// ignore: egress listeners with a port, bind or captureMode, ingress bind
-// and tls, a unix:// defaultEndpoint and outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
+// bind (an IP), defaultEndpoint, captureMode and connectionPool: they
+// replace the services' ports as the workload's inbound ports),
+// inboundConnectionPool and outboundTrafficPolicy.mode; connection pools
+// are checked as a DestinationRule's. It refuses as Unsupported what it
+// would otherwise ignore: egress listeners with a port, bind or
+// captureMode, ingress tls, a unix:// defaultEndpoint and
+// outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
 // listener of its own bound; NONE, and DEFAULT in explicit mode, bind a
@@ -52,8 +53,10 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		if in.DefaultEndpoint != "" {
 			c.defaultEndpoint(p+".defaultEndpoint", in.DefaultEndpoint)
 		}
-		if in.Bind != "" {
-			c.unsupported(p + ".bind")
+		if in.Bind != "" && net.ParseIP(in.Bind) == nil {
+			// Istio's ValidateIPAddress; unix:// too: ingress listeners
+			// bind IPs only.
+			c.errf(p+".bind", "Invalid value: %q: %s is not a valid IP", in.Bind, in.Bind)
 		}
 		if in.Tls != nil {
 			c.unsupported(p + ".tls")

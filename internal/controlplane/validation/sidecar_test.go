@@ -104,14 +104,34 @@ func TestSidecar(t *testing.T) {
 			"spec.ingress[0].connectionPool.http.http1MaxPendingRequests: Invalid value: -2: must not be negative",
 			"spec.ingress[0].connectionPool.http.idleTimeout: Invalid value: 0s: duration must be positive",
 		}},
+		{"ingress bind", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP}
+    bind: 0.0.0.0
+  - port: {number: 9081, protocol: HTTP}
+    bind: 10.0.0.5
+    captureMode: NONE
+    defaultEndpoint: 127.0.0.1:8081
+  - port: {number: 9082, protocol: HTTP}
+    bind: "::1"
+`), nil},
+		{"bad ingress bind", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP}
+    bind: localhost
+  - port: {number: 9081, protocol: HTTP}
+    bind: unix:///var/run/app.sock
+  - port: {number: 9082, protocol: HTTP}
+    bind: 10.0.0.5:80
+`), []string{
+			`spec.ingress[0].bind: Invalid value: "localhost": localhost is not a valid IP`,
+			`spec.ingress[1].bind: Invalid value: "unix:///var/run/app.sock": unix:///var/run/app.sock is not a valid IP`,
+			`spec.ingress[2].bind: Invalid value: "10.0.0.5:80": 10.0.0.5:80 is not a valid IP`,
+		}},
 		{"ingress fields not served", sidecarDoc(`  ingress:
   - port: {number: 9443, protocol: HTTPS}
-    bind: 0.0.0.0
     defaultEndpoint: unix:///var/run/app.sock
     tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
 `), []string{
 			`spec.ingress[0].defaultEndpoint: Invalid value: "unix:///var/run/app.sock": unix domain socket endpoints are ` + Unsupported,
-			"spec.ingress[0].bind: " + Unsupported,
 			"spec.ingress[0].tls: " + Unsupported,
 		}},
 		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
