@@ -571,10 +571,10 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) [
 		}
 		seen[tp] = true
 		out = append(out, inboundChainConfig{
-			servicePort:   si.Instance.ServicePort.Number,
-			targetPort:    tp,
-			protocol:      si.Instance.ServicePort.Protocol,
-			bind:          wildcardBind,
+			servicePort:    si.Instance.ServicePort.Number,
+			targetPort:     tp,
+			protocol:       si.Instance.ServicePort.Protocol,
+			bind:           wildcardBind,
 			telemetryHost:  si.Service.Hostname,
 			hostname:       si.Service.Hostname,
 			namespace:      si.Service.Namespace,
