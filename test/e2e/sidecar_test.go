@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // TestSidecarEgressScope: a Sidecar in namespace default importing only
@@ -197,6 +199,56 @@ spec:
 		}
 		if n := statValue(t, moved, "envoy_cluster_upstream_rq_pending_overflow", "inbound|9080||"); n != 1 {
 			t.Errorf("moved's envoy_cluster_upstream_rq_pending_overflow{inbound|9080||} = %v, want 1", n)
+		}
+	})
+
+	t.Run("tls", func(t *testing.T) {
+		dir := t.TempDir()
+		ca := testutil.NewCA(t, "moved server CA")
+		cert := ca.Issue(t, testutil.LeafOptions{DNS: []string{"moved.example.com"}})
+		certFile := writeFile(t, dir, "cert.pem", cert.CertPEM)
+		keyFile := writeFile(t, dir, "key.pem", cert.KeyPEM)
+		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: moved, namespace: default}
+spec:
+  workloadSelector: {labels: {app: moved}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+  - port: {number: 9443, protocol: HTTPS, name: https}
+    defaultEndpoint: 127.0.0.1:8080
+    tls: {mode: SIMPLE, serverCertificate: %s, privateKey: %s}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: moved, namespace: default}
+spec:
+  selector: {matchLabels: {app: moved}}
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls:
+    9443: {mode: DISABLE}
+`, certFile, keyFile), "moved-v1")
+
+		resp, err := gatewayTLSClient(moved+":9443", ca.Pool).Get("https://moved.example.com/")
+		if err != nil {
+			t.Fatalf("GET https://moved.example.com/ at %s:9443: %v", moved, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "moved xfcc=" {
+			t.Errorf("GET over the ingress listener's TLS = %d %q, want 200 %q from the app on 8080", resp.StatusCode, body, "moved xfcc=")
+		}
+		if resp.Proto != "HTTP/2.0" {
+			t.Errorf("protocol = %s, want HTTP/2.0 (ALPN h2, as Istio's BuildListenerTLSContext)", resp.Proto)
+		}
+		if pc := resp.TLS.PeerCertificates; len(pc) == 0 || !pc[0].Equal(cert.Cert) {
+			t.Errorf("the sidecar did not present the configured certificate")
+		}
+		// The port takes only TLS: plaintext matches no chain.
+		if resp, err := direct.Get("http://" + moved + ":9443/"); err == nil {
+			resp.Body.Close()
+			t.Errorf("plaintext GET %s:9443 = %d, want the connection closed", moved, resp.StatusCode)
 		}
 	})
 }

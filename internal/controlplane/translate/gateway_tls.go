@@ -86,9 +86,21 @@ var alpnHTTP = []string{"h2", "http/1.1"}
 //
 // It fails only when a typed config cannot be packed.
 func gatewayTransportSocket(gs gatewayServer) (*corev3.TransportSocket, error) {
-	t := gs.server.GetTls()
+	ts, err := serverTransportSocket(gs.server.GetTls(), gs.kind == serverHTTPS)
+	if err != nil {
+		return nil, fmt.Errorf("server %s: %w", gs.routeName(), err)
+	}
+	return ts, nil
+}
+
+// serverTransportSocket is the downstream TLS transport socket of
+// ServerTLSSettings t, as gatewayTransportSocket describes it (Istio's
+// BuildListenerTLSContext), with ALPN h2, http/1.1 when alpnH2 (or t's
+// alpnProtocols). Gateways and Sidecar ingress listeners share it. It
+// fails only when a typed config cannot be packed.
+func serverTransportSocket(t *networking.ServerTLSSettings, alpnH2 bool) (*corev3.TransportSocket, error) {
 	common := &tlsv3.CommonTlsContext{TlsParams: tlsParams(t)}
-	if gs.kind == serverHTTPS {
+	if alpnH2 {
 		common.AlpnProtocols = alpnHTTP
 	}
 	if len(t.GetAlpnProtocols()) > 0 {
@@ -126,11 +138,7 @@ func gatewayTransportSocket(gs gatewayServer) (*corev3.TransportSocket, error) {
 			dc.RequireClientCertificate = wrapperspb.Bool(true)
 		}
 	}
-	ts, err := tlsTransportSocketOf(dc)
-	if err != nil {
-		return nil, fmt.Errorf("server %s: %w", gs.routeName(), err)
-	}
-	return ts, nil
+	return tlsTransportSocketOf(dc)
 }
 
 // tlsParams are a server's protocol versions, cipher suites and curves;

@@ -538,6 +538,12 @@ type inboundChainConfig struct {
 	// unlimited). It replaces, not merges with, what the inbound cluster
 	// would otherwise have (applyInboundConnectionPool).
 	connectionPool *networking.ConnectionPoolSettings
+	// tls is a Sidecar ingress listener's tls (Istio's cc.tlsSettings):
+	// under PeerAuthentication DISABLE for the port, the port's one chain
+	// terminates it in place of the mesh's mTLS (inboundFilterChains).
+	// protocol is then already the one after termination (HTTPS: HTTP,
+	// TLS: TCP). Nil for a service's port.
+	tls *networking.ServerTLSSettings
 }
 
 // name is Istio's inboundChainConfig.Name: "BIND_PORT", the name of the
@@ -592,11 +598,28 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) [
 // transport and application protocols; an HTTP option gets an HTTP
 // connection manager, a TCP one a tcp_proxy, each after the authorization
 // filters authz (AuthorizationPolicy on TCP ports needs this inbound hop),
-// and an mTLS option terminates TLS (inboundTLSContext under mesh).
+// and an mTLS option terminates TLS (inboundTLSContext under mesh). A
+// Sidecar ingress listener's tls replaces all that under mode DISABLE: one
+// chain matching transport tls that terminates it (serverTransportSocket,
+// ALPN h2, http/1.1 as Istio's BuildListenerTLSContext); under other modes
+// the mesh's mTLS wins and tls is ignored, as in Istio.
 func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.MTLSMode, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.FilterChain, error) {
 	name := cc.name()
 	var out []*listenerv3.FilterChain
-	for _, opt := range inboundChainOptions(inboundProtocol(cc.protocol), mode) {
+	opts := inboundChainOptions(inboundProtocol(cc.protocol), mode)
+	var userTLS *corev3.TransportSocket
+	if cc.tls != nil && mode == model.MTLSDisable {
+		// Istio's buildInboundListeners: the listener's own TLS, only
+		// where it cannot clash with the mesh's mTLS; one chain matching
+		// transport tls (getTLSFilterChainMatchOptions).
+		opts = []chainOption{{transport: tlsTransport, http: inboundProtocol(cc.protocol) == protocolHTTP}}
+		ts, err := serverTransportSocket(cc.tls, true)
+		if err != nil {
+			return nil, fmt.Errorf("filter chain %q: %w", name, err)
+		}
+		userTLS = ts
+	}
+	for _, opt := range opts {
 		match := &listenerv3.FilterChainMatch{
 			DestinationPort:      wrapperspb.UInt32(cc.targetPort),
 			TransportProtocol:    opt.transport,
@@ -615,6 +638,9 @@ func inboundFilterChains(cc inboundChainConfig, authz inboundAuthz, mode model.M
 		}
 		if err != nil {
 			return nil, err
+		}
+		if userTLS != nil {
+			fc.TransportSocket = userTLS
 		}
 		out = append(out, fc)
 	}

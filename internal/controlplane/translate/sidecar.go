@@ -91,6 +91,12 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 			// InboundConnectionPoolForPort.
 			connectionPool: cmp.Or(in.GetConnectionPool(), sc.GetSpec().GetInboundConnectionPool()),
 		}
+		if in.GetTls() != nil {
+			// Istio's buildInboundChainConfigs: the port speaks what
+			// is left after the listener terminates TLS.
+			cc.tls = in.GetTls()
+			cc.protocol = afterTLSTermination(cc.protocol)
+		}
 		for _, si := range instances {
 			if si.Instance.TargetPort == cc.targetPort && si.Service != nil {
 				cc.hostname, cc.namespace = si.Service.Hostname, si.Service.Namespace
@@ -126,6 +132,18 @@ func ingressBind(bind, proxyIP string, explicit bool) string {
 		return ip.String()
 	}
 	return wildcardBind
+}
+
+// afterTLSTermination is Istio's Protocol.AfterTLSTermination: HTTPS is
+// HTTP once the proxy has terminated TLS, TLS is TCP; others unchanged.
+func afterTLSTermination(p registry.Protocol) registry.Protocol {
+	switch p {
+	case registry.HTTPS:
+		return registry.HTTP
+	case registry.TLS:
+		return registry.TCP
+	}
+	return p
 }
 
 // bindToPort is Istio's getBindToPort: whether an ingress listener of

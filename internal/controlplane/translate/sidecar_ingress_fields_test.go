@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"github.com/google/go-cmp/cmp"
 
@@ -218,5 +220,115 @@ func TestIngressBind(t *testing.T) {
 		if got := ingressBind(tt.bind, tt.ip, tt.explicit); got != tt.want {
 			t.Errorf("ingressBind(%q, %s, explicit %v) = %s, want %s", tt.bind, tt.ip, tt.explicit, got, tt.want)
 		}
+	}
+}
+
+// chainTLS summarizes the downstream TLS of chain fc: "none", "mesh" for
+// the proxy's own certificate (Istio's mTLS), else the certificate's SDS
+// name, the trust bundle's when a client certificate is validated, and
+// "require" when one is required.
+func chainTLS(t *testing.T, fc *listenerv3.FilterChain) string {
+	t.Helper()
+	if fc.GetTransportSocket() == nil {
+		return "none"
+	}
+	var dc tlsv3.DownstreamTlsContext
+	if err := fc.GetTransportSocket().GetTypedConfig().UnmarshalTo(&dc); err != nil {
+		t.Fatal(err)
+	}
+	common := dc.GetCommonTlsContext()
+	cert := common.GetTlsCertificateSdsSecretConfigs()[0].GetName()
+	if cert == workloadCertSecret {
+		return "mesh"
+	}
+	s := cert + " alpn=" + strings.Join(common.GetAlpnProtocols(), ",")
+	if ca := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig().GetName(); ca != "" {
+		s += " ca=" + ca
+	}
+	if dc.GetRequireClientCertificate().GetValue() {
+		s += " require"
+	}
+	return s
+}
+
+// TestSidecarIngressTLS: an ingress listener's tls terminates TLS on its
+// port with the listener's certificate instead of the mesh's mTLS, as
+// Istio's buildInboundListeners, where PeerAuthentication is DISABLE for
+// the port: one chain matching transport tls, its protocol the one after
+// termination (HTTPS: an HTTP manager; TLS: tcp_proxy), the certificate
+// files read by the proxy (file-cert:, file-root:), ALPN h2, http/1.1.
+// Under PERMISSIVE the mesh's chains stay and tls is ignored, as in
+// Istio. Redirect mode's virtualInbound chains and explicit mode's bound
+// listeners alike.
+func TestSidecarIngressTLS(t *testing.T) {
+	dir := filepath.Join("testdata", "sidecar-ingress-redirect")
+	sc := sidecarFile(t, "moved", `  ingress:
+  - port: {number: 9443, protocol: HTTPS, name: https}
+    defaultEndpoint: 127.0.0.1:8080
+    tls: {mode: SIMPLE, serverCertificate: /certs/cert.pem, privateKey: /certs/key.pem}
+  - port: {number: 9444, protocol: TLS, name: tls}
+    defaultEndpoint: 127.0.0.1:8081
+    tls: {mode: MUTUAL, serverCertificate: /certs/cert.pem, privateKey: /certs/key.pem, caCertificates: /certs/ca.pem}
+  - port: {number: 9445, protocol: HTTPS, name: https-mesh}
+    defaultEndpoint: 127.0.0.1:8082
+    tls: {mode: SIMPLE, serverCertificate: /certs/cert.pem, privateKey: /certs/key.pem}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: moved, namespace: default}
+spec:
+  selector: {matchLabels: {app: moved}}
+  mtls: {mode: PERMISSIVE}
+  portLevelMtls:
+    9443: {mode: DISABLE}
+    9444: {mode: DISABLE}
+`)
+	pc := loadPushContext(t, meshFile, filepath.Join(dir, "services.yaml"), sc)
+	const simple = "file-cert:/certs/cert.pem~/certs/key.pem alpn=h2,http/1.1"
+	want := []string{
+		"9443 tls http " + simple,
+		"9444 tls tcp " + simple + " ca=file-root:/certs/ca.pem require",
+		// PERMISSIVE: the mesh's mTLS chain and the plaintext one.
+		"9445 tls http mesh",
+		"9445 raw_buffer http none",
+	}
+	summary := func(chains []*listenerv3.FilterChain) []string {
+		var out []string
+		for _, fc := range chains {
+			port := fc.GetFilterChainMatch().GetDestinationPort().GetValue()
+			if port < 9443 || port > 9445 {
+				continue
+			}
+			kind := "tcp"
+			if chainHCM(t, fc) != nil {
+				kind = "http"
+			}
+			out = append(out, strconv.Itoa(int(port))+" "+fc.GetFilterChainMatch().GetTransportProtocol()+" "+kind+" "+chainTLS(t, fc))
+		}
+		return out
+	}
+
+	r := mustGenerate(t, pc, movedSidecar())
+	if diff := cmp.Diff(want, summary(findListener(r, xdsapi.VirtualInboundListener).GetFilterChains())); diff != "" {
+		t.Errorf("REDIRECT: virtualInbound chains (-want +got):\n%s", diff)
+	}
+	if got, want := simulateConn(t, r, xdsapi.VirtualInboundListener, conn{dst: "10.78.0.31:9443", sni: "moved.example.com", http: "moved.example.com"}), "virtualInbound/10.78.0.31_9443 -> inbound|9443||"; got != want {
+		t.Errorf("REDIRECT: TLS to 9443: got  %s\nwant %s", got, want)
+	}
+	if got, want := simulateConn(t, r, xdsapi.VirtualInboundListener, conn{dst: "10.78.0.31:9443", http: "moved:9443"}), "no chain"; !strings.Contains(got, want) {
+		t.Errorf("REDIRECT: plaintext to 9443: got %s, want %s", got, want)
+	}
+
+	r = mustGenerate(t, pc, explicitMoved())
+	var chains []*listenerv3.FilterChain
+	for _, name := range []string{"10.78.0.31_9443", "10.78.0.31_9444", "10.78.0.31_9445"} {
+		l := findListener(r, name)
+		if l == nil {
+			t.Fatalf("explicit: no bound listener %s", name)
+		}
+		chains = append(chains, l.GetFilterChains()...)
+	}
+	if diff := cmp.Diff(want, summary(chains)); diff != "" {
+		t.Errorf("explicit: bound listeners' chains (-want +got):\n%s", diff)
 	}
 }

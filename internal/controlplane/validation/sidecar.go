@@ -14,13 +14,13 @@ import (
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
 // workloadSelector, one egress listener without a port (its hosts scope
 // what the proxy sees), ingress listeners (port number, protocol and name,
-// bind (an IP), defaultEndpoint, captureMode and connectionPool: they
+// bind (an IP), defaultEndpoint, captureMode, connectionPool and tls: they
 // replace the services' ports as the workload's inbound ports),
 // inboundConnectionPool and outboundTrafficPolicy.mode; connection pools
 // are checked as a DestinationRule's. It refuses as Unsupported what it
 // would otherwise ignore: egress listeners with a port, bind or
-// captureMode, ingress tls, a unix:// defaultEndpoint and
-// outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
+// captureMode, a unix:// defaultEndpoint, what sidecarTLS refuses of
+// ingress tls and outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
 // listener of its own bound; NONE, and DEFAULT in explicit mode, bind a
@@ -59,7 +59,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 			c.errf(p+".bind", "Invalid value: %q: %s is not a valid IP", in.Bind, in.Bind)
 		}
 		if in.Tls != nil {
-			c.unsupported(p + ".tls")
+			c.sidecarTLS(p+".tls", in.Tls)
 		}
 		c.connectionPool(p+".connectionPool", in.ConnectionPool)
 	}
@@ -123,6 +123,47 @@ func (c *checker) sidecarPort(p string, port *networking.SidecarPort) {
 	if port.TargetPort > 0 {
 		c.errf(p+".targetPort", "Invalid value: %d: targetPort has no impact on Sidecars", port.TargetPort)
 	}
+}
+
+// sidecarTLS checks an ingress listener's tls. As istio.io/api documents
+// it, only SIMPLE and MUTUAL are supported; the proxy reads the
+// certificates from files (serverCertificate and privateKey, and
+// caCertificates for MUTUAL), so credentialName, caCertCredentialName,
+// credentialNames and tlsCertificates are refused as Unsupported (loomd
+// serves Secrets to gateways only), as is httpsRedirect (a sidecar does
+// not redirect). The shared options are a Gateway server's (tlsOptions).
+func (c *checker) sidecarTLS(p string, t *networking.ServerTLSSettings) {
+	switch t.Mode {
+	case networking.ServerTLSSettings_SIMPLE, networking.ServerTLSSettings_MUTUAL:
+		if t.ServerCertificate == "" {
+			c.errf(p+".serverCertificate", "Required value: %s mode requires a server certificate file", t.Mode)
+		}
+		if t.PrivateKey == "" {
+			c.errf(p+".privateKey", "Required value: %s mode requires a private key file", t.Mode)
+		}
+		if t.Mode == networking.ServerTLSSettings_MUTUAL && t.CaCertificates == "" {
+			c.errf(p+".caCertificates", "Required value: MUTUAL mode requires a caCertificates file")
+		}
+	default:
+		c.errf(p+".mode", `Unsupported value: %q: sidecar ingress tls supports "SIMPLE", "MUTUAL"`, t.Mode)
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"credentialName", t.CredentialName != ""},
+		{"caCertCredentialName", t.CaCertCredentialName != ""},
+		{"credentialNames", len(t.CredentialNames) > 0},
+		{"tlsCertificates", len(t.TlsCertificates) > 0},
+	} {
+		if f.set {
+			c.errf(p+"."+f.name, "%s on a sidecar (use serverCertificate, privateKey and caCertificates files)", Unsupported)
+		}
+	}
+	if t.HttpsRedirect {
+		c.errf(p+".httpsRedirect", "Invalid value: true: a sidecar ingress listener does not redirect")
+	}
+	c.tlsOptions(p, t)
 }
 
 // defaultEndpoint checks an ingress listener's defaultEndpoint:

@@ -126,13 +126,42 @@ func TestSidecar(t *testing.T) {
 			`spec.ingress[1].bind: Invalid value: "unix:///var/run/app.sock": unix:///var/run/app.sock is not a valid IP`,
 			`spec.ingress[2].bind: Invalid value: "10.0.0.5:80": 10.0.0.5:80 is not a valid IP`,
 		}},
+		{"ingress tls", sidecarDoc(`  ingress:
+  - port: {number: 9443, protocol: HTTPS}
+    defaultEndpoint: 127.0.0.1:8443
+    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem, minProtocolVersion: TLSV1_3}
+  - port: {number: 9444, protocol: TLS}
+    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem, subjectAltNames: [client.example.com]}
+`), nil},
+		{"bad ingress tls", sidecarDoc(`  ingress:
+  - port: {number: 9443, protocol: HTTPS}
+    tls: {mode: SIMPLE}
+  - port: {number: 9444, protocol: TLS}
+    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}
+  - port: {number: 9445, protocol: HTTPS}
+    tls: {mode: ISTIO_MUTUAL}
+  - port: {number: 9446, protocol: HTTPS}
+    tls: {mode: PASSTHROUGH, httpsRedirect: true}
+  - port: {number: 9447, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: web-cred, caCrl: /crl.pem, cipherSuites: [NOPE]}
+`), []string{
+			"spec.ingress[0].tls.serverCertificate: Required value: SIMPLE mode requires a server certificate file",
+			"spec.ingress[0].tls.privateKey: Required value: SIMPLE mode requires a private key file",
+			"spec.ingress[1].tls.caCertificates: Required value: MUTUAL mode requires a caCertificates file",
+			`spec.ingress[2].tls.mode: Unsupported value: "ISTIO_MUTUAL": sidecar ingress tls supports "SIMPLE", "MUTUAL"`,
+			`spec.ingress[3].tls.mode: Unsupported value: "PASSTHROUGH": sidecar ingress tls supports "SIMPLE", "MUTUAL"`,
+			"spec.ingress[3].tls.httpsRedirect: Invalid value: true: a sidecar ingress listener does not redirect",
+			"spec.ingress[4].tls.serverCertificate: Required value: SIMPLE mode requires a server certificate file",
+			"spec.ingress[4].tls.privateKey: Required value: SIMPLE mode requires a private key file",
+			"spec.ingress[4].tls.credentialName: " + Unsupported + " on a sidecar (use serverCertificate, privateKey and caCertificates files)",
+			"spec.ingress[4].tls.caCrl: " + Unsupported,
+			`spec.ingress[4].tls.cipherSuites[0]: Unsupported value: "NOPE": supported cipher suites are those of Envoy that Go's crypto/tls has (` + cipherSuiteList + ")",
+		}},
 		{"ingress fields not served", sidecarDoc(`  ingress:
   - port: {number: 9443, protocol: HTTPS}
     defaultEndpoint: unix:///var/run/app.sock
-    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
 `), []string{
 			`spec.ingress[0].defaultEndpoint: Invalid value: "unix:///var/run/app.sock": unix domain socket endpoints are ` + Unsupported,
-			"spec.ingress[0].tls: " + Unsupported,
 		}},
 		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
   egress: [{hosts: ["./*"]}]

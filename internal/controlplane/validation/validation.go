@@ -864,6 +864,14 @@ func (c *checker) serverTLS(p string, s *networking.Server) {
 	if len(t.TlsCertificates) > 0 {
 		c.errf(p+".tlsCertificates", "%s (use serverCertificate and privateKey)", Unsupported)
 	}
+	c.tlsOptions(p, t)
+}
+
+// tlsOptions checks the ServerTLSSettings fields a Gateway server and a
+// Sidecar ingress listener share beyond mode and certificates: it refuses
+// what the translator does not serve (caCrl, SPKI and hash pinning,
+// insecureSkipVerify) and checks versions, cipher suites and curves.
+func (c *checker) tlsOptions(p string, t *networking.ServerTLSSettings) {
 	if t.CaCrl != "" {
 		c.unsupported(p + ".caCrl")
 	}
