@@ -80,7 +80,10 @@ func configDump(t *testing.T, ip string) string {
 // listener's connectionPool (maxConnections 1, http1MaxPendingRequests 1)
 // limits the inbound cluster: with one request held by the app and one
 // pending, a third is refused by moved's sidecar with 503 and
-// x-envoy-overloaded, and its pending-overflow stat counts it.
+// x-envoy-overloaded, and its pending-overflow stat counts it. With tls
+// SIMPLE on 9443 (PeerAuthentication DISABLE there) a Go TLS client gets
+// the app over HTTP/2 with the configured certificate; with bind, the
+// TCP port listens on the bind address instead of moved's.
 func TestSidecarIngressListeners(t *testing.T) {
 	const prefix = "127.157.0"
 	const movedOctet = 11
@@ -249,6 +252,28 @@ spec:
 		if resp, err := direct.Get("http://" + moved + ":9443/"); err == nil {
 			resp.Body.Close()
 			t.Errorf("plaintext GET %s:9443 = %d, want the connection closed", moved, resp.StatusCode)
+		}
+	})
+
+	t.Run("bind", func(t *testing.T) {
+		// Another address of the host: the listener's bind, not moved's.
+		bind := fmt.Sprintf("%s.%d", prefix, 99)
+		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: moved, namespace: default}
+spec:
+  workloadSelector: {labels: {app: moved}}
+  ingress:
+  - port: {number: 7070, protocol: TCP, name: tcp-echo}
+    bind: %s
+    defaultEndpoint: 127.0.0.1:7071
+`, bind), "moved-v1")
+		if got, err := tcpEchoOnce(bind+":7070", "hello"); err != nil || got != "moved hello" {
+			t.Errorf("TCP to the bind address %s:7070 = %q, %v; want %q from the echo on 7071", bind, got, err, "moved hello")
+		}
+		if c, err := net.DialTimeout("tcp", moved+":7070", 2*time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s:7070 still accepts connections; the listener should have moved to %s:7070", moved, bind)
 		}
 	})
 }
