@@ -29,6 +29,22 @@ import (
 // goroutines per connection (writeLoop, readLoop) and back through
 // channels; on a proxy those wake-ups are a large share of the CPU per
 // request. It is safe for concurrent use.
+//
+// It is also the cluster's resource manager for max_connections and
+// max_pending_requests, shared with the cluster's HTTP/2 pools (h2.go) and
+// TCP proxy (acquireSlot). As Envoy's connection pools
+// (ConnPoolImplBase::tryCreateNewConnection), max_connections is not a
+// hard cap: a request for a host pool (one endpoint over one transport and
+// protocol, Envoy's per-host pool) that has no connection at all
+// (connecting, busy, idle or draining) counts upstream_cx_overflow and
+// connects anyway, so that it is never queued behind another endpoint's
+// connection with no connection of its own to be served on; a pool whose
+// last connection closes while requests wait for it connects again the
+// same way. Only a request that must wait is checked against
+// max_pending_requests first (Envoy's newStream checks pending capacity
+// before it queues the request it then connects for), and fails with
+// ErrOverflow when they are full. So Istio's tcp.maxConnections 1 over 3
+// endpoints keeps up to one connection per endpoint, as Envoy does.
 type h1Transport struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle int // idle connections kept per endpoint
@@ -51,7 +67,13 @@ type h1Transport struct {
 	closed bool
 	// open counts connections open or being dialled, in use or idle,
 	// across all endpoints: max_connections applies per cluster.
-	open       int
+	open int
+	// perPool counts the slots of open each host pool holds (its
+	// connections connecting, in use, idle or draining; a slot granted to
+	// a waiter of the pool): a pool with none connects past
+	// max_connections. Entries are deleted at zero; the TCP proxy's slots
+	// belong to no pool.
+	perPool    map[poolID]int
 	maxConns   int // circuit_breakers max_connections
 	maxPending int // circuit_breakers max_pending_requests
 	// waiters are the pending requests, oldest first, of this pool and
@@ -67,6 +89,15 @@ type h1Transport struct {
 	h2pools []*h2Pool
 }
 
+// poolID names a host pool of the cluster, Envoy's per-host connection
+// pool: an HTTP/1.1 pool key (poolKey: transport and address, h2 nil), or
+// an HTTP/2 pool and an endpoint address. The zero poolID is no pool (the
+// TCP proxy's slots).
+type poolID struct {
+	h2  *h2Pool
+	key string
+}
+
 // h1Waiter is a pending request waiting for a connection to addr. It is
 // granted at most one h1Grant, after it was removed from waiters.
 type h1Waiter struct {
@@ -75,9 +106,12 @@ type h1Waiter struct {
 	ch  chan h1Grant // buffered: a grant never blocks
 }
 
+func (w *h1Waiter) pool() poolID { return poolID{h2: w.h2, key: w.key} }
+
 // h1Grant hands a waiter an idle connection to its endpoint (c), a stream
 // reserved on an HTTP/2 connection of its pool (h2), or (both nil) a
-// connection slot, already counted in open, to dial with.
+// connection slot, already counted in open and for the waiter's pool, to
+// dial with.
 type h1Grant struct {
 	c  *h1Conn
 	h2 *h2Conn
@@ -222,7 +256,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func newH1Transport(dial func(context.Context, string, string) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *h1Transport {
 	t := &h1Transport{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, bufSize: 16 << 10, idle: map[string][]*h1Conn{},
-		maxConns: config.DefaultMaxConnections, maxPending: config.DefaultMaxPendingRequests}
+		perPool: map[poolID]int{}, maxConns: config.DefaultMaxConnections, maxPending: config.DefaultMaxPendingRequests}
 	t.connOpts.Store(&config.ConnectionOptions{})
 	return t
 }
@@ -434,11 +468,11 @@ func (c *h1Conn) close() {
 		return
 	}
 	c.nc.Close()
-	c.t.slotFreed()
+	c.t.slotFreed(poolID{key: c.key})
 }
 
 // retire closes the connection and keeps its slot in open: the caller
-// hands the slot to a pending request.
+// hands the slot (moveLocked) to a pending request.
 func (c *h1Conn) retire() {
 	c.closed.Store(true)
 	c.nc.Close()
@@ -491,12 +525,14 @@ func (b *h1Body) Close() error {
 }
 
 // acquire gets a connection to addr: an idle one (reused true), a new
-// one when the cluster has fewer than max_connections, or else the next
-// one freed, waiting as a pending request. With max_pending_requests
-// already waiting it fails at once with ErrOverflow. Dial errors wrap
+// one when the cluster has fewer than max_connections or the endpoint's
+// pool has no connection (past the limit, as Envoy), or else the next one
+// freed, waiting as a pending request. With max_pending_requests already
+// waiting it fails at once with ErrOverflow. Dial errors wrap
 // *ConnectError; a cancelled ctx ends the wait with ctx.Err().
 func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport) (c *h1Conn, reused bool, err error) {
 	key := poolKey(addr, tt)
+	pool := poolID{key: key}
 	for {
 		t.mu.Lock()
 		c := t.popIdleLocked(key)
@@ -509,14 +545,23 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 			continue // bounded: every turn takes one idle connection away
 		}
 		if t.open < t.maxConns {
-			t.open++
+			t.takeLocked(pool)
 			t.mu.Unlock()
+			c, err := t.dialSlot(ctx, addr, tt)
+			return c, false, err
+		}
+		if t.perPool[pool] == 0 {
+			ok := t.pastLimitLocked(pool)
+			t.mu.Unlock()
+			if !ok {
+				return nil, false, ErrOverflow
+			}
 			c, err := t.dialSlot(ctx, addr, tt)
 			return c, false, err
 		}
 		// At the limit, an idle connection to another endpoint gives its
 		// slot to this request rather than make it wait.
-		if retire := t.retireIdleLocked(); retire != nil {
+		if retire := t.retireIdleLocked(pool); retire != nil {
 			t.mu.Unlock()
 			retire()
 			c, err := t.dialSlot(ctx, addr, tt)
@@ -565,11 +610,27 @@ func (t *h1Transport) waitLocked(ctx context.Context, w *h1Waiter) (h1Grant, err
 			case g.h2 != nil:
 				g.h2.p.streamDone(g.h2)
 			default:
-				t.slotFreed()
+				t.slotFreed(w.pool())
 			}
 		}
 		return h1Grant{}, ctx.Err()
 	}
+}
+
+// pastLimitLocked, called with t.mu held at max_connections for a request
+// of pool, which has no connection, makes room for the connection Envoy
+// makes past the limit for it: it takes a slot for pool and counts
+// upstream_cx_overflow. When max_pending_requests already wait it counts
+// upstream_rq_pending_overflow instead and returns false: Envoy checks
+// pending capacity before it queues the request it connects for.
+func (t *h1Transport) pastLimitLocked(pool poolID) bool {
+	if t.pendingFullLocked() {
+		t.pendingOverflow.Add(1)
+		return false
+	}
+	t.cxOverflow.Add(1)
+	t.takeLocked(pool)
+	return true
 }
 
 // pendingFullLocked reports whether max_pending_requests are waiting: the
@@ -584,8 +645,10 @@ func (t *h1Transport) pendingFullLocked() bool {
 // and HTTP connections of a cluster against one limit. At the limit it
 // counts upstream_cx_overflow and fails at once with ErrOverflow, without
 // waiting: Envoy's tcp_proxy checks the limit before asking its pool,
-// whose queue would wait for a connection that is never released.
-// release gives the slot back; it is safe to call more than once.
+// whose queue would wait for a connection that is never released, so the
+// per-host pool's exception to the limit (h1Transport) never applies to
+// it. The slot belongs to no host pool. release gives the slot back; it
+// is safe to call more than once.
 func (t *h1Transport) acquireSlot() (release func(), err error) {
 	t.mu.Lock()
 	if t.open >= t.maxConns {
@@ -593,20 +656,21 @@ func (t *h1Transport) acquireSlot() (release func(), err error) {
 		t.cxOverflow.Add(1)
 		return nil, ErrOverflow
 	}
-	t.open++
+	t.takeLocked(poolID{})
 	t.mu.Unlock()
-	return sync.OnceFunc(t.slotFreed), nil
+	return sync.OnceFunc(func() { t.slotFreed(poolID{}) }), nil
 }
 
 // dialSlot dials addr over tt (nil: plaintext) with a slot already
-// counted in open; a failed dial or handshake gives the slot back.
+// counted in open and for its pool; a failed dial or handshake gives the
+// slot back.
 func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTransport) (*h1Conn, error) {
 	nc, err := t.dial(ctx, "tcp", addr)
 	if err == nil && tt != nil {
 		nc, err = tt.handshake(ctx, nc, addr)
 	}
 	if err != nil {
-		t.slotFreed()
+		t.slotFreed(poolID{key: poolKey(addr, tt)})
 		return nil, err
 	}
 	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1, id: filter.NewConnectionID()}
@@ -661,15 +725,17 @@ func (t *h1Transport) popIdleLocked(key string) *h1Conn {
 // retireIdleLocked takes an idle connection of the cluster out of its
 // pool for a request that found max_connections in use, the oldest idle
 // HTTP/1.1 connection of any endpoint first, else an idle HTTP/2
-// connection of any pool: its slot in open passes to that request. It
-// returns what closes the connection (call it after unlocking t.mu), nil
-// when no connection is idle.
-func (t *h1Transport) retireIdleLocked() (retire func()) {
+// connection of any pool: its slot in open passes to that request's pool
+// to. It returns what closes the connection (call it after unlocking
+// t.mu), nil when no connection is idle.
+func (t *h1Transport) retireIdleLocked(to poolID) (retire func()) {
 	if c := t.popOtherIdleLocked(); c != nil {
+		t.moveLocked(poolID{key: c.key}, to)
 		return c.retire
 	}
 	for _, p := range t.h2pools {
 		if c := p.retireIdleLocked(); c != nil {
+			t.moveLocked(poolID{h2: p, key: c.addr}, to)
 			return c.close
 		}
 	}
@@ -689,21 +755,74 @@ func (t *h1Transport) popOtherIdleLocked() *h1Conn {
 	return nil
 }
 
-// slotFreed gives back one slot of open and grants free slots to pending
-// requests, oldest first.
-func (t *h1Transport) slotFreed() {
+// slotFreed gives back one slot of open, held by pool, and grants free
+// slots to pending requests, oldest first.
+func (t *h1Transport) slotFreed(pool poolID) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.giveLocked(pool)
+}
+
+// takeLocked counts one more slot of open, for pool.
+func (t *h1Transport) takeLocked(pool poolID) {
+	t.open++
+	if pool != (poolID{}) {
+		t.perPool[pool]++
+	}
+}
+
+// giveLocked gives back one slot of open held by pool and grants free
+// slots to pending requests; see rescueLocked.
+func (t *h1Transport) giveLocked(pool poolID) {
 	t.open--
+	t.dropLocked(pool)
 	t.grantLocked()
+	t.rescueLocked(pool)
+}
+
+// moveLocked hands a slot of open from pool from to pool to.
+func (t *h1Transport) moveLocked(from, to poolID) {
+	t.perPool[to]++
+	t.dropLocked(from)
+	t.rescueLocked(from)
+}
+
+func (t *h1Transport) dropLocked(pool poolID) {
+	if pool == (poolID{}) {
+		return
+	}
+	if n := t.perPool[pool] - 1; n > 0 {
+		t.perPool[pool] = n
+	} else {
+		delete(t.perPool, pool)
+	}
 }
 
 func (t *h1Transport) grantLocked() {
 	for len(t.waiters) > 0 && t.open < t.maxConns {
 		w := t.waiters[0]
 		t.waiters = slices.Delete(t.waiters, 0, 1)
-		t.open++
+		t.takeLocked(w.pool())
 		w.ch <- h1Grant{} // buffered, never blocks
+	}
+}
+
+// rescueLocked gives the oldest request waiting for pool, when pool has
+// no connection left, a slot past max_connections (upstream_cx_overflow):
+// as Envoy's pool, which connects for its pending streams when it loses
+// its last connection, so that they do not wait for another endpoint's.
+func (t *h1Transport) rescueLocked(pool poolID) {
+	if pool == (poolID{}) || t.perPool[pool] > 0 {
+		return
+	}
+	for i, w := range t.waiters {
+		if w.pool() == pool {
+			t.waiters = slices.Delete(t.waiters, i, i+1)
+			t.cxOverflow.Add(1)
+			t.takeLocked(pool)
+			w.ch <- h1Grant{} // buffered, never blocks
+			return
+		}
 	}
 }
 
@@ -739,6 +858,7 @@ func (t *h1Transport) putIdle(c *h1Conn) {
 	if len(t.waiters) > 0 && t.open >= t.maxConns {
 		w := t.waiters[0]
 		t.waiters = slices.Delete(t.waiters, 0, 1)
+		t.moveLocked(poolID{key: c.key}, w.pool())
 		t.mu.Unlock()
 		c.retire()
 		w.ch <- h1Grant{}

@@ -32,7 +32,10 @@ import (
 //     (h1Transport's open, waiters and overflow counters, under its mu):
 //     draining connections count until closed, and a request that finds no
 //     free stream and no connection slot waits as a pending request, or
-//     fails with ErrOverflow (503 UO) when max_pending_requests wait.
+//     fails with ErrOverflow (503 UO) when max_pending_requests wait; but
+//     a request for an endpoint with no connection in this pool connects
+//     past max_connections (upstream_cx_overflow), as Envoy's per-host
+//     pools do (see h1Transport).
 //
 // A request that waits for a connection being established (one another
 // request opened) is pending too. Connections are made with net/http's
@@ -97,8 +100,9 @@ func (p *h2Pool) release() {
 }
 
 // retireIdleLocked takes one established connection of p with no stream
-// out of the pool, its slot in t.open passing to the caller's request, and
-// returns it for the caller to close; nil when p has none.
+// out of the pool, its slot in t.open passing to the caller's request (the
+// caller moves it in t.perPool), and returns it for the caller to close;
+// nil when p has none.
 func (p *h2Pool) retireIdleLocked() *h2Conn {
 	for _, l := range p.conns {
 		for _, c := range l {
@@ -274,15 +278,27 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 		t.mu.Unlock()
 		return p.await(ctx, c, true)
 	}
+	pool := poolID{h2: p, key: addr}
 	if t.open < t.maxConns {
-		t.open++
+		t.takeLocked(pool)
+		c := p.connectLocked(addr, o)
+		t.mu.Unlock()
+		return p.await(ctx, c, false)
+	}
+	// The endpoint has no connection in p: connect past the limit, as
+	// Envoy's pool does.
+	if t.perPool[pool] == 0 {
+		if !t.pastLimitLocked(pool) {
+			t.mu.Unlock()
+			return nil, ErrOverflow
+		}
 		c := p.connectLocked(addr, o)
 		t.mu.Unlock()
 		return p.await(ctx, c, false)
 	}
 	// At the limit, an idle connection of the cluster gives its slot to
 	// this request rather than make it wait (as h1Transport.acquire).
-	if retire := t.retireIdleLocked(); retire != nil {
+	if retire := t.retireIdleLocked(pool); retire != nil {
 		c := p.connectLocked(addr, o)
 		t.mu.Unlock()
 		retire()
@@ -296,7 +312,7 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 		// A stream freed on an established connection.
 		return p.await(ctx, g.h2, false)
 	}
-	// A bare slot, already counted in open.
+	// A bare slot, already counted in open and for (p, addr).
 	t.mu.Lock()
 	c := p.connectLocked(addr, o)
 	t.mu.Unlock()
@@ -362,7 +378,8 @@ func (p *h2Pool) reserveLocked(c *h2Conn, o *config.ConnectionOptions) {
 }
 
 // connectLocked adds a connection to addr, with a slot already counted in
-// t.open and one stream reserved for the caller, and starts establishing
+// t.open and for (p, addr) in t.perPool, and one stream reserved for the
+// caller, and starts establishing
 // it. The dial runs on its own goroutine, bounded by the cluster's
 // connect_timeout, so that a request that gives up does not fail the
 // requests waiting for the same connection.
@@ -481,6 +498,7 @@ func (p *h2Pool) serveLocked(c *h2Conn) *h2Conn {
 		c.stopTimer()
 		w := t.waiters[0]
 		t.waiters = slices.Delete(t.waiters, 0, 1)
+		t.moveLocked(poolID{h2: p, key: c.addr}, w.pool())
 		w.ch <- h1Grant{}
 		return c
 	}
@@ -513,8 +531,7 @@ func (p *h2Pool) goneLocked(c *h2Conn) {
 	p.drainLocked(c)
 	c.gone = true
 	c.stopTimer()
-	p.t.open--
-	p.t.grantLocked()
+	p.t.giveLocked(poolID{h2: p, key: c.addr})
 }
 
 func (c *h2Conn) stopTimer() {

@@ -403,9 +403,11 @@ func sendWithin(m *ClusterManager, c *config.Cluster, opts PickOptions, d time.D
 }
 
 // TestIdleConnectionGivesUpItsSlot: at max_connections 1, an idle
-// connection of the cluster, HTTP/2 or HTTP/1.1, gives its slot to a
-// request for another endpoint or protocol rather than leave it waiting
-// for a stream that never ends.
+// connection of the cluster, HTTP/2 or HTTP/1.1, never leaves a request
+// for another endpoint or protocol waiting for a stream that never ends:
+// that request's pool has no connection and connects past the limit, as
+// Envoy's (TestCircuitBreakerIdleGivesSlotToBusyHost covers an idle
+// connection giving up its slot).
 func TestIdleConnectionGivesUpItsSlot(t *testing.T) {
 	th := &config.Thresholds{MaxConnections: 1, MaxPendingRequests: 10, MaxRequests: 100}
 	t.Run("HTTP/2 endpoints", func(t *testing.T) {
