@@ -26,7 +26,8 @@ type policyState struct {
 // while the cluster is known; EjectionsActive is a gauge.
 type PolicyStats struct {
 	// UpstreamCxOverflow counts requests that found max_connections
-	// reached (they then wait as pending, or overflow).
+	// reached (they then wait as pending, or overflow, or connect past
+	// the limit when their endpoint's pool has no connection, as Envoy).
 	UpstreamCxOverflow uint64
 	// UpstreamRqPendingOverflow counts requests refused with ErrOverflow
 	// because max_pending_requests or max_requests was reached.
