@@ -40,11 +40,11 @@ import (
 // connects anyway, so that it is never queued behind another endpoint's
 // connection with no connection of its own to be served on; a pool whose
 // last connection closes while requests wait for it connects again the
-// same way. Only a request that must wait is checked against
-// max_pending_requests first (Envoy's newStream checks pending capacity
-// before it queues the request it then connects for), and fails with
-// ErrOverflow when they are full. So Istio's tcp.maxConnections 1 over 3
-// endpoints keeps up to one connection per endpoint, as Envoy does.
+// same way. Such a request is first checked against max_pending_requests,
+// as Envoy's newStream checks pending capacity before it queues the
+// request it then connects for: when they are full it fails with
+// ErrOverflow and nothing is dialled. So Istio's tcp.maxConnections 1
+// over 3 endpoints keeps up to one connection per endpoint, as Envoy does.
 type h1Transport struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle int // idle connections kept per endpoint

@@ -379,10 +379,9 @@ func (p *h2Pool) reserveLocked(c *h2Conn, o *config.ConnectionOptions) {
 
 // connectLocked adds a connection to addr, with a slot already counted in
 // t.open and for (p, addr) in t.perPool, and one stream reserved for the
-// caller, and starts establishing
-// it. The dial runs on its own goroutine, bounded by the cluster's
-// connect_timeout, so that a request that gives up does not fail the
-// requests waiting for the same connection.
+// caller, and starts establishing it. The dial runs on its own goroutine,
+// bounded by the cluster's connect_timeout, so that a request that gives
+// up does not fail the requests waiting for the same connection.
 func (p *h2Pool) connectLocked(addr string, o *config.ConnectionOptions) *h2Conn {
 	c := &h2Conn{p: p, addr: addr, ready: make(chan struct{}), peerMax: math.MaxInt, id: filter.NewConnectionID()}
 	p.conns[addr] = append(p.conns[addr], c)
