@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 // Names of the only extensions this version supports.
@@ -53,7 +54,7 @@ func InlineRouteName(listener, chain string) string { return "inline:" + listene
 
 // Build validates a complete set of xDS resources and compiles them into a
 // new Generation. It is pure and safe for concurrent use; res is not
-// modified and the Generation keeps references to its protos only in
+// modified and the Generation keeps references to its protos only for
 // Source.
 //
 // prev is the generation currently applied (nil for the first one); the new
@@ -72,6 +73,69 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 	return BuildWith(res, prev, filter.Deps{})
 }
 
+// BuildEncoded is BuildWith on enc decoded (Encoded.Decode). The
+// Generation keeps enc, not the decoded protos, which are garbage once it
+// is built; its Source decodes enc again. enc must not be modified after.
+func BuildEncoded(enc *Encoded, prev *Generation, deps filter.Deps) (*Generation, error) {
+	res, err := enc.Decode()
+	if err != nil {
+		return nil, err
+	}
+	g, err := BuildWith(res, prev, deps)
+	if err != nil {
+		return nil, err
+	}
+	g.source, g.encoded = Resources{}, enc
+	return g, nil
+}
+
+// Decode unmarshals every resource of e. An error names the type URL and
+// the index within its type:
+//
+//	resources[3]: decode type.googleapis.com/envoy.config.cluster.v3.Cluster: ...
+func (e *Encoded) Decode() (Resources, error) {
+	res := Resources{Versions: e.Versions}
+	var err error
+	if res.Listeners, err = decodeAll(e.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }); err != nil {
+		return Resources{}, err
+	}
+	if res.Routes, err = decodeAll(e.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }); err != nil {
+		return Resources{}, err
+	}
+	if res.Clusters, err = decodeAll(e.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }); err != nil {
+		return Resources{}, err
+	}
+	if res.Endpoints, err = decodeAll(e.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }); err != nil {
+		return Resources{}, err
+	}
+	return res, nil
+}
+
+func decodeAll(bs [][]byte, typeURL string, newMsg func() proto.Message) ([]proto.Message, error) {
+	if len(bs) == 0 {
+		return nil, nil
+	}
+	out := make([]proto.Message, len(bs))
+	for i, b := range bs {
+		m := newMsg()
+		if err := proto.Unmarshal(b, m); err != nil {
+			return nil, fmt.Errorf("resources[%d]: decode %s: %w", i, typeURL, err)
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+// Source returns the protos g was built from, for /config_dump: Build's
+// input, or BuildEncoded's decoded anew (an error only if that fails).
+// The caller must not modify them.
+func (g *Generation) Source() (Resources, error) {
+	if g.encoded != nil {
+		return g.encoded.Decode()
+	}
+	return g.source, nil
+}
+
 // BuildWith is Build with the proxy's services for the HTTP filters'
 // Build (filter.Deps): gRPC clients and the service cluster. Its
 // HasCluster is set by BuildWith to the generation's own clusters.
@@ -82,7 +146,7 @@ func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, 
 		Listeners: make(map[string]*Listener, len(res.Listeners)),
 		Routes:    make(map[string]*RouteTable, len(res.Routes)),
 		Clusters:  make(map[string]*Cluster, len(res.Clusters)),
-		Source:    res,
+		source:    res,
 	}
 	if g.Versions == nil {
 		g.Versions = map[string]string{}

@@ -824,6 +824,67 @@ func TestConfigDump(t *testing.T) {
 	}
 }
 
+// encode serializes ms as an xDS client keeps them (Encoded).
+func encode(t testing.TB, ms []proto.Message) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, m := range ms {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestBuildEncoded(t *testing.T) {
+	res := testResources(t)
+	res.Versions = map[string]string{xdsapi.ClusterType: "c1", xdsapi.ListenerType: "l1", xdsapi.RouteType: "r1", xdsapi.EndpointType: "e1"}
+	enc := &Encoded{Listeners: encode(t, res.Listeners), Routes: encode(t, res.Routes), Clusters: encode(t, res.Clusters),
+		Endpoints: encode(t, res.Endpoints), Versions: res.Versions}
+	g, err := BuildEncoded(enc, nil, filter.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Build(res, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Listeners) != len(want.Listeners) || len(g.Routes) != len(want.Routes) ||
+		!cmp.Equal(want.Clusters[reviewsV1].Endpoints, g.Clusters[reviewsV1].Endpoints) {
+		t.Errorf("BuildEncoded = %+v, want as Build: %+v", g, want)
+	}
+	// The generation keeps the bytes, not the protos; Source decodes them
+	// again, to the same config_dump.
+	src, err := g.Source()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.Clusters) != 1 || !proto.Equal(src.Clusters[0], res.Clusters[0]) || !proto.Equal(src.Endpoints[0], res.Endpoints[0]) {
+		t.Errorf("Source = %v, want the encoded resources", src)
+	}
+	gotDump, err := g.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDump, err := want.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(wantDump), string(gotDump)); diff != "" {
+		t.Errorf("config_dump (-Build +BuildEncoded):\n%s", diff)
+	}
+
+	// Bytes that are not the type: an error naming type and index.
+	bad := *enc
+	bad.Clusters = [][]byte{enc.Clusters[0], {0xff}}
+	_, err = BuildEncoded(&bad, nil, filter.Deps{})
+	if wantErr := "resources[1]: decode " + xdsapi.ClusterType + ": "; err == nil || !strings.HasPrefix(err.Error(), wantErr) {
+		t.Errorf("BuildEncoded(bad cluster) = %v, want an error starting %q", err, wantErr)
+	}
+}
+
 func testFilterBuilder(t testing.TB) *filterBuilder {
 	t.Helper()
 	fb, err := newFilterBuilder(filter.Deps{})

@@ -31,7 +31,10 @@ func (g *Generation) ConfigDumpWithSecrets(secs []*secret.Secret) ([]byte, error
 }
 
 func (g *Generation) configDump(secs []*secret.Secret) ([]byte, error) {
-	src := g.Source
+	src, err := g.Source()
+	if err != nil {
+		return nil, fmt.Errorf("config dump: %w", err)
+	}
 	version := func(typeURL string) (string, bool) {
 		v, ok := g.Versions[typeURL]
 		return v, ok

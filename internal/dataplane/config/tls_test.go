@@ -414,7 +414,11 @@ func TestBuildSecretAndDump(t *testing.T) {
 		}
 	}
 	// The generation's source keeps its key (only the dump is redacted).
-	src := g.Source.Listeners[0].(*listenerv3.Listener)
+	res, err := g.Source()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := res.Listeners[0].(*listenerv3.Listener)
 	var kept tlsv3.DownstreamTlsContext
 	if err := src.FilterChains[0].TransportSocket.GetTypedConfig().UnmarshalTo(&kept); err != nil ||
 		string(kept.CommonTlsContext.TlsCertificates[0].PrivateKey.GetInlineBytes()) != string(leaf.KeyPEM) {

@@ -25,9 +25,11 @@ type Generation struct {
 	Routes map[string]*RouteTable
 	// Clusters by name, each with its endpoints.
 	Clusters map[string]*Cluster
-	// Source is the protos this generation was built from, for /config_dump
-	// only; the request path never reads it.
-	Source Resources
+	// source is the protos this generation was built from, or, when
+	// encoded is set, nothing: Source decodes encoded anew. For
+	// /config_dump only; the request path never reads either.
+	source  Resources
+	encoded *Encoded
 	// SecretRefs are the secrets the listeners' and clusters' TLS
 	// contexts name, sorted by name, once each; the proxy feeds its
 	// secret sources from them (files, ADS subscriptions).
@@ -47,6 +49,21 @@ type Resources struct {
 	// come from; Build copies it to Generation.Versions. Nil for a
 	// bootstrap file (static resources).
 	Versions map[string]string
+}
+
+// Encoded is a full set of xDS resources of the four types kept
+// serialized: each the value of the Any it came in (the wire bytes of a
+// Listener, RouteConfiguration, Cluster or ClusterLoadAssignment), with
+// the version_info of each type URL. A decoded resource is several times
+// its wire size (a ClusterLoadAssignment's per-endpoint metadata Structs
+// above all), so the xDS client keeps resources this way between updates
+// and decodes them for each build (BuildEncoded).
+type Encoded struct {
+	Listeners [][]byte // envoy.config.listener.v3.Listener
+	Routes    [][]byte // envoy.config.route.v3.RouteConfiguration
+	Clusters  [][]byte // envoy.config.cluster.v3.Cluster
+	Endpoints [][]byte // envoy.config.endpoint.v3.ClusterLoadAssignment
+	Versions  map[string]string
 }
 
 // Direction is a listener's traffic direction (Envoy's TrafficDirection).

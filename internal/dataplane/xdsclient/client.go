@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
@@ -73,9 +72,12 @@ type Client struct {
 	log  *slog.Logger
 
 	// Owned by the goroutine in Run.
-	accepted map[string][]proto.Message // latest accepted resources per type URL
-	versions map[string]string          // latest accepted version_info per type URL
-	gen      *config.Generation         // latest applied generation
+	// accepted are the latest accepted resources per type URL, serialized
+	// (config.Encoded: decoded they are several times larger, and only a
+	// build needs them decoded).
+	accepted map[string][][]byte
+	versions map[string]string  // latest accepted version_info per type URL
+	gen      *config.Generation // latest applied generation
 	// secretNames are the secret names subscribed to on the stream (sent);
 	// secretNonce is the nonce of the last Secret response; stored are the
 	// names this client put in Options.Secrets.
@@ -139,7 +141,7 @@ func New(opts Options) (*Client, error) {
 	c := &Client{
 		opts:     opts,
 		log:      l.With("component", "xdsclient", "xds_addr", opts.Addr, "node", opts.Node.GetId()),
-		accepted: map[string][]proto.Message{},
+		accepted: map[string][][]byte{},
 		versions: map[string]string{},
 		status:   map[string]*TypeStatus{},
 		stored:   map[string]bool{},
@@ -379,43 +381,41 @@ func (c *Client) handle(resp *discoveryv3.DiscoveryResponse) *discoveryv3.Discov
 }
 
 // build decodes resp and builds a full generation from it and the
-// accepted resources of the other types. On success it records resp's
-// resources as accepted.
+// accepted resources of the other types, decoded again. On success it
+// records resp's resources, serialized, as accepted.
 func (c *Client) build(resp *discoveryv3.DiscoveryResponse) (*config.Generation, error) {
 	typ := resp.GetTypeUrl()
 	if _, ok := c.status[typ]; !ok {
 		return nil, fmt.Errorf("type_url %q: not subscribed", typ)
 	}
-	msgs := make([]proto.Message, 0, len(resp.GetResources()))
+	vals := make([][]byte, 0, len(resp.GetResources()))
 	for i, a := range resp.GetResources() {
 		if a.GetTypeUrl() != typ {
 			return nil, fmt.Errorf("resources[%d]: type_url %q: must be %s", i, a.GetTypeUrl(), typ)
 		}
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			return nil, fmt.Errorf("resources[%d]: decode %s: %w", i, typ, err)
-		}
-		msgs = append(msgs, m)
+		vals = append(vals, a.GetValue())
 	}
 	versions := maps.Clone(c.versions)
 	versions[typ] = resp.GetVersionInfo()
-	pick := func(t string) []proto.Message {
+	pick := func(t string) [][]byte {
 		if t == typ {
-			return msgs
+			return vals
 		}
 		return c.accepted[t]
 	}
-	res := config.Resources{
+	enc := &config.Encoded{
 		Listeners: pick(xdsapi.ListenerType),
 		Routes:    pick(xdsapi.RouteType),
 		Clusters:  pick(xdsapi.ClusterType),
 		Endpoints: pick(xdsapi.EndpointType),
 		Versions:  versions,
 	}
-	g, err := config.BuildWith(res, c.gen, c.opts.FilterDeps)
+	// Every type is decoded anew for the build and dropped after it: the
+	// generation keeps enc (its config_dump decodes again).
+	g, err := config.BuildEncoded(enc, c.gen, c.opts.FilterDeps)
 	if err != nil {
 		return nil, err
 	}
-	c.accepted[typ] = msgs
+	c.accepted[typ] = vals
 	return g, nil
 }

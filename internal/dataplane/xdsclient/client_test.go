@@ -24,8 +24,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
@@ -64,12 +66,18 @@ func routeConfig(prefix, regex string) *routev3.RouteConfiguration {
 	}}}
 }
 
+// ratingsWorkload is the telemetry metadata of cluster's endpoint.
+var ratingsWorkload = xdsapi.EndpointWorkload{Name: "ratings-v1", Namespace: "default",
+	CanonicalService: "ratings", CanonicalRevision: "v1", ClusterID: xdsapi.DefaultClusterID}
+
 func snapshot(t *testing.T, versions map[string]string, rc *routev3.RouteConfiguration) *cachev3.Snapshot {
 	cl := &clusterv3.Cluster{Name: cluster, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: xdstest.ADS()}}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
-			Endpoint: &endpointv3.Endpoint{Address: xdstest.SocketAddress("127.0.0.16", 15006)}}}}}}}
+			Endpoint: &endpointv3.Endpoint{Address: xdstest.SocketAddress("127.0.0.16", 15006)}},
+			Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{xdsapi.EndpointMetadataNamespace: {
+				Fields: map[string]*structpb.Value{xdsapi.EndpointMetadataWorkload: structpb.NewStringValue(ratingsWorkload.String())}}}}}}}}}
 	items := map[string][]types.Resource{
 		xdsapi.ClusterType: {cl}, xdsapi.EndpointType: {cla}, xdsapi.ListenerType: {listener(t)}, xdsapi.RouteType: {rc},
 	}
@@ -227,7 +235,9 @@ func TestClientACKNACK(t *testing.T) {
 	if g.Listeners[xdsapi.VirtualOutboundListener] == nil || g.Routes[xdsapi.HTTPProxyRoute] == nil {
 		t.Fatalf("generation lacks listener or route: %+v", g)
 	}
-	if diff := cmp.Diff([]config.Endpoint{{Address: "127.0.0.16:15006", Weight: 1}}, g.Clusters[cluster].Endpoints); diff != "" {
+	wantEndpoints := []config.Endpoint{{Address: "127.0.0.16:15006", Weight: 1, Workload: &istiostats.Peer{
+		Workload: "ratings-v1", Namespace: "default", Service: "ratings", Revision: "v1", Cluster: xdsapi.DefaultClusterID}}}
+	if diff := cmp.Diff(wantEndpoints, g.Clusters[cluster].Endpoints); diff != "" {
 		t.Errorf("endpoints (-want +got):\n%s", diff)
 	}
 	if int(g.Number) != n1 {
@@ -285,6 +295,26 @@ func TestClientACKNACK(t *testing.T) {
 	}
 	if rds := c.Status().Types[3]; rds.Version != "3" || rds.NackVersion != "" || rds.NackError != "" {
 		t.Errorf("Status RDS after ACK = %+v", rds)
+	}
+	// The client keeps the other types serialized between updates: the
+	// generation rebuilt for RDS alone still has every CDS and EDS field,
+	// the endpoint's workload metadata too, and so has its config_dump.
+	if diff := cmp.Diff(wantEndpoints, g3.Clusters[cluster].Endpoints); diff != "" {
+		t.Errorf("endpoints after an RDS-only update (-want +got):\n%s", diff)
+	}
+	b, err := g3.ConfigDump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := strings.Join(strings.Fields(string(b)), "")
+	for _, want := range []string{`"prefix":"/ratings"`, `"versionInfo":"3"`, `"clusterName":"` + cluster + `"`,
+		`"workload":"` + ratingsWorkload.String() + `"`, `"name":"` + xdsapi.VirtualOutboundListener + `"`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("config_dump of generation %d lacks %s:\n%s", g3.Number, want, b)
+		}
+	}
+	if got, err := g.ConfigDump(); err != nil || !strings.Contains(strings.Join(strings.Fields(string(got)), ""), `"prefix":"/"`) {
+		t.Errorf("config_dump of generation %d = %v; want its own route prefix \"/\"", g.Number, err)
 	}
 }
 
