@@ -73,53 +73,95 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 	return BuildWith(res, prev, filter.Deps{})
 }
 
-// BuildEncoded is BuildWith on enc decoded (Encoded.Decode). The
-// Generation keeps enc, not the decoded protos, which are garbage once it
-// is built; its Source decodes enc again. enc must not be modified after.
+// BuildEncoded is BuildWith on enc decoded (Encoded.Decode), with the same
+// errors. It decodes one resource at a time and drops it once compiled,
+// so the decoded protos never all live at once, and the Generation keeps
+// enc, not them: its Source decodes enc again. enc must not be modified
+// after.
 func BuildEncoded(enc *Encoded, prev *Generation, deps filter.Deps) (*Generation, error) {
-	res, err := enc.Decode()
+	g, err := buildWith(resourceLists{
+		listeners: encodedList(enc.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }),
+		routes:    encodedList(enc.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }),
+		clusters:  encodedList(enc.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }),
+		endpoints: encodedList(enc.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }),
+	}, enc.Versions, prev, deps)
 	if err != nil {
 		return nil, err
 	}
-	g, err := BuildWith(res, prev, deps)
-	if err != nil {
-		return nil, err
-	}
-	g.source, g.encoded = Resources{}, enc
+	g.encoded = enc
 	return g, nil
 }
 
-// Decode unmarshals every resource of e. An error names the type URL and
-// the index within its type:
+// Decode unmarshals every resource of e. An error names the index within
+// its type and the type URL:
 //
 //	resources[3]: decode type.googleapis.com/envoy.config.cluster.v3.Cluster: ...
 func (e *Encoded) Decode() (Resources, error) {
 	res := Resources{Versions: e.Versions}
 	var err error
-	if res.Listeners, err = decodeAll(e.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }); err != nil {
+	if res.Listeners, err = encodedList(e.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }).all(); err != nil {
 		return Resources{}, err
 	}
-	if res.Routes, err = decodeAll(e.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }); err != nil {
+	if res.Routes, err = encodedList(e.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }).all(); err != nil {
 		return Resources{}, err
 	}
-	if res.Clusters, err = decodeAll(e.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }); err != nil {
+	if res.Clusters, err = encodedList(e.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }).all(); err != nil {
 		return Resources{}, err
 	}
-	if res.Endpoints, err = decodeAll(e.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }); err != nil {
+	if res.Endpoints, err = encodedList(e.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }).all(); err != nil {
 		return Resources{}, err
 	}
 	return res, nil
 }
 
-func decodeAll(bs [][]byte, typeURL string, newMsg func() proto.Message) ([]proto.Message, error) {
-	if len(bs) == 0 {
+// resourceList is one type's resources for buildWith to walk: decoded
+// already (msgs) or serialized (raw, decoded by at).
+type resourceList struct {
+	msgs    []proto.Message
+	raw     [][]byte
+	typeURL string
+	newMsg  func() proto.Message
+}
+
+// resourceLists are the four types' resourceLists.
+type resourceLists struct {
+	listeners, routes, clusters, endpoints resourceList
+}
+
+func decodedList(ms []proto.Message) resourceList { return resourceList{msgs: ms} }
+
+func encodedList(raw [][]byte, typeURL string, newMsg func() proto.Message) resourceList {
+	return resourceList{raw: raw, typeURL: typeURL, newMsg: newMsg}
+}
+
+func (l resourceList) len() int {
+	if l.newMsg != nil {
+		return len(l.raw)
+	}
+	return len(l.msgs)
+}
+
+// at returns resource i, decoding it when l is serialized.
+func (l resourceList) at(i int) (proto.Message, error) {
+	if l.newMsg == nil {
+		return l.msgs[i], nil
+	}
+	m := l.newMsg()
+	if err := proto.Unmarshal(l.raw[i], m); err != nil {
+		return nil, fmt.Errorf("resources[%d]: decode %s: %w", i, l.typeURL, err)
+	}
+	return m, nil
+}
+
+func (l resourceList) all() ([]proto.Message, error) {
+	if l.len() == 0 {
 		return nil, nil
 	}
-	out := make([]proto.Message, len(bs))
-	for i, b := range bs {
-		m := newMsg()
-		if err := proto.Unmarshal(b, m); err != nil {
-			return nil, fmt.Errorf("resources[%d]: decode %s: %w", i, typeURL, err)
+	out := make([]proto.Message, l.len())
+	for i := range out {
+		m, err := l.at(i)
+		if err != nil {
+			return nil, err
 		}
 		out[i] = m
 	}
@@ -140,13 +182,22 @@ func (g *Generation) Source() (Resources, error) {
 // Build (filter.Deps): gRPC clients and the service cluster. Its
 // HasCluster is set by BuildWith to the generation's own clusters.
 func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, error) {
+	g, err := buildWith(resourceLists{listeners: decodedList(res.Listeners), routes: decodedList(res.Routes),
+		clusters: decodedList(res.Clusters), endpoints: decodedList(res.Endpoints)}, res.Versions, prev, deps)
+	if err != nil {
+		return nil, err
+	}
+	g.source = res
+	return g, nil
+}
+
+func buildWith(res resourceLists, versions map[string]string, prev *Generation, deps filter.Deps) (*Generation, error) {
 	g := &Generation{
 		Number:    1,
-		Versions:  maps.Clone(res.Versions),
-		Listeners: make(map[string]*Listener, len(res.Listeners)),
-		Routes:    make(map[string]*RouteTable, len(res.Routes)),
-		Clusters:  make(map[string]*Cluster, len(res.Clusters)),
-		source:    res,
+		Versions:  maps.Clone(versions),
+		Listeners: make(map[string]*Listener, res.listeners.len()),
+		Routes:    make(map[string]*RouteTable, res.routes.len()),
+		Clusters:  make(map[string]*Cluster, res.clusters.len()),
 	}
 	if g.Versions == nil {
 		g.Versions = map[string]string{}
@@ -161,8 +212,12 @@ func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, 
 	}
 
 	// Endpoints first: clusters pick them up by name.
-	clas := make(map[string]loadAssignment, len(res.Endpoints))
-	for i, m := range res.Endpoints {
+	clas := make(map[string]loadAssignment, res.endpoints.len())
+	for i := range res.endpoints.len() {
+		m, err := res.endpoints.at(i)
+		if err != nil {
+			return nil, err
+		}
 		cla, ok := m.(*endpointv3.ClusterLoadAssignment)
 		if !ok {
 			return nil, fmt.Errorf("endpoints[%d]: got %T, want ClusterLoadAssignment", i, m)
@@ -184,7 +239,11 @@ func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, 
 		clas[name] = eps
 	}
 
-	for i, m := range res.Clusters {
+	for i := range res.clusters.len() {
+		m, err := res.clusters.at(i)
+		if err != nil {
+			return nil, err
+		}
 		c, ok := m.(*clusterv3.Cluster)
 		if !ok {
 			return nil, fmt.Errorf("clusters[%d]: got %T, want Cluster", i, m)
@@ -205,7 +264,11 @@ func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, 
 		g.Clusters[rc.Name] = rc
 	}
 
-	for i, m := range res.Routes {
+	for i := range res.routes.len() {
+		m, err := res.routes.at(i)
+		if err != nil {
+			return nil, err
+		}
 		rc, ok := m.(*routev3.RouteConfiguration)
 		if !ok {
 			return nil, fmt.Errorf("routes[%d]: got %T, want RouteConfiguration", i, m)
@@ -226,7 +289,11 @@ func BuildWith(res Resources, prev *Generation, deps filter.Deps) (*Generation, 
 		g.Routes[rt.Name] = rt
 	}
 
-	for i, m := range res.Listeners {
+	for i := range res.listeners.len() {
+		m, err := res.listeners.at(i)
+		if err != nil {
+			return nil, err
+		}
 		l, ok := m.(*listenerv3.Listener)
 		if !ok {
 			return nil, fmt.Errorf("listeners[%d]: got %T, want Listener", i, m)
