@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -41,9 +42,10 @@ func outboundPolicyMode(mesh *meshv1alpha1.MeshConfig) meshv1alpha1.MeshConfig_O
 
 // catchAllVirtualHost is Istio's last virtual host of the outbound route
 // (BuildCatchAllVirtualHost): under ALLOW_ANY "allow_any", routing every
-// other authority to PassthroughCluster with no timeout; under
-// REGISTRY_ONLY "block_all", answering 502.
-func catchAllVirtualHost(mesh *meshv1alpha1.MeshConfig) *routev3.VirtualHost {
+// other authority to PassthroughCluster, or to egress when set (the
+// Sidecar's egressProxy cluster, egressProxyCluster), with no timeout;
+// under REGISTRY_ONLY "block_all", answering 502.
+func catchAllVirtualHost(mesh *meshv1alpha1.MeshConfig, egress string) *routev3.VirtualHost {
 	match := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 	if outboundPolicyMode(mesh) == meshv1alpha1.MeshConfig_OutboundTrafficPolicy_REGISTRY_ONLY {
 		return &routev3.VirtualHost{
@@ -64,7 +66,7 @@ func catchAllVirtualHost(mesh *meshv1alpha1.MeshConfig) *routev3.VirtualHost {
 			Name:  allowAnyName,
 			Match: match,
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cmp.Or(egress, PassthroughCluster)},
 				Timeout:          durationpb.New(0),
 				MaxGrpcTimeout:   durationpb.New(0), //nolint:staticcheck // as Istio
 			}},
@@ -74,8 +76,9 @@ func catchAllVirtualHost(mesh *meshv1alpha1.MeshConfig) *routev3.VirtualHost {
 }
 
 // addCatchAll appends catchAllVirtualHost to the sidecar's outbound route
-// rc, unless a virtual host already claims the domain "*".
-func addCatchAll(rc *routev3.RouteConfiguration, mesh *meshv1alpha1.MeshConfig) {
+// rc, unless a virtual host already claims the domain "*"; egress is
+// catchAllVirtualHost's.
+func addCatchAll(rc *routev3.RouteConfiguration, mesh *meshv1alpha1.MeshConfig, egress string) {
 	for _, vh := range rc.GetVirtualHosts() {
 		for _, d := range vh.GetDomains() {
 			if d == "*" {
@@ -83,7 +86,7 @@ func addCatchAll(rc *routev3.RouteConfiguration, mesh *meshv1alpha1.MeshConfig) 
 			}
 		}
 	}
-	rc.VirtualHosts = append(rc.VirtualHosts, catchAllVirtualHost(mesh))
+	rc.VirtualHosts = append(rc.VirtualHosts, catchAllVirtualHost(mesh, egress))
 }
 
 // passthroughCluster is Istio's PassthroughCluster: ORIGINAL_DST with

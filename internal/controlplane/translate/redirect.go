@@ -102,7 +102,7 @@ type inboundAuthz struct {
 // endpoints as in explicit mode, the inbound clusters, BlackHoleCluster,
 // PassthroughCluster and InboundPassthroughCluster.
 func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, o Options, authz inboundAuthz) (*Resources, error) {
-	vo, err := virtualOutboundListener(mesh)
+	vo, err := virtualOutboundListener(mesh, egressProxyCluster(pc.Sidecar()))
 	if err != nil {
 		return nil, err
 	}
@@ -172,15 +172,16 @@ func tcpProxyFilterChain(name string, match *listenerv3.FilterChainMatch, tp *tc
 // use_original_dst, with the chains of buildOutboundCatchAllNetworkFilterChains:
 // virtualOutbound-blackhole for a connection whose original destination
 // port is 15001 itself (no loop), and virtualOutbound-catchall-tcp to
-// PassthroughCluster under ALLOW_ANY or BlackHoleCluster under
-// REGISTRY_ONLY for destinations no listener claims.
-func virtualOutboundListener(mesh *meshv1alpha1.MeshConfig) (*listenerv3.Listener, error) {
+// catchAllCluster (PassthroughCluster or the egress proxy's cluster under
+// ALLOW_ANY, BlackHoleCluster under REGISTRY_ONLY) for destinations no
+// listener claims.
+func virtualOutboundListener(mesh *meshv1alpha1.MeshConfig, egress string) (*listenerv3.Listener, error) {
 	blackhole, err := tcpProxyChain(virtualOutboundBlackholeChain,
 		&listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(xdsapi.PortOutbound)}, xdsapi.BlackHoleCluster)
 	if err != nil {
 		return nil, err
 	}
-	catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
+	catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh, egress))
 	if err != nil {
 		return nil, err
 	}
@@ -194,13 +195,15 @@ func virtualOutboundListener(mesh *meshv1alpha1.MeshConfig) (*listenerv3.Listene
 }
 
 // catchAllCluster is where virtualOutbound sends a connection no listener
-// claims: PassthroughCluster under ALLOW_ANY, BlackHoleCluster under
+// claims: PassthroughCluster under ALLOW_ANY, or egress when set (the
+// Sidecar's egressProxy cluster, as Istio's
+// buildOutboundCatchAllNetworkFiltersOnly), BlackHoleCluster under
 // REGISTRY_ONLY.
-func catchAllCluster(mesh *meshv1alpha1.MeshConfig) string {
+func catchAllCluster(mesh *meshv1alpha1.MeshConfig, egress string) string {
 	if outboundPolicyMode(mesh) == meshv1alpha1.MeshConfig_OutboundTrafficPolicy_REGISTRY_ONLY {
 		return xdsapi.BlackHoleCluster
 	}
-	return PassthroughCluster
+	return cmp.Or(egress, PassthroughCluster)
 }
 
 // proxyPorts are the ports of the sidecar itself and its agent, which get
@@ -339,7 +342,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		if err != nil {
 			return nil, nil, err
 		}
-		addCatchAll(rc, mesh)
+		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
 		listeners, routes = append(listeners, l), append(routes, rc)
 		if sniffedPort(pc, port) {
 			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
@@ -405,7 +408,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	for _, name := range wildNames {
 		l := wild[name]
 		if !slices.ContainsFunc(l.FilterChains, matchesAll) {
-			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
+			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh, egressProxyCluster(pc.Sidecar())))
 			if err != nil {
 				return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 			}

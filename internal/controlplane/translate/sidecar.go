@@ -13,6 +13,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 // sidecarMeshConfig returns mesh with the outboundTrafficPolicy of Sidecar
@@ -34,6 +35,24 @@ func sidecarMeshConfig(sc *model.Sidecar, mesh *meshv1alpha1.MeshConfig) *meshv1
 	}
 	out.OutboundTrafficPolicy = &meshv1alpha1.MeshConfig_OutboundTrafficPolicy{Mode: mode}
 	return out
+}
+
+// egressProxyCluster is the cluster of the Sidecar's
+// outboundTrafficPolicy.egressProxy, where unknown outbound traffic goes
+// instead of PassthroughCluster, as Istio's BuildCatchAllVirtualHost and
+// buildOutboundCatchAllNetworkFiltersOnly (GetDestinationCluster with no
+// service): "outbound|PORT|SUBSET|HOST", the host taken as written. The
+// host must be among the Sidecar's egress hosts for the cluster to exist
+// (the API's note); otherwise the proxy answers 503 NC. "" when the
+// Sidecar names none or its mode is not ALLOW_ANY (validation refuses
+// that).
+func egressProxyCluster(sc *model.Sidecar) string {
+	tp := sc.GetSpec().GetOutboundTrafficPolicy()
+	d := tp.GetEgressProxy()
+	if d.GetHost() == "" || tp.GetMode() != networking.OutboundTrafficPolicy_ALLOW_ANY {
+		return ""
+	}
+	return xdsapi.ClusterName(xdsapi.Outbound, d.GetPort().GetNumber(), d.GetSubset(), d.GetHost())
 }
 
 // hasIngress reports whether the Sidecar applying to the proxy of pc has

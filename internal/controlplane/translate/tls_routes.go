@@ -259,7 +259,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		if !slices.ContainsFunc(chains, matchesAll) {
-			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh))
+			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh, egressProxyCluster(pc.Sidecar())))
 			if err != nil {
 				return nil, fmt.Errorf("listener %q: %w", name, err)
 			}

@@ -180,7 +180,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
-		addCatchAll(proxyRoute, mesh)
+		addCatchAll(proxyRoute, mesh, egressProxyCluster(pc.Sidecar()))
 		r = &Resources{
 			Listeners: listeners,
 			Routes:    []*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)},

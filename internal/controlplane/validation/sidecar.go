@@ -16,11 +16,12 @@ import (
 // what the proxy sees), ingress listeners (port number, protocol and name,
 // bind (an IP), defaultEndpoint, captureMode, connectionPool and tls: they
 // replace the services' ports as the workload's inbound ports),
-// inboundConnectionPool and outboundTrafficPolicy.mode; connection pools
-// are checked as a DestinationRule's. It refuses as Unsupported what it
+// inboundConnectionPool and outboundTrafficPolicy (mode, and egressProxy:
+// a destination of FQDN host and port, under ALLOW_ANY only); connection
+// pools are checked as a DestinationRule's. It refuses as Unsupported what it
 // would otherwise ignore: egress listeners with a port, bind or
 // captureMode, a unix:// defaultEndpoint, what sidecarTLS refuses of
-// ingress tls and outboundTrafficPolicy.egressProxy. An ingress captureMode is served as
+// ingress tls. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
 // listener of its own bound; NONE, and DEFAULT in explicit mode, bind a
@@ -102,10 +103,21 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 			c.errf("spec.outboundTrafficPolicy.mode", `Unsupported value: %d: supported values: "REGISTRY_ONLY", "ALLOW_ANY"`, tp.Mode)
 		}
 		if tp.EgressProxy != nil {
-			if tp.Mode != networking.OutboundTrafficPolicy_ALLOW_ANY {
-				c.errf("spec.outboundTrafficPolicy.egressProxy", "Invalid value: sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode")
+			// Istio's validateSidecarOutboundTrafficPolicy: an FQDN
+			// host and a port, on ALLOW_ANY only.
+			ep, d := "spec.outboundTrafficPolicy.egressProxy", tp.EgressProxy
+			switch {
+			case tp.Mode != networking.OutboundTrafficPolicy_ALLOW_ANY:
+				c.errf(ep, "Invalid value: sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode")
+			case d.Host == "":
+				c.errf(ep+".host", "Required value: destination.host is required")
+			case fqdn(d.Host) != "":
+				c.errf(ep+".host", "Invalid value: %q: %s", d.Host, fqdn(d.Host))
+			case d.Port == nil:
+				c.errf(ep+".port", "Required value: sidecar: egress_proxy port must be non-nil")
+			default:
+				c.destination(ep, d)
 			}
-			c.unsupported("spec.outboundTrafficPolicy.egressProxy")
 		}
 	}
 }

@@ -33,6 +33,10 @@ func TestSidecar(t *testing.T) {
     captureMode: IPTABLES
   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 `), nil},
+		{"egressProxy under ALLOW_ANY", sidecarDoc(`  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: egress.example.com, subset: v1, port: {number: 3128}}
+`), nil},
 		{"empty", sidecarDoc("  workloadSelector: {labels: {app: a}}\n"),
 			[]string{"spec: Invalid value: sidecar: empty configuration provided"}},
 		{"egress hosts", sidecarDoc(`  egress:
@@ -171,7 +175,21 @@ func TestSidecar(t *testing.T) {
     egressProxy: {host: proxy.example.com, port: {number: 3128}}
 `), []string{
 			"spec.outboundTrafficPolicy.egressProxy: Invalid value: sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode",
-			"spec.outboundTrafficPolicy.egressProxy: " + Unsupported,
+		}},
+		{"egressProxy without port", sidecarDoc(`  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: proxy.example.com}
+`), []string{"spec.outboundTrafficPolicy.egressProxy.port: Required value: sidecar: egress_proxy port must be non-nil"}},
+		{"egressProxy wildcard host", sidecarDoc(`  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: "*.example.com", port: {number: 3128}}
+`), []string{`spec.outboundTrafficPolicy.egressProxy.host: Invalid value: "*.example.com": domain name label "*" is not a DNS-1123 label`}},
+		{"egressProxy bad subset and port", sidecarDoc(`  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: proxy.example.com, subset: "A_b", port: {number: 70000}}
+`), []string{
+			`spec.outboundTrafficPolicy.egressProxy.subset: Invalid value: "A_b": subset name must be a DNS-1123 label`,
+			"spec.outboundTrafficPolicy.egressProxy.port.number: Invalid value: 70000: port must be between 1-65535",
 		}},
 		{"two namespace-wide sidecars", sidecarDoc("  egress: [{hosts: [\"./*\"]}]\n") + `---
 apiVersion: networking.istio.io/v1
