@@ -285,6 +285,31 @@ func (pc *PushContext) DestinationRule(host string) *DestinationRule {
 	return mostSpecificDestinationRule(pc.destinationRules, host, func(*DestinationRule) bool { return true })
 }
 
+// InboundDestinationRule returns the DestinationRule whose traffic policy
+// Istio's buildInboundCluster reads for the inbound cluster of a workload
+// of FQDN host's service (SidecarScope.DestinationRule for the inbound
+// direction): nil unless that service is visible to pc (in a Sidecar's
+// view, its egress imports it: Istio keeps the rules of the scope's
+// services only); else the rule DestinationRule chooses, except that a
+// rule with a workloadSelector never applies inbound (Istio honours
+// selectors outbound only), so the first rule of the same host and
+// namespace without one stands in for it. Nil when none applies.
+func (pc *PushContext) InboundDestinationRule(host string) *DestinationRule {
+	if pc.ServiceForHost(host) == nil {
+		return nil
+	}
+	dr := pc.DestinationRule(host)
+	if dr == nil || dr.Spec.GetWorkloadSelector() == nil {
+		return dr
+	}
+	for _, d := range pc.destinationRules {
+		if d.Host == dr.Host && d.Namespace == dr.Namespace && d.Spec.GetWorkloadSelector() == nil {
+			return d
+		}
+	}
+	return nil
+}
+
 func (pc *PushContext) scopedDestinationRule(host string) *DestinationRule {
 	namespaces := []string{pc.namespace}
 	if svc := pc.ServiceForHost(host); svc != nil && svc.Namespace != pc.namespace {

@@ -202,7 +202,8 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 		if err != nil {
 			return nil, err
 		}
-		if err := applyInboundConnectionPool(c, port.Protocol, pc.Sidecar().GetSpec().GetInboundConnectionPool()); err != nil {
+		cp := inboundConnectionPool(pc, pc.Sidecar().GetSpec().GetInboundConnectionPool(), host, port.Number)
+		if err := applyInboundConnectionPool(c, port.Protocol, cp); err != nil {
 			return nil, err
 		}
 		out = append(out, c)
@@ -210,19 +211,45 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 	return out, nil
 }
 
-// applyInboundConnectionPool sets the Sidecar connection pool cp (its
-// ingress listener's connectionPool or its inboundConnectionPool) on
-// inbound cluster c of a port speaking proto, as Istio's
-// buildInboundCluster applies the pool InboundConnectionPoolForPort
-// returns: circuit breaker thresholds, connect timeout, keepalive and the
-// upstream HTTP options of applyConnectionPool, replacing Istio's
-// unlimited defaults. Nil cp leaves c unchanged. It fails only when
-// protocol options cannot be packed.
+// inboundConnectionPool is the connection pool of the inbound cluster of
+// a workload port, as Istio's buildInboundCluster chooses it: the
+// Sidecar's for the port (sidecarPool, InboundConnectionPoolForPort's:
+// the ingress listener's connectionPool, else inboundConnectionPool) when
+// set, replacing the rest; else that of the DestinationRule of the port's
+// service host (model.InboundDestinationRule), its portLevelSettings
+// entry for port (the service port; an ingress listener's own port)
+// before its top-level trafficPolicy, an entry without connectionPool
+// giving none (portTrafficPolicy); nil for neither (Istio's unlimited
+// defaults). Istio applies only the pool of the rule inbound: no outlier
+// detection, load balancer, tls or h2UpgradePolicy.
+func inboundConnectionPool(pc *model.PushContext, sidecarPool *networking.ConnectionPoolSettings, host string, port uint32) *networking.ConnectionPoolSettings {
+	if sidecarPool != nil {
+		return sidecarPool
+	}
+	dr := pc.InboundDestinationRule(host)
+	if dr == nil {
+		return nil
+	}
+	tp, _ := portTrafficPolicy(dr.Spec.GetTrafficPolicy(), port)
+	return tp.GetConnectionPool()
+}
+
+// applyInboundConnectionPool sets connection pool cp (inboundConnectionPool's)
+// on inbound cluster c of a port speaking proto, as Istio's
+// buildInboundCluster applies it: circuit breaker thresholds, connect
+// timeout, keepalive and the upstream HTTP options of applyConnectionPool,
+// replacing Istio's unlimited defaults, and http.useClientProtocol (the
+// app is spoken to in the downstream's protocol). Nil cp leaves c
+// unchanged. It fails only when protocol options cannot be packed.
 func applyInboundConnectionPool(c *clusterv3.Cluster, proto registry.Protocol, cp *networking.ConnectionPoolSettings) error {
 	if cp == nil {
 		return nil
 	}
-	opts := finishHTTPProtocolOptions(applyConnectionPool(c, cp, httpProtocolOptions(proto)))
+	opts := applyConnectionPool(c, cp, httpProtocolOptions(proto))
+	if cp.GetHttp().GetUseClientProtocol() {
+		opts = setUseDownstreamProtocol(opts)
+	}
+	opts = finishHTTPProtocolOptions(opts)
 	if opts == nil {
 		return nil
 	}

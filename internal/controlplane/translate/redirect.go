@@ -534,10 +534,11 @@ type inboundChainConfig struct {
 	// its own on bind:PORT (boundIngressListener) instead of chains of
 	// virtualInbound. False for a service's port.
 	bindToPort bool
-	// connectionPool is the Sidecar's connection pool for the port, as
-	// Istio's SidecarScope.InboundConnectionPoolForPort: the ingress
-	// listener's connectionPool, else the Sidecar's
-	// inboundConnectionPool; nil for neither (Istio's defaults,
+	// connectionPool is the inbound cluster's connection pool, as
+	// Istio's buildInboundCluster chooses it (inboundConnectionPool): the
+	// Sidecar's for the port (the ingress listener's connectionPool, else
+	// the Sidecar's inboundConnectionPool), else the service's
+	// DestinationRule's for the port; nil for none (Istio's defaults,
 	// unlimited). It replaces, not merges with, what the inbound cluster
 	// would otherwise have (applyInboundConnectionPool).
 	connectionPool *networking.ConnectionPoolSettings
@@ -587,7 +588,7 @@ func inboundChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) [
 			telemetryHost:  si.Service.Hostname,
 			hostname:       si.Service.Hostname,
 			namespace:      si.Service.Namespace,
-			connectionPool: pc.Sidecar().GetSpec().GetInboundConnectionPool(),
+			connectionPool: inboundConnectionPool(pc, pc.Sidecar().GetSpec().GetInboundConnectionPool(), si.Service.Hostname, si.Instance.ServicePort.Number),
 		})
 	}
 	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })

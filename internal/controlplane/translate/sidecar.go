@@ -106,9 +106,6 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 			namespace:     sc.Namespace,
 			endpoint:      ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
 			bindToPort:    bindToPort(in.GetCaptureMode(), explicit),
-			// The port's own pool overrides the Sidecar's, as Istio's
-			// InboundConnectionPoolForPort.
-			connectionPool: cmp.Or(in.GetConnectionPool(), sc.GetSpec().GetInboundConnectionPool()),
 		}
 		if in.GetTls() != nil {
 			// Istio's buildInboundChainConfigs: the port speaks what
@@ -122,6 +119,11 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 				break
 			}
 		}
+		// The port's own pool overrides the Sidecar's, as Istio's
+		// InboundConnectionPoolForPort; without either, the rule of the
+		// service found above, for the listener's port, as Istio's
+		// buildInboundCluster given findOrCreateService's service.
+		cc.connectionPool = inboundConnectionPool(pc, cmp.Or(in.GetConnectionPool(), sc.GetSpec().GetInboundConnectionPool()), cc.hostname, cc.targetPort)
 		out = append(out, cc)
 	}
 	slices.SortFunc(out, func(a, b inboundChainConfig) int { return cmp.Compare(a.targetPort, b.targetPort) })
