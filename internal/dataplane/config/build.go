@@ -535,12 +535,13 @@ func buildHCM(fb *filterBuilder, listener string, c *FilterChain, hcm *hcmv3.Htt
 	default:
 		return nil, ferr("route_specifier", "must be rds or route_config")
 	}
-	chain, stats, err := fb.httpFilters(hcm.GetHttpFilters())
+	chain, stats, alpn, err := fb.httpFilters(hcm.GetHttpFilters())
 	if err != nil {
 		return nil, err
 	}
 	rl.HTTPFilters = chain
 	rl.HTTPStats = stats
+	rl.ALPNOverride = alpn
 	rl.XFF = filter.XFF{UseRemoteAddress: hcm.GetUseRemoteAddress().GetValue(), TrustedHops: hcm.GetXffNumTrustedHops()}
 	rl.MaxRequestHeaderBytes = DefaultMaxRequestHeaderBytes
 	if kb := hcm.GetMaxRequestHeadersKb(); kb != nil {

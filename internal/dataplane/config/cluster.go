@@ -72,6 +72,10 @@ type Cluster struct {
 	// transport socket offers h2 in ALPN), others over HTTP/1.1. HTTP2 is
 	// then false.
 	DownstreamHTTP2 bool
+	// NoALPNOverride is filter_metadata istio.alpn_override "false",
+	// which istiod sets on clusters of DestinationRule SIMPLE or MUTUAL
+	// TLS: the istio.alpn filter leaves their ALPN alone.
+	NoALPNOverride bool
 	// LocalityWeighted is common_lb_config.locality_weighted_lb_config
 	// (not for RING_HASH or MAGLEV, as Envoy): within a priority, a
 	// locality is chosen first, in proportion to its LocalityWeight scaled
@@ -342,6 +346,7 @@ func buildEndpointsWith(cla *endpointv3.ClusterLoadAssignment, addr func(path st
 
 func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluster, error) {
 	rc := &Cluster{Name: c.GetName()}
+	rc.NoALPNOverride = c.GetMetadata().GetFilterMetadata()["istio"].GetFields()["alpn_override"].GetStringValue() == "false"
 	if svcs := c.GetMetadata().GetFilterMetadata()["istio"].GetFields()["services"].GetListValue().GetValues(); len(svcs) > 0 {
 		f := svcs[0].GetStructValue().GetFields()
 		rc.IstioService = istiostats.Service{Host: f["host"].GetStringValue(), Name: f["name"].GetStringValue(), Namespace: f["namespace"].GetStringValue()}

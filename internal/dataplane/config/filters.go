@@ -216,55 +216,73 @@ func (b *filterBuilder) routeOverrides(levels ...map[string]filter.Config) []fil
 // (istio.stats) is not part of the chain: it observes the whole request,
 // so it is returned as stats, which the connection manager reports
 // when the request ends (as Envoy calls the filter's access log hook).
-func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) (chain []HTTPFilter, stats *istiostats.Config, err error) {
-	chain, stats, err = b.httpFilterChain(filters)
-	return
+// Istio's ALPN filter (istio.alpn) only marks the requests the router
+// sends on: it is returned as alpn, which the router applies.
+func (b *filterBuilder) httpFilters(filters []*hcmv3.HttpFilter) (chain []HTTPFilter, stats *istiostats.Config, alpn *ALPNOverride, err error) {
+	return b.httpFilterChain(filters)
 }
 
-func (b *filterBuilder) httpFilterChain(filters []*hcmv3.HttpFilter) ([]HTTPFilter, *istiostats.Config, error) {
-	var stats *istiostats.Config
+func (b *filterBuilder) httpFilterChain(filters []*hcmv3.HttpFilter) ([]HTTPFilter, *istiostats.Config, *ALPNOverride, error) {
+	var (
+		stats *istiostats.Config
+		alpn  *ALPNOverride
+	)
 	if len(filters) == 0 {
-		return nil, nil, ferr("http_filters", "must not be empty; the last filter must be "+RouterFilterName)
+		return nil, nil, nil, ferr("http_filters", "must not be empty; the last filter must be "+RouterFilterName)
 	}
 	var chain []HTTPFilter
 	last := len(filters) - 1
 	for i, hf := range filters {
 		p := idx("http_filters", i)
 		if hf.GetName() == "" {
-			return nil, nil, ferr(p+".name", "must not be empty")
+			return nil, nil, nil, ferr(p+".name", "must not be empty")
 		}
 		if hf.GetConfigDiscovery() != nil {
-			return nil, nil, ferr(p+".config_discovery", "not supported")
+			return nil, nil, nil, ferr(p+".config_discovery", "not supported")
 		}
 		tc := hf.GetTypedConfig()
 		isRouter := tc.GetTypeUrl() == routerTypeURL || (tc == nil && hf.GetName() == RouterFilterName)
 		if i == last {
 			if !isRouter {
-				return nil, nil, verr(p+".name", hf.GetName(), "must be "+RouterFilterName+" (the last filter must be the router)")
+				return nil, nil, nil, verr(p+".name", hf.GetName(), "must be "+RouterFilterName+" (the last filter must be the router)")
 			}
 			if tc != nil {
 				var r routerv3.Router
 				if err := anyTo(tc, &r); err != nil {
-					return nil, nil, ferr(p+".typed_config", "%v", err)
+					return nil, nil, nil, ferr(p+".typed_config", "%v", err)
 				}
 			}
 			break
 		}
 		if isRouter {
-			return nil, nil, verr(p+".name", hf.GetName(), "the router must be the last filter")
+			return nil, nil, nil, verr(p+".name", hf.GetName(), "the router must be the last filter")
 		}
 		if isStatsFilter(hf.GetName(), tc) {
 			if stats != nil {
-				return nil, nil, verr(p+".name", hf.GetName(), "a second istio.stats filter")
+				return nil, nil, nil, verr(p+".name", hf.GetName(), "a second istio.stats filter")
 			}
 			if hf.GetDisabled() {
-				return nil, nil, ferr(p+".disabled", "not supported")
+				return nil, nil, nil, ferr(p+".disabled", "not supported")
 			}
 			sc, err := b.statsFilter(tc)
 			if err != nil {
-				return nil, nil, under(p, err)
+				return nil, nil, nil, under(p, err)
 			}
 			stats = sc
+			continue
+		}
+		if isALPNFilter(hf.GetName(), tc) {
+			if alpn != nil {
+				return nil, nil, nil, verr(p+".name", hf.GetName(), "a second istio.alpn filter")
+			}
+			if hf.GetDisabled() {
+				return nil, nil, nil, ferr(p+".disabled", "not supported")
+			}
+			o, err := parseALPNFilter(tc)
+			if err != nil {
+				return nil, nil, nil, under(p, err)
+			}
+			alpn = o
 			continue
 		}
 		var f filter.Factory
@@ -278,24 +296,24 @@ func (b *filterBuilder) httpFilterChain(filters []*hcmv3.HttpFilter) ([]HTTPFilt
 				continue
 			}
 			if tc != nil {
-				return nil, nil, verr(p+".typed_config.type_url", tc.GetTypeUrl(), "unknown HTTP filter %q (not is_optional)", hf.GetName())
+				return nil, nil, nil, verr(p+".typed_config.type_url", tc.GetTypeUrl(), "unknown HTTP filter %q (not is_optional)", hf.GetName())
 			}
-			return nil, nil, verr(p+".name", hf.GetName(), "unknown HTTP filter (not is_optional)")
+			return nil, nil, nil, verr(p+".name", hf.GetName(), "unknown HTTP filter (not is_optional)")
 		}
 		if hf.GetDisabled() {
-			return nil, nil, ferr(p+".disabled", "not supported")
+			return nil, nil, nil, ferr(p+".disabled", "not supported")
 		}
 		cfg, err := f.Parse(tc)
 		if err != nil {
-			return nil, nil, ferr(p+".typed_config", "%s", err)
+			return nil, nil, nil, ferr(p+".typed_config", "%s", err)
 		}
 		flt, err := f.Build(cfg, b.deps)
 		if err != nil {
-			return nil, nil, ferr(p, "build %s: %v", f.Name(), err)
+			return nil, nil, nil, ferr(p, "build %s: %v", f.Name(), err)
 		}
 		chain = append(chain, HTTPFilter{Name: hf.GetName(), Filter: flt, Slot: b.slot(hf.GetName())})
 	}
-	return chain, stats, nil
+	return chain, stats, alpn, nil
 }
 
 // Override returns r's override for the filter at slot, or nil. r nil

@@ -280,6 +280,10 @@ type FilterChain struct {
 	// HTTPStats is the HCM's istio.stats HTTP filter, compiled; nil when
 	// it has none. The connection manager reports every request with it.
 	HTTPStats *istiostats.Config
+	// ALPNOverride is the HCM's istio.alpn HTTP filter, compiled; nil
+	// when it has none. The router opens the upstream TLS connections of
+	// the chain's requests with its ALPN.
+	ALPNOverride *ALPNOverride
 	// TCPStats is the chain's istio.stats network filter (Istio puts it
 	// before tcp_proxy), compiled; nil when it has none. The TCP proxy
 	// reports every connection with it.

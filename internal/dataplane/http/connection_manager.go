@@ -413,7 +413,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return false
 	}
 	if len(fc.HTTPFilters) == 0 {
-		return cm.route(w, r, gen, route, "", host, body, e, st.span, st.probe)
+		return cm.route(w, r, gen, route, "", host, body, e, st.span, st.probe, fc.ALPNOverride)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
 }
@@ -519,7 +519,7 @@ func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.fs.Override = nil
 	st.routed = true
-	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span, st.probe)
+	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span, st.probe, st.fc.ALPNOverride)
 }
 
 // mergeFlags adds the filters' flags to the router's, in Envoy's order
@@ -543,8 +543,9 @@ func mergeFlags(router string, f filter.Flags) string {
 // route forwards r along route (nil: none matched) to cluster, or when
 // cluster is "" to the cluster route.Pick gives, filling e. span is the
 // request's span (nil: untraced); with spawn_upstream_span the router's
-// client span is its child.
-func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span, probe *upstreamProbe) (abort bool) {
+// client span is its child. alpn is the chain's istio.alpn filter (nil:
+// none).
+func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route, cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span, probe *upstreamProbe, alpn *config.ALPNOverride) (abort bool) {
 	if route == nil {
 		localReply(w, r, e, http.StatusNotFound, FlagNoRoute, "route_not_found", "")
 		return false
@@ -574,11 +575,11 @@ func (cm *ConnectionManager) route(w http.ResponseWriter, r *http.Request, gen *
 	if span.SpawnsUpstream() {
 		up := span.StartUpstream(r, name)
 		up.Inject(r.Header)
-		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, probe)
+		abort = cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, probe, alpn)
 		up.End(e)
 		return abort
 	}
-	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, probe)
+	return cm.forward(w, r, gen, route, route.ClusterFor(name), c, host, body, e, span, probe, alpn)
 }
 
 // failure is why an attempt got no response.
@@ -603,7 +604,7 @@ const (
 // not nil, observes each attempt's transport for the access log.
 func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen *config.Generation, route *config.Route,
 	wc *config.WeightedCluster, c *config.Cluster, host string, body *countingBody, e *telemetry.Entry, span *telemetry.Span,
-	probe *upstreamProbe) (abort bool) {
+	probe *upstreamProbe, alpn *config.ALPNOverride) (abort bool) {
 	ctx := r.Context()
 	timeout := route.Timeout
 	grpcTimeout := route.GRPCTimeout != nil && filter.IsGRPC(r.Header)
@@ -665,7 +666,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		}
 	}
 
-	pick := upstream.PickOptions{Authority: host, DownstreamHTTP2: r.ProtoMajor == 2}
+	pick := upstream.PickOptions{Authority: host, DownstreamHTTP2: r.ProtoMajor == 2,
+		DownstreamHTTP10: r.ProtoMajor == 1 && r.ProtoMinor == 0, ALPN: alpn}
 	if conn := filter.RequestConnection(r); conn != nil && conn.OriginalDst {
 		pick.Destination = conn.Destination
 	}

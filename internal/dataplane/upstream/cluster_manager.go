@@ -254,15 +254,19 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 	}
 	t.active[i].Add(1)
 	h := &Host{Addr: t.eps[i].Address, Priority: opts.level, Workload: t.eps[i].Workload, st: st, idx: int(i)}
-	st.setTransport(h, t.src, t.src.Transport(&t.eps[i]), opts.DownstreamHTTP2)
+	st.setTransport(h, t.src, t.src.Transport(&t.eps[i]), &opts)
 	return h, nil
 }
 
 // setTransport sets h's round tripper for transport ut of cluster c:
 // the HTTP/1.1 pool or h2c for plaintext, the same over TLS otherwise.
 // HTTP/2 is used when c speaks it, or when c follows the downstream's
-// protocol and downstreamH2 says the request came over HTTP/2.
-func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport, downstreamH2 bool) {
+// protocol and opts.DownstreamHTTP2 says the request came over HTTP/2.
+// Over TLS, opts.ALPN (istio.alpn) picks the ALPN by that protocol; a
+// transport with an override has its own pools, as Envoy keys its
+// connection pools by it.
+func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport, opts *PickOptions) {
+	downstreamH2 := opts.DownstreamHTTP2
 	h2 := c.HTTP2 || (c.DownstreamHTTP2 && downstreamH2 && (ut.TLS == nil || slices.Contains(ut.TLS.ALPN, "h2")))
 	h.HTTP2 = h2
 	if ut.TLS == nil {
@@ -272,7 +276,14 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 		}
 		return
 	}
-	h.tls = st.tlsTransport(ut)
+	var alpn []string
+	if !c.NoALPNOverride && !h2 {
+		// HTTP/2 keeps the socket's ALPN (h2): the HTTP/2 client and
+		// server here speak HTTP/2 over TLS only once h2 is negotiated,
+		// not after istio-h2.
+		alpn = opts.ALPN.For(false, c.DownstreamHTTP2 && opts.DownstreamHTTP10)
+	}
+	h.tls = st.tlsTransport(ut, alpn)
 	h.RT = h1Via{t: st.h1, tt: h.tls}
 	if h2 {
 		h.RT = h.tls.h2

@@ -56,7 +56,7 @@ func (st *clusterState) pickOriginalDst(c *config.Cluster, opts PickOptions) (*H
 		return nil, err
 	}
 	h := &Host{st: st, idx: -1}
-	st.setTransport(h, c, c.Transport(nil), opts.DownstreamHTTP2)
+	st.setTransport(h, c, c.Transport(nil), &opts)
 	var fallback string
 	if opts.Destination.IsValid() {
 		port := opts.Destination.Port()

@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"errors"
+
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"net/http"
 	"net/netip"
 
@@ -37,6 +39,15 @@ type PickOptions struct {
 	// DownstreamHTTP2 (use_downstream_protocol_config) then reaches the
 	// host over HTTP/2 too.
 	DownstreamHTTP2 bool
+	// DownstreamHTTP10 says the request came over HTTP/1.0: a cluster
+	// following the downstream's protocol then goes upstream over
+	// HTTP/1.0, for ALPN's sake (the request goes over HTTP/1.1).
+	DownstreamHTTP10 bool
+	// ALPN is the request's HCM istio.alpn filter (nil: none): over a TLS
+	// transport socket the connection offers its ALPN for the upstream
+	// protocol instead of the socket's, unless the cluster opts out
+	// (config.Cluster.NoALPNOverride).
+	ALPN *config.ALPNOverride
 	// AvoidPriorities excludes priority levels from the pick (bit k: level
 	// k, 0 the highest), as Envoy's previous_priorities retry priority
 	// does: their load goes to the others. It is ignored when it would

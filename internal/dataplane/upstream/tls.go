@@ -29,7 +29,10 @@ func (e *TLSError) Unwrap() error { return e.Err }
 // HTTP/2 pool. Its HTTP/1.1 connections live in the cluster's h1Transport
 // under their own pool keys. It is safe for concurrent use.
 type tlsTransport struct {
-	key      string
+	key string
+	// base is the UpstreamTransport's Key; key adds the ALPN override,
+	// if any (tlsKey).
+	base     string
 	cfg      *config.UpstreamTLS
 	st       *clusterState
 	sessions tls.ClientSessionCache
@@ -48,13 +51,24 @@ type localPrincipal struct {
 	san  string
 }
 
-// tlsTransports returns the cluster's TLS transport of ut, making it on
-// first use.
-func (st *clusterState) tlsTransport(ut *config.UpstreamTransport) *tlsTransport {
+// tlsKey keys the TLS transport of ut offering ALPN alpn instead of
+// ut's (nil: ut's own). The override follows a "|", so that closing ut's
+// transport (its key and "|" as prefix) closes its overrides' pools too.
+func tlsKey(ut *config.UpstreamTransport, alpn []string) string {
+	if alpn == nil {
+		return ut.Key
+	}
+	return ut.Key + "|alpn=" + strings.Join(alpn, ",")
+}
+
+// tlsTransport returns the cluster's TLS transport of ut offering ALPN
+// alpn (nil: ut's own), making it on first use.
+func (st *clusterState) tlsTransport(ut *config.UpstreamTransport, alpn []string) *tlsTransport {
+	key := tlsKey(ut, alpn)
 	for {
 		m := st.tls.Load()
 		if m != nil {
-			if tt := (*m)[ut.Key]; tt != nil {
+			if tt := (*m)[key]; tt != nil {
 				return tt
 			}
 		}
@@ -64,16 +78,22 @@ func (st *clusterState) tlsTransport(ut *config.UpstreamTransport) *tlsTransport
 				next[k] = v
 			}
 		}
-		tt := st.newTLSTransport(ut)
-		next[ut.Key] = tt
+		tt := st.newTLSTransport(ut, alpn)
+		next[key] = tt
 		if st.tls.CompareAndSwap(m, &next) {
 			return tt
 		}
 	}
 }
 
-func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport) *tlsTransport {
-	tt := &tlsTransport{key: ut.Key, cfg: ut.TLS, st: st}
+func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []string) *tlsTransport {
+	cfg := ut.TLS
+	if alpn != nil {
+		c := *ut.TLS
+		c.ALPN = alpn
+		cfg = &c
+	}
+	tt := &tlsTransport{key: tlsKey(ut, alpn), base: ut.Key, cfg: cfg, st: st}
 	tt.h2 = newH2Pool(st.h1, tt, tt.h2Transport)
 	if ut.TLS.MaxSessionKeys > 0 {
 		tt.sessions = tls.NewLRUClientSessionCache(ut.TLS.MaxSessionKeys)
@@ -81,8 +101,8 @@ func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport) *tlsTransp
 	return tt
 }
 
-// updateTransports keeps the TLS transports c's generation names and
-// closes the idle connections of the others.
+// updateTransports keeps the TLS transports c's generation names (with
+// their ALPN overrides) and closes the idle connections of the others.
 func (st *clusterState) updateTransports(c *config.Cluster) {
 	old := st.tls.Load()
 	next := map[string]*tlsTransport{}
@@ -92,10 +112,14 @@ func (st *clusterState) updateTransports(c *config.Cluster) {
 			continue
 		}
 		if old != nil && (*old)[ut.Key] != nil {
-			next[ut.Key] = (*old)[ut.Key]
+			for k, tt := range *old {
+				if tt.base == ut.Key {
+					next[k] = tt
+				}
+			}
 			continue
 		}
-		next[ut.Key] = st.newTLSTransport(ut)
+		next[ut.Key] = st.newTLSTransport(ut, nil)
 	}
 	st.tls.Store(&next)
 	if old == nil {
