@@ -81,7 +81,9 @@ const startupMessage = "\x00\x00\x00\x08\x04\xd2\x16\x2f"
 // sidecar, as Istio does: a client-first raw TCP protocol reaches the
 // server through both sidecars (it met an HTTP connection manager
 // before), and HTTP on such a port still gets HTTP routing (the
-// VirtualService's header-matched fault).
+// VirtualService's header-matched fault) and, over mTLS offering Istio's
+// istio-http/1.1 (istio.alpn), the server sidecar's HTTP chain: its
+// access log records the request's method, path and code.
 func TestRedirectUnknownProtocol(t *testing.T) {
 	requireRoot(t)
 	m := startRedirectDemo(t)
@@ -124,14 +126,14 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 	})
 
 	t.Run("HTTP on a port of unknown protocol is routed", func(t *testing.T) {
-		get := func(fault bool) (int, string, error) {
+		getPath := func(path string, fault bool) (int, string, error) {
 			c, err := dialIn(t, clientNS, "240.240.0.97:8080")
 			if err != nil {
 				return 0, "", err
 			}
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			req := "GET / HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\nConnection: close\r\n"
+			req := "GET " + path + " HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\nConnection: close\r\n"
 			if fault {
 				req += "x-fault: abort\r\n"
 			}
@@ -146,6 +148,7 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 			b, err := io.ReadAll(resp.Body)
 			return resp.StatusCode, string(b), err
 		}
+		get := func(fault bool) (int, string, error) { return getPath("/", fault) }
 		if !poll(30*time.Second, func() bool { code, _, err := get(false); return err == nil && code == http.StatusOK }) {
 			code, body, err := get(false)
 			t.Fatalf("GET web:8080 = %d %q, %v; want 200", code, body, err)
@@ -158,5 +161,14 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 				t.Fatalf("GET %d with x-fault: abort = %d %q, %v; want the fault's 418", i, code, body, err)
 			}
 		}
+		// The client sidecar's mTLS offered istio-http/1.1, so the
+		// server sidecar took the request on its HTTP chain (its TCP
+		// chain would log "- - -" and no code).
+		if code, body, err := getPath("/over-mtls-alpn", false); err != nil || code != http.StatusOK {
+			t.Fatalf("GET /over-mtls-alpn = %d %q, %v; want 200", code, body, err)
+		}
+		pollUntil(t, "the server sidecar's inbound HTTP log line", func() bool {
+			return srvProxy.logHas(`"GET /over-mtls-alpn HTTP/1.1" 200`, "inbound|8080||")
+		})
 	})
 }

@@ -117,7 +117,7 @@ func TestEnvoyFilterLocalRateLimit(t *testing.T) {
 	if diff := cmp.Diff(want, hcmFilters(t, r, xdsapi.VirtualInboundListener)); diff != "" {
 		t.Errorf("inbound filters (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff(want[1:], hcmFilters(t, r, xdsapi.VirtualOutboundListener)); diff != "" {
+	if diff := cmp.Diff(append([]string{"istio.alpn"}, want[1:]...), hcmFilters(t, r, xdsapi.VirtualOutboundListener)); diff != "" {
 		t.Errorf("outbound filters (-want +got):\n%s", diff)
 	}
 	for _, rc := range r.Routes {

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"path/filepath"
 	"testing"
 	"time"
@@ -126,7 +127,8 @@ func TestTranslateFault(t *testing.T) {
 
 // TestHTTPFilters checks that every HTTP connection manager lists the
 // fault and CORS filters, empty, then the router (Istio's order since 1.20:
-// a fault abort carries no CORS headers, and a preflight can be delayed).
+// a fault abort carries no CORS headers, and a preflight can be delayed),
+// after Istio's ALPN filter on all but sidecar inbound ones.
 func TestHTTPFilters(t *testing.T) {
 	pc := loadPushContext(t, meshFile, filepath.Join("testdata", "bookinfo", "input.yaml"), filepath.Join("testdata", "gateway", "input.yaml"))
 	for _, p := range []*model.Proxy{productpageSidecar(), ingressRouter()} {
@@ -140,16 +142,21 @@ func TestHTTPFilters(t *testing.T) {
 			for _, f := range hcm.GetHttpFilters() {
 				names = append(names, f.GetName())
 			}
-			if diff := cmp.Diff([]string{faultFilter, corsFilter, statspb.FilterName, routerFilter}, names); diff != "" {
+			want := []string{faultFilter, corsFilter, statspb.FilterName, routerFilter}
+			if l.GetTrafficDirection() != corev3.TrafficDirection_INBOUND {
+				want = append([]string{alpnFilterName}, want...)
+			}
+			if diff := cmp.Diff(want, names); diff != "" {
 				t.Errorf("%s listener %s: http_filters (-want +got):\n%s", p.ID, l.GetName(), diff)
 				continue
 			}
+			first := len(want) - 4
 			c := &corsv3.Cors{}
-			if err := hcm.GetHttpFilters()[1].GetTypedConfig().UnmarshalTo(c); err != nil {
+			if err := hcm.GetHttpFilters()[first+1].GetTypedConfig().UnmarshalTo(c); err != nil {
 				t.Fatalf("%s listener %s: cors filter config: %v", p.ID, l.GetName(), err)
 			}
 			f := &faultv3.HTTPFault{}
-			if err := hcm.GetHttpFilters()[0].GetTypedConfig().UnmarshalTo(f); err != nil {
+			if err := hcm.GetHttpFilters()[first].GetTypedConfig().UnmarshalTo(f); err != nil {
 				t.Fatalf("%s listener %s: fault filter config: %v", p.ID, l.GetName(), err)
 			}
 			if diff := cmp.Diff(&faultv3.HTTPFault{}, f, protocmp.Transform()); diff != "" {

@@ -278,6 +278,16 @@ func hcmFilter(statPrefix, routeName string, opts hcmOptions) (*listenerv3.Filte
 	if err != nil {
 		return nil, err
 	}
+	filters := slices.Clone(opts.authz)
+	if !opts.inbound {
+		// Istio's buildHTTPConnectionManager adds its ALPN filter to every
+		// manager but sidecar inbound ones, before fault and CORS.
+		alpn, err := alpnFilter()
+		if err != nil {
+			return nil, err
+		}
+		filters = append(filters, alpn)
+	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -285,7 +295,7 @@ func hcmFilter(statPrefix, routeName string, opts hcmOptions) (*listenerv3.Filte
 			RouteConfigName: routeName,
 			ConfigSource:    adsConfigSource(),
 		}},
-		HttpFilters: append(slices.Clone(opts.authz), &hcmv3.HttpFilter{
+		HttpFilters: append(filters, &hcmv3.HttpFilter{
 			Name:       faultFilter,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: fault},
 		}, &hcmv3.HttpFilter{

@@ -9,6 +9,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	alpnpb "istio.io/api/envoy/config/filter/http/alpn/v2alpha1"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -193,6 +195,7 @@ func applyClusterTLS(c *clusterv3.Cluster, oc outboundCluster, env clusterTLSEnv
 			ctx = istioMutualTLSContext(cmp.Or(tls.GetSni(), oc.sni()), sans, h2)
 		case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 			ctx = upstreamFileTLSContext(tls, oc.service.Hostname, h2)
+			addALPNOverrideMetadata(c)
 		default:
 			return fmt.Errorf("cluster %q: tls mode %s: not supported", c.GetName(), tls.GetMode())
 		}
@@ -387,8 +390,9 @@ type chainOption struct {
 // only plaintext ones; PERMISSIVE both, told apart by tls_inspector's
 // transport protocol and the client's ALPN (istio, istio-peer-exchange
 // from a sidecar). A sniffed port's HTTP chain over mTLS matches only the
-// istio-http/* ALPNs of Istio's outbound ALPN filter, which Loom's
-// clients do not send: their mTLS reaches such a port's TCP chain.
+// istio-http/* ALPNs of Istio's outbound ALPN filter (alpnFilter), which
+// a sidecar's HTTP connection manager sends for the requests it routes;
+// other mTLS (TCP proxies, MX) reaches such a port's TCP chain.
 func inboundChainOptions(proto listenerProtocol, mode model.MTLSMode) []chainOption {
 	raw, tls := rawBufferTransport, tlsTransport
 	switch proto {
@@ -436,4 +440,47 @@ func setInboundTLS(fc *listenerv3.FilterChain, opt chainOption, mesh *meshv1alph
 	}
 	fc.TransportSocket = ts
 	return nil
+}
+
+// addALPNOverrideMetadata sets c's filter_metadata istio.alpn_override
+// "false", as Istio's AddALPNOverrideToMetadata for SIMPLE and MUTUAL
+// TLS: the istio.alpn filter leaves the ALPN of such TLS alone.
+func addALPNOverrideMetadata(c *clusterv3.Cluster) {
+	if c.Metadata == nil {
+		c.Metadata = &corev3.Metadata{}
+	}
+	if c.Metadata.FilterMetadata == nil {
+		c.Metadata.FilterMetadata = map[string]*structpb.Struct{}
+	}
+	md := c.Metadata.FilterMetadata["istio"]
+	if md == nil {
+		md = &structpb.Struct{}
+		c.Metadata.FilterMetadata["istio"] = md
+	}
+	if md.Fields == nil {
+		md.Fields = map[string]*structpb.Value{}
+	}
+	md.Fields["alpn_override"] = structpb.NewStringValue("false")
+}
+
+// alpnFilterName is Istio's ALPN HTTP filter (xdsfilters.AlpnFilterName).
+const alpnFilterName = "istio.alpn"
+
+// alpnFilter is Istio's xdsfilters.Alpn: an ISTIO_MUTUAL connection the
+// router opens for a request offers istio-http/1.0, istio-http/1.1 or
+// istio-h2 by the request's upstream protocol instead of the cluster's
+// ALPN, so that the peer sidecar's inbound listener picks the HTTP chain
+// of a port of unknown protocol (mtlsHTTPALPNs). Clusters of
+// DestinationRule SIMPLE or MUTUAL TLS opt out with filter_metadata
+// istio.alpn_override "false".
+func alpnFilter() (*hcmv3.HttpFilter, error) {
+	cfg, err := packAny(&alpnpb.FilterConfig{AlpnOverride: []*alpnpb.FilterConfig_AlpnOverride{
+		{UpstreamProtocol: alpnpb.FilterConfig_HTTP10, AlpnOverride: []string{"istio-http/1.0"}},
+		{UpstreamProtocol: alpnpb.FilterConfig_HTTP11, AlpnOverride: []string{"istio-http/1.1"}},
+		{UpstreamProtocol: alpnpb.FilterConfig_HTTP2, AlpnOverride: []string{"istio-h2"}},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &hcmv3.HttpFilter{Name: alpnFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
 }

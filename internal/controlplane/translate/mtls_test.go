@@ -287,6 +287,9 @@ func TestAutoMTLSClusters(t *testing.T) {
 			ms[1].GetName() != "tlsMode-disabled" || len(ms[1].GetMatch().GetFields()) != 0 {
 			t.Fatalf("transport_socket_matches %v", ms)
 		}
+		if got := alpnOverrideMetadata(c); got != "" {
+			t.Errorf("ISTIO_MUTUAL cluster: metadata istio.alpn_override %q, want none", got)
+		}
 		u := upstreamTLS(t, c)
 		// Istio's istioMtlsSni, the name AUTO_PASSTHROUGH gateways route by.
 		if u.GetSni() != "outbound_.9080_._.details.default.svc.cluster.local" || !slices.Equal(u.GetCommonTlsContext().GetAlpnProtocols(), []string{"istio-peer-exchange", "istio"}) {
@@ -411,7 +414,16 @@ spec:
 		if got := see(name); !slices.Equal(got.sans, want.sans) || got.sni != want.sni || got.cert != want.cert || got.root != want.root || got.dnsSAN != want.dnsSAN {
 			t.Errorf("%s: %+v, want %+v", name, got, want)
 		}
+		// Istio's AddALPNOverrideToMetadata: the istio.alpn filter keeps
+		// off the ALPN of TLS the user configured.
+		if got := alpnOverrideMetadata(findCluster(r, name)); got != "false" {
+			t.Errorf("%s: metadata istio.alpn_override %q, want \"false\"", name, got)
+		}
 	}
+}
+
+func alpnOverrideMetadata(c *clusterv3.Cluster) string {
+	return c.GetMetadata().GetFilterMetadata()["istio"].GetFields()["alpn_override"].GetStringValue()
 }
 
 // TestDestinationRuleCredentialName: a DestinationRule's credentialName
