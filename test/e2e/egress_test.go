@@ -70,4 +70,50 @@ spec:
 	if code, _ := get("http://" + external + "/"); code != http.StatusBadGateway {
 		t.Fatalf("REGISTRY_ONLY with the ServiceEntry: GET %s = %d, want 502", external, code)
 	}
+
+	// A Sidecar's egressProxy takes what ALLOW_ANY would pass through: the
+	// request for the unknown IP arrives at the egress process, its Host
+	// unchanged; a known host is still routed to its service.
+	const egressAddr = "127.54.0.202:3128"
+	eln, err := net.Listen("tcp", egressAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	esrv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "egress saw "+r.Host)
+	})}
+	go esrv.Serve(eln)
+	t.Cleanup(func() { esrv.Close() })
+	m.apply(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: egress
+  namespace: default
+spec:
+  hosts: [egress.test]
+  location: MESH_EXTERNAL
+  ports: [{number: 3128, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - address: 127.54.0.202
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: client
+  namespace: default
+spec:
+  workloadSelector: {labels: {app: client}}
+  egress:
+  - hosts: ["./*"]
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {host: egress.test, port: {number: 3128}}
+`)
+	if code, body := get("http://" + external + "/"); code != http.StatusOK || body != "egress saw "+external {
+		t.Fatalf("egressProxy: GET %s = %d %q, want 200 from the egress process\n%s", external, code, body, m.tails())
+	}
+	if code, body := get("http://external.test:8081/"); code != http.StatusOK || body != "external saw external.test:8081" {
+		t.Fatalf("egressProxy: GET external.test:8081 = %d %q, want 200 from the external server\n%s", code, body, m.tails())
+	}
 }
