@@ -80,6 +80,8 @@ func getBody(t *testing.T, hc *http.Client, url string, hdr map[string]string) (
 // DestinationRule with maxConnections 1 and http1MaxPendingRequests 1,
 // loaded by 3 concurrent connections making 30 requests. Some calls fail
 // with 503 and response flag UO; the client sidecar's stats count them.
+// httpbin's sidecar applies the same pool to its inbound cluster: the
+// burst sent to it directly overflows there too.
 func TestCircuitBreaking(t *testing.T) {
 	app := &nameApp{name: "httpbin-v1"}
 	app.delay.Store(int64(20 * time.Millisecond))
@@ -117,6 +119,36 @@ spec:
 	if n := statValue(t, m.ip(clientOctet), "envoy_cluster_upstream_rq_pending_overflow", "outbound|9080||httpbin.default.svc.cluster.local"); n != float64(overflow) {
 		t.Errorf("envoy_cluster_upstream_rq_pending_overflow = %v, want %d", n, overflow)
 	}
+
+	// The server side has the same limits, as in Istio (buildInboundCluster
+	// applies the service's DestinationRule pool to the inbound cluster):
+	// the same burst sent straight to httpbin's sidecar, past the client's
+	// limits, overflows there.
+	const inbound = "inbound|9080||"
+	before := max(statValue(t, m.ip(11), "envoy_cluster_upstream_rq_pending_overflow", inbound), 0)
+	direct := func() *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: hostTransport{host: "httpbin.default.svc.cluster.local:9080", rt: &http.Transport{}}}
+	}
+	ok, overflow, other = circuitBurst(t, direct, "http://"+m.ip(11)+":15006/get", func(resp *http.Response) bool { return resp.StatusCode == http.StatusOK })
+	t.Logf("30 requests on 3 connections to httpbin's sidecar: %d 200, %d 503 overflow, %d other", ok, overflow, other)
+	if ok == 0 || overflow == 0 || other != 0 {
+		t.Fatalf("want some 200s, some 503s marked x-envoy-overloaded by httpbin's sidecar, and nothing else")
+	}
+	if n := statValue(t, m.ip(11), "envoy_cluster_upstream_rq_pending_overflow", inbound) - before; n != float64(overflow) {
+		t.Errorf("httpbin's sidecar: envoy_cluster_upstream_rq_pending_overflow{%s} grew by %v, want %d", inbound, n, overflow)
+	}
+}
+
+// hostTransport sends every request through rt with Host host.
+type hostTransport struct {
+	host string
+	rt   http.RoundTripper
+}
+
+func (h hostTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Host = h.host
+	return h.rt.RoundTrip(r)
 }
 
 // circuitBurst is the load of Istio's circuit-breaking task: 3 clients
