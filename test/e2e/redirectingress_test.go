@@ -191,7 +191,8 @@ func getIn(t *testing.T, ns, addr, host, path string) (int, string, error) {
 //   - 9090, a service port the Sidecar does not list, is no longer served
 //     inbound: moved's sidecar, which logged the plain client's request on
 //     inbound|9090|| before, now passes it through
-//     (InboundPassthroughCluster), as Istio;
+//     (InboundPassthroughCluster), as Istio, on its HTTP chain for the
+//     client's sidecar too (its mTLS offers istio-http/1.1);
 //   - 9082, captureMode NONE, gets a listener bound to 10.78.0.51:9082: a
 //     process in moved's namespace (which iptables does not redirect)
 //     reaches the app through it, while nothing is bound on 9080;
@@ -279,6 +280,16 @@ func TestRedirectSidecarIngress(t *testing.T) {
 		if movedProxy.logHas("/after-sidecar", "inbound|9090||") {
 			t.Error("moved's sidecar still serves the unlisted service port 9090 on inbound|9090||")
 		}
+		// From the client's sidecar, over mTLS offering istio-http/1.1
+		// (istio.alpn), the request takes the passthrough's HTTP chain
+		// (virtualInbound-catchall-http) too, which logs its path.
+		code, body, err = getIn(t, clientNS, "240.240.0.91:9090", "moved.default.svc.cluster.local:9090", "/after-sidecar-mesh")
+		if err != nil || code != http.StatusOK || !strings.HasPrefix(body, "admin xfcc=") {
+			t.Fatalf("GET moved:9090 through the client's sidecar = %d %q, %v; want 200 from the admin app", code, body, err)
+		}
+		pollUntil(t, "moved's InboundPassthroughCluster HTTP log line for the mesh client", func() bool {
+			return movedProxy.logHas("/after-sidecar-mesh", "InboundPassthroughCluster")
+		})
 	})
 
 	t.Run("9082 captureMode NONE: a listener bound to the pod IP", func(t *testing.T) {
