@@ -20,7 +20,9 @@ import (
 // a destination of FQDN host and port, under ALLOW_ANY only); connection
 // pools are checked as a DestinationRule's. It refuses as Unsupported what it
 // would otherwise ignore: egress listeners with a port, bind or
-// captureMode, a unix:// defaultEndpoint, what sidecarTLS refuses of
+// captureMode (after Istio's checks of them: a valid port, unique among
+// egress listeners, an IP bind; unix:// binds are refused as well), a
+// unix:// defaultEndpoint, what sidecarTLS refuses of
 // ingress tls. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
@@ -65,6 +67,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		c.connectionPool(p+".connectionPool", in.ConnectionPool)
 	}
 	catchAll := false
+	egressPorts := map[uint32]bool{}
 	for i, eg := range sc.Egress {
 		p := fmt.Sprintf("spec.egress[%d]", i)
 		if eg == nil {
@@ -80,13 +83,30 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 			}
 			catchAll = true
 		} else {
+			// Istio's validateSidecarEgressPortBindAndCaptureMode and
+			// its unique ports, before refusing what Loom does not serve.
 			c.sidecarPort(p+".port", eg.Port)
+			if eg.Port.Number != 0 {
+				if egressPorts[eg.Port.Number] {
+					c.errf(p+".port.number", "Duplicate value: %d: sidecar: ports on IP bound listeners must be unique", eg.Port.Number)
+				}
+				egressPorts[eg.Port.Number] = true
+			}
 			c.unsupported(p + ".port")
 		}
 		if eg.Bind != "" {
-			c.unsupported(p + ".bind")
+			switch {
+			case strings.HasPrefix(eg.Bind, "unix://"):
+				c.errf(p+".bind", "Invalid value: %q: unix domain socket listeners are %s", eg.Bind, Unsupported)
+			case net.ParseIP(eg.Bind) == nil:
+				c.errf(p+".bind", "Invalid value: %q: %s is not a valid IP", eg.Bind, eg.Bind)
+			default:
+				c.unsupported(p + ".bind")
+			}
 		}
-		if eg.CaptureMode != networking.CaptureMode_DEFAULT {
+		if _, ok := networking.CaptureMode_name[int32(eg.CaptureMode)]; !ok {
+			c.errf(p+".captureMode", `Unsupported value: %d: supported values: "DEFAULT", "IPTABLES", "NONE"`, eg.CaptureMode)
+		} else if eg.CaptureMode != networking.CaptureMode_DEFAULT {
 			c.unsupported(p + ".captureMode")
 		}
 		if len(eg.Hosts) == 0 {

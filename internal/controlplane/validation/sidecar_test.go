@@ -71,6 +71,26 @@ func TestSidecar(t *testing.T) {
 			"spec.egress[0].bind: " + Unsupported,
 			"spec.egress[0].captureMode: " + Unsupported,
 		}},
+		{"egress port, bind and captureMode values", sidecarDoc(`  egress:
+  - port: {number: 9080, protocol: HTTP}
+    bind: not-an-ip
+    hosts: ["./*"]
+  - port: {number: 9080, protocol: TCP}
+    bind: unix:///var/run/egress.sock
+    hosts: ["./*"]
+  - port: {number: 0, protocol: SMTP, name: Bad_Name}
+    hosts: ["./*"]
+`), []string{
+			"spec.egress[0].port: " + Unsupported,
+			`spec.egress[0].bind: Invalid value: "not-an-ip": not-an-ip is not a valid IP`,
+			"spec.egress[1].port.number: Duplicate value: 9080: sidecar: ports on IP bound listeners must be unique",
+			"spec.egress[1].port: " + Unsupported,
+			`spec.egress[1].bind: Invalid value: "unix:///var/run/egress.sock": unix domain socket listeners are ` + Unsupported,
+			`spec.egress[2].port.name: Invalid value: "Bad_Name": port name must be a DNS-1123 label`,
+			`spec.egress[2].port.protocol: Unsupported value: "SMTP": supported protocols are ` + protocolList,
+			"spec.egress[2].port.number: Invalid value: 0: port must be between 1-65535",
+			"spec.egress[2].port: " + Unsupported,
+		}},
 		{"ingress listeners", sidecarDoc(`  ingress:
   - port: {number: 9080, protocol: HTTP, name: Http_1}
     defaultEndpoint: 10.0.0.1:8080
