@@ -83,7 +83,8 @@ const startupMessage = "\x00\x00\x00\x08\x04\xd2\x16\x2f"
 // before), and HTTP on such a port still gets HTTP routing (the
 // VirtualService's header-matched fault) and, over mTLS offering Istio's
 // istio-http/1.1 (istio.alpn), the server sidecar's HTTP chain: its
-// access log records the request's method, path and code.
+// access log records the request's method, path and code, and an
+// AuthorizationPolicy allowing by path applies there.
 func TestRedirectUnknownProtocol(t *testing.T) {
 	requireRoot(t)
 	m := startRedirectDemo(t)
@@ -103,6 +104,29 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 	applyAt(t, redirectLoomd, f, "virtualservice.networking.istio.io/web ")
 	srvProxy := startSidecar(t, m, srvNS, "sniff-v1", "10.78.0.51", "app=sniff,version=v1", "sniff")
 	clientProxy := startSidecar(t, m, clientNS, "sniff-client", "10.78.0.52", "app=sniff-client", "sniff-client")
+
+	getPath := func(path string, fault bool) (int, string, error) {
+		c, err := dialIn(t, clientNS, "240.240.0.97:8080")
+		if err != nil {
+			return 0, "", err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		req := "GET " + path + " HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\nConnection: close\r\n"
+		if fault {
+			req += "x-fault: abort\r\n"
+		}
+		if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+			return 0, "", err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
 
 	t.Run("raw TCP, client first, through both sidecars", func(t *testing.T) {
 		const vip = "240.240.0.96:5432"
@@ -126,28 +150,6 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 	})
 
 	t.Run("HTTP on a port of unknown protocol is routed", func(t *testing.T) {
-		getPath := func(path string, fault bool) (int, string, error) {
-			c, err := dialIn(t, clientNS, "240.240.0.97:8080")
-			if err != nil {
-				return 0, "", err
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			req := "GET " + path + " HTTP/1.1\r\nHost: web.default.svc.cluster.local:8080\r\nConnection: close\r\n"
-			if fault {
-				req += "x-fault: abort\r\n"
-			}
-			if _, err := io.WriteString(c, req+"\r\n"); err != nil {
-				return 0, "", err
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				return 0, "", err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			return resp.StatusCode, string(b), err
-		}
 		get := func(fault bool) (int, string, error) { return getPath("/", fault) }
 		if !poll(30*time.Second, func() bool { code, _, err := get(false); return err == nil && code == http.StatusOK }) {
 			code, body, err := get(false)
@@ -171,4 +173,35 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 			return srvProxy.logHas(`"GET /over-mtls-alpn HTTP/1.1" 200`, "inbound|8080||")
 		})
 	})
+
+	// On the TCP chain an ALLOW rule with paths matches nothing, so it
+	// would refuse every connection; on the HTTP chain it allows by path.
+	t.Run("an HTTP AuthorizationPolicy applies on the server sidecar", func(t *testing.T) {
+		applyYAML(t, "sniff-authz", sniffAuthzYAML, "authorizationpolicy.security.istio.io/web-paths ")
+		if !poll(30*time.Second, func() bool {
+			code, _, err := getPath("/private", false)
+			return err == nil && code == http.StatusForbidden
+		}) {
+			code, body, err := getPath("/private", false)
+			t.Fatalf("GET /private = %d %q, %v; want the server sidecar's 403", code, body, err)
+		}
+		for i := range 5 {
+			if code, body, err := getPath(fmt.Sprintf("/public/%d", i), false); err != nil || code != http.StatusOK || !strings.HasPrefix(body, "web ") {
+				t.Fatalf("GET /public/%d = %d %q, %v; want 200 from the app", i, code, body, err)
+			}
+		}
+	})
 }
+
+// sniffAuthzYAML allows the sniff workload's requests whose path starts
+// with /public: HTTP-only fields.
+const sniffAuthzYAML = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-paths, namespace: default}
+spec:
+  selector: {matchLabels: {app: sniff}}
+  action: ALLOW
+  rules:
+  - to:
+    - operation: {paths: ["/public*"]}
+`
