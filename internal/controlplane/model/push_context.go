@@ -150,6 +150,11 @@ type PushContext struct {
 	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
 	sidecar *Sidecar
 
+	// selectedDRs are, in a ForProxy view, the DestinationRules of the
+	// proxy's namespace whose workloadSelector selects the proxy; nil
+	// elsewhere (no rule with a workloadSelector applies).
+	selectedDRs []*DestinationRule
+
 	// viewsMu guards views, the namespace views of the mesh-wide context,
 	// and sidecarViews, its ForProxy views (nil until the first).
 	viewsMu      sync.Mutex
@@ -266,23 +271,23 @@ func (pc *PushContext) Workloads() []*registry.Workload { return pc.workloads }
 // DestinationRules returns every DestinationRule, sorted by namespace and name.
 func (pc *PushContext) DestinationRules() []*DestinationRule { return pc.destinationRules }
 
-// DestinationRule returns the DestinationRule that applies to FQDN host.
-// In the mesh-wide context it is the one for exactly host, else the one
-// with the most specific wildcard host matching it
-// ("*.default.svc.cluster.local" before "*"); among several for the same
-// host, the first in namespace/name order. In a namespace view it is
-// chosen as Istio's PushContext.destinationRule does, among the rules
-// exported to the view's namespace: the most specific in that namespace,
-// else in the namespace of host's service, else in RootNamespace; a rule
-// in any other namespace never applies. Nil when none applies.
+// DestinationRule returns the DestinationRule that applies to outbound
+// traffic to FQDN host, as Istio's PushContext.destinationRule followed by
+// SidecarScope.DestinationRule(outbound). First a namespace and a host are
+// chosen among the rules visible to pc, with or without workloadSelector:
+// in the mesh-wide context, the rule for exactly host, else the one with
+// the most specific wildcard host matching it ("*.default.svc.cluster.local"
+// before "*"), the first in namespace/name order among equals; in a
+// namespace view, the most specific among the rules exported to the
+// view's namespace, searched in that namespace, else in the namespace of
+// host's service, else in RootNamespace (a rule in any other namespace
+// never applies). Then, among the rules of that namespace and host, a
+// ForProxy view takes the first whose workloadSelector selects its proxy
+// (only the proxy's own namespace's rules can), else the rule without
+// workloadSelector; nil when there is none, even if another namespace or
+// a wider host has one (as Istio).
 func (pc *PushContext) DestinationRule(host string) *DestinationRule {
-	if pc.scoped {
-		return pc.scopedDestinationRule(host)
-	}
-	if dr, ok := pc.drByHost[host]; ok {
-		return dr
-	}
-	return mostSpecificDestinationRule(pc.destinationRules, host, func(*DestinationRule) bool { return true })
+	return pc.destinationRule(host, true)
 }
 
 // InboundDestinationRule returns the DestinationRule whose traffic policy
@@ -290,27 +295,27 @@ func (pc *PushContext) DestinationRule(host string) *DestinationRule {
 // of FQDN host's service (SidecarScope.DestinationRule for the inbound
 // direction): nil unless that service is visible to pc (in a Sidecar's
 // view, its egress imports it: Istio keeps the rules of the scope's
-// services only); else the rule DestinationRule chooses, except that a
-// rule with a workloadSelector never applies inbound (Istio honours
-// selectors outbound only), so the first rule of the same host and
-// namespace without one stands in for it. Nil when none applies.
+// services only); else chosen as DestinationRule does, except that a
+// rule with a workloadSelector never applies (Istio honours selectors
+// outbound only). Nil when none applies.
 func (pc *PushContext) InboundDestinationRule(host string) *DestinationRule {
 	if pc.ServiceForHost(host) == nil {
 		return nil
 	}
-	dr := pc.DestinationRule(host)
-	if dr == nil || dr.Spec.GetWorkloadSelector() == nil {
-		return dr
-	}
-	for _, d := range pc.destinationRules {
-		if d.Host == dr.Host && d.Namespace == dr.Namespace && d.Spec.GetWorkloadSelector() == nil {
-			return d
-		}
-	}
-	return nil
+	return pc.destinationRule(host, false)
 }
 
-func (pc *PushContext) scopedDestinationRule(host string) *DestinationRule {
+func (pc *PushContext) destinationRule(host string, outbound bool) *DestinationRule {
+	if !pc.scoped {
+		dr, ok := pc.drByHost[host]
+		if !ok {
+			dr = mostSpecificDestinationRule(pc.destinationRules, host, func(*DestinationRule) bool { return true })
+		}
+		if dr == nil {
+			return nil
+		}
+		return pc.selectDestinationRule(dr.Namespace, dr.Host, outbound)
+	}
 	namespaces := []string{pc.namespace}
 	if svc := pc.ServiceForHost(host); svc != nil && svc.Namespace != pc.namespace {
 		namespaces = append(namespaces, svc.Namespace)
@@ -320,10 +325,47 @@ func (pc *PushContext) scopedDestinationRule(host string) *DestinationRule {
 	}
 	for _, ns := range namespaces {
 		if dr := mostSpecificDestinationRule(pc.destinationRules, host, func(dr *DestinationRule) bool { return dr.Namespace == ns }); dr != nil {
-			return dr
+			return pc.selectDestinationRule(ns, dr.Host, outbound)
 		}
 	}
 	return nil
+}
+
+// selectDestinationRule picks among pc's rules of namespace ns for exactly
+// host (a wildcard for a wildcard) as Istio's SidecarScope.DestinationRule:
+// outbound, the first that pc.selectedDRs holds; else the first without
+// workloadSelector; else nil.
+func (pc *PushContext) selectDestinationRule(ns, host string, outbound bool) *DestinationRule {
+	var catchAll *DestinationRule
+	for _, dr := range pc.destinationRules {
+		if dr.Namespace != ns || dr.Host != host {
+			continue
+		}
+		if dr.Spec.GetWorkloadSelector() == nil {
+			if catchAll == nil {
+				catchAll = dr
+			}
+			continue
+		}
+		if outbound && slices.Contains(pc.selectedDRs, dr) {
+			return dr
+		}
+	}
+	return catchAll
+}
+
+// selectedDestinationRules lists the DestinationRules of p's namespace
+// whose workloadSelector matchLabels p's labels contain (an empty one
+// selects every proxy of the namespace), in namespace/name order.
+func (pc *PushContext) selectedDestinationRules(p *Proxy) []*DestinationRule {
+	var out []*DestinationRule
+	for _, dr := range pc.destinationRules {
+		ws := dr.Spec.GetWorkloadSelector()
+		if ws != nil && dr.Namespace == p.Namespace && registry.LabelsContain(p.Labels, ws.GetMatchLabels()) {
+			out = append(out, dr)
+		}
+	}
+	return out
 }
 
 // mostSpecificDestinationRule returns, among the rules of drs that keep

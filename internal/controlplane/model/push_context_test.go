@@ -207,3 +207,71 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+// TestDestinationRuleWorkloadSelector: as Istio's
+// SidecarScope.DestinationRule, a rule with a workloadSelector applies
+// outbound to the proxies of its namespace it selects, before the
+// namespace's rule without one; never to other proxies, never inbound.
+func TestDestinationRuleWorkloadSelector(t *testing.T) {
+	const drs = `
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a-for-frontend, namespace: default}
+spec:
+  host: reviews
+  workloadSelector: {matchLabels: {app: frontend}}
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-for-frontend, namespace: default}
+spec:
+  host: ratings
+  workloadSelector: {matchLabels: {app: frontend}}
+  exportTo: ["."]
+`
+	rs, errs := config.Decode("test.yaml", []byte(testConfig+"---\n"+drs))
+	if err := errs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	pc := NewPushContext(config.NewSnapshot(1, rs))
+	frontend := &Proxy{Type: SidecarProxy, Namespace: "default", Labels: map[string]string{"app": "frontend", "version": "v2"}}
+	other := &Proxy{Type: SidecarProxy, Namespace: "default", Labels: map[string]string{"app": "backend"}}
+	elsewhere := &Proxy{Type: SidecarProxy, Namespace: "web", Labels: map[string]string{"app": "frontend"}}
+	name := func(dr *DestinationRule) string {
+		if dr == nil {
+			return ""
+		}
+		return dr.Namespace + "/" + dr.Name
+	}
+	tests := []struct {
+		name  string
+		pc    *PushContext
+		host  string
+		want  string
+		wantI string // InboundDestinationRule
+	}{
+		{"selected proxy takes the selector rule", pc.ForProxy(frontend), "reviews.default.svc.cluster.local", "default/a-for-frontend", "default/reviews"},
+		{"unselected proxy takes the rule without selector", pc.ForProxy(other), "reviews.default.svc.cluster.local", "default/reviews", "default/reviews"},
+		{"proxy of another namespace", pc.ForProxy(elsewhere), "reviews.default.svc.cluster.local", "default/reviews", "default/reviews"},
+		{"mesh-wide context", pc, "reviews.default.svc.cluster.local", "default/reviews", "default/reviews"},
+		// The exact host's rules shadow the wildcard rule, as Istio's
+		// MostSpecificHostMatch: an unselected proxy gets none.
+		{"selected proxy, selector rule only", pc.ForProxy(frontend), "ratings.default.svc.cluster.local", "default/ratings-for-frontend", ""},
+		{"unselected proxy, selector rule only", pc.ForProxy(other), "ratings.default.svc.cluster.local", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := name(tt.pc.DestinationRule(tt.host)); got != tt.want {
+				t.Errorf("DestinationRule(%q) = %q, want %q", tt.host, got, tt.want)
+			}
+			if got := name(tt.pc.InboundDestinationRule(tt.host)); got != tt.wantI {
+				t.Errorf("InboundDestinationRule(%q) = %q, want %q", tt.host, got, tt.wantI)
+			}
+		})
+	}
+	if pc.ForProxy(frontend) != pc.ForProxy(&Proxy{Type: SidecarProxy, Namespace: "default", Labels: map[string]string{"app": "frontend"}}) {
+		t.Error("two proxies selected by the same rules get two views")
+	}
+}

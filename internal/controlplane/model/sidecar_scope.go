@@ -61,6 +61,9 @@ func (e EgressHost) imports(ns, host string) bool {
 type sidecarViewKey struct {
 	namespace string
 	sidecar   config.Key
+	// destinationRules names the selectedDRs of the view, each followed
+	// by "/" (names cannot hold one).
+	destinationRules string
 }
 
 // SidecarForProxy returns the Sidecar that applies to sidecar proxy p, as
@@ -138,10 +141,12 @@ func (pc *PushContext) Sidecar() *Sidecar { return pc.sidecar }
 //   - the DestinationRules whose host overlaps an imported service's.
 //
 // A Sidecar without egress listener restricts nothing, but the view still
-// carries it (Sidecar). Without a Sidecar, or for a router, ForProxy is
-// ForNamespace(p.Namespace). Views are built once per (namespace,
-// Sidecar) and cached in the mesh-wide context; they are immutable and
-// safe for concurrent use.
+// carries it (Sidecar). The view also knows the DestinationRules of p's
+// namespace whose workloadSelector selects p (DestinationRule prefers
+// them outbound, and ignores the others with a workloadSelector).
+// Without either, ForProxy is ForNamespace(p.Namespace). Views are built
+// once per (namespace, Sidecar, selected DestinationRules) and cached in
+// the mesh-wide context; they are immutable and safe for concurrent use.
 func (pc *PushContext) ForProxy(p *Proxy) *PushContext {
 	base := pc
 	if pc.scoped {
@@ -149,16 +154,29 @@ func (pc *PushContext) ForProxy(p *Proxy) *PushContext {
 	}
 	nsView := base.ForNamespace(p.Namespace)
 	sc := base.SidecarForProxy(p)
-	if sc == nil {
+	selected := base.selectedDestinationRules(p)
+	if sc == nil && len(selected) == 0 {
 		return nsView
 	}
-	key := sidecarViewKey{namespace: p.Namespace, sidecar: sc.Key()}
+	key := sidecarViewKey{namespace: p.Namespace}
+	if sc != nil {
+		key.sidecar = sc.Key()
+	}
+	for _, dr := range selected {
+		key.destinationRules += dr.Name + "/"
+	}
 	base.viewsMu.Lock()
 	defer base.viewsMu.Unlock()
 	if v, ok := base.sidecarViews[key]; ok {
 		return v
 	}
-	v := nsView.newSidecarView(sc)
+	var v *PushContext
+	if sc != nil {
+		v = nsView.newSidecarView(sc)
+	} else {
+		v = base.newView(p.Namespace)
+	}
+	v.selectedDRs = selected
 	if base.sidecarViews == nil {
 		base.sidecarViews = map[sidecarViewKey]*PushContext{}
 	}

@@ -92,6 +92,12 @@ func TestDelegates(t *testing.T) {
 	}
 }
 
+// drSelectorDoc is a DestinationRule in web with a workloadSelector and
+// exportTo (a YAML flow sequence).
+func drSelectorDoc(exportTo string) string {
+	return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: web}\nspec:\n  host: reviews\n  workloadSelector: {matchLabels: {app: a}}\n  exportTo: " + exportTo + "\n"
+}
+
 func TestExportTo(t *testing.T) {
 	tests := []struct {
 		name string
@@ -107,6 +113,13 @@ func TestExportTo(t *testing.T) {
 		}},
 		{"public and more", "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: web}\nspec:\n  host: reviews\n  exportTo: [\"*\", team]\n", []string{
 			`spec.exportTo: Invalid value: ["*" "team"]: cannot have both public (*) and non-public`,
+		}},
+		{"selector rule to its namespace", drSelectorDoc("[web]"), nil},
+		{"selector rule to everyone", drSelectorDoc(`["*"]`), []string{
+			`spec.exportTo: Invalid value: ["*"]: a DestinationRule with workloadSelector cannot be exported beyond its namespace`,
+		}},
+		{"selector rule to its namespace and more", drSelectorDoc("[., team]"), []string{
+			`spec.exportTo: Invalid value: ["." "team"]: a DestinationRule with workloadSelector cannot have multiple entries in exportTo`,
 		}},
 		{"service entry to no one", "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s, namespace: web}\nspec:\n  hosts: [a.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n  exportTo: [\"~\"]\n", nil},
 	}

@@ -40,8 +40,33 @@ func (c *checker) destinationRule(dr *networking.DestinationRule) {
 	}
 	if ws := dr.WorkloadSelector; ws != nil {
 		c.selector("spec.workloadSelector.matchLabels", ws.MatchLabels)
+		c.selectorExportTo(dr.ExportTo)
 	}
 	c.localityNeedsOutlier(dr)
+}
+
+// selectorExportTo refuses, as Istio's validateExportTo for a
+// DestinationRule with a workloadSelector, an exportTo other than empty
+// (the default), "." or the rule's own namespace: such a rule applies
+// only to the proxies of its namespace it selects.
+func (c *checker) selectorExportTo(exportTo []string) {
+	if len(exportTo) == 0 {
+		return
+	}
+	own, others := false, false
+	for _, e := range exportTo {
+		if e == "." || e == c.r.Namespace {
+			own = true
+		} else {
+			others = true
+		}
+	}
+	switch {
+	case !own:
+		c.errf("spec.exportTo", "Invalid value: %q: a DestinationRule with workloadSelector cannot be exported beyond its namespace", exportTo)
+	case others:
+		c.errf("spec.exportTo", "Invalid value: %q: a DestinationRule with workloadSelector cannot have multiple entries in exportTo", exportTo)
+	}
 }
 
 // localityNeedsOutlier refuses an enabled loadBalancer.localityLbSetting in
