@@ -1,10 +1,12 @@
 package model
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 
+	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
@@ -122,7 +124,12 @@ type PushContext struct {
 	inbound     []*registry.Service
 	seExportTo  map[config.Key]Visibility
 
+	// destinationRules are the DestinationRules as written; mergedDRs
+	// are them merged per namespace and host (mergeDestinationRules),
+	// which every lookup reads. drByHost is the first merged rule of
+	// each host.
 	destinationRules []*DestinationRule
+	mergedDRs        []*DestinationRule
 	drByHost         map[string]*DestinationRule
 
 	virtualServices []*VirtualService
@@ -203,6 +210,9 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 			ExportTo: NewVisibility(spec.GetExportTo(), r.Namespace),
 		}
 		pc.destinationRules = append(pc.destinationRules, dr)
+	}
+	pc.mergedDRs = mergeDestinationRules(pc.destinationRules)
+	for _, dr := range pc.mergedDRs {
 		if _, dup := pc.drByHost[dr.Host]; !dup {
 			pc.drByHost[dr.Host] = dr
 		}
@@ -268,7 +278,8 @@ func (pc *PushContext) ServiceForHost(host string) *registry.Service {
 // Workloads returns every WorkloadEntry, sorted by namespace and name.
 func (pc *PushContext) Workloads() []*registry.Workload { return pc.workloads }
 
-// DestinationRules returns every DestinationRule, sorted by namespace and name.
+// DestinationRules returns every DestinationRule as written (not merged),
+// sorted by namespace and name.
 func (pc *PushContext) DestinationRules() []*DestinationRule { return pc.destinationRules }
 
 // DestinationRule returns the DestinationRule that applies to outbound
@@ -283,9 +294,10 @@ func (pc *PushContext) DestinationRules() []*DestinationRule { return pc.destina
 // host's service, else in RootNamespace (a rule in any other namespace
 // never applies). Then, among the rules of that namespace and host, a
 // ForProxy view takes the first whose workloadSelector selects its proxy
-// (only the proxy's own namespace's rules can), else the rule without
+// (only the proxy's own namespace's rules can), else the last rule without
 // workloadSelector; nil when there is none, even if another namespace or
-// a wider host has one (as Istio).
+// a wider host has one (as Istio). Rules are those merged per namespace
+// and host (mergeDestinationRules): the result may be a merged copy.
 func (pc *PushContext) DestinationRule(host string) *DestinationRule {
 	return pc.destinationRule(host, true)
 }
@@ -309,7 +321,7 @@ func (pc *PushContext) destinationRule(host string, outbound bool) *DestinationR
 	if !pc.scoped {
 		dr, ok := pc.drByHost[host]
 		if !ok {
-			dr = mostSpecificDestinationRule(pc.destinationRules, host, func(*DestinationRule) bool { return true })
+			dr = mostSpecificDestinationRule(pc.mergedDRs, host, func(*DestinationRule) bool { return true })
 		}
 		if dr == nil {
 			return nil
@@ -324,27 +336,25 @@ func (pc *PushContext) destinationRule(host string, outbound bool) *DestinationR
 		namespaces = append(namespaces, RootNamespace)
 	}
 	for _, ns := range namespaces {
-		if dr := mostSpecificDestinationRule(pc.destinationRules, host, func(dr *DestinationRule) bool { return dr.Namespace == ns }); dr != nil {
+		if dr := mostSpecificDestinationRule(pc.mergedDRs, host, func(dr *DestinationRule) bool { return dr.Namespace == ns }); dr != nil {
 			return pc.selectDestinationRule(ns, dr.Host, outbound)
 		}
 	}
 	return nil
 }
 
-// selectDestinationRule picks among pc's rules of namespace ns for exactly
-// host (a wildcard for a wildcard) as Istio's SidecarScope.DestinationRule:
-// outbound, the first that pc.selectedDRs holds; else the first without
-// workloadSelector; else nil.
+// selectDestinationRule picks among pc's merged rules of namespace ns for
+// exactly host (a wildcard for a wildcard) as Istio's
+// SidecarScope.DestinationRule: outbound, the first that pc.selectedDRs
+// holds; else the last without workloadSelector; else nil.
 func (pc *PushContext) selectDestinationRule(ns, host string, outbound bool) *DestinationRule {
 	var catchAll *DestinationRule
-	for _, dr := range pc.destinationRules {
+	for _, dr := range pc.mergedDRs {
 		if dr.Namespace != ns || dr.Host != host {
 			continue
 		}
 		if dr.Spec.GetWorkloadSelector() == nil {
-			if catchAll == nil {
-				catchAll = dr
-			}
+			catchAll = dr
 			continue
 		}
 		if outbound && slices.Contains(pc.selectedDRs, dr) {
@@ -354,18 +364,116 @@ func (pc *PushContext) selectDestinationRule(ns, host string, outbound bool) *De
 	return catchAll
 }
 
-// selectedDestinationRules lists the DestinationRules of p's namespace
-// whose workloadSelector matchLabels p's labels contain (an empty one
-// selects every proxy of the namespace), in namespace/name order.
+// selectedDestinationRules lists the merged DestinationRules of p's
+// namespace whose workloadSelector matchLabels p's labels contain (an
+// empty one selects every proxy of the namespace), in namespace/name
+// order.
 func (pc *PushContext) selectedDestinationRules(p *Proxy) []*DestinationRule {
 	var out []*DestinationRule
-	for _, dr := range pc.destinationRules {
+	for _, dr := range pc.mergedDRs {
 		ws := dr.Spec.GetWorkloadSelector()
 		if ws != nil && dr.Namespace == p.Namespace && registry.LabelsContain(p.Labels, ws.GetMatchLabels()) {
 			out = append(out, dr)
 		}
 	}
 	return out
+}
+
+// mergeDestinationRules merges drs (in namespace/name order, Istio's
+// creation order) per namespace and resolved host as Istio's
+// SetDestinationRules and mergeDestinationRule (with
+// ENABLE_ENHANCED_DESTINATIONRULE_MERGE, its default). A rule is merged
+// into each earlier entry of its namespace and host whose exportTo
+// (resolved: "." is the namespace, none is "*") equals its own or is a
+// subset of its own, unless both have workloadSelectors with different
+// matchLabels: the entry, a copy, gains the rule's subsets whose names it
+// lacks, and its trafficPolicy when it has none; its name, exportTo and
+// workloadSelector stay. The rule becomes an entry of its own unless the
+// last entry it was checked against had the same selector (or none, like
+// it) and was merged into. drs are not modified.
+func mergeDestinationRules(drs []*DestinationRule) []*DestinationRule {
+	type nsHost struct{ ns, host string }
+	var out []*DestinationRule
+	entries := map[nsHost][]int{} // indexes into out
+	for _, dr := range drs {
+		k := nsHost{dr.Namespace, dr.Host}
+		set := exportToSet(dr)
+		rule := dr.Spec
+		appendSeparately := true
+		for _, i := range entries[k] {
+			m := out[i]
+			mset := exportToSet(m)
+			existing := m.Spec
+			bothWithout := rule.GetWorkloadSelector() == nil && existing.GetWorkloadSelector() == nil
+			bothWith := rule.GetWorkloadSelector() != nil && existing.GetWorkloadSelector() != nil
+			selectorsMatch := maps.Equal(rule.GetWorkloadSelector().GetMatchLabels(), existing.GetWorkloadSelector().GetMatchLabels())
+			switch {
+			case slices.Equal(set, mset):
+				appendSeparately = !(bothWithout || bothWith && selectorsMatch)
+			case len(mset) > 0 && isSuperset(set, mset):
+				appendSeparately = true
+			default:
+				appendSeparately = true
+				continue
+			}
+			if bothWith && !selectorsMatch {
+				appendSeparately = true
+				continue
+			}
+			if bothWithout || bothWith && selectorsMatch {
+				appendSeparately = false
+			}
+			out[i] = mergeDestinationRule(m, rule)
+		}
+		if appendSeparately {
+			entries[k] = append(entries[k], len(out))
+			out = append(out, dr)
+		}
+	}
+	return out
+}
+
+// mergeDestinationRule returns a copy of m with rule's subsets whose names
+// m lacks appended, and rule's trafficPolicy when m has none.
+func mergeDestinationRule(m *DestinationRule, rule *networking.DestinationRule) *DestinationRule {
+	merged := *m
+	merged.Spec = proto.Clone(m.Spec).(*networking.DestinationRule)
+	for _, s := range rule.GetSubsets() {
+		if merged.Subset(s.GetName()) == nil {
+			merged.Spec.Subsets = append(merged.Spec.Subsets, s)
+		}
+	}
+	if merged.Spec.TrafficPolicy == nil && rule.GetTrafficPolicy() != nil {
+		merged.Spec.TrafficPolicy = rule.GetTrafficPolicy()
+	}
+	return &merged
+}
+
+// exportToSet is dr's exportTo as Istio's SetDestinationRules resolves it,
+// sorted: "." is dr's namespace; none is "*" (the mesh default).
+func exportToSet(dr *DestinationRule) []string {
+	var set []string
+	for _, e := range dr.Spec.GetExportTo() {
+		if e == "." {
+			e = dr.Namespace
+		}
+		set = append(set, e)
+	}
+	if len(set) == 0 {
+		return []string{"*"}
+	}
+	slices.Sort(set)
+	return slices.Compact(set)
+}
+
+// isSuperset reports whether sorted set a holds every element of b.
+func isSuperset(a, b []string) bool {
+	for _, e := range b {
+		if _, ok := slices.BinarySearch(a, e); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // mostSpecificDestinationRule returns, among the rules of drs that keep

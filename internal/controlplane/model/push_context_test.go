@@ -275,3 +275,69 @@ spec:
 		t.Error("two proxies selected by the same rules get two views")
 	}
 }
+
+// TestDestinationRuleMerge: rules of one namespace and host merge as
+// Istio's mergeDestinationRule: subsets are appended unless their name is
+// taken, the first rule's trafficPolicy stays unless it has none; rules
+// whose exportTo differ (neither wider) or whose selectors differ stay
+// apart, the last without selector applying.
+func TestDestinationRuleMerge(t *testing.T) {
+	dr := func(name, ns, body string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: " + name + ", namespace: " + ns + "}\nspec:\n" + body + "---\n"
+	}
+	docs := dr("a", "default", "  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
+		dr("b", "default", "  host: reviews\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n  subsets: [{name: v1, labels: {version: other}}, {name: v2, labels: {version: v2}}]\n") +
+		dr("c", "default", "  host: reviews\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n  subsets: [{name: v3, labels: {version: v3}}]\n") +
+		// Private: not merged with the public ones; the last applies.
+		dr("a", "web", "  host: ratings.default.svc.cluster.local\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
+		dr("b", "web", "  host: ratings.default.svc.cluster.local\n  exportTo: [.]\n  subsets: [{name: v2, labels: {version: v2}}]\n") +
+		// Same selector: merged; another selector: apart.
+		dr("s1", "web", "  host: details.default.svc.cluster.local\n  workloadSelector: {matchLabels: {app: x}}\n  exportTo: [.]\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
+		dr("s2", "web", "  host: details.default.svc.cluster.local\n  workloadSelector: {matchLabels: {app: x}}\n  exportTo: [.]\n  subsets: [{name: v2, labels: {version: v2}}]\n") +
+		dr("s3", "web", "  host: details.default.svc.cluster.local\n  workloadSelector: {matchLabels: {app: y}}\n  exportTo: [.]\n  subsets: [{name: v3, labels: {version: v3}}]\n")
+	rs, errs := config.Decode("test.yaml", []byte(testConfig+"---\n"+docs))
+	if err := errs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	pc := NewPushContext(config.NewSnapshot(1, rs))
+	summary := func(dr *DestinationRule) string {
+		if dr == nil {
+			return "none"
+		}
+		out := dr.Namespace + "/" + dr.Name + " lb=" + dr.Spec.GetTrafficPolicy().GetLoadBalancer().GetSimple().String()
+		for _, s := range dr.Spec.GetSubsets() {
+			out += " " + s.GetName() + "=" + s.GetLabels()["version"]
+		}
+		return out
+	}
+	x := &Proxy{Type: SidecarProxy, Namespace: "web", Labels: map[string]string{"app": "x"}}
+	tests := []struct {
+		name string
+		pc   *PushContext
+		host string
+		want string
+	}{
+		{"merged", pc.ForNamespace("default"), "reviews.default.svc.cluster.local", "default/a lb=RANDOM v1=v1 v2=v2 v3=v3"},
+		{"merged, mesh-wide", pc, "reviews.default.svc.cluster.local", "default/a lb=RANDOM v1=v1 v2=v2 v3=v3"},
+		{"private and public apart, own namespace", pc.ForNamespace("web"), "ratings.default.svc.cluster.local", "web/b lb=UNSPECIFIED v2=v2"},
+		{"same selector merged", pc.ForProxy(x), "details.default.svc.cluster.local", "web/s1 lb=UNSPECIFIED v1=v1 v2=v2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := summary(tt.pc.DestinationRule(tt.host)); got != tt.want {
+				t.Errorf("DestinationRule(%q) = %q, want %q", tt.host, got, tt.want)
+			}
+		})
+	}
+	if got := len(pc.DestinationRules()); got != 10 {
+		t.Errorf("DestinationRules() has %d rules, want the 10 as written", got)
+	}
+	if got := len(pc.DestinationRule("reviews.default.svc.cluster.local").Spec.GetSubsets()); got != 3 {
+		t.Errorf("merged rule has %d subsets, want 3", got)
+	}
+	for _, d := range pc.DestinationRules() {
+		if d.Namespace == "default" && d.Name == "a" && len(d.Spec.GetSubsets()) != 1 {
+			t.Error("merging modified the rule as written")
+		}
+	}
+}

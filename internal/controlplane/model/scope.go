@@ -75,6 +75,11 @@ func (pc *PushContext) newView(ns string) *PushContext {
 			v.destinationRules = append(v.destinationRules, dr)
 		}
 	}
+	for _, dr := range pc.mergedDRs {
+		if dr.ExportTo.VisibleTo(ns) {
+			v.mergedDRs = append(v.mergedDRs, dr)
+		}
+	}
 	for _, vs := range pc.virtualServices {
 		if !vs.ExportTo.VisibleTo(ns) {
 			continue

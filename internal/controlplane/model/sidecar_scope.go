@@ -203,7 +203,7 @@ func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
 	}
 	if sc.Egress == nil {
 		v.services, v.servicesByHost = nv.services, nv.servicesByHost
-		v.destinationRules, v.virtualServices, v.vsByGateway = nv.destinationRules, nv.virtualServices, nv.vsByGateway
+		v.destinationRules, v.mergedDRs, v.virtualServices, v.vsByGateway = nv.destinationRules, nv.mergedDRs, nv.virtualServices, nv.vsByGateway
 		return v
 	}
 	imported := func(ns string, hosts ...string) bool {
@@ -272,6 +272,14 @@ func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
 		for _, s := range v.services {
 			if HostMatches(dr.Host, s.Hostname) {
 				v.destinationRules = append(v.destinationRules, dr)
+				break
+			}
+		}
+	}
+	for _, dr := range nv.mergedDRs {
+		for _, s := range v.services {
+			if HostMatches(dr.Host, s.Hostname) {
+				v.mergedDRs = append(v.mergedDRs, dr)
 				break
 			}
 		}

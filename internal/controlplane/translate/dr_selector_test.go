@@ -68,3 +68,41 @@ func TestDestinationRuleWorkloadSelector(t *testing.T) {
 		})
 	}
 }
+
+// TestDestinationRuleMergeSubsets: two DestinationRules for one host in
+// one namespace, each with a subset, merge as Istio's
+// mergeDestinationRule: both subsets get clusters, and the first rule's
+// trafficPolicy applies to them.
+func TestDestinationRuleMergeSubsets(t *testing.T) {
+	const drs = `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-v1, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-v2, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets: [{name: v2, labels: {version: v2}}]
+`
+	pc := loadPushContext(t, meshFile, configFile(t, drs))
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, c := range mustGenerate(t, pc, productpageSidecar()).Clusters {
+		clusters[c.GetName()] = c
+	}
+	for _, name := range []string{"outbound|9080||", "outbound|9080|v1|", "outbound|9080|v2|"} {
+		c := clusters[name+"ratings.default.svc.cluster.local"]
+		if c == nil {
+			t.Errorf("no cluster %sratings.default.svc.cluster.local", name)
+			continue
+		}
+		if got := c.GetLbPolicy(); got != clusterv3.Cluster_RANDOM {
+			t.Errorf("%s: lb_policy = %v, want RANDOM (the first rule's)", c.GetName(), got)
+		}
+	}
+}
