@@ -68,7 +68,8 @@ type DestinationRule struct {
 	Namespace string
 	Host      string
 	Spec      *networking.DestinationRule
-	// ExportTo is spec.exportTo resolved.
+	// ExportTo is spec.exportTo resolved; only the rule's namespace for a
+	// rule with a workloadSelector.
 	ExportTo Visibility
 }
 
@@ -208,6 +209,11 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 		dr := &DestinationRule{
 			Name: r.Name, Namespace: r.Namespace, Host: ResolveShortName(spec.GetHost(), r.Namespace), Spec: spec,
 			ExportTo: NewVisibility(spec.GetExportTo(), r.Namespace),
+		}
+		if spec.GetWorkloadSelector() != nil {
+			// Istio's SetDestinationRules never exports a rule with a
+			// workloadSelector, whatever its exportTo.
+			dr.ExportTo = NewVisibility([]string{"."}, r.Namespace)
 		}
 		pc.destinationRules = append(pc.destinationRules, dr)
 	}
@@ -384,8 +390,7 @@ func (pc *PushContext) selectedDestinationRules(p *Proxy) []*DestinationRule {
 // SetDestinationRules and mergeDestinationRule (with
 // ENABLE_ENHANCED_DESTINATIONRULE_MERGE, its default). A rule is merged
 // into each earlier entry of its namespace and host whose exportTo
-// (resolved: "." is the namespace, none is "*") equals its own or is a
-// subset of its own, unless both have workloadSelectors with different
+// (exportToSet) equals its own or is a non-empty subset of its own, unless both have workloadSelectors with different
 // matchLabels: the entry, a copy, gains the rule's subsets whose names it
 // lacks, and its trafficPolicy when it has none; its name, exportTo and
 // workloadSelector stay. The rule becomes an entry of its own unless the
@@ -449,19 +454,15 @@ func mergeDestinationRule(m *DestinationRule, rule *networking.DestinationRule) 
 	return &merged
 }
 
-// exportToSet is dr's exportTo as Istio's SetDestinationRules resolves it,
-// sorted: "." is dr's namespace; none is "*" (the mesh default).
+// exportToSet is dr's exportTo as Istio's SetDestinationRules compares
+// it, sorted and without duplicates: the values as written ("." and the
+// namespace's name differ; none is empty), ["."] for a rule with a
+// workloadSelector.
 func exportToSet(dr *DestinationRule) []string {
-	var set []string
-	for _, e := range dr.Spec.GetExportTo() {
-		if e == "." {
-			e = dr.Namespace
-		}
-		set = append(set, e)
+	if dr.Spec.GetWorkloadSelector() != nil {
+		return []string{"."}
 	}
-	if len(set) == 0 {
-		return []string{"*"}
-	}
+	set := slices.Clone(dr.Spec.GetExportTo())
 	slices.Sort(set)
 	return slices.Compact(set)
 }

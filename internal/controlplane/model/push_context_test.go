@@ -230,6 +230,21 @@ spec:
   host: ratings
   workloadSelector: {matchLabels: {app: frontend}}
   exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details-for-frontend, namespace: default}
+spec:
+  host: details.default.svc.cluster.local
+  workloadSelector: {matchLabels: {app: frontend}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: details, namespace: default}
+spec:
+  hosts: [details.default.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: details}}
 `
 	rs, errs := config.Decode("test.yaml", []byte(testConfig+"---\n"+drs))
 	if err := errs.Err(); err != nil {
@@ -260,6 +275,10 @@ spec:
 		// MostSpecificHostMatch: an unselected proxy gets none.
 		{"selected proxy, selector rule only", pc.ForProxy(frontend), "ratings.default.svc.cluster.local", "default/ratings-for-frontend", ""},
 		{"unselected proxy, selector rule only", pc.ForProxy(other), "ratings.default.svc.cluster.local", "", ""},
+		// A rule with a workloadSelector is never exported, whatever its
+		// exportTo: it does not hide the wildcard rule from another
+		// namespace's proxy.
+		{"selector rule not exported", pc.ForProxy(elsewhere), "details.default.svc.cluster.local", "default/all", "default/all"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
