@@ -157,6 +157,11 @@ type PushContext struct {
 
 	// sidecar is the Sidecar a ForProxy view applies; nil elsewhere.
 	sidecar *Sidecar
+	// egressPorts and egressOther are, in a ForProxy view whose Sidecar
+	// has egress listeners with a port, the views of those listeners by
+	// port and of the others (ForEgressPort); nil otherwise.
+	egressPorts map[uint32]*PushContext
+	egressOther *PushContext
 
 	// selectedDRs are, in a ForProxy view, the DestinationRules of the
 	// proxy's namespace whose workloadSelector selects the proxy; nil

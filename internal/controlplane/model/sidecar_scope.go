@@ -16,12 +16,25 @@ type Sidecar struct {
 	Name      string
 	Namespace string
 	Spec      *networking.Sidecar
-	// Egress are the hosts of the egress listener (spec.egress[].hosts;
-	// validation allows one listener, without a port), "." resolved to the
-	// proxy's namespace. Nil when the Sidecar has no egress listener: the
-	// proxy then sees all its namespace sees, as with Istio's default
-	// "*/*".
+	// Egress are the hosts of all egress listeners (spec.egress[].hosts),
+	// "." resolved to the proxy's namespace: what the proxy's clusters
+	// serve. Nil when the Sidecar has no egress listener: the proxy then
+	// sees all its namespace sees, as with Istio's default "*/*".
 	Egress []EgressHost
+	// Listeners are the egress listeners one by one, in spec order, as
+	// Istio's SidecarScope.EgressListeners; each port's routes and chains
+	// see only the hosts of its listener (PushContext.ForEgressPort).
+	Listeners []EgressListener
+}
+
+// EgressListener is one Sidecar egress listener (Istio's
+// IstioEgressListener) with its hosts resolved.
+type EgressListener struct {
+	// Port is spec.egress[].port.number; 0 for the catch-all listener.
+	Port uint32
+	// Bind is spec.egress[].bind, an IP; "" for the default.
+	Bind  string
+	Hosts []EgressHost
 }
 
 // Key returns the Sidecar's key.
@@ -110,6 +123,7 @@ func (pc *PushContext) SidecarForProxy(p *Proxy) *Sidecar {
 func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sidecar {
 	s := &Sidecar{Name: r.Name, Namespace: r.Namespace, Spec: spec}
 	for _, eg := range spec.GetEgress() {
+		l := EgressListener{Port: eg.GetPort().GetNumber(), Bind: eg.GetBind(), Hosts: []EgressHost{}}
 		for _, h := range eg.GetHosts() {
 			hns, host, ok := strings.Cut(h, "/")
 			if !ok {
@@ -119,9 +133,88 @@ func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sideca
 				hns = ns
 			}
 			s.Egress = append(s.Egress, EgressHost{Namespace: hns, Host: host})
+			l.Hosts = append(l.Hosts, EgressHost{Namespace: hns, Host: host})
 		}
+		s.Listeners = append(s.Listeners, l)
 	}
 	return s
+}
+
+// EgressListenerForPort returns the egress listener of s whose port is
+// port, else nil.
+func (s *Sidecar) EgressListenerForPort(port uint32) *EgressListener {
+	if s == nil {
+		return nil
+	}
+	for i := range s.Listeners {
+		if s.Listeners[i].Port == port && port != 0 {
+			return &s.Listeners[i]
+		}
+	}
+	return nil
+}
+
+// hasPortListener reports whether an egress listener of s has a port.
+func (s *Sidecar) hasPortListener() bool {
+	for _, l := range s.Listeners {
+		if l.Port != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ForEgressPort returns the view of a ForProxy view pc that outbound port
+// port has, as Istio builds each egress listener's routes and chains from
+// its own services: when the Sidecar has egress listeners with a port, the
+// view of the listener with this port, else of the port-less (catch-all)
+// listener, else an empty view (no listener serves the port). Otherwise,
+// and for views that are not ForProxy views, pc itself. Clusters and
+// endpoints stay pc's: the union over all listeners.
+func (pc *PushContext) ForEgressPort(port uint32) *PushContext {
+	if pc.egressOther == nil {
+		return pc
+	}
+	if v, ok := pc.egressPorts[port]; ok {
+		return v
+	}
+	return pc.egressOther
+}
+
+// EgressServes reports whether port port of svc, a service of pc, is
+// served by the egress listener of that port (ForEgressPort).
+func (pc *PushContext) EgressServes(svc *registry.Service, port uint32) bool {
+	v := pc.ForEgressPort(port)
+	if v == pc {
+		return true
+	}
+	s := v.ServiceForHost(svc.Hostname)
+	return s != nil && s.Namespace == svc.Namespace
+}
+
+// addEgressViews gives sidecar view v one view per egress listener of
+// sc when one of them has a port (ForEgressPort).
+func (nv *PushContext) addEgressViews(v *PushContext, sc *Sidecar) {
+	if !sc.hasPortListener() {
+		return
+	}
+	v.egressPorts = map[uint32]*PushContext{}
+	sub := func(hosts []EgressHost) *PushContext {
+		lv := nv.newSidecarView(&Sidecar{Name: sc.Name, Namespace: sc.Namespace, Spec: sc.Spec, Egress: hosts})
+		lv.sidecar = sc
+		lv.selectedDRs = v.selectedDRs
+		return lv
+	}
+	for _, l := range sc.Listeners {
+		if l.Port == 0 {
+			v.egressOther = sub(l.Hosts)
+		} else {
+			v.egressPorts[l.Port] = sub(l.Hosts)
+		}
+	}
+	if v.egressOther == nil {
+		v.egressOther = sub([]EgressHost{})
+	}
 }
 
 // Sidecar returns the Sidecar a ForProxy view applies, or nil (no Sidecar
@@ -177,6 +270,9 @@ func (pc *PushContext) ForProxy(p *Proxy) *PushContext {
 		v = base.newView(p.Namespace)
 	}
 	v.selectedDRs = selected
+	if sc != nil {
+		nsView.addEgressViews(v, sc)
+	}
 	if base.sidecarViews == nil {
 		base.sidecarViews = map[sidecarViewKey]*PushContext{}
 	}

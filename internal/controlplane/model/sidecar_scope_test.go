@@ -227,3 +227,57 @@ func TestForProxyCached(t *testing.T) {
 		t.Error("a root Sidecar gives one view for two namespaces")
 	}
 }
+
+// TestForEgressPort: with an egress listener on port 80 importing b and a
+// port-less one importing d, ForProxy holds both (clusters are the union)
+// while port 80 sees b alone and any other port d alone, as Istio's
+// per-listener services; without a port-less listener other ports see
+// nothing, and without port listeners every port sees the ForProxy view.
+func TestForEgressPort(t *testing.T) {
+	hosts := func(v *PushContext) []string {
+		var out []string
+		for _, s := range v.Services() {
+			out = append(out, s.Hostname)
+		}
+		return out
+	}
+	p := sidecarProxy("default", nil)
+	pc := sidecarPushContext(t, sidecarYAML("s", "default", `  egress:
+  - port: {number: 80, protocol: HTTP, name: http}
+    bind: 127.0.0.2
+    hosts: ["./b.default.svc.cluster.local"]
+  - hosts: ["prod/d.prod.svc.cluster.local"]
+`)).ForProxy(p)
+	for _, tt := range []struct {
+		name string
+		v    *PushContext
+		want []string
+	}{
+		{"union", pc, []string{"b.default.svc.cluster.local", "d.prod.svc.cluster.local"}},
+		{"port 80", pc.ForEgressPort(80), []string{"b.default.svc.cluster.local"}},
+		{"port 8080", pc.ForEgressPort(8080), []string{"d.prod.svc.cluster.local"}},
+	} {
+		if diff := cmp.Diff(tt.want, hosts(tt.v)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	if l := pc.Sidecar().EgressListenerForPort(80); l == nil || l.Bind != "127.0.0.2" {
+		t.Errorf("EgressListenerForPort(80) = %+v, want bind 127.0.0.2", l)
+	}
+	if pc.ForEgressPort(80).Sidecar() != pc.Sidecar() {
+		t.Error("a port's view does not carry the Sidecar")
+	}
+	b := pc.ServiceForHost("b.default.svc.cluster.local")
+	if !pc.EgressServes(b, 80) || pc.EgressServes(b, 8080) {
+		t.Error("EgressServes(b): want port 80 only")
+	}
+
+	noCatchAll := sidecarPushContext(t, sidecarYAML("s", "default", "  egress: [{port: {number: 80, protocol: HTTP, name: http}, hosts: [\"./a.default.svc.cluster.local\"]}]\n")).ForProxy(p)
+	if got := hosts(noCatchAll.ForEgressPort(8080)); len(got) != 0 {
+		t.Errorf("no port-less listener: port 8080 sees %v, want nothing", got)
+	}
+	plain := sidecarPushContext(t, sidecarYAML("s", "default", "  egress: [{hosts: [\"./a.default.svc.cluster.local\"]}]\n")).ForProxy(p)
+	if plain.ForEgressPort(80) != plain {
+		t.Error("without port listeners ForEgressPort must be the ForProxy view")
+	}
+}

@@ -40,6 +40,8 @@ func TestGolden(t *testing.T) {
 		{"redirect-tcp", redirectSidecar(tcpEchoSidecar()), Options{}},
 		{"ratelimitpolicy-sidecar", productpageSidecar(), Options{RateLimitService: "127.0.0.1:8081"}},
 		{"ratelimitpolicy-gateway", ingressRouter(), Options{RateLimitService: "127.0.0.1:8081"}},
+		{"sidecar-egress-port", productpageSidecar(), Options{}},
+		{"sidecar-egress-port-redirect", redirectSidecar(productpageSidecar()), Options{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

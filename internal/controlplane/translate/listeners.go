@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -67,6 +69,61 @@ func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.
 		return nil, err
 	}
 	return append([]*listenerv3.Listener{out, in}, ingress...), nil
+}
+
+// explicitEgressHTTPListeners are the explicit-mode sidecar's bound
+// listeners of its Sidecar egress listeners with a port, as Istio's
+// buildSidecarOutboundListeners with bind_to_port: per such listener that
+// imports a service with an HTTP port of that number, "BIND_PORT" on
+// BIND:PORT (bind the listener's, default the proxy's IP) with an HTTP
+// connection manager of route table "PORT", which holds only that
+// listener's hosts (outboundHTTPRoute) and then the catch-all. A name
+// another listener of ls has (a TCP or TLS listener of the port), and a
+// port of the proxy's IP its own workload holds, get none. HTTP to other
+// ports goes through http_proxy (15001) as before.
+func explicitEgressHTTPListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, ls []*listenerv3.Listener) ([]*listenerv3.Listener, []*routev3.RouteConfiguration, error) {
+	sc := pc.Sidecar()
+	if sc == nil {
+		return nil, nil, nil
+	}
+	taken := map[string]bool{}
+	for _, l := range ls {
+		taken[l.GetName()] = true
+	}
+	_, own := sidecarTCPPorts(pc, p)
+	own = append(own, ingressOwnPorts(pc, p)...)
+	for _, si := range pc.InstancesForProxy(p) {
+		own = append(own, si.Instance.TargetPort)
+	}
+	var listeners []*listenerv3.Listener
+	var routes []*routev3.RouteConfiguration
+	for _, el := range sc.Listeners {
+		if el.Port == 0 {
+			continue
+		}
+		bind := egressBind(pc, p.IP, el.Port)
+		name := tcpListenerName(bind, el.Port)
+		if taken[name] || bind == p.IP && (slices.Contains(own, el.Port) || el.Port == xdsapi.PortOutbound || el.Port == xdsapi.PortInbound ||
+			el.Port == xdsapi.PortProxyAdmin || el.Port == xdsapi.PortXDS || el.Port == xdsapi.PortMonitoring) {
+			continue
+		}
+		routeName := strconv.FormatUint(uint64(el.Port), 10)
+		rc, err := outboundHTTPRoute(pc, p, routeName, el.Port)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(rc.GetVirtualHosts()) == 0 {
+			continue // no HTTP service of the port
+		}
+		addCatchAll(rc, mesh, egressProxyCluster(sc))
+		l, err := httpListener(name, bind, el.Port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		taken[name] = true
+		listeners, routes = append(listeners, l), append(routes, rc)
+	}
+	return listeners, routes, nil
 }
 
 // explicitIngressListeners are Istio's inbound listeners of a sidecar

@@ -313,7 +313,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	var httpPorts []uint32
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if port.Protocol.IsHTTP() && !proxyPorts[port.Number] && !slices.Contains(httpPorts, port.Number) {
+			if port.Protocol.IsHTTP() && !proxyPorts[port.Number] && !slices.Contains(httpPorts, port.Number) && pc.EgressServes(svc, port.Number) {
 				httpPorts = append(httpPorts, port.Number)
 			}
 		}
@@ -331,9 +331,9 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	var wildNames []string
 	httpRanges := map[string][][]*corev3.CidrRange{}
 	for _, port := range httpPorts {
-		name := listenerName(wildcardBind, port)
+		name := listenerName(egressBind(pc, wildcardBind, port), port)
 		routeName := strconv.FormatUint(uint64(port), 10)
-		l, err := httpListener(name, wildcardBind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
+		l, err := httpListener(name, egressBind(pc, wildcardBind, port), port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -351,14 +351,15 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	}
 	taken := map[string]bool{}
 	for _, port := range httpPorts {
-		taken[listenerName(wildcardBind, port)] = true
+		taken[listenerName(egressBind(pc, wildcardBind, port), port)] = true
 	}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
 			auto := port.Protocol == registry.Unknown
-			if !isTCP(port.Protocol) && !auto || proxyPorts[port.Number] {
+			if !isTCP(port.Protocol) && !auto || proxyPorts[port.Number] || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
+			pv := pc.ForEgressPort(port.Number)
 			vips, cidrs := serviceVIPs(svc), serviceCIDRs(svc)
 			for _, vip := range vips {
 				name := listenerName(vip, port.Number)
@@ -367,7 +368,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 				}
 				taken[name] = true
 				// A VIP listener's connections all go to the VIP.
-				chain, err := tcpProxyFilterChain("", nil, tcpRouteProxy(pc, p, svc, port.Number, netip.MustParseAddr(vip)))
+				chain, err := tcpProxyFilterChain("", nil, tcpRouteProxy(pv, p, svc, port.Number, netip.MustParseAddr(vip)))
 				if err != nil {
 					return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 				}
@@ -382,18 +383,19 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			if len(vips) > 0 && len(cidrs) == 0 {
 				continue
 			}
-			name := listenerName(wildcardBind, port.Number)
+			bind := egressBind(pc, wildcardBind, port.Number)
+			name := listenerName(bind, port.Number)
 			l := wild[name]
 			if l == nil {
 				if taken[name] {
 					continue // an HTTP listener has the port
 				}
 				taken[name] = true
-				l = outboundTCPListener(name, wildcardBind, port.Number)
+				l = outboundTCPListener(name, bind, port.Number)
 				wild[name], wildNames = l, append(wildNames, name)
 				listeners = append(listeners, l)
 			}
-			chains, err := wildcardTCPChains(pc, p, svc, port.Number, cidrs)
+			chains, err := wildcardTCPChains(pv, p, svc, port.Number, cidrs)
 			if err != nil {
 				return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 			}
@@ -434,6 +436,18 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	return append(listeners, tls...), routes, nil
 }
 
+// egressBind is the address of outbound port port's listener: the bind of
+// the Sidecar egress listener with that port when it has one (Istio's
+// IstioEgressListener.bind), else def (0.0.0.0 under REDIRECT, where the
+// listener is reached by original destination; the proxy's IP in explicit
+// mode).
+func egressBind(pc *model.PushContext, def string, port uint32) string {
+	if l := pc.Sidecar().EgressListenerForPort(port); l != nil && l.Bind != "" {
+		return l.Bind
+	}
+	return def
+}
+
 // sniffedPort reports whether a service p sees has port of unknown
 // protocol, which a transparent sidecar sniffs on outbound as Istio's
 // ListenerProtocolAuto: HTTP (http_inspector's http/1.1 or h2c) to the
@@ -441,7 +455,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 func sniffedPort(pc *model.PushContext, port uint32) bool {
 	for _, svc := range pc.Services() {
 		for _, sp := range svc.Ports {
-			if sp.Number == port && sp.Protocol == registry.Unknown {
+			if sp.Number == port && sp.Protocol == registry.Unknown && pc.EgressServes(svc, port) {
 				return true
 			}
 		}

@@ -46,23 +46,29 @@ func httpProxyRoute(pc *model.PushContext, p *model.Proxy) (*routev3.RouteConfig
 // service's names (serviceDomains) and its virtual IPs, each with and
 // without the port, minus those an earlier virtual host took. It is routed
 // by the VirtualService bound to the mesh for the host, or to the service
-// port's cluster. It fails only when a typed config cannot be packed.
+// port's cluster. With Sidecar egress listeners that have a port, each
+// port holds only the services and VirtualServices its listener imports
+// (PushContext.ForEgressPort). It fails only when a typed config cannot be
+// packed.
 func outboundHTTPRoute(pc *model.PushContext, p *model.Proxy, name string, onlyPort uint32) (*routev3.RouteConfiguration, error) {
 	rc := &routev3.RouteConfiguration{Name: name, MaxDirectResponseBodySizeBytes: maxDirectResponseBody}
 	used := map[string]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !port.Protocol.IsHTTP() || onlyPort != 0 && port.Number != onlyPort {
+			if !port.Protocol.IsHTTP() || onlyPort != 0 && port.Number != onlyPort || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			domains := uniqueDomains(used, append(serviceDomains(svc.Hostname, port.Number, p.Namespace), vipDomains(svc, port.Number)...))
 			if len(domains) == 0 {
 				continue
 			}
+			// The port's egress listener imports the VirtualServices
+			// routing it, as Istio's per-listener route configuration.
+			pv := pc.ForEgressPort(port.Number)
 			var routes []*routev3.Route
-			if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
+			if vs := pv.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
 				var err error
-				if routes, err = virtualServiceRoutes(pc, p, vs, []string{model.MeshGateway}, port.Number); err != nil {
+				if routes, err = virtualServiceRoutes(pv, p, vs, []string{model.MeshGateway}, port.Number); err != nil {
 					return nil, err
 				}
 			}

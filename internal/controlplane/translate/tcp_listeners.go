@@ -55,7 +55,7 @@ func sidecarTCPPorts(pc *model.PushContext, p *model.Proxy) (ports []tcpPort, sk
 	taken := map[uint32]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !isTCP(port.Protocol) || taken[port.Number] {
+			if !isTCP(port.Protocol) || taken[port.Number] || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			taken[port.Number] = true
@@ -89,16 +89,17 @@ func sidecarTCPListeners(pc *model.PushContext, p *model.Proxy) ([]*listenerv3.L
 	ports, _ := sidecarTCPPorts(pc, p)
 	out := make([]*listenerv3.Listener, 0, len(ports))
 	for _, tp := range ports {
-		name := tcpListenerName(p.IP, tp.port)
+		bind := egressBind(pc, p.IP, tp.port)
+		name := tcpListenerName(bind, tp.port)
 		// In explicit mode the client connects to its own sidecar's IP.
-		proxy := tcpRouteProxy(pc, p, tp.service, tp.port, netip.MustParseAddr(p.IP))
+		proxy := tcpRouteProxy(pc.ForEgressPort(tp.port), p, tp.service, tp.port, netip.MustParseAddr(p.IP))
 		a, err := packAny(proxy)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		out = append(out, &listenerv3.Listener{
 			Name:             name,
-			Address:          socketAddress(p.IP, tp.port),
+			Address:          socketAddress(bind, tp.port),
 			TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 			FilterChains: []*listenerv3.FilterChain{{
 				Filters: []*listenerv3.Filter{{

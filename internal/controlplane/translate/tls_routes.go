@@ -156,7 +156,7 @@ func tlsPorts(pc *model.PushContext, skip func(uint32) bool) ([]uint32, map[uint
 	var ports []uint32
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !isTLS(port.Protocol) || skip(port.Number) {
+			if !isTLS(port.Protocol) || skip(port.Number) || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			if _, ok := byPort[port.Number]; !ok {
@@ -182,15 +182,16 @@ func sidecarTLSListeners(pc *model.PushContext, p *model.Proxy, taken map[uint32
 	dst := netip.MustParseAddr(p.IP)
 	var out []*listenerv3.Listener
 	for _, port := range ports {
-		name := tcpListenerName(p.IP, port)
-		chains, err := sidecarTLSChains(pc, p, port, byPort[port], dst, true)
+		bind := egressBind(pc, p.IP, port)
+		name := tcpListenerName(bind, port)
+		chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, byPort[port], dst, true)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		if len(chains) == 0 {
 			continue
 		}
-		l, err := tlsListener(name, p.IP, port, chains, true)
+		l, err := tlsListener(name, bind, port, chains, true)
 		if err != nil {
 			return nil, err
 		}
@@ -235,7 +236,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 					continue
 				}
 				taken[name] = true
-				chains, err := sidecarTLSChains(pc, p, port, []*registry.Service{svc}, netip.MustParseAddr(vip), false)
+				chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, []*registry.Service{svc}, netip.MustParseAddr(vip), false)
 				if err != nil {
 					return nil, fmt.Errorf("listener %q: %w", name, err)
 				}
@@ -249,12 +250,13 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 				out = append(out, l)
 			}
 		}
-		name := listenerName(wildcardBind, port)
+		bind := egressBind(pc, wildcardBind, port)
+		name := listenerName(bind, port)
 		if len(wild) == 0 || taken[name] {
 			continue
 		}
 		taken[name] = true
-		chains, err := sidecarTLSChains(pc, p, port, wild, netip.Addr{}, true)
+		chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, wild, netip.Addr{}, true)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
@@ -265,7 +267,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 			}
 			chains = append(chains, catchAll)
 		}
-		l, err := tlsListener(name, wildcardBind, port, chains, false)
+		l, err := tlsListener(name, bind, port, chains, false)
 		if err != nil {
 			return nil, err
 		}

@@ -181,9 +181,13 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
 		addCatchAll(proxyRoute, mesh, egressProxyCluster(pc.Sidecar()))
+		egressListeners, egressRoutes, err := explicitEgressHTTPListeners(pc, p, mesh, listeners)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
 		r = &Resources{
-			Listeners: listeners,
-			Routes:    []*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)},
+			Listeners: append(listeners, egressListeners...),
+			Routes:    append([]*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)}, egressRoutes...),
 			Clusters:  append(append(outbound, inbound...), bh, passthroughCluster()),
 			Endpoints: outboundEndpoints(pc, p),
 		}

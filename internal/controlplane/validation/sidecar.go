@@ -12,17 +12,17 @@ import (
 )
 
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
-// workloadSelector, one egress listener without a port (its hosts scope
-// what the proxy sees), ingress listeners (port number, protocol and name,
+// workloadSelector, egress listeners (at most one without a port; port
+// and bind as Istio's validateSidecarEgressPortBindAndCaptureMode, ports
+// unique; each listener's hosts scope what its port sees, the port-less
+// one's the other ports), ingress listeners (port number, protocol and name,
 // bind (an IP), defaultEndpoint, captureMode, connectionPool and tls: they
 // replace the services' ports as the workload's inbound ports),
 // inboundConnectionPool and outboundTrafficPolicy (mode, and egressProxy:
 // a destination of FQDN host and port, under ALLOW_ANY only); connection
 // pools are checked as a DestinationRule's. It refuses as Unsupported what it
-// would otherwise ignore: egress listeners with a port, bind or
-// captureMode (after Istio's checks of them: a valid port, unique among
-// egress listeners, an IP bind; unix:// binds are refused as well), a
-// unix:// defaultEndpoint, what sidecarTLS refuses of
+// would otherwise ignore: an egress captureMode (after checking its
+// value), a unix:// egress bind, a unix:// defaultEndpoint, what sidecarTLS refuses of
 // ingress tls. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
@@ -92,7 +92,6 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 				}
 				egressPorts[eg.Port.Number] = true
 			}
-			c.unsupported(p + ".port")
 		}
 		if eg.Bind != "" {
 			switch {
@@ -100,8 +99,6 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 				c.errf(p+".bind", "Invalid value: %q: unix domain socket listeners are %s", eg.Bind, Unsupported)
 			case net.ParseIP(eg.Bind) == nil:
 				c.errf(p+".bind", "Invalid value: %q: %s is not a valid IP", eg.Bind, eg.Bind)
-			default:
-				c.unsupported(p + ".bind")
 			}
 		}
 		if _, ok := networking.CaptureMode_name[int32(eg.CaptureMode)]; !ok {

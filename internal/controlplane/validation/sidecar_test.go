@@ -60,15 +60,15 @@ func TestSidecar(t *testing.T) {
 			"spec.egress[2]: Invalid value: sidecar: egress can have only one listener with empty port",
 			"spec.egress[2].hosts: Required value: sidecar: egress listener must contain at least one host",
 		}},
-		{"egress port, bind and captureMode are not served", sidecarDoc(`  egress:
+		{"egress port and bind are served, captureMode is not", sidecarDoc(`  egress:
   - port: {number: 9080, protocol: HTTP, name: http}
     bind: 127.0.0.1
     captureMode: NONE
     hosts: ["./*"]
+  - port: {number: 3306, protocol: TCP, name: tcp}
+    hosts: ["./*"]
   - hosts: ["*/*"]
 `), []string{
-			"spec.egress[0].port: " + Unsupported,
-			"spec.egress[0].bind: " + Unsupported,
 			"spec.egress[0].captureMode: " + Unsupported,
 		}},
 		{"egress port, bind and captureMode values", sidecarDoc(`  egress:
@@ -81,15 +81,12 @@ func TestSidecar(t *testing.T) {
   - port: {number: 0, protocol: SMTP, name: Bad_Name}
     hosts: ["./*"]
 `), []string{
-			"spec.egress[0].port: " + Unsupported,
 			`spec.egress[0].bind: Invalid value: "not-an-ip": not-an-ip is not a valid IP`,
 			"spec.egress[1].port.number: Duplicate value: 9080: sidecar: ports on IP bound listeners must be unique",
-			"spec.egress[1].port: " + Unsupported,
 			`spec.egress[1].bind: Invalid value: "unix:///var/run/egress.sock": unix domain socket listeners are ` + Unsupported,
 			`spec.egress[2].port.name: Invalid value: "Bad_Name": port name must be a DNS-1123 label`,
 			`spec.egress[2].port.protocol: Unsupported value: "SMTP": supported protocols are ` + protocolList,
 			"spec.egress[2].port.number: Invalid value: 0: port must be between 1-65535",
-			"spec.egress[2].port: " + Unsupported,
 		}},
 		{"ingress listeners", sidecarDoc(`  ingress:
   - port: {number: 9080, protocol: HTTP, name: Http_1}
