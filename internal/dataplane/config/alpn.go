@@ -1,6 +1,8 @@
 package config
 
 import (
+	"strings"
+
 	"google.golang.org/protobuf/types/known/anypb"
 	alpnpb "istio.io/api/envoy/config/filter/http/alpn/v2alpha1"
 )
@@ -22,20 +24,36 @@ const alpnTypeURL = "type.googleapis.com/istio.envoy.config.filter.http.alpn.v2a
 // not shared with others. It is immutable.
 type ALPNOverride struct {
 	HTTP10, HTTP11, HTTP2 []string
+	// keys are the lists joined by ",", made once (NewALPNOverride) so
+	// that a request's pool lookup does not build them.
+	keys [3]string
+}
+
+// NewALPNOverride returns the override offering http10, http11 and http2
+// (nil: the transport socket's own) for each upstream protocol.
+func NewALPNOverride(http10, http11, http2 []string) *ALPNOverride {
+	o := &ALPNOverride{HTTP10: http10, HTTP11: http11, HTTP2: http2}
+	for i, l := range [...][]string{http10, http11, http2} {
+		o.keys[i] = strings.Join(l, ",")
+	}
+	return o
 }
 
 // For returns the override for an upstream request over HTTP/2 (h2) or
-// else HTTP/1.0 (h10) or HTTP/1.1, nil for none; o nil has none.
-func (o *ALPNOverride) For(h2, h10 bool) []string {
+// else HTTP/1.0 (h10) or HTTP/1.1, nil for none (o nil has none), and its
+// key: the protocols joined by ",", which keys the connection pools made
+// with it.
+func (o *ALPNOverride) For(h2, h10 bool) (alpn []string, key string) {
+	i := 1
 	switch {
 	case o == nil:
-		return nil
+		return nil, ""
 	case h2:
-		return o.HTTP2
+		i = 2
 	case h10:
-		return o.HTTP10
+		i = 0
 	}
-	return o.HTTP11
+	return [...][]string{o.HTTP10, o.HTTP11, o.HTTP2}[i], o.keys[i]
 }
 
 // isALPNFilter reports whether an HTTP filter named name with typed_config
@@ -80,5 +98,5 @@ func parseALPNFilter(tc *anypb.Any) (*ALPNOverride, error) {
 			return nil, verr(p+".upstream_protocol", ao.GetUpstreamProtocol().String(), "must be HTTP10, HTTP11 or HTTP2")
 		}
 	}
-	return o, nil
+	return NewALPNOverride(o.HTTP10, o.HTTP11, o.HTTP2), nil
 }

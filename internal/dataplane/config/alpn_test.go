@@ -1,12 +1,14 @@
 package config
 
 import (
+	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/types/known/structpb"
 	alpnpb "istio.io/api/envoy/config/filter/http/alpn/v2alpha1"
 
@@ -72,8 +74,14 @@ func TestBuildALPNFilter(t *testing.T) {
 				t.Fatalf("Build: %v", err)
 			}
 			fc := g.Listeners["virtualOutbound"].FilterChains[0]
-			if diff := cmp.Diff(tt.want, fc.ALPNOverride); diff != "" {
+			if diff := cmp.Diff(tt.want, fc.ALPNOverride, cmpopts.IgnoreUnexported(ALPNOverride{})); diff != "" {
 				t.Errorf("ALPNOverride (-want +got):\n%s", diff)
+			}
+			if tt.want != nil {
+				// The pool keys are made once, at build.
+				if _, key := fc.ALPNOverride.For(false, false); key != strings.Join(tt.want.HTTP11, ",") || fc.ALPNOverride.keys[1] != key {
+					t.Errorf("HTTP/1.1 key %q (stored %q), want %q", key, fc.ALPNOverride.keys[1], strings.Join(tt.want.HTTP11, ","))
+				}
 			}
 			for _, f := range fc.HTTPFilters {
 				if f.Name == ALPNFilterName {
@@ -85,7 +93,7 @@ func TestBuildALPNFilter(t *testing.T) {
 }
 
 func TestALPNOverrideFor(t *testing.T) {
-	o := &ALPNOverride{HTTP10: []string{"a"}, HTTP11: []string{"b"}, HTTP2: []string{"c"}}
+	o := NewALPNOverride([]string{"a"}, []string{"b"}, []string{"c"})
 	for _, tc := range []struct {
 		o       *ALPNOverride
 		h2, h10 bool
@@ -96,8 +104,8 @@ func TestALPNOverrideFor(t *testing.T) {
 		{o: o, h2: true, want: []string{"c"}},
 		{o: nil, want: nil},
 	} {
-		if got := tc.o.For(tc.h2, tc.h10); !cmp.Equal(got, tc.want) {
-			t.Errorf("For(h2 %v, h10 %v) = %v, want %v", tc.h2, tc.h10, got, tc.want)
+		if got, key := tc.o.For(tc.h2, tc.h10); !cmp.Equal(got, tc.want) || key != strings.Join(tc.want, ",") {
+			t.Errorf("For(h2 %v, h10 %v) = %v %q, want %v", tc.h2, tc.h10, got, key, tc.want)
 		}
 	}
 }

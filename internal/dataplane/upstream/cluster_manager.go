@@ -105,7 +105,7 @@ type clusterState struct {
 	// them, built on first use.
 	h2cPool *h2Pool
 	h2c     atomic.Pointer[http.Transport]
-	tls     atomic.Pointer[map[string]*tlsTransport] // by UpstreamTransport.Key (tls.go)
+	tls     atomic.Pointer[map[tlsTransportKey]*tlsTransport] // tls.go
 	opts    *Options
 	mgr     *ClusterManager // resolves mesh service names (meshnames.go)
 
@@ -277,14 +277,16 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 		return
 	}
 	var alpn []string
+	var alpnKey string
 	if !c.NoALPNOverride && !h2 {
 		// HTTP/2 keeps the socket's ALPN (h2): the HTTP/2 client and
 		// server here speak HTTP/2 over TLS only once h2 is negotiated,
 		// not after istio-h2.
-		alpn = opts.ALPN.For(false, c.DownstreamHTTP2 && opts.DownstreamHTTP10)
+		alpn, alpnKey = opts.ALPN.For(false, c.DownstreamHTTP2 && opts.DownstreamHTTP10)
 	}
-	h.tls = st.tlsTransport(ut, alpn)
-	h.RT = h1Via{t: st.h1, tt: h.tls}
+	h.tls = st.tlsTransport(ut, alpn, alpnKey)
+	h.via = h1Via{t: st.h1, tt: h.tls}
+	h.RT = &h.via
 	if h2 {
 		h.RT = h.tls.h2
 	}

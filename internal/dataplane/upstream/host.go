@@ -2,11 +2,10 @@ package upstream
 
 import (
 	"errors"
-
-	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"net/http"
 	"net/netip"
 
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
 )
 
@@ -78,7 +77,10 @@ type Host struct {
 
 	st  *clusterState
 	tls *tlsTransport // the endpoint's TLS transport socket; nil for plaintext
-	idx int           // the endpoint's index in the cluster's endpoints, for the load balancer
+	// via is RT for HTTP/1.1 over tls, kept here so that making RT
+	// allocates nothing beyond the Host.
+	via h1Via
+	idx int // the endpoint's index in the cluster's endpoints, for the load balancer
 }
 
 // Result is how an attempt ended, for outlier detection and for the

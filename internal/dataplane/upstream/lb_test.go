@@ -730,3 +730,33 @@ func TestSameLBIgnoresTelemetryMetadata(t *testing.T) {
 		t.Error("a changed weight balances alike")
 	}
 }
+
+// TestPickOverTLSWithALPNDoesNotAllocateBeyondHost: picking a host of a
+// TLS cluster whose request carries an istio.alpn override finds the
+// override's transport without building its key.
+func TestPickOverTLSWithALPNDoesNotAllocateBeyondHost(t *testing.T) {
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", LBPolicy: config.LBRoundRobin, Endpoints: endpoints(3),
+		Transports: []config.UpstreamTransport{{TLS: &config.UpstreamTLS{CommonTLS: config.CommonTLS{ALPN: []string{"istio-peer-exchange", "istio"}}}, Key: "mtls"}}}
+	m.Update(gen(c))
+	opts := PickOptions{ALPN: config.NewALPNOverride([]string{"istio-http/1.0"}, []string{"istio-http/1.1"}, []string{"istio-h2"})}
+	h, err := m.Pick(c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.tls.key; got != "mtls|alpn=istio-http/1.1" {
+		t.Fatalf("transport key %q, want the override's", got)
+	}
+	h.Done(Result{})
+	allocs := testing.AllocsPerRun(200, func() {
+		h, err := m.Pick(c, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Done(Result{})
+	})
+	if allocs > 1 {
+		t.Errorf("Pick+Done over TLS with an ALPN override allocates %.1f times, want 1 (the Host)", allocs)
+	}
+}

@@ -29,10 +29,11 @@ func (e *TLSError) Unwrap() error { return e.Err }
 // HTTP/2 pool. Its HTTP/1.1 connections live in the cluster's h1Transport
 // under their own pool keys. It is safe for concurrent use.
 type tlsTransport struct {
-	key string
-	// base is the UpstreamTransport's Key; key adds the ALPN override,
-	// if any (tlsKey).
-	base     string
+	// key prefixes its HTTP/1.1 pool keys: the UpstreamTransport's Key,
+	// then "|alpn=" and the ALPN override's key when it has one, so that
+	// closing a transport (its key and "|" as prefix) closes its
+	// overrides' pools too.
+	key      string
 	cfg      *config.UpstreamTLS
 	st       *clusterState
 	sessions tls.ClientSessionCache
@@ -51,20 +52,16 @@ type localPrincipal struct {
 	san  string
 }
 
-// tlsKey keys the TLS transport of ut offering ALPN alpn instead of
-// ut's (nil: ut's own). The override follows a "|", so that closing ut's
-// transport (its key and "|" as prefix) closes its overrides' pools too.
-func tlsKey(ut *config.UpstreamTransport, alpn []string) string {
-	if alpn == nil {
-		return ut.Key
-	}
-	return ut.Key + "|alpn=" + strings.Join(alpn, ",")
-}
+// tlsTransportKey keys a cluster's TLS transports: the
+// UpstreamTransport's Key and the key of the ALPN override it offers
+// instead of the transport's own ("": none; config.ALPNOverride.For).
+// Both strings exist already, so a request's lookup builds nothing.
+type tlsTransportKey struct{ base, alpn string }
 
 // tlsTransport returns the cluster's TLS transport of ut offering ALPN
-// alpn (nil: ut's own), making it on first use.
-func (st *clusterState) tlsTransport(ut *config.UpstreamTransport, alpn []string) *tlsTransport {
-	key := tlsKey(ut, alpn)
+// alpn, whose key is alpnKey (nil, "": ut's own), making it on first use.
+func (st *clusterState) tlsTransport(ut *config.UpstreamTransport, alpn []string, alpnKey string) *tlsTransport {
+	key := tlsTransportKey{ut.Key, alpnKey}
 	for {
 		m := st.tls.Load()
 		if m != nil {
@@ -72,13 +69,13 @@ func (st *clusterState) tlsTransport(ut *config.UpstreamTransport, alpn []string
 				return tt
 			}
 		}
-		next := map[string]*tlsTransport{}
+		next := map[tlsTransportKey]*tlsTransport{}
 		if m != nil {
 			for k, v := range *m {
 				next[k] = v
 			}
 		}
-		tt := st.newTLSTransport(ut, alpn)
+		tt := st.newTLSTransport(ut, alpn, alpnKey)
 		next[key] = tt
 		if st.tls.CompareAndSwap(m, &next) {
 			return tt
@@ -86,14 +83,14 @@ func (st *clusterState) tlsTransport(ut *config.UpstreamTransport, alpn []string
 	}
 }
 
-func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []string) *tlsTransport {
-	cfg := ut.TLS
+func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []string, alpnKey string) *tlsTransport {
+	cfg, key := ut.TLS, ut.Key
 	if alpn != nil {
 		c := *ut.TLS
 		c.ALPN = alpn
-		cfg = &c
+		cfg, key = &c, ut.Key+"|alpn="+alpnKey
 	}
-	tt := &tlsTransport{key: tlsKey(ut, alpn), base: ut.Key, cfg: cfg, st: st}
+	tt := &tlsTransport{key: key, cfg: cfg, st: st}
 	tt.h2 = newH2Pool(st.h1, tt, tt.h2Transport)
 	if ut.TLS.MaxSessionKeys > 0 {
 		tt.sessions = tls.NewLRUClientSessionCache(ut.TLS.MaxSessionKeys)
@@ -105,21 +102,21 @@ func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []str
 // their ALPN overrides) and closes the idle connections of the others.
 func (st *clusterState) updateTransports(c *config.Cluster) {
 	old := st.tls.Load()
-	next := map[string]*tlsTransport{}
+	next := map[tlsTransportKey]*tlsTransport{}
 	for i := range c.Transports {
 		ut := &c.Transports[i]
 		if ut.TLS == nil {
 			continue
 		}
-		if old != nil && (*old)[ut.Key] != nil {
+		if old != nil && (*old)[tlsTransportKey{base: ut.Key}] != nil {
 			for k, tt := range *old {
-				if tt.base == ut.Key {
+				if k.base == ut.Key {
 					next[k] = tt
 				}
 			}
 			continue
 		}
-		next[ut.Key] = st.newTLSTransport(ut, nil)
+		next[tlsTransportKey{base: ut.Key}] = st.newTLSTransport(ut, nil, "")
 	}
 	st.tls.Store(&next)
 	if old == nil {
