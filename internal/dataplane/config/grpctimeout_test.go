@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -14,6 +15,9 @@ func TestGRPCTimeoutHeaderValues(t *testing.T) {
 		{"1H", time.Hour, true}, {"2M", 2 * time.Minute, true}, {"3S", 3 * time.Second, true},
 		{"250m", 250 * time.Millisecond, true}, {"7u", 7 * time.Microsecond, true}, {"9n", 9, true},
 		{"99999999S", 99999999 * time.Second, true},
+		// Past 2562047 hours nanoseconds overflow: the longest duration,
+		// never a negative one that would disable the route's cap.
+		{"3000000H", math.MaxInt64, true}, {"99999999H", math.MaxInt64, true},
 		{"", 0, false}, {"S", 0, false}, {"100", 0, false}, {"1s", 0, false}, {"-1S", 0, false},
 		{"123456789S", 0, false}, // more than 8 digits
 	} {

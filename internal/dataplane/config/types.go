@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -325,6 +326,10 @@ func ParseGRPCTimeout(v string) (time.Duration, bool) {
 			return 0, false
 		}
 		n = n*10 + int64(c-'0')
+	}
+	if n > math.MaxInt64/int64(unit) {
+		// 8 digits of hours overflow nanoseconds: that long is forever.
+		return math.MaxInt64, true
 	}
 	return time.Duration(n) * unit, true
 }

@@ -103,6 +103,10 @@ func TestGRPCTimeoutHeader(t *testing.T) {
 		case <-time.After(5 * time.Second):
 		}
 	})
+	perTry := func(r *routev3.Route, d time.Duration) *routev3.Route {
+		r.GetRoute().RetryPolicy = &routev3.RetryPolicy{PerTryTimeout: durationpb.New(d)}
+		return r
+	}
 	grpcMax := func(r *routev3.Route, maxT time.Duration) *routev3.Route {
 		r.GetRoute().MaxGrpcTimeout = durationpb.New(maxT) //nolint:staticcheck // what Istio sends
 		return r
@@ -112,6 +116,7 @@ func TestGRPCTimeoutHeader(t *testing.T) {
 			vhost("uncapped", []string{"uncapped"}, grpcMax(withTimeout(prefixRoute("uncapped", "/", "slow"), 0), 0)),
 			vhost("capped", []string{"capped"}, grpcMax(withTimeout(prefixRoute("capped", "/", "slow"), 150*time.Millisecond), 150*time.Millisecond)),
 			vhost("plain", []string{"plain"}, withTimeout(prefixRoute("plain", "/", "slow"), 150*time.Millisecond)),
+			vhost("pertry", []string{"pertry"}, grpcMax(perTry(withTimeout(prefixRoute("pertry", "/", "slow"), 0), 120*time.Millisecond), 0)),
 		)},
 		[]*clusterv3.Cluster{staticCluster(t, "slow", true, slow.addr)}))
 
@@ -124,9 +129,14 @@ func TestGRPCTimeoutHeader(t *testing.T) {
 		{"capped", "10S", "150m", 150 * time.Millisecond, 3 * time.Second},
 		{"capped", "", "150m", 150 * time.Millisecond, 3 * time.Second},
 		{"capped", "50m", "50m", 50 * time.Millisecond, 3 * time.Second},
+		// A header too long for nanoseconds is capped, not taken as negative.
+		{"capped", "99999999H", "150m", 150 * time.Millisecond, 3 * time.Second},
 		// No max_grpc_timeout: the header passes untouched and the route's
 		// 150 ms applies, not the client's 10 s.
 		{"plain", "10S", "10S", 150 * time.Millisecond, 3 * time.Second},
+		// With a per-try timeout the upstream is told that, not the
+		// client's whole deadline.
+		{"pertry", "10S", "120m", 120 * time.Millisecond, 3 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.host+"/"+tt.header, func(t *testing.T) {
