@@ -57,3 +57,31 @@ spec:
 		t.Errorf("Istio's sample: %q", got)
 	}
 }
+
+// TestAnalyzeCommandCrossFile checks analyze reports the problems validate
+// finds across files (here the same Service defined in two), fails on
+// them, and leaves the offending definition out of the analysis.
+func TestAnalyzeCommandCrossFile(t *testing.T) {
+	dir := t.TempDir()
+	const svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{name: http-web, port: 80}]\n"
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	for _, f := range []string{a, b} {
+		if err := os.WriteFile(f, []byte(svc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var validated bytes.Buffer
+	if err := ValidateCommand([]string{a, b}, &validated); !errors.Is(err, ErrReported) {
+		t.Fatalf("ValidateCommand = %v, want ErrReported", err)
+	}
+	var out bytes.Buffer
+	if err := AnalyzeCommand([]string{a, b}, &out); !errors.Is(err, ErrReported) {
+		t.Fatalf("AnalyzeCommand = %v, want ErrReported; output:\n%s", err, out.String())
+	}
+	if out.String() != validated.String() {
+		t.Errorf("analyze printed:\n%s\nwant what validate prints:\n%s", out.String(), validated.String())
+	}
+	if !strings.Contains(out.String(), "Duplicate value: ") {
+		t.Errorf("output %q does not report the duplicate", out.String())
+	}
+}

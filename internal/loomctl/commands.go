@@ -93,21 +93,33 @@ func ValidateCommand(paths []string, out io.Writer) error {
 // AnalyzeCommand runs Loom's analyzers (package analysis) over the files,
 // offline, as istioctl analyze -f does, and prints each message in
 // istioctl's form ("Info [IST0118] (Service default/web f.yaml:3) ...").
-// Resources that do not decode or validate are printed first, as
-// validate prints them, and left out of the analysis. It returns
-// ErrReported when any of those or an Error-level message was printed.
+// Resources that do not decode or validate (ValidateAll, cross-file checks
+// included) are printed first, as validate prints them, and left out of
+// the analysis. It returns ErrReported when any of those or an
+// Error-level message was printed.
 func AnalyzeCommand(paths []string, out io.Writer) error {
 	rs, problems, err := decodeFiles(paths)
 	if err != nil {
 		return err
 	}
+	// The problems are ValidateAll's, as validate reports them, cross-file
+	// ones included; a resource is left out when a problem names its
+	// source and key (a duplicate's second definition, not its first).
+	type at struct {
+		src config.Source
+		key config.Key
+	}
+	errs := validation.ValidateAll(rs)
+	bad := make(map[at]bool, len(errs))
+	for _, e := range errs {
+		bad[at{e.Source, e.Key}] = true
+	}
+	problems = append(problems, errs...)
 	var valid []*config.Resource
 	for _, r := range rs {
-		if errs := validation.Validate(r); len(errs) > 0 {
-			problems = append(problems, errs...)
-			continue
+		if !bad[at{r.Source, r.Key()}] {
+			valid = append(valid, r)
 		}
-		valid = append(valid, r)
 	}
 	for _, p := range problems {
 		fmt.Fprintln(out, p.Error())
