@@ -79,12 +79,7 @@ func Build(res Resources, prev *Generation) (*Generation, error) {
 // enc, not them: its Source decodes enc again. enc must not be modified
 // after.
 func BuildEncoded(enc *Encoded, prev *Generation, deps filter.Deps) (*Generation, error) {
-	g, err := buildWith(resourceLists{
-		listeners: encodedList(enc.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }),
-		routes:    encodedList(enc.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }),
-		clusters:  encodedList(enc.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }),
-		endpoints: encodedList(enc.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }),
-	}, enc.Versions, prev, deps)
+	g, err := buildWith(enc.lists(), enc.Versions, prev, deps)
 	if err != nil {
 		return nil, err
 	}
@@ -98,20 +93,31 @@ func BuildEncoded(enc *Encoded, prev *Generation, deps filter.Deps) (*Generation
 //	resources[3]: decode type.googleapis.com/envoy.config.cluster.v3.Cluster: ...
 func (e *Encoded) Decode() (Resources, error) {
 	res := Resources{Versions: e.Versions}
+	l := e.lists()
 	var err error
-	if res.Listeners, err = encodedList(e.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }).all(); err != nil {
+	if res.Listeners, err = l.listeners.all(); err != nil {
 		return Resources{}, err
 	}
-	if res.Routes, err = encodedList(e.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }).all(); err != nil {
+	if res.Routes, err = l.routes.all(); err != nil {
 		return Resources{}, err
 	}
-	if res.Clusters, err = encodedList(e.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }).all(); err != nil {
+	if res.Clusters, err = l.clusters.all(); err != nil {
 		return Resources{}, err
 	}
-	if res.Endpoints, err = encodedList(e.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }).all(); err != nil {
+	if res.Endpoints, err = l.endpoints.all(); err != nil {
 		return Resources{}, err
 	}
 	return res, nil
+}
+
+// lists are e's four types as resourceLists that decode on demand.
+func (e *Encoded) lists() resourceLists {
+	return resourceLists{
+		listeners: encodedList(e.Listeners, xdsapi.ListenerType, func() proto.Message { return new(listenerv3.Listener) }),
+		routes:    encodedList(e.Routes, xdsapi.RouteType, func() proto.Message { return new(routev3.RouteConfiguration) }),
+		clusters:  encodedList(e.Clusters, xdsapi.ClusterType, func() proto.Message { return new(clusterv3.Cluster) }),
+		endpoints: encodedList(e.Endpoints, xdsapi.EndpointType, func() proto.Message { return new(endpointv3.ClusterLoadAssignment) }),
+	}
 }
 
 // resourceList is one type's resources for buildWith to walk: decoded

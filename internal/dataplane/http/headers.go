@@ -149,8 +149,11 @@ func newRequestID() string {
 // bytesReader is an io.ReadCloser over b.
 func bytesReader(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
 
-// isGRPC reports whether h's Content-Type is gRPC's (application/grpc,
-// application/grpc+proto, application/grpc-web...).
+// isGRPC reports whether h's Content-Type is gRPC's or gRPC-Web's
+// (application/grpc, application/grpc+proto, application/grpc-web...), as
+// Istio's stats filter classes a request protocol "grpc". Local replies
+// use filter.IsGRPC instead, which leaves gRPC-Web out as Envoy's
+// hasGrpcContentType does: the two differ on purpose.
 func isGRPC(h http.Header) bool {
 	ct := h["Content-Type"]
 	return len(ct) > 0 && strings.HasPrefix(ct[0], "application/grpc")
