@@ -395,8 +395,8 @@ func (pc *PushContext) selectedDestinationRules(p *Proxy) []*DestinationRule {
 // SetDestinationRules and mergeDestinationRule (with
 // ENABLE_ENHANCED_DESTINATIONRULE_MERGE, its default). A rule is merged
 // into each earlier entry of its namespace and host whose exportTo
-// (exportToSet) equals its own or is a non-empty subset of its own, unless both have workloadSelectors with different
-// matchLabels: the entry, a copy, gains the rule's subsets whose names it
+// (exportToSet) equals its own or is a non-empty subset of its own, unless
+// both have workloadSelectors with different matchLabels: the entry, a copy, gains the rule's subsets whose names it
 // lacks, and its trafficPolicy when it has none; its name, exportTo and
 // workloadSelector stay. The rule becomes an entry of its own unless the
 // last entry it was checked against had the same selector (or none, like
@@ -417,12 +417,9 @@ func mergeDestinationRules(drs []*DestinationRule) []*DestinationRule {
 			bothWithout := rule.GetWorkloadSelector() == nil && existing.GetWorkloadSelector() == nil
 			bothWith := rule.GetWorkloadSelector() != nil && existing.GetWorkloadSelector() != nil
 			selectorsMatch := maps.Equal(rule.GetWorkloadSelector().GetMatchLabels(), existing.GetWorkloadSelector().GetMatchLabels())
-			switch {
-			case slices.Equal(set, mset):
-				appendSeparately = !(bothWithout || bothWith && selectorsMatch)
-			case len(mset) > 0 && isSuperset(set, mset):
-				appendSeparately = true
-			default:
+			// Istio merges only into an entry exported as the rule is, or
+			// to a non-empty subset of where the rule is.
+			if !slices.Equal(set, mset) && (len(mset) == 0 || !isSuperset(set, mset)) {
 				appendSeparately = true
 				continue
 			}
@@ -430,9 +427,9 @@ func mergeDestinationRules(drs []*DestinationRule) []*DestinationRule {
 				appendSeparately = true
 				continue
 			}
-			if bothWithout || bothWith && selectorsMatch {
-				appendSeparately = false
-			}
+			// A rule with a selector merged into one without (or the
+			// reverse) still stands on its own for the proxies it selects.
+			appendSeparately = !(bothWithout || bothWith)
 			out[i] = mergeDestinationRule(m, rule)
 		}
 		if appendSeparately {

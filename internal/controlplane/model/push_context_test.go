@@ -319,6 +319,20 @@ func TestDestinationRuleMerge(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc := NewPushContext(config.NewSnapshot(1, rs))
+	// Apart, so the counts below stay those of docs.
+	more := dr("a", "sup", "  host: reviews.default.svc.cluster.local\n  exportTo: [.]\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
+		// exportTo a strict superset of a's: merged into a, and not kept
+		// on its own (both without selector), as Istio's superset branch.
+		dr("b", "sup", "  host: reviews.default.svc.cluster.local\n  exportTo: [., default]\n  subsets: [{name: v2, labels: {version: v2}}]\n") +
+		// One without selector, one with, same exportTo: the second is
+		// merged into the first and also kept for the proxies it selects.
+		dr("m1", "web", "  host: details.web.svc.cluster.local\n  exportTo: [.]\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
+		dr("m2", "web", "  host: details.web.svc.cluster.local\n  workloadSelector: {matchLabels: {app: x}}\n  subsets: [{name: v2, labels: {version: v2}}]\n")
+	rs2, errs := config.Decode("more.yaml", []byte(testConfig+"---\n"+more))
+	if err := errs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	pc2 := NewPushContext(config.NewSnapshot(1, rs2))
 	summary := func(dr *DestinationRule) string {
 		if dr == nil {
 			return "none"
@@ -340,6 +354,9 @@ func TestDestinationRuleMerge(t *testing.T) {
 		{"merged, mesh-wide", pc, "reviews.default.svc.cluster.local", "default/a lb=RANDOM v1=v1 v2=v2 v3=v3"},
 		{"private and public apart, own namespace", pc.ForNamespace("web"), "ratings.default.svc.cluster.local", "web/b lb=UNSPECIFIED v2=v2"},
 		{"same selector merged", pc.ForProxy(x), "details.default.svc.cluster.local", "web/s1 lb=UNSPECIFIED v1=v1 v2=v2"},
+		{"exportTo superset merged", pc2.ForNamespace("sup"), "reviews.default.svc.cluster.local", "sup/a lb=UNSPECIFIED v1=v1 v2=v2"},
+		{"selector merged into no selector", pc2.ForNamespace("web"), "details.web.svc.cluster.local", "web/m1 lb=UNSPECIFIED v1=v1 v2=v2"},
+		{"selector kept apart for its proxy", pc2.ForProxy(x), "details.web.svc.cluster.local", "web/m2 lb=UNSPECIFIED v2=v2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
