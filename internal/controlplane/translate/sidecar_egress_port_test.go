@@ -11,9 +11,15 @@ import (
 )
 
 // egressPortConfig gives productpage a Sidecar whose egress listener on
-// port 9080 (bound to 127.0.0.2) imports reviews alone and whose
-// catch-all listener imports ratings (also on 9080) and api.example.com
-// (8080).
+// port 9080 (bound to 127.0.0.2) imports reviews alone, whose listener on
+// TCP port 9000 (bound to 127.0.0.3) imports tcp.example.com alone, whose
+// listener on TLS port 8443 (bound to 127.0.0.4) imports tls.example.com
+// and tlsvip.example.com (with a VIP) alone, and whose catch-all listener
+// imports ratings (also on 9080), api.example.com (8080), db.example.com
+// (TCP 9000), auth.example.com (TLS 8443) and namespace other's
+// VirtualService, which would send tcp.example.com to db.example.com and
+// tls.example.com and tlsvip.example.com to auth.example.com: a port's
+// listener sees neither the catch-all's services nor its VirtualService.
 const egressPortConfig = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: api, namespace: default}
@@ -25,6 +31,56 @@ spec:
   endpoints: [{address: 127.54.0.211}]
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp, namespace: default}
+spec:
+  hosts: [tcp.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.212}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.213}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tls, namespace: default}
+spec:
+  hosts: [tls.example.com, auth.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tlsvip, namespace: default}
+spec:
+  hosts: [tlsvip.example.com]
+  addresses: [240.240.0.9]
+  location: MESH_EXTERNAL
+  ports: [{number: 8443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: other}
+spec:
+  hosts: [tcp.example.com, tls.example.com, tlsvip.example.com]
+  tcp:
+  - route: [{destination: {host: db.example.com}}]
+  tls:
+  - match: [{sniHosts: [tls.example.com, tlsvip.example.com]}]
+    route: [{destination: {host: auth.example.com}}]
+---
+apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: productpage, namespace: default}
 spec:
@@ -33,7 +89,13 @@ spec:
   - port: {number: 9080, protocol: HTTP, name: http}
     bind: 127.0.0.2
     hosts: ["./reviews.default.svc.cluster.local"]
-  - hosts: ["./ratings.default.svc.cluster.local", "./api.example.com"]
+  - port: {number: 9000, protocol: TCP, name: tcp}
+    bind: 127.0.0.3
+    hosts: ["./tcp.example.com"]
+  - port: {number: 8443, protocol: TLS, name: tls}
+    bind: 127.0.0.4
+    hosts: ["./tls.example.com", "./tlsvip.example.com"]
+  - hosts: ["./ratings.default.svc.cluster.local", "./api.example.com", "./db.example.com", "./auth.example.com", "other/*"]
 `
 
 // TestSidecarEgressPort: a Sidecar egress listener with a port scopes that
@@ -47,6 +109,9 @@ func TestSidecarEgressPort(t *testing.T) {
 		reviews = "outbound|9080||reviews.default.svc.cluster.local"
 		ratings = "outbound|9080||ratings.default.svc.cluster.local"
 		api     = "outbound|8080||api.example.com"
+		tcp     = "outbound|9000||tcp.example.com"
+		tls     = "outbound|8443||tls.example.com"
+		tlsVIP  = "outbound|8443||tlsvip.example.com"
 	)
 	f := filepath.Join(t.TempDir(), "egress.yaml")
 	if err := os.WriteFile(f, []byte(egressPortConfig), 0o644); err != nil {
@@ -90,6 +155,21 @@ func TestSidecarEgressPort(t *testing.T) {
 			}
 		}
 	}
+	// TCP and TLS connections on the ports of egress listeners: each
+	// entered at entry, routed to want.
+	type connWant struct {
+		entry string
+		c     conn
+		want  string
+	}
+	conns := func(t *testing.T, r *Resources, cases []connWant) {
+		t.Helper()
+		for _, c := range cases {
+			if got := simulateConn(t, r, c.entry, c.c); got != c.want {
+				t.Errorf("%s sni %q: got %q, want %q", c.c.dst, c.c.sni, got, c.want)
+			}
+		}
+	}
 	port9080 := []want{
 		{request{"reviews.default.svc.cluster.local:9080", "/", nil}, reviews},
 		{request{"ratings.default.svc.cluster.local:9080", "/", nil}, PassthroughCluster},
@@ -108,6 +188,17 @@ func TestSidecarEgressPort(t *testing.T) {
 			t.Errorf("listener 127.0.0.2_9080 at %s:%d", a.GetAddress(), a.GetPortValue())
 		}
 		check(t, route(t, r, "9080"), port9080...)
+		for _, n := range []string{"127.0.0.3_9000", "127.0.0.4_8443"} {
+			if findListener(r, n) == nil {
+				t.Errorf("no listener %s of the egress listener's bind and port", n)
+			}
+		}
+		conns(t, r, []connWant{
+			{"127.0.0.3_9000", conn{dst: "127.0.0.3:9000"}, "127.0.0.3_9000/ -> " + tcp},
+			{"127.0.0.4_8443", conn{dst: "127.0.0.4:8443", sni: "tls.example.com"}, "127.0.0.4_8443/" + tls + " -> " + tls},
+			{"127.0.0.4_8443", conn{dst: "127.0.0.4:8443", sni: "tlsvip.example.com"}, "127.0.0.4_8443/" + tlsVIP + " -> " + tlsVIP},
+			{"127.0.0.4_8443", conn{dst: "127.0.0.4:8443", sni: "auth.example.com"}, "127.0.0.4_8443/no chain"},
+		})
 	})
 
 	t.Run("redirect", func(t *testing.T) {
@@ -120,5 +211,88 @@ func TestSidecarEgressPort(t *testing.T) {
 		check(t, route(t, r, "8080"),
 			want{request{"api.example.com:8080", "/", nil}, api},
 			want{request{"reviews.default.svc.cluster.local:8080", "/", nil}, PassthroughCluster})
+		for _, n := range []string{"127.0.0.3_9000", "127.0.0.4_8443", "240.240.0.9_8443"} {
+			if findListener(r, n) == nil {
+				t.Errorf("no listener %s", n)
+			}
+		}
+		for _, n := range []string{"0.0.0.0_9000", "0.0.0.0_8443"} {
+			if findListener(r, n) != nil {
+				t.Errorf("listener %s: want the egress listener's bind", n)
+			}
+		}
+		conns(t, r, []connWant{
+			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.3:9000"}, "127.0.0.3_9000/ -> " + tcp},
+			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tls.example.com"}, "127.0.0.4_8443/" + tls + " -> " + tls},
+			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "auth.example.com"},
+				"127.0.0.4_8443/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
+			{xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.9:8443", sni: "tlsvip.example.com"}, "240.240.0.9_8443/" + tlsVIP + " -> " + tlsVIP},
+		})
 	})
+}
+
+// egressPortGuardsConfig has egress listeners explicitEgressHTTPListeners
+// gives no HTTP listener: 9080 without bind is productpage's own port on
+// its IP; 9000's bound name is the TCP listener's (tcp.example.com),
+// though web.example.com has HTTP on 9000; 7777 has no HTTP service.
+const egressPortGuardsConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp, namespace: default}
+spec:
+  hosts: [tcp.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.212}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.214}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["./reviews.default.svc.cluster.local"]
+  - port: {number: 9000, protocol: TCP, name: tcp}
+    bind: 127.0.0.3
+    hosts: ["./tcp.example.com", "./web.example.com"]
+  - port: {number: 7777, protocol: HTTP, name: http-7777}
+    bind: 127.0.0.5
+    hosts: ["./tcp.example.com"]
+  - hosts: ["./*"]
+`
+
+// TestSidecarEgressPortHTTPGuards: an explicit-mode egress listener with a
+// port gets no HTTP listener on the proxy's IP at a port its own workload
+// holds, none on a name a TCP listener already has, and none when no
+// service it imports has HTTP on the port, as explicitEgressHTTPListeners
+// says.
+func TestSidecarEgressPortHTTPGuards(t *testing.T) {
+	r := mustGenerate(t, docPushContext(t, egressPortGuardsConfig), productpageSidecar())
+	names := map[string]int{}
+	for _, l := range r.Listeners {
+		names[l.GetName()]++
+	}
+	if names["127.0.0.11_9080"] != 0 {
+		t.Error("listener 127.0.0.11_9080 on productpage's own port")
+	}
+	if names["127.0.0.5_7777"] != 0 {
+		t.Error("listener 127.0.0.5_7777 of an egress listener without an HTTP service on 7777")
+	}
+	if names["127.0.0.3_9000"] != 1 {
+		t.Fatalf("%d listeners 127.0.0.3_9000, want the TCP one", names["127.0.0.3_9000"])
+	}
+	if got, want := simulateConn(t, r, "127.0.0.3_9000", conn{dst: "127.0.0.3:9000"}), "127.0.0.3_9000/ -> outbound|9000||tcp.example.com"; got != want {
+		t.Errorf("127.0.0.3:9000: got %q, want %q", got, want)
+	}
 }
