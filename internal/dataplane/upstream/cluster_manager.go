@@ -285,8 +285,7 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 		alpn, alpnKey = opts.ALPN.For(false, c.DownstreamHTTP2 && opts.DownstreamHTTP10)
 	}
 	h.tls = st.tlsTransport(ut, alpn, alpnKey)
-	h.via = h1Via{t: st.h1, tt: h.tls}
-	h.RT = &h.via
+	h.RT = &h.tls.h1
 	if h2 {
 		h.RT = h.tls.h2
 	}

@@ -77,10 +77,7 @@ type Host struct {
 
 	st  *clusterState
 	tls *tlsTransport // the endpoint's TLS transport socket; nil for plaintext
-	// via is RT for HTTP/1.1 over tls, kept here so that making RT
-	// allocates nothing beyond the Host.
-	via h1Via
-	idx int // the endpoint's index in the cluster's endpoints, for the load balancer
+	idx int           // the endpoint's index in the cluster's endpoints, for the load balancer
 }
 
 // Result is how an attempt ended, for outlier detection and for the

@@ -33,7 +33,10 @@ type tlsTransport struct {
 	// then "|alpn=" and the ALPN override's key when it has one, so that
 	// closing a transport (its key and "|" as prefix) closes its
 	// overrides' pools too.
-	key      string
+	key string
+	// h1 is the round tripper of HTTP/1.1 over this socket, made once so
+	// that a pick boxes nothing.
+	h1       h1Via
 	cfg      *config.UpstreamTLS
 	st       *clusterState
 	sessions tls.ClientSessionCache
@@ -91,6 +94,7 @@ func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []str
 		cfg, key = &c, ut.Key+"|alpn="+alpnKey
 	}
 	tt := &tlsTransport{key: key, cfg: cfg, st: st}
+	tt.h1 = h1Via{t: st.h1, tt: tt}
 	tt.h2 = newH2Pool(st.h1, tt, tt.h2Transport)
 	if ut.TLS.MaxSessionKeys > 0 {
 		tt.sessions = tls.NewLRUClientSessionCache(ut.TLS.MaxSessionKeys)
