@@ -1,8 +1,6 @@
 package translate
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -113,21 +111,7 @@ func TestSidecarEgressPort(t *testing.T) {
 		tls     = "outbound|8443||tls.example.com"
 		tlsVIP  = "outbound|8443||tlsvip.example.com"
 	)
-	f := filepath.Join(t.TempDir(), "egress.yaml")
-	if err := os.WriteFile(f, []byte(egressPortConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pc := loadPushContext(t, meshFile, f)
-	route := func(t *testing.T, r *Resources, name string) *routev3.RouteConfiguration {
-		t.Helper()
-		for _, rc := range r.Routes {
-			if rc.GetName() == name {
-				return rc
-			}
-		}
-		t.Fatalf("no route %q", name)
-		return nil
-	}
+	pc := docPushContext(t, egressPortConfig)
 	clusters := func(t *testing.T, r *Resources) {
 		t.Helper()
 		have := map[string]bool{}
@@ -178,7 +162,7 @@ func TestSidecarEgressPort(t *testing.T) {
 	t.Run("explicit", func(t *testing.T) {
 		r := mustGenerate(t, pc, productpageSidecar())
 		clusters(t, r)
-		check(t, route(t, r, xdsapi.HTTPProxyRoute), append(port9080,
+		check(t, routeConfig(t, r, xdsapi.HTTPProxyRoute), append(port9080,
 			want{request{"api.example.com:8080", "/", nil}, api})...)
 		l := findListener(r, "127.0.0.2_9080")
 		if l == nil {
@@ -187,7 +171,7 @@ func TestSidecarEgressPort(t *testing.T) {
 		if a := l.GetAddress().GetSocketAddress(); a.GetAddress() != "127.0.0.2" || a.GetPortValue() != 9080 {
 			t.Errorf("listener 127.0.0.2_9080 at %s:%d", a.GetAddress(), a.GetPortValue())
 		}
-		check(t, route(t, r, "9080"), port9080...)
+		check(t, routeConfig(t, r, "9080"), port9080...)
 		for _, n := range []string{"127.0.0.3_9000", "127.0.0.4_8443"} {
 			if findListener(r, n) == nil {
 				t.Errorf("no listener %s of the egress listener's bind and port", n)
@@ -207,8 +191,8 @@ func TestSidecarEgressPort(t *testing.T) {
 		if findListener(r, "127.0.0.2_9080") == nil || findListener(r, "0.0.0.0_9080") != nil {
 			t.Error("want the 9080 listener at the egress listener's bind, 127.0.0.2_9080, not 0.0.0.0_9080")
 		}
-		check(t, route(t, r, "9080"), port9080...)
-		check(t, route(t, r, "8080"),
+		check(t, routeConfig(t, r, "9080"), port9080...)
+		check(t, routeConfig(t, r, "8080"),
 			want{request{"api.example.com:8080", "/", nil}, api},
 			want{request{"reviews.default.svc.cluster.local:8080", "/", nil}, PassthroughCluster})
 		for _, n := range []string{"127.0.0.3_9000", "127.0.0.4_8443", "240.240.0.9_8443"} {

@@ -2,11 +2,8 @@ package translate
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/loom-mesh/loom/internal/xdsapi"
@@ -56,22 +53,8 @@ spec:
 // fallthrough chain in redirect mode. Known hosts are routed as before.
 func TestSidecarEgressProxy(t *testing.T) {
 	const egress = "outbound|3128||egress.example.com"
-	f := filepath.Join(t.TempDir(), "egress.yaml")
-	if err := os.WriteFile(f, []byte(egressProxyConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pc := loadPushContext(t, meshFile, f)
+	pc := docPushContext(t, egressProxyConfig)
 
-	route := func(t *testing.T, r *Resources, name string) *routev3.RouteConfiguration {
-		t.Helper()
-		for _, rc := range r.Routes {
-			if rc.GetName() == name {
-				return rc
-			}
-		}
-		t.Fatalf("no route %q", name)
-		return nil
-	}
 	hasCluster := func(t *testing.T, r *Resources) {
 		t.Helper()
 		for _, c := range r.Clusters {
@@ -85,7 +68,7 @@ func TestSidecarEgressProxy(t *testing.T) {
 	t.Run("explicit", func(t *testing.T) {
 		r := mustGenerate(t, pc, productpageSidecar())
 		hasCluster(t, r)
-		rc := route(t, r, xdsapi.HTTPProxyRoute)
+		rc := routeConfig(t, r, xdsapi.HTTPProxyRoute)
 		for _, tt := range []struct {
 			req  request
 			want string
@@ -103,7 +86,7 @@ func TestSidecarEgressProxy(t *testing.T) {
 	t.Run("redirect", func(t *testing.T) {
 		r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
 		hasCluster(t, r)
-		if got := simulate(t, route(t, r, "9080"), request{"unknown.example.org:9080", "/", nil}); got != egress {
+		if got := simulate(t, routeConfig(t, r, "9080"), request{"unknown.example.org:9080", "/", nil}); got != egress {
 			t.Errorf("route 9080, unknown host: routed to %q, want %q", got, egress)
 		}
 		for name, dst := range map[string]string{
