@@ -132,6 +132,11 @@ type PushContext struct {
 	destinationRules []*DestinationRule
 	mergedDRs        []*DestinationRule
 	drByHost         map[string]*DestinationRule
+	// drsByNsHost are the mesh-wide context's mergedDRs by namespace and
+	// host, and selectorDRs those with a workloadSelector by namespace,
+	// both in mergedDRs order; views read their base's.
+	drsByNsHost map[nsHost][]*DestinationRule
+	selectorDRs map[string][]*DestinationRule
 
 	virtualServices []*VirtualService
 	vsByGateway     map[string][]*VirtualService
@@ -223,9 +228,16 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 		pc.destinationRules = append(pc.destinationRules, dr)
 	}
 	pc.mergedDRs = mergeDestinationRules(pc.destinationRules)
+	pc.drsByNsHost = map[nsHost][]*DestinationRule{}
+	pc.selectorDRs = map[string][]*DestinationRule{}
 	for _, dr := range pc.mergedDRs {
 		if _, dup := pc.drByHost[dr.Host]; !dup {
 			pc.drByHost[dr.Host] = dr
+		}
+		k := nsHost{dr.Namespace, dr.Host}
+		pc.drsByNsHost[k] = append(pc.drsByNsHost[k], dr)
+		if dr.Spec.GetWorkloadSelector() != nil {
+			pc.selectorDRs[dr.Namespace] = append(pc.selectorDRs[dr.Namespace], dr)
 		}
 	}
 
@@ -360,8 +372,12 @@ func (pc *PushContext) destinationRule(host string, outbound bool) *DestinationR
 // holds; else the last without workloadSelector; else nil.
 func (pc *PushContext) selectDestinationRule(ns, host string, outbound bool) *DestinationRule {
 	var catchAll *DestinationRule
-	for _, dr := range pc.mergedDRs {
-		if dr.Namespace != ns || dr.Host != host {
+	for _, dr := range pc.mesh().drsByNsHost[nsHost{ns, host}] {
+		// A view's mergedDRs are the mesh-wide ones exported to its
+		// namespace, and in a Sidecar's view those whose host an imported
+		// service matches: the same for every rule of one host, and ns and
+		// host come from one of the view's rules.
+		if pc.scoped && !dr.ExportTo.VisibleTo(pc.namespace) {
 			continue
 		}
 		if dr.Spec.GetWorkloadSelector() == nil {
@@ -381,9 +397,8 @@ func (pc *PushContext) selectDestinationRule(ns, host string, outbound bool) *De
 // order.
 func (pc *PushContext) selectedDestinationRules(p *Proxy) []*DestinationRule {
 	var out []*DestinationRule
-	for _, dr := range pc.mergedDRs {
-		ws := dr.Spec.GetWorkloadSelector()
-		if ws != nil && dr.Namespace == p.Namespace && registry.LabelsContain(p.Labels, ws.GetMatchLabels()) {
+	for _, dr := range pc.mesh().selectorDRs[p.Namespace] {
+		if registry.LabelsContain(p.Labels, dr.Spec.GetWorkloadSelector().GetMatchLabels()) {
 			out = append(out, dr)
 		}
 	}
@@ -402,7 +417,6 @@ func (pc *PushContext) selectedDestinationRules(p *Proxy) []*DestinationRule {
 // last entry it was checked against had the same selector (or none, like
 // it) and was merged into. drs are not modified.
 func mergeDestinationRules(drs []*DestinationRule) []*DestinationRule {
-	type nsHost struct{ ns, host string }
 	var out []*DestinationRule
 	entries := map[nsHost][]int{} // indexes into out
 	for _, dr := range drs {
@@ -439,6 +453,17 @@ func mergeDestinationRules(drs []*DestinationRule) []*DestinationRule {
 	}
 	return out
 }
+
+// mesh returns the mesh-wide context of pc: pc itself or its base.
+func (pc *PushContext) mesh() *PushContext {
+	if pc.base != nil {
+		return pc.base
+	}
+	return pc
+}
+
+// nsHost keys DestinationRules by namespace and resolved host.
+type nsHost struct{ ns, host string }
 
 // mergeDestinationRule returns a copy of m with rule's subsets whose names
 // m lacks appended, and rule's trafficPolicy when m has none.

@@ -327,7 +327,11 @@ func TestDestinationRuleMerge(t *testing.T) {
 		// One without selector, one with, same exportTo: the second is
 		// merged into the first and also kept for the proxies it selects.
 		dr("m1", "web", "  host: details.web.svc.cluster.local\n  exportTo: [.]\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
-		dr("m2", "web", "  host: details.web.svc.cluster.local\n  workloadSelector: {matchLabels: {app: x}}\n  subsets: [{name: v2, labels: {version: v2}}]\n")
+		dr("m2", "web", "  host: details.web.svc.cluster.local\n  workloadSelector: {matchLabels: {app: x}}\n  subsets: [{name: v2, labels: {version: v2}}]\n") +
+		// Root namespace, public and private, not merged: another
+		// namespace gets the public one though the private is later.
+		dr("r1", "istio-system", "  host: mesh.example.com\n  subsets: [{name: v1, labels: {version: v1}}]\n") +
+		dr("r2", "istio-system", "  host: mesh.example.com\n  exportTo: [.]\n  subsets: [{name: v2, labels: {version: v2}}]\n")
 	rs2, errs := config.Decode("more.yaml", []byte(testConfig+"---\n"+more))
 	if err := errs.Err(); err != nil {
 		t.Fatal(err)
@@ -357,6 +361,8 @@ func TestDestinationRuleMerge(t *testing.T) {
 		{"exportTo superset merged", pc2.ForNamespace("sup"), "reviews.default.svc.cluster.local", "sup/a lb=UNSPECIFIED v1=v1 v2=v2"},
 		{"selector merged into no selector", pc2.ForNamespace("web"), "details.web.svc.cluster.local", "web/m1 lb=UNSPECIFIED v1=v1 v2=v2"},
 		{"selector kept apart for its proxy", pc2.ForProxy(x), "details.web.svc.cluster.local", "web/m2 lb=UNSPECIFIED v2=v2"},
+		{"root namespace, exported only", pc2.ForNamespace("web"), "mesh.example.com", "istio-system/r1 lb=UNSPECIFIED v1=v1"},
+		{"root namespace, own", pc2.ForNamespace("istio-system"), "mesh.example.com", "istio-system/r2 lb=UNSPECIFIED v2=v2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
