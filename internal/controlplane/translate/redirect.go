@@ -311,10 +311,21 @@ func listenerName(bind string, port uint32) string {
 // config cannot be packed.
 func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.Listener, []*routev3.RouteConfiguration, error) {
 	var httpPorts []uint32
+	// sniffed are the HTTP ports a service has with unknown protocol,
+	// which a transparent sidecar sniffs on outbound as Istio's
+	// ListenerProtocolAuto: HTTP (http_inspector's http/1.1 or h2c) to the
+	// HTTP connection manager, anything else to TCP chains.
+	sniffed := map[uint32]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if port.Protocol.IsHTTP() && !proxyPorts[port.Number] && !slices.Contains(httpPorts, port.Number) && pc.EgressServes(svc, port.Number) {
+			if !port.Protocol.IsHTTP() || proxyPorts[port.Number] || !pc.EgressServes(svc, port.Number) {
+				continue
+			}
+			if !slices.Contains(httpPorts, port.Number) {
 				httpPorts = append(httpPorts, port.Number)
+			}
+			if port.Protocol == registry.Unknown {
+				sniffed[port.Number] = true
 			}
 		}
 	}
@@ -330,10 +341,13 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	wild := map[string]*listenerv3.Listener{}
 	var wildNames []string
 	httpRanges := map[string][][]*corev3.CidrRange{}
+	taken := map[string]bool{}
 	for _, port := range httpPorts {
-		name := listenerName(egressBind(pc, wildcardBind, port), port)
+		bind := egressBind(pc, wildcardBind, port)
+		name := listenerName(bind, port)
+		taken[name] = true
 		routeName := strconv.FormatUint(uint64(port), 10)
-		l, err := httpListener(name, egressBind(pc, wildcardBind, port), port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
+		l, err := httpListener(name, bind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -344,14 +358,10 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		}
 		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
 		listeners, routes = append(listeners, l), append(routes, rc)
-		if sniffedPort(pc, port) {
+		if sniffed[port] {
 			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
 			wild[name], wildNames = l, append(wildNames, name)
 		}
-	}
-	taken := map[string]bool{}
-	for _, port := range httpPorts {
-		taken[listenerName(egressBind(pc, wildcardBind, port), port)] = true
 	}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
@@ -446,21 +456,6 @@ func egressBind(pc *model.PushContext, def string, port uint32) string {
 		return l.Bind
 	}
 	return def
-}
-
-// sniffedPort reports whether a service p sees has port of unknown
-// protocol, which a transparent sidecar sniffs on outbound as Istio's
-// ListenerProtocolAuto: HTTP (http_inspector's http/1.1 or h2c) to the
-// HTTP connection manager, anything else to TCP chains.
-func sniffedPort(pc *model.PushContext, port uint32) bool {
-	for _, svc := range pc.Services() {
-		for _, sp := range svc.Ports {
-			if sp.Number == port && sp.Protocol == registry.Unknown && pc.EgressServes(svc, port) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // sniffHTTP makes the TCP listener l on port, a service VIP's of unknown
