@@ -125,9 +125,10 @@ type PushContext struct {
 	inbound     []*registry.Service
 	seExportTo  map[config.Key]Visibility
 
-	// destinationRules are the DestinationRules as written; mergedDRs
-	// are them merged per namespace and host (mergeDestinationRules),
-	// which every lookup reads. drByHost is the first merged rule of
+	// destinationRules are, in the mesh-wide context, the
+	// DestinationRules as written (nil in views); mergedDRs are them
+	// merged per namespace and host (mergeDestinationRules), which every
+	// lookup reads, in a view only those it sees. drByHost is the first merged rule of
 	// each host.
 	destinationRules []*DestinationRule
 	mergedDRs        []*DestinationRule
@@ -301,9 +302,17 @@ func (pc *PushContext) ServiceForHost(host string) *registry.Service {
 // Workloads returns every WorkloadEntry, sorted by namespace and name.
 func (pc *PushContext) Workloads() []*registry.Workload { return pc.workloads }
 
-// DestinationRules returns every DestinationRule as written (not merged),
-// sorted by namespace and name.
-func (pc *PushContext) DestinationRules() []*DestinationRule { return pc.destinationRules }
+// DestinationRules returns, for the mesh-wide context, every
+// DestinationRule as written (not merged), sorted by namespace and name;
+// for a view, the rules its lookups choose among: those merged per
+// namespace and host (mergeDestinationRules) that the view sees, in the
+// same order (a merged rule keeps the name of the first it merges).
+func (pc *PushContext) DestinationRules() []*DestinationRule {
+	if pc.scoped {
+		return pc.mergedDRs
+	}
+	return pc.destinationRules
+}
 
 // DestinationRule returns the DestinationRule that applies to outbound
 // traffic to FQDN host, as Istio's PushContext.destinationRule followed by

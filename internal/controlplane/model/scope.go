@@ -70,11 +70,6 @@ func (pc *PushContext) newView(ns string) *PushContext {
 		}
 		v.servicesByHost[s.Hostname] = s
 	}
-	for _, dr := range pc.destinationRules {
-		if dr.ExportTo.VisibleTo(ns) {
-			v.destinationRules = append(v.destinationRules, dr)
-		}
-	}
 	for _, dr := range pc.mergedDRs {
 		if dr.ExportTo.VisibleTo(ns) {
 			v.mergedDRs = append(v.mergedDRs, dr)

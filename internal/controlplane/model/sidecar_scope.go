@@ -299,7 +299,7 @@ func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
 	}
 	if sc.Egress == nil {
 		v.services, v.servicesByHost = nv.services, nv.servicesByHost
-		v.destinationRules, v.mergedDRs, v.virtualServices, v.vsByGateway = nv.destinationRules, nv.mergedDRs, nv.virtualServices, nv.vsByGateway
+		v.mergedDRs, v.virtualServices, v.vsByGateway = nv.mergedDRs, nv.virtualServices, nv.vsByGateway
 		return v
 	}
 	imported := func(ns string, hosts ...string) bool {
@@ -364,14 +364,6 @@ func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
 	}
 	v.services = slices.Clip(v.services)
 
-	for _, dr := range nv.destinationRules {
-		for _, s := range v.services {
-			if HostMatches(dr.Host, s.Hostname) {
-				v.destinationRules = append(v.destinationRules, dr)
-				break
-			}
-		}
-	}
 	for _, dr := range nv.mergedDRs {
 		for _, s := range v.services {
 			if HostMatches(dr.Host, s.Hostname) {

@@ -185,6 +185,7 @@ func TestForProxyScope(t *testing.T) {
 			for _, vs := range v.VirtualServices() {
 				got.VirtualServices = append(got.VirtualServices, vs.Namespace+"/"+vs.Name)
 			}
+			// A view's DestinationRules are the merged rules its lookups read.
 			for _, dr := range v.DestinationRules() {
 				got.DestinationRules = append(got.DestinationRules, dr.Namespace+"/"+dr.Name)
 			}
