@@ -359,7 +359,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
 		listeners, routes = append(listeners, l), append(routes, rc)
 		if sniffed[port] {
-			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
+			l.FilterChains[0].FilterChainMatch = sniffedHTTPMatch()
 			wild[name], wildNames = l, append(wildNames, name)
 		}
 	}
@@ -464,14 +464,20 @@ func egressBind(pc *model.PushContext, def string, port uint32) string {
 // of route table "PORT", the one 0.0.0.0_PORT routes by Host (Istio's
 // VIP_PORT of an auto port has its own table, "HOST:PORT").
 func sniffHTTP(l *listenerv3.Listener, port uint32) error {
-	hl, err := httpListener(l.GetName(), wildcardBind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+l.GetName(), strconv.FormatUint(uint64(port), 10), hcmOptions{})
+	f, err := hcmFilter("outbound_"+l.GetName(), strconv.FormatUint(uint64(port), 10), hcmOptions{})
 	if err != nil {
-		return err
+		return fmt.Errorf("listener %q: %w", l.GetName(), err)
 	}
-	http := hl.GetFilterChains()[0]
-	http.FilterChainMatch = &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
+	http := &listenerv3.FilterChain{FilterChainMatch: sniffedHTTPMatch(), Filters: []*listenerv3.Filter{f}}
 	l.FilterChains = append([]*listenerv3.FilterChain{http}, l.FilterChains...)
 	return setSniffing(l)
+}
+
+// sniffedHTTPMatch is the filter_chain_match of a sniffed listener's HTTP
+// chain: the application protocols http_inspector reports for plaintext
+// HTTP.
+func sniffedHTTPMatch() *listenerv3.FilterChainMatch {
+	return &listenerv3.FilterChainMatch{ApplicationProtocols: slices.Clone(plaintextHTTPALPNs)}
 }
 
 // setSniffing gives the sniffed outbound listener l http_inspector (and
