@@ -200,8 +200,7 @@ func (nv *PushContext) addEgressViews(v *PushContext, sc *Sidecar) {
 	}
 	v.egressPorts = map[uint32]*PushContext{}
 	sub := func(hosts []EgressHost) *PushContext {
-		lv := nv.newSidecarView(&Sidecar{Name: sc.Name, Namespace: sc.Namespace, Spec: sc.Spec, Egress: hosts})
-		lv.sidecar = sc
+		lv := nv.newSidecarView(sc, hosts)
 		lv.selectedDRs = v.selectedDRs
 		return lv
 	}
@@ -265,7 +264,7 @@ func (pc *PushContext) ForProxy(p *Proxy) *PushContext {
 	}
 	var v *PushContext
 	if sc != nil {
-		v = nsView.newSidecarView(sc)
+		v = nsView.newSidecarView(sc, sc.Egress)
 	} else {
 		v = base.newView(p.Namespace)
 	}
@@ -280,8 +279,10 @@ func (pc *PushContext) ForProxy(p *Proxy) *PushContext {
 	return v
 }
 
-// newSidecarView restricts namespace view nv to what sc imports.
-func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
+// newSidecarView restricts namespace view nv to what hosts import (sc's
+// Egress, or one of its listeners' hosts); nil hosts restrict nothing. The
+// view carries sc.
+func (nv *PushContext) newSidecarView(sc *Sidecar, hosts []EgressHost) *PushContext {
 	v := &PushContext{
 		Config:         nv.Config,
 		namespace:      nv.namespace,
@@ -297,14 +298,14 @@ func (nv *PushContext) newSidecarView(sc *Sidecar) *PushContext {
 		delegates:      nv.delegates,
 		gateways:       nv.gateways,
 	}
-	if sc.Egress == nil {
+	if hosts == nil {
 		v.services, v.servicesByHost = nv.services, nv.servicesByHost
 		v.mergedDRs, v.virtualServices, v.vsByGateway = nv.mergedDRs, nv.virtualServices, nv.vsByGateway
 		return v
 	}
-	imported := func(ns string, hosts ...string) bool {
-		for _, e := range sc.Egress {
-			for _, h := range hosts {
+	imported := func(ns string, names ...string) bool {
+		for _, e := range hosts {
+			for _, h := range names {
 				if e.imports(ns, h) {
 					return true
 				}

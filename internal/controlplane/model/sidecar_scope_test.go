@@ -281,4 +281,19 @@ func TestForEgressPort(t *testing.T) {
 	if plain.ForEgressPort(80) != plain {
 		t.Error("without port listeners ForEgressPort must be the ForProxy view")
 	}
+
+	// A port's view prefers the DestinationRule selecting the proxy, as
+	// the ForProxy view does.
+	selected := sidecarPushContext(t, sidecarYAML("s", "default", "  egress: [{port: {number: 80, protocol: HTTP, name: http}, hosts: [\"./b.default.svc.cluster.local\"]}]\n")+
+		"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: b-x, namespace: default}\nspec: {host: b, workloadSelector: {matchLabels: {app: x}}}\n---\n",
+	).ForProxy(sidecarProxy("default", map[string]string{"app": "x"}))
+	for _, port := range []uint32{0, 80} {
+		v := selected
+		if port != 0 {
+			v = selected.ForEgressPort(port)
+		}
+		if dr := v.DestinationRule("b.default.svc.cluster.local"); dr == nil || dr.Name != "b-x" {
+			t.Errorf("port %d: DestinationRule(b) = %+v, want default/b-x (it selects the proxy)", port, dr)
+		}
+	}
 }
