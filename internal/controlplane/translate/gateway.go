@@ -411,13 +411,7 @@ func gatewayPassthroughChains(pc *model.PushContext, gs gatewayServer, claims *s
 				if !ok {
 					continue
 				}
-				match := sniMatch(names)
-				if ranges := cidrRanges(m.GetDestinationSubnets()); len(ranges) > 0 {
-					if match == nil {
-						match = &listenerv3.FilterChainMatch{}
-					}
-					match.PrefixRanges = ranges
-				}
+				match := withPrefixRanges(sniMatch(names), cidrRanges(m.GetDestinationSubnets()))
 				name := fmt.Sprintf("tls.%d.%s.%s.tls[%d].match[%d]", port, vs.Namespace, vs.Name, i, j)
 				chain, err := tcpProxyFilterChain(name, match, tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, ""))
 				if err != nil {

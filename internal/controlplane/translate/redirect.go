@@ -419,13 +419,11 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	}
 	for _, name := range wildNames {
 		l := wild[name]
-		if !slices.ContainsFunc(l.FilterChains, matchesAll) {
-			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh, egressProxyCluster(pc.Sidecar())))
-			if err != nil {
-				return nil, nil, fmt.Errorf("listener %q: %w", name, err)
-			}
-			l.FilterChains = append(l.FilterChains, catchAll)
+		chains, err := appendCatchAllChain(l.FilterChains, pc, mesh)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listener %q: %w", name, err)
 		}
+		l.FilterChains = chains
 		if len(l.GetFilterChains()[0].GetFilterChainMatch().GetApplicationProtocols()) == 0 {
 			continue // a TCP listener
 		}

@@ -54,15 +54,9 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 // last chain on cidrs goes to "outbound|PORT||HOST". Chains are unnamed
 // and carry tcpProxyFor's tcp_proxy.
 func wildcardTCPChains(pc *model.PushContext, p *model.Proxy, svc *registry.Service, port uint32, cidrs []string) ([]*listenerv3.FilterChain, error) {
-	match := func(subnets []string) *listenerv3.FilterChainMatch {
-		if ranges := cidrRanges(subnets); len(ranges) > 0 {
-			return &listenerv3.FilterChainMatch{PrefixRanges: ranges}
-		}
-		return nil
-	}
 	var out []*listenerv3.FilterChain
 	add := func(subnets []string, tp *tcpv3.TcpProxy) error {
-		fc, err := tcpProxyFilterChain("", match(subnets), tp)
+		fc, err := tcpProxyFilterChain("", withPrefixRanges(nil, cidrRanges(subnets)), tp)
 		if err == nil {
 			out = addChain(out, fc)
 		}
@@ -283,6 +277,19 @@ func prefixContains(s string, ip netip.Addr) bool {
 	}
 	a, err := netip.ParseAddr(s)
 	return err == nil && a == ip
+}
+
+// withPrefixRanges returns match with prefix_ranges ranges, a new match
+// when match is nil; match itself, maybe nil, when ranges is empty.
+func withPrefixRanges(match *listenerv3.FilterChainMatch, ranges []*corev3.CidrRange) *listenerv3.FilterChainMatch {
+	if len(ranges) == 0 {
+		return match
+	}
+	if match == nil {
+		match = &listenerv3.FilterChainMatch{}
+	}
+	match.PrefixRanges = ranges
+	return match
 }
 
 // cidrRanges reads destinationSubnets (IPs and CIDRs, validated) as

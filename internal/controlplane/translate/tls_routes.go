@@ -68,13 +68,7 @@ func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs [
 						covered[s.Hostname] = true
 					}
 				}
-				match := sniMatch(names)
-				if ranges := cidrRanges(m.GetDestinationSubnets()); len(ranges) > 0 {
-					if match == nil {
-						match = &listenerv3.FilterChainMatch{}
-					}
-					match.PrefixRanges = ranges
-				}
+				match := withPrefixRanges(sniMatch(names), cidrRanges(m.GetDestinationSubnets()))
 				name := fmt.Sprintf("tls.%d.%s.%s.tls[%d].match[%d]", port, vs.Namespace, vs.Name, i, j)
 				chain, err := tcpProxyFilterChain(name, match, tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, ""))
 				if err != nil {
@@ -98,13 +92,10 @@ func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs [
 		}
 		cluster := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
 		match := sniMatch(names)
-		if ranges := cidrRanges(serviceCIDRs(svc)); len(ranges) > 0 && !dst.IsValid() {
+		if !dst.IsValid() {
 			// A range of a service on 0.0.0.0_PORT narrows its chain
 			// to the range, as Istio's destinationCIDRs.
-			if match == nil {
-				match = &listenerv3.FilterChainMatch{}
-			}
-			match.PrefixRanges = ranges
+			match = withPrefixRanges(match, cidrRanges(serviceCIDRs(svc)))
 		}
 		chain, err := tcpProxyChain(cluster, match, cluster)
 		if err != nil {
@@ -260,12 +251,8 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
-		if !slices.ContainsFunc(chains, matchesAll) {
-			catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh, egressProxyCluster(pc.Sidecar())))
-			if err != nil {
-				return nil, fmt.Errorf("listener %q: %w", name, err)
-			}
-			chains = append(chains, catchAll)
+		if chains, err = appendCatchAllChain(chains, pc, mesh); err != nil {
+			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
 		l, err := tlsListener(name, bind, port, chains, false)
 		if err != nil {
@@ -274,6 +261,21 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// appendCatchAllChain appends virtualOutbound's catch-all chain, a
+// tcp_proxy to catchAllCluster, to a 0.0.0.0_PORT listener's chains unless
+// one of them already matches every connection (matchesAll), as Istio's
+// appendListenerFallthroughRouteForCompleteListener.
+func appendCatchAllChain(chains []*listenerv3.FilterChain, pc *model.PushContext, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.FilterChain, error) {
+	if slices.ContainsFunc(chains, matchesAll) {
+		return chains, nil
+	}
+	catchAll, err := tcpProxyChain(virtualOutboundCatchAllTCP, nil, catchAllCluster(mesh, egressProxyCluster(pc.Sidecar())))
+	if err != nil {
+		return nil, err
+	}
+	return append(chains, catchAll), nil
 }
 
 // matchesAll reports whether fc's filter_chain_match is empty, so that it
