@@ -42,8 +42,16 @@ func kubeServices(snap *config.Snapshot, workloads []*Workload) []*Service {
 			continue
 		}
 		var ports []Port
+		// named maps a port number to the targetPort name of the first
+		// Service port of that number that has one.
+		named := map[uint32]string{}
 		for _, p := range ks.GetPorts() {
 			n := uint32(p.GetPort())
+			if name := p.GetTargetPortName(); name != "" {
+				if _, ok := named[n]; !ok {
+					named[n] = name
+				}
+			}
 			if n == 0 || n > 65535 || slices.ContainsFunc(ports, func(q Port) bool { return q.Number == n }) {
 				continue
 			}
@@ -59,7 +67,7 @@ func kubeServices(snap *config.Snapshot, workloads []*Workload) []*Service {
 			})
 		}
 		slices.SortFunc(ports, func(a, b Port) int { return cmp.Compare(a.Number, b.Number) })
-		instances := kubeInstances(r.Namespace, ks, ports, workloads)
+		instances := kubeInstances(r.Namespace, ks.GetSelector(), ports, named, workloads)
 		svc := &Service{
 			Hostname:   KubeServiceHostname(r.Name, r.Namespace),
 			Namespace:  r.Namespace,
@@ -88,24 +96,18 @@ func kubeServices(snap *config.Snapshot, workloads []*Workload) []*Service {
 //     without that name is no endpoint of that port;
 //   - for a numbered (or defaulted) targetPort, the entry's
 //     ports[service port name] when it has one, else targetPort.
-func kubeInstances(ns string, ks *loomv1alpha1.KubernetesService, ports []Port, workloads []*Workload) []*Instance {
-	sel := ks.GetSelector()
+//
+// named maps a service port number to its targetPort name, if any.
+func kubeInstances(ns string, sel map[string]string, ports []Port, named map[uint32]string, workloads []*Workload) []*Instance {
 	if len(sel) == 0 {
 		return nil
-	}
-	named := map[uint32]string{}
-	for _, p := range ks.GetPorts() {
-		if name := p.GetTargetPortName(); name != "" {
-			if _, ok := named[uint32(p.GetPort())]; !ok {
-				named[uint32(p.GetPort())] = name
-			}
-		}
 	}
 	var out []*Instance
 	for _, w := range workloads {
 		if w.Namespace != ns || !LabelsContain(w.Labels, sel) {
 			continue
 		}
+		e := workloadInstance(w)
 		for _, p := range ports {
 			target := p.TargetPort
 			if name, ok := named[p.Number]; ok {
@@ -115,25 +117,9 @@ func kubeInstances(ns string, ks *loomv1alpha1.KubernetesService, ports []Port, 
 			} else if n := w.Ports[p.Name]; n != 0 && p.Name != "" {
 				target = n
 			}
-			out = append(out, &Instance{
-				Address:          w.Address,
-				ServicePort:      p,
-				TargetPort:       target,
-				Labels:           w.Labels,
-				ServiceAccount:   w.ServiceAccount,
-				Weight:           w.Weight,
-				Workload:         w.Key(),
-				Locality:         w.Locality,
-				InterceptionMode: w.InterceptionMode,
-			})
+			out = append(out, e.at(p, target))
 		}
 	}
-	slices.SortStableFunc(out, func(a, b *Instance) int {
-		return cmp.Or(
-			cmp.Compare(a.Address, b.Address),
-			cmp.Compare(a.ServicePort.Number, b.ServicePort.Number),
-			cmp.Compare(a.TargetPort, b.TargetPort),
-		)
-	})
+	sortInstances(out)
 	return out
 }

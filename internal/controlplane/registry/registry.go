@@ -394,39 +394,62 @@ func servicePorts(se *networking.ServiceEntry) []Port {
 // hosts (Istio gives every host the same endpoints).
 func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, workloads []*Workload) []*Instance {
 	var out []*Instance
-	add := func(addr string, labels map[string]string, sa string, weight uint32, wl config.Key, portMap map[string]uint32, locality, mode string) {
+	add := func(e Instance, portMap map[string]uint32) {
 		for _, p := range ports {
 			target := p.TargetPort
 			if n, ok := portMap[p.Name]; ok && n != 0 {
 				target = n
 			}
-			out = append(out, &Instance{
-				Address:          addr,
-				ServicePort:      p,
-				TargetPort:       target,
-				Labels:           labels,
-				ServiceAccount:   sa,
-				Weight:           weight,
-				Workload:         wl,
-				Locality:         locality,
-				InterceptionMode: mode,
-			})
+			out = append(out, e.at(p, target))
 		}
 	}
 	for _, ep := range se.GetEndpoints() {
 		if ep.GetAddress() == "" {
 			continue
 		}
-		add(ep.GetAddress(), ep.GetLabels(), ep.GetServiceAccount(), ep.GetWeight(), config.Key{}, ep.GetPorts(), ep.GetLocality(), "")
+		add(Instance{
+			Address:        ep.GetAddress(),
+			Labels:         ep.GetLabels(),
+			ServiceAccount: ep.GetServiceAccount(),
+			Weight:         ep.GetWeight(),
+			Locality:       ep.GetLocality(),
+		}, ep.GetPorts())
 	}
 	if sel := se.GetWorkloadSelector(); sel != nil {
 		for _, w := range workloads {
 			if w.Namespace != r.Namespace || !LabelsContain(w.Labels, sel.GetLabels()) {
 				continue
 			}
-			add(w.Address, w.Labels, w.ServiceAccount, w.Weight, w.Key(), w.Ports, w.Locality, w.InterceptionMode)
+			add(workloadInstance(w), w.Ports)
 		}
 	}
+	sortInstances(out)
+	return out
+}
+
+// workloadInstance is the instance of WorkloadEntry w, its ports unset
+// (see at).
+func workloadInstance(w *Workload) Instance {
+	return Instance{
+		Address:          w.Address,
+		Labels:           w.Labels,
+		ServiceAccount:   w.ServiceAccount,
+		Weight:           w.Weight,
+		Workload:         w.Key(),
+		Locality:         w.Locality,
+		InterceptionMode: w.InterceptionMode,
+	}
+}
+
+// at returns a copy of e for service port p, listening on target.
+func (e Instance) at(p Port, target uint32) *Instance {
+	e.ServicePort, e.TargetPort = p, target
+	return &e
+}
+
+// sortInstances orders a service's instances by address, service port
+// and target port, stably (entries in the order they were added).
+func sortInstances(out []*Instance) {
 	slices.SortStableFunc(out, func(a, b *Instance) int {
 		return cmp.Or(
 			cmp.Compare(a.Address, b.Address),
@@ -434,7 +457,6 @@ func seInstances(r *config.Resource, se *networking.ServiceEntry, ports []Port, 
 			cmp.Compare(a.TargetPort, b.TargetPort),
 		)
 	})
-	return out
 }
 
 // LabelsContain reports whether labels has every key of sel with the same
