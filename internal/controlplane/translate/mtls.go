@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -474,6 +475,17 @@ const alpnFilterName = "istio.alpn"
 // DestinationRule SIMPLE or MUTUAL TLS opt out with filter_metadata
 // istio.alpn_override "false".
 func alpnFilter() (*hcmv3.HttpFilter, error) {
+	f, err := packedALPNFilter()
+	if err != nil {
+		return nil, err
+	}
+	return proto.Clone(f).(*hcmv3.HttpFilter), nil
+}
+
+// packedALPNFilter packs alpnFilter's constant config once for every HTTP
+// connection manager; alpnFilter hands out clones, so no caller can change
+// the shared one.
+var packedALPNFilter = sync.OnceValues(func() (*hcmv3.HttpFilter, error) {
 	cfg, err := packAny(&alpnpb.FilterConfig{AlpnOverride: []*alpnpb.FilterConfig_AlpnOverride{
 		{UpstreamProtocol: alpnpb.FilterConfig_HTTP10, AlpnOverride: []string{"istio-http/1.0"}},
 		{UpstreamProtocol: alpnpb.FilterConfig_HTTP11, AlpnOverride: []string{"istio-http/1.1"}},
@@ -483,4 +495,4 @@ func alpnFilter() (*hcmv3.HttpFilter, error) {
 		return nil, err
 	}
 	return &hcmv3.HttpFilter{Name: alpnFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
-}
+})
