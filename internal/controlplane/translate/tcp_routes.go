@@ -27,7 +27,6 @@ import (
 // clusters. idle_timeout is the DestinationRule's
 // connectionPool.tcp.idleTimeout of a single destination, when set.
 func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service, port uint32, dst netip.Addr) *tcpv3.TcpProxy {
-	def := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
 	var dests []*networking.RouteDestination
 	vsNamespace := ""
 	if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
@@ -38,7 +37,7 @@ func tcpRouteProxy(pc *model.PushContext, p *model.Proxy, svc *registry.Service,
 			}
 		}
 	}
-	return tcpProxyFor(pc, vsNamespace, dests, port, def)
+	return tcpProxyFor(pc, vsNamespace, dests, port, svc.Hostname)
 }
 
 // wildcardTCPChains returns the chains of svc on a transparent sidecar's
@@ -62,7 +61,6 @@ func wildcardTCPChains(pc *model.PushContext, p *model.Proxy, svc *registry.Serv
 		}
 		return err
 	}
-	def := xdsapi.ClusterName(xdsapi.Outbound, port, "", svc.Hostname)
 	defaultAdded := false
 	if vs := pc.VirtualServiceForHost(model.MeshGateway, svc.Hostname); vs != nil {
 		for _, tr := range vs.Spec.GetTcp() {
@@ -78,7 +76,7 @@ func wildcardTCPChains(pc *model.PushContext, p *model.Proxy, svc *registry.Serv
 				}
 				subnets = append(subnets, m.GetDestinationSubnets()...)
 			}
-			tp := tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, def)
+			tp := tcpProxyFor(pc, vs.Namespace, tr.GetRoute(), port, svc.Hostname)
 			if all {
 				return out, add(cidrs, tp)
 			}
@@ -94,21 +92,25 @@ func wildcardTCPChains(pc *model.PushContext, p *model.Proxy, svc *registry.Serv
 	if defaultAdded {
 		return out, nil
 	}
-	return out, add(cidrs, tcpProxyFor(pc, "", nil, port, def))
+	return out, add(cidrs, tcpProxyFor(pc, "", nil, port, svc.Hostname))
 }
 
 // tcpProxyFor is the tcp_proxy to the destinations dests of a tcp or tls
 // route of a VirtualService in vsNamespace, on listener port: one
 // destination is the tcp_proxy's cluster, several its weighted_clusters
 // (weight 0 destinations left out, as Istio does; two destinations of one
-// cluster add up). No destination gives the cluster def. stat_prefix is
-// the cluster's name, or def (else the first cluster's) for weighted
-// clusters. idle_timeout and max_downstream_connection_duration are the
+// cluster add up). No destination gives the cluster def, host's
+// "outbound|PORT||HOST" (none for host ""). stat_prefix is the cluster's
+// name, or def (else the first cluster's) for weighted clusters. idle_timeout and max_downstream_connection_duration are the
 // DestinationRule's connectionPool.tcp.idleTimeout and
 // maxConnectionDuration of a single destination, when set (Istio sets
 // neither from a DestinationRule on weighted clusters). hash_policy is
 // source_ip for consistentHash useSourceIp (tcpHashPolicy).
-func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, port uint32, def string) *tcpv3.TcpProxy {
+func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, port uint32, host string) *tcpv3.TcpProxy {
+	def := ""
+	if host != "" {
+		def = xdsapi.ClusterName(xdsapi.Outbound, port, "", host)
+	}
 	var clusters []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight
 	for _, rd := range dests {
 		if len(dests) > 1 && rd.GetWeight() == 0 {
@@ -121,7 +123,7 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 		}
 		clusters = append(clusters, &tcpv3.TcpProxy_WeightedCluster_ClusterWeight{Name: name, Weight: uint32(rd.GetWeight())})
 	}
-	hash := tcpHashPolicy(pc, vsNamespace, dests, def)
+	hash := tcpHashPolicy(pc, vsNamespace, dests, host)
 	if len(clusters) > 1 {
 		prefix := def
 		if prefix == "" {
@@ -155,7 +157,7 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 }
 
 // tcpHashPolicy is the tcp_proxy's hash_policy for the destinations dests
-// (def's service when none), as Istio's maybeSetHashPolicy: [source_ip]
+// (the service of host when none), as Istio's maybeSetHashPolicy: [source_ip]
 // when the DestinationRule of the first destination's host asks for
 // loadBalancer.consistentHash.useSourceIp, so that a RING_HASH or MAGLEV
 // cluster keeps a client on one endpoint; nil otherwise. With one
@@ -164,11 +166,9 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 // the top-level policy counts. portLevelSettings are not read, as in
 // Istio: a port-level useSourceIp makes the cluster RING_HASH without a
 // hash on the tcp_proxy.
-func tcpHashPolicy(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, def string) []*typev3.HashPolicy {
-	var host, subset string
-	if len(dests) == 0 {
-		_, _, _, host, _ = xdsapi.ParseClusterName(def)
-	} else {
+func tcpHashPolicy(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, host string) []*typev3.HashPolicy {
+	var subset string
+	if len(dests) > 0 {
 		host = model.ResolveShortName(dests[0].GetDestination().GetHost(), vsNamespace)
 	}
 	if len(dests) == 1 {
