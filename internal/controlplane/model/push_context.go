@@ -123,7 +123,10 @@ type PushContext struct {
 	// Istio's inbound does).
 	allServices []*registry.Service
 	inbound     []*registry.Service
-	seExportTo  map[config.Key]Visibility
+	// exportTo is the visibility of each service source that has one, by
+	// the source's key: a ServiceEntry's spec.exportTo, a Kubernetes
+	// Service's networking.istio.io/exportTo annotation.
+	exportTo map[config.Key]Visibility
 
 	// destinationRules are, in the mesh-wide context, the
 	// DestinationRules as written (nil in views); mergedDRs are them
@@ -188,7 +191,7 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 	pc := &PushContext{
 		Config:         snap,
 		servicesByHost: map[string]*registry.Service{},
-		seExportTo:     map[config.Key]Visibility{},
+		exportTo:       map[config.Key]Visibility{},
 		drByHost:       map[string]*DestinationRule{},
 		vsByGateway:    map[string][]*VirtualService{},
 		delegates:      map[config.Key]*VirtualService{},
@@ -197,7 +200,12 @@ func NewPushContext(snap *config.Snapshot) *PushContext {
 	pc.workloads = registry.Workloads(snap)
 	for _, r := range snap.List(config.KindServiceEntry) {
 		if spec, ok := r.Spec.(*networking.ServiceEntry); ok {
-			pc.seExportTo[r.Key()] = NewVisibility(spec.GetExportTo(), r.Namespace)
+			pc.exportTo[r.Key()] = NewVisibility(spec.GetExportTo(), r.Namespace)
+		}
+	}
+	for _, r := range snap.List(config.KindService) {
+		if e := registry.KubeExportTo(r.Annotations); e != nil {
+			pc.exportTo[r.Key()] = NewVisibility(e, r.Namespace)
 		}
 	}
 	// Services come sorted by host then namespace: the first of a host wins

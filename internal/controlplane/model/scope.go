@@ -48,7 +48,7 @@ func (pc *PushContext) newView(ns string) *PushContext {
 		workloads:      pc.workloads,
 		allServices:    pc.allServices,
 		inbound:        pc.inbound,
-		seExportTo:     pc.seExportTo,
+		exportTo:       pc.exportTo,
 		vsByGateway:    map[string][]*VirtualService{},
 		delegates:      pc.delegates,
 		gateways:       pc.gateways,
@@ -56,7 +56,7 @@ func (pc *PushContext) newView(ns string) *PushContext {
 	// allServices is sorted by host then namespace: keep the first visible
 	// service of each host, replaced by one of ns when there is one.
 	for _, s := range pc.allServices {
-		if vis, ok := pc.seExportTo[s.Source]; ok && !vis.VisibleTo(ns) {
+		if vis, ok := pc.exportTo[s.Source]; ok && !vis.VisibleTo(ns) {
 			continue
 		}
 		prev, dup := v.servicesByHost[s.Hostname]

@@ -53,6 +53,30 @@ spec:
   hosts: [hidden.example.com]
   ports: [{number: 80, name: http, protocol: HTTP}]
 ---
+apiVersion: v1
+kind: Service
+metadata:
+  name: billing
+  namespace: team
+  annotations: {networking.istio.io/exportTo: " ., web "}
+spec:
+  ports: [{port: 8080, name: http}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: vault
+  namespace: team
+  annotations: {networking.istio.io/exportTo: "~"}
+spec:
+  ports: [{port: 8200, name: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: open, namespace: team}
+spec:
+  ports: [{port: 80, name: http}]
+---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews, namespace: default}
@@ -110,9 +134,13 @@ func TestForNamespaceServices(t *testing.T) {
 		ns   string
 		want []string // "host ns" of each visible service
 	}{
-		{"default", []string{"ratings.default.svc.cluster.local default", "reviews.default.svc.cluster.local default", "shared.example.com default"}},
-		{"team", []string{"internal.team.svc.cluster.local team", "ratings.default.svc.cluster.local default", "reviews.default.svc.cluster.local default", "shared.example.com team"}},
-		{"web", []string{"ratings.default.svc.cluster.local default", "reviews.default.svc.cluster.local default", "shared.example.com default"}},
+		// A Kubernetes Service's networking.istio.io/exportTo
+		// annotation scopes it as a ServiceEntry's exportTo: billing
+		// to its namespace and web, vault ("~") to none, open (no
+		// annotation) to all.
+		{"default", []string{"open.team.svc.cluster.local team", "ratings.default.svc.cluster.local default", "reviews.default.svc.cluster.local default", "shared.example.com default"}},
+		{"team", []string{"billing.team.svc.cluster.local team", "internal.team.svc.cluster.local team", "open.team.svc.cluster.local team", "ratings.default.svc.cluster.local default", "reviews.default.svc.cluster.local default", "shared.example.com team"}},
+		{"web", []string{"billing.team.svc.cluster.local team", "open.team.svc.cluster.local team", "ratings.default.svc.cluster.local default", "reviews.default.svc.cluster.local default", "shared.example.com default"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ns, func(t *testing.T) {
@@ -127,13 +155,15 @@ func TestForNamespaceServices(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("services (-want +got):\n%s", diff)
 			}
-			if v.ServiceForHost("hidden.example.com") != nil {
-				t.Error(`service exported to "~" is visible`)
+			for _, h := range []string{"hidden.example.com", "vault.team.svc.cluster.local"} {
+				if v.ServiceForHost(h) != nil {
+					t.Errorf(`%s, exported to "~", is visible`, h)
+				}
 			}
 		})
 	}
-	if len(pc.Services()) != 6-1 { // mesh-wide: one per host, exportTo ignored
-		t.Errorf("mesh-wide services: %d, want 5", len(pc.Services()))
+	if len(pc.Services()) != 9-1 { // mesh-wide: one per host, exportTo ignored
+		t.Errorf("mesh-wide services: %d, want 8", len(pc.Services()))
 	}
 	if v := pc.ForNamespace("team"); v != pc.ForNamespace("team") || v.ForNamespace("team") != v || v.ForNamespace("web") != pc.ForNamespace("web") {
 		t.Error("views are not cached per namespace")

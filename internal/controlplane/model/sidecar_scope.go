@@ -293,7 +293,7 @@ func (nv *PushContext) newSidecarView(sc *Sidecar, hosts []EgressHost) *PushCont
 		workloads:      nv.workloads,
 		allServices:    nv.allServices,
 		inbound:        nv.inbound,
-		seExportTo:     nv.seExportTo,
+		exportTo:       nv.exportTo,
 		vsByGateway:    map[string][]*VirtualService{},
 		delegates:      nv.delegates,
 		gateways:       nv.gateways,
@@ -328,7 +328,7 @@ func (nv *PushContext) newSidecarView(sc *Sidecar, hosts []EgressHost) *PushCont
 	// visible, imported service of each host, replaced by one of the
 	// proxy's namespace when there is one (as newView does).
 	for _, s := range nv.allServices {
-		if vis, ok := nv.seExportTo[s.Source]; ok && !vis.VisibleTo(nv.namespace) {
+		if vis, ok := nv.exportTo[s.Source]; ok && !vis.VisibleTo(nv.namespace) {
 			continue
 		}
 		if !imported(s.Namespace, s.Hostname) {

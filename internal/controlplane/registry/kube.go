@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"strings"
 
+	"istio.io/api/annotation"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
@@ -20,6 +22,23 @@ const DomainSuffix = "cluster.local"
 // "reviews.default.svc.cluster.local".
 func KubeServiceHostname(name, ns string) string {
 	return name + "." + ns + ".svc." + DomainSuffix
+}
+
+// KubeExportTo is a Kubernetes Service's exportTo: its
+// networking.istio.io/exportTo annotation split at commas, each entry
+// trimmed, as Istio's ConvertService reads it; nil (every namespace) when
+// the annotation is absent or empty. Entries mean what a ServiceEntry's
+// spec.exportTo entries mean, "~" included.
+func KubeExportTo(annotations map[string]string) []string {
+	v := annotations[annotation.NetworkingExportTo.Name]
+	if v == "" {
+		return nil
+	}
+	out := strings.Split(v, ",")
+	for i := range out {
+		out[i] = strings.TrimSpace(out[i])
+	}
+	return out
 }
 
 // kubeServices converts the Kubernetes Services of snap as Istio's kube

@@ -55,6 +55,18 @@ func TestKubernetesService(t *testing.T) {
 			want: []string{`spec.type: Unsupported value: "Internal"`, `spec.clusterIP: Invalid value: "10.0.0.300"`},
 		},
 		{
+			name: "exportTo annotation",
+			in:   "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations: {networking.istio.io/exportTo: \"., team\"}\nspec: {ports: [{port: 80}]}\n",
+		},
+		{
+			name: "bad exportTo annotation",
+			in:   "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations: {networking.istio.io/exportTo: \"., Team, shop\"}\nspec: {ports: [{port: 80}]}\n",
+			want: []string{
+				`metadata.annotations[networking.istio.io/exportTo][1]: Invalid value: "Team"`,
+				`metadata.annotations[networking.istio.io/exportTo][2]: Duplicate value: "shop"`,
+			},
+		},
+		{
 			name: "name is a DNS-1035 label",
 			in:   "apiVersion: v1\nkind: Service\nmetadata: {name: 9web}\nspec: {ports: [{port: 80}]}\n",
 			want: []string{`metadata.name: Invalid value: "9web": a DNS-1035 label`},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 	loomv1alpha1 "github.com/loom-mesh/loom/internal/controlplane/loomapi/v1alpha1"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
 )
 
 // Validate checks one resource on its own, as Istio's validating webhook
@@ -59,6 +60,7 @@ func Validate(r *config.Resource) config.Errors {
 		c.kubernetesSecret(spec)
 	case *loomv1alpha1.KubernetesService:
 		c.kubernetesService(spec)
+		c.exportTo("metadata.annotations[networking.istio.io/exportTo]", registry.KubeExportTo(r.Annotations), true)
 	case nil:
 		c.errf("spec", "Required value")
 	default:
