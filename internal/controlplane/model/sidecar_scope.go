@@ -33,8 +33,12 @@ type EgressListener struct {
 	// Port is spec.egress[].port.number; 0 for the catch-all listener.
 	Port uint32
 	// Bind is spec.egress[].bind, an IP; "" for the default.
-	Bind  string
-	Hosts []EgressHost
+	Bind string
+	// CaptureMode is spec.egress[].captureMode: under REDIRECT, NONE
+	// binds the port's listener to its address (Istio's bindToPort);
+	// DEFAULT and IPTABLES leave it reached by iptables alone.
+	CaptureMode networking.CaptureMode
+	Hosts       []EgressHost
 }
 
 // Key returns the Sidecar's key.
@@ -123,7 +127,7 @@ func (pc *PushContext) SidecarForProxy(p *Proxy) *Sidecar {
 func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sidecar {
 	s := &Sidecar{Name: r.Name, Namespace: r.Namespace, Spec: spec}
 	for _, eg := range spec.GetEgress() {
-		l := EgressListener{Port: eg.GetPort().GetNumber(), Bind: eg.GetBind(), Hosts: []EgressHost{}}
+		l := EgressListener{Port: eg.GetPort().GetNumber(), Bind: eg.GetBind(), CaptureMode: eg.GetCaptureMode(), Hosts: []EgressHost{}}
 		for _, h := range eg.GetHosts() {
 			hns, host, ok := strings.Cut(h, "/")
 			if !ok {

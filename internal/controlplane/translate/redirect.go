@@ -343,7 +343,8 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	httpRanges := map[string][][]*corev3.CidrRange{}
 	taken := map[string]bool{}
 	for _, port := range httpPorts {
-		bind := egressBind(pc, wildcardBind, port)
+		bind, bound := redirectEgressBinding(pc, port)
+		bind = cmp.Or(bind, wildcardBind)
 		name := listenerName(bind, port)
 		taken[name] = true
 		routeName := strconv.FormatUint(uint64(port), 10)
@@ -351,7 +352,9 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		if err != nil {
 			return nil, nil, err
 		}
-		l.BindToPort = wrapperspb.Bool(false)
+		if !bound {
+			l.BindToPort = wrapperspb.Bool(false)
+		}
 		rc, err := outboundHTTPRoute(pc, p, routeName, port)
 		if err != nil {
 			return nil, nil, err
@@ -370,7 +373,13 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 				continue
 			}
 			pv := pc.ForEgressPort(port.Number)
+			bind, bound := redirectEgressBinding(pc, port.Number)
 			vips, cidrs := serviceVIPs(svc), serviceCIDRs(svc)
+			if bind != "" {
+				// The egress listener's bind takes every service of the
+				// port: Istio looks at a service's address only without one.
+				vips, cidrs = nil, nil
+			}
 			for _, vip := range vips {
 				name := listenerName(vip, port.Number)
 				if taken[name] {
@@ -393,7 +402,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			if len(vips) > 0 && len(cidrs) == 0 {
 				continue
 			}
-			bind := egressBind(pc, wildcardBind, port.Number)
+			bind = cmp.Or(bind, wildcardBind)
 			name := listenerName(bind, port.Number)
 			l := wild[name]
 			if l == nil {
@@ -402,6 +411,9 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 				}
 				taken[name] = true
 				l = outboundTCPListener(name, bind, port.Number)
+				if bound {
+					l.BindToPort = nil
+				}
 				wild[name], wildNames = l, append(wildNames, name)
 				listeners = append(listeners, l)
 			}
@@ -444,16 +456,45 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	return append(listeners, tls...), routes, nil
 }
 
-// egressBind is the address of outbound port port's listener: the bind of
-// the Sidecar egress listener with that port when it has one (Istio's
-// IstioEgressListener.bind), else def (0.0.0.0 under REDIRECT, where the
-// listener is reached by original destination; the proxy's IP in explicit
-// mode).
+// egressBind is the address of outbound port port's listener in explicit
+// mode: the bind of the Sidecar egress listener with that port when it has
+// one (Istio's IstioEgressListener.bind), else def (the proxy's IP).
 func egressBind(pc *model.PushContext, def string, port uint32) string {
 	if l := pc.Sidecar().EgressListenerForPort(port); l != nil && l.Bind != "" {
 		return l.Bind
 	}
 	return def
+}
+
+// localhostBind is Istio's actualLocalHosts for an IPv4 proxy: where an
+// egress listener of captureMode NONE without bind listens.
+const localhostBind = "127.0.0.1"
+
+// redirectEgressBinding is where outbound port port's listeners sit under
+// REDIRECT, as Istio's buildSidecarOutboundListeners decides from the
+// Sidecar egress listener with that port. When it sets bind, or
+// captureMode NONE (then without bind 127.0.0.1, Istio's
+// actualLocalHosts), bind is that address and every service of the port,
+// those with a VIP or address range included, goes on the one listener
+// "BIND_PORT" (Istio keys its listener by bind and port, and skips the
+// service's address when a bind is set). bound is Istio's bindToPort: true
+// for captureMode NONE only (a real socket on BIND:PORT that the app dials,
+// iptables leaving loopback alone); DEFAULT and IPTABLES leave the
+// listener reached through virtualOutbound. bind is "" when the port has
+// no such egress listener: the wildcard and each service's VIPs.
+func redirectEgressBinding(pc *model.PushContext, port uint32) (bind string, bound bool) {
+	l := pc.Sidecar().EgressListenerForPort(port)
+	if l == nil {
+		return "", false
+	}
+	bound = l.CaptureMode == networking.CaptureMode_NONE
+	switch {
+	case l.Bind != "":
+		return l.Bind, bound
+	case bound:
+		return localhostBind, true
+	}
+	return "", false
 }
 
 // sniffHTTP makes the TCP listener l on port, a service VIP's of unknown

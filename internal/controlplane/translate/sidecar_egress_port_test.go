@@ -10,7 +10,8 @@ import (
 
 // egressPortConfig gives productpage a Sidecar whose egress listener on
 // port 9080 (bound to 127.0.0.2) imports reviews alone, whose listener on
-// TCP port 9000 (bound to 127.0.0.3) imports tcp.example.com alone, whose
+// TCP port 9000 (bound to 127.0.0.3) imports tcp.example.com and
+// tcpvip.example.com (with a VIP) alone, whose
 // listener on TLS port 8443 (bound to 127.0.0.4) imports tls.example.com
 // and tlsvip.example.com (with a VIP) alone, and whose catch-all listener
 // imports ratings (also on 9080), api.example.com (8080), db.example.com
@@ -37,6 +38,17 @@ spec:
   ports: [{number: 9000, name: tcp, protocol: TCP}]
   resolution: STATIC
   endpoints: [{address: 127.54.0.212}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcpvip, namespace: default}
+spec:
+  hosts: [tcpvip.example.com]
+  addresses: [240.240.0.8]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.215}]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -89,7 +101,7 @@ spec:
     hosts: ["./reviews.default.svc.cluster.local"]
   - port: {number: 9000, protocol: TCP, name: tcp}
     bind: 127.0.0.3
-    hosts: ["./tcp.example.com"]
+    hosts: ["./tcp.example.com", "./tcpvip.example.com"]
   - port: {number: 8443, protocol: TLS, name: tls}
     bind: 127.0.0.4
     hosts: ["./tls.example.com", "./tlsvip.example.com"]
@@ -101,7 +113,9 @@ spec:
 // the other ports, while the clusters are the union, as Istio's
 // per-egress-listener buildSidecarOutboundListeners and route
 // configurations; the listener's bind names and addresses the port's
-// listener in both modes.
+// listener in both modes, and under REDIRECT takes every service of the
+// port, those with a VIP too (Istio's listener keyed by bind and port), so
+// a VIP of the port gets no listener of its own.
 func TestSidecarEgressPort(t *testing.T) {
 	const (
 		reviews = "outbound|9080||reviews.default.svc.cluster.local"
@@ -195,22 +209,26 @@ func TestSidecarEgressPort(t *testing.T) {
 		check(t, routeConfig(t, r, "8080"),
 			want{request{"api.example.com:8080", "/", nil}, api},
 			want{request{"reviews.default.svc.cluster.local:8080", "/", nil}, PassthroughCluster})
-		for _, n := range []string{"127.0.0.3_9000", "127.0.0.4_8443", "240.240.0.9_8443"} {
-			if findListener(r, n) == nil {
+		for _, n := range []string{"127.0.0.3_9000", "127.0.0.4_8443"} {
+			if l := findListener(r, n); l == nil {
 				t.Errorf("no listener %s", n)
+			} else if l.GetBindToPort() == nil || l.GetBindToPort().GetValue() {
+				t.Errorf("listener %s binds its port: want bind_to_port false (captureMode DEFAULT)", n)
 			}
 		}
-		for _, n := range []string{"0.0.0.0_9000", "0.0.0.0_8443"} {
+		for _, n := range []string{"0.0.0.0_9000", "0.0.0.0_8443", "240.240.0.8_9000", "240.240.0.9_8443"} {
 			if findListener(r, n) != nil {
 				t.Errorf("listener %s: want the egress listener's bind", n)
 			}
 		}
 		conns(t, r, []connWant{
 			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.3:9000"}, "127.0.0.3_9000/ -> " + tcp},
+			{xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.8:9000"}, "virtualOutbound/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
 			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tls.example.com"}, "127.0.0.4_8443/" + tls + " -> " + tls},
+			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tlsvip.example.com"}, "127.0.0.4_8443/" + tlsVIP + " -> " + tlsVIP},
 			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "auth.example.com"},
 				"127.0.0.4_8443/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
-			{xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.9:8443", sni: "tlsvip.example.com"}, "240.240.0.9_8443/" + tlsVIP + " -> " + tlsVIP},
+			{xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.9:8443", sni: "tlsvip.example.com"}, "virtualOutbound/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
 		})
 	})
 }

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -215,9 +216,13 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 	ports, byPort := tlsPorts(pc, func(n uint32) bool { return proxyPorts[n] })
 	var out []*listenerv3.Listener
 	for _, port := range ports {
+		bind, bound := redirectEgressBinding(pc, port)
 		var wild []*registry.Service
 		for _, svc := range byPort[port] {
 			vips := serviceVIPs(svc)
+			if bind != "" {
+				vips = nil // the egress listener's bind takes every service
+			}
 			if len(vips) == 0 || len(serviceCIDRs(svc)) > 0 {
 				wild = append(wild, svc)
 			}
@@ -241,7 +246,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 				out = append(out, l)
 			}
 		}
-		bind := egressBind(pc, wildcardBind, port)
+		bind = cmp.Or(bind, wildcardBind)
 		name := listenerName(bind, port)
 		if len(wild) == 0 || taken[name] {
 			continue
@@ -254,7 +259,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 		if chains, err = appendCatchAllChain(chains, pc, mesh); err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
-		l, err := tlsListener(name, bind, port, chains, false)
+		l, err := tlsListener(name, bind, port, chains, bound)
 		if err != nil {
 			return nil, err
 		}
