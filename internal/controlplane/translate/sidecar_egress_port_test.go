@@ -1,10 +1,14 @@
 package translate
 
 import (
+	"strings"
 	"testing"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -296,5 +300,130 @@ func TestSidecarEgressPortHTTPGuards(t *testing.T) {
 	}
 	if got, want := simulateConn(t, r, "127.0.0.3_9000", conn{dst: "127.0.0.3:9000"}), "127.0.0.3_9000/ -> outbound|9000||tcp.example.com"; got != want {
 		t.Errorf("127.0.0.3:9000: got %q, want %q", got, want)
+	}
+}
+
+// TestSidecarEgressCaptureMode: under REDIRECT an egress listener of
+// captureMode NONE gets a listener bound to its port, at its bind (9080,
+// 127.0.0.2) or else 127.0.0.1 (9000, Istio's actualLocalHosts), with every
+// service of the port on it, VIPs included; IPTABLES (8443) stays reached
+// through virtualOutbound (bind_to_port false), as Istio's
+// buildSidecarOutboundListeners. In explicit mode every outbound listener
+// is bound already (Istio's interception NONE ignores captureMode): the
+// same config gives the same resources as without captureMode.
+func TestSidecarEgressCaptureMode(t *testing.T) {
+	withModes := strings.NewReplacer(
+		"    bind: 127.0.0.2\n", "    bind: 127.0.0.2\n    captureMode: NONE\n",
+		"    bind: 127.0.0.3\n", "    captureMode: NONE\n",
+		"    bind: 127.0.0.4\n", "    bind: 127.0.0.4\n    captureMode: IPTABLES\n",
+	).Replace(egressPortConfig)
+	if withModes == egressPortConfig {
+		t.Fatal("egressPortConfig lost the binds this test rewrites")
+	}
+	pc := docPushContext(t, withModes)
+
+	t.Run("redirect", func(t *testing.T) {
+		r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
+		for _, c := range []struct {
+			name  string
+			bound bool
+		}{{"127.0.0.2_9080", true}, {"127.0.0.1_9000", true}, {"127.0.0.4_8443", false}} {
+			l := findListener(r, c.name)
+			if l == nil {
+				t.Errorf("no listener %s", c.name)
+				continue
+			}
+			// Envoy's bind_to_port: absent means true.
+			if got := l.GetBindToPort() == nil || l.GetBindToPort().GetValue(); got != c.bound {
+				t.Errorf("listener %s binds its port: %v, want %v", c.name, got, c.bound)
+			}
+		}
+		for _, n := range []string{"0.0.0.0_9080", "0.0.0.0_9000", "127.0.0.3_9000", "240.240.0.8_9000"} {
+			if findListener(r, n) != nil {
+				t.Errorf("listener %s beside the egress listener's bound one", n)
+			}
+		}
+		check := func(entry string, c conn, want string) {
+			t.Helper()
+			if got := simulateConn(t, r, entry, c); got != want {
+				t.Errorf("%s at %s: got %q, want %q", c.dst, entry, got, want)
+			}
+		}
+		// The app dials the bound socket itself: no virtualOutbound hop.
+		check("127.0.0.1_9000", conn{dst: "127.0.0.1:9000"}, "127.0.0.1_9000/ -> outbound|9000||tcp.example.com")
+		check(xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.8:9000"}, "virtualOutbound/"+virtualOutboundCatchAllTCP+" -> "+PassthroughCluster)
+		check(xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tlsvip.example.com"},
+			"127.0.0.4_8443/outbound|8443||tlsvip.example.com -> outbound|8443||tlsvip.example.com")
+		if got := simulate(t, routeConfig(t, r, "9080"), request{"reviews.default.svc.cluster.local:9080", "/", nil}); got != "outbound|9080||reviews.default.svc.cluster.local" {
+			t.Errorf("route 9080: reviews routed to %q", got)
+		}
+	})
+
+	t.Run("explicit", func(t *testing.T) {
+		got := mustGenerate(t, pc, productpageSidecar())
+		want := mustGenerate(t, docPushContext(t, egressPortConfig), productpageSidecar())
+		// Only 9000's listener moves: its bind is gone, so it sits on
+		// the proxy's IP.
+		if findListener(got, "127.0.0.11_9000") == nil || findListener(got, "127.0.0.2_9080") == nil {
+			t.Fatal("want the explicit listeners 127.0.0.11_9000 and 127.0.0.2_9080")
+		}
+		for _, n := range []string{"127.0.0.2_9080", "127.0.0.4_8443"} {
+			if d := cmp.Diff(findListener(want, n), findListener(got, n), protocmp.Transform()); d != "" {
+				t.Errorf("listener %s changed with captureMode (-without +with):\n%s", n, d)
+			}
+		}
+	})
+}
+
+// TestSidecarEgressPortLacking: an egress listener with a port imports
+// only the services that have that port, as Istio's needsPortMatch and
+// serviceMatchingListenerPort: api.example.com, whose only port is 8080,
+// is not routed on the 9080 listener that names it (no single-port
+// fallback), and the 7777 listener, whose one service lacks 7777, gets no
+// listener in either mode (Istio builds the port's listener per imported
+// service).
+func TestSidecarEgressPortLacking(t *testing.T) {
+	pc := docPushContext(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.211}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.2
+    hosts: ["./reviews.default.svc.cluster.local", "./api.example.com"]
+  - port: {number: 7777, protocol: HTTP, name: http-7777}
+    bind: 127.0.0.5
+    hosts: ["./ratings.default.svc.cluster.local"]
+`)
+	for _, mode := range []struct {
+		name string
+		p    *model.Proxy
+	}{{"explicit", productpageSidecar()}, {"redirect", redirectSidecar(productpageSidecar())}} {
+		t.Run(mode.name, func(t *testing.T) {
+			r := mustGenerate(t, pc, mode.p)
+			rc := routeConfig(t, r, "9080")
+			if got := simulate(t, rc, request{"api.example.com:9080", "/", nil}); got != PassthroughCluster {
+				t.Errorf("api.example.com:9080 routed to %q, want %s: api has no port 9080", got, PassthroughCluster)
+			}
+			if got := simulate(t, rc, request{"reviews.default.svc.cluster.local:9080", "/", nil}); got != "outbound|9080||reviews.default.svc.cluster.local" {
+				t.Errorf("reviews:9080 routed to %q", got)
+			}
+			for _, l := range r.Listeners {
+				if strings.HasSuffix(l.GetName(), "_7777") {
+					t.Errorf("listener %s for a port no imported service has", l.GetName())
+				}
+			}
+		})
 	}
 }

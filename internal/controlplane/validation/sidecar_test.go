@@ -60,16 +60,27 @@ func TestSidecar(t *testing.T) {
 			"spec.egress[2]: Invalid value: sidecar: egress can have only one listener with empty port",
 			"spec.egress[2].hosts: Required value: sidecar: egress listener must contain at least one host",
 		}},
-		{"egress port and bind are served, captureMode is not", sidecarDoc(`  egress:
+		{"egress port, bind and captureMode are served", sidecarDoc(`  egress:
   - port: {number: 9080, protocol: HTTP, name: http}
     bind: 127.0.0.1
     captureMode: NONE
     hosts: ["./*"]
   - port: {number: 3306, protocol: TCP, name: tcp}
+    captureMode: IPTABLES
     hosts: ["./*"]
-  - hosts: ["*/*"]
+  - port: {number: 3307, protocol: TCP, name: tcp-none}
+    captureMode: NONE
+    hosts: ["./*"]
+  - captureMode: IPTABLES
+    hosts: ["*/*"]
+`), nil},
+		{"egress listener without port: no bind, no captureMode NONE", sidecarDoc(`  egress:
+  - bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["*/*"]
 `), []string{
-			"spec.egress[0].captureMode: " + Unsupported,
+			`spec.egress[0].bind: Invalid value: "127.0.0.1": bind on the egress listener without port is ` + Unsupported,
+			"spec.egress[0].captureMode: Invalid value: NONE: captureMode NONE on the egress listener without port is " + Unsupported,
 		}},
 		{"egress port, bind and captureMode values", sidecarDoc(`  egress:
   - port: {number: 9080, protocol: HTTP}
