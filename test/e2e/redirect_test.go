@@ -391,7 +391,9 @@ spec:
 //	    redirected into its sidecar, which logs it;
 //	(e) under a STRICT PeerAuthentication for the echo workload, the plain
 //	    client's connection is closed while the client's sidecar still
-//	    gets through (mTLS, the sidecars' certificates from the demo's CA).
+//	    gets through (mTLS, the sidecars' certificates from the demo's CA);
+//	(f) an egress listener of captureMode NONE for 9000 is a socket on the
+//	    client's 127.0.0.1:9000 reaching the echo, and the VIP no longer is.
 func TestRedirectTCPAndEgress(t *testing.T) {
 	requireRoot(t)
 	m := startRedirectDemo(t)
@@ -539,7 +541,47 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 			return clientProxy.logHas("BlackHoleCluster", "10.78.0.23:8000")
 		})
 	})
+	t.Run("f: an egress listener of captureMode NONE is a socket on 127.0.0.1 that takes its port's services", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "capture-none.yaml")
+		if err := os.WriteFile(f, []byte(captureNoneYAML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		applyAt(t, redirectLoomd, f, "sidecar.networking.istio.io/client-registry-only ")
+		if !poll(15*time.Second, func() bool { got, err := echoOnce(t, clientNS, "127.0.0.1:9000", "none"); return err == nil && got == "none" }) {
+			got, err := echoOnce(t, clientNS, "127.0.0.1:9000", "none")
+			t.Fatalf("echo through 127.0.0.1:9000, the client's bound egress listener: %q, %v", got, err)
+		}
+		pollUntil(t, "the client sidecar's log line for the bound listener", func() bool {
+			return clientProxy.logHas("outbound|9000||tcp-echo.default.svc.cluster.local", "127.0.0.1:9000")
+		})
+		// The bound listener took the VIP's service: a connection to the
+		// VIP is unknown traffic now, blocked under REGISTRY_ONLY.
+		if got, err := echoOnce(t, clientNS, "240.240.0.90:9000", "vip"); err == nil && got == "vip" {
+			t.Errorf("echo through the VIP still answered %q; the port's services belong to the bound listener", got)
+		}
+	})
 }
+
+// captureNoneYAML replaces registryOnlyYAML: the client's egress listener
+// for TCP port 9000, captureMode NONE without bind (Istio: 127.0.0.1),
+// imports tcp-echo; the catch-all imports the rest.
+const captureNoneYAML = `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: client-registry-only
+  namespace: default
+spec:
+  workloadSelector:
+    labels:
+      app: client
+  egress:
+  - port: {number: 9000, protocol: TCP, name: tcp}
+    captureMode: NONE
+    hosts: ["./tcp-echo.default.svc.cluster.local"]
+  - hosts: ["*/*"]
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+`
 
 // tcpExchangeMetrics checks Istio's TCP metrics of connections from the
 // client sidecar (10.78.0.22) to tcp-echo-v1's (10.78.0.21) over mTLS:

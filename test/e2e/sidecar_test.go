@@ -16,7 +16,9 @@ import (
 // TestSidecarEgressScope: a Sidecar in namespace default importing only
 // "./alpha.default.svc.cluster.local" gives the client's sidecar alpha's
 // cluster and not beta's (its /config_dump on IP:15000 says so), and
-// alpha answers 200 through it.
+// alpha answers 200 through it. An egress listener of captureMode NONE
+// with a bind is then a listener on that address, which the app dials
+// directly.
 func TestSidecarEgressScope(t *testing.T) {
 	alpha, beta := &nameApp{name: "alpha-v1"}, &nameApp{name: "beta-v1"}
 	m := startAppMesh(t, "127.64.0", []appWorkload{
@@ -47,6 +49,40 @@ spec:
 	if code, body, _ := getBody(t, hc, "http://alpha:9080/", nil); code != http.StatusOK || body != "alpha-v1" {
 		t.Errorf("GET alpha through the scoped sidecar = %d %q, want 200 alpha-v1", code, body)
 	}
+
+	t.Run("captureMode NONE listener on its bind", func(t *testing.T) {
+		// The client's egress listener for 9080, captureMode NONE, bound
+		// to another address of the host: the app dials it directly (no
+		// HTTP_PROXY) and reaches alpha through the client's sidecar.
+		bind := m.ip(99)
+		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: client, namespace: default}
+spec:
+  workloadSelector: {labels: {app: client}}
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: %s
+    captureMode: NONE
+    hosts: ["./alpha.default.svc.cluster.local"]
+  - hosts: ["./beta.default.svc.cluster.local"]
+`, bind), "client")
+		direct := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+		req, err := http.NewRequest(http.MethodGet, "http://"+bind+":9080/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "alpha.default.svc.cluster.local:9080"
+		resp, err := direct.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s:9080 (the egress listener's bind) for alpha: %v\n%s", bind, err, m.tails())
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "alpha-v1" {
+			t.Errorf("GET %s:9080 for alpha = %d %q, want 200 alpha-v1 through the client's bound egress listener", bind, resp.StatusCode, b)
+		}
+	})
 }
 
 // configDump returns the /config_dump of the proxy whose admin listens
