@@ -547,7 +547,10 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		applyAt(t, redirectLoomd, f, "sidecar.networking.istio.io/client-registry-only ")
-		if !poll(15*time.Second, func() bool { got, err := echoOnce(t, clientNS, "127.0.0.1:9000", "none"); return err == nil && got == "none" }) {
+		if !poll(15*time.Second, func() bool {
+			got, err := echoOnce(t, clientNS, "127.0.0.1:9000", "none")
+			return err == nil && got == "none"
+		}) {
 			got, err := echoOnce(t, clientNS, "127.0.0.1:9000", "none")
 			t.Fatalf("echo through 127.0.0.1:9000, the client's bound egress listener: %q, %v", got, err)
 		}
