@@ -32,6 +32,9 @@ type Sidecar struct {
 type EgressListener struct {
 	// Port is spec.egress[].port.number; 0 for the catch-all listener.
 	Port uint32
+	// Protocol is spec.egress[].port's protocol (registry.ParseProtocol
+	// of its protocol, else its name); "" for the catch-all listener.
+	Protocol registry.Protocol
 	// Bind is spec.egress[].bind, an IP; "" for the default.
 	Bind string
 	// CaptureMode is spec.egress[].captureMode: under REDIRECT, NONE
@@ -128,6 +131,9 @@ func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sideca
 	s := &Sidecar{Name: r.Name, Namespace: r.Namespace, Spec: spec}
 	for _, eg := range spec.GetEgress() {
 		l := EgressListener{Port: eg.GetPort().GetNumber(), Bind: eg.GetBind(), CaptureMode: eg.GetCaptureMode(), Hosts: []EgressHost{}}
+		if port := eg.GetPort(); port != nil {
+			l.Protocol = registry.ParseProtocol(port.GetProtocol(), port.GetName())
+		}
 		for _, h := range eg.GetHosts() {
 			hns, host, ok := strings.Cut(h, "/")
 			if !ok {

@@ -318,13 +318,14 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	sniffed := map[uint32]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !port.Protocol.IsHTTP() || proxyPorts[port.Number] || !pc.EgressServes(svc, port.Number) {
+			proto := egressPortProtocol(pc, port.Number, port.Protocol)
+			if !proto.IsHTTP() || proxyPorts[port.Number] || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			if !slices.Contains(httpPorts, port.Number) {
 				httpPorts = append(httpPorts, port.Number)
 			}
-			if port.Protocol == registry.Unknown {
+			if proto == registry.Unknown {
 				sniffed[port.Number] = true
 			}
 		}
@@ -368,8 +369,9 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			auto := port.Protocol == registry.Unknown
-			if !isTCP(port.Protocol) && !auto || proxyPorts[port.Number] || !pc.EgressServes(svc, port.Number) {
+			proto := egressPortProtocol(pc, port.Number, port.Protocol)
+			auto := proto == registry.Unknown
+			if !isTCP(proto) && !auto || proxyPorts[port.Number] || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			pv := pc.ForEgressPort(port.Number)

@@ -55,6 +55,20 @@ func egressProxyCluster(sc *model.Sidecar) string {
 	return xdsapi.ClusterName(xdsapi.Outbound, d.GetPort().GetNumber(), d.GetSubset(), d.GetHost())
 }
 
+// egressPortProtocol is the protocol outbound port port's listener is
+// built for: the port.protocol of the Sidecar egress listener with that
+// port, as Istio's buildSidecarOutboundListeners builds that listener for
+// the egress listener's port whatever the imported services' ports say
+// (an HTTP service on a TCP egress listener is proxied as TCP; a TCP
+// service on an HTTP one gets no chain), else svcProto, the service
+// port's own. Route tables still hold the HTTP ports of services only.
+func egressPortProtocol(pc *model.PushContext, port uint32, svcProto registry.Protocol) registry.Protocol {
+	if l := pc.Sidecar().EgressListenerForPort(port); l != nil && l.Protocol != "" {
+		return l.Protocol
+	}
+	return svcProto
+}
+
 // hasIngress reports whether the Sidecar applying to the proxy of pc has
 // ingress listeners (Istio's SidecarScope.HasIngressListener): the
 // workload's inbound ports then come from that list alone

@@ -427,3 +427,69 @@ spec:
 		})
 	}
 }
+
+// TestSidecarEgressPortProtocol: a port's listener is built for the egress
+// listener's port.protocol, not its services' (Istio's
+// buildSidecarOutboundListeners passes the egress listener's port): on the
+// TCP listener of 8080, api.example.com (HTTP 8080) is proxied as TCP; on
+// the HTTP listener of 9000, tcp.example.com (TCP 9000) gets no chain, and
+// its host is unknown to the port's route table.
+func TestSidecarEgressPortProtocol(t *testing.T) {
+	pc := docPushContext(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.211}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp, namespace: default}
+spec:
+  hosts: [tcp.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.212}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 8080, protocol: TCP, name: tcp-api}
+    hosts: ["./api.example.com"]
+  - port: {number: 9000, protocol: HTTP, name: http-9000}
+    hosts: ["./tcp.example.com"]
+  - hosts: ["./*"]
+`)
+	const api = "outbound|8080||api.example.com"
+	t.Run("redirect", func(t *testing.T) {
+		r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
+		if got, want := simulateConn(t, r, xdsapi.VirtualOutboundListener, conn{dst: "127.54.0.211:8080"}), "0.0.0.0_8080/ -> "+api; got != want {
+			t.Errorf("TCP to api.example.com's 8080: got %q, want %q", got, want)
+		}
+		for _, rc := range r.Routes {
+			if rc.GetName() == "8080" {
+				t.Error("route table 8080 of a TCP egress listener's port")
+			}
+		}
+		if got, want := simulateConn(t, r, xdsapi.VirtualOutboundListener, conn{dst: "127.54.0.212:9000", http: "tcp.example.com:9000"}),
+			"0.0.0.0_9000/ -> "+PassthroughCluster; got != want {
+			t.Errorf("HTTP to tcp.example.com:9000: got %q, want %q (the HTTP listener, no route to the TCP service)", got, want)
+		}
+	})
+	t.Run("explicit", func(t *testing.T) {
+		r := mustGenerate(t, pc, productpageSidecar())
+		if got, want := simulateConn(t, r, "127.0.0.11_8080", conn{dst: "127.0.0.11:8080"}), "127.0.0.11_8080/ -> "+api; got != want {
+			t.Errorf("TCP to the sidecar's 8080: got %q, want %q", got, want)
+		}
+		if l := findListener(r, "127.0.0.11_9000"); l != nil {
+			t.Error("TCP listener 127.0.0.11_9000 on an HTTP egress listener's port")
+		}
+	})
+}

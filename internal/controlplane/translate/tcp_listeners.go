@@ -55,7 +55,7 @@ func sidecarTCPPorts(pc *model.PushContext, p *model.Proxy) (ports []tcpPort, sk
 	taken := map[uint32]bool{}
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !isTCP(port.Protocol) || taken[port.Number] || !pc.EgressServes(svc, port.Number) {
+			if !isTCP(egressPortProtocol(pc, port.Number, port.Protocol)) || taken[port.Number] || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			taken[port.Number] = true

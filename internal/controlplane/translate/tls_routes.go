@@ -148,7 +148,7 @@ func tlsPorts(pc *model.PushContext, skip func(uint32) bool) ([]uint32, map[uint
 	var ports []uint32
 	for _, svc := range pc.Services() {
 		for _, port := range svc.Ports {
-			if !isTLS(port.Protocol) || skip(port.Number) || !pc.EgressServes(svc, port.Number) {
+			if !isTLS(egressPortProtocol(pc, port.Number, port.Protocol)) || skip(port.Number) || !pc.EgressServes(svc, port.Number) {
 				continue
 			}
 			if _, ok := byPort[port.Number]; !ok {
