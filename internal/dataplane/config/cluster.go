@@ -69,7 +69,8 @@ type Cluster struct {
 	// DownstreamHTTP2 is use_downstream_protocol_config with
 	// http2_protocol_options (Istio's useClientProtocol): a request that
 	// came over HTTP/2 goes upstream over HTTP/2 (over TLS only when the
-	// transport socket offers h2 in ALPN), others over HTTP/1.1. HTTP2 is
+	// transport socket offers h2 in ALPN or the request's istio.alpn has
+	// an HTTP2 override), others over HTTP/1.1. HTTP2 is
 	// then false.
 	DownstreamHTTP2 bool
 	// NoALPNOverride is filter_metadata istio.alpn_override "false",
@@ -454,9 +455,11 @@ func buildCluster(c *clusterv3.Cluster, clas map[string]loadAssignment) (*Cluste
 		return nil, err
 	}
 	if rc.HTTP2 {
-		// crypto/tls speaks HTTP/2 to a TLS upstream only after ALPN chose it.
-		// (A DownstreamHTTP2 cluster uses HTTP/1.1 over a TLS transport
-		// that does not offer h2.)
+		// net/http speaks HTTP/2 to a TLS upstream only after ALPN chose
+		// it, unless an istio.alpn override replaces the ALPN (the
+		// upstream pool then speaks HTTP/2 whatever was negotiated). (A
+		// DownstreamHTTP2 cluster uses HTTP/1.1 over a TLS transport that
+		// offers neither h2 nor such an override.)
 		for i, t := range rc.Transports {
 			if t.TLS != nil && !slices.Contains(t.TLS.ALPN, "h2") {
 				p := "transport_socket"

@@ -17,10 +17,17 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	alpnpb "istio.io/api/envoy/config/filter/http/alpn/v2alpha1"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/listener"
+	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/testutil"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
 )
@@ -142,5 +149,124 @@ func TestALPNFilter(t *testing.T) {
 	// follows the downstream's protocol; this one speaks HTTP/1.1.
 	if got := get("l", "/", true); got != "alpn=istio-http/1.1" {
 		t.Errorf("HTTP/1.0 to an HTTP/1.1 cluster with istio.alpn: %q, want alpn=istio-http/1.1", got)
+	}
+}
+
+// startSidecarInbound is a Loom listener shaped as an Istio sidecar's
+// mTLS inbound port: tls_inspector, then chains by the client's ALPN:
+// "istio-h2" and "istio-http" (Istio's mtlsHTTPALPNs split in two, to see
+// which one the client offered) and "other-tls" for any other; each
+// terminates mTLS with the server ALPN Istio sets (h2, http/1.1) and
+// answers "<chain> <proto> tls=<r.TLS set> principal=<peer>". conns
+// counts the connections each chain served requests on.
+func startSidecarInbound(t testing.TB, m *mesh) (addr string, conns func(chain string) int) {
+	t.Helper()
+	addr = closedAddr(t)
+	var mu sync.Mutex
+	seen := map[string]map[string]bool{} // chain -> client addresses
+	conns = func(chain string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen[chain])
+	}
+	up, err := listener.New(listener.Options{Secrets: m.store,
+		Handler: func(_ *config.Listener, fc *config.FilterChain) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				if seen[fc.Name] == nil {
+					seen[fc.Name] = map[string]bool{}
+				}
+				seen[fc.Name][r.RemoteAddr] = true
+				mu.Unlock()
+				fmt.Fprintf(w, "%s %s tls=%v principal=%s", fc.Name, r.Proto, r.TLS != nil, filter.RequestConnection(r).PeerPrincipal())
+			})
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Shutdown(t.Context()) })
+	serverTLS := xdstest.TLSSocket(t, &tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			AlpnProtocols:                  []string{"h2", "http/1.1"},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{xdstest.SDSGRPC(secret.WorkloadCertificate)},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: xdstest.SDSGRPC(secret.RootCA)}}})
+	chain := func(name string, alpn ...string) *listenerv3.FilterChain {
+		fc := httpListener(t, "x", addr, "r").FilterChains[0]
+		fc.Name = name
+		fc.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls", ApplicationProtocols: alpn}
+		fc.TransportSocket = serverTLS
+		return fc
+	}
+	l := &listenerv3.Listener{Name: "inbound", Address: xdstest.HostPortAddress(t, addr),
+		ListenerFilters: []*listenerv3.ListenerFilter{{Name: config.TLSInspectorName}},
+		FilterChains: []*listenerv3.FilterChain{chain("istio-h2", "istio-h2"), chain("istio-http", "istio-http/1.0", "istio-http/1.1"),
+			chain("other-tls")}}
+	if err := up.Update(build(t, nil, []*listenerv3.Listener{l}, nil, nil)); err != nil {
+		t.Fatal(err)
+	}
+	return addr, conns
+}
+
+// TestALPNFilterHTTP2: through an HCM with istio.alpn, a request to an
+// HTTP/2 ISTIO_MUTUAL cluster goes over a connection offering istio-h2
+// (not the cluster's istio-peer-exchange, istio, h2), which a sidecar's
+// inbound matches on its HTTP chain and serves as HTTP/2 though ALPN
+// negotiated nothing; so does an HTTP/2 request to a cluster following the
+// downstream's protocol (a port of unknown protocol), whose ALPN has no
+// h2. A cluster with istio.alpn_override "false" keeps its ALPN (h2).
+func TestALPNFilterHTTP2(t *testing.T) {
+	m := newMesh(t)
+	in, conns := startSidecarInbound(t, m)
+	h2 := staticCluster(t, "grpc", true, in)
+	h2.TransportSocket = istioMutual(t, proxySPIFFE, "istio-peer-exchange", "istio", "h2")
+	optOut := staticCluster(t, "simple", true, in)
+	optOut.TransportSocket = istioMutual(t, proxySPIFFE, "istio-peer-exchange", "istio", "h2")
+	optOut.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": {Fields: map[string]*structpb.Value{
+		"alpn_override": structpb.NewStringValue("false")}}}}
+	sniffed := staticCluster(t, "sniffed", false, in)
+	sniffed.TransportSocket = istioMutual(t, proxySPIFFE, "istio-peer-exchange", "istio")
+	sniffed.TypedExtensionProtocolOptions = map[string]*anypb.Any{config.HTTPProtocolOptionsKey: xdstest.MustAny(t, &httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{UseDownstreamProtocolConfig: &httpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
+			HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})}
+	rt := routeConfig("rt", vhost("all", []string{"*"}, prefixRoute("opt-out", "/simple", "simple"),
+		prefixRoute("sniffed", "/sniffed", "sniffed"), prefixRoute("grpc", "/", "grpc")))
+	p := startProxyWith(t, build(t, nil, []*listenerv3.Listener{withALPNFilter(t, httpListener(t, "l", closedAddr(t), "rt"))},
+		[]*routev3.RouteConfiguration{rt}, []*clusterv3.Cluster{h2, optOut, sniffed}), 0, m.store)
+	h2c := &http.Transport{Protocols: new(http.Protocols)}
+	h2c.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(h2c.CloseIdleConnections)
+	get := func(c *http.Client, path string) string {
+		t.Helper()
+		resp, err := c.Get("http://" + p.addr("l") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	const over = " tls=true principal=" + proxySPIFFE
+	for range 3 {
+		if got, want := get(p.client, "/"), "istio-h2 HTTP/2.0"+over; got != want {
+			t.Errorf("HTTP/2 cluster with istio.alpn: %q, want %q", got, want)
+		}
+		if got, want := get(p.client, "/simple"), "other-tls HTTP/2.0"+over; got != want {
+			t.Errorf("HTTP/2 cluster with alpn_override false: %q, want %q", got, want)
+		}
+		if got, want := get(&http.Client{Transport: h2c}, "/sniffed"), "istio-h2 HTTP/2.0"+over; got != want {
+			t.Errorf("HTTP/2 downstream, cluster following it: %q, want %q", got, want)
+		}
+		if got, want := get(p.client, "/sniffed"), "istio-http HTTP/1.1"+over; got != want {
+			t.Errorf("HTTP/1.1 downstream, cluster following it: %q, want %q", got, want)
+		}
+	}
+	// The istio-h2 connections are pooled: one per cluster.
+	if n := conns("istio-h2"); n != 2 {
+		t.Errorf("6 HTTP/2 requests to 2 clusters came over %d connections, want 2", n)
 	}
 }

@@ -71,8 +71,12 @@ func (m *Manager) newChainServer(l *config.Listener, fc *config.FilterChain) *ch
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)            // h2 over TLS (ALPN)
 	p.SetUnencryptedHTTP2(true) // h2c with prior knowledge (HCM codec_type AUTO)
+	h := m.opts.Handler(l, fc)
+	if fc.TLS != nil {
+		h = withTLSState{h}
+	}
 	cs.srv = &http.Server{
-		Handler:           m.opts.Handler(l, fc),
+		Handler:           h,
 		Protocols:         p,
 		ReadHeaderTimeout: 30 * time.Second,
 		// net/http answers 431 itself past this (plus its 4 KiB of slack);
@@ -89,6 +93,38 @@ func (m *Manager) newChainServer(l *config.Listener, fc *config.FilterChain) *ch
 		},
 	}
 	return cs
+}
+
+// noALPNConn is a TLS connection of an HCM chain that negotiated no ALPN
+// (a sidecar client offers istio-h2 or istio-http/1.1 to a server that
+// lists h2 and http/1.1). It reaches the chain's http.Server as no
+// *tls.Conn, so that net/http looks for the HTTP/2 client preface as it
+// does on plaintext (Protocols.UnencryptedHTTP2) and serves HTTP/2 when
+// it is there, else HTTP/1.x: Envoy's codec_type AUTO, which goes by the
+// negotiated ALPN and, when there is none, by the preface
+// (ConnectionManagerUtility::determineNextProtocol). It has no
+// ConnectionState method, which would stop net/http from looking;
+// withTLSState gives its requests r.TLS.
+type noALPNConn struct {
+	net.Conn // tc
+	tc       *tls.Conn
+}
+
+// CloseWrite half-closes the TLS stream (an upgraded connection's end).
+func (c *noALPNConn) CloseWrite() error { return c.tc.CloseWrite() }
+
+// withTLSState is the handler of a TLS chain: a request net/http served
+// over a noALPNConn, which has r.TLS nil, gets its connection's TLS state
+// from the chain's connection facts; others pass as they are.
+type withTLSState struct{ next http.Handler }
+
+func (h withTLSState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil {
+		if c := filter.RequestConnection(r); c != nil {
+			r.TLS = c.TLS
+		}
+	}
+	h.next.ServeHTTP(w, r)
 }
 
 // noSecrets resolves nothing.
@@ -154,6 +190,8 @@ func (cs *chainServer) serve(pc *peekConn, info *filter.Connection) bool {
 			// Istio's TCP metadata exchange: the TCP proxy reads the
 			// peer from the connection (istiostats.MXConn.Peer).
 			nc = cs.m.opts.Exchange.Conn(tc)
+		} else if cs.srv != nil && st.NegotiatedProtocol == "" {
+			nc = &noALPNConn{Conn: tc, tc: tc}
 		}
 	}
 	ctx := filter.WithConnection(cs.ctx, info)

@@ -24,6 +24,7 @@ import (
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -341,6 +342,71 @@ func TestTLSTermination(t *testing.T) {
 	}
 	if m.Stats().HandshakeErrors == 0 {
 		t.Error("failed handshakes were not counted")
+	}
+}
+
+// TestIstioMTLSALPNs: an Istio sidecar client's mTLS offers istio-h2 or
+// istio-http/1.1 (istio.alpn) to an inbound HTTP chain that matches them
+// (application_protocols, Istio's mtlsHTTPALPNs) and lists h2 and
+// http/1.1: ALPN negotiates nothing, the client speaks HTTP/2 with prior
+// knowledge after istio-h2 (Envoy's HTTP/2 codec), and the chain serves
+// it as HTTP/2 by its preface (Envoy's codec_type AUTO), else HTTP/1.1;
+// either way the request sees the connection's TLS and peer.
+func TestIstioMTLSALPNs(t *testing.T) {
+	ca := testutil.NewCA(t, "mesh root")
+	m := startManager(t, Options{Secrets: workloadSecrets(t, ca)})
+	addr := freeAddr(t)
+	fc := hcmChain(t, "mtls-http", &listenerv3.FilterChainMatch{TransportProtocol: "tls",
+		ApplicationProtocols: []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}})
+	fc.TransportSocket = istioServerTLS(t, true, "h2", "http/1.1")
+	if err := m.Update(buildGen(t, &listenerv3.Listener{Name: "in", Address: xdstest.HostPortAddress(t, addr),
+		ListenerFilters: lf(config.TLSInspectorName), FilterChains: []*listenerv3.FilterChain{fc}})); err != nil {
+		t.Fatal(err)
+	}
+	leaf := ca.Issue(t, testutil.LeafOptions{URIs: []string{"spiffe://cluster.local/ns/default/sa/sleep"}})
+	handshake := func(alpn string) *tls.Conn {
+		t.Helper()
+		c := tls.Client(dial(t, addr), &tls.Config{RootCAs: ca.Pool, ServerName: "server.test",
+			Certificates: []tls.Certificate{leaf.TLS}, NextProtos: []string{alpn}})
+		if err := c.Handshake(); err != nil {
+			t.Fatalf("ALPN %s: %v", alpn, err)
+		}
+		if p := c.ConnectionState().NegotiatedProtocol; p != "" {
+			t.Fatalf("ALPN %s negotiated %q, want none", alpn, p)
+		}
+		return c
+	}
+	const want = "mtls-http spiffe://cluster.local/ns/default/sa/sleep "
+
+	cc, err := (&http2.Transport{}).NewClientConn(handshake("istio-h2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for range 2 {
+		req, _ := http.NewRequest("GET", "https://server.test/", nil)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("HTTP/2 after istio-h2: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(b), want+"HTTP/2.0 true") {
+			t.Errorf("HTTP/2 after istio-h2: %q, want %q", b, want+"HTTP/2.0 true")
+		}
+	}
+
+	c := handshake("istio-http/1.1")
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: server.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("HTTP/1.1 after istio-http/1.1: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(b), want+"HTTP/1.1 true") {
+		t.Errorf("HTTP/1.1 after istio-http/1.1: %q, want %q", b, want+"HTTP/1.1 true")
 	}
 }
 

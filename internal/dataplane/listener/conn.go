@@ -102,7 +102,7 @@ func (c *peekConn) CloseWrite() error {
 
 // acceptedConn is a connection handed to a filter chain with its
 // Connection facts; an HTTP server finds them through ConnContext (also
-// under a *tls.Conn, as its NetConn).
+// under a *tls.Conn, as its NetConn, and a noALPNConn).
 type acceptedConn struct {
 	*peekConn
 	info *filter.Connection
@@ -116,6 +116,9 @@ func (c *acceptedConn) SetLocalCertificate(cert *x509.Certificate) { c.info.Loca
 // connectionOf returns the facts of a connection a chain server
 // accepted, or nil.
 func connectionOf(c net.Conn) *filter.Connection {
+	if nc, ok := c.(*noALPNConn); ok {
+		c = nc.tc
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}

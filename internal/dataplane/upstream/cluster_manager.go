@@ -261,29 +261,29 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 // setTransport sets h's round tripper for transport ut of cluster c:
 // the HTTP/1.1 pool or h2c for plaintext, the same over TLS otherwise.
 // HTTP/2 is used when c speaks it, or when c follows the downstream's
-// protocol and opts.DownstreamHTTP2 says the request came over HTTP/2.
-// Over TLS, opts.ALPN (istio.alpn) picks the ALPN by that protocol; a
-// transport with an override has its own pools, as Envoy keys its
+// protocol and opts.DownstreamHTTP2 says the request came over HTTP/2
+// (over TLS: when the connection offers istio.alpn's HTTP/2 override or
+// the socket offers h2). Over TLS, opts.ALPN (istio.alpn) picks the ALPN
+// by that protocol, as Envoy's filter picks it by upstreamHttpProtocol;
+// a transport with an override has its own pools, as Envoy keys its
 // connection pools by it.
 func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport, opts *PickOptions) {
-	downstreamH2 := opts.DownstreamHTTP2
-	h2 := c.HTTP2 || (c.DownstreamHTTP2 && downstreamH2 && (ut.TLS == nil || slices.Contains(ut.TLS.ALPN, "h2")))
-	h.HTTP2 = h2
+	downstreamH2 := c.DownstreamHTTP2 && opts.DownstreamHTTP2
 	if ut.TLS == nil {
+		h.HTTP2 = c.HTTP2 || downstreamH2
 		h.RT = st.h1
-		if h2 {
+		if h.HTTP2 {
 			h.RT = st.h2cPool
 		}
 		return
 	}
-	var alpn []string
-	var alpnKey string
-	if !c.NoALPNOverride && !h2 {
-		// HTTP/2 keeps the socket's ALPN (h2): the HTTP/2 client and
-		// server here speak HTTP/2 over TLS only once h2 is negotiated,
-		// not after istio-h2.
-		alpn, alpnKey = opts.ALPN.For(false, c.DownstreamHTTP2 && opts.DownstreamHTTP10)
+	override := opts.ALPN
+	if c.NoALPNOverride {
+		override = nil
 	}
+	h2 := c.HTTP2 || (downstreamH2 && ((override != nil && override.HTTP2 != nil) || slices.Contains(ut.TLS.ALPN, "h2")))
+	h.HTTP2 = h2
+	alpn, alpnKey := override.For(h2, c.DownstreamHTTP2 && opts.DownstreamHTTP10)
 	h.tls = st.tlsTransport(ut, alpn, alpnKey)
 	h.RT = &h.tls.h1
 	if h2 {

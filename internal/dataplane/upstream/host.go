@@ -36,7 +36,8 @@ type PickOptions struct {
 	Destination netip.AddrPort
 	// DownstreamHTTP2 says the request came over HTTP/2: a cluster with
 	// DownstreamHTTP2 (use_downstream_protocol_config) then reaches the
-	// host over HTTP/2 too.
+	// host over HTTP/2 too (over TLS: when the socket offers h2 or ALPN
+	// has an HTTP2 override).
 	DownstreamHTTP2 bool
 	// DownstreamHTTP10 says the request came over HTTP/1.0: a cluster
 	// following the downstream's protocol then goes upstream over

@@ -733,30 +733,42 @@ func TestSameLBIgnoresTelemetryMetadata(t *testing.T) {
 
 // TestPickOverTLSWithALPNDoesNotAllocateBeyondHost: picking a host of a
 // TLS cluster whose request carries an istio.alpn override finds the
-// override's transport without building its key.
+// override's transport for the cluster's protocol (istio-h2 for HTTP/2)
+// without building its key.
 func TestPickOverTLSWithALPNDoesNotAllocateBeyondHost(t *testing.T) {
-	m := New(Options{})
-	defer m.Close()
-	c := &config.Cluster{Name: "c", LBPolicy: config.LBRoundRobin, Endpoints: endpoints(3),
-		Transports: []config.UpstreamTransport{{TLS: &config.UpstreamTLS{CommonTLS: config.CommonTLS{ALPN: []string{"istio-peer-exchange", "istio"}}}, Key: "mtls"}}}
-	m.Update(gen(c))
-	opts := PickOptions{ALPN: config.NewALPNOverride([]string{"istio-http/1.0"}, []string{"istio-http/1.1"}, []string{"istio-h2"})}
-	h, err := m.Pick(c, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := h.tls.key; got != "mtls|alpn=istio-http/1.1" {
-		t.Fatalf("transport key %q, want the override's", got)
-	}
-	h.Done(Result{})
-	allocs := testing.AllocsPerRun(200, func() {
-		h, err := m.Pick(c, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Done(Result{})
-	})
-	if allocs > 1 {
-		t.Errorf("Pick+Done over TLS with an ALPN override allocates %.1f times, want 1 (the Host)", allocs)
+	for _, tc := range []struct {
+		name  string
+		http2 bool
+		key   string
+	}{
+		{"HTTP/1.1", false, "mtls|alpn=istio-http/1.1"},
+		{"HTTP/2", true, "mtls|alpn=istio-h2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New(Options{})
+			defer m.Close()
+			c := &config.Cluster{Name: "c", LBPolicy: config.LBRoundRobin, Endpoints: endpoints(3), HTTP2: tc.http2,
+				Transports: []config.UpstreamTransport{{TLS: &config.UpstreamTLS{CommonTLS: config.CommonTLS{ALPN: []string{"istio-peer-exchange", "istio"}}}, Key: "mtls"}}}
+			m.Update(gen(c))
+			opts := PickOptions{ALPN: config.NewALPNOverride([]string{"istio-http/1.0"}, []string{"istio-http/1.1"}, []string{"istio-h2"})}
+			h, err := m.Pick(c, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := h.tls.key; got != tc.key || h.HTTP2 != tc.http2 {
+				t.Fatalf("transport key %q, HTTP/2 %v: want %q, %v", got, h.HTTP2, tc.key, tc.http2)
+			}
+			h.Done(Result{})
+			allocs := testing.AllocsPerRun(200, func() {
+				h, err := m.Pick(c, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h.Done(Result{})
+			})
+			if allocs > 1 {
+				t.Errorf("Pick+Done over TLS with an ALPN override allocates %.1f times, want 1 (the Host)", allocs)
+			}
+		})
 	}
 }

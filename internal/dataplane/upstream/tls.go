@@ -36,8 +36,14 @@ type tlsTransport struct {
 	key string
 	// h1 is the round tripper of HTTP/1.1 over this socket, made once so
 	// that a pick boxes nothing.
-	h1       h1Via
-	cfg      *config.UpstreamTLS
+	h1  h1Via
+	cfg *config.UpstreamTLS
+	// anyALPN is set on a transport offering an istio.alpn override: its
+	// HTTP/2 pool speaks HTTP/2 whatever ALPN negotiated (none, against a
+	// sidecar's server listing h2 and http/1.1 to a client offering
+	// istio-h2), as Envoy's HTTP/2 codec does on a cluster configured for
+	// HTTP/2; the peer reads the client preface (codec_type AUTO).
+	anyALPN  bool
 	st       *clusterState
 	sessions tls.ClientSessionCache
 	// h2 is the pool of HTTP/2 connections over this socket (h2.go);
@@ -93,7 +99,7 @@ func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []str
 		c.ALPN = alpn
 		cfg, key = &c, ut.Key+"|alpn="+alpnKey
 	}
-	tt := &tlsTransport{key: key, cfg: cfg, st: st}
+	tt := &tlsTransport{key: key, cfg: cfg, st: st, anyALPN: alpn != nil}
 	tt.h1 = h1Via{t: st.h1, tt: tt}
 	tt.h2 = newH2Pool(st.h1, tt, tt.h2Transport)
 	if ut.TLS.MaxSessionKeys > 0 {
@@ -209,7 +215,11 @@ func (tt *tlsTransport) localPrincipal() string {
 }
 
 // h2Transport returns the net/http transport that makes the connections
-// of tt's HTTP/2 pool: TLS connections that negotiate "h2" (ALPN).
+// of tt's HTTP/2 pool: TLS connections that negotiate "h2" (ALPN), or any
+// protocol when tt.anyALPN. net/http speaks HTTP/2 on a *tls.Conn only
+// after h2, so those connections reach it as a priorKnowledgeTLS, which
+// its Transport takes as a connection for HTTP/2 with prior knowledge
+// (Protocols.UnencryptedHTTP2), encrypted as it is.
 func (tt *tlsTransport) h2Transport() *http.Transport {
 	if t := tt.h2t.Load(); t != nil {
 		return t
@@ -221,12 +231,26 @@ func (tt *tlsTransport) h2Transport() *http.Transport {
 		if err != nil {
 			return nil, err
 		}
-		return tt.handshake(ctx, nc, addr)
+		c, err := tt.handshake(ctx, nc, addr)
+		if tc, ok := c.(*tls.Conn); ok && tt.anyALPN {
+			return priorKnowledgeTLS{tc}, nil
+		}
+		return c, err
 	}
-	nt.Protocols.SetHTTP2(true)
+	if tt.anyALPN {
+		nt.Protocols.SetUnencryptedHTTP2(true)
+	} else {
+		nt.Protocols.SetHTTP2(true)
+	}
 	tt.h2t.CompareAndSwap(nil, nt) // a racing loser's transport has made no connection
 	return tt.h2t.Load()
 }
+
+// priorKnowledgeTLS is a TLS connection that carries HTTP/2 whatever ALPN
+// negotiated. It is no *tls.Conn to net/http, whose Transport then speaks
+// HTTP/2 on it with prior knowledge; its ConnectionState still gives the
+// responses their TLS state (resp.TLS), and NetConn its socket.
+type priorKnowledgeTLS struct{ *tls.Conn }
 
 // DialCounted is Dial under the cluster's max_connections circuit breaker,
 // for the TCP proxy: it first takes one of the cluster's connection slots
