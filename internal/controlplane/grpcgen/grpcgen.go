@@ -17,10 +17,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
-	"github.com/loom-mesh/loom/internal/controlplane/registry"
 	"github.com/loom-mesh/loom/internal/controlplane/translate"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
@@ -51,11 +49,13 @@ const (
 // and for every outbound EDS cluster of such a port, the Cluster with only the fields
 // grpc-go reads (EDS over ADS, lb_policy ROUND_ROBIN, RING_HASH or
 // LEAST_REQUEST and their configs, circuit_breakers, outlier_detection)
-// and its ClusterLoadAssignment at the workloads' own address and target
-// port, in one locality of weight the sum of its endpoints' (grpc-go
-// ignores a locality of weight 0). There is no sidecar in the path, so an
-// endpoint labelled security.istio.io/tlsMode=istio is not sent to :15006,
-// and no TLS is configured (Istio's grpcgen leaves mTLS off by default).
+// and its ClusterLoadAssignment from translate.ProxylessEndpoints: the
+// workloads' own address and target port (there is no sidecar in the path,
+// so an endpoint labelled security.istio.io/tlsMode=istio is not sent to
+// :15006), in localities with priorities and weights from Istio's locality
+// load balancing for the client's node locality, as Istio serves a
+// proxyless client the sidecar's EDS. No TLS is configured (Istio's
+// grpcgen leaves mTLS off by default).
 //
 // It fails as translate.Generate does: nil arguments, a missing or bad
 // p.IP, or a typed config that cannot be packed.
@@ -109,8 +109,12 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*translate.Resources, erro
 		}
 	}
 
+	endpoints := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, cla := range translate.ProxylessEndpoints(pc, &sc) {
+		endpoints[cla.GetClusterName()] = cla
+	}
 	for _, c := range full.Clusters {
-		dir, portNum, subset, host, ok := xdsapi.ParseClusterName(c.GetName())
+		dir, portNum, _, host, ok := xdsapi.ParseClusterName(c.GetName())
 		if !ok || dir != xdsapi.Outbound || c.GetType() != clusterv3.Cluster_EDS {
 			continue
 		}
@@ -122,16 +126,12 @@ func Generate(pc *model.PushContext, p *model.Proxy) (*translate.Resources, erro
 		if !ok || !port.Protocol.IsHTTP() {
 			continue // grpc-go dials HTTP/2 only
 		}
-		var labels map[string]string
-		if subset != "" {
-			s := view.DestinationRule(host).Subset(subset)
-			if s == nil {
-				continue
-			}
-			labels = s.GetLabels()
-		}
 		out.Clusters = append(out.Clusters, grpcCluster(c))
-		out.Endpoints = append(out.Endpoints, loadAssignment(c.GetName(), svc, port, labels))
+		cla := endpoints[c.GetName()]
+		if cla == nil {
+			cla = &endpointv3.ClusterLoadAssignment{ClusterName: c.GetName()}
+		}
+		out.Endpoints = append(out.Endpoints, cla)
 	}
 
 	slices.SortFunc(out.Listeners, func(a, b *listenerv3.Listener) int { return cmp.Compare(a.GetName(), b.GetName()) })
@@ -271,62 +271,6 @@ func grpcCluster(c *clusterv3.Cluster) *clusterv3.Cluster {
 		out.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
 	}
 	return out
-}
-
-// loadAssignment is the ClusterLoadAssignment of cluster name: the IP
-// instances of svc on port whose labels contain subsetLabels, at
-// ADDRESS:targetPort, deduplicated and sorted by address and port, in one
-// locality (grpc-go refuses a locality without a Locality) of weight the
-// sum of the endpoints' weights. A cluster with no endpoint has no
-// locality.
-//
-// It copies the selection of translate's instanceEndpoints without the
-// sidecar port rewrite (see Generate).
-func loadAssignment(name string, svc *registry.Service, port registry.Port, subsetLabels map[string]string) *endpointv3.ClusterLoadAssignment {
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-	seen := map[string]bool{}
-	var lbs []*endpointv3.LbEndpoint
-	var total uint32
-	for _, in := range svc.Instances {
-		if in.ServicePort.Number != port.Number || !registry.LabelsContain(in.Labels, subsetLabels) {
-			continue
-		}
-		if ip := net.ParseIP(in.Address); ip == nil {
-			continue
-		}
-		key := net.JoinHostPort(in.Address, strconv.FormatUint(uint64(in.TargetPort), 10))
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		w := max(in.Weight, 1)
-		total += w
-		lbs = append(lbs, &endpointv3.LbEndpoint{
-			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-					Protocol:      corev3.SocketAddress_TCP,
-					Address:       in.Address,
-					PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: in.TargetPort},
-				}}},
-			}},
-			HealthStatus:        corev3.HealthStatus_HEALTHY,
-			LoadBalancingWeight: wrapperspb.UInt32(w),
-		})
-	}
-	if len(lbs) == 0 {
-		return cla
-	}
-	slices.SortFunc(lbs, func(a, b *endpointv3.LbEndpoint) int {
-		sa := a.GetEndpoint().GetAddress().GetSocketAddress()
-		sb := b.GetEndpoint().GetAddress().GetSocketAddress()
-		return cmp.Or(cmp.Compare(sa.GetAddress(), sb.GetAddress()), cmp.Compare(sa.GetPortValue(), sb.GetPortValue()))
-	})
-	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{{
-		Locality:            &corev3.Locality{},
-		LbEndpoints:         lbs,
-		LoadBalancingWeight: wrapperspb.UInt32(total),
-	}}
-	return cla
 }
 
 // packAny packs m deterministically into an Any.

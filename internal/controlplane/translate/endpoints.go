@@ -40,6 +40,56 @@ const (
 // since the proxy NACKs an endpoint update with any non-IP socket address,
 // which would freeze endpoints for every cluster.
 func outboundEndpoints(pc *model.PushContext, p *model.Proxy) []*endpointv3.ClusterLoadAssignment {
+	return loadAssignments(pc, p, false)
+}
+
+// ProxylessEndpoints returns the ClusterLoadAssignments of outboundEndpoints
+// for a proxyless gRPC client p (Istio serves such a client the same EDS as
+// a sidecar, locality load balancing included), with two differences: no
+// sidecar sits between client and app, so every endpoint is the app's own
+// ADDRESS:targetPort with no tlsMode (nor telemetry) metadata; each
+// locality has a Locality, empty when unknown; and each carries a
+// load_balancing_weight, since grpc-go's xDS balancer drops a locality of
+// weight 0 or none. That weight is the sum of its endpoints' weights, as
+// Istio's EndpointBuilder sets it, unless distribute set the cluster's
+// weights, where a locality left without one gets no traffic. Localities
+// with no endpoint (those distribute dropped) are left out. pc is the
+// mesh-wide push context, as Generate's.
+func ProxylessEndpoints(pc *model.PushContext, p *model.Proxy) []*endpointv3.ClusterLoadAssignment {
+	out := loadAssignments(pc.ForProxy(p), p, true)
+	for _, cla := range out {
+		weighLocalities(cla)
+	}
+	return out
+}
+
+// weighLocalities gives each locality of cla a Locality and a weight as
+// ProxylessEndpoints says, and drops those with no endpoint.
+func weighLocalities(cla *endpointv3.ClusterLoadAssignment) {
+	for _, l := range cla.GetEndpoints() {
+		if l.Locality == nil {
+			l.Locality = &corev3.Locality{} // grpc-go refuses a locality without one
+		}
+	}
+	weighted := slices.ContainsFunc(cla.GetEndpoints(), func(l *endpointv3.LocalityLbEndpoints) bool { return l.GetLoadBalancingWeight() != nil })
+	cla.Endpoints = slices.DeleteFunc(cla.Endpoints, func(l *endpointv3.LocalityLbEndpoints) bool {
+		return len(l.GetLbEndpoints()) == 0 || weighted && l.GetLoadBalancingWeight().GetValue() == 0
+	})
+	if weighted {
+		return
+	}
+	for _, l := range cla.Endpoints {
+		var sum uint64
+		for _, lb := range l.GetLbEndpoints() {
+			sum += uint64(max(lb.GetLoadBalancingWeight().GetValue(), 1))
+		}
+		l.LoadBalancingWeight = wrapperspb.UInt32(uint32(min(sum, math.MaxUint32)))
+	}
+}
+
+// loadAssignments is outboundEndpoints; direct leaves out the sidecar (see
+// ProxylessEndpoints).
+func loadAssignments(pc *model.PushContext, p *model.Proxy, direct bool) []*endpointv3.ClusterLoadAssignment {
 	var out []*endpointv3.ClusterLoadAssignment
 	seen := map[string]bool{}
 	for _, oc := range outboundClusterSet(pc) {
@@ -48,7 +98,7 @@ func outboundEndpoints(pc *model.PushContext, p *model.Proxy) []*endpointv3.Clus
 		}
 		seen[oc.name] = true
 		cla := &endpointv3.ClusterLoadAssignment{ClusterName: oc.name}
-		groups := localityGroups(collectEndpoints(oc, true))
+		groups := localityGroups(collectEndpoints(oc, true, direct))
 		for _, g := range groups {
 			cla.Endpoints = append(cla.Endpoints, g.lle)
 		}
@@ -81,15 +131,16 @@ type wrappedEndpoint struct {
 // left out (for DNS clusters, whose host names the proxy resolves).
 func instanceEndpoints(oc outboundCluster, ipOnly bool) []*endpointv3.LbEndpoint {
 	var lbs []*endpointv3.LbEndpoint
-	for _, w := range collectEndpoints(oc, ipOnly) {
+	for _, w := range collectEndpoints(oc, ipOnly, false) {
 		lbs = append(lbs, w.lb)
 	}
 	return lbs
 }
 
 // collectEndpoints is instanceEndpoints with each endpoint's locality and
-// labels.
-func collectEndpoints(oc outboundCluster, ipOnly bool) []wrappedEndpoint {
+// labels. direct: the client dials apps themselves (a proxyless gRPC
+// client), so no endpoint is a sidecar's.
+func collectEndpoints(oc outboundCluster, ipOnly, direct bool) []wrappedEndpoint {
 	var out []wrappedEndpoint
 	addrs := map[string]bool{}
 	for _, in := range oc.service.Instances {
@@ -102,8 +153,8 @@ func collectEndpoints(oc outboundCluster, ipOnly bool) []wrappedEndpoint {
 		port := in.TargetPort
 		// sidecar: the endpoint is the workload's sidecar, which takes
 		// mTLS (Istio's tlsMode endpoint metadata).
-		sidecar := in.Labels[tlsModeLabel] == tlsModeIstio && in.InterceptionMode == registry.InterceptionRedirect
-		if in.InterceptionMode != registry.InterceptionRedirect && in.Labels[tlsModeLabel] == tlsModeIstio && oc.port.Protocol.IsHTTP() {
+		sidecar := !direct && in.Labels[tlsModeLabel] == tlsModeIstio && in.InterceptionMode == registry.InterceptionRedirect
+		if !direct && in.InterceptionMode != registry.InterceptionRedirect && in.Labels[tlsModeLabel] == tlsModeIstio && oc.port.Protocol.IsHTTP() {
 			port = xdsapi.PortInbound
 			sidecar = true
 		}
@@ -116,7 +167,9 @@ func collectEndpoints(oc outboundCluster, ipOnly bool) []wrappedEndpoint {
 		if sidecar {
 			lb.Metadata = tlsModeMetadata()
 		}
-		addWorkloadMetadata(lb, in)
+		if !direct {
+			addWorkloadMetadata(lb, in)
+		}
 		out = append(out, wrappedEndpoint{lb: lb, locality: in.Locality, labels: in.Labels})
 	}
 	slices.SortFunc(out, func(a, b wrappedEndpoint) int {

@@ -116,6 +116,29 @@ func TestLocalityPriorities(t *testing.T) {
 	}
 }
 
+// TestProxylessLocalityWeights: a proxyless client's localities keep
+// their priorities and all carry a weight (grpc-go drops a locality
+// without one): the sum of its endpoints' weights, or distribute's.
+func TestProxylessLocalityWeights(t *testing.T) {
+	failover := localityCLA(t, "region1/zone1", nil, lbSetting(nil), [][2]string{{"region1/zone1"}, {"region1/zone1"}, {"region2/zone1"}}...)
+	weighLocalities(failover)
+	if d := cmp.Diff(map[string][2]uint32{
+		"region1/zone1@10.0.0.1": {0, 2}, "region1/zone1@10.0.0.2": {0, 2}, "region2/zone1@10.0.0.3": {1, 1},
+	}, summary(failover)); d != "" {
+		t.Errorf("failover: locality@IP -> {priority, weight} (-want +got):\n%s", d)
+	}
+	distribute := localityCLA(t, "region1/zone1", nil, lbSetting(&networking.LocalityLoadBalancerSetting{Distribute: []*networking.LocalityLoadBalancerSetting_Distribute{
+		{From: "region1/*", To: map[string]uint32{"region1/*": 100, "region2/*": 0}}}}),
+		[][2]string{{"region1/zone1"}, {"region2/zone1"}, {"region3/zone1"}}...)
+	weighLocalities(distribute)
+	if d := cmp.Diff(map[string][2]uint32{"region1/zone1@10.0.0.1": {0, 100}}, summary(distribute)); d != "" {
+		t.Errorf("distribute: locality@IP -> {priority, weight} (-want +got):\n%s", d)
+	}
+	if n := len(distribute.GetEndpoints()); n != 1 {
+		t.Errorf("distribute: %d localities, want 1 (region2 at weight 0 and region3 unmatched dropped)", n)
+	}
+}
+
 // TestLocalityWeightedLbConfig: distribute sets the cluster's
 // locality_weighted_lb_config, failover does not.
 func TestLocalityWeightedLbConfig(t *testing.T) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -151,5 +153,137 @@ func TestProxylessGRPCClient(t *testing.T) {
 		if ts.Nacked != "" {
 			t.Errorf("%s NACKed: %s", ts.Short, ts.NackError)
 		}
+	}
+}
+
+// proxylessLocalityConfig is reviews with one endpoint in region r1 (the
+// client's) and one in r2, at the ports given, and a DestinationRule with
+// outlierDetection, under which Istio's default locality load balancing
+// puts r2 at a lower priority.
+const proxylessLocalityConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: grpc, protocol: GRPC}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-r1, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {grpc: %d}
+  locality: r1/z1
+  labels: {app: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-r2, namespace: default}
+spec:
+  address: 127.0.0.1
+  ports: {grpc: %d}
+  locality: r2/z1
+  labels: {app: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 30s}
+`
+
+// TestProxylessGRPCLocalityFailover: a grpc-go client in r1 with an xds:///
+// target calls only its own region's endpoint, moves to r2's when r1's
+// server stops, and comes back when r1's serves again: the priorities of
+// Istio's locality load balancing reach grpc-go's priority balancer.
+func TestProxylessGRPCLocalityFailover(t *testing.T) {
+	const node = "sidecar~127.0.0.20~client.default~default.svc.cluster.local"
+	type server struct {
+		addr string
+		port int
+		stop func()
+	}
+	serve := func(addr, region string) server {
+		t.Helper()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer()
+		testpb.RegisterTestServiceServer(gs, &versionApp{version: region})
+		done := make(chan struct{})
+		go func() { defer close(done); _ = gs.Serve(ln) }()
+		stop := sync.OnceFunc(func() { gs.Stop(); <-done })
+		t.Cleanup(stop)
+		return server{ln.Addr().String(), ln.Addr().(*net.TCPAddr).Port, stop}
+	}
+	r1, r2 := serve("127.0.0.1:0", "r1"), serve("127.0.0.1:0", "r2")
+	rs, errs := config.Decode("reviews.yaml", fmt.Appendf(nil, proxylessLocalityConfig, r1.port, r2.port))
+	if err := errs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: &fakeConfig{snap: config.NewSnapshot(1, rs)}})
+
+	bootstrap := fmt.Sprintf(`{
+  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+  "node": {"id": %q, "locality": {"region": "r1", "zone": "z1"}, "metadata": {"GENERATOR": "grpc"}}
+}`, s.Addr(), node)
+	resolver, err := xdsresolver.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+reviewsHost+":9080",
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(resolver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := testpb.NewTestServiceClient(cc)
+	call := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		r, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return string(r.GetPayload().GetBody())
+	}
+	// calls makes n calls and counts the answers.
+	calls := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			got[call()]++
+		}
+		return got
+	}
+	// until calls until one answers want, for at most waitFor.
+	until := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(waitFor)
+		for got := call(); got != want; got = call() {
+			if time.Now().After(deadline) {
+				t.Fatalf("no call answered %q in %v; last: %q", want, waitFor, got)
+			}
+		}
+	}
+
+	until("r1")
+	if got := calls(100); got["r1"] != 100 {
+		t.Fatalf("with r1 serving, 100 calls = %v, want all r1 (r2 is a lower priority)", got)
+	}
+	r1.stop()
+	until("r2")
+	if got := calls(50); got["r2"] != 50 {
+		t.Fatalf("with r1 stopped, 50 calls = %v, want all r2", got)
+	}
+	serve(r1.addr, "r1")
+	until("r1")
+	if got := calls(50); got["r1"] != 50 {
+		t.Fatalf("with r1 serving again, 50 calls = %v, want all r1", got)
 	}
 }
