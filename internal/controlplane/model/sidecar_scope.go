@@ -164,6 +164,25 @@ func (s *Sidecar) EgressListenerForPort(port uint32) *EgressListener {
 	return nil
 }
 
+// EgressListenerBuilding returns the egress listener of s that builds
+// outbound port port, as Istio's buildSidecarOutboundListeners: the one
+// with that port, else the port-less (catch-all) one, whose bind and
+// captureMode then apply to the port; nil when neither exists.
+func (s *Sidecar) EgressListenerBuilding(port uint32) *EgressListener {
+	if l := s.EgressListenerForPort(port); l != nil {
+		return l
+	}
+	if s == nil {
+		return nil
+	}
+	for i := range s.Listeners {
+		if s.Listeners[i].Port == 0 {
+			return &s.Listeners[i]
+		}
+	}
+	return nil
+}
+
 // hasPortListener reports whether an egress listener of s has a port.
 func (s *Sidecar) hasPortListener() bool {
 	for _, l := range s.Listeners {

@@ -74,7 +74,8 @@ func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.
 // explicitEgressHTTPListeners are the explicit-mode sidecar's bound
 // listeners of its Sidecar egress listeners with a port, as Istio's
 // buildSidecarOutboundListeners with bind_to_port: per such listener that
-// imports a service with an HTTP port of that number, "BIND_PORT" on
+// imports a service with an HTTP port of that number (and, when the
+// port-less listener has a bind, per HTTP port it builds), "BIND_PORT" on
 // BIND:PORT (bind the listener's, default the proxy's IP) with an HTTP
 // connection manager of route table "PORT", which holds only that
 // listener's hosts (outboundHTTPRoute) and then the catch-all. A name
@@ -95,20 +96,36 @@ func explicitEgressHTTPListeners(pc *model.PushContext, p *model.Proxy, mesh *me
 	for _, si := range pc.InstancesForProxy(p) {
 		own = append(own, si.Instance.TargetPort)
 	}
+	var ports []uint32
+	for _, el := range sc.Listeners {
+		if el.Port != 0 {
+			ports = append(ports, el.Port)
+		}
+	}
+	if l := sc.EgressListenerBuilding(0); l != nil && l.Bind != "" {
+		// The port-less listener (what builds "port 0") has a bind: it
+		// takes the HTTP ports it builds, as Istio's catch-all does.
+		for _, svc := range pc.Services() {
+			for _, port := range svc.Ports {
+				if port.Protocol.IsHTTP() && sc.EgressListenerForPort(port.Number) == nil && !proxyPorts[port.Number] &&
+					!slices.Contains(ports, port.Number) && pc.EgressServes(svc, port.Number) {
+					ports = append(ports, port.Number)
+				}
+			}
+		}
+	}
+	slices.Sort(ports)
 	var listeners []*listenerv3.Listener
 	var routes []*routev3.RouteConfiguration
-	for _, el := range sc.Listeners {
-		if el.Port == 0 {
+	for _, port := range ports {
+		bind := egressBind(pc, p.IP, port)
+		name := tcpListenerName(bind, port)
+		if taken[name] || bind == p.IP && (slices.Contains(own, port) || port == xdsapi.PortOutbound || port == xdsapi.PortInbound ||
+			port == xdsapi.PortProxyAdmin || port == xdsapi.PortXDS || port == xdsapi.PortMonitoring) {
 			continue
 		}
-		bind := egressBind(pc, p.IP, el.Port)
-		name := tcpListenerName(bind, el.Port)
-		if taken[name] || bind == p.IP && (slices.Contains(own, el.Port) || el.Port == xdsapi.PortOutbound || el.Port == xdsapi.PortInbound ||
-			el.Port == xdsapi.PortProxyAdmin || el.Port == xdsapi.PortXDS || el.Port == xdsapi.PortMonitoring) {
-			continue
-		}
-		routeName := strconv.FormatUint(uint64(el.Port), 10)
-		rc, err := outboundHTTPRoute(pc, p, routeName, el.Port)
+		routeName := strconv.FormatUint(uint64(port), 10)
+		rc, err := outboundHTTPRoute(pc, p, routeName, port)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -116,7 +133,7 @@ func explicitEgressHTTPListeners(pc *model.PushContext, p *model.Proxy, mesh *me
 			continue // no HTTP service of the port
 		}
 		addCatchAll(rc, mesh, egressProxyCluster(sc))
-		l, err := httpListener(name, bind, el.Port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
+		l, err := httpListener(name, bind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
 		if err != nil {
 			return nil, nil, err
 		}

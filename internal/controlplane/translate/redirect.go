@@ -459,10 +459,11 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 }
 
 // egressBind is the address of outbound port port's listener in explicit
-// mode: the bind of the Sidecar egress listener with that port when it has
-// one (Istio's IstioEgressListener.bind), else def (the proxy's IP).
+// mode: the bind of the Sidecar egress listener that builds the port (the
+// one with that port, else the port-less one; Istio's
+// IstioEgressListener.bind) when it has one, else def (the proxy's IP).
 func egressBind(pc *model.PushContext, def string, port uint32) string {
-	if l := pc.Sidecar().EgressListenerForPort(port); l != nil && l.Bind != "" {
+	if l := pc.Sidecar().EgressListenerBuilding(port); l != nil && l.Bind != "" {
 		return l.Bind
 	}
 	return def
@@ -474,7 +475,8 @@ const localhostBind = "127.0.0.1"
 
 // redirectEgressBinding is where outbound port port's listeners sit under
 // REDIRECT, as Istio's buildSidecarOutboundListeners decides from the
-// Sidecar egress listener with that port. When it sets bind, or
+// Sidecar egress listener that builds the port (the one with that port,
+// else the port-less one). When it sets bind, or
 // captureMode NONE (then without bind 127.0.0.1, Istio's
 // actualLocalHosts), bind is that address and every service of the port,
 // those with a VIP or address range included, goes on the one listener
@@ -485,11 +487,11 @@ const localhostBind = "127.0.0.1"
 // listener reached through virtualOutbound. bind is "" when the port has
 // no such egress listener: the wildcard and each service's VIPs.
 func redirectEgressBinding(pc *model.PushContext, port uint32) (bind string, bound bool) {
-	l := pc.Sidecar().EgressListenerForPort(port)
+	l := pc.Sidecar().EgressListenerBuilding(port)
 	if l == nil {
 		return "", false
 	}
-	bound = l.CaptureMode == networking.CaptureMode_NONE
+	bound = bindToPort(l.CaptureMode, false)
 	switch {
 	case l.Bind != "":
 		return l.Bind, bound

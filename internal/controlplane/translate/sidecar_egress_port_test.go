@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -490,6 +491,108 @@ spec:
 		}
 		if l := findListener(r, "127.0.0.11_9000"); l != nil {
 			t.Error("TCP listener 127.0.0.11_9000 on an HTTP egress listener's port")
+		}
+	})
+}
+
+// catchAllBindConfig gives productpage a Sidecar whose 9080 listener
+// imports reviews and whose port-less listener, bound to 127.0.0.7,
+// imports api.example.com (HTTP 8080) and tcpvip.example.com (TCP 9000,
+// VIP 240.240.0.8).
+const catchAllBindConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.211}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcpvip, namespace: default}
+spec:
+  hosts: [tcpvip.example.com]
+  addresses: [240.240.0.8]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.215}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["./reviews.default.svc.cluster.local"]
+  - bind: 127.0.0.7
+    hosts: ["./api.example.com", "./tcpvip.example.com"]
+`
+
+// TestSidecarEgressCatchAllBind: the port-less egress listener's bind and
+// captureMode apply to every port it builds, as Istio's
+// buildSidecarOutboundListeners gives its bind to each service port of the
+// catch-all: under REDIRECT 127.0.0.7_8080 and 127.0.0.7_9000 (the VIP's
+// service on it, no 240.240.0.8_9000), or with captureMode NONE and no
+// bind bound 127.0.0.1_8080 and 127.0.0.1_9000; in explicit mode the TCP
+// listener and an HTTP listener move to 127.0.0.7. A port listener
+// without bind (9080) keeps the default.
+func TestSidecarEgressCatchAllBind(t *testing.T) {
+	pc := docPushContext(t, catchAllBindConfig)
+	const api, tcpvip = "outbound|8080||api.example.com", "outbound|9000||tcpvip.example.com"
+	bindToPort := func(l *listenerv3.Listener) bool { return l.GetBindToPort() == nil || l.GetBindToPort().GetValue() }
+
+	t.Run("redirect", func(t *testing.T) {
+		r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
+		for _, n := range []string{"127.0.0.7_8080", "127.0.0.7_9000", "0.0.0.0_9080"} {
+			if l := findListener(r, n); l == nil || bindToPort(l) {
+				t.Errorf("want listener %s, bind_to_port false", n)
+			}
+		}
+		for _, n := range []string{"0.0.0.0_8080", "0.0.0.0_9000", "240.240.0.8_9000"} {
+			if findListener(r, n) != nil {
+				t.Errorf("listener %s beside the catch-all's bind", n)
+			}
+		}
+		if got, want := simulateConn(t, r, xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.7:9000"}), "127.0.0.7_9000/ -> "+tcpvip; got != want {
+			t.Errorf("127.0.0.7:9000: got %q, want %q", got, want)
+		}
+		if got, want := simulateConn(t, r, xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.7:8080", http: "api.example.com:8080"}), "127.0.0.7_8080/ -> "+api; got != want {
+			t.Errorf("127.0.0.7:8080: got %q, want %q", got, want)
+		}
+	})
+
+	t.Run("redirect NONE", func(t *testing.T) {
+		pc := docPushContext(t, strings.Replace(catchAllBindConfig, "  - bind: 127.0.0.7\n", "  - captureMode: NONE\n", 1))
+		r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
+		for _, n := range []string{"127.0.0.1_8080", "127.0.0.1_9000"} {
+			if l := findListener(r, n); l == nil || !bindToPort(l) {
+				t.Errorf("want listener %s bound to its port", n)
+			}
+		}
+		if l := findListener(r, "0.0.0.0_9080"); l == nil || bindToPort(l) {
+			t.Error("want 0.0.0.0_9080 of the port listener, bind_to_port false")
+		}
+		if got, want := simulateConn(t, r, "127.0.0.1_9000", conn{dst: "127.0.0.1:9000"}), "127.0.0.1_9000/ -> "+tcpvip; got != want {
+			t.Errorf("127.0.0.1:9000: got %q, want %q", got, want)
+		}
+	})
+
+	t.Run("explicit", func(t *testing.T) {
+		r := mustGenerate(t, pc, productpageSidecar())
+		if got, want := simulateConn(t, r, "127.0.0.7_9000", conn{dst: "127.0.0.7:9000"}), "127.0.0.7_9000/ -> "+tcpvip; got != want {
+			t.Errorf("127.0.0.7:9000: got %q, want %q", got, want)
+		}
+		if got, want := simulateConn(t, r, "127.0.0.7_8080", conn{dst: "127.0.0.7:8080", http: "api.example.com:8080"}), "127.0.0.7_8080/ -> "+api; got != want {
+			t.Errorf("127.0.0.7:8080: got %q, want %q", got, want)
+		}
+		for _, n := range []string{"127.0.0.11_9000", "127.0.0.7_9080"} {
+			if findListener(r, n) != nil {
+				t.Errorf("listener %s", n)
+			}
 		}
 	})
 }

@@ -25,9 +25,9 @@ import (
 // binds the port's listener (to bind, else 127.0.0.1), DEFAULT and
 // IPTABLES leave it reached through iptables; in explicit mode every
 // outbound listener is bound whatever the captureMode (Istio's
-// interception NONE). It refuses as Unsupported what it
-// would otherwise ignore: bind or captureMode NONE on the egress listener
-// without port, a unix:// egress bind, a unix:// defaultEndpoint, what sidecarTLS refuses of
+// interception NONE). The port-less listener's bind and captureMode apply
+// to every port it builds. It refuses as Unsupported what it
+// would otherwise ignore: a unix:// egress bind, a unix:// defaultEndpoint, what sidecarTLS refuses of
 // ingress tls. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
@@ -100,10 +100,6 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		}
 		if eg.Bind != "" {
 			switch {
-			case eg.Port == nil:
-				// Istio would move every port of the catch-all listener
-				// to the bind; Loom binds only a listener with a port.
-				c.errf(p+".bind", "Invalid value: %q: bind on the egress listener without port is %s", eg.Bind, Unsupported)
 			case strings.HasPrefix(eg.Bind, "unix://"):
 				c.errf(p+".bind", "Invalid value: %q: unix domain socket listeners are %s", eg.Bind, Unsupported)
 			case net.ParseIP(eg.Bind) == nil:
@@ -112,10 +108,6 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		}
 		if _, ok := networking.CaptureMode_name[int32(eg.CaptureMode)]; !ok {
 			c.errf(p+".captureMode", `Unsupported value: %d: supported values: "DEFAULT", "IPTABLES", "NONE"`, eg.CaptureMode)
-		} else if eg.Port == nil && eg.CaptureMode == networking.CaptureMode_NONE {
-			// Istio would bind every port of the catch-all listener
-			// to 127.0.0.1; Loom binds only a listener with a port.
-			c.errf(p+".captureMode", "Invalid value: NONE: captureMode NONE on the egress listener without port is %s", Unsupported)
 		}
 		if len(eg.Hosts) == 0 {
 			c.errf(p+".hosts", "Required value: sidecar: egress listener must contain at least one host")

@@ -74,14 +74,11 @@ func TestSidecar(t *testing.T) {
   - captureMode: IPTABLES
     hosts: ["*/*"]
 `), nil},
-		{"egress listener without port: no bind, no captureMode NONE", sidecarDoc(`  egress:
+		{"egress listener without port: bind and captureMode NONE are served", sidecarDoc(`  egress:
   - bind: 127.0.0.1
     captureMode: NONE
     hosts: ["*/*"]
-`), []string{
-			`spec.egress[0].bind: Invalid value: "127.0.0.1": bind on the egress listener without port is ` + Unsupported,
-			"spec.egress[0].captureMode: Invalid value: NONE: captureMode NONE on the egress listener without port is " + Unsupported,
-		}},
+`), nil},
 		{"egress port, bind and captureMode values", sidecarDoc(`  egress:
   - port: {number: 9080, protocol: HTTP}
     bind: not-an-ip
