@@ -184,6 +184,31 @@ trafficPolicy:
 				}))
 			})
 		}},
+		{"retryBudget", registry.HTTP, `host: httpbin
+trafficPolicy:
+  connectionPool:
+    http:
+      maxRetries: 4
+  retryBudget:
+    percent: 12.5
+    minRetryConcurrency: 2
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				th := c.CircuitBreakers.Thresholds[0]
+				th.MaxRetries = wrapperspb.UInt32(4)
+				th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+					BudgetPercent: &typev3.Percent{Value: 12.5}, MinRetryConcurrency: wrapperspb.UInt32(2)}
+			})
+		}},
+		{"retryBudget defaults", registry.HTTP, `host: httpbin
+trafficPolicy:
+  retryBudget: {}
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				c.CircuitBreakers.Thresholds[0].RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+					BudgetPercent: &typev3.Percent{Value: 20}, MinRetryConcurrency: wrapperspb.UInt32(3)}
+			})
+		}},
 		{"tcp idleTimeout, empty keepalive, HTTP/2 streams", registry.HTTP2, `host: httpbin
 trafficPolicy:
   connectionPool:

@@ -13,7 +13,10 @@ import (
 //     field it omits takes the default, not the destination-level value;
 //   - the subset's policy (itself resolved for port) then replaces the
 //     loadBalancer, connectionPool, outlierDetection and tls it sets, or all
-//     four when it has a portLevelSettings entry for port.
+//     four when it has a portLevelSettings entry for port;
+//   - retryBudget has no port-level form: the destination-level one stays
+//     under a portLevelSettings entry, and the subset's replaces it when
+//     set (Istio's MergeTrafficPolicy, istio/istio#59667).
 //
 // It returns nil when nothing applies. The result shares messages with dr
 // and must not be modified.
@@ -45,6 +48,9 @@ func clusterTrafficPolicy(dr *networking.DestinationRule, subset *networking.Sub
 	if sub.ProxyProtocol != nil {
 		merged.ProxyProtocol = sub.ProxyProtocol
 	}
+	if sub.RetryBudget != nil {
+		merged.RetryBudget = sub.RetryBudget
+	}
 	return merged
 }
 
@@ -62,6 +68,7 @@ func portTrafficPolicy(tp *networking.TrafficPolicy, port uint32) (_ *networking
 				ConnectionPool:   pls.GetConnectionPool(),
 				OutlierDetection: pls.GetOutlierDetection(),
 				Tls:              pls.GetTls(),
+				RetryBudget:      tp.GetRetryBudget(),
 			}, true
 		}
 	}

@@ -85,3 +85,42 @@ func TestClusterTrafficPolicyOnlySubset(t *testing.T) {
 		t.Errorf("no DestinationRule: policy = %v, want nil", got)
 	}
 }
+
+// TestClusterTrafficPolicyRetryBudget checks that retryBudget, which has no
+// port-level form, survives a portLevelSettings entry and is replaced by a
+// subset's own (Istio's MergeTrafficPolicy).
+func TestClusterTrafficPolicyRetryBudget(t *testing.T) {
+	dr := decodeDR(t, `host: reviews
+trafficPolicy:
+  retryBudget: {percent: 30}
+  portLevelSettings:
+  - port: {number: 9080}
+    loadBalancer: {simple: RANDOM}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy:
+    retryBudget: {minRetryConcurrency: 7}
+- name: v2
+  labels: {version: v2}
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+`)
+	top, v1 := dr.TrafficPolicy.RetryBudget, dr.Subsets[0].TrafficPolicy.RetryBudget
+	for _, tt := range []struct {
+		name   string
+		subset *networking.Subset
+		port   uint32
+		want   *networking.TrafficPolicy_RetryBudget
+	}{
+		{"top level", nil, 8080, top},
+		{"port level keeps it", nil, 9080, top},
+		{"subset replaces it", dr.Subsets[0], 9080, v1},
+		{"subset without one inherits", dr.Subsets[1], 8080, top},
+	} {
+		got := clusterTrafficPolicy(dr, tt.subset, tt.port).GetRetryBudget()
+		if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
+			t.Errorf("%s: retryBudget (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}

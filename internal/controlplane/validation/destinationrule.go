@@ -125,7 +125,11 @@ func (c *checker) trafficPolicy(p string, tp *networking.TrafficPolicy, portLeve
 		if rb.Percent != nil && (rb.Percent.Value < 0 || rb.Percent.Value > 100) {
 			c.errf(p+".retryBudget.percent", "Invalid value: %v: must be between 0 and 100", rb.Percent.Value)
 		}
-		c.duration(p+".retryBudget.budgetInterval", rb.BudgetInterval)
+		// The Loom proxy counts the requests outstanding now only, as
+		// Envoy does with budget_interval 0; a window is not served.
+		if d := rb.BudgetInterval; d != nil && (!d.IsValid() || d.AsDuration() != 0) {
+			c.errf(p+".retryBudget.budgetInterval", "%s (only 0s: the budget counts the requests outstanding now)", Unsupported)
+		}
 	}
 	if !portLevel && len(tp.PortLevelSettings) > 0 {
 		c.errf(p+".portLevelSettings", "Forbidden: not allowed here")

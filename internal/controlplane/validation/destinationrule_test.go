@@ -93,6 +93,17 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 			"spec.trafficPolicy.outlierDetection.maxEjectionPercent: Invalid value: 101: must be between 0 and 100",
 			"spec.trafficPolicy.outlierDetection.minHealthPercent: Invalid value: -1: must be between 0 and 100",
 		}},
+		{"retryBudget", `  trafficPolicy:
+    retryBudget: {percent: 25, minRetryConcurrency: 2, budgetInterval: 0s}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      retryBudget: {percent: 101, budgetInterval: 10s}
+`, []string{
+			"spec.subsets[0].trafficPolicy.retryBudget.percent: Invalid value: 101: must be between 0 and 100",
+			"spec.subsets[0].trafficPolicy.retryBudget.budgetInterval: " + Unsupported + " (only 0s: the budget counts the requests outstanding now)",
+		}},
 		{"localityLbSetting without outlierDetection", `  trafficPolicy:
     loadBalancer:
       localityLbSetting: {failover: [{from: us-east, to: us-west}]}

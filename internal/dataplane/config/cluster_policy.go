@@ -36,6 +36,35 @@ type Thresholds struct {
 	MaxPendingRequests uint32 // requests waiting for a connection; Istio http.http1MaxPendingRequests
 	MaxRequests        uint32 // outstanding requests; Istio http.http2MaxRequests
 	MaxRetries         uint32 // concurrent retries; Istio http.maxRetries
+	// RetryBudget, when set, replaces MaxRetries (Envoy's retry_budget
+	// overrides max_retries; Istio trafficPolicy.retryBudget).
+	RetryBudget *RetryBudget
+}
+
+// RetryBudget is envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget
+// with Envoy's defaults resolved: the concurrent retries allowed are
+// BudgetPercent of the cluster's outstanding requests (active and pending),
+// but never fewer than MinRetryConcurrency. budget_interval is refused.
+type RetryBudget struct {
+	BudgetPercent       float64 // 0-100; default 20
+	MinRetryConcurrency uint32  // default 3
+}
+
+// Envoy's defaults of retry_budget.
+const (
+	DefaultRetryBudgetPercent        = 20
+	DefaultRetryBudgetMinConcurrency = 3
+)
+
+// MaxRetriesFor returns the concurrent retries allowed while requests are
+// outstanding on the cluster: MaxRetries, or with a RetryBudget
+// max(BudgetPercent% of requests, MinRetryConcurrency), as Envoy's
+// RetryBudgetImpl::max.
+func (t Thresholds) MaxRetriesFor(requests int64) int64 {
+	if t.RetryBudget == nil {
+		return int64(t.MaxRetries)
+	}
+	return max(int64(t.RetryBudget.BudgetPercent/100*float64(max(requests, 0))), int64(t.RetryBudget.MinRetryConcurrency))
 }
 
 // Limits returns the thresholds in force: cb.Thresholds, or Envoy's
@@ -44,7 +73,7 @@ func (cb CircuitBreakers) Limits() Thresholds {
 	if cb.Thresholds != nil {
 		return *cb.Thresholds
 	}
-	return Thresholds{DefaultMaxConnections, DefaultMaxPendingRequests, DefaultMaxRequests, DefaultMaxRetries}
+	return Thresholds{MaxConnections: DefaultMaxConnections, MaxPendingRequests: DefaultMaxPendingRequests, MaxRequests: DefaultMaxRequests, MaxRetries: DefaultMaxRetries}
 }
 
 // OutlierDetection is envoy.config.cluster.v3.OutlierDetection (Istio's
@@ -161,8 +190,9 @@ func buildCircuitBreakers(cb *clusterv3.CircuitBreakers) (CircuitBreakers, error
 		if out.Thresholds != nil {
 			return out, ferr(p+".priority", "duplicate DEFAULT thresholds")
 		}
-		if th.GetRetryBudget() != nil {
-			return out, ferr(p+".retry_budget", "not supported")
+		rb, err := buildRetryBudget(th.GetRetryBudget())
+		if err != nil {
+			return out, under(p+".retry_budget", err)
 		}
 		if th.GetMaxConnectionPools() != nil {
 			return out, ferr(p+".max_connection_pools", "not supported")
@@ -172,8 +202,29 @@ func buildCircuitBreakers(cb *clusterv3.CircuitBreakers) (CircuitBreakers, error
 			MaxPendingRequests: u32(th.GetMaxPendingRequests(), DefaultMaxPendingRequests),
 			MaxRequests:        u32(th.GetMaxRequests(), DefaultMaxRequests),
 			MaxRetries:         u32(th.GetMaxRetries(), DefaultMaxRetries),
+			RetryBudget:        rb,
 		}
 		// track_remaining only adds the remaining_* gauges: accepted.
+	}
+	return out, nil
+}
+
+// buildRetryBudget reads a retry_budget (nil: none). A non-zero
+// budget_interval (requests counted over a sliding window) is not
+// supported.
+func buildRetryBudget(rb *clusterv3.CircuitBreakers_Thresholds_RetryBudget) (*RetryBudget, error) {
+	if rb == nil {
+		return nil, nil
+	}
+	out := &RetryBudget{BudgetPercent: DefaultRetryBudgetPercent, MinRetryConcurrency: u32(rb.GetMinRetryConcurrency(), DefaultRetryBudgetMinConcurrency)}
+	if bp := rb.GetBudgetPercent(); bp != nil {
+		var err error
+		if out.BudgetPercent, err = percent("budget_percent", bp); err != nil {
+			return nil, err
+		}
+	}
+	if d := rb.GetBudgetInterval(); d != nil && d.AsDuration() != 0 {
+		return nil, verr("budget_interval", d.AsDuration().String(), "must be 0 (not supported)")
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -59,10 +60,17 @@ func TestClusterPolicy(t *testing.T) {
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 				MaxConnections: wrapperspb.UInt32(1), MaxPendingRequests: wrapperspb.UInt32(2),
 				MaxRequests: wrapperspb.UInt32(4294967295), MaxRetries: wrapperspb.UInt32(4294967295), TrackRemaining: true}}}
-		}, policy{CB: CircuitBreakers{&Thresholds{1, 2, 4294967295, 4294967295}}}},
+		}, policy{CB: CircuitBreakers{&Thresholds{1, 2, 4294967295, 4294967295, nil}}}},
 		{"threshold defaults", func(_ testing.TB, c *clusterv3.Cluster) {
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(0)}}}
-		}, policy{CB: CircuitBreakers{&Thresholds{1024, 1024, 1024, 0}}}},
+		}, policy{CB: CircuitBreakers{&Thresholds{1024, 1024, 1024, 0, nil}}}},
+		{"retry budget", func(_ testing.TB, c *clusterv3.Cluster) {
+			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(1),
+				RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 50}, MinRetryConcurrency: wrapperspb.UInt32(0)}}}}
+		}, policy{CB: CircuitBreakers{&Thresholds{1024, 1024, 1024, 1, &RetryBudget{50, 0}}}}},
+		{"retry budget defaults", func(_ testing.TB, c *clusterv3.Cluster) {
+			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}}}}
+		}, policy{CB: CircuitBreakers{&Thresholds{1024, 1024, 1024, 3, &RetryBudget{20, 3}}}}},
 		{"istio outlier", func(_ testing.TB, c *clusterv3.Cluster) { c.OutlierDetection = istioOutlier() },
 			policy{Outlier: &OutlierDetection{Consecutive5xx: 3, ConsecutiveLocalOriginFailure: 5, EnforcingConsecutive5xx: 100,
 				EnforcingConsecutiveLocalOriginFailure: 100, Interval: time.Second, BaseEjectionTime: 2 * time.Second,
@@ -136,9 +144,12 @@ func TestClusterPolicyErrors(t *testing.T) {
 		{"duplicate default", func(_ testing.TB, c *clusterv3.Cluster) {
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{}, {}}}
 		}, `circuit_breakers.thresholds[1].priority: duplicate DEFAULT thresholds`},
-		{"retry budget", th(func(th *clusterv3.CircuitBreakers_Thresholds) {
-			th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{}
-		}), `circuit_breakers.thresholds[0].retry_budget: not supported`},
+		{"retry budget interval", th(func(th *clusterv3.CircuitBreakers_Thresholds) {
+			th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetInterval: durationpb.New(time.Second)}
+		}), `circuit_breakers.thresholds[0].retry_budget.budget_interval = "1s": must be 0 (not supported)`},
+		{"retry budget percent", th(func(th *clusterv3.CircuitBreakers_Thresholds) {
+			th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 101}}
+		}), `circuit_breakers.thresholds[0].retry_budget.budget_percent = "101": must be 0-100`},
 		{"per host thresholds", func(_ testing.TB, c *clusterv3.Cluster) {
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}
 		}, `circuit_breakers.per_host_thresholds: not supported`},

@@ -12,6 +12,8 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
@@ -171,5 +173,47 @@ func TestGRPCRetryStreamedBody(t *testing.T) {
 	defer mu.Unlock()
 	if len(bodies) != 2 || bodies[0] != msg || bodies[1] != msg {
 		t.Fatalf("the upstream saw %d attempts, want 2 with the whole body each", len(bodies))
+	}
+}
+
+// TestRetryBudget checks a cluster's circuit_breakers retry_budget (Istio
+// trafficPolicy.retryBudget) over real sockets: it replaces max_retries. A
+// budget of 100% of the one outstanding request lets its retry through
+// although max_retries is 0; a budget of 0% with min_retry_concurrency 0
+// refuses every retry although max_retries is 100.
+func TestRetryBudget(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	be := startBackend(t, "be", false, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Host]++
+		n := seen[r.Host]
+		mu.Unlock()
+		if n == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		w.Write([]byte("ok"))
+	})
+	budget := func(name string, maxRetries uint32, pct float64) *clusterv3.Cluster {
+		c := staticCluster(t, name, false, be.addr)
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxRetries: wrapperspb.UInt32(maxRetries),
+			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+				BudgetPercent: &typev3.Percent{Value: pct}, MinRetryConcurrency: wrapperspb.UInt32(0)}}}}
+		return c
+	}
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt",
+			vhost("full", []string{"full"}, withRetry(prefixRoute("full", "/", "full"), "5xx", 1)),
+			vhost("empty", []string{"empty"}, withRetry(prefixRoute("empty", "/", "empty"), "5xx", 1)))},
+		[]*clusterv3.Cluster{budget("full", 0, 100), budget("empty", 100, 0)}))
+	for _, tc := range []struct {
+		host string
+		want int
+	}{{"full", 200}, {"empty", 503}} {
+		if r := p.do("GET", tc.host, "/", nil, nil); r.code != tc.want {
+			t.Errorf("%s: %d %q, want %d", tc.host, r.code, r.body, tc.want)
+		}
 	}
 }

@@ -592,3 +592,49 @@ func TestCircuitBreakerHostWithNoConnectionPendingFull(t *testing.T) {
 	}
 	checkPerPool(t, tr)
 }
+
+// TestCircuitBreakerRetryBudget checks retry_budget: the concurrent retries
+// allowed follow the requests outstanding on the cluster (budget_percent of
+// them, never fewer than min_retry_concurrency), and max_retries no longer
+// applies.
+func TestCircuitBreakerRetryBudget(t *testing.T) {
+	srv := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", Endpoints: []config.Endpoint{{Address: addrOf(srv)}},
+		CircuitBreakers: config.CircuitBreakers{Thresholds: &config.Thresholds{MaxConnections: 100, MaxPendingRequests: 100, MaxRequests: 100,
+			MaxRetries: 0, RetryBudget: &config.RetryBudget{BudgetPercent: 50, MinRetryConcurrency: 1}}}}
+	m.Update(gen(c))
+	allowed := func() int {
+		var rels []func()
+		for range 10 {
+			if rel, ok := m.TryRetry(c); ok {
+				rels = append(rels, rel)
+			}
+		}
+		for _, rel := range rels {
+			rel()
+		}
+		return len(rels)
+	}
+	if n := allowed(); n != 1 {
+		t.Errorf("no request outstanding: %d concurrent retries allowed, want min_retry_concurrency 1", n)
+	}
+	var hosts []*Host
+	for range 6 {
+		h, err := m.Pick(c, PickOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	if n := allowed(); n != 3 {
+		t.Errorf("6 requests outstanding: %d concurrent retries allowed, want 50%% = 3", n)
+	}
+	for _, h := range hosts {
+		h.Done(Result{Status: 200})
+	}
+	if n := allowed(); n != 1 {
+		t.Errorf("requests done: %d concurrent retries allowed, want 1", n)
+	}
+}

@@ -106,13 +106,15 @@ func (st *clusterState) policyDone(h *Host, res Result) {
 	st.pol.od.report(h.Addr, res)
 }
 
-// TryRetry asks c's max_retries circuit breaker for one retry. When ok,
-// the caller calls release once that retry is over; when not, it must not
+// TryRetry asks c's retry circuit breaker for one retry: max_retries, or
+// when the thresholds have a retry_budget, that budget's share of the
+// requests outstanding on c now (Envoy's RetryBudgetImpl). When ok, the
+// caller calls release once that retry is over; when not, it must not
 // retry (Envoy counts upstream_rq_retry_overflow and returns the last
 // response). release is never nil and is safe to call more than once.
 func (m *ClusterManager) TryRetry(c *config.Cluster) (release func(), ok bool) {
 	p := &m.state(c.Name).pol
-	if p.retries.Add(1) > int64(p.thresholds().MaxRetries) {
+	if p.retries.Add(1) > p.thresholds().MaxRetriesFor(p.requests.Load()) {
 		p.retries.Add(-1)
 		p.retryOverflow.Add(1)
 		return func() {}, false
