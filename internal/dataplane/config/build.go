@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -1032,8 +1033,15 @@ func buildMatch(m *routev3.RouteMatch) (RouteMatch, error) {
 		rm.CaseInsensitive = true
 	}
 	if m.GetGrpc() != nil || m.GetRuntimeFraction() != nil || m.GetTlsContext() != nil ||
-		len(m.GetDynamicMetadata()) > 0 || len(m.GetCookies()) > 0 || len(m.GetFilterState()) > 0 {
-		return rm, ferr("", "only path, case_sensitive, headers and query_parameters are supported")
+		len(m.GetCookies()) > 0 || len(m.GetFilterState()) > 0 {
+		return rm, ferr("", "only path, case_sensitive, headers, query_parameters and dynamic_metadata are supported")
+	}
+	for i, dm := range m.GetDynamicMetadata() {
+		mm, err := matcher.NewMetadata(dm)
+		if err != nil {
+			return rm, ferr(idx("dynamic_metadata", i), "%v", err)
+		}
+		rm.Metadata = append(rm.Metadata, mm)
 	}
 	for i, h := range m.GetHeaders() {
 		hm, err := buildHeaderMatcher(h)

@@ -265,6 +265,12 @@ func TestBuildErrors(t *testing.T) {
 			route2(rc).Match.Headers = []*routev3.HeaderMatcher{{Name: "x", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{
 				StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Contains{Contains: "a"}}}}}
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.headers[0].string_match: must be exact, prefix, suffix or safe_regex`},
+		{"dynamic_metadata regex", routeWith(func(rc *routev3.RouteConfiguration) {
+			route2(rc).Match.DynamicMetadata = []*matcherv3.MetadataMatcher{{Filter: "envoy.filters.http.jwt_authn",
+				Path: []*matcherv3.MetadataMatcher_PathSegment{{Segment: &matcherv3.MetadataMatcher_PathSegment_Key{Key: "payload"}}},
+				Value: &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+					MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "("}}}}}}}
+		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.dynamic_metadata[0]: value.string_match.safe_regex.regex = "(": must be RE2: error parsing regexp: missing closing ): ` + "`(`"},
 		{"bad pseudo header", routeWith(func(rc *routev3.RouteConfiguration) {
 			route2(rc).Match.Headers = []*routev3.HeaderMatcher{{Name: ":protocol"}}
 		}), `route_config "http_proxy": virtual_hosts[0].routes[2].match.headers[0].name = ":protocol": must be a header or :authority, :method, :path or :scheme`},

@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"net/http"
 	"strings"
+
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 )
 
 // VirtualHostFor returns the virtual host that serves requests for host
@@ -38,18 +40,25 @@ func (t *RouteTable) VirtualHostFor(host string) *VirtualHost {
 	return t.catchAll
 }
 
-// Matches reports whether req matches r's RouteMatch: the path (without
-// the query) against prefix, path or the anchored regex, every header
-// matcher and every query parameter matcher. It is safe for concurrent use,
-// does not modify req, and does not allocate unless a matcher reads ":path"
-// or a header sent several times.
+// Matches reports whether req matches r's RouteMatch before any filter
+// ran, that is with empty dynamic metadata: MatchesMetadata(req, nil).
+func (r *Route) Matches(req *http.Request) bool { return r.MatchesMetadata(req, nil) }
+
+// MatchesMetadata reports whether req, with the dynamic metadata md the
+// filters wrote so far (nil: none), matches r's RouteMatch: the path
+// (without the query) against prefix, path or the anchored regex, every
+// header matcher, every query parameter matcher and every dynamic_metadata
+// matcher (Envoy's MetadataMatcher: a path md lacks matches only inverted
+// matchers). It is safe for concurrent use, does not modify req or md, and
+// does not allocate unless a matcher reads ":path" or a header sent
+// several times.
 //
 // Header matchers read ":authority" from req.Host, ":method" from
 // req.Method, ":path" from the request URI (path and query) and ":scheme"
 // from req.URL.Scheme ("https" when req.TLS is set, else "http", when the
 // URL has none). A header sent several times is matched against its values
 // joined with ",", as Envoy does.
-func (r *Route) Matches(req *http.Request) bool {
+func (r *Route) MatchesMetadata(req *http.Request, md matcher.Metadata) bool {
 	if r == nil || req == nil || req.URL == nil {
 		return false
 	}
@@ -89,6 +98,11 @@ func (r *Route) Matches(req *http.Request) bool {
 	}
 	for i := range m.Query {
 		if !m.Query[i].matches(req.URL.RawQuery) {
+			return false
+		}
+	}
+	for i := range m.Metadata {
+		if !m.Metadata[i].Match(md) {
 			return false
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 )
 
 // Generation is one complete runtime config. It is immutable and safe for
@@ -204,8 +205,8 @@ const (
 	PathRegex                       // Regex (RE2, whole path)
 )
 
-// RouteMatch is envoy.config.route.v3.RouteMatch: a path match plus header
-// and query parameter matchers, all of which must match.
+// RouteMatch is envoy.config.route.v3.RouteMatch: a path match plus header,
+// query parameter and dynamic metadata matchers, all of which must match.
 type RouteMatch struct {
 	PathKind PathMatchKind
 	Prefix   string
@@ -217,6 +218,11 @@ type RouteMatch struct {
 	// Query is RouteMatch.query_parameters; nil means the query is not
 	// looked at (and not parsed).
 	Query []QueryMatcher
+	// Metadata is RouteMatch.dynamic_metadata: matchers on the metadata
+	// the filters wrote (Istio's JWT claim routing reads jwt_authn's
+	// payload). Before any filter ran the metadata is empty; a route that
+	// needs it is matched again once a filter clears the route cache.
+	Metadata []matcher.MetadataMatch
 }
 
 // StringMatchKind says how a HeaderMatcher or QueryMatcher compares.

@@ -145,7 +145,19 @@ type State struct {
 	// mutations. Nil when no filter set any. A filter that also wants
 	// them on local replies sets them on the ResponseWriter too.
 	ResponseHeaders http.Header
+	// RouteCacheCleared is set by ClearRouteCache; the connection manager
+	// matches the request's route again before it calls the next filter
+	// or the router, and resets it.
+	RouteCacheCleared bool
 }
+
+// ClearRouteCache asks for the request's route to be matched again, with
+// its headers and Metadata as they are now, before the next filter (or the
+// router) runs: Envoy's clearRouteCache, which a filter calls after it
+// changed what routes match on (jwt_authn's clear_route_cache, for Istio's
+// JWT claim routing). The filters after it see the new route's overrides
+// and Route.
+func (s *State) ClearRouteCache() { s.RouteCacheCleared = true }
 
 // SetMetadata sets key in namespace ns of s.Metadata, allocating as
 // needed.

@@ -21,6 +21,7 @@ import (
 	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/istiostats"
+	"github.com/loom-mesh/loom/internal/dataplane/matcher"
 	"github.com/loom-mesh/loom/internal/dataplane/telemetry"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 )
@@ -369,18 +370,7 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		if fc.XFF.UseRemoteAddress {
 			appendForwardedFor(r)
 		}
-		if rt := gen.Routes[fc.RouteConfigName]; rt != nil {
-			if vh := rt.VirtualHostFor(host); vh != nil && vh.RequireTLS && !secureRequest(r, fc.XFF.UseRemoteAddress) {
-				route = config.SSLRedirect
-			} else if vh != nil {
-				for _, ro := range vh.Routes {
-					if ro.Matches(r) {
-						route = ro
-						break
-					}
-				}
-			}
-		}
+		route = matchRoute(gen, fc, r, host, nil)
 	}
 	if fc.Tracing != nil && cm.tracing != nil {
 		// Envoy's traceRequest, once the request ID is known; the
@@ -416,6 +406,34 @@ func (cm *ConnectionManager) serve(w http.ResponseWriter, r *http.Request, st *r
 		return cm.route(w, r, gen, route, "", host, body, e, st.span, st.probe, fc.ALPNOverride)
 	}
 	return cm.serveChain(w, r, st, fc, gen, route, host, body)
+}
+
+// matchRoute returns the route of r in fc's route configuration of gen,
+// nil when none matches: the virtual host of host, then its first route
+// that matches r with the dynamic metadata md (nil before any filter ran);
+// config.SSLRedirect when the virtual host requires TLS r did not come
+// over.
+func matchRoute(gen *config.Generation, fc *config.FilterChain, r *http.Request, host string, md matcher.Metadata) *config.Route {
+	if gen == nil {
+		return nil
+	}
+	rt := gen.Routes[fc.RouteConfigName]
+	if rt == nil {
+		return nil
+	}
+	vh := rt.VirtualHostFor(host)
+	if vh == nil {
+		return nil
+	}
+	if vh.RequireTLS && !secureRequest(r, fc.XFF.UseRemoteAddress) {
+		return config.SSLRedirect
+	}
+	for _, ro := range vh.Routes {
+		if ro.MatchesMetadata(r, md) {
+			return ro
+		}
+	}
+	return nil
 }
 
 // secureRequest reports whether r came over TLS, as Envoy's require_tls
@@ -475,13 +493,7 @@ func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, 
 	st.fs = filter.State{XFF: fc.XFF, Upstreams: cm.clusters}
 	st.chain, st.next, st.cm, st.gen, st.route, st.host, st.body = chain, 0, cm, gen, route, host, body
 	st.routed, st.abort = false, false
-	if route != nil && route.Action == config.ActionRoute {
-		// Envoy's route entry names its (weighted) cluster before the
-		// filters run; the rate limit filters read it.
-		name := route.Pick()
-		st.ri = filter.RouteInfo{Name: route.Name, Cluster: name, ClusterExists: gen.Clusters[name] != nil, RateLimits: route.RateLimits}
-		st.fs.Route = &st.ri
-	}
+	st.setRoute(route)
 	r = r.WithContext(filter.NewContext(r.Context(), &st.fs))
 	st.ServeHTTP(w, r)
 
@@ -510,6 +522,13 @@ func (cm *ConnectionManager) serveChain(w http.ResponseWriter, r *http.Request, 
 // one the router. Filters call next at most once, in order, so one
 // index per request is enough.
 func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if st.fs.RouteCacheCleared {
+		// A filter cleared the route cache (Envoy's clearRouteCache):
+		// match again with the headers and metadata as they are now,
+		// for the filters that follow and the router.
+		st.fs.RouteCacheCleared = false
+		st.setRoute(matchRoute(st.gen, st.fc, r, st.host, st.fs.Metadata))
+	}
 	if st.next < len(st.chain) {
 		f := &st.chain[st.next]
 		st.next++
@@ -520,6 +539,21 @@ func (st *reqState) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.fs.Override = nil
 	st.routed = true
 	st.abort = st.cm.route(w, r, st.gen, st.route, st.ri.Cluster, st.host, st.body, &st.entry, st.span, st.probe, st.fc.ALPNOverride)
+}
+
+// setRoute makes route (nil: none matched) the request's route for the
+// rest of the chain and the router. Envoy's route entry names its
+// (weighted) cluster as soon as the route is picked, before the filters
+// run; the rate limit filters read it.
+func (st *reqState) setRoute(route *config.Route) {
+	st.route = route
+	st.ri = filter.RouteInfo{}
+	st.fs.Route = nil
+	if route != nil && route.Action == config.ActionRoute {
+		name := route.Pick()
+		st.ri = filter.RouteInfo{Name: route.Name, Cluster: name, ClusterExists: st.gen.Clusters[name] != nil, RateLimits: route.RateLimits}
+		st.fs.Route = &st.ri
+	}
 }
 
 // mergeFlags adds the filters' flags to the router's, in Envoy's order

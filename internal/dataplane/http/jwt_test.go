@@ -35,16 +35,22 @@ func readJWTSample(t *testing.T, name string) string {
 // RequestAuthentication for issuer with inline jwks, outputPayloadToHeader
 // x-jwt-payload, forwardOriginalToken forward.
 func jwtListener(t *testing.T, name, addr, route, issuer, jwks string, forward bool) *listenerv3.Listener {
+	return jwtProviderListener(t, name, addr, route, &jwtv3.JwtProvider{
+		Issuer: issuer, Forward: forward, ForwardPayloadHeader: "x-jwt-payload", PayloadInMetadata: "payload",
+		JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: jwks}}},
+	})
+}
+
+// jwtProviderListener is httpListener with a jwt_authn filter of one
+// provider "origins-0", required unless the token is missing.
+func jwtProviderListener(t *testing.T, name, addr, route string, p *jwtv3.JwtProvider) *listenerv3.Listener {
 	l := httpListener(t, name, addr, route)
 	var hcm hcmv3.HttpConnectionManager
 	if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)
 	}
 	cfg := &jwtv3.JwtAuthentication{
-		Providers: map[string]*jwtv3.JwtProvider{"origins-0": {
-			Issuer: issuer, Forward: forward, ForwardPayloadHeader: "x-jwt-payload", PayloadInMetadata: "payload",
-			JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: jwks}}},
-		}},
+		Providers: map[string]*jwtv3.JwtProvider{"origins-0": p},
 		Rules: []*jwtv3.RequirementRule{{
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			RequirementType: &jwtv3.RequirementRule_Requires{Requires: &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_RequiresAny{

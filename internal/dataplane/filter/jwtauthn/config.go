@@ -89,6 +89,11 @@ type Provider struct {
 	ClaimToHeaders []ClaimToHeader
 	// ClockSkew is clock_skew_seconds, DefaultClockSkew when zero.
 	ClockSkew time.Duration
+	// ClearRouteCache is clear_route_cache: once a token of this provider
+	// verified and it added a ClaimToHeaders header or set
+	// PayloadInMetadata, the request's route is matched again (Envoy's
+	// rule), so routes can match on its claims. Istio sets it on gateways.
+	ClearRouteCache bool
 
 	ext *extractor // the provider's own locations
 }
@@ -359,6 +364,7 @@ func provider(name string, m *jwtv3.JwtProvider) (*Provider, error) {
 		PayloadInMetadata:       m.GetPayloadInMetadata(),
 		SpaceDelimitedClaims:    m.GetNormalizePayloadInMetadata().GetSpaceDelimitedClaims(),
 		ClockSkew:               DefaultClockSkew,
+		ClearRouteCache:         m.GetClearRouteCache(),
 	}
 	if s := m.GetClockSkewSeconds(); s > 0 {
 		p.ClockSkew = time.Duration(s) * time.Second

@@ -191,6 +191,9 @@ func (f *jwtFilter) ServeHTTP(w http.ResponseWriter, r *http.Request, next http.
 		for k, p := range v.payloads {
 			st.SetMetadata(Name, k, p)
 		}
+		if v.clearRoute {
+			st.ClearRouteCache()
+		}
 	}
 	next.ServeHTTP(w, r)
 }
@@ -237,6 +240,9 @@ type verification struct {
 	cfg      *Config
 	r        *http.Request
 	payloads map[string]any // payload_in_metadata key -> claims
+	// clearRoute is set when a verified token's provider has
+	// clear_route_cache and wrote a claim header or the metadata.
+	clearRoute bool
 }
 
 func (v *verification) verify(q *Requirement) Status {
@@ -350,10 +356,18 @@ func (v *verification) verifyToken(f found, p *Provider, aud []string) Status {
 		}
 		v.payloads[p.PayloadInMetadata] = normalize(t.claims, p.SpaceDelimitedClaims)
 	}
+	headerAdded := false
 	for _, ch := range p.ClaimToHeaders {
 		if s, ok := claimString(t.claims, ch.Path); ok {
 			v.r.Header[ch.Header] = []string{s}
+			headerAdded = true
 		}
+	}
+	// Envoy clears the route cache for a provider with clear_route_cache
+	// once it added a claim header or has payload_in_metadata (its
+	// authenticator's handleGoodJwt).
+	if p.ClearRouteCache && (headerAdded || p.PayloadInMetadata != "") {
+		v.clearRoute = true
 	}
 	return OK
 }
