@@ -5,6 +5,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -14,14 +15,32 @@ import (
 // (or its locality) that transport_socket_matches read.
 const TransportSocketMatchKey = "envoy.transport_socket_match"
 
+// UpstreamProxyProtocolName is the transport socket that writes a PROXY
+// protocol header on each upstream connection before the socket it wraps
+// (Istio's DestinationRule trafficPolicy.proxyProtocol).
+const UpstreamProxyProtocolName = "envoy.transport_sockets.upstream_proxy_protocol"
+
+const upstreamProxyProtocolTypeURL = "type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport"
+
 // UpstreamTransport is one way of connecting to a cluster's endpoints:
-// plaintext (TLS nil) or TLS origination.
+// plaintext (TLS nil) or TLS origination, either of them after a PROXY
+// protocol header (ProxyProtocol).
 type UpstreamTransport struct {
 	// Name is the transport_socket_matches entry's name, "" for the
 	// cluster's own transport_socket.
 	Name string
 	// TLS is the UpstreamTlsContext; nil for raw_buffer.
 	TLS *UpstreamTLS
+	// ProxyProtocol is the PROXY protocol version (1 or 2) written first
+	// on each connection, when the socket is an
+	// envoy.transport_sockets.upstream_proxy_protocol
+	// (ProxyProtocolUpstreamTransport) wrapping the TLS or raw_buffer
+	// socket; 0: none. As Envoy's UpstreamProxyProtocolSocket, the header
+	// carries the downstream connection's source and destination
+	// addresses, and without a downstream connection (a filter's own
+	// call) version 1 carries the upstream connection's own addresses and
+	// version 2 is a LOCAL header.
+	ProxyProtocol uint8
 	// Key tells connection pools apart: "" for plaintext, else a digest of
 	// the transport socket's config. Connections to one address over two
 	// transports, or over one transport before and after its config
@@ -121,11 +140,14 @@ func labelsMatch(want, got *structpb.Struct) bool {
 }
 
 // buildUpstreamTransport reads a cluster's transport socket; nil is
-// plaintext.
+// plaintext. An upstream_proxy_protocol socket wraps one of the others.
 func buildUpstreamTransport(name string, ts *corev3.TransportSocket) (UpstreamTransport, error) {
 	t := UpstreamTransport{Name: name}
 	if ts == nil {
 		return t, nil
+	}
+	if ts.GetTypedConfig().GetTypeUrl() == upstreamProxyProtocolTypeURL {
+		return buildUpstreamProxyProtocol(name, ts)
 	}
 	tc, err := transportSocketConfig(ts, upstreamTLSTypeURL)
 	if err != nil || tc == nil {
@@ -139,6 +161,46 @@ func buildUpstreamTransport(name string, ts *corev3.TransportSocket) (UpstreamTr
 		return t, under("typed_config", err)
 	}
 	t.Key = "tls-" + strconv.FormatUint(chainDigest(ts), 16)
+	return t, nil
+}
+
+// buildUpstreamProxyProtocol reads an upstream_proxy_protocol transport
+// socket (ProxyProtocolUpstreamTransport): its version and the TLS or
+// raw_buffer socket it wraps. TLVs, passed through or added, are refused:
+// Loom writes none.
+func buildUpstreamProxyProtocol(name string, ts *corev3.TransportSocket) (UpstreamTransport, error) {
+	var pp proxyprotocolv3.ProxyProtocolUpstreamTransport
+	if err := anyTo(ts.GetTypedConfig(), &pp); err != nil {
+		return UpstreamTransport{}, ferr("typed_config", "%v", err)
+	}
+	if err := onlyFields("typed_config", &pp, "config", "transport_socket"); err != nil {
+		return UpstreamTransport{}, err
+	}
+	if err := onlyFields("typed_config.config", pp.GetConfig(), "version"); err != nil {
+		return UpstreamTransport{}, err
+	}
+	if err := envoyValidate(&pp); err != nil {
+		return UpstreamTransport{}, ferr("typed_config", "%v", err)
+	}
+	inner := pp.GetTransportSocket()
+	if inner.GetTypedConfig().GetTypeUrl() == upstreamProxyProtocolTypeURL {
+		return UpstreamTransport{}, ferr("typed_config.transport_socket", "must not be another upstream_proxy_protocol socket")
+	}
+	t, err := buildUpstreamTransport(name, inner)
+	if err != nil {
+		return UpstreamTransport{}, under("typed_config.transport_socket", err)
+	}
+	switch v := pp.GetConfig().GetVersion(); v {
+	case corev3.ProxyProtocolConfig_V1:
+		t.ProxyProtocol = 1
+	case corev3.ProxyProtocolConfig_V2:
+		t.ProxyProtocol = 2
+	default:
+		return UpstreamTransport{}, verr("typed_config.config.version", v.String(), "must be V1 or V2")
+	}
+	// Connections with and without the header, or with another version,
+	// never share a pool.
+	t.Key = "pp" + strconv.Itoa(int(t.ProxyProtocol)) + "|" + t.Key
 	return t, nil
 }
 

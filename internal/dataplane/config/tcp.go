@@ -2,6 +2,7 @@ package config
 
 import (
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,11 @@ type TCPProxy struct {
 	// consistentHash useSourceIp on a TCP port): a RING_HASH or MAGLEV
 	// cluster places the connection by the client's IP (ConnectionHash).
 	HashSourceIP bool
+	// Tunneling is TcpProxy.tunneling_config (Istio's DestinationRule
+	// trafficPolicy.tunnel): the connection is carried inside an HTTP
+	// CONNECT (or POST) request to the cluster's endpoint, an HTTP proxy;
+	// nil: bytes go to the endpoint as they are.
+	Tunneling *Tunneling
 
 	// route carries Clusters for Route.Pick, so that TCP connections are
 	// spread by the same golden-ratio sequence as HTTP requests.
@@ -131,8 +137,6 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 		return nil, verr("max_connect_attempts", strconv.FormatUint(uint64(tp.GetMaxConnectAttempts().GetValue()), 10), "must be 1 (connect retries are not supported)")
 	case tp.GetBackoffOptions() != nil:
 		return nil, ferr("backoff_options", "not supported")
-	case tp.GetTunnelingConfig() != nil:
-		return nil, ferr("tunneling_config", "not supported")
 	case tp.GetMaxDownstreamConnectionDurationJitterPercentage() != nil:
 		return nil, ferr("max_downstream_connection_duration_jitter_percentage", "not supported")
 	case len(tp.GetProxyProtocolTlvs()) > 0:
@@ -142,6 +146,9 @@ func buildTCPProxy(tp *tcpv3.TcpProxy) (*TCPProxy, error) {
 	}
 	if p.HashSourceIP, err = buildTCPHashPolicy(tp.GetHashPolicy()); err != nil {
 		return nil, err
+	}
+	if p.Tunneling, err = buildTunneling(tp.GetTunnelingConfig()); err != nil {
+		return nil, under("tunneling_config", err)
 	}
 	if err := envoyValidate(tp); err != nil {
 		return nil, ferr("", "%v", err)
@@ -172,4 +179,53 @@ func buildTCPHashPolicy(hps []*typev3.HashPolicy) (sourceIP bool, err error) {
 		}
 	}
 	return sourceIP, nil
+}
+
+// Tunneling is a compiled TcpProxy.TunnelingConfig. Loom speaks it over
+// HTTP/1.1 only (Envoy uses HTTP/2 when the cluster does): the proxy
+// writes "CONNECT Hostname HTTP/1.1" (or "POST PostPath HTTP/1.1") with
+// "Host: Hostname" and no other header, waits for the response head, and
+// carries the connection's bytes both ways once it is 2xx (any 2xx, as
+// Envoy's HTTP/1.1 tunnel, RFC 9110 9.3.6); anything else closes the
+// downstream connection (UF). The POST body is the raw byte stream, not
+// chunked, as Envoy's HTTP/1.1 codec sends a TCP tunnel. It is immutable.
+type Tunneling struct {
+	// Hostname is tunneling_config.hostname, "host:port" (Istio's
+	// tunnel.targetHost:targetPort): the request target of CONNECT and
+	// the Host header of both methods. Envoy's command operators
+	// (%...%) in it are refused.
+	Hostname string
+	// UsePost is use_post (Istio's tunnel.protocol POST); PostPath is
+	// post_path, "/" when unset.
+	UsePost  bool
+	PostPath string
+}
+
+// buildTunneling compiles tunneling_config; nil gives nil. headers_to_add,
+// the propagation of response headers and trailers and the request ID
+// settings change what Envoy sends or keeps and are refused.
+func buildTunneling(tc *tcpv3.TcpProxy_TunnelingConfig) (*Tunneling, error) {
+	if tc == nil {
+		return nil, nil
+	}
+	if err := onlyFields("", tc, "hostname", "use_post", "post_path"); err != nil {
+		return nil, err
+	}
+	t := &Tunneling{Hostname: tc.GetHostname(), UsePost: tc.GetUsePost(), PostPath: tc.GetPostPath()}
+	switch {
+	case t.Hostname == "":
+		return nil, ferr("hostname", "must not be empty")
+	case strings.Contains(t.Hostname, "%"):
+		return nil, verr("hostname", t.Hostname, "command operators are not supported")
+	case strings.ContainsAny(t.Hostname, " \t\r\n"):
+		return nil, verr("hostname", t.Hostname, "must not contain white space")
+	case t.PostPath != "" && !t.UsePost:
+		return nil, verr("post_path", t.PostPath, "needs use_post")
+	case t.PostPath != "" && (!strings.HasPrefix(t.PostPath, "/") || strings.ContainsAny(t.PostPath, " \t\r\n")):
+		return nil, verr("post_path", t.PostPath, "must start with / and hold no white space")
+	}
+	if t.UsePost && t.PostPath == "" {
+		t.PostPath = "/"
+	}
+	return t, nil
 }

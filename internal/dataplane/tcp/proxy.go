@@ -100,9 +100,14 @@ func New(opts Options) (*Proxy, error) {
 // ServeConn began (both sides closed, flag DT, as Envoy's timer armed when
 // the tcp_proxy gets the connection), or when ctx ends.
 //
+// With tunneling_config the endpoint is an HTTP proxy: the connection
+// first asks it for a tunnel (openTunnel, HTTP/1.1 CONNECT or POST) and
+// its bytes flow once the proxy answers 2xx.
+//
 // Without a usable upstream (no such cluster NC, no endpoint UH, a full
-// circuit breaker UO, a failed connect or TLS handshake UF) down is
-// closed at once. It blocks until the connection is over, always closes
+// circuit breaker UO, a failed connect or TLS handshake UF, a tunnel the
+// proxy refused or a cluster that speaks HTTP/2 under tunneling_config
+// UF) down is closed at once. It blocks until the connection is over, always closes
 // down, and writes one access log line.
 func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.FilterChain, down net.Conn) {
 	start := time.Now()
@@ -191,6 +196,31 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		p.log.Debug("upstream connect failed", "cluster", name, "host", h.Addr, "error", err)
 		return
 	}
+	var rest []byte // bytes of the upstream proxy's after its response head
+	if tp.Tunneling != nil {
+		if h.HTTP2 {
+			err = errTunnelHTTP2
+		} else {
+			rest, err = openTunnel(ctx, up, tp.Tunneling, c.ConnectTimeout)
+		}
+		if err != nil {
+			_ = up.Close()
+			release()
+			var te *tunnelError
+			if errors.As(err, &te) || errors.Is(err, errTunnelHTTP2) {
+				// The proxy answered, or the config cannot be served:
+				// neither is the host failing to connect.
+				h.Done(upstream.Result{Status: http.StatusServiceUnavailable})
+				e.UpstreamFailureReason = err.Error()
+			} else {
+				h.Done(upstream.Result{LocalOrigin: true})
+				e.UpstreamFailureReason = "connection_failure"
+			}
+			e.ResponseFlags = FlagUpstreamConnFail
+			p.log.Debug("upstream tunnel failed", "cluster", name, "host", h.Addr, "error", err)
+			return
+		}
+	}
 	// A connection carried is a success for outlier detection: it resets
 	// the host's consecutive failures as a 2xx does.
 	defer h.Done(upstream.Result{Status: http.StatusOK})
@@ -215,6 +245,14 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	})
 	defer stop()
 	b := newBridge(down, up, tp.IdleTimeout, rep.interval())
+	if len(rest) > 0 {
+		n, err := down.Write(rest)
+		b.sent.Add(int64(n))
+		if err != nil {
+			e.BytesSent = int64(n)
+			return
+		}
+	}
 	rep.start(b)
 	rx, tx := b.run()
 	rep.stop() // before e changes under a tick's feet

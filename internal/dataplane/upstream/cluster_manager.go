@@ -267,13 +267,29 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 // by that protocol, as Envoy's filter picks it by upstreamHttpProtocol;
 // a transport with an override has its own pools, as Envoy keys its
 // connection pools by it.
+//
+// Over a transport with a PROXY protocol header (ut.ProxyProtocol), each
+// request's connection starts with the header of the request's downstream
+// connection and is pooled by it (proxyProtocolRT); the TCP proxy's Dial
+// writes it too.
 func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport, opts *PickOptions) {
 	downstreamH2 := c.DownstreamHTTP2 && opts.DownstreamHTTP2
+	h.pp = ut.ProxyProtocol
 	if ut.TLS == nil {
 		h.HTTP2 = c.HTTP2 || downstreamH2
-		h.RT = st.h1
-		if h.HTTP2 {
+		switch {
+		case h.pp != 0 && h.HTTP2:
+			p := st.h2cPool
+			h.RT = &proxyProtocolRT{version: h.pp, roundTrip: p.roundTrip}
+		case h.pp != 0:
+			t := st.h1
+			h.RT = &proxyProtocolRT{version: h.pp, roundTrip: func(req *http.Request, hdr *proxyHeader) (*http.Response, error) {
+				return t.roundTrip(req, nil, hdr.key)
+			}}
+		case h.HTTP2:
 			h.RT = st.h2cPool
+		default:
+			h.RT = st.h1
 		}
 		return
 	}
@@ -288,6 +304,15 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 	h.RT = &h.tls.h1
 	if h2 {
 		h.RT = h.tls.h2
+	}
+	if h.pp != 0 {
+		tt := h.tls
+		h.RT = &proxyProtocolRT{version: h.pp, roundTrip: func(req *http.Request, hdr *proxyHeader) (*http.Response, error) {
+			if h2 {
+				return tt.h2.roundTrip(req, hdr)
+			}
+			return tt.st.h1.roundTrip(req, tt, hdr.key)
+		}}
 	}
 }
 
@@ -339,6 +364,14 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 	if ka := st.h1.connOpts.Load().TCPKeepalive; ka != nil {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetKeepAliveConfig(keepAliveConfig(ka))
+		}
+	}
+	// The PROXY protocol header goes first, before any TLS handshake, as
+	// Envoy's upstream_proxy_protocol socket wraps the TLS one.
+	if hdr := proxyHeaderFrom(ctx); hdr != nil {
+		if err := hdr.write(c); err != nil {
+			_ = c.Close()
+			return nil, &ConnectError{Addr: addr, Err: err}
 		}
 	}
 	return c, nil

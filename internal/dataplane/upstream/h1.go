@@ -264,7 +264,7 @@ func newH1Transport(dial func(context.Context, string, string) (net.Conn, error)
 // RoundTrip sends req to req.URL.Host over a pooled plaintext
 // connection; see roundTrip.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(req, nil)
+	return t.roundTrip(req, nil, "")
 }
 
 // h1Via is the h1Transport of a cluster bound to one TLS transport
@@ -275,27 +275,32 @@ type h1Via struct {
 	tt *tlsTransport
 }
 
-func (v h1Via) RoundTrip(req *http.Request) (*http.Response, error) { return v.t.roundTrip(req, v.tt) }
+func (v h1Via) RoundTrip(req *http.Request) (*http.Response, error) {
+	return v.t.roundTrip(req, v.tt, "")
+}
 
-// poolKey keys a connection to addr over tt (nil: plaintext).
-func poolKey(addr string, tt *tlsTransport) string {
+// poolKey keys a connection to addr over tt (nil: plaintext), with
+// suffix appended (a PROXY protocol header's key, proxyHeader.key; "" for
+// none).
+func poolKey(addr string, tt *tlsTransport, suffix string) string {
 	if tt == nil {
-		return addr
+		return addr + suffix
 	}
-	return tt.key + "|" + addr
+	return tt.key + "|" + addr + suffix
 }
 
 // roundTrip sends req to req.URL.Host over a pooled connection of
-// transport tt (nil: plaintext). A reused connection that turns out to be
+// transport tt (nil: plaintext) whose pool key ends in suffix (see
+// poolKey). A reused connection that turns out to be
 // dead before any response byte arrived is replaced by a new one once,
 // when the request can be sent again (no body, or GetBody). Dial and TLS
 // handshake errors wrap *ConnectError.
-func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport) (*http.Response, error) {
+func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport, suffix string) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.acquire(ctx, addr, tt)
+		c, reused, err := t.acquire(ctx, addr, tt, suffix)
 		if err != nil {
 			return nil, err
 		}
@@ -530,8 +535,8 @@ func (b *h1Body) Close() error {
 // freed, waiting as a pending request. With max_pending_requests already
 // waiting it fails at once with ErrOverflow. Dial errors wrap
 // *ConnectError; a cancelled ctx ends the wait with ctx.Err().
-func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport) (c *h1Conn, reused bool, err error) {
-	key := poolKey(addr, tt)
+func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport, suffix string) (c *h1Conn, reused bool, err error) {
+	key := poolKey(addr, tt, suffix)
 	pool := poolID{key: key}
 	for {
 		t.mu.Lock()
@@ -547,7 +552,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		if t.open < t.maxConns {
 			t.takeLocked(pool)
 			t.mu.Unlock()
-			c, err := t.dialSlot(ctx, addr, tt)
+			c, err := t.dialSlot(ctx, addr, tt, key)
 			return c, false, err
 		}
 		if t.perPool[pool] == 0 {
@@ -556,7 +561,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 			if !ok {
 				return nil, false, ErrOverflow
 			}
-			c, err := t.dialSlot(ctx, addr, tt)
+			c, err := t.dialSlot(ctx, addr, tt, key)
 			return c, false, err
 		}
 		// At the limit, an idle connection to another endpoint gives its
@@ -564,7 +569,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		if retire := t.retireIdleLocked(pool); retire != nil {
 			t.mu.Unlock()
 			retire()
-			c, err := t.dialSlot(ctx, addr, tt)
+			c, err := t.dialSlot(ctx, addr, tt, key)
 			return c, false, err
 		}
 		g, err := t.waitLocked(ctx, &h1Waiter{key: key, ch: make(chan h1Grant, 1)})
@@ -574,7 +579,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		if g.c != nil {
 			return g.c, true, nil
 		}
-		c, err = t.dialSlot(ctx, addr, tt)
+		c, err = t.dialSlot(ctx, addr, tt, key)
 		return c, false, err
 	}
 }
@@ -661,19 +666,19 @@ func (t *h1Transport) acquireSlot() (release func(), err error) {
 	return sync.OnceFunc(func() { t.slotFreed(poolID{}) }), nil
 }
 
-// dialSlot dials addr over tt (nil: plaintext) with a slot already
-// counted in open and for its pool; a failed dial or handshake gives the
-// slot back.
-func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTransport) (*h1Conn, error) {
+// dialSlot dials addr over tt (nil: plaintext) for the pool of key with
+// a slot already counted in open and for that pool; a failed dial or
+// handshake gives the slot back.
+func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTransport, key string) (*h1Conn, error) {
 	nc, err := t.dial(ctx, "tcp", addr)
 	if err == nil && tt != nil {
 		nc, err = tt.handshake(ctx, nc, addr)
 	}
 	if err != nil {
-		t.slotFreed(poolID{key: poolKey(addr, tt)})
+		t.slotFreed(poolID{key: key})
 		return nil, err
 	}
-	c := &h1Conn{t: t, key: poolKey(addr, tt), nc: nc, created: time.Now(), hdrLeft: -1, id: filter.NewConnectionID()}
+	c := &h1Conn{t: t, key: key, nc: nc, created: time.Now(), hdrLeft: -1, id: filter.NewConnectionID()}
 	// *tls.Conn, or the metadata exchange's istiostats.MXConn over one.
 	if tc, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		cs := tc.ConnectionState()

@@ -60,8 +60,14 @@ type h2Pool struct {
 // h2Conn is one HTTP/2 connection of an h2Pool. Its counters are guarded
 // by the pool's t.mu.
 type h2Conn struct {
-	p    *h2Pool
+	p *h2Pool
+	// addr keys the connection in its pool: the endpoint's address, then
+	// its PROXY protocol header's key when it has one (poolKey).
 	addr string
+	// dial is the endpoint's address; hdr the PROXY protocol header the
+	// connection starts with (nil: none).
+	dial string
+	hdr  *proxyHeader
 	// ready is closed once the connection is established (cc set) or
 	// failed (err set).
 	ready chan struct{}
@@ -127,6 +133,12 @@ var _ http.RoundTripper = (*h2Pool)(nil)
 // *ConnectError; limits full, ErrOverflow; a response head past Envoy's
 // header limits, *ProtocolError.
 func (p *h2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	return p.roundTrip(req, nil)
+}
+
+// roundTrip is RoundTrip over a connection that starts with PROXY
+// protocol header hdr (nil: none), pooled apart from the others.
+func (p *h2Pool) roundTrip(req *http.Request, hdr *proxyHeader) (*http.Response, error) {
 	ctx := req.Context()
 	out := req
 	if p.tt != nil && req.URL.Scheme != "https" {
@@ -139,7 +151,7 @@ func (p *h2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 0; ; attempt++ {
-		c, err := p.acquire(ctx, req.URL.Host)
+		c, err := p.acquire(ctx, req.URL.Host, hdr)
 		if err != nil {
 			return nil, err
 		}
@@ -256,7 +268,11 @@ func (b *h2Body) Close() error {
 // acquire reserves a stream to addr: on a connection with a free stream,
 // on a new connection when the cluster has fewer than max_connections, or
 // else waiting as a pending request for the next free stream or slot.
-func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
+func (p *h2Pool) acquire(ctx context.Context, dial string, hdr *proxyHeader) (*h2Conn, error) {
+	addr := dial
+	if hdr != nil {
+		addr += hdr.key
+	}
 	t := p.t
 	o := t.connOpts.Load()
 	t.mu.Lock()
@@ -281,7 +297,7 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 	pool := poolID{h2: p, key: addr}
 	if t.open < t.maxConns {
 		t.takeLocked(pool)
-		c := p.connectLocked(addr, o)
+		c := p.connectLocked(addr, dial, hdr, o)
 		t.mu.Unlock()
 		return p.await(ctx, c, false)
 	}
@@ -292,14 +308,14 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 			t.mu.Unlock()
 			return nil, ErrOverflow
 		}
-		c := p.connectLocked(addr, o)
+		c := p.connectLocked(addr, dial, hdr, o)
 		t.mu.Unlock()
 		return p.await(ctx, c, false)
 	}
 	// At the limit, an idle connection of the cluster gives its slot to
 	// this request rather than make it wait (as h1Transport.acquire).
 	if retire := t.retireIdleLocked(pool); retire != nil {
-		c := p.connectLocked(addr, o)
+		c := p.connectLocked(addr, dial, hdr, o)
 		t.mu.Unlock()
 		retire()
 		return p.await(ctx, c, false)
@@ -314,7 +330,7 @@ func (p *h2Pool) acquire(ctx context.Context, addr string) (*h2Conn, error) {
 	}
 	// A bare slot, already counted in open and for (p, addr).
 	t.mu.Lock()
-	c := p.connectLocked(addr, o)
+	c := p.connectLocked(addr, dial, hdr, o)
 	t.mu.Unlock()
 	return p.await(ctx, c, false)
 }
@@ -377,13 +393,14 @@ func (p *h2Pool) reserveLocked(c *h2Conn, o *config.ConnectionOptions) {
 	}
 }
 
-// connectLocked adds a connection to addr, with a slot already counted in
+// connectLocked adds a connection to dial (starting with PROXY protocol
+// header hdr, nil: none) under pool key addr, with a slot already counted in
 // t.open and for (p, addr) in t.perPool, and one stream reserved for the
 // caller, and starts establishing it. The dial runs on its own goroutine,
 // bounded by the cluster's connect_timeout, so that a request that gives
 // up does not fail the requests waiting for the same connection.
-func (p *h2Pool) connectLocked(addr string, o *config.ConnectionOptions) *h2Conn {
-	c := &h2Conn{p: p, addr: addr, ready: make(chan struct{}), peerMax: math.MaxInt, id: filter.NewConnectionID()}
+func (p *h2Pool) connectLocked(addr, dial string, hdr *proxyHeader, o *config.ConnectionOptions) *h2Conn {
+	c := &h2Conn{p: p, addr: addr, dial: dial, hdr: hdr, ready: make(chan struct{}), peerMax: math.MaxInt, id: filter.NewConnectionID()}
 	p.conns[addr] = append(p.conns[addr], c)
 	p.reserveLocked(c, o)
 	go p.connect(c)
@@ -391,7 +408,11 @@ func (p *h2Pool) connectLocked(addr string, o *config.ConnectionOptions) *h2Conn
 }
 
 func (p *h2Pool) connect(c *h2Conn) {
-	cc, err := p.transport().NewClientConn(context.Background(), p.scheme, c.addr)
+	ctx := context.Background()
+	if c.hdr != nil {
+		ctx = withProxyHeader(ctx, c.hdr)
+	}
+	cc, err := p.transport().NewClientConn(ctx, p.scheme, c.dial)
 	t := p.t
 	t.mu.Lock()
 	if err != nil {

@@ -78,6 +78,7 @@ type Host struct {
 
 	st  *clusterState
 	tls *tlsTransport // the endpoint's TLS transport socket; nil for plaintext
+	pp  uint8         // the PROXY protocol version of the endpoint's transport socket; 0: none
 	idx int           // the endpoint's index in the cluster's endpoints, for the load balancer
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/secret"
 	"github.com/loom-mesh/loom/internal/dataplane/transport"
 )
@@ -279,9 +280,14 @@ func (h *Host) DialCounted(ctx context.Context) (conn net.Conn, release func(), 
 
 // Dial opens a connection to h.Addr for the TCP proxy, over the transport
 // socket the endpoint's transport_socket_matches chose (TLS origination
-// included), within ctx and the cluster's connect_timeout. Errors wrap
+// included, after a PROXY protocol header carrying the addresses of the
+// downstream connection of ctx, filter.ConnectionFrom, when the socket
+// has one), within ctx and the cluster's connect_timeout. Errors wrap
 // *ConnectError (and *TLSError for a failed handshake).
 func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
+	if h.pp != 0 {
+		ctx = withProxyHeader(ctx, newProxyHeader(h.pp, filter.ConnectionFrom(ctx)))
+	}
 	if h.st == nil {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", h.Addr)

@@ -1,0 +1,348 @@
+package tcp
+
+import (
+	"bufio"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
+	rawbufv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	proxyproto "github.com/pires/go-proxyproto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/loom-mesh/loom/internal/dataplane/filter"
+	"github.com/loom-mesh/loom/internal/dataplane/upstream"
+	"github.com/loom-mesh/loom/internal/testutil"
+	"github.com/loom-mesh/loom/internal/xdsapi/xdstest"
+)
+
+// seenRequest is what the test's HTTP proxy saw of one tunnel request.
+type seenRequest struct {
+	method, requestURI, host string
+	header                   http.Header
+}
+
+// httpProxy is an HTTP/1.1 proxy written with net/http: a request it
+// accepts (accept returns 0) is answered with status and the hijacked
+// connection is piped to target; any other status is answered as it is.
+// It records the requests it saw.
+type httpProxy struct {
+	addr string
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+func (p *httpProxy) requests() []seenRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]seenRequest(nil), p.seen...)
+}
+
+// startHTTPProxy serves an httpProxy on 127.0.0.1 that answers every
+// request with status then, for a 2xx, first sends banner and then pipes
+// the connection to target.
+func startHTTPProxy(t *testing.T, status int, banner, target string) *httpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &httpProxy{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.seen = append(p.seen, seenRequest{method: r.Method, requestURI: r.RequestURI, host: r.Host, header: r.Header.Clone()})
+		p.mu.Unlock()
+		if status/100 != 2 {
+			w.WriteHeader(status)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			t.Errorf("proxy dial %s: %v", target, err)
+			return
+		}
+		defer up.Close()
+		if _, err := io.WriteString(conn, "HTTP/1.1 "+strconv.Itoa(status)+" "+http.StatusText(status)+"\r\n\r\n"+banner); err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			io.Copy(up, brw) // whatever the client sent after the head, then the rest
+			up.(*net.TCPConn).CloseWrite()
+		}()
+		io.Copy(conn, up)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return p
+}
+
+func tunneled(name string, tc *tcpv3.TcpProxy_TunnelingConfig) *tcpv3.TcpProxy {
+	tp := oneCluster(name)
+	tp.TunnelingConfig = tc
+	return tp
+}
+
+// TestTunnelConnect: a tcp_proxy with tunneling_config asks the cluster's
+// endpoint, an HTTP proxy, for "CONNECT hostname HTTP/1.1" with Host
+// hostname and nothing else the proxy did not add, and the connection's
+// bytes flow through the tunnel once it answers 2xx; bytes the proxy sent
+// right after its response head reach the client first.
+func TestTunnelConnect(t *testing.T) {
+	target := server(t, echo("echo:"))
+	for _, tt := range []struct {
+		name   string
+		status int
+		banner string
+	}{
+		{"200", http.StatusOK, ""},
+		{"any 2xx, and bytes after the head", http.StatusAccepted, "hi:"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startHTTPProxy(t, tt.status, tt.banner, target)
+			h := start(t, tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "example.com:443"}), cluster(t, "proxy", nil, p.addr))
+			c := dial(t, h.addr)
+			if _, err := io.WriteString(c, "hello"); err != nil {
+				t.Fatal(err)
+			}
+			c.CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tt.banner + "echo:hello"; string(got) != want {
+				t.Errorf("client read %q, want %q", got, want)
+			}
+			reqs := p.requests()
+			if len(reqs) != 1 {
+				t.Fatalf("proxy saw %d requests, want 1", len(reqs))
+			}
+			r := reqs[0]
+			if r.method != http.MethodConnect || r.requestURI != "example.com:443" || r.host != "example.com:443" || len(r.header) != 0 {
+				t.Errorf("proxy saw %+v, want CONNECT example.com:443 with Host example.com:443 and no header", r)
+			}
+			if f := field(h.waitLog(t, 1)[0], 5); f != "-" {
+				t.Errorf("response flags %q, want -", f)
+			}
+		})
+	}
+}
+
+// TestTunnelPost: with use_post the request is "POST post_path" (default
+// "/") with Host hostname, and the body is the connection's raw bytes.
+func TestTunnelPost(t *testing.T) {
+	target := server(t, echo("echo:"))
+	for _, tt := range []struct{ path, want string }{{"", "/"}, {"/tunnel", "/tunnel"}} {
+		t.Run(tt.want, func(t *testing.T) {
+			p := startHTTPProxy(t, http.StatusOK, "", target)
+			h := start(t, tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "db.example:5432", UsePost: true, PostPath: tt.path}),
+				cluster(t, "proxy", nil, p.addr))
+			c := dial(t, h.addr)
+			io.WriteString(c, "hello")
+			c.CloseWrite()
+			got, _ := io.ReadAll(c)
+			if string(got) != "echo:hello" {
+				t.Errorf("client read %q", got)
+			}
+			reqs := p.requests()
+			if len(reqs) != 1 || reqs[0].method != http.MethodPost || reqs[0].requestURI != tt.want || reqs[0].host != "db.example:5432" {
+				t.Errorf("proxy saw %+v, want POST %s with Host db.example:5432", reqs, tt.want)
+			}
+		})
+	}
+}
+
+// TestTunnelRefused: a proxy that does not answer 2xx, or a cluster that
+// speaks HTTP/2 (whose HTTP/2 CONNECT Loom does not speak), closes the
+// downstream connection without a byte, flag UF.
+func TestTunnelRefused(t *testing.T) {
+	target := server(t, echo(""))
+	h2 := func(c *clusterv3.Cluster) {
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": xdstest.MustAny(t, &httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}})}
+	}
+	for _, tt := range []struct {
+		name   string
+		status int
+		mut    func(*clusterv3.Cluster)
+		reason string
+	}{
+		{"403", http.StatusForbidden, nil, "answered_403"},
+		{"407", http.StatusProxyAuthRequired, nil, "answered_407"},
+		{"HTTP/2 cluster", http.StatusOK, h2, "HTTP/2_is_not_supported"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startHTTPProxy(t, tt.status, "", target)
+			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{format: "%RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"},
+				tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "example.com:443"}), cluster(t, "proxy", tt.mut, p.addr))
+			c := dial(t, h.addr)
+			io.WriteString(c, "hello")
+			got, _ := io.ReadAll(c)
+			if len(got) != 0 {
+				t.Errorf("client read %q, want nothing", got)
+			}
+			line := h.waitLog(t, 1)[0]
+			if !strings.HasPrefix(line, "UF ") || !strings.Contains(line, tt.reason) {
+				t.Errorf("access log %q, want UF and %q", line, tt.reason)
+			}
+		})
+	}
+}
+
+// proxyProtocolCluster wraps the cluster's transport socket (raw_buffer) in
+// an upstream_proxy_protocol socket of version v, as istiod does for a
+// DestinationRule's trafficPolicy.proxyProtocol.
+func proxyProtocolCluster(t *testing.T, v corev3.ProxyProtocolConfig_Version) func(*clusterv3.Cluster) {
+	return func(c *clusterv3.Cluster) {
+		c.TransportSocket = &corev3.TransportSocket{
+			Name: "envoy.transport_sockets.upstream_proxy_protocol",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: xdstest.MustAny(t, &proxyprotocolv3.ProxyProtocolUpstreamTransport{
+				Config: &corev3.ProxyProtocolConfig{Version: v},
+				TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.raw_buffer",
+					ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: xdstest.MustAny(t, &rawbufv3.RawBuffer{})}},
+			})},
+		}
+	}
+}
+
+// proxyProtocolServer reads a PROXY protocol header (with go-proxyproto)
+// from each connection and sends it back as text, then echoes.
+func proxyProtocolServer(t *testing.T) string {
+	return server(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			io.WriteString(c, "no header: "+err.Error()+"\n")
+			return
+		}
+		line := "v" + strconv.Itoa(int(h.Version)) + " " + command(h.Command)
+		if src, dst, ok := h.TCPAddrs(); ok {
+			line += " " + src.String() + " " + dst.String()
+		}
+		io.WriteString(c, line+"\n")
+		rest, _ := io.ReadAll(br)
+		c.Write(rest)
+	})
+}
+
+// TestProxyProtocol: a cluster whose transport socket is an
+// upstream_proxy_protocol starts each connection with a PROXY protocol
+// header carrying the downstream connection's source and (original)
+// destination, as Envoy's; with no downstream connection, version 1 names
+// the upstream connection's own addresses and version 2 is LOCAL.
+func TestProxyProtocol(t *testing.T) {
+	up := proxyProtocolServer(t)
+	down := &filter.Connection{Source: netip.MustParseAddrPort("192.0.2.7:4242"), Destination: netip.MustParseAddrPort("10.1.2.3:9000"), OriginalDst: true}
+	for _, tt := range []struct {
+		name string
+		v    corev3.ProxyProtocolConfig_Version
+		conn *filter.Connection
+		want string // "" : V1's own addresses
+	}{
+		{"v1", corev3.ProxyProtocolConfig_V1, down, "v1 PROXY 192.0.2.7:4242 10.1.2.3:9000"},
+		{"v2", corev3.ProxyProtocolConfig_V2, down, "v2 PROXY 192.0.2.7:4242 10.1.2.3:9000"},
+		{"v2 no downstream", corev3.ProxyProtocolConfig_V2, nil, "v2 LOCAL"},
+		{"v1 no downstream", corev3.ProxyProtocolConfig_V1, nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{conn: tt.conn}, oneCluster("pp"),
+				cluster(t, "pp", proxyProtocolCluster(t, tt.v), up))
+			c := dial(t, h.addr)
+			io.WriteString(c, "payload")
+			c.CloseWrite()
+			got, _ := io.ReadAll(c)
+			first, rest, _ := strings.Cut(string(got), "\n")
+			want := tt.want
+			if want == "" {
+				// The proxy's own connection: from 127.0.0.1:<ephemeral> to
+				// the upstream.
+				if !strings.HasPrefix(first, "v1 PROXY 127.0.0.1:") || !strings.HasSuffix(first, " "+up) {
+					t.Errorf("header %q, want v1 PROXY 127.0.0.1:<port> %s", first, up)
+				}
+			} else if first != want {
+				t.Errorf("header %q, want %q", first, want)
+			}
+			if rest != "payload" {
+				t.Errorf("after the header the upstream got %q, want payload", rest)
+			}
+		})
+	}
+}
+
+func command(c proxyproto.ProtocolVersionAndCommand) string {
+	if c.IsLocal() {
+		return "LOCAL"
+	}
+	return "PROXY"
+}
+
+// bufConn reads through br (which may hold bytes read past a header)
+// and writes to the connection.
+type bufConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c bufConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// TestProxyProtocolBeforeTLS: the header wraps the TLS socket, as Istio's
+// applyUpstreamProxyProtocol wraps a DestinationRule's TLS origination:
+// it comes first on the connection, then the TLS handshake.
+func TestProxyProtocolBeforeTLS(t *testing.T) {
+	ca := testutil.NewCA(t, "root")
+	cert := ca.Issue(t, testutil.LeafOptions{DNS: []string{"db.example.com"}}).TLS
+	up := server(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			return
+		}
+		src, _, _ := h.TCPAddrs()
+		tc := tls.Server(bufConn{c, br}, &tls.Config{Certificates: []tls.Certificate{cert}})
+		if tc.Handshake() != nil {
+			return
+		}
+		line, _ := bufio.NewReader(tc).ReadString('\n')
+		io.WriteString(tc, src.String()+" "+line)
+	})
+	tlsPP := func(c *clusterv3.Cluster) {
+		c.TransportSocket = &corev3.TransportSocket{
+			Name: "envoy.transport_sockets.upstream_proxy_protocol",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: xdstest.MustAny(t, &proxyprotocolv3.ProxyProtocolUpstreamTransport{
+				Config: &corev3.ProxyProtocolConfig{Version: corev3.ProxyProtocolConfig_V2},
+				TransportSocket: xdstest.TLSSocket(t, &tlsv3.UpstreamTlsContext{Sni: "db.example.com",
+					CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
+						ValidationContext: &tlsv3.CertificateValidationContext{TrustedCa: xdstest.InlineBytes(ca.PEM)}}}}),
+			})},
+		}
+	}
+	down := &filter.Connection{Source: netip.MustParseAddrPort("[2001:db8::7]:4242"), Destination: netip.MustParseAddrPort("[2001:db8::1]:5432")}
+	h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{conn: down}, oneCluster("db"), cluster(t, "db", tlsPP, up))
+	c := dial(t, h.addr)
+	io.WriteString(c, "hello\n")
+	got, _ := bufio.NewReader(c).ReadString('\n')
+	if got != "[2001:db8::7]:4242 hello\n" {
+		t.Errorf("upstream answered %q, want the client's address then hello over TLS", got)
+	}
+}
