@@ -221,6 +221,27 @@ func (pc *PushContext) EgressServes(svc *registry.Service, port uint32) bool {
 	return s != nil && s.Namespace == svc.Namespace
 }
 
+// EgressClusterPort reports whether port port of svc, a service of pc,
+// keeps its outbound clusters, as Istio's SidecarScope services hold only
+// the ports their egress listeners import: the port-less listener imports
+// every port of its services, a listener with a port only that port
+// (needsPortMatch, serviceMatchingListenerPort), so a service imported by
+// a port listener alone has no cluster for its other ports. True for
+// views without per-listener views (ForEgressPort).
+func (pc *PushContext) EgressClusterPort(svc *registry.Service, port uint32) bool {
+	if pc.egressOther == nil {
+		return true
+	}
+	imports := func(v *PushContext) bool {
+		s := v.ServiceForHost(svc.Hostname)
+		return s != nil && s.Namespace == svc.Namespace
+	}
+	if v, ok := pc.egressPorts[port]; ok && imports(v) {
+		return true
+	}
+	return imports(pc.egressOther)
+}
+
 // addEgressViews gives sidecar view v one view per egress listener of
 // sc when one of them has a port (ForEgressPort).
 func (nv *PushContext) addEgressViews(v *PushContext, sc *Sidecar) {

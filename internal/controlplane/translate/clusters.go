@@ -48,6 +48,7 @@ func (oc outboundCluster) sni() string {
 }
 
 // outboundClusterSet lists the outbound clusters of pc: per service port
+// its egress listeners import (PushContext.EgressClusterPort)
 // "outbound|PORT||HOST", and per subset of the DestinationRule applying to
 // the host "outbound|PORT|SUBSET|HOST". Order: services by host, ports by
 // number, the plain cluster then subsets in DestinationRule order.
@@ -60,6 +61,9 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 			drSpec = dr.Spec
 		}
 		for _, port := range svc.Ports {
+			if !pc.EgressClusterPort(svc, port.Number) {
+				continue
+			}
 			out = append(out, outboundCluster{
 				name:    xdsapi.ClusterName(xdsapi.Outbound, port.Number, "", svc.Hostname),
 				service: svc,

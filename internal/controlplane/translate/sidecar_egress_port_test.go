@@ -596,3 +596,61 @@ func TestSidecarEgressCatchAllBind(t *testing.T) {
 		}
 	})
 }
+
+// TestSidecarEgressClusterPorts: a service imported by an egress listener
+// with a port keeps the cluster of that port only (Istio's
+// serviceMatchingListenerPort trims it), unless the port-less listener
+// imports it too, which takes every port: multi.example.com (8080 and
+// 9000) imported by the 8080 listener alone has no 9000 cluster nor its
+// endpoints; both.example.com, imported by the catch-all as well, keeps
+// both.
+func TestSidecarEgressClusterPorts(t *testing.T) {
+	pc := docPushContext(t, `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: multi, namespace: default}
+spec:
+  hosts: [multi.example.com, both.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}, {number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.216}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: http}
+    hosts: ["./multi.example.com", "./both.example.com"]
+  - hosts: ["./both.example.com"]
+`)
+	for _, mode := range []struct {
+		name string
+		p    *model.Proxy
+	}{{"explicit", productpageSidecar()}, {"redirect", redirectSidecar(productpageSidecar())}} {
+		t.Run(mode.name, func(t *testing.T) {
+			r := mustGenerate(t, pc, mode.p)
+			have := map[string]bool{}
+			for _, c := range r.Clusters {
+				have[c.GetName()] = true
+			}
+			for _, e := range r.Endpoints {
+				have["eds "+e.GetClusterName()] = true
+			}
+			for name, want := range map[string]bool{
+				"outbound|8080||multi.example.com": true,
+				"outbound|9000||multi.example.com": false,
+				"outbound|8080||both.example.com":  true,
+				"outbound|9000||both.example.com":  true,
+			} {
+				if have[name] != want {
+					t.Errorf("cluster %s: %v, want %v", name, have[name], want)
+				}
+			}
+			if !have["eds outbound|8080||multi.example.com"] || have["eds outbound|9000||multi.example.com"] {
+				t.Error("want endpoints for outbound|8080||multi.example.com only, not for 9000, which has no cluster")
+			}
+		})
+	}
+}
