@@ -73,14 +73,17 @@ func defaultThresholds() *clusterv3.CircuitBreakers_Thresholds {
 // connect_timeout; tcp.tcpKeepalive upstream_connection_options; and
 // http.idleTimeout (else tcp.idleTimeout), maxRequestsPerConnection and
 // tcp.maxConnectionDuration the common_http_protocol_options of the
-// returned HttpProtocolOptions. http.maxConcurrentStreams applies to an
-// HTTP/2 port only.
+// returned HttpProtocolOptions. http.maxConcurrentStreams and
+// http.http2KeepAlive (http2_protocol_options.connection_keepalive) apply
+// to an HTTP/2 cluster only (an HTTP/2 port, or h2UpgradePolicy UPGRADE):
+// an HTTP/1.1 one has no PINGs to send.
 func applyConnectionPool(c *clusterv3.Cluster, cp *networking.ConnectionPoolSettings, opts *upstreamhttpv3.HttpProtocolOptions) *upstreamhttpv3.HttpProtocolOptions {
 	th := defaultThresholds()
 	var (
 		idleTimeout, maxConnectionDuration *durationpb.Duration
 		maxRequestsPerConnection           uint32
 		maxConcurrentStreams               uint32
+		h2KeepAlive                        *networking.ConnectionPoolSettings_HTTPSettings_ConnectionKeepalive
 	)
 	if h := cp.GetHttp(); h != nil {
 		if h.Http2MaxRequests > 0 {
@@ -95,6 +98,7 @@ func applyConnectionPool(c *clusterv3.Cluster, cp *networking.ConnectionPoolSett
 		idleTimeout = h.IdleTimeout
 		maxRequestsPerConnection = uint32(max(h.MaxRequestsPerConnection, 0))
 		maxConcurrentStreams = uint32(max(h.MaxConcurrentStreams, 0))
+		h2KeepAlive = h.Http2KeepAlive
 	}
 	c.ConnectTimeout = durationpb.New(connectTimeout)
 	if t := cp.GetTcp(); t != nil {
@@ -114,7 +118,7 @@ func applyConnectionPool(c *clusterv3.Cluster, cp *networking.ConnectionPoolSett
 	}
 	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 
-	if idleTimeout != nil || maxConnectionDuration != nil || maxRequestsPerConnection > 0 || maxConcurrentStreams > 0 {
+	if idleTimeout != nil || maxConnectionDuration != nil || maxRequestsPerConnection > 0 || maxConcurrentStreams > 0 || h2KeepAlive != nil {
 		if opts == nil {
 			opts = &upstreamhttpv3.HttpProtocolOptions{}
 		}
@@ -131,8 +135,16 @@ func applyConnectionPool(c *clusterv3.Cluster, cp *networking.ConnectionPoolSett
 		if maxConnectionDuration != nil {
 			common.MaxConnectionDuration = durationpb.New(maxConnectionDuration.AsDuration())
 		}
-		if h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions(); h2 != nil && maxConcurrentStreams > 0 {
-			h2.MaxConcurrentStreams = wrapperspb.UInt32(maxConcurrentStreams)
+		if h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions(); h2 != nil {
+			if maxConcurrentStreams > 0 {
+				h2.MaxConcurrentStreams = wrapperspb.UInt32(maxConcurrentStreams)
+			}
+			if h2KeepAlive != nil {
+				h2.ConnectionKeepalive = &corev3.KeepaliveSettings{
+					Interval: durationpb.New(h2KeepAlive.GetInterval().AsDuration()),
+					Timeout:  durationpb.New(h2KeepAlive.GetTimeout().AsDuration()),
+				}
+			}
 		}
 	}
 	return opts

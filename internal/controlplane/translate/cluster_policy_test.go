@@ -209,6 +209,31 @@ trafficPolicy:
 					BudgetPercent: &typev3.Percent{Value: 20}, MinRetryConcurrency: wrapperspb.UInt32(3)}
 			})
 		}},
+		{"http2KeepAlive on an HTTP/2 port", registry.HTTP2, `host: httpbin
+trafficPolicy:
+  connectionPool:
+    http:
+      http2KeepAlive: {interval: 30s, timeout: 5s}
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(&corev3.HttpProtocolOptions{},
+					&corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+						Interval: durationpb.New(30 * time.Second), Timeout: durationpb.New(5 * time.Second)}}))
+			})
+		}},
+		{"http2KeepAlive upgraded", registry.HTTP, `host: httpbin
+trafficPolicy:
+  connectionPool:
+    http:
+      h2UpgradePolicy: UPGRADE
+      http2KeepAlive: {interval: 1s, timeout: 2s}
+`, func(t *testing.T) *clusterv3.Cluster {
+			return wantCluster(name, func(c *clusterv3.Cluster) {
+				c.TypedExtensionProtocolOptions = mustPack(t, http2Options(&corev3.HttpProtocolOptions{},
+					&corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+						Interval: durationpb.New(time.Second), Timeout: durationpb.New(2 * time.Second)}}))
+			})
+		}},
 		{"tcp idleTimeout, empty keepalive, HTTP/2 streams", registry.HTTP2, `host: httpbin
 trafficPolicy:
   connectionPool:

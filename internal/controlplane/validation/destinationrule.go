@@ -272,8 +272,19 @@ func (c *checker) connectionPool(p string, cp *networking.ConnectionPoolSettings
 		}
 		c.duration(p+".http.idleTimeout", h.IdleTimeout)
 		if ka := h.Http2KeepAlive; ka != nil {
-			c.duration(p+".http.http2KeepAlive.interval", ka.Interval)
-			c.duration(p+".http.http2KeepAlive.timeout", ka.Timeout)
+			// Both are required (istio.io/api); Envoy's
+			// connection_keepalive needs the timeout, and the Loom proxy
+			// the interval (it pings quiet connections only).
+			for _, f := range []struct {
+				name string
+				d    *durationpb.Duration
+			}{{"interval", ka.Interval}, {"timeout", ka.Timeout}} {
+				if f.d == nil {
+					c.errf(p+".http.http2KeepAlive."+f.name, "Required value")
+				} else {
+					c.duration(p+".http.http2KeepAlive."+f.name, f.d)
+				}
+			}
 		}
 	}
 }

@@ -104,6 +104,19 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 			"spec.subsets[0].trafficPolicy.retryBudget.percent: Invalid value: 101: must be between 0 and 100",
 			"spec.subsets[0].trafficPolicy.retryBudget.budgetInterval: " + Unsupported + " (only 0s: the budget counts the requests outstanding now)",
 		}},
+		{"http2KeepAlive", `  trafficPolicy:
+    connectionPool:
+      http: {http2KeepAlive: {interval: 30s, timeout: 5s}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool:
+        http: {http2KeepAlive: {interval: 0s}}
+`, []string{
+			"spec.subsets[0].trafficPolicy.connectionPool.http.http2KeepAlive.interval: Invalid value: 0s: duration must be positive",
+			"spec.subsets[0].trafficPolicy.connectionPool.http.http2KeepAlive.timeout: Required value",
+		}},
 		{"localityLbSetting without outlierDetection", `  trafficPolicy:
     loadBalancer:
       localityLbSetting: {failover: [{from: us-east, to: us-west}]}

@@ -148,6 +148,21 @@ type ConnectionOptions struct {
 	// one HTTP/2 upstream connection; 0 when unset (only the server's
 	// SETTINGS_MAX_CONCURRENT_STREAMS limits them).
 	MaxConcurrentStreams uint32
+	// H2Keepalive is http2_protocol_options.connection_keepalive (Istio
+	// http.http2KeepAlive): HTTP/2 PINGs on the cluster's HTTP/2
+	// connections; nil when unset.
+	H2Keepalive *H2Keepalive
+}
+
+// H2Keepalive is envoy.config.core.v3.KeepaliveSettings for upstream
+// HTTP/2 connections. A connection on which no frame arrived for Interval
+// is sent a PING; one whose PING is not answered within Timeout is closed
+// (its streams fail as a reset). Envoy pings every interval whatever the
+// traffic; a connection that receives frames is alive either way.
+// interval_jitter is accepted, but pings are not jittered.
+type H2Keepalive struct {
+	Interval time.Duration // > 0
+	Timeout  time.Duration // > 0
 }
 
 // TCPKeepalive is envoy.config.core.v3.TcpKeepalive (Istio
@@ -325,7 +340,14 @@ func buildConnectionOptions(c *clusterv3.Cluster) (ConnectionOptions, error) {
 			if opts.GetCommonHttpProtocolOptions() != nil {
 				common, path = opts.GetCommonHttpProtocolOptions(), p+".common_http_protocol_options"
 			}
-			out.MaxConcurrentStreams = opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions().GetMaxConcurrentStreams().GetValue()
+			h2 := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions()
+			out.MaxConcurrentStreams = h2.GetMaxConcurrentStreams().GetValue()
+			if ka := h2.GetConnectionKeepalive(); ka != nil {
+				var err error
+				if out.H2Keepalive, err = buildH2Keepalive(ka); err != nil {
+					return out, under(p+".explicit_http_config.http2_protocol_options.connection_keepalive", err)
+				}
+			}
 		}
 	}
 	if common == nil {
@@ -355,6 +377,31 @@ func buildConnectionOptions(c *clusterv3.Cluster) (ConnectionOptions, error) {
 		return out, ferr(path+".max_connection_duration_jitter", "not supported")
 	case common.GetHeadersWithUnderscoresAction() != corev3.HttpProtocolOptions_ALLOW:
 		return out, verr(path+".headers_with_underscores_action", common.GetHeadersWithUnderscoresAction().String(), "must be ALLOW")
+	}
+	return out, nil
+}
+
+// buildH2Keepalive reads a connection_keepalive. The loom proxy pings
+// only on a quiet connection, so interval is required (Envoy would then
+// ping ahead of a new stream only, with connection_idle_interval, which is
+// not supported).
+func buildH2Keepalive(ka *corev3.KeepaliveSettings) (*H2Keepalive, error) {
+	if ka.GetConnectionIdleInterval() != nil {
+		return nil, ferr("connection_idle_interval", "not supported")
+	}
+	out := &H2Keepalive{}
+	var err error
+	if ka.GetInterval() == nil {
+		return nil, ferr("interval", "must be set (pings ahead of a new stream only are not supported)")
+	}
+	if out.Interval, err = positive(ka.GetInterval(), "interval", 0); err != nil {
+		return nil, err
+	}
+	if ka.GetTimeout() == nil {
+		return nil, ferr("timeout", "must be set")
+	}
+	if out.Timeout, err = positive(ka.GetTimeout(), "timeout", 0); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

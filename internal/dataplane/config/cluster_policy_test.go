@@ -44,6 +44,13 @@ func httpOptions(t testing.TB, o *httpv3.HttpProtocolOptions) map[string]*anypb.
 	return map[string]*anypb.Any{HTTPProtocolOptionsKey: a}
 }
 
+// h2Options are explicit HTTP/2 upstream options.
+func h2Options(h2 *corev3.Http2ProtocolOptions) *httpv3.HttpProtocolOptions {
+	return &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+		ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+			Http2ProtocolOptions: h2}}}}
+}
+
 func TestClusterPolicy(t *testing.T) {
 	type policy struct {
 		CB      CircuitBreakers
@@ -92,6 +99,10 @@ func TestClusterPolicy(t *testing.T) {
 				ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
 					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(8)}}}}})
 		}, policy{Conn: ConnectionOptions{MaxConcurrentStreams: 8}}},
+		{"h2 connection keepalive", func(t testing.TB, c *clusterv3.Cluster) {
+			c.TypedExtensionProtocolOptions = httpOptions(t, h2Options(&corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+				Interval: durationpb.New(30 * time.Second), Timeout: durationpb.New(5 * time.Second), IntervalJitter: &typev3.Percent{Value: 15}}}))
+		}, policy{Conn: ConnectionOptions{H2Keepalive: &H2Keepalive{Interval: 30 * time.Second, Timeout: 5 * time.Second}}}},
 		{"deprecated cluster fields", func(t testing.TB, c *clusterv3.Cluster) {
 			c.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Second)} //nolint:staticcheck // deprecated field still honoured.
 			c.MaxRequestsPerConnection = wrapperspb.UInt32(2)                                                   //nolint:staticcheck // deprecated field still honoured.
@@ -134,6 +145,7 @@ func TestClusterPolicyErrors(t *testing.T) {
 		}
 	}
 	const hpo = `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].common_http_protocol_options`
+	const hpoH2 = `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].explicit_http_config.http2_protocol_options`
 	tests := []struct {
 		name    string
 		mut     func(testing.TB, *clusterv3.Cluster)
@@ -150,6 +162,17 @@ func TestClusterPolicyErrors(t *testing.T) {
 		{"retry budget percent", th(func(th *clusterv3.CircuitBreakers_Thresholds) {
 			th.RetryBudget = &clusterv3.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 101}}
 		}), `circuit_breakers.thresholds[0].retry_budget.budget_percent = "101": must be 0-100`},
+		{"h2 keepalive without interval", func(t testing.TB, c *clusterv3.Cluster) {
+			c.TypedExtensionProtocolOptions = httpOptions(t, h2Options(&corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{Timeout: durationpb.New(time.Second)}}))
+		}, hpoH2 + `.connection_keepalive.interval: must be set`},
+		{"h2 keepalive zero timeout", func(t testing.TB, c *clusterv3.Cluster) {
+			c.TypedExtensionProtocolOptions = httpOptions(t, h2Options(&corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+				Interval: durationpb.New(time.Second), Timeout: durationpb.New(0)}}))
+		}, hpoH2 + `.connection_keepalive.timeout = "0s": must be greater than 0`},
+		{"h2 keepalive idle interval", func(t testing.TB, c *clusterv3.Cluster) {
+			c.TypedExtensionProtocolOptions = httpOptions(t, h2Options(&corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+				Interval: durationpb.New(time.Second), Timeout: durationpb.New(time.Second), ConnectionIdleInterval: durationpb.New(time.Second)}}))
+		}, hpoH2 + `.connection_keepalive.connection_idle_interval: not supported`},
 		{"per host thresholds", func(_ testing.TB, c *clusterv3.Cluster) {
 			c.CircuitBreakers = &clusterv3.CircuitBreakers{PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{}}}
 		}, `circuit_breakers.per_host_thresholds: not supported`},

@@ -392,7 +392,15 @@ func (st *clusterState) newH2CTransport() *http.Transport {
 // connections with (Transport.NewClientConn), without its dialer and
 // protocol: the settings the h2c and TLS pools share. Its connections live
 // in the pool, not in the transport's idle pool, so it has no idle limit.
+//
+// The cluster's connection_keepalive becomes net/http's HTTP/2 health
+// check: a PING after SendPingTimeout without a frame, the connection
+// closed when its answer takes longer than PingTimeout.
 func (st *clusterState) newH2Transport() *http.Transport {
+	h2 := &http.HTTP2Config{}
+	if ka := st.h1.connOpts.Load().H2Keepalive; ka != nil {
+		h2.SendPingTimeout, h2.PingTimeout = ka.Interval, ka.Timeout
+	}
 	return &http.Transport{
 		IdleConnTimeout:        st.idleTimeout(),
 		DisableCompression:     true, // the proxy forwards bytes as they are
@@ -400,7 +408,7 @@ func (st *clusterState) newH2Transport() *http.Transport {
 		ReadBufferSize:         32 << 10,
 		MaxResponseHeaderBytes: 1 << 20,
 		Protocols:              new(http.Protocols),
-		HTTP2:                  &http.HTTP2Config{},
+		HTTP2:                  h2,
 	}
 }
 
@@ -415,13 +423,21 @@ func (st *clusterState) idleTimeout() time.Duration {
 	return st.opts.IdleConnTimeout
 }
 
-// renewH2C replaces the cluster's h2c transport, when it has one, by one
-// built with the current connection options; the h2c pool's idle
+// renewH2C replaces the cluster's h2c transport, when it has one and its
+// idle timeout or HTTP/2 keepalive changed, by one built with the current
+// connection options; the h2c pool's idle
 // connections close, those in use finish their streams. A net/http
 // transport's settings cannot change once it is in use.
 func (st *clusterState) renewH2C() {
 	old := st.h2c.Load()
-	if old == nil || old.IdleConnTimeout == st.idleTimeout() {
+	if old == nil {
+		return
+	}
+	var ping, pingTimeout time.Duration
+	if ka := st.h1.connOpts.Load().H2Keepalive; ka != nil {
+		ping, pingTimeout = ka.Interval, ka.Timeout
+	}
+	if old.IdleConnTimeout == st.idleTimeout() && old.HTTP2.SendPingTimeout == ping && old.HTTP2.PingTimeout == pingTimeout {
 		return
 	}
 	if st.h2c.CompareAndSwap(old, st.newH2CTransport()) {

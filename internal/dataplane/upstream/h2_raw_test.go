@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -16,10 +17,13 @@ import (
 // rawH2Server is an h2c upstream written frame by frame, for the
 // answers net/http's server never gives: onRequest runs for every
 // request's HEADERS, with the request's number (1-based, over all
-// connections); returning false closes the connection.
+// connections); returning false closes the connection. It never answers
+// a PING, but counts them, and counts the connections that ended.
 type rawH2Server struct {
 	ln       net.Listener
 	requests atomic.Int32
+	pings    atomic.Int32
+	closed   atomic.Int32
 }
 
 func newRawH2Server(t *testing.T, onRequest func(fr *http2.Framer, stream uint32, n int32) bool) *rawH2Server {
@@ -43,6 +47,7 @@ func newRawH2Server(t *testing.T, onRequest func(fr *http2.Framer, stream uint32
 }
 
 func (s *rawH2Server) serve(c net.Conn, onRequest func(*http2.Framer, uint32, int32) bool) {
+	defer s.closed.Add(1)
 	defer c.Close()
 	if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
 		return
@@ -64,6 +69,10 @@ func (s *rawH2Server) serve(c net.Conn, onRequest func(*http2.Framer, uint32, in
 		case *http2.HeadersFrame:
 			if !onRequest(fr, f.StreamID, s.requests.Add(1)) {
 				return
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				s.pings.Add(1)
 			}
 		}
 	}
@@ -117,5 +126,31 @@ func TestH2GoAwayAfterStreamIsNotRetried(t *testing.T) {
 	}
 	if n := srv.requests.Load(); n != 1 {
 		t.Errorf("upstream saw %d requests, want 1: a processed request must not be resent", n)
+	}
+}
+
+// TestH2ConnectionKeepalive: with http2_protocol_options.connection_keepalive
+// (Istio http.http2KeepAlive) a quiet upstream HTTP/2 connection is sent a
+// PING, and closed when the upstream does not answer it within the timeout
+// (this upstream never answers PINGs).
+func TestH2ConnectionKeepalive(t *testing.T) {
+	srv := newRawH2Server(t, func(fr *http2.Framer, stream uint32, _ int32) bool { return writeOK(fr, stream) })
+	m := New(Options{})
+	defer m.Close()
+	ka := &config.H2Keepalive{Interval: 50 * time.Millisecond, Timeout: 50 * time.Millisecond}
+	c := h2Cluster(srv.ln.Addr().String(), nil, config.ConnectionOptions{H2Keepalive: ka})
+	m.Update(gen(c))
+	if err := sendPath(m, c, "/"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.closed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if srv.closed.Load() == 0 {
+		t.Fatalf("the connection is still open 10s after its PING went unanswered (pings seen %d)", srv.pings.Load())
+	}
+	if srv.pings.Load() == 0 {
+		t.Error("the upstream saw no PING before the connection closed")
 	}
 }
