@@ -28,6 +28,7 @@ func TestGolden(t *testing.T) {
 	}{
 		{"bookinfo", productpageSidecar(), Options{}},
 		{"gateway", ingressRouter(), Options{}},
+		{"jwt-route", ingressRouter(), Options{}},
 		{"reviews-50-v3", productpageSidecar(), Options{}},
 		{"fault", productpageSidecar(), Options{}},
 		{"kube-service", productpageSidecar(), Options{}},

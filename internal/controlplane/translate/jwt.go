@@ -38,7 +38,8 @@ const placeholderJWKS = `{"keys":[{"use":"sig","kty":"RSA","kid":"loom-placehold
 //     forward_payload_header, claim_to_headers, from_headers (value_prefix
 //     as written), from_params, from_cookies, audiences and
 //     normalize_payload_in_metadata (spaceDelimitedClaims with Istio's
-//     permission and scope);
+//     permission and scope), and clear_route_cache on every proxy but a
+//     sidecar, so that a gateway's routes can match the verified claims;
 //   - the JWKS inline (local_jwks): the rule's jwks, else the one loomd
 //     fetched for it (keys), else placeholderJWKS;
 //   - one rule on prefix "/": for one provider requires_any {provider,
@@ -69,7 +70,12 @@ func jwtFilter(pc *model.PushContext, p *model.Proxy, keys *model.JwksSet) (*hcm
 	required := false
 	for i, r := range rules {
 		name := "origins-" + strconv.Itoa(i)
-		cfg.Providers[name] = jwtProvider(r, keys)
+		prov := jwtProvider(r, keys)
+		// As Istio (JwtFilter(clearRouteCache: not a sidecar)): a
+		// gateway matches its routes again on the verified payload, for
+		// VirtualServices' "@request.auth.claims" matches.
+		prov.ClearRouteCache = p.Type != model.SidecarProxy
+		cfg.Providers[name] = prov
 		byName := &jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: name}}
 		outer = append(outer, byName)
 		if r.GetPresence() == security.JWTRule_REQUIRED {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 	"github.com/loom-mesh/loom/internal/controlplane/registry"
+	"github.com/loom-mesh/loom/internal/controlplane/validation"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -392,8 +393,9 @@ func matchApplies(m *networking.HTTPMatchRequest, p *model.Proxy, vsNamespace st
 // routeMatch translates an HTTPMatchRequest: uri to the path specifier
 // (none means prefix "/"), ignoreUriCase to case_sensitive false, headers,
 // withoutHeaders (inverted), method, authority and scheme to header
-// matchers, sorted by name, and queryParams to query parameter matchers,
-// sorted by name.
+// matchers, sorted by name, headers and withoutHeaders on JWT claims
+// ("@request.auth.claims...") to dynamic_metadata matchers (claimMatcher),
+// and queryParams to query parameter matchers, sorted by name.
 func routeMatch(m *networking.HTTPMatchRequest) *routev3.RouteMatch {
 	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
 	switch u := m.GetUri().GetMatchType().(type) {
@@ -410,9 +412,17 @@ func routeMatch(m *networking.HTTPMatchRequest) *routev3.RouteMatch {
 		rm.CaseSensitive = wrapperspb.Bool(false)
 	}
 	for _, name := range sortedKeys(m.GetHeaders()) {
+		if claims, ok := validation.JWTClaimRoute(name); ok {
+			rm.DynamicMetadata = append(rm.DynamicMetadata, claimMatcher(claims, m.GetHeaders()[name], false))
+			continue
+		}
 		rm.Headers = append(rm.Headers, headerMatcher(strings.ToLower(name), m.GetHeaders()[name]))
 	}
 	for _, name := range sortedKeys(m.GetWithoutHeaders()) {
+		if claims, ok := validation.JWTClaimRoute(name); ok {
+			rm.DynamicMetadata = append(rm.DynamicMetadata, claimMatcher(claims, m.GetWithoutHeaders()[name], true))
+			continue
+		}
 		hm := headerMatcher(strings.ToLower(name), m.GetWithoutHeaders()[name])
 		hm.InvertMatch = true
 		// As Istio: a request without the header does not carry the
@@ -443,6 +453,24 @@ func routeMatch(m *networking.HTTPMatchRequest) *routev3.RouteMatch {
 		rm.QueryParameters = append(rm.QueryParameters, qm)
 	}
 	return rm
+}
+
+// claimMatcher is Istio's translateMetadataMatch of a headers (or, with
+// invert, withoutHeaders) key "@request.auth.claims..." with the claim path
+// claims: jwt_authn's dynamic metadata at [payload, claims...] must be a
+// string matching sm or a list with an element that does
+// (MetadataMatcherForJWTClaims). Validation has made sure sm has a value.
+// Only a proxy whose jwt_authn clears the route cache (a gateway's) matches
+// such a route on a verified token; elsewhere the metadata is missing when
+// routes are matched, so it never matches, and inverted always does.
+func claimMatcher(claims []string, sm *networking.StringMatch, invert bool) *matcherv3.MetadataMatcher {
+	str := &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_StringMatch{StringMatch: stringMatcher(sm)}}
+	list := &matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_ListMatch{ListMatch: &matcherv3.ListMatcher{
+		MatchPattern: &matcherv3.ListMatcher_OneOf{OneOf: str}}}}
+	m := metadataMatcher(jwtAuthnFilter, append([]string{jwtPayloadKey}, claims...),
+		&matcherv3.ValueMatcher{MatchPattern: &matcherv3.ValueMatcher_OrMatch{OrMatch: &matcherv3.OrMatcher{ValueMatchers: []*matcherv3.ValueMatcher{list, str}}}})
+	m.Invert = invert
+	return m
 }
 
 // headerMatcher matches header name against sm; an empty StringMatch (or

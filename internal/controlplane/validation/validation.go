@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -682,11 +683,61 @@ func (c *checker) destination(p string, d *networking.Destination) {
 func (c *checker) headerMatches(p string, m map[string]*networking.StringMatch) {
 	for _, k := range sortedKeys(m) {
 		fp := fmt.Sprintf("%s[%s]", p, k)
+		if claims, ok := JWTClaimRoute(k); ok {
+			c.claimMatch(fp, k, claims, m[k])
+			continue
+		}
 		if !isHeaderName(k) {
 			c.errf(fp, "Invalid value: %q: invalid header name", k)
 		}
 		c.stringMatch(fp, m[k], true)
 	}
+}
+
+// claimMatch checks a match on the JWT claim at path claims (Istio's
+// ValidateHTTPHeaderNameOrJwtClaimRoute accepts any such key). Istio
+// leaves an empty claim name, and a match without a value, to Envoy, which
+// refuses the metadata matcher they make (an empty path key, a string
+// matcher without a pattern); Loom refuses them here.
+func (c *checker) claimMatch(p, key string, claims []string, m *networking.StringMatch) {
+	if slices.Contains(claims, "") {
+		c.errf(p, "Invalid value: %q: a JWT claim name must not be empty", key)
+	}
+	switch t := m.GetMatchType().(type) {
+	case nil:
+		c.errf(p, "Invalid value: a JWT claim match must set exact, prefix or regex (presence is not supported)")
+		return
+	case *networking.StringMatch_Prefix:
+		if t.Prefix == "" {
+			c.errf(p+".prefix", "Invalid value: a JWT claim match must not have an empty prefix")
+		}
+	}
+	c.stringMatch(p, m, false)
+}
+
+// HeaderJWTClaim is the prefix of a VirtualService headers or
+// withoutHeaders key that matches a claim of the request's verified JWT
+// rather than a header (Istio's jwt.HeaderJWTClaim), compared in any case.
+const HeaderJWTClaim = "@request.auth.claims"
+
+// JWTClaimRoute reads key as Istio's jwt.ToRoutingClaim: the claim path of
+// "@request.auth.claims.a.b" (split on ".") or "@request.auth.claims[a][b]"
+// (split on "]["), with HeaderJWTClaim in any case; ok is false for any
+// other key. Claim names keep their case and nothing is unescaped, so a
+// claim whose name holds "." needs the bracket form. An empty name
+// ("@request.auth.claims.") is returned as "" for the caller to refuse.
+func JWTClaimRoute(key string) (claims []string, ok bool) {
+	if len(key) < len(HeaderJWTClaim) || !strings.EqualFold(key[:len(HeaderJWTClaim)], HeaderJWTClaim) {
+		return nil, false
+	}
+	rest := key[len(HeaderJWTClaim):]
+	switch {
+	case strings.HasPrefix(rest, "."):
+		return strings.Split(rest[1:], "."), true
+	case len(rest) >= 2 && rest[0] == '[' && rest[len(rest)-1] == ']':
+		return strings.Split(rest[1:len(rest)-1], "]["), true
+	}
+	return nil, false
 }
 
 // stringMatch checks an Istio StringMatch. presence allows an empty match,

@@ -140,6 +140,39 @@ func TestVirtualServiceHTTPRoute(t *testing.T) {
       gateways: [mesh, istio-system/ingress]
       ignoreUriCase: true
 ` + route, nil},
+		// Istio's JWT claim routing (jwt-route task): "." or "[]"
+		// separated claim paths, the prefix in any case.
+		{"JWT claim matches accepted", `  - match:
+    - headers:
+        "@request.auth.claims.groups": {exact: group1}
+        "@request.auth.claims.nested.key1": {prefix: v}
+        "@Request.Auth.Claims[dotted.name][KEY2]": {regex: "a.*"}
+      withoutHeaders:
+        "@request.auth.claims.groups": {exact: group2}
+` + route, nil},
+		{"JWT claim matches refused", `  - match:
+    - headers:
+        "@request.auth.claims.": {exact: a}
+        "@request.auth.claims[a][]": {exact: a}
+        "@request.auth.claims.a..b": {exact: a}
+        "@request.auth.claims.present": {}
+        "@request.auth.claims.prefix": {prefix: ""}
+        "@request.auth.claims.regex": {regex: "("}
+        "@request.auth.claims": {exact: a}
+        "@request.auth.claims[a": {exact: a}
+      withoutHeaders:
+        "@request.auth.claims.b": {}
+` + route, []fieldErr{
+			{"spec.http[0].match[0].headers[@request.auth.claims]", "invalid header name"},
+			{"spec.http[0].match[0].headers[@request.auth.claims.]", "claim name must not be empty"},
+			{"spec.http[0].match[0].headers[@request.auth.claims.a..b]", "claim name must not be empty"},
+			{"spec.http[0].match[0].headers[@request.auth.claims.prefix].prefix", "empty prefix"},
+			{"spec.http[0].match[0].headers[@request.auth.claims.present]", "must set exact, prefix or regex"},
+			{"spec.http[0].match[0].headers[@request.auth.claims.regex].regex", "not an RE2 regular expression"},
+			{"spec.http[0].match[0].headers[@request.auth.claims[a]", "invalid header name"},
+			{"spec.http[0].match[0].headers[@request.auth.claims[a][]]", "claim name must not be empty"},
+			{"spec.http[0].match[0].withoutHeaders[@request.auth.claims.b]", "must set exact, prefix or regex"},
+		}},
 		{"match sourceNamespace and port", "  - match: [{sourceNamespace: Not_A_Label, port: 70000}]\n" + route,
 			[]fieldErr{{"spec.http[0].match[0].port", "1-65535"}, {"spec.http[0].match[0].sourceNamespace", "DNS-1123 label"}}},
 	}
