@@ -219,6 +219,15 @@ func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
 			c.errf(p+".warmupDurationSecs", "Invalid value: only one of warmupDurationSecs or warmup may be set")
 		}
 	}
+	// Envoy's zone-aware routing (zone_aware_lb_config) and client-side
+	// weighted round robin on ORCA reports (backendUtilization) are not in
+	// the Loom proxy's balancer.
+	if lb.ZoneAwareLbSetting != nil {
+		c.errf(p+".zoneAwareLbSetting", "%s (use localityLbSetting)", Unsupported)
+	}
+	if lb.GetBackendUtilization() != nil {
+		c.unsupported(p + ".backendUtilization")
+	}
 	if l := lb.LocalityLbSetting; l != nil {
 		if len(l.Distribute) > 0 && len(l.Failover) > 0 {
 			c.errf(p+".localityLbSetting", "Invalid value: can not simultaneously specify 'distribute' and 'failover'")
@@ -303,6 +312,14 @@ func (c *checker) outlierDetection(p string, od *networking.OutlierDetection) {
 	}
 	if od.MinHealthPercent < 0 || od.MinHealthPercent > 100 {
 		c.errf(p+".minHealthPercent", "Invalid value: %d: must be between 0 and 100", od.MinHealthPercent)
+	}
+	// The Loom proxy's outlier detection runs the consecutive-failure
+	// detectors only and counts 5xx as Envoy does by default.
+	if od.FailurePercentageThreshold != nil {
+		c.errf(p+".failurePercentageThreshold", "%s (only consecutive-error ejection is)", Unsupported)
+	}
+	if len(od.OutlierDetectionHttpErrorCodes) > 0 {
+		c.errf(p+".outlierDetectionHttpErrorCodes", "%s (5xx responses are the errors)", Unsupported)
 	}
 	if od.ConsecutiveLocalOriginFailures != nil && !od.SplitExternalLocalOriginErrors {
 		c.errf(p+".consecutiveLocalOriginFailures", "Invalid value: requires splitExternalLocalOriginErrors: true")

@@ -117,6 +117,23 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 			"spec.subsets[0].trafficPolicy.connectionPool.http.http2KeepAlive.interval: Invalid value: 0s: duration must be positive",
 			"spec.subsets[0].trafficPolicy.connectionPool.http.http2KeepAlive.timeout: Required value",
 		}},
+		{"fields the proxy does not serve", `  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      zoneAwareLbSetting: {enabled: true}
+    outlierDetection: {consecutive5xxErrors: 3, failurePercentageThreshold: 50, outlierDetectionHttpErrorCodes: [500, 503]}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        backendUtilization: {}
+`, []string{
+			"spec.trafficPolicy.loadBalancer.zoneAwareLbSetting: " + Unsupported + " (use localityLbSetting)",
+			"spec.trafficPolicy.outlierDetection.failurePercentageThreshold: " + Unsupported + " (only consecutive-error ejection is)",
+			"spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes: " + Unsupported + " (5xx responses are the errors)",
+			"spec.subsets[0].trafficPolicy.loadBalancer.backendUtilization: " + Unsupported,
+		}},
 		{"localityLbSetting without outlierDetection", `  trafficPolicy:
     loadBalancer:
       localityLbSetting: {failover: [{from: us-east, to: us-west}]}
