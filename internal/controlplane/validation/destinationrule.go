@@ -2,6 +2,7 @@ package validation
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -112,14 +113,26 @@ func (c *checker) trafficPolicy(p string, tp *networking.TrafficPolicy, portLeve
 	c.connectionPool(p+".connectionPool", tp.ConnectionPool)
 	c.outlierDetection(p+".outlierDetection", tp.OutlierDetection)
 	c.clientTLS(p+".tls", tp.Tls)
+	if tp.Tunnel != nil && tp.ProxyProtocol != nil {
+		// Istio's validateTrafficPolicy: the tunnel's HTTP proxy would
+		// get the PROXY header meant for the destination.
+		c.errf(p, "Invalid value: tunnel and proxyProtocol must not be set together")
+	}
 	if t := tp.Tunnel; t != nil {
 		if t.Protocol != "" && t.Protocol != "CONNECT" && t.Protocol != "POST" {
 			c.errf(p+".tunnel.protocol", "Unsupported value: %q: supported values: \"CONNECT\", \"POST\"", t.Protocol)
 		}
 		if t.TargetHost == "" {
 			c.errf(p+".tunnel.targetHost", "Required value")
+		} else if msg := tunnelTargetHost(t.TargetHost); msg != "" {
+			c.errf(p+".tunnel.targetHost", "Invalid value: %q: %s", t.TargetHost, msg)
 		}
 		c.port(p+".tunnel.targetPort", t.TargetPort, false)
+	}
+	if pp := tp.ProxyProtocol; pp != nil {
+		if _, ok := networking.TrafficPolicy_ProxyProtocol_VERSION_name[int32(pp.Version)]; !ok {
+			c.errf(p+".proxyProtocol.version", "Unsupported value: %d: supported values: \"V1\", \"V2\"", pp.Version)
+		}
 	}
 	if rb := tp.RetryBudget; rb != nil {
 		if rb.Percent != nil && (rb.Percent.Value < 0 || rb.Percent.Value > 100) {
@@ -385,4 +398,21 @@ func (c *checker) keepaliveSeconds(p string, d *durationpb.Duration) {
 	if !d.IsValid() || d.AsDuration() < time.Second {
 		c.errf(p, "Invalid value: %s: must be at least 1s", d.AsDuration())
 	}
+}
+
+// tunnelTargetHost checks a tunnel's targetHost as Istio's
+// validateTunnelSettings: an IP address, or an FQDN whose top-level label
+// is not all digits (ValidateFQDN). It returns "" when h is valid.
+func tunnelTargetHost(h string) string {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return ""
+	}
+	if msg := fqdn(h); msg != "" {
+		return "must be a valid FQDN or IP address: " + msg
+	}
+	labels := strings.Split(strings.TrimSuffix(h, "."), ".")
+	if tld := labels[len(labels)-1]; strings.Trim(tld, "0123456789") == "" {
+		return fmt.Sprintf("must be a valid FQDN or IP address: top level domain %q cannot be all-numeric", tld)
+	}
+	return ""
 }

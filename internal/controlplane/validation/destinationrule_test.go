@@ -45,6 +45,31 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 			`spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[3].value: Invalid value: "a; Secure": must be a header value without ';'`,
 		}},
 		{"PASSTHROUGH", "  trafficPolicy:\n    loadBalancer: {simple: PASSTHROUGH}\n", nil},
+		{"tunnel and proxyProtocol", `  trafficPolicy:
+    tunnel: {protocol: CONNECT, targetHost: api.example.com, targetPort: 443}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tunnel: {protocol: POST, targetHost: 10.0.0.1, targetPort: 5432}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      proxyProtocol: {version: V2}
+`, nil},
+		{"tunnel target host and proxyProtocol together", `  trafficPolicy:
+    tunnel: {targetHost: "bad_host", targetPort: 443}
+    proxyProtocol: {}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tunnel: {targetHost: 1.2.3, targetPort: 443}
+`, []string{
+			"spec.trafficPolicy: Invalid value: tunnel and proxyProtocol must not be set together",
+			`spec.trafficPolicy.tunnel.targetHost: Invalid value: "bad_host": must be a valid FQDN or IP address: domain name label "bad_host" is not a DNS-1123 label`,
+			`spec.subsets[0].trafficPolicy.tunnel.targetHost: Invalid value: "1.2.3": must be a valid FQDN or IP address: top level domain "3" cannot be all-numeric`,
+		}},
 		{"tls credentialName", `  trafficPolicy:
     tls: {mode: MUTUAL, credentialName: client-cred}
   subsets:
