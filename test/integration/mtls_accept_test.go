@@ -14,7 +14,8 @@ import (
 // TestProxyAcceptsMutualTLS: what loomd emits for every PeerAuthentication
 // mode (mesh, namespace, workload, port level) and DestinationRule tls
 // mode, on explicit and transparent sidecars and on the ingress gateway,
-// is a generation the proxy builds: no NACK.
+// is a generation the proxy builds: no NACK. So are DestinationRule
+// tunnel and proxyProtocol.
 func TestProxyAcceptsMutualTLS(t *testing.T) {
 	const testdata = "../../internal/controlplane/translate/testdata"
 	policies := map[string]string{
@@ -73,6 +74,14 @@ spec:
   subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: SIMPLE, credentialName: client-cred}}}]
 `,
 	}
+	// DestinationRule tunnel (tcp_proxy tunneling_config) and
+	// proxyProtocol (upstream_proxy_protocol around plaintext, TLS and
+	// auto mTLS's matches).
+	tunnel, err := os.ReadFile(filepath.Join(testdata, "dr-tunnel", "input.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies["dr-tunnel"] = string(tunnel)
 	proxies := []*model.Proxy{
 		{Type: model.SidecarProxy, ID: "sidecar~127.0.0.11~productpage-v1.default~default.svc.cluster.local", IP: "127.0.0.11",
 			Name: "productpage-v1", Namespace: "default", Labels: map[string]string{"app": "productpage", "version": "v1"}, InterceptionMode: "NONE"},

@@ -24,7 +24,9 @@ const defaultMinRingSize = 1024
 // their maximum). opts is the cluster's upstream HTTP options so far (nil
 // when none); the returned value is what must be packed into
 // typed_extension_protocol_options (nil when none). proto is the port's
-// protocol. tp.tls, tunnel and proxyProtocol are not translated here.
+// protocol. tp.tls and proxyProtocol are applied to the transport socket
+// later (applyClusterTLS, applyUpstreamProxyProtocol); tunnel is the
+// tcp_proxy's (tcpTunnelingConfig).
 func applyTrafficPolicy(c *clusterv3.Cluster, tp *networking.TrafficPolicy, proto registry.Protocol, opts *upstreamhttpv3.HttpProtocolOptions) *upstreamhttpv3.HttpProtocolOptions {
 	cp := tp.GetConnectionPool()
 	if cp == nil {

@@ -97,9 +97,10 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 
 // outboundClusters returns a cluster per outbound cluster of pc, with its
 // DestinationRule traffic policy applied (applyTrafficPolicy), discovered
-// as its ServiceEntry's resolution says (setDiscovery), and its transport
+// as its ServiceEntry's resolution says (setDiscovery), its transport
 // socket chosen by the DestinationRule's tls or auto mTLS under env
-// (applyClusterTLS).
+// (applyClusterTLS) and wrapped for the rule's proxyProtocol
+// (applyUpstreamProxyProtocol).
 func outboundClusters(pc *model.PushContext, env clusterTLSEnv) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[string]bool{}
@@ -114,6 +115,9 @@ func outboundClusters(pc *model.PushContext, env clusterTLSEnv) ([]*clusterv3.Cl
 		}
 		setDiscovery(c, oc)
 		if err := applyClusterTLS(c, oc, env); err != nil {
+			return nil, err
+		}
+		if err := applyUpstreamProxyProtocol(c, oc.policy.GetProxyProtocol()); err != nil {
 			return nil, err
 		}
 		out = append(out, c)

@@ -43,6 +43,7 @@ func TestGolden(t *testing.T) {
 		{"ratelimitpolicy-gateway", ingressRouter(), Options{RateLimitService: "127.0.0.1:8081"}},
 		{"sidecar-egress-port", productpageSidecar(), Options{}},
 		{"sidecar-egress-port-redirect", redirectSidecar(productpageSidecar()), Options{}},
+		{"dr-tunnel", productpageSidecar(), Options{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

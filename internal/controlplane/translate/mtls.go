@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	proxyprotocolv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/proxy_protocol/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -496,3 +497,52 @@ var packedALPNFilter = sync.OnceValues(func() (*hcmv3.HttpFilter, error) {
 	}
 	return &hcmv3.HttpFilter{Name: alpnFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: cfg}}, nil
 })
+
+// upstreamProxyProtocolSocket is the transport socket that writes a PROXY
+// protocol header before the socket it wraps.
+const upstreamProxyProtocolSocket = "envoy.transport_sockets.upstream_proxy_protocol"
+
+// applyUpstreamProxyProtocol wraps c's transport sockets for
+// DestinationRule trafficPolicy.proxyProtocol pp (nil: none), as Istio's
+// applyUpstreamProxyProtocol: a cluster without one gets an
+// upstream_proxy_protocol socket around raw_buffer; otherwise its
+// transport_socket and each transport_socket_matches entry (auto mTLS's
+// TLS and plaintext alike) are wrapped, so that the header goes first on
+// every connection, before any TLS. The version is pp's (V1, V2).
+func applyUpstreamProxyProtocol(c *clusterv3.Cluster, pp *networking.TrafficPolicy_ProxyProtocol) error {
+	if pp == nil {
+		return nil
+	}
+	wrap := func(inner *corev3.TransportSocket) (*corev3.TransportSocket, error) {
+		if inner == nil {
+			raw, err := rawBufferTransportSocket()
+			if err != nil {
+				return nil, err
+			}
+			inner = raw
+		}
+		a, err := packAny(&proxyprotocolv3.ProxyProtocolUpstreamTransport{
+			Config:          &corev3.ProxyProtocolConfig{Version: corev3.ProxyProtocolConfig_Version(pp.GetVersion())},
+			TransportSocket: inner,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", c.GetName(), err)
+		}
+		return &corev3.TransportSocket{Name: upstreamProxyProtocolSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+	}
+	if c.TransportSocket != nil || len(c.TransportSocketMatches) == 0 {
+		ts, err := wrap(c.TransportSocket)
+		if err != nil {
+			return err
+		}
+		c.TransportSocket = ts
+	}
+	for _, m := range c.TransportSocketMatches {
+		ts, err := wrap(m.TransportSocket)
+		if err != nil {
+			return err
+		}
+		m.TransportSocket = ts
+	}
+	return nil
+}

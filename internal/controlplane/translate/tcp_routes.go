@@ -1,8 +1,10 @@
 package translate
 
 import (
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -134,7 +136,8 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 			ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{
 				Clusters: clusters,
 			}},
-			HashPolicy: hash,
+			HashPolicy:      hash,
+			TunnelingConfig: tcpTunnelingConfig(pc, vsNamespace, dests, host),
 		}
 	}
 	name := def
@@ -153,6 +156,42 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 
 		MaxDownstreamConnectionDuration: cloneDuration(tcp.GetMaxConnectionDuration()),
 		HashPolicy:                      hash,
+		TunnelingConfig:                 tcpTunnelingConfig(pc, vsNamespace, dests, host),
+	}
+}
+
+// tcpTunnelingConfig is the tcp_proxy's tunneling_config for the
+// destinations dests (the service of host when none), as Istio's
+// tunnelingconfig.Apply: the trafficPolicy.tunnel of the DestinationRule
+// of the first destination's host, hostname "targetHost:targetPort" and
+// use_post for protocol POST. With one destination of a subset, the
+// subset's own tunnel alone counts (none when it sets none: Istio does
+// not fall back to the top-level one); with several (weighted clusters)
+// only the top-level one, as the tunnel is the listener's, not a
+// cluster's. portLevelSettings have no tunnel. nil when no tunnel
+// applies.
+func tcpTunnelingConfig(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, host string) *tcpv3.TcpProxy_TunnelingConfig {
+	var subset string
+	if len(dests) > 0 {
+		host = model.ResolveShortName(dests[0].GetDestination().GetHost(), vsNamespace)
+	}
+	if len(dests) == 1 {
+		subset = dests[0].GetDestination().GetSubset()
+	}
+	dr := pc.DestinationRule(host)
+	if dr == nil {
+		return nil
+	}
+	t := dr.Spec.GetTrafficPolicy().GetTunnel()
+	if subset != "" {
+		t = dr.Subset(subset).GetTrafficPolicy().GetTunnel()
+	}
+	if t == nil {
+		return nil
+	}
+	return &tcpv3.TcpProxy_TunnelingConfig{
+		Hostname: net.JoinHostPort(t.GetTargetHost(), strconv.FormatUint(uint64(t.GetTargetPort()), 10)),
+		UsePost:  t.GetProtocol() == "POST",
 	}
 }
 
