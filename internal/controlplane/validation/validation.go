@@ -240,11 +240,12 @@ var supportedRetryOn = map[string]bool{
 	"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true,
 	"retriable-4xx": true, "refused-stream": true, "retriable-status-codes": true,
 	"unavailable": true, "cancelled": true, "deadline-exceeded": true,
-	"internal": true, "resource-exhausted": true,
+	"internal": true, "resource-exhausted": true, "envoy-ratelimited": true, "retriable-headers": true,
 }
 
 const supportedRetryOnList = `"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream", ` +
-	`"retriable-status-codes", "unavailable", "cancelled", "deadline-exceeded", "internal", "resource-exhausted" or an HTTP status 100-599`
+	`"retriable-status-codes", "envoy-ratelimited", "retriable-headers", "unavailable", "cancelled", "deadline-exceeded", ` +
+	`"internal", "resource-exhausted" or an HTTP status 100-599`
 
 // retryOn checks HTTPRetry.retryOn, a comma-separated list: the proxy
 // NACKs a whole route update with a condition it does not know.

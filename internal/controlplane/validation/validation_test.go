@@ -574,13 +574,13 @@ func TestRetryOn(t *testing.T) {
 		{"unavailable, cancelled, deadline-exceeded, internal, resource-exhausted", nil},
 		{"100,503,599", nil},
 		{"", nil},
-		{"5xx,envoy-ratelimited", []string{`spec.http[0].retries.retryOn: Unsupported value: "envoy-ratelimited": supported values: ` + supportedRetryOnList}},
+		{"5xx,envoy-ratelimited,retriable-headers", nil},
+		{"5xx,envoy-limited", []string{`spec.http[0].retries.retryOn: Unsupported value: "envoy-limited": supported values: ` + supportedRetryOnList}},
 		{"600,99,-503", []string{
 			`spec.http[0].retries.retryOn: Unsupported value: "600": supported values: ` + supportedRetryOnList,
 			`spec.http[0].retries.retryOn: Unsupported value: "99": supported values: ` + supportedRetryOnList,
 			`spec.http[0].retries.retryOn: Unsupported value: "-503": supported values: ` + supportedRetryOnList,
 		}},
-		{"retriable-headers", []string{`spec.http[0].retries.retryOn: Unsupported value: "retriable-headers": supported values: ` + supportedRetryOnList}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.on, func(t *testing.T) {

@@ -609,7 +609,7 @@ func buildXFCC(hcm *hcmv3.HttpConnectionManager) (XFCC, error) {
 var supportedRetryOn = map[string]bool{
 	"5xx": true, "gateway-error": true, "reset": true, "reset-before-request": true,
 	"connect-failure": true, "retriable-4xx": true, "refused-stream": true,
-	"retriable-status-codes": true, "envoy-ratelimited": true,
+	"retriable-status-codes": true, "envoy-ratelimited": true, "retriable-headers": true,
 	// gRPC conditions (Istio's default retry_on has some); they only apply
 	// to gRPC responses.
 	"cancelled": true, "deadline-exceeded": true, "internal": true,

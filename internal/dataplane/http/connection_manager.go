@@ -1116,7 +1116,9 @@ var grpcRetryOn = map[string]string{
 // retryOnResponse says whether p retries resp: by its status, by the
 // grpc-status of a trailers-only gRPC response (x-envoy-retry-grpc-on
 // conditions read the response headers, as Envoy's), or by
-// retriable_headers.
+// retriable_headers, which Envoy consults only under the
+// retriable-headers condition (x-envoy-retriable-header-names, as the
+// other x-envoy-retry request headers, is not read).
 func retryOnResponse(p *config.RetryPolicy, resp *http.Response) bool {
 	if p == nil {
 		return false
@@ -1136,7 +1138,7 @@ func retryOnResponse(p *config.RetryPolicy, resp *http.Response) bool {
 			}
 		}
 	}
-	return p.RetriableResponseHeaders(resp.Header)
+	return slices.Contains(p.RetryOn, "retriable-headers") && p.RetriableResponseHeaders(resp.Header)
 }
 
 // retryOnStatus says whether p retries a response with code (Envoy's

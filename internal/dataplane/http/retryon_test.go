@@ -217,3 +217,46 @@ func TestRetryBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryRetriableHeaders checks retry_on retriable-headers over real
+// sockets: a response matching the route's retriable_headers is retried
+// under that condition, and not under another one, as Envoy consults
+// retriable_headers only when retriable-headers is active.
+func TestRetryRetriableHeaders(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	be := startBackend(t, "be", false, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Host]++
+		n := seen[r.Host]
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("X-Retry-Me", "yes")
+		}
+		w.Write([]byte("ok"))
+	})
+	hdr := func(r *routev3.Route) *routev3.Route {
+		r.GetRoute().RetryPolicy.RetriableHeaders = []*routev3.HeaderMatcher{{Name: "x-retry-me",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}}}
+		return r
+	}
+	p := startProxy(t, build(t, nil, []*listenerv3.Listener{httpListener(t, "l", closedAddr(t), "rt")},
+		[]*routev3.RouteConfiguration{routeConfig("rt",
+			vhost("on", []string{"on"}, hdr(withRetry(prefixRoute("on", "/", "be"), "retriable-headers", 1))),
+			vhost("off", []string{"off"}, hdr(withRetry(prefixRoute("off", "/", "be"), "5xx", 1))))},
+		[]*clusterv3.Cluster{staticCluster(t, "be", false, be.addr)}))
+	for _, tc := range []struct {
+		host string
+		want int
+	}{{"on", 2}, {"off", 1}} {
+		if r := p.do("GET", tc.host, "/", nil, nil); r.code != 200 {
+			t.Errorf("%s: %d %q, want 200", tc.host, r.code, r.body)
+		}
+		mu.Lock()
+		n := seen[tc.host]
+		mu.Unlock()
+		if n != tc.want {
+			t.Errorf("%s: the upstream saw %d attempts, want %d", tc.host, n, tc.want)
+		}
+	}
+}
