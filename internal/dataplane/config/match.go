@@ -70,7 +70,7 @@ func (r *Route) MatchesMetadata(req *http.Request, md matcher.Metadata) bool {
 	switch m.PathKind {
 	case PathPrefix:
 		if m.CaseInsensitive {
-			if len(path) < len(m.Prefix) || !strings.EqualFold(path[:len(m.Prefix)], m.Prefix) {
+			if len(path) < len(m.Prefix) || !asciiEqualFold(path[:len(m.Prefix)], m.Prefix) {
 				return false
 			}
 		} else if !strings.HasPrefix(path, m.Prefix) {
@@ -78,7 +78,7 @@ func (r *Route) MatchesMetadata(req *http.Request, md matcher.Metadata) bool {
 		}
 	case PathExact:
 		if m.CaseInsensitive {
-			if !strings.EqualFold(path, m.Path) {
+			if !asciiEqualFold(path, m.Path) {
 				return false
 			}
 		} else if path != m.Path {
