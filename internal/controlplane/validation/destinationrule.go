@@ -3,6 +3,7 @@ package validation
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -180,8 +181,19 @@ func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
 		if n := ch.GetRingHash().GetMinimumRingSize(); n > maxRingSize {
 			c.errf(p+".consistentHash.ringHash.minimumRingSize", "Invalid value: %d: must be at most %d", n, maxRingSize)
 		}
-		if m := ch.GetMaglev(); m != nil && m.TableSize != 0 && (m.TableSize > maxMaglevTableSize || !isPrime(m.TableSize)) {
-			c.errf(p+".consistentHash.maglev.tableSize", "Invalid value: %d: must be a prime number at most %d", m.TableSize, maxMaglevTableSize)
+		// Istio's validateLoadBalancer: the deprecated minimumRingSize
+		// excludes ringHash and maglev, and maglev needs a prime tableSize
+		// below Envoy's bound.
+		if ch.GetMinimumRingSize() != 0 && ch.GetHashAlgorithm() != nil { //nolint:staticcheck // deprecated field still honoured.
+			c.errf(p+".consistentHash.minimumRingSize", "Invalid value: only one of minimumRingSize or maglev/ringHash can be specified")
+		}
+		if m := ch.GetMaglev(); m != nil {
+			switch {
+			case m.TableSize == 0:
+				c.errf(p+".consistentHash.maglev.tableSize", "Required value: tableSize must be set for maglev")
+			case m.TableSize >= maxMaglevTableSize || !isPrime(m.TableSize):
+				c.errf(p+".consistentHash.maglev.tableSize", "Invalid value: %d: must be a prime number less than %d", m.TableSize, maxMaglevTableSize)
+			}
 		}
 		if cookie := ch.GetHttpCookie(); cookie != nil {
 			if cookie.Name == "" {
@@ -241,18 +253,132 @@ func (c *checker) loadBalancer(p string, lb *networking.LoadBalancerSettings) {
 	if lb.GetBackendUtilization() != nil {
 		c.unsupported(p + ".backendUtilization")
 	}
-	if l := lb.LocalityLbSetting; l != nil {
-		if len(l.Distribute) > 0 && len(l.Failover) > 0 {
-			c.errf(p+".localityLbSetting", "Invalid value: can not simultaneously specify 'distribute' and 'failover'")
+	c.localityLbSetting(p+".localityLbSetting", lb.LocalityLbSetting)
+}
+
+// localityLbSetting checks a LocalityLoadBalancerSetting as Istio's
+// ValidateLocalityLbSetting: distribute and failover exclude each other;
+// failover excludes the topology labels in failoverPriority; each
+// distribute weight is 1-100 and each entry's weights sum to 100; the
+// distribute localities are well formed and do not overlap
+// (localities); a failover names two different regions, without '/' or
+// '*'.
+func (c *checker) localityLbSetting(p string, l *networking.LocalityLoadBalancerSetting) {
+	if l == nil {
+		return
+	}
+	if len(l.Distribute) > 0 && len(l.Failover) > 0 {
+		c.errf(p, "Invalid value: can not simultaneously specify 'distribute' and 'failover'")
+		return
+	}
+	if len(l.Failover) > 0 {
+		for i, lbl := range l.FailoverPriority {
+			switch lbl {
+			case "topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone":
+				c.errf(fmt.Sprintf("%s.failoverPriority[%d]", p, i), "Invalid value: %q: can not simultaneously set 'failover' and a topology label in 'failoverPriority'", lbl)
+			}
 		}
-		for i, d := range l.Distribute {
-			var sum uint32
-			for _, v := range d.To {
-				sum += v
+	}
+	var fromPaths, froms []string
+	for i, d := range l.Distribute {
+		dp := fmt.Sprintf("%s.distribute[%d]", p, i)
+		fromPaths, froms = append(fromPaths, dp+".from"), append(froms, d.From)
+		var sum uint32
+		var toPaths, tos []string
+		bad := false
+		for _, k := range sortedKeys(d.To) {
+			w := d.To[k]
+			if w == 0 || w > 100 {
+				c.errf(fmt.Sprintf("%s.to[%s]", dp, k), "Invalid value: %d: locality weight must be in range [1, 100]", w)
+				bad = true
 			}
-			if sum != 100 {
-				c.errf(fmt.Sprintf("%s.localityLbSetting.distribute[%d].to", p, i), "Invalid value: total weight %d != 100", sum)
+			sum += w
+			toPaths, tos = append(toPaths, fmt.Sprintf("%s.to[%s]", dp, k)), append(tos, k)
+		}
+		if !bad && sum != 100 {
+			c.errf(dp+".to", "Invalid value: total weight %d != 100", sum)
+		}
+		c.localities(toPaths, tos)
+	}
+	c.localities(fromPaths, froms)
+	for i, f := range l.Failover {
+		fp := fmt.Sprintf("%s.failover[%d]", p, i)
+		if f.From == f.To {
+			c.errf(fp, "Invalid value: %q: locality lb failover settings must specify different regions", f.From)
+		}
+		if strings.Contains(f.From, "/") || strings.Contains(f.To, "/") {
+			c.errf(fp, "Invalid value: from %q to %q: locality lb failover must only specify regions", f.From, f.To)
+		}
+		if strings.Contains(f.From, "*") || strings.Contains(f.To, "*") {
+			c.errf(fp, "Invalid value: from %q to %q: locality lb failover region should not contain '*' wildcard", f.From, f.To)
+		}
+	}
+}
+
+// localities checks locs (at paths) as Istio's validateLocalities: a '*'
+// only once and last, no empty region, zone or subzone, and none
+// overlapping one listed before it ("us-east/*" covers a later
+// "us-east/zone1"; "*" covers everything after it).
+func (c *checker) localities(paths, locs []string) {
+	const any = "*"
+	seen := map[string]map[string]map[string]bool{} // region -> zone -> subzone
+	for i, loc := range locs {
+		p := paths[i]
+		if n := strings.Count(loc, "*"); n > 1 || (n == 1 && !strings.HasSuffix(loc, "*")) {
+			c.errf(p, "Invalid value: %q: locality wildcard '*' can appear only once, at the end", loc)
+			continue
+		}
+		overlap := func() { c.errf(p, "Invalid value: %q: locality overlaps with previously specified ones", loc) }
+		if _, ok := seen[any]; ok {
+			overlap()
+			continue
+		}
+		parts := strings.SplitN(loc, "/", 3)
+		if slices.Contains(parts, "") {
+			c.errf(p, "Invalid value: %q: locality must not contain an empty region, zone or subzone", loc)
+			continue
+		}
+		region := parts[0]
+		zones, ok := seen[region]
+		switch len(parts) {
+		case 1:
+			if ok {
+				overlap()
+				continue
 			}
+			seen[region] = map[string]map[string]bool{any: {any: true}}
+		case 2:
+			if !ok {
+				seen[region] = map[string]map[string]bool{parts[1]: {any: true}}
+				continue
+			}
+			_, all := zones[any]
+			_, dup := zones[parts[1]]
+			if all || dup {
+				overlap()
+				continue
+			}
+			zones[parts[1]] = map[string]bool{any: true}
+		case 3:
+			zone, sub := parts[1], parts[2]
+			if !ok {
+				seen[region] = map[string]map[string]bool{zone: {sub: true}}
+				continue
+			}
+			if _, all := zones[any]; all {
+				overlap()
+				continue
+			}
+			subs, ok := zones[zone]
+			if !ok {
+				zones[zone] = map[string]bool{sub: true}
+				continue
+			}
+			if subs[any] || subs[sub] {
+				overlap()
+				continue
+			}
+			subs[sub] = true
 		}
 	}
 }
@@ -293,6 +419,10 @@ func (c *checker) connectionPool(p string, cp *networking.ConnectionPoolSettings
 			}
 		}
 		c.duration(p+".http.idleTimeout", h.IdleTimeout)
+		if h.H2UpgradePolicy == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE && h.UseClientProtocol {
+			// Istio's validateConnectionPool.
+			c.errf(p+".http.useClientProtocol", "Invalid value: use client protocol must not be true when H2UpgradePolicy is UPGRADE")
+		}
 		if ka := h.Http2KeepAlive; ka != nil {
 			// Both are required (istio.io/api); Envoy's
 			// connection_keepalive needs the timeout, and the Loom proxy

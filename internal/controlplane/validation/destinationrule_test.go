@@ -103,7 +103,7 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 `, []string{
 			"spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize: Invalid value: 8388609: must be at most 8388608",
 			"spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize: Invalid value: 9000000: must be at most 8388608",
-			"spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: Invalid value: 65536: must be a prime number at most 5000011",
+			"spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: Invalid value: 65536: must be a prime number less than 5000011",
 		}},
 		{"ranges and durations", `  trafficPolicy:
     connectionPool:
@@ -158,6 +158,72 @@ func TestDestinationRuleTrafficPolicy(t *testing.T) {
 			"spec.trafficPolicy.outlierDetection.failurePercentageThreshold: " + Unsupported + " (only consecutive-error ejection is)",
 			"spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes: " + Unsupported + " (5xx responses are the errors)",
 			"spec.subsets[0].trafficPolicy.loadBalancer.backendUtilization: " + Unsupported,
+		}},
+		{"useClientProtocol with UPGRADE", "  trafficPolicy:\n    connectionPool:\n      http: {useClientProtocol: true, h2UpgradePolicy: UPGRADE}\n", []string{
+			"spec.trafficPolicy.connectionPool.http.useClientProtocol: Invalid value: use client protocol must not be true when H2UpgradePolicy is UPGRADE",
+		}},
+		{"consistentHash minimumRingSize with an algorithm, maglev tableSize", `  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user, minimumRingSize: 1024, ringHash: {minimumRingSize: 1024}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpHeaderName: x-user, maglev: {}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {httpHeaderName: x-user, maglev: {tableSize: 5000011}}
+`, []string{
+			"spec.trafficPolicy.loadBalancer.consistentHash.minimumRingSize: Invalid value: only one of minimumRingSize or maglev/ringHash can be specified",
+			"spec.subsets[0].trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: Required value: tableSize must be set for maglev",
+			"spec.subsets[1].trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: Invalid value: 5000011: must be a prime number less than 5000011",
+		}},
+		{"localityLbSetting distribute", `  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3}
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: us-east/*
+          to: {"us-east/zone1/*": 80, "us-west/zone1": 20}
+        - from: us-east/zone1
+          to: {"us-east/zone1": 0, "us-west": 100}
+        - from: "*/zone1"
+          to: {"us-east//sub": 60, "us-*/z": 40}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      loadBalancer:
+        localityLbSetting:
+          distribute:
+          - from: "*"
+            to: {"us-east": 101}
+          - from: us-west
+            to: {"us-east": 50, "us-east/zone1": 50}
+`, []string{
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[1].to[us-east/zone1]: Invalid value: 0: locality weight must be in range [1, 100]`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[2].to[us-*/z]: Invalid value: "us-*/z": locality wildcard '*' can appear only once, at the end`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[2].to[us-east//sub]: Invalid value: "us-east//sub": locality must not contain an empty region, zone or subzone`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[1].from: Invalid value: "us-east/zone1": locality overlaps with previously specified ones`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[2].from: Invalid value: "*/zone1": locality wildcard '*' can appear only once, at the end`,
+			`spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to[us-east]: Invalid value: 101: locality weight must be in range [1, 100]`,
+			`spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.distribute[1].to[us-east/zone1]: Invalid value: "us-east/zone1": locality overlaps with previously specified ones`,
+			`spec.subsets[0].trafficPolicy.loadBalancer.localityLbSetting.distribute[1].from: Invalid value: "us-west": locality overlaps with previously specified ones`,
+		}},
+		{"localityLbSetting failover", `  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3}
+    loadBalancer:
+      localityLbSetting:
+        failover: [{from: us-east, to: us-east}, {from: us-east/zone1, to: us-west}, {from: "us-*", to: eu-west}]
+        failoverPriority: [topology.kubernetes.io/zone, app]
+`, []string{
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority[0]: Invalid value: "topology.kubernetes.io/zone": can not simultaneously set 'failover' and a topology label in 'failoverPriority'`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.failover[0]: Invalid value: "us-east": locality lb failover settings must specify different regions`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.failover[1]: Invalid value: from "us-east/zone1" to "us-west": locality lb failover must only specify regions`,
+			`spec.trafficPolicy.loadBalancer.localityLbSetting.failover[2]: Invalid value: from "us-*" to "eu-west": locality lb failover region should not contain '*' wildcard`,
 		}},
 		{"localityLbSetting without outlierDetection", `  trafficPolicy:
     loadBalancer:
