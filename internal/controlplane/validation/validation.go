@@ -197,7 +197,7 @@ func (c *checker) fault(p string, f *networking.HTTPFaultInjection) {
 		c.errf(p, "Invalid value: fault must have an abort and/or a delay")
 	}
 	if a := f.Abort; a != nil {
-		c.percent(p+".abort.percentage.value", a.Percentage)
+		c.faultPercent(p+".abort.percentage.value", a.Percentage)
 		switch t := a.ErrorType.(type) {
 		case *networking.HTTPFaultInjection_Abort_HttpStatus:
 			if t.HttpStatus < 200 || t.HttpStatus > 599 {
@@ -214,7 +214,7 @@ func (c *checker) fault(p string, f *networking.HTTPFaultInjection) {
 		}
 	}
 	if d := f.Delay; d != nil {
-		c.percent(p+".delay.percentage.value", d.Percentage)
+		c.faultPercent(p+".delay.percentage.value", d.Percentage)
 		if d.Percent < 0 || d.Percent > 100 {
 			c.errf(p+".delay.percent", "Invalid value: %d: must be between 0 and 100", d.Percent)
 		}
@@ -437,8 +437,8 @@ func (c *checker) rewrite(p string, rw *networking.HTTPRewrite) {
 	if rr := rw.UriRegexRewrite; rr != nil {
 		if rr.Match == "" {
 			c.errf(p+".uriRegexRewrite.match", "Required value: uriRegexRewrite requires both rewrite and match")
-		} else if _, err := regexp.Compile(rr.Match); err != nil {
-			c.errf(p+".uriRegexRewrite.match", "Invalid value: %q: not an RE2 regular expression: %v", rr.Match, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		} else {
+			c.regex(p+".uriRegexRewrite.match", rr.Match)
 		}
 		if rr.Rewrite == "" {
 			c.errf(p+".uriRegexRewrite.rewrite", "Required value: uriRegexRewrite requires both rewrite and match")
@@ -760,9 +760,26 @@ func (c *checker) stringMatch(p string, m *networking.StringMatch, presence bool
 	case *networking.StringMatch_Regex:
 		if t.Regex == "" {
 			c.errf(p+".regex", "Invalid value: empty regex")
-		} else if _, err := regexp.Compile(t.Regex); err != nil {
-			c.errf(p+".regex", "Invalid value: %q: not an RE2 regular expression: %v", t.Regex, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+		} else {
+			c.regex(p+".regex", t.Regex)
 		}
+	}
+}
+
+// maxRegexLen is Istio's bound on a regex's length (validateStringRegexp):
+// it stands in for Envoy's re2 max_program_size, which is always larger
+// than the length.
+const maxRegexLen = 1024
+
+// regex checks a non-empty RE2 regular expression as Istio's
+// validateStringRegexp: at most 1024 bytes, and compilable.
+func (c *checker) regex(p, re string) {
+	if len(re) > maxRegexLen {
+		c.errf(p, "Invalid value: regex is too large (%d bytes), max length allowed is %d", len(re), maxRegexLen)
+		return
+	}
+	if _, err := regexp.Compile(re); err != nil {
+		c.errf(p, "Invalid value: %q: not an RE2 regular expression: %v", re, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
 	}
 }
 
@@ -1180,6 +1197,16 @@ func (c *checker) duration(p string, d *durationpb.Duration) {
 func (c *checker) percent(p string, pc *networking.Percent) {
 	if pc != nil && (pc.Value < 0 || pc.Value > 100) {
 		c.errf(p, "Invalid value: %v: percentage must be between 0 and 100", pc.Value)
+	}
+}
+
+// faultPercent checks a fault's percentage as Istio's validatePercentage:
+// 0, or 0.0001-100 (Envoy's fault filter counts in millionths, so a
+// smaller share would never fire).
+func (c *checker) faultPercent(p string, pc *networking.Percent) {
+	c.percent(p, pc)
+	if v := pc.GetValue(); v > 0 && v < 0.0001 {
+		c.errf(p, "Invalid value: %v: percentage is neither 0.0, nor in range [0.0001, 100.0]", v)
 	}
 }
 

@@ -50,6 +50,10 @@ func TestVirtualServiceHTTPRoute(t *testing.T) {
 			[]fieldErr{{"spec.http[0].rewrite", "at least one of uri, uriRegexRewrite or authority"}}},
 		{"rewrite bad regex", "  - rewrite: {uriRegexRewrite: {match: \"(\", rewrite: b}}\n" + route,
 			[]fieldErr{{"spec.http[0].rewrite.uriRegexRewrite.match", "not an RE2 regular expression"}}},
+		{"regex too large", "  - match: [{uri: {regex: \"/a" + strings.Repeat("b", 1023) + "\"}}]\n" + route +
+			"  - match: [{uri: {regex: \"/" + strings.Repeat("b", 1023) + "\"}}]\n    rewrite: {uriRegexRewrite: {match: \"/" + strings.Repeat("c", 1024) + "\", rewrite: b}}\n" + route,
+			[]fieldErr{{"spec.http[0].match[0].uri.regex", "regex is too large (1025 bytes), max length allowed is 1024"},
+				{"spec.http[1].rewrite.uriRegexRewrite.match", "regex is too large (1025 bytes), max length allowed is 1024"}}},
 		{"rewrite regex without rewrite", "  - rewrite: {uriRegexRewrite: {match: a}}\n" + route,
 			[]fieldErr{{"spec.http[0].rewrite.uriRegexRewrite.rewrite", "requires both rewrite and match"}}},
 		{"authority rewritten twice", "  - rewrite: {authority: a.example.com}\n    headers: {request: {set: {host: b.example.com}}}\n" + route,
