@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // sniffYAML is two Kubernetes Services, as kubectl would take them, whose
@@ -93,9 +95,19 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 	clientNS := joinNetns(t, "sniff-client", 52, true)
 	go serveEcho(listenIn(t, srvNS, "10.78.0.51:5432"))
 	web := listenIn(t, srvNS, "10.78.0.51:8080")
-	go func() {
-		_ = http.Serve(web, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "web %s", r.Host) }))
-	}()
+	webProtos := new(http.Protocols)
+	webProtos.SetHTTP1(true)
+	webProtos.SetUnencryptedHTTP2(true)
+	webSrv := &http.Server{Protocols: webProtos, ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/proto" {
+				fmt.Fprintf(w, "web %s", r.Proto)
+				return
+			}
+			fmt.Fprintf(w, "web %s", r.Host)
+		})}
+	go func() { _ = webSrv.Serve(web) }()
+	t.Cleanup(func() { webSrv.Close() })
 
 	f := filepath.Join(t.TempDir(), "sniff.yaml")
 	if err := os.WriteFile(f, []byte(sniffYAML), 0o644); err != nil {
@@ -171,6 +183,38 @@ func TestRedirectUnknownProtocol(t *testing.T) {
 		}
 		pollUntil(t, "the server sidecar's inbound HTTP log line", func() bool {
 			return srvProxy.logHas(`"GET /over-mtls-alpn HTTP/1.1" 200`, "inbound|8080||")
+		})
+	})
+
+	// An h2c request on such a port goes on over HTTP/2, as in Istio: the
+	// client sidecar's cluster follows the downstream's protocol and, by
+	// istio.alpn, offers istio-h2, which the server sidecar's HTTP chain
+	// matches and serves as HTTP/2 though ALPN negotiated nothing; its
+	// inbound cluster follows too, so the app sees HTTP/2.
+	t.Run("h2c on a port of unknown protocol is HTTP/2 to the app", func(t *testing.T) {
+		c, err := dialIn(t, clientNS, "240.240.0.97:8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		cc, err := (&http2.Transport{AllowHTTP: true}).NewClientConn(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		req, _ := http.NewRequest("GET", "http://web.default.svc.cluster.local:8080/proto", nil)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("h2c GET /proto: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "web HTTP/2.0" {
+			t.Fatalf("h2c GET /proto = %d %q; want 200 \"web HTTP/2.0\" (HTTP/2 on every hop)", resp.StatusCode, b)
+		}
+		pollUntil(t, "the server sidecar's inbound HTTP/2 log line", func() bool {
+			return srvProxy.logHas(`"GET /proto HTTP/2" 200`, "inbound|8080||")
 		})
 	})
 

@@ -199,13 +199,22 @@ func tcpKeepalive(ka *networking.ConnectionPoolSettings_TCPSettings_TcpKeepalive
 	return out
 }
 
-// httpProtocolOptions are the upstream HTTP options of a port speaking
-// proto: explicit HTTP/2 (h2c) for HTTP2, GRPC and GRPC-Web, else nil.
-func httpProtocolOptions(proto registry.Protocol) *upstreamhttpv3.HttpProtocolOptions {
-	if !proto.IsHTTP2() {
-		return nil
+// upstreamProtocolOptions are the upstream HTTP options of a cluster of a
+// port speaking proto, as Istio's setUpstreamProtocol sets them before any
+// traffic policy: explicit HTTP/2 (h2c) for HTTP2, GRPC and GRPC-Web; on a
+// sidecar's clusters (sidecar), use_downstream_protocol_config for a port
+// of unknown protocol (sniffed), so that an app's h2c stays HTTP/2 on
+// every hop and its HTTP/1.1 stays HTTP/1.1; else nil. Istio leaves a
+// gateway's unknown ports to HTTP/1.1: its clients may negotiate h2 by
+// ALPN whatever the upstream speaks.
+func upstreamProtocolOptions(proto registry.Protocol, sidecar bool) *upstreamhttpv3.HttpProtocolOptions {
+	switch {
+	case proto.IsHTTP2():
+		return setH2(nil)
+	case sidecar && proto == registry.Unknown:
+		return setUseDownstreamProtocol(nil)
 	}
-	return setH2(nil)
+	return nil
 }
 
 // setH2 makes opts (nil: new options) speak HTTP/2 upstream, keeping its

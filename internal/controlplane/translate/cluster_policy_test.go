@@ -426,7 +426,7 @@ trafficPolicy:
 			if tt.dr != "" {
 				tp = clusterTrafficPolicy(decodeDR(t, tt.dr), nil, 8000)
 			}
-			got, err := buildOutboundCluster(name, tt.proto, tp)
+			got, err := buildOutboundCluster(name, tt.proto, false, tp)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -445,5 +445,61 @@ func TestDefaultThresholdsAreMaximal(t *testing.T) {
 		if v.GetValue() != math.MaxUint32 {
 			t.Errorf("threshold = %d, want %d", v.GetValue(), uint32(math.MaxUint32))
 		}
+	}
+}
+
+// TestUpstreamProtocolBySidecar: Istio's setUpstreamProtocol, then the
+// DestinationRule: a sidecar's cluster of a port of unknown protocol
+// follows the downstream's protocol, a gateway's does not; HTTP/2 ports
+// are HTTP/2 on both; a DestinationRule's h2UpgradePolicy UPGRADE makes the
+// sniffed port HTTP/2 (Istio's applyH2Upgrade runs after).
+func TestUpstreamProtocolBySidecar(t *testing.T) {
+	const upgrade = `host: web
+trafficPolicy:
+  connectionPool:
+    http: {h2UpgradePolicy: UPGRADE}
+`
+	tests := []struct {
+		name    string
+		proto   registry.Protocol
+		sidecar bool
+		dr      string
+		want    string // "", "h2", "downstream"
+	}{
+		{"sidecar, unknown", registry.Unknown, true, "", "downstream"},
+		{"gateway, unknown", registry.Unknown, false, "", ""},
+		{"sidecar, HTTP", registry.HTTP, true, "", ""},
+		{"sidecar, TCP", registry.TCP, true, "", ""},
+		{"sidecar, GRPC", registry.GRPC, true, "", "h2"},
+		{"gateway, HTTP2", registry.HTTP2, false, "", "h2"},
+		{"sidecar, unknown, h2UpgradePolicy UPGRADE", registry.Unknown, true, upgrade, "h2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var tp *networking.TrafficPolicy
+			if tt.dr != "" {
+				tp = clusterTrafficPolicy(decodeDR(t, tt.dr), nil, 8080)
+			}
+			c, err := buildOutboundCluster("outbound|8080||web.default.svc.cluster.local", tt.proto, tt.sidecar, tp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if a := c.GetTypedExtensionProtocolOptions()[httpProtocolOptionsKey]; a != nil {
+				var o upstreamhttpv3.HttpProtocolOptions
+				if err := a.UnmarshalTo(&o); err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case o.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil:
+					got = "h2"
+				case o.GetUseDownstreamProtocolConfig() != nil:
+					got = "downstream"
+				}
+			}
+			if got != tt.want {
+				t.Errorf("upstream protocol %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -100,8 +100,9 @@ func outboundClusterSet(pc *model.PushContext) []outboundCluster {
 // as its ServiceEntry's resolution says (setDiscovery), its transport
 // socket chosen by the DestinationRule's tls or auto mTLS under env
 // (applyClusterTLS) and wrapped for the rule's proxyProtocol
-// (applyUpstreamProxyProtocol).
-func outboundClusters(pc *model.PushContext, env clusterTLSEnv) ([]*clusterv3.Cluster, error) {
+// (applyUpstreamProxyProtocol); sidecar says they are a sidecar's
+// (upstreamProtocolOptions).
+func outboundClusters(pc *model.PushContext, env clusterTLSEnv, sidecar bool) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	seen := map[string]bool{}
 	for _, oc := range outboundClusterSet(pc) {
@@ -109,7 +110,7 @@ func outboundClusters(pc *model.PushContext, env clusterTLSEnv) ([]*clusterv3.Cl
 			continue
 		}
 		seen[oc.name] = true
-		c, err := buildOutboundCluster(oc.name, oc.port.Protocol, oc.policy)
+		c, err := buildOutboundCluster(oc.name, oc.port.Protocol, sidecar, oc.policy)
 		if err != nil {
 			return nil, err
 		}
@@ -126,9 +127,10 @@ func outboundClusters(pc *model.PushContext, env clusterTLSEnv) ([]*clusterv3.Cl
 }
 
 // buildOutboundCluster returns the EDS cluster called name for a port speaking proto,
-// with traffic policy tp (nil: Istio's defaults) applied. It fails only
-// when the protocol options cannot be packed.
-func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.TrafficPolicy) (*clusterv3.Cluster, error) {
+// of a sidecar when sidecar (upstreamProtocolOptions), with traffic policy
+// tp (nil: Istio's defaults) applied. It fails only when the protocol
+// options cannot be packed.
+func buildOutboundCluster(name string, proto registry.Protocol, sidecar bool, tp *networking.TrafficPolicy) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:                 name,
 		ConnectTimeout:       durationpb.New(connectTimeout),
@@ -139,7 +141,7 @@ func buildOutboundCluster(name string, proto registry.Protocol, tp *networking.T
 		},
 		Filters: []*clusterv3.Filter{mxClusterFilter()},
 	}
-	opts := finishHTTPProtocolOptions(applyTrafficPolicy(c, tp, proto, httpProtocolOptions(proto)))
+	opts := finishHTTPProtocolOptions(applyTrafficPolicy(c, tp, proto, upstreamProtocolOptions(proto, sidecar)))
 	applyLocalityWeightedLB(c, tp)
 	if opts != nil {
 		a, err := packAny(opts)
@@ -253,7 +255,7 @@ func applyInboundConnectionPool(c *clusterv3.Cluster, proto registry.Protocol, c
 	if cp == nil {
 		return nil
 	}
-	opts := applyConnectionPool(c, cp, httpProtocolOptions(proto))
+	opts := applyConnectionPool(c, cp, upstreamProtocolOptions(proto, true))
 	if cp.GetHttp().GetUseClientProtocol() {
 		opts = setUseDownstreamProtocol(opts)
 	}
@@ -277,7 +279,7 @@ func applyInboundConnectionPool(c *clusterv3.Cluster, proto registry.Protocol, c
 // destination_service). It fails only when protocol options cannot be
 // packed.
 func staticInboundCluster(name string, proto registry.Protocol, ep netip.AddrPort, host, namespace string) (*clusterv3.Cluster, error) {
-	c, err := baseCluster(name, proto)
+	c, err := baseCluster(name, proto, true)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +299,7 @@ func staticInboundCluster(name string, proto registry.Protocol, ep netip.AddrPor
 
 // blackHoleCluster is a STATIC cluster with no endpoints: 503 for all.
 func blackHoleCluster() (*clusterv3.Cluster, error) {
-	c, err := baseCluster(xdsapi.BlackHoleCluster, registry.Unknown)
+	c, err := baseCluster(xdsapi.BlackHoleCluster, registry.Unknown, false)
 	if err != nil {
 		return nil, err
 	}
@@ -307,25 +309,28 @@ func blackHoleCluster() (*clusterv3.Cluster, error) {
 }
 
 // baseCluster has what every cluster has: name, connect timeout, round
-// robin, and h2c upstream when the port speaks HTTP/2 (HTTP2, GRPC). It
-// fails only when the protocol options cannot be packed.
-func baseCluster(name string, proto registry.Protocol) (*clusterv3.Cluster, error) {
+// robin, and the upstream HTTP options of a port speaking proto, on a
+// sidecar's cluster when sidecar (setProtocolOptions). It fails only when
+// the protocol options cannot be packed.
+func baseCluster(name string, proto registry.Protocol, sidecar bool) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:           name,
 		ConnectTimeout: durationpb.New(connectTimeout),
 		LbPolicy:       clusterv3.Cluster_ROUND_ROBIN,
 	}
-	if err := setProtocolOptions(c, proto); err != nil {
+	if err := setProtocolOptions(c, proto, sidecar); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
 // setProtocolOptions sets c's upstream HTTP options for a port speaking
-// proto: h2c for HTTP2 and GRPC, nothing otherwise. It fails only when the
-// options cannot be packed.
-func setProtocolOptions(c *clusterv3.Cluster, proto registry.Protocol) error {
-	if h := httpProtocolOptions(proto); h != nil {
+// proto (upstreamProtocolOptions): h2c for HTTP2 and GRPC, the
+// downstream's protocol on a sidecar's cluster (sidecar) of a port of
+// unknown protocol, nothing otherwise. It fails only when the options
+// cannot be packed.
+func setProtocolOptions(c *clusterv3.Cluster, proto registry.Protocol, sidecar bool) error {
+	if h := upstreamProtocolOptions(proto, sidecar); h != nil {
 		opts, err := packAny(h)
 		if err != nil {
 			return fmt.Errorf("cluster %q: %w", c.GetName(), err)

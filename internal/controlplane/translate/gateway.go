@@ -515,7 +515,7 @@ func sniDNATClusters(pc *model.PushContext, ports []gatewayPort) ([]*clusterv3.C
 	var out []*clusterv3.Cluster
 	for _, oc := range autoPassthroughClusters(pc, hosts) {
 		name := oc.sni()
-		c, err := buildOutboundCluster(name, registry.TCP, oc.policy)
+		c, err := buildOutboundCluster(name, registry.TCP, false, oc.policy)
 		if err != nil {
 			return nil, err
 		}

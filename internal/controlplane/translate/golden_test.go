@@ -39,6 +39,7 @@ func TestGolden(t *testing.T) {
 		{"authz-gateway", ingressRouter(), Options{}},
 		{"redirect", redirectSidecar(productpageSidecar()), Options{}},
 		{"redirect-tcp", redirectSidecar(tcpEchoSidecar()), Options{}},
+		{"redirect-sniff", redirectSidecar(tcpEchoSidecar()), Options{}},
 		{"ratelimitpolicy-sidecar", productpageSidecar(), Options{RateLimitService: "127.0.0.1:8081"}},
 		{"ratelimitpolicy-gateway", ingressRouter(), Options{RateLimitService: "127.0.0.1:8081"}},
 		{"sidecar-egress-port", productpageSidecar(), Options{}},

@@ -152,7 +152,7 @@ func TestLocalityWeightedLbConfig(t *testing.T) {
 		{"none", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := buildOutboundCluster("c", "HTTP", tc.tp)
+			c, err := buildOutboundCluster("c", "HTTP", false, tc.tp)
 			if err != nil {
 				t.Fatal(err)
 			}

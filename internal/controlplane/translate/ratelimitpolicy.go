@@ -238,7 +238,7 @@ func rateLimitServiceCluster(addr string) (*clusterv3.Cluster, error) {
 	if err != nil || n == 0 {
 		return nil, fmt.Errorf("rate limit service address %q: bad port", addr)
 	}
-	c, err := baseCluster(RateLimitServiceCluster, registry.GRPC)
+	c, err := baseCluster(RateLimitServiceCluster, registry.GRPC, false)
 	if err != nil {
 		return nil, err
 	}

@@ -121,7 +121,7 @@ func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv
 	if err != nil {
 		return nil, err
 	}
-	outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o))
+	outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o), true)
 	if err != nil {
 		return nil, err
 	}
@@ -970,7 +970,7 @@ func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, er
 	for _, cc := range ccs {
 		if !cc.endpoint.IsValid() {
 			c := originalDstInboundCluster(cc.clusterName())
-			if err := setProtocolOptions(c, cc.protocol); err != nil {
+			if err := setProtocolOptions(c, cc.protocol, true); err != nil {
 				return nil, err
 			}
 			c.Metadata = istioServiceMetadata(cc.hostname, cc.namespace)

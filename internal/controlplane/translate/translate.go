@@ -164,7 +164,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
-		outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o))
+		outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o), true)
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
@@ -197,7 +197,7 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
-		outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o))
+		outbound, err := outboundClusters(pc, newClusterTLSEnv(pc, mesh, o), false)
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
