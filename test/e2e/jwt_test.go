@@ -274,3 +274,110 @@ spec:
 		t.Errorf("groups rule: demo.jwt: %d, want 403", code)
 	}
 }
+
+// TestJWTClaimRouting follows Istio's "JWT claim based routing" task at an
+// ingress gateway: the task's RequestAuthentication on the gateway and a
+// VirtualService whose /headers route matches
+// "@request.auth.claims.groups: {exact: group1}". groups-scope.jwt (groups
+// [group1, group2]) reaches httpbin; no token and demo.jwt (no groups
+// claim) get 404, an invalid token 401, as in the task. withoutHeaders on
+// the claim routes the other way. On a sidecar the same match never
+// matches (Istio supports it at gateways only: the sidecar picks its
+// route before any JWT is verified), so the client's sidecar answers 404
+// even with groups-scope.jwt.
+func TestJWTClaimRouting(t *testing.T) {
+	m := startAppMesh(t, "127.93.0", []appWorkload{
+		{Name: "istio-ingressgateway", App: "istio-ingressgateway", Octet: 10, Gateway: true},
+		{Name: "httpbin-v1", App: "httpbin", Version: "v1", Octet: 11, Handler: headersApp{}},
+	}, `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: httpbin-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+`)
+	demo, groups := readShared(t, "jwt/demo.jwt"), readShared(t, "jwt/groups-scope.jwt")
+	direct, viaSidecar := &http.Client{Timeout: 10 * time.Second}, m.client(10*time.Second)
+	getWith := func(hc *http.Client, url, tok string) int {
+		t.Helper()
+		hdr := map[string]string{}
+		if tok != "" {
+			hdr["Authorization"] = "Bearer " + tok
+		}
+		code, _, _ := getBody(t, hc, url, hdr)
+		return code
+	}
+	get := func(url, tok string) int { t.Helper(); return getWith(direct, url, tok) }
+	gw := "http://" + m.ip(10) + ":8080/headers"
+	vs := func(match string) string {
+		return `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http:
+  - match:
+    - uri: {prefix: /headers}
+` + match + `    route:
+    - destination: {host: httpbin.default.svc.cluster.local, port: {number: 9080}}
+`
+	}
+	m.applyFor(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ingress-jwt, namespace: istio-system}
+spec:
+  selector:
+    matchLabels: {istio: ingressgateway}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '`+readShared(t, "jwt/jwks.json")+`'
+---
+`+vs("      headers:\n        \"@request.auth.claims.groups\": {exact: group1}\n"), "istio-ingressgateway")
+	for _, c := range []struct {
+		name, tok string
+		want      int
+	}{
+		{"groups-scope.jwt (group1)", groups, 200},
+		{"demo.jwt (no groups claim)", demo, 404},
+		{"no token", "", 404},
+		{"invalid token", "invalidToken", 401},
+	} {
+		if got := get(gw, c.tok); got != c.want {
+			t.Errorf("headers: %s: %d, want %d", c.name, got, c.want)
+		}
+	}
+
+	m.applyFor(vs("      withoutHeaders:\n        \"@request.auth.claims.groups\": {exact: group1}\n"), "istio-ingressgateway")
+	for _, c := range []struct {
+		name, tok string
+		want      int
+	}{
+		{"groups-scope.jwt (group1)", groups, 404},
+		{"demo.jwt (no groups claim)", demo, 200},
+		{"no token", "", 200},
+	} {
+		if got := get(gw, c.tok); got != c.want {
+			t.Errorf("withoutHeaders: %s: %d, want %d", c.name, got, c.want)
+		}
+	}
+
+	// The same match for the mesh, with the RequestAuthentication on
+	// httpbin: the client's sidecar routes before any JWT is verified.
+	m.applyFor(taskPolicy(t, "")+`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin-mesh, namespace: default}
+spec:
+  hosts: [httpbin]
+  http:
+  - match:
+    - headers:
+        "@request.auth.claims.groups": {exact: group1}
+    route:
+    - destination: {host: httpbin.default.svc.cluster.local, port: {number: 9080}}
+`, "client")
+	if got := getWith(viaSidecar, "http://httpbin:9080/headers", groups); got != 404 {
+		t.Errorf("sidecar: groups-scope.jwt: %d, want 404 (claim routes match at gateways only)", got)
+	}
+}
