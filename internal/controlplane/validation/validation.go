@@ -107,9 +107,25 @@ func (c *checker) virtualService(vs *networking.VirtualService) {
 			c.errf("spec.tls", "Invalid value: a delegate VirtualService (one without hosts) must have no tls routes")
 		}
 	}
+	// Istio's ValidateVirtualService: "*" does not apply to the mesh
+	// gateway (a sidecar's every outbound route would be this one), and
+	// no host may match another of the same VirtualService.
+	appliesToMesh := len(vs.Gateways) == 0 || slices.Contains(vs.Gateways, "mesh")
+	allValid := true
 	for i, h := range vs.Hosts {
 		if msg := wildcardDomainOrIP(h); msg != "" {
 			c.errf(fmt.Sprintf("spec.hosts[%d]", i), "Invalid value: %q: %s", h, msg)
+			allValid = false
+		} else if appliesToMesh && h == "*" {
+			c.errf(fmt.Sprintf("spec.hosts[%d]", i), "Invalid value: %q: wildcard host * is not allowed for virtual services bound to the mesh gateway", h)
+			allValid = false
+		}
+	}
+	for i := 0; allValid && i < len(vs.Hosts); i++ {
+		for j := i + 1; j < len(vs.Hosts); j++ {
+			if hostsOverlap(vs.Hosts[i], vs.Hosts[j]) {
+				c.errf(fmt.Sprintf("spec.hosts[%d]", j), "Duplicate value: %q: duplicate hosts in virtual service: %s & %s", vs.Hosts[j], vs.Hosts[i], vs.Hosts[j])
+			}
 		}
 	}
 	c.gatewayNames("spec.gateways", vs.Gateways)
@@ -764,6 +780,25 @@ func (c *checker) stringMatch(p string, m *networking.StringMatch, presence bool
 			c.regex(p+".regex", t.Regex)
 		}
 	}
+}
+
+// hostsOverlap reports whether a and b match each other as Istio's
+// host.Name.Matches: equal, or a wildcard ("*.foo.com", "*") whose suffix
+// the other name ends with ("a.foo.com", "*.b.foo.com").
+func hostsOverlap(a, b string) bool {
+	aw, bw := strings.HasPrefix(a, "*"), strings.HasPrefix(b, "*")
+	switch {
+	case aw && bw:
+		if len(a) < len(b) {
+			return strings.HasSuffix(b[1:], a[1:])
+		}
+		return strings.HasSuffix(a[1:], b[1:])
+	case aw:
+		return strings.HasSuffix(b, a[1:])
+	case bw:
+		return strings.HasSuffix(a, b[1:])
+	}
+	return a == b
 }
 
 // maxRegexLen is Istio's bound on a regex's length (validateStringRegexp):

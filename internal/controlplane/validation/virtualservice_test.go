@@ -221,3 +221,38 @@ spec:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
 `
+
+// TestVirtualServiceHosts checks Istio's rules on a VirtualService's hosts:
+// "*" is refused when the mesh gateway applies (no gateways, or "mesh"
+// among them), and a host matching another of the list (equal, or under
+// its wildcard) is a duplicate.
+func TestVirtualServiceHosts(t *testing.T) {
+	const head = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
+	const route = "  http:\n  - route: [{destination: {host: reviews}}]\n"
+	tests := []struct {
+		name, spec string
+		want       []string
+	}{
+		{"* on a gateway", "  hosts: [\"*\"]\n  gateways: [ingress]\n", nil},
+		{"* on the mesh", "  hosts: [\"*\"]\n", []string{
+			`spec.hosts[0]: Invalid value: "*": wildcard host * is not allowed for virtual services bound to the mesh gateway`}},
+		{"* on the mesh and a gateway", "  hosts: [\"*\"]\n  gateways: [ingress, mesh]\n", []string{
+			`spec.hosts[0]: Invalid value: "*": wildcard host * is not allowed for virtual services bound to the mesh gateway`}},
+		{"distinct hosts", "  hosts: [a.foo.com, b.foo.com, \"*.bar.com\", foo.com]\n", nil},
+		{"duplicates", "  hosts: [\"*.foo.com\", a.foo.com, reviews, reviews, \"*.b.foo.com\"]\n", []string{
+			`spec.hosts[1]: Duplicate value: "a.foo.com": duplicate hosts in virtual service: *.foo.com & a.foo.com`,
+			`spec.hosts[4]: Duplicate value: "*.b.foo.com": duplicate hosts in virtual service: *.foo.com & *.b.foo.com`,
+			`spec.hosts[3]: Duplicate value: "reviews": duplicate hosts in virtual service: reviews & reviews`,
+		}},
+		{"* covers every other host on a gateway", "  hosts: [\"*\", a.com]\n  gateways: [ingress]\n", []string{
+			`spec.hosts[1]: Duplicate value: "a.com": duplicate hosts in virtual service: * & a.com`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := fieldErrors(t, head+tt.spec+route)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
