@@ -223,14 +223,16 @@ func TestRedirectSidecarIngress(t *testing.T) {
 	// The plain client's requests to 9090: its sidecar-less plaintext
 	// takes moved's HTTP chains, whose log lines name the path.
 	t.Run("before the Sidecar: service port 9090 is served inbound", func(t *testing.T) {
+		// Until the sidecar has moved's service, requests pass through
+		// (InboundPassthroughCluster): ask again until one is served by
+		// the service's inbound cluster.
 		if !poll(30*time.Second, func() bool {
 			code, body, err := getIn(t, plainNS, "10.78.0.51:9090", "10.78.0.51:9090", "/before-sidecar")
-			return err == nil && code == http.StatusOK && body == "admin xfcc="
+			return err == nil && code == http.StatusOK && body == "admin xfcc=" && movedProxy.logHas("/before-sidecar", "inbound|9090||")
 		}) {
 			code, body, err := getIn(t, plainNS, "10.78.0.51:9090", "10.78.0.51:9090", "/before-sidecar")
-			t.Fatalf("plain GET 10.78.0.51:9090 = %d %q, %v; want 200 from the admin app", code, body, err)
+			t.Fatalf("plain GET 10.78.0.51:9090 = %d %q, %v; want 200 from the admin app, logged by moved's sidecar on inbound|9090||", code, body, err)
 		}
-		pollUntil(t, "moved's inbound|9090|| log line", func() bool { return movedProxy.logHas("/before-sidecar", "inbound|9090||") })
 	})
 
 	applyYAML(t, "moved-sidecar", movedSidecarYAML, "sidecar.networking.istio.io/moved ")
