@@ -307,10 +307,10 @@ func traceOperation(host string, port uint32) *routev3.Decorator {
 }
 
 // isCatchAll reports whether m matches every request, as Istio's
-// IsCatchAllRoute: prefix "/" or regex ".*", with no header or query
-// parameter matcher.
+// IsCatchAllRoute: prefix "/" or regex ".*", with no header, query
+// parameter or dynamic metadata (JWT claim) matcher.
 func isCatchAll(m *routev3.RouteMatch) bool {
-	if len(m.GetHeaders()) > 0 || len(m.GetQueryParameters()) > 0 {
+	if len(m.GetHeaders()) > 0 || len(m.GetQueryParameters()) > 0 || len(m.GetDynamicMetadata()) > 0 {
 		return false
 	}
 	switch ps := m.GetPathSpecifier().(type) {

@@ -428,6 +428,8 @@ func TestIsCatchAll(t *testing.T) {
 		{`path:"/"`, false},
 		{`prefix:"/" headers:{name:"x" present_match:true}`, false},
 		{`prefix:"/" query_parameters:{name:"q" present_match:true}`, false},
+		// A JWT claim match (Istio's IsCatchAllRoute counts dynamic_metadata).
+		{`prefix:"/" dynamic_metadata:{filter:"envoy.filters.http.jwt_authn" path:{key:"payload"} path:{key:"groups"} value:{string_match:{exact:"group1"}}}`, false},
 	}
 	for _, tt := range tests {
 		m := &routev3.RouteMatch{}
