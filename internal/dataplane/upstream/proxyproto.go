@@ -63,16 +63,25 @@ func (h *proxyHeader) write(nc net.Conn) error {
 	switch {
 	case h.down:
 		src, dst := h.src, h.dst
-		if src.Addr().Unmap().Is4() != dst.Addr().Unmap().Is4() {
-			// One family for both, as the header has one: IPv4 as
-			// IPv4-mapped IPv6.
-			src = netip.AddrPortFrom(netip.AddrFrom16(src.Addr().As16()), src.Port())
-			dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
-		} else {
+		fam := proxyproto.TCPv4
+		if src.Addr().Unmap().Is4() && dst.Addr().Unmap().Is4() {
 			src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 			dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+		} else if h.version == 1 && src.Addr().Unmap().Is4() != dst.Addr().Unmap().Is4() {
+			// One socket never has two families; should the addresses
+			// have them, version 1's text has no way to say it:
+			// "PROXY UNKNOWN", whose addresses the receiver ignores.
+			hdr = &proxyproto.Header{Version: 1, Command: proxyproto.PROXY, TransportProtocol: proxyproto.UNSPEC}
+			break
+		} else {
+			// One family for both, as the header has one: an IPv4
+			// address as IPv4-mapped IPv6.
+			fam = proxyproto.TCPv6
+			src = netip.AddrPortFrom(netip.AddrFrom16(src.Addr().As16()), src.Port())
+			dst = netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
 		}
-		hdr = proxyproto.HeaderProxyFromAddrs(h.version, net.TCPAddrFromAddrPort(src), net.TCPAddrFromAddrPort(dst))
+		hdr = &proxyproto.Header{Version: h.version, Command: proxyproto.PROXY, TransportProtocol: fam,
+			SourceAddr: net.TCPAddrFromAddrPort(src), DestinationAddr: net.TCPAddrFromAddrPort(dst)}
 	case h.version == 1:
 		hdr = proxyproto.HeaderProxyFromAddrs(1, nc.LocalAddr(), nc.RemoteAddr())
 	default:

@@ -1,11 +1,13 @@
 package upstream
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -94,5 +96,45 @@ func TestProxyProtocolHTTP(t *testing.T) {
 				t.Errorf("upstream accepted %d connections, want 2 (one per client)", n)
 			}
 		})
+	}
+}
+
+// TestProxyHeaderFamilies: the header names both addresses in one family,
+// IPv4 when both are (IPv4-mapped ones unmapped), else IPv6, where version
+// 2 maps the IPv4 one and version 1 says PROXY UNKNOWN; go-proxyproto
+// reads back what was written.
+func TestProxyHeaderFamilies(t *testing.T) {
+	for _, tt := range []struct {
+		src, dst, wantSrc, wantDst string
+		fam                        proxyproto.AddressFamilyAndProtocol
+	}{
+		{"192.0.2.1:1", "10.0.0.1:80", "192.0.2.1:1", "10.0.0.1:80", proxyproto.TCPv4},
+		{"[::ffff:192.0.2.1]:1", "10.0.0.1:80", "192.0.2.1:1", "10.0.0.1:80", proxyproto.TCPv4},
+		{"[2001:db8::1]:1", "[2001:db8::2]:80", "[2001:db8::1]:1", "[2001:db8::2]:80", proxyproto.TCPv6},
+		// Two families: IPv6 with the mapped IPv4 (which net.IP prints
+		// as IPv4) in version 2; PROXY UNKNOWN in version 1.
+		{"192.0.2.1:1", "[2001:db8::2]:80", "192.0.2.1:1", "[2001:db8::2]:80", proxyproto.TCPv6},
+	} {
+		for _, v := range []uint8{1, 2} {
+			h := newProxyHeader(v, &filter.Connection{Source: netip.MustParseAddrPort(tt.src), Destination: netip.MustParseAddrPort(tt.dst)})
+			a, b := net.Pipe()
+			go func() { _ = h.write(a); a.Close() }()
+			got, err := proxyproto.Read(bufio.NewReader(b))
+			b.Close()
+			if err != nil {
+				t.Fatalf("v%d %s %s: %v", v, tt.src, tt.dst, err)
+			}
+			src, dst, ok := got.TCPAddrs()
+			if v == 1 && tt.fam == proxyproto.TCPv6 && !strings.HasPrefix(tt.src, "[") {
+				// Two families: version 1 says PROXY UNKNOWN.
+				if ok || got.TransportProtocol != proxyproto.UNSPEC {
+					t.Errorf("v1 %s %s: read %+v, want PROXY UNKNOWN", tt.src, tt.dst, got)
+				}
+				continue
+			}
+			if !ok || got.Version != v || !got.Command.IsProxy() || got.TransportProtocol != tt.fam || src.String() != tt.wantSrc || dst.String() != tt.wantDst {
+				t.Errorf("v%d %s %s: read %+v, want %s %s", v, tt.src, tt.dst, got, tt.wantSrc, tt.wantDst)
+			}
+		}
 	}
 }
