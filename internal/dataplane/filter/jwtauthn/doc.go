@@ -14,7 +14,10 @@
 // body and a www-authenticate header. A verified token's claims go to the
 // request's dynamic metadata (payload_in_metadata), where the rbac filter
 // reads them; forward_payload_header, claim_to_headers and forward act on
-// the request headers as Envoy's do.
+// the request headers as Envoy's do. With clear_route_cache, a verified
+// token that set the metadata or a claim header clears the route cache
+// (filter.State.ClearRouteCache), so the route is matched again on them:
+// Istio's JWT claim routing at gateways.
 //
 // remote_jwks is refused: Loom's control plane fetches a jwksUri itself and
 // inlines the key set (Istio's default, PILOT_JWT_ENABLE_REMOTE_JWKS off).
