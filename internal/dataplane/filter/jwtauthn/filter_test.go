@@ -30,6 +30,7 @@ type outcome struct {
 	details  string
 	payload  any         // metadata[jwt_authn][payload]
 	upstream http.Header // the headers next saw
+	cleared  bool        // the filter cleared the route cache
 }
 
 // run sends r through a filter of c and reports the outcome.
@@ -53,6 +54,7 @@ func run(t testing.TB, c *Config, r *http.Request, override filter.Config) outco
 		}
 	}
 	got.payload = st.Metadata[Name]["payload"]
+	got.cleared = st.RouteCacheCleared
 	return got
 }
 
@@ -375,6 +377,45 @@ func TestHeaders(t *testing.T) {
 	r.Header.Set("X-Jwt-Iss", "spoofed")
 	if got = run(t, mustConfig(t, istioConfig(base), time.Time{}), r, nil); len(got.upstream) != 0 {
 		t.Fatalf("upstream headers %v, want none", got.upstream)
+	}
+}
+
+// TestClearRouteCache: as Envoy's authenticator, a verified token clears
+// the route cache when its provider has clear_route_cache and
+// payload_in_metadata, or added a claim_to_headers header; a missing
+// token, or a provider without the flag, leaves the route as it is.
+func TestClearRouteCache(t *testing.T) {
+	jwks := readSample(t, "e2e/jwks.json")
+	tk := tokenByName(t, "TokenIssuer1").Token
+	cfg := func(clear bool, payload string, claim string) *Config {
+		m := istioConfig(rule{issuer: e2eIssuers[0], jwks: jwks,
+			claimHeaders: []*jwtv3.JwtClaimToHeader{{HeaderName: "x-jwt-claim", ClaimName: claim}}})
+		p := m.Providers["origins-0"]
+		p.ClearRouteCache, p.PayloadInMetadata = clear, payload
+		return mustConfig(t, m, time.Time{})
+	}
+	tests := []struct {
+		name  string
+		c     *Config
+		tok   string
+		clear bool
+	}{
+		{"payload_in_metadata", cfg(true, "payload", "nope"), tk, true},
+		{"claim header added", cfg(true, "", "iss"), tk, true},
+		{"nothing written", cfg(true, "", "nope"), tk, false},
+		{"without clear_route_cache", cfg(false, "payload", "iss"), tk, false},
+		{"no token", cfg(true, "payload", "iss"), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := run(t, tt.c, bearer(tt.tok), nil)
+			if got.code != 0 {
+				t.Fatalf("refused: %d %s", got.code, got.body)
+			}
+			if got.cleared != tt.clear {
+				t.Fatalf("route cache cleared = %v, want %v", got.cleared, tt.clear)
+			}
+		})
 	}
 }
 
