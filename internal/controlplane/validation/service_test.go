@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/loom-mesh/loom/internal/controlplane/config"
 )
 
@@ -104,5 +106,38 @@ func TestKubernetesServiceSamples(t *testing.T) {
 				t.Errorf("%s: %v", f, errs)
 			}
 		}
+	}
+}
+
+// TestServiceEntryResolution checks Istio's ServiceEntry rules that tie the
+// hosts to the resolution: DNS without endpoints resolves the hosts, so
+// they must be FQDNs (no wildcard), and several hosts need ports that tell
+// them apart (HTTP's authority, TLS's SNI) unless resolution is NONE.
+func TestServiceEntryResolution(t *testing.T) {
+	const head = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s, namespace: default}\nspec:\n"
+	tests := []struct {
+		name, spec string
+		want       []string
+	}{
+		{"DNS of FQDNs", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n", nil},
+		{"DNS wildcard without endpoints", "  hosts: [\"*.example.com\"]\n  ports: [{number: 443, name: tls, protocol: TLS}]\n  resolution: DNS\n", []string{
+			`spec.hosts[0]: Invalid value: "*.example.com": hosts must be FQDN if no endpoints are provided for resolution mode DNS`}},
+		{"DNS_ROUND_ROBIN wildcard without endpoints", "  hosts: [\"*.example.com\"]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS_ROUND_ROBIN\n", []string{
+			`spec.hosts[0]: Invalid value: "*.example.com": hosts must be FQDN if no endpoints are provided for resolution mode DNS_ROUND_ROBIN`}},
+		{"DNS wildcard with endpoints", "  hosts: [\"*.example.com\"]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  endpoints: [{address: proxy.example.com}]\n", nil},
+		{"NONE wildcard", "  hosts: [\"*.example.com\"]\n  ports: [{number: 80, name: tcp, protocol: TCP}]\n  resolution: NONE\n", nil},
+		{"several hosts on TCP", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}, {number: 3306, name: tcp, protocol: TCP}]\n  resolution: DNS\n", []string{
+			`spec.ports[1].protocol: Invalid value: "TCP": multiple hosts provided with non-HTTP, non-TLS ports`}},
+		{"several hosts, protocol unset, STATIC", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 80, name: p}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n", []string{
+			`spec.ports[0].protocol: Invalid value: "": multiple hosts provided with non-HTTP, non-TLS ports`}},
+		{"several hosts on TCP, NONE", "  hosts: [a.example.com, b.example.com]\n  ports: [{number: 3306, name: tcp, protocol: TCP}]\n  resolution: NONE\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := fieldErrors(t, head+tt.spec)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

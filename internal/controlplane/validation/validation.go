@@ -1124,6 +1124,28 @@ func (c *checker) serviceEntry(se *networking.ServiceEntry) {
 			c.errf("spec.endpoints", "Invalid value: DNS_ROUND_ROBIN mode cannot have multiple endpoints")
 		}
 	}
+	if (se.Resolution == networking.ServiceEntry_DNS || se.Resolution == networking.ServiceEntry_DNS_ROUND_ROBIN) && len(se.Endpoints) == 0 {
+		// Istio's ValidateServiceEntry: the hosts are the names resolved,
+		// so a wildcard (or an IP) has nothing to resolve.
+		for i, h := range se.Hosts {
+			if h != "*" && fqdn(h) != "" {
+				c.errf(fmt.Sprintf("spec.hosts[%d]", i), "Invalid value: %q: hosts must be FQDN if no endpoints are provided for resolution mode %s", h, se.Resolution)
+			}
+		}
+	}
+	if se.Resolution != networking.ServiceEntry_NONE && len(se.Hosts) > 1 {
+		// Istio's ValidateServiceEntry: only the authority (HTTP) or the
+		// SNI (TLS) can tell the hosts apart on one port; plain TCP
+		// cannot, unless resolution is NONE and the hosts are ignored.
+		for i, port := range se.Ports {
+			switch strings.ToUpper(port.Protocol) {
+			case "HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY", "HTTPS", "TLS":
+				continue
+			}
+			c.errf(fmt.Sprintf("spec.ports[%d].protocol", i), "Invalid value: %q: multiple hosts provided with non-HTTP, non-TLS ports", port.Protocol)
+			break
+		}
+	}
 	for i, ep := range se.Endpoints {
 		p := fmt.Sprintf("spec.endpoints[%d]", i)
 		if ep == nil {
