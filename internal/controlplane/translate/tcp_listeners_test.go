@@ -345,3 +345,47 @@ func TestTCPEndpointsSkipSidecar(t *testing.T) {
 		t.Errorf("endpoints (-want +got):\n%s", diff)
 	}
 }
+
+// TestSidecarTCPTunnel checks Istio's tunnelingconfig.Apply: the
+// DestinationRule's top-level tunnel on the service port's tcp_proxy and
+// on weighted clusters (a subset's is ignored there), and for a single
+// subset destination only the subset's own tunnel, none when it sets
+// none.
+func TestSidecarTCPTunnel(t *testing.T) {
+	mesh := strings.Replace(tcpMesh, `trafficPolicy: {connectionPool: {tcp: {idleTimeout: 30s}}}
+  subsets:
+  - {name: v1, labels: {version: v1}}`, `trafficPolicy: {tunnel: {targetHost: tcp-echo.example, targetPort: 9000}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {tunnel: {protocol: POST, targetHost: 10.0.0.9, targetPort: 8000}}}`, 1)
+	if mesh == tcpMesh {
+		t.Fatal("the DestinationRule of tcpMesh changed; update this test")
+	}
+	top := &tcpv3.TcpProxy_TunnelingConfig{Hostname: "tcp-echo.example:9000"}
+	withTunnel := func(tp *tcpv3.TcpProxy, tc *tcpv3.TcpProxy_TunnelingConfig) *tcpv3.TcpProxy {
+		tp.TunnelingConfig = tc
+		return tp
+	}
+	v1First := strings.Replace(tcpVS, "subset: v2}}]\n  - match: [{port: 9000, destinationSubnets", "subset: v1}}]\n  - match: [{port: 9000, destinationSubnets", 1)
+	tests := []struct {
+		name   string
+		yaml   string
+		labels map[string]string
+		want   *tcpv3.TcpProxy
+	}{
+		{"service port: top-level tunnel", mesh, nil, withTunnel(single(echo9000, nil), top)},
+		{"subset v1: its own tunnel, POST", mesh + v1First, map[string]string{"track": "canary"},
+			withTunnel(single(echoV1, nil), &tcpv3.TcpProxy_TunnelingConfig{Hostname: "10.0.0.9:8000", UsePost: true})},
+		{"subset v2 without one: none", mesh + tcpVS, map[string]string{"track": "canary"}, single(echoV2, nil)},
+		{"weighted clusters: top-level tunnel", mesh + tcpVS, nil, &tcpv3.TcpProxy{StatPrefix: echo9000, ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{
+			WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{
+				{Name: echoV1, Weight: 80}, {Name: echoV2, Weight: 20}}}}, TunnelingConfig: top}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tcpProxies(t, mustGenerate(t, tcpPushContext(t, tt.yaml), tcpSidecar("127.0.0.100", tt.labels)))["127.0.0.100_9000"]
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("tcp_proxy (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
