@@ -177,6 +177,14 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		return
 	}
 	e.UpstreamHost, e.UpstreamWorkload = h.Addr, h.Workload
+	if tp.Tunneling != nil && h.HTTP2 {
+		// Refused before any connection: the config, not the host, is
+		// at fault, so outlier detection hears nothing.
+		h.Done(upstream.Result{})
+		e.ResponseFlags, e.UpstreamFailureReason = FlagUpstreamConnFail, errTunnelHTTP2.Error()
+		p.log.Debug("upstream tunnel refused", "cluster", name, "error", errTunnelHTTP2)
+		return
+	}
 	e.UpstreamRequestAttemptCount = 1 // tcp_proxy's connect attempts; Loom makes one
 	up, release, err := h.DialCounted(ctx)
 	if errors.Is(err, upstream.ErrOverflow) {
@@ -198,19 +206,15 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	}
 	var rest []byte // bytes of the upstream proxy's after its response head
 	if tp.Tunneling != nil {
-		if h.HTTP2 {
-			err = errTunnelHTTP2
-		} else {
-			rest, err = openTunnel(ctx, up, tp.Tunneling, c.ConnectTimeout)
-		}
+		rest, err = openTunnel(ctx, up, tp.Tunneling, c.ConnectTimeout)
 		if err != nil {
 			_ = up.Close()
 			release()
 			var te *tunnelError
-			if errors.As(err, &te) || errors.Is(err, errTunnelHTTP2) {
-				// The proxy answered, or the config cannot be served:
-				// neither is the host failing to connect.
-				h.Done(upstream.Result{Status: http.StatusServiceUnavailable})
+			if errors.As(err, &te) {
+				// The proxy answered: outlier detection hears its status
+				// (a malformed answer counts as a 502).
+				h.Done(upstream.Result{Status: te.status})
 				e.UpstreamFailureReason = err.Error()
 			} else {
 				h.Done(upstream.Result{LocalOrigin: true})

@@ -23,8 +23,11 @@ const maxTunnelHead = 60 << 10
 var errTunnelHTTP2 = errors.New("tunneling over HTTP/2 is not supported")
 
 // tunnelError is a tunnel the upstream proxy refused: its response was not
-// 2xx, or was no HTTP/1.1 response at all.
-type tunnelError struct{ reason string }
+// 2xx (status), or was no HTTP/1.1 response at all (status 502).
+type tunnelError struct {
+	status int
+	reason string
+}
 
 func (e *tunnelError) Error() string { return e.reason }
 
@@ -60,12 +63,12 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || isHeadError(err) {
-			return nil, &tunnelError{reason: "tunnel: no valid response from the upstream proxy: " + err.Error()}
+			return nil, &tunnelError{status: http.StatusBadGateway, reason: "tunnel: no valid response from the upstream proxy: " + err.Error()}
 		}
 		return nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, &tunnelError{reason: fmt.Sprintf("tunnel: the upstream proxy answered %s", resp.Status)}
+		return nil, &tunnelError{status: resp.StatusCode, reason: fmt.Sprintf("tunnel: the upstream proxy answered %s", resp.Status)}
 	}
 	// RFC 9110 9.3.6: a 2xx to CONNECT has no content; Content-Length and
 	// Transfer-Encoding are ignored, so whatever the reader took past

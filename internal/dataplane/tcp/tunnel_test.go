@@ -39,9 +39,16 @@ type seenRequest struct {
 // connection is piped to target; any other status is answered as it is.
 // It records the requests it saw.
 type httpProxy struct {
-	addr string
-	mu   sync.Mutex
-	seen []seenRequest
+	addr  string
+	mu    sync.Mutex
+	seen  []seenRequest
+	conns int // connections accepted
+}
+
+func (p *httpProxy) accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns
 }
 
 func (p *httpProxy) requests() []seenRequest {
@@ -61,7 +68,13 @@ func startHTTPProxy(t *testing.T, status int, banner, target string) *httpProxy 
 	}
 	p := &httpProxy{addr: ln.Addr().String()}
 	var wg sync.WaitGroup
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{ConnState: func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			p.mu.Lock()
+			p.conns++
+			p.mu.Unlock()
+		}
+	}, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.seen = append(p.seen, seenRequest{method: r.Method, requestURI: r.RequestURI, host: r.Host, header: r.Header.Clone()})
 		p.mu.Unlock()
@@ -173,8 +186,9 @@ func TestTunnelPost(t *testing.T) {
 }
 
 // TestTunnelRefused: a proxy that does not answer 2xx, or a cluster that
-// speaks HTTP/2 (whose HTTP/2 CONNECT Loom does not speak), closes the
-// downstream connection without a byte, flag UF.
+// speaks HTTP/2 (whose HTTP/2 CONNECT Loom does not speak; refused before
+// any connection to it), closes the downstream connection without a byte,
+// flag UF.
 func TestTunnelRefused(t *testing.T) {
 	target := server(t, echo(""))
 	h2 := func(c *clusterv3.Cluster) {
@@ -205,6 +219,9 @@ func TestTunnelRefused(t *testing.T) {
 			line := h.waitLog(t, 1)[0]
 			if !strings.HasPrefix(line, "UF ") || !strings.Contains(line, tt.reason) {
 				t.Errorf("access log %q, want UF and %q", line, tt.reason)
+			}
+			if tt.mut != nil && p.accepted() != 0 {
+				t.Errorf("the proxy accepted %d connections, want none for an HTTP/2 cluster", p.accepted())
 			}
 		})
 	}
