@@ -123,7 +123,7 @@ func Validate(mc *meshv1alpha1.MeshConfig) error {
 				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzHttp.pathPrefix: %q: must begin with /", at, h.GetPathPrefix()))
 			}
 			if h.GetClearRouteCache() {
-				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzHttp.clearRouteCache: not supported by this version of Loom (the route is chosen before the check)", at))
+				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzHttp.clearRouteCache: not supported by this version of Loom (its ext_authz filter does not clear the route cache; jwt_authn does)", at))
 			}
 		case *meshv1alpha1.MeshConfig_ExtensionProvider_Opentelemetry:
 			errs = append(errs, tracingProvider(at+".opentelemetry", pr.Opentelemetry.GetService(), pr.Opentelemetry.GetPort())...)
@@ -148,7 +148,7 @@ func Validate(mc *meshv1alpha1.MeshConfig) error {
 			g := pr.EnvoyExtAuthzGrpc
 			errs = append(errs, extAuthzService(at+".envoyExtAuthzGrpc", g.GetService(), g.GetPort(), g.GetStatusOnError())...)
 			if g.GetClearRouteCache() {
-				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzGrpc.clearRouteCache: not supported by this version of Loom (the route is chosen before the check)", at))
+				errs = append(errs, fmt.Errorf("%s.envoyExtAuthzGrpc.clearRouteCache: not supported by this version of Loom (its ext_authz filter does not clear the route cache; jwt_authn does)", at))
 			}
 		}
 	}

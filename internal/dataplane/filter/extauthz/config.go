@@ -146,7 +146,7 @@ func (Factory) Parse(a *anypb.Any) (filter.Config, error) {
 	case m.GetDenyAtDisable() != nil:
 		return nil, errors.New("deny_at_disable: not supported")
 	case m.GetClearRouteCache() || len(m.GetClearRouteCacheHeaders()) > 0:
-		return nil, errors.New("clear_route_cache: not supported (the route is chosen before the filters run)")
+		return nil, errors.New("clear_route_cache: not supported (this filter does not clear the route cache yet)")
 	case m.GetDecoderHeaderMutationRules() != nil:
 		return nil, errors.New("decoder_header_mutation_rules: not supported")
 	case m.GetShadowMode():
