@@ -423,25 +423,29 @@ func (st *clusterState) idleTimeout() time.Duration {
 	return st.opts.IdleConnTimeout
 }
 
-// renewH2C replaces the cluster's h2c transport, when it has one and its
-// idle timeout or HTTP/2 keepalive changed, by one built with the current
-// connection options; the h2c pool's idle
+// renewH2C replaces the cluster's HTTP/2 transports (h2c, and each TLS
+// transport socket's) whose idle timeout or HTTP/2 keepalive changed by
+// ones built with the current connection options; their pools' idle
 // connections close, those in use finish their streams. A net/http
-// transport's settings cannot change once it is in use.
+// transport's settings cannot change once it is in use. A TLS socket's
+// transport is built again on its next use.
 func (st *clusterState) renewH2C() {
-	old := st.h2c.Load()
-	if old == nil {
-		return
+	stale := func(t *http.Transport) bool {
+		var ping, pingTimeout time.Duration
+		if ka := st.h1.connOpts.Load().H2Keepalive; ka != nil {
+			ping, pingTimeout = ka.Interval, ka.Timeout
+		}
+		return t.IdleConnTimeout != st.idleTimeout() || t.HTTP2.SendPingTimeout != ping || t.HTTP2.PingTimeout != pingTimeout
 	}
-	var ping, pingTimeout time.Duration
-	if ka := st.h1.connOpts.Load().H2Keepalive; ka != nil {
-		ping, pingTimeout = ka.Interval, ka.Timeout
-	}
-	if old.IdleConnTimeout == st.idleTimeout() && old.HTTP2.SendPingTimeout == ping && old.HTTP2.PingTimeout == pingTimeout {
-		return
-	}
-	if st.h2c.CompareAndSwap(old, st.newH2CTransport()) {
+	if old := st.h2c.Load(); old != nil && stale(old) && st.h2c.CompareAndSwap(old, st.newH2CTransport()) {
 		st.h2cPool.drainAll()
+	}
+	if m := st.tls.Load(); m != nil {
+		for _, tt := range *m {
+			if old := tt.h2t.Load(); old != nil && stale(old) && tt.h2t.CompareAndSwap(old, nil) {
+				tt.h2.drainAll()
+			}
+		}
 	}
 }
 

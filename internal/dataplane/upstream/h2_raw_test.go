@@ -154,3 +154,33 @@ func TestH2ConnectionKeepalive(t *testing.T) {
 		t.Error("the upstream saw no PING before the connection closed")
 	}
 }
+
+// TestH2KeepaliveUpdateRenewsTLSTransport: a new generation that changes a
+// cluster's connection_keepalive (or idle timeout) replaces the HTTP/2
+// transport of its TLS transport sockets too, as it does the h2c one, so
+// that new connections take the new settings.
+func TestH2KeepaliveUpdateRenewsTLSTransport(t *testing.T) {
+	m := New(Options{})
+	defer m.Close()
+	c := &config.Cluster{Name: "c", HTTP2: true, Endpoints: endpoints(1),
+		Transports: []config.UpstreamTransport{{TLS: &config.UpstreamTLS{CommonTLS: config.CommonTLS{ALPN: []string{"h2"}}}, Key: "tls"}}}
+	m.Update(gen(c))
+	h, err := m.Pick(c, PickOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Done(Result{Status: 200})
+	if h.tls == nil {
+		t.Fatal("the pick has no TLS transport")
+	}
+	if got := h.tls.h2Transport().HTTP2.SendPingTimeout; got != 0 {
+		t.Fatalf("ping interval before the update = %v, want 0", got)
+	}
+	c2 := *c
+	c2.Conn = config.ConnectionOptions{H2Keepalive: &config.H2Keepalive{Interval: 7 * time.Second, Timeout: 3 * time.Second}}
+	m.Update(gen(&c2))
+	tr := h.tls.h2Transport()
+	if tr.HTTP2.SendPingTimeout != 7*time.Second || tr.HTTP2.PingTimeout != 3*time.Second {
+		t.Errorf("after the update: ping interval %v, timeout %v; want 7s, 3s", tr.HTTP2.SendPingTimeout, tr.HTTP2.PingTimeout)
+	}
+}
