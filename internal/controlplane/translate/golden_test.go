@@ -45,6 +45,7 @@ func TestGolden(t *testing.T) {
 		{"sidecar-egress-port", productpageSidecar(), Options{}},
 		{"sidecar-egress-port-redirect", redirectSidecar(productpageSidecar()), Options{}},
 		{"dr-tunnel", productpageSidecar(), Options{}},
+		{"sidecar-egress-mixed-redirect", redirectSidecar(productpageSidecar()), Options{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

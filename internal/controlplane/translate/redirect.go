@@ -299,11 +299,17 @@ func listenerName(bind string, port uint32) string {
 //     virtual IPs, with a tcp_proxy routed as tcpRouteProxy; and, for a
 //     service without one or with address ranges, its wildcardTCPChains
 //     on "0.0.0.0_PORT" (the services of a port merged in host order, the
-//     first to claim a match keeping it; a port of unknown protocol is
-//     there too; an HTTP port otherwise takes precedence),
+//     first to claim a match keeping it; on an HTTP port's listener too,
+//     which they make sniffed, as Istio's TCPOverHTTP and HTTPOverTCP on
+//     the wildcard, where its HTTP chain matches http/1.1 and h2c),
 //     which ends with virtualOutbound's catch-all chain unless a chain
 //     takes every connection, as Istio's
 //     appendListenerFallthroughRouteForCompleteListener;
+//   - with a Sidecar egress bind off the wildcard (redirectEgressBinding)
+//     every service of the port on "BIND_PORT": an HTTP and a TCP service
+//     there both match every connection, so the first in host order
+//     keeps the listener (tcpFirstOnPort) and the others' chains are
+//     dropped, as Istio's mergeTCPFilterChains;
 //   - per TLS or HTTPS port, the listeners of redirectTLSListeners (tls
 //     routes by SNI), on the names the above leave free.
 //
@@ -343,8 +349,14 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	var wildNames []string
 	httpRanges := map[string][][]*corev3.CidrRange{}
 	taken := map[string]bool{}
+	// httpWild are the HTTP listeners on the wildcard that are not sniffed
+	// yet: a TCP service's chains arriving there make them sniffed.
+	httpWild := map[string]*listenerv3.Listener{}
 	for _, port := range httpPorts {
 		bind, bound := redirectEgressBinding(pc, port)
+		if bind != "" && bind != wildcardBind && !sniffed[port] && tcpFirstOnPort(pc, port) {
+			continue // the TCP listener below takes the bind
+		}
 		bind = cmp.Or(bind, wildcardBind)
 		name := listenerName(bind, port)
 		taken[name] = true
@@ -362,9 +374,12 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		}
 		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
 		listeners, routes = append(listeners, l), append(routes, rc)
-		if sniffed[port] {
+		switch {
+		case sniffed[port]:
 			l.FilterChains[0].FilterChainMatch = sniffedHTTPMatch()
 			wild[name], wildNames = l, append(wildNames, name)
+		case bind == wildcardBind:
+			httpWild[name] = l
 		}
 	}
 	for _, svc := range pc.Services() {
@@ -407,9 +422,17 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			bind = cmp.Or(bind, wildcardBind)
 			name := listenerName(bind, port.Number)
 			l := wild[name]
+			if h := httpWild[name]; l == nil && h != nil {
+				// Istio's TCPOverHTTP on the wildcard: the HTTP chain
+				// matches http/1.1 and h2c (as Istio gives every HTTP
+				// chain there), so merging the TCP chains makes the
+				// listener sniffed.
+				h.FilterChains[0].FilterChainMatch = sniffedHTTPMatch()
+				l, wild[name], wildNames = h, h, append(wildNames, name)
+			}
 			if l == nil {
 				if taken[name] {
-					continue // an HTTP listener has the port
+					continue // an HTTP listener off the wildcard has the port
 				}
 				taken[name] = true
 				l = outboundTCPListener(name, bind, port.Number)
@@ -456,6 +479,36 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		return nil, nil, err
 	}
 	return append(listeners, tls...), routes, nil
+}
+
+// tcpFirstOnPort reports whether the first service (host order) with
+// port port that p's view serves there, TLS aside, is TCP, and none has the
+// port with unknown protocol. On a listener bound off the wildcard Istio's
+// buildSidecarOutboundListener then keeps that service's tcp_proxy: an
+// HTTP chain gets no application protocols off the wildcard, so it matches
+// every connection as the TCP chain does, and mergeTCPFilterChains keeps
+// whichever came first (HTTPOverTCP and TCPOverHTTP alike).
+func tcpFirstOnPort(pc *model.PushContext, port uint32) bool {
+	for _, svc := range pc.Services() {
+		for _, sp := range svc.Ports {
+			if sp.Number != port || !pc.EgressServes(svc, port) {
+				continue
+			}
+			switch proto := egressPortProtocol(pc, port, sp.Protocol); {
+			case proto == registry.Unknown:
+				return false
+			case proto.IsHTTP():
+				return false
+			case isTCP(proto):
+				return !slices.ContainsFunc(pc.Services(), func(s *registry.Service) bool {
+					return pc.EgressServes(s, port) && slices.ContainsFunc(s.Ports, func(q registry.Port) bool {
+						return q.Number == port && egressPortProtocol(pc, port, q.Protocol) == registry.Unknown
+					})
+				})
+			}
+		}
+	}
+	return false
 }
 
 // egressBind is the address of outbound port port's listener in explicit

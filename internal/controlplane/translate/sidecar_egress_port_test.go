@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -650,6 +651,118 @@ spec:
 			}
 			if !have["eds outbound|8080||multi.example.com"] || have["eds outbound|9000||multi.example.com"] {
 				t.Error("want endpoints for outbound|8080||multi.example.com only, not for 9000, which has no cluster")
+			}
+		})
+	}
+}
+
+// egressMixedConfig has HTTP and TCP services on one port, with productpage's
+// Sidecar catch-all listener at bind BIND: on 9000 a-tcp.example.com (TCP,
+// no address) comes before web.example.com (HTTP) in host order, on 9100
+// web.example.com before z-tcp.example.com (TCP, VIP 240.240.0.20).
+const egressMixedConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a-tcp, namespace: default}
+spec:
+  hosts: [a-tcp.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.221}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: http, protocol: HTTP}, {number: 9100, name: http-9100, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.222}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: z-tcp, namespace: default}
+spec:
+  hosts: [z-tcp.example.com]
+  addresses: [240.240.0.20]
+  location: MESH_EXTERNAL
+  ports: [{number: 9100, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.223}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - hosts: ["./*"]
+BIND`
+
+// TestSidecarEgressBindMixedProtocols: under REDIRECT, HTTP and TCP
+// services on one port share the listener Istio's
+// buildSidecarOutboundListener keys by bind and port. Off the wildcard
+// (bind 127.0.0.3) the first service in host order keeps it: its chain and
+// the other's both match every connection (no application protocols off
+// the wildcard), and mergeTCPFilterChains drops the later one, so 9000 is
+// a-tcp's tcp_proxy and 9100 web's HTTP manager. On the wildcard (bind
+// 0.0.0.0, or no bind for a TCP service without address) the HTTP chain
+// matches http/1.1 and h2c, so the listener is sniffed: HTTP is routed by
+// Host, other bytes go to the TCP service's chain.
+func TestSidecarEgressBindMixedProtocols(t *testing.T) {
+	const (
+		aTCP    = "outbound|9000||a-tcp.example.com"
+		web     = "outbound|9000||web.example.com"
+		web9100 = "outbound|9100||web.example.com"
+		zTCP    = "outbound|9100||z-tcp.example.com"
+	)
+	type connWant struct {
+		c    conn
+		want string
+	}
+	for _, tt := range []struct {
+		name, bind string
+		sniffed    []string // listeners with http_inspector
+		conns      []connWant
+	}{
+		{"bind off the wildcard", "    bind: 127.0.0.3\n", nil, []connWant{
+			{conn{dst: "127.0.0.3:9000"}, "127.0.0.3_9000/ -> " + aTCP},
+			{conn{dst: "127.0.0.3:9000", http: "web.example.com:9000"}, "127.0.0.3_9000/ -> " + aTCP},
+			{conn{dst: "127.0.0.3:9100", http: "web.example.com:9100"}, "127.0.0.3_9100/ -> " + web9100},
+			{conn{dst: "127.0.0.3:9100"}, "127.0.0.3_9100/ -> (HTTP manager on opaque TCP)"},
+		}},
+		{"bind on the wildcard", "    bind: 0.0.0.0\n", []string{"0.0.0.0_9000", "0.0.0.0_9100"}, []connWant{
+			{conn{dst: "10.1.2.3:9000"}, "0.0.0.0_9000/ -> " + aTCP},
+			{conn{dst: "10.1.2.3:9000", http: "web.example.com:9000"}, "0.0.0.0_9000/ -> " + web},
+			{conn{dst: "240.240.0.20:9100"}, "0.0.0.0_9100/ -> " + zTCP},
+			{conn{dst: "240.240.0.20:9100", http: "web.example.com:9100"}, "0.0.0.0_9100/ -> " + web9100},
+		}},
+		{"no bind", "", []string{"0.0.0.0_9000"}, []connWant{
+			{conn{dst: "10.1.2.3:9000"}, "0.0.0.0_9000/ -> " + aTCP},
+			{conn{dst: "10.1.2.3:9000", http: "web.example.com:9000"}, "0.0.0.0_9000/ -> " + web},
+			{conn{dst: "240.240.0.20:9100"}, "240.240.0.20_9100/ -> " + zTCP},
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pc := docPushContext(t, strings.Replace(egressMixedConfig, "BIND", tt.bind, 1))
+			r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
+			for _, c := range tt.conns {
+				if got := simulateConn(t, r, xdsapi.VirtualOutboundListener, c.c); got != c.want {
+					t.Errorf("%s http %q: got %q, want %q", c.c.dst, c.c.http, got, c.want)
+				}
+			}
+			for _, n := range tt.sniffed {
+				l := findListener(r, n)
+				if l == nil {
+					t.Errorf("no listener %s", n)
+					continue
+				}
+				if !slices.ContainsFunc(l.GetListenerFilters(), func(f *listenerv3.ListenerFilter) bool {
+					return f.GetName() == "envoy.filters.listener.http_inspector"
+				}) {
+					t.Errorf("listener %s has no http_inspector: want it sniffed", n)
+				}
 			}
 		})
 	}
