@@ -9,7 +9,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -99,13 +98,10 @@ func sidecarTLSChains(pc *model.PushContext, p *model.Proxy, port uint32, svcs [
 			// to the range, as Istio's destinationCIDRs.
 			match = withPrefixRanges(match, cidrRanges(serviceCIDRs(svc)))
 		}
-		// Istio's TLS passthrough chain applies the host's tunnel too
-		// (buildSidecarOutboundTLSFilterChainOpts).
-		chain, err := tcpProxyFilterChain(cluster, match, &tcpv3.TcpProxy{
-			StatPrefix:       cluster,
-			ClusterSpecifier: &tcpv3.TcpProxy_Cluster{Cluster: cluster},
-			TunnelingConfig:  tcpTunnelingConfig(pc, "", nil, svc.Hostname),
-		})
+		// Istio's TLS passthrough chain is its single-destination TCP
+		// proxy (buildSidecarOutboundTLSFilterChainOpts): the DR's
+		// idleTimeout, maxConnectionDuration, useSourceIp and tunnel.
+		chain, err := tcpProxyFilterChain(cluster, match, tcpProxyFor(pc, "", nil, port, svc.Hostname))
 		if err != nil {
 			return nil, err
 		}

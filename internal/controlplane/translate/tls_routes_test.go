@@ -6,8 +6,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/loom-mesh/loom/internal/controlplane/model"
 )
@@ -94,5 +98,44 @@ func TestSidecarTLSRoutes(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("TLS listener (-want +got):\n%s", diff)
+	}
+}
+
+// TestSidecarTLSPassthroughPolicy: the chain of a TLS service no tls
+// route covers is Istio's single-destination TCP proxy, so the
+// DestinationRule's idleTimeout and maxConnectionDuration apply to it as
+// to a TCP service's.
+func TestSidecarTLSPassthroughPolicy(t *testing.T) {
+	doc := tlsRoutesDoc + `---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: c, namespace: default}
+spec:
+  host: c.example.com
+  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 30s, maxConnectionDuration: 1m}}}
+`
+	r := mustGenerate(t, docPushContext(t, doc), productpageSidecar())
+	const cluster = "outbound|443||c.example.com"
+	var got *tcpv3.TcpProxy
+	for _, l := range r.Listeners {
+		for _, fc := range l.GetFilterChains() {
+			if l.GetName() != "127.0.0.11_443" || fc.GetName() != cluster {
+				continue
+			}
+			fs := fc.GetFilters()
+			got = &tcpv3.TcpProxy{}
+			if err := fs[len(fs)-1].GetTypedConfig().UnmarshalTo(got); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := &tcpv3.TcpProxy{
+		StatPrefix:                      cluster,
+		ClusterSpecifier:                &tcpv3.TcpProxy_Cluster{Cluster: cluster},
+		IdleTimeout:                     durationpb.New(30 * time.Second),
+		MaxDownstreamConnectionDuration: durationpb.New(time.Minute),
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("tcp_proxy of chain %s (-want +got):\n%s", cluster, diff)
 	}
 }
