@@ -44,6 +44,14 @@ type EgressListener struct {
 	Hosts       []EgressHost
 }
 
+// GetListeners returns s's egress listeners; nil when s is nil.
+func (s *Sidecar) GetListeners() []EgressListener {
+	if s == nil {
+		return nil
+	}
+	return s.Listeners
+}
+
 // Key returns the Sidecar's key.
 func (s *Sidecar) Key() config.Key {
 	return config.Key{Kind: config.KindSidecar, Namespace: s.Namespace, Name: s.Name}
@@ -226,7 +234,8 @@ func (pc *PushContext) EgressServes(svc *registry.Service, port uint32) bool {
 // the ports their egress listeners import: the port-less listener imports
 // every port of its services, a listener with a port only that port
 // (needsPortMatch, serviceMatchingListenerPort), so a service imported by
-// a port listener alone has no cluster for its other ports. True for
+// a port listener alone has no cluster for its other ports; an
+// HTTP_PROXY listener imports every port of its services. True for
 // views without per-listener views (ForEgressPort).
 func (pc *PushContext) EgressClusterPort(svc *registry.Service, port uint32) bool {
 	if pc.egressOther == nil {
@@ -238,6 +247,15 @@ func (pc *PushContext) EgressClusterPort(svc *registry.Service, port uint32) boo
 	}
 	if v, ok := pc.egressPorts[port]; ok && imports(v) {
 		return true
+	}
+	if pc.sidecar != nil {
+		for _, l := range pc.sidecar.Listeners {
+			// An HTTP_PROXY listener imports every port of its
+			// services: Istio's needsPortMatch leaves them whole.
+			if v := pc.egressPorts[l.Port]; l.Protocol == registry.HTTPProxy && v != nil && imports(v) {
+				return true
+			}
+		}
 	}
 	return imports(pc.egressOther)
 }

@@ -46,6 +46,7 @@ func TestGolden(t *testing.T) {
 		{"sidecar-egress-port-redirect", redirectSidecar(productpageSidecar()), Options{}},
 		{"dr-tunnel", productpageSidecar(), Options{}},
 		{"sidecar-egress-mixed-redirect", redirectSidecar(productpageSidecar()), Options{}},
+		{"sidecar-egress-http-proxy", productpageSidecar(), Options{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -78,7 +78,9 @@ func sidecarListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.
 // port-less listener has a bind, per HTTP port it builds), "BIND_PORT" on
 // BIND:PORT (bind the listener's, default the proxy's IP) with an HTTP
 // connection manager of route table "PORT", which holds only that
-// listener's hosts (outboundHTTPRoute) and then the catch-all. A name
+// listener's hosts (egressPortRoute: for an HTTP_PROXY listener, every
+// HTTP port of them, and a listener as soon as it imports a service) and
+// then the catch-all. A name
 // another listener of ls has (a TCP or TLS listener of the port), and a
 // port of the proxy's IP its own workload holds, get none. HTTP to other
 // ports goes through http_proxy (15001) as before.
@@ -125,11 +127,11 @@ func explicitEgressHTTPListeners(pc *model.PushContext, p *model.Proxy, mesh *me
 			continue
 		}
 		routeName := strconv.FormatUint(uint64(port), 10)
-		rc, err := outboundHTTPRoute(pc, p, routeName, port)
+		rc, err := egressPortRoute(pc, p, routeName, port)
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(rc.GetVirtualHosts()) == 0 {
+		if len(rc.GetVirtualHosts()) == 0 && !(isHTTPProxyPort(pc, port) && len(pc.ForEgressPort(port).Services()) > 0) {
 			continue // no HTTP service of the port
 		}
 		addCatchAll(rc, mesh, egressProxyCluster(sc))

@@ -310,6 +310,10 @@ func listenerName(bind string, port uint32) string {
 //     there both match every connection, so the first in host order
 //     keeps the listener (tcpFirstOnPort) and the others' chains are
 //     dropped, as Istio's mergeTCPFilterChains;
+//   - per Sidecar egress listener of protocol HTTP_PROXY that imports a
+//     service, an HTTP listener on its port as above (at its bind,
+//     redirectEgressBinding) whose table "PORT" is egressPortRoute's:
+//     every HTTP port of that listener's services, as Istio's;
 //   - per TLS or HTTPS port, the listeners of redirectTLSListeners (tls
 //     routes by SNI), on the names the above leave free.
 //
@@ -334,6 +338,15 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			if proto == registry.Unknown {
 				sniffed[port.Number] = true
 			}
+		}
+	}
+	for _, l := range pc.Sidecar().GetListeners() {
+		// An HTTP_PROXY egress listener is an HTTP listener on its port
+		// as soon as it imports a service, whatever their ports: Istio
+		// builds it per service of the listener.
+		if l.Protocol == registry.HTTPProxy && !proxyPorts[l.Port] && !slices.Contains(httpPorts, l.Port) &&
+			len(pc.ForEgressPort(l.Port).Services()) > 0 {
+			httpPorts = append(httpPorts, l.Port)
 		}
 	}
 	slices.Sort(httpPorts)
@@ -368,7 +381,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		if !bound {
 			l.BindToPort = wrapperspb.Bool(false)
 		}
-		rc, err := outboundHTTPRoute(pc, p, routeName, port)
+		rc, err := egressPortRoute(pc, p, routeName, port)
 		if err != nil {
 			return nil, nil, err
 		}

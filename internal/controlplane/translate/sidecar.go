@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
@@ -53,6 +54,28 @@ func egressProxyCluster(sc *model.Sidecar) string {
 		return ""
 	}
 	return xdsapi.ClusterName(xdsapi.Outbound, d.GetPort().GetNumber(), d.GetSubset(), d.GetHost())
+}
+
+// isHTTPProxyPort reports whether the Sidecar egress listener of outbound
+// port port has protocol HTTP_PROXY: its listener is an explicit HTTP
+// proxy on BIND:PORT routing every HTTP port of the services it imports
+// (egressPortRoute).
+func isHTTPProxyPort(pc *model.PushContext, port uint32) bool {
+	l := pc.Sidecar().EgressListenerForPort(port)
+	return l != nil && l.Protocol == registry.HTTPProxy
+}
+
+// egressPortRoute is the route table name of outbound port port's HTTP
+// listener: outboundHTTPRoute of that port's HTTP services, or, for an
+// HTTP_PROXY egress listener, of every HTTP port of the services that
+// listener imports, as Istio's BuildSidecarOutboundVirtualHosts takes
+// listenerPort 0 for it (as for http_proxy) and the listener's own
+// services and VirtualServices. The caller adds the catch-all.
+func egressPortRoute(pc *model.PushContext, p *model.Proxy, name string, port uint32) (*routev3.RouteConfiguration, error) {
+	if isHTTPProxyPort(pc, port) {
+		return outboundHTTPRoute(pc.ForEgressPort(port), p, name, 0)
+	}
+	return outboundHTTPRoute(pc, p, name, port)
 }
 
 // egressPortProtocol is the protocol outbound port port's listener is

@@ -767,3 +767,104 @@ func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 		})
 	}
 }
+
+// egressHTTPProxyConfig gives productpage a Sidecar egress listener of
+// protocol HTTP_PROXY on 15080 that imports reviews (HTTP 9080) and
+// api.example.com (HTTP 8080), and a catch-all that imports ratings.
+const egressHTTPProxyConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.211}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+  - port: {number: 15080, protocol: HTTP_PROXY, name: http-proxy}
+BIND    hosts: ["./reviews.default.svc.cluster.local", "./api.example.com"]
+  - hosts: ["./ratings.default.svc.cluster.local"]
+`
+
+// TestSidecarEgressHTTPProxy: an egress listener of protocol HTTP_PROXY is
+// an HTTP listener on its bind and port whose route table "15080" holds
+// every HTTP port of the services that listener imports (Istio's
+// BuildSidecarOutboundVirtualHosts with listenerPort 0, as http_proxy),
+// then the catch-all: a host it does not import (ratings, imported by the
+// catch-all listener) goes to PassthroughCluster under ALLOW_ANY. Its
+// services keep their clusters on every port (needsPortMatch is false for
+// HTTP_PROXY) but are not on the catch-all's per-port tables. Under
+// REDIRECT the listener is reached through iptables (bind_to_port false)
+// unless captureMode NONE binds it, at 127.0.0.1 without bind.
+func TestSidecarEgressHTTPProxy(t *testing.T) {
+	const (
+		reviews = "outbound|9080||reviews.default.svc.cluster.local"
+		api     = "outbound|8080||api.example.com"
+	)
+	routes := []struct {
+		authority, want string
+	}{
+		{"reviews.default.svc.cluster.local:9080", reviews},
+		{"reviews:9080", reviews},
+		{"api.example.com:8080", api},
+		{"api.example.com", api},
+		{"ratings.default.svc.cluster.local:9080", PassthroughCluster},
+		{"example.org", PassthroughCluster},
+	}
+	for _, tt := range []struct {
+		name, bind string
+		proxy      *model.Proxy
+		listener   string
+		bound      bool
+	}{
+		{"explicit", "    bind: 127.0.0.6\n", productpageSidecar(), "127.0.0.6_15080", true},
+		{"redirect", "    bind: 127.0.0.6\n", redirectSidecar(productpageSidecar()), "127.0.0.6_15080", false},
+		{"redirect, no bind", "", redirectSidecar(productpageSidecar()), "0.0.0.0_15080", false},
+		{"redirect, captureMode NONE", "    captureMode: NONE\n", redirectSidecar(productpageSidecar()), "127.0.0.1_15080", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pc := docPushContext(t, strings.Replace(egressHTTPProxyConfig, "BIND", tt.bind, 1))
+			r := mustGenerate(t, pc, tt.proxy)
+			l := findListener(r, tt.listener)
+			if l == nil {
+				t.Fatalf("no listener %s of the HTTP_PROXY egress listener", tt.listener)
+			}
+			addr, _, _ := strings.Cut(tt.listener, "_")
+			if a := l.GetAddress().GetSocketAddress(); a.GetAddress() != addr || a.GetPortValue() != 15080 {
+				t.Errorf("listener %s at %s:%d", tt.listener, a.GetAddress(), a.GetPortValue())
+			}
+			if bound := l.GetBindToPort() == nil || l.GetBindToPort().GetValue(); bound != tt.bound {
+				t.Errorf("listener %s binds its port: %v, want %v", tt.listener, bound, tt.bound)
+			}
+			if got := connectionManager(t, l).GetRds().GetRouteConfigName(); got != "15080" {
+				t.Fatalf("listener %s routes by %q, want \"15080\"", tt.listener, got)
+			}
+			rc := routeConfig(t, r, "15080")
+			for _, c := range routes {
+				if got := simulate(t, rc, request{c.authority, "/", nil}); got != c.want {
+					t.Errorf("route 15080: %s routed to %q, want %q", c.authority, got, c.want)
+				}
+			}
+			have := map[string]bool{}
+			for _, c := range r.Clusters {
+				have[c.GetName()] = true
+			}
+			for _, c := range []string{reviews, api} {
+				if !have[c] {
+					t.Errorf("no cluster %s of a service the HTTP_PROXY listener imports", c)
+				}
+			}
+			if tt.proxy.InterceptionMode == "REDIRECT" {
+				if got := simulate(t, routeConfig(t, r, "9080"), request{"reviews:9080", "/", nil}); got != PassthroughCluster {
+					t.Errorf("route 9080 (the catch-all listener's): reviews routed to %q, want %s", got, PassthroughCluster)
+				}
+			}
+		})
+	}
+}

@@ -26,7 +26,10 @@ import (
 // IPTABLES leave it reached through iptables; in explicit mode every
 // outbound listener is bound whatever the captureMode (Istio's
 // interception NONE). The port-less listener's bind and captureMode apply
-// to every port it builds. It refuses as Unsupported what it
+// to every port it builds. A port of protocol HTTP_PROXY is accepted on
+// egress and ingress listeners alike, as Istio's ValidateProtocol: on
+// egress it makes the listener an explicit HTTP proxy routing every HTTP
+// port of its hosts, on ingress it is HTTP. It refuses as Unsupported what it
 // would otherwise ignore: a unix:// egress bind, a unix:// defaultEndpoint, what sidecarTLS refuses of
 // ingress tls. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the

@@ -74,6 +74,15 @@ func TestSidecar(t *testing.T) {
   - captureMode: IPTABLES
     hosts: ["*/*"]
 `), nil},
+		{"HTTP_PROXY on egress and ingress ports, as Istio's ValidateProtocol", sidecarDoc(`  egress:
+  - port: {number: 15080, protocol: HTTP_PROXY, name: http-proxy}
+    bind: 127.0.0.1
+    captureMode: NONE
+    hosts: ["./*"]
+  ingress:
+  - port: {number: 9080, protocol: HTTP_PROXY, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+`), nil},
 		{"egress listener without port: bind and captureMode NONE are served", sidecarDoc(`  egress:
   - bind: 127.0.0.1
     captureMode: NONE
