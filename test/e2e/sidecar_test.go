@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 // cluster and not beta's (its /config_dump on IP:15000 says so), and
 // alpha answers 200 through it. An egress listener of captureMode NONE
 // with a bind is then a listener on that address, which the app dials
-// directly.
+// directly. An egress listener of protocol HTTP_PROXY is an HTTP proxy
+// on its bind that the app names in HTTP_PROXY.
 func TestSidecarEgressScope(t *testing.T) {
 	alpha, beta := &nameApp{name: "alpha-v1"}, &nameApp{name: "beta-v1"}
 	m := startAppMesh(t, "127.64.0", []appWorkload{
@@ -81,6 +83,43 @@ spec:
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != "alpha-v1" {
 			t.Errorf("GET %s:9080 for alpha = %d %q, want 200 alpha-v1 through the client's bound egress listener", bind, resp.StatusCode, b)
+		}
+	})
+
+	t.Run("HTTP_PROXY listener", func(t *testing.T) {
+		// The client's egress listener of protocol HTTP_PROXY on
+		// BIND:15080 imports alpha only: an app whose HTTP_PROXY names it
+		// reaches alpha through it (on alpha's own port 9080, not the
+		// listener's), and a host the listener does not import (a server
+		// outside the mesh) goes to PassthroughCluster, Istio's catch-all
+		// under ALLOW_ANY, not a 404.
+		bind := m.ip(98)
+		outside, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, "outside")
+		})}
+		go func() { _ = srv.Serve(outside) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: client, namespace: default}
+spec:
+  workloadSelector: {labels: {app: client}}
+  egress:
+  - port: {number: 15080, protocol: HTTP_PROXY, name: http-proxy}
+    bind: %s
+    hosts: ["./alpha.default.svc.cluster.local"]
+  - hosts: ["./beta.default.svc.cluster.local"]
+`, bind), "client")
+		proxy := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: bind + ":15080"})}}
+		if code, body, _ := getBody(t, proxy, "http://alpha:9080/", nil); code != http.StatusOK || body != "alpha-v1" {
+			t.Errorf("GET alpha through HTTP_PROXY=%s:15080 = %d %q, want 200 alpha-v1\n%s", bind, code, body, m.tails())
+		}
+		if code, body, _ := getBody(t, proxy, "http://"+outside.Addr().String()+"/", nil); code != http.StatusOK || body != "outside" {
+			t.Errorf("GET %s (not imported) through HTTP_PROXY=%s:15080 = %d %q, want 200 outside by PassthroughCluster", outside.Addr(), bind, code, body)
 		}
 	})
 }
