@@ -487,7 +487,13 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			return nil, nil, err
 		}
 	}
-	tls, err := redirectTLSListeners(pc, p, mesh, taken)
+	// The HTTP and TCP listeners a TLS service's SNI chains merge into
+	// when they hold the TLS port's name.
+	merge := map[string]*listenerv3.Listener{}
+	for _, l := range listeners {
+		merge[l.GetName()] = l
+	}
+	tls, err := redirectTLSListeners(pc, p, mesh, taken, merge)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -931,7 +937,9 @@ func populateListenerFilters(chains []*listenerv3.FilterChain, bound bool) ([]*l
 		m := fc.GetFilterChainMatch()
 		port := m.GetDestinationPort().GetValue()
 		i := byPort[port]
-		i.tls = i.tls || m.GetTransportProtocol() == tlsTransport
+		// A server name is read by tls_inspector too (Istio's
+		// needTLSInspector: a chain with sniHosts).
+		i.tls = i.tls || m.GetTransportProtocol() == tlsTransport || len(m.GetServerNames()) > 0
 		i.http = i.http || slices.ContainsFunc(m.GetApplicationProtocols(), func(ap string) bool { return ap == "http/1.1" || ap == "h2c" })
 		byPort[port] = i
 	}

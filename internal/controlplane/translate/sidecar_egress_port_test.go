@@ -659,7 +659,8 @@ spec:
 // egressMixedConfig has HTTP and TCP services on one port, with productpage's
 // Sidecar catch-all listener at bind BIND: on 9000 a-tcp.example.com (TCP,
 // no address) comes before web.example.com (HTTP) in host order, on 9100
-// web.example.com before z-tcp.example.com (TCP, VIP 240.240.0.20).
+// web.example.com before z-tcp.example.com (TCP, VIP 240.240.0.20), and
+// secure.example.com has TLS (no address).
 const egressMixedConfig = `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: a-tcp, namespace: default}
@@ -692,6 +693,15 @@ spec:
   endpoints: [{address: 127.54.0.223}]
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9100, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: productpage, namespace: default}
 spec:
@@ -709,13 +719,16 @@ BIND`
 // a-tcp's tcp_proxy and 9100 web's HTTP manager. On the wildcard (bind
 // 0.0.0.0, or no bind for a TCP service without address) the HTTP chain
 // matches http/1.1 and h2c, so the listener is sniffed: HTTP is routed by
-// Host, other bytes go to the TCP service's chain.
+// Host, other bytes go to the TCP service's chain. Either way a TLS
+// service's chain, which matches its server name, merges in with
+// tls_inspector.
 func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 	const (
 		aTCP    = "outbound|9000||a-tcp.example.com"
 		web     = "outbound|9000||web.example.com"
 		web9100 = "outbound|9100||web.example.com"
 		zTCP    = "outbound|9100||z-tcp.example.com"
+		secure  = "outbound|9100||secure.example.com"
 	)
 	type connWant struct {
 		c    conn
@@ -731,17 +744,20 @@ func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 			{conn{dst: "127.0.0.3:9000", http: "web.example.com:9000"}, "127.0.0.3_9000/ -> " + aTCP},
 			{conn{dst: "127.0.0.3:9100", http: "web.example.com:9100"}, "127.0.0.3_9100/ -> " + web9100},
 			{conn{dst: "127.0.0.3:9100"}, "127.0.0.3_9100/ -> (HTTP manager on opaque TCP)"},
+			{conn{dst: "127.0.0.3:9100", sni: "secure.example.com"}, "127.0.0.3_9100/" + secure + " -> " + secure},
 		}},
 		{"bind on the wildcard", "    bind: 0.0.0.0\n", []string{"0.0.0.0_9000", "0.0.0.0_9100"}, []connWant{
 			{conn{dst: "10.1.2.3:9000"}, "0.0.0.0_9000/ -> " + aTCP},
 			{conn{dst: "10.1.2.3:9000", http: "web.example.com:9000"}, "0.0.0.0_9000/ -> " + web},
 			{conn{dst: "240.240.0.20:9100"}, "0.0.0.0_9100/ -> " + zTCP},
 			{conn{dst: "240.240.0.20:9100", http: "web.example.com:9100"}, "0.0.0.0_9100/ -> " + web9100},
+			{conn{dst: "10.1.2.3:9100", sni: "secure.example.com"}, "0.0.0.0_9100/" + secure + " -> " + secure},
 		}},
 		{"no bind", "", []string{"0.0.0.0_9000"}, []connWant{
 			{conn{dst: "10.1.2.3:9000"}, "0.0.0.0_9000/ -> " + aTCP},
 			{conn{dst: "10.1.2.3:9000", http: "web.example.com:9000"}, "0.0.0.0_9000/ -> " + web},
 			{conn{dst: "240.240.0.20:9100"}, "240.240.0.20_9100/ -> " + zTCP},
+			{conn{dst: "10.1.2.3:9100", sni: "secure.example.com"}, "0.0.0.0_9100/" + secure + " -> " + secure},
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -749,7 +765,13 @@ func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 			r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
 			for _, c := range tt.conns {
 				if got := simulateConn(t, r, xdsapi.VirtualOutboundListener, c.c); got != c.want {
-					t.Errorf("%s http %q: got %q, want %q", c.c.dst, c.c.http, got, c.want)
+					t.Errorf("%s http %q sni %q: got %q, want %q", c.c.dst, c.c.http, c.c.sni, got, c.want)
+				}
+				name, _, _ := strings.Cut(c.want, "/")
+				if l := findListener(r, name); c.c.sni != "" && !slices.ContainsFunc(l.GetListenerFilters(), func(f *listenerv3.ListenerFilter) bool {
+					return f.GetName() == "envoy.filters.listener.tls_inspector"
+				}) {
+					t.Errorf("listener %s has no tls_inspector to read the server name", name)
 				}
 			}
 			for _, n := range tt.sniffed {

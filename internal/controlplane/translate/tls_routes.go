@@ -10,6 +10,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
@@ -213,9 +214,13 @@ func sidecarTLSListeners(pc *model.PushContext, p *model.Proxy, taken map[uint32
 //     REGISTRY_ONLY), so that TLS to a name no service or route claims
 //     goes where virtualOutbound would have sent it.
 //
-// Listener names in taken (an HTTP or TCP listener has the port) and the
-// proxy's own ports get none; the names it uses are added to taken.
-func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, taken map[string]bool) ([]*listenerv3.Listener, error) {
+// When merge has a listener of the "0.0.0.0_PORT" (or egress bind's
+// "BIND_PORT") name, an HTTP or TCP listener outboundPortListeners built,
+// the SNI chains go first on it instead (no catch-all of their own) and it
+// gets tls_inspector, as Istio's mergeTCPFilterChains keeps chains that
+// conflict with none. Other listener names in taken (a VIP listener) and
+// the proxy's own ports get none; the names it uses are added to taken.
+func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, taken map[string]bool, merge map[string]*listenerv3.Listener) ([]*listenerv3.Listener, error) {
 	ports, byPort := tlsPorts(pc, func(n uint32) bool { return proxyPorts[n] })
 	var out []*listenerv3.Listener
 	for _, port := range ports {
@@ -251,6 +256,40 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 		}
 		bind = cmp.Or(bind, wildcardBind)
 		name := listenerName(bind, port)
+		if l := merge[name]; l != nil && len(wild) > 0 {
+			// An HTTP or TCP listener has the name: Istio's
+			// mergeTCPFilterChains adds the SNI chains to it (they
+			// conflict with none of its chains), with tls_inspector.
+			chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, wild, netip.Addr{}, true)
+			if err != nil {
+				return nil, fmt.Errorf("listener %q: %w", name, err)
+			}
+			var sni []*listenerv3.FilterChain
+			for _, fc := range chains {
+				if len(fc.GetFilterChainMatch().GetServerNames()) > 0 {
+					sni = addChain(sni, fc)
+				}
+			}
+			if len(sni) == 0 {
+				continue
+			}
+			for _, fc := range l.GetFilterChains() {
+				sni = addChain(sni, fc)
+			}
+			l.FilterChains = sni
+			fs, err := populateListenerFilters(l.GetFilterChains(), true)
+			if err != nil {
+				return nil, fmt.Errorf("listener %q: %w", name, err)
+			}
+			l.ListenerFilters = fs
+			if l.ListenerFiltersTimeout == nil {
+				// Istio's buildListenerFromEntry: no timeout without
+				// http_inspector, so a server-first protocol waits.
+				l.ContinueOnListenerFiltersTimeout = true
+				l.ListenerFiltersTimeout = durationpb.New(0)
+			}
+			continue
+		}
 		if len(wild) == 0 || taken[name] {
 			continue
 		}
