@@ -15,10 +15,11 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
-// connectProxy is an HTTP/1.1 forward proxy (net/http) for tunnels: a
-// CONNECT, or a POST whose body is the raw stream, to host:port (the
-// request's Host) is answered 200 and piped to that address. It records
-// each request's method and Host.
+// connectProxy is an HTTP/1.1 forward proxy (net/http) for tunnels to
+// host:port (the request's Host): a CONNECT is answered 200 and its
+// hijacked connection piped to that address; a POST is a plain handler
+// that pipes its request body (chunked) there and streams the answer back
+// as its response body. It records each request's method and Host.
 type connectProxy struct {
 	mu   sync.Mutex
 	seen []string // "METHOD host"
@@ -49,6 +50,33 @@ func startConnectProxy(t *testing.T, addr string) *connectProxy {
 			return
 		}
 		defer up.Close()
+		if r.Method == http.MethodPost {
+			rc := http.NewResponseController(w)
+			if rc.EnableFullDuplex() != nil {
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			_ = rc.Flush()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(up, r.Body)
+				_ = up.(*net.TCPConn).CloseWrite()
+			}()
+			buf := make([]byte, 4096)
+			for {
+				n, err := up.Read(buf)
+				if n > 0 {
+					if _, werr := w.Write(buf[:n]); werr != nil {
+						return
+					}
+					_ = rc.Flush()
+				}
+				if err != nil {
+					return
+				}
+			}
+		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {
 			return

@@ -187,8 +187,11 @@ func buildTCPHashPolicy(hps []*typev3.HashPolicy) (sourceIP bool, err error) {
 // "Host: Hostname" and no other header, waits for the response head, and
 // carries the connection's bytes both ways once it is 2xx (any 2xx, as
 // Envoy's HTTP/1.1 tunnel, RFC 9110 9.3.6); anything else closes the
-// downstream connection (UF). The POST body is the raw byte stream, not
-// chunked, as Envoy's HTTP/1.1 codec sends a TCP tunnel. It is immutable.
+// downstream connection (UF). A POST goes with "Transfer-Encoding:
+// chunked", its body the connection's bytes in chunks, and the response
+// body is read by its framing, as Envoy's HTTP/1.1 codec sends and reads
+// a request without Content-Length; CONNECT carries raw bytes. It is
+// immutable.
 type Tunneling struct {
 	// Hostname is tunneling_config.hostname, "host:port" (Istio's
 	// tunnel.targetHost:targetPort): the request target of CONNECT and

@@ -205,8 +205,9 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		return
 	}
 	var rest []byte // bytes of the upstream proxy's after its response head
+	side := up      // the bridge's upstream side: up, or the POST tunnel over it
 	if tp.Tunneling != nil {
-		rest, err = openTunnel(ctx, up, tp.Tunneling, c.ConnectTimeout)
+		side, rest, err = openTunnel(ctx, up, tp.Tunneling, c.ConnectTimeout)
 		if err != nil {
 			_ = up.Close()
 			release()
@@ -248,7 +249,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		_ = up.Close()
 	})
 	defer stop()
-	b := newBridge(down, up, tp.IdleTimeout, rep.interval())
+	b := newBridge(down, side, tp.IdleTimeout, rep.interval())
 	if len(rest) > 0 {
 		n, err := down.Write(rest)
 		b.sent.Add(int64(n))
@@ -361,7 +362,7 @@ func (b *bridge) pipe(dst, src net.Conn, total *atomic.Int64) {
 // that io.Copy between two such connections splices.
 func spliceable(c net.Conn) bool {
 	switch c.(type) {
-	case *tls.Conn, *istiostats.MXConn:
+	case *tls.Conn, *istiostats.MXConn, *postTunnel:
 		return false
 	}
 	return true

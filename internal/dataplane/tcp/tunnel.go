@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"sync"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -36,11 +39,18 @@ func (e *tunnelError) Error() string { return e.reason }
 // HTTP/1.1 (TcpProxy::HttpUpstream): it writes "CONNECT host:port
 // HTTP/1.1" (or "POST path HTTP/1.1" with use_post) and "Host: host:port",
 // then reads the response head within timeout (the cluster's
-// connect_timeout) and ctx. Any 2xx opens the tunnel: the bytes of up
-// that came after the head are returned (rest), to go downstream first.
-// Anything else is a *tunnelError; a failed write or read is returned as
-// it is. The caller closes up on error.
-func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout time.Duration) (rest []byte, err error) {
+// connect_timeout) and ctx. Any 2xx opens the tunnel.
+//
+// For CONNECT the tunnel is up itself: the bytes of up that came after
+// the head are returned (rest), to go downstream first. For POST it is a
+// *postTunnel over up (rest is nil): Envoy's HTTP/1.1 codec sends a
+// request without Content-Length as "Transfer-Encoding: chunked" and
+// chunk-encodes the bytes it carries, and reads the response body by its
+// framing.
+//
+// Anything but a 2xx is a *tunnelError; a failed write or read is returned
+// as it is. The caller closes up on error.
+func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout time.Duration) (tunnel net.Conn, rest []byte, err error) {
 	if timeout <= 0 {
 		timeout = config.DefaultConnectTimeout
 	}
@@ -48,27 +58,35 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 	stop := context.AfterFunc(ctx, func() { _ = up.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	method, target := http.MethodConnect, tc.Hostname
-	if tc.UsePost {
-		method, target = http.MethodPost, tc.PostPath
-	}
 	// Written by hand rather than by http.Request.Write, which would add a
-	// User-Agent, and a Content-Length: 0 to the POST: the request is
-	// exactly Envoy's, and a POST's body is the raw byte stream that
-	// follows.
-	if _, err := io.WriteString(up, method+" "+target+" HTTP/1.1\r\nHost: "+tc.Hostname+"\r\n\r\n"); err != nil {
-		return nil, err
+	// User-Agent: the request is exactly Envoy's.
+	head := "CONNECT " + tc.Hostname + " HTTP/1.1\r\nHost: " + tc.Hostname + "\r\n\r\n"
+	method := http.MethodConnect
+	if tc.UsePost {
+		method = http.MethodPost
+		head = "POST " + tc.PostPath + " HTTP/1.1\r\nHost: " + tc.Hostname + "\r\nTransfer-Encoding: chunked\r\n\r\n"
 	}
-	br := bufio.NewReaderSize(&io.LimitedReader{R: up, N: maxTunnelHead}, 4<<10)
+	if _, err := io.WriteString(up, head); err != nil {
+		return nil, nil, err
+	}
+	lr := &io.LimitedReader{R: up, N: maxTunnelHead}
+	br := bufio.NewReaderSize(lr, 4<<10)
 	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || isHeadError(err) {
-			return nil, &tunnelError{status: http.StatusBadGateway, reason: "tunnel: no valid response from the upstream proxy: " + err.Error()}
+			return nil, nil, &tunnelError{status: http.StatusBadGateway, reason: "tunnel: no valid response from the upstream proxy: " + err.Error()}
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, &tunnelError{status: resp.StatusCode, reason: fmt.Sprintf("tunnel: the upstream proxy answered %s", resp.Status)}
+		return nil, nil, &tunnelError{status: resp.StatusCode, reason: fmt.Sprintf("tunnel: the upstream proxy answered %s", resp.Status)}
+	}
+	if err := up.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, err
+	}
+	if tc.UsePost {
+		lr.N = math.MaxInt64 // the head limit is past; the body is the tunnel's
+		return newPostTunnel(up, br, resp.Body), nil, nil
 	}
 	// RFC 9110 9.3.6: a 2xx to CONNECT has no content; Content-Length and
 	// Transfer-Encoding are ignored, so whatever the reader took past
@@ -76,10 +94,112 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 	if n := br.Buffered(); n > 0 {
 		rest, _ = br.Peek(n)
 	}
-	if err := up.SetDeadline(time.Time{}); err != nil {
-		return nil, err
+	return up, rest, nil
+}
+
+// postTunnel is a tunnel over an HTTP/1.1 POST (use_post): what is
+// written goes to the proxy as one chunk per Write
+// (httputil.NewChunkedWriter), CloseWrite ends the request body with the
+// last chunk, and Read returns the response body as its framing says
+// (chunked, Content-Length, or until the proxy closes; net/http's
+// reader). It is a bridge side: one goroutine reads, another writes.
+//
+// A read deadline (the bridge's wake for the idle timeout) is applied
+// only while waiting for the first byte of a Read, through the buffered
+// reader: a deadline that struck inside the chunked decoder would leave
+// it failed for good.
+type postTunnel struct {
+	net.Conn // up, for its addresses, deadlines and Close
+	br       *bufio.Reader
+	body     io.ReadCloser
+	done     bool // body ended; guarded by being read by one goroutine
+	// wmu guards bw and cw: Write and CloseWrite run on the bridge's
+	// writing goroutine, but CloseWrite may also follow a failed Write.
+	wmu    sync.Mutex
+	bw     *bufio.Writer
+	cw     io.WriteCloser
+	closed bool
+	// deadline is the read deadline set (zero: none).
+	deadline time.Time
+}
+
+func newPostTunnel(up net.Conn, br *bufio.Reader, body io.ReadCloser) *postTunnel {
+	// Room for a whole 32 KiB bridge copy and its chunk framing, so that
+	// one chunk is one write to the socket.
+	bw := bufio.NewWriterSize(up, 32<<10+32)
+	return &postTunnel{Conn: up, br: br, body: body, bw: bw, cw: httputil.NewChunkedWriter(bw)}
+}
+
+func (t *postTunnel) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // a zero-length chunk would end the body
 	}
-	return rest, nil
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.closed {
+		return 0, net.ErrClosed
+	}
+	n, err := t.cw.Write(p)
+	if err != nil {
+		return n, err
+	}
+	return n, t.bw.Flush()
+}
+
+// CloseWrite ends the request body (the last chunk and an empty trailer)
+// and half-closes up.
+func (t *postTunnel) CloseWrite() error {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if err := t.cw.Close(); err != nil { // "0\r\n"
+		return err
+	}
+	if _, err := t.bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	if err := t.bw.Flush(); err != nil {
+		return err
+	}
+	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (t *postTunnel) Read(p []byte) (int, error) {
+	if t.done {
+		return 0, io.EOF
+	}
+	if !t.deadline.IsZero() {
+		if t.br.Buffered() == 0 {
+			_ = t.Conn.SetReadDeadline(t.deadline)
+			if _, err := t.br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+				return 0, err // the reader forgets the error; the body never saw it
+			}
+		}
+		_ = t.Conn.SetReadDeadline(time.Time{})
+	}
+	n, err := t.body.Read(p)
+	if errors.Is(err, io.EOF) {
+		t.done = true
+	}
+	return n, err
+}
+
+// SetReadDeadline sets the deadline of the next Reads' wait for a first
+// byte; see postTunnel.
+func (t *postTunnel) SetReadDeadline(d time.Time) error {
+	t.deadline = d
+	return nil
+}
+
+func (t *postTunnel) SetDeadline(d time.Time) error {
+	_ = t.SetReadDeadline(d)
+	return t.Conn.SetWriteDeadline(d)
 }
 
 // isHeadError reports whether err is net/http's complaint about a

@@ -161,25 +161,113 @@ func TestTunnelConnect(t *testing.T) {
 	}
 }
 
+// startPostDecap serves on 127.0.0.1 what a POST tunnel's far end is: a
+// plain net/http handler that pipes the request body (r.Body, decoded by
+// net/http by its framing) to target and streams what target answers as
+// the response body, flushing as it goes. framing picks the response's:
+// "chunked" (net/http's default), "length" (Content-Length: length) or
+// "close" (Transfer-Encoding: identity, the body ends with the
+// connection).
+func startPostDecap(t *testing.T, target, framing string, length int) *httpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &httpProxy{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		h := r.Header.Clone()
+		h["Transfer-Encoding"] = r.TransferEncoding
+		p.seen = append(p.seen, seenRequest{method: r.Method, requestURI: r.RequestURI, host: r.Host, header: h})
+		p.mu.Unlock()
+		rc := http.NewResponseController(w)
+		if err := rc.EnableFullDuplex(); err != nil {
+			t.Errorf("full duplex: %v", err)
+			return
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			t.Errorf("decap dial %s: %v", target, err)
+			return
+		}
+		defer up.Close()
+		switch framing {
+		case "length":
+			w.Header().Set("Content-Length", strconv.Itoa(length))
+		case "close":
+			w.Header().Set("Transfer-Encoding", "identity")
+		}
+		w.WriteHeader(http.StatusOK)
+		_ = rc.Flush()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = io.Copy(up, r.Body)
+			_ = up.(*net.TCPConn).CloseWrite()
+		}()
+		buf := make([]byte, 4096)
+		for {
+			n, err := up.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				_ = rc.Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return p
+}
+
 // TestTunnelPost: with use_post the request is "POST post_path" (default
-// "/") with Host hostname, and the body is the connection's raw bytes.
+// "/") with Host hostname and Transfer-Encoding: chunked, the
+// connection's bytes go as chunks (as Envoy's HTTP/1.1 codec sends a body
+// without Content-Length) and the response body is read by its framing:
+// a net/http handler reading r.Body and streaming its answer carries the
+// connection both ways, the client's half-close included.
 func TestTunnelPost(t *testing.T) {
 	target := server(t, echo("echo:"))
-	for _, tt := range []struct{ path, want string }{{"", "/"}, {"/tunnel", "/tunnel"}} {
-		t.Run(tt.want, func(t *testing.T) {
-			p := startHTTPProxy(t, http.StatusOK, "", target)
+	for _, tt := range []struct{ name, path, want, framing string }{
+		{"default path, chunked response", "", "/", "chunked"},
+		{"post_path, chunked response", "/tunnel", "/tunnel", "chunked"},
+		{"Content-Length response", "", "/", "length"},
+		{"response until close", "", "/", "close"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startPostDecap(t, target, tt.framing, len("echo:hello")+len("echo:world"))
 			h := start(t, tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "db.example:5432", UsePost: true, PostPath: tt.path}),
 				cluster(t, "proxy", nil, p.addr))
 			c := dial(t, h.addr)
+			// Two writes, the first answered before the second is sent:
+			// the bytes stream both ways, not only at the end.
 			io.WriteString(c, "hello")
+			br := bufio.NewReader(c)
+			first := make([]byte, len("echo:hello"))
+			if _, err := io.ReadFull(br, first); err != nil || string(first) != "echo:hello" {
+				t.Fatalf("client read %q, %v; want echo:hello", first, err)
+			}
+			io.WriteString(c, "world")
 			c.CloseWrite()
-			got, _ := io.ReadAll(c)
-			if string(got) != "echo:hello" {
-				t.Errorf("client read %q", got)
+			got, err := io.ReadAll(br)
+			if err != nil || string(got) != "echo:world" {
+				t.Errorf("client read %q, %v after the first answer; want echo:world then the end", got, err)
 			}
 			reqs := p.requests()
 			if len(reqs) != 1 || reqs[0].method != http.MethodPost || reqs[0].requestURI != tt.want || reqs[0].host != "db.example:5432" {
-				t.Errorf("proxy saw %+v, want POST %s with Host db.example:5432", reqs, tt.want)
+				t.Fatalf("proxy saw %+v, want POST %s with Host db.example:5432", reqs, tt.want)
+			}
+			if te := reqs[0].header["Transfer-Encoding"]; len(te) != 1 || te[0] != "chunked" {
+				t.Errorf("request Transfer-Encoding %q, want chunked", te)
+			}
+			if f := field(h.waitLog(t, 1)[0], 5); f != "-" {
+				t.Errorf("response flags %q, want -", f)
 			}
 		})
 	}
