@@ -7,6 +7,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
 )
 
 // DomainSuffix is the cluster domain short host names are resolved in:
@@ -34,7 +35,9 @@ func ResolveHost(host, ns string) string {
 //   - a VirtualService http[].delegate must name a VirtualService that
 //     exists, has no hosts and is exported to the root's namespace, and
 //     following delegates must never come back to where it started;
-//   - a namespace has at most one Sidecar without workloadSelector.
+//   - a namespace has at most one Sidecar without workloadSelector;
+//   - a DestinationRule trafficPolicy.tunnel must not go to a cluster
+//     that speaks HTTP/2 (checkTunnels).
 //
 // It returns nil when the set is valid. It does not modify rs and is safe
 // for concurrent use.
@@ -54,6 +57,78 @@ func ValidateAll(rs []*config.Resource) config.Errors {
 	errs = append(errs, checkSubsets(rs)...)
 	errs = append(errs, checkDelegates(rs)...)
 	errs = append(errs, checkSidecars(rs)...)
+	errs = append(errs, checkTunnels(rs)...)
+	return errs
+}
+
+// checkTunnels refuses a DestinationRule trafficPolicy.tunnel (top level
+// or a subset's) whose cluster would speak HTTP/2: a ServiceEntry of the
+// set declares the rule's host with an HTTP2, GRPC or GRPC-Web port (the
+// cluster's protocol is the port's, as Istio's setUpstreamProtocol), or
+// the same policy's connectionPool.http.h2UpgradePolicy is UPGRADE. Envoy
+// would send the tunnel as an HTTP/2 CONNECT; loom-proxy speaks tunnels
+// over HTTP/1.1 only and would fail every connection with UF, so the rule
+// is refused here rather than NACKed by the proxy (a NACK holds back
+// every later update). Hosts known only from Kubernetes Services are not
+// in the set: the proxy refuses those connections (UF) and logs it.
+func checkTunnels(rs []*config.Resource) config.Errors {
+	type h2Port struct {
+		se    *config.Resource
+		host  string
+		port  uint32
+		proto registry.Protocol
+	}
+	var h2 []h2Port
+	for _, r := range rs {
+		se, ok := r.Spec.(*networking.ServiceEntry)
+		if !ok {
+			continue
+		}
+		for _, p := range se.Ports {
+			proto := registry.ParseProtocol(p.GetProtocol(), p.GetName())
+			if !proto.IsHTTP2() {
+				continue
+			}
+			for _, h := range se.Hosts {
+				h2 = append(h2, h2Port{se: r, host: ResolveHost(h, r.Namespace), port: p.GetNumber(), proto: proto})
+			}
+		}
+	}
+	var errs config.Errors
+	for _, r := range rs {
+		dr, ok := r.Spec.(*networking.DestinationRule)
+		if !ok || dr.Host == "" {
+			continue
+		}
+		host := ResolveHost(dr.Host, r.Namespace)
+		check := func(field string, tp, top *networking.TrafficPolicy) {
+			if tp.GetTunnel() == nil {
+				return
+			}
+			cp := tp.GetConnectionPool()
+			if cp == nil {
+				cp = top.GetConnectionPool()
+			}
+			if cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE && !cp.GetHttp().GetUseClientProtocol() {
+				errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".tunnel",
+					Msg: "Invalid value: with connectionPool.http.h2UpgradePolicy UPGRADE the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only"})
+				return
+			}
+			for _, p := range h2 {
+				if hostMatches(host, p.host) {
+					errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".tunnel",
+						Msg: fmt.Sprintf("Invalid value: host %q port %d is %s (%s), so the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only: declare the proxy's port TCP or HTTP",
+							p.host, p.port, p.proto, p.se.Key())})
+					return
+				}
+			}
+		}
+		top := dr.GetTrafficPolicy()
+		check("spec.trafficPolicy", top, nil)
+		for i, sub := range dr.Subsets {
+			check(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), sub.GetTrafficPolicy(), top)
+		}
+	}
 	return errs
 }
 

@@ -425,6 +425,59 @@ spec:
 			},
 		},
 		{
+			// The cluster of an HTTP2 (or GRPC) port speaks HTTP/2, and so
+			// does one upgraded by h2UpgradePolicy: the tunnel would be an
+			// HTTP/2 CONNECT. A TCP port's tunnel is fine.
+			name: "tunnel over HTTP/2",
+			files: map[string]string{"a.yaml": `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: h2-proxy}
+spec:
+  hosts: [h2-proxy.example]
+  ports: [{number: 3128, name: grpc-proxy}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-proxy}
+spec:
+  hosts: [tcp-proxy.example]
+  ports: [{number: 3128, name: proxy, protocol: TCP}]
+  resolution: DNS
+`, "dr.yaml": `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: h2}
+spec:
+  host: h2-proxy.example
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp}
+spec:
+  host: tcp-proxy.example
+  trafficPolicy:
+    connectionPool:
+      http: {h2UpgradePolicy: UPGRADE}
+  subsets:
+  - name: plain
+    labels: {v: "1"}
+    trafficPolicy:
+      tunnel: {targetHost: db.example, targetPort: 5432}
+      connectionPool:
+        http: {h2UpgradePolicy: DO_NOT_UPGRADE}
+  - name: upgraded
+    labels: {v: "2"}
+    trafficPolicy:
+      tunnel: {protocol: POST, targetHost: db.example, targetPort: 5432}
+`},
+			want: []string{
+				`dr.yaml:1: DestinationRule default/h2: spec.trafficPolicy.tunnel: Invalid value: host "h2-proxy.example" port 3128 is GRPC (ServiceEntry default/h2-proxy), so the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only: declare the proxy's port TCP or HTTP`,
+				"dr.yaml:9: DestinationRule default/tcp: spec.subsets[1].trafficPolicy.tunnel: Invalid value: with connectionPool.http.h2UpgradePolicy UPGRADE the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only",
+			},
+		},
+		{
 			name:  "gateway without servers",
 			files: map[string]string{"gw.yaml": "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {}\n"},
 			want:  []string{"gw.yaml:1: Gateway default/gw: spec.servers: Required value: gateway must have at least one server"},

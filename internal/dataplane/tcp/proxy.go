@@ -68,6 +68,10 @@ type Options struct {
 type Proxy struct {
 	opts Options
 	log  *slog.Logger
+	// tunnelH2Warned holds the names of the clusters whose refused HTTP/2
+	// tunnel was logged at Warn, so that it is logged once per cluster
+	// rather than per connection.
+	tunnelH2Warned sync.Map // string → struct{}
 }
 
 // New makes a Proxy; it fails when Generation or Clusters is nil.
@@ -182,7 +186,14 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		// at fault, so outlier detection hears nothing.
 		h.Done(upstream.Result{})
 		e.ResponseFlags, e.UpstreamFailureReason = FlagUpstreamConnFail, errTunnelHTTP2.Error()
-		p.log.Debug("upstream tunnel refused", "cluster", name, "error", errTunnelHTTP2)
+		// loomd refuses such a DestinationRule when it knows the port's
+		// protocol; a NACK here would hold back every later update, so
+		// the connection fails instead, and the operator hears it once.
+		if _, seen := p.tunnelH2Warned.LoadOrStore(name, struct{}{}); !seen {
+			p.log.Warn("tunneling_config on a cluster that speaks HTTP/2: every connection fails with UF (loom-proxy tunnels over HTTP/1.1 only)", "cluster", name)
+		} else {
+			p.log.Debug("upstream tunnel refused", "cluster", name, "error", errTunnelHTTP2)
+		}
 		return
 	}
 	e.UpstreamRequestAttemptCount = 1 // tcp_proxy's connect attempts; Loom makes one

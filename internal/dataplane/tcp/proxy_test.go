@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -99,6 +100,7 @@ func startWith(t *testing.T, cm *upstream.ClusterManager, tp *tcpv3.TcpProxy, cl
 type harnessOptions struct {
 	conn   *filter.Connection
 	format string
+	logger *slog.Logger // nil: none
 }
 
 // startOpts is startWith with o.
@@ -137,7 +139,7 @@ func startOpts(t *testing.T, cm *upstream.ClusterManager, o harnessOptions, tp *
 	cm.Update(g)
 	h := &harness{addr: ln.Addr().String(), buf: &syncBuffer{}}
 	h.log = telemetry.NewAccessLog(telemetry.AccessLogOptions{Writer: h.buf})
-	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: h.log})
+	p, err := New(Options{Generation: &gen, Clusters: cm, AccessLog: h.log, Logger: o.logger})
 	if err != nil {
 		t.Fatal(err)
 	}

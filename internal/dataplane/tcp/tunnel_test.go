@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -296,17 +297,25 @@ func TestTunnelRefused(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := startHTTPProxy(t, tt.status, "", target)
-			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{format: "%RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n"},
+			var logs syncBuffer
+			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{format: "%RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON%\n",
+				logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))},
 				tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "example.com:443"}), cluster(t, "proxy", tt.mut, p.addr))
-			c := dial(t, h.addr)
-			io.WriteString(c, "hello")
-			got, _ := io.ReadAll(c)
-			if len(got) != 0 {
-				t.Errorf("client read %q, want nothing", got)
+			for i := 1; i <= 2; i++ {
+				c := dial(t, h.addr)
+				io.WriteString(c, "hello")
+				got, _ := io.ReadAll(c)
+				if len(got) != 0 {
+					t.Errorf("client read %q, want nothing", got)
+				}
+				line := h.waitLog(t, i)[i-1]
+				if !strings.HasPrefix(line, "UF ") || !strings.Contains(line, tt.reason) {
+					t.Errorf("access log %q, want UF and %q", line, tt.reason)
+				}
 			}
-			line := h.waitLog(t, 1)[0]
-			if !strings.HasPrefix(line, "UF ") || !strings.Contains(line, tt.reason) {
-				t.Errorf("access log %q, want UF and %q", line, tt.reason)
+			warns := strings.Count(logs.String(), "level=WARN")
+			if want := map[bool]int{true: 1, false: 0}[tt.mut != nil]; warns != want {
+				t.Errorf("%d Warn lines over 2 connections, want %d:\n%s", warns, want, logs.String())
 			}
 			if tt.mut != nil && p.accepted() != 0 {
 				t.Errorf("the proxy accepted %d connections, want none for an HTTP/2 cluster", p.accepted())
