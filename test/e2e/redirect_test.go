@@ -393,7 +393,9 @@ spec:
 //	    client's connection is closed while the client's sidecar still
 //	    gets through (mTLS, the sidecars' certificates from the demo's CA);
 //	(f) an egress listener of captureMode NONE for 9000 is a socket on the
-//	    client's 127.0.0.1:9000 reaching the echo, and the VIP no longer is.
+//	    client's 127.0.0.1:9000 reaching the echo, and the VIP no longer is;
+//	(g) with an HTTP service on 9000 too, the catch-all's NONE socket on
+//	    127.0.0.1:9000 still echoes: the first service keeps the port.
 func TestRedirectTCPAndEgress(t *testing.T) {
 	requireRoot(t)
 	m := startRedirectDemo(t)
@@ -563,7 +565,62 @@ func TestRedirectTCPAndEgress(t *testing.T) {
 			t.Errorf("echo through the VIP still answered %q; the port's services belong to the bound listener", got)
 		}
 	})
+
+	t.Run("g: an HTTP service on the bound TCP port leaves it to the first service", func(t *testing.T) {
+		// web.example.com has HTTP on 9000 too. Under the catch-all's
+		// captureMode NONE both share the client's 127.0.0.1:9000, and
+		// tcp-echo, first in host order, keeps it (Istio's
+		// mergeTCPFilterChains drops web's chain, which matches every
+		// connection as the echo's does off the wildcard).
+		f := filepath.Join(t.TempDir(), "mixed.yaml")
+		if err := os.WriteFile(f, []byte(mixedPortYAML), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		applyAt(t, redirectLoomd, f, "serviceentry.networking.istio.io/web-9000 ")
+		pollUntil(t, "the catch-all's socket on the client's 127.0.0.1:9080 (the new Sidecar pushed)", func() bool {
+			c, err := dialIn(t, clientNS, "127.0.0.1:9080")
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		for i := range 3 {
+			msg := fmt.Sprintf("mixed %d", i)
+			if got, err := echoOnce(t, clientNS, "127.0.0.1:9000", msg); err != nil || got != msg {
+				t.Fatalf("echo through 127.0.0.1:9000 with an HTTP service on the port: %q, %v", got, err)
+			}
+		}
+	})
 }
+
+// mixedPortYAML adds web.example.com, HTTP on tcp-echo's port 9000, and
+// gives the client's catch-all egress listener captureMode NONE: every
+// port's listener is a socket on 127.0.0.1 with all its services.
+const mixedPortYAML = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-9000, namespace: default}
+spec:
+  hosts: [web.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.78.0.24}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata:
+  name: client-registry-only
+  namespace: default
+spec:
+  workloadSelector:
+    labels:
+      app: client
+  egress:
+  - captureMode: NONE
+    hosts: ["*/*"]
+  outboundTrafficPolicy:
+    mode: REGISTRY_ONLY
+`
 
 // captureNoneYAML replaces registryOnlyYAML: the client's egress listener
 // for TCP port 9000, captureMode NONE without bind (Istio: 127.0.0.1),
