@@ -250,25 +250,33 @@ func (c *checker) fault(p string, f *networking.HTTPFaultInjection) {
 }
 
 // supportedRetryOn are the retryOn conditions the Loom proxy accepts (its
-// retry_on list, internal/dataplane/config); an HTTP status 100-599 is
-// accepted too and becomes a retriable status code.
+// retry_on list, internal/dataplane/config): those of Istio's
+// supportedRetryOnPolicies but http3-post-connect-failure. An HTTP status
+// 100-599 is accepted too and becomes a retriable status code.
 var supportedRetryOn = map[string]bool{
-	"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true,
+	"5xx": true, "gateway-error": true, "reset": true, "reset-before-request": true, "connect-failure": true,
 	"retriable-4xx": true, "refused-stream": true, "retriable-status-codes": true,
 	"unavailable": true, "cancelled": true, "deadline-exceeded": true,
 	"internal": true, "resource-exhausted": true, "envoy-ratelimited": true, "retriable-headers": true,
 }
 
-const supportedRetryOnList = `"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream", ` +
-	`"retriable-status-codes", "envoy-ratelimited", "retriable-headers", "unavailable", "cancelled", "deadline-exceeded", ` +
-	`"internal", "resource-exhausted" or an HTTP status 100-599`
+const supportedRetryOnList = `"5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx", ` +
+	`"refused-stream", "retriable-status-codes", "envoy-ratelimited", "retriable-headers", "unavailable", "cancelled", ` +
+	`"deadline-exceeded", "internal", "resource-exhausted" or an HTTP status 100-599`
 
 // retryOn checks HTTPRetry.retryOn, a comma-separated list: the proxy
 // NACKs a whole route update with a condition it does not know.
+// http3-post-connect-failure, which Istio accepts, is refused as
+// Unsupported: it retries a request that failed on an HTTP/3 connection
+// over TCP, and loom-proxy opens no HTTP/3 connection upstream.
 func (c *checker) retryOn(p, on string) {
 	for _, s := range strings.Split(on, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" || supportedRetryOn[s] {
+			continue
+		}
+		if s == "http3-post-connect-failure" {
+			c.errf(p, "Unsupported value: %q: %s (loom-proxy speaks no HTTP/3 upstream, so no request fails over from it)", s, Unsupported)
 			continue
 		}
 		if n, err := strconv.Atoi(s); err == nil && n >= 100 && n <= 599 {

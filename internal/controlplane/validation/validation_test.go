@@ -628,6 +628,10 @@ func TestRetryOn(t *testing.T) {
 		{"100,503,599", nil},
 		{"", nil},
 		{"5xx,envoy-ratelimited,retriable-headers", nil},
+		// Istio's supportedRetryOnPolicies has both; the proxy serves the
+		// first and has no HTTP/3 for the second.
+		{"reset-before-request", nil},
+		{"5xx,http3-post-connect-failure", []string{`spec.http[0].retries.retryOn: Unsupported value: "http3-post-connect-failure": ` + Unsupported + ` (loom-proxy speaks no HTTP/3 upstream, so no request fails over from it)`}},
 		{"5xx,envoy-limited", []string{`spec.http[0].retries.retryOn: Unsupported value: "envoy-limited": supported values: ` + supportedRetryOnList}},
 		{"600,99,-503", []string{
 			`spec.http[0].retries.retryOn: Unsupported value: "600": supported values: ` + supportedRetryOnList,
