@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -22,6 +23,7 @@ import (
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	proxyproto "github.com/pires/go-proxyproto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
@@ -319,6 +321,62 @@ func TestTunnelRefused(t *testing.T) {
 			}
 			if tt.mut != nil && p.accepted() != 0 {
 				t.Errorf("the proxy accepted %d connections, want none for an HTTP/2 cluster", p.accepted())
+			}
+		})
+	}
+}
+
+// TestTunnelOpenErrors: openTunnel's failures close the downstream
+// connection without a byte, flag UF: a proxy that never answers is given
+// up after the cluster's connect_timeout (a local connection failure), and
+// one that answers something that is no HTTP/1.1 response, or a response
+// head longer than Envoy's 60 KiB max_response_headers_kb, is a 502 from
+// the proxy, named in %UPSTREAM_TRANSPORT_FAILURE_REASON%. The proxies
+// keep their connection open, so that only the timeout or the reader's
+// limit can end the wait.
+func TestTunnelOpenErrors(t *testing.T) {
+	holdOpen := func(c *net.TCPConn) { _, _ = io.Copy(io.Discard, c) } // until the tcp_proxy closes
+	for _, tt := range []struct {
+		name    string
+		timeout time.Duration // the cluster's connect_timeout
+		answer  func(c *net.TCPConn)
+		reason  string
+	}{
+		{"never answers", 50 * time.Millisecond, func(c *net.TCPConn) {}, "connection_failure"},
+		{"garbage", 10 * time.Second, func(c *net.TCPConn) {
+			_, _ = io.WriteString(c, "SSH-2.0-OpenSSH_9.6\r\n")
+		}, "tunnel:_no_valid_response_from_the_upstream_proxy:_malformed_HTTP_response"},
+		{"head over 60 KiB", 10 * time.Second, func(c *net.TCPConn) {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+strings.Repeat("a", maxTunnelHead)+"\r\n\r\n")
+		}, "tunnel:_no_valid_response_from_the_upstream_proxy:_unexpected_EOF"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var reqs syncBuffer
+			addr := server(t, func(c *net.TCPConn) {
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					t.Errorf("proxy read: %v", err)
+					return
+				}
+				reqs.Write([]byte(req.Method + " " + req.RequestURI))
+				tt.answer(c)
+				holdOpen(c)
+			})
+			h := startOpts(t, upstream.New(upstream.Options{}), harnessOptions{format: "%RESPONSE_FLAGS% %UPSTREAM_TRANSPORT_FAILURE_REASON% %BYTES_SENT%\n"},
+				tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "example.com:443"}),
+				cluster(t, "proxy", func(c *clusterv3.Cluster) { c.ConnectTimeout = durationpb.New(tt.timeout) }, addr))
+			c := dial(t, h.addr)
+			got, err := io.ReadAll(c)
+			if err != nil || len(got) != 0 {
+				t.Errorf("client read %q, %v; want nothing, then the end", got, err)
+			}
+			line := h.waitLog(t, 1)[0]
+			if f := strings.Fields(line); len(f) != 3 || f[0] != "UF" || !strings.HasPrefix(f[1], tt.reason) || f[2] != "0" {
+				t.Errorf("access log %q, want UF, a reason starting %q and 0 bytes sent", line, tt.reason)
+			}
+			if r := reqs.String(); r != "CONNECT example.com:443" {
+				t.Errorf("proxy saw %q, want CONNECT example.com:443", r)
 			}
 		})
 	}
