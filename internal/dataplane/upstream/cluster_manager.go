@@ -105,9 +105,13 @@ type clusterState struct {
 	// them, built on first use.
 	h2cPool *h2Pool
 	h2c     atomic.Pointer[http.Transport]
-	tls     atomic.Pointer[map[tlsTransportKey]*tlsTransport] // tls.go
-	opts    *Options
-	mgr     *ClusterManager // resolves mesh service names (meshnames.go)
+	// pp are the round trippers of plaintext endpoints whose transport
+	// socket writes a PROXY protocol header of version i+1, HTTP/1.1 and
+	// h2c, made once (proxyproto.go).
+	pp   [2]struct{ h1, h2 proxyProtocolRT }
+	tls  atomic.Pointer[map[tlsTransportKey]*tlsTransport] // tls.go
+	opts *Options
+	mgr  *ClusterManager // resolves mesh service names (meshnames.go)
 
 	// cfg is the cluster's config as of the latest Update, for filters'
 	// own calls (sidecalls.go).
@@ -197,6 +201,11 @@ func (m *ClusterManager) newState(name string) *clusterState {
 	st.lb.rng = m.rng
 	st.h1 = newH1Transport(st.dial, m.opts.MaxIdleConnsPerHost, m.opts.IdleConnTimeout)
 	st.h2cPool = newH2Pool(st.h1, nil, st.h2cTransport)
+	for i := range st.pp {
+		v := uint8(i + 1)
+		st.pp[i].h1 = proxyProtocolRT{version: v, h1: st.h1}
+		st.pp[i].h2 = proxyProtocolRT{version: v, h2: st.h2cPool}
+	}
 	return st
 }
 
@@ -270,8 +279,8 @@ func (m *ClusterManager) Pick(c *config.Cluster, opts PickOptions) (*Host, error
 //
 // Over a transport with a PROXY protocol header (ut.ProxyProtocol), each
 // request's connection starts with the header of the request's downstream
-// connection and is pooled by it (proxyProtocolRT); the TCP proxy's Dial
-// writes it too.
+// connection and is pooled by it (proxyProtocolRT, made once per cluster
+// or TLS transport); the TCP proxy's Dial writes it too.
 func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.UpstreamTransport, opts *PickOptions) {
 	downstreamH2 := c.DownstreamHTTP2 && opts.DownstreamHTTP2
 	h.pp = ut.ProxyProtocol
@@ -279,13 +288,9 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 		h.HTTP2 = c.HTTP2 || downstreamH2
 		switch {
 		case h.pp != 0 && h.HTTP2:
-			p := st.h2cPool
-			h.RT = &proxyProtocolRT{version: h.pp, roundTrip: p.roundTrip}
+			h.RT = &st.pp[h.pp-1].h2
 		case h.pp != 0:
-			t := st.h1
-			h.RT = &proxyProtocolRT{version: h.pp, roundTrip: func(req *http.Request, hdr *proxyHeader) (*http.Response, error) {
-				return t.roundTrip(req, nil, hdr.key)
-			}}
+			h.RT = &st.pp[h.pp-1].h1
 		case h.HTTP2:
 			h.RT = st.h2cPool
 		default:
@@ -306,13 +311,10 @@ func (st *clusterState) setTransport(h *Host, c *config.Cluster, ut *config.Upst
 		h.RT = h.tls.h2
 	}
 	if h.pp != 0 {
-		tt := h.tls
-		h.RT = &proxyProtocolRT{version: h.pp, roundTrip: func(req *http.Request, hdr *proxyHeader) (*http.Response, error) {
-			if h2 {
-				return tt.h2.roundTrip(req, hdr)
-			}
-			return tt.st.h1.roundTrip(req, tt, hdr.key)
-		}}
+		h.RT = &h.tls.ppH1
+		if h2 {
+			h.RT = &h.tls.ppH2
+		}
 	}
 }
 

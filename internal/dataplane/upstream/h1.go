@@ -264,7 +264,7 @@ func newH1Transport(dial func(context.Context, string, string) (net.Conn, error)
 // RoundTrip sends req to req.URL.Host over a pooled plaintext
 // connection; see roundTrip.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(req, nil, "")
+	return t.roundTrip(req, nil, nil)
 }
 
 // h1Via is the h1Transport of a cluster bound to one TLS transport
@@ -276,31 +276,28 @@ type h1Via struct {
 }
 
 func (v h1Via) RoundTrip(req *http.Request) (*http.Response, error) {
-	return v.t.roundTrip(req, v.tt, "")
+	return v.t.roundTrip(req, v.tt, nil)
 }
 
-// poolKey keys a connection to addr over tt (nil: plaintext), with
-// suffix appended (a PROXY protocol header's key, proxyHeader.key; "" for
-// none).
-func poolKey(addr string, tt *tlsTransport, suffix string) string {
+// poolKey keys a connection to addr over tt (nil: plaintext); addr is a
+// PROXY protocol header's key (proxyHeader.key, the address and the
+// header) for a connection that starts with one.
+func poolKey(addr string, tt *tlsTransport) string {
 	if tt == nil {
-		return addr + suffix
+		return addr
 	}
-	return tt.key + "|" + addr + suffix
+	return tt.key + "|" + addr
 }
 
 // roundTrip sends req to req.URL.Host over a pooled connection of
-// transport tt (nil: plaintext) whose pool key ends in suffix (see
-// poolKey). A reused connection that turns out to be
-// dead before any response byte arrived is replaced by a new one once,
-// when the request can be sent again (no body, or GetBody). Dial and TLS
-// handshake errors wrap *ConnectError.
-func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport, suffix string) (*http.Response, error) {
+// transport tt (nil: plaintext) that starts with PROXY protocol header
+// hdr (nil: none; pooled by hdr.key). A reused connection that turns out to be
+func (t *h1Transport) roundTrip(req *http.Request, tt *tlsTransport, hdr *proxyHeader) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	for attempt := 0; ; attempt++ {
-		c, reused, err := t.acquire(ctx, addr, tt, suffix)
+		c, reused, err := t.acquire(ctx, addr, tt, hdr)
 		if err != nil {
 			return nil, err
 		}
@@ -535,8 +532,11 @@ func (b *h1Body) Close() error {
 // freed, waiting as a pending request. With max_pending_requests already
 // waiting it fails at once with ErrOverflow. Dial errors wrap
 // *ConnectError; a cancelled ctx ends the wait with ctx.Err().
-func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport, suffix string) (c *h1Conn, reused bool, err error) {
-	key := poolKey(addr, tt, suffix)
+func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport, hdr *proxyHeader) (c *h1Conn, reused bool, err error) {
+	key := poolKey(addr, tt)
+	if hdr != nil {
+		key = poolKey(hdr.key, tt)
+	}
 	pool := poolID{key: key}
 	for {
 		t.mu.Lock()
@@ -552,7 +552,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		if t.open < t.maxConns {
 			t.takeLocked(pool)
 			t.mu.Unlock()
-			c, err := t.dialSlot(ctx, addr, tt, key)
+			c, err := t.dialSlot(ctx, addr, tt, key, hdr)
 			return c, false, err
 		}
 		if t.perPool[pool] == 0 {
@@ -561,7 +561,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 			if !ok {
 				return nil, false, ErrOverflow
 			}
-			c, err := t.dialSlot(ctx, addr, tt, key)
+			c, err := t.dialSlot(ctx, addr, tt, key, hdr)
 			return c, false, err
 		}
 		// At the limit, an idle connection to another endpoint gives its
@@ -569,7 +569,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		if retire := t.retireIdleLocked(pool); retire != nil {
 			t.mu.Unlock()
 			retire()
-			c, err := t.dialSlot(ctx, addr, tt, key)
+			c, err := t.dialSlot(ctx, addr, tt, key, hdr)
 			return c, false, err
 		}
 		g, err := t.waitLocked(ctx, &h1Waiter{key: key, ch: make(chan h1Grant, 1)})
@@ -579,7 +579,7 @@ func (t *h1Transport) acquire(ctx context.Context, addr string, tt *tlsTransport
 		if g.c != nil {
 			return g.c, true, nil
 		}
-		c, err = t.dialSlot(ctx, addr, tt, key)
+		c, err = t.dialSlot(ctx, addr, tt, key, hdr)
 		return c, false, err
 	}
 }
@@ -669,8 +669,16 @@ func (t *h1Transport) acquireSlot() (release func(), err error) {
 // dialSlot dials addr over tt (nil: plaintext) for the pool of key with
 // a slot already counted in open and for that pool; a failed dial or
 // handshake gives the slot back.
-func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTransport, key string) (*h1Conn, error) {
+func (t *h1Transport) dialSlot(ctx context.Context, addr string, tt *tlsTransport, key string, hdr *proxyHeader) (*h1Conn, error) {
 	nc, err := t.dial(ctx, "tcp", addr)
+	if err == nil && hdr != nil {
+		// First, before any TLS handshake, as Envoy's
+		// upstream_proxy_protocol socket wraps the TLS one.
+		if err = hdr.write(nc); err != nil {
+			_ = nc.Close()
+			err = &ConnectError{Addr: addr, Err: err}
+		}
+	}
 	if err == nil && tt != nil {
 		nc, err = tt.handshake(ctx, nc, addr)
 	}

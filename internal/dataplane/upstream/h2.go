@@ -61,8 +61,8 @@ type h2Pool struct {
 // by the pool's t.mu.
 type h2Conn struct {
 	p *h2Pool
-	// addr keys the connection in its pool: the endpoint's address, then
-	// its PROXY protocol header's key when it has one (poolKey).
+	// addr keys the connection in its pool: the endpoint's address, or
+	// its PROXY protocol header's key when it has one (proxyHeader.key).
 	addr string
 	// dial is the endpoint's address; hdr the PROXY protocol header the
 	// connection starts with (nil: none).
@@ -271,7 +271,7 @@ func (b *h2Body) Close() error {
 func (p *h2Pool) acquire(ctx context.Context, dial string, hdr *proxyHeader) (*h2Conn, error) {
 	addr := dial
 	if hdr != nil {
-		addr += hdr.key
+		addr = hdr.key // dial, then the header
 	}
 	t := p.t
 	o := t.connOpts.Load()

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
@@ -23,24 +24,41 @@ type proxyHeader struct {
 	version  uint8 // 1 or 2
 	down     bool
 	src, dst netip.AddrPort
-	// key tells the connections of one downstream connection's addresses
-	// apart in a pool: Envoy keys its connection pools by the PROXY
-	// protocol options (UpstreamProxyProtocolSocketFactory::hashKey), so a
-	// connection carrying one client's addresses never carries another
-	// client's requests.
+	// key is the pool key of the HTTP connections to an endpoint that
+	// start with this header: the endpoint's address, then the version
+	// and, for a downstream's header, its addresses. Envoy keys its
+	// connection pools by the PROXY protocol options
+	// (UpstreamProxyProtocolSocketFactory::hashKey), so a connection
+	// carrying one client's addresses never carries another client's
+	// requests. "" for the TCP proxy's connections, which are pooled
+	// nowhere.
 	key string
 }
 
 // newProxyHeader returns the header of version for the downstream
-// connection conn (nil: none).
-func newProxyHeader(version uint8, conn *filter.Connection) *proxyHeader {
+// connection conn (nil: none), keyed for a pool of connections to addr
+// ("": none). It allocates the header and its key, nothing else.
+func newProxyHeader(version uint8, conn *filter.Connection, addr string) *proxyHeader {
 	h := &proxyHeader{version: version}
 	if conn != nil && conn.Source.IsValid() && conn.Destination.IsValid() {
 		h.down, h.src, h.dst = true, conn.Source, conn.Destination
-		h.key = "|pp" + string('0'+version) + "=" + h.src.String() + ">" + h.dst.String()
-	} else {
-		h.key = "|pp" + string('0'+version)
 	}
+	if addr == "" {
+		return h
+	}
+	var b strings.Builder
+	b.Grow(len(addr) + 4 + 2*len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%zone]:65535"))
+	b.WriteString(addr)
+	b.WriteString("|pp")
+	b.WriteByte('0' + version)
+	if h.down {
+		var scratch [64]byte
+		b.WriteByte('=')
+		b.Write(h.src.AppendTo(scratch[:0]))
+		b.WriteByte('>')
+		b.Write(h.dst.AppendTo(scratch[:0]))
+	}
+	h.key = b.String()
 	return h
 }
 
@@ -95,15 +113,21 @@ func (h *proxyHeader) write(nc net.Conn) error {
 // socket with a PROXY protocol header: each request's connection carries
 // the header of its own downstream connection (filter.ConnectionFrom of
 // the request's context) and is pooled apart from the connections of
-// other downstream addresses.
+// other downstream addresses. It is made once per cluster (plaintext) or
+// TLS transport socket, so that a pick boxes nothing.
 type proxyProtocolRT struct {
 	version uint8
-	// roundTrip is the pool's round trip (HTTP/1.1 or HTTP/2, plaintext
-	// or over one TLS transport) over connections starting with hdr.
-	roundTrip func(req *http.Request, hdr *proxyHeader) (*http.Response, error)
+	// h2 is the HTTP/2 pool the requests go to; nil for HTTP/1.1 over
+	// h1, through TLS transport tt (nil: plaintext).
+	h2 *h2Pool
+	h1 *h1Transport
+	tt *tlsTransport
 }
 
 func (p *proxyProtocolRT) RoundTrip(req *http.Request) (*http.Response, error) {
-	h := newProxyHeader(p.version, filter.ConnectionFrom(req.Context()))
-	return p.roundTrip(req.WithContext(withProxyHeader(req.Context(), h)), h)
+	h := newProxyHeader(p.version, filter.ConnectionFrom(req.Context()), req.URL.Host)
+	if p.h2 != nil {
+		return p.h2.roundTrip(req, h)
+	}
+	return p.h1.roundTrip(req, p.tt, h)
 }

@@ -51,6 +51,10 @@ type tlsTransport struct {
 	// h2t makes them, built on first use.
 	h2  *h2Pool
 	h2t atomic.Pointer[http.Transport]
+	// ppH1 and ppH2 are the round trippers of HTTP/1.1 and HTTP/2 over
+	// this socket when it writes a PROXY protocol header first (the
+	// UpstreamTransport's ProxyProtocol), made once.
+	ppH1, ppH2 proxyProtocolRT
 	// local caches the URI SAN of the client certificate last resolved
 	// (localPrincipal).
 	local atomic.Pointer[localPrincipal]
@@ -103,6 +107,10 @@ func (st *clusterState) newTLSTransport(ut *config.UpstreamTransport, alpn []str
 	tt := &tlsTransport{key: key, cfg: cfg, st: st, anyALPN: alpn != nil}
 	tt.h1 = h1Via{t: st.h1, tt: tt}
 	tt.h2 = newH2Pool(st.h1, tt, tt.h2Transport)
+	if v := ut.ProxyProtocol; v != 0 {
+		tt.ppH1 = proxyProtocolRT{version: v, h1: st.h1, tt: tt}
+		tt.ppH2 = proxyProtocolRT{version: v, h2: tt.h2}
+	}
 	if ut.TLS.MaxSessionKeys > 0 {
 		tt.sessions = tls.NewLRUClientSessionCache(ut.TLS.MaxSessionKeys)
 	}
@@ -286,7 +294,7 @@ func (h *Host) DialCounted(ctx context.Context) (conn net.Conn, release func(), 
 // *ConnectError (and *TLSError for a failed handshake).
 func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 	if h.pp != 0 {
-		ctx = withProxyHeader(ctx, newProxyHeader(h.pp, filter.ConnectionFrom(ctx)))
+		ctx = withProxyHeader(ctx, newProxyHeader(h.pp, filter.ConnectionFrom(ctx), ""))
 	}
 	if h.st == nil {
 		var d net.Dialer
