@@ -175,7 +175,8 @@ func applyLocalityWeightedLB(c *clusterv3.Cluster, tp *networking.TrafficPolicy)
 // p.IP:targetPort. With them, "inbound|PORT||" per ingress listener port
 // (sidecarIngressChainConfigs) and none for the service ports, to the
 // listener's defaultEndpoint (ingressEndpoint: in local mode the app binds
-// its workload's IP) or, without one, to p.IP:PORT.
+// its workload's IP; a unix:// one is a pipe, ingressPipe) or, without
+// one, to p.IP:PORT.
 func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	if hasIngress(pc) {
@@ -185,7 +186,11 @@ func inboundClusters(pc *model.PushContext, p *model.Proxy) ([]*clusterv3.Cluste
 			if !ep.IsValid() {
 				ep = netip.AddrPortFrom(own, uint16(cc.targetPort))
 			}
-			c, err := staticInboundCluster(cc.clusterName(), cc.protocol, ep, cc.hostname, cc.namespace)
+			addr := socketAddress(ep.Addr().String(), uint32(ep.Port()))
+			if cc.pipe != "" {
+				addr = pipeAddress(cc.pipe)
+			}
+			c, err := staticInboundClusterAt(cc.clusterName(), cc.protocol, addr, cc.hostname, cc.namespace)
 			if err != nil {
 				return nil, err
 			}
@@ -279,6 +284,13 @@ func applyInboundConnectionPool(c *clusterv3.Cluster, proto registry.Protocol, c
 // destination_service). It fails only when protocol options cannot be
 // packed.
 func staticInboundCluster(name string, proto registry.Protocol, ep netip.AddrPort, host, namespace string) (*clusterv3.Cluster, error) {
+	return staticInboundClusterAt(name, proto, socketAddress(ep.Addr().String(), uint32(ep.Port())), host, namespace)
+}
+
+// staticInboundClusterAt is staticInboundCluster to the endpoint at addr:
+// a socket address, or the pipe of a Sidecar ingress unix://
+// defaultEndpoint (pipeAddress).
+func staticInboundClusterAt(name string, proto registry.Protocol, addr *corev3.Address, host, namespace string) (*clusterv3.Cluster, error) {
 	c, err := baseCluster(name, proto, true)
 	if err != nil {
 		return nil, err
@@ -288,7 +300,7 @@ func staticInboundCluster(name string, proto registry.Protocol, ep netip.AddrPor
 	c.LoadAssignment = &endpointv3.ClusterLoadAssignment{
 		ClusterName: name,
 		Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(ep.Addr().String(), uint32(ep.Port()), 1)},
+			LbEndpoints: []*endpointv3.LbEndpoint{lbEndpointAt(addr, 1)},
 		}},
 	}
 	if host != "" {

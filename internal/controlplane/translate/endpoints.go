@@ -189,9 +189,14 @@ func isIP(addr string) bool {
 
 // lbEndpoint is a HEALTHY endpoint; weight 0 means 1.
 func lbEndpoint(ip string, port, weight uint32) *endpointv3.LbEndpoint {
+	return lbEndpointAt(socketAddress(ip, port), weight)
+}
+
+// lbEndpointAt is lbEndpoint at address addr (a socket address or a pipe).
+func lbEndpointAt(addr *corev3.Address, weight uint32) *endpointv3.LbEndpoint {
 	return &endpointv3.LbEndpoint{
 		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address: socketAddress(ip, port),
+			Address: addr,
 		}},
 		HealthStatus:        corev3.HealthStatus_HEALTHY,
 		LoadBalancingWeight: wrapperspb.UInt32(max(weight, 1)),

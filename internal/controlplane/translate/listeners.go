@@ -203,8 +203,12 @@ func boundIngressListeners(ccs []inboundChainConfig, p *model.Proxy, mtls model.
 // mode, as a virtualInbound chain under REDIRECT. An endpoint on the same
 // port at the workload's IP, at the bind address or under a wildcard bind
 // (0.0.0.0 or ::) is the app's socket: no listener either (explicit mode's app binding
-// PROXY_IP:PORT itself).
+// PROXY_IP:PORT itself). A unix:// defaultEndpoint (pipe) never is.
 func (cc inboundChainConfig) isBound(proxyIP string) bool {
+	if cc.pipe != "" {
+		// A unix socket is never the port's own socket.
+		return cc.bindToPort
+	}
 	if !cc.bindToPort || !cc.endpoint.IsValid() {
 		return false
 	}

@@ -659,6 +659,10 @@ type inboundChainConfig struct {
 	// port, resolved (ingressEndpoint): the inbound cluster is STATIC to
 	// it.
 	endpoint netip.AddrPort
+	// pipe, when set, is the path of a Sidecar ingress unix://
+	// defaultEndpoint (ingressPipe): the inbound cluster is STATIC to that
+	// socket (a pipe address), and endpoint is zero.
+	pipe string
 	// bindToPort is Istio's getBindToPort for a Sidecar ingress
 	// listener's captureMode (bindToPort): the port gets a listener of
 	// its own on bind:PORT (boundIngressListener) instead of chains of
@@ -1042,6 +1046,19 @@ func listenerFilter(name string, cfg proto.Message, disabled *listenerv3.Listene
 func redirectInboundClusters(ccs []inboundChainConfig) ([]*clusterv3.Cluster, error) {
 	var out []*clusterv3.Cluster
 	for _, cc := range ccs {
+		if cc.pipe != "" {
+			// No upstream_bind_config: a unix socket has no source
+			// address to choose, and no iptables in its way.
+			c, err := staticInboundClusterAt(cc.clusterName(), cc.protocol, pipeAddress(cc.pipe), cc.hostname, cc.namespace)
+			if err != nil {
+				return nil, err
+			}
+			if err := applyInboundConnectionPool(c, cc.protocol, cc.connectionPool); err != nil {
+				return nil, err
+			}
+			out = append(out, c)
+			continue
+		}
 		if !cc.endpoint.IsValid() {
 			c := originalDstInboundCluster(cc.clusterName())
 			if err := setProtocolOptions(c, cc.protocol, true); err != nil {

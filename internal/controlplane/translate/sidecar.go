@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
@@ -115,7 +116,7 @@ func hasIngress(pc *model.PushContext) bool {
 // findOrCreateService: the first one selecting the workload whose target
 // port is the listener's port, else the same synthetic name in the
 // Sidecar's namespace. The endpoint is the defaultEndpoint's
-// (ingressEndpoint); zero without one. bindToPort is Istio's
+// (ingressEndpoint), or its unix socket (ingressPipe); zero without one. bindToPort is Istio's
 // getBindToPort for the listener's captureMode. Sorted by port; nil when
 // the Sidecar has no ingress listeners.
 func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit bool) []inboundChainConfig {
@@ -142,6 +143,7 @@ func sidecarIngressChainConfigs(pc *model.PushContext, p *model.Proxy, explicit 
 			hostname:      scope,
 			namespace:     sc.Namespace,
 			endpoint:      ingressEndpoint(in.GetDefaultEndpoint(), p.IP, explicit),
+			pipe:          ingressPipe(in.GetDefaultEndpoint()),
 			bindToPort:    bindToPort(in.GetCaptureMode(), explicit),
 		}
 		if in.GetTls() != nil {
@@ -215,6 +217,19 @@ func bindToPort(mode networking.CaptureMode, explicit bool) bool {
 		return explicit
 	}
 	return mode == networking.CaptureMode_NONE
+}
+
+// ingressPipe is the socket path of an ingress listener's unix://PATH
+// defaultEndpoint, as Istio's buildInboundClustersFromSidecar takes it
+// (the endpoint's family unix, its address the path; BuildAddress drops
+// the scheme): an absolute path or "@NAME" (validated). "" for any other
+// defaultEndpoint.
+func ingressPipe(ep string) string {
+	path, ok := strings.CutPrefix(ep, "unix://")
+	if !ok {
+		return ""
+	}
+	return path
 }
 
 // ingressEndpoint resolves an ingress listener's defaultEndpoint for the

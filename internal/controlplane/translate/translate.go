@@ -282,6 +282,14 @@ func socketAddress(ip string, port uint32) *corev3.Address {
 	}}}
 }
 
+// pipeAddress is the Envoy Address of unix domain socket path (an
+// absolute path, or "@NAME" in Linux's abstract namespace), as Istio's
+// BuildAddress makes it of a "unix://PATH" bind or endpoint: a pipe whose
+// path is PATH, without the scheme.
+func pipeAddress(path string) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}
+}
+
 // packAny packs m deterministically into an Any.
 func packAny(m proto.Message) (*anypb.Any, error) {
 	a := &anypb.Any{}

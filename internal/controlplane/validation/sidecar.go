@@ -30,8 +30,9 @@ import (
 // egress and ingress listeners alike, as Istio's ValidateProtocol: on
 // egress it makes the listener an explicit HTTP proxy routing every HTTP
 // port of its hosts, on ingress it is HTTP. It refuses as Unsupported what it
-// would otherwise ignore: a unix:// egress bind, a unix:// defaultEndpoint, what sidecarTLS refuses of
-// ingress tls. An ingress captureMode is served as
+// would otherwise ignore: a unix:// egress bind, what sidecarTLS refuses of
+// ingress tls. A unix:// defaultEndpoint (an absolute path or @NAME) is
+// served: the inbound cluster is STATIC to that socket. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
 // listener of its own bound; NONE, and DEFAULT in explicit mode, bind a
@@ -202,12 +203,14 @@ func (c *checker) sidecarTLS(p string, t *networking.ServerTLSSettings) {
 }
 
 // defaultEndpoint checks an ingress listener's defaultEndpoint:
-// 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT or :PORT. Istio's
-// unix://PATH is refused as Unsupported: the Loom proxy reaches only IP
-// endpoints.
+// 127.0.0.1:PORT, 0.0.0.0:PORT, [::1]:PORT, [::]:PORT, :PORT, or
+// unix://PATH with PATH as Istio's ValidateUnixAddress takes it
+// (unixAddress).
 func (c *checker) defaultEndpoint(p, ep string) {
-	if strings.HasPrefix(ep, "unix://") {
-		c.errf(p, "Invalid value: %q: unix domain socket endpoints are %s", ep, Unsupported)
+	if path, ok := strings.CutPrefix(ep, unixAddressPrefix); ok {
+		if msg := unixAddress(path); msg != "" {
+			c.errf(p, "Invalid value: %q: %s", ep, msg)
+		}
 		return
 	}
 	const form = "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset"
@@ -230,6 +233,26 @@ func (c *checker) defaultEndpoint(p, ep string) {
 	if n < 1 || n > 65535 {
 		c.errf(p, "Invalid value: %q: port must be between 1-65535", ep)
 	}
+}
+
+// unixAddressPrefix starts a Sidecar bind or defaultEndpoint that names a
+// unix domain socket (Istio's UnixAddressPrefix).
+const unixAddressPrefix = "unix://"
+
+// unixAddress checks the path of a unix:// address as Istio's
+// ValidateUnixAddress: not empty, and either "@NAME" (Linux's abstract
+// namespace) or an absolute path not ending in "/". It returns the
+// problem, or "".
+func unixAddress(path string) string {
+	switch {
+	case path == "":
+		return "unix address must not be empty"
+	case strings.HasPrefix(path, "@"):
+		return ""
+	case !strings.HasPrefix(path, "/") || strings.HasSuffix(path, "/"):
+		return path + " is not an absolute path to a file"
+	}
+	return ""
 }
 
 // sidecarHost checks an egress host "namespace/dnsName" as Istio's

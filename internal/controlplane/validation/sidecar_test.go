@@ -195,11 +195,23 @@ func TestSidecar(t *testing.T) {
 			"spec.ingress[4].tls.caCrl: " + Unsupported,
 			`spec.ingress[4].tls.cipherSuites[0]: Unsupported value: "NOPE": supported cipher suites are those of Envoy that Go's crypto/tls has (` + cipherSuiteList + ")",
 		}},
-		{"ingress fields not served", sidecarDoc(`  ingress:
-  - port: {number: 9443, protocol: HTTPS}
+		{"unix defaultEndpoints", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP}
     defaultEndpoint: unix:///var/run/app.sock
+  - port: {number: 9081, protocol: TCP}
+    defaultEndpoint: unix://@abstract
+`), nil},
+		{"bad unix defaultEndpoints", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP}
+    defaultEndpoint: "unix://"
+  - port: {number: 9081, protocol: HTTP}
+    defaultEndpoint: unix://var/run/app.sock
+  - port: {number: 9082, protocol: HTTP}
+    defaultEndpoint: unix:///var/run/
 `), []string{
-			`spec.ingress[0].defaultEndpoint: Invalid value: "unix:///var/run/app.sock": unix domain socket endpoints are ` + Unsupported,
+			`spec.ingress[0].defaultEndpoint: Invalid value: "unix://": unix address must not be empty`,
+			`spec.ingress[1].defaultEndpoint: Invalid value: "unix://var/run/app.sock": var/run/app.sock is not an absolute path to a file`,
+			`spec.ingress[2].defaultEndpoint: Invalid value: "unix:///var/run/": /var/run/ is not an absolute path to a file`,
 		}},
 		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
   egress: [{hosts: ["./*"]}]

@@ -471,6 +471,47 @@ func duration(d *durationpb.Duration, path string, def time.Duration) (time.Dura
 	return v, nil
 }
 
+// MaxPipePath is the longest unix domain socket path, in bytes, that
+// Linux's sockaddr_un holds with its terminating NUL (sun_path is 108
+// bytes); Envoy refuses a longer pipe path.
+const MaxPipePath = 107
+
+// IsPipe reports whether addr, a Listener's or an Endpoint's Address,
+// names a unix domain socket (an Envoy Address.pipe): it starts with "/"
+// (a filesystem path) or "@" (Linux's abstract namespace). "ip:port" and
+// "host:port" never do.
+func IsPipe(addr string) bool {
+	return strings.HasPrefix(addr, "/") || strings.HasPrefix(addr, "@")
+}
+
+// Network is the net package's network to listen on or dial addr: "unix"
+// for a pipe (IsPipe), "tcp" otherwise. Go's "unix" network takes a
+// leading "@" as the abstract namespace, as Envoy does.
+func Network(addr string) string {
+	if IsPipe(addr) {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// pipeAddress validates an Address with a pipe (Envoy's Pipe) and returns
+// its path: absolute ("/...") or abstract ("@name"), at most MaxPipePath
+// bytes, mode at most 0777 (Envoy's constraint).
+func pipeAddress(path string, a *corev3.Address) (string, error) {
+	p := a.GetPipe()
+	switch {
+	case p.GetPath() == "":
+		return "", ferr(path+".pipe.path", "must not be empty")
+	case !IsPipe(p.GetPath()):
+		return "", verr(path+".pipe.path", p.GetPath(), "must be an absolute path or @name (abstract)")
+	case len(p.GetPath()) > MaxPipePath:
+		return "", verr(path+".pipe.path", p.GetPath(), "must be at most %d bytes (a unix socket path)", MaxPipePath)
+	case p.GetMode() > 0o777:
+		return "", verr(path+".pipe.mode", strconv.FormatUint(uint64(p.GetMode()), 8), "must be at most 0777")
+	}
+	return p.GetPath(), nil
+}
+
 // socketAddress validates an Address with a socket_address holding an IP
 // literal and a port, and returns "ip:port".
 func socketAddress(path string, a *corev3.Address) (string, error) {

@@ -256,7 +256,19 @@ type loadAssignment struct {
 }
 
 func buildEndpoints(cla *endpointv3.ClusterLoadAssignment) (loadAssignment, error) {
-	return buildEndpointsWith(cla, socketAddress)
+	return buildEndpointsWith(cla, endpointAddress)
+}
+
+// endpointAddress is the Address of an endpoint of a STATIC or EDS
+// cluster: "ip:port" of a socket_address, or the path of a pipe (a unix
+// domain socket, as Envoy's PipeInstance: "/path", or "@name" in Linux's
+// abstract namespace). A pipe's mode applies to listeners only and is
+// ignored here, as Envoy ignores it for a connection it makes.
+func endpointAddress(path string, a *corev3.Address) (string, error) {
+	if a.GetPipe() != nil {
+		return pipeAddress(path, a)
+	}
+	return socketAddress(path, a)
 }
 
 // buildEndpointsWith is buildEndpoints with addr parsing each endpoint's

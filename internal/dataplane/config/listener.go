@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -53,8 +54,15 @@ const maxMatchCombinations = 1 << 16
 // filters that inspect each accepted connection, and the filter chains
 // one of which serves it. It is immutable and safe for concurrent use.
 type Listener struct {
-	Name      string
-	Address   string // "ip:port"
+	Name string
+	// Address is "ip:port", or a pipe's path (Envoy's Address.pipe, a
+	// unix domain socket: "/path", or "@name" in Linux's abstract
+	// namespace; IsPipe).
+	Address string
+	// PipeMode is a pipe listener's Pipe.mode, the permission bits its
+	// socket file gets once bound (at most 0777); 0 leaves the umask's,
+	// as Envoy does. Unused for an abstract socket.
+	PipeMode  fs.FileMode
 	Direction Direction
 	// BindToPort is Listener.bind_to_port (default true). A listener with
 	// false is never bound: it only serves connections handed off by a
@@ -506,11 +514,14 @@ var listenerFields = []string{
 
 func buildListener(fb *filterBuilder, l *listenerv3.Listener) (*Listener, []*RouteTable, error) {
 	rl := &Listener{Name: l.GetName(), BindToPort: true, ListenerFiltersTimeout: DefaultListenerFiltersTimeout}
-	addr, err := socketAddress("address", l.GetAddress())
+	addr, err := endpointAddress("address", l.GetAddress())
 	if err != nil {
 		return nil, nil, err
 	}
 	rl.Address = addr
+	if IsPipe(addr) {
+		rl.PipeMode = fs.FileMode(l.GetAddress().GetPipe().GetMode())
+	}
 	if len(l.GetAdditionalAddresses()) > 0 {
 		return nil, nil, ferr("additional_addresses", "not supported")
 	}

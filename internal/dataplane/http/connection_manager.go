@@ -333,10 +333,16 @@ func fillAccessLogFields(e *telemetry.Entry, r *http.Request, gen *config.Genera
 	default:
 		e.Protocol = r.Proto
 	}
-	if conn := filter.RequestConnection(r); conn != nil {
-		e.DownstreamLocalAddress = conn.Destination.String()
+	conn := filter.RequestConnection(r)
+	if conn != nil {
 		e.RequestedServerName = conn.ServerName
-	} else if gen != nil && gen.Listeners[listener] != nil {
+	}
+	switch {
+	case conn != nil && conn.Destination.IsValid():
+		e.DownstreamLocalAddress = conn.Destination.String()
+	case gen != nil && gen.Listeners[listener] != nil:
+		// No IP destination: a pipe listener's path, as Envoy's
+		// PipeInstance prints it.
 		e.DownstreamLocalAddress = gen.Listeners[listener].Address
 	}
 }

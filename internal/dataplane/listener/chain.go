@@ -65,7 +65,10 @@ func (m *Manager) newChainServer(l *config.Listener, fc *config.FilterChain) *ch
 		}
 		return cs
 	}
-	addr, _ := net.ResolveTCPAddr("tcp", l.Address)
+	var addr net.Addr = &net.UnixAddr{Name: l.Address, Net: "unix"}
+	if !config.IsPipe(l.Address) {
+		addr, _ = net.ResolveTCPAddr("tcp", l.Address)
+	}
 	cs.ln = newChanListener(addr)
 	p := new(http.Protocols)
 	p.SetHTTP1(true)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,7 +107,12 @@ type view struct {
 	chains map[chainKey]*chainServer
 }
 
-type sockKey struct{ name, addr string }
+// sockKey keys a bound socket: a listener keeps its socket while its name,
+// address and (for a pipe) mode are unchanged.
+type sockKey struct {
+	name, addr string
+	mode       fs.FileMode
+}
 
 type chainKey struct{ listener, key string }
 
@@ -198,7 +204,7 @@ func (m *Manager) Update(gen *config.Generation) error {
 	want := map[sockKey]*config.Listener{}
 	for _, l := range gen.Listeners {
 		if l.BindToPort {
-			want[sockKey{l.Name, l.Address}] = l
+			want[sockKey{l.Name, l.Address, l.PipeMode}] = l
 		}
 	}
 	var staleSockets []*socket
@@ -238,7 +244,7 @@ func (m *Manager) Update(gen *config.Generation) error {
 	sort.Slice(keys, func(i, j int) bool { return keys[i].name < keys[j].name })
 	var bound []*socket
 	for _, k := range keys {
-		nl, err := net.Listen("tcp", k.addr)
+		nl, err := listen(k)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("bind listener %q on %s: %w", k.name, k.addr, err))
 			continue
@@ -300,8 +306,7 @@ func (m *Manager) handle(name string, c net.Conn) {
 	stop := context.AfterFunc(m.ctx, func() { _ = c.Close() })
 	pc := &peekConn{Conn: c, accepted: time.Now()}
 	info := &filter.Connection{ID: filter.NewConnectionID()}
-	info.Source, _ = netip.ParseAddrPort(c.RemoteAddr().String())
-	info.Destination, _ = netip.ParseAddrPort(c.LocalAddr().String())
+	info.Source, info.Destination = addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
 	in := &config.MatchInput{Source: info.Source, Destination: info.Destination, TransportProtocol: config.TransportRawBuffer}
 	var d detected
 

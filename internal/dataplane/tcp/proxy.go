@@ -119,7 +119,9 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		DownstreamLocalAddress: down.LocalAddr().String(), DownstreamRemoteAddress: down.RemoteAddr().String()}
 	conn := filter.ConnectionFrom(ctx)
 	if conn != nil {
-		e.DownstreamLocalAddress = conn.Destination.String()
+		if conn.Destination.IsValid() { // else a pipe listener's path, from down
+			e.DownstreamLocalAddress = conn.Destination.String()
+		}
 		e.RequestedServerName = conn.ServerName
 		e.ConnectionID, e.DownstreamHandshakeDuration = conn.ID, conn.HandshakeDuration
 		e.DownstreamTLS, e.FilterChainName = conn.TLS, conn.FilterChain

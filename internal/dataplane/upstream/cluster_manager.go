@@ -347,15 +347,19 @@ func (st *clusterState) h2cTransport() *http.Transport {
 }
 
 func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if p := pipeFrom(ctx); p != "" {
+		addr = p // an h2 connection to a pipe endpoint (withPipe)
+	}
 	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
-	if b := st.bind.Load(); b != nil {
+	if b := st.bind.Load(); b != nil && !config.IsPipe(addr) {
+		// upstream_bind_config is a source IP; a unix socket has none.
 		d.LocalAddr = b
 	}
 	done := func(error) {}
 	if st.mgr != nil {
 		addr, done = st.mgr.meshEndpoint(addr)
 	}
-	c, err := d.DialContext(ctx, st.dialNetwork(network), addr)
+	c, err := d.DialContext(ctx, st.dialNetwork(network, addr), addr)
 	done(err)
 	if err != nil {
 		return nil, &ConnectError{Addr: addr, Err: err}

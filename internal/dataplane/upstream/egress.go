@@ -36,10 +36,15 @@ func (st *clusterState) updateEgress(c *config.Cluster) {
 	st.egress.network.Store(&n)
 }
 
-// dialNetwork is the network st's connections are dialed on: "tcp", or
-// "tcp4"/"tcp6" for a DNS cluster restricted to one family. A host name in
+// dialNetwork is the network st's connections to addr are dialed on:
+// "unix" for a pipe endpoint (config.IsPipe), "tcp", or "tcp4"/"tcp6" for
+// a DNS cluster restricted to one family. A host name in
 // the address is resolved by Go's resolver when the connection is dialed.
-func (st *clusterState) dialNetwork(network string) string {
+func (st *clusterState) dialNetwork(network, addr string) string {
+	if network == "tcp" && config.IsPipe(addr) {
+		// A pipe endpoint (Envoy's Address.pipe): a unix domain socket.
+		return "unix"
+	}
 	if n := st.egress.network.Load(); n != nil && *n != "" && network == "tcp" {
 		return *n
 	}

@@ -412,7 +412,11 @@ func (p *h2Pool) connect(c *h2Conn) {
 	if c.hdr != nil {
 		ctx = withProxyHeader(ctx, c.hdr)
 	}
-	cc, err := p.transport().NewClientConn(ctx, p.scheme, c.dial)
+	dial := c.dial
+	if config.IsPipe(dial) {
+		ctx, dial = withPipe(ctx, dial), pipeDialAddress
+	}
+	cc, err := p.transport().NewClientConn(ctx, p.scheme, dial)
 	t := p.t
 	t.mu.Lock()
 	if err != nil {

@@ -236,6 +236,9 @@ func (tt *tlsTransport) h2Transport() *http.Transport {
 	st := tt.st
 	nt := st.newH2Transport()
 	nt.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if p := pipeFrom(ctx); p != "" {
+			addr = p // an h2 connection to a pipe endpoint (withPipe)
+		}
 		nc, err := st.dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
@@ -298,7 +301,7 @@ func (h *Host) Dial(ctx context.Context) (net.Conn, error) {
 	}
 	if h.st == nil {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", h.Addr)
+		c, err := d.DialContext(ctx, config.Network(h.Addr), h.Addr)
 		if err != nil {
 			return nil, &ConnectError{Addr: h.Addr, Err: err}
 		}
