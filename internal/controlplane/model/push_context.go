@@ -171,6 +171,9 @@ type PushContext struct {
 	// port and of the others (ForEgressPort); nil otherwise.
 	egressPorts map[uint32]*PushContext
 	egressOther *PushContext
+	// egressPipes are the views of the Sidecar's unix socket egress
+	// listeners by path (ForEgressPipe).
+	egressPipes map[string]*PushContext
 
 	// selectedDRs are, in a ForProxy view, the DestinationRules of the
 	// proxy's namespace whose workloadSelector selects the proxy; nil

@@ -35,8 +35,14 @@ type EgressListener struct {
 	// Protocol is spec.egress[].port's protocol (registry.ParseProtocol
 	// of its protocol, else its name); "" for the catch-all listener.
 	Protocol registry.Protocol
-	// Bind is spec.egress[].bind, an IP; "" for the default.
+	// Bind is spec.egress[].bind, an IP or unix://PATH; "" for the
+	// default.
 	Bind string
+	// Pipe is the PATH of a unix://PATH bind on a listener whose port
+	// number is 0 (Istio's unix domain socket egress listener, always
+	// bound: bindToPort whatever the captureMode); "" otherwise. Such a
+	// listener is not the catch-all although its Port is 0.
+	Pipe string
 	// CaptureMode is spec.egress[].captureMode: under REDIRECT, NONE
 	// binds the port's listener to its address (Istio's bindToPort);
 	// DEFAULT and IPTABLES leave it reached by iptables alone.
@@ -141,6 +147,9 @@ func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sideca
 		l := EgressListener{Port: eg.GetPort().GetNumber(), Bind: eg.GetBind(), CaptureMode: eg.GetCaptureMode(), Hosts: []EgressHost{}}
 		if port := eg.GetPort(); port != nil {
 			l.Protocol = registry.ParseProtocol(port.GetProtocol(), port.GetName())
+			if path, ok := strings.CutPrefix(eg.GetBind(), UnixAddressPrefix); ok && port.GetNumber() == 0 {
+				l.Pipe = path
+			}
 		}
 		for _, h := range eg.GetHosts() {
 			hns, host, ok := strings.Cut(h, "/")
@@ -156,6 +165,26 @@ func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sideca
 		s.Listeners = append(s.Listeners, l)
 	}
 	return s
+}
+
+// UnixAddressPrefix starts a Sidecar bind or defaultEndpoint naming a unix
+// domain socket (Istio's model.UnixAddressPrefix).
+const UnixAddressPrefix = "unix://"
+
+// catchAll reports whether l is the port-less (catch-all) egress
+// listener: no port, and not a unix socket listener (port 0).
+func (l EgressListener) catchAll() bool { return l.Port == 0 && l.Pipe == "" }
+
+// PipeListeners returns s's unix domain socket egress listeners (Pipe
+// set), in spec order; nil when s is nil.
+func (s *Sidecar) PipeListeners() []EgressListener {
+	var out []EgressListener
+	for _, l := range s.GetListeners() {
+		if l.Pipe != "" {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // EgressListenerForPort returns the egress listener of s whose port is
@@ -184,17 +213,18 @@ func (s *Sidecar) EgressListenerBuilding(port uint32) *EgressListener {
 		return nil
 	}
 	for i := range s.Listeners {
-		if s.Listeners[i].Port == 0 {
+		if s.Listeners[i].catchAll() {
 			return &s.Listeners[i]
 		}
 	}
 	return nil
 }
 
-// hasPortListener reports whether an egress listener of s has a port.
+// hasPortListener reports whether an egress listener of s has a port (a
+// unix socket listener's port 0 included).
 func (s *Sidecar) hasPortListener() bool {
 	for _, l := range s.Listeners {
-		if l.Port != 0 {
+		if !l.catchAll() {
 			return true
 		}
 	}
@@ -216,6 +246,19 @@ func (pc *PushContext) ForEgressPort(port uint32) *PushContext {
 		return v
 	}
 	return pc.egressOther
+}
+
+// ForEgressPipe returns the view of a ForProxy view pc that the unix
+// socket egress listener of path path has (EgressListener.Pipe): the
+// services and VirtualServices of that listener's hosts, every port of
+// them, as Istio's BuildSidecarOutboundVirtualHosts takes listenerPort 0
+// for a UDS listener. pc itself when it has no view of that path (not a
+// ForProxy view of a Sidecar with that listener).
+func (pc *PushContext) ForEgressPipe(path string) *PushContext {
+	if v, ok := pc.egressPipes[path]; ok {
+		return v
+	}
+	return pc
 }
 
 // EgressServes reports whether port port of svc, a service of pc, is
@@ -248,6 +291,13 @@ func (pc *PushContext) EgressClusterPort(svc *registry.Service, port uint32) boo
 	if v, ok := pc.egressPorts[port]; ok && imports(v) {
 		return true
 	}
+	for _, v := range pc.egressPipes {
+		// A unix socket listener imports every port of its services
+		// (port 0: Istio's needsPortMatch is false).
+		if imports(v) {
+			return true
+		}
+	}
 	if pc.sidecar != nil {
 		for _, l := range pc.sidecar.Listeners {
 			// An HTTP_PROXY listener imports every port of its
@@ -273,9 +323,15 @@ func (nv *PushContext) addEgressViews(v *PushContext, sc *Sidecar) {
 		return lv
 	}
 	for _, l := range sc.Listeners {
-		if l.Port == 0 {
+		switch {
+		case l.Pipe != "":
+			if v.egressPipes == nil {
+				v.egressPipes = map[string]*PushContext{}
+			}
+			v.egressPipes[l.Pipe] = sub(l.Hosts)
+		case l.Port == 0:
 			v.egressOther = sub(l.Hosts)
-		} else {
+		default:
 			v.egressPorts[l.Port] = sub(l.Hosts)
 		}
 	}

@@ -48,6 +48,7 @@ func TestGolden(t *testing.T) {
 		{"sidecar-egress-mixed-redirect", redirectSidecar(productpageSidecar()), Options{}},
 		{"sidecar-egress-http-proxy", productpageSidecar(), Options{}},
 		{"sidecar-ingress-unix", redirectSidecar(productpageSidecar()), Options{}},
+		{"sidecar-egress-unix", redirectSidecar(productpageSidecar()), Options{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -110,6 +110,11 @@ func redirectSidecarResources(pc *model.PushContext, p *model.Proxy, mesh *meshv
 	if err != nil {
 		return nil, err
 	}
+	pipeListeners, pipeRoutes, err := pipeEgressListeners(pc, p, mesh)
+	if err != nil {
+		return nil, err
+	}
+	outListeners, routes = append(outListeners, pipeListeners...), append(routes, pipeRoutes...)
 	chains := inboundChainConfigs(pc, p, false)
 	mtls := pc.MutualTLSFor(p.Namespace, p.Labels)
 	virtual := slices.DeleteFunc(slices.Clone(chains), func(cc inboundChainConfig) bool { return cc.isBound(p.IP) })
@@ -344,7 +349,8 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		// An HTTP_PROXY egress listener is an HTTP listener on its port
 		// as soon as it imports a service, whatever their ports: Istio
 		// builds it per service of the listener.
-		if l.Protocol == registry.HTTPProxy && !proxyPorts[l.Port] && !slices.Contains(httpPorts, l.Port) &&
+		// A unix socket listener is pipeEgressListeners'.
+		if l.Protocol == registry.HTTPProxy && l.Pipe == "" && !proxyPorts[l.Port] && !slices.Contains(httpPorts, l.Port) &&
 			len(pc.ForEgressPort(l.Port).Services()) > 0 {
 			httpPorts = append(httpPorts, l.Port)
 		}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
@@ -262,4 +264,47 @@ func ingressEndpoint(ep, proxyIP string, explicit bool) netip.AddrPort {
 		return netip.AddrPortFrom(netip.MustParseAddr(host), uint16(n))
 	}
 	return netip.AddrPort{}
+}
+
+// pipeEgressListeners returns the listeners, and their route tables, of
+// the unix domain socket egress listeners of the Sidecar applying to p
+// (model.Sidecar.PipeListeners: port number 0, bind unix://PATH), as
+// Istio's buildSidecarOutboundListeners builds them in either interception
+// mode: always bound (an iptables-fed listener makes no sense on a socket
+// file), named after the bind and port 0 (getListenerName:
+// "unix://PATH_0"), at the Envoy Address.pipe PATH (BuildAddress), an
+// HTTP connection manager on RDS "unix://PATH" (the bind: Istio's
+// rdsName for port 0). The table holds every HTTP port of the services
+// the listener's hosts import, routed by the VirtualServices they import
+// (outboundHTTPRoute with port 0 over PushContext.ForEgressPipe, Istio's
+// BuildSidecarOutboundVirtualHosts with listenerPort 0), then the
+// catch-all. A listener that imports no service gets nothing, as Istio
+// builds it per service. Validation admits HTTP protocols only on such a
+// listener. It fails only when a typed config cannot be packed.
+func pipeEgressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig) ([]*listenerv3.Listener, []*routev3.RouteConfiguration, error) {
+	var listeners []*listenerv3.Listener
+	var routes []*routev3.RouteConfiguration
+	for _, el := range pc.Sidecar().PipeListeners() {
+		if !el.Protocol.IsHTTP() || el.Protocol == registry.Unknown {
+			continue // refused by validation
+		}
+		view := pc.ForEgressPipe(el.Pipe)
+		if len(view.Services()) == 0 {
+			continue
+		}
+		bind := model.UnixAddressPrefix + el.Pipe
+		rc, err := outboundHTTPRoute(view, p, bind, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
+		name := listenerName(bind, 0)
+		l, err := httpListener(name, "", 0, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, bind, hcmOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		l.Address = pipeAddress(el.Pipe)
+		listeners, routes = append(listeners, l), append(routes, rc)
+	}
+	return listeners, routes, nil
 }

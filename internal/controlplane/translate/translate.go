@@ -185,6 +185,11 @@ func GenerateWith(pc *model.PushContext, p *model.Proxy, o Options) (*Resources,
 		if err != nil {
 			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
 		}
+		pipeListeners, pipeRoutes, err := pipeEgressListeners(pc, p, mesh)
+		if err != nil {
+			return nil, fmt.Errorf("translate proxy %q: %w", p.ID, err)
+		}
+		egressListeners, egressRoutes = append(egressListeners, pipeListeners...), append(egressRoutes, pipeRoutes...)
 		r = &Resources{
 			Listeners: append(listeners, egressListeners...),
 			Routes:    append([]*routev3.RouteConfiguration{proxyRoute, inboundRoute(pc, p)}, egressRoutes...),

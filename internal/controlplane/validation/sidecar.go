@@ -30,8 +30,9 @@ import (
 // egress and ingress listeners alike, as Istio's ValidateProtocol: on
 // egress it makes the listener an explicit HTTP proxy routing every HTTP
 // port of its hosts, on ingress it is HTTP. It refuses as Unsupported what it
-// would otherwise ignore: a unix:// egress bind, what sidecarTLS refuses of
-// ingress tls. A unix:// defaultEndpoint (an absolute path or @NAME) is
+// would otherwise ignore: what sidecarTLS refuses of ingress tls, and a
+// unix domain socket egress listener (port 0, unix:// bind, pipeEgress)
+// of a protocol other than HTTP's. A unix:// defaultEndpoint (an absolute path or @NAME) is
 // served: the inbound cluster is STATIC to that socket. An ingress captureMode is served as
 // Istio's getBindToPort: IPTABLES, and DEFAULT under REDIRECT, reach the
 // port through the inbound listener (virtualInbound, 15006) with no
@@ -57,7 +58,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 			c.errf(p+".port", "Required value: sidecar: port is required for ingress listeners")
 			continue
 		}
-		c.sidecarPort(p+".port", in.Port)
+		c.sidecarPort(p+".port", in.Port, false)
 		if ports[in.Port.Number] {
 			c.errf(p+".port.number", "Duplicate value: %d: sidecar: ports on IP bound listeners must be unique", in.Port.Number)
 		}
@@ -77,6 +78,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 	}
 	catchAll := false
 	egressPorts := map[uint32]bool{}
+	pipes := map[string]bool{}
 	for i, eg := range sc.Egress {
 		p := fmt.Sprintf("spec.egress[%d]", i)
 		if eg == nil {
@@ -94,21 +96,19 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		} else {
 			// Istio's validateSidecarEgressPortBindAndCaptureMode and
 			// its unique ports, before refusing what Loom does not serve.
-			c.sidecarPort(p+".port", eg.Port)
-			if eg.Port.Number != 0 {
+			c.sidecarPort(p+".port", eg.Port, true)
+			if eg.Port.Number == 0 {
+				c.pipeEgress(p, eg, pipes)
+			} else {
 				if egressPorts[eg.Port.Number] {
 					c.errf(p+".port.number", "Duplicate value: %d: sidecar: ports on IP bound listeners must be unique", eg.Port.Number)
 				}
 				egressPorts[eg.Port.Number] = true
 			}
 		}
-		if eg.Bind != "" {
-			switch {
-			case strings.HasPrefix(eg.Bind, "unix://"):
-				c.errf(p+".bind", "Invalid value: %q: unix domain socket listeners are %s", eg.Bind, Unsupported)
-			case net.ParseIP(eg.Bind) == nil:
-				c.errf(p+".bind", "Invalid value: %q: %s is not a valid IP", eg.Bind, eg.Bind)
-			}
+		if eg.Bind != "" && (eg.Port == nil || eg.Port.Number != 0) && net.ParseIP(eg.Bind) == nil {
+			// Istio's ValidateIPAddress: a unix:// bind needs port 0.
+			c.errf(p+".bind", "Invalid value: %q: %s is not a valid IP", eg.Bind, eg.Bind)
 		}
 		if _, ok := networking.CaptureMode_name[int32(eg.CaptureMode)]; !ok {
 			c.errf(p+".captureMode", `Unsupported value: %d: supported values: "DEFAULT", "IPTABLES", "NONE"`, eg.CaptureMode)
@@ -146,16 +146,49 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 	}
 }
 
+// pipeEgress checks egress listener eg at p whose port number is 0, a
+// unix domain socket listener, as Istio's
+// validateSidecarEgressPortBindAndCaptureMode: its bind is unix://PATH
+// (unixAddress), unique among them (pipes, updated); its captureMode
+// DEFAULT or NONE. Its protocol must be one an HTTP connection manager
+// serves (HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB): Istio routes TCP on
+// such a listener to cluster outbound|0||HOST, which no service has, so
+// Loom refuses the others as Unsupported.
+func (c *checker) pipeEgress(p string, eg *networking.IstioEgressListener, pipes map[string]bool) {
+	path, ok := strings.CutPrefix(eg.Bind, unixAddressPrefix)
+	switch {
+	case !ok:
+		c.errf(p+".bind", "Invalid value: %q: sidecar: ports with 0 value must have a unix domain socket bind address", eg.Bind)
+	case unixAddress(path) != "":
+		c.errf(p+".bind", "Invalid value: %q: %s", eg.Bind, unixAddress(path))
+	case pipes[eg.Bind]:
+		c.errf(p+".bind", "Duplicate value: %q: sidecar: unix domain socket values for listeners must be unique", eg.Bind)
+	}
+	pipes[eg.Bind] = true
+	if eg.CaptureMode != networking.CaptureMode_DEFAULT && eg.CaptureMode != networking.CaptureMode_NONE {
+		c.errf(p+".captureMode", "Invalid value: %q: sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners", eg.CaptureMode)
+	}
+	proto := strings.ToUpper(eg.Port.Protocol)
+	if protocols[proto] && !pipeProtocols[proto] {
+		c.errf(p+".port.protocol", "%s: %q on a unix domain socket listener (supported: HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB)", Unsupported, eg.Port.Protocol)
+	}
+}
+
+// pipeProtocols are the protocols a unix domain socket egress listener
+// serves (pipeEgress).
+var pipeProtocols = map[string]bool{"HTTP": true, "HTTP2": true, "HTTP_PROXY": true, "GRPC": true, "GRPC-WEB": true}
+
 // sidecarPort checks a Sidecar listener port: an optional port name, a
-// known protocol, a number 1-65535, and no targetPort.
-func (c *checker) sidecarPort(p string, port *networking.SidecarPort) {
+// known protocol, a number 1-65535 (or 0 when pipe: an egress listener on
+// a unix domain socket), and no targetPort.
+func (c *checker) sidecarPort(p string, port *networking.SidecarPort, pipe bool) {
 	if port.Name != "" && !isPortName(port.Name) {
 		c.errf(p+".name", "Invalid value: %q: port name must be a DNS-1123 label", port.Name)
 	}
 	if !protocols[strings.ToUpper(port.Protocol)] {
 		c.errf(p+".protocol", "Unsupported value: %q: supported protocols are %s", port.Protocol, protocolList)
 	}
-	c.port(p+".number", port.Number, false)
+	c.port(p+".number", port.Number, pipe)
 	if port.TargetPort > 0 {
 		c.errf(p+".targetPort", "Invalid value: %d: targetPort has no impact on Sidecars", port.TargetPort)
 	}

@@ -100,10 +100,48 @@ func TestSidecar(t *testing.T) {
 `), []string{
 			`spec.egress[0].bind: Invalid value: "not-an-ip": not-an-ip is not a valid IP`,
 			"spec.egress[1].port.number: Duplicate value: 9080: sidecar: ports on IP bound listeners must be unique",
-			`spec.egress[1].bind: Invalid value: "unix:///var/run/egress.sock": unix domain socket listeners are ` + Unsupported,
+			`spec.egress[1].bind: Invalid value: "unix:///var/run/egress.sock": unix:///var/run/egress.sock is not a valid IP`,
 			`spec.egress[2].port.name: Invalid value: "Bad_Name": port name must be a DNS-1123 label`,
 			`spec.egress[2].port.protocol: Unsupported value: "SMTP": supported protocols are ` + protocolList,
-			"spec.egress[2].port.number: Invalid value: 0: port must be between 1-65535",
+			`spec.egress[2].bind: Invalid value: "": sidecar: ports with 0 value must have a unix domain socket bind address`,
+		}},
+		{"unix domain socket egress listeners", sidecarDoc(`  egress:
+  - port: {number: 0, protocol: HTTP, name: http-uds}
+    bind: unix:///var/run/egress.sock
+    hosts: ["./*"]
+  - port: {number: 0, protocol: GRPC}
+    bind: unix://@egress-grpc
+    captureMode: NONE
+    hosts: ["./*"]
+  - hosts: ["*/*"]
+`), nil},
+		{"unix domain socket egress listener values", sidecarDoc(`  egress:
+  - port: {number: 0, protocol: HTTP}
+    bind: unix://var/run/egress.sock
+    captureMode: IPTABLES
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///var/run/a.sock
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///var/run/a.sock
+    hosts: ["./*"]
+  - port: {number: 0, protocol: TCP}
+    bind: "unix://"
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: 127.0.0.1
+    hosts: ["./*"]
+  - bind: unix:///var/run/catch-all.sock
+    hosts: ["./*"]
+`), []string{
+			`spec.egress[0].bind: Invalid value: "unix://var/run/egress.sock": var/run/egress.sock is not an absolute path to a file`,
+			`spec.egress[0].captureMode: Invalid value: "IPTABLES": sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners`,
+			`spec.egress[2].bind: Duplicate value: "unix:///var/run/a.sock": sidecar: unix domain socket values for listeners must be unique`,
+			`spec.egress[3].bind: Invalid value: "unix://": unix address must not be empty`,
+			`spec.egress[3].port.protocol: ` + Unsupported + `: "TCP" on a unix domain socket listener (supported: HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB)`,
+			`spec.egress[4].bind: Invalid value: "127.0.0.1": sidecar: ports with 0 value must have a unix domain socket bind address`,
+			`spec.egress[5].bind: Invalid value: "unix:///var/run/catch-all.sock": unix:///var/run/catch-all.sock is not a valid IP`,
 		}},
 		{"ingress listeners", sidecarDoc(`  ingress:
   - port: {number: 9080, protocol: HTTP, name: Http_1}
