@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -349,6 +351,74 @@ spec:
 		if c, err := net.DialTimeout("tcp", moved+":7070", 2*time.Second); err == nil {
 			c.Close()
 			t.Errorf("%s:7070 still accepts connections; the listener should have moved to %s:7070", moved, bind)
+		}
+	})
+
+	t.Run("unix", func(t *testing.T) {
+		// An app served on a unix socket (a short directory: socket
+		// paths hold 107 bytes), reached through a unix://
+		// defaultEndpoint; and the sidecar's own unix socket egress
+		// listener (port 0) that the app can call the mesh through.
+		dir, err := os.MkdirTemp("", "loom")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		appSock, egressSock := filepath.Join(dir, "app.sock"), filepath.Join(dir, "egress.sock")
+		uln, err := net.Listen("unix", appSock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		usrv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "unix xfcc=%s", r.Header.Get("X-Forwarded-Client-Cert"))
+		})}
+		go usrv.Serve(uln)
+		t.Cleanup(func() { usrv.Close() })
+		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: moved, namespace: default}
+spec:
+  workloadSelector: {labels: {app: moved}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: unix://%s
+  egress:
+  - port: {number: 0, protocol: HTTP, name: http-uds}
+    bind: unix://%s
+    hosts: ["./*"]
+`, appSock, egressSock), "moved-v1")
+
+		code, body, _ := getBody(t, hc, "http://moved:9080/", nil)
+		if code != http.StatusOK || !strings.HasPrefix(body, "unix xfcc=") || !strings.Contains(body, "spiffe://cluster.local/ns/default/sa/client") {
+			t.Errorf("GET moved:9080 through the client's sidecar = %d %q, want 200 from the app on %s with the client's SPIFFE ID", code, body, appSock)
+		}
+		if code, body, _ := getBody(t, direct, "http://"+moved+":9080/", nil); code != http.StatusOK || body != "unix xfcc=" {
+			t.Errorf("GET %s:9080 in plaintext = %d %q, want 200 %q from the app on %s", moved, code, body, "unix xfcc=", appSock)
+		}
+
+		// The app calls moved:9080 through its sidecar's socket: out
+		// over mTLS and back in to the app, which sees moved's own ID.
+		viaSock := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", egressSock)
+			}}}
+		defer viaSock.CloseIdleConnections()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c, err := net.Dial("unix", egressSock)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("moved's sidecar never listened on %s: %v", egressSock, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		code, body, _ = getBody(t, viaSock, "http://moved:9080/", nil)
+		if code != http.StatusOK || !strings.HasPrefix(body, "unix xfcc=") || !strings.Contains(body, "spiffe://cluster.local/ns/default/sa/") {
+			t.Errorf("GET moved:9080 through %s = %d %q, want 200 from the app over mTLS", egressSock, code, body)
 		}
 	})
 }
