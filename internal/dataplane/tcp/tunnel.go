@@ -100,7 +100,7 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 // postTunnel is a tunnel over an HTTP/1.1 POST (use_post): what is
 // written goes to the proxy as one chunk per Write
 // (httputil.NewChunkedWriter), CloseWrite ends the request body with the
-// last chunk, and Read returns the response body as its framing says
+// last chunk (and leaves the connection open), and Read returns the response body as its framing says
 // (chunked, Content-Length, or until the proxy closes; net/http's
 // reader). It is a bridge side: one goroutine reads, another writes.
 //
@@ -146,8 +146,15 @@ func (t *postTunnel) Write(p []byte) (int, error) {
 	return n, t.bw.Flush()
 }
 
-// CloseWrite ends the request body (the last chunk and an empty trailer)
-// and half-closes up.
+// CloseWrite ends the request body: the last chunk and an empty trailer
+// section ("0\r\n\r\n"), as Envoy's HTTP/1.1 codec ends a body
+// (StreamEncoderImpl::endEncode). It does not half-close up: for HTTP a
+// FIN is no part of the message, and a decapsulator written with net/http
+// cancels r.Context() when it reads EOF after the body, which would cut
+// its answer. Envoy itself closes the connection once the last chunk is
+// flushed (endEncode's close(FlushWrite) under is_tcp_tunneling_), which
+// drops the response's rest; Loom keeps reading the response until it
+// ends, so that a half-closed client still gets the upstream's answer.
 func (t *postTunnel) CloseWrite() error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
@@ -161,13 +168,7 @@ func (t *postTunnel) CloseWrite() error {
 	if _, err := t.bw.WriteString("\r\n"); err != nil {
 		return err
 	}
-	if err := t.bw.Flush(); err != nil {
-		return err
-	}
-	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
+	return t.bw.Flush()
 }
 
 func (t *postTunnel) Read(p []byte) (int, error) {

@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"io"
 	"log/slog"
@@ -167,7 +168,10 @@ func TestTunnelConnect(t *testing.T) {
 // startPostDecap serves on 127.0.0.1 what a POST tunnel's far end is: a
 // plain net/http handler that pipes the request body (r.Body, decoded by
 // net/http by its framing) to target and streams what target answers as
-// the response body, flushing as it goes. framing picks the response's:
+// the response body, flushing as it goes. As a Go decapsulator would, it
+// binds the target connection to r.Context(): net/http cancels that when
+// the client's connection reaches EOF after the body, and the handler's
+// answer is then cut. framing picks the response's:
 // "chunked" (net/http's default), "length" (Content-Length: length) or
 // "close" (Transfer-Encoding: identity, the body ends with the
 // connection).
@@ -190,12 +194,15 @@ func startPostDecap(t *testing.T, target, framing string, length int) *httpProxy
 			t.Errorf("full duplex: %v", err)
 			return
 		}
-		up, err := net.Dial("tcp", target)
+		var d net.Dialer
+		up, err := d.DialContext(r.Context(), "tcp", target)
 		if err != nil {
 			t.Errorf("decap dial %s: %v", target, err)
 			return
 		}
 		defer up.Close()
+		stop := context.AfterFunc(r.Context(), func() { _ = up.Close() })
+		defer stop()
 		switch framing {
 		case "length":
 			w.Header().Set("Content-Length", strconv.Itoa(length))
@@ -229,14 +236,38 @@ func startPostDecap(t *testing.T, target, framing string, length int) *httpProxy
 	return p
 }
 
+// echoThenBye is echo(prefix) that answers "bye" to the end of its input
+// before it ends its own.
+func echoThenBye(prefix string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		_, _ = io.Copy(prefixWriter{c, prefix}, c)
+		_, _ = io.WriteString(c, "bye")
+	}
+}
+
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := p.w.Write(append([]byte(p.prefix), b...)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
 // TestTunnelPost: with use_post the request is "POST post_path" (default
 // "/") with Host hostname and Transfer-Encoding: chunked, the
 // connection's bytes go as chunks (as Envoy's HTTP/1.1 codec sends a body
 // without Content-Length) and the response body is read by its framing:
 // a net/http handler reading r.Body and streaming its answer carries the
-// connection both ways, the client's half-close included.
+// connection both ways. The client's half-close ends the request body
+// with the last chunk and leaves the connection open (no FIN): the
+// target's answer to its end ("bye") still comes back, which a FIN to the
+// decapsulator would cut by cancelling r.Context().
 func TestTunnelPost(t *testing.T) {
-	target := server(t, echo("echo:"))
+	target := server(t, echoThenBye("echo:"))
 	for _, tt := range []struct{ name, path, want, framing string }{
 		{"default path, chunked response", "", "/", "chunked"},
 		{"post_path, chunked response", "/tunnel", "/tunnel", "chunked"},
@@ -244,7 +275,7 @@ func TestTunnelPost(t *testing.T) {
 		{"response until close", "", "/", "close"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := startPostDecap(t, target, tt.framing, len("echo:hello")+len("echo:world"))
+			p := startPostDecap(t, target, tt.framing, len("echo:hello")+len("echo:worldbye"))
 			h := start(t, tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "db.example:5432", UsePost: true, PostPath: tt.path}),
 				cluster(t, "proxy", nil, p.addr))
 			c := dial(t, h.addr)
@@ -259,8 +290,8 @@ func TestTunnelPost(t *testing.T) {
 			io.WriteString(c, "world")
 			c.CloseWrite()
 			got, err := io.ReadAll(br)
-			if err != nil || string(got) != "echo:world" {
-				t.Errorf("client read %q, %v after the first answer; want echo:world then the end", got, err)
+			if err != nil || string(got) != "echo:worldbye" {
+				t.Errorf("client read %q, %v after the first answer; want echo:worldbye then the end", got, err)
 			}
 			reqs := p.requests()
 			if len(reqs) != 1 || reqs[0].method != http.MethodPost || reqs[0].requestURI != tt.want || reqs[0].host != "db.example:5432" {
