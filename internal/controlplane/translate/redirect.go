@@ -311,10 +311,14 @@ func listenerName(bind string, port uint32) string {
 //     takes every connection, as Istio's
 //     appendListenerFallthroughRouteForCompleteListener;
 //   - with a Sidecar egress bind off the wildcard (redirectEgressBinding)
-//     every service of the port on "BIND_PORT": an HTTP and a TCP service
-//     there both match every connection, so the first in host order
-//     keeps the listener (tcpFirstOnPort) and the others' chains are
-//     dropped, as Istio's mergeTCPFilterChains;
+//     every service of the port on "BIND_PORT": an HTTP, a TCP and a TLS
+//     service there all match every connection, so the first in host
+//     order (sharedListenerFirst) keeps the listener and the others'
+//     chains are dropped, as Istio's mergeTCPFilterChains;
+//   - on the shared listener ("0.0.0.0_PORT" or "BIND_PORT") a MySQL or
+//     Mongo service and one of another protocol never merge: the later
+//     one is dropped (wellKnownConflict, Istio's
+//     isConflictWithWellKnownPort);
 //   - per Sidecar egress listener of protocol HTTP_PROXY that imports a
 //     service, an HTTP listener on its port as above (at its bind,
 //     redirectEgressBinding) whose table "PORT" is egressPortRoute's:
@@ -371,15 +375,29 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	// httpWild are the HTTP listeners on the wildcard that are not sniffed
 	// yet: a TCP service's chains arriving there make them sniffed.
 	httpWild := map[string]*listenerv3.Listener{}
+	first := sharedListenerFirst(pc)
 	for _, port := range httpPorts {
 		bind, bound := redirectEgressBinding(pc, port)
-		if bind != "" && bind != wildcardBind && !sniffed[port] && tcpFirstOnPort(pc, port) {
-			continue // the TCP listener below takes the bind
-		}
+		offWild := bind != "" && bind != wildcardBind
+		// Off the wildcard a first service of another protocol keeps the
+		// listener; a MySQL or Mongo one anywhere.
+		dropHTTP := offWild && !sniffed[port] && !first[port].IsHTTP() || wellKnownConflict(first[port], registry.HTTP)
 		bind = cmp.Or(bind, wildcardBind)
 		name := listenerName(bind, port)
-		taken[name] = true
 		routeName := strconv.FormatUint(uint64(port), 10)
+		if dropHTTP && !sniffed[port] {
+			continue // the TCP or TLS listener below takes the name
+		}
+		rc, err := egressPortRoute(pc, p, routeName, port)
+		if err != nil {
+			return nil, nil, err
+		}
+		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
+		routes = append(routes, rc)
+		if dropHTTP {
+			continue // the table stays for the VIP listeners of sniffHTTP
+		}
+		taken[name] = true
 		l, err := httpListener(name, bind, port, corev3.TrafficDirection_OUTBOUND, "outbound_"+name, routeName, hcmOptions{})
 		if err != nil {
 			return nil, nil, err
@@ -387,12 +405,7 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 		if !bound {
 			l.BindToPort = wrapperspb.Bool(false)
 		}
-		rc, err := egressPortRoute(pc, p, routeName, port)
-		if err != nil {
-			return nil, nil, err
-		}
-		addCatchAll(rc, mesh, egressProxyCluster(pc.Sidecar()))
-		listeners, routes = append(listeners, l), append(routes, rc)
+		listeners = append(listeners, l)
 		switch {
 		case sniffed[port]:
 			l.FilterChains[0].FilterChainMatch = sniffedHTTPMatch()
@@ -438,14 +451,22 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 			if len(vips) > 0 && len(cidrs) == 0 {
 				continue
 			}
+			if wellKnownConflict(first[port.Number], proto) ||
+				bind != "" && bind != wildcardBind && isTLS(first[port.Number]) {
+				continue // the first service's listener drops this one
+			}
 			bind = cmp.Or(bind, wildcardBind)
 			name := listenerName(bind, port.Number)
 			l := wild[name]
 			if h := httpWild[name]; l == nil && h != nil {
 				// Istio's TCPOverHTTP on the wildcard: the HTTP chain
-				// matches http/1.1 and h2c (as Istio gives every HTTP
-				// chain there), so merging the TCP chains makes the
-				// listener sniffed.
+				// matches http/1.1 and h2c, so merging the TCP chains
+				// makes the listener sniffed. Istio goes further: it
+				// sniffs every HTTP listener on the wildcard and gives it
+				// a passthrough chain for the rest, TCP service or not;
+				// Loom sniffs only once a TCP chain merges, so non-HTTP
+				// bytes to an HTTP-only port reach the HTTP manager
+				// (docs/design-notes.md, "Sidecar egress").
 				h.FilterChains[0].FilterChainMatch = sniffedHTTPMatch()
 				l, wild[name], wildNames = h, h, append(wildNames, name)
 			}
@@ -499,41 +520,53 @@ func outboundPortListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1al
 	for _, l := range listeners {
 		merge[l.GetName()] = l
 	}
-	tls, err := redirectTLSListeners(pc, p, mesh, taken, merge)
+	tls, err := redirectTLSListeners(pc, p, mesh, taken, merge, first)
 	if err != nil {
 		return nil, nil, err
 	}
 	return append(listeners, tls...), routes, nil
 }
 
-// tcpFirstOnPort reports whether the first service (host order) with
-// port port that p's view serves there, TLS aside, is TCP, and none has the
-// port with unknown protocol. On a listener bound off the wildcard Istio's
-// buildSidecarOutboundListener then keeps that service's tcp_proxy: an
-// HTTP chain gets no application protocols off the wildcard, so it matches
-// every connection as the TCP chain does, and mergeTCPFilterChains keeps
-// whichever came first (HTTPOverTCP and TCPOverHTTP alike).
-func tcpFirstOnPort(pc *model.PushContext, port uint32) bool {
+// sharedListenerFirst returns, per outbound port, the protocol
+// (egressPortProtocol) of the first service in host order whose port goes
+// on the port's shared listener "BIND_PORT" or "0.0.0.0_PORT": with a
+// Sidecar egress bind every service of the port; without, an HTTP one,
+// and one of unknown, TCP or TLS protocol without virtual IP or with
+// address ranges (Istio's listenerKey in buildSidecarOutboundListener).
+// Istio keeps that service's listener entry and merges or drops the later
+// ones into it. A port no such service has is absent.
+func sharedListenerFirst(pc *model.PushContext) map[uint32]registry.Protocol {
+	first := map[uint32]registry.Protocol{}
 	for _, svc := range pc.Services() {
 		for _, sp := range svc.Ports {
-			if sp.Number != port || !pc.EgressServes(svc, port) {
+			if _, ok := first[sp.Number]; ok || proxyPorts[sp.Number] || !pc.EgressServes(svc, sp.Number) {
 				continue
 			}
-			switch proto := egressPortProtocol(pc, port, sp.Protocol); {
-			case proto == registry.Unknown:
-				return false
-			case proto.IsHTTP():
-				return false
-			case isTCP(proto):
-				return !slices.ContainsFunc(pc.Services(), func(s *registry.Service) bool {
-					return pc.EgressServes(s, port) && slices.ContainsFunc(s.Ports, func(q registry.Port) bool {
-						return q.Number == port && egressPortProtocol(pc, port, q.Protocol) == registry.Unknown
-					})
-				})
+			proto := egressPortProtocol(pc, sp.Number, sp.Protocol)
+			bind, _ := redirectEgressBinding(pc, sp.Number)
+			switch {
+			case !proto.IsHTTP() && !isTCP(proto) && !isTLS(proto):
+				continue // UDP and the like get no listener
+			case bind != "", proto.IsHTTP() && proto != registry.Unknown:
+			case len(serviceVIPs(svc)) > 0 && len(serviceCIDRs(svc)) == 0:
+				continue // on its own VIP_PORT listeners
 			}
+			first[sp.Number] = proto
 		}
 	}
-	return false
+	return first
+}
+
+// wellKnownConflict reports whether a service port of protocol incoming
+// is dropped from a shared listener whose first service has protocol
+// first, as Istio's isConflictWithWellKnownPort: MySQL and Mongo share a
+// listener with no other protocol, so the later service is dropped rather
+// than the listener sniffed (their servers speak first, and a sniffed
+// listener without protocolDetectionTimeout would wait for the client
+// forever). Istio applies it by protocol, not port number.
+func wellKnownConflict(first, incoming registry.Protocol) bool {
+	wellKnown := func(p registry.Protocol) bool { return p == registry.MySQL || p == registry.Mongo }
+	return (wellKnown(first) || wellKnown(incoming)) && first != incoming
 }
 
 // egressBind is the address of outbound port port's listener in explicit

@@ -230,10 +230,13 @@ func TestSidecarEgressPort(t *testing.T) {
 		conns(t, r, []connWant{
 			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.3:9000"}, "127.0.0.3_9000/ -> " + tcp},
 			{xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.8:9000"}, "virtualOutbound/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
+			// Off the wildcard Istio's buildSidecarOutboundTLSFilterChainOpts
+			// gives a service's chain no server name, so the first,
+			// tls.example.com, takes every connection and tlsvip's is
+			// dropped (mergeTCPFilterChains).
 			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tls.example.com"}, "127.0.0.4_8443/" + tls + " -> " + tls},
-			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tlsvip.example.com"}, "127.0.0.4_8443/" + tlsVIP + " -> " + tlsVIP},
-			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "auth.example.com"},
-				"127.0.0.4_8443/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
+			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tlsvip.example.com"}, "127.0.0.4_8443/" + tls + " -> " + tls},
+			{xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "auth.example.com"}, "127.0.0.4_8443/" + tls + " -> " + tls},
 			{xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.9:8443", sni: "tlsvip.example.com"}, "virtualOutbound/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
 		})
 	})
@@ -354,8 +357,9 @@ func TestSidecarEgressCaptureMode(t *testing.T) {
 		// The app dials the bound socket itself: no virtualOutbound hop.
 		check("127.0.0.1_9000", conn{dst: "127.0.0.1:9000"}, "127.0.0.1_9000/ -> outbound|9000||tcp.example.com")
 		check(xdsapi.VirtualOutboundListener, conn{dst: "240.240.0.8:9000"}, "virtualOutbound/"+virtualOutboundCatchAllTCP+" -> "+PassthroughCluster)
+		// Off the wildcard the first TLS service takes every connection.
 		check(xdsapi.VirtualOutboundListener, conn{dst: "127.0.0.4:8443", sni: "tlsvip.example.com"},
-			"127.0.0.4_8443/outbound|8443||tlsvip.example.com -> outbound|8443||tlsvip.example.com")
+			"127.0.0.4_8443/outbound|8443||tls.example.com -> outbound|8443||tls.example.com")
 		if got := simulate(t, routeConfig(t, r, "9080"), request{"reviews.default.svc.cluster.local:9080", "/", nil}); got != "outbound|9080||reviews.default.svc.cluster.local" {
 			t.Errorf("route 9080: reviews routed to %q", got)
 		}
@@ -716,12 +720,13 @@ BIND`
 // (bind 127.0.0.3) the first service in host order keeps it: its chain and
 // the other's both match every connection (no application protocols off
 // the wildcard), and mergeTCPFilterChains drops the later one, so 9000 is
-// a-tcp's tcp_proxy and 9100 web's HTTP manager. On the wildcard (bind
-// 0.0.0.0, or no bind for a TCP service without address) the HTTP chain
-// matches http/1.1 and h2c, so the listener is sniffed: HTTP is routed by
-// Host, other bytes go to the TCP service's chain. Either way a TLS
-// service's chain, which matches its server name, merges in with
-// tls_inspector.
+// a-tcp's tcp_proxy and 9100 the TLS service's (or web's HTTP manager when
+// web comes first: a TLS chain matches no server name off the wildcard).
+// On the wildcard (bind 0.0.0.0, or no bind for a TCP service without
+// address) the HTTP chain matches http/1.1 and h2c, so the listener is
+// sniffed: HTTP is routed by Host, other bytes go to the TCP service's
+// chain, and a TLS service's chain, which matches its server name there,
+// merges in with tls_inspector.
 func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 	const (
 		aTCP    = "outbound|9000||a-tcp.example.com"
@@ -736,24 +741,38 @@ func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name, bind string
-		sniffed    []string // listeners with http_inspector
-		conns      []connWant
+		// ySecure renames secure.example.com y-secure.example.com, after
+		// web.example.com in host order.
+		ySecure bool
+		sniffed []string // listeners with http_inspector
+		conns   []connWant
 	}{
-		{"bind off the wildcard", "    bind: 127.0.0.3\n", nil, []connWant{
+		// secure.example.com (TLS) comes first on 9100: off the wildcard
+		// its chain matches no server name (Istio's
+		// buildSidecarOutboundTLSFilterChainOpts), so it takes every
+		// connection and web's HTTP chain is dropped.
+		{"bind off the wildcard", "    bind: 127.0.0.3\n", false, nil, []connWant{
 			{conn{dst: "127.0.0.3:9000"}, "127.0.0.3_9000/ -> " + aTCP},
 			{conn{dst: "127.0.0.3:9000", http: "web.example.com:9000"}, "127.0.0.3_9000/ -> " + aTCP},
-			{conn{dst: "127.0.0.3:9100", http: "web.example.com:9100"}, "127.0.0.3_9100/ -> " + web9100},
-			{conn{dst: "127.0.0.3:9100"}, "127.0.0.3_9100/ -> (HTTP manager on opaque TCP)"},
+			{conn{dst: "127.0.0.3:9100", http: "web.example.com:9100"}, "127.0.0.3_9100/" + secure + " -> " + secure},
+			{conn{dst: "127.0.0.3:9100"}, "127.0.0.3_9100/" + secure + " -> " + secure},
 			{conn{dst: "127.0.0.3:9100", sni: "secure.example.com"}, "127.0.0.3_9100/" + secure + " -> " + secure},
 		}},
-		{"bind on the wildcard", "    bind: 0.0.0.0\n", []string{"0.0.0.0_9000", "0.0.0.0_9100"}, []connWant{
+		// web.example.com (HTTP) comes first on 9100 and keeps it; the
+		// TLS service's chain, which would take every connection too,
+		// is dropped rather than matching its server name.
+		{"bind 127.0.0.1, HTTP before TLS", "    bind: 127.0.0.1\n", true, nil, []connWant{
+			{conn{dst: "127.0.0.1:9100", http: "web.example.com:9100"}, "127.0.0.1_9100/ -> " + web9100},
+			{conn{dst: "127.0.0.1:9100", sni: "y-secure.example.com"}, "127.0.0.1_9100/ -> (HTTP manager on opaque TCP)"},
+		}},
+		{"bind on the wildcard", "    bind: 0.0.0.0\n", false, []string{"0.0.0.0_9000", "0.0.0.0_9100"}, []connWant{
 			{conn{dst: "10.1.2.3:9000"}, "0.0.0.0_9000/ -> " + aTCP},
 			{conn{dst: "10.1.2.3:9000", http: "web.example.com:9000"}, "0.0.0.0_9000/ -> " + web},
 			{conn{dst: "240.240.0.20:9100"}, "0.0.0.0_9100/ -> " + zTCP},
 			{conn{dst: "240.240.0.20:9100", http: "web.example.com:9100"}, "0.0.0.0_9100/ -> " + web9100},
 			{conn{dst: "10.1.2.3:9100", sni: "secure.example.com"}, "0.0.0.0_9100/" + secure + " -> " + secure},
 		}},
-		{"no bind", "", []string{"0.0.0.0_9000"}, []connWant{
+		{"no bind", "", false, []string{"0.0.0.0_9000"}, []connWant{
 			{conn{dst: "10.1.2.3:9000"}, "0.0.0.0_9000/ -> " + aTCP},
 			{conn{dst: "10.1.2.3:9000", http: "web.example.com:9000"}, "0.0.0.0_9000/ -> " + web},
 			{conn{dst: "240.240.0.20:9100"}, "240.240.0.20_9100/ -> " + zTCP},
@@ -761,14 +780,17 @@ func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			pc := docPushContext(t, strings.Replace(egressMixedConfig, "BIND", tt.bind, 1))
-			r := mustGenerate(t, pc, redirectSidecar(productpageSidecar()))
+			cfg := strings.Replace(egressMixedConfig, "BIND", tt.bind, 1)
+			if tt.ySecure {
+				cfg = strings.ReplaceAll(cfg, "secure.example.com", "y-secure.example.com")
+			}
+			r := mustGenerate(t, docPushContext(t, cfg), redirectSidecar(productpageSidecar()))
 			for _, c := range tt.conns {
 				if got := simulateConn(t, r, xdsapi.VirtualOutboundListener, c.c); got != c.want {
 					t.Errorf("%s http %q sni %q: got %q, want %q", c.c.dst, c.c.http, c.c.sni, got, c.want)
 				}
 				name, _, _ := strings.Cut(c.want, "/")
-				if l := findListener(r, name); c.c.sni != "" && !slices.ContainsFunc(l.GetListenerFilters(), func(f *listenerv3.ListenerFilter) bool {
+				if l := findListener(r, name); c.c.sni != "" && strings.Contains(c.want, "secure") && !slices.ContainsFunc(l.GetListenerFilters(), func(f *listenerv3.ListenerFilter) bool {
 					return f.GetName() == "envoy.filters.listener.tls_inspector"
 				}) {
 					t.Errorf("listener %s has no tls_inspector to read the server name", name)
@@ -886,6 +908,99 @@ func TestSidecarEgressHTTPProxy(t *testing.T) {
 				if got := simulate(t, routeConfig(t, r, "9080"), request{"reviews:9080", "/", nil}); got != PassthroughCluster {
 					t.Errorf("route 9080 (the catch-all listener's): reviews routed to %q, want %s", got, PassthroughCluster)
 				}
+			}
+		})
+	}
+}
+
+// wellKnownPortConfig has two services on port 3306, FIRST before SECOND
+// in host order (a-... before b-...), neither with an address, so both go
+// on 0.0.0.0_3306 under REDIRECT.
+const wellKnownPortConfig = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: first, namespace: default}
+spec:
+  hosts: [a-first.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 3306, name: p, protocol: FIRST}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.231}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: second, namespace: default}
+spec:
+  hosts: [b-second.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 3306, name: p, protocol: SECOND}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.232}]
+`
+
+// TestSidecarEgressWellKnownPort: a MySQL or Mongo service shares its
+// outbound listener with no service of another protocol, as Istio's
+// isConflictWithWellKnownPort: the first in host order keeps
+// 0.0.0.0_3306 and the later one is dropped, instead of the listener being
+// sniffed (a MySQL server speaks first, so a client would wait on
+// http_inspector, which has no timeout by default). Two services of the
+// same protocol merge as before.
+func TestSidecarEgressWellKnownPort(t *testing.T) {
+	const (
+		first  = "outbound|3306||a-first.example.com"
+		second = "outbound|3306||b-second.example.com"
+	)
+	type connWant struct {
+		c    conn
+		want string
+	}
+	for _, tt := range []struct {
+		first, second string
+		sniffed       bool
+		conns         []connWant
+	}{
+		{"MYSQL", "HTTP", false, []connWant{
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/ -> " + first},
+			{conn{dst: "10.1.2.3:3306", http: "b-second.example.com:3306"}, "0.0.0.0_3306/ -> " + first},
+		}},
+		{"HTTP", "MYSQL", false, []connWant{
+			{conn{dst: "10.1.2.3:3306", http: "a-first.example.com:3306"}, "0.0.0.0_3306/ -> " + first},
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/ -> (HTTP manager on opaque TCP)"},
+		}},
+		{"MONGO", "TCP", false, []connWant{
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/ -> " + first},
+		}},
+		{"TCP", "MYSQL", false, []connWant{
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/ -> " + first},
+		}},
+		{"TLS", "MYSQL", false, []connWant{
+			{conn{dst: "10.1.2.3:3306", sni: "a-first.example.com"}, "0.0.0.0_3306/" + first + " -> " + first},
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/" + virtualOutboundCatchAllTCP + " -> " + PassthroughCluster},
+		}},
+		{"MYSQL", "MYSQL", false, []connWant{
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/ -> " + first},
+		}},
+		{"TCP", "HTTP", true, []connWant{
+			{conn{dst: "10.1.2.3:3306"}, "0.0.0.0_3306/ -> " + first},
+			{conn{dst: "10.1.2.3:3306", http: "b-second.example.com:3306"}, "0.0.0.0_3306/ -> " + second},
+		}},
+	} {
+		t.Run(tt.first+" then "+tt.second, func(t *testing.T) {
+			cfg := strings.Replace(strings.Replace(wellKnownPortConfig, "FIRST", tt.first, 1), "SECOND", tt.second, 1)
+			r := mustGenerate(t, docPushContext(t, cfg), redirectSidecar(productpageSidecar()))
+			for _, c := range tt.conns {
+				if got := simulateConn(t, r, xdsapi.VirtualOutboundListener, c.c); got != c.want {
+					t.Errorf("%s http %q sni %q: got %q, want %q", c.c.dst, c.c.http, c.c.sni, got, c.want)
+				}
+			}
+			l := findListener(r, "0.0.0.0_3306")
+			if l == nil {
+				t.Fatal("no listener 0.0.0.0_3306")
+			}
+			sniffed := slices.ContainsFunc(l.GetListenerFilters(), func(f *listenerv3.ListenerFilter) bool {
+				return f.GetName() == "envoy.filters.listener.http_inspector"
+			})
+			if sniffed != tt.sniffed {
+				t.Errorf("0.0.0.0_3306 has http_inspector %v, want %v", sniffed, tt.sniffed)
 			}
 		})
 	}

@@ -24,6 +24,16 @@ import (
 // without terminating it (Istio's outbound TLS and HTTPS ports).
 func isTLS(p registry.Protocol) bool { return p == registry.TLS || p == registry.HTTPS }
 
+// tlsProtocol is the protocol (egressPortProtocol) of svc's port port.
+func tlsProtocol(pc *model.PushContext, svc *registry.Service, port uint32) registry.Protocol {
+	for _, sp := range svc.Ports {
+		if sp.Number == port {
+			return egressPortProtocol(pc, port, sp.Protocol)
+		}
+	}
+	return registry.Unknown
+}
+
 // sidecarTLSChains returns the outbound filter chains of a sidecar's TLS
 // listener on port for the services svcs (each has port as a TLS or HTTPS
 // port), as Istio's buildSidecarOutboundTLSFilterChainOpts: first, for
@@ -214,24 +224,39 @@ func sidecarTLSListeners(pc *model.PushContext, p *model.Proxy, taken map[uint32
 //     REGISTRY_ONLY), so that TLS to a name no service or route claims
 //     goes where virtualOutbound would have sent it.
 //
+// With a Sidecar egress bind off the wildcard a service no tls route
+// covers gets a chain matching every connection instead of its host name
+// (Istio's buildSidecarOutboundTLSFilterChainOpts sets sniHosts only on
+// the wildcard), so the first such service takes the listener. A service
+// whose protocol conflicts with first[port], the protocol of the port's
+// first service on the shared listener (wellKnownConflict), gets no chain
+// there.
+//
 // When merge has a listener of the "0.0.0.0_PORT" (or egress bind's
 // "BIND_PORT") name, an HTTP or TCP listener outboundPortListeners built,
-// the SNI chains go first on it instead (no catch-all of their own) and it
-// gets tls_inspector, as Istio's mergeTCPFilterChains keeps chains that
-// conflict with none. Other listener names in taken (a VIP listener) and
-// the proxy's own ports get none; the names it uses are added to taken.
-func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, taken map[string]bool, merge map[string]*listenerv3.Listener) ([]*listenerv3.Listener, error) {
+// the SNI chains go first on it instead (no catch-all of their own; a
+// chain without server name is dropped, as it conflicts with the
+// listener's) and it gets tls_inspector, as Istio's mergeTCPFilterChains
+// keeps chains that conflict with none. Other listener names in taken (a
+// VIP listener) and the proxy's own ports get none; the names it uses are
+// added to taken.
+func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alpha1.MeshConfig, taken map[string]bool, merge map[string]*listenerv3.Listener, first map[uint32]registry.Protocol) ([]*listenerv3.Listener, error) {
 	ports, byPort := tlsPorts(pc, func(n uint32) bool { return proxyPorts[n] })
 	var out []*listenerv3.Listener
 	for _, port := range ports {
 		bind, bound := redirectEgressBinding(pc, port)
+		// Istio's buildSidecarOutboundTLSFilterChainOpts matches a
+		// service's host name only on the wildcard (or for a CIDR or
+		// address-less service without bind); off it the chain takes
+		// every connection, so the first service keeps the listener.
+		sniDefault := bind == "" || bind == wildcardBind
 		var wild []*registry.Service
 		for _, svc := range byPort[port] {
 			vips := serviceVIPs(svc)
 			if bind != "" {
 				vips = nil // the egress listener's bind takes every service
 			}
-			if len(vips) == 0 || len(serviceCIDRs(svc)) > 0 {
+			if (len(vips) == 0 || len(serviceCIDRs(svc)) > 0) && !wellKnownConflict(first[port], tlsProtocol(pc, svc, port)) {
 				wild = append(wild, svc)
 			}
 			for _, vip := range vips {
@@ -260,7 +285,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 			// An HTTP or TCP listener has the name: Istio's
 			// mergeTCPFilterChains adds the SNI chains to it (they
 			// conflict with none of its chains), with tls_inspector.
-			chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, wild, netip.Addr{}, true)
+			chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, wild, netip.Addr{}, sniDefault)
 			if err != nil {
 				return nil, fmt.Errorf("listener %q: %w", name, err)
 			}
@@ -294,7 +319,7 @@ func redirectTLSListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alp
 			continue
 		}
 		taken[name] = true
-		chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, wild, netip.Addr{}, true)
+		chains, err := sidecarTLSChains(pc.ForEgressPort(port), p, port, wild, netip.Addr{}, sniDefault)
 		if err != nil {
 			return nil, fmt.Errorf("listener %q: %w", name, err)
 		}
