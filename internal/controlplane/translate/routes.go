@@ -269,6 +269,9 @@ func virtualServiceRoutes(pc *model.PushContext, p *model.Proxy, vs *model.Virtu
 			r := proto.Clone(base).(*routev3.Route)
 			r.Name = routeName(hr, m)
 			r.Match = routeMatch(m)
+			// Istio's translateRoute: each match's own statPrefix names the
+			// route-level stats of the Envoy route that match becomes.
+			r.StatPrefix = m.GetStatPrefix()
 			r.Decorator = routeOperation(r, vs.Name, port)
 			out = append(out, r)
 			if isCatchAll(r.GetMatch()) {

@@ -361,7 +361,7 @@ func TestHTTPRouteActions(t *testing.T) {
 			typed_per_filter_config:{key:"envoy.filters.http.cors" value:{[type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy]:{
 				allow_origin_string_match:{exact:"https://bookinfo.example"} allow_methods:"GET,POST" allow_headers:"x-user" max_age:"3600"
 				allow_credentials:{value:true} filter_enabled:{default_value:{numerator:100}} forward_not_matching_preflights:{value:true}}}}`},
-		{"numbered", `decorator:{operation:"reviews:9080/r/[0-9]+"} route:{timeout:{} max_grpc_timeout:{} regex_rewrite:{pattern:{regex:"^/r/([0-9]+)$"} substitution:"/reviews/\\1"}
+		{"numbered", `stat_prefix:"reviews-numbered" decorator:{operation:"reviews:9080/r/[0-9]+"} route:{timeout:{} max_grpc_timeout:{} regex_rewrite:{pattern:{regex:"^/r/([0-9]+)$"} substitution:"/reviews/\\1"}
 			weighted_clusters:{
 				clusters:{name:"outbound|9080|v1|reviews.default.svc.cluster.local" weight:{value:50}
 					request_headers_to_add:{header:{key:"x-version" value:"v1"} append_action:OVERWRITE_IF_EXISTS_OR_ADD}}
@@ -391,6 +391,25 @@ func TestHTTPRouteActions(t *testing.T) {
 				t.Errorf("route %q (-want +got):\n%s", tt.route, diff)
 			}
 		})
+	}
+}
+
+// A match's statPrefix is the stat_prefix of the Envoy route that match
+// becomes, as Istio's translateRoute: not of its sibling match's route.
+func TestMatchStatPrefix(t *testing.T) {
+	pc := loadPushContext(t, meshFile, filepath.Join("testdata", "route-actions", "input.yaml"))
+	r := mustGenerate(t, pc, productpageSidecar())
+	got := map[string]string{}
+	for _, vh := range routeConfig(t, r, xdsapi.HTTPProxyRoute).GetVirtualHosts() {
+		if vh.GetName() == "reviews.default.svc.cluster.local:9080" {
+			for _, rt := range vh.GetRoutes() {
+				got[rt.GetName()] = rt.GetStatPrefix()
+			}
+		}
+	}
+	want := map[string]string{"moved": "", "teapot": "", "api": "", "numbered": "reviews-numbered", "numbered.bare": "", "default": ""}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("stat_prefix by route name (-want +got):\n%s", diff)
 	}
 }
 

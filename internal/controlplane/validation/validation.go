@@ -327,11 +327,6 @@ func (c *checker) httpRoute(p string, h *networking.HTTPRoute) {
 		if ns := m.SourceNamespace; ns != "" && !isDNS1123Label(ns) {
 			c.errf(mp+".sourceNamespace", "Invalid value: %q: must be a DNS-1123 label", ns)
 		}
-		// Envoy's route stat_prefix names per-route statistics; the Loom
-		// proxy keeps no per-route statistics to name.
-		if m.StatPrefix != "" {
-			c.errf(mp+".statPrefix", "%s (the proxy keeps no per-route statistics)", Unsupported)
-		}
 	}
 	if h.Delegate != nil {
 		if h.Delegate.Name == "" {

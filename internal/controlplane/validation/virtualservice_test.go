@@ -179,8 +179,9 @@ func TestVirtualServiceHTTPRoute(t *testing.T) {
 		}},
 		{"match sourceNamespace and port", "  - match: [{sourceNamespace: Not_A_Label, port: 70000}]\n" + route,
 			[]fieldErr{{"spec.http[0].match[0].port", "1-65535"}, {"spec.http[0].match[0].sourceNamespace", "DNS-1123 label"}}},
-		{"match statPrefix", "  - match: [{uri: {prefix: /a}, statPrefix: reviews-a}]\n" + route,
-			[]fieldErr{{"spec.http[0].match[0].statPrefix", Unsupported + " (the proxy keeps no per-route statistics)"}}},
+		// Istio validates no statPrefix value; loomd serves it as the
+		// Envoy route's stat_prefix.
+		{"match statPrefix is accepted", "  - match: [{uri: {prefix: /a}, statPrefix: reviews-a}, {uri: {prefix: /b}}]\n" + route, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
