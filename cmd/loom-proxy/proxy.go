@@ -108,10 +108,11 @@ type Proxy struct {
 	bootstrapRes config.Resources
 }
 
-// filterDeps are what the HTTP filters of every generation are built
-// with: the node's cluster (Envoy's service cluster).
+// filterDeps are what every generation is built with: the node's cluster
+// (Envoy's service cluster) for the HTTP filters, and the route-level
+// stats of routes with a stat_prefix.
 func (p *Proxy) filterDeps() filter.Deps {
-	return filter.Deps{ServiceCluster: p.opts.Node.GetCluster()}
+	return filter.Deps{ServiceCluster: p.opts.Node.GetCluster(), RouteStats: p.metrics.RouteStats}
 }
 
 // New wires a Proxy. With Bootstrap it reads and builds the file, failing

@@ -754,6 +754,11 @@ func buildVirtualHost(fb *filterBuilder, lv routeLevels, v *routev3.VirtualHost)
 		if err != nil {
 			return nil, under(idx("routes", k), err)
 		}
+		// Envoy names a route's stats by its virtual host's name
+		// (vhost.<name>.route.<stat_prefix>.), so the handle is made here.
+		if rr.StatPrefix != "" && fb.deps.RouteStats != nil {
+			rr.Stats = fb.deps.RouteStats(vh.Name, rr.StatPrefix)
+		}
 		vh.Routes = append(vh.Routes, rr)
 	}
 	return vh, nil
@@ -826,7 +831,7 @@ func mutations(mostSpecificWins bool, route, vh, rc *HeaderMutation) HeaderMutat
 }
 
 func buildRoute(fb *filterBuilder, r *routev3.Route, lv routeLevels) (*Route, error) {
-	rr := &Route{Name: r.GetName()}
+	rr := &Route{Name: r.GetName(), StatPrefix: r.GetStatPrefix()}
 	if d := r.GetDecorator(); d != nil {
 		if d.GetOperation() == "" {
 			return nil, ferr("decorator.operation", "must not be empty")

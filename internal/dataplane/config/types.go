@@ -12,6 +12,7 @@ import (
 
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/matcher"
+	"github.com/loom-mesh/loom/internal/dataplane/routestats"
 )
 
 // Generation is one complete runtime config. It is immutable and safe for
@@ -179,6 +180,12 @@ type Route struct {
 	// Upgrades are RouteAction.upgrade_configs: upgrade type (lower case)
 	// to enabled, overriding the listener's; nil when none.
 	Upgrades Upgrades
+	// StatPrefix is Route.stat_prefix (Istio's HTTPMatchRequest.statPrefix):
+	// "" keeps no route-level stats. Stats are its
+	// vhost.<virtual host name>.route.<stat_prefix>.* stats, resolved at
+	// build (filter.Deps.RouteStats); nil counts nothing.
+	StatPrefix string
+	Stats      *routestats.Stats
 	// RateLimits are RouteAction.rate_limits and its virtual host's
 	// rate_limits, which the rate limit filters read; nil when neither
 	// has any (and for redirects and direct responses).

@@ -1,5 +1,7 @@
 package filter
 
+import "github.com/loom-mesh/loom/internal/dataplane/routestats"
+
 // Deps are what Factory.Build may use besides the filter's config: facts of
 // the generation being built and of the proxy. The zero value is valid: no
 // cluster exists, which is what a config validated without a running proxy
@@ -15,4 +17,8 @@ type Deps struct {
 	// cluster (Envoy's --service-cluster), which the source_cluster rate
 	// limit action reads.
 	ServiceCluster string
+	// RouteStats, when set, gives the stats handle of a route with a
+	// stat_prefix (Route.stat_prefix) in the virtual host named vhost; nil
+	// keeps no route stats. It must not block.
+	RouteStats func(vhost, statPrefix string) *routestats.Stats
 }

@@ -721,6 +721,9 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	}
 
 	retry := route.Retry
+	// rs counts the route's Envoy route-level stats; nil (no stat_prefix)
+	// counts nothing.
+	rs := route.Stats
 	attempts := 1
 	if retry != nil && retry.RetryRequestAllowed(r) && upgrade == "" {
 		attempts += int(retry.NumRetries)
@@ -764,6 +767,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		release    func()         // the current retry's max_retries slot
 		fail       failure
 		lastErr    error
+		retried    bool // a retry was made: its outcome is upstream_rq_retry_success or not
+		overflowed bool // the max_retries breaker refused a retry, which is not the retry limit
 		tryStart   time.Time
 		lastTryCtx                    = ctx
 		cancelTry  context.CancelFunc = func() {}
@@ -786,6 +791,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		rel, ok := cm.clusters.TryRetry(c)
 		if !ok {
 			cm.metrics.RetryOverflow(c.Name)
+			rs.RetryOverflow()
+			overflowed = true
 		}
 		return rel, ok
 	}
@@ -813,6 +820,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		if err != nil {
 			done(upstream.Result{})
 			if errors.Is(err, upstream.ErrOverflow) {
+				rs.Completed(http.StatusServiceUnavailable)
 				cm.overflow(w, r, c, e)
 				return false
 			}
@@ -865,6 +873,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		lastTryCtx = tryCtx
 		if err == nil {
 			cm.metrics.UpstreamRequest(c.Name, resp.StatusCode)
+			rs.UpstreamRequest()
 			if attempt+1 < attempts && rb.replayable() && retryOnResponse(retry, resp) {
 				rel, ok := tryRetry()
 				if !ok {
@@ -877,6 +886,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 				done(upstream.Result{Status: resp.StatusCode})
 				resp = nil
 				release = rel // the next attempt's slot
+				rs.Retry()
+				retried = true
 				if !cm.backoff(ctx, c.Name, attempt, retry) {
 					fail = classify(ctx.Err(), r.Context(), ctx, ctx)
 					done(upstream.Result{})
@@ -889,6 +900,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		lastErr = err
 		if errors.Is(err, upstream.ErrOverflow) {
 			done(upstream.Result{})
+			rs.Completed(http.StatusServiceUnavailable)
 			cm.overflow(w, r, c, e)
 			return false
 		}
@@ -897,6 +909,11 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			fail = failDownstreamBody
 		}
 		cm.metrics.UpstreamRequest(c.Name, 0)
+		if fail != failConnect {
+			// Envoy counts a route's upstream_rq_total when the attempt
+			// gets a connection (onPoolReady).
+			rs.UpstreamRequest()
+		}
 		if fail == failConnect {
 			cm.metrics.UpstreamConnectFail(c.Name)
 		}
@@ -911,6 +928,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 				break
 			}
 			release = rel
+			rs.Retry()
+			retried = true
 			if !cm.backoff(ctx, c.Name, attempt, retry) {
 				fail = classify(ctx.Err(), r.Context(), ctx, ctx)
 				done(upstream.Result{})
@@ -925,6 +944,20 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 		// Envoy drops the retry state when the body outgrows the buffer:
 		// no URX then.
 		urx := attempts > 1 && rb.replayable() && retryOnFailure(retry, fail)
+		if urx && !overflowed {
+			rs.RetryLimitExceeded()
+		}
+		switch fail {
+		case failTimeout, failPerTryTimeout:
+			if fail == failTimeout {
+				rs.Timeout()
+			}
+			rs.Completed(http.StatusGatewayTimeout)
+		case failConnect, failReset:
+			rs.Completed(http.StatusServiceUnavailable)
+		case failProtocol:
+			rs.Completed(http.StatusBadGateway)
+		}
 		switch fail {
 		case failDownstreamBody:
 			cm.bodyError(w, r, e)
@@ -973,15 +1006,22 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	noteUpstreamTLS(e, uh, resp)
 	if attempts > 1 && rb.replayable() && retryOnResponse(retry, resp) {
 		e.ResponseFlags = FlagRetryLimitExceeded
+		if !overflowed {
+			rs.RetryLimitExceeded()
+		}
+	} else if retried {
+		rs.RetrySuccess()
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols && upgrade == "" {
 		// A 101 to a request that asked no upgrade: Envoy's codec takes it
 		// for a protocol error.
 		res.LocalOrigin = true
+		rs.Completed(http.StatusServiceUnavailable)
 		localReply(w, r, e, http.StatusServiceUnavailable, FlagUpstreamConnTerm, "upstream_reset_before_response_started{protocol_error}",
 			"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
 		return false
 	}
+	rs.Completed(resp.StatusCode)
 	if _, ok := resp.Header[istiostats.HeaderPeerMetadata]; ok {
 		// The server's sidecar's identity (metadata exchange), for the
 		// client's istio.stats; the app never sees it.
@@ -1011,6 +1051,8 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 	n, err := copyBody(w, countResponseMessages(resp.Body, e), resp.ContentLength < 0)
 	e.BytesSent = n
 	if err == nil {
+		// Envoy records upstream_rq_time when the upstream response ends.
+		rs.Time(time.Since(e.StartTime))
 		// Written to the downstream connection's buffer: the server
 		// flushes it when the handler returns.
 		e.LastDownstreamTxByteSent = sinceStart(e.StartTime)
@@ -1032,6 +1074,7 @@ func (cm *ConnectionManager) forward(w http.ResponseWriter, r *http.Request, gen
 			e.ResponseFlags = FlagUpstreamTimeout
 			e.ResponseCodeDetails = "upstream_response_timeout"
 			res.LocalOrigin = true
+			rs.Timeout() // Envoy counts the route timeout with headers sent too
 		case lastTryCtx.Err() != nil:
 			e.ResponseFlags = FlagUpstreamTimeout
 			e.ResponseCodeDetails = "upstream_per_try_timeout"

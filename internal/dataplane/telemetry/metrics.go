@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/loom-mesh/loom/internal/dataplane/routestats"
 )
 
 // Metrics holds the proxy's request counters. It is safe for concurrent
@@ -25,6 +27,7 @@ type Metrics struct {
 	retryOver    *prometheus.CounterVec
 	mirrorDrop   *prometheus.CounterVec
 	abandoned    *prometheus.CounterVec
+	routes       *routestats.Families
 	requestCache sync.Map // requestKey -> prometheus.Counter
 	clusterCache sync.Map // string (cluster name) -> *clusterCounters
 }
@@ -83,10 +86,25 @@ func NewMetrics() *Metrics {
 			Help: "Requests to a cluster whose body outgrew the retry buffer, so that they were no longer retried.",
 		}, []string{"cluster_name"}),
 	}
+	m.routes = routestats.NewFamilies()
+	m.Registry.MustRegister(m.routes.Collectors()...)
 	m.Registry.MustRegister(m.requests, m.upstreamRq, m.upstreamXX, m.connectFail, m.retries,
 		m.overflow, m.retryOver, m.mirrorDrop, m.abandoned,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// RouteStats returns the route-level stats (Envoy's
+// vhost.<vhost>.route.<statPrefix>.*, exported as envoy_vhost_route_*
+// with envoy_virtual_host and envoy_route labels) of the routes with stat
+// prefix statPrefix in the virtual host named vhost; the same handle for
+// the same pair, across generations. A nil m returns nil, which counts
+// nothing. It is filter.Deps.RouteStats.
+func (m *Metrics) RouteStats(vhost, statPrefix string) *routestats.Stats {
+	if m == nil {
+		return nil
+	}
+	return m.routes.For(vhost, statPrefix)
 }
 
 // WatchAccessLog exports a's dropped lines as the counter
