@@ -494,6 +494,18 @@ func Network(addr string) string {
 	return "tcp"
 }
 
+// PipePeer is the downstream remote address of a connection accepted on
+// the pipe listener at local whose peer's address is peer (Go's
+// RemoteAddr text): an unnamed unix peer ("" or "@", what a client that
+// did not bind gives) is local itself, as Envoy's peerAddress falls back
+// to its own socket's name; a bound peer keeps its path.
+func PipePeer(peer, local string) string {
+	if peer == "" || peer == "@" {
+		return local
+	}
+	return peer
+}
+
 // pipeAddress validates an Address with a pipe (Envoy's Pipe) and returns
 // its path: absolute ("/...") or abstract ("@name"), at most MaxPipePath
 // bytes, mode at most 0777 (Envoy's constraint).

@@ -345,6 +345,9 @@ func fillAccessLogFields(e *telemetry.Entry, r *http.Request, gen *config.Genera
 		// PipeInstance prints it.
 		e.DownstreamLocalAddress = gen.Listeners[listener].Address
 	}
+	if config.IsPipe(e.DownstreamLocalAddress) {
+		e.DownstreamRemoteAddress = config.PipePeer(e.DownstreamRemoteAddress, e.DownstreamLocalAddress)
+	}
 }
 
 // serve matches r's route, runs the listener's HTTP filters, if any, and

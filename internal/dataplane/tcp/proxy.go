@@ -118,10 +118,13 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 	e := telemetry.Entry{StartTime: start, UpstreamServiceTime: -1,
 		DownstreamLocalAddress: down.LocalAddr().String(), DownstreamRemoteAddress: down.RemoteAddr().String()}
 	conn := filter.ConnectionFrom(ctx)
+	if conn != nil && conn.Destination.IsValid() { // else a pipe listener's path, from down
+		e.DownstreamLocalAddress = conn.Destination.String()
+	}
+	if config.IsPipe(e.DownstreamLocalAddress) {
+		e.DownstreamRemoteAddress = config.PipePeer(e.DownstreamRemoteAddress, e.DownstreamLocalAddress)
+	}
 	if conn != nil {
-		if conn.Destination.IsValid() { // else a pipe listener's path, from down
-			e.DownstreamLocalAddress = conn.Destination.String()
-		}
 		e.RequestedServerName = conn.ServerName
 		e.ConnectionID, e.DownstreamHandshakeDuration = conn.ID, conn.HandshakeDuration
 		e.DownstreamTLS, e.FilterChainName = conn.TLS, conn.FilterChain
