@@ -306,6 +306,9 @@ func newBridge(down, up net.Conn, idle, report time.Duration) *bridge {
 		b.wake = report
 	}
 	b.last.Store(time.Now().UnixNano())
+	if pt, ok := up.(*postTunnel); ok {
+		pt.watchIdle(&b.last, idle)
+	}
 	return b
 }
 

@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
@@ -69,7 +71,8 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 	if _, err := io.WriteString(up, head); err != nil {
 		return nil, nil, err
 	}
-	lr := &io.LimitedReader{R: up, N: maxTunnelHead}
+	tr := &tunnelReader{Conn: up}
+	lr := &io.LimitedReader{R: tr, N: maxTunnelHead}
 	br := bufio.NewReaderSize(lr, 4<<10)
 	resp, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
@@ -86,7 +89,7 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 	}
 	if tc.UsePost {
 		lr.N = math.MaxInt64 // the head limit is past; the body is the tunnel's
-		return newPostTunnel(up, br, resp.Body), nil, nil
+		return newPostTunnel(up, tr, br, resp.Body), nil, nil
 	}
 	// RFC 9110 9.3.6: a 2xx to CONNECT has no content; Content-Length and
 	// Transfer-Encoding are ignored, so whatever the reader took past
@@ -104,12 +107,16 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 // (chunked, Content-Length, or until the proxy closes; net/http's
 // reader). It is a bridge side: one goroutine reads, another writes.
 //
-// A read deadline (the bridge's wake for the idle timeout) is applied
-// only while waiting for the first byte of a Read, through the buffered
-// reader: a deadline that struck inside the chunked decoder would leave
-// it failed for good.
+// A read deadline (the bridge's wake for the idle timeout and interim
+// reports) is applied only while waiting for the first byte of a Read,
+// through the buffered reader: a deadline that struck inside the chunked
+// decoder would leave it failed for good. Inside the decoder (a chunk cut
+// short: its size line, its data or its CRLF) the wait is bounded by the
+// idle timeout instead (tunnelReader.hold), so that a stalled response
+// cannot hold the connection past idle_timeout.
 type postTunnel struct {
 	net.Conn // up, for its addresses, deadlines and Close
+	r        *tunnelReader
 	br       *bufio.Reader
 	body     io.ReadCloser
 	done     bool // body ended; guarded by being read by one goroutine
@@ -123,11 +130,19 @@ type postTunnel struct {
 	deadline time.Time
 }
 
-func newPostTunnel(up net.Conn, br *bufio.Reader, body io.ReadCloser) *postTunnel {
+func newPostTunnel(up net.Conn, r *tunnelReader, br *bufio.Reader, body io.ReadCloser) *postTunnel {
 	// Room for a whole 32 KiB bridge copy and its chunk framing, so that
 	// one chunk is one write to the socket.
 	bw := bufio.NewWriterSize(up, 32<<10+32)
-	return &postTunnel{Conn: up, br: br, body: body, bw: bw, cw: httputil.NewChunkedWriter(bw)}
+	return &postTunnel{Conn: up, r: r, br: br, body: body, bw: bw, cw: httputil.NewChunkedWriter(bw)}
+}
+
+// watchIdle makes the decoder's waits end only once no byte has moved
+// either way for idle (0: never): last is the bridge's time of the last
+// byte moved, in Unix nanoseconds, which reads through the tunnel also
+// advance. Called before the first Read.
+func (t *postTunnel) watchIdle(last *atomic.Int64, idle time.Duration) {
+	t.r.last, t.r.idle = last, idle
 }
 
 func (t *postTunnel) Write(p []byte) (int, error) {
@@ -175,16 +190,16 @@ func (t *postTunnel) Read(p []byte) (int, error) {
 	if t.done {
 		return 0, io.EOF
 	}
-	if !t.deadline.IsZero() {
-		if t.br.Buffered() == 0 {
-			_ = t.Conn.SetReadDeadline(t.deadline)
-			if _, err := t.br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
-				return 0, err // the reader forgets the error; the body never saw it
-			}
+	if !t.deadline.IsZero() && t.br.Buffered() == 0 {
+		_ = t.Conn.SetReadDeadline(t.deadline)
+		if _, err := t.br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err // the reader forgets the error; the body never saw it
 		}
-		_ = t.Conn.SetReadDeadline(time.Time{})
 	}
+	_ = t.Conn.SetReadDeadline(t.r.idleDeadline())
+	t.r.hold = true
 	n, err := t.body.Read(p)
+	t.r.hold = false
 	if errors.Is(err, io.EOF) {
 		t.done = true
 	}
@@ -201,6 +216,45 @@ func (t *postTunnel) SetReadDeadline(d time.Time) error {
 func (t *postTunnel) SetDeadline(d time.Time) error {
 	_ = t.SetReadDeadline(d)
 	return t.Conn.SetWriteDeadline(d)
+}
+
+// tunnelReader is what a tunnel's buffered reader reads up through. While
+// hold is set (inside the chunked decoder), a read deadline that passes
+// before the connection has been idle for idle is moved to last+idle and
+// the read goes on, so the decoder sees a timeout only when the
+// connection really is idle; otherwise errors pass as they are. Its reads
+// advance last. One goroutine reads; last is shared with the bridge.
+type tunnelReader struct {
+	net.Conn
+	last *atomic.Int64 // nil until watchIdle
+	idle time.Duration // 0: no idle timeout
+	hold bool
+}
+
+func (r *tunnelReader) Read(p []byte) (int, error) {
+	for {
+		n, err := r.Conn.Read(p)
+		if n > 0 && r.last != nil {
+			r.last.Store(time.Now().UnixNano())
+		}
+		if n > 0 || !r.hold || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		d := r.idleDeadline()
+		if d.IsZero() || !time.Now().Before(d) {
+			return n, err
+		}
+		_ = r.Conn.SetReadDeadline(d)
+	}
+}
+
+// idleDeadline is when the connection will have been idle for idle, as of
+// its last activity; zero without an idle timeout.
+func (r *tunnelReader) idleDeadline() time.Time {
+	if r.idle <= 0 || r.last == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, r.last.Load()).Add(r.idle)
 }
 
 // isHeadError reports whether err is net/http's complaint about a

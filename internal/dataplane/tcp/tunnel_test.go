@@ -549,3 +549,87 @@ func TestProxyProtocolBeforeTLS(t *testing.T) {
 		t.Errorf("upstream answered %q, want the client's address then hello over TLS", got)
 	}
 }
+
+// TestTunnelPostStalledChunk: a POST tunnel whose response stops inside
+// a chunk (its size line, or its data without the CRLF) after the client
+// half-closed is still closed by idle_timeout, both sides: the chunked
+// decoder's wait is bounded by the connection's last activity.
+func TestTunnelPostStalledChunk(t *testing.T) {
+	for _, tt := range []struct{ name, body string }{
+		{"chunk size only", "5"},
+		{"chunk data without its CRLF", "5\r\nhello\r"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			proxyDone := make(chan struct{})
+			addr := server(t, func(c *net.TCPConn) {
+				defer close(proxyDone)
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					t.Errorf("proxy read: %v", err)
+					return
+				}
+				if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+tt.body); err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, br) // until the tcp_proxy closes
+			})
+			tp := tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "db.example:5432", UsePost: true})
+			tp.IdleTimeout = durationpb.New(200 * time.Millisecond)
+			h := start(t, tp, cluster(t, "proxy", nil, addr))
+			c := dial(t, h.addr) // its 10 s deadline bounds the wait
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := io.ReadAll(c); err != nil {
+				t.Fatalf("client read %q, %v; want the idle connection closed", got, err)
+			}
+			select {
+			case <-proxyDone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the connection to the upstream proxy is still open 5 s after the client's was closed")
+			}
+		})
+	}
+}
+
+// TestTunnelPostChunkWaitsWhileActive: a response chunk cut short does
+// not time out while bytes still move the other way: the decoder's wait
+// ends at idle_timeout after the last byte either way, not after its own
+// last read. The client writes a byte every 50 ms for 600 ms (three
+// idle_timeouts of 200 ms) while the proxy holds back the chunk's data.
+func TestTunnelPostChunkWaitsWhileActive(t *testing.T) {
+	const writes = 12
+	addr := server(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			t.Errorf("proxy read: %v", err)
+			return
+		}
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5"); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(req.Body, make([]byte, writes)); err != nil {
+			t.Errorf("proxy read of the body: %v", err)
+			return
+		}
+		if _, err := io.WriteString(c, "\r\nhello\r\n0\r\n\r\n"); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, br)
+	})
+	tp := tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "db.example:5432", UsePost: true})
+	tp.IdleTimeout = durationpb.New(200 * time.Millisecond)
+	h := start(t, tp, cluster(t, "proxy", nil, addr))
+	c := dial(t, h.addr)
+	for i := range writes {
+		if _, err := c.Write([]byte{'a'}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		<-time.After(50 * time.Millisecond)
+	}
+	got := make([]byte, len("hello"))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
+		t.Fatalf("client read %q, %v; want hello, the chunk held back while the client wrote", got, err)
+	}
+}
