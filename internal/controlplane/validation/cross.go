@@ -1,7 +1,9 @@
 package validation
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -36,8 +38,8 @@ func ResolveHost(host, ns string) string {
 //     exists, has no hosts and is exported to the root's namespace, and
 //     following delegates must never come back to where it started;
 //   - a namespace has at most one Sidecar without workloadSelector;
-//   - a DestinationRule trafficPolicy.tunnel must not go to a cluster
-//     that speaks HTTP/2 (checkTunnels).
+//   - a DestinationRule trafficPolicy.tunnel must not go only to
+//     clusters that speak HTTP/2 (checkTunnels).
 //
 // It returns nil when the set is valid. It does not modify rs and is safe
 // for concurrent use.
@@ -62,23 +64,31 @@ func ValidateAll(rs []*config.Resource) config.Errors {
 }
 
 // checkTunnels refuses a DestinationRule trafficPolicy.tunnel (top level
-// or a subset's) whose cluster would speak HTTP/2: a ServiceEntry of the
-// set declares the rule's host with an HTTP2, GRPC or GRPC-Web port (the
-// cluster's protocol is the port's, as Istio's setUpstreamProtocol), or
-// the same policy's connectionPool.http.h2UpgradePolicy is UPGRADE. Envoy
-// would send the tunnel as an HTTP/2 CONNECT; loom-proxy speaks tunnels
-// over HTTP/1.1 only and would fail every connection with UF, so the rule
-// is refused here rather than NACKed by the proxy (a NACK holds back
-// every later update). Hosts known only from Kubernetes Services are not
-// in the set: the proxy refuses those connections (UF) and logs it.
+// or a subset's) when every cluster it can apply to would speak HTTP/2:
+// Envoy would send the tunnel as an HTTP/2 CONNECT, and loom-proxy
+// tunnels over HTTP/1.1 only, failing every connection with UF, so the
+// rule is refused here rather than NACKed by the proxy (a NACK holds back
+// every later update). Istio tunnels over the cluster of the port the TCP
+// route picks ("outbound|PORT|SUBSET|HOST"), so the question is per port:
+// a port's cluster speaks HTTP/2 when its protocol is HTTP2, GRPC or
+// GRPC-Web (setUpstreamProtocol) or when its connection pool, merged with
+// portLevelSettings as Istio's MergeTrafficPolicy (the top level's for the
+// port, the subset's connectionPool, the subset's for the port; a port
+// level entry replaces the pool), has h2UpgradePolicy UPGRADE without
+// useClientProtocol (shouldH2Upgrade upgrades any protocol then). The
+// ports are those ServiceEntries of the set declare for a host the rule's
+// host matches (a wildcard rule reaches every such host); a rule whose
+// host no ServiceEntry declares (a Kubernetes Service) is judged on the
+// ports its portLevelSettings name and any other port, so only UPGRADE can
+// refuse it. The proxy refuses what is left (UF) and logs it.
 func checkTunnels(rs []*config.Resource) config.Errors {
-	type h2Port struct {
+	type sePort struct {
 		se    *config.Resource
 		host  string
 		port  uint32
 		proto registry.Protocol
 	}
-	var h2 []h2Port
+	var ports []sePort
 	for _, r := range rs {
 		se, ok := r.Spec.(*networking.ServiceEntry)
 		if !ok {
@@ -86,11 +96,8 @@ func checkTunnels(rs []*config.Resource) config.Errors {
 		}
 		for _, p := range se.Ports {
 			proto := registry.ParseProtocol(p.GetProtocol(), p.GetName())
-			if !proto.IsHTTP2() {
-				continue
-			}
 			for _, h := range se.Hosts {
-				h2 = append(h2, h2Port{se: r, host: ResolveHost(h, r.Namespace), port: p.GetNumber(), proto: proto})
+				ports = append(ports, sePort{se: r, host: ResolveHost(h, r.Namespace), port: p.GetNumber(), proto: proto})
 			}
 		}
 	}
@@ -101,35 +108,84 @@ func checkTunnels(rs []*config.Resource) config.Errors {
 			continue
 		}
 		host := ResolveHost(dr.Host, r.Namespace)
-		check := func(field string, tp, top *networking.TrafficPolicy) {
-			if tp.GetTunnel() == nil {
+		var reach []sePort
+		for _, p := range ports {
+			if hostMatches(host, p.host) {
+				reach = append(reach, p)
+			}
+		}
+		check := func(field string, tp, sub *networking.TrafficPolicy) {
+			t := sub.GetTunnel()
+			if sub == nil {
+				t = tp.GetTunnel()
+			}
+			if t == nil {
 				return
 			}
-			cp := tp.GetConnectionPool()
-			if cp == nil {
-				cp = top.GetConnectionPool()
-			}
-			if cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE && !cp.GetHttp().GetUseClientProtocol() {
-				errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".tunnel",
-					Msg: "Invalid value: with connectionPool.http.h2UpgradePolicy UPGRADE the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only"})
-				return
-			}
-			for _, p := range h2 {
-				if hostMatches(host, p.host) {
-					errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".tunnel",
-						Msg: fmt.Sprintf("Invalid value: host %q port %d is %s (%s), so the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only: declare the proxy's port TCP or HTTP",
-							p.host, p.port, p.proto, p.se.Key())})
-					return
+			rp := reach
+			if len(rp) == 0 {
+				// No ServiceEntry: port 0 stands for every port no
+				// portLevelSettings entry names.
+				rp = []sePort{{port: 0}}
+				for _, pls := range append(slices.Clone(tp.GetPortLevelSettings()), sub.GetPortLevelSettings()...) {
+					rp = append(rp, sePort{port: pls.GetPort().GetNumber()})
 				}
 			}
+			var why []string
+			for _, p := range rp {
+				switch cp := mergedConnectionPool(tp, sub, p.port); {
+				case p.proto.IsHTTP2():
+					why = append(why, fmt.Sprintf("host %q port %d is %s (%s)", p.host, p.port, p.proto, p.se.Key()))
+				case cp.GetHttp().GetH2UpgradePolicy() == networking.ConnectionPoolSettings_HTTPSettings_UPGRADE && !cp.GetHttp().GetUseClientProtocol():
+					if p.se == nil {
+						why = append(why, "connectionPool.http.h2UpgradePolicy is UPGRADE")
+					} else {
+						why = append(why, fmt.Sprintf("host %q port %d has connectionPool.http.h2UpgradePolicy UPGRADE", p.host, p.port))
+					}
+				default:
+					return // this port's cluster speaks HTTP/1.1
+				}
+			}
+			proto := cmp.Or(t.GetProtocol(), "CONNECT")
+			errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".tunnel",
+				Msg: fmt.Sprintf("Unsupported value: %q: %s over HTTP/2, and every cluster the rule reaches speaks it (%s): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE",
+					proto, Unsupported, strings.Join(slices.Compact(why), "; "))})
 		}
 		top := dr.GetTrafficPolicy()
 		check("spec.trafficPolicy", top, nil)
 		for i, sub := range dr.Subsets {
-			check(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), sub.GetTrafficPolicy(), top)
+			if sub.GetTrafficPolicy() != nil {
+				check(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), top, sub.GetTrafficPolicy())
+			}
 		}
 	}
 	return errs
+}
+
+// mergedConnectionPool is the connection pool of port port's cluster under
+// the top-level policy top and the subset's sub (nil for the top level's
+// own cluster), as Istio's MergeTrafficPolicy: top's, replaced by top's
+// portLevelSettings entry for the port, then by sub's connectionPool when
+// set, then by sub's entry for the port. A port level entry replaces the
+// whole pool (nil when it sets none): port level settings do not inherit.
+// Port 0 matches no entry.
+func mergedConnectionPool(top, sub *networking.TrafficPolicy, port uint32) *networking.ConnectionPoolSettings {
+	forPort := func(tp *networking.TrafficPolicy, cp *networking.ConnectionPoolSettings) *networking.ConnectionPoolSettings {
+		for _, pls := range tp.GetPortLevelSettings() {
+			if port != 0 && pls.GetPort().GetNumber() == port {
+				return pls.GetConnectionPool()
+			}
+		}
+		return cp
+	}
+	cp := forPort(top, top.GetConnectionPool())
+	if sub == nil {
+		return cp
+	}
+	if sub.GetConnectionPool() != nil {
+		cp = sub.GetConnectionPool()
+	}
+	return forPort(sub, cp)
 }
 
 func sourceOrUnknown(s config.Source) string {

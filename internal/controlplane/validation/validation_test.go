@@ -473,8 +473,115 @@ spec:
       tunnel: {protocol: POST, targetHost: db.example, targetPort: 5432}
 `},
 			want: []string{
-				`dr.yaml:1: DestinationRule default/h2: spec.trafficPolicy.tunnel: Invalid value: host "h2-proxy.example" port 3128 is GRPC (ServiceEntry default/h2-proxy), so the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only: declare the proxy's port TCP or HTTP`,
-				"dr.yaml:9: DestinationRule default/tcp: spec.subsets[1].trafficPolicy.tunnel: Invalid value: with connectionPool.http.h2UpgradePolicy UPGRADE the tunnel would go over HTTP/2 (an HTTP/2 CONNECT), and loom-proxy tunnels over HTTP/1.1 only",
+				`dr.yaml:1: DestinationRule default/h2: spec.trafficPolicy.tunnel: Unsupported value: "CONNECT": ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (host "h2-proxy.example" port 3128 is GRPC (ServiceEntry default/h2-proxy)): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
+				`dr.yaml:9: DestinationRule default/tcp: spec.subsets[1].trafficPolicy.tunnel: Unsupported value: "POST": ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (host "tcp-proxy.example" port 3128 has connectionPool.http.h2UpgradePolicy UPGRADE): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
+			},
+		},
+		{
+			// Istio tunnels over the cluster of the port the TCP route
+			// picks, its pool merged with portLevelSettings: a rule is
+			// refused only when every port it reaches is HTTP/2.
+			name: "tunnel over HTTP/2 per port",
+			files: map[string]string{"a.yaml": `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mixed}
+spec:
+  hosts: [mixed.example]
+  ports: [{number: 3128, name: tcp-proxy, protocol: TCP}, {number: 8080, name: grpc, protocol: GRPC}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a-grpc}
+spec:
+  hosts: [a.proxies.example]
+  ports: [{number: 3128, name: grpc, protocol: GRPC}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: b-tcp}
+spec:
+  hosts: [b.proxies.example]
+  ports: [{number: 3128, name: tcp, protocol: TCP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: plain}
+spec:
+  hosts: [plain.example]
+  ports: [{number: 3128, name: tcp, protocol: TCP}]
+  resolution: DNS
+`, "dr.yaml": `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: mixed}
+spec:
+  host: mixed.example
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wildcard}
+spec:
+  host: "*.proxies.example"
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: plain-port-downgrade}
+spec:
+  host: plain.example
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+    connectionPool:
+      http: {h2UpgradePolicy: UPGRADE}
+    portLevelSettings:
+    - port: {number: 3128}
+      connectionPool:
+        tcp: {maxConnections: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: plain-port-upgrade, namespace: other}
+spec:
+  host: plain.example
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+    portLevelSettings:
+    - port: {number: 3128}
+      connectionPool:
+        http: {h2UpgradePolicy: UPGRADE}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: kube}
+spec:
+  host: kube-proxy.default.svc.cluster.local
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+    connectionPool:
+      http: {h2UpgradePolicy: UPGRADE}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: kube-port-downgrade}
+spec:
+  host: kube-proxy2.default.svc.cluster.local
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+    connectionPool:
+      http: {h2UpgradePolicy: UPGRADE}
+    portLevelSettings:
+    - port: {number: 3128}
+      connectionPool:
+        http: {h2UpgradePolicy: DO_NOT_UPGRADE}
+`},
+			want: []string{
+				`dr.yaml:31: DestinationRule other/plain-port-upgrade: spec.trafficPolicy.tunnel: Unsupported value: "CONNECT": ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (host "plain.example" port 3128 has connectionPool.http.h2UpgradePolicy UPGRADE): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
+				`dr.yaml:43: DestinationRule default/kube: spec.trafficPolicy.tunnel: Unsupported value: "CONNECT": ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (connectionPool.http.h2UpgradePolicy is UPGRADE): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
 			},
 		},
 		{
