@@ -149,3 +149,32 @@ func TestPipeListenerKeepsOthersFiles(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestAbstractPipeListener: a pipe path "@name" is a socket in Linux's
+// abstract namespace, as Envoy takes it: no file, nothing to remove.
+func TestAbstractPipeListener(t *testing.T) {
+	m, err := New(Options{
+		Handler: func(*config.Listener, *config.FilterChain) http.Handler { return http.NotFoundHandler() },
+		TCP:     echoConns,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(context.Background())
+	name := "@loom-test-" + filepath.Base(sockDir(t))
+	l := tcpL("abstract", name)
+	l.PipeMode = 0o600 // not applicable: ignored
+	if err := m.Update(gen(l)); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("unix", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "hi\n")
+	if got, err := bufio.NewReader(conn).ReadString('\n'); err != nil || got != "abstract hi\n" {
+		t.Fatalf("abstract socket answered %q, %v", got, err)
+	}
+}
