@@ -382,7 +382,10 @@ func TestTunnelOpenErrors(t *testing.T) {
 		}, "tunnel:_no_valid_response_from_the_upstream_proxy:_unexpected_EOF"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var reqs syncBuffer
+			// The request line the proxy read: sent before it answers, and
+			// waited for below, since with "never answers" the tcp_proxy
+			// may give up before this goroutine has run.
+			reqs := make(chan string, 1)
 			addr := server(t, func(c *net.TCPConn) {
 				br := bufio.NewReader(c)
 				req, err := http.ReadRequest(br)
@@ -390,7 +393,7 @@ func TestTunnelOpenErrors(t *testing.T) {
 					t.Errorf("proxy read: %v", err)
 					return
 				}
-				reqs.Write([]byte(req.Method + " " + req.RequestURI))
+				reqs <- req.Method + " " + req.RequestURI
 				tt.answer(c)
 				holdOpen(c)
 			})
@@ -406,8 +409,13 @@ func TestTunnelOpenErrors(t *testing.T) {
 			if f := strings.Fields(line); len(f) != 3 || f[0] != "UF" || !strings.HasPrefix(f[1], tt.reason) || f[2] != "0" {
 				t.Errorf("access log %q, want UF, a reason starting %q and 0 bytes sent", line, tt.reason)
 			}
-			if r := reqs.String(); r != "CONNECT example.com:443" {
-				t.Errorf("proxy saw %q, want CONNECT example.com:443", r)
+			select {
+			case r := <-reqs:
+				if r != "CONNECT example.com:443" {
+					t.Errorf("proxy saw %q, want CONNECT example.com:443", r)
+				}
+			case <-time.After(5 * time.Second):
+				t.Error("the proxy read no request within 5 s")
 			}
 		})
 	}
