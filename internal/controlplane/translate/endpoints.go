@@ -36,9 +36,11 @@ const (
 // with no instances gets an assignment with no endpoints.
 //
 // Only IP addresses go in: an instance whose address is a host name (a
-// WorkloadEntry of a STATIC ServiceEntry) or a unix:// socket is left out,
-// since the proxy NACKs an endpoint update with any non-IP socket address,
-// which would freeze endpoints for every cluster.
+// WorkloadEntry of a STATIC ServiceEntry) is left out, since the proxy
+// NACKs an endpoint update with any non-IP socket address, which would
+// freeze endpoints for every cluster. A unix:// WorkloadEntry is left out
+// too: the proxy dials pipe endpoints (a Sidecar ingress unix://
+// defaultEndpoint's), but EDS does not send them yet (issue 3).
 func outboundEndpoints(pc *model.PushContext, p *model.Proxy) []*endpointv3.ClusterLoadAssignment {
 	return loadAssignments(pc, p, false)
 }
