@@ -224,6 +224,7 @@ func (p *Proxy) apply(g *config.Generation) {
 	}
 	p.clusters.Update(g)
 	p.current.Store(g)
+	p.metrics.RetainRouteStats(g) // the route stats of routes g no longer has go
 	p.appliedAt.Store(time.Now().UnixNano())
 	if err := p.listeners.Update(g); err != nil {
 		p.log.Error("listeners not bound", "generation", g.Number, "error", err)

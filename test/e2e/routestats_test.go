@@ -36,7 +36,8 @@ func routeStatLines(t *testing.T, ip string) []string {
 // TestVirtualServiceStatPrefix: a VirtualService match's statPrefix names
 // the route-level stats (Envoy's vhost.<vhost>.route.<statPrefix>.*) the
 // client's sidecar emits for the route that match became, and only for
-// it: its sibling match and the next http route have none.
+// it: its sibling match and the next http route have none. Once the
+// statPrefix is gone from the config, so are its series.
 func TestVirtualServiceStatPrefix(t *testing.T) {
 	app := &nameApp{name: "httpbin-v1"}
 	m := startAppMesh(t, "127.95.0", []appWorkload{{Name: "httpbin-v1", App: "httpbin", Version: "v1", Octet: 11, Handler: app}}, "")
@@ -83,5 +84,21 @@ spec:
 	// The counts are made before the response is written: no wait needed.
 	if got := routeStatLines(t, m.ip(clientOctet)); !slices.Equal(got, want) {
 		t.Errorf("client sidecar's route stats:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	// The statPrefix removed, its route's series go with it.
+	m.apply(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+spec:
+  hosts:
+  - httpbin
+  http:
+  - route:
+    - destination:
+        host: httpbin
+`)
+	if got := routeStatLines(t, m.ip(clientOctet)); len(got) != 0 {
+		t.Errorf("route stats after the statPrefix was removed:\n%s", strings.Join(got, "\n"))
 	}
 }

@@ -97,6 +97,29 @@ func (f *Families) For(vhost, prefix string) *Stats {
 	return got.(*Stats)
 }
 
+// Retain drops the Stats, and their series, of every virtual host and
+// prefix pair keep does not hold: routes gone from the published config,
+// or made for a generation that was refused. Envoy drops a route's stats
+// with its route configuration. A request still on an older generation
+// may count on a dropped Stats; that count is lost. Call it after
+// publishing a generation; keep must not block.
+func (f *Families) Retain(keep func(vhost, prefix string) bool) {
+	f.cache.Range(func(k, _ any) bool {
+		kk := k.(key)
+		if keep(kk.vhost, kk.prefix) {
+			return true
+		}
+		f.cache.Delete(k)
+		labels := prometheus.Labels{LabelVirtualHost: kk.vhost, LabelRoute: kk.prefix}
+		for _, v := range []*prometheus.CounterVec{f.total, f.retry, f.retrySuccess, f.retryLimit,
+			f.retryOverflow, f.timeout, f.completed, f.class, f.code} {
+			v.DeletePartialMatch(labels)
+		}
+		f.time.DeletePartialMatch(labels)
+		return true
+	})
+}
+
 // Stats are one route's stats. A nil *Stats counts nothing, so that the
 // router calls it on every route. Safe for concurrent use; a count is an
 // atomic add, and a response code's first count on the route makes its

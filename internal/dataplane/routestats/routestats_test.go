@@ -65,3 +65,39 @@ func TestForSharesByName(t *testing.T) {
 		t.Errorf("upstream_rq_completed sum = %v, want 3", completed)
 	}
 }
+
+// Retain drops the series of routes gone from the config, and a route
+// that comes back starts again from its ALL_ROUTE_STATS counters at 0.
+func TestRetain(t *testing.T) {
+	f := NewFamilies()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(f.Collectors()...)
+	kept, gone := f.For("vh", "kept"), f.For("vh", "gone")
+	kept.Completed(200)
+	gone.Completed(200)
+	gone.Time(time.Millisecond)
+	f.Retain(func(vhost, prefix string) bool { return prefix == "kept" })
+	routes := func() map[string]bool {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == LabelRoute {
+						seen[lp.GetValue()] = true
+					}
+				}
+			}
+		}
+		return seen
+	}
+	if got := routes(); !got["kept"] || got["gone"] {
+		t.Fatalf("routes with series after Retain: %v, want kept only", got)
+	}
+	if back := f.For("vh", "gone"); back == gone || !routes()["gone"] {
+		t.Errorf("For after Retain: same handle %v, series %v; want a new handle with its counters", back == gone, routes())
+	}
+}

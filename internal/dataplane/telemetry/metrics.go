@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/routestats"
 )
 
@@ -105,6 +106,27 @@ func (m *Metrics) RouteStats(vhost, statPrefix string) *routestats.Stats {
 		return nil
 	}
 	return m.routes.For(vhost, statPrefix)
+}
+
+// RetainRouteStats drops the route stats of every route that has a
+// stat_prefix in no route table of g, so that removed routes do not grow
+// the series forever. Call it after publishing g. A nil m or g is a no-op.
+func (m *Metrics) RetainRouteStats(g *config.Generation) {
+	if m == nil || g == nil {
+		return
+	}
+	type key struct{ vhost, prefix string }
+	live := map[key]bool{}
+	for _, rt := range g.Routes {
+		for _, vh := range rt.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.StatPrefix != "" {
+					live[key{vh.Name, r.StatPrefix}] = true
+				}
+			}
+		}
+	}
+	m.routes.Retain(func(vhost, prefix string) bool { return live[key{vhost, prefix}] })
 }
 
 // WatchAccessLog exports a's dropped lines as the counter
