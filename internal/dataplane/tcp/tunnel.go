@@ -9,9 +9,8 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
-	"sync"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -101,11 +100,12 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 }
 
 // postTunnel is a tunnel over an HTTP/1.1 POST (use_post): what is
-// written goes to the proxy as one chunk per Write
-// (httputil.NewChunkedWriter), CloseWrite ends the request body with the
-// last chunk (and leaves the connection open), and Read returns the response body as its framing says
-// (chunked, Content-Length, or until the proxy closes; net/http's
-// reader). It is a bridge side: one goroutine reads, another writes.
+// written goes to the proxy as one chunk per Write, CloseWrite ends the
+// request body with the last chunk (and leaves the connection open), and
+// Read returns the response body as its framing says (chunked,
+// Content-Length, or until the proxy closes; net/http's reader). It is a
+// bridge side: one goroutine reads, another writes (Write, then
+// CloseWrite), so neither half needs a lock; Close may come from any.
 //
 // A read deadline (the bridge's wake for the idle timeout and interim
 // reports) is applied only while waiting for the first byte of a Read,
@@ -116,25 +116,24 @@ func openTunnel(ctx context.Context, up net.Conn, tc *config.Tunneling, timeout 
 // cannot hold the connection past idle_timeout.
 type postTunnel struct {
 	net.Conn // up, for its addresses, deadlines and Close
-	r        *tunnelReader
-	br       *bufio.Reader
-	body     io.ReadCloser
-	done     bool // body ended; guarded by being read by one goroutine
-	// wmu guards bw and cw: Write and CloseWrite run on the bridge's
-	// writing goroutine, but CloseWrite may also follow a failed Write.
-	wmu    sync.Mutex
-	bw     *bufio.Writer
-	cw     io.WriteCloser
-	closed bool
+	// The read half.
+	r    *tunnelReader
+	br   *bufio.Reader
+	body io.ReadCloser
+	done bool // body ended
 	// deadline is the read deadline set (zero: none).
 	deadline time.Time
+	// The write half.
+	bw     *bufio.Writer
+	size   []byte // scratch for a chunk's size line
+	closed bool
 }
 
 func newPostTunnel(up net.Conn, r *tunnelReader, br *bufio.Reader, body io.ReadCloser) *postTunnel {
 	// Room for a whole 32 KiB bridge copy and its chunk framing, so that
 	// one chunk is one write to the socket.
 	bw := bufio.NewWriterSize(up, 32<<10+32)
-	return &postTunnel{Conn: up, r: r, br: br, body: body, bw: bw, cw: httputil.NewChunkedWriter(bw)}
+	return &postTunnel{Conn: up, r: r, br: br, body: body, bw: bw, size: make([]byte, 0, 18)}
 }
 
 // watchIdle makes the decoder's waits end only once no byte has moved
@@ -145,20 +144,24 @@ func (t *postTunnel) watchIdle(last *atomic.Int64, idle time.Duration) {
 	t.r.last, t.r.idle = last, idle
 }
 
+// Write sends p as one chunk (RFC 9112 7.1: its size in hex, CRLF, the
+// data, CRLF) without allocating, in one write to up when p fits in the
+// 32 KiB buffer (a bridge copy does).
 func (t *postTunnel) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil // a zero-length chunk would end the body
 	}
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
 	if t.closed {
 		return 0, net.ErrClosed
 	}
-	n, err := t.cw.Write(p)
-	if err != nil {
-		return n, err
+	t.size = append(strconv.AppendUint(t.size[:0], uint64(len(p)), 16), '\r', '\n')
+	_, _ = t.bw.Write(t.size) // bufio's errors stick: Flush returns the first
+	_, _ = t.bw.Write(p)
+	_, _ = t.bw.WriteString("\r\n")
+	if err := t.bw.Flush(); err != nil {
+		return 0, err
 	}
-	return n, t.bw.Flush()
+	return len(p), nil
 }
 
 // CloseWrite ends the request body: the last chunk and an empty trailer
@@ -171,18 +174,11 @@ func (t *postTunnel) Write(p []byte) (int, error) {
 // drops the response's rest; Loom keeps reading the response until it
 // ends, so that a half-closed client still gets the upstream's answer.
 func (t *postTunnel) CloseWrite() error {
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
 	if t.closed {
 		return nil
 	}
 	t.closed = true
-	if err := t.cw.Close(); err != nil { // "0\r\n"
-		return err
-	}
-	if _, err := t.bw.WriteString("\r\n"); err != nil {
-		return err
-	}
+	_, _ = t.bw.WriteString("0\r\n\r\n")
 	return t.bw.Flush()
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -639,5 +640,40 @@ func TestTunnelPostChunkWaitsWhileActive(t *testing.T) {
 	got := make([]byte, len("hello"))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
 		t.Fatalf("client read %q, %v; want hello, the chunk held back while the client wrote", got, err)
+	}
+}
+
+// TestPostTunnelChunks: each Write is one chunk, its size in lower-case
+// hex (RFC 9112 7.1), CloseWrite the last chunk and an empty trailer
+// section, whatever the size (past the 32 KiB buffer included); net/http's
+// decoder reads back what was written, and a Write allocates nothing.
+func TestPostTunnelChunks(t *testing.T) {
+	var wire strings.Builder
+	pt := &postTunnel{bw: bufio.NewWriterSize(&wire, 32<<10+32), size: make([]byte, 0, 18)}
+	var want []byte
+	for _, n := range []int{1, 15, 16, 255, 32 << 10, 100 << 10} {
+		p := []byte(strings.Repeat(string(rune('a'+n%26)), n))
+		if k, err := pt.Write(p); err != nil || k != n {
+			t.Fatalf("Write(%d bytes) = %d, %v", n, k, err)
+		}
+		want = append(want, p...)
+	}
+	if err := pt.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	raw := wire.String()
+	if head := "1\r\nb\r\nf\r\n" + strings.Repeat("p", 15) + "\r\n10\r\n"; !strings.HasPrefix(raw, head) ||
+		!strings.Contains(raw, "\r\nff\r\n") || !strings.Contains(raw, "\r\n8000\r\n") || !strings.HasSuffix(raw, "\r\n0\r\n\r\n") {
+		t.Errorf("wire starts %q, ends %q; want chunks of sizes 1, f, 10, ff, 8000, 19000, then the last chunk", raw[:min(len(raw), 40)], raw[max(0, len(raw)-12):])
+	}
+	got, err := io.ReadAll(httputil.NewChunkedReader(strings.NewReader(raw)))
+	if err != nil || string(got) != string(want) {
+		t.Errorf("decoded %d bytes, %v; want the %d written", len(got), err, len(want))
+	}
+
+	pt = &postTunnel{bw: bufio.NewWriterSize(io.Discard, 32<<10+32), size: make([]byte, 0, 18)}
+	p := make([]byte, 32<<10)
+	if a := testing.AllocsPerRun(100, func() { _, _ = pt.Write(p) }); a != 0 {
+		t.Errorf("a 32 KiB Write allocates %v times, want 0", a)
 	}
 }
