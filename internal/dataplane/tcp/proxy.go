@@ -68,10 +68,44 @@ type Options struct {
 type Proxy struct {
 	opts Options
 	log  *slog.Logger
-	// tunnelH2Warned holds the names of the clusters whose refused HTTP/2
-	// tunnel was logged at Warn, so that it is logged once per cluster
-	// rather than per connection.
-	tunnelH2Warned sync.Map // string → struct{}
+	// tunnelH2Warned names the clusters whose refused HTTP/2 tunnel was
+	// logged at Warn, so that it is logged once per cluster rather than
+	// per connection.
+	tunnelH2Warned warnedClusters
+}
+
+// warnedClusters is a set of cluster names that forgets the clusters gone
+// from the config: it holds only names of the latest generation it was
+// asked under, so it never outgrows one config's clusters, and a cluster
+// that leaves and comes back is warned of again. Safe for concurrent use.
+type warnedClusters struct {
+	mu sync.Mutex // guards the fields below
+	// gen is the Number of the generation names was last pruned against.
+	gen   uint64
+	names map[string]struct{}
+}
+
+// first reports whether name (a cluster of gen) is not in the set yet, and
+// adds it. Names gen no longer has are dropped first, once per generation.
+func (w *warnedClusters) first(gen *config.Generation, name string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if gen.Number != w.gen {
+		for n := range w.names {
+			if gen.Clusters[n] == nil {
+				delete(w.names, n)
+			}
+		}
+		w.gen = gen.Number
+	}
+	if _, ok := w.names[name]; ok {
+		return false
+	}
+	if w.names == nil {
+		w.names = make(map[string]struct{})
+	}
+	w.names[name] = struct{}{}
+	return true
 }
 
 // New makes a Proxy; it fails when Generation or Clusters is nil.
@@ -194,7 +228,7 @@ func (p *Proxy) ServeConn(ctx context.Context, listener string, fc *config.Filte
 		// loomd refuses such a DestinationRule when it knows the port's
 		// protocol; a NACK here would hold back every later update, so
 		// the connection fails instead, and the operator hears it once.
-		if _, seen := p.tunnelH2Warned.LoadOrStore(name, struct{}{}); !seen {
+		if p.tunnelH2Warned.first(gen, name) {
 			p.log.Warn("tunneling_config on a cluster that speaks HTTP/2: every connection fails with UF (loom-proxy tunnels over HTTP/1.1 only)", "cluster", name)
 		} else {
 			p.log.Debug("upstream tunnel refused", "cluster", name, "error", errTunnelHTTP2)

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/loom-mesh/loom/internal/dataplane/config"
 	"github.com/loom-mesh/loom/internal/dataplane/filter"
 	"github.com/loom-mesh/loom/internal/dataplane/upstream"
 	"github.com/loom-mesh/loom/internal/testutil"
@@ -675,5 +676,41 @@ func TestPostTunnelChunks(t *testing.T) {
 	p := make([]byte, 32<<10)
 	if a := testing.AllocsPerRun(100, func() { _, _ = pt.Write(p) }); a != 0 {
 		t.Errorf("a 32 KiB Write allocates %v times, want 0", a)
+	}
+}
+
+// TestWarnedClusters: the set of clusters warned of says "first" once per
+// cluster while it stays in the config, forgets a cluster when a
+// generation without it is seen (so it never outgrows one config's
+// clusters), and warns again of a cluster that came back.
+func TestWarnedClusters(t *testing.T) {
+	gen := func(n uint64, clusters ...string) *config.Generation {
+		g := &config.Generation{Number: n, Clusters: map[string]*config.Cluster{}}
+		for _, c := range clusters {
+			g.Clusters[c] = &config.Cluster{Name: c}
+		}
+		return g
+	}
+	var w warnedClusters
+	for i, step := range []struct {
+		gen   *config.Generation
+		name  string
+		first bool
+		size  int // names held after the step
+	}{
+		{gen(1, "a", "b"), "a", true, 1},
+		{gen(1, "a", "b"), "a", false, 1},
+		{gen(1, "a", "b"), "b", true, 2},
+		{gen(2, "a", "b", "c"), "a", false, 2}, // a new generation keeps what is still there
+		{gen(3, "c"), "c", true, 1},            // a and b left
+		{gen(4, "a", "c"), "a", true, 2},       // a came back: warned again
+		{gen(4, "a", "c"), "c", false, 2},
+	} {
+		if got := w.first(step.gen, step.name); got != step.first {
+			t.Errorf("step %d: first(gen %d, %q) = %v, want %v", i, step.gen.Number, step.name, got, step.first)
+		}
+		if len(w.names) != step.size {
+			t.Errorf("step %d: %d names held %v, want %d", i, len(w.names), w.names, step.size)
+		}
 	}
 }
