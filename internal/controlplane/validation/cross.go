@@ -114,13 +114,17 @@ func checkTunnels(rs []*config.Resource) config.Errors {
 				reach = append(reach, p)
 			}
 		}
-		check := func(field string, tp, sub *networking.TrafficPolicy) {
-			t := sub.GetTunnel()
-			if sub == nil {
-				t = tp.GetTunnel()
+		// check reports whether it refused the tunnel of the cluster of
+		// field's policy: the top level's tp (sub nil) or subset sub's.
+		check := func(field string, tp, sub *networking.TrafficPolicy) bool {
+			// As Istio's MergeTrafficPolicy, a subset without its own
+			// tunnel takes the top level's.
+			t, inherited := sub.GetTunnel(), false
+			if t == nil {
+				t, inherited = tp.GetTunnel(), sub != nil
 			}
 			if t == nil {
-				return
+				return false
 			}
 			rp := reach
 			if len(rp) == 0 {
@@ -143,20 +147,29 @@ func checkTunnels(rs []*config.Resource) config.Errors {
 						why = append(why, fmt.Sprintf("host %q port %d has connectionPool.http.h2UpgradePolicy UPGRADE", p.host, p.port))
 					}
 				default:
-					return // this port's cluster speaks HTTP/1.1
+					return false // this port's cluster speaks HTTP/1.1
 				}
 			}
 			proto := cmp.Or(t.GetProtocol(), "CONNECT")
-			errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field + ".tunnel",
-				Msg: fmt.Sprintf("Unsupported value: %q: %s over HTTP/2, and every cluster the rule reaches speaks it (%s): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE",
-					proto, Unsupported, strings.Join(slices.Compact(why), "; "))})
+			field, from := field+".tunnel", ""
+			if inherited {
+				// The subset sets no tunnel: name its policy, which makes
+				// the cluster HTTP/2, and where the tunnel comes from.
+				field, from = strings.TrimSuffix(field, ".tunnel"), " (the subset inherits spec.trafficPolicy.tunnel)"
+			}
+			errs = append(errs, &config.Error{Source: r.Source, Key: r.Key(), Field: field,
+				Msg: fmt.Sprintf("Unsupported value: %q%s: %s over HTTP/2, and every cluster the rule reaches speaks it (%s): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE",
+					proto, from, Unsupported, strings.Join(slices.Compact(why), "; "))})
+			return true
 		}
 		top := dr.GetTrafficPolicy()
-		check("spec.trafficPolicy", top, nil)
+		topRefused := check("spec.trafficPolicy", top, nil)
 		for i, sub := range dr.Subsets {
-			if sub.GetTrafficPolicy() != nil {
-				check(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), top, sub.GetTrafficPolicy())
+			sp := sub.GetTrafficPolicy()
+			if sp == nil || (topRefused && sp.GetTunnel() == nil) {
+				continue // same cluster, or same tunnel already refused
 			}
+			check(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), top, sp)
 		}
 	}
 	return errs

@@ -444,6 +444,14 @@ spec:
   hosts: [tcp-proxy.example]
   ports: [{number: 3128, name: proxy, protocol: TCP}]
   resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: inherit-proxy}
+spec:
+  hosts: [inherit-proxy.example]
+  ports: [{number: 3128, name: proxy, protocol: TCP}]
+  resolution: DNS
 `, "dr.yaml": `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: h2}
@@ -471,10 +479,30 @@ spec:
     labels: {v: "2"}
     trafficPolicy:
       tunnel: {protocol: POST, targetHost: db.example, targetPort: 5432}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: inherit}
+spec:
+  host: inherit-proxy.example
+  trafficPolicy:
+    tunnel: {targetHost: db.example, targetPort: 5432}
+  subsets:
+  - name: plain
+    labels: {v: "1"}
+    trafficPolicy:
+      connectionPool:
+        tcp: {maxConnections: 10}
+  - name: upgraded
+    labels: {v: "2"}
+    trafficPolicy:
+      connectionPool:
+        http: {h2UpgradePolicy: UPGRADE}
 `},
 			want: []string{
 				`dr.yaml:1: DestinationRule default/h2: spec.trafficPolicy.tunnel: Unsupported value: "CONNECT": ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (host "h2-proxy.example" port 3128 is GRPC (ServiceEntry default/h2-proxy)): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
 				`dr.yaml:9: DestinationRule default/tcp: spec.subsets[1].trafficPolicy.tunnel: Unsupported value: "POST": ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (host "tcp-proxy.example" port 3128 has connectionPool.http.h2UpgradePolicy UPGRADE): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
+				`dr.yaml:29: DestinationRule default/inherit: spec.subsets[1].trafficPolicy: Unsupported value: "CONNECT" (the subset inherits spec.trafficPolicy.tunnel): ` + Unsupported + ` over HTTP/2, and every cluster the rule reaches speaks it (host "inherit-proxy.example" port 3128 has connectionPool.http.h2UpgradePolicy UPGRADE): loom-proxy tunnels over HTTP/1.1 only; declare the proxy's port TCP or HTTP, without h2UpgradePolicy UPGRADE`,
 			},
 		},
 		{
