@@ -9,6 +9,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
 // Sidecar (Istio's ValidateSidecar). Loom serves a Sidecar's
@@ -274,12 +275,16 @@ const unixAddressPrefix = "unix://"
 
 // unixAddress checks the path of a unix:// address as Istio's
 // ValidateUnixAddress: not empty, and either "@NAME" (Linux's abstract
-// namespace) or an absolute path not ending in "/". It returns the
+// namespace) or an absolute path not ending in "/"; and, as loom-proxy
+// and Envoy, at most xdsapi.MaxPipePath bytes: the proxy would NACK a
+// longer one, and its config would stop updating. It returns the
 // problem, or "".
 func unixAddress(path string) string {
 	switch {
 	case path == "":
 		return "unix address must not be empty"
+	case len(path) > xdsapi.MaxPipePath:
+		return fmt.Sprintf("must be at most %d bytes (a unix socket path)", xdsapi.MaxPipePath)
 	case strings.HasPrefix(path, "@"):
 		return ""
 	case !strings.HasPrefix(path, "/") || strings.HasSuffix(path, "/"):

@@ -1,6 +1,7 @@
 package validation
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -250,6 +251,24 @@ func TestSidecar(t *testing.T) {
 			`spec.ingress[0].defaultEndpoint: Invalid value: "unix://": unix address must not be empty`,
 			`spec.ingress[1].defaultEndpoint: Invalid value: "unix://var/run/app.sock": var/run/app.sock is not an absolute path to a file`,
 			`spec.ingress[2].defaultEndpoint: Invalid value: "unix:///var/run/": /var/run/ is not an absolute path to a file`,
+		}},
+		// loom-proxy (as Envoy) NACKs a pipe path over 107 bytes, the
+		// length of sockaddr_un's sun_path without its NUL.
+		{"unix paths at most 107 bytes", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP}
+    defaultEndpoint: unix://@` + strings.Repeat("a", 107) + `
+  - port: {number: 9081, protocol: HTTP}
+    defaultEndpoint: unix:///` + strings.Repeat("b", 106) + `
+  egress:
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///` + strings.Repeat("c", 107) + `
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///` + strings.Repeat("d", 106) + `
+    hosts: ["./*"]
+`), []string{
+			`spec.ingress[0].defaultEndpoint: Invalid value: "unix://@` + strings.Repeat("a", 107) + `": must be at most 107 bytes (a unix socket path)`,
+			`spec.egress[0].bind: Invalid value: "unix:///` + strings.Repeat("c", 107) + `": must be at most 107 bytes (a unix socket path)`,
 		}},
 		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
   egress: [{hosts: ["./*"]}]

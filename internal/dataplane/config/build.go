@@ -471,10 +471,9 @@ func duration(d *durationpb.Duration, path string, def time.Duration) (time.Dura
 	return v, nil
 }
 
-// MaxPipePath is the longest unix domain socket path, in bytes, that
-// Linux's sockaddr_un holds with its terminating NUL (sun_path is 108
-// bytes); Envoy refuses a longer pipe path.
-const MaxPipePath = 107
+// MaxPipePath is the longest unix domain socket path, in bytes
+// (xdsapi.MaxPipePath, shared with the control plane's validation).
+const MaxPipePath = xdsapi.MaxPipePath
 
 // IsPipe reports whether addr, a Listener's or an Endpoint's Address,
 // names a unix domain socket (an Envoy Address.pipe): it starts with "/"
