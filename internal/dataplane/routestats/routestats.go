@@ -101,15 +101,22 @@ func (f *Families) For(vhost, prefix string) *Stats {
 // prefix pair keep does not hold: routes gone from the published config,
 // or made for a generation that was refused. Envoy drops a route's stats
 // with its route configuration. A request still on an older generation
-// may count on a dropped Stats; that count is lost. Call it after
-// publishing a generation; keep must not block.
+// may count on a dropped Stats; that count is lost, and makes no series
+// (which would then never be dropped). Call it after publishing a
+// generation; keep must not block.
 func (f *Families) Retain(keep func(vhost, prefix string) bool) {
-	f.cache.Range(func(k, _ any) bool {
+	f.cache.Range(func(k, v any) bool {
 		kk := k.(key)
 		if keep(kk.vhost, kk.prefix) {
 			return true
 		}
 		f.cache.Delete(k)
+		s := v.(*Stats)
+		// Under mu, so that no lazy series is made between the delete
+		// and dead: one made before is deleted, none is made after.
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.dead = true
 		labels := prometheus.Labels{LabelVirtualHost: kk.vhost, LabelRoute: kk.prefix}
 		for _, v := range []*prometheus.CounterVec{f.total, f.retry, f.retrySuccess, f.retryLimit,
 			f.retryOverflow, f.timeout, f.completed, f.class, f.code} {
@@ -131,19 +138,38 @@ type Stats struct {
 	class                                                                     [6]lazy[prometheus.Counter] // 1xx-5xx at 1-5
 	code                                                                      [500]lazy[prometheus.Counter]
 	time                                                                      lazy[prometheus.Observer]
+
+	mu   sync.Mutex // orders the making of lazy series with Retain
+	dead bool       // Retain dropped the Stats: make no series (under mu)
 }
 
 // lazy is a metric child made at its first use.
 type lazy[T any] struct{ p atomic.Pointer[T] }
 
-func (l *lazy[T]) get(mk func() T) T {
+// get returns the child, made by mk at the first call; on a dead s it
+// makes none and returns dead, which counts into nothing.
+func (l *lazy[T]) get(s *Stats, mk func() T, dead T) T {
+	if p := l.p.Load(); p != nil {
+		return *p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		return dead
+	}
 	if p := l.p.Load(); p != nil {
 		return *p
 	}
 	m := mk()
-	l.p.CompareAndSwap(nil, &m)
-	return *l.p.Load()
+	l.p.Store(&m)
+	return m
 }
+
+// Unregistered sinks for the counts of a dead Stats.
+var (
+	deadCounter  prometheus.Counter  = prometheus.NewCounter(prometheus.CounterOpts{Name: "dead"})
+	deadObserver prometheus.Observer = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dead"})
+)
 
 // UpstreamRequest counts upstream_rq_total: one request sent upstream
 // (each retry again).
@@ -204,12 +230,12 @@ func (s *Stats) Completed(code int) {
 		return
 	}
 	class := code / 100
-	s.class[class].get(func() prometheus.Counter {
+	s.class[class].get(s, func() prometheus.Counter {
 		return s.f.class.WithLabelValues(s.vhost, s.prefix, strconv.Itoa(class)+"xx")
-	}).Inc()
-	s.code[code-100].get(func() prometheus.Counter {
+	}, deadCounter).Inc()
+	s.code[code-100].get(s, func() prometheus.Counter {
 		return s.f.code.WithLabelValues(s.vhost, s.prefix, strconv.Itoa(code))
-	}).Inc()
+	}, deadCounter).Inc()
 }
 
 // Time records upstream_rq_time, d in milliseconds.
@@ -217,7 +243,7 @@ func (s *Stats) Time(d time.Duration) {
 	if s == nil {
 		return
 	}
-	s.time.get(func() prometheus.Observer {
+	s.time.get(s, func() prometheus.Observer {
 		return s.f.time.WithLabelValues(s.vhost, s.prefix)
-	}).Observe(float64(d) / float64(time.Millisecond))
+	}, deadObserver).Observe(float64(d) / float64(time.Millisecond))
 }

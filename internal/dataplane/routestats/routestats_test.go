@@ -101,3 +101,26 @@ func TestRetain(t *testing.T) {
 		t.Errorf("For after Retain: same handle %v, series %v; want a new handle with its counters", back == gone, routes())
 	}
 }
+
+// A request still running on a generation whose route Retain dropped
+// counts on the old Stats: its first response code and upstream_rq_time
+// must make no series, which no later Retain would drop.
+func TestRetainedStatsMakeNoSeries(t *testing.T) {
+	f := NewFamilies()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(f.Collectors()...)
+	old := f.For("vh", "gone")
+	f.Retain(func(vhost, prefix string) bool { return false })
+	old.Completed(503)
+	old.Time(time.Millisecond)
+	old.UpstreamRequest()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			t.Errorf("series after Retain dropped the route: %s %v", mf.GetName(), m.GetLabel())
+		}
+	}
+}
