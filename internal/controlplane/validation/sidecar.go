@@ -3,6 +3,7 @@ package validation
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -49,6 +50,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 	}
 	c.connectionPool("spec.inboundConnectionPool", sc.InboundConnectionPool)
 	ports := map[uint32]bool{}
+	endpoints := map[string]int{} // cleaned unix defaultEndpoint path -> ingress index
 	for i, in := range sc.Ingress {
 		p := fmt.Sprintf("spec.ingress[%d]", i)
 		if in == nil {
@@ -66,6 +68,11 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		ports[in.Port.Number] = true
 		if in.DefaultEndpoint != "" {
 			c.defaultEndpoint(p+".defaultEndpoint", in.DefaultEndpoint)
+			if path, ok := strings.CutPrefix(in.DefaultEndpoint, unixAddressPrefix); ok && unixAddress(path) == "" {
+				if _, dup := endpoints[filepath.Clean(path)]; !dup {
+					endpoints[filepath.Clean(path)] = i
+				}
+			}
 		}
 		if in.Bind != "" && net.ParseIP(in.Bind) == nil {
 			// Istio's ValidateIPAddress; unix:// too: ingress listeners
@@ -99,7 +106,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 			// its unique ports, before refusing what Loom does not serve.
 			c.sidecarPort(p+".port", eg.Port, true)
 			if eg.Port.Number == 0 {
-				c.pipeEgress(p, eg, pipes)
+				c.pipeEgress(p, eg, pipes, endpoints)
 			} else {
 				if egressPorts[eg.Port.Number] {
 					c.errf(p+".port.number", "Duplicate value: %d: sidecar: ports on IP bound listeners must be unique", eg.Port.Number)
@@ -150,12 +157,15 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 // pipeEgress checks egress listener eg at p whose port number is 0, a
 // unix domain socket listener, as Istio's
 // validateSidecarEgressPortBindAndCaptureMode: its bind is unix://PATH
-// (unixAddress), unique among them (pipes, updated); its captureMode
-// DEFAULT or NONE. Its protocol must be one an HTTP connection manager
+// (unixAddress), unique among them (pipes, updated), and not the socket
+// of an ingress listener's unix defaultEndpoint (endpoints, by cleaned
+// path): the proxy would bind the application's socket, or the
+// application's bind would fail, and inbound traffic would loop back
+// into the proxy's egress listener; its captureMode DEFAULT or NONE. Its protocol must be one an HTTP connection manager
 // serves (HTTP, HTTP2, HTTP_PROXY, GRPC, GRPC-WEB): Istio routes TCP on
 // such a listener to cluster outbound|0||HOST, which no service has, so
 // Loom refuses the others as Unsupported.
-func (c *checker) pipeEgress(p string, eg *networking.IstioEgressListener, pipes map[string]bool) {
+func (c *checker) pipeEgress(p string, eg *networking.IstioEgressListener, pipes map[string]bool, endpoints map[string]int) {
 	path, ok := strings.CutPrefix(eg.Bind, unixAddressPrefix)
 	switch {
 	case !ok:
@@ -164,6 +174,10 @@ func (c *checker) pipeEgress(p string, eg *networking.IstioEgressListener, pipes
 		c.errf(p+".bind", "Invalid value: %q: %s", eg.Bind, unixAddress(path))
 	case pipes[eg.Bind]:
 		c.errf(p+".bind", "Duplicate value: %q: sidecar: unix domain socket values for listeners must be unique", eg.Bind)
+	default:
+		if i, ok := endpoints[filepath.Clean(path)]; ok {
+			c.errf(p+".bind", "Invalid value: %q: sidecar: the egress listener must not bind the unix domain socket spec.ingress[%d].defaultEndpoint forwards inbound traffic to (the application's socket)", eg.Bind, i)
+		}
 	}
 	pipes[eg.Bind] = true
 	if eg.CaptureMode != networking.CaptureMode_DEFAULT && eg.CaptureMode != networking.CaptureMode_NONE {

@@ -270,6 +270,32 @@ func TestSidecar(t *testing.T) {
 			`spec.ingress[0].defaultEndpoint: Invalid value: "unix://@` + strings.Repeat("a", 107) + `": must be at most 107 bytes (a unix socket path)`,
 			`spec.egress[0].bind: Invalid value: "unix:///` + strings.Repeat("c", 107) + `": must be at most 107 bytes (a unix socket path)`,
 		}},
+		// An egress listener on the socket an ingress listener forwards
+		// to would take the application's socket, and inbound traffic
+		// would come back into the proxy.
+		{"egress bind on an ingress defaultEndpoint", sidecarDoc(`  ingress:
+  - port: {number: 9080, protocol: HTTP}
+    defaultEndpoint: unix:///var/run/app.sock
+  - port: {number: 9081, protocol: HTTP}
+    defaultEndpoint: unix://@app
+  egress:
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///var/run/app.sock
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: unix://@app
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///var/run/./app.sock
+    hosts: ["./*"]
+  - port: {number: 0, protocol: HTTP}
+    bind: unix:///var/run/egress.sock
+    hosts: ["./*"]
+`), []string{
+			`spec.egress[0].bind: Invalid value: "unix:///var/run/app.sock": sidecar: the egress listener must not bind the unix domain socket spec.ingress[0].defaultEndpoint forwards inbound traffic to (the application's socket)`,
+			`spec.egress[1].bind: Invalid value: "unix://@app": sidecar: the egress listener must not bind the unix domain socket spec.ingress[1].defaultEndpoint forwards inbound traffic to (the application's socket)`,
+			`spec.egress[2].bind: Invalid value: "unix:///var/run/./app.sock": sidecar: the egress listener must not bind the unix domain socket spec.ingress[0].defaultEndpoint forwards inbound traffic to (the application's socket)`,
+		}},
 		{"workloadSelector", sidecarDoc(`  workloadSelector: {labels: {app: "*"}}
   egress: [{hosts: ["./*"]}]
 `), []string{"spec.workloadSelector.labels[app]: Invalid value: wildcard is not supported in selector"}},

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,7 +41,7 @@ func listen(k sockKey) (net.Listener, error) {
 // binds; anything else there (a regular file, a directory, a socket that
 // still accepts) is left alone and the bind fails. An abstract socket
 // ("@name") has no file: no removal, no mode. Closing the listener
-// removes the socket file (Go's UnixListener unlinks what it bound).
+// removes the socket file while it is still the one bound (pipeListener).
 func listenPipe(path string, mode fs.FileMode) (net.Listener, error) {
 	abstract := strings.HasPrefix(path, "@")
 	if !abstract {
@@ -52,13 +53,51 @@ func listenPipe(path string, mode fs.FileMode) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if mode != 0 && !abstract {
+	if abstract {
+		return ln, nil
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("pipe %s after bind: %w", path, err)
+	}
+	pl := &pipeListener{UnixListener: ul, path: path, bound: fi}
+	if mode != 0 {
 		if err := os.Chmod(path, mode); err != nil {
-			_ = ln.Close()
+			_ = pl.Close()
 			return nil, fmt.Errorf("pipe mode %#o: %w", mode, err)
 		}
 	}
-	return ln, nil
+	return pl, nil
+}
+
+// pipeListener is a unix socket listener bound to a file. Go's
+// UnixListener.Close unlinks its path whatever is there by then; a
+// listener that replaced this one at the same path (a new generation, or
+// another process, after a stale-socket removal) would lose its file.
+// Close removes the file only while it is still the one bound (same
+// device and inode, and, against a reused inode, same modification time).
+type pipeListener struct {
+	*net.UnixListener
+	path   string
+	bound  fs.FileInfo // the socket file as bound
+	unlink sync.Once
+}
+
+func (l *pipeListener) Close() error {
+	err := l.UnixListener.Close()
+	l.unlink.Do(func() {
+		fi, lerr := os.Lstat(l.path)
+		if lerr != nil || !os.SameFile(fi, l.bound) || !fi.ModTime().Equal(l.bound.ModTime()) {
+			return
+		}
+		if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = rerr
+		}
+	})
+	return err
 }
 
 // removeStaleSocket removes path when it is a socket file no process

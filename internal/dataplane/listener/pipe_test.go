@@ -150,6 +150,50 @@ func TestPipeListenerKeepsOthersFiles(t *testing.T) {
 	}
 }
 
+// TestPipeListenerCloseKeepsReplacedFile: a pipe listener whose socket
+// file was replaced after the bind (a new listener at the same path took
+// it over) leaves the new file when it closes; one whose file is still its
+// own removes it.
+func TestPipeListenerCloseKeepsReplacedFile(t *testing.T) {
+	dir := sockDir(t)
+	path := filepath.Join(dir, "p.sock")
+	old, err := listenPipe(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	repl, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repl.Close()
+	if err := old.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("the replacing socket's file after the old listener closed: %v", err)
+	}
+	if c, err := net.Dial("unix", path); err != nil {
+		t.Errorf("the replacing socket no longer accepts: %v", err)
+	} else {
+		c.Close()
+	}
+
+	own := filepath.Join(dir, "own.sock")
+	ln, err := listenPipe(own, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ln.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := os.Lstat(own); !os.IsNotExist(err) {
+		t.Errorf("%s after its listener closed: %v, want no file", own, err)
+	}
+}
+
 // TestAbstractPipeListener: a pipe path "@name" is a socket in Linux's
 // abstract namespace, as Envoy takes it: no file, nothing to remove.
 func TestAbstractPipeListener(t *testing.T) {
