@@ -351,13 +351,14 @@ func (st *clusterState) dial(ctx context.Context, network, addr string) (net.Con
 		addr = p // an h2 connection to a pipe endpoint (withPipe)
 	}
 	d := net.Dialer{Timeout: time.Duration(st.connectTimeout.Load()), KeepAlive: 30 * time.Second}
-	if b := st.bind.Load(); b != nil && !config.IsPipe(addr) {
-		// upstream_bind_config is a source IP; a unix socket has none.
-		d.LocalAddr = b
-	}
 	done := func(error) {}
 	if st.mgr != nil {
 		addr, done = st.mgr.meshEndpoint(addr)
+	}
+	// After meshEndpoint: a mesh name may stand for a pipe endpoint.
+	if b := st.bind.Load(); b != nil && !config.IsPipe(addr) {
+		// upstream_bind_config is a source IP; a unix socket has none.
+		d.LocalAddr = b
 	}
 	c, err := d.DialContext(ctx, st.dialNetwork(network, addr), addr)
 	done(err)

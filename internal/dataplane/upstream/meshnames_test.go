@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -81,4 +83,46 @@ func TestMeshNameDial(t *testing.T) {
 	if body, err := egressGet(t, h, "reviews.example", nil); err != nil || body != "reached reviews.example" {
 		t.Fatalf("GET through the DNS cluster: %q, %v", body, err)
 	}
+}
+
+// TestMeshNameDialPipeWithBind: a DNS cluster with upstream_bind_config
+// whose mesh name resolves to a service's pipe endpoint dials the unix
+// socket without the bind's source IP, which a unix socket cannot take.
+func TestMeshNameDialPipeWithBind(t *testing.T) {
+	dir, err := os.MkdirTemp("", "loom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "svc.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	const name = "uds.default.svc.cluster.local:80"
+	svc := &config.Cluster{Name: "outbound|80||uds.default.svc.cluster.local",
+		Endpoints: []config.Endpoint{{Address: path, Weight: 1}}}
+	dns := &config.Cluster{Name: "outbound|80||uds.example", DNSNetwork: "tcp", UpstreamBind: "127.0.0.6",
+		ConnectTimeout: 5 * time.Second, Endpoints: []config.Endpoint{{Address: name, Weight: 1}}}
+	m := New(Options{})
+	defer m.Close()
+	m.Update(gen(svc, dns))
+	c, err := m.state(dns.Name).dial(context.Background(), "tcp", name)
+	if err != nil {
+		t.Fatalf("dial %s (pipe endpoint %s) from a bound cluster: %v", name, path, err)
+	}
+	if got := c.RemoteAddr().Network(); got != "unix" {
+		t.Errorf("connection network %q, want unix", got)
+	}
+	c.Close()
 }
