@@ -605,10 +605,11 @@ func TestTunnelPostStalledChunk(t *testing.T) {
 // TestTunnelPostChunkWaitsWhileActive: a response chunk cut short does
 // not time out while bytes still move the other way: the decoder's wait
 // ends at idle_timeout after the last byte either way, not after its own
-// last read. The client writes a byte every 50 ms for 600 ms (three
-// idle_timeouts of 200 ms) while the proxy holds back the chunk's data.
+// last read. The client writes a byte every 100 ms for 1.5 s (past the
+// 1 s idle_timeout; a 10x margin per gap for a loaded -race run) while
+// the proxy holds back the chunk's data.
 func TestTunnelPostChunkWaitsWhileActive(t *testing.T) {
-	const writes = 12
+	const writes = 15
 	addr := server(t, func(c *net.TCPConn) {
 		br := bufio.NewReader(c)
 		req, err := http.ReadRequest(br)
@@ -629,14 +630,14 @@ func TestTunnelPostChunkWaitsWhileActive(t *testing.T) {
 		_, _ = io.Copy(io.Discard, br)
 	})
 	tp := tunneled("proxy", &tcpv3.TcpProxy_TunnelingConfig{Hostname: "db.example:5432", UsePost: true})
-	tp.IdleTimeout = durationpb.New(200 * time.Millisecond)
+	tp.IdleTimeout = durationpb.New(time.Second)
 	h := start(t, tp, cluster(t, "proxy", nil, addr))
 	c := dial(t, h.addr)
 	for i := range writes {
 		if _, err := c.Write([]byte{'a'}); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
-		<-time.After(50 * time.Millisecond)
+		<-time.After(100 * time.Millisecond)
 	}
 	got := make([]byte, len("hello"))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "hello" {
