@@ -417,8 +417,8 @@ spec:
 			time.Sleep(20 * time.Millisecond)
 		}
 		code, body, _ = getBody(t, viaSock, "http://moved:9080/", nil)
-		if code != http.StatusOK || !strings.HasPrefix(body, "unix xfcc=") || !strings.Contains(body, "spiffe://cluster.local/ns/default/sa/") {
-			t.Errorf("GET moved:9080 through %s = %d %q, want 200 from the app over mTLS", egressSock, code, body)
+		if code != http.StatusOK || !strings.HasPrefix(body, "unix xfcc=") || !strings.Contains(body, "URI=spiffe://cluster.local/ns/default/sa/moved") {
+			t.Errorf("GET moved:9080 through %s = %d %q, want 200 from the app over mTLS with moved's own SPIFFE ID as the client", egressSock, code, body)
 		}
 	})
 }
