@@ -171,14 +171,7 @@ func tcpProxyFor(pc *model.PushContext, vsNamespace string, dests []*networking.
 // cluster's. portLevelSettings have no tunnel. nil when no tunnel
 // applies.
 func tcpTunnelingConfig(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, host string) *tcpv3.TcpProxy_TunnelingConfig {
-	var subset string
-	if len(dests) > 0 {
-		host = model.ResolveShortName(dests[0].GetDestination().GetHost(), vsNamespace)
-	}
-	if len(dests) == 1 {
-		subset = dests[0].GetDestination().GetSubset()
-	}
-	dr := pc.DestinationRule(host)
+	dr, subset := tcpProxyRule(pc, vsNamespace, dests, host)
 	if dr == nil {
 		return nil
 	}
@@ -206,14 +199,7 @@ func tcpTunnelingConfig(pc *model.PushContext, vsNamespace string, dests []*netw
 // Istio: a port-level useSourceIp makes the cluster RING_HASH without a
 // hash on the tcp_proxy.
 func tcpHashPolicy(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, host string) []*typev3.HashPolicy {
-	var subset string
-	if len(dests) > 0 {
-		host = model.ResolveShortName(dests[0].GetDestination().GetHost(), vsNamespace)
-	}
-	if len(dests) == 1 {
-		subset = dests[0].GetDestination().GetSubset()
-	}
-	dr := pc.DestinationRule(host)
+	dr, subset := tcpProxyRule(pc, vsNamespace, dests, host)
 	if dr == nil {
 		return nil
 	}
@@ -225,6 +211,22 @@ func tcpHashPolicy(pc *model.PushContext, vsNamespace string, dests []*networkin
 		return nil
 	}
 	return []*typev3.HashPolicy{{PolicySpecifier: &typev3.HashPolicy_SourceIp_{SourceIp: &typev3.HashPolicy_SourceIp{}}}}
+}
+
+// tcpProxyRule is the DestinationRule whose policy a tcp_proxy takes, as
+// Istio's TCP filter builders pick it: that of the first destination's
+// host (the service of host when dests is empty), and the destination's
+// subset when there is exactly one destination (with several, the weighted
+// clusters share the listener's policy: the top-level one). nil when the
+// host has no rule.
+func tcpProxyRule(pc *model.PushContext, vsNamespace string, dests []*networking.RouteDestination, host string) (dr *model.DestinationRule, subset string) {
+	if len(dests) > 0 {
+		host = model.ResolveShortName(dests[0].GetDestination().GetHost(), vsNamespace)
+	}
+	if len(dests) == 1 {
+		subset = dests[0].GetDestination().GetSubset()
+	}
+	return pc.DestinationRule(host), subset
 }
 
 // tcpSettings returns connectionPool.tcp of the DestinationRule traffic
