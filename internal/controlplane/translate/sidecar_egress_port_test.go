@@ -14,6 +14,53 @@ import (
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
+// Fixture documents the Sidecar egress tests compose: each ServiceEntry
+// ends with its document separator, and productpageSidecarHead opens
+// productpage's Sidecar up to its egress list.
+const (
+	seAPI = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.211}]
+---
+`
+	seTCP = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp, namespace: default}
+spec:
+  hosts: [tcp.example.com]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.212}]
+---
+`
+	seTCPVIP = `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcpvip, namespace: default}
+spec:
+  hosts: [tcpvip.example.com]
+  addresses: [240.240.0.8]
+  location: MESH_EXTERNAL
+  ports: [{number: 9000, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.54.0.215}]
+---
+`
+	productpageSidecarHead = `apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+`
+)
+
 // egressPortConfig gives productpage a Sidecar whose egress listener on
 // port 9080 (bound to 127.0.0.2) imports reviews alone, whose listener on
 // TCP port 9000 (bound to 127.0.0.3) imports tcp.example.com and
@@ -25,38 +72,7 @@ import (
 // VirtualService, which would send tcp.example.com to db.example.com and
 // tls.example.com and tlsvip.example.com to auth.example.com: a port's
 // listener sees neither the catch-all's services nor its VirtualService.
-const egressPortConfig = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api, namespace: default}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.211}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: tcp, namespace: default}
-spec:
-  hosts: [tcp.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.212}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: tcpvip, namespace: default}
-spec:
-  hosts: [tcpvip.example.com]
-  addresses: [240.240.0.8]
-  location: MESH_EXTERNAL
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.215}]
----
-apiVersion: networking.istio.io/v1
+const egressPortConfig = seAPI + seTCP + seTCPVIP + `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: db, namespace: default}
 spec:
@@ -96,13 +112,7 @@ spec:
   - match: [{sniHosts: [tls.example.com, tlsvip.example.com]}]
     route: [{destination: {host: auth.example.com}}]
 ---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 9080, protocol: HTTP, name: http}
+` + productpageSidecarHead + `  - port: {number: 9080, protocol: HTTP, name: http}
     bind: 127.0.0.2
     hosts: ["./reviews.default.svc.cluster.local"]
   - port: {number: 9000, protocol: TCP, name: tcp}
@@ -246,17 +256,7 @@ func TestSidecarEgressPort(t *testing.T) {
 // gives no HTTP listener: 9080 without bind is productpage's own port on
 // its IP; 9000's bound name is the TCP listener's (tcp.example.com),
 // though web.example.com has HTTP on 9000; 7777 has no HTTP service.
-const egressPortGuardsConfig = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: tcp, namespace: default}
-spec:
-  hosts: [tcp.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.212}]
----
-apiVersion: networking.istio.io/v1
+const egressPortGuardsConfig = seTCP + `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: web, namespace: default}
 spec:
@@ -266,13 +266,7 @@ spec:
   resolution: STATIC
   endpoints: [{address: 127.54.0.214}]
 ---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 9080, protocol: HTTP, name: http}
+` + productpageSidecarHead + `  - port: {number: 9080, protocol: HTTP, name: http}
     hosts: ["./reviews.default.svc.cluster.local"]
   - port: {number: 9000, protocol: TCP, name: tcp}
     bind: 127.0.0.3
@@ -389,23 +383,7 @@ func TestSidecarEgressCaptureMode(t *testing.T) {
 // listener in either mode (Istio builds the port's listener per imported
 // service).
 func TestSidecarEgressPortLacking(t *testing.T) {
-	pc := docPushContext(t, `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api, namespace: default}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.211}]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 9080, protocol: HTTP, name: http}
+	pc := docPushContext(t, seAPI+productpageSidecarHead+`  - port: {number: 9080, protocol: HTTP, name: http}
     bind: 127.0.0.2
     hosts: ["./reviews.default.svc.cluster.local", "./api.example.com"]
   - port: {number: 7777, protocol: HTTP, name: http-7777}
@@ -441,33 +419,7 @@ spec:
 // the HTTP listener of 9000, tcp.example.com (TCP 9000) gets no chain, and
 // its host is unknown to the port's route table.
 func TestSidecarEgressPortProtocol(t *testing.T) {
-	pc := docPushContext(t, `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api, namespace: default}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.211}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: tcp, namespace: default}
-spec:
-  hosts: [tcp.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.212}]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 8080, protocol: TCP, name: tcp-api}
+	pc := docPushContext(t, seAPI+seTCP+productpageSidecarHead+`  - port: {number: 8080, protocol: TCP, name: tcp-api}
     hosts: ["./api.example.com"]
   - port: {number: 9000, protocol: HTTP, name: http-9000}
     hosts: ["./tcp.example.com"]
@@ -504,34 +456,7 @@ spec:
 // imports reviews and whose port-less listener, bound to 127.0.0.7,
 // imports api.example.com (HTTP 8080) and tcpvip.example.com (TCP 9000,
 // VIP 240.240.0.8).
-const catchAllBindConfig = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api, namespace: default}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.211}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: tcpvip, namespace: default}
-spec:
-  hosts: [tcpvip.example.com]
-  addresses: [240.240.0.8]
-  location: MESH_EXTERNAL
-  ports: [{number: 9000, name: tcp, protocol: TCP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.215}]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 9080, protocol: HTTP, name: http}
+const catchAllBindConfig = seAPI + seTCPVIP + productpageSidecarHead + `  - port: {number: 9080, protocol: HTTP, name: http}
     hosts: ["./reviews.default.svc.cluster.local"]
   - bind: 127.0.0.7
     hosts: ["./api.example.com", "./tcpvip.example.com"]
@@ -620,13 +545,7 @@ spec:
   resolution: STATIC
   endpoints: [{address: 127.54.0.216}]
 ---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 8080, protocol: HTTP, name: http}
+`+productpageSidecarHead+`  - port: {number: 8080, protocol: HTTP, name: http}
     hosts: ["./multi.example.com", "./both.example.com"]
   - hosts: ["./both.example.com"]
 `)
@@ -705,13 +624,7 @@ spec:
   ports: [{number: 9100, name: tls, protocol: TLS}]
   resolution: DNS
 ---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - hosts: ["./*"]
+` + productpageSidecarHead + `  - hosts: ["./*"]
 BIND`
 
 // TestSidecarEgressBindMixedProtocols: under REDIRECT, HTTP and TCP
@@ -815,23 +728,7 @@ func TestSidecarEgressBindMixedProtocols(t *testing.T) {
 // egressHTTPProxyConfig gives productpage a Sidecar egress listener of
 // protocol HTTP_PROXY on 15080 that imports reviews (HTTP 9080) and
 // api.example.com (HTTP 8080), and a catch-all that imports ratings.
-const egressHTTPProxyConfig = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: api, namespace: default}
-spec:
-  hosts: [api.example.com]
-  location: MESH_EXTERNAL
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.54.0.211}]
----
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - port: {number: 15080, protocol: HTTP_PROXY, name: http-proxy}
+const egressHTTPProxyConfig = seAPI + productpageSidecarHead + `  - port: {number: 15080, protocol: HTTP_PROXY, name: http-proxy}
 BIND    hosts: ["./reviews.default.svc.cluster.local", "./api.example.com"]
   - hosts: ["./ratings.default.svc.cluster.local"]
 `

@@ -33,13 +33,7 @@ spec:
   ports: [{number: 5432, name: tcp, protocol: TCP}]
   resolution: NONE
 ---
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: productpage, namespace: default}
-spec:
-  workloadSelector: {labels: {app: productpage}}
-  egress:
-  - hosts: ["./*"]
+` + productpageSidecarHead + `  - hosts: ["./*"]
   outboundTrafficPolicy:
     mode: ALLOW_ANY
     egressProxy: {host: egress.example.com, port: {number: 3128}}
