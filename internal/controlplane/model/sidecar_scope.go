@@ -147,7 +147,7 @@ func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sideca
 		l := EgressListener{Port: eg.GetPort().GetNumber(), Bind: eg.GetBind(), CaptureMode: eg.GetCaptureMode(), Hosts: []EgressHost{}}
 		if port := eg.GetPort(); port != nil {
 			l.Protocol = registry.ParseProtocol(port.GetProtocol(), port.GetName())
-			if path, ok := strings.CutPrefix(eg.GetBind(), UnixAddressPrefix); ok && port.GetNumber() == 0 {
+			if path, ok := strings.CutPrefix(eg.GetBind(), registry.UnixAddressPrefix); ok && port.GetNumber() == 0 {
 				l.Pipe = path
 			}
 		}
@@ -166,10 +166,6 @@ func newSidecar(r *config.Resource, spec *networking.Sidecar, ns string) *Sideca
 	}
 	return s
 }
-
-// UnixAddressPrefix starts a Sidecar bind or defaultEndpoint naming a unix
-// domain socket (Istio's model.UnixAddressPrefix).
-const UnixAddressPrefix = "unix://"
 
 // catchAll reports whether l is the port-less (catch-all) egress
 // listener: no port, and not a unix socket listener (port 0).

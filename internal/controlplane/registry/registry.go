@@ -469,3 +469,8 @@ func LabelsContain(labels, sel map[string]string) bool {
 	}
 	return true
 }
+
+// UnixAddressPrefix starts an address that names a unix domain socket: a
+// ServiceEntry or WorkloadEntry address, a Sidecar bind or defaultEndpoint
+// (Istio's model.UnixAddressPrefix; Envoy's Address.pipe).
+const UnixAddressPrefix = "unix://"

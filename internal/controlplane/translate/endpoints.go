@@ -149,7 +149,7 @@ func collectEndpoints(oc outboundCluster, ipOnly, direct bool) []wrappedEndpoint
 		if in.ServicePort.Number != oc.port.Number || !registry.LabelsContain(in.Labels, oc.subsetLabels) {
 			continue
 		}
-		if ipOnly && !isIP(in.Address) || !ipOnly && strings.HasPrefix(in.Address, "unix://") {
+		if ipOnly && !isIP(in.Address) || !ipOnly && strings.HasPrefix(in.Address, registry.UnixAddressPrefix) {
 			continue
 		}
 		port := in.TargetPort

@@ -227,7 +227,7 @@ func bindToPort(mode networking.CaptureMode, explicit bool) bool {
 // the scheme): an absolute path or "@NAME" (validated). "" for any other
 // defaultEndpoint.
 func ingressPipe(ep string) string {
-	path, ok := strings.CutPrefix(ep, "unix://")
+	path, ok := strings.CutPrefix(ep, registry.UnixAddressPrefix)
 	if !ok {
 		return ""
 	}
@@ -292,7 +292,7 @@ func pipeEgressListeners(pc *model.PushContext, p *model.Proxy, mesh *meshv1alph
 		if len(view.Services()) == 0 {
 			continue
 		}
-		bind := model.UnixAddressPrefix + el.Pipe
+		bind := registry.UnixAddressPrefix + el.Pipe
 		rc, err := outboundHTTPRoute(view, p, bind, 0)
 		if err != nil {
 			return nil, nil, err

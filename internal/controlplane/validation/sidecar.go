@@ -10,6 +10,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/loom-mesh/loom/internal/controlplane/config"
+	"github.com/loom-mesh/loom/internal/controlplane/registry"
 	"github.com/loom-mesh/loom/internal/xdsapi"
 )
 
@@ -68,7 +69,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 		ports[in.Port.Number] = true
 		if in.DefaultEndpoint != "" {
 			c.defaultEndpoint(p+".defaultEndpoint", in.DefaultEndpoint)
-			if path, ok := strings.CutPrefix(in.DefaultEndpoint, unixAddressPrefix); ok && unixAddress(path) == "" {
+			if path, ok := strings.CutPrefix(in.DefaultEndpoint, registry.UnixAddressPrefix); ok && unixAddress(path) == "" {
 				if _, dup := endpoints[filepath.Clean(path)]; !dup {
 					endpoints[filepath.Clean(path)] = i
 				}
@@ -166,7 +167,7 @@ func (c *checker) sidecar(sc *networking.Sidecar) {
 // such a listener to cluster outbound|0||HOST, which no service has, so
 // Loom refuses the others as Unsupported.
 func (c *checker) pipeEgress(p string, eg *networking.IstioEgressListener, pipes map[string]bool, endpoints map[string]int) {
-	path, ok := strings.CutPrefix(eg.Bind, unixAddressPrefix)
+	path, ok := strings.CutPrefix(eg.Bind, registry.UnixAddressPrefix)
 	switch {
 	case !ok:
 		c.errf(p+".bind", "Invalid value: %q: sidecar: ports with 0 value must have a unix domain socket bind address", eg.Bind)
@@ -255,7 +256,7 @@ func (c *checker) sidecarTLS(p string, t *networking.ServerTLSSettings) {
 // unix://PATH with PATH as Istio's ValidateUnixAddress takes it
 // (unixAddress).
 func (c *checker) defaultEndpoint(p, ep string) {
-	if path, ok := strings.CutPrefix(ep, unixAddressPrefix); ok {
+	if path, ok := strings.CutPrefix(ep, registry.UnixAddressPrefix); ok {
 		if msg := unixAddress(path); msg != "" {
 			c.errf(p, "Invalid value: %q: %s", ep, msg)
 		}
@@ -283,9 +284,6 @@ func (c *checker) defaultEndpoint(p, ep string) {
 	}
 }
 
-// unixAddressPrefix starts a Sidecar bind or defaultEndpoint that names a
-// unix domain socket (Istio's UnixAddressPrefix).
-const unixAddressPrefix = "unix://"
 
 // unixAddress checks the path of a unix:// address as Istio's
 // ValidateUnixAddress: not empty, and either "@NAME" (Linux's abstract

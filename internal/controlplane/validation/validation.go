@@ -881,7 +881,7 @@ func (c *checker) gateway(gw *networking.Gateway) {
 			} else if !gatewayProtocols[proto] {
 				c.unsupported(p + ".port.protocol")
 			}
-			if s.Port.Number > 0 || !strings.HasPrefix(s.Bind, "unix://") {
+			if s.Port.Number > 0 || !strings.HasPrefix(s.Bind, registry.UnixAddressPrefix) {
 				c.port(p+".port.number", s.Port.Number, false)
 			}
 			if s.Port.Name == "" {
@@ -1156,7 +1156,7 @@ func (c *checker) serviceEntry(se *networking.ServiceEntry) {
 			continue
 		}
 		c.workloadEntry(p, ep)
-		if se.Resolution == networking.ServiceEntry_STATIC && ep.Address != "" && !strings.HasPrefix(ep.Address, "unix://") {
+		if se.Resolution == networking.ServiceEntry_STATIC && ep.Address != "" && !strings.HasPrefix(ep.Address, registry.UnixAddressPrefix) {
 			if _, err := netip.ParseAddr(ep.Address); err != nil {
 				c.errf(p+".address", "Invalid value: %q: STATIC resolution requires an IP address", ep.Address)
 			}
@@ -1178,11 +1178,11 @@ func (c *checker) workloadEntry(p string, we *networking.WorkloadEntry) {
 		if we.Network == "" {
 			c.errf(p+".address", "Required value: Address is required")
 		}
-	case strings.HasPrefix(addr, "unix://"):
+	case strings.HasPrefix(addr, registry.UnixAddressPrefix):
 		if len(we.Ports) > 0 {
 			c.errf(p+".ports", "Invalid value: UDS may not include ports")
 		}
-		path := strings.TrimPrefix(addr, "unix://")
+		path := strings.TrimPrefix(addr, registry.UnixAddressPrefix)
 		if strings.HasSuffix(path, "/") {
 			c.errf(p+".address", "Invalid value: %q: UDS may not be a dir", addr)
 		} else if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@") {
