@@ -59,18 +59,13 @@ spec:
 		// to another address of the host: the app dials it directly (no
 		// HTTP_PROXY) and reaches alpha through the client's sidecar.
 		bind := m.ip(99)
-		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: client, namespace: default}
-spec:
-  workloadSelector: {labels: {app: client}}
-  egress:
+		m.applyFor(fmt.Sprintf(appSidecar("client", `  egress:
   - port: {number: 9080, protocol: HTTP, name: http}
     bind: %s
     captureMode: NONE
     hosts: ["./alpha.default.svc.cluster.local"]
   - hosts: ["./beta.default.svc.cluster.local"]
-`, bind), "client")
+`), bind), "client")
 		direct := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
 		req, err := http.NewRequest(http.MethodGet, "http://"+bind+":9080/", nil)
 		if err != nil {
@@ -105,17 +100,12 @@ spec:
 		})}
 		go func() { _ = srv.Serve(outside) }()
 		t.Cleanup(func() { _ = srv.Close() })
-		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: client, namespace: default}
-spec:
-  workloadSelector: {labels: {app: client}}
-  egress:
+		m.applyFor(fmt.Sprintf(appSidecar("client", `  egress:
   - port: {number: 15080, protocol: HTTP_PROXY, name: http-proxy}
     bind: %s
     hosts: ["./alpha.default.svc.cluster.local"]
   - hosts: ["./beta.default.svc.cluster.local"]
-`, bind), "client")
+`), bind), "client")
 		proxy := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: bind + ":15080"})}}
 		if code, body, _ := getBody(t, proxy, "http://alpha:9080/", nil); code != http.StatusOK || body != "alpha-v1" {
 			t.Errorf("GET alpha through HTTP_PROXY=%s:15080 = %d %q, want 200 alpha-v1\n%s", bind, code, body, m.tails())
@@ -190,17 +180,12 @@ func TestSidecarIngressListeners(t *testing.T) {
 		{Name: "moved-v1", App: "moved", Version: "v1", Octet: movedOctet},
 		{Name: "client", App: "client", Version: "v1", Octet: clientOctet},
 	}, "1h")
-	m.applyFor(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: moved, namespace: default}
-spec:
-  workloadSelector: {labels: {app: moved}}
-  ingress:
+	m.applyFor(appSidecar("moved", `  ingress:
   - port: {number: 9080, protocol: HTTP, name: http}
     defaultEndpoint: 127.0.0.1:8080
   - port: {number: 7070, protocol: TCP, name: tcp-echo}
     defaultEndpoint: 127.0.0.1:7071
-`, "moved-v1")
+`), "moved-v1")
 
 	hc := m.client(5 * time.Second)
 	code, body, _ := getBody(t, hc, "http://moved:9080/", nil)
@@ -218,12 +203,7 @@ spec:
 	}
 
 	t.Run("connectionPool", func(t *testing.T) {
-		m.applyFor(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: moved, namespace: default}
-spec:
-  workloadSelector: {labels: {app: moved}}
-  ingress:
+		m.applyFor(appSidecar("moved", `  ingress:
   - port: {number: 9080, protocol: HTTP, name: http}
     defaultEndpoint: 127.0.0.1:8080
     connectionPool:
@@ -231,7 +211,7 @@ spec:
       http: {http1MaxPendingRequests: 1}
   - port: {number: 7070, protocol: TCP, name: tcp-echo}
     defaultEndpoint: 127.0.0.1:7071
-`, "moved-v1")
+`), "moved-v1")
 		type result struct {
 			code       int
 			overloaded string
@@ -288,12 +268,7 @@ spec:
 		cert := ca.Issue(t, testutil.LeafOptions{DNS: []string{"moved.example.com"}})
 		certFile := writeFile(t, dir, "cert.pem", cert.CertPEM)
 		keyFile := writeFile(t, dir, "key.pem", cert.KeyPEM)
-		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: moved, namespace: default}
-spec:
-  workloadSelector: {labels: {app: moved}}
-  ingress:
+		m.applyFor(fmt.Sprintf(appSidecar("moved", `  ingress:
   - port: {number: 9080, protocol: HTTP, name: http}
     defaultEndpoint: 127.0.0.1:8080
   - port: {number: 9443, protocol: HTTPS, name: https}
@@ -308,7 +283,7 @@ spec:
   mtls: {mode: PERMISSIVE}
   portLevelMtls:
     9443: {mode: DISABLE}
-`, certFile, keyFile), "moved-v1")
+`), certFile, keyFile), "moved-v1")
 
 		resp, err := gatewayTLSClient(moved+":9443", ca.Pool).Get("https://moved.example.com/")
 		if err != nil {
@@ -335,16 +310,11 @@ spec:
 	t.Run("bind", func(t *testing.T) {
 		// Another address of the host: the listener's bind, not moved's.
 		bind := fmt.Sprintf("%s.%d", prefix, 99)
-		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: moved, namespace: default}
-spec:
-  workloadSelector: {labels: {app: moved}}
-  ingress:
+		m.applyFor(fmt.Sprintf(appSidecar("moved", `  ingress:
   - port: {number: 7070, protocol: TCP, name: tcp-echo}
     bind: %s
     defaultEndpoint: 127.0.0.1:7071
-`, bind), "moved-v1")
+`), bind), "moved-v1")
 		if got, err := tcpEchoOnce(bind+":7070", "hello"); err != nil || got != "moved hello" {
 			t.Errorf("TCP to the bind address %s:7070 = %q, %v; want %q from the echo on 7071", bind, got, err, "moved hello")
 		}
@@ -374,19 +344,14 @@ spec:
 		})}
 		go usrv.Serve(uln)
 		t.Cleanup(func() { usrv.Close() })
-		m.applyFor(fmt.Sprintf(`apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: moved, namespace: default}
-spec:
-  workloadSelector: {labels: {app: moved}}
-  ingress:
+		m.applyFor(fmt.Sprintf(appSidecar("moved", `  ingress:
   - port: {number: 9080, protocol: HTTP, name: http}
     defaultEndpoint: unix://%s
   egress:
   - port: {number: 0, protocol: HTTP, name: http-uds}
     bind: unix://%s
     hosts: ["./*"]
-`, appSock, egressSock), "moved-v1")
+`), appSock, egressSock), "moved-v1")
 
 		code, body, _ := getBody(t, hc, "http://moved:9080/", nil)
 		if code != http.StatusOK || !strings.HasPrefix(body, "unix xfcc=") || !strings.Contains(body, "spiffe://cluster.local/ns/default/sa/client") {
@@ -421,4 +386,11 @@ spec:
 			t.Errorf("GET moved:9080 through %s = %d %q, want 200 from the app over mTLS with moved's own SPIFFE ID as the client", egressSock, code, body)
 		}
 	})
+}
+
+// appSidecar is the Sidecar named app in namespace default whose
+// workloadSelector picks app's pods; spec is the rest of its spec,
+// indented under spec:.
+func appSidecar(app, spec string) string {
+	return "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: " + app + ", namespace: default}\nspec:\n  workloadSelector: {labels: {app: " + app + "}}\n" + spec
 }
