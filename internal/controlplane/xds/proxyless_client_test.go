@@ -87,39 +87,54 @@ func (a *versionApp) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.
 	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: []byte(a.version)}}, nil
 }
 
-// TestProxylessGRPCClient serves a real grpc-go xDS client (bootstrap node
-// metadata GENERATOR: grpc) with the default generators over a socket: it
-// resolves xds:///reviews.default.svc.cluster.local:9080 through LDS, RDS,
-// CDS and EDS, each subscribed to by name while the snapshot holds more of
-// the type (ratings, reviews' default cluster); it reaches both versions at
-// their own ports (not :15006), splits calls about 80/20, and ACKs every
-// type.
-func TestProxylessGRPCClient(t *testing.T) {
-	const node = "sidecar~127.0.0.20~client.default~default.svc.cluster.local"
-	var ports []int
-	for _, v := range []string{"v1", "v2"} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		gs := grpc.NewServer()
-		testpb.RegisterTestServiceServer(gs, &versionApp{version: v})
-		done := make(chan struct{})
-		go func() { defer close(done); _ = gs.Serve(ln) }()
-		t.Cleanup(func() { gs.Stop(); <-done })
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+// proxylessNode is the node ID of the tests' proxyless client.
+const proxylessNode = "sidecar~127.0.0.20~client.default~default.svc.cluster.local"
+
+// versionServer is a grpc-go server of versionApp on its own listener.
+type versionServer struct {
+	addr string
+	port int
+	stop func() // stops it; safe to call again (the test's cleanup does)
+}
+
+// serveVersion serves versionApp{version} on addr ("127.0.0.1:0" for any
+// port) until stop or the test's end.
+func serveVersion(t *testing.T, addr, version string) versionServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	rs, errs := config.Decode("reviews.yaml", fmt.Appendf(nil, proxylessConfig, ports[0], ports[1]))
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, &versionApp{version: version})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(ln) }()
+	stop := sync.OnceFunc(func() { gs.Stop(); <-done })
+	t.Cleanup(stop)
+	return versionServer{ln.Addr().String(), ln.Addr().(*net.TCPAddr).Port, stop}
+}
+
+// startProxylessServer starts an xDS server on loopback serving the config
+// doc (YAML).
+func startProxylessServer(t *testing.T, doc string) *Server {
+	t.Helper()
+	rs, errs := config.Decode("reviews.yaml", []byte(doc))
 	if err := errs.Err(); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &fakeConfig{snap: config.NewSnapshot(1, rs)}
-	s := startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: cfg})
+	return startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: &fakeConfig{snap: config.NewSnapshot(1, rs)}})
+}
 
+// proxylessClient is a grpc-go client of xds:///reviews:9080 whose xDS
+// resolver reads s as the node proxylessNode (GENERATOR grpc); node holds
+// extra JSON members of the bootstrap's node, each followed by ", ". The
+// connection closes at the test's end.
+func proxylessClient(t *testing.T, s *Server, node string) testpb.TestServiceClient {
+	t.Helper()
 	bootstrap := fmt.Sprintf(`{
   "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-  "node": {"id": %q, "metadata": {"GENERATOR": "grpc"}}
-}`, s.Addr(), node)
+  "node": {"id": %q, %s"metadata": {"GENERATOR": "grpc"}}
+}`, s.Addr(), proxylessNode, node)
 	resolver, err := xdsresolver.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +144,21 @@ func TestProxylessGRPCClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
-	client := testpb.NewTestServiceClient(cc)
+	t.Cleanup(func() { cc.Close() })
+	return testpb.NewTestServiceClient(cc)
+}
+
+// TestProxylessGRPCClient serves a real grpc-go xDS client (bootstrap node
+// metadata GENERATOR: grpc) with the default generators over a socket: it
+// resolves xds:///reviews.default.svc.cluster.local:9080 through LDS, RDS,
+// CDS and EDS, each subscribed to by name while the snapshot holds more of
+// the type (ratings, reviews' default cluster); it reaches both versions at
+// their own ports (not :15006), splits calls about 80/20, and ACKs every
+// type.
+func TestProxylessGRPCClient(t *testing.T) {
+	v1, v2 := serveVersion(t, "127.0.0.1:0", "v1"), serveVersion(t, "127.0.0.1:0", "v2")
+	s := startProxylessServer(t, fmt.Sprintf(proxylessConfig, v1.port, v2.port))
+	client := proxylessClient(t, s, "")
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	counts := map[string]int{}
@@ -149,7 +177,7 @@ func TestProxylessGRPCClient(t *testing.T) {
 	// grpc-go NACKs a resource it cannot use with its reason; every type
 	// must end ACKed at the version sent.
 	for _, url := range xdsapi.TypeURLs {
-		ts := waitStatus(t, s, node, url, func(ts TypeStatus) bool { return ts.Sent != "" && ts.Acked == ts.Sent || ts.Nacked != "" })
+		ts := waitStatus(t, s, proxylessNode, url, func(ts TypeStatus) bool { return ts.Sent != "" && ts.Acked == ts.Sent || ts.Nacked != "" })
 		if ts.Nacked != "" {
 			t.Errorf("%s NACKed: %s", ts.Short, ts.NackError)
 		}
@@ -202,48 +230,9 @@ spec:
 // server stops, and comes back when r1's serves again: the priorities of
 // Istio's locality load balancing reach grpc-go's priority balancer.
 func TestProxylessGRPCLocalityFailover(t *testing.T) {
-	const node = "sidecar~127.0.0.20~client.default~default.svc.cluster.local"
-	type server struct {
-		addr string
-		port int
-		stop func()
-	}
-	serve := func(addr, region string) server {
-		t.Helper()
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gs := grpc.NewServer()
-		testpb.RegisterTestServiceServer(gs, &versionApp{version: region})
-		done := make(chan struct{})
-		go func() { defer close(done); _ = gs.Serve(ln) }()
-		stop := sync.OnceFunc(func() { gs.Stop(); <-done })
-		t.Cleanup(stop)
-		return server{ln.Addr().String(), ln.Addr().(*net.TCPAddr).Port, stop}
-	}
-	r1, r2 := serve("127.0.0.1:0", "r1"), serve("127.0.0.1:0", "r2")
-	rs, errs := config.Decode("reviews.yaml", fmt.Appendf(nil, proxylessLocalityConfig, r1.port, r2.port))
-	if err := errs.Err(); err != nil {
-		t.Fatal(err)
-	}
-	s := startServerOpts(t, Options{Addr: "127.0.0.1:0", Config: &fakeConfig{snap: config.NewSnapshot(1, rs)}})
-
-	bootstrap := fmt.Sprintf(`{
-  "xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
-  "node": {"id": %q, "locality": {"region": "r1", "zone": "z1"}, "metadata": {"GENERATOR": "grpc"}}
-}`, s.Addr(), node)
-	resolver, err := xdsresolver.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///"+reviewsHost+":9080",
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(resolver))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := testpb.NewTestServiceClient(cc)
+	r1, r2 := serveVersion(t, "127.0.0.1:0", "r1"), serveVersion(t, "127.0.0.1:0", "r2")
+	s := startProxylessServer(t, fmt.Sprintf(proxylessLocalityConfig, r1.port, r2.port))
+	client := proxylessClient(t, s, `"locality": {"region": "r1", "zone": "z1"}, `)
 	call := func() string {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -281,7 +270,7 @@ func TestProxylessGRPCLocalityFailover(t *testing.T) {
 	if got := calls(50); got["r2"] != 50 {
 		t.Fatalf("with r1 stopped, 50 calls = %v, want all r2", got)
 	}
-	serve(r1.addr, "r1")
+	serveVersion(t, r1.addr, "r1")
 	until("r1")
 	if got := calls(50); got["r1"] != 50 {
 		t.Fatalf("with r1 serving again, 50 calls = %v, want all r1", got)
