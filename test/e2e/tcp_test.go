@@ -25,6 +25,21 @@ const tcpEchoPort = 9000
 // answered with prefix, a space and the line. Stopped at cleanup.
 func startTCPEcho(t *testing.T, addr, prefix string) {
 	t.Helper()
+	serveConns(t, addr, func(c net.Conn) {
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			if _, err := fmt.Fprintf(c, "%s %s\n", prefix, sc.Text()); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// serveConns accepts connections on addr until cleanup and runs handle on
+// each in its own goroutine, with a 30 s deadline, closing it after;
+// cleanup closes the listener and waits for every handler.
+func serveConns(t *testing.T, addr string, handle func(c net.Conn)) {
+	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -43,12 +58,7 @@ func startTCPEcho(t *testing.T, addr, prefix string) {
 				defer wg.Done()
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					if _, err := fmt.Fprintf(c, "%s %s\n", prefix, sc.Text()); err != nil {
-						return
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()

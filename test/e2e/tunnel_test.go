@@ -103,45 +103,25 @@ func startConnectProxy(t *testing.T, addr string) *connectProxy {
 // answered "<header source> <header destination> <line>".
 func startProxyProtocolEcho(t *testing.T, addr string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	serveConns(t, addr, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			_, _ = fmt.Fprintf(c, "no PROXY header: %v\n", err)
+			return
+		}
+		src, dst, ok := h.TCPAddrs()
+		if !ok {
+			_, _ = fmt.Fprintf(c, "PROXY header without addresses\n")
+			return
+		}
+		sc := bufio.NewScanner(br)
+		for sc.Scan() {
+			if _, err := fmt.Fprintf(c, "%s %s %s\n", src, dst, sc.Text()); err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				br := bufio.NewReader(c)
-				h, err := proxyproto.Read(br)
-				if err != nil {
-					_, _ = fmt.Fprintf(c, "no PROXY header: %v\n", err)
-					return
-				}
-				src, dst, ok := h.TCPAddrs()
-				if !ok {
-					_, _ = fmt.Fprintf(c, "PROXY header without addresses\n")
-					return
-				}
-				sc := bufio.NewScanner(br)
-				for sc.Scan() {
-					if _, err := fmt.Fprintf(c, "%s %s %s\n", src, dst, sc.Text()); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	})
 }
 
 // TestDestinationRuleTunnelAndProxyProtocol: a DestinationRule's
