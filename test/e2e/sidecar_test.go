@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -329,11 +328,7 @@ spec:
 		// paths hold 107 bytes), reached through a unix://
 		// defaultEndpoint; and the sidecar's own unix socket egress
 		// listener (port 0) that the app can call the mesh through.
-		dir, err := os.MkdirTemp("", "loom")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
+		dir := testutil.SocketDir(t)
 		appSock, egressSock := filepath.Join(dir, "app.sock"), filepath.Join(dir, "egress.sock")
 		uln, err := net.Listen("unix", appSock)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +15,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // pipeAddr is an Envoy Address.pipe at path, as loomd sends a Sidecar's
@@ -57,18 +58,6 @@ func startPipeBackend(t testing.TB, name, path string, h2c bool) {
 	t.Cleanup(s.Close)
 }
 
-// shortTempDir is a temporary directory whose socket paths fit the 107
-// bytes of sockaddr_un (t.TempDir's may not).
-func shortTempDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "loom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // TestPipeUpstreamsAndListener: clusters whose endpoints are pipes (an
 // ingress unix:// defaultEndpoint's inbound cluster) are dialed over unix
 // sockets, HTTP/1.1 and h2c alike, and a listener whose address is a pipe
@@ -76,7 +65,7 @@ func shortTempDir(t testing.TB) string {
 // paths where Envoy's PipeInstance would: %UPSTREAM_HOST% is the
 // endpoint's path, %DOWNSTREAM_LOCAL_ADDRESS% the pipe listener's.
 func TestPipeUpstreamsAndListener(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := testutil.SocketDir(t)
 	h1Path, h2Path, lPath := filepath.Join(dir, "h1.sock"), filepath.Join(dir, "h2.sock"), filepath.Join(dir, "l.sock")
 	startPipeBackend(t, "h1", h1Path, false)
 	startPipeBackend(t, "h2", h2Path, true)

@@ -14,19 +14,8 @@ import (
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/testutil"
 )
-
-// sockDir is a short temporary directory for unix sockets: t.TempDir()
-// may exceed the 107 bytes a socket path can have.
-func sockDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "loom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
 
 // TestPipeListener: a listener whose address is a pipe (Envoy's
 // Address.pipe, as loomd gives a Sidecar egress unix:// bind) is a unix
@@ -45,7 +34,7 @@ func TestPipeListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Shutdown(context.Background())
-	dir := sockDir(t)
+	dir := testutil.SocketDir(t)
 	tcpPath, httpPath := filepath.Join(dir, "tcp.sock"), filepath.Join(dir, "http.sock")
 
 	// A socket file left by a process that is gone.
@@ -116,7 +105,7 @@ func TestPipeListenerKeepsOthersFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Shutdown(context.Background())
-	dir := sockDir(t)
+	dir := testutil.SocketDir(t)
 	file, live := filepath.Join(dir, "file"), filepath.Join(dir, "live.sock")
 	if err := os.WriteFile(file, []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
@@ -155,7 +144,7 @@ func TestPipeListenerKeepsOthersFiles(t *testing.T) {
 // it over) leaves the new file when it closes; one whose file is still its
 // own removes it.
 func TestPipeListenerCloseKeepsReplacedFile(t *testing.T) {
-	dir := sockDir(t)
+	dir := testutil.SocketDir(t)
 	path := filepath.Join(dir, "p.sock")
 	old, err := listenPipe(path, 0o600)
 	if err != nil {
@@ -205,7 +194,7 @@ func TestAbstractPipeListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Shutdown(context.Background())
-	name := "@loom-test-" + filepath.Base(sockDir(t))
+	name := "@loom-test-" + filepath.Base(testutil.SocketDir(t))
 	l := tcpL("abstract", name)
 	l.PipeMode = 0o600 // not applicable: ignored
 	if err := m.Update(gen(l)); err != nil {

@@ -3,13 +3,14 @@ package tcp
 import (
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // TestPipeEndpoint: tcp_proxy to a cluster whose endpoint is a pipe (an
@@ -17,11 +18,7 @@ import (
 // socket, and the access log's %UPSTREAM_HOST% is its path, as Envoy's
 // PipeInstance prints it.
 func TestPipeEndpoint(t *testing.T) {
-	dir, err := os.MkdirTemp("", "loom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.SocketDir(t)
 	path := filepath.Join(dir, "echo.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {

@@ -5,12 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/loom-mesh/loom/internal/dataplane/config"
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // TestMeshNameDial: a DNS cluster whose endpoint is a mesh service's name
@@ -89,11 +89,7 @@ func TestMeshNameDial(t *testing.T) {
 // whose mesh name resolves to a service's pipe endpoint dials the unix
 // socket without the bind's source IP, which a unix socket cannot take.
 func TestMeshNameDialPipeWithBind(t *testing.T) {
-	dir, err := os.MkdirTemp("", "loom")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := testutil.SocketDir(t)
 	path := filepath.Join(dir, "svc.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
