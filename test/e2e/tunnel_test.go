@@ -13,6 +13,8 @@ import (
 	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/loom-mesh/loom/internal/testutil"
 )
 
 // connectProxy is an HTTP/1.1 forward proxy (net/http) for tunnels to
@@ -57,25 +59,8 @@ func startConnectProxy(t *testing.T, addr string) *connectProxy {
 			}
 			w.WriteHeader(http.StatusOK)
 			_ = rc.Flush()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(up, r.Body)
-				_ = up.(*net.TCPConn).CloseWrite()
-			}()
-			buf := make([]byte, 4096)
-			for {
-				n, err := up.Read(buf)
-				if n > 0 {
-					if _, werr := w.Write(buf[:n]); werr != nil {
-						return
-					}
-					_ = rc.Flush()
-				}
-				if err != nil {
-					return
-				}
-			}
+			testutil.RelayPOST(w, r.Body, up, &wg)
+			return
 		}
 		conn, brw, err := http.NewResponseController(w).Hijack()
 		if err != nil {

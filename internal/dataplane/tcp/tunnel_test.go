@@ -213,25 +213,7 @@ func startPostDecap(t *testing.T, target, framing string, length int) *httpProxy
 		}
 		w.WriteHeader(http.StatusOK)
 		_ = rc.Flush()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = io.Copy(up, r.Body)
-			_ = up.(*net.TCPConn).CloseWrite()
-		}()
-		buf := make([]byte, 4096)
-		for {
-			n, err := up.Read(buf)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					return
-				}
-				_ = rc.Flush()
-			}
-			if err != nil {
-				return
-			}
-		}
+		testutil.RelayPOST(w, r.Body, up, &wg)
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close(); wg.Wait() })
