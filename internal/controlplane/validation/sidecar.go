@@ -284,7 +284,6 @@ func (c *checker) defaultEndpoint(p, ep string) {
 	}
 }
 
-
 // unixAddress checks the path of a unix:// address as Istio's
 // ValidateUnixAddress: not empty, and either "@NAME" (Linux's abstract
 // namespace) or an absolute path not ending in "/"; and, as loom-proxy
